@@ -1,0 +1,86 @@
+import { x25519 } from '@noble/curves/ed25519.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
+import { MACHINE_AUTH_MAX_SKEW_SECONDS } from './control-api.js';
+
+// X25519 keys in WireGuard's base64 form, and the machine-key signature of control requests
+// (see control-api.ts). Both the engine (signing) and control (verifying) use these.
+
+export interface KeyPair {
+  privateKey: string;
+  publicKey: string;
+}
+
+const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
+const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
+
+export function generateKeyPair(): KeyPair {
+  const priv = x25519.utils.randomSecretKey();
+  return { privateKey: b64(priv), publicKey: b64(x25519.getPublicKey(priv)) };
+}
+
+export function publicKeyOf(privateKey: string): string {
+  return b64(x25519.getPublicKey(unb64(privateKey)));
+}
+
+export function sharedSecret(privateKey: string, peerPublicKey: string): Uint8Array {
+  return x25519.getSharedSecret(unb64(privateKey), unb64(peerPublicKey));
+}
+
+function mac(secret: Uint8Array, method: string, path: string, seconds: number, body: string): string {
+  const text = `${method.toUpperCase()}\n${path}\n${seconds}\n${bytesToHex(sha256(utf8ToBytes(body)))}`;
+  return b64(hmac(sha256, secret, utf8ToBytes(text)));
+}
+
+/** The header value a machine sends to prove it holds `machinePrivateKey`. */
+export function signMachineRequest(args: {
+  machinePrivateKey: string;
+  controlPublicKey: string;
+  method: string;
+  path: string;
+  body: string;
+  now?: number;
+}): string {
+  const seconds = Math.floor((args.now ?? Date.now()) / 1000);
+  const secret = sharedSecret(args.machinePrivateKey, args.controlPublicKey);
+  return `${publicKeyOf(args.machinePrivateKey)}.${seconds}.${mac(secret, args.method, args.path, seconds, args.body)}`;
+}
+
+/** Verifies a machine signature; returns the machine public key, or an error message. */
+export function verifyMachineRequest(args: {
+  header: string | undefined;
+  controlPrivateKey: string;
+  method: string;
+  path: string;
+  body: string;
+  now?: number;
+}): { machineKey: string } | { error: string } {
+  const parts = (args.header ?? '').split('.');
+  if (parts.length !== 3) return { error: 'missing or malformed machine signature' };
+  const [machineKey, secondsText, given] = parts as [string, string, string];
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(machineKey) || !/^[0-9]{1,12}$/.test(secondsText)) {
+    return { error: 'malformed machine signature' };
+  }
+  const seconds = Number(secondsText);
+  const nowSeconds = Math.floor((args.now ?? Date.now()) / 1000);
+  if (Math.abs(nowSeconds - seconds) > MACHINE_AUTH_MAX_SKEW_SECONDS) {
+    return { error: 'machine signature expired (check the clock)' };
+  }
+  let secret: Uint8Array;
+  try {
+    secret = sharedSecret(args.controlPrivateKey, machineKey);
+  } catch {
+    return { error: 'invalid machine key' };
+  }
+  const expected = mac(secret, args.method, args.path, seconds, args.body);
+  if (!timingSafeEqualText(expected, given)) return { error: 'bad machine signature' };
+  return { machineKey };
+}
+
+function timingSafeEqualText(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}

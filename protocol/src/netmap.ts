@@ -1,0 +1,72 @@
+import { z } from 'zod';
+import { FilterRule } from './filter.js';
+import { Cidr, Endpoint, IfaceAddr, Key, Timestamp } from './primitives.js';
+
+// What control tells each node: itself, the peers policy lets it see, and the filter it enforces.
+
+export const NodeView = z.strictObject({
+  id: z.string(),
+  /** Unique machine name within the tailnet. */
+  name: z.string(),
+  /** The owning user's login name; null for tagged nodes. */
+  user: z.string().nullable(),
+  tags: z.array(z.string()),
+  nodeKey: Key,
+  /** The node's own tunnel addresses, as /32 and /128. */
+  addresses: z.array(IfaceAddr),
+  /** What the peer may source: its addresses plus approved routes. */
+  allowedIPs: z.array(Cidr),
+  /** Candidate UDP endpoints the node reported for its WireGuard socket. */
+  endpoints: z.array(Endpoint),
+  online: z.boolean(),
+  lastSeen: Timestamp.nullable(),
+  keyExpiry: Timestamp.nullable(),
+  os: z.string(),
+});
+export type NodeView = z.infer<typeof NodeView>;
+
+export const NetMap = z.strictObject({
+  self: NodeView,
+  peers: z.array(NodeView),
+  packetFilter: z.array(FilterRule),
+  /** The tailnet's IPv4 and IPv6 ranges, routed into the tunnel as a whole. */
+  tailnetRanges: z.array(Cidr),
+});
+export type NetMap = z.infer<typeof NetMap>;
+
+/** Control → node over the stream: a full map first, then changes as they happen. */
+export const StreamServerMessage = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('full'), netmap: NetMap }),
+  z.strictObject({
+    type: z.literal('delta'),
+    self: NodeView.optional(),
+    peersUpserted: z.array(NodeView).optional(),
+    peersRemoved: z.array(z.string()).optional(),
+    packetFilter: z.array(FilterRule).optional(),
+  }),
+  /** The node can no longer use the tailnet (deleted, expired, logged out): it must log in again. */
+  z.strictObject({ type: z.literal('logout'), reason: z.string() }),
+]);
+export type StreamServerMessage = z.infer<typeof StreamServerMessage>;
+
+/** Node → control over the stream. */
+export const StreamClientMessage = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('endpoints'), endpoints: z.array(Endpoint).max(64) }),
+]);
+export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
+
+/** Applies a stream message to the map the node holds; returns the new map (never mutates). */
+export function applyStreamMessage(current: NetMap | null, msg: StreamServerMessage): NetMap | null {
+  if (msg.type === 'full') return msg.netmap;
+  if (msg.type === 'logout' || current === null) return current;
+  const removed = new Set(msg.peersRemoved ?? []);
+  const upserted = new Map((msg.peersUpserted ?? []).map((p) => [p.id, p]));
+  const peers = current.peers.filter((p) => !removed.has(p.id) && !upserted.has(p.id));
+  peers.push(...upserted.values());
+  return {
+    ...current,
+    self: msg.self ?? current.self,
+    peers,
+    packetFilter: msg.packetFilter ?? current.packetFilter,
+  };
+}
