@@ -1,0 +1,2 @@
+export * from './exec.js';
+export * from './lab.js';
