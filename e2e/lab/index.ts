@@ -1,2 +1,3 @@
 export * from './exec.js';
 export * from './lab.js';
+export * from './weft.js';

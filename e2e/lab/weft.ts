@@ -1,0 +1,190 @@
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Status } from '@weft/protocol';
+import type { RunResult } from './exec.js';
+import { type Host, waitFor } from './lab.js';
+
+// Starts Weft's real, built binaries on lab hosts: control, and nodes made of helper + weftd.
+
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const bin = (path: string) => join(REPO, path);
+export const BIN = {
+  control: bin('control/dist/cli/main.js'),
+  weftd: bin('core/dist/daemon/main.js'),
+  weft: bin('core/dist/cli/main.js'),
+  helper: bin('native-helpers/dist/main.js'),
+};
+
+/** A scratch folder for one test run; removed by `removeScratch`. */
+export function scratchDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `weft-${prefix}-`));
+}
+
+export function removeScratch(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+function startLogged(host: Host, argv: string[], logFile: string): ChildProcess {
+  const child = host.spawn(argv);
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return child;
+}
+
+async function stopChild(child: ChildProcess | null): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+
+export class ControlServer {
+  private child: ChildProcess | null = null;
+  readonly url: string;
+  readonly db: string;
+
+  constructor(
+    readonly host: Host,
+    readonly dir: string,
+    readonly port = 8080,
+  ) {
+    this.url = `http://${host.ip}:${port}`;
+    this.db = join(dir, 'control.db');
+  }
+
+  async start(): Promise<void> {
+    this.child = startLogged(
+      this.host,
+      [
+        'node',
+        BIN.control,
+        'serve',
+        '--listen',
+        `${this.host.ip}:${this.port}`,
+        '--public-url',
+        this.url,
+        '--db',
+        this.db,
+      ],
+      join(this.dir, 'control.log'),
+    );
+    await waitFor('control to answer /healthz', () => this.healthz());
+  }
+
+  /** Health probe from inside the control host's namespace (Node's fetch: curl may be absent). */
+  private async healthz(): Promise<boolean> {
+    const r = await this.host.exec(
+      [
+        'node',
+        '-e',
+        `fetch(${JSON.stringify(`${this.url}/healthz`)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))`,
+      ],
+      { timeoutMs: 3000 },
+    );
+    return r.code === 0;
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.child);
+    this.child = null;
+  }
+
+  /** Runs the admin CLI against the same database, as an admin on the server would. */
+  async cli(args: string[]): Promise<string> {
+    const r = await this.host.exec(['node', BIN.control, ...args, '--db', this.db], { timeoutMs: 20_000 });
+    if (r.code !== 0) throw new Error(`weft-control ${args.join(' ')} failed: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+}
+
+export class WeftNode {
+  private helper: ChildProcess | null = null;
+  private daemon: ChildProcess | null = null;
+  readonly socket: string;
+  readonly helperSocket: string;
+
+  constructor(
+    readonly host: Host,
+    readonly dir: string,
+    /** WireGuard interface name, unique machine-wide (wireguard-go's sockets share one folder). */
+    readonly iface: string,
+  ) {
+    this.socket = join(dir, 'weftd.sock');
+    this.helperSocket = join(dir, 'helper.sock');
+  }
+
+  async startHelper(): Promise<void> {
+    this.helper = startLogged(
+      this.host,
+      ['node', BIN.helper, '--socket', this.helperSocket],
+      join(this.dir, 'helper.log'),
+    );
+    await waitFor('helper socket', async () => existsSync(this.helperSocket));
+  }
+
+  async startDaemon(): Promise<void> {
+    this.daemon = startLogged(
+      this.host,
+      [
+        'node',
+        BIN.weftd,
+        '--state-dir',
+        join(this.dir, 'state'),
+        '--socket',
+        this.socket,
+        '--helper-socket',
+        this.helperSocket,
+        '--interface',
+        this.iface,
+      ],
+      join(this.dir, 'weftd.log'),
+    );
+    await waitFor('weftd socket', async () => existsSync(this.socket));
+  }
+
+  async start(): Promise<void> {
+    await this.startHelper();
+    await this.startDaemon();
+  }
+
+  async stopDaemon(): Promise<void> {
+    await stopChild(this.daemon);
+    this.daemon = null;
+  }
+
+  async stop(): Promise<void> {
+    await this.stopDaemon();
+    await stopChild(this.helper);
+    this.helper = null;
+  }
+
+  weft(args: string[], timeoutMs = 30_000): Promise<RunResult> {
+    return this.host.exec(['node', BIN.weft, '--socket', this.socket, ...args], { timeoutMs });
+  }
+
+  async status(): Promise<Status> {
+    const r = await this.weft(['status', '--json']);
+    if (r.code !== 0) throw new Error(`weft status failed: ${r.stderr}`);
+    return Status.parse(JSON.parse(r.stdout));
+  }
+
+  async up(controlUrl: string, authKey: string, hostname: string): Promise<void> {
+    const r = await this.weft(
+      ['up', '--control-url', controlUrl, '--authkey', authKey, '--hostname', hostname],
+      60_000,
+    );
+    if (r.code !== 0) throw new Error(`weft up failed: ${r.stderr || r.stdout}`);
+  }
+
+  /** This node's tunnel IPv4 address. */
+  async ip4(): Promise<string> {
+    const r = await this.weft(['ip', '-4']);
+    if (r.code !== 0) throw new Error(`weft ip failed: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test suite, then prints one closing line: "N passed, N failed".
+# Suites: lint, type-check/build, unit+integration (vitest), network lab (vitest, root).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+checks_passed=0
+checks_failed=0
+check() { # name, command...
+  local name=$1; shift
+  echo "== $name" >&2
+  if "$@"; then checks_passed=$((checks_passed + 1)); else checks_failed=$((checks_failed + 1)); echo "!! $name failed" >&2; fi
+}
+
+check lint npx biome ci .
+check build npm run build --silent
+echo "== unit and integration tests" >&2
+npx vitest run --reporter=default --reporter=json --outputFile.json="$out/unit.json"
+echo "== network lab tests" >&2
+npx vitest run -c vitest.e2e.config.ts --reporter=default --reporter=json --outputFile.json="$out/e2e.json"
+
+node scripts/summarize-tests.mjs "$checks_passed" "$checks_failed" "$out/unit.json" "$out/e2e.json"
