@@ -1,0 +1,24 @@
+import { verifyMachineRequest } from '@weft/protocol';
+import { ApiError } from '../errors.js';
+
+/**
+ * Checks the machine-key signature of a control request and returns the machine's public key.
+ * `path` excludes the query string: nothing control reads comes from it, so nothing unsigned matters.
+ */
+export function authenticateMachine(args: {
+  header: string | string[] | undefined;
+  controlPrivateKey: string;
+  method: string;
+  url: string;
+  body: string;
+}): string {
+  const result = verifyMachineRequest({
+    header: typeof args.header === 'string' ? args.header : undefined,
+    controlPrivateKey: args.controlPrivateKey,
+    method: args.method,
+    path: args.url.split('?')[0] ?? '',
+    body: args.body,
+  });
+  if ('error' in result) throw new ApiError(401, 'bad-signature', result.error);
+  return result.machineKey;
+}

@@ -1,0 +1,114 @@
+import { Command, CommanderError } from 'commander';
+import { type ConfigFlags, loadConfig } from '../config/config.js';
+import { openSqliteDatabase } from '../db/sqlite.js';
+import { Store } from '../db/store.js';
+import { errorText } from '../log.js';
+import { startControl } from '../server/serve.js';
+import { createPreauthKey, createUser, deleteNode, formatNodes, formatUsers } from './admin.js';
+
+// `weft-control`: the server (`serve`) and the admin commands. Every command reads the same
+// configuration (flags > environment > --config file > defaults), so run from the same directory or
+// with the same --config, admin commands reach the server's database.
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** Resolves when a running server should stop (SIGTERM/SIGINT for the real process). */
+  untilStopped(): Promise<void>;
+}
+
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  const program = new Command('weft-control')
+    .description('Weft coordination server and its admin commands')
+    .exitOverride()
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .option('--config <file>', 'JSON config file with listen, publicUrl, db (env WEFT_CONTROL_CONFIG)')
+    .option('--db <path>', 'SQLite database file (env WEFT_CONTROL_DB; default ./weft-control.db)');
+
+  const config = (cmd: Command) =>
+    loadConfig({ flags: cmd.optsWithGlobals<ConfigFlags>(), env: io.env, cwd: io.cwd });
+  const withStore = async (cmd: Command, fn: (store: Store) => Promise<void>) => {
+    const store = new Store(await openSqliteDatabase(config(cmd).db));
+    try {
+      await fn(store);
+    } finally {
+      await store.destroy();
+    }
+  };
+
+  program
+    .command('serve')
+    .description('run the coordination server')
+    .option('--listen <host:port>', 'address to listen on (env WEFT_CONTROL_LISTEN; default 127.0.0.1:8080)')
+    .option('--public-url <url>', 'URL nodes use to reach this server (env WEFT_CONTROL_PUBLIC_URL)')
+    .action(async (_opts, cmd: Command) => {
+      const running = await startControl({ config: config(cmd) });
+      await io.untilStopped();
+      await running.close();
+    });
+
+  const users = program.command('users').description('manage users');
+  users
+    .command('create <name>')
+    .description('create a user')
+    .option('--email <email>', 'the user’s email address')
+    .action((name: string, opts: { email?: string }, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        const user = await createUser(store, name, opts.email);
+        io.err(`created user ${user.name}\n`);
+      }),
+    );
+  users
+    .command('list')
+    .description('list users')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }, cmd: Command) =>
+      withStore(cmd, async (store) => io.out(formatUsers(await store.listUsers(), opts.json ?? false))),
+    );
+
+  program
+    .command('preauthkey')
+    .description('manage pre-auth keys')
+    .command('create')
+    .description('create a pre-auth key; prints only the key')
+    .requiredOption('--user <name>', 'the user the key registers nodes for')
+    .option('--reusable', 'the key may register any number of machines (default: one)')
+    .option('--ephemeral', 'nodes registered with it are deleted after going offline')
+    .option('--expiration <duration>', 'how long the key is valid, e.g. 30m, 1h, 7d', '1h')
+    .option('--tags <tags>', 'comma-separated tags (tag:a,tag:b) the nodes get instead of the user')
+    .action(
+      (
+        opts: { user: string; reusable?: boolean; ephemeral?: boolean; expiration: string; tags?: string },
+        cmd: Command,
+      ) => withStore(cmd, async (store) => io.out(`${await createPreauthKey(store, opts)}\n`)),
+    );
+
+  const nodes = program.command('nodes').description('manage nodes');
+  nodes
+    .command('list')
+    .description('list nodes')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }, cmd: Command) =>
+      withStore(cmd, async (store) => io.out(formatNodes(await store.listNodes(), opts.json ?? false))),
+    );
+  nodes
+    .command('delete <name>')
+    .description('delete a node; it is logged out and leaves its peers’ maps at once')
+    .action((name: string, _opts, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        const node = await deleteNode(store, name);
+        io.err(`deleted node ${node.name}\n`);
+      }),
+    );
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    io.err(`weft-control: ${errorText(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,44 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, Migrator, SqliteDialect } from 'kysely';
+import { migrationProvider } from './migrations.js';
+import type { Database } from './schema.js';
+
+// The SQLite flavour of the database: one file, shared by the server and the admin CLI, which may
+// run at the same time. WAL lets readers go on while one writes; busy_timeout makes a writer wait for
+// the other process's lock instead of failing at once.
+
+const BUSY_TIMEOUT_MS = 5_000;
+
+/** Opens a better-sqlite3 connection with the settings every connection to the file must share. */
+export function openSqliteConnection(path: string): SqliteDatabase.Database {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // The file holds control's private key: create it owner-only. SQLite gives the -wal and -shm files
+  // the same mode as the database file.
+  closeSync(openSync(path, 'a', 0o600));
+  const conn = new SqliteDatabase(path);
+  conn.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  conn.pragma('journal_mode = WAL');
+  conn.pragma('synchronous = NORMAL');
+  conn.pragma('foreign_keys = ON');
+  return conn;
+}
+
+/** Opens the database file (creating it if needed) and brings its schema up to date. */
+export async function openSqliteDatabase(path: string): Promise<Kysely<Database>> {
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqliteConnection(path) }) });
+  try {
+    await migrate(db);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return db;
+}
+
+/** Applies every migration not yet applied; a no-op on an up-to-date database. */
+export async function migrate(db: Kysely<Database>): Promise<void> {
+  const { error } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
+  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : error}`);
+}

@@ -1,0 +1,202 @@
+import type { NetMap, NodeView, StreamServerMessage } from '@weft/protocol';
+import { toNodeView } from '../tailnet/node-view.js';
+import type { NodeRecord } from '../tailnet/records.js';
+import type { Visibility, VisibilityPolicy } from './visibility.js';
+
+// Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
+// WebSockets or the database: it is fed snapshots of the nodes and sessions that can take a message.
+// Work per change is proportional to (connected nodes × changed nodes); a node's whole peer list is
+// recomputed only when the policy says its visibility may have changed.
+
+/** One node's live stream, whatever carries it. */
+export interface StreamSession {
+  readonly nodeId: string;
+  send(message: StreamServerMessage): void;
+  /** Ends the stream from the server side. */
+  close(reason: string): void;
+}
+
+interface Subscriber {
+  session: StreamSession;
+  visibility: Visibility;
+  /** Peer id → JSON of the view this node last received, so only real changes are sent. */
+  sent: Map<string, string>;
+  selfJson: string;
+  filterJson: string;
+}
+
+interface CachedView {
+  view: NodeView;
+  json: string;
+}
+
+/** What a policy may look at: when it changes, visibility has to be decided again. */
+function identityOf(node: NodeRecord): string {
+  return JSON.stringify([node.userId, node.tags, node.ipv4, node.ipv6, node.approvedRoutes]);
+}
+
+export class NetmapHub {
+  private nodes = new Map<string, NodeRecord>();
+  private views = new Map<string, CachedView>();
+  private subscribers = new Map<string, Subscriber>();
+
+  constructor(
+    private readonly policy: VisibilityPolicy,
+    private readonly tailnetRanges: string[],
+  ) {}
+
+  has(nodeId: string): boolean {
+    return this.nodes.has(nodeId);
+  }
+
+  isOnline(nodeId: string): boolean {
+    return this.subscribers.has(nodeId);
+  }
+
+  view(nodeId: string): NodeView | undefined {
+    return this.views.get(nodeId)?.view;
+  }
+
+  /** Replaces the known nodes with `next` and sends every connected node what changed for it. */
+  update(next: readonly NodeRecord[]): void {
+    const previous = this.nodes;
+    this.nodes = new Map(next.map((n) => [n.id, n]));
+
+    const removed = [...previous.values()].filter((n) => !this.nodes.has(n.id));
+    const reidentified = next.filter((n) => {
+      const old = previous.get(n.id);
+      return old === undefined || identityOf(old) !== identityOf(n);
+    });
+    for (const gone of removed) {
+      this.views.delete(gone.id);
+      const sub = this.subscribers.get(gone.id);
+      if (sub) {
+        this.subscribers.delete(gone.id);
+        sub.session.send({ type: 'logout', reason: 'this node was deleted from the tailnet' });
+        sub.session.close('node deleted');
+      }
+    }
+    const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
+    this.propagate(
+      changed,
+      removed.map((n) => n.id),
+      [...reidentified, ...removed],
+    );
+  }
+
+  /** Starts streaming to `session`: sends its full map, and tells its peers it is online. */
+  connect(session: StreamSession): void {
+    const self = this.nodes.get(session.nodeId);
+    if (self === undefined) throw new Error(`node ${session.nodeId} is not known`);
+    const replaced = this.subscribers.get(session.nodeId);
+    const visibility = this.policy.visibilityOf(self, this.nodes);
+    const sub: Subscriber = { session, visibility, sent: new Map(), selfJson: '', filterJson: '' };
+    this.subscribers.set(session.nodeId, sub);
+    replaced?.session.close('replaced by a newer stream');
+    this.refreshView(session.nodeId);
+
+    const peers: NodeView[] = [];
+    for (const peer of this.nodes.values()) {
+      if (peer.id === self.id || !visibility.canSee(peer)) continue;
+      const cached = this.views.get(peer.id) as CachedView;
+      peers.push(cached.view);
+      sub.sent.set(peer.id, cached.json);
+    }
+    const selfView = this.views.get(self.id) as CachedView;
+    sub.selfJson = selfView.json;
+    sub.filterJson = JSON.stringify(visibility.packetFilter);
+    const netmap: NetMap = {
+      self: selfView.view,
+      peers,
+      packetFilter: visibility.packetFilter,
+      tailnetRanges: this.tailnetRanges,
+    };
+    session.send({ type: 'full', netmap });
+    if (!replaced) this.propagate([session.nodeId], [], []);
+  }
+
+  /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */
+  disconnect(session: StreamSession): void {
+    if (this.subscribers.get(session.nodeId)?.session !== session) return;
+    this.subscribers.delete(session.nodeId);
+    if (this.refreshView(session.nodeId)) this.propagate([session.nodeId], [], []);
+  }
+
+  /** Ends every stream (shutdown). */
+  closeAll(reason: string): void {
+    for (const sub of this.subscribers.values()) sub.session.close(reason);
+    this.subscribers.clear();
+  }
+
+  /** Recomputes a node's view; true when it differs from before. */
+  private refreshView(nodeId: string): boolean {
+    const node = this.nodes.get(nodeId);
+    if (node === undefined) return false;
+    const view = toNodeView(node, this.subscribers.has(nodeId));
+    const json = JSON.stringify(view);
+    if (this.views.get(nodeId)?.json === json) return false;
+    this.views.set(nodeId, { view, json });
+    return true;
+  }
+
+  private propagate(
+    changed: readonly string[],
+    removed: readonly string[],
+    reidentified: readonly NodeRecord[],
+  ) {
+    if (changed.length === 0 && removed.length === 0 && reidentified.length === 0) return;
+    const affected =
+      reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
+    const reidentifiedIds = new Set(reidentified.map((n) => n.id));
+    for (const sub of this.subscribers.values()) {
+      const id = sub.session.nodeId;
+      const self = this.nodes.get(id);
+      if (self === undefined) continue;
+      const delta: Extract<StreamServerMessage, { type: 'delta' }> = { type: 'delta' };
+      const upserted: NodeView[] = [];
+      const gone: string[] = [];
+
+      if (affected === 'all' || affected.has(id) || reidentifiedIds.has(id)) {
+        sub.visibility = this.policy.visibilityOf(self, this.nodes);
+        const filterJson = JSON.stringify(sub.visibility.packetFilter);
+        if (filterJson !== sub.filterJson) {
+          sub.filterJson = filterJson;
+          delta.packetFilter = sub.visibility.packetFilter;
+        }
+        for (const peer of this.nodes.values()) {
+          if (peer.id !== id) this.sync(sub, peer.id, upserted, gone);
+        }
+        for (const peerId of sub.sent.keys()) if (!this.nodes.has(peerId)) this.forget(sub, peerId, gone);
+      } else {
+        for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
+        for (const peerId of removed) this.forget(sub, peerId, gone);
+      }
+
+      const selfView = this.views.get(id) as CachedView;
+      if (selfView.json !== sub.selfJson) {
+        sub.selfJson = selfView.json;
+        delta.self = selfView.view;
+      }
+      if (upserted.length > 0) delta.peersUpserted = upserted;
+      if (gone.length > 0) delta.peersRemoved = gone;
+      if (Object.keys(delta).length > 1) sub.session.send(delta);
+    }
+  }
+
+  /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */
+  private sync(sub: Subscriber, peerId: string, upserted: NodeView[], gone: string[]): void {
+    const peer = this.nodes.get(peerId);
+    if (peer === undefined || !sub.visibility.canSee(peer)) {
+      this.forget(sub, peerId, gone);
+      return;
+    }
+    const cached = this.views.get(peerId) as CachedView;
+    if (sub.sent.get(peerId) === cached.json) return;
+    sub.sent.set(peerId, cached.json);
+    upserted.push(cached.view);
+  }
+
+  private forget(sub: Subscriber, peerId: string, gone: string[]): void {
+    if (sub.sent.delete(peerId)) gone.push(peerId);
+  }
+}

@@ -1,0 +1,34 @@
+import { ALLOW_ALL, type FilterRule } from '@weft/protocol';
+import type { NodeRecord } from '../tailnet/records.js';
+
+// The one place that decides who sees whom and what each node's packet filter is. Today everyone
+// sees everyone and accepts everything; the policy compiler will provide another VisibilityPolicy.
+
+/** What one node may see and the filter it must enforce, decided against a snapshot of the tailnet. */
+export interface Visibility {
+  canSee(peer: NodeRecord): boolean;
+  packetFilter: FilterRule[];
+}
+
+export interface VisibilityPolicy {
+  /** The decision for `node` given every node in the tailnet. */
+  visibilityOf(node: NodeRecord, nodes: ReadonlyMap<string, NodeRecord>): Visibility;
+  /**
+   * Which nodes' decisions may have changed because `changed` nodes joined, left, or changed what a
+   * policy can refer to (owner, tags, addresses, routes). The changed nodes themselves are always
+   * recomputed; this names the others, or 'all' when the policy cannot narrow it down. It is what
+   * keeps a join from costing a recompute over every pair of nodes.
+   */
+  affectedBy(
+    changed: readonly NodeRecord[],
+    nodes: ReadonlyMap<string, NodeRecord>,
+  ): ReadonlySet<string> | 'all';
+}
+
+const everything: Visibility = { canSee: () => true, packetFilter: ALLOW_ALL };
+
+/** Until a policy is set: every node sees every other node and accepts all traffic from them. */
+export const allowAll: VisibilityPolicy = {
+  visibilityOf: () => everything,
+  affectedBy: () => new Set(),
+};

@@ -1,0 +1,20 @@
+import type { KeyPair } from '@weft/protocol';
+import type { RegistrationDeps } from '../auth/register.js';
+import type { Store } from '../db/store.js';
+import type { Logger } from '../log.js';
+import type { NetmapHub } from '../netmap/hub.js';
+import type { NetmapSync } from '../netmap/sync.js';
+import type { Background } from './background.js';
+
+/** Everything the HTTP and stream handlers share. */
+export interface ControlContext {
+  store: Store;
+  hub: NetmapHub;
+  sync: NetmapSync;
+  controlKey: KeyPair;
+  registration: RegistrationDeps;
+  log: Logger;
+  background: Background;
+  /** How often each stream is pinged; a stream that missed the previous pong is dropped. */
+  pingIntervalMs: number;
+}

@@ -1,0 +1,106 @@
+import type { AddressInfo } from 'node:net';
+import { generateKeyPair, publicKeyOf } from '@weft/protocol';
+import type { InteractiveLogin } from '../auth/register.js';
+import type { ControlConfig } from '../config/config.js';
+import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
+import { openSqliteDatabase } from '../db/sqlite.js';
+import { Store } from '../db/store.js';
+import { errorText, type Logger, stderrLogger } from '../log.js';
+import { NetmapHub } from '../netmap/hub.js';
+import { NetmapSync } from '../netmap/sync.js';
+import { allowAll } from '../netmap/visibility.js';
+import { randomUlaPrefix, TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
+import { buildApp } from './app.js';
+import { Background } from './background.js';
+import type { ControlContext } from './context.js';
+import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
+
+export interface ServeOptions {
+  config: ControlConfig;
+  log?: Logger;
+  pingIntervalMs?: number;
+  /** How often the database is polled for other processes' commits. */
+  pollIntervalMs?: number;
+  ephemeralGraceMs?: number;
+  interactive?: InteractiveLogin | null;
+}
+
+export interface RunningControl {
+  /** Where the server listens, e.g. http://127.0.0.1:8080. */
+  url: string;
+  publicUrl: string;
+  close(): Promise<void>;
+}
+
+export const PING_INTERVAL_MS = 15_000;
+
+const SETTING_CONTROL_KEY = 'control_private_key';
+const SETTING_ULA = 'tailnet_ula_prefix';
+
+export async function startControl(options: ServeOptions): Promise<RunningControl> {
+  const { config } = options;
+  const log = options.log ?? stderrLogger();
+  const store = new Store(await openSqliteDatabase(config.db));
+  let feed: ChangeFeed | null = null;
+  let stopSweeper = () => {};
+  const background = new Background(log);
+  try {
+    // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
+    const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
+    const ulaPrefix = await store.ensureSetting(SETTING_ULA, randomUlaPrefix);
+
+    const hub = new NetmapHub(allowAll, [TAILNET_IPV4_RANGE, ulaPrefix]);
+    const sync = new NetmapSync(store, hub);
+    await sync.refresh();
+
+    const ctx: ControlContext = {
+      store,
+      hub,
+      sync,
+      controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
+      registration: { store, ulaPrefix, interactive: options.interactive ?? null, now: () => new Date() },
+      log,
+      background,
+      pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
+    };
+    const app = await buildApp(ctx);
+
+    const changes = new SqliteChangeFeed(config.db, options.pollIntervalMs);
+    feed = changes;
+    changes.start(() => background.run('reloading after a database change', () => sync.refresh()));
+    stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
+
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+    const address = app.server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const url = `http://${host}:${address.port}`;
+    const publicUrl = config.publicUrl ?? url;
+    log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${config.db})`);
+
+    let closing: Promise<void> | null = null;
+    const close = async () => {
+      log.info('shutting down');
+      stopSweeper();
+      changes.close();
+      hub.closeAll('control is shutting down');
+      await app.close();
+      await background.drain();
+      await store.destroy();
+      log.info('stopped');
+    };
+    return {
+      url,
+      publicUrl,
+      close: () => {
+        closing ??= close();
+        return closing;
+      },
+    };
+  } catch (err) {
+    stopSweeper();
+    feed?.close();
+    await background.drain();
+    await store.destroy();
+    throw new Error(`cannot start control: ${errorText(err)}`);
+  }
+}

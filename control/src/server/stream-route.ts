@@ -1,0 +1,124 @@
+import { MACHINE_AUTH_HEADER, STREAM_PATH, StreamClientMessage } from '@weft/protocol';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import WebSocket from 'ws';
+import { authenticateMachine } from '../auth/machine.js';
+import { ApiError } from '../errors.js';
+import { errorText } from '../log.js';
+import type { StreamSession } from '../netmap/hub.js';
+import { isExpired, type NodeRecord } from '../tailnet/records.js';
+import type { ControlContext } from './context.js';
+import { parseMessage } from './parse.js';
+
+// The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
+// HTTP 401 with an ErrorBody), then JSON messages both ways, validated on arrival.
+
+/** WebSocket close reasons are limited to 123 bytes. */
+const closeReason = (text: string) => Buffer.from(text).subarray(0, 120).toString('utf8');
+
+export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): void {
+  const authenticated = new WeakMap<FastifyRequest, NodeRecord>();
+
+  app.get(
+    STREAM_PATH,
+    {
+      websocket: true,
+      preValidation: async (req) => {
+        const machineKey = authenticateMachine({
+          header: req.headers[MACHINE_AUTH_HEADER],
+          controlPrivateKey: ctx.controlKey.privateKey,
+          method: req.method,
+          url: req.url,
+          body: '',
+        });
+        const node = await ctx.store.nodeByMachineKey(machineKey);
+        if (node === undefined) {
+          throw new ApiError(401, 'unknown-node', 'this machine is not registered: register it first');
+        }
+        if (isExpired(node, new Date())) {
+          throw new ApiError(401, 'node-key-expired', 'this node’s key has expired: log in again');
+        }
+        authenticated.set(req, node);
+      },
+    },
+    (socket, req) => {
+      const node = authenticated.get(req);
+      if (node === undefined) {
+        socket.close(1011, 'not authenticated');
+        return;
+      }
+      openStream(ctx, socket, node);
+    },
+  );
+}
+
+function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): void {
+  const { hub, store, sync, background, log } = ctx;
+  const session: StreamSession = {
+    nodeId: node.id,
+    send: (message) => {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    },
+    close: (reason) => socket.close(1000, closeReason(reason)),
+  };
+  const touchLastSeen = async () => {
+    await store.updateNode(node.id, { lastSeen: new Date().toISOString() });
+    await sync.refresh();
+  };
+
+  // Listeners go on before anything asynchronous so no early message is lost.
+  socket.on('message', (data, isBinary) => {
+    if (isBinary) {
+      socket.close(1003, 'only JSON text messages are accepted');
+      return;
+    }
+    let message: StreamClientMessage;
+    try {
+      message = parseMessage(Buffer.from(data as Buffer).toString('utf8'), StreamClientMessage);
+    } catch (err) {
+      log.warn(`stream ${node.name}: refused message: ${errorText(err)}`);
+      socket.close(1008, closeReason(`invalid message: ${errorText(err)}`));
+      return;
+    }
+    const endpoints = [...new Set(message.endpoints)];
+    background.run(`endpoints of ${node.name}`, async () => {
+      await store.updateNode(node.id, { endpoints });
+      await sync.refresh();
+    });
+  });
+
+  let alive = true;
+  socket.on('pong', () => {
+    alive = true;
+  });
+  const pinger = setInterval(() => {
+    if (!alive) {
+      log.info(`stream ${node.name}: no pong, dropping`);
+      socket.terminate();
+      return;
+    }
+    alive = false;
+    socket.ping();
+  }, ctx.pingIntervalMs);
+
+  socket.on('error', (err) => log.warn(`stream ${node.name}: ${errorText(err)}`));
+  socket.on('close', () => {
+    clearInterval(pinger);
+    hub.disconnect(session);
+    log.info(`stream ${node.name}: closed`);
+    background.run(`last seen of ${node.name}`, touchLastSeen);
+  });
+
+  background.run(`stream of ${node.name}`, async () => {
+    // A node registered through another connection (or replica) may not be in the hub yet.
+    if (!hub.has(node.id)) await sync.refresh();
+    if (socket.readyState !== WebSocket.OPEN) return;
+    if (!hub.has(node.id)) {
+      session.send({ type: 'logout', reason: 'this node was deleted from the tailnet' });
+      session.close('node deleted');
+      return;
+    }
+    hub.connect(session);
+    log.info(`stream ${node.name}: connected`);
+    await touchLastSeen();
+  });
+}

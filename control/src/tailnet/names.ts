@@ -1,0 +1,22 @@
+// Machine names are unique in the tailnet: the second "laptop" becomes "laptop-1", then "laptop-2".
+// A name stays a valid hostname label (at most 63 characters, no trailing dash).
+
+const MAX_LABEL = 63;
+/** Room kept for a `-N` suffix when the hostname is long. */
+const SUFFIX_ROOM = 11;
+
+/** The part of `hostname` that suffixed names start with. */
+export function nameStem(hostname: string): string {
+  return hostname.slice(0, MAX_LABEL - SUFFIX_ROOM).replace(/-+$/, '');
+}
+
+/** The first free name for `hostname`, given every taken name that equals it or starts with its stem. */
+export function uniqueName(hostname: string, taken: Iterable<string>): string {
+  const used = new Set(taken);
+  if (!used.has(hostname)) return hostname;
+  const stem = nameStem(hostname);
+  for (let i = 1; ; i++) {
+    const candidate = `${stem}-${i}`;
+    if (!used.has(candidate)) return candidate;
+  }
+}
