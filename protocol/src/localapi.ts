@@ -47,3 +47,11 @@ export const UpRequest = z.strictObject({
 export type UpRequest = z.infer<typeof UpRequest>;
 
 export const LOCALAPI_PREFIX = '/localapi/v0';
+
+/**
+ * One line of `GET LOCALAPI_PREFIX/watch` (newline-delimited JSON): the whole status, first with
+ * `initial: true`, then again whenever the engine's state changes. Byte counters are as of that
+ * moment; poll `/status` for live ones.
+ */
+export const WatchEvent = z.strictObject({ initial: z.boolean(), status: Status });
+export type WatchEvent = z.infer<typeof WatchEvent>;
