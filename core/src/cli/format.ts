@@ -1,0 +1,76 @@
+import type { Status } from '@weft/protocol';
+
+// Human output of `weft status`. Pure, so its layout is tested without a daemon.
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} ${units[i]}` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** "12s ago", "3m ago", "2h ago", "5d ago"; "-" for never. */
+export function formatAgo(iso: string | null, now = Date.now()): string {
+  if (!iso) return '-';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, c) => {
+      widths[c] = Math.max(widths[c] ?? 0, cell.length);
+    });
+  }
+  return rows
+    .map((row) =>
+      row
+        .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function formatStatus(st: Status, now = Date.now()): string {
+  const lines: string[] = [];
+  if (st.backendState === 'NeedsLogin') {
+    lines.push(
+      st.authUrl
+        ? `Logged out. To log in, visit:\n\n\t${st.authUrl}\n`
+        : 'Logged out. Log in with: weft up --control-url URL',
+    );
+  } else if (st.backendState === 'Stopped') {
+    lines.push('Weft is stopped. Start it with: weft up --control-url URL');
+  } else {
+    if (st.backendState === 'Starting') lines.push('Starting…');
+    if (st.self) lines.push(`${st.self.name}  ${st.self.addresses.join(', ')}  (this device)`);
+    if (st.peers.length > 0) {
+      const rows = [['NAME', 'ADDRESSES', 'ONLINE', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX']];
+      for (const p of st.peers) {
+        rows.push([
+          p.name,
+          p.addresses.join(', '),
+          p.online ? 'yes' : 'no',
+          p.endpoint ?? '-',
+          formatAgo(p.lastHandshake, now),
+          formatBytes(p.rxBytes),
+          formatBytes(p.txBytes),
+        ]);
+      }
+      lines.push('', table(rows));
+    } else if (st.backendState === 'Running') {
+      lines.push('', 'No peers yet.');
+    }
+  }
+  if (st.health.length > 0) lines.push('', 'Health:', ...st.health.map((h) => `  - ${h}`));
+  return lines.join('\n');
+}

@@ -1,0 +1,183 @@
+import { EventEmitter } from 'node:events';
+import { STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
+import WebSocket from 'ws';
+import { WeftError } from '../errors.js';
+import { describeError, type Logger } from '../log/logger.js';
+import { Backoff, type BackoffOptions, sleep } from '../retry/backoff.js';
+import { type ControlClient, controlHttpError } from './client.js';
+
+// The long-lived netmap stream: a signed WebSocket to control that delivers a full map, then
+// deltas. It reconnects forever with back-off until stopped, and never touches the tunnel itself:
+// while it is down the engine keeps the last map in force.
+
+export interface SessionEvents {
+  /** A validated message from control. */
+  message: [StreamServerMessage];
+  /** The stream is open (a full map follows). */
+  connected: [];
+  /** An attempt failed or a live stream ended; a retry is scheduled unless stopped. */
+  disconnected: [WeftError];
+}
+
+export interface SessionOptions {
+  backoff?: BackoffOptions;
+  /** How often to ping control; a ping unanswered by the next one drops the stream. */
+  pingMs?: number;
+  log: Logger;
+}
+
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export class MapSession extends EventEmitter<SessionEvents> {
+  private readonly backoff: Backoff;
+  private readonly abort = new AbortController();
+  private ws: WebSocket | null = null;
+  private endpoints: string[] = [];
+  private sentEndpoints: string | null = null;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    private readonly client: ControlClient,
+    private readonly opts: SessionOptions,
+  ) {
+    super();
+    this.backoff = new Backoff({ baseMs: 500, capMs: 15_000, ...opts.backoff });
+  }
+
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  /** Stops reconnecting and closes the stream; resolves when the loop has ended. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    this.ws?.terminate();
+    await this.loop;
+  }
+
+  /** Sets the endpoints to report; sent now if connected and changed, and on every reconnect. */
+  setEndpoints(endpoints: string[]): void {
+    this.endpoints = endpoints;
+    this.sendEndpoints();
+  }
+
+  private sendEndpoints(): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const msg: StreamClientMessage = { type: 'endpoints', endpoints: this.endpoints.slice(0, 64) };
+    const text = JSON.stringify(msg);
+    if (text === this.sentEndpoints) return;
+    this.sentEndpoints = text;
+    ws.send(text);
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    while (!signal.aborted) {
+      let loggedOut = false;
+      try {
+        loggedOut = await this.connectOnce();
+      } catch (err) {
+        if (signal.aborted) break;
+        const e =
+          err instanceof WeftError
+            ? err
+            : new WeftError('control-unreachable', `control stream: ${describeError(err)}`);
+        this.opts.log.warn(e.message);
+        this.emit('disconnected', e);
+      }
+      // After a logout control will not take us back with this key: stop until logged in again.
+      if (loggedOut) break;
+      const delay = this.backoff.next();
+      this.opts.log.debug(`reconnecting to control in ${delay} ms`);
+      await sleep(delay, signal);
+    }
+  }
+
+  /** One stream connection; resolves true after a logout message, rejects when it ends otherwise. */
+  private async connectOnce(): Promise<boolean> {
+    const headers = await this.client.signedHeaders('GET', STREAM_PATH, '');
+    if (this.abort.signal.aborted) return false;
+    const ws = new WebSocket(this.client.streamUrl(), {
+      headers,
+      handshakeTimeout: 15_000,
+      maxPayload: MAX_MESSAGE_BYTES,
+      followRedirects: false,
+    });
+    this.ws = ws;
+    this.sentEndpoints = null;
+    try {
+      return await new Promise<boolean>((resolve, reject) => {
+        let alive = true;
+        let pinger: NodeJS.Timeout | undefined;
+        const fail = (err: WeftError) => {
+          clearInterval(pinger);
+          ws.terminate();
+          reject(err);
+        };
+        ws.on('unexpected-response', (_req, res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            let body: unknown;
+            try {
+              body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch {
+              body = undefined;
+            }
+            // A key mismatch after a control reinstall shows as 401: fetch its key again next time.
+            if (res.statusCode === 401) this.client.forgetServerKey();
+            fail(controlHttpError(res.statusCode ?? 0, body, 'the netmap stream'));
+          });
+        });
+        ws.on('open', () => {
+          this.opts.log.info(`netmap stream connected to ${this.client.baseUrl}`);
+          this.emit('connected');
+          this.sendEndpoints();
+          pinger = setInterval(() => {
+            if (!alive)
+              return fail(new WeftError('control-unreachable', 'control stream stopped answering pings'));
+            alive = false;
+            ws.ping();
+          }, this.opts.pingMs ?? 15_000);
+        });
+        ws.on('pong', () => {
+          alive = true;
+        });
+        ws.on('message', (data, isBinary) => {
+          const msg = isBinary ? null : parseMessage(data.toString());
+          if (!msg) {
+            // Skipping a message would leave the map silently wrong; a reconnect starts from a full map.
+            ws.close(1008, 'invalid message');
+            return fail(new WeftError('control-error', 'control sent an invalid stream message'));
+          }
+          alive = true;
+          if (msg.type === 'full') this.backoff.reset();
+          this.emit('message', msg);
+          if (msg.type === 'logout') {
+            clearInterval(pinger);
+            ws.close(1000);
+            resolve(true);
+          }
+        });
+        ws.on('error', (err) =>
+          fail(new WeftError('control-unreachable', `control unreachable: ${describeError(err)}`)),
+        );
+        ws.on('close', (code) =>
+          fail(new WeftError('control-unreachable', `control stream closed (code ${code})`)),
+        );
+      });
+    } finally {
+      this.ws = null;
+    }
+  }
+}
+
+function parseMessage(text: string): StreamServerMessage | null {
+  try {
+    const parsed = StreamServerMessage.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}

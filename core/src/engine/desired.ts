@@ -1,0 +1,52 @@
+import type { DesiredState, NetMap, PeerConfig } from '@weft/protocol';
+import { choosePeerEndpoint } from './path.js';
+
+// The complete OS state the helper should converge to, as a pure function of what the engine
+// knows. Pure so it is tested without sockets, and so re-sending it is always safe.
+
+export const TUNNEL_MTU = 1280;
+export const PERSISTENT_KEEPALIVE_SECONDS = 25;
+
+export interface DesiredInputs {
+  netmap: NetMap;
+  interfaceName: string;
+  nodePrivateKey: string;
+  listenPort: number;
+}
+
+export function desiredState({
+  netmap,
+  interfaceName,
+  nodePrivateKey,
+  listenPort,
+}: DesiredInputs): DesiredState {
+  const peers: PeerConfig[] = [];
+  const seen = new Set<string>([netmap.self.nodeKey]);
+  // Sorted by key so the same map always gives the same state, whatever order deltas arrived in.
+  for (const peer of [...netmap.peers].sort((a, b) =>
+    a.nodeKey < b.nodeKey ? -1 : a.nodeKey > b.nodeKey ? 1 : 0,
+  )) {
+    // WireGuard holds one entry per key: a duplicate (or ourselves) would make the helper refuse
+    // the whole state, so it is dropped here.
+    if (seen.has(peer.nodeKey)) continue;
+    seen.add(peer.nodeKey);
+    const endpoint = choosePeerEndpoint(peer);
+    peers.push({
+      publicKey: peer.nodeKey,
+      allowedIPs: peer.allowedIPs,
+      ...(endpoint ? { endpoint } : {}),
+      persistentKeepalive: PERSISTENT_KEEPALIVE_SECONDS,
+    });
+  }
+  return {
+    interface: {
+      name: interfaceName,
+      privateKey: nodePrivateKey,
+      listenPort,
+      addresses: netmap.self.addresses,
+      mtu: TUNNEL_MTU,
+    },
+    peers,
+    routes: netmap.tailnetRanges,
+  };
+}

@@ -1,0 +1,273 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyPair, type NetMap, publicKeyOf, type WatchEvent } from '@weft/protocol';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { HelperClient } from '../helper/client.js';
+import { silentLogger } from '../log/logger.js';
+import { StateStore } from '../state/store.js';
+import { nodeView, type RegisteredNode, StandInControl } from '../testing/standin-control.js';
+import { StandInHelper } from '../testing/standin-helper.js';
+import { waitUntil } from '../testing/wait.js';
+import { Engine } from './engine.js';
+
+const IFACE = 'wefttest0';
+const peerKey = generateKeyPair().publicKey;
+const peer2Key = generateKeyPair().publicKey;
+
+let dir: string;
+let control: StandInControl;
+let helper: StandInHelper;
+let engines: Engine[];
+let addresses: Array<{ iface: string; address: string }>;
+
+function netmap(node: RegisteredNode): NetMap {
+  return {
+    self: nodeView(1, node.req.nodeKey, { name: node.req.hostname }),
+    peers: [nodeView(2, peerKey)],
+    packetFilter: [],
+    tailnetRanges: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+  };
+}
+
+async function startEngine(): Promise<Engine> {
+  const engine = new Engine({
+    store: new StateStore(join(dir, 'state')),
+    helper: new HelperClient(helper.path, { log: silentLogger, backoff: { baseMs: 20, capMs: 100 } }),
+    interfaceName: IFACE,
+    log: silentLogger,
+    timing: {
+      controlBackoff: { baseMs: 20, capMs: 100 },
+      endpointsPollMs: 50,
+      reapplyMs: 60_000,
+      debounceMs: 5,
+      upTimeoutMs: 5_000,
+      authPollMs: 20,
+    },
+    addressSource: () => addresses,
+  });
+  engines.push(engine);
+  await engine.start();
+  return engine;
+}
+
+const up = (engine: Engine, authKey = 'tskey-good') =>
+  engine.up({ controlUrl: control.url, authKey, hostname: 'laptop' });
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'weft-engine-'));
+  control = new StandInControl();
+  control.netmapFor = netmap;
+  await control.start();
+  helper = new StandInHelper(join(dir, 'helper.sock'));
+  await helper.start();
+  engines = [];
+  addresses = [
+    { iface: 'eth0', address: '198.18.5.5' },
+    { iface: 'eth0', address: 'fe80::1' },
+    { iface: IFACE, address: '100.64.0.1' },
+  ];
+});
+
+afterEach(async () => {
+  for (const e of engines) await e.shutdown();
+  await control.stop();
+  await helper.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('engine', () => {
+  it('up registers with a pre-auth key, reaches Running and applies the netmap (stand-in control)', async () => {
+    const engine = await startEngine();
+    expect(engine.backendState()).toBe('NeedsLogin');
+    await up(engine);
+    expect(engine.backendState()).toBe('Running');
+
+    const [node] = [...control.nodes.values()];
+    const nodeKeyFile = (await readFile(join(dir, 'state', 'node.key'), 'utf8')).trim();
+    expect(node?.req).toEqual({
+      nodeKey: publicKeyOf(nodeKeyFile),
+      hostname: 'laptop',
+      os: process.platform,
+      authKey: 'tskey-good',
+    });
+    const prefs = JSON.parse(await readFile(join(dir, 'state', 'prefs.json'), 'utf8'));
+    expect(helper.lastApply()).toEqual({
+      interface: {
+        name: IFACE,
+        privateKey: nodeKeyFile,
+        listenPort: prefs.listenPort,
+        addresses: ['100.64.0.1/32', 'fd7a:115c:a1e0::1/128'],
+        mtu: 1280,
+      },
+      peers: [
+        {
+          publicKey: peerKey,
+          allowedIPs: ['100.64.0.2/32', 'fd7a:115c:a1e0::2/128'],
+          endpoint: '198.18.0.2:41641',
+          persistentKeepalive: 25,
+        },
+      ],
+      routes: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+    });
+    // Endpoints: the LAN address with our port; not link-local, not the tunnel's own address.
+    await waitUntil('endpoints report', () => control.endpointReports.length > 0);
+    expect(control.endpointReports[0]).toEqual([`198.18.5.5:${prefs.listenPort}`]);
+
+    helper.peerStats.set(peerKey, {
+      endpoint: '198.18.0.2:41641',
+      latestHandshake: 1_700_000_000,
+      rxBytes: 10,
+      txBytes: 20,
+    });
+    const st = await engine.status();
+    expect(st.self).toEqual({ id: 'n1', name: 'laptop', addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'] });
+    expect(st.peers).toEqual([
+      expect.objectContaining({
+        name: 'node2',
+        addresses: ['100.64.0.2', 'fd7a:115c:a1e0::2'],
+        online: true,
+        endpoint: '198.18.0.2:41641',
+        lastHandshake: new Date(1_700_000_000_000).toISOString(),
+        rxBytes: 10,
+        txBytes: 20,
+      }),
+    ]);
+    expect(st.health).toEqual([]);
+  });
+
+  it('a refused auth key gives a clear error and changes nothing (stand-in control)', async () => {
+    const engine = await startEngine();
+    await expect(up(engine, 'tskey-bad')).rejects.toMatchObject({
+      code: 'control-rejected',
+      message: expect.stringContaining('invalid or expired auth key'),
+    });
+    expect(engine.backendState()).toBe('NeedsLogin');
+    const prefs = JSON.parse(await readFile(join(dir, 'state', 'prefs.json'), 'utf8'));
+    expect(prefs).toMatchObject({ controlUrl: null, wantRunning: false });
+    expect(helper.ops()).not.toContain('apply');
+  });
+
+  it('an unreachable control is reported as such (stand-in control)', async () => {
+    const engine = await startEngine();
+    const url = control.url;
+    await control.stop();
+    await expect(engine.up({ controlUrl: url, authKey: 'tskey-good' })).rejects.toMatchObject({
+      code: 'control-unreachable',
+      message: expect.stringContaining(`control unreachable at ${url}`),
+    });
+    expect(engine.backendState()).toBe('NeedsLogin');
+  });
+
+  it('control going away keeps the last netmap in force, and deltas flow again when it returns (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    const since = helper.requests.length;
+    const port = control.port;
+    await control.stop();
+    await waitUntil('control problem in health', () =>
+      engine.snapshot().health.some((h) => h.includes('control')),
+    );
+    expect(engine.backendState()).toBe('Running');
+    expect(helper.ops().slice(since)).not.toContain('down');
+    expect(helper.state?.peers).toHaveLength(1);
+
+    await control.start(port);
+    await waitUntil('stream reconnect', () => control.streams.size === 1, 5_000);
+    control.send({ type: 'delta', peersUpserted: [nodeView(3, peer2Key)] });
+    await waitUntil('delta applied', () => helper.state?.peers.length === 2);
+    expect(helper.state?.peers.map((p) => p.publicKey).sort()).toEqual([peerKey, peer2Key].sort());
+    await waitUntil('health clears', () => engine.snapshot().health.length === 0);
+    expect(helper.ops().slice(since)).not.toContain('down');
+  });
+
+  it('a logout message takes the interface down and needs login again (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    control.send({ type: 'logout', reason: 'node deleted' });
+    await waitUntil('NeedsLogin', () => engine.backendState() === 'NeedsLogin');
+    await waitUntil('helper down', () => helper.ops().at(-1) === 'down');
+    expect(helper.state).toBeNull();
+    const st = engine.snapshot();
+    expect(st).toMatchObject({ backendState: 'NeedsLogin', self: null, peers: [] });
+    expect(st.health).toContain('logged out by control: node deleted');
+    await expect(stat(join(dir, 'state', 'node.key'))).rejects.toThrow();
+    await expect(stat(join(dir, 'state', 'netmap.json'))).rejects.toThrow();
+    await expect(stat(join(dir, 'state', 'machine.key'))).resolves.toBeTruthy();
+  });
+
+  it('down stops the tunnel but stays logged in; up again needs no registration (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    await engine.down();
+    expect(engine.backendState()).toBe('Stopped');
+    expect(helper.ops().at(-1)).toBe('down');
+    expect(control.streams.size).toBe(0);
+    const calls = control.registerCalls;
+    await engine.up({ controlUrl: control.url });
+    expect(engine.backendState()).toBe('Running');
+    expect(control.registerCalls).toBe(calls);
+    expect(helper.ops().at(-1)).toBe('apply');
+  });
+
+  it('up for another control while logged in is refused (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    await expect(engine.up({ controlUrl: 'http://127.0.0.1:1' })).rejects.toMatchObject({ code: 'conflict' });
+    expect(engine.backendState()).toBe('Running');
+  });
+
+  it('a restart with control down brings the tunnel up from the cached netmap (stand-in control)', async () => {
+    const first = await startEngine();
+    await up(first);
+    await first.shutdown();
+    engines = [];
+    expect(helper.ops().at(-1)).toBe('down');
+    const applied = helper.lastApply();
+    await control.stop();
+
+    const second = await startEngine();
+    await waitUntil('Running from cache', () => second.backendState() === 'Running');
+    expect(helper.state).toEqual(applied);
+    expect(second.snapshot().health.some((h) => h.includes('control'))).toBe(true);
+  });
+
+  it('a restarted helper is repaired by applying again (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    const applied = helper.lastApply();
+    await helper.stop();
+    await waitUntil('helper loss noticed', () =>
+      engine.snapshot().health.some((h) => h.includes('weft-helper')),
+    );
+    await helper.start();
+    await waitUntil('re-applied', () => helper.state !== null);
+    expect(helper.state).toEqual(applied);
+    expect(engine.backendState()).toBe('Running');
+  });
+
+  it('interactive login: up answers with an auth URL, then Running once approved (stand-in control)', async () => {
+    const engine = await startEngine();
+    await engine.up({ controlUrl: control.url, hostname: 'laptop' });
+    const st = engine.snapshot();
+    expect(st.backendState).toBe('NeedsLogin');
+    expect(st.authUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/a\//);
+    const [node] = [...control.nodes.values()];
+    control.approve(node!.machineKey);
+    await waitUntil('Running after approval', () => engine.backendState() === 'Running');
+    expect(engine.snapshot().authUrl).toBeNull();
+    expect(helper.lastApply()?.peers).toHaveLength(1);
+  });
+
+  it('watchers get the initial state, then each change (stand-in control)', async () => {
+    const engine = await startEngine();
+    const events: WatchEvent[] = [];
+    const stop = engine.watch((e) => events.push(e));
+    await waitUntil('initial event', () => events.length === 1);
+    expect(events[0]).toMatchObject({ initial: true, status: { backendState: 'NeedsLogin' } });
+    await up(engine);
+    await waitUntil('Running event', () => events.some((e) => e.status.backendState === 'Running'));
+    expect(events.slice(1).every((e) => !e.initial)).toBe(true);
+    stop();
+  });
+});

@@ -1,0 +1,481 @@
+import { EventEmitter } from 'node:events';
+import { hostname as osHostname } from 'node:os';
+import {
+  applyStreamMessage,
+  type BackendState,
+  type InterfaceStatus,
+  type NetMap,
+  type RegisterRequest,
+  type Status,
+  type StreamServerMessage,
+  type UpRequest,
+} from '@weft/protocol';
+import { ControlClient } from '../control/client.js';
+import { MapSession } from '../control/session.js';
+import { type AddressSource, localEndpoints, osAddresses } from '../endpoints/local.js';
+import { WeftError } from '../errors.js';
+import type { HelperClient } from '../helper/client.js';
+import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
+import { describeError, type Logger } from '../log/logger.js';
+import { type BackoffOptions, sleep } from '../retry/backoff.js';
+import { LatestWriter } from '../state/latest-writer.js';
+import type { Login, Prefs } from '../state/schemas.js';
+import type { KeyHandle, StateStore } from '../state/store.js';
+import { desiredState } from './desired.js';
+import { buildStatus } from './status.js';
+import { StatusWatch, type WatchListener } from './watch.js';
+
+// The engine: one state machine tying the control stream, the desired OS state and the helper
+// together. backendState is derived, never stored:
+//   NeedsLogin  no node key authorized by control
+//   Stopped     authorized, but the user wants the tunnel down
+//   Starting    wanted up, waiting for a netmap or for the helper's first successful apply
+//   Running     the helper has applied a netmap (control may be unreachable since: the last
+//               netmap stays in force, and health says so)
+
+export interface EngineTiming {
+  controlBackoff?: BackoffOptions;
+  pingMs?: number;
+  endpointsPollMs?: number;
+  reapplyMs?: number;
+  debounceMs?: number;
+  /** How long `up` waits for Running before answering with a timeout. */
+  upTimeoutMs?: number;
+  /** How often a pending interactive login asks control whether it has been completed. */
+  authPollMs?: number;
+}
+
+export interface EngineOptions {
+  store: StateStore;
+  helper: HelperClient;
+  interfaceName: string;
+  log: Logger;
+  timing?: EngineTiming;
+  addressSource?: AddressSource;
+}
+
+export interface EngineEvents {
+  change: [];
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
+  private prefs!: Prefs;
+  private machineKey!: KeyHandle;
+  private login: Login | null = null;
+  private nodeKey: KeyHandle | null = null;
+  private netmap: NetMap | null = null;
+  private session: MapSession | null = null;
+  private authPoll: AbortController | null = null;
+  private authUrl: string | null = null;
+  /** Whether the helper has applied an "up" state since the tunnel was last wanted up. */
+  private tunnelApplied = false;
+  private controlProblem: WeftError | null = null;
+  private helperProblem: WeftError | null = null;
+  /** Something the user should know until the next `up`, such as why control logged us out. */
+  private notice: string | null = null;
+  private lastIface: InterfaceStatus | null = null;
+  private endpointsTimer: NodeJS.Timeout | null = null;
+  private ops: Promise<unknown> = Promise.resolve();
+  private readonly reconciler: Reconciler;
+  private readonly netmapWriter: LatestWriter<NetMap>;
+  private readonly watchers: StatusWatch;
+  private readonly timing: EngineTiming;
+
+  constructor(private readonly opts: EngineOptions) {
+    super();
+    this.timing = opts.timing ?? {};
+    this.reconciler = new Reconciler(opts.helper, {
+      log: opts.log,
+      debounceMs: this.timing.debounceMs,
+      reapplyMs: this.timing.reapplyMs,
+    });
+    this.reconciler.on('result', (r) => this.onReconciled(r));
+    this.netmapWriter = new LatestWriter(
+      (m) => opts.store.saveNetmap(m),
+      (err) => opts.log.warn(`could not cache the netmap: ${describeError(err)}`),
+    );
+    this.watchers = new StatusWatch(() => this.status());
+    this.on('change', () => this.watchers.changed());
+    opts.helper.on('connected', () => this.emit('change'));
+    opts.helper.on('disconnected', () => this.emit('change'));
+  }
+
+  /** Loads state and resumes: with a cached netmap the tunnel comes up before control answers. */
+  async start(): Promise<void> {
+    const { store, log } = this.opts;
+    await store.init();
+    this.prefs = await store.loadPrefs();
+    this.machineKey = await store.loadOrCreateKey('machine');
+    this.nodeKey = await store.loadKey('node');
+    this.login = await store.loadLogin();
+    if (this.login && this.nodeKey?.publicKey !== this.login.nodePublicKey) {
+      log.warn('the authorized node key is missing or changed; login required');
+      await store.deleteLogin();
+      this.login = null;
+    }
+    if (this.login) {
+      try {
+        this.netmap = await store.loadNetmap();
+      } catch (err) {
+        // Only a cache: control sends a full map again.
+        log.warn(`ignoring the cached netmap: ${describeError(err)}`);
+      }
+    }
+    this.opts.helper.start();
+    this.reconcile();
+    if (this.login && this.prefs.wantRunning) this.startSession();
+    this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.timing.endpointsPollMs ?? 5_000);
+    log.info(`engine started: ${this.backendState()}`);
+  }
+
+  /** Stops everything and takes the interface down (prefs are kept: a restart resumes). */
+  async shutdown(): Promise<void> {
+    if (this.endpointsTimer) clearInterval(this.endpointsTimer);
+    this.stopAuthPoll();
+    await this.stopSession();
+    this.reconciler.stop();
+    this.watchers.close();
+    if (this.opts.helper.connected) {
+      try {
+        await this.opts.helper.down(this.opts.interfaceName);
+      } catch (err) {
+        this.opts.log.warn(`helper down on shutdown: ${describeError(err)}`);
+      }
+    }
+    await this.opts.helper.close();
+    await this.netmapWriter.flush();
+  }
+
+  backendState(): BackendState {
+    if (!this.login) return 'NeedsLogin';
+    if (!this.prefs.wantRunning) return 'Stopped';
+    return this.tunnelApplied && this.netmap ? 'Running' : 'Starting';
+  }
+
+  /** Status without asking the helper (interface figures as last read). */
+  snapshot(): Status {
+    const health: string[] = [];
+    const wanted = this.login !== null && this.prefs.wantRunning;
+    if (wanted && this.controlProblem) health.push(this.controlProblem.message);
+    if (this.helperProblem) health.push(this.helperProblem.message);
+    else if (wanted && !this.opts.helper.connected)
+      health.push(`weft-helper is not reachable at ${this.opts.helper.socketPath}`);
+    if (this.notice) health.push(this.notice);
+    return buildStatus({
+      backendState: this.backendState(),
+      controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
+      authUrl: this.authUrl,
+      netmap: this.netmap,
+      iface: wanted ? this.lastIface : null,
+      health,
+    });
+  }
+
+  /** Status with the interface's live figures read through the helper. */
+  async status(): Promise<Status> {
+    if (this.reconciler.current?.op === 'apply' && this.opts.helper.connected) {
+      try {
+        this.lastIface = await this.opts.helper.status(this.opts.interfaceName);
+      } catch (err) {
+        this.opts.log.debug(`helper status: ${describeError(err)}`);
+      }
+    }
+    return this.snapshot();
+  }
+
+  watch(listener: WatchListener): () => void {
+    return this.watchers.add(listener);
+  }
+
+  /**
+   * Logs in if needed and brings the tunnel up. Resolves once Running, or once an interactive
+   * login is pending (status.authUrl); rejects with a WeftError saying what went wrong.
+   */
+  async up(req: UpRequest): Promise<void> {
+    const pendingLogin = await this.exclusive(() => this.doUp(req));
+    if (!pendingLogin) await this.waitRunning(this.timing.upTimeoutMs ?? 45_000);
+  }
+
+  async down(): Promise<void> {
+    await this.exclusive(async () => {
+      this.stopAuthPoll();
+      this.authUrl = null;
+      await this.savePrefs({ ...this.prefs, wantRunning: false });
+      await this.stopSession();
+      await this.settleDown();
+    });
+  }
+
+  async logout(): Promise<void> {
+    await this.exclusive(() => this.forgetLogin(null));
+  }
+
+  // --- the transitions -------------------------------------------------------------------------
+
+  /** Returns true when an interactive login is now pending. */
+  private async doUp(req: UpRequest): Promise<boolean> {
+    const controlUrl = normalizeUrl(req.controlUrl);
+    if (this.login && this.login.controlUrl !== controlUrl) {
+      throw new WeftError(
+        'conflict',
+        `logged in to ${this.login.controlUrl}, not ${controlUrl}; run 'weft logout' first to switch`,
+      );
+    }
+    const hostname = req.hostname ?? this.prefs.hostname ?? defaultHostname();
+    this.notice = null;
+    if (!this.login) {
+      this.stopAuthPoll();
+      const nodeKey = await this.opts.store.loadOrCreateKey('node');
+      const client = new ControlClient(controlUrl, this.machineKey.privateKey);
+      const reg: RegisterRequest = { nodeKey: nodeKey.publicKey, hostname, os: process.platform };
+      // Nothing is saved until control accepts: a bad key or an unreachable control changes nothing.
+      const res = await client.register(req.authKey ? { ...reg, authKey: req.authKey } : reg);
+      this.nodeKey = nodeKey;
+      await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
+      if (res.status === 'needs-auth') {
+        this.authUrl = res.authUrl;
+        this.startAuthPoll(client, reg);
+        this.emit('change');
+        return true;
+      }
+      await this.authorized(controlUrl, nodeKey);
+    } else {
+      await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
+    }
+    this.helperProblem = null;
+    this.startSession();
+    this.reconcile();
+    this.emit('change');
+    return false;
+  }
+
+  private async authorized(controlUrl: string, nodeKey: KeyHandle): Promise<void> {
+    this.login = { controlUrl, nodePublicKey: nodeKey.publicKey, authorizedAt: new Date().toISOString() };
+    this.authUrl = null;
+    await this.opts.store.saveLogin(this.login);
+    this.opts.log.info(`node key authorized by ${controlUrl}`);
+  }
+
+  /** Forgets the node's authorization and key, and takes the tunnel down: NeedsLogin. */
+  private async forgetLogin(notice: string | null): Promise<void> {
+    const { store } = this.opts;
+    this.stopAuthPoll();
+    this.authUrl = null;
+    await this.stopSession();
+    this.login = null;
+    this.netmap = null;
+    this.lastIface = null;
+    this.netmapWriter.discard();
+    await this.netmapWriter.flush();
+    // The login record goes first: without it the rest is unauthorized, whatever a crash leaves.
+    await store.deleteLogin();
+    await store.deleteNetmap();
+    await store.deleteKey('node');
+    this.nodeKey = null;
+    this.notice = notice;
+    await this.savePrefs({ ...this.prefs, wantRunning: false });
+    await this.settleDown();
+  }
+
+  /** Sets the "down" target and waits for the helper; the reconciler retries if this fails. */
+  private async settleDown(): Promise<void> {
+    this.tunnelApplied = false;
+    this.reconcile();
+    this.emit('change');
+    const r = await this.reconciler.sync();
+    if (!r.ok) {
+      throw new WeftError(
+        r.error.code,
+        `${r.error.message} (the interface is removed once weft-helper answers)`,
+      );
+    }
+  }
+
+  /** Points the reconciler at what the OS should look like now. */
+  private reconcile(): void {
+    const target = this.target();
+    if (target) this.reconciler.set(target);
+  }
+
+  private target(): Target | null {
+    const name = this.opts.interfaceName;
+    if (!this.login || !this.prefs.wantRunning || !this.nodeKey) return { op: 'down', interface: name };
+    // Wanted up but no map yet: leave the OS as it is until one arrives.
+    if (!this.netmap) return null;
+    return {
+      op: 'apply',
+      state: desiredState({
+        netmap: this.netmap,
+        interfaceName: name,
+        nodePrivateKey: this.nodeKey.privateKey,
+        listenPort: this.prefs.listenPort,
+      }),
+    };
+  }
+
+  private onReconciled(r: ReconcileResult): void {
+    if (r.ok) {
+      this.helperProblem = null;
+      if (r.target.op === 'apply' && !this.tunnelApplied) {
+        this.tunnelApplied = true;
+        this.opts.log.info(`tunnel ${r.target.state.interface.name} is up`);
+      }
+    } else {
+      this.helperProblem = r.error;
+    }
+    this.emit('change');
+  }
+
+  // --- control ---------------------------------------------------------------------------------
+
+  private startSession(): void {
+    if (this.session || !this.login) return;
+    this.controlProblem = null;
+    const session = new MapSession(new ControlClient(this.login.controlUrl, this.machineKey.privateKey), {
+      log: this.opts.log,
+      backoff: this.timing.controlBackoff,
+      pingMs: this.timing.pingMs,
+    });
+    session.on('message', (msg) => this.onStreamMessage(msg));
+    session.on('disconnected', (err) => {
+      this.controlProblem = err;
+      this.emit('change');
+    });
+    this.session = session;
+    session.start();
+    this.reportEndpoints();
+  }
+
+  private async stopSession(): Promise<void> {
+    const session = this.session;
+    this.session = null;
+    this.controlProblem = null;
+    await session?.stop();
+  }
+
+  private onStreamMessage(msg: StreamServerMessage): void {
+    if (msg.type === 'logout') {
+      this.opts.log.warn(`control logged this node out: ${msg.reason}`);
+      this.exclusive(() => this.forgetLogin(`logged out by control: ${msg.reason}`)).catch((err) =>
+        this.opts.log.warn(`logout: ${describeError(err)}`),
+      );
+      return;
+    }
+    this.netmap = applyStreamMessage(this.netmap, msg);
+    this.controlProblem = null;
+    if (this.netmap) this.netmapWriter.push(this.netmap);
+    this.reconcile();
+    this.emit('change');
+  }
+
+  private reportEndpoints(): void {
+    if (!this.session) return;
+    const source = this.opts.addressSource ?? osAddresses;
+    this.session.setEndpoints(localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort));
+  }
+
+  /** Asks control again until the person has completed the login in their browser. */
+  private startAuthPoll(client: ControlClient, reg: RegisterRequest): void {
+    const abort = new AbortController();
+    this.authPoll = abort;
+    const poll = async () => {
+      while (!abort.signal.aborted) {
+        await sleep(this.timing.authPollMs ?? 3_000, abort.signal);
+        if (abort.signal.aborted) return;
+        try {
+          const res = await client.register(reg);
+          if (abort.signal.aborted) return;
+          if (res.status === 'needs-auth') {
+            if (res.authUrl !== this.authUrl) {
+              this.authUrl = res.authUrl;
+              this.emit('change');
+            }
+            continue;
+          }
+          await this.exclusive(async () => {
+            if (abort.signal.aborted || !this.nodeKey) return;
+            this.authPoll = null;
+            await this.authorized(client.baseUrl, this.nodeKey);
+            this.startSession();
+            this.reconcile();
+            this.emit('change');
+          });
+          return;
+        } catch (err) {
+          this.opts.log.warn(`waiting for login: ${describeError(err)}`);
+        }
+      }
+    };
+    void poll();
+  }
+
+  private stopAuthPoll(): void {
+    this.authPoll?.abort();
+    this.authPoll = null;
+  }
+
+  // --- helpers ---------------------------------------------------------------------------------
+
+  private async savePrefs(prefs: Prefs): Promise<void> {
+    await this.opts.store.savePrefs(prefs);
+    this.prefs = prefs;
+  }
+
+  /** Runs state transitions one at a time, in call order. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.ops.then(fn);
+    this.ops = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves when Running; rejects as soon as something makes that impossible for now. */
+  private waitRunning(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const finish = (err?: WeftError) => {
+        clearTimeout(timer);
+        this.off('change', check);
+        if (err) reject(err);
+        else resolve();
+      };
+      const check = () => {
+        const state = this.backendState();
+        if (state === 'Running') return finish();
+        if (state === 'NeedsLogin')
+          return finish(new WeftError('control-rejected', this.notice ?? 'logged out'));
+        if (state === 'Stopped')
+          return finish(new WeftError('conflict', 'the tunnel was brought down meanwhile'));
+        if (this.helperProblem) return finish(this.helperProblem);
+        if (!this.netmap && this.controlProblem) {
+          const p = this.controlProblem;
+          return finish(new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`));
+        }
+      };
+      const timer = setTimeout(
+        () =>
+          finish(
+            new WeftError(
+              'timeout',
+              `not running after ${Math.round(timeoutMs / 1000)} s: ${this.snapshot().health.join('; ') || 'waiting for control'}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      this.on('change', check);
+      check();
+    });
+  }
+}
+
+function normalizeUrl(url: string): string {
+  return new URL(url).toString().replace(/\/+$/, '');
+}
+
+/** The OS host name turned into a valid machine name (lower case, letters, digits and -). */
+export function defaultHostname(raw = osHostname()): string {
+  const name = (raw.toLowerCase().split('.')[0] ?? '')
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 63)
+    .replace(/-+$/, '');
+  return name || 'weft-node';
+}
