@@ -1,0 +1,114 @@
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { canonicalPrefix, type DesiredState, HelperRequest, type Prefix, parsePrefix } from '@weft/protocol';
+import { inAny, UNASSIGNABLE, UNROUTABLE } from './reserved.js';
+
+// Turns one request line into a validated HelperRequest or a message that names the field and the
+// problem. Beyond the shared schema it refuses states that WireGuard or the kernel would silently
+// reshape (a peer with our own key, one prefix given to two peers, kernel-managed addresses): those
+// would never read back as asked, so applying them could not be idempotent.
+
+export type ParsedLine =
+  | { ok: true; request: HelperRequest }
+  | { ok: false; id: number | null; message: string };
+
+type Path = readonly PropertyKey[];
+
+const MAX_REPORTED_PROBLEMS = 5;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export function parseRequestLine(line: Buffer): ParsedLine {
+  let text: string;
+  try {
+    text = utf8.decode(line);
+  } catch {
+    return { ok: false, id: null, message: 'request is not valid UTF-8' };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return { ok: false, id: null, message: `request is not valid JSON (${(e as Error).message})` };
+  }
+  const id = requestId(json);
+  const parsed = HelperRequest.safeParse(json);
+  if (!parsed.success) {
+    return { ok: false, id, message: summarize(parsed.error.issues.map((i) => problem(i.path, i.message))) };
+  }
+  const problems = parsed.data.op === 'apply' ? checkState(parsed.data.state) : [];
+  if (problems.length > 0) return { ok: false, id, message: summarize(problems) };
+  return { ok: true, request: parsed.data };
+}
+
+/** The request's id when it has a usable one, so even a refusal can be matched to its request. */
+function requestId(json: unknown): number | null {
+  if (typeof json !== 'object' || json === null || !('id' in json)) return null;
+  const id = json.id;
+  return typeof id === 'number' && Number.isSafeInteger(id) && id >= 0 ? id : null;
+}
+
+function checkState(state: DesiredState): string[] {
+  const problems: string[] = [];
+  state.interface.addresses.forEach((text, i) => {
+    const p = parsePrefix(text) as Prefix;
+    const path = ['state', 'interface', 'addresses', i];
+    if (p.bits === 0) problems.push(problem(path, 'prefix length must not be 0'));
+    if (inAny(p, UNASSIGNABLE)) {
+      problems.push(problem(path, 'must not be an unspecified, loopback, link-local or multicast address'));
+    }
+  });
+  state.routes.forEach((text, i) => {
+    if (inAny(parsePrefix(text) as Prefix, UNROUTABLE)) {
+      problems.push(problem(['state', 'routes', i], 'link-local and multicast prefixes are not routed'));
+    }
+  });
+  const ownKey = publicKeyOf(state.interface.privateKey);
+  const peerByKey = new Map<string, number>();
+  const peerByAllowedIP = new Map<string, number>();
+  state.peers.forEach((peer, i) => {
+    const keyPath = ['state', 'peers', i, 'publicKey'];
+    if (peer.publicKey === ownKey) problems.push(problem(keyPath, "is the interface's own public key"));
+    const first = peerByKey.get(peer.publicKey);
+    if (first !== undefined) problems.push(problem(keyPath, `repeats state.peers[${first}].publicKey`));
+    else peerByKey.set(peer.publicKey, i);
+    peer.allowedIPs.forEach((cidr, j) => {
+      const canonical = canonicalPrefix(cidr) as string;
+      const owner = peerByAllowedIP.get(canonical);
+      if (owner !== undefined && owner !== i) {
+        const path = ['state', 'peers', i, 'allowedIPs', j];
+        problems.push(problem(path, `${cidr} is already allowed for state.peers[${owner}]`));
+      } else {
+        peerByAllowedIP.set(canonical, i);
+      }
+    });
+  });
+  return problems;
+}
+
+/** X25519 public key of a WireGuard private key (both in base64), as `wg pubkey` computes it. */
+export function publicKeyOf(privateKey: string): string {
+  const pkcs8 = Buffer.concat([X25519_PKCS8_PREFIX, Buffer.from(privateKey, 'base64')]);
+  const spki = createPublicKey(createPrivateKey({ key: pkcs8, format: 'der', type: 'pkcs8' })).export({
+    format: 'der',
+    type: 'spki',
+  });
+  return spki.subarray(-32).toString('base64');
+}
+const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+
+function problem(path: Path, message: string): string {
+  return `${formatPath(path)}: ${message}`;
+}
+
+/** `state.peers[2].allowedIPs[0]`; the request itself is `request`. */
+export function formatPath(path: Path): string {
+  if (path.length === 0) return 'request';
+  return path
+    .map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i === 0 ? '' : '.'}${String(part)}`))
+    .join('');
+}
+
+function summarize(problems: string[]): string {
+  const shown = problems.slice(0, MAX_REPORTED_PROBLEMS).join('; ');
+  const more = problems.length - MAX_REPORTED_PROBLEMS;
+  return more > 0 ? `${shown}; and ${more} more` : shown;
+}
