@@ -34,11 +34,9 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
     return reply.code(500).send({ error: { code: 'internal', message: 'internal server error' } });
   });
   app.setNotFoundHandler((req, reply) =>
-    reply
-      .code(404)
-      .send({
-        error: { code: 'not-found', message: `no such endpoint: ${req.method} ${req.url.split('?')[0]}` },
-      }),
+    reply.code(404).send({
+      error: { code: 'not-found', message: `no such endpoint: ${req.method} ${req.url.split('?')[0]}` },
+    }),
   );
 
   await app.register(websocket, { options: { maxPayload: MAX_BODY_BYTES } });

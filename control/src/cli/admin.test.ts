@@ -1,0 +1,71 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { hashPreauthKey } from '../auth/preauth-keys.js';
+import { cleanupAll, runCliCaptured, tempDir } from '../testing/harness.js';
+
+afterEach(cleanupAll);
+
+describe('admin commands', () => {
+  it('manage users and print only the new pre-auth key, storing only its hash', async () => {
+    const dir = tempDir();
+    const cli = (...args: string[]) => runCliCaptured(args, {}, dir);
+    expect(await cli('users', 'create', 'alice', '--email', 'alice@example.com')).toMatchObject({
+      code: 0,
+      out: '',
+    });
+    const dup = await cli('users', 'create', 'alice');
+    expect(dup).toMatchObject({ code: 1, out: '' });
+    expect(dup.err).toMatch(/already exists/);
+    expect((await cli('users', 'create', 'bad name')).err).toMatch(/invalid user name/);
+    expect((await cli('users', 'create', 'bob', '--email', 'nope')).err).toMatch(/invalid email/);
+
+    const users = JSON.parse((await cli('users', 'list', '--json')).out);
+    expect(users).toEqual([expect.objectContaining({ name: 'alice', email: 'alice@example.com' })]);
+    expect((await cli('users', 'list')).out).toMatch(/^NAME +EMAIL +CREATED\nalice +alice@example\.com/);
+
+    const made = await cli(
+      'preauthkey',
+      'create',
+      '--user',
+      'alice',
+      '--tags',
+      'tag:web,tag:web',
+      '--expiration',
+      '2h',
+    );
+    expect(made.code).toBe(0);
+    expect(made.out).toMatch(/^weftkey-[A-Za-z0-9_-]{43}\n$/);
+    const key = made.out.trim();
+    // Default database in the working directory; the key itself is nowhere in it, its hash is.
+    const file = readFileSync(join(dir, 'weft-control.db')).toString('latin1') + readWal(dir);
+    expect(file.includes(key)).toBe(false);
+    expect(file.includes(hashPreauthKey(key))).toBe(true);
+
+    expect((await cli('preauthkey', 'create', '--user', 'alice', '--tags', 'web')).err).toMatch(
+      /invalid tag "web"/,
+    );
+    expect((await cli('preauthkey', 'create', '--user', 'alice', '--expiration', 'soon')).err).toMatch(
+      /invalid expiration/,
+    );
+    expect((await cli('preauthkey', 'create')).code).toBe(1);
+  });
+
+  it('list nodes as a table or JSON and refuse to delete an unknown one', async () => {
+    const dir = tempDir();
+    const cli = (...args: string[]) => runCliCaptured(args, {}, dir);
+    expect((await cli('nodes', 'list')).out).toBe('NAME  IPV4  IPV6  OWNER  OS  LAST SEEN\n');
+    expect(JSON.parse((await cli('nodes', 'list', '--json')).out)).toEqual([]);
+    const r = await cli('nodes', 'delete', 'ghost');
+    expect(r).toMatchObject({ code: 1, out: '' });
+    expect(r.err).toMatch(/no node named ghost/);
+  });
+});
+
+function readWal(dir: string): string {
+  try {
+    return readFileSync(join(dir, 'weft-control.db-wal')).toString('latin1');
+  } catch {
+    return '';
+  }
+}

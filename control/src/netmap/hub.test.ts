@@ -1,0 +1,201 @@
+import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/protocol';
+import { describe, expect, it } from 'vitest';
+import type { NodeRecord } from '../tailnet/records.js';
+import { NetmapHub, type StreamSession } from './hub.js';
+import { allowAll, type VisibilityPolicy } from './visibility.js';
+
+const KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
+
+function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
+  return {
+    id: `n${i}`,
+    name: `node${i}`,
+    hostname: `node${i}`,
+    userId: 'u1',
+    userName: 'alice',
+    preauthKeyId: null,
+    tags: [],
+    machineKey: KEY,
+    nodeKey: KEY,
+    ipv4: `100.64.${i >> 8}.${i & 255}`,
+    ipv6: `fd00::${i.toString(16)}`,
+    endpoints: [],
+    os: 'linux',
+    ephemeral: false,
+    createdAt: '2026-01-01T00:00:00.000Z',
+    lastSeen: null,
+    keyExpiry: null,
+    advertisedRoutes: [],
+    approvedRoutes: [],
+    ...extra,
+  };
+}
+
+class FakeSession implements StreamSession {
+  readonly messages: StreamServerMessage[] = [];
+  closedWith: string | null = null;
+  constructor(readonly nodeId: string) {}
+  send(m: StreamServerMessage) {
+    this.messages.push(m);
+  }
+  close(reason: string) {
+    this.closedWith = reason;
+  }
+  deltas() {
+    return this.messages.filter((m) => m.type === 'delta');
+  }
+}
+
+/** Wraps a policy to count how often it decides a node's visibility. */
+function counting(policy: VisibilityPolicy) {
+  const calls: string[] = [];
+  const wrapped: VisibilityPolicy = {
+    visibilityOf: (n, all) => {
+      calls.push(n.id);
+      return policy.visibilityOf(n, all);
+    },
+    affectedBy: (c, all) => policy.affectedBy(c, all),
+  };
+  return { wrapped, calls };
+}
+
+function connectAll(hub: NetmapHub, nodes: NodeRecord[]): FakeSession[] {
+  return nodes.map((n) => {
+    const s = new FakeSession(n.id);
+    hub.connect(s);
+    return s;
+  });
+}
+
+describe('NetmapHub', () => {
+  it('a join costs one upsert per connected node and no visibility recompute', () => {
+    const { wrapped, calls } = counting(allowAll);
+    const hub = new NetmapHub(wrapped, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 200 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const sessions = connectAll(hub, nodes);
+    for (const s of sessions) s.messages.length = 0;
+    calls.length = 0;
+
+    hub.update([...nodes, node(500)]);
+    expect(calls).toEqual([]);
+    for (const s of sessions) {
+      expect(s.messages).toEqual([
+        { type: 'delta', peersUpserted: [expect.objectContaining({ id: 'n500' })] },
+      ]);
+    }
+  });
+
+  it('sends nothing when nothing visible changed', () => {
+    const hub = new NetmapHub(allowAll, []);
+    const nodes = [node(1), node(2)];
+    hub.update(nodes);
+    const [s1] = connectAll(hub, nodes);
+    const before = s1?.messages.length;
+    hub.update(nodes.map((n) => ({ ...n })));
+    expect(s1?.messages.length).toBe(before);
+  });
+
+  it('tells peers about online/offline, and the node itself about its own changes', () => {
+    const hub = new NetmapHub(allowAll, []);
+    hub.update([node(1), node(2)]);
+    const s1 = new FakeSession('n1');
+    hub.connect(s1);
+    expect(s1.messages[0]).toMatchObject({
+      type: 'full',
+      netmap: { self: { online: true }, peers: [{ id: 'n2', online: false }] },
+    });
+    const s2 = new FakeSession('n2');
+    hub.connect(s2);
+    expect(s1.deltas().at(-1)).toEqual({
+      type: 'delta',
+      peersUpserted: [expect.objectContaining({ id: 'n2', online: true })],
+    });
+
+    hub.update([node(1), node(2, { endpoints: ['198.18.0.2:41641'] })]);
+    expect(s2.deltas().at(-1)).toEqual({
+      type: 'delta',
+      self: expect.objectContaining({ endpoints: ['198.18.0.2:41641'] }),
+    });
+    expect(s1.deltas().at(-1)?.peersUpserted?.[0]?.endpoints).toEqual(['198.18.0.2:41641']);
+
+    hub.disconnect(s2);
+    expect(s1.deltas().at(-1)?.peersUpserted?.[0]).toMatchObject({ id: 'n2', online: false });
+  });
+
+  it('logs out a deleted node and removes it from its peers', () => {
+    const hub = new NetmapHub(allowAll, []);
+    hub.update([node(1), node(2)]);
+    const [s1, s2] = connectAll(hub, [node(1), node(2)]);
+    hub.update([node(1)]);
+    expect(s2?.messages.at(-1)).toEqual({ type: 'logout', reason: 'this node was deleted from the tailnet' });
+    expect(s2?.closedWith).toBe('node deleted');
+    expect(s1?.deltas().at(-1)).toEqual({ type: 'delta', peersRemoved: ['n2'] });
+    expect(hub.isOnline('n2')).toBe(false);
+  });
+
+  it('follows a policy: hides peers it forbids, recomputes only the nodes it names', () => {
+    // Tagged "hidden" nodes are invisible to others; nodes with the tag "locked" get a deny-all filter.
+    const denyAll: FilterRule[] = [];
+    const policy: VisibilityPolicy = {
+      visibilityOf: (n) => ({
+        canSee: (p) => !p.tags.includes('tag:hidden'),
+        packetFilter: n.tags.includes('tag:locked') ? denyAll : ALLOW_ALL,
+      }),
+      affectedBy: (changed) => new Set(changed.filter((c) => c.id === 'n3').map(() => 'n1')),
+    };
+    const { wrapped, calls } = counting(policy);
+    const hub = new NetmapHub(wrapped, []);
+    const nodes = [node(1), node(2), node(3)];
+    hub.update(nodes);
+    const [s1, s2] = connectAll(hub, nodes);
+    calls.length = 0;
+
+    // n2 becomes hidden: every other node drops it, using the visibility it already had.
+    hub.update([node(1), node(2, { tags: ['tag:hidden'] }), node(3)]);
+    expect(s1?.deltas().at(-1)).toEqual({ type: 'delta', peersRemoved: ['n2'] });
+    expect(calls).toEqual(['n2']);
+
+    // n3 changes tags: the policy names n1 as affected, so n1 (and n3 itself) are recomputed, no one else.
+    calls.length = 0;
+    hub.update([node(1), node(2, { tags: ['tag:hidden'] }), node(3, { tags: ['tag:locked'] })]);
+    expect(calls.sort()).toEqual(['n1', 'n3']);
+    expect(
+      s2
+        ?.deltas()
+        .at(-1)
+        ?.peersUpserted?.map((p) => p.id),
+    ).toEqual(['n3']);
+  });
+
+  it('sends a new packet filter when a node’s decision changes', () => {
+    const policy: VisibilityPolicy = {
+      visibilityOf: (n) => ({ canSee: () => true, packetFilter: n.tags.length > 0 ? [] : ALLOW_ALL }),
+      affectedBy: () => new Set(),
+    };
+    const hub = new NetmapHub(policy, []);
+    hub.update([node(1), node(2)]);
+    const [s1] = connectAll(hub, [node(1)]);
+    hub.update([node(1, { tags: ['tag:server'] }), node(2)]);
+    expect(s1?.deltas().at(-1)).toMatchObject({
+      type: 'delta',
+      packetFilter: [],
+      self: { tags: ['tag:server'] },
+    });
+  });
+
+  it('a replaced session closes without marking the node offline', () => {
+    const hub = new NetmapHub(allowAll, []);
+    hub.update([node(1), node(2)]);
+    const [s1] = connectAll(hub, [node(1)]);
+    const old = new FakeSession('n2');
+    hub.connect(old);
+    const fresh = new FakeSession('n2');
+    hub.connect(fresh);
+    expect(old.closedWith).toMatch(/replaced/);
+    const deltasBefore = s1?.deltas().length;
+    hub.disconnect(old);
+    expect(hub.isOnline('n2')).toBe(true);
+    expect(s1?.deltas().length).toBe(deltasBefore);
+  });
+});

@@ -1,0 +1,170 @@
+import { ALLOW_ALL, STREAM_PATH } from '@weft/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanupAll, StreamRefused, startTestControl, TestMachine } from '../testing/harness.js';
+
+afterEach(cleanupAll);
+
+describe('the netmap stream', () => {
+  it('sends the full map first, then deltas as peers join, come online and report endpoints', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const a = new TestMachine(t);
+    const aNode = await a.join('a', key);
+    const sa = await a.stream();
+    await sa.until('full map', (c) => c.messages.length >= 1);
+    const full = sa.messages[0];
+    if (full?.type !== 'full') throw new Error('first message is not a full map');
+    expect(full.netmap.self).toMatchObject({ id: aNode.id, name: 'a', online: true });
+    expect(full.netmap.peers).toEqual([]);
+    expect(full.netmap.packetFilter).toEqual(ALLOW_ALL);
+    expect(full.netmap.tailnetRanges[0]).toBe('100.64.0.0/10');
+    expect(full.netmap.tailnetRanges[1]).toMatch(/^fd[0-9a-f]{2}:[0-9a-f]{1,4}:[0-9a-f]{1,4}::\/48$/);
+
+    const b = new TestMachine(t);
+    const bNode = await b.join('b', key);
+    await sa.until('b to join', (c) => c.peerNames().includes('b'));
+    const joined = sa.messages.find(
+      (m) => m.type === 'delta' && m.peersUpserted?.some((p) => p.id === bNode.id),
+    );
+    expect(joined).toMatchObject({ type: 'delta', peersUpserted: [{ name: 'b', online: false }] });
+
+    const sb = await b.stream();
+    await sb.until('b full map with a', (c) => c.peerNames().includes('a'));
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+
+    sb.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641', '[fd00::12]:41641'] });
+    await sa.until(
+      'b endpoints',
+      (c) => c.netmap?.peers.find((p) => p.name === 'b')?.endpoints.includes('198.18.0.12:41641') === true,
+    );
+    await sb.until('b own endpoints', (c) => c.netmap?.self.endpoints.length === 2);
+    // Deltas carry only what changed: no message after the full one repeats the whole peer list.
+    for (const m of sa.messages.slice(1)) {
+      expect(m.type).toBe('delta');
+      if (m.type === 'delta') expect(m.peersUpserted?.every((p) => p.id === bNode.id) ?? true).toBe(true);
+    }
+
+    sb.ws.close();
+    await sa.until('b offline with last seen', (c) => {
+      const peer = c.netmap?.peers.find((p) => p.name === 'b');
+      return peer?.online === false && peer.lastSeen !== null;
+    });
+  });
+
+  it('a node deleted with the CLI leaves its peers’ maps within 2 s and is logged out', async () => {
+    const t = await startTestControl({ pollIntervalMs: 200 });
+    const key = await t.key('--reusable');
+    const a = new TestMachine(t);
+    const b = new TestMachine(t);
+    await a.join('a', key);
+    await b.join('b', key);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('a sees b', (c) => c.peerNames().includes('b'));
+    await sb.until('b sees a', (c) => c.peerNames().includes('a'));
+
+    // In-process CLI on its own database connection: the server learns of it only through the
+    // database (PRAGMA data_version), exactly as with a separate `weft-control nodes delete` process.
+    const r = await t.cli('nodes', 'delete', 'b');
+    expect(r.code).toBe(0);
+    const ms = await sa.until('b removed from a', (c) => !c.peerNames().includes('b'), 2000);
+    expect(ms).toBeLessThan(2000);
+    await sb.until('b logged out and closed', (c) => c.closed !== null, 2000);
+    expect(sb.messages.at(-1)).toEqual({ type: 'logout', reason: 'this node was deleted from the tailnet' });
+
+    await expect(b.stream()).rejects.toMatchObject({ status: 401 });
+    expect((await t.cli('nodes', 'delete', 'b')).code).toBe(1);
+  });
+
+  it('refuses unsigned, tampered and unknown machines before the upgrade', async () => {
+    const t = await startTestControl();
+    const m = new TestMachine(t);
+    await m.join('known', await t.key());
+
+    const unsigned = await m.stream('').catch((e: unknown) => e);
+    expect(unsigned).toBeInstanceOf(StreamRefused);
+    expect((unsigned as StreamRefused).status).toBe(401);
+    expect(JSON.parse((unsigned as StreamRefused).body).error.code).toBe('bad-signature');
+
+    const wrongMethod = await m.stream(m.sign('POST', STREAM_PATH, '')).catch((e: unknown) => e);
+    expect((wrongMethod as StreamRefused).status).toBe(401);
+
+    const stranger = await new TestMachine(t).stream().catch((e: unknown) => e);
+    expect((stranger as StreamRefused).status).toBe(401);
+    expect(JSON.parse((stranger as StreamRefused).body).error.code).toBe('unknown-node');
+  });
+
+  it('closes the stream on an invalid client message', async () => {
+    const t = await startTestControl();
+    const m = new TestMachine(t);
+    await m.join('bad', await t.key());
+    const s = await m.stream();
+    await s.until('full', (c) => c.netmap !== null);
+    s.send({ type: 'endpoints', endpoints: ['1.2.3.4'] });
+    await s.until('closed', (c) => c.closed !== null);
+    expect(s.closed?.code).toBe(1008);
+    expect(s.closed?.reason).toMatch(/endpoints/);
+  });
+
+  it('drops a stream that stops answering pings', async () => {
+    const t = await startTestControl({ pingIntervalMs: 100 });
+    const key = await t.key('--reusable');
+    const a = new TestMachine(t);
+    const b = new TestMachine(t);
+    await a.join('a', key);
+    await b.join('b', key);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    // Stop reading b's socket: its pongs stop, as with a machine that vanished from the network.
+    (sb.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    await sa.until('b offline', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === false, 2000);
+  });
+
+  it('a newer stream of the same node replaces the older one', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const a = new TestMachine(t);
+    const b = new TestMachine(t);
+    await a.join('a', key);
+    await b.join('b', key);
+    const sa = await a.stream();
+    const first = await b.stream();
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const second = await b.stream();
+    await first.until('first closed', (c) => c.closed !== null);
+    expect(first.closed?.reason).toMatch(/replaced/);
+    await second.until('second has a', (c) => c.peerNames().includes('a'));
+    // b stays online throughout: the old stream closing does not mark it offline.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sa.netmap?.peers.find((p) => p.name === 'b')?.online).toBe(true);
+  });
+
+  it('deletes an ephemeral node once it has been offline for the grace period', async () => {
+    const t = await startTestControl({ ephemeralGraceMs: 500 });
+    const a = new TestMachine(t);
+    await a.join('a', await t.key());
+    const e = new TestMachine(t);
+    await e.join('job', await t.key('--ephemeral'));
+    const sa = await a.stream();
+    const se = await e.stream();
+    await sa.until('job online', (c) => c.netmap?.peers.find((p) => p.name === 'job')?.online === true);
+    se.ws.close();
+    await sa.until('job deleted', (c) => !c.peerNames().includes('job'), 4000);
+    const list = JSON.parse((await t.cli('nodes', 'list', '--json')).out) as { name: string }[];
+    expect(list.map((n) => n.name)).toEqual(['a']);
+  });
+
+  it('rejects a stream for an expired node key', async () => {
+    const t = await startTestControl();
+    const m = new TestMachine(t);
+    const node = await m.join('old', await t.key());
+    const { default: Database } = await import('better-sqlite3');
+    const conn = new Database(t.db);
+    conn.prepare('update nodes set key_expiry = ? where id = ?').run('2000-01-01T00:00:00.000Z', node.id);
+    conn.close();
+    const refused = await m.stream().catch((e: unknown) => e);
+    expect((refused as StreamRefused).status).toBe(401);
+    expect(JSON.parse((refused as StreamRefused).body).error.code).toBe('node-key-expired');
+  });
+});

@@ -1,0 +1,214 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  applyStreamMessage,
+  CONTROL_KEY_PATH,
+  generateKeyPair,
+  type KeyPair,
+  MACHINE_AUTH_HEADER,
+  type NetMap,
+  type NodeView,
+  REGISTER_PATH,
+  STREAM_PATH,
+  StreamServerMessage,
+  signMachineRequest,
+} from '@weft/protocol';
+import WebSocket from 'ws';
+import { runCli } from '../cli/program.js';
+import { silentLogger } from '../log.js';
+import { type RunningControl, type ServeOptions, startControl } from '../server/serve.js';
+
+// Test support (not built into dist): a real server on 127.0.0.1 port 0 over a real SQLite file in
+// a temp dir, machines that sign their requests as the engine will, and the admin CLI run in-process
+// on its own database connection (as a separate process would have).
+
+const cleanups: (() => Promise<void> | void)[] = [];
+
+export async function cleanupAll(): Promise<void> {
+  while (cleanups.length > 0) await cleanups.pop()?.();
+}
+
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'weft-control-test-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface TestControl {
+  control: RunningControl;
+  db: string;
+  controlPublicKey: string;
+  /** Runs `weft-control ARGS --db DB` in-process; returns exit code and output. */
+  cli(...args: string[]): Promise<{ code: number; out: string; err: string }>;
+  /** Creates a user (once) and a pre-auth key for it, returning the key. */
+  key(...flags: string[]): Promise<string>;
+}
+
+export async function startTestControl(options: Partial<ServeOptions> = {}): Promise<TestControl> {
+  const db = options.config?.db ?? join(tempDir(), 'control.db');
+  const control = await startControl({
+    log: silentLogger,
+    pollIntervalMs: 50,
+    ...options,
+    config: { listen: { host: '127.0.0.1', port: 0 }, publicUrl: null, db },
+  });
+  cleanups.push(() => control.close());
+  const cli = (...args: string[]) => runCliCaptured([...args, '--db', db]);
+  const { publicKey } = (await (await fetch(`${control.url}${CONTROL_KEY_PATH}`)).json()) as {
+    publicKey: string;
+  };
+  let userMade = false;
+  return {
+    control,
+    db,
+    controlPublicKey: publicKey,
+    cli,
+    async key(...flags: string[]) {
+      // `users create` fails harmlessly when a restarted server's database already has alice.
+      if (!userMade) await cli('users', 'create', 'alice');
+      userMade = true;
+      const r = await cli('preauthkey', 'create', '--user', 'alice', ...flags);
+      if (r.code !== 0) throw new Error(r.err);
+      return r.out.trim();
+    },
+  };
+}
+
+export async function runCliCaptured(argv: string[], env: NodeJS.ProcessEnv = {}, cwd = process.cwd()) {
+  let out = '';
+  let err = '';
+  const code = await runCli(argv, {
+    out: (t) => {
+      out += t;
+    },
+    err: (t) => {
+      err += t;
+    },
+    env,
+    cwd,
+    untilStopped: () => Promise.resolve(),
+  });
+  return { code, out, err };
+}
+
+/** A reply body as tests read it: a registration answer or an ErrorBody. */
+type Reply = { status?: string; node: NodeView; error: { code: string; message: string } };
+
+export class TestMachine {
+  readonly machine: KeyPair = generateKeyPair();
+  nodeKey: string = generateKeyPair().publicKey;
+
+  constructor(private readonly t: TestControl) {}
+
+  sign(method: string, path: string, body: string): string {
+    return signMachineRequest({
+      machinePrivateKey: this.machine.privateKey,
+      controlPublicKey: this.t.controlPublicKey,
+      method,
+      path,
+      body,
+    });
+  }
+
+  /** POSTs a registration; `body` overrides the JSON text sent (and signed, unless `signature` is given). */
+  async register(
+    request: Record<string, unknown>,
+    opts: { body?: string; signature?: string | null } = {},
+  ): Promise<{ status: number; json: Reply }> {
+    const body = opts.body ?? JSON.stringify({ nodeKey: this.nodeKey, os: 'linux', ...request });
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    const signature = opts.signature === undefined ? this.sign('POST', REGISTER_PATH, body) : opts.signature;
+    if (signature !== null) headers[MACHINE_AUTH_HEADER] = signature;
+    const res = await fetch(`${this.t.control.url}${REGISTER_PATH}`, { method: 'POST', headers, body });
+    return { status: res.status, json: (await res.json()) as Reply };
+  }
+
+  async join(hostname: string, authKey: string) {
+    const r = await this.register({ hostname, authKey });
+    if (r.status !== 200) throw new Error(`registration failed: ${JSON.stringify(r.json)}`);
+    return r.json.node;
+  }
+
+  stream(signature?: string): Promise<StreamClient> {
+    return StreamClient.open(this.t.control.url, signature ?? this.sign('GET', STREAM_PATH, ''));
+  }
+}
+
+/** A netmap stream as a node holds it: every message kept, the map rebuilt from them. */
+export class StreamClient {
+  readonly messages: StreamServerMessage[] = [];
+  netmap: NetMap | null = null;
+  closed: { code: number; reason: string } | null = null;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      const msg = StreamServerMessage.parse(JSON.parse(String(data)));
+      this.messages.push(msg);
+      this.netmap = applyStreamMessage(this.netmap, msg);
+      this.wake();
+    });
+    ws.on('close', (code, reason) => {
+      this.closed = { code, reason: String(reason) };
+      this.wake();
+    });
+  }
+
+  static open(baseUrl: string, signature: string): Promise<StreamClient> {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}${STREAM_PATH}`, {
+      headers: { [MACHINE_AUTH_HEADER]: signature },
+    });
+    cleanups.push(() => ws.terminate());
+    return new Promise((resolve, reject) => {
+      const client = new StreamClient(ws);
+      ws.once('open', () => resolve(client));
+      ws.once('unexpected-response', (_req, res) => {
+        let text = '';
+        res.on('data', (c) => {
+          text += c;
+        });
+        res.on('end', () => reject(new StreamRefused(res.statusCode ?? 0, text)));
+      });
+      ws.once('error', reject);
+    });
+  }
+
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Waits until `test` holds (checked on every message), failing after `timeoutMs`. */
+  async until(what: string, test: (c: StreamClient) => boolean, timeoutMs = 3000): Promise<number> {
+    const start = Date.now();
+    while (!test(this)) {
+      const left = timeoutMs - (Date.now() - start);
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.messages)}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return Date.now() - start;
+  }
+
+  peerNames(): string[] {
+    return (this.netmap?.peers ?? []).map((p) => p.name).sort();
+  }
+
+  send(value: unknown): void {
+    this.ws.send(JSON.stringify(value));
+  }
+}
+
+export class StreamRefused extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
+    super(`stream refused with ${status}: ${body}`);
+  }
+}
