@@ -17,6 +17,8 @@ export interface SessionEvents {
   connected: [];
   /** An attempt failed or a live stream ended; a retry is scheduled unless stopped. */
   disconnected: [WeftError];
+  /** Control refuses this node (deleted, expired): the session has stopped for good. */
+  refused: [WeftError];
 }
 
 export interface SessionOptions {
@@ -73,6 +75,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
 
   private async run(): Promise<void> {
     const signal = this.abort.signal;
+    let refusals = 0;
     while (!signal.aborted) {
       let loggedOut = false;
       try {
@@ -84,6 +87,13 @@ export class MapSession extends EventEmitter<SessionEvents> {
             ? err
             : new WeftError('control-unreachable', `control stream: ${describeError(err)}`);
         this.opts.log.warn(e.message);
+        // One refusal may be a stale control key (fetched again for the retry); two in a row mean
+        // control no longer accepts this node, as when it was deleted while we were away.
+        refusals = e.code === 'control-rejected' ? refusals + 1 : 0;
+        if (refusals >= 2) {
+          this.emit('refused', e);
+          break;
+        }
         this.emit('disconnected', e);
       }
       // After a logout control will not take us back with this key: stop until logged in again.

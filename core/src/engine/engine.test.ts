@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { generateKeyPair, type NetMap, publicKeyOf, type WatchEvent } from '@weft/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HelperClient } from '../helper/client.js';
-import { silentLogger } from '../log/logger.js';
+import { silentLogger, stderrLogger } from '../log/logger.js';
 import { StateStore } from '../state/store.js';
 import { nodeView, type RegisteredNode, StandInControl } from '../testing/standin-control.js';
 import { StandInHelper } from '../testing/standin-helper.js';
@@ -35,7 +35,7 @@ async function startEngine(): Promise<Engine> {
     store: new StateStore(join(dir, 'state')),
     helper: new HelperClient(helper.path, { log: silentLogger, backoff: { baseMs: 20, capMs: 100 } }),
     interfaceName: IFACE,
-    log: silentLogger,
+    log: process.env.WEFT_TEST_LOG ? stderrLogger('engine', 'debug') : silentLogger,
     timing: {
       controlBackoff: { baseMs: 20, capMs: 100 },
       endpointsPollMs: 50,
@@ -194,6 +194,31 @@ describe('engine', () => {
     await expect(stat(join(dir, 'state', 'node.key'))).rejects.toThrow();
     await expect(stat(join(dir, 'state', 'netmap.json'))).rejects.toThrow();
     await expect(stat(join(dir, 'state', 'machine.key'))).resolves.toBeTruthy();
+  });
+
+  it('a node control no longer knows (deleted while away) is logged out when its stream is refused (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    control.nodes.clear();
+    for (const ws of control.streams) ws.terminate();
+    await waitUntil('NeedsLogin', () => engine.backendState() === 'NeedsLogin');
+    await waitUntil('helper down', () => helper.state === null);
+    expect(engine.snapshot().health.join()).toMatch(
+      /logged out by control: control refused the netmap stream/,
+    );
+  });
+
+  it('re-sends endpoints when the host addresses change (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    const port = helper.lastApply()?.interface.listenPort;
+    await waitUntil('first report', () => control.endpointReports.length === 1);
+    addresses = [...addresses, { iface: 'eth1', address: '203.0.113.9' }];
+    await waitUntil('second report', () => control.endpointReports.length === 2);
+    expect(control.endpointReports[1]).toEqual([`198.18.5.5:${port}`, `203.0.113.9:${port}`]);
+    // Unchanged addresses are not re-sent on every poll.
+    await new Promise((r) => setTimeout(r, 150));
+    expect(control.endpointReports).toHaveLength(2);
   });
 
   it('down stops the tunnel but stays logged in; up again needs no registration (stand-in control)', async () => {

@@ -341,6 +341,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.controlProblem = err;
       this.emit('change');
     });
+    session.on('refused', (err) => this.loggedOutByControl(err.message));
     this.session = session;
     session.start();
     this.reportEndpoints();
@@ -355,10 +356,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private onStreamMessage(msg: StreamServerMessage): void {
     if (msg.type === 'logout') {
-      this.opts.log.warn(`control logged this node out: ${msg.reason}`);
-      this.exclusive(() => this.forgetLogin(`logged out by control: ${msg.reason}`)).catch((err) =>
-        this.opts.log.warn(`logout: ${describeError(err)}`),
-      );
+      this.loggedOutByControl(msg.reason);
       return;
     }
     this.netmap = applyStreamMessage(this.netmap, msg);
@@ -366,6 +364,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.netmap) this.netmapWriter.push(this.netmap);
     this.reconcile();
     this.emit('change');
+  }
+
+  private loggedOutByControl(reason: string): void {
+    this.opts.log.warn(`control logged this node out: ${reason}`);
+    this.exclusive(() => this.forgetLogin(`logged out by control: ${reason}`)).catch((err) =>
+      this.opts.log.warn(`logout: ${describeError(err)}`),
+    );
   }
 
   private reportEndpoints(): void {

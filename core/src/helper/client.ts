@@ -25,6 +25,7 @@ export interface HelperClientEvents {
 export interface HelperClientOptions {
   log: Logger;
   backoff?: BackoffOptions;
+  timeoutsMs?: Partial<Record<HelperRequest['op'], number>>;
 }
 
 /** A request without its id (the client numbers requests itself). */
@@ -47,7 +48,12 @@ export class HelperRequestError extends WeftError {
   }
 }
 
-export const HELPER_TIMEOUTS_MS = { apply: 60_000, down: 30_000, status: 5_000 } as const;
+/** An apply may start wireguard-go and run many `ip` commands; a status is a quick read. */
+const DEFAULT_TIMEOUTS_MS: Record<HelperRequest['op'], number> = {
+  apply: 60_000,
+  down: 30_000,
+  status: 5_000,
+};
 
 export class HelperClient extends EventEmitter<HelperClientEvents> {
   private socket: Socket | null = null;
@@ -84,19 +90,20 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
   }
 
   apply(state: DesiredState): Promise<InterfaceStatus> {
-    return this.request({ op: 'apply', state }, HELPER_TIMEOUTS_MS.apply);
+    return this.request({ op: 'apply', state });
   }
 
   status(iface: string): Promise<InterfaceStatus> {
-    return this.request({ op: 'status', interface: iface }, HELPER_TIMEOUTS_MS.status);
+    return this.request({ op: 'status', interface: iface });
   }
 
   down(iface: string): Promise<InterfaceStatus> {
-    return this.request({ op: 'down', interface: iface }, HELPER_TIMEOUTS_MS.down);
+    return this.request({ op: 'down', interface: iface });
   }
 
   /** Sends a request, failing at once when the helper is not connected (callers retry on 'connected'). */
-  private request(op: HelperOp, timeoutMs: number): Promise<InterfaceStatus> {
+  private request(op: HelperOp): Promise<InterfaceStatus> {
+    const timeoutMs = this.opts.timeoutsMs?.[op.op] ?? DEFAULT_TIMEOUTS_MS[op.op];
     if (!this.connectedNow) {
       return Promise.reject(
         new WeftError('helper-unavailable', `weft-helper is not reachable at ${this.socketPath}`),

@@ -1,0 +1,92 @@
+import { DesiredState, generateKeyPair, type NetMap } from '@weft/protocol';
+import { describe, expect, it } from 'vitest';
+import { nodeView } from '../testing/standin-control.js';
+import { desiredState } from './desired.js';
+import { choosePeerEndpoint } from './path.js';
+
+const self = generateKeyPair();
+const [a, b, c] = [generateKeyPair(), generateKeyPair(), generateKeyPair()].map((k) => k.publicKey) as [
+  string,
+  string,
+  string,
+];
+
+function map(peers: NetMap['peers']): NetMap {
+  return {
+    self: nodeView(1, self.publicKey),
+    peers,
+    packetFilter: [],
+    tailnetRanges: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+  };
+}
+
+const inputs = (netmap: NetMap) => ({
+  netmap,
+  interfaceName: 'weft0',
+  nodePrivateKey: self.privateKey,
+  listenPort: 41641,
+});
+
+describe('desired state', () => {
+  it('maps the netmap to the whole OS state, valid for the helper', () => {
+    const state = desiredState(
+      inputs(
+        map([
+          nodeView(2, a, {
+            allowedIPs: ['100.64.0.2/32', '198.51.100.0/24'],
+            endpoints: ['198.18.0.2:5000', '198.18.1.2:5000'],
+          }),
+        ]),
+      ),
+    );
+    expect(state).toEqual({
+      interface: {
+        name: 'weft0',
+        privateKey: self.privateKey,
+        listenPort: 41641,
+        addresses: ['100.64.0.1/32', 'fd7a:115c:a1e0::1/128'],
+        mtu: 1280,
+      },
+      peers: [
+        {
+          publicKey: a,
+          allowedIPs: ['100.64.0.2/32', '198.51.100.0/24'],
+          endpoint: '198.18.0.2:5000',
+          persistentKeepalive: 25,
+        },
+      ],
+      routes: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+    });
+    expect(DesiredState.safeParse(state).success).toBe(true);
+  });
+
+  it('gives the same state whatever order the peers arrive in', () => {
+    const peers = [nodeView(2, a), nodeView(3, b), nodeView(4, c)];
+    const one = desiredState(inputs(map(peers)));
+    const two = desiredState(inputs(map([...peers].reverse())));
+    expect(one).toEqual(two);
+    expect(one.peers.map((p) => p.publicKey)).toEqual([a, b, c].sort());
+  });
+
+  it('leaves out a peer without candidates’ endpoint, duplicates, and ourselves', () => {
+    const state = desiredState(
+      inputs(map([nodeView(2, a, { endpoints: [] }), nodeView(3, a), nodeView(4, self.publicKey)])),
+    );
+    expect(state.peers).toEqual([
+      { publicKey: a, allowedIPs: nodeView(2, a).allowedIPs, persistentKeepalive: 25 },
+    ]);
+  });
+
+  it('has no peers and still the interface for an empty tailnet', () => {
+    const state = desiredState(inputs(map([])));
+    expect(state.peers).toEqual([]);
+    expect(state.interface.addresses).toHaveLength(2);
+  });
+
+  it('picks the first candidate endpoint (until path selection)', () => {
+    expect(choosePeerEndpoint(nodeView(2, a, { endpoints: ['198.18.0.9:1', '198.18.0.8:2'] }))).toBe(
+      '198.18.0.9:1',
+    );
+    expect(choosePeerEndpoint(nodeView(2, a, { endpoints: [] }))).toBeUndefined();
+  });
+});
