@@ -44,6 +44,7 @@ export async function registerMachine(
   }
 
   const existing = await deps.store.nodeByMachineKey(machineKey);
+  await refuseForeignNodeKey(deps.store, request.nodeKey, existing?.id);
   if (existing && !isExpired(existing, deps.now())) {
     // A known machine coming back (a restart, a new node key): it proved its machine key, so it
     // keeps its node, name and addresses.
@@ -79,6 +80,7 @@ async function registerWithKey(
   }
 
   const existing = await store.nodeByMachineKey(machineKey);
+  await refuseForeignNodeKey(store, request.nodeKey, existing?.id);
   if (existing && existing.preauthKeyId === key.id) {
     // The same machine presenting the key that registered it (e.g. a retry after a lost reply): not
     // a new use, so even a single-use key is fine here.
@@ -119,6 +121,18 @@ async function registerWithKey(
     approvedRoutes: [],
   });
   return id;
+}
+
+/** A node key already used by another node: a copied key or an attempt to impersonate that node. */
+async function refuseForeignNodeKey(
+  store: Store,
+  nodeKey: string,
+  ownNodeId: string | undefined,
+): Promise<void> {
+  const holder = await store.nodeByNodeKey(nodeKey);
+  if (holder !== undefined && holder.id !== ownNodeId) {
+    throw new ApiError(409, 'node-key-in-use', 'this node key belongs to another node: generate a new one');
+  }
 }
 
 /** Tagged keys make tagged nodes, owned by their tags rather than by the key's user. */

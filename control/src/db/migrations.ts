@@ -55,6 +55,8 @@ const migrations: Record<string, Migration> = {
         .addColumn('approved_routes', 'text', (c) => c.notNull().defaultTo('[]'))
         .execute();
       await db.schema.createIndex('nodes_user_id').on('nodes').column('user_id').execute();
+      // Peers are keyed by node key: two nodes sharing one would confuse every peer's WireGuard.
+      await db.schema.createIndex('nodes_node_key').on('nodes').column('node_key').unique().execute();
     },
   },
 };

@@ -187,6 +187,11 @@ export class Store {
     return row && toNode(row);
   }
 
+  async nodeByNodeKey(nodeKey: string): Promise<NodeRecord | undefined> {
+    const row = await this.nodes().where('nodes.node_key', '=', nodeKey).executeTakeFirst();
+    return row && toNode(row);
+  }
+
   async nodeByName(name: string): Promise<NodeRecord | undefined> {
     const row = await this.nodes().where('nodes.name', '=', name).executeTakeFirst();
     return row && toNode(row);

@@ -177,6 +177,19 @@ describe('POST /machine/register', () => {
     expect(c.addresses[0]).toBe('100.64.0.1/32');
   });
 
+  it('refuses a node key that another node already uses', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const a = new TestMachine(t);
+    await a.join('a', key);
+    const copycat = new TestMachine(t);
+    copycat.nodeKey = a.nodeKey;
+    const r = await copycat.register({ hostname: 'b', authKey: key });
+    expect(r.status).toBe(409);
+    expect(r.json.error.code).toBe('node-key-in-use');
+    expect(await nodeNames(t)).toEqual(['a']);
+  });
+
   it('lets the same machine re-use its single-use key, but no other machine', async () => {
     const t = await startTestControl();
     const once = await t.key();
