@@ -1,0 +1,471 @@
+import { readFileSync } from 'node:fs';
+import { type DesiredState, formatAddr, type Prefix, parsePrefix } from '@weft/protocol';
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { Logger } from '../log.js';
+import { publicKeyOf } from '../validate.js';
+import { LinuxBackend } from './backend.js';
+import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
+import type { Sysctl } from './sysctl.js';
+import { UdpBuffers } from './udp-buffers.js';
+
+// The Linux backend against a small simulated OS behind the Runner: enough of `ip`, `wg` and
+// wireguard-go to check which commands each request runs. The real commands run in e2e/tests.
+
+const key = (n: number) => Buffer.alloc(32, n).toString('base64');
+
+interface FakeLink {
+  kind: 'tun' | 'wireguard' | 'veth';
+  mtu: number;
+  up: boolean;
+  addresses: string[];
+}
+interface FakePeer {
+  allowed: string[];
+  endpoint: string | null;
+  keepalive: number;
+}
+interface FakeWg {
+  privateKey: string | null;
+  listenPort: number;
+  peers: Map<string, FakePeer>;
+}
+
+class FakeChild implements ChildHandle {
+  readonly pid = 4242;
+  readonly signals: string[] = [];
+  private resolveExit!: (e: ChildExit) => void;
+  readonly exited = new Promise<ChildExit>((r) => {
+    this.resolveExit = r;
+  });
+  constructor(readonly onExit: () => void) {}
+  kill(signal: NodeJS.Signals): void {
+    this.signals.push(signal);
+    this.exit({ code: 0, signal: null });
+  }
+  exit(e: ChildExit): void {
+    this.onExit();
+    this.resolveExit(e);
+  }
+}
+
+class FakeOs implements Runner {
+  readonly log: string[] = [];
+  readonly links = new Map<string, FakeLink>([
+    ['eth0', { kind: 'veth', mtu: 1500, up: true, addresses: [] }],
+  ]);
+  readonly wg = new Map<string, FakeWg>();
+  /** Non-kernel routes: `dev dst`. */
+  readonly routes = new Set<string>(['eth0 198.19.0.0/16']);
+  readonly children: FakeChild[] = [];
+  kernelWireGuard = false;
+  /** Whether wireguard-go brings its interface up at all. */
+  wireguardGoWorks = true;
+  lastConfig = '';
+
+  /** Commands that changed something (everything but reads). */
+  get changes(): string[] {
+    return this.log.filter((c) => !/ show /.test(c));
+  }
+
+  async run(argv: readonly string[]): Promise<string> {
+    const cmd = formatCommand(argv);
+    this.log.push(cmd);
+    const fail = (stderr: string) => {
+      throw new CommandError(argv, 1, stderr);
+    };
+    const [tool, ...a] = argv;
+    const dev = a[a.length - 1] as string;
+    if (tool === 'wg') return this.wgCommand(a, fail);
+    if (cmd.startsWith('ip -j -d address show dev ')) {
+      const link = this.links.get(dev);
+      if (!link) return fail(`Device "${dev}" does not exist.`);
+      return JSON.stringify([this.ipLink(dev, link)]);
+    }
+    if (cmd.startsWith('ip link add ')) {
+      if (!this.kernelWireGuard) return fail('Error: Unknown device type.');
+      this.addDevice(a[2] as string, 'wireguard');
+      return '';
+    }
+    if (cmd.startsWith('ip link del ')) {
+      this.links.delete(dev);
+      this.wg.delete(dev);
+      for (const r of this.routes) if (r.startsWith(`${dev} `)) this.routes.delete(r);
+      return '';
+    }
+    if (cmd.startsWith('ip link set ')) {
+      const link = this.links.get(a[2] as string) as FakeLink;
+      link.mtu = Number(a[4]);
+      link.up = true;
+      return '';
+    }
+    if (cmd.startsWith('ip address ')) {
+      const link = this.links.get(a[4] as string) as FakeLink;
+      if (a[1] === 'add') link.addresses.push(a[2] as string);
+      else link.addresses = link.addresses.filter((x) => x !== a[2]);
+      return '';
+    }
+    const route = cmd.match(/^ip (-j )?(-6 )?route (show|add|del) ?(\S+)? dev (\S+)$/);
+    if (route) {
+      const [, , six, verb, dst, name] = route;
+      if (verb === 'show') return JSON.stringify(this.ipRoutes(name as string, six !== undefined));
+      const entry = `${name} ${dst}`;
+      if (verb === 'add') {
+        if ([...this.routes].some((r) => r.endsWith(` ${dst}`))) fail('RTNETLINK answers: File exists');
+        this.routes.add(entry);
+      } else {
+        this.routes.delete(entry);
+      }
+      return '';
+    }
+    throw new Error(`fake OS does not know ${cmd}`);
+  }
+
+  start(argv: readonly string[], env: Record<string, string>): ChildHandle {
+    this.log.push(`start ${formatCommand(argv)} ${JSON.stringify(env)}`);
+    const name = argv[argv.length - 1] as string;
+    const child = new FakeChild(() => {
+      this.links.delete(name);
+      this.wg.delete(name);
+    });
+    this.children.push(child);
+    if (this.wireguardGoWorks) setTimeout(() => this.addDevice(name, 'tun'), 20);
+    return child;
+  }
+
+  private addDevice(name: string, kind: 'tun' | 'wireguard'): void {
+    this.links.set(name, { kind, mtu: 1420, up: false, addresses: [] });
+    this.wg.set(name, { privateKey: null, listenPort: 40000, peers: new Map() });
+  }
+
+  private wgCommand(a: readonly string[], fail: (e: string) => never): string {
+    const [verb, name] = a as [string, string];
+    const dev = this.wg.get(name);
+    if (!dev) return fail('Unable to access interface: Protocol not supported');
+    if (verb === 'show') {
+      const pub = dev.privateKey === null ? '(none)' : publicKeyOf(dev.privateKey);
+      const lines = [[dev.privateKey ?? '(none)', pub, dev.listenPort, 'off'].join('\t')];
+      for (const [k, p] of dev.peers) {
+        const allowed = p.allowed.length ? p.allowed.join(',') : '(none)';
+        const keepalive = p.keepalive || 'off';
+        lines.push([k, '(none)', p.endpoint ?? '(none)', allowed, 0, 0, 0, keepalive].join('\t'));
+      }
+      return `${lines.join('\n')}\n`;
+    }
+    if (verb === 'syncconf') {
+      this.lastConfig = readFileSync(a[2] as string, 'utf8');
+      this.syncconf(dev, this.lastConfig);
+      return '';
+    }
+    if (verb === 'set') {
+      (dev.peers.get(a[3] as string) as FakePeer).allowed = [];
+      return '';
+    }
+    throw new Error(`fake wg does not know ${verb}`);
+  }
+
+  /** What `wg syncconf` does: peers not in the file go; listed fields are set, others are kept. */
+  private syncconf(dev: FakeWg, config: string): void {
+    const sections = config.split('\n\n').map((s) =>
+      Object.fromEntries(
+        s
+          .split('\n')
+          .slice(1)
+          .map((l) => l.split(' = ')),
+      ),
+    );
+    const [iface, ...peers] = sections as Record<string, string>[];
+    dev.privateKey = iface?.PrivateKey ?? null;
+    if (iface?.ListenPort) dev.listenPort = Number(iface.ListenPort);
+    const keep = new Map<string, FakePeer>();
+    for (const p of peers) {
+      const peer = dev.peers.get(p.PublicKey as string) ?? { allowed: [], endpoint: null, keepalive: 0 };
+      if (p.AllowedIPs) peer.allowed = p.AllowedIPs.split(', ');
+      if (p.Endpoint) peer.endpoint = p.Endpoint;
+      peer.keepalive = p.PersistentKeepalive === 'off' ? 0 : Number(p.PersistentKeepalive);
+      keep.set(p.PublicKey as string, peer);
+    }
+    dev.peers = keep;
+  }
+
+  private ipLink(name: string, link: FakeLink) {
+    return {
+      ifname: name,
+      flags: link.up ? ['POINTOPOINT', 'UP'] : ['POINTOPOINT'],
+      mtu: link.mtu,
+      linkinfo: { info_kind: link.kind },
+      addr_info: [
+        ...link.addresses.map((a) => ({
+          local: a.split('/')[0],
+          prefixlen: Number(a.split('/')[1]),
+          scope: 'global',
+        })),
+        { local: 'fe80::1', prefixlen: 64, scope: 'link' },
+      ],
+    };
+  }
+
+  /** Our routes plus what the kernel adds: a prefix route per address and fe80::/64. */
+  private ipRoutes(name: string, six: boolean) {
+    const link = this.links.get(name);
+    const kernel = (link?.addresses ?? [])
+      .map((a) => parsePrefix(a) as Prefix)
+      .filter((p) => (p.addr.family === 6) === six && p.bits < (six ? 128 : 32))
+      .map((p) => ({
+        dst: `${formatAddr({ ...p.addr, value: (p.addr.value >> BigInt((six ? 128 : 32) - p.bits)) << BigInt((six ? 128 : 32) - p.bits) })}/${p.bits}`,
+        protocol: 'kernel',
+      }));
+    const ours = [...this.routes]
+      .filter((r) => r.startsWith(`${name} `) && r.includes(':') === six)
+      .map((r) => ({ dst: (r.split(' ')[1] as string).replace(/^(0\.0\.0\.0|::)\/0$/, 'default') }));
+    return [...kernel, ...ours, ...(six ? [{ dst: 'fe80::/64', protocol: 'kernel' }] : [])];
+  }
+}
+
+class FakeSysctl implements Sysctl {
+  values = new Map([
+    ['net.core.rmem_max', '212992'],
+    ['net.core.wmem_max', '212992'],
+  ]);
+  readOnly = false;
+  async read(k: string) {
+    return this.values.get(k) as string;
+  }
+  async write(k: string, v: string) {
+    if (this.readOnly)
+      throw Object.assign(new Error(`EACCES: permission denied, open '/proc/sys/${k}'`), { code: 'EACCES' });
+    this.values.set(k, v);
+  }
+}
+
+const logged: string[] = [];
+const log: Logger = {
+  info: (m) => logged.push(m),
+  warn: (m) => logged.push(`warn: ${m}`),
+  error: (m) => logged.push(`error: ${m}`),
+};
+
+function desired(): DesiredState {
+  return {
+    interface: {
+      name: 'wg0',
+      privateKey: key(1),
+      listenPort: 51820,
+      addresses: ['100.64.0.1/10', 'fd00::1/64'],
+      mtu: 1280,
+    },
+    peers: [
+      {
+        publicKey: key(2),
+        allowedIPs: ['100.64.0.2/32'],
+        endpoint: '198.18.0.2:51820',
+        persistentKeepalive: 25,
+      },
+      { publicKey: key(3), allowedIPs: ['100.64.0.3/32', 'fd00:3::/64'] },
+    ],
+    routes: ['100.64.0.0/10', '198.51.100.0/24', 'fd00:3::/64'],
+  };
+}
+
+let os: FakeOs;
+let sysctl: FakeSysctl;
+let backend: LinuxBackend;
+
+beforeEach(() => {
+  os = new FakeOs();
+  sysctl = new FakeSysctl();
+  logged.length = 0;
+  backend = new LinuxBackend({
+    runner: os,
+    buffers: new UdpBuffers(sysctl, log),
+    log,
+    readyTimeoutMs: 500,
+    stopGraceMs: 100,
+  });
+});
+
+describe('apply', () => {
+  it('creates a wireguard-go interface when the kernel has no WireGuard, then configures it', async () => {
+    const status = await backend.apply(desired());
+    expect(os.changes).toEqual([
+      'ip link add wg0 type wireguard',
+      'start wireguard-go -f wg0 {"WG_PROCESS_FOREGROUND":"1"}',
+      expect.stringMatching(/^wg syncconf wg0 \/.*\/weft-wg-\w+\/wg\.conf$/),
+      'ip address add 100.64.0.1/10 dev wg0',
+      'ip address add fd00::1/64 dev wg0 nodad',
+      'ip link set wg0 mtu 1280 up',
+      // 100.64.0.0/10 is already there: the kernel's route for the address.
+      'ip route add 198.51.100.0/24 dev wg0',
+      'ip -6 route add fd00:3::/64 dev wg0',
+    ]);
+    expect(os.lastConfig).toContain(`PrivateKey = ${key(1)}`);
+    expect(status).toMatchObject({
+      name: 'wg0',
+      exists: true,
+      backend: 'wireguard-go',
+      publicKey: publicKeyOf(key(1)),
+      listenPort: 51820,
+      addresses: ['100.64.0.1/10', 'fd00::1/64'],
+    });
+    expect(status.peers.map((p) => p.publicKey)).toEqual([key(2), key(3)]);
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('7340032');
+  });
+
+  it('uses kernel WireGuard when there is one, and leaves socket buffers alone', async () => {
+    os.kernelWireGuard = true;
+    const status = await backend.apply(desired());
+    expect(status.backend).toBe('kernel');
+    expect(os.log.filter((c) => c.startsWith('start'))).toEqual([]);
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('212992');
+  });
+
+  it('changes nothing when the same state is applied again', async () => {
+    await backend.apply(desired());
+    os.log.length = 0;
+    await backend.apply(desired());
+    expect(os.changes).toEqual([]);
+  });
+
+  it('removes what a smaller state no longer has', async () => {
+    await backend.apply(desired());
+    os.log.length = 0;
+    const smaller = desired();
+    smaller.interface.addresses = ['100.64.0.1/10'];
+    smaller.peers = smaller.peers.slice(0, 1);
+    smaller.routes = ['198.51.100.0/24'];
+    await backend.apply(smaller);
+    expect(os.changes).toEqual([
+      expect.stringMatching(/^wg syncconf wg0 /),
+      'ip address del fd00::1/64 dev wg0',
+      'ip -6 route del fd00:3::/64 dev wg0',
+    ]);
+    expect(os.wg.get('wg0')?.peers.size).toBe(1);
+  });
+
+  it('empties the allowed IPs of a peer asked to have none', async () => {
+    await backend.apply(desired());
+    os.log.length = 0;
+    const s = desired();
+    (s.peers[1] as { allowedIPs: string[] }).allowedIPs = [];
+    await backend.apply(s);
+    expect(os.changes).toContain(`wg set wg0 peer ${key(3)} allowed-ips ""`);
+    expect(os.wg.get('wg0')?.peers.get(key(3))?.allowed).toEqual([]);
+  });
+
+  it('does not reset an endpoint WireGuard roamed to while the request is unchanged', async () => {
+    await backend.apply(desired());
+    (os.wg.get('wg0')?.peers.get(key(2)) as FakePeer).endpoint = '203.0.113.7:3333';
+    os.log.length = 0;
+    await backend.apply(desired());
+    expect(os.changes).toEqual([]);
+    const moved = desired();
+    (moved.peers[0] as { endpoint?: string }).endpoint = '198.18.0.9:51820';
+    moved.peers.push({ publicKey: key(4), allowedIPs: [] });
+    await backend.apply(moved);
+    expect(os.wg.get('wg0')?.peers.get(key(2))?.endpoint).toBe('198.18.0.9:51820');
+  });
+
+  it('refuses a route another interface has, saying why', async () => {
+    const s = desired();
+    s.routes = ['198.19.0.0/16'];
+    await expect(backend.apply(s)).rejects.toThrow(
+      /route 198\.19\.0\.0\/16 already exists through another interface; refusing to take it over/,
+    );
+    expect(os.routes.has('eth0 198.19.0.0/16')).toBe(true);
+  });
+
+  it('refuses to configure an interface that is not WireGuard', async () => {
+    const s = desired();
+    s.interface.name = 'eth0';
+    await expect(backend.apply(s)).rejects.toMatchObject({
+      code: 'invalid-request',
+      message: 'eth0 exists and is not a WireGuard interface; refusing to touch it',
+    });
+    expect(os.changes).toEqual([]);
+  });
+
+  it('gives up on a wireguard-go that never brings its interface up, and stops it', async () => {
+    os.wireguardGoWorks = false;
+    await expect(backend.apply(desired())).rejects.toThrow(/wireguard-go did not bring up wg0 within 500 ms/);
+    expect(os.children[0]?.signals).toEqual(['SIGTERM']);
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('212992');
+  });
+
+  it('recreates the interface after wireguard-go dies', async () => {
+    await backend.apply(desired());
+    os.children[0]?.exit({ code: null, signal: 'SIGKILL' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(logged).toContain(
+      'warn: wireguard-go for wg0 was killed by SIGKILL; the next apply recreates wg0',
+    );
+    expect((await backend.status('wg0')).exists).toBe(false);
+    const status = await backend.apply(desired());
+    expect(status.exists).toBe(true);
+    expect(os.children).toHaveLength(2);
+  });
+});
+
+describe('status', () => {
+  it('reports exists: false for a missing interface', async () => {
+    expect(await backend.status('wg9')).toEqual({
+      name: 'wg9',
+      exists: false,
+      backend: null,
+      publicKey: null,
+      listenPort: null,
+      addresses: [],
+      peers: [],
+    });
+  });
+});
+
+describe('down and shutdown', () => {
+  it('deletes the link, stops wireguard-go and restores the socket buffers; again is fine', async () => {
+    await backend.apply(desired());
+    os.log.length = 0;
+    expect((await backend.down('wg0')).exists).toBe(false);
+    expect(os.changes).toEqual(['ip link del wg0']);
+    expect(os.links.has('wg0')).toBe(false);
+    expect([...os.routes]).toEqual(['eth0 198.19.0.0/16']);
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('212992');
+    expect(sysctl.values.get('net.core.wmem_max')).toBe('212992');
+    os.log.length = 0;
+    expect((await backend.down('wg0')).exists).toBe(false);
+    expect(os.changes).toEqual([]);
+  });
+
+  it('keeps raised buffers until the last wireguard-go interface goes', async () => {
+    await backend.apply(desired());
+    const second = desired();
+    second.interface.name = 'wg1';
+    second.interface.listenPort = 51821;
+    second.interface.addresses = ['100.80.0.1/32'];
+    second.routes = [];
+    await backend.apply(second);
+    await backend.down('wg0');
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('7340032');
+    await backend.down('wg1');
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('212992');
+  });
+
+  it('refuses to take down an interface that is not WireGuard', async () => {
+    await expect(backend.down('eth0')).rejects.toMatchObject({ code: 'invalid-request' });
+    expect(os.links.has('eth0')).toBe(true);
+  });
+
+  it('takes down only the interfaces this process created', async () => {
+    await backend.apply(desired());
+    // Made by someone else before us: adopted by apply, but not ours to remove at exit.
+    os.kernelWireGuard = true;
+    os.links.set('wgx', { kind: 'wireguard', mtu: 1420, up: true, addresses: [] });
+    os.wg.set('wgx', { privateKey: null, listenPort: 1, peers: new Map() });
+    const adopted = desired();
+    adopted.interface.name = 'wgx';
+    adopted.interface.addresses = [];
+    adopted.routes = [];
+    await backend.apply(adopted);
+    os.log.length = 0;
+    await backend.shutdown();
+    expect(os.changes).toEqual(['ip link del wg0']);
+    expect(os.links.has('wgx')).toBe(true);
+  });
+});

@@ -1,0 +1,294 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DesiredState, InterfaceStatus } from '@weft/protocol';
+import { absentStatus, BackendError, type PlatformBackend } from '../backend.js';
+import type { Logger } from '../log.js';
+import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
+import { type Command, planAddresses, planLink, planRoutes } from './plan.js';
+import { describeExit, exitWithin, stopProcess } from './process.js';
+import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
+import type { UdpBuffers } from './udp-buffers.js';
+import {
+  parseDump,
+  peersToEmpty,
+  renderConfig,
+  requestedEndpoints,
+  type SetEndpoints,
+  type WgDump,
+  wgMatches,
+} from './wg.js';
+
+// Linux: kernel WireGuard when the module is there, wireguard-go otherwise, configured with `wg` and
+// `ip`. Every apply reads the interface back and changes only what differs, so applying the same state
+// twice changes nothing the second time.
+
+const READY_POLL_MS = 50;
+
+export interface LinuxBackendOptions {
+  runner: Runner;
+  buffers: UdpBuffers;
+  log: Logger;
+  /** How long wireguard-go gets to create its interface and control socket. */
+  readyTimeoutMs?: number;
+  /** How long wireguard-go gets to exit after SIGTERM (and again after SIGKILL). */
+  stopGraceMs?: number;
+}
+
+interface Device {
+  link: LinkSnapshot;
+  wg: WgDump;
+  backend: 'kernel' | 'wireguard-go';
+}
+
+/** An interface this process created. */
+interface Created {
+  /** The wireguard-go process serving it; null for kernel WireGuard. */
+  child: ChildHandle | null;
+  /** Set while `down` removes it, so wireguard-go exiting then is expected. */
+  stopping: boolean;
+}
+
+export class LinuxBackend implements PlatformBackend {
+  private readonly created = new Map<string, Created>();
+  /** Per interface, the peer endpoints this process last set (see SetEndpoints). */
+  private readonly setEndpoints = new Map<string, SetEndpoints>();
+  private readonly runner: Runner;
+  private readonly buffers: UdpBuffers;
+  private readonly log: Logger;
+  private readonly readyTimeoutMs: number;
+  private readonly stopGraceMs: number;
+
+  constructor(opts: LinuxBackendOptions) {
+    this.runner = opts.runner;
+    this.buffers = opts.buffers;
+    this.log = opts.log;
+    this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
+    this.stopGraceMs = opts.stopGraceMs ?? 3000;
+  }
+
+  async apply(state: DesiredState): Promise<InterfaceStatus> {
+    const { name, addresses, mtu } = state.interface;
+    let device = await this.readDevice(name);
+    if (device === null) {
+      await this.create(name);
+      device = await this.readDevice(name);
+      if (device === null)
+        throw new BackendError('os-error', `${name} disappeared right after it was created`);
+    }
+    await this.syncWireGuard(name, device.wg, state);
+    await this.syncAddresses(name, device.link, addresses);
+    await this.runAll(planLink(name, device.link, mtu));
+    await this.syncRoutes(name, state.routes);
+    return this.status(name);
+  }
+
+  async status(name: string): Promise<InterfaceStatus> {
+    const device = await this.readDevice(name);
+    if (device === null) return absentStatus(name);
+    const { link, wg, backend } = device;
+    return {
+      name,
+      exists: true,
+      backend,
+      publicKey: wg.publicKey,
+      listenPort: wg.listenPort,
+      addresses: link.addresses,
+      peers: wg.peers.map(({ persistentKeepalive: _, ...peer }) => peer),
+    };
+  }
+
+  async down(name: string): Promise<InterfaceStatus> {
+    const device = await this.readDevice(name);
+    const ours = this.created.get(name);
+    if (ours !== undefined) ours.stopping = true;
+    try {
+      // Addresses and routes through the interface go with it.
+      if (device !== null) await this.change(['ip', 'link', 'del', name]);
+    } catch (e) {
+      if (ours !== undefined) ours.stopping = false;
+      throw e;
+    }
+    this.setEndpoints.delete(name);
+    if (ours !== undefined) await this.forget(name, ours);
+    return absentStatus(name);
+  }
+
+  async shutdown(): Promise<void> {
+    for (const name of [...this.created.keys()]) {
+      try {
+        await this.down(name);
+      } catch (e) {
+        this.log.error(`could not take down ${name}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** The interface if it exists; refuses one that exists but is not WireGuard. */
+  private async readDevice(name: string): Promise<Device | null> {
+    const link = await this.readLink(name);
+    if (link === null) return null;
+    const notWireGuard = new BackendError(
+      'invalid-request',
+      `${name} exists and is not a WireGuard interface; refusing to touch it`,
+    );
+    // wireguard-go's interface is a plain TUN device: only its control socket tells it apart.
+    if (link.kind !== 'wireguard' && link.kind !== 'tun') throw notWireGuard;
+    try {
+      const wg = parseDump(await this.runner.run(['wg', 'show', name, 'dump']));
+      return { link, wg, backend: link.kind === 'wireguard' ? 'kernel' : 'wireguard-go' };
+    } catch (e) {
+      if (e instanceof CommandError && link.kind === 'tun') throw notWireGuard;
+      throw e;
+    }
+  }
+
+  private async readLink(name: string): Promise<LinkSnapshot | null> {
+    try {
+      return parseLink(await this.runner.run(['ip', '-j', '-d', 'address', 'show', 'dev', name]));
+    } catch (e) {
+      if (e instanceof CommandError && e.stderr.includes('does not exist')) return null;
+      throw e;
+    }
+  }
+
+  /** Kernel WireGuard if the kernel has it, else wireguard-go in the foreground as our child. */
+  private async create(name: string): Promise<void> {
+    this.setEndpoints.delete(name);
+    try {
+      await this.change(['ip', 'link', 'add', name, 'type', 'wireguard']);
+      this.created.set(name, { child: null, stopping: false });
+      return;
+    } catch (e) {
+      if (!(e instanceof CommandError)) throw e;
+      this.log.info(`no kernel WireGuard for ${name} (${e.stderr.trim()}); starting wireguard-go`);
+    }
+    await this.buffers.raise(name);
+    const argv = ['wireguard-go', '-f', name];
+    const child = this.runner.start(argv, { WG_PROCESS_FOREGROUND: '1' });
+    this.log.info(`started ${formatCommand(argv)} (pid ${child.pid})`);
+    const record: Created = { child, stopping: false };
+    this.created.set(name, record);
+    void child.exited.then((exit) => this.onChildExit(name, record, exit));
+    try {
+      await this.waitUntilReady(name, child);
+    } catch (e) {
+      await this.forget(name, record);
+      throw e;
+    }
+  }
+
+  private async waitUntilReady(name: string, child: ChildHandle): Promise<void> {
+    const deadline = Date.now() + this.readyTimeoutMs;
+    for (;;) {
+      if (await this.isReady(name)) return;
+      if (Date.now() >= deadline) {
+        throw new BackendError(
+          'os-error',
+          `wireguard-go did not bring up ${name} within ${this.readyTimeoutMs} ms`,
+        );
+      }
+      const exit = await exitWithin(child, READY_POLL_MS);
+      if (exit !== null) {
+        throw new BackendError(
+          'os-error',
+          `wireguard-go for ${name} ${describeExit(exit)} before it was ready`,
+        );
+      }
+    }
+  }
+
+  /** The link exists and wireguard-go answers on its control socket (which is what `wg` talks to). */
+  private async isReady(name: string): Promise<boolean> {
+    if ((await this.readLink(name)) === null) return false;
+    try {
+      await this.runner.run(['wg', 'show', name, 'dump']);
+      return true;
+    } catch (e) {
+      if (e instanceof CommandError) return false;
+      throw e;
+    }
+  }
+
+  /** wireguard-go died on its own: its interface went with it, and the next apply starts a new one. */
+  private onChildExit(name: string, record: Created, exit: ChildExit): void {
+    if (this.created.get(name) !== record || record.stopping) return;
+    this.log.warn(`wireguard-go for ${name} ${describeExit(exit)}; the next apply recreates ${name}`);
+    this.created.delete(name);
+    void this.buffers.release(name);
+  }
+
+  /** Drops an interface we created: stops its wireguard-go and gives back the socket buffer limits. */
+  private async forget(name: string, record: Created): Promise<void> {
+    record.stopping = true;
+    if (this.created.get(name) === record) this.created.delete(name);
+    if (record.child === null) return;
+    await stopProcess(record.child, this.stopGraceMs);
+    await this.buffers.release(name);
+  }
+
+  /**
+   * `wg syncconf` replaces the whole peer list (peers not in the file are removed). The file holds the
+   * private key, so it lives in a fresh 0700 directory as a 0600 file only while `wg` reads it.
+   */
+  private async syncWireGuard(name: string, dump: WgDump, state: DesiredState): Promise<void> {
+    const setBefore = this.setEndpoints.get(name) ?? new Map<string, string>();
+    if (!wgMatches(dump, state, setBefore)) {
+      const dir = await mkdtemp(join(tmpdir(), 'weft-wg-'));
+      try {
+        const file = join(dir, 'wg.conf');
+        await writeFile(file, renderConfig(state, setBefore), { mode: 0o600, flag: 'wx' });
+        await this.change(['wg', 'syncconf', name, file]);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+      for (const key of peersToEmpty(dump, state)) {
+        await this.change(['wg', 'set', name, 'peer', key, 'allowed-ips', '']);
+      }
+    }
+    this.setEndpoints.set(name, requestedEndpoints(state));
+  }
+
+  private async syncAddresses(name: string, link: LinkSnapshot, desired: readonly string[]): Promise<void> {
+    const plan = planAddresses(name, link, desired);
+    if (plan.length === 0) return;
+    await this.runAll(plan);
+    // Deleting a primary IPv4 address also deletes the secondaries in its subnet, so read back once
+    // and put back any that went with it.
+    const after = await this.readLink(name);
+    if (after === null)
+      throw new BackendError('os-error', `${name} disappeared while its addresses were set`);
+    await this.runAll(planAddresses(name, after, desired));
+  }
+
+  private async syncRoutes(name: string, desired: readonly string[]): Promise<void> {
+    const current = [
+      ...parseRoutes(await this.runner.run(['ip', '-j', 'route', 'show', 'dev', name]), 4),
+      ...parseRoutes(await this.runner.run(['ip', '-j', '-6', 'route', 'show', 'dev', name]), 6),
+    ];
+    for (const command of planRoutes(name, current, desired)) {
+      try {
+        await this.change(command);
+      } catch (e) {
+        if (e instanceof CommandError && command.includes('add') && e.stderr.includes('File exists')) {
+          const dst = command[command.indexOf('add') + 1];
+          throw new BackendError(
+            'os-error',
+            `route ${dst} already exists through another interface; refusing to take it over (${e.message})`,
+          );
+        }
+        throw e;
+      }
+    }
+  }
+
+  private async runAll(plan: readonly Command[]): Promise<void> {
+    for (const command of plan) await this.change(command);
+  }
+
+  /** Runs a command that changes the OS, and logs it: the log is the audit trail of every change. */
+  private async change(argv: readonly string[]): Promise<void> {
+    await this.runner.run(argv);
+    this.log.info(`ran ${formatCommand(argv)}`);
+  }
+}
