@@ -33,6 +33,7 @@ export interface RunningControl {
 }
 
 export const PING_INTERVAL_MS = 15_000;
+const SHUTDOWN_GRACE_MS = 2_000;
 
 const SETTING_CONTROL_KEY = 'control_private_key';
 const SETTING_ULA = 'tailnet_ula_prefix';
@@ -83,8 +84,13 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       stopSweeper();
       changes.close();
       hub.closeAll('control is shutting down');
+      // A node that does not answer the close handshake must not hold the shutdown up.
+      const killer = setTimeout(() => {
+        for (const client of app.websocketServer.clients) client.terminate();
+      }, SHUTDOWN_GRACE_MS);
       await app.close();
       await background.drain();
+      clearTimeout(killer);
       await store.destroy();
       log.info('stopped');
     };

@@ -101,14 +101,23 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
   }, ctx.pingIntervalMs);
 
   socket.on('error', (err) => log.warn(`stream ${node.name}: ${errorText(err)}`));
-  socket.on('close', () => {
-    clearInterval(pinger);
-    hub.disconnect(session);
-    log.info(`stream ${node.name}: closed`);
-    background.run(`last seen of ${node.name}`, touchLastSeen);
-  });
+  // Shutdown drains background work before closing the database: counting each open stream as
+  // work lets its last-seen write land first.
+  background.run(
+    `stream of ${node.name}`,
+    () =>
+      new Promise<void>((resolve) =>
+        socket.on('close', () => {
+          clearInterval(pinger);
+          hub.disconnect(session);
+          log.info(`stream ${node.name}: closed`);
+          background.run(`last seen of ${node.name}`, touchLastSeen);
+          resolve();
+        }),
+      ),
+  );
 
-  background.run(`stream of ${node.name}`, async () => {
+  background.run(`connecting ${node.name}`, async () => {
     // A node registered through another connection (or replica) may not be in the hub yet.
     if (!hub.has(node.id)) await sync.refresh();
     if (socket.readyState !== WebSocket.OPEN) return;

@@ -155,6 +155,31 @@ describe('the netmap stream', () => {
     expect(list.map((n) => n.name)).toEqual(['a']);
   });
 
+  it('on shutdown closes streams and records last seen before closing the database', async () => {
+    const errors: string[] = [];
+    const t = await startTestControl({ log: { info() {}, warn() {}, error: (m) => errors.push(m) } });
+    const m = new TestMachine(t);
+    const node = await m.join('a', await t.key());
+    const s = await m.stream();
+    await s.until('full', (c) => c.netmap !== null);
+    const { default: Database } = await import('better-sqlite3');
+    const lastSeen = () => {
+      const conn = new Database(t.db);
+      const row = conn.prepare('select last_seen from nodes where id = ?').get(node.id) as {
+        last_seen: string;
+      };
+      conn.close();
+      return row.last_seen;
+    };
+    await new Promise((r) => setTimeout(r, 20));
+    const before = lastSeen();
+    await t.control.close();
+    await s.until('closed', (c) => c.closed !== null);
+    expect(s.closed).toMatchObject({ code: 1000, reason: 'control is shutting down' });
+    expect(errors).toEqual([]);
+    expect(Date.parse(lastSeen())).toBeGreaterThan(Date.parse(before));
+  });
+
   it('rejects a stream for an expired node key', async () => {
     const t = await startTestControl();
     const m = new TestMachine(t);
