@@ -32,7 +32,7 @@ interface CachedView {
 
 /** What a policy may look at: when it changes, visibility has to be decided again. */
 function identityOf(node: NodeRecord): string {
-  return JSON.stringify([node.userId, node.tags, node.ipv4, node.ipv6, node.approvedRoutes]);
+  return JSON.stringify([node.userId, node.userName, node.tags, node.ipv4, node.ipv6, node.approvedRoutes]);
 }
 
 export class NetmapHub {
