@@ -171,7 +171,12 @@ export class MapSession extends EventEmitter<SessionEvents> {
           }
         });
         ws.on('error', (err) =>
-          fail(new WeftError('control-unreachable', `control unreachable: ${describeError(err)}`)),
+          fail(
+            new WeftError(
+              'control-unreachable',
+              `control unreachable at ${this.client.baseUrl}: ${describeError(err)}`,
+            ),
+          ),
         );
         ws.on('close', (code) =>
           fail(new WeftError('control-unreachable', `control stream closed (code ${code})`)),

@@ -174,6 +174,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Status with the interface's live figures read through the helper. */
   async status(): Promise<Status> {
     if (this.reconciler.current?.op === 'apply' && this.opts.helper.connected) {
+      this.reconciler.flushPending();
       try {
         this.lastIface = await this.opts.helper.status(this.opts.interfaceName);
       } catch (err) {

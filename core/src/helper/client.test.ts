@@ -93,11 +93,11 @@ describe('helper client', () => {
   it('reports a helper error with its code', async () => {
     const path = await rawHelper(
       (req) =>
-        JSON.stringify({
+        `${JSON.stringify({
           id: req.id,
           ok: false,
           error: { code: 'os-error', message: 'ip: RTNETLINK answers: File exists' },
-        }) + '\n',
+        })}\n`,
     );
     const c = client(path);
     await waitUntil('connected', () => c.connected);
@@ -154,14 +154,27 @@ describe('reconciler', () => {
     r.stop();
   });
 
+  it('sends a debounced change at once when asked, so a status read right after sees it', async () => {
+    const helper = new StandInHelper(join(dir, 'h.sock'));
+    await helper.start();
+    const c = client(helper.path);
+    await waitUntil('connected', () => c.connected);
+    const r = new Reconciler(c, { log: silentLogger, debounceMs: 10_000 });
+    r.set({ op: 'apply', state: state(41004) });
+    r.flushPending();
+    expect((await c.status('weft0')).listenPort).toBe(41004);
+    expect(helper.ops()).toEqual(['apply', 'status']);
+    r.stop();
+  });
+
   it('treats "down" of an interface that is already gone as done', async () => {
     const path = await rawHelper(
       (req) =>
-        JSON.stringify({
+        `${JSON.stringify({
           id: req.id,
           ok: false,
           error: { code: 'not-found', message: 'no interface weft0' },
-        }) + '\n',
+        })}\n`,
     );
     const c = client(path);
     await waitUntil('connected', () => c.connected);

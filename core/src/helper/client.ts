@@ -228,7 +228,8 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
         this.connectedNow = false;
         if (wasConnected) {
           this.failAll(new WeftError('helper-unavailable', 'connection to weft-helper lost'));
-          this.opts.log.warn(`lost connection to weft-helper at ${this.socketPath}`);
+          if (!this.abort.signal.aborted)
+            this.opts.log.warn(`lost connection to weft-helper at ${this.socketPath}`);
           this.emit('disconnected');
           resolve();
         } else {

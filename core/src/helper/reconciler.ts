@@ -69,6 +69,17 @@ export class Reconciler extends EventEmitter<ReconcilerEvents> {
     return done;
   }
 
+  /**
+   * Sends a change still waiting out its debounce now. A helper request made right after queues
+   * behind it, so a status read then describes the OS with the change applied.
+   */
+  flushPending(): void {
+    if (!this.timer) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    void this.run();
+  }
+
   stop(): void {
     clearInterval(this.periodic);
     if (this.timer) clearTimeout(this.timer);
