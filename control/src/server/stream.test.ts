@@ -1,8 +1,24 @@
 import { ALLOW_ALL, STREAM_PATH } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, StreamRefused, startTestControl, TestMachine } from '../testing/harness.js';
+import {
+  cleanupAll,
+  StreamRefused,
+  startTestControl,
+  type TestControl,
+  TestMachine,
+} from '../testing/harness.js';
 
 afterEach(cleanupAll);
+
+/** Two registered machines, a and b, not yet streaming. */
+async function twoNodes(t: TestControl) {
+  const key = await t.key('--reusable');
+  const a = new TestMachine(t);
+  const b = new TestMachine(t);
+  await a.join('a', key);
+  await b.join('b', key);
+  return { a, b };
+}
 
 describe('the netmap stream', () => {
   it('sends the full map first, then deltas as peers join, come online and report endpoints', async () => {
@@ -53,11 +69,7 @@ describe('the netmap stream', () => {
 
   it('a node deleted with the CLI leaves its peers’ maps within 2 s and is logged out', async () => {
     const t = await startTestControl({ pollIntervalMs: 200 });
-    const key = await t.key('--reusable');
-    const a = new TestMachine(t);
-    const b = new TestMachine(t);
-    await a.join('a', key);
-    await b.join('b', key);
+    const { a, b } = await twoNodes(t);
     const sa = await a.stream();
     const sb = await b.stream();
     await sa.until('a sees b', (c) => c.peerNames().includes('b'));
@@ -108,11 +120,7 @@ describe('the netmap stream', () => {
 
   it('drops a stream that stops answering pings', async () => {
     const t = await startTestControl({ pingIntervalMs: 100 });
-    const key = await t.key('--reusable');
-    const a = new TestMachine(t);
-    const b = new TestMachine(t);
-    await a.join('a', key);
-    await b.join('b', key);
+    const { a, b } = await twoNodes(t);
     const sa = await a.stream();
     const sb = await b.stream();
     await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
@@ -123,11 +131,7 @@ describe('the netmap stream', () => {
 
   it('a newer stream of the same node replaces the older one', async () => {
     const t = await startTestControl();
-    const key = await t.key('--reusable');
-    const a = new TestMachine(t);
-    const b = new TestMachine(t);
-    await a.join('a', key);
-    await b.join('b', key);
+    const { a, b } = await twoNodes(t);
     const sa = await a.stream();
     const first = await b.stream();
     await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
