@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { canonicalPrefix, formatAddr, parseAddr, parseEndpoint, parseIPv6, parsePrefix } from './ip.js';
+import {
+  canonicalPrefix,
+  formatAddr,
+  formatPrefix,
+  parseAddr,
+  parseAddrRange,
+  parseEndpoint,
+  parseIPv6,
+  parsePrefix,
+  prefixRange,
+  rangeToPrefixes,
+} from './ip.js';
 
 describe('ip parsing', () => {
   it('accepts canonical forms and round-trips them', () => {
@@ -51,5 +62,38 @@ describe('ip parsing', () => {
     expect(parseEndpoint('fd00::1:51820')).toBeNull();
     expect(parseEndpoint('198.18.0.1:0')).toBeNull();
     expect(parseEndpoint('198.18.0.1:65536')).toBeNull();
+  });
+});
+
+describe('address ranges', () => {
+  it('gives the first and last address of a prefix', () => {
+    const r = prefixRange(parsePrefix('10.33.1.7/16')!);
+    expect(formatAddr({ family: 4, value: r.first })).toBe('10.33.0.0');
+    expect(formatAddr({ family: 4, value: r.last })).toBe('10.33.255.255');
+    expect(prefixRange(parsePrefix('::/0')!).last).toBe((1n << 128n) - 1n);
+  });
+
+  it('parses a-b ranges strictly', () => {
+    expect(parseAddrRange('100.64.0.0-100.115.91.255')).toEqual({
+      family: 4,
+      first: 0x64400000n,
+      last: 0x64735bffn,
+    });
+    expect(parseAddrRange('10.0.0.2-10.0.0.1')).toBeNull();
+    expect(parseAddrRange('10.0.0.1-::1')).toBeNull();
+    expect(parseAddrRange('10.0.0.1')).toBeNull();
+  });
+
+  it('covers a range with the fewest prefixes', () => {
+    const cover = (text: string) => rangeToPrefixes(parseAddrRange(text)!).map(formatPrefix);
+    expect(cover('100.115.94.0-100.127.255.255')).toEqual([
+      '100.115.94.0/23',
+      '100.115.96.0/19',
+      '100.115.128.0/17',
+      '100.116.0.0/14',
+      '100.120.0.0/13',
+    ]);
+    expect(cover('0.0.0.0-255.255.255.255')).toEqual(['0.0.0.0/0']);
+    expect(cover('::1-::1')).toEqual(['::1/128']);
   });
 });

@@ -170,3 +170,46 @@ export function parseEndpoint(text: string): { addr: Addr; port: number } | null
 export function formatEndpoint(addr: Addr, port: number): string {
   return addr.family === 6 ? `[${formatAddr(addr)}]:${port}` : `${formatAddr(addr)}:${port}`;
 }
+
+/** An inclusive run of addresses of one family, as the policy compiler's set arithmetic uses. */
+export interface AddrRange {
+  family: Family;
+  first: bigint;
+  last: bigint;
+}
+
+export function prefixRange(p: Prefix): AddrRange {
+  const hostBits = BigInt(familyBits(p.addr.family) - p.bits);
+  const first = (p.addr.value >> hostBits) << hostBits;
+  return { family: p.addr.family, first, last: first | ((1n << hostBits) - 1n) };
+}
+
+/** Parses `a-b` as Tailscale writes address ranges: both ends in one family, a ≤ b. */
+export function parseAddrRange(text: string): AddrRange | null {
+  const dash = text.indexOf('-');
+  if (dash < 0) return null;
+  const first = parseAddr(text.slice(0, dash));
+  const last = parseAddr(text.slice(dash + 1));
+  if (first === null || last === null || first.family !== last.family || first.value > last.value)
+    return null;
+  return { family: first.family, first: first.value, last: last.value };
+}
+
+/** The fewest prefixes that cover exactly the range. */
+export function rangeToPrefixes(r: AddrRange): Prefix[] {
+  const total = familyBits(r.family);
+  const out: Prefix[] = [];
+  let start = r.first;
+  while (start <= r.last) {
+    // Grow the block while it stays aligned on `start` and inside the range.
+    let hostBits = 0;
+    while (hostBits < total) {
+      const size = 1n << BigInt(hostBits + 1);
+      if (start % size !== 0n || start + size - 1n > r.last) break;
+      hostBits++;
+    }
+    out.push({ addr: { family: r.family, value: start }, bits: total - hostBits });
+    start += 1n << BigInt(hostBits);
+  }
+  return out;
+}
