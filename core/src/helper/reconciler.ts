@@ -44,7 +44,7 @@ export class Reconciler extends EventEmitter<ReconcilerEvents> {
     helper.on('connected', this.onConnected);
     this.periodic = setInterval(() => {
       if (this.target?.op === 'apply' || this.last?.ok === false) this.schedule(0);
-    }, opts.reapplyMs ?? 15_000);
+    }, opts.reapplyMs ?? 30_000);
     this.periodic.unref();
   }
 

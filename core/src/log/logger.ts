@@ -26,10 +26,15 @@ export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() 
 
 /** A short description of anything thrown, for logs and health messages. */
 export function describeError(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = (err as Error & { cause?: unknown }).cause;
-    const code = cause && typeof cause === 'object' && 'code' in cause ? String(cause.code) : null;
-    return code && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
-  }
-  return String(err);
+  if (!(err instanceof Error)) return String(err);
+  // fetch() hides the reason in `cause` ("fetch failed" ← ECONNREFUSED, "bad port", …).
+  const cause = (err as Error & { cause?: unknown }).cause;
+  if (!(cause instanceof Error)) return err.message;
+  const code = (cause as NodeJS.ErrnoException).code;
+  const detail = code
+    ? cause.message.includes(code)
+      ? cause.message
+      : `${code}: ${cause.message}`
+    : cause.message;
+  return detail && !err.message.includes(detail) ? `${err.message} (${detail})` : err.message;
 }
