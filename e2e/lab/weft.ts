@@ -9,7 +9,15 @@ import { type Host, waitFor } from './lab.js';
 
 // Starts Weft's real, built binaries on lab hosts: control, and nodes made of helper + weftd.
 
-export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The repository root, found upward from this file (it runs from e2e/lab as source and e2e/dist/lab built). */
+export const REPO = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findRepoRoot(from: string): string {
+  for (let dir = from; dir !== dirname(dir); dir = dirname(dir)) {
+    if (existsSync(join(dir, '.ci', 'run'))) return dir;
+  }
+  throw new Error(`no repository root above ${from}`);
+}
 const bin = (path: string) => join(REPO, path);
 export const BIN = {
   control: bin('control/dist/cli/main.js'),
