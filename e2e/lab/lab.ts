@@ -93,6 +93,10 @@ export class Lab {
     await must(['ip', 'netns', 'add', ns]);
     this.namespaces.push(ns);
     await must(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
+    // No duplicate-address detection: addresses are usable at once and OS snapshots are stable.
+    for (const scope of ['all', 'default']) {
+      await must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', `net.ipv6.conf.${scope}.accept_dad=0`]);
+    }
     return ns;
   }
 
