@@ -248,18 +248,6 @@ async function otherPids(host: Host, helper: Helper): Promise<number[]> {
     .filter((pid) => pid !== helper.child.pid);
 }
 
-/**
- * Waits until no IPv6 address in the host is still in duplicate address detection: the kernel finishes
- * that (for eth0's link-local address) a second or two after a host comes up, and it shows up in
- * snapshots and netlink events.
- */
-async function settled(host: Host): Promise<void> {
-  await waitFor(
-    'IPv6 addresses to leave DAD',
-    async () => (await host.must(['ip', '-6', 'addr', 'show', 'tentative'])) === '',
-  );
-}
-
 /** Records netlink link/address/route events in the host while `during` runs. */
 async function netlinkEvents(host: Host, during: () => Promise<unknown>): Promise<string> {
   const monitor = host.spawn(['ip', 'monitor', 'link', 'address', 'route']);
@@ -328,7 +316,6 @@ describe('weft-helper on one host', () => {
     segment = await lab.addSegment();
     host = await lab.addHost('h1', { segment, address: '198.18.0.1/24' });
     iface = lab.name('wg1');
-    await settled(host);
     before = await osSnapshot(host);
     helper = await Helper.start(host);
   });
@@ -383,7 +370,6 @@ describe('weft-helper on one host', () => {
 
   it('the same state again changes nothing', async () => {
     const dumpBefore = await wgDump(host, iface);
-    await settled(host);
     const mark = helper.log.length;
     const events = await netlinkEvents(host, () => helper.apply(full()));
     expect(events).toBe('');
