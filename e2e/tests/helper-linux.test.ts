@@ -4,10 +4,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  BIN,
   type Host,
   Lab,
   removeScratch,
@@ -21,15 +21,12 @@ import {
 // weft-helper for real: the built binary in lab namespaces, driving wireguard-go, `wg` and `ip`
 // (the kernel here has no WireGuard module). Every assertion reads the OS back with `wg` and `ip`.
 
-/** The built helper (`npm run build`). */
-const HELPER = fileURLToPath(new URL('../../native-helpers/dist/main.js', import.meta.url));
-
 let lab: Lab;
 const scratch: string[] = [];
 
 beforeAll(async () => {
   lab = await Lab.create();
-  if (!existsSync(HELPER)) throw new Error(`${HELPER} is missing: run npm run build`);
+  if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
 });
 
 afterAll(async () => {
@@ -65,7 +62,7 @@ class Helper {
     args: string[] = [],
     socket = join(newScratch(), 'helper.sock'),
   ): Promise<Helper> {
-    const helper = new Helper(host, socket, host.spawn(['node', HELPER, '--socket', socket, ...args]));
+    const helper = new Helper(host, socket, host.spawn(['node', BIN.helper, '--socket', socket, ...args]));
     await waitFor(`helper socket ${socket}`, async () => {
       if (helper.child.exitCode !== null) throw new Error(`helper exited: ${helper.log.join('\n')}`);
       return canConnect(socket);
@@ -480,7 +477,7 @@ describe('weft-helper socket', () => {
 
   it('a second helper refuses a socket another one answers on; a stale socket is replaced', async () => {
     const first = await Helper.start(host);
-    const second = host.spawn(['node', HELPER, '--socket', first.socket]);
+    const second = host.spawn(['node', BIN.helper, '--socket', first.socket]);
     let stderr = '';
     second.stderr?.on('data', (t) => {
       stderr += t;
@@ -519,7 +516,7 @@ describe('weft-helper socket', () => {
   it('refuses to start with a group that does not exist', async () => {
     const child = host.spawn([
       'node',
-      HELPER,
+      BIN.helper,
       '--socket',
       join(newScratch(), 'h.sock'),
       '--group',
