@@ -128,7 +128,8 @@ function nodeDifferences(name: string, want: NodeExpectation, got: NodeResult, c
   const shared = sharedPrefixes(c);
   const own = (c.nodes[name] as { advertisedRoutes?: string[] }).advertisedRoutes ?? [];
   const electionOnly =
-    sorted(routeLines(want.peerRoutes, shared, own)).join() === sorted(routeLines(got.peerRoutes, shared, own)).join();
+    sorted(routeLines(want.peerRoutes, shared, own)).join() ===
+    sorted(routeLines(got.peerRoutes, shared, own)).join();
   if (exact.length > 0 && electionOnly) {
     const elections = haElections.get(c.id) ?? new Set<string>();
     for (const line of exact) elections.add(line.replace(/^\S+ /, ''));

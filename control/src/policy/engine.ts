@@ -13,12 +13,15 @@ import type { Tailnet, TailnetNode, TailnetNodeInput, TailnetUser } from './tail
 import { TailnetNode as TailnetNodeSchema } from './tailnet.js';
 import type { Policy, PortRange } from './types.js';
 
-// The compiled policy over a live tailnet. Every rule keeps the set of nodes on each of its
-// sides; a node is tested against a rule by its own identity, addresses and routes alone, so
-// adding, changing or removing a node costs one pass over the rules plus its counterparts in
-// them, never a pass over all pairs of nodes. Peer visibility is kept as reference counts of
-// (rule, source, destination) witnesses, so it too changes by exactly what the node touches.
-// Filters and routes for a node are assembled on demand from those sets.
+// The compiled policy over a live tailnet, kept up to date node by node.
+//
+// A node is tested against each rule by its own identity, addresses and routes alone. Nodes on
+// exactly the same sides of the same rules form a class (in practice one per role: "members",
+// "tag:server", "the 10.33/16 router", ...), and whether two nodes may see each other is a
+// property of their two classes. So a node change costs one pass over the rules, a pass over
+// the (few) classes when a new class appears, and then only the nodes it actually touches:
+// there is no state or work per pair of nodes, even for `*` → `*`. autogroup:self rules relate
+// nodes of one user only and are kept per user instead.
 
 export interface NodePolicy {
   /** What the node's helper must accept from the tunnel; the rest is dropped. */
@@ -27,6 +30,16 @@ export interface NodePolicy {
   peers: string[];
   /** For visible peers that route more than their own addresses: the routes this node sends them. */
   peerRoutes: Record<string, string[]>;
+}
+
+/** What one node change did to the other nodes' policies. */
+export interface EngineChange {
+  /** Nodes whose peer set changed, and how. The changed node itself is listed in full. */
+  peers: Map<string, { added: string[]; removed: string[] }>;
+  /** Nodes whose packet filter may have changed. */
+  filters: Set<string>;
+  /** Nodes whose peerRoutes may have changed. */
+  routes: Set<string>;
 }
 
 export interface EngineOptions {
@@ -55,6 +68,8 @@ const EXIT_ROUTES = new Set(['0.0.0.0/0', '::/0']);
 
 interface NodeFacts {
   name: string;
+  /** As given, to re-derive the facts when the user or its email changes. */
+  input: TailnetNode;
   /** Registration order: among routers of one prefix the first is primary unless told otherwise. */
   order: number;
   user?: TailnetUser;
@@ -66,21 +81,23 @@ interface NodeFacts {
   subnetSet: IPSet;
   exitRoutes: string[];
   declaredPrimary: Set<string>;
+  /** Class key: the rules (not autogroup:self ones) this node is a source and a destination of. */
+  sig: string;
+  src: Set<number>;
+  dst: Set<number>;
 }
 
-interface RuleState {
-  src: Set<string>;
-  dst: Set<string>;
-  /** Sources matched by identity: their addresses are the rule's SrcIPs. */
-  srcIdentity: Set<string>;
-  /** autogroup:self rules: members of each side, by user name. */
+interface NodeClass {
+  members: Set<string>;
+  src: Set<number>;
+  dst: Set<number>;
+  /** Classes whose members this class's members may see (possibly itself). */
+  adjacent: Set<string>;
+}
+
+interface PerUserState {
   srcByUser: Map<string, Set<string>>;
   dstByUser: Map<string, Set<string>>;
-  srcText?: string[];
-}
-
-function canonical(prefix: string): string {
-  return formatPrefix(prefixOf(prefix));
 }
 
 function addToIndex(map: Map<string, Set<string>>, key: string, value: string): void {
@@ -104,11 +121,14 @@ export function compilePolicy(policy: Policy, tailnet: Tailnet, options: EngineO
 
 export class PolicyEngine {
   private readonly rules: CompiledRule[];
-  private readonly state: RuleState[];
   private readonly users = new Map<string, TailnetUser>();
   private readonly nodes = new Map<string, NodeFacts>();
   private nextOrder = 0;
-  private readonly peerRefs = new Map<string, Map<string, number>>();
+  private readonly classes = new Map<string, NodeClass>();
+  private readonly perUser = new Map<number, PerUserState>();
+  /** Per rule: sources matched by identity, whose addresses make up the rule's SrcIPs. */
+  private readonly srcIdentity: Set<string>[];
+  private readonly srcText = new Map<number, string[]>();
   /** Approved subnet prefix to the routers carrying it. */
   private readonly routers = new Map<string, Set<string>>();
   private readonly wildcardSources: IPSet;
@@ -121,13 +141,9 @@ export class PolicyEngine {
     options: EngineOptions = {},
   ) {
     this.rules = compileRules(policy);
-    this.state = this.rules.map(() => ({
-      src: new Set(),
-      dst: new Set(),
-      srcIdentity: new Set(),
-      srcByUser: new Map(),
-      dstByUser: new Map(),
-    }));
+    this.srcIdentity = this.rules.map(() => new Set());
+    for (const r of this.rules)
+      if (r.perUser) this.perUser.set(r.id, { srcByUser: new Map(), dstByUser: new Map() });
     for (const u of users) this.users.set(u.name, u);
     this.wildcardSources = options.wildcardSources ?? TAILSCALE_WILDCARD_SOURCES;
     this.routeApprovers = policy.autoApprovers.routes.map((r) => ({
@@ -141,49 +157,63 @@ export class PolicyEngine {
     return [...this.nodes.keys()];
   }
 
-  /** Adds or replaces a node; returns the nodes whose NodePolicy may have changed. */
-  upsertNode(name: string, input: TailnetNode | TailnetNodeInput): Set<string> {
+  /** Adds or replaces a node. */
+  upsertNode(name: string, input: TailnetNode | TailnetNodeInput): EngineChange {
     const node = TailnetNodeSchema.parse(input);
-    const affected = new Set<string>([name]);
     const old = this.nodes.get(name);
-    const order = old?.order ?? this.nextOrder++;
-    if (old) this.detach(old, affected, false);
-    this.attach(this.facts(name, order, node), affected, old);
-    return affected;
+    const next = this.facts(name, old?.order ?? this.nextOrder++, node);
+    return this.replace(name, old, next);
   }
 
-  /** Removes a node; returns the nodes whose NodePolicy may have changed. */
-  removeNode(name: string): Set<string> {
-    const affected = new Set<string>();
-    const old = this.nodes.get(name);
-    if (old) this.detach(old, affected, true);
-    return affected;
+  removeNode(name: string): EngineChange {
+    return this.replace(name, this.nodes.get(name), undefined);
   }
 
-  /** Adds or replaces a user (an email change moves their nodes in and out of rules). */
-  upsertUser(user: TailnetUser, nodesOfUser: Record<string, TailnetNode>): Set<string> {
+  /** Adds or replaces a user: an email change can move their nodes in and out of rules. */
+  upsertUser(user: TailnetUser): EngineChange {
     this.users.set(user.name, user);
-    const affected = new Set<string>();
-    for (const [name, node] of Object.entries(nodesOfUser)) {
-      for (const a of this.upsertNode(name, node)) affected.add(a);
+    const change: EngineChange = { peers: new Map(), filters: new Set(), routes: new Set() };
+    for (const n of [...this.nodes.values()].filter((n) => n.user?.name === user.name)) {
+      mergeChange(change, this.replace(n.name, n, this.facts(n.name, n.order, n.input)));
     }
-    return affected;
+    return change;
   }
 
   forNode(name: string): NodePolicy {
-    const v = this.nodes.get(name);
-    if (!v) throw new Error(`no node named "${name}" in the tailnet`);
-    const peers = [...(this.peerRefs.get(name)?.keys() ?? [])].sort();
-    const peerRoutes: Record<string, string[]> = {};
-    for (const p of peers) {
-      const routes = this.routesVia(v, this.nodes.get(p) as NodeFacts);
-      if (routes.length > 0) peerRoutes[p] = routes;
-    }
-    return { packetFilter: this.filterFor(v), peers, peerRoutes };
+    return {
+      packetFilter: this.packetFilter(name),
+      peers: this.peers(name),
+      peerRoutes: this.peerRoutes(name),
+    };
   }
 
   all(): Record<string, NodePolicy> {
     return Object.fromEntries(this.nodeNames().map((n) => [n, this.forNode(n)]));
+  }
+
+  peers(name: string): string[] {
+    return [...this.peerSet(this.node(name))].sort();
+  }
+
+  packetFilter(name: string): FilterRule[] {
+    return this.filterFor(this.node(name));
+  }
+
+  peerRoutes(name: string): Record<string, string[]> {
+    const v = this.node(name);
+    const out: Record<string, string[]> = {};
+    for (const p of this.routerNodes()) {
+      if (p.name === v.name || !this.visible(v, p)) continue;
+      const routes = this.routesVia(v, p);
+      if (routes.length > 0) out[p.name] = routes;
+    }
+    return out;
+  }
+
+  private node(name: string): NodeFacts {
+    const v = this.nodes.get(name);
+    if (!v) throw new Error(`no node named "${name}" in the tailnet`);
+    return v;
   }
 
   // --- node facts -------------------------------------------------------------------------
@@ -192,22 +222,33 @@ export class PolicyEngine {
     const addrs = [node.ipv4, node.ipv6].flatMap((s) => (s ? [parseAddr(s) as Addr] : []));
     const tagged = node.tags.length > 0;
     const user = tagged || !node.user ? undefined : (this.users.get(node.user) ?? { name: node.user });
-    const partial = { tagged, tags: new Set(node.tags), ...(user ? { user } : {}) };
-    const approved = new Set(node.approvedRoutes.map(canonical));
-    const active = node.advertisedRoutes.map(canonical).filter((r, i, all) => all.indexOf(r) === i);
-    const routes = active.filter((r) => approved.has(r) || this.autoApproved(r, partial));
+    const identity = { tagged, tags: new Set(node.tags), ...(user ? { user } : {}) };
+    const approved = new Set(node.approvedRoutes.map((r) => formatPrefix(prefixOf(r))));
+    const advertised = [...new Set(node.advertisedRoutes.map((r) => formatPrefix(prefixOf(r))))];
+    const routes = advertised.filter((r) => approved.has(r) || this.autoApproved(r, identity));
     const subnetRoutes = routes.filter((r) => !EXIT_ROUTES.has(r));
-    return {
+    const facts: NodeFacts = {
       name,
+      input: node,
       order,
-      ...partial,
+      ...identity,
       addrs,
       addrSet: IPSet.fromAddrs(addrs),
       subnetRoutes,
       subnetSet: setOf(subnetRoutes),
       exitRoutes: routes.filter((r) => EXIT_ROUTES.has(r)),
-      declaredPrimary: new Set((node.primaryRoutes ?? []).map(canonical)),
+      declaredPrimary: new Set((node.primaryRoutes ?? []).map((r) => formatPrefix(prefixOf(r)))),
+      sig: '',
+      src: new Set(),
+      dst: new Set(),
     };
+    for (const r of this.rules) {
+      if (r.perUser) continue;
+      if (this.inSrc(r, facts)) facts.src.add(r.id);
+      if (this.inDst(r, facts)) facts.dst.add(r.id);
+    }
+    facts.sig = `${[...facts.src].join(',')}|${[...facts.dst].join(',')}`;
+    return facts;
   }
 
   /**
@@ -239,124 +280,192 @@ export class PolicyEngine {
     return sideMatch(r.dst, n, true);
   }
 
-  private attach(n: NodeFacts, affected: Set<string>, old: NodeFacts | undefined): void {
-    this.nodes.set(n.name, n);
-    for (const r of this.rules) {
-      const st = this.state[r.id] as RuleState;
-      const inSrc = this.inSrc(r, n);
-      const inDst = this.inDst(r, n);
-      const key = n.user?.name ?? '';
-      const srcPeers = r.perUser ? st.srcByUser.get(key) : st.src;
-      const dstPeers = r.perUser ? st.dstByUser.get(key) : st.dst;
-      if (inSrc) for (const y of dstPeers ?? []) if (y !== n.name) this.link(n.name, y, 1, affected);
-      if (inDst) for (const y of srcPeers ?? []) if (y !== n.name) this.link(y, n.name, 1, affected);
-      if (inSrc) {
-        st.src.add(n.name);
-        if (r.perUser) addToIndex(st.srcByUser, key, n.name);
-        if (identityMatch(r.src, n)) {
-          st.srcIdentity.add(n.name);
-          st.srcText = undefined;
-        }
+  /** Whether `v` is a source (or destination) of rule `r`, whatever its kind. */
+  private isSrc(r: CompiledRule, v: NodeFacts): boolean {
+    return r.perUser ? this.inSrc(r, v) : v.src.has(r.id);
+  }
+
+  private isDst(r: CompiledRule, v: NodeFacts): boolean {
+    return r.perUser ? this.inDst(r, v) : v.dst.has(r.id);
+  }
+
+  // --- peers ------------------------------------------------------------------------------
+
+  private adjacent(a: Pick<NodeClass, 'src' | 'dst'>, b: Pick<NodeClass, 'src' | 'dst'>): boolean {
+    for (const r of a.src) if (b.dst.has(r)) return true;
+    for (const r of b.src) if (a.dst.has(r)) return true;
+    return false;
+  }
+
+  private joinClass(n: NodeFacts): void {
+    let c = this.classes.get(n.sig);
+    if (!c) {
+      c = { members: new Set(), src: n.src, dst: n.dst, adjacent: new Set() };
+      this.classes.set(n.sig, c);
+      for (const [sig, other] of this.classes) {
+        if (!this.adjacent(c, other)) continue;
+        c.adjacent.add(sig);
+        other.adjacent.add(n.sig);
       }
-      if (inDst) {
-        st.dst.add(n.name);
-        if (r.perUser) addToIndex(st.dstByUser, key, n.name);
+    }
+    c.members.add(n.name);
+  }
+
+  private leaveClass(n: NodeFacts): void {
+    const c = this.classes.get(n.sig);
+    if (!c) return;
+    c.members.delete(n.name);
+    if (c.members.size > 0) return;
+    this.classes.delete(n.sig);
+    for (const sig of c.adjacent) this.classes.get(sig)?.adjacent.delete(n.sig);
+  }
+
+  private peerSet(v: NodeFacts): Set<string> {
+    const out = new Set<string>();
+    for (const sig of this.classes.get(v.sig)?.adjacent ?? []) {
+      for (const m of this.classes.get(sig)?.members ?? []) out.add(m);
+    }
+    for (const m of this.selfPeers(v)) out.add(m);
+    out.delete(v.name);
+    return out;
+  }
+
+  /** autogroup:self: nodes of `v`'s own user on the other side of a self rule. */
+  private selfPeers(v: NodeFacts): Set<string> {
+    const out = new Set<string>();
+    const user = v.user?.name;
+    if (user === undefined || v.tagged) return out;
+    for (const r of this.rules) {
+      const st = this.perUser.get(r.id);
+      if (!st) continue;
+      if (this.inSrc(r, v)) for (const m of st.dstByUser.get(user) ?? []) out.add(m);
+      if (this.inDst(r, v)) for (const m of st.srcByUser.get(user) ?? []) out.add(m);
+    }
+    return out;
+  }
+
+  private visible(v: NodeFacts, p: NodeFacts): boolean {
+    return this.classes.get(v.sig)?.adjacent.has(p.sig) === true || this.selfPeers(v).has(p.name);
+  }
+
+  // --- changes ----------------------------------------------------------------------------
+
+  private attach(n: NodeFacts): void {
+    this.nodes.set(n.name, n);
+    this.joinClass(n);
+    for (const r of this.rules) {
+      const st = this.perUser.get(r.id);
+      const user = n.user?.name;
+      if (st && user !== undefined) {
+        if (this.inSrc(r, n)) addToIndex(st.srcByUser, user, n.name);
+        if (this.inDst(r, n)) addToIndex(st.dstByUser, user, n.name);
+      }
+      if (!r.perUser && n.src.has(r.id) && identityMatch(r.src, n)) {
+        (this.srcIdentity[r.id] as Set<string>).add(n.name);
+        this.srcText.delete(r.id);
       }
     }
     for (const route of n.subnetRoutes) addToIndex(this.routers, route, n.name);
-    this.routesChanged(old, n, affected);
+    this.forgetWildcardSources(n);
   }
 
-  /** `final`: the node leaves; otherwise it is about to be attached again with new facts. */
-  private detach(n: NodeFacts, affected: Set<string>, final: boolean): void {
-    for (const p of this.peerRefs.get(n.name)?.keys() ?? []) affected.add(p);
+  /** `*` as a source includes every approved subnet route: a router's arrival or exit changes it. */
+  private forgetWildcardSources(n: NodeFacts): void {
+    if (n.subnetRoutes.length === 0) return;
+    for (const r of this.rules) if (r.src.wildcard) this.srcText.delete(r.id);
+  }
+
+  private detach(n: NodeFacts): void {
     for (const r of this.rules) {
-      const st = this.state[r.id] as RuleState;
-      const inSrc = st.src.delete(n.name);
-      const inDst = st.dst.delete(n.name);
-      const key = n.user?.name ?? '';
-      if (r.perUser) {
-        removeFromIndex(st.srcByUser, key, n.name);
-        removeFromIndex(st.dstByUser, key, n.name);
+      const st = this.perUser.get(r.id);
+      const user = n.user?.name;
+      if (st && user !== undefined) {
+        removeFromIndex(st.srcByUser, user, n.name);
+        removeFromIndex(st.dstByUser, user, n.name);
       }
-      if (st.srcIdentity.delete(n.name)) st.srcText = undefined;
-      const srcPeers = r.perUser ? st.srcByUser.get(key) : st.src;
-      const dstPeers = r.perUser ? st.dstByUser.get(key) : st.dst;
-      if (inSrc) for (const y of dstPeers ?? []) this.link(n.name, y, -1, affected);
-      if (inDst) for (const y of srcPeers ?? []) this.link(y, n.name, -1, affected);
+      if ((this.srcIdentity[r.id] as Set<string>).delete(n.name)) this.srcText.delete(r.id);
     }
     for (const route of n.subnetRoutes) removeFromIndex(this.routers, route, n.name);
+    this.forgetWildcardSources(n);
+    this.leaveClass(n);
     this.nodes.delete(n.name);
-    if (final) this.routesChanged(n, undefined, affected);
   }
 
-  /** Counts one witness that `a` may reach `b`; visibility is symmetric. */
-  private link(a: string, b: string, delta: number, affected: Set<string>): void {
-    for (const [x, y] of [
-      [a, b],
-      [b, a],
-    ] as const) {
-      const refs = this.peerRefs.get(x) ?? new Map<string, number>();
-      const count = (refs.get(y) ?? 0) + delta;
-      if (count > 0) refs.set(y, count);
-      else refs.delete(y);
-      if (refs.size > 0) this.peerRefs.set(x, refs);
-      else this.peerRefs.delete(x);
-      affected.add(x);
-    }
-  }
-
-  /**
-   * Routes reach beyond a node's own rules: `*` as a source includes every approved subnet
-   * route, and which router is primary for a prefix is visible to every peer of its routers.
-   */
-  private routesChanged(
-    before: NodeFacts | undefined,
-    after: NodeFacts | undefined,
-    affected: Set<string>,
-  ): void {
-    const b = new Set([...(before?.subnetRoutes ?? []), ...(before?.exitRoutes ?? [])]);
-    const a = new Set([...(after?.subnetRoutes ?? []), ...(after?.exitRoutes ?? [])]);
-    const changed = [...b, ...a].filter((r) => !(a.has(r) && b.has(r)));
-    if (changed.length === 0) return;
+  /** Nodes whose filter carries `n`'s addresses as sources, or depends on its routes. */
+  private filterDependents(n: NodeFacts, out: Set<string>): void {
     for (const r of this.rules) {
-      if (r.src.wildcard) {
-        (this.state[r.id] as RuleState).srcText = undefined;
-        for (const d of (this.state[r.id] as RuleState).dst) affected.add(d);
+      const st = this.perUser.get(r.id);
+      if (st) {
+        if (n.user && this.inSrc(r, n)) for (const m of st.dstByUser.get(n.user.name) ?? []) out.add(m);
+        continue;
       }
+      const carries = (this.srcIdentity[r.id] as Set<string>).has(n.name);
+      const routes = r.src.wildcard && n.subnetRoutes.length > 0;
+      if (carries || routes) for (const m of this.membersOf((c) => c.dst.has(r.id))) out.add(m);
     }
-    const name = (after ?? before)?.name;
-    for (const p of name ? (this.peerRefs.get(name)?.keys() ?? []) : []) affected.add(p);
-    for (const route of changed) {
+  }
+
+  private *membersOf(pick: (c: NodeClass) => boolean): Iterable<string> {
+    for (const c of this.classes.values()) if (pick(c)) yield* c.members;
+  }
+
+  /** Nodes whose peerRoutes can depend on `n`: its peers, and everyone who sees a router of its prefixes. */
+  private routeDependents(n: NodeFacts, out: Set<string>): void {
+    if (n.subnetRoutes.length === 0 && n.exitRoutes.length === 0) return;
+    for (const p of this.peerSet(n)) out.add(p);
+    for (const route of n.subnetRoutes) {
       for (const router of this.routers.get(route) ?? []) {
-        affected.add(router);
-        for (const p of this.peerRefs.get(router)?.keys() ?? []) affected.add(p);
+        out.add(router);
+        for (const p of this.peerSet(this.node(router))) out.add(p);
       }
     }
+  }
+
+  private replace(name: string, old: NodeFacts | undefined, next: NodeFacts | undefined): EngineChange {
+    const change: EngineChange = { peers: new Map(), filters: new Set([name]), routes: new Set([name]) };
+    const before = old ? this.peerSet(old) : new Set<string>();
+    if (old) {
+      this.filterDependents(old, change.filters);
+      this.routeDependents(old, change.routes);
+      this.detach(old);
+    }
+    if (next) {
+      this.attach(next);
+      this.filterDependents(next, change.filters);
+      this.routeDependents(next, change.routes);
+    } else {
+      change.filters.delete(name);
+      change.routes.delete(name);
+    }
+    const after = next ? this.peerSet(next) : new Set<string>();
+    const added = [...after].filter((p) => !before.has(p));
+    const removed = [...before].filter((p) => !after.has(p));
+    if (next) change.peers.set(name, { added, removed });
+    for (const p of added) change.peers.set(p, { added: [name], removed: [] });
+    for (const p of removed) change.peers.set(p, { added: [], removed: [name] });
+    // Routes and filters of a node change with whom it may see.
+    for (const p of [...added, ...removed]) change.routes.add(p);
+    return change;
   }
 
   // --- packet filter ----------------------------------------------------------------------
 
-  private srcText(r: CompiledRule): string[] {
-    const st = this.state[r.id] as RuleState;
-    if (st.srcText) return st.srcText;
+  private ruleSrcText(r: CompiledRule): string[] {
+    const cached = this.srcText.get(r.id);
+    if (cached) return cached;
     if (r.src.dangerAll) return ['*'];
-    const sets = [
-      r.src.prefixes,
-      ...[...st.srcIdentity].map((n) => (this.nodes.get(n) as NodeFacts).addrSet),
-    ];
-    if (r.src.wildcard) {
-      sets.push(this.wildcardSources);
-      sets.push(setOf(this.routers.keys()));
-    }
-    st.srcText = IPSet.unionAll(sets).toStrings();
-    return st.srcText;
+    const members = [...(this.srcIdentity[r.id] as Set<string>)];
+    const sets = [r.src.prefixes, ...members.map((n) => this.node(n).addrSet)];
+    if (r.src.wildcard) sets.push(this.wildcardSources, setOf(this.routers.keys()));
+    const text = IPSet.unionAll(sets).toStrings();
+    this.srcText.set(r.id, text);
+    return text;
   }
 
   /** autogroup:self: the sources are the destination user's own nodes that the rule admits. */
   private userSrcText(r: CompiledRule, user: string): string[] {
-    const members = (this.state[r.id] as RuleState).srcByUser.get(user) ?? new Set<string>();
-    return IPSet.unionAll([...members].map((m) => (this.nodes.get(m) as NodeFacts).addrSet)).toStrings();
+    const members = this.perUser.get(r.id)?.srcByUser.get(user) ?? new Set<string>();
+    return IPSet.unionAll([...members].map((m) => this.node(m).addrSet)).toStrings();
   }
 
   private filterFor(v: NodeFacts): FilterRule[] {
@@ -365,41 +474,45 @@ export class PolicyEngine {
     const space = v.addrSet.union(v.subnetSet);
     const ports = (ips: string[], rs: PortRange[]) =>
       ips.flatMap((ip) => rs.map((p) => ({ IP: ip, Ports: { First: p.first, Last: p.last } })));
+    /** The parts of a destination's prefixes that reach into `within`, as written. */
+    const touching = (set: IPSet, within: IPSet) =>
+      IPSet.fromRanges(set.ranges().filter((x) => IPSet.fromRanges([x]).overlaps(within))).toStrings();
     for (const r of this.rules) {
-      if (!(this.state[r.id] as RuleState).dst.has(v.name)) continue;
-      const srcIPs = r.perUser ? this.userSrcText(r, v.user?.name ?? '') : this.srcText(r);
+      if (!this.isDst(r, v)) continue;
+      const srcIPs = r.perUser ? this.userSrcText(r, v.user?.name ?? '') : this.ruleSrcText(r);
       if (srcIPs.length === 0) continue;
-      const proto = r.protos ? { IPProto: r.protos } : {};
       if (r.kind === 'cap') {
-        const dsts =
-          r.perUser || r.dst.wildcard || identityMatch(r.dst, v)
-            ? v.addrSet
-            : v.addrSet.intersect(r.dst.prefixes);
-        const prefixes = dsts.prefixes().map(formatPrefix);
-        out.push({ SrcIPs: srcIPs, CapGrant: [{ Dsts: prefixes, CapMap: r.capMap }] });
+        const whole = r.perUser || r.dst.wildcard || identityMatch(r.dst, v);
+        const dsts = whole ? v.addrSet : v.addrSet.intersect(r.dst.prefixes);
+        out.push({
+          SrcIPs: srcIPs,
+          CapGrant: [{ Dsts: dsts.prefixes().map(formatPrefix), CapMap: r.capMap }],
+        });
         continue;
       }
       const dstPorts = r.targets.flatMap((t) => {
         if (r.kind === 'via') {
-          const exits = t.match.internet ? v.exitRoutes : [];
-          const subnets = t.match.prefixes
-            .ranges()
-            .filter((x) => IPSet.fromRanges([x]).overlaps(v.subnetSet));
-          return ports([...exits, ...IPSet.fromRanges(subnets).toStrings()], t.ports);
+          return ports(
+            [...(t.match.internet ? v.exitRoutes : []), ...touching(t.match.prefixes, v.subnetSet)],
+            t.ports,
+          );
         }
         if (r.perUser) return ports(own, t.ports);
         if (t.match.wildcard) return ports(['*'], t.ports);
         const ips = identityMatch(t.match, v) ? [...own] : [];
-        const pieces = t.match.prefixes.ranges().filter((x) => IPSet.fromRanges([x]).overlaps(space));
-        ips.push(...IPSet.fromRanges(pieces).toStrings());
-        return ports(ips, t.ports);
+        return ports([...ips, ...touching(t.match.prefixes, space)], t.ports);
       });
-      if (dstPorts.length > 0) out.push({ SrcIPs: srcIPs, DstPorts: dstPorts, ...proto });
+      if (dstPorts.length > 0)
+        out.push({ SrcIPs: srcIPs, DstPorts: dstPorts, ...(r.protos ? { IPProto: r.protos } : {}) });
     }
     return out;
   }
 
   // --- routes -----------------------------------------------------------------------------
+
+  private routerNodes(): NodeFacts[] {
+    return [...this.nodes.values()].filter((n) => n.subnetRoutes.length > 0 || n.exitRoutes.length > 0);
+  }
 
   /**
    * The routes `v` sends to peer `p`: the subnets `p` is the chosen router for, and its exit
@@ -426,48 +539,61 @@ export class PolicyEngine {
    */
   private usesRoute(v: NodeFacts, set: IPSet, internet: boolean): boolean {
     return this.rules.some((r) => {
-      const st = this.state[r.id] as RuleState;
-      if (st.src.has(v.name)) {
-        if (r.dst.wildcard || (internet ? r.dst.internet : r.dst.prefixes.overlaps(set))) return true;
+      if (
+        this.isSrc(r, v) &&
+        (r.dst.wildcard || (internet ? r.dst.internet : r.dst.prefixes.overlaps(set)))
+      ) {
+        return true;
       }
-      if (st.dst.has(v.name) && !internet && !r.perUser) {
-        if (r.src.wildcard || r.src.dangerAll || r.src.prefixes.overlaps(set)) return true;
-      }
-      return false;
+      if (internet || r.perUser || !this.isDst(r, v)) return false;
+      return r.src.wildcard || r.src.dangerAll || r.src.prefixes.overlaps(set);
     });
   }
 
-  /** Via rules steering `v`'s traffic for `set`, unless a plain rule already opens it. */
+  /**
+   * The via tags steering `v`'s traffic for `set` (or the internet), or null when no via rule
+   * applies or a plain rule already opens the same destination, so any router may carry it.
+   */
   private steering(v: NodeFacts, set: IPSet, internet: boolean): Set<string> | null {
     const viaTags = new Set<string>();
     for (const r of this.rules) {
-      if (!(this.state[r.id] as RuleState).src.has(v.name)) continue;
+      if (r.perUser || !this.isSrc(r, v)) continue;
       const touches = r.dst.wildcard || r.dst.prefixes.overlaps(set) || (internet && r.dst.internet);
       if (!touches) continue;
-      if (r.kind === 'net' && !r.perUser) return null;
+      if (r.kind === 'net') return null;
       if (r.kind === 'via') for (const t of r.viaTags) viaTags.add(t);
     }
     return viaTags.size > 0 ? viaTags : null;
   }
 
+  /** The primary router of `route` for `v`: among the via routers steering it, else all routers. */
   private chosenRouter(v: NodeFacts, route: string): string | undefined {
-    const all = [...(this.routers.get(route) ?? [])].map((n) => this.nodes.get(n) as NodeFacts);
-    const set = setOf([route]);
-    const viaTags = this.steering(v, set, false);
+    const all = [...(this.routers.get(route) ?? [])].map((n) => this.node(n));
+    const viaTags = this.steering(v, setOf([route]), false);
     const steered = viaTags ? all.filter((n) => [...viaTags].some((t) => n.tags.has(t))) : [];
     const candidates = steered.length > 0 ? steered : all;
     const declared = candidates.find((n) => n.declaredPrimary.has(route));
     if (declared) return declared.name;
-    return candidates.reduce<NodeFacts | undefined>(
-      (best, n) => (!best || n.order < best.order ? n : best),
-      undefined,
-    )?.name;
+    let first: NodeFacts | undefined;
+    for (const n of candidates) if (!first || n.order < first.order) first = n;
+    return first?.name;
   }
 
   private exitAllowed(v: NodeFacts, p: NodeFacts): boolean {
     const viaTags = this.steering(v, IPSet.EMPTY, true);
     return !viaTags || [...viaTags].some((t) => p.tags.has(t));
   }
+}
+
+function mergeChange(into: EngineChange, from: EngineChange): void {
+  for (const [node, delta] of from.peers) {
+    const d = into.peers.get(node) ?? { added: [], removed: [] };
+    d.added.push(...delta.added);
+    d.removed.push(...delta.removed);
+    into.peers.set(node, d);
+  }
+  for (const f of from.filters) into.filters.add(f);
+  for (const r of from.routes) into.routes.add(r);
 }
 
 function identityMatch(m: Matcher, n: Pick<NodeFacts, 'tagged' | 'tags' | 'user'>): boolean {

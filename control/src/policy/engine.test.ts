@@ -1,0 +1,165 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './engine.js';
+import { IPSet, parseFilterIP } from './ipset.js';
+import { parsePolicy } from './parse.js';
+import { parseTailnet, type Tailnet, type TailnetInput } from './tailnet.js';
+
+const CASES_DIR = fileURLToPath(new URL('../../../../shared/conformance/tailscale-policy/', import.meta.url));
+
+/** Every tenth accepted conformance case: realistic policies and tailnets with routers and tags. */
+function sampleCases(): { id: string; policy: string; tailnet: Tailnet }[] {
+  return readdirSync(CASES_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => JSON.parse(readFileSync(join(CASES_DIR, f), 'utf8')))
+    .filter((c) => !c.expectError)
+    .filter((_, i) => i % 10 === 0)
+    .map((c) => ({ id: c.id, policy: c.policy, tailnet: parseTailnet({ users: c.users, nodes: c.nodes }) }));
+}
+
+function snapshot(engine: PolicyEngine): Record<string, NodePolicy> {
+  return JSON.parse(JSON.stringify(engine.all()));
+}
+
+/** The change must name every node whose policy moved, with the exact peer delta. */
+function expectChangeCovers(
+  change: EngineChange,
+  before: Record<string, NodePolicy>,
+  after: Record<string, NodePolicy>,
+) {
+  for (const [name, now] of Object.entries(after)) {
+    const was = before[name];
+    if (!was) continue;
+    const added = now.peers.filter((p) => !was.peers.includes(p));
+    const removed = was.peers.filter((p) => !now.peers.includes(p));
+    const delta = change.peers.get(name) ?? { added: [], removed: [] };
+    expect([...delta.added].sort(), `peers added for ${name}`).toEqual(added);
+    expect([...delta.removed].sort(), `peers removed for ${name}`).toEqual(removed);
+    if (JSON.stringify(was.packetFilter) !== JSON.stringify(now.packetFilter)) {
+      expect(change.filters.has(name), `filter of ${name} changed unannounced`).toBe(true);
+    }
+    if (JSON.stringify(was.peerRoutes) !== JSON.stringify(now.peerRoutes)) {
+      expect(change.routes.has(name), `routes of ${name} changed unannounced`).toBe(true);
+    }
+  }
+}
+
+describe('incremental compilation', () => {
+  it.each(sampleCases().map((c) => [c.id, c] as const))(
+    '%s: node by node equals a full compile',
+    (_id, c) => {
+      const policy = parsePolicy(c.policy);
+      const names = Object.keys(c.tailnet.nodes);
+      const engine = new PolicyEngine(policy, c.tailnet.users);
+      for (const name of names) {
+        const before = snapshot(engine);
+        const change = engine.upsertNode(name, c.tailnet.nodes[name] as Tailnet['nodes'][string]);
+        expectChangeCovers(change, before, snapshot(engine));
+      }
+      expect(snapshot(engine)).toEqual(snapshot(compilePolicy(policy, c.tailnet)));
+
+      // Take each node out and put it back: it registers again, so it goes last.
+      let order = [...names];
+      const inOrder = (list: string[]) => Object.fromEntries(list.map((n) => [n, c.tailnet.nodes[n]]));
+      for (const name of names) {
+        let before = snapshot(engine);
+        let change = engine.removeNode(name);
+        expectChangeCovers(change, before, snapshot(engine));
+        order = order.filter((n) => n !== name);
+        expect(snapshot(engine)).toEqual(
+          snapshot(compilePolicy(policy, { ...c.tailnet, nodes: inOrder(order) })),
+        );
+        before = snapshot(engine);
+        change = engine.upsertNode(name, c.tailnet.nodes[name] as Tailnet['nodes'][string]);
+        expectChangeCovers(change, before, snapshot(engine));
+        order.push(name);
+      }
+      expect(snapshot(engine)).toEqual(
+        snapshot(compilePolicy(policy, { ...c.tailnet, nodes: inOrder(order) })),
+      );
+    },
+  );
+
+  it('reports a route change to everyone who sees the router', () => {
+    const policy = parsePolicy(`{
+      "tagOwners": { "tag:router": ["alice@example.com"] },
+      "autoApprovers": { "routes": { "10.0.0.0/8": ["tag:router"] } },
+      "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["10.0.0.0/8:*"] }],
+    }`);
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice', email: 'alice@example.com' }],
+      nodes: {
+        laptop: { user: 'alice', ipv4: '100.64.0.1' },
+        router: { tags: ['tag:router'], ipv4: '100.64.0.2' },
+      },
+    });
+    const engine = compilePolicy(policy, tailnet);
+    expect(engine.forNode('laptop').peers).toEqual([]);
+    const change = engine.upsertNode('router', {
+      tags: ['tag:router'],
+      ipv4: '100.64.0.2',
+      advertisedRoutes: ['10.1.0.0/16'],
+    });
+    expect(change.peers.get('laptop')).toEqual({ added: ['router'], removed: [] });
+    expect(change.routes.has('laptop')).toBe(true);
+    expect(engine.forNode('laptop').peerRoutes).toEqual({ router: ['10.1.0.0/16'] });
+    expect(engine.packetFilter('router')).toEqual([
+      { SrcIPs: ['100.64.0.1'], DstPorts: [{ IP: '10.0.0.0/8', Ports: { First: 0, Last: 65535 } }] },
+    ]);
+  });
+});
+
+describe('route election', () => {
+  const policy = parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`);
+  const tailnet = (primary?: string): TailnetInput => ({
+    users: [{ name: 'alice', email: 'alice@example.com' }],
+    nodes: {
+      laptop: { user: 'alice', ipv4: '100.64.0.1' },
+      first: {
+        user: 'alice',
+        ipv4: '100.64.0.2',
+        advertisedRoutes: ['10.9.0.0/16'],
+        approvedRoutes: ['10.9.0.0/16'],
+      },
+      second: {
+        user: 'alice',
+        ipv4: '100.64.0.3',
+        advertisedRoutes: ['10.9.0.0/16'],
+        approvedRoutes: ['10.9.0.0/16'],
+        ...(primary === 'second' ? { primaryRoutes: ['10.9.0.0/16'] } : {}),
+      },
+    },
+  });
+
+  it('makes the first router in registration order primary', () => {
+    const engine = compilePolicy(policy, parseTailnet(tailnet()));
+    expect(engine.peerRoutes('laptop')).toEqual({ first: ['10.9.0.0/16'] });
+    expect(engine.peerRoutes('second')).toEqual({ first: ['10.9.0.0/16'] });
+    expect(engine.peerRoutes('first')).toEqual({});
+  });
+
+  it('follows the primary that control elected', () => {
+    const engine = compilePolicy(policy, parseTailnet(tailnet('second')));
+    expect(engine.peerRoutes('laptop')).toEqual({ second: ['10.9.0.0/16'] });
+  });
+});
+
+describe('wildcard sources', () => {
+  it('stand for the tailnet ranges given by control, plus approved subnet routes', () => {
+    const policy = parsePolicy(
+      `{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["autogroup:member:22"] }] }`,
+    );
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice', email: 'alice@example.com' }],
+      nodes: { laptop: { user: 'alice', ipv4: '100.64.0.1', ipv6: 'fd12:3456:789a::6440:1' } },
+    });
+    const ranges = IPSet.unionAll(
+      ['100.64.0.0/10', 'fd12:3456:789a::/48'].map((p) => parseFilterIP(p) as IPSet),
+    );
+    const engine = compilePolicy(policy, tailnet, { wildcardSources: ranges });
+    expect(engine.packetFilter('laptop')[0]?.SrcIPs).toEqual(['100.64.0.0/10', 'fd12:3456:789a::/48']);
+  });
+});
