@@ -6,3 +6,4 @@ export * from './localapi.js';
 export * from './machine-auth.js';
 export * from './netmap.js';
 export * from './primitives.js';
+export * from './relay.js';
