@@ -385,13 +385,19 @@ describe('errors and limits', () => {
     await extra.closed;
   });
 
-  it('close() lets the running request finish, refuses new ones and removes the socket', async () => {
+  it('close() answers the running request, refuses queued ones, closes every connection and the socket', async () => {
     backend.delayMs = 100;
-    const c = await connect();
-    const running = c.request({ id: 1, op: 'status', interface: 'wg0' });
+    const busy = await connect();
+    const idle = await connect();
+    busy.send(
+      ['wg0', 'wg1'].map((name, id) => `${JSON.stringify({ id, op: 'status', interface: name })}\n`).join(''),
+    );
     await new Promise((r) => setTimeout(r, 20));
     await server.close();
-    expect(await running).toMatchObject({ id: 1, ok: true });
+    expect(await busy.next()).toMatchObject({ id: 0, ok: true });
+    expect(await busy.next()).toMatchObject({ id: 1, ok: false, error: { code: 'busy' } });
+    await Promise.all([busy.closed, idle.closed]);
+    expect(backend.calls).toEqual(['status wg0']);
     await expect(stat(path)).rejects.toThrow(/ENOENT/);
     server = new HelperServer({ backend, log: silent });
     await server.listen(path);

@@ -31,7 +31,8 @@ export interface HelperServerOptions {
 export class HelperServer {
   private readonly server: net.Server;
   private readonly queue = new SerialQueue();
-  private readonly connections = new Set<net.Socket>();
+  /** Open connections, and whether each is busy with a request (then it closes itself when done). */
+  private readonly connections = new Map<net.Socket, { pumping: boolean }>();
   private readonly maxConnections: number;
   private closing = false;
 
@@ -48,16 +49,17 @@ export class HelperServer {
   }
 
   /**
-   * Stops listening (libuv removes the socket file at once), lets queued requests finish, then closes
-   * every connection.
+   * Stops listening (libuv removes the socket file at once) and closes every connection: idle ones
+   * now, busy ones once their request is answered. Requests not yet started are answered `busy`.
    */
   async close(): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const [socket, state] of this.connections) if (!state.pumping) finish(socket);
     await this.queue.drain();
-    for (const socket of this.connections) finish(socket);
+    // A client that never reads its last answer must not hold the exit up.
     const grace = setTimeout(() => {
-      for (const socket of this.connections) socket.destroy();
+      for (const socket of this.connections.keys()) socket.destroy();
     }, CLOSE_GRACE_MS);
     await closed;
     clearTimeout(grace);
@@ -70,18 +72,18 @@ export class HelperServer {
       finish(socket, encode(failure(null, 'busy', reason)));
       return;
     }
-    this.connections.add(socket);
+    const state = { pumping: false };
+    this.connections.set(socket, state);
     socket.on('close', () => this.connections.delete(socket));
 
     const splitter = new LineSplitter(HELPER_MAX_MESSAGE_BYTES);
     // Lines waiting for their turn; `null` stands for a line that was too large.
     const pending: (Buffer | null)[] = [];
-    let pumping = false;
     let clientEnded = false;
 
     const pump = async (): Promise<void> => {
-      if (pumping) return;
-      pumping = true;
+      if (state.pumping) return;
+      state.pumping = true;
       socket.pause();
       for (let line = pending.shift(); line !== undefined; line = pending.shift()) {
         if (line === null) {
@@ -93,8 +95,8 @@ export class HelperServer {
         if (!socket.writable) return;
         socket.write(encode(response));
       }
-      pumping = false;
-      if (clientEnded) finish(socket);
+      state.pumping = false;
+      if (clientEnded || this.closing) finish(socket);
       else socket.resume();
     };
 
