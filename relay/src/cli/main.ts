@@ -1,0 +1,87 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseAddr } from '@weft/protocol';
+import { Command, InvalidArgumentError } from 'commander';
+import { startRelay } from '../relay.js';
+import { loadOrCreateRelayKey } from '../state.js';
+
+// weft-relay: the relay server and WireGuard reflector in one process.
+
+function parsePort(text: string): number {
+  if (!/^(0|[1-9][0-9]{0,4})$/.test(text) || Number(text) > 65535) {
+    throw new InvalidArgumentError('must be a port number (0 picks a free one)');
+  }
+  return Number(text);
+}
+
+/** HOST:PORT or [IPV6]:PORT, HOST an IP address (the reflector binds it too). */
+function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):([0-9]+)$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const family = host === undefined ? undefined : parseAddr(host)?.family;
+  if (m === null || host === undefined || family === undefined || (family === 6) !== (m[1] !== undefined)) {
+    throw new InvalidArgumentError('must be IP:PORT or [IPV6]:PORT');
+  }
+  return { host, port: parsePort(m[3] as string) };
+}
+
+const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+
+const program = new Command('weft-relay').description(
+  'Forwards WireGuard packets between Weft nodes by node key, and reflects their public endpoints',
+);
+
+program
+  .command('serve')
+  .description('run the relay (WebSocket at /relay) and its WireGuard reflector (UDP)')
+  .requiredOption('--listen <host:port>', 'address of the WebSocket listener', parseListen)
+  .option('--tls-cert <file>', 'serve wss:// with this certificate chain (PEM)')
+  .option('--tls-key <file>', 'and this private key (PEM)')
+  .requiredOption('--reflector-port <port>', 'UDP port of the reflector, on the --listen address', parsePort)
+  .requiredOption('--state-dir <dir>', 'directory of the relay key (created, 0700)')
+  .action(
+    async (o: {
+      listen: { host: string; port: number };
+      tlsCert?: string;
+      tlsKey?: string;
+      reflectorPort: number;
+      stateDir: string;
+    }) => {
+      if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+        program.error('--tls-cert and --tls-key go together');
+      }
+      const tls =
+        o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined;
+      const relay = await startRelay({
+        keyPair: await loadOrCreateRelayKey(o.stateDir),
+        host: o.listen.host,
+        port: o.listen.port,
+        reflectorPort: o.reflectorPort,
+        tls,
+        log,
+      });
+      const host = o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host;
+      process.stdout.write(
+        `weft-relay listening on ${relay.url}, reflector udp ${host}:${relay.reflectorPort}, key ${relay.publicKey}\n`,
+      );
+      const stop = () => {
+        log('shutting down');
+        relay.close().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    },
+  );
+
+program
+  .command('key')
+  .description("print the relay's public key (for the relay map), creating the key if needed")
+  .requiredOption('--state-dir <dir>', 'directory of the relay key')
+  .action(async (o: { stateDir: string }) => {
+    process.stdout.write(`${(await loadOrCreateRelayKey(o.stateDir)).publicKey}\n`);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  process.stderr.write(`weft-relay: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

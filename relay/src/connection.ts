@@ -1,0 +1,142 @@
+import type { Duplex } from 'node:stream';
+import { newRelayChallenge } from '@weft/protocol';
+import { WebSocket } from 'ws';
+import { TokenBucket } from './token-bucket.js';
+
+/** Per-connection bounds; every one protects the relay or the other connections. */
+export interface RelayLimits {
+  /**
+   * Bytes a connection may have queued for sending (beyond what the kernel holds). A frame that
+   * would exceed it is dropped, as a congested UDP path would: WireGuard's traffic copes.
+   */
+  maxQueueBytes: number;
+  /** A connection with queued bytes and no write progress for this long is disconnected. */
+  stallTimeoutMs: number;
+  /** Inbound rate per connection; above it the relay stops reading that socket (TCP pushes back). */
+  bytesPerSecond: number;
+  burstBytes: number;
+  /** Time to send a valid auth message after connecting. */
+  authTimeoutMs: number;
+  /** The relay pings every connection this often; one that misses a pong is disconnected. */
+  pingIntervalMs: number;
+  /** Unauthenticated connections at once; more upgrades are refused with 503. */
+  maxPendingConnections: number;
+  /** How often the checks above run. */
+  sweepIntervalMs: number;
+}
+
+export const DEFAULT_RELAY_LIMITS: RelayLimits = {
+  maxQueueBytes: 4 * 1024 * 1024,
+  stallTimeoutMs: 5_000,
+  // About 1 Gbit/s per node: above a relayed WireGuard tunnel's needs, far below the machine's.
+  bytesPerSecond: 128 * 1024 * 1024,
+  burstBytes: 8 * 1024 * 1024,
+  authTimeoutMs: 10_000,
+  pingIntervalMs: 15_000,
+  maxPendingConnections: 1_024,
+  sweepIntervalMs: 1_000,
+};
+
+/**
+ * Each inbound frame is charged its size plus this, because the relay's cost is per frame as
+ * much as per byte: a flood of tiny frames is limited too.
+ */
+const FRAME_CHARGE_BYTES = 512;
+
+export type SweepVerdict = 'ok' | 'authTimeout' | 'stalled' | 'unresponsive';
+
+/** One node's WebSocket: its identity once proven, its bounded send queue and its inbound rate. */
+export class Connection {
+  state: 'pending' | 'authenticated' | 'replaced' = 'pending';
+  nodeKey: string | null = null;
+  keyBytes: Uint8Array | null = null;
+  readonly challenge = newRelayChallenge();
+  private readonly openedAt: number;
+  /** Bytes ever handed to the socket; minus what is still queued, this is what was written. */
+  private sent = 0;
+  private writtenAtLastSweep = 0;
+  private progressAt: number;
+  private pingedAt: number;
+  private awaitingPong = false;
+  private readonly inbound: TokenBucket;
+  private resumeTimer: NodeJS.Timeout | undefined;
+  private corked = false;
+  private readonly uncork = () => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(
+    readonly ws: WebSocket,
+    /** The socket under `ws`, for corking. */
+    private readonly socket: Duplex,
+    readonly remote: string,
+    private readonly limits: RelayLimits,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.openedAt = this.progressAt = this.pingedAt = now();
+    this.inbound = new TokenBucket(limits.bytesPerSecond, limits.burstBytes, now);
+    ws.on('pong', () => {
+      this.awaitingPong = false;
+    });
+  }
+
+  authenticate(nodeKey: string): void {
+    this.state = 'authenticated';
+    this.nodeKey = nodeKey;
+    this.keyBytes = new Uint8Array(Buffer.from(nodeKey, 'base64'));
+  }
+
+  /** Bytes waiting in user space to be written to this connection. */
+  get queuedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  /** Queues a message unless the queue bound forbids it; false when it was dropped. */
+  send(data: Uint8Array | string, bytes: number): boolean {
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
+    if (this.ws.bufferedAmount + bytes > this.limits.maxQueueBytes) return false;
+    this.sent += bytes;
+    // Hold the socket's writes until this tick's work is done, so the frames forwarded from one
+    // inbound read leave in one writev instead of one system call each.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.ws.send(data);
+    return true;
+  }
+
+  /** Accounts for an inbound frame; stops reading the socket while the rate is exceeded. */
+  charge(bytes: number): void {
+    if (this.inbound.take(bytes + FRAME_CHARGE_BYTES) || this.resumeTimer !== undefined) return;
+    this.ws.pause();
+    this.resumeTimer = setTimeout(() => {
+      this.resumeTimer = undefined;
+      this.ws.resume();
+    }, this.inbound.waitMs());
+  }
+
+  /** The periodic check: auth deadline, write progress, liveness. Pings when one is due. */
+  sweep(): SweepVerdict {
+    const now = this.now();
+    if (this.state === 'pending' && now - this.openedAt > this.limits.authTimeoutMs) return 'authTimeout';
+    const queued = this.ws.bufferedAmount;
+    const written = this.sent - queued;
+    if (queued === 0 || written > this.writtenAtLastSweep) this.progressAt = now;
+    this.writtenAtLastSweep = written;
+    if (now - this.progressAt > this.limits.stallTimeoutMs) return 'stalled';
+    if (now - this.pingedAt >= this.limits.pingIntervalMs) {
+      if (this.awaitingPong) return 'unresponsive';
+      this.awaitingPong = true;
+      this.pingedAt = now;
+      this.ws.ping();
+    }
+    return 'ok';
+  }
+
+  dispose(): void {
+    clearTimeout(this.resumeTimer);
+  }
+}

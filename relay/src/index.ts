@@ -1,0 +1,7 @@
+export * from './client.js';
+export * from './connection.js';
+export * from './observations.js';
+export * from './reflector.js';
+export * from './relay.js';
+export * from './server.js';
+export * from './state.js';

@@ -1,0 +1,69 @@
+import { type KeyPair, parseAddr, RELAY_PATH } from '@weft/protocol';
+import type { RelayLimits } from './connection.js';
+import { ObservationStore } from './observations.js';
+import { Reflector, type ReflectorOptions } from './reflector.js';
+import { RelayServer } from './server.js';
+
+export interface RelayOptions {
+  keyPair: KeyPair;
+  /** The address both the WebSocket listener and the reflector bind. */
+  host: string;
+  /** 0 picks a free port, for either listener. */
+  port: number;
+  reflectorPort: number;
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  limits?: Partial<RelayLimits>;
+  reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'maxNodes'>;
+  log?: (line: string) => void;
+}
+
+export interface RunningRelay {
+  /** Where nodes connect, e.g. wss://198.18.0.1:443/relay */
+  url: string;
+  reflectorPort: number;
+  publicKey: string;
+  server: RelayServer;
+  reflector: Reflector;
+  observations: ObservationStore;
+  close(): Promise<void>;
+}
+
+/** Starts the reflector and the relay server sharing one observation store and one key. */
+export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
+  const observations = new ObservationStore();
+  const reflector = await Reflector.start({
+    ...opts.reflector,
+    privateKey: opts.keyPair.privateKey,
+    host: opts.host,
+    port: opts.reflectorPort,
+    observations,
+    log: opts.log,
+  });
+  const server = new RelayServer({
+    keyPair: opts.keyPair,
+    reflectorPort: reflector.port,
+    observations,
+    tls: opts.tls,
+    limits: opts.limits,
+    log: opts.log,
+  });
+  let port: number;
+  try {
+    port = (await server.listen(opts.host, opts.port)).port;
+  } catch (err) {
+    await Promise.all([server.close(), reflector.close()]);
+    throw err;
+  }
+  const host = parseAddr(opts.host)?.family === 6 ? `[${opts.host}]` : opts.host;
+  return {
+    url: `${opts.tls ? 'wss' : 'ws'}://${host}:${port}${RELAY_PATH}`,
+    reflectorPort: reflector.port,
+    publicKey: opts.keyPair.publicKey,
+    server,
+    reflector,
+    observations,
+    close: async () => {
+      await Promise.all([server.close(), reflector.close()]);
+    },
+  };
+}
