@@ -1,3 +1,4 @@
+export * from './bridge.js';
 export * from './control-api.js';
 export * from './filter.js';
 export * from './helper.js';
