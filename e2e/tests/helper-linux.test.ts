@@ -423,6 +423,17 @@ describe('weft-helper on one host', () => {
     });
   });
 
+  it('keeps a secondary IPv4 address when the primary of its subnet is removed', async () => {
+    // The kernel deletes secondaries together with their primary (promote_secondaries is off).
+    const two = smaller();
+    two.interface.addresses = ['100.64.0.1/10', '100.64.0.9/10'];
+    await helper.apply(two);
+    expect(await addresses(host, iface)).toEqual(['100.64.0.1/10', '100.64.0.9/10']);
+    two.interface.addresses = ['100.64.0.9/10'];
+    expect((await helper.apply(two)).addresses).toEqual(['100.64.0.9/10']);
+    expect(await addresses(host, iface)).toEqual(['100.64.0.9/10']);
+  });
+
   it('down removes the interface, its addresses and routes, and stops wireguard-go; down again is fine', async () => {
     for (const id of [5, 6]) {
       expect(await helper.request({ id, op: 'down', interface: iface })).toMatchObject({
