@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// `npm run bench -- NAME [ARGS…]`: runs one benchmark from its built file (`npm run build` first).
+// Add a benchmark by adding its name and built entry point here.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const BENCHMARKS = {
+  relay: {
+    file: 'relay/dist/bench/forwarding.js',
+    about: 'relay forwarding capacity per CPU core, loopback',
+  },
+};
+
+const [name, ...args] = process.argv.slice(2);
+const bench = BENCHMARKS[name];
+if (bench === undefined) {
+  console.error(
+    `usage: npm run bench -- NAME [ARGS…]\n${Object.entries(BENCHMARKS)
+      .map(([n, b]) => `  ${n.padEnd(10)} ${b.about}`)
+      .join('\n')}`,
+  );
+  process.exit(2);
+}
+const file = fileURLToPath(new URL(`../${bench.file}`, import.meta.url));
+if (!existsSync(file)) {
+  console.error(`${bench.file} is not built: run npm run build`);
+  process.exit(2);
+}
+const result = spawnSync(process.execPath, [file, ...args], { stdio: 'inherit' });
+process.exit(result.status ?? 1);
