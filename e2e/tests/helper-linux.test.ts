@@ -301,10 +301,11 @@ describe('weft-helper on one host', () => {
     routes: ['100.64.0.2/32', '100.64.0.3/32', '198.51.100.0/24', 'fd00:64::2/128'],
   });
 
+  /** One address, one route, and peer A kept but with no allowed IPs (`wg` needs `wg set` for that). */
   const smaller = (): DesiredState => {
     const s = full();
     s.interface.addresses = ['100.64.0.1/32'];
-    s.peers = s.peers.slice(0, 1);
+    s.peers = [{ ...(s.peers[0] as DesiredState['peers'][number]), allowedIPs: [] }];
     s.routes = ['100.64.0.2/32'];
     return s;
   };
@@ -396,14 +397,16 @@ describe('weft-helper on one host', () => {
     expect(await linkExists(host, 'eth0')).toBe(true);
   });
 
-  it('a smaller state removes the peer, address and routes that are gone', async () => {
+  it('a smaller state removes the peer, allowed IPs, address and routes that are gone', async () => {
     const mark = helper.log.length;
     const events = await netlinkEvents(host, () => helper.apply(smaller()));
     // The same recorder that saw nothing above does see these changes.
     expect(events).toMatch(/Deleted/);
     expect(helper.changesSince(mark).length).toBeGreaterThan(0);
     const dump = await wgDump(host, iface);
-    expect(dump.peers.map((p) => p.publicKey)).toEqual([peerA.publicKey]);
+    expect(dump.peers).toEqual([
+      { publicKey: peerA.publicKey, endpoint: '198.18.0.2:51820', allowedIPs: [], keepalive: '25' },
+    ]);
     expect(await addresses(host, iface)).toEqual(['100.64.0.1/32']);
     expect(await routes(host, iface)).toEqual(['100.64.0.2']);
   });
