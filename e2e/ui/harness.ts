@@ -1,0 +1,144 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { MockBackend, type MockBackendOptions } from '../../renderer/src/bridge/mock-backend.js';
+import { startWebShell, type WebShell } from './web-shell-server.js';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const RENDERER_DIST = join(REPO, 'renderer', 'dist');
+export const RESULTS = join(REPO, 'test-results', 'ui');
+const require = createRequire(import.meta.url);
+const AXE_SOURCE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+export const CHROMIUM = process.env.WEFT_CHROMIUM ?? '/usr/bin/chromium';
+
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--disable-quic',
+      '--no-first-run',
+    ],
+  });
+}
+
+export interface Session {
+  backend: MockBackend;
+  shell: WebShell;
+  context: BrowserContext;
+  page: Page;
+  close(): Promise<void>;
+}
+
+/** A mock backend behind a web shell, and a page that opened the shell's URL. */
+export async function openSession(
+  browser: Browser,
+  opts: MockBackendOptions & { colorScheme?: 'light' | 'dark' } = {},
+): Promise<Session> {
+  let shellOrigin = '';
+  const backend = new MockBackend({
+    delayMs: 120,
+    authUrlFor: () => `${shellOrigin}/mock-idp/authorize?request=${Math.random().toString(36).slice(2)}`,
+    ...opts,
+  });
+  const shell = await startWebShell({
+    staticDir: RENDERER_DIST,
+    backend,
+    // The identity provider: opening the auth URL signs the person in.
+    extra: (req, res, origin) => {
+      const url = new URL(req.url ?? '/', origin);
+      if (url.pathname !== '/mock-idp/authorize') return false;
+      const ok = backend.completeLogin(url.toString());
+      res.writeHead(ok ? 200 : 400, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(
+        `<!doctype html><html lang="en"><title>Mock identity provider</title><h1>${ok ? 'Signed in. You can close this window.' : 'This sign-in link is not valid.'}</h1></html>`,
+      );
+      return true;
+    },
+  });
+  shellOrigin = shell.origin;
+  const context = await browser.newContext({
+    viewport: { width: 400, height: 720 },
+    colorScheme: opts.colorScheme ?? 'light',
+    reducedMotion: 'reduce',
+  });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: shell.origin });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') errors.push(m.text());
+  });
+  await page.goto(shell.url);
+  return {
+    backend,
+    shell,
+    context,
+    page,
+    async close() {
+      await context.close();
+      await shell.close();
+      backend.dispose();
+      if (errors.length) throw new Error(`page errors: ${errors.join(' | ')}`);
+    },
+  };
+}
+
+/** Saves a screenshot as test-results/ui/NAME-THEME.png, in light and dark. */
+export async function screenshots(page: Page, name: string): Promise<string[]> {
+  mkdirSync(RESULTS, { recursive: true });
+  const paths: string[] = [];
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme, reducedMotion: 'reduce' });
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    const path = join(RESULTS, `${name}-${scheme}.png`);
+    await page.screenshot({ path, fullPage: true, animations: 'disabled' });
+    paths.push(path);
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  return paths;
+}
+
+export interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: string[];
+}
+
+/** axe-core on the current screen, in both colour schemes; returns serious and critical violations. */
+export async function axeSerious(page: Page): Promise<AxeViolation[]> {
+  const out: AxeViolation[] = [];
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme, reducedMotion: 'reduce' });
+    const has = await page.evaluate(() => 'axe' in window);
+    if (!has) await page.evaluate(AXE_SOURCE);
+    const violations = (await page.evaluate(async () => {
+      const axe = (
+        window as unknown as { axe: { run(ctx: Document, o: object): Promise<{ violations: unknown[] }> } }
+      ).axe;
+      const r = await axe.run(document, { resultTypes: ['violations'] });
+      return r.violations;
+    })) as { id: string; impact: string | null; help: string; nodes: { target: string[] }[] }[];
+    for (const v of violations) {
+      if (v.impact === 'serious' || v.impact === 'critical') {
+        out.push({
+          id: `${v.id} (${scheme})`,
+          impact: v.impact,
+          help: v.help,
+          nodes: v.nodes.map((n) => n.target.join(' ')),
+        });
+      }
+    }
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+  return out;
+}

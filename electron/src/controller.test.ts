@@ -1,0 +1,292 @@
+import {
+  AppState,
+  dispatchBridgeCall,
+  type EngineStatus,
+  type Preferences,
+  type UpRequest,
+} from '@weft/protocol';
+import { describe, expect, it } from 'vitest';
+import { AppController, DEFAULT_PREFERENCES, type EngineApi } from './controller.js';
+import type { EnginePrefsPatch, WatchLine } from './engine/localapi.js';
+import { FakeClock, flush } from './testing/fake-clock.js';
+import { runningEngine } from './testing/fixtures.js';
+
+/** An engine stand-in with the LocalAPI's behaviour: commands answer with the new status, /watch streams. */
+class FakeEngine implements EngineApi {
+  status_: EngineStatus = {
+    ...runningEngine(),
+    backendState: 'NeedsLogin',
+    self: null,
+    peers: [],
+    user: null,
+  };
+  watchers = new Set<(l: WatchLine) => void>();
+  watchFails: Error | null = null;
+  calls: string[] = [];
+  pendingUp: { resolve: (s: EngineStatus) => void; signal?: AbortSignal | undefined } | null = null;
+  prefsFail: Error | null = null;
+
+  set(s: EngineStatus) {
+    this.status_ = s;
+    for (const w of this.watchers) w({ initial: false, status: s });
+  }
+  async status() {
+    this.calls.push('status');
+    return this.status_;
+  }
+  async up(req: UpRequest, signal?: AbortSignal) {
+    this.calls.push(`up ${req.controlUrl}`);
+    if (this.status_.backendState === 'NeedsLogin') {
+      // interactive: the auth URL appears, the request waits for the person
+      this.set({ ...this.status_, controlUrl: req.controlUrl, authUrl: `${req.controlUrl}/a/xyz` });
+      return new Promise<EngineStatus>((resolve, reject) => {
+        this.pendingUp = { resolve, signal };
+        signal?.addEventListener('abort', () =>
+          reject(Object.assign(new Error('cancelled'), { name: 'AbortError' })),
+        );
+      });
+    }
+    this.set({ ...this.status_, backendState: 'Running' });
+    return this.status_;
+  }
+  async down() {
+    this.calls.push('down');
+    this.set({ ...this.status_, backendState: 'Stopped' });
+    return this.status_;
+  }
+  async logout() {
+    this.calls.push('logout');
+    this.set({ ...this.status_, backendState: 'NeedsLogin', self: null, peers: [] });
+    return this.status_;
+  }
+  async cancelLogin(): Promise<EngineStatus> {
+    this.calls.push('cancelLogin');
+    throw Object.assign(new Error('no such endpoint'), { httpStatus: 404 });
+  }
+  async setPrefs(patch: EnginePrefsPatch) {
+    this.calls.push(`prefs ${JSON.stringify(patch)}`);
+    if (this.prefsFail) throw this.prefsFail;
+    if (patch.exitNodeId !== undefined) {
+      this.set({
+        ...this.status_,
+        exitNode:
+          patch.exitNodeId === null
+            ? null
+            : { id: patch.exitNodeId, allowLan: patch.exitNodeAllowLan ?? false },
+      });
+    }
+    return this.status_;
+  }
+  watch(onLine: (l: WatchLine) => void, signal: AbortSignal): Promise<void> {
+    if (this.watchFails) return Promise.reject(this.watchFails);
+    this.watchers.add(onLine);
+    onLine({ initial: true, status: this.status_ });
+    return new Promise((resolve) =>
+      signal.addEventListener('abort', () => {
+        this.watchers.delete(onLine);
+        resolve();
+      }),
+    );
+  }
+  /** The person signed in at the identity provider. */
+  completeLogin() {
+    this.set({ ...runningEngine(), controlUrl: this.status_.controlUrl });
+    this.pendingUp?.resolve(this.status_);
+  }
+}
+
+function setup(prefs: Partial<Preferences> = {}) {
+  const engine = new FakeEngine();
+  const clock = new FakeClock();
+  let saved: Preferences = { ...DEFAULT_PREFERENCES, ...prefs };
+  const opened: string[] = [];
+  const copied: string[] = [];
+  const loginItems: boolean[] = [];
+  const c = new AppController({
+    engine,
+    prefs: { load: () => saved, save: (p) => (saved = p) },
+    openExternal: async (u) => {
+      opened.push(u);
+    },
+    copyText: (t) => copied.push(t),
+    setLaunchAtLogin: (on) => loginItems.push(on),
+    clock,
+    shell: 'electron',
+    version: '0.1.0',
+    autoOpenAuthUrl: true,
+  });
+  const states: AppState[] = [];
+  c.subscribe((s) => states.push(s));
+  return { c, engine, clock, opened, copied, loginItems, states, saved: () => saved };
+}
+
+const call = (c: AppController, m: string, input: unknown = {}) => dispatchBridgeCall(c.handlers, m, input);
+
+describe('AppController', () => {
+  it('follows the engine; every published state is valid and seq increases', async () => {
+    const { c, engine, states } = setup();
+    c.start();
+    await flush();
+    expect(c.state.engine?.backendState).toBe('NeedsLogin');
+    engine.set(runningEngine());
+    expect(c.state.engine?.backendState).toBe('Running');
+    for (const s of states) expect(AppState.safeParse(s).success).toBe(true);
+    const seqs = states.map((s) => s.seq);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+    c.stop();
+  });
+
+  it('sign-in: starting → waiting with the auth URL (opened once in the browser) → signed in', async () => {
+    const { c, engine, opened, saved } = setup();
+    c.start();
+    await flush();
+    expect(await call(c, 'login', { controlUrl: 'https://weft.example.com' })).toEqual({
+      ok: true,
+      value: { ok: true },
+    });
+    await flush();
+    expect(c.state.login).toEqual({
+      phase: 'waiting',
+      authUrl: 'https://weft.example.com/a/xyz',
+      error: null,
+    });
+    expect(opened).toEqual(['https://weft.example.com/a/xyz']);
+    expect(saved().controlUrl).toBe('https://weft.example.com');
+    engine.completeLogin();
+    await flush();
+    expect(c.state.login.phase).toBe('idle');
+    expect(c.state.engine?.self?.name).toBe('laptop');
+    expect(opened).toHaveLength(1);
+    c.stop();
+  });
+
+  it('cancel sign-in aborts the waiting request and clears the link (engine without /login/cancel)', async () => {
+    const { c, engine } = setup();
+    c.start();
+    await flush();
+    await call(c, 'login', { controlUrl: 'https://weft.example.com' });
+    await flush();
+    const signal = engine.pendingUp?.signal;
+    expect(await call(c, 'cancelLogin')).toMatchObject({ ok: true });
+    expect(signal?.aborted).toBe(true);
+    expect(c.state.login).toEqual({ phase: 'idle', authUrl: null, error: null });
+    expect(engine.calls).toContain('cancelLogin');
+    c.stop();
+  });
+
+  it('a failed sign-in shows the error', async () => {
+    const { c, engine } = setup();
+    c.start();
+    await flush();
+    engine.up = async () => {
+      throw new Error('control server unreachable');
+    };
+    await call(c, 'login', { controlUrl: 'https://weft.example.com' });
+    await flush();
+    expect(c.state.login).toEqual({ phase: 'error', authUrl: null, error: 'control server unreachable' });
+    c.stop();
+  });
+
+  it('disconnect and connect go through /down and /up with the control URL', async () => {
+    const { c, engine } = setup();
+    engine.status_ = runningEngine();
+    c.start();
+    await flush();
+    await call(c, 'disconnect');
+    expect(c.state.engine?.backendState).toBe('Stopped');
+    expect(c.state.pending).toBeNull();
+    await call(c, 'connect');
+    expect(c.state.engine?.backendState).toBe('Running');
+    expect(engine.calls.filter((x) => x !== 'status')).toEqual(['down', 'up https://weft.example.com']);
+    c.stop();
+  });
+
+  it('setExitNode: engine prefs, recent list (last used first), allow-LAN remembered', async () => {
+    const { c, engine, saved } = setup();
+    const e = runningEngine();
+    engine.status_ = {
+      ...e,
+      peers: e.peers.map((p) => (p.id === 'nas' ? { ...p, exitNodeOption: false } : p)),
+    };
+    c.start();
+    await flush();
+    await call(c, 'setExitNode', { id: 'exit-a', allowLan: false });
+    await call(c, 'setExitNode', { id: 'exit-b', allowLan: true });
+    expect(c.state.engine?.exitNode).toEqual({ id: 'exit-b', allowLan: true });
+    expect(saved().recentExitNodes).toEqual(['exit-b', 'exit-a']);
+    expect(saved().exitNodeAllowLan).toBe(true);
+    await call(c, 'setExitNode', { id: null, allowLan: true });
+    expect(c.state.engine?.exitNode).toBeNull();
+    expect(await call(c, 'setExitNode', { id: 'nas', allowLan: false })).toMatchObject({ ok: false });
+    expect(await call(c, 'setExitNode', { id: 'gone', allowLan: false })).toMatchObject({
+      ok: false,
+      error: { message: 'That device is no longer in your network' },
+    });
+    c.stop();
+  });
+
+  it('an engine without /prefs gets a plain-words error', async () => {
+    const { c, engine } = setup();
+    engine.status_ = runningEngine();
+    engine.prefsFail = Object.assign(new Error('no such endpoint'), { httpStatus: 404 });
+    c.start();
+    await flush();
+    expect(await call(c, 'setExitNode', { id: 'exit-a', allowLan: false })).toEqual({
+      ok: false,
+      error: { code: 'failed', message: 'This version of the Weft engine cannot change the exit node yet' },
+    });
+    expect(c.state.pending).toBeNull();
+    c.stop();
+  });
+
+  it('preferences: launch at login goes to the OS, advertise goes to the engine, all are saved', async () => {
+    const { c, engine, loginItems, saved } = setup();
+    engine.status_ = runningEngine();
+    c.start();
+    await flush();
+    await call(c, 'setPreferences', { launchAtLogin: true, theme: 'dark', advertiseExitNode: true });
+    expect(loginItems).toEqual([true]);
+    expect(engine.calls).toContain('prefs {"advertiseExitNode":true}');
+    expect(saved()).toMatchObject({ launchAtLogin: true, theme: 'dark', advertiseExitNode: true });
+    expect(c.state.prefs.theme).toBe('dark');
+    c.stop();
+  });
+
+  it('copyText and openAuthUrl', async () => {
+    const { c, copied } = setup();
+    c.start();
+    await flush();
+    await call(c, 'copyText', { text: '100.64.0.2' });
+    expect(copied).toEqual(['100.64.0.2']);
+    expect(await call(c, 'openAuthUrl')).toMatchObject({
+      ok: false,
+      error: { message: 'No sign-in is waiting' },
+    });
+    c.stop();
+  });
+
+  it('engine down: error state, commands refused, reconnects with back-off, falls back to polling without /watch', async () => {
+    const { c, engine, clock } = setup();
+    engine.watchFails = Object.assign(new Error('the Weft engine is not running'), { httpStatus: null });
+    c.start();
+    await flush();
+    expect(c.state.engine).toBeNull();
+    expect(c.state.engineError).toBe('the Weft engine is not running');
+    expect(await call(c, 'connect')).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    expect(clock.pending).toEqual([500]);
+    await clock.advance(500);
+    expect(clock.pending).toEqual([1000]);
+    engine.watchFails = Object.assign(new Error('no such endpoint'), { httpStatus: 404 });
+    engine.status_ = runningEngine();
+    await clock.advance(1000);
+    expect(c.state.engine?.backendState).toBe('Running');
+    expect(clock.pending).toEqual([2000]); // polling interval
+    c.stop();
+  });
+
+  it('helper state is part of the snapshot', () => {
+    const { c } = setup();
+    c.setHelperState({ phase: 'failed', restarts: 5, message: 'x', nextAttemptAt: null });
+    expect(c.state.helper.phase).toBe('failed');
+  });
+});

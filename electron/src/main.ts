@@ -1,0 +1,67 @@
+// Electron entry point: the only file that imports 'electron' at run time. Everything it wires
+// is unit-tested with the Electron APIs injected.
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as electron from 'electron';
+import { DesktopApp } from './app.js';
+import { AppController } from './controller.js';
+import { EngineLocalApi } from './engine/localapi.js';
+import { helperCommandFromEnv, probeHelper, serviceHandle, spawnHelper } from './helper-process.js';
+import { setLaunchAtLogin } from './launch-at-login.js';
+import { filePrefsStore } from './prefs-store.js';
+import { HelperSupervisor } from './supervisor.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..');
+const { app, clipboard, shell } = electron;
+
+const engineSocket = process.env.WEFT_SOCKET ?? '/run/weft/weftd.sock';
+const helperSocket = process.env.WEFT_HELPER_SOCKET ?? '/run/weft/helper.sock';
+
+const engine = new EngineLocalApi(engineSocket);
+const controller = new AppController({
+  engine,
+  prefs: filePrefsStore(join(app.getPath('userData'), 'preferences.json'), (m) => console.warn(m)),
+  openExternal: (url) => shell.openExternal(url),
+  copyText: (text) => clipboard.writeText(text),
+  setLaunchAtLogin: (on) =>
+    setLaunchAtLogin(
+      {
+        platform: process.platform,
+        setLoginItemSettings: (s) => app.setLoginItemSettings(s),
+        home: homedir(),
+        xdgConfigHome: process.env.XDG_CONFIG_HOME,
+        execPath: process.env.APPIMAGE ?? process.execPath,
+        writeFile: (p, t) => writeFileSync(p, t, { mode: 0o644 }),
+        removeFile: (p) => rmSync(p, { force: true }),
+        mkdir: (p) => mkdirSync(p, { recursive: true }),
+      },
+      on,
+    ),
+  shell: 'electron',
+  version: app.getVersion(),
+  autoOpenAuthUrl: true,
+});
+
+const devHelper = helperCommandFromEnv(process.env.WEFT_HELPER_COMMAND);
+const supervisor = new HelperSupervisor({
+  start: async () => (devHelper ? spawnHelper(devHelper) : serviceHandle()),
+  healthCheck: () => probeHelper(helperSocket),
+  reapply: () => engine.reapply(),
+  onState: (h) =>
+    controller.setHelperState(devHelper ? h : { ...h, phase: h.phase === 'running' ? 'external' : h.phase }),
+});
+
+new DesktopApp({
+  electron,
+  controller,
+  supervisor,
+  rendererDir: join(root, 'renderer', 'dist'),
+  assetsDir: join(root, 'assets'),
+  preloadPath: join(here, 'preload.cjs'),
+  platform: process.platform,
+  argv: process.argv,
+  log: (m) => console.log(m),
+}).run();

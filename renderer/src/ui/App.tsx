@@ -1,0 +1,127 @@
+import { type AppState, connectionPhase } from '@weft/protocol';
+import { useEffect } from 'react';
+import { useWeft } from '../store/store.js';
+import { ScreenHeading, Toasts } from './common.js';
+import { ExitNodes } from './ExitNodes.js';
+import { Home } from './Home.js';
+import { AlertIcon, BackIcon, GearIcon, LogoMark } from './icons.js';
+import { Settings } from './Settings.js';
+import { SignIn } from './SignIn.js';
+
+function useTheme(theme: AppState['prefs']['theme'] | undefined) {
+  useEffect(() => {
+    const root = document.documentElement;
+    if (!theme || theme === 'system') delete root.dataset.theme;
+    else root.dataset.theme = theme;
+  }, [theme]);
+}
+
+export function App() {
+  const app = useWeft((s) => s.session.app);
+  const link = useWeft((s) => s.session.link);
+  const bootError = useWeft((s) => s.session.bootError);
+  const view = useWeft((s) => s.ui.view);
+  const dispatch = useWeft((s) => s.dispatch);
+  useTheme(app?.prefs.theme);
+
+  if (!app) {
+    return (
+      <div className="app">
+        <main className="screen center-screen">
+          {bootError ? (
+            <>
+              <ScreenHeading>Cannot reach Weft</ScreenHeading>
+              <p className="muted" role="alert">
+                {bootError}
+              </p>
+            </>
+          ) : (
+            <p role="status" className="muted">
+              Starting Weft…
+            </p>
+          )}
+        </main>
+      </div>
+    );
+  }
+
+  const signedIn =
+    app.engine !== null && app.engine.backendState !== 'NeedsLogin' && app.engine.self !== null;
+  const screenView = signedIn ? view : view === 'settings' ? 'settings' : 'main';
+  const phase = connectionPhase(app);
+
+  return (
+    <div className={`app phase-${phase}`}>
+      <header className="topbar">
+        {screenView === 'main' ? (
+          <span className="brand">
+            <LogoMark />
+            <span className="brand-name">Weft</span>
+          </span>
+        ) : (
+          <button
+            type="button"
+            className="icon-button"
+            aria-label="Back"
+            onClick={() => dispatch({ type: 'navigate', view: 'main' })}
+          >
+            <BackIcon />
+          </button>
+        )}
+        <span className="spacer" />
+        {screenView !== 'settings' && (
+          <button
+            type="button"
+            className="icon-button"
+            aria-label="Settings"
+            onClick={() => dispatch({ type: 'navigate', view: 'settings' })}
+          >
+            <GearIcon />
+          </button>
+        )}
+      </header>
+      <main className="content">
+        {link === 'lost' && (
+          <p className="banner banner-warn" role="alert">
+            Lost the connection to Weft. Reconnecting…
+          </p>
+        )}
+        <Problems app={app} />
+        {screenView === 'settings' ? (
+          <Settings app={app} />
+        ) : !signedIn ? (
+          <SignIn app={app} />
+        ) : screenView === 'exit-nodes' ? (
+          <ExitNodes app={app} />
+        ) : (
+          <Home app={app} />
+        )}
+      </main>
+      <Toasts />
+    </div>
+  );
+}
+
+function Problems({ app }: { app: AppState }) {
+  const problems: string[] = [];
+  if (app.engine === null)
+    problems.push(`Weft's engine is not running${app.engineError ? `: ${app.engineError}` : '.'}`);
+  if (app.helper.phase === 'failed') {
+    problems.push(`The network helper cannot run${app.helper.message ? `: ${app.helper.message}` : '.'}`);
+  } else if (app.helper.phase === 'restarting') {
+    problems.push(
+      `The network helper stopped; restarting${app.helper.message ? ` (${app.helper.message})` : ''}…`,
+    );
+  }
+  if (problems.length === 0) return null;
+  return (
+    <div className="banner banner-error" role="alert">
+      <AlertIcon />
+      <div>
+        {problems.map((p) => (
+          <p key={p}>{p}</p>
+        ))}
+      </div>
+    </div>
+  );
+}

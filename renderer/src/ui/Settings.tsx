@@ -1,0 +1,193 @@
+import { type AppState, ControlUrl, parseRoutesText, type Theme } from '@weft/protocol';
+import { type FormEvent, useId, useState } from 'react';
+import { useWeft } from '../store/store.js';
+import { ScreenHeading, Switch } from './common.js';
+
+export function Settings({ app }: { app: AppState }) {
+  const run = useWeft((s) => s.run);
+  const busy = useWeft((s) => s.ui.busy);
+  const engine = app.engine;
+  const prefs = app.prefs;
+  const advertiseExitNode = engine?.prefs?.advertiseExitNode ?? prefs.advertiseExitNode;
+  const advertiseRoutes = engine?.prefs?.advertiseRoutes ?? prefs.advertiseRoutes;
+  const signedIn = engine?.backendState !== 'NeedsLogin' && engine?.self != null;
+  const themeName = useId();
+
+  return (
+    <section className="screen" aria-labelledby="settings-title">
+      <ScreenHeading id="settings-title">Settings</ScreenHeading>
+
+      <section className="card" aria-labelledby="account-title">
+        <h2 id="account-title" className="section-title">
+          Account
+        </h2>
+        {signedIn ? (
+          <p>
+            Signed in as{' '}
+            <strong>{engine?.user?.displayName ?? engine?.user?.loginName ?? 'unknown user'}</strong>
+            {engine?.user?.loginName && engine.user.displayName !== engine.user.loginName && (
+              <span className="muted small block">{engine.user.loginName}</span>
+            )}
+          </p>
+        ) : (
+          <p className="muted">Not signed in.</p>
+        )}
+        <ControlUrlField key={prefs.controlUrl} value={prefs.controlUrl || engine?.controlUrl || ''} />
+        {signedIn && (
+          <button
+            type="button"
+            className="button danger"
+            disabled={Boolean(busy.logout)}
+            onClick={() => run('logout')}
+          >
+            Sign out
+          </button>
+        )}
+      </section>
+
+      <section className="card" aria-labelledby="device-title">
+        <h2 id="device-title" className="section-title">
+          This device
+        </h2>
+        <Switch
+          label="Run as exit node"
+          description="Offer this device's internet connection to others (an admin approves it)."
+          checked={advertiseExitNode}
+          onChange={(next) => run('setPreferences', { advertiseExitNode: next })}
+        />
+        <RoutesField key={advertiseRoutes.join(',')} routes={advertiseRoutes} />
+      </section>
+
+      <section className="card" aria-labelledby="app-title">
+        <h2 id="app-title" className="section-title">
+          App
+        </h2>
+        {app.shell === 'electron' && (
+          <Switch
+            label="Launch at login"
+            checked={prefs.launchAtLogin}
+            onChange={(next) => run('setPreferences', { launchAtLogin: next })}
+          />
+        )}
+        <Switch
+          label="Notifications"
+          description="Connected, disconnected, and when this device's key is about to expire."
+          checked={prefs.notifications}
+          onChange={(next) => run('setPreferences', { notifications: next })}
+        />
+        <fieldset className="segmented">
+          <legend className="field-label">Appearance</legend>
+          {(['system', 'light', 'dark'] as Theme[]).map((t) => (
+            <label key={t} className="segment">
+              <input
+                type="radio"
+                name={themeName}
+                value={t}
+                checked={prefs.theme === t}
+                onChange={() => run('setPreferences', { theme: t })}
+              />
+              <span>{t === 'system' ? 'System' : t === 'light' ? 'Light' : 'Dark'}</span>
+            </label>
+          ))}
+        </fieldset>
+      </section>
+      <p className="muted small center">Weft {app.version}</p>
+    </section>
+  );
+}
+
+function ControlUrlField({ value }: { value: string }) {
+  const run = useWeft((s) => s.run);
+  const [url, setUrl] = useState(value);
+  const [error, setError] = useState<string | null>(null);
+  const id = useId();
+  const errId = useId();
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    const r = ControlUrl.safeParse(url);
+    if (!r.success) {
+      setError(r.error.issues[0]?.message ?? 'Invalid address');
+      return;
+    }
+    setError(null);
+    void run('setPreferences', { controlUrl: r.data });
+  };
+  return (
+    <form className="form" onSubmit={submit} noValidate>
+      <label htmlFor={id} className="field-label">
+        Control server
+      </label>
+      <div className="input-row">
+        <input
+          id={id}
+          className="text-input"
+          type="url"
+          value={url}
+          spellCheck={false}
+          aria-invalid={error ? true : undefined}
+          aria-describedby={error ? errId : undefined}
+          onChange={(e) => setUrl(e.target.value)}
+        />
+        <button type="submit" className="button" disabled={url.trim() === value}>
+          Save
+        </button>
+      </div>
+      {error && (
+        <p id={errId} className="field-error" role="alert">
+          {error}
+        </p>
+      )}
+    </form>
+  );
+}
+
+function RoutesField({ routes }: { routes: string[] }) {
+  const run = useWeft((s) => s.run);
+  const initial = routes.join(', ');
+  const [text, setText] = useState(initial);
+  const [error, setError] = useState<string | null>(null);
+  const id = useId();
+  const errId = useId();
+  const hintId = useId();
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    const r = parseRoutesText(text);
+    if ('error' in r) {
+      setError(r.error);
+      return;
+    }
+    setError(null);
+    void run('setPreferences', { advertiseRoutes: r.routes });
+  };
+  return (
+    <form className="form" onSubmit={submit} noValidate>
+      <label htmlFor={id} className="field-label">
+        Advertise routes
+      </label>
+      <div className="input-row">
+        <input
+          id={id}
+          className="text-input mono"
+          value={text}
+          placeholder="198.51.100.0/24"
+          spellCheck={false}
+          aria-invalid={error ? true : undefined}
+          aria-describedby={error ? errId : hintId}
+          onChange={(e) => setText(e.target.value)}
+        />
+        <button type="submit" className="button" disabled={text === initial}>
+          Save
+        </button>
+      </div>
+      {error ? (
+        <p id={errId} className="field-error" role="alert">
+          {error}
+        </p>
+      ) : (
+        <p id={hintId} className="muted small">
+          Subnets behind this device that others may reach, separated by commas.
+        </p>
+      )}
+    </form>
+  );
+}
