@@ -88,7 +88,9 @@ describe('web shell transport', () => {
       setItem: (k: string, v: string) => store.set(k, v),
     } as unknown as Storage;
     const replaced: string[] = [];
-    const history = { replaceState: (_a: unknown, _b: string, url: string) => replaced.push(url) } as unknown as History;
+    const history = {
+      replaceState: (_a: unknown, _b: string, url: string) => replaced.push(url),
+    } as unknown as History;
     const loc = (search: string, hash = '') => ({ search, hash, pathname: '/' }) as Location;
     expect(takeToken(loc('?token=abc'), storage, history)).toBe('abc');
     expect(replaced).toEqual(['/']);
