@@ -112,6 +112,27 @@ describe('incremental compilation', () => {
   });
 });
 
+describe('users', () => {
+  it('moves a user’s nodes in and out of rules when the user changes', () => {
+    const policy = parsePolicy(`{
+      "tagOwners": { "tag:web": ["alice@example.com"] },
+      "acls": [{ "action": "accept", "src": ["user:*@example.com"], "dst": ["tag:web:443"] }],
+    }`);
+    const engine = compilePolicy(
+      policy,
+      parseTailnet({
+        users: [{ name: 'bob', email: 'bob@elsewhere.org' }],
+        nodes: { phone: { user: 'bob', ipv4: '100.64.0.2' }, web: { tags: ['tag:web'], ipv4: '100.64.0.3' } },
+      }),
+    );
+    expect(engine.peers('web')).toEqual([]);
+    const change = engine.upsertUser({ name: 'bob', email: 'bob@example.com' });
+    expect(change.peers.get('web')).toEqual({ added: ['phone'], removed: [] });
+    expect(change.filters.has('web')).toBe(true);
+    expect(engine.packetFilter('web')[0]?.SrcIPs).toEqual(['100.64.0.2']);
+  });
+});
+
 describe('route election', () => {
   const policy = parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`);
   const tailnet = (primary?: string): TailnetInput => ({

@@ -65,6 +65,8 @@ export const TAILSCALE_WILDCARD_SOURCES = setOf(['100.64.0.0/10', 'fd7a:115c:a1e
 );
 
 const EXIT_ROUTES = new Set(['0.0.0.0/0', '::/0']);
+/** Stands for "the internet" where a route is expected: what exit routes lead to. */
+const INTERNET = 'internet';
 
 interface NodeFacts {
   name: string;
@@ -81,7 +83,7 @@ interface NodeFacts {
   subnetSet: IPSet;
   exitRoutes: string[];
   declaredPrimary: Set<string>;
-  /** Class key: the rules (not autogroup:self ones) this node is a source and a destination of. */
+  /** Class key: the rules this node is a source and a destination of. */
   sig: string;
   src: Set<number>;
   dst: Set<number>;
@@ -131,6 +133,15 @@ export class PolicyEngine {
   private readonly srcText = new Map<number, string[]>();
   /** Approved subnet prefix to the routers carrying it. */
   private readonly routers = new Map<string, Set<string>>();
+  /** Nodes with any approved route, subnet or exit. */
+  private readonly routerNames = new Set<string>();
+  /**
+   * Per class and route: whether its members have traffic for the route, and the via tags that
+   * steer it. Both depend only on which rules the class is on, so they never go stale.
+   */
+  private readonly routeNeeds = new Map<string, { uses: boolean; via: Set<string> | null }>();
+  /** Route to its primary router when no via rule steers it; forgotten when its routers change. */
+  private readonly primaries = new Map<string, string | undefined>();
   private readonly wildcardSources: IPSet;
   private readonly routeApprovers: { set: IPSet; match: Matcher }[];
   private readonly exitApprovers: Matcher;
@@ -201,9 +212,12 @@ export class PolicyEngine {
 
   peerRoutes(name: string): Record<string, string[]> {
     const v = this.node(name);
+    const adjacent = this.classes.get(v.sig)?.adjacent ?? new Set<string>();
+    const self = this.selfPeers(v);
     const out: Record<string, string[]> = {};
-    for (const p of this.routerNodes()) {
-      if (p.name === v.name || !this.visible(v, p)) continue;
+    for (const router of this.routerNames) {
+      const p = this.node(router);
+      if (p.name === v.name || !(adjacent.has(p.sig) || self.has(p.name))) continue;
       const routes = this.routesVia(v, p);
       if (routes.length > 0) out[p.name] = routes;
     }
@@ -243,7 +257,6 @@ export class PolicyEngine {
       dst: new Set(),
     };
     for (const r of this.rules) {
-      if (r.perUser) continue;
       if (this.inSrc(r, facts)) facts.src.add(r.id);
       if (this.inDst(r, facts)) facts.dst.add(r.id);
     }
@@ -280,20 +293,12 @@ export class PolicyEngine {
     return sideMatch(r.dst, n, true);
   }
 
-  /** Whether `v` is a source (or destination) of rule `r`, whatever its kind. */
-  private isSrc(r: CompiledRule, v: NodeFacts): boolean {
-    return r.perUser ? this.inSrc(r, v) : v.src.has(r.id);
-  }
-
-  private isDst(r: CompiledRule, v: NodeFacts): boolean {
-    return r.perUser ? this.inDst(r, v) : v.dst.has(r.id);
-  }
-
   // --- peers ------------------------------------------------------------------------------
 
+  /** Classes see each other through rules other than autogroup:self ones (those relate one user). */
   private adjacent(a: Pick<NodeClass, 'src' | 'dst'>, b: Pick<NodeClass, 'src' | 'dst'>): boolean {
-    for (const r of a.src) if (b.dst.has(r)) return true;
-    for (const r of b.src) if (a.dst.has(r)) return true;
+    for (const r of a.src) if (b.dst.has(r) && !this.perUser.has(r)) return true;
+    for (const r of b.src) if (a.dst.has(r) && !this.perUser.has(r)) return true;
     return false;
   }
 
@@ -338,14 +343,10 @@ export class PolicyEngine {
     for (const r of this.rules) {
       const st = this.perUser.get(r.id);
       if (!st) continue;
-      if (this.inSrc(r, v)) for (const m of st.dstByUser.get(user) ?? []) out.add(m);
-      if (this.inDst(r, v)) for (const m of st.srcByUser.get(user) ?? []) out.add(m);
+      if (v.src.has(r.id)) for (const m of st.dstByUser.get(user) ?? []) out.add(m);
+      if (v.dst.has(r.id)) for (const m of st.srcByUser.get(user) ?? []) out.add(m);
     }
     return out;
-  }
-
-  private visible(v: NodeFacts, p: NodeFacts): boolean {
-    return this.classes.get(v.sig)?.adjacent.has(p.sig) === true || this.selfPeers(v).has(p.name);
   }
 
   // --- changes ----------------------------------------------------------------------------
@@ -357,15 +358,19 @@ export class PolicyEngine {
       const st = this.perUser.get(r.id);
       const user = n.user?.name;
       if (st && user !== undefined) {
-        if (this.inSrc(r, n)) addToIndex(st.srcByUser, user, n.name);
-        if (this.inDst(r, n)) addToIndex(st.dstByUser, user, n.name);
+        if (n.src.has(r.id)) addToIndex(st.srcByUser, user, n.name);
+        if (n.dst.has(r.id)) addToIndex(st.dstByUser, user, n.name);
       }
       if (!r.perUser && n.src.has(r.id) && identityMatch(r.src, n)) {
         (this.srcIdentity[r.id] as Set<string>).add(n.name);
         this.srcText.delete(r.id);
       }
     }
-    for (const route of n.subnetRoutes) addToIndex(this.routers, route, n.name);
+    for (const route of n.subnetRoutes) {
+      addToIndex(this.routers, route, n.name);
+      this.primaries.delete(route);
+    }
+    if (n.subnetRoutes.length > 0 || n.exitRoutes.length > 0) this.routerNames.add(n.name);
     this.forgetWildcardSources(n);
   }
 
@@ -385,7 +390,11 @@ export class PolicyEngine {
       }
       if ((this.srcIdentity[r.id] as Set<string>).delete(n.name)) this.srcText.delete(r.id);
     }
-    for (const route of n.subnetRoutes) removeFromIndex(this.routers, route, n.name);
+    for (const route of n.subnetRoutes) {
+      removeFromIndex(this.routers, route, n.name);
+      this.primaries.delete(route);
+    }
+    this.routerNames.delete(n.name);
     this.forgetWildcardSources(n);
     this.leaveClass(n);
     this.nodes.delete(n.name);
@@ -396,7 +405,7 @@ export class PolicyEngine {
     for (const r of this.rules) {
       const st = this.perUser.get(r.id);
       if (st) {
-        if (n.user && this.inSrc(r, n)) for (const m of st.dstByUser.get(n.user.name) ?? []) out.add(m);
+        if (n.user && n.src.has(r.id)) for (const m of st.dstByUser.get(n.user.name) ?? []) out.add(m);
         continue;
       }
       const carries = (this.srcIdentity[r.id] as Set<string>).has(n.name);
@@ -478,7 +487,7 @@ export class PolicyEngine {
     const touching = (set: IPSet, within: IPSet) =>
       IPSet.fromRanges(set.ranges().filter((x) => IPSet.fromRanges([x]).overlaps(within))).toStrings();
     for (const r of this.rules) {
-      if (!this.isDst(r, v)) continue;
+      if (!v.dst.has(r.id)) continue;
       const srcIPs = r.perUser ? this.userSrcText(r, v.user?.name ?? '') : this.ruleSrcText(r);
       if (srcIPs.length === 0) continue;
       if (r.kind === 'cap') {
@@ -510,10 +519,6 @@ export class PolicyEngine {
 
   // --- routes -----------------------------------------------------------------------------
 
-  private routerNodes(): NodeFacts[] {
-    return [...this.nodes.values()].filter((n) => n.subnetRoutes.length > 0 || n.exitRoutes.length > 0);
-  }
-
   /**
    * The routes `v` sends to peer `p`: the subnets `p` is the chosen router for, and its exit
    * routes, each only when `v` has traffic for it: `v` may send to it, or must answer sources in it.
@@ -523,12 +528,24 @@ export class PolicyEngine {
       (route) =>
         this.chosenRouter(v, route) === p.name &&
         // A standby router of the same prefix always learns which router is primary.
-        (v.subnetRoutes.includes(route) || this.usesRoute(v, setOf([route]), false)),
+        (v.subnetRoutes.includes(route) || this.needs(v, route).uses),
     );
-    if (p.exitRoutes.length > 0 && this.exitAllowed(v, p) && this.usesRoute(v, IPSet.EMPTY, true)) {
+    if (p.exitRoutes.length > 0 && this.exitAllowed(v, p) && this.needs(v, INTERNET).uses) {
       out.push(...p.exitRoutes);
     }
     return out;
+  }
+
+  private needs(v: NodeFacts, route: string): { uses: boolean; via: Set<string> | null } {
+    const key = `${v.sig} ${route}`;
+    let need = this.routeNeeds.get(key);
+    if (!need) {
+      const internet = route === INTERNET;
+      const set = internet ? IPSet.EMPTY : setOf([route]);
+      need = { uses: this.usesRoute(v, set, internet), via: this.steering(v, set, internet) };
+      this.routeNeeds.set(key, need);
+    }
+    return need;
   }
 
   /**
@@ -539,13 +556,10 @@ export class PolicyEngine {
    */
   private usesRoute(v: NodeFacts, set: IPSet, internet: boolean): boolean {
     return this.rules.some((r) => {
-      if (
-        this.isSrc(r, v) &&
-        (r.dst.wildcard || (internet ? r.dst.internet : r.dst.prefixes.overlaps(set)))
-      ) {
+      if (v.src.has(r.id) && (r.dst.wildcard || (internet ? r.dst.internet : r.dst.prefixes.overlaps(set)))) {
         return true;
       }
-      if (internet || r.perUser || !this.isDst(r, v)) return false;
+      if (internet || r.perUser || !v.dst.has(r.id)) return false;
       return r.src.wildcard || r.src.dangerAll || r.src.prefixes.overlaps(set);
     });
   }
@@ -557,7 +571,7 @@ export class PolicyEngine {
   private steering(v: NodeFacts, set: IPSet, internet: boolean): Set<string> | null {
     const viaTags = new Set<string>();
     for (const r of this.rules) {
-      if (r.perUser || !this.isSrc(r, v)) continue;
+      if (r.perUser || !v.src.has(r.id)) continue;
       const touches = r.dst.wildcard || r.dst.prefixes.overlaps(set) || (internet && r.dst.internet);
       if (!touches) continue;
       if (r.kind === 'net') return null;
@@ -568,21 +582,28 @@ export class PolicyEngine {
 
   /** The primary router of `route` for `v`: among the via routers steering it, else all routers. */
   private chosenRouter(v: NodeFacts, route: string): string | undefined {
+    const viaTags = this.needs(v, route).via;
+    if (!viaTags && this.primaries.has(route)) return this.primaries.get(route);
     const all = [...(this.routers.get(route) ?? [])].map((n) => this.node(n));
-    const viaTags = this.steering(v, setOf([route]), false);
     const steered = viaTags ? all.filter((n) => [...viaTags].some((t) => n.tags.has(t))) : [];
-    const candidates = steered.length > 0 ? steered : all;
-    const declared = candidates.find((n) => n.declaredPrimary.has(route));
-    if (declared) return declared.name;
-    let first: NodeFacts | undefined;
-    for (const n of candidates) if (!first || n.order < first.order) first = n;
-    return first?.name;
+    const chosen = electPrimary(route, steered.length > 0 ? steered : all);
+    if (!viaTags) this.primaries.set(route, chosen);
+    return chosen;
   }
 
   private exitAllowed(v: NodeFacts, p: NodeFacts): boolean {
-    const viaTags = this.steering(v, IPSet.EMPTY, true);
+    const viaTags = this.needs(v, INTERNET).via;
     return !viaTags || [...viaTags].some((t) => p.tags.has(t));
   }
+}
+
+/** Control's elected primary if it declared one, else the first router to have registered. */
+function electPrimary(route: string, candidates: NodeFacts[]): string | undefined {
+  const declared = candidates.find((n) => n.declaredPrimary.has(route));
+  if (declared) return declared.name;
+  let first: NodeFacts | undefined;
+  for (const n of candidates) if (!first || n.order < first.order) first = n;
+  return first?.name;
 }
 
 function mergeChange(into: EngineChange, from: EngineChange): void {

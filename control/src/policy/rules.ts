@@ -54,7 +54,7 @@ const COMPANION_CAPS: Record<string, string> = {
   'tailscale.com/cap/relay': 'tailscale.com/cap/relay-target',
 };
 
-export function emptyMatcher(): Matcher {
+function emptyMatcher(): Matcher {
   return {
     wildcard: false,
     dangerAll: false,
