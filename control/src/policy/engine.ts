@@ -323,6 +323,7 @@ export class PolicyEngine {
     if (c.members.size > 0) return;
     this.classes.delete(n.sig);
     for (const sig of c.adjacent) this.classes.get(sig)?.adjacent.delete(n.sig);
+    for (const key of this.routeNeeds.keys()) if (key.startsWith(`${n.sig} `)) this.routeNeeds.delete(key);
   }
 
   private peerSet(v: NodeFacts): Set<string> {
@@ -452,7 +453,7 @@ export class PolicyEngine {
     if (next) change.peers.set(name, { added, removed });
     for (const p of added) change.peers.set(p, { added: [name], removed: [] });
     for (const p of removed) change.peers.set(p, { added: [], removed: [name] });
-    // Routes and filters of a node change with whom it may see.
+    // Which routes a node is sent depends on whom it may see.
     for (const p of [...added, ...removed]) change.routes.add(p);
     return change;
   }

@@ -183,8 +183,17 @@ export function parsePolicy(text: string): Policy {
     }
   });
 
-  if (r.issues.length > 0) throw new PolicyError(r.issues);
+  if (r.issues.length > 0) throw new PolicyError(inTextOrder(r.issues));
   return policy;
+}
+
+function inTextOrder(issues: PolicyIssue[]): PolicyIssue[] {
+  const at = (i: PolicyIssue) => (i.pos ? [i.pos.line, i.pos.column] : [0, 0]);
+  return [...issues].sort((a, b) => {
+    const [la, ca] = at(a) as [number, number];
+    const [lb, cb] = at(b) as [number, number];
+    return la - lb || ca - cb;
+  });
 }
 
 function declaredKeys(
