@@ -6,94 +6,10 @@ import {
   type UpRequest,
 } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { AppController, DEFAULT_PREFERENCES, type EngineApi } from './controller.js';
-import type { EnginePrefsPatch, WatchLine } from './engine/localapi.js';
+import { AppController, DEFAULT_PREFERENCES } from './controller.js';
 import { FakeClock, flush } from './testing/fake-clock.js';
+import { FakeEngine } from './testing/fake-engine.js';
 import { runningEngine } from './testing/fixtures.js';
-
-/** An engine stand-in with the LocalAPI's behaviour: commands answer with the new status, /watch streams. */
-class FakeEngine implements EngineApi {
-  status_: EngineStatus = {
-    ...runningEngine(),
-    backendState: 'NeedsLogin',
-    self: null,
-    peers: [],
-    user: null,
-  };
-  watchers = new Set<(l: WatchLine) => void>();
-  watchFails: Error | null = null;
-  calls: string[] = [];
-  pendingUp: { resolve: (s: EngineStatus) => void; signal?: AbortSignal | undefined } | null = null;
-  prefsFail: Error | null = null;
-
-  set(s: EngineStatus) {
-    this.status_ = s;
-    for (const w of this.watchers) w({ initial: false, status: s });
-  }
-  async status() {
-    this.calls.push('status');
-    return this.status_;
-  }
-  async up(req: UpRequest, signal?: AbortSignal) {
-    this.calls.push(`up ${req.controlUrl}`);
-    if (this.status_.backendState === 'NeedsLogin') {
-      // interactive: the auth URL appears, the request waits for the person
-      this.set({ ...this.status_, controlUrl: req.controlUrl, authUrl: `${req.controlUrl}/a/xyz` });
-      return new Promise<EngineStatus>((resolve, reject) => {
-        this.pendingUp = { resolve, signal };
-        signal?.addEventListener('abort', () =>
-          reject(Object.assign(new Error('cancelled'), { name: 'AbortError' })),
-        );
-      });
-    }
-    this.set({ ...this.status_, backendState: 'Running' });
-    return this.status_;
-  }
-  async down() {
-    this.calls.push('down');
-    this.set({ ...this.status_, backendState: 'Stopped' });
-    return this.status_;
-  }
-  async logout() {
-    this.calls.push('logout');
-    this.set({ ...this.status_, backendState: 'NeedsLogin', self: null, peers: [] });
-    return this.status_;
-  }
-  async cancelLogin(): Promise<EngineStatus> {
-    this.calls.push('cancelLogin');
-    throw Object.assign(new Error('no such endpoint'), { httpStatus: 404 });
-  }
-  async setPrefs(patch: EnginePrefsPatch) {
-    this.calls.push(`prefs ${JSON.stringify(patch)}`);
-    if (this.prefsFail) throw this.prefsFail;
-    if (patch.exitNodeId !== undefined) {
-      this.set({
-        ...this.status_,
-        exitNode:
-          patch.exitNodeId === null
-            ? null
-            : { id: patch.exitNodeId, allowLan: patch.exitNodeAllowLan ?? false },
-      });
-    }
-    return this.status_;
-  }
-  watch(onLine: (l: WatchLine) => void, signal: AbortSignal): Promise<void> {
-    if (this.watchFails) return Promise.reject(this.watchFails);
-    this.watchers.add(onLine);
-    onLine({ initial: true, status: this.status_ });
-    return new Promise((resolve) =>
-      signal.addEventListener('abort', () => {
-        this.watchers.delete(onLine);
-        resolve();
-      }),
-    );
-  }
-  /** The person signed in at the identity provider. */
-  completeLogin() {
-    this.set({ ...runningEngine(), controlUrl: this.status_.controlUrl });
-    this.pendingUp?.resolve(this.status_);
-  }
-}
 
 function setup(prefs: Partial<Preferences> = {}) {
   const engine = new FakeEngine();
