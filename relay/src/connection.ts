@@ -17,7 +17,8 @@ export interface RelayLimits {
   burstBytes: number;
   /** Time to send a valid auth message after connecting. */
   authTimeoutMs: number;
-  /** The relay pings every connection this often; one that misses a pong is disconnected. */
+  /** The relay pings each connection this often; one that leaves a ping unanswered for another
+   * whole interval is disconnected. */
   pingIntervalMs: number;
   /** Unauthenticated connections at once; more upgrades are refused with 503. */
   maxPendingConnections: number;
@@ -127,8 +128,11 @@ export class Connection {
     if (queued === 0 || written > this.writtenAtLastSweep) this.progressAt = now;
     this.writtenAtLastSweep = written;
     if (now - this.progressAt > this.limits.stallTimeoutMs) return 'stalled';
-    if (now - this.pingedAt >= this.limits.pingIntervalMs) {
-      if (this.awaitingPong) return 'unresponsive';
+    const sincePing = now - this.pingedAt;
+    // A ping gets a whole interval to be answered: a relay that was itself descheduled for a
+    // moment must not mistake the pongs it has not read yet for dead nodes.
+    if (this.awaitingPong && sincePing >= 2 * this.limits.pingIntervalMs) return 'unresponsive';
+    if (!this.awaitingPong && sincePing >= this.limits.pingIntervalMs) {
       this.awaitingPong = true;
       this.pingedAt = now;
       this.ws.ping();

@@ -67,8 +67,8 @@ async function client(r: RunningRelay, keys = generateKeyPair()) {
 }
 
 /** A raw WebSocket speaking the relay subprotocol, for misbehaviour. */
-async function raw(r: RunningRelay) {
-  const ws = new WebSocket(r.url, RELAY_SUBPROTOCOL);
+async function raw(r: RunningRelay, opts: { autoPong?: boolean } = {}) {
+  const ws = new WebSocket(r.url, RELAY_SUBPROTOCOL, opts);
   cleanups.push(async () => ws.terminate());
   const [first] = (await once(ws, 'message')) as [Buffer];
   const challenge = JSON.parse(first.toString()) as { relayKey: string; challenge: string };
@@ -341,10 +341,19 @@ describe('relay robustness', () => {
     expect(r.server.stats().authenticated).toBe(2);
   });
 
+  it('cuts a connection that stops answering pings', async () => {
+    const r = await relay({ pingIntervalMs: 100, sweepIntervalMs: 20 });
+    const mute = await raw(r, { autoPong: false });
+    authRaw(mute.ws, mute.challenge, generateKeyPair());
+    await once(mute.ws, 'message');
+    expect(await mute.closed).toBe(1006); // terminated, no close frame
+    await until('the relay to forget it', () => r.server.stats().connections === 0);
+  });
+
   it('keeps an idle connection alive with pings', async () => {
-    const r = await relay({ pingIntervalMs: 50, sweepIntervalMs: 20 });
+    const r = await relay({ pingIntervalMs: 100, sweepIntervalMs: 20 });
     const a = await client(r);
-    await sleep(400);
+    await sleep(700);
     expect(a.c.connected).toBe(true);
   });
 });
