@@ -1,6 +1,10 @@
+import { x25519 } from '@noble/curves/ed25519.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { z } from 'zod';
 import { NodeView } from './netmap.js';
-import { Hostname, Key } from './primitives.js';
+import { Hostname, Key, Timestamp } from './primitives.js';
 
 // The node ↔ control HTTP API. Every /machine/ request is signed with the machine key: the header
 // `Weft-Machine-Auth: <machineKey>.<unix seconds>.<base64 HMAC-SHA256>` where the HMAC key is the
@@ -18,15 +22,101 @@ export const RegisterRequest = z.strictObject({
   os: z.string().max(64),
   /** A pre-auth key; without one, control answers with an auth URL (interactive login). */
   authKey: z.string().min(1).max(256).optional(),
+  /**
+   * Interactive login: once control has answered `needs-auth`, the node sends the same request
+   * with `wait: true` and control holds it (up to LOGIN_WAIT_SECONDS) until the person has signed
+   * in (`authorized`), the link expired or was cancelled (an ErrorBody, see LOGIN_ERROR_CODES), or
+   * the time ran out (`needs-auth` again with the same URL: send it again).
+   */
+  wait: z.boolean().optional(),
+  /**
+   * Key rotation: the node key this node used until now. With `oldNodeKeyProof` it proves the
+   * node holds that key, and control moves the node to `nodeKey` keeping its name, addresses and
+   * key expiry (no sign-in while the old key is still valid).
+   */
+  oldNodeKey: Key.optional(),
+  /** nodeKeyRotationProof(old node private key, control's public key, machine key, new node key). */
+  oldNodeKeyProof: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a 32-byte HMAC in base64')
+    .optional(),
 });
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
 
 export const RegisterResponse = z.discriminatedUnion('status', [
   z.strictObject({ status: z.literal('authorized'), node: NodeView }),
-  z.strictObject({ status: z.literal('needs-auth'), authUrl: z.string().url() }),
+  z.strictObject({
+    status: z.literal('needs-auth'),
+    authUrl: z.string().url(),
+    /** When the link stops working; the node may show it ("expires in 9 minutes"). */
+    expiresAt: Timestamp.optional(),
+  }),
 ]);
 export type RegisterResponse = z.infer<typeof RegisterResponse>;
+
+/** How long control holds a `wait: true` registration before answering `needs-auth` again. */
+export const LOGIN_WAIT_SECONDS = 60;
+
+/** ErrorBody codes that end a pending interactive login; the node needs a new one (register without `wait`). */
+export const LOGIN_ERROR_CODES = ['login-expired', 'login-cancelled'] as const;
+
+/** Answer to a signed POST LOGIN_CANCEL_PATH (empty body): whether a pending login was cancelled. */
+export const LoginCancelResponse = z.strictObject({ cancelled: z.boolean() });
+export type LoginCancelResponse = z.infer<typeof LoginCancelResponse>;
+
+/** Answer to a signed POST LOGOUT_PATH (empty body): control expired the node's key. */
+export const LogoutResponse = z.strictObject({ loggedOut: z.boolean() });
+export type LogoutResponse = z.infer<typeof LogoutResponse>;
+
+const ROTATION_CONTEXT = 'weft node key rotation v1';
+
+/**
+ * Proof that the sender holds the private key of `oldNodeKey`: HMAC-SHA256 keyed with the X25519
+ * shared secret of the old node key and control's key, over a fixed context, the machine key and
+ * the new node key. Only the old key's holder (or control) can compute it, and it is bound to this
+ * machine and this new key, so it cannot be replayed to move another machine or to another key.
+ */
+export function nodeKeyRotationProof(args: {
+  oldNodePrivateKey: string;
+  controlPublicKey: string;
+  machineKey: string;
+  newNodeKey: string;
+}): string {
+  const secret = x25519.getSharedSecret(unb64(args.oldNodePrivateKey), unb64(args.controlPublicKey));
+  return rotationMac(secret, args.machineKey, args.newNodeKey);
+}
+
+/** Control's side of nodeKeyRotationProof. */
+export function verifyNodeKeyRotationProof(args: {
+  controlPrivateKey: string;
+  oldNodeKey: string;
+  machineKey: string;
+  newNodeKey: string;
+  proof: string;
+}): boolean {
+  let secret: Uint8Array;
+  try {
+    secret = x25519.getSharedSecret(unb64(args.controlPrivateKey), unb64(args.oldNodeKey));
+  } catch {
+    return false;
+  }
+  const expected = Buffer.from(rotationMac(secret, args.machineKey, args.newNodeKey));
+  const given = Buffer.from(args.proof);
+  let diff = expected.length ^ given.length;
+  for (let i = 0; i < Math.min(expected.length, given.length); i++)
+    diff |= (expected[i] ?? 0) ^ (given[i] ?? 0);
+  return diff === 0;
+}
+
+function rotationMac(secret: Uint8Array, machineKey: string, newNodeKey: string): string {
+  const text = `${ROTATION_CONTEXT}\n${machineKey}\n${newNodeKey}`;
+  return Buffer.from(hmac(sha256, secret, utf8ToBytes(text))).toString('base64');
+}
+
+const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
 export const STREAM_PATH = '/machine/stream';
 export const REGISTER_PATH = '/machine/register';
 export const CONTROL_KEY_PATH = '/machine/key';
+export const LOGIN_CANCEL_PATH = '/machine/login/cancel';
+export const LOGOUT_PATH = '/machine/logout';

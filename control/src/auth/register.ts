@@ -1,34 +1,37 @@
-import type { RegisterRequest } from '@weft/protocol';
+import { type RegisterRequest, verifyNodeKeyRotationProof } from '@weft/protocol';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
-import { ipv6For, lowestFreeIPv4 } from '../tailnet/addresses.js';
-import { newId } from '../tailnet/ids.js';
-import { nameStem, uniqueName } from '../tailnet/names.js';
-import { isExpired, type PreauthKeyRecord } from '../tailnet/records.js';
+import { isExpired, type NodeRecord, type PreauthKeyRecord } from '../tailnet/records.js';
+import { type AuthorizeDeps, authorizeNode, refuseForeignNodeKey } from './authorize-node.js';
 import { hashPreauthKey } from './preauth-keys.js';
 
 // Machine registration: a machine that proved its machine key (see machine.ts) asks to join. It is
-// authorized by a pre-auth key, by being already registered, or (later) by a person signing in
-// through an InteractiveLogin, which answers with the URL to open.
-
-/** Browser sign-in for a machine; plugged in when control has an identity provider configured. */
-export interface InteractiveLogin {
-  /** Starts a sign-in that, once completed, authorizes this machine; returns the URL to open. */
-  begin(args: { machineKey: string; request: RegisterRequest }): Promise<string>;
-}
-
-export interface RegistrationDeps {
-  store: Store;
-  /** The tailnet's IPv6 /48, from which node IPv6 addresses are derived. */
-  ulaPrefix: string;
-  interactive: InteractiveLogin | null;
-  now: () => Date;
-}
+// authorized by a pre-auth key, by being registered already with this node key, by proving the
+// node key it had (key rotation), or by a person signing in through an InteractiveLogin, which
+// answers with the URL to open.
 
 export type RegistrationResult =
   | { status: 'authorized'; nodeId: string }
-  | { status: 'needs-auth'; authUrl: string };
+  | { status: 'needs-auth'; authUrl: string; expiresAt: string };
+
+/** Browser sign-in for a machine; plugged in when control has an identity provider configured. */
+export interface InteractiveLogin {
+  /** The machine's pending sign-in for this node key, started now if it has none; the URL to open. */
+  begin(args: {
+    machineKey: string;
+    request: RegisterRequest;
+  }): Promise<{ authUrl: string; expiresAt: string }>;
+  /** Holds the request until the sign-in completes, fails, or a while passes (`needs-auth` again). */
+  wait(args: { machineKey: string; request: RegisterRequest }): Promise<RegistrationResult>;
+}
+
+export interface RegistrationDeps extends AuthorizeDeps {
+  store: Store;
+  interactive: InteractiveLogin | null;
+  /** Control's private key: rotation proofs are keyed with its shared secret with the old node key. */
+  controlPrivateKey: string;
+}
 
 export async function registerMachine(
   deps: RegistrationDeps,
@@ -46,19 +49,71 @@ export async function registerMachine(
   const existing = await deps.store.nodeByMachineKey(machineKey);
   await refuseForeignNodeKey(deps.store, request.nodeKey, existing?.id);
   if (existing && !isExpired(existing, deps.now())) {
-    // A known machine coming back (a restart, a new node key): it proved its machine key, so it
-    // keeps its node, name and addresses.
-    await deps.store.updateNode(existing.id, refreshedFields(request));
-    return { status: 'authorized', nodeId: existing.id };
+    if (existing.nodeKey === request.nodeKey) {
+      // A known machine coming back with its key (a restart, a retry after a lost reply).
+      await deps.store.updateNode(existing.id, refreshedFields(request));
+      return { status: 'authorized', nodeId: existing.id };
+    }
+    if (request.oldNodeKey !== undefined) {
+      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey);
+    }
   }
+  return interactiveLogin(deps, machineKey, request, existing);
+}
+
+/** Key rotation authorized by the still-valid old key: same node, name, addresses and expiry. */
+async function rotateNodeKey(
+  deps: RegistrationDeps,
+  node: NodeRecord,
+  machineKey: string,
+  request: RegisterRequest,
+  oldNodeKey: string,
+): Promise<RegistrationResult> {
+  if (node.nodeKey !== oldNodeKey) {
+    throw new ApiError(
+      409,
+      'old-node-key-mismatch',
+      'oldNodeKey is not this node’s current key: rotate from the key control knows, or log in again',
+    );
+  }
+  const proven =
+    request.oldNodeKeyProof !== undefined &&
+    verifyNodeKeyRotationProof({
+      controlPrivateKey: deps.controlPrivateKey,
+      oldNodeKey,
+      machineKey,
+      newNodeKey: request.nodeKey,
+      proof: request.oldNodeKeyProof,
+    });
+  if (!proven) {
+    throw new ApiError(403, 'bad-node-key-proof', 'the proof of the old node key is missing or wrong');
+  }
+  await deps.store.updateNode(node.id, refreshedFields(request));
+  return { status: 'authorized', nodeId: node.id };
+}
+
+async function interactiveLogin(
+  deps: RegistrationDeps,
+  machineKey: string,
+  request: RegisterRequest,
+  existing: NodeRecord | undefined,
+): Promise<RegistrationResult> {
   if (deps.interactive === null) {
+    const why =
+      existing === undefined
+        ? 'this control server has no interactive login configured'
+        : isExpired(existing, deps.now())
+          ? 'this node’s key has expired and this control server has no interactive login configured'
+          : 'this machine is registered with another node key (send oldNodeKey with its proof to rotate)';
     throw new ApiError(
       403,
       'interactive-login-unavailable',
-      'this control server has no interactive login configured: register with a pre-auth key (weft up --authkey KEY)',
+      `${why}: register with a pre-auth key (weft up --authkey KEY)`,
     );
   }
-  return { status: 'needs-auth', authUrl: await deps.interactive.begin({ machineKey, request }) };
+  const args = { machineKey, request };
+  if (request.wait === true) return deps.interactive.wait(args);
+  return { status: 'needs-auth', ...(await deps.interactive.begin(args)) };
 }
 
 function refreshedFields(request: RegisterRequest) {
@@ -81,7 +136,7 @@ async function registerWithKey(
 
   const existing = await store.nodeByMachineKey(machineKey);
   await refuseForeignNodeKey(store, request.nodeKey, existing?.id);
-  if (existing && existing.preauthKeyId === key.id) {
+  if (existing && existing.preauthKeyId === key.id && !isExpired(existing, now)) {
     // The same machine presenting the key that registered it (e.g. a retry after a lost reply): not
     // a new use, so even a single-use key is fine here.
     await store.updateNode(existing.id, refreshedFields(request));
@@ -90,49 +145,15 @@ async function registerWithKey(
   if (!(await store.consumePreauthKey(key.id))) {
     throw new ApiError(403, 'auth-key-used', 'this single-use pre-auth key has already been used');
   }
-
-  const fromKey = { ...ownership(key), preauthKeyId: key.id, ephemeral: key.ephemeral };
-  if (existing) {
-    await store.updateNode(existing.id, { ...refreshedFields(request), ...fromKey });
-    return existing.id;
-  }
-
-  const name = uniqueName(
-    request.hostname,
-    await store.namesLike(request.hostname, nameStem(request.hostname)),
-  );
-  const ipv4 = lowestFreeIPv4(await store.usedIPv4s());
-  const id = newId('n');
-  await store.insertNode({
-    id,
-    name,
-    hostname: request.hostname,
-    ...fromKey,
+  return authorizeNode(store, deps, {
     machineKey,
     nodeKey: request.nodeKey,
-    ipv4,
-    ipv6: ipv6For(deps.ulaPrefix, ipv4),
-    endpoints: [],
+    hostname: request.hostname,
     os: request.os,
-    createdAt: now.toISOString(),
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
+    ...ownership(key),
+    preauthKeyId: key.id,
+    ephemeral: key.ephemeral,
   });
-  return id;
-}
-
-/** A node key already used by another node: a copied key or an attempt to impersonate that node. */
-async function refuseForeignNodeKey(
-  store: Store,
-  nodeKey: string,
-  ownNodeId: string | undefined,
-): Promise<void> {
-  const holder = await store.nodeByNodeKey(nodeKey);
-  if (holder !== undefined && holder.id !== ownNodeId) {
-    throw new ApiError(409, 'node-key-in-use', 'this node key belongs to another node: generate a new one');
-  }
 }
 
 /** Tagged keys make tagged nodes, owned by their tags rather than by the key's user. */

@@ -4,7 +4,19 @@ import { openSqliteDatabase } from '../db/sqlite.js';
 import { Store } from '../db/store.js';
 import { errorText } from '../log.js';
 import { startControl } from '../server/serve.js';
-import { createPreauthKey, createUser, deleteNode, formatNodes, formatUsers } from './admin.js';
+import {
+  CliError,
+  createApiKey,
+  createPreauthKey,
+  createUser,
+  deleteNode,
+  expireNode,
+  formatApiKeys,
+  formatNodes,
+  formatUsers,
+  revokeApiKey,
+  setNodeKeyExpiry,
+} from './admin.js';
 
 // `weft-control`: the server (`serve`) and the admin commands. Every command reads the same
 // configuration (flags > environment > --config file > defaults), so run from the same directory or
@@ -24,7 +36,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .description('Weft coordination server and its admin commands')
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err })
-    .option('--config <file>', 'JSON config file with listen, publicUrl, db (env WEFT_CONTROL_CONFIG)')
+    .option(
+      '--config <file>',
+      'JSON config file with the serve options in camelCase (env WEFT_CONTROL_CONFIG)',
+    )
     .option('--db <path>', 'SQLite database file (env WEFT_CONTROL_DB; default ./weft-control.db)');
 
   const config = (cmd: Command) =>
@@ -43,6 +58,26 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .description('run the coordination server')
     .option('--listen <host:port>', 'address to listen on (env WEFT_CONTROL_LISTEN; default 127.0.0.1:8080)')
     .option('--public-url <url>', 'URL nodes use to reach this server (env WEFT_CONTROL_PUBLIC_URL)')
+    .option('--node-key-expiry <duration>', 'how long a node key is valid after sign-in (default 180d)')
+    .option('--login-expiry <duration>', 'how long a sign-in link works (default 10m)')
+    .option(
+      '--oidc-issuer <url>',
+      'OpenID Connect issuer to sign people in with (discovery URL without /.well-known)',
+    )
+    .option('--oidc-client-id <id>', 'client id registered at the issuer')
+    .option('--oidc-client-secret-file <file>', 'file holding the client secret')
+    .option('--oidc-allowed-domains <list>', 'comma-separated email domains allowed to sign in')
+    .option('--oidc-allowed-users <list>', 'comma-separated email addresses allowed to sign in')
+    .option(
+      '--oidc-allowed-groups <list>',
+      'comma-separated groups (from the groups claim) allowed to sign in',
+    )
+    .option('--oidc-groups-claim <name>', 'claim holding the person’s groups (default groups)')
+    .option('--oidc-scopes <list>', 'scopes to request (default openid,email,profile)')
+    .option('--github-client-id <id>', 'GitHub OAuth app client id, to sign in with GitHub')
+    .option('--github-client-secret-file <file>', 'file holding the GitHub OAuth app client secret')
+    .option('--github-url <url>', 'GitHub web URL (GitHub Enterprise Server; default https://github.com)')
+    .option('--github-api-url <url>', 'GitHub API URL (default https://api.github.com)')
     .action(async (_opts, cmd: Command) => {
       const running = await startControl({ config: config(cmd) });
       await io.untilStopped();
@@ -100,6 +135,55 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       withStore(cmd, async (store) => {
         const node = await deleteNode(store, name);
         io.err(`deleted node ${node.name}\n`);
+      }),
+    );
+
+  nodes
+    .command('expire <name>')
+    .description('expire a node’s key now: it leaves its peers’ maps and must sign in again')
+    .action((name: string, _opts, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        const node = await expireNode(store, name);
+        io.err(`expired the key of ${node.name}\n`);
+      }),
+    );
+  nodes
+    .command('expiry <name>')
+    .description('disable key expiry on a tagged node, or enable it again with a fresh deadline')
+    .option('--disable', 'the node key never expires (tagged nodes only)')
+    .option('--enable', 'the node key expires again, --node-key-expiry from now')
+    .action((name: string, opts: { disable?: boolean; enable?: boolean }, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        if (opts.disable === opts.enable) throw new CliError('give exactly one of --disable and --enable');
+        const node = await setNodeKeyExpiry(store, name, opts.enable === true, config(cmd).nodeKeyExpiryMs);
+        io.err(
+          `${node.name}: key ${node.keyExpiry === null ? 'never expires' : `expires ${node.keyExpiry}`}\n`,
+        );
+      }),
+    );
+
+  const apikeys = program.command('apikey').description('manage admin API keys');
+  apikeys
+    .command('create')
+    .description('create an API key for /api/v1/; prints only the key')
+    .option('--expiration <duration>', 'how long the key is valid, e.g. 30d', '90d')
+    .action((opts: { expiration: string }, cmd: Command) =>
+      withStore(cmd, async (store) => io.out(`${await createApiKey(store, opts.expiration)}\n`)),
+    );
+  apikeys
+    .command('list')
+    .description('list API keys (their prefixes; the keys themselves are not stored)')
+    .option('--json', 'print JSON')
+    .action((opts: { json?: boolean }, cmd: Command) =>
+      withStore(cmd, async (store) => io.out(formatApiKeys(await store.listApiKeys(), opts.json ?? false))),
+    );
+  apikeys
+    .command('revoke <prefix>')
+    .description('revoke an API key by its prefix')
+    .action((prefix: string, _opts, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        await revokeApiKey(store, prefix);
+        io.err(`revoked API key ${prefix}\n`);
       }),
     );
 

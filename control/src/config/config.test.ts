@@ -13,6 +13,11 @@ describe('configuration', () => {
       listen: { host: '127.0.0.1', port: 8080 },
       publicUrl: null,
       db: '/srv/weft-control.db',
+      nodeKeyExpiryMs: 180 * 86_400_000,
+      loginExpiryMs: 10 * 60_000,
+      oidc: null,
+      github: null,
+      allow: { domains: [], users: [], groups: [] },
     });
   });
 
@@ -30,13 +35,13 @@ describe('configuration', () => {
     };
 
     // File only: its relative db path is relative to the file itself.
-    expect(loadConfig({ flags: {}, env: { WEFT_CONTROL_CONFIG: file }, cwd: '/elsewhere' })).toEqual({
+    expect(loadConfig({ flags: {}, env: { WEFT_CONTROL_CONFIG: file }, cwd: '/elsewhere' })).toMatchObject({
       listen: { host: '0.0.0.0', port: 1000 },
       publicUrl: 'https://file.example',
       db: join(dir, 'data/c.db'),
     });
     // Environment over file, keys the environment lacks still from the file.
-    expect(loadConfig({ flags: {}, env, cwd: '/w' })).toEqual({
+    expect(loadConfig({ flags: {}, env, cwd: '/w' })).toMatchObject({
       listen: { host: '127.0.0.1', port: 2000 },
       publicUrl: 'https://file.example',
       db: '/w/env.db',
@@ -48,7 +53,11 @@ describe('configuration', () => {
         env,
         cwd: '/w',
       }),
-    ).toEqual({ listen: { host: '::1', port: 3000 }, publicUrl: 'http://x.test:3000', db: '/w/flag.db' });
+    ).toMatchObject({
+      listen: { host: '::1', port: 3000 },
+      publicUrl: 'http://x.test:3000',
+      db: '/w/flag.db',
+    });
     // --config beats WEFT_CONTROL_CONFIG.
     const other = join(dir, 'other.json');
     writeFileSync(other, JSON.stringify({ listen: 'localhost:4000' }));
@@ -84,6 +93,62 @@ describe('configuration', () => {
     expect(bad({ flags: { config: file }, env: {}, cwd: dir })).toMatch(/not valid JSON/);
     expect(bad({ flags: { config: join(dir, 'missing.json') }, env: {}, cwd: dir })).toMatch(
       /cannot read config file/,
+    );
+  });
+
+  it('reads sign-in and key settings from flags, environment and file, with paths relative to the file', () => {
+    const dir = tempDir();
+    const file = join(dir, 'control.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        oidcIssuer: 'https://login.example.com/realms/weft',
+        oidcClientId: 'weft',
+        oidcClientSecretFile: 'secrets/oidc',
+        oidcAllowedDomains: ['Example.com', '@corp.example'],
+        oidcGroupsClaim: 'roles',
+        githubClientId: 'Iv1.abc',
+        githubClientSecretFile: '/etc/weft/github',
+      }),
+    );
+    const config = loadConfig({
+      flags: { config: file, nodeKeyExpiry: '30d', oidcAllowedUsers: 'Ann@x.com, bob@y.com' },
+      env: { WEFT_CONTROL_OIDC_ALLOWED_GROUPS: 'admins,ops', WEFT_CONTROL_LOGIN_EXPIRY: '5m' },
+      cwd: '/',
+    });
+    expect(config).toMatchObject({
+      nodeKeyExpiryMs: 30 * 86_400_000,
+      loginExpiryMs: 5 * 60_000,
+      oidc: {
+        issuer: 'https://login.example.com/realms/weft',
+        clientId: 'weft',
+        clientSecretFile: join(dir, 'secrets/oidc'),
+        groupsClaim: 'roles',
+        scopes: ['openid', 'email', 'profile'],
+      },
+      github: {
+        clientId: 'Iv1.abc',
+        clientSecretFile: '/etc/weft/github',
+        webUrl: 'https://github.com',
+        apiUrl: 'https://api.github.com',
+      },
+      allow: {
+        domains: ['example.com', 'corp.example'],
+        users: ['ann@x.com', 'bob@y.com'],
+        groups: ['admins', 'ops'],
+      },
+    });
+  });
+
+  it('refuses a half-configured provider and a bad duration, naming the flags', () => {
+    expect(() => loadConfig({ flags: { oidcIssuer: 'https://idp.example' }, env: {}, cwd: '/' })).toThrow(
+      /--oidc-issuer also needs --oidc-client-id and --oidc-client-secret-file/,
+    );
+    expect(() =>
+      loadConfig({ flags: {}, env: { WEFT_CONTROL_GITHUB_CLIENT_SECRET_FILE: '/x' }, cwd: '/' }),
+    ).toThrow(/--github-client-secret-file also needs --github-client-id/);
+    expect(() => loadConfig({ flags: { nodeKeyExpiry: '180 days' }, env: {}, cwd: '/' })).toThrow(
+      /--node-key-expiry: must be a duration/,
     );
   });
 

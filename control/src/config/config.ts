@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseAddr } from '@weft/protocol';
 import { z } from 'zod';
+import { parseDuration } from './duration.js';
 
 // Server configuration from, in order of precedence: command-line flags, environment variables
 // (WEFT_CONTROL_*), a JSON config file (--config or WEFT_CONTROL_CONFIG), defaults. Each source is
@@ -18,10 +19,51 @@ export interface ControlConfig {
   publicUrl: string | null;
   /** Path of the SQLite database file. */
   db: string;
+  /** How long a node key is valid after the node was authorized (by a person or a pre-auth key). */
+  nodeKeyExpiryMs: number;
+  /** How long an interactive login's auth URL works. */
+  loginExpiryMs: number;
+  /** Sign-in through an OpenID Connect issuer; null when not configured. */
+  oidc: OidcConfig | null;
+  /** Sign-in through GitHub's OAuth web flow; null when not configured. */
+  github: GithubConfig | null;
+  /** Who may sign in, whichever provider they use; empty lists allow everyone. */
+  allow: AllowRules;
+}
+
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  /** A file holding the client secret, so the secret is in no command line or process listing. */
+  clientSecretFile: string;
+  /** The claim holding the person's groups (Okta and Entra ID call it `groups`; Keycloak can too). */
+  groupsClaim: string;
+  scopes: string[];
+}
+
+export interface GithubConfig {
+  clientId: string;
+  clientSecretFile: string;
+  /** github.com, or a GitHub Enterprise Server (or a stand-in in tests). */
+  webUrl: string;
+  apiUrl: string;
+}
+
+export interface AllowRules {
+  /** Email domains (example.com); the email must be verified. */
+  domains: string[];
+  /** Email addresses. */
+  users: string[];
+  /** Group names from the groups claim; a person in any one of them may sign in. */
+  groups: string[];
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
 export const DEFAULT_DB = 'weft-control.db';
+export const DEFAULT_NODE_KEY_EXPIRY = '180d';
+export const DEFAULT_LOGIN_EXPIRY = '10m';
+export const DEFAULT_GITHUB_URL = 'https://github.com';
+export const DEFAULT_GITHUB_API_URL = 'https://api.github.com';
 
 const HOSTNAME =
   /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
@@ -45,45 +87,66 @@ const ListenText = z
     'must be HOST:PORT, e.g. 127.0.0.1:8080, [::1]:8080 or 0.0.0.0:443',
   );
 
-const PublicUrl = z
-  .string()
-  .refine((s) => {
-    try {
-      const u = new URL(s);
-      return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '';
-    } catch {
-      return false;
-    }
-  }, 'must be an http:// or https:// URL without query or fragment')
-  .transform((s) => s.replace(/\/+$/, ''));
+const HttpUrl = z.string().refine((s) => {
+  try {
+    const u = new URL(s);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '';
+  } catch {
+    return false;
+  }
+}, 'must be an http:// or https:// URL without query or fragment');
+
+const PublicUrl = HttpUrl.transform((s) => s.replace(/\/+$/, ''));
 
 const DbPath = z.string().min(1, 'must not be empty');
+
+const Duration = z
+  .string()
+  .refine((s) => parseDuration(s) !== null, 'must be a duration such as 10m, 12h or 180d');
+
+/** A list: comma-separated in flags and the environment, a JSON array or a string in the file. */
+const List = z
+  .union([z.string(), z.array(z.string())])
+  .transform((v) => (typeof v === 'string' ? v.split(',') : v).map((x) => x.trim()).filter((x) => x !== ''));
 
 /** The keys a config file may hold (and each flag/environment variable provides one of). */
 export const ConfigFile = z.strictObject({
   listen: ListenText.optional(),
   publicUrl: PublicUrl.optional(),
   db: DbPath.optional(),
+  nodeKeyExpiry: Duration.optional(),
+  loginExpiry: Duration.optional(),
+  oidcIssuer: HttpUrl.optional(),
+  oidcClientId: z.string().min(1).optional(),
+  oidcClientSecretFile: z.string().min(1).optional(),
+  oidcAllowedDomains: List.optional(),
+  oidcAllowedUsers: List.optional(),
+  oidcAllowedGroups: List.optional(),
+  oidcGroupsClaim: z.string().min(1).optional(),
+  oidcScopes: List.optional(),
+  githubClientId: z.string().min(1).optional(),
+  githubClientSecretFile: z.string().min(1).optional(),
+  githubUrl: PublicUrl.optional(),
+  githubApiUrl: PublicUrl.optional(),
 });
 type ConfigValues = z.infer<typeof ConfigFile>;
+type ConfigKey = keyof ConfigValues;
+const CONFIG_KEYS = Object.keys(ConfigFile.shape) as ConfigKey[];
 
-export interface ConfigFlags {
-  config?: string;
-  listen?: string;
-  publicUrl?: string;
-  db?: string;
-}
+/** Paths in a config file are relative to the file, so the file works from any directory. */
+const PATH_KEYS = ['db', 'oidcClientSecretFile', 'githubClientSecretFile'] as const;
+
+/** How each key is spelled as an environment variable (publicUrl → WEFT_CONTROL_PUBLIC_URL) and a flag. */
+const envName = (key: string) => `WEFT_CONTROL_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+const flagName = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+const ENV_NAMES = Object.fromEntries(CONFIG_KEYS.map((k) => [k, envName(k)]));
+const FLAG_NAMES = Object.fromEntries(CONFIG_KEYS.map((k) => [k, flagName(k)]));
+
+export type ConfigFlags = { config?: string } & { [K in ConfigKey]?: string };
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
-
-const ENV_NAMES = {
-  listen: 'WEFT_CONTROL_LISTEN',
-  publicUrl: 'WEFT_CONTROL_PUBLIC_URL',
-  db: 'WEFT_CONTROL_DB',
-};
-const FLAG_NAMES = { listen: '--listen', publicUrl: '--public-url', db: '--db' };
 
 /** Validates one source; `names` says how the user spelled each key there, for the error. */
 function validate(source: string, value: unknown, names?: Record<string, string>): ConfigValues {
@@ -112,8 +175,10 @@ function readFile(path: string): ConfigValues {
     );
   }
   const parsed = validate(`config file ${path}`, value);
-  // A path in a config file is relative to the file, so the file works from any directory.
-  if (parsed.db !== undefined) parsed.db = resolve(dirname(path), parsed.db);
+  for (const key of PATH_KEYS) {
+    const given = parsed[key];
+    if (given !== undefined) parsed[key] = resolve(dirname(path), given);
+  }
   return parsed;
 }
 
@@ -126,24 +191,66 @@ export function loadConfig(args: { flags: ConfigFlags; env: NodeJS.ProcessEnv; c
   const { flags, env, cwd } = args;
   const configPath = flags.config ?? (env.WEFT_CONTROL_CONFIG || undefined);
   const file = configPath === undefined ? {} : readFile(resolve(cwd, configPath));
+  const pick = (name: (key: string) => string | undefined) =>
+    defined(Object.fromEntries(CONFIG_KEYS.map((k) => [k, name(k)])));
   const fromEnv = validate(
     'the environment',
-    defined({
-      listen: env.WEFT_CONTROL_LISTEN,
-      publicUrl: env.WEFT_CONTROL_PUBLIC_URL,
-      db: env.WEFT_CONTROL_DB,
-    }),
+    pick((k) => env[envName(k)]),
     ENV_NAMES,
   );
   const fromFlags = validate(
     'the command line',
-    defined({ listen: flags.listen, publicUrl: flags.publicUrl, db: flags.db }),
+    pick((k) => flags[k as ConfigKey]),
     FLAG_NAMES,
   );
-  const merged = { listen: DEFAULT_LISTEN, db: DEFAULT_DB, ...file, ...fromEnv, ...fromFlags };
+  const merged: ConfigValues = { ...file, ...fromEnv, ...fromFlags };
+  const path = (p: string) => resolve(cwd, p);
   return {
-    listen: parseListen(merged.listen) as Listen,
+    listen: parseListen(merged.listen ?? DEFAULT_LISTEN) as Listen,
     publicUrl: merged.publicUrl ?? null,
-    db: resolve(cwd, merged.db),
+    db: path(merged.db ?? DEFAULT_DB),
+    nodeKeyExpiryMs: parseDuration(merged.nodeKeyExpiry ?? DEFAULT_NODE_KEY_EXPIRY) as number,
+    loginExpiryMs: parseDuration(merged.loginExpiry ?? DEFAULT_LOGIN_EXPIRY) as number,
+    oidc: oidcConfig(merged, path),
+    github: githubConfig(merged, path),
+    allow: {
+      domains: (merged.oidcAllowedDomains ?? []).map((d) => d.toLowerCase().replace(/^@/, '')),
+      users: (merged.oidcAllowedUsers ?? []).map((u) => u.toLowerCase()),
+      groups: merged.oidcAllowedGroups ?? [],
+    },
+  };
+}
+
+/** Settings that only make sense together: a half-configured provider is an error, not a silent no. */
+function requireTogether(values: ConfigValues, keys: ConfigKey[]): boolean {
+  const given = keys.filter((k) => values[k] !== undefined);
+  if (given.length === 0) return false;
+  const missing = keys.filter((k) => values[k] === undefined);
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `${given.map(flagName).join(' and ')} also need${given.length === 1 ? 's' : ''} ${missing.map(flagName).join(' and ')}`,
+    );
+  }
+  return true;
+}
+
+function oidcConfig(values: ConfigValues, path: (p: string) => string): OidcConfig | null {
+  if (!requireTogether(values, ['oidcIssuer', 'oidcClientId', 'oidcClientSecretFile'])) return null;
+  return {
+    issuer: values.oidcIssuer as string,
+    clientId: values.oidcClientId as string,
+    clientSecretFile: path(values.oidcClientSecretFile as string),
+    groupsClaim: values.oidcGroupsClaim ?? 'groups',
+    scopes: values.oidcScopes ?? ['openid', 'email', 'profile'],
+  };
+}
+
+function githubConfig(values: ConfigValues, path: (p: string) => string): GithubConfig | null {
+  if (!requireTogether(values, ['githubClientId', 'githubClientSecretFile'])) return null;
+  return {
+    clientId: values.githubClientId as string,
+    clientSecretFile: path(values.githubClientSecretFile as string),
+    webUrl: values.githubUrl ?? DEFAULT_GITHUB_URL,
+    apiUrl: values.githubApiUrl ?? DEFAULT_GITHUB_API_URL,
   };
 }

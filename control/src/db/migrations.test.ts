@@ -18,10 +18,19 @@ describe('migrations', () => {
       name: string;
     }>`select name from sqlite_master where type = 'table' order by name`.execute(again);
     expect(tables.rows.map((r) => r.name)).toEqual(
-      expect.arrayContaining(['kysely_migration', 'nodes', 'preauth_keys', 'settings', 'users']),
+      expect.arrayContaining([
+        'api_keys',
+        'auth_attempts',
+        'kysely_migration',
+        'nodes',
+        'pending_logins',
+        'preauth_keys',
+        'settings',
+        'users',
+      ]),
     );
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(again);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial']);
+    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_identity']);
     await again.destroy();
   });
 
@@ -41,7 +50,19 @@ describe('migrations', () => {
     await (await openSqliteDatabase(path)).destroy();
     const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqliteConnection(path) }) });
     const now = new Date().toISOString();
-    await db.insertInto('users').values({ id: 'u1', name: 'alice', email: null, created_at: now }).execute();
+    await db
+      .insertInto('users')
+      .values({
+        id: 'u1',
+        name: 'alice',
+        email: null,
+        created_at: now,
+        provider: null,
+        subject: null,
+        display_name: null,
+        groups: '[]',
+      })
+      .execute();
     await db
       .insertInto('preauth_keys')
       .values({

@@ -59,6 +59,67 @@ const migrations: Record<string, Migration> = {
       await db.schema.createIndex('nodes_node_key').on('nodes').column('node_key').unique().execute();
     },
   },
+
+  '0002_identity': {
+    async up(db: Kysely<unknown>) {
+      // A user signed in through an identity provider is that provider's (issuer, subject) pair;
+      // users made with `users create` have neither.
+      await db.schema.alterTable('users').addColumn('provider', 'text').execute();
+      await db.schema.alterTable('users').addColumn('subject', 'text').execute();
+      await db.schema.alterTable('users').addColumn('display_name', 'text').execute();
+      await db.schema
+        .alterTable('users')
+        .addColumn('groups', 'text', (c) => c.notNull().defaultTo('[]'))
+        .execute();
+      await db.schema
+        .createIndex('users_identity')
+        .on('users')
+        .columns(['provider', 'subject'])
+        .unique()
+        .execute();
+
+      // Interactive logins in the database rather than in memory, so any replica can finish a
+      // sign-in that another one started and a restart loses nothing.
+      await db.schema
+        .createTable('pending_logins')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('machine_key', 'text', (c) => c.notNull())
+        .addColumn('node_key', 'text', (c) => c.notNull())
+        .addColumn('hostname', 'text', (c) => c.notNull())
+        .addColumn('os', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('node_id', 'text')
+        .addColumn('user_name', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('pending_logins_machine')
+        .on('pending_logins')
+        .column('machine_key')
+        .execute();
+
+      // One browser's trip to the identity provider and back: the secrets it must present again.
+      await db.schema
+        .createTable('auth_attempts')
+        .addColumn('state', 'text', (c) => c.primaryKey())
+        .addColumn('login_id', 'text', (c) => c.notNull().references('pending_logins.id').onDelete('cascade'))
+        .addColumn('provider', 'text', (c) => c.notNull())
+        .addColumn('nonce', 'text', (c) => c.notNull())
+        .addColumn('code_verifier', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('api_keys')
+        .addColumn('prefix', 'text', (c) => c.primaryKey())
+        .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

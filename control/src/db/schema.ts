@@ -11,6 +11,13 @@ export interface UsersTable {
   name: string;
   email: string | null;
   created_at: string;
+  /** The identity provider: an OIDC issuer URL, or `github`; null for users made by an admin. */
+  provider: string | null;
+  /** The provider's stable id for the person (OIDC `sub`, GitHub user id). */
+  subject: string | null;
+  display_name: string | null;
+  /** JSON list of the provider's group names at the last sign-in. */
+  groups: string;
 }
 
 export interface PreauthKeysTable {
@@ -51,9 +58,48 @@ export interface NodesTable {
   approved_routes: string;
 }
 
+export interface PendingLoginsTable {
+  /** The random id in the auth URL. */
+  id: string;
+  /** The machine and node key that asked: the only ones the login can authorize. */
+  machine_key: string;
+  node_key: string;
+  hostname: string;
+  os: string;
+  status: 'pending' | 'authorized' | 'cancelled';
+  node_id: string | null;
+  /** Who signed in, for the waiting node's log and the result page. */
+  user_name: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface AuthAttemptsTable {
+  /** The OAuth `state`, also kept in the browser's cookie. */
+  state: string;
+  login_id: string;
+  provider: string;
+  nonce: string;
+  code_verifier: string;
+  expires_at: string;
+}
+
+export interface ApiKeysTable {
+  /** The key's public part, shown by `apikey list` and used to revoke it. */
+  prefix: string;
+  /** SHA-256 of the whole key, hex. */
+  key_hash: string;
+  created_at: string;
+  expires_at: string;
+  last_used_at: string | null;
+}
+
 export interface Database {
   settings: SettingsTable;
   users: UsersTable;
   preauth_keys: PreauthKeysTable;
   nodes: NodesTable;
+  pending_logins: PendingLoginsTable;
+  auth_attempts: AuthAttemptsTable;
+  api_keys: ApiKeysTable;
 }

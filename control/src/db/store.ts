@@ -1,17 +1,79 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
-import type { NodeRecord, NodeUpdate, PreauthKeyRecord, UserRecord } from '../tailnet/records.js';
-import type { Database, NodesTable, PreauthKeysTable, UsersTable } from './schema.js';
+import type {
+  ApiKeyRecord,
+  AuthAttemptRecord,
+  NodeRecord,
+  NodeUpdate,
+  PendingLoginRecord,
+  PreauthKeyRecord,
+  UserRecord,
+} from '../tailnet/records.js';
+import type {
+  ApiKeysTable,
+  Database,
+  NodesTable,
+  PendingLoginsTable,
+  PreauthKeysTable,
+  UsersTable,
+} from './schema.js';
 
 // The repository: every SQL statement control runs is in this file, written with kysely's portable
 // builder, so a PostgreSQL dialect can replace SQLite without touching callers.
 
-type NodeRow = Selectable<NodesTable> & { user_name: string | null };
+type NodeRow = Selectable<NodesTable> & { user_name: string | null; user_groups: string | null };
 
 const json = (value: unknown): string => JSON.stringify(value);
 const list = (text: string): string[] => JSON.parse(text) as string[];
 
 function toUser(row: Selectable<UsersTable>): UserRecord {
-  return { id: row.id, name: row.name, email: row.email, createdAt: row.created_at };
+  return {
+    id: row.id,
+    name: row.name,
+    email: row.email,
+    createdAt: row.created_at,
+    provider: row.provider,
+    subject: row.subject,
+    displayName: row.display_name,
+    groups: list(row.groups),
+  };
+}
+
+function userColumns(user: UserRecord): UsersTable {
+  return {
+    id: user.id,
+    name: user.name,
+    email: user.email,
+    created_at: user.createdAt,
+    provider: user.provider,
+    subject: user.subject,
+    display_name: user.displayName,
+    groups: json(user.groups),
+  };
+}
+
+function toPendingLogin(row: Selectable<PendingLoginsTable>): PendingLoginRecord {
+  return {
+    id: row.id,
+    machineKey: row.machine_key,
+    nodeKey: row.node_key,
+    hostname: row.hostname,
+    os: row.os,
+    status: row.status,
+    nodeId: row.node_id,
+    userName: row.user_name,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function toApiKey(row: Selectable<ApiKeysTable>): ApiKeyRecord {
+  return {
+    prefix: row.prefix,
+    keyHash: row.key_hash,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+  };
 }
 
 function toPreauthKey(row: Selectable<PreauthKeysTable>): PreauthKeyRecord {
@@ -35,6 +97,7 @@ function toNode(row: NodeRow): NodeRecord {
     hostname: row.hostname,
     userId: row.user_id,
     userName: row.user_name,
+    userGroups: row.user_groups === null ? [] : list(row.user_groups),
     preauthKeyId: row.preauth_key_id,
     tags: list(row.tags),
     machineKey: row.machine_key,
@@ -108,10 +171,45 @@ export class Store {
   // users
 
   async insertUser(user: UserRecord): Promise<void> {
+    await this.db.insertInto('users').values(userColumns(user)).execute();
+  }
+
+  /** Refreshes what the identity provider says about a user at each sign-in. */
+  async updateUserClaims(
+    id: string,
+    claims: Pick<UserRecord, 'email' | 'displayName' | 'groups' | 'provider' | 'subject'>,
+  ): Promise<void> {
     await this.db
-      .insertInto('users')
-      .values({ id: user.id, name: user.name, email: user.email, created_at: user.createdAt })
+      .updateTable('users')
+      .set({
+        email: claims.email,
+        display_name: claims.displayName,
+        groups: json(claims.groups),
+        provider: claims.provider,
+        subject: claims.subject,
+      })
+      .where('id', '=', id)
       .execute();
+  }
+
+  async userByIdentity(provider: string, subject: string): Promise<UserRecord | undefined> {
+    const row = await this.db
+      .selectFrom('users')
+      .selectAll()
+      .where('provider', '=', provider)
+      .where('subject', '=', subject)
+      .executeTakeFirst();
+    return row && toUser(row);
+  }
+
+  /** Names equal to `exact` or starting with `stem-`, as for node names. */
+  async userNamesLike(exact: string, stem: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('users')
+      .select('name')
+      .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
+      .execute();
+    return rows.map((r) => r.name);
   }
 
   async listUsers(): Promise<UserRecord[]> {
@@ -170,7 +268,7 @@ export class Store {
       .selectFrom('nodes')
       .leftJoin('users', 'users.id', 'nodes.user_id')
       .selectAll('nodes')
-      .select('users.name as user_name');
+      .select(['users.name as user_name', 'users.groups as user_groups']);
   }
 
   async listNodes(): Promise<NodeRecord[]> {
@@ -211,7 +309,17 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  async insertNode(node: Omit<NodeRecord, 'userName'>): Promise<void> {
+  /** The earliest key expiry still to come, so a timer can fire at it. */
+  async nextKeyExpiry(after: Date): Promise<string | undefined> {
+    const row = await this.db
+      .selectFrom('nodes')
+      .select((eb) => eb.fn.min('key_expiry').as('next'))
+      .where('key_expiry', '>', after.toISOString())
+      .executeTakeFirst();
+    return row?.next ?? undefined;
+  }
+
+  async insertNode(node: Omit<NodeRecord, 'userName' | 'userGroups'>): Promise<void> {
     await this.db
       .insertInto('nodes')
       .values({
@@ -245,6 +353,160 @@ export class Store {
 
   async deleteNode(id: string): Promise<boolean> {
     const result = await this.db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
+    return result.numDeletedRows === 1n;
+  }
+
+  // interactive logins
+
+  async insertPendingLogin(login: PendingLoginRecord): Promise<void> {
+    await this.db
+      .insertInto('pending_logins')
+      .values({
+        id: login.id,
+        machine_key: login.machineKey,
+        node_key: login.nodeKey,
+        hostname: login.hostname,
+        os: login.os,
+        status: login.status,
+        node_id: login.nodeId,
+        user_name: login.userName,
+        created_at: login.createdAt,
+        expires_at: login.expiresAt,
+      })
+      .execute();
+  }
+
+  async pendingLogin(id: string): Promise<PendingLoginRecord | undefined> {
+    const row = await this.db
+      .selectFrom('pending_logins')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return row && toPendingLogin(row);
+  }
+
+  /** The machine's newest login, whatever its state. */
+  async latestLoginOf(machineKey: string): Promise<PendingLoginRecord | undefined> {
+    const row = await this.db
+      .selectFrom('pending_logins')
+      .selectAll()
+      .where('machine_key', '=', machineKey)
+      .orderBy('created_at', 'desc')
+      .executeTakeFirst();
+    return row && toPendingLogin(row);
+  }
+
+  /** Marks a pending login done; false when it was no longer pending (finished or cancelled meanwhile). */
+  async finishPendingLogin(
+    id: string,
+    outcome: { status: 'authorized'; nodeId: string; userName: string } | { status: 'cancelled' },
+  ): Promise<boolean> {
+    const result = await this.db
+      .updateTable('pending_logins')
+      .set(
+        outcome.status === 'authorized'
+          ? { status: 'authorized', node_id: outcome.nodeId, user_name: outcome.userName }
+          : { status: 'cancelled' },
+      )
+      .where('id', '=', id)
+      .where('status', '=', 'pending')
+      .executeTakeFirst();
+    return result.numUpdatedRows === 1n;
+  }
+
+  /** Cancels every pending login of a machine; returns how many there were. */
+  async cancelLoginsOf(machineKey: string): Promise<number> {
+    const result = await this.db
+      .updateTable('pending_logins')
+      .set({ status: 'cancelled' })
+      .where('machine_key', '=', machineKey)
+      .where('status', '=', 'pending')
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows);
+  }
+
+  /** Forgets logins (and their attempts) that ended before `before`: kept until then to explain the outcome. */
+  async deleteLoginsExpiredBefore(before: Date): Promise<void> {
+    await this.db.deleteFrom('pending_logins').where('expires_at', '<', before.toISOString()).execute();
+  }
+
+  async insertAuthAttempt(attempt: AuthAttemptRecord): Promise<void> {
+    await this.db
+      .insertInto('auth_attempts')
+      .values({
+        state: attempt.state,
+        login_id: attempt.loginId,
+        provider: attempt.provider,
+        nonce: attempt.nonce,
+        code_verifier: attempt.codeVerifier,
+        expires_at: attempt.expiresAt,
+      })
+      .execute();
+  }
+
+  /**
+   * Removes and returns an attempt: each can be completed once, so a replayed callback finds
+   * nothing. Read and delete run in one transaction so two replays cannot both get it.
+   */
+  async takeAuthAttempt(state: string): Promise<AuthAttemptRecord | undefined> {
+    return this.transaction(async (tx) => {
+      const row = await tx.db
+        .selectFrom('auth_attempts')
+        .selectAll()
+        .where('state', '=', state)
+        .executeTakeFirst();
+      if (row === undefined) return undefined;
+      const deleted = await tx.db.deleteFrom('auth_attempts').where('state', '=', state).executeTakeFirst();
+      if (deleted.numDeletedRows !== 1n) return undefined;
+      return {
+        state: row.state,
+        loginId: row.login_id,
+        provider: row.provider,
+        nonce: row.nonce,
+        codeVerifier: row.code_verifier,
+        expiresAt: row.expires_at,
+      };
+    });
+  }
+
+  // API keys
+
+  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    await this.db
+      .insertInto('api_keys')
+      .values({
+        prefix: key.prefix,
+        key_hash: key.keyHash,
+        created_at: key.createdAt,
+        expires_at: key.expiresAt,
+        last_used_at: key.lastUsedAt,
+      })
+      .execute();
+  }
+
+  async apiKeyByHash(hash: string): Promise<ApiKeyRecord | undefined> {
+    const row = await this.db
+      .selectFrom('api_keys')
+      .selectAll()
+      .where('key_hash', '=', hash)
+      .executeTakeFirst();
+    return row && toApiKey(row);
+  }
+
+  async listApiKeys(): Promise<ApiKeyRecord[]> {
+    return (await this.db.selectFrom('api_keys').selectAll().orderBy('created_at').execute()).map(toApiKey);
+  }
+
+  async touchApiKey(prefix: string, at: Date): Promise<void> {
+    await this.db
+      .updateTable('api_keys')
+      .set({ last_used_at: at.toISOString() })
+      .where('prefix', '=', prefix)
+      .execute();
+  }
+
+  async deleteApiKey(prefix: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('api_keys').where('prefix', '=', prefix).executeTakeFirst();
     return result.numDeletedRows === 1n;
   }
 }

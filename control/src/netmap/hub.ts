@@ -1,6 +1,6 @@
 import type { NetMap, NodeView, StreamServerMessage } from '@weft/protocol';
 import { toNodeView } from '../tailnet/node-view.js';
-import type { NodeRecord } from '../tailnet/records.js';
+import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
@@ -32,17 +32,31 @@ interface CachedView {
 
 /** What a policy may look at: when it changes, visibility has to be decided again. */
 function identityOf(node: NodeRecord): string {
-  return JSON.stringify([node.userId, node.userName, node.tags, node.ipv4, node.ipv6, node.approvedRoutes]);
+  return JSON.stringify([
+    node.userId,
+    node.userName,
+    node.userGroups,
+    node.tags,
+    node.ipv4,
+    node.ipv6,
+    node.approvedRoutes,
+  ]);
 }
+
+export const DELETED_REASON = 'this node was deleted from the tailnet';
+export const EXPIRED_REASON = 'key expired';
 
 export class NetmapHub {
   private nodes = new Map<string, NodeRecord>();
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
+  /** Nodes in the database whose key has expired: out of every map until they log in again. */
+  private expired = new Set<string>();
 
   constructor(
     private readonly policy: VisibilityPolicy,
     private readonly tailnetRanges: string[],
+    private readonly clock: () => Date = () => new Date(),
   ) {}
 
   has(nodeId: string): boolean {
@@ -57,8 +71,19 @@ export class NetmapHub {
     return this.views.get(nodeId)?.view;
   }
 
-  /** Replaces the known nodes with `next` and sends every connected node what changed for it. */
-  update(next: readonly NodeRecord[]): void {
+  /** Why a node is not (or no longer) in the tailnet, as its logout message says. */
+  goneReason(nodeId: string): string {
+    return this.expired.has(nodeId) ? EXPIRED_REASON : DELETED_REASON;
+  }
+
+  /**
+   * Replaces the known nodes with `all` and sends every connected node what changed for it. Nodes
+   * whose key has expired count as gone: peers drop them and their own stream is logged out.
+   */
+  update(all: readonly NodeRecord[]): void {
+    const now = this.clock();
+    const next = all.filter((n) => !isExpired(n, now));
+    this.expired = new Set(all.filter((n) => isExpired(n, now)).map((n) => n.id));
     const previous = this.nodes;
     this.nodes = new Map(next.map((n) => [n.id, n]));
 
@@ -72,8 +97,8 @@ export class NetmapHub {
       const sub = this.subscribers.get(gone.id);
       if (sub) {
         this.subscribers.delete(gone.id);
-        sub.session.send({ type: 'logout', reason: 'this node was deleted from the tailnet' });
-        sub.session.close('node deleted');
+        sub.session.send({ type: 'logout', reason: this.goneReason(gone.id) });
+        sub.session.close(this.expired.has(gone.id) ? 'key expired' : 'node deleted');
       }
     }
     const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);

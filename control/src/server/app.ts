@@ -1,7 +1,9 @@
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.js';
+import { registerAdminApi } from './admin-api.js';
 import type { ControlContext } from './context.js';
+import { registerLoginRoutes } from './login-routes.js';
 import { registerMachineRoutes } from './machine-routes.js';
 import { registerStreamRoute } from './stream-route.js';
 
@@ -43,5 +45,7 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
   app.get('/healthz', async () => ({ ok: true }));
   registerMachineRoutes(app, ctx);
   registerStreamRoute(app, ctx);
+  registerAdminApi(app, ctx);
+  if (ctx.signIn) registerLoginRoutes(app, ctx, ctx.signIn);
   return app;
 }

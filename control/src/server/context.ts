@@ -5,6 +5,7 @@ import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import type { Background } from './background.js';
+import type { SignInContext } from './login-routes.js';
 
 /** Everything the HTTP and stream handlers share. */
 export interface ControlContext {
@@ -13,6 +14,8 @@ export interface ControlContext {
   sync: NetmapSync;
   controlKey: KeyPair;
   registration: RegistrationDeps;
+  /** Browser sign-in; null when no identity provider is configured. */
+  signIn: SignInContext | null;
   log: Logger;
   background: Background;
   /** How often each stream is pinged; a stream that missed the previous pong is dropped. */

@@ -127,7 +127,7 @@ describe('POST /machine/register', () => {
     expect(r.json.error.code).toBe('too-large');
   });
 
-  it('without a key: refuses a new machine clearly, re-admits a registered one', async () => {
+  it('without a key: refuses a new machine clearly, re-admits a registered one with its node key only', async () => {
     const t = await startTestControl();
     const stranger = await new TestMachine(t).register({ hostname: 'x' });
     expect(stranger.status).toBe(403);
@@ -136,15 +136,15 @@ describe('POST /machine/register', () => {
 
     const m = new TestMachine(t);
     const first = await m.join('box', await t.key());
-    m.nodeKey = generateKeyPair().publicKey;
     const again = await m.register({ hostname: 'box' });
     expect(again.status).toBe(200);
-    expect(again.json.node).toMatchObject({
-      id: first.id,
-      name: 'box',
-      addresses: first.addresses,
-      nodeKey: m.nodeKey,
-    });
+    expect(again.json.node).toMatchObject({ id: first.id, name: 'box', addresses: first.addresses });
+
+    // A new node key needs the old key's proof (rotation) or a new authorization.
+    m.nodeKey = generateKeyPair().publicKey;
+    const unproven = await m.register({ hostname: 'box' });
+    expect(unproven.status).toBe(403);
+    expect(unproven.json.error.message).toMatch(/another node key/);
   });
 
   it('dedups names: laptop, laptop-1, laptop-2', async () => {

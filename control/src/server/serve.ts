@@ -1,6 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import { generateKeyPair, publicKeyOf } from '@weft/protocol';
-import type { InteractiveLogin } from '../auth/register.js';
+import { LoginService } from '../auth/logins.js';
+import { GithubProvider } from '../auth/providers/github.js';
+import { OidcProvider } from '../auth/providers/oidc.js';
+import type { IdentityProvider } from '../auth/providers/provider.js';
 import type { ControlConfig } from '../config/config.js';
 import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
 import { openSqliteDatabase } from '../db/sqlite.js';
@@ -22,7 +25,8 @@ export interface ServeOptions {
   /** How often the database is polled for other processes' commits. */
   pollIntervalMs?: number;
   ephemeralGraceMs?: number;
-  interactive?: InteractiveLogin | null;
+  /** How long a waiting registration is held before it answers `needs-auth` again. */
+  loginWaitMs?: number;
 }
 
 export interface RunningControl {
@@ -38,12 +42,31 @@ const SHUTDOWN_GRACE_MS = 2_000;
 const SETTING_CONTROL_KEY = 'control_private_key';
 const SETTING_ULA = 'tailnet_ula_prefix';
 
+/** The configured identity providers; an issuer that cannot be discovered stops the start here. */
+async function identityProviders(config: ControlConfig): Promise<IdentityProvider[]> {
+  const providers: IdentityProvider[] = [];
+  if (config.oidc) providers.push(await OidcProvider.discover(config.oidc));
+  if (config.github) providers.push(new GithubProvider(config.github));
+  return providers;
+}
+
 export async function startControl(options: ServeOptions): Promise<RunningControl> {
   const { config } = options;
   const log = options.log ?? stderrLogger();
+  let providers: IdentityProvider[];
+  try {
+    providers = await identityProviders(config);
+  } catch (err) {
+    throw new Error(`cannot start control: ${errorText(err)}`);
+  }
+  if (config.github && config.allow.groups.length > 0) {
+    log.warn('--oidc-allowed-groups is set: GitHub sign-ins carry no groups and will all be refused');
+  }
   const store = new Store(await openSqliteDatabase(config.db));
   let feed: ChangeFeed | null = null;
   let stopSweeper = () => {};
+  let stopSync = () => {};
+  let logins: LoginService | null = null;
   const background = new Background(log);
   try {
     // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
@@ -51,15 +74,30 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const ulaPrefix = await store.ensureSetting(SETTING_ULA, randomUlaPrefix);
 
     const hub = new NetmapHub(allowAll, [TAILNET_IPV4_RANGE, ulaPrefix]);
-    const sync = new NetmapSync(store, hub);
+    const sync = new NetmapSync(store, hub, log);
+    stopSync = () => sync.close();
     await sync.refresh();
 
+    // Known once the server listens (port 0 in tests); only read by requests, which come later.
+    let publicUrl = '';
+    const authorize = { ulaPrefix, nodeKeyExpiryMs: config.nodeKeyExpiryMs, now: () => new Date() };
+    logins =
+      providers.length === 0
+        ? null
+        : new LoginService({
+            ...authorize,
+            store,
+            publicUrl: () => publicUrl,
+            loginExpiryMs: config.loginExpiryMs,
+            waitMs: options.loginWaitMs,
+          });
     const ctx: ControlContext = {
       store,
       hub,
       sync,
       controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
-      registration: { store, ulaPrefix, interactive: options.interactive ?? null, now: () => new Date() },
+      registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },
+      signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,
       background,
       pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
@@ -75,14 +113,20 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const address = app.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
-    const publicUrl = config.publicUrl ?? url;
+    publicUrl = config.publicUrl ?? url;
     log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${config.db})`);
+    if (providers.length > 0) {
+      const callbacks = providers.map((p) => `${publicUrl}${p.callbackPath}`).join(', ');
+      log.info(`sign-in with ${providers.map((p) => p.id).join(' and ')} (redirect URI ${callbacks})`);
+    }
 
     let closing: Promise<void> | null = null;
     const close = async () => {
       log.info('shutting down');
       stopSweeper();
       changes.close();
+      stopSync();
+      logins?.close();
       hub.closeAll('control is shutting down');
       // A node that does not answer the close handshake must not hold the shutdown up.
       const killer = setTimeout(() => {
@@ -105,6 +149,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   } catch (err) {
     stopSweeper();
     feed?.close();
+    stopSync();
     await background.drain();
     await store.destroy();
     throw new Error(`cannot start control: ${errorText(err)}`);

@@ -122,8 +122,8 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     if (!hub.has(node.id)) await sync.refresh();
     if (socket.readyState !== WebSocket.OPEN) return;
     if (!hub.has(node.id)) {
-      session.send({ type: 'logout', reason: 'this node was deleted from the tailnet' });
-      session.close('node deleted');
+      session.send({ type: 'logout', reason: hub.goneReason(node.id) });
+      session.close('node deleted or expired');
       return;
     }
     hub.connect(session);

@@ -6,6 +6,12 @@ export interface UserRecord {
   name: string;
   email: string | null;
   createdAt: string;
+  /** Who vouches for the user: an OIDC issuer URL or `github`; null for users made by an admin. */
+  provider: string | null;
+  subject: string | null;
+  displayName: string | null;
+  /** Group names from the identity provider's groups claim at the last sign-in, as sent. */
+  groups: string[];
 }
 
 export interface PreauthKeyRecord {
@@ -27,6 +33,8 @@ export interface NodeRecord {
   userId: string | null;
   /** The owner's login name, joined in for views. */
   userName: string | null;
+  /** The owner's identity-provider groups, joined in for policy. */
+  userGroups: string[];
   preauthKeyId: string | null;
   tags: string[];
   machineKey: string;
@@ -60,6 +68,36 @@ export type NodeUpdate = Partial<
     | 'keyExpiry'
   >
 >;
+
+export interface PendingLoginRecord {
+  id: string;
+  machineKey: string;
+  nodeKey: string;
+  hostname: string;
+  os: string;
+  status: 'pending' | 'authorized' | 'cancelled';
+  nodeId: string | null;
+  userName: string | null;
+  createdAt: string;
+  expiresAt: string;
+}
+
+export interface AuthAttemptRecord {
+  state: string;
+  loginId: string;
+  provider: string;
+  nonce: string;
+  codeVerifier: string;
+  expiresAt: string;
+}
+
+export interface ApiKeyRecord {
+  prefix: string;
+  keyHash: string;
+  createdAt: string;
+  expiresAt: string;
+  lastUsedAt: string | null;
+}
 
 export function isExpired(node: Pick<NodeRecord, 'keyExpiry'>, now: Date): boolean {
   return node.keyExpiry !== null && Date.parse(node.keyExpiry) <= now.getTime();

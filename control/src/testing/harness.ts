@@ -16,6 +16,7 @@ import {
 } from '@weft/protocol';
 import WebSocket from 'ws';
 import { runCli } from '../cli/program.js';
+import { type ControlConfig, loadConfig } from '../config/config.js';
 import { silentLogger } from '../log.js';
 import { type RunningControl, type ServeOptions, startControl } from '../server/serve.js';
 
@@ -45,13 +46,20 @@ export interface TestControl {
   key(...flags: string[]): Promise<string>;
 }
 
-export async function startTestControl(options: Partial<ServeOptions> = {}): Promise<TestControl> {
+export type TestControlOptions = Partial<Omit<ServeOptions, 'config'>> & { config?: Partial<ControlConfig> };
+
+export async function startTestControl(options: TestControlOptions = {}): Promise<TestControl> {
   const db = options.config?.db ?? join(tempDir(), 'control.db');
   const control = await startControl({
     log: silentLogger,
     pollIntervalMs: 50,
     ...options,
-    config: { listen: { host: '127.0.0.1', port: 0 }, publicUrl: null, db },
+    config: {
+      ...loadConfig({ flags: {}, env: {}, cwd: tmpdir() }),
+      ...options.config,
+      listen: { host: '127.0.0.1', port: 0 },
+      db,
+    },
   });
   cleanups.push(() => control.close());
   const cli = (...args: string[]) => runCliCaptured([...args, '--db', db]);
