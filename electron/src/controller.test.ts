@@ -87,6 +87,23 @@ describe('AppController', () => {
     expect(signal?.aborted).toBe(true);
     expect(c.state.login).toEqual({ phase: 'idle', authUrl: null, error: null });
     expect(engine.calls).toContain('cancelLogin');
+    expect(engine.calls.at(-1)).toBe('down'); // no /login/cancel: /down drops the pending login
+    expect(c.state.login.authUrl).toBeNull();
+    c.stop();
+  });
+
+  it('opens the browser when the auth URL comes in the /up answer (core answers once the login is pending)', async () => {
+    const { c, engine, opened } = setup();
+    c.start();
+    await flush();
+    engine.up = async (req) => {
+      engine.status_ = { ...engine.status_, controlUrl: req.controlUrl, authUrl: `${req.controlUrl}/a/fromup` };
+      return engine.status_;
+    };
+    await call(c, 'login', { controlUrl: 'https://weft.example.com' });
+    await flush();
+    expect(c.state.login).toMatchObject({ phase: 'waiting', authUrl: 'https://weft.example.com/a/fromup' });
+    expect(opened).toEqual(['https://weft.example.com/a/fromup']);
     c.stop();
   });
 

@@ -41,6 +41,11 @@ export interface ControllerDeps {
   /** Open the sign-in page in the browser as soon as the engine gives its URL (electron: yes). */
   autoOpenAuthUrl: boolean;
   pollIntervalMs?: number;
+  /**
+   * Also re-read /status this often while following /watch (0: never). /watch speaks on state
+   * changes; handshakes and byte counters, which decide direct/relayed, move without one.
+   */
+  refreshIntervalMs?: number;
 }
 
 export const DEFAULT_PREFERENCES: Preferences = {
@@ -74,6 +79,8 @@ export class AppController {
   private followAbort: AbortController | null = null;
   private stopped = true;
   private openedAuthUrl: string | null = null;
+  /** A sign-in this app started and has not seen finish or cancelled: its URL is opened once. */
+  private loginWanted = false;
   readonly handlers: BridgeHandlers;
 
   constructor(private readonly deps: ControllerDeps) {
@@ -118,10 +125,12 @@ export class AppController {
 
   /** Applies an engine status (from /watch, /status, or a command's answer). */
   onStatus(status: EngineStatus): void {
+    if (this.s.engine && this.s.engineError === null && JSON.stringify(status) === JSON.stringify(this.s.engine)) return;
     let login = this.s.login;
     if (status.backendState !== 'NeedsLogin') {
       login = { phase: 'idle', authUrl: null, error: null };
       this.openedAuthUrl = null;
+      this.loginWanted = false;
     } else if (status.authUrl && login.phase !== 'error') {
       login = { phase: 'waiting', authUrl: status.authUrl, error: null };
     }
@@ -131,7 +140,7 @@ export class AppController {
     if (pending === 'disconnect' && status.backendState !== 'Running') pending = null;
     this.update({ engine: status, engineError: null, login, pending });
     const url = login.authUrl;
-    if (this.deps.autoOpenAuthUrl && url && this.loginAbort && this.openedAuthUrl !== url && httpUrl(url)) {
+    if (this.deps.autoOpenAuthUrl && url && this.loginWanted && this.openedAuthUrl !== url && httpUrl(url)) {
       this.openedAuthUrl = url;
       void this.deps.openExternal(url).catch(() => {});
     }
@@ -147,6 +156,21 @@ export class AppController {
     if (!this.stopped) return;
     this.stopped = false;
     void this.follow();
+    if (this.deps.refreshIntervalMs) this.refresh(this.deps.refreshIntervalMs);
+  }
+
+  private refresh(every: number): void {
+    this.clock.setTimeout(async () => {
+      if (this.stopped) return;
+      if (this.s.engine !== null) {
+        try {
+          this.onStatus(await this.deps.engine.status());
+        } catch {
+          // the watch loop reports the engine being away
+        }
+      }
+      this.refresh(every);
+    }, every);
   }
 
   stop(): void {
@@ -240,6 +264,7 @@ export class AppController {
         const abort = new AbortController();
         this.loginAbort = abort;
         this.openedAuthUrl = null;
+        this.loginWanted = true;
         this.savePrefs({ controlUrl });
         this.update({ login: { phase: 'starting', authUrl: null, error: null } });
         // Interactive login may hold the request until the person has signed in: do not wait.
@@ -260,11 +285,13 @@ export class AppController {
         this.loginAbort?.abort();
         this.loginAbort = null;
         this.openedAuthUrl = null;
+        this.loginWanted = false;
         this.update({ login: { phase: 'idle', authUrl: null, error: null } });
         try {
           this.onStatus(await this.deps.engine.cancelLogin());
-        } catch {
-          // An engine without /login/cancel drops the login when the request is aborted.
+        } catch (e) {
+          // An engine without /login/cancel: /down stops its polling and forgets the auth URL.
+          if (isNotFound(e)) await this.deps.engine.down().then((s) => this.onStatus(s), () => {});
         }
         if (this.s.login.phase !== 'idle')
           this.update({ login: { phase: 'idle', authUrl: null, error: null } });

@@ -43,7 +43,9 @@ export class FakeEngine implements EngineApi {
   }
   async down() {
     this.calls.push('down');
-    this.set({ ...this.status_, backendState: 'Stopped' });
+    // as core: without a login the state stays NeedsLogin; a pending auth URL is forgotten
+    const backendState = this.status_.backendState === 'NeedsLogin' ? 'NeedsLogin' : 'Stopped';
+    this.set({ ...this.status_, backendState, authUrl: null });
     return this.status_;
   }
   async logout() {
