@@ -97,7 +97,11 @@ describe('AppController', () => {
     c.start();
     await flush();
     engine.up = async (req) => {
-      engine.status_ = { ...engine.status_, controlUrl: req.controlUrl, authUrl: `${req.controlUrl}/a/fromup` };
+      engine.status_ = {
+        ...engine.status_,
+        controlUrl: req.controlUrl,
+        authUrl: `${req.controlUrl}/a/fromup`,
+      };
       return engine.status_;
     };
     await call(c, 'login', { controlUrl: 'https://weft.example.com' });

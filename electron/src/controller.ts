@@ -125,7 +125,12 @@ export class AppController {
 
   /** Applies an engine status (from /watch, /status, or a command's answer). */
   onStatus(status: EngineStatus): void {
-    if (this.s.engine && this.s.engineError === null && JSON.stringify(status) === JSON.stringify(this.s.engine)) return;
+    if (
+      this.s.engine &&
+      this.s.engineError === null &&
+      JSON.stringify(status) === JSON.stringify(this.s.engine)
+    )
+      return;
     let login = this.s.login;
     if (status.backendState !== 'NeedsLogin') {
       login = { phase: 'idle', authUrl: null, error: null };
@@ -291,7 +296,11 @@ export class AppController {
           this.onStatus(await this.deps.engine.cancelLogin());
         } catch (e) {
           // An engine without /login/cancel: /down stops its polling and forgets the auth URL.
-          if (isNotFound(e)) await this.deps.engine.down().then((s) => this.onStatus(s), () => {});
+          if (isNotFound(e))
+            await this.deps.engine.down().then(
+              (s) => this.onStatus(s),
+              () => {},
+            );
         }
         if (this.s.login.phase !== 'idle')
           this.update({ login: { phase: 'idle', authUrl: null, error: null } });
