@@ -128,7 +128,6 @@ async function finishAttempt(
       'This sign-in answer has been used already (a page reloaded or a link replayed). Open the sign-in link from your device again.',
     );
   }
-  reply.header('set-cookie', `${COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0`);
   if (Date.parse(attempt.expiresAt) <= Date.now()) {
     throw new SignInError(
       410,

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -36,6 +37,15 @@ export function tempDir(): string {
   return dir;
 }
 
+/** A TCP port free on 127.0.0.1 right now, for a server whose URL must be known before it starts. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
 export interface TestControl {
   control: RunningControl;
   db: string;
@@ -56,8 +66,8 @@ export async function startTestControl(options: TestControlOptions = {}): Promis
     ...options,
     config: {
       ...loadConfig({ flags: {}, env: {}, cwd: tmpdir() }),
-      ...options.config,
       listen: { host: '127.0.0.1', port: 0 },
+      ...options.config,
       db,
     },
   });
@@ -101,7 +111,13 @@ export async function runCliCaptured(argv: string[], env: NodeJS.ProcessEnv = {}
 }
 
 /** A reply body as tests read it: a registration answer or an ErrorBody. */
-type Reply = { status?: string; node: NodeView; error: { code: string; message: string } };
+type Reply = {
+  status?: string;
+  node: NodeView;
+  authUrl: string;
+  expiresAt: string;
+  error: { code: string; message: string };
+};
 
 export class TestMachine {
   readonly machine: KeyPair = generateKeyPair();
@@ -130,6 +146,15 @@ export class TestMachine {
     if (signature !== null) headers[MACHINE_AUTH_HEADER] = signature;
     const res = await fetch(`${this.t.control.url}${REGISTER_PATH}`, { method: 'POST', headers, body });
     return { status: res.status, json: (await res.json()) as Reply };
+  }
+
+  /** A signed POST with an empty body (login cancel, logout). */
+  async post(path: string): Promise<{ status: number; json: Record<string, unknown> }> {
+    const res = await fetch(`${this.t.control.url}${path}`, {
+      method: 'POST',
+      headers: { [MACHINE_AUTH_HEADER]: this.sign('POST', path, '') },
+    });
+    return { status: res.status, json: (await res.json()) as Record<string, unknown> };
   }
 
   async join(hostname: string, authKey: string) {

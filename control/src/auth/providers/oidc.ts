@@ -116,6 +116,15 @@ function groupsFrom(value: unknown): string[] {
   return list.filter((g): g is string => typeof g === 'string' && g !== '');
 }
 
+/** The claim a failed comparison was about; openid-client wraps oauth4webapi's error, which names it. */
+function comparedClaim(err: unknown): string | undefined {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const claim = (e.cause as { claim?: unknown } | undefined)?.claim;
+    if (typeof claim === 'string') return claim;
+  }
+  return undefined;
+}
+
 /** Turns openid-client's failures into what the person should read. */
 function explain(issuer: string, err: unknown): SignInError {
   if (err instanceof client.ResponseBodyError) {
@@ -133,7 +142,7 @@ function explain(issuer: string, err: unknown): SignInError {
     );
   }
   const code = (err as { code?: string }).code;
-  if (code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' && /nonce/.test((err as Error).message)) {
+  if (code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' && comparedClaim(err) === 'nonce') {
     return new SignInError(
       400,
       'Sign-in did not match',
