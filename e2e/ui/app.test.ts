@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MockBackend } from '../../renderer/src/bridge/mock-backend.js';
 import { axeSerious, launchChromium, openSession, RENDERER_DIST, RESULTS, screenshots } from './harness.js';
 
 // The renderer in a real Chromium, through the web shell's HTTP + WebSocket bridge, with the
@@ -334,7 +335,7 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
       });
       await expect
         .poll(() => page.getByRole('alert').first().textContent())
-        .toContain('The network helper cannot run: The network helper exited with code 1');
+        .toContain('The network helper exited with code 1. Weft keeps trying to start it.');
       await expect.poll(() => statusLine(page).textContent()).toBe('Not working');
       await screenshots(page, 'error-helper');
       await expectAccessible(page);
@@ -346,6 +347,38 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
         .poll(() => page.getByRole('alert').first().textContent())
         .toContain("Weft's engine is not running: the Weft engine is not running");
       await screenshots(page, 'error-engine');
+      // the tray's own menu would say the same; the UI keeps working once the engine is back
+      backend.update((st) => {
+        st.helper = { phase: 'running', restarts: 5, message: null, nextAttemptAt: null };
+        st.engine = new MockBackend({ signedIn: true }).state.engine;
+        st.engineError = null;
+      });
+      await expect.poll(() => statusLine(page).textContent()).toBe('Connected · 3 direct, 2 relayed');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('warns when this device’s key expires within 7 days and re-authenticates (mocked bridge)', async () => {
+    const s = await openSession(browser, { signedIn: true });
+    const { page, backend } = s;
+    try {
+      await heading(page, 'alice-laptop').waitFor();
+      backend.update((st) => {
+        const self = st.engine?.self;
+        if (self) self.keyExpiry = new Date(Date.now() + 3 * 86_400_000 - 60_000).toISOString();
+      });
+      await expect
+        .poll(() => page.getByRole('alert').first().textContent())
+        .toContain('key expires in 3 days');
+      await screenshots(page, 'home-key-expiring');
+      await expectAccessible(page);
+      await page.getByRole('button', { name: 'Sign in again' }).click();
+      await expect
+        .poll(() => backend.calls.find((c) => c.method === 'login')?.input)
+        .toEqual({
+          controlUrl: 'https://weft.example.com',
+        });
     } finally {
       await s.close();
     }

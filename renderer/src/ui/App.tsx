@@ -47,7 +47,9 @@ export function App() {
 
   const signedIn =
     app.engine !== null && app.engine.backendState !== 'NeedsLogin' && app.engine.self !== null;
-  const screenView = signedIn ? view : view === 'settings' ? 'settings' : 'main';
+  // A sign-in in progress (first or renewing the key) has the screen until it ends.
+  const loggingIn = app.login.phase === 'starting' || app.login.phase === 'waiting';
+  const screenView = signedIn && !loggingIn ? view : view === 'settings' ? 'settings' : 'main';
   const phase = connectionPhase(app);
 
   return (
@@ -89,7 +91,7 @@ export function App() {
         <Problems app={app} />
         {screenView === 'settings' ? (
           <Settings app={app} />
-        ) : !signedIn ? (
+        ) : !signedIn || loggingIn ? (
           <SignIn app={app} />
         ) : screenView === 'exit-nodes' ? (
           <ExitNodes app={app} />
@@ -106,13 +108,9 @@ function Problems({ app }: { app: AppState }) {
   const problems: string[] = [];
   if (app.engine === null)
     problems.push(`Weft's engine is not running${app.engineError ? `: ${app.engineError}` : '.'}`);
-  if (app.helper.phase === 'failed') {
-    problems.push(`The network helper cannot run${app.helper.message ? `: ${app.helper.message}` : '.'}`);
-  } else if (app.helper.phase === 'restarting') {
-    problems.push(
-      `The network helper stopped; restarting${app.helper.message ? ` (${app.helper.message})` : ''}…`,
-    );
-  }
+  const helperSays = app.helper.message ?? 'The network helper is not running';
+  if (app.helper.phase === 'failed') problems.push(`${helperSays}. Weft keeps trying to start it.`);
+  else if (app.helper.phase === 'restarting') problems.push(`${helperSays}. Restarting it…`);
   if (problems.length === 0) return null;
   return (
     <div className="banner banner-error" role="alert">
