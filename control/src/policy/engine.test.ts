@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { checkPolicy } from './check.js';
 import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './engine.js';
 import { IPSet, parseFilterIP } from './ipset.js';
 import { parsePolicy } from './parse.js';
@@ -182,5 +183,67 @@ describe('wildcard sources', () => {
     );
     const engine = compilePolicy(policy, tailnet, { wildcardSources: ranges });
     expect(engine.packetFilter('laptop')[0]?.SrcIPs).toEqual(['100.64.0.0/10', 'fd12:3456:789a::/48']);
+  });
+});
+
+describe('groups from the identity provider', () => {
+  const policy = parsePolicy(`{
+    "groups": { "group:eng": ["carol@example.com"] },
+    "tagOwners": { "tag:web": ["group:eng"] },
+    "acls": [{ "action": "accept", "src": ["group:eng"], "dst": ["tag:web:443"] }],
+    "tests": [{ "src": "group:eng", "accept": ["tag:web:443"], "deny": ["tag:web:22"] }],
+  }`);
+  const tailnet = (aliceGroups: string[]) =>
+    parseTailnet({
+      users: [
+        { name: 'alice', email: 'alice@example.com', groups: aliceGroups },
+        { name: 'carol', email: 'carol@example.com' },
+      ],
+      nodes: {
+        laptop: { user: 'alice', ipv4: '100.64.0.1' },
+        desk: { user: 'carol', ipv4: '100.64.0.2' },
+        web: { tags: ['tag:web'], ipv4: '100.64.0.3' },
+      },
+    });
+
+  it('add their members to the policy group of the same name', () => {
+    const engine = compilePolicy(policy, tailnet(['group:eng']));
+    expect(engine.peers('web')).toEqual(['desk', 'laptop']);
+    expect(engine.packetFilter('web')[0]?.SrcIPs).toEqual(['100.64.0.1-100.64.0.2']);
+    expect(compilePolicy(policy, tailnet(['group:sales'])).peers('web')).toEqual(['desk']);
+  });
+
+  it('move a user’s nodes when the user’s groups change', () => {
+    const engine = compilePolicy(policy, tailnet([]));
+    const change = engine.upsertUser({ name: 'alice', email: 'alice@example.com', groups: ['group:eng'] });
+    expect(change.peers.get('web')).toEqual({ added: ['laptop'], removed: [] });
+    expect(engine.canSee('laptop')('web')).toBe(true);
+    expect(engine.canSee('laptop')('desk')).toBe(false);
+    expect(engine.canSee('laptop')('laptop')).toBe(false);
+    expect([...engine.visiblePeers('web')].sort()).toEqual(['desk', 'laptop']);
+  });
+
+  it('count in the policy’s tests', () => {
+    const checked = checkPolicy(
+      `{
+        "groups": { "group:eng": [] },
+        "tagOwners": { "tag:web": ["group:eng"] },
+        "acls": [{ "action": "accept", "src": ["group:eng"], "dst": ["tag:web:443"] }],
+        "tests": [{ "src": "group:eng", "accept": ["tag:web:443"], "deny": ["tag:web:22"] }],
+      }`,
+      tailnet(['group:eng']),
+    );
+    expect(checked.ok).toBe(true);
+    const empty = checkPolicy(
+      `{
+        "groups": { "group:eng": [] },
+        "tagOwners": { "tag:web": ["group:eng"] },
+        "tests": [{ "src": "group:eng", "deny": ["tag:web:22"] }],
+      }`,
+      tailnet([]),
+    );
+    expect(empty.ok ? [] : empty.issues.map((i) => i.message)).toEqual([
+      'test failed: src "group:eng" names no user of the tailnet',
+    ]);
   });
 });

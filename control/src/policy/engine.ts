@@ -206,6 +206,30 @@ export class PolicyEngine {
     return [...this.peerSet(this.node(name))].sort();
   }
 
+  /** `peers`, unsorted: what control iterates to build a netmap. */
+  visiblePeers(name: string): Set<string> {
+    return this.peerSet(this.node(name));
+  }
+
+  /**
+   * Whether `name` may see a given peer, one peer at a time (no peer set is built). Valid until a
+   * change lists `name` in its `peers`.
+   */
+  canSee(name: string): (peer: string) => boolean {
+    const v = this.node(name);
+    const adjacent = this.classes.get(v.sig)?.adjacent ?? new Set<string>();
+    const self = this.selfPeers(v);
+    return (peer) => {
+      if (peer === name) return false;
+      const p = this.nodes.get(peer);
+      return p !== undefined && (adjacent.has(p.sig) || self.has(peer));
+    };
+  }
+
+  hasNode(name: string): boolean {
+    return this.nodes.has(name);
+  }
+
   packetFilter(name: string): FilterRule[] {
     return this.filterFor(this.node(name));
   }
@@ -623,6 +647,7 @@ function identityMatch(m: Matcher, n: Pick<NodeFacts, 'tagged' | 'tags' | 'user'
   const u = n.user;
   if (!u) return false;
   if (m.member || m.userNames.has(u.name)) return true;
+  if (u.groups?.some((g) => m.groups.has(g))) return true;
   const email = u.email?.toLowerCase();
   if (!email) return false;
   return m.emails.has(email) || m.domains.has(email.slice(email.lastIndexOf('@') + 1));

@@ -57,8 +57,11 @@ class World {
       return users.filter((u) => (a.email ? u.email?.toLowerCase() === a.email : u.name === a.name));
     }
     if (a.kind === 'userDomain') return users.filter((u) => u.email?.toLowerCase().endsWith(`@${a.domain}`));
-    if (a.kind === 'group')
-      return (this.policy.groups.get(a.name) ?? []).flatMap((m) => this.usersOf(m.alias));
+    if (a.kind === 'group') {
+      const listed = (this.policy.groups.get(a.name) ?? []).flatMap((m) => this.usersOf(m.alias));
+      const fromProvider = users.filter((u) => u.groups?.includes(a.name) && !listed.includes(u));
+      return [...listed, ...fromProvider];
+    }
     return [];
   }
 

@@ -15,6 +15,8 @@ export interface Matcher {
   emails: Set<string>;
   userNames: Set<string>;
   domains: Set<string>;
+  /** Policy groups named, for their members from the identity provider (listed members are expanded). */
+  groups: Set<string>;
   tags: Set<string>;
   member: boolean;
   tagged: boolean;
@@ -61,6 +63,7 @@ function emptyMatcher(): Matcher {
     emails: new Set(),
     userNames: new Set(),
     domains: new Set(),
+    groups: new Set(),
     tags: new Set(),
     member: false,
     tagged: false,
@@ -83,6 +86,7 @@ function addAlias(m: Matcher, ref: AliasRef, policy: Policy): void {
       m.domains.add(a.domain);
       return;
     case 'group':
+      m.groups.add(a.name);
       for (const member of policy.groups.get(a.name) ?? []) addAlias(m, member, policy);
       return;
     case 'tag':

@@ -15,6 +15,11 @@ const route = z.string().refine((s) => parsePrefix(s, { strict: true }) !== null
 export const TailnetUser = z.strictObject({
   name: z.string().min(1),
   email: z.string().optional(),
+  /**
+   * `group:NAME`s the user is in through the identity provider. A policy group declared in
+   * `groups` holds its listed users and these; conformance cases have none.
+   */
+  groups: z.array(z.string()).optional(),
 });
 export type TailnetUser = z.infer<typeof TailnetUser>;
 
