@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { findAppRoot } from './app-root.js';
 import { deepLinkFromArgv, parseDeepLink } from './deep-link.js';
 
 describe('weft:// deep links', () => {
@@ -26,5 +27,14 @@ describe('weft:// deep links', () => {
   it('finds the link among a second instance argv', () => {
     expect(deepLinkFromArgv(['/opt/Weft/weft', '--no-sandbox', 'weft://settings'])).toBe('weft://settings');
     expect(deepLinkFromArgv(['/opt/Weft/weft'])).toBeNull();
+  });
+});
+
+describe('app root', () => {
+  it('is found from the development build and from the packaged bundle', () => {
+    const has = (p: string) => p === '/opt/Weft/app/assets/tray';
+    expect(findAppRoot('/opt/Weft/app/electron/dist', has)).toBe('/opt/Weft/app');
+    expect(findAppRoot('/opt/Weft/app/electron/dist/bundle', has)).toBe('/opt/Weft/app');
+    expect(() => findAppRoot('/elsewhere/x', has)).toThrow(/cannot find/);
   });
 });

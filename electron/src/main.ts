@@ -1,11 +1,12 @@
 // Electron entry point: the only file that imports 'electron' at run time. Everything it wires
 // is unit-tested with the Electron APIs injected.
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as electron from 'electron';
 import { DesktopApp } from './app.js';
+import { findAppRoot } from './app-root.js';
 import { AppController } from './controller.js';
 import { EngineLocalApi } from './engine/localapi.js';
 import { helperCommandFromEnv, probeHelper, serviceHandle, spawnHelper } from './helper-process.js';
@@ -14,7 +15,7 @@ import { filePrefsStore } from './prefs-store.js';
 import { HelperSupervisor } from './supervisor.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
+const root = findAppRoot(here, existsSync);
 const { app, clipboard, shell } = electron;
 
 const engineSocket = process.env.WEFT_SOCKET ?? '/run/weft/weftd.sock';

@@ -58,13 +58,43 @@ const KNOWN_TOP_LEVEL = new Set([
 
 const config = Config.parse(parse(text));
 
-/** The folder a tsconfig or vite config emits into, for the `pkg/dist/**` patterns. */
-function producedBy(dir: string): boolean {
+/** The folder a tsconfig, vite config or the bundle script emits into, for `pkg/dist/**` patterns. */
+function producedBy(dir: string, sub = 'dist'): boolean {
+  if (sub === 'dist/bundle')
+    return dir === 'electron' && existsSync(join(ROOT, 'electron/scripts/bundle.mjs'));
   const ts = join(ROOT, dir, 'tsconfig.json');
   if (existsSync(ts) && /"outDir":\s*"dist"/.test(readFileSync(ts, 'utf8'))) return true;
   const vite = join(ROOT, dir, 'vite.config.ts');
   return existsSync(vite) && /outDir: 'dist'/.test(readFileSync(vite, 'utf8'));
 }
+
+describe('the bundle the package carries', () => {
+  it('main, preload and helper are self-contained: only electron and node: built-ins are imported', () => {
+    execFileSync(process.execPath, [join(ROOT, 'electron/scripts/bundle.mjs')], { stdio: 'pipe' });
+    const bare = (file: string) =>
+      [
+        ...readFileSync(join(ROOT, 'electron/dist/bundle', file), 'utf8').matchAll(
+          /^import [^;]*?from ["']([^"']+)["']/gm,
+        ),
+      ]
+        .map((m) => m[1] ?? '')
+        .filter((spec) => spec !== 'electron' && !spec.startsWith('node:'));
+    expect(bare('main.js')).toEqual([]);
+    expect(bare('weft-helper.mjs')).toEqual([]);
+    expect(readFileSync(join(ROOT, 'electron/dist/bundle/preload.cjs'), 'utf8')).not.toMatch(
+      /require\("(?!electron")/,
+    );
+    // the bundled helper runs on its own (as systemd starts it, minus root)
+    const help = execFileSync(
+      process.execPath,
+      [join(ROOT, 'electron/dist/bundle/weft-helper.mjs'), '--help'],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(help).toContain('--socket');
+  }, 60_000);
+});
 
 describe('electron-builder.yml', () => {
   it('parses, with known keys only, and the targets: AppImage, deb, rpm, dmg, nsis', () => {
@@ -78,9 +108,9 @@ describe('electron-builder.yml', () => {
     for (const pattern of [...config.files, ...config.asarUnpack]) {
       const p = pattern.replace(/^!/, '');
       if (p.startsWith('**')) continue;
-      const dist = /^([a-z-]+)\/dist\//.exec(p);
+      const dist = /^([a-z-]+)\/(dist\/bundle|dist)\//.exec(p);
       if (dist?.[1]) {
-        expect(producedBy(dist[1]), pattern).toBe(true);
+        expect(producedBy(dist[1], dist[2]), pattern).toBe(true);
         continue;
       }
       const base = p.split('*')[0] ?? p;
@@ -96,8 +126,7 @@ describe('electron-builder.yml', () => {
       expect(existsSync(join(ROOT, f)), f).toBe(true);
     }
     for (const r of config.linux.extraResources) expect(existsSync(join(ROOT, r.from)), r.from).toBe(true);
-    const electronMain = JSON.parse(readFileSync(join(ROOT, 'electron/package.json'), 'utf8')).main;
-    expect(config.extraMetadata.main).toBe(`electron/${electronMain}`);
+    expect(config.extraMetadata.main).toBe('electron/dist/bundle/main.js');
     expect(existsSync(join(ROOT, 'electron/src/main.ts'))).toBe(true);
     expect(config.protocols[0]?.schemes).toEqual([DEEP_LINK_SCHEME]);
   });
@@ -117,7 +146,8 @@ describe('electron-builder.yml', () => {
     const sections = [...unit.matchAll(/^\[(\w+)\]$/gm)].map((m) => m[1]);
     expect(sections).toEqual(['Unit', 'Service', 'Install']);
     const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
-    expect(exec).toContain('native-helpers/dist/main.js');
+    expect(exec).toContain('app.asar.unpacked/electron/dist/bundle/weft-helper.mjs');
+    expect(config.asarUnpack).toContain('electron/dist/bundle/weft-helper.mjs');
     expect(exec).toContain('--socket /run/weft/helper.sock');
     expect(exec).toContain('--group weft');
     expect(existsSync(join(ROOT, 'native-helpers/src/main.ts'))).toBe(true);
