@@ -23,7 +23,9 @@ describe('admin commands', () => {
 
     const users = JSON.parse((await cli('users', 'list', '--json')).out);
     expect(users).toEqual([expect.objectContaining({ name: 'alice', email: 'alice@example.com' })]);
-    expect((await cli('users', 'list')).out).toMatch(/^NAME +EMAIL +PROVIDER +GROUPS +CREATED\nalice +alice@example\.com +- +- /);
+    expect((await cli('users', 'list')).out).toMatch(
+      /^NAME +EMAIL +PROVIDER +GROUPS +CREATED\nalice +alice@example\.com +- +- /,
+    );
 
     const made = await cli(
       'preauthkey',

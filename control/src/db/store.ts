@@ -309,16 +309,6 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  /** The earliest key expiry still to come, so a timer can fire at it. */
-  async nextKeyExpiry(after: Date): Promise<string | undefined> {
-    const row = await this.db
-      .selectFrom('nodes')
-      .select((eb) => eb.fn.min('key_expiry').as('next'))
-      .where('key_expiry', '>', after.toISOString())
-      .executeTakeFirst();
-    return row?.next ?? undefined;
-  }
-
   async insertNode(node: Omit<NodeRecord, 'userName' | 'userGroups'>): Promise<void> {
     await this.db
       .insertInto('nodes')
