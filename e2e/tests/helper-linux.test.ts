@@ -1,28 +1,16 @@
-import type { ChildProcess } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import net from 'node:net';
 import { join } from 'node:path';
-import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
+import type { DesiredState } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BIN,
-  type Host,
-  Lab,
-  removeScratch,
-  run,
-  type Segment,
-  scratchDir,
-  sleep,
-  waitFor,
-} from '../lab/index.js';
+import { BIN, type Host, Lab, run, type Segment, sleep, waitFor } from '../lab/index.js';
+import { Helper, keyPair, Scratch, withTimeout } from './helper-harness.js';
 
 // weft-helper for real: the built binary in lab namespaces, driving wireguard-go, `wg` and `ip`
 // (the kernel here has no WireGuard module). Every assertion reads the OS back with `wg` and `ip`.
 
 let lab: Lab;
-const scratch: string[] = [];
+const scratch = new Scratch(() => lab);
 
 beforeAll(async () => {
   lab = await Lab.create();
@@ -31,137 +19,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await lab?.cleanup();
-  for (const dir of scratch) removeScratch(dir);
+  scratch.removeAll();
 });
-
-function keyPair(): { privateKey: string; publicKey: string } {
-  const pair = generateKeyPairSync('x25519');
-  const raw = (k: typeof pair.privateKey, field: 'd' | 'x') =>
-    Buffer.from(k.export({ format: 'jwk' })[field] as string, 'base64url').toString('base64');
-  return { privateKey: raw(pair.privateKey, 'd'), publicKey: raw(pair.publicKey, 'x') };
-}
-
-/** The helper as root runs it, inside a lab host, with its stderr kept for assertions. */
-class Helper {
-  readonly log: string[] = [];
-  readonly exited: Promise<number | null>;
-
-  private constructor(
-    readonly host: Host,
-    readonly socket: string,
-    readonly child: ChildProcess,
-  ) {
-    child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (text: string) => this.log.push(...text.split('\n').filter(Boolean)));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-  }
-
-  /** Starts a helper and waits until it answers on its socket. */
-  static async start(
-    host: Host,
-    args: string[] = [],
-    socket = join(newScratch(), 'helper.sock'),
-  ): Promise<Helper> {
-    const helper = new Helper(host, socket, host.spawn(['node', BIN.helper, '--socket', socket, ...args]));
-    await waitFor(`helper socket ${socket}`, async () => {
-      if (helper.child.exitCode !== null) throw new Error(`helper exited: ${helper.log.join('\n')}`);
-      return canConnect(socket);
-    });
-    return helper;
-  }
-
-  async connect(): Promise<Client> {
-    return Client.connect(this.socket);
-  }
-
-  /** One request on a fresh connection. */
-  async request(req: unknown): Promise<HelperResponse> {
-    const client = await this.connect();
-    try {
-      return await client.request(req);
-    } finally {
-      client.close();
-    }
-  }
-
-  async apply(state: DesiredState): Promise<InterfaceStatus> {
-    const answer = await this.request({ id: 1, op: 'apply', state });
-    if (!answer.ok) throw new Error(`apply failed: ${answer.error.code}: ${answer.error.message}`);
-    return answer.status;
-  }
-
-  /** Lines the helper logged after `mark` lines (`ran …` for every OS change). */
-  changesSince(mark: number): string[] {
-    return this.log.slice(mark).filter((l) => l.startsWith('weft-helper: ran '));
-  }
-
-  async terminate(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    this.child.kill(signal);
-    return withTimeout(this.exited, 15_000, 'helper to exit');
-  }
-}
-
-/** A small NDJSON client, speaking exactly the protocol the engine speaks. */
-class Client {
-  private buffered = '';
-  private waiting: ((line: string) => void)[] = [];
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (text: string) => {
-      this.buffered += text;
-      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
-        this.waiting.shift()?.(this.buffered.slice(0, nl));
-        this.buffered = this.buffered.slice(nl + 1);
-      }
-    });
-  }
-
-  static connect(path: string): Promise<Client> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(path, () => resolve(new Client(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  request(req: unknown): Promise<HelperResponse> {
-    const line = new Promise<string>((resolve) => this.waiting.push(resolve));
-    this.socket.write(`${JSON.stringify(req)}\n`);
-    return withTimeout(line, 30_000, 'a helper response').then((l) => HelperResponse.parse(JSON.parse(l)));
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-function newScratch(): string {
-  const dir = scratchDir(`helper-${lab.id}`);
-  scratch.push(dir);
-  return dir;
-}
-
-function canConnect(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(path, () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 // --- reading the OS back -------------------------------------------------------------------
 
@@ -315,7 +174,7 @@ describe('weft-helper on one host', () => {
     host = await lab.addHost('h1', { segment, address: '198.18.0.1/24' });
     iface = lab.name('wg1');
     before = await osSnapshot(host);
-    helper = await Helper.start(host);
+    helper = await Helper.startIn(host, scratch);
   });
 
   afterAll(async () => {
@@ -490,7 +349,7 @@ describe('weft-helper socket', () => {
   });
 
   it('a second helper refuses a socket another one answers on; a stale socket is replaced', async () => {
-    const first = await Helper.start(host);
+    const first = await Helper.startIn(host, scratch);
     const second = host.spawn(['node', BIN.helper, '--socket', first.socket]);
     let stderr = '';
     second.stderr?.on('data', (t) => {
@@ -506,7 +365,7 @@ describe('weft-helper socket', () => {
     // Killed without a chance to clean up, the first leaves its socket file behind.
     await first.terminate('SIGKILL');
     expect(existsSync(first.socket)).toBe(true);
-    const third = await Helper.start(host, [], first.socket);
+    const third = await Helper.start(host, first.socket);
     expect(await third.request({ id: 1, op: 'status', interface: 'wg0' })).toMatchObject({ id: 1, ok: true });
     expect(await third.terminate()).toBe(0);
   });
@@ -517,7 +376,7 @@ describe('weft-helper socket', () => {
         .split('\n')
         .find((l) => !l.startsWith('root:')) ?? ''
     ).split(':');
-    const helper = await Helper.start(host, ['--group', name as string]);
+    const helper = await Helper.startIn(host, scratch, ['--group', name as string]);
     // The socket is created 0600 and opened to the group just after: never the other way round.
     const s = await waitFor('the socket to open to the group', async () => {
       const st = await stat(helper.socket);
@@ -532,7 +391,7 @@ describe('weft-helper socket', () => {
       'node',
       BIN.helper,
       '--socket',
-      join(newScratch(), 'h.sock'),
+      join(scratch.dir(), 'h.sock'),
       '--group',
       'no-such-group',
     ]);
@@ -555,7 +414,7 @@ describe('two hosts, each with a helper and wireguard-go', () => {
       await lab.addHost('tb', { segment, address: '198.18.2.2/24' }),
     ];
     const keys = [keyPair(), keyPair()];
-    const helpers = await Promise.all(hosts.map((h) => Helper.start(h)));
+    const helpers = await Promise.all(hosts.map((h) => Helper.startIn(h, scratch)));
     const names = [lab.name('ta'), lab.name('tb')];
     const overlay4 = ['100.64.1.1', '100.64.1.2'];
     const overlay6 = ['fd00:65::1', 'fd00:65::2'];

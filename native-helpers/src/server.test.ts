@@ -298,6 +298,41 @@ describe('refusals: a clear error and the backend is never called', () => {
       }),
       'state.routes[0]: link-local and multicast prefixes are not routed',
     ],
+    [
+      'a filter port range that runs backwards',
+      withState((s) => {
+        s.filter = [
+          {
+            src: ['0.0.0.0/0'],
+            dst: [{ prefix: '100.64.0.1/32', ports: { first: 23, last: 22 } }],
+            protos: [6],
+          },
+        ];
+      }),
+      'state.filter[0].dst[0].ports: first must not be greater than last',
+    ],
+    [
+      'a filter source that is not a prefix',
+      withState((s) => {
+        s.filter = [
+          { src: ['*'], dst: [{ prefix: '100.64.0.1/32', ports: { first: 0, last: 0 } }], protos: [6] },
+        ];
+      }),
+      'state.filter[0].src[0]: must be a CIDR prefix with no host bits set',
+    ],
+    [
+      'a filter rule with no protocol',
+      withState((s) => {
+        s.filter = [
+          {
+            src: ['0.0.0.0/0'],
+            dst: [{ prefix: '100.64.0.1/32', ports: { first: 0, last: 0 } }],
+            protos: [],
+          },
+        ];
+      }),
+      'state.filter[0].protos:',
+    ],
   ];
 
   it.each(cases)('%s', async (_, request, message) => {

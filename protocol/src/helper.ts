@@ -15,6 +15,52 @@ export const PeerConfig = z.strictObject({
 });
 export type PeerConfig = z.infer<typeof PeerConfig>;
 
+/**
+ * Well-known IP protocol numbers of the packet filter. Ports mean something only for TCP, UDP and
+ * SCTP; ICMP matches by address alone; any other protocol matches only a destination whose ports
+ * are the whole range 0-65535 (Tailscale's filter semantics).
+ */
+export const IP_PROTO = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 } as const;
+
+export const FilterPorts = z
+  .strictObject({ first: Port, last: Port })
+  .refine((r) => r.first <= r.last, 'first must not be greater than last');
+
+export const FilterDestination = z.strictObject({ prefix: Cidr, ports: FilterPorts });
+
+/**
+ * One accept rule of the packet filter, normalised by the engine from the netmap's Tailscale-shaped
+ * rules: a packet arriving from the tunnel from any `src` prefix, to any `dst` prefix and port, with
+ * a protocol in `protos`, is accepted. `*` has become 0.0.0.0/0 and ::/0, ranges have become prefixes.
+ */
+export const FilterRuleSpec = z.strictObject({
+  src: z.array(Cidr).min(1).max(65536),
+  dst: z.array(FilterDestination).min(1).max(65536),
+  protos: z.array(z.number().int().min(0).max(255)).min(1).max(256),
+});
+export type FilterRuleSpec = z.infer<typeof FilterRuleSpec>;
+
+/** This node forwards tunnel traffic into its other networks: a subnet router or an exit node. */
+export const RouterConfig = z.strictObject({
+  /** The approved routes this node serves (0.0.0.0/0 and ::/0 for an exit node); nothing else is forwarded. */
+  routes: z.array(Cidr).min(1).max(4096),
+  /** Source-NAT forwarded traffic to the outgoing interface's address, so the LAN needs no route back. */
+  masquerade: z.boolean(),
+});
+export type RouterConfig = z.infer<typeof RouterConfig>;
+
+/**
+ * This node sends its default traffic through the tunnel (an exit node is selected). The exit peer's
+ * `allowedIPs` carry 0.0.0.0/0 and ::/0; the helper routes everything else into the interface.
+ */
+export const ExitNodeConfig = z.strictObject({
+  /** Local LAN prefixes that stay reachable outside the tunnel (allow-LAN access); [] blocks the LAN. */
+  allowedLan: z.array(Cidr).max(256),
+  /** Control and relay servers the engine reaches outside the tunnel (usually /32 and /128). */
+  bypass: z.array(Cidr).max(256),
+});
+export type ExitNodeConfig = z.infer<typeof ExitNodeConfig>;
+
 export const DesiredState = z.strictObject({
   interface: z.strictObject({
     name: InterfaceName,
@@ -26,6 +72,14 @@ export const DesiredState = z.strictObject({
   peers: z.array(PeerConfig).max(65536),
   /** Prefixes routed into the interface (peers' addresses and approved routes). */
   routes: z.array(Cidr).max(65536),
+  /**
+   * The packet filter enforced on traffic arriving from the tunnel (and forwarded by a router): what
+   * a rule accepts, plus replies to this node's own connections, gets in; the rest is dropped.
+   * Absent: the helper installs no filter (everything the peers send arrives).
+   */
+  filter: z.array(FilterRuleSpec).max(16384).optional(),
+  router: RouterConfig.optional(),
+  exitNode: ExitNodeConfig.optional(),
 });
 export type DesiredState = z.infer<typeof DesiredState>;
 

@@ -56,6 +56,7 @@ describe('desired state', () => {
         },
       ],
       routes: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+      filter: [],
     });
     expect(DesiredState.safeParse(state).success).toBe(true);
   });
@@ -88,5 +89,27 @@ describe('desired state', () => {
       '198.18.0.9:1',
     );
     expect(choosePeerEndpoint(nodeView(2, a, { endpoints: [] }))).toBeUndefined();
+  });
+
+  it('carries the netmap packet filter in the helper form', () => {
+    const netmap = map([]);
+    netmap.packetFilter = [
+      {
+        SrcIPs: ['100.64.0.2', '100.64.0.10-100.64.0.11'],
+        DstPorts: [{ IP: '*', Ports: { First: 443, Last: 443 } }],
+      },
+    ];
+    const state = desiredState(inputs(netmap));
+    expect(state.filter).toEqual([
+      {
+        src: ['100.64.0.10/31', '100.64.0.2/32'],
+        dst: [
+          { prefix: '0.0.0.0/0', ports: { first: 443, last: 443 } },
+          { prefix: '::/0', ports: { first: 443, last: 443 } },
+        ],
+        protos: [1, 6, 17, 58],
+      },
+    ]);
+    expect(DesiredState.safeParse(state).success).toBe(true);
   });
 });

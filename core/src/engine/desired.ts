@@ -1,4 +1,5 @@
 import type { DesiredState, NetMap, PeerConfig } from '@weft/protocol';
+import { normalizeFilter } from './filter.js';
 import { choosePeerEndpoint } from './path.js';
 
 // The complete OS state the helper should converge to, as a pure function of what the engine
@@ -48,5 +49,7 @@ export function desiredState({
     },
     peers,
     routes: netmap.tailnetRanges,
+    // Enforced by the helper on what arrives from the tunnel; an empty filter lets nothing in.
+    filter: normalizeFilter(netmap.packetFilter),
   };
 }

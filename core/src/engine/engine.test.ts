@@ -109,6 +109,7 @@ describe('engine', () => {
         },
       ],
       routes: ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'],
+      filter: [],
     });
     // Endpoints: the LAN address with our port; not link-local, not the tunnel's own address.
     await waitUntil('endpoints report', () => control.endpointReports.length > 0);

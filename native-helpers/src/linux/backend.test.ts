@@ -61,10 +61,13 @@ class FakeOs implements Runner {
   /** Whether wireguard-go brings its interface up at all. */
   wireguardGoWorks = true;
   lastConfig = '';
+  /** nftables tables by name, as `nft -f` last loaded them. */
+  readonly tables = new Map<string, string>();
+  nftInstalled = true;
 
   /** Commands that changed something (everything but reads). */
   get changes(): string[] {
-    return this.log.filter((c) => !/ show /.test(c));
+    return this.log.filter((c) => !/ (show|list) /.test(c));
   }
 
   async run(argv: readonly string[]): Promise<string> {
@@ -76,6 +79,7 @@ class FakeOs implements Runner {
     const [tool, ...a] = argv;
     const dev = a[a.length - 1] as string;
     if (tool === 'wg') return this.wgCommand(a, fail);
+    if (tool === 'nft') return this.nftCommand(a, fail);
     if (cmd.startsWith('ip -j -d address show dev ')) {
       const link = this.links.get(dev);
       if (!link) return fail(`Device "${dev}" does not exist.`);
@@ -135,6 +139,32 @@ class FakeOs implements Runner {
   private addDevice(name: string, kind: 'tun' | 'wireguard'): void {
     this.links.set(name, { kind, mtu: 1420, up: false, addresses: [] });
     this.wg.set(name, { privateKey: null, listenPort: 40000, peers: new Map() });
+  }
+
+  private nftCommand(a: readonly string[], fail: (e: string) => never): string {
+    if (!this.nftInstalled) return fail('spawn nft ENOENT');
+    const verb = a.join(' ');
+    if (verb.startsWith('-t list table inet ')) {
+      const table = this.tables.get(a[4] as string);
+      return table ?? fail('Error: No such file or directory\nlist table inet x\n');
+    }
+    if (verb.startsWith('delete table inet ')) {
+      if (!this.tables.delete(a[3] as string)) fail('Error: No such file or directory');
+      return '';
+    }
+    if (a[0] === '-f') {
+      const file = readFileSync(a[1] as string, 'utf8');
+      const [add, del, open] = file.split('\n');
+      const name = (add as string).split(' ')[3] as string;
+      expect([add, del, open]).toEqual([
+        `add table inet ${name}`,
+        `delete table inet ${name}`,
+        `table inet ${name} {`,
+      ]);
+      this.tables.set(name, file.split('\n').slice(2).join('\n'));
+      return '';
+    }
+    throw new Error(`fake nft does not know ${verb}`);
   }
 
   private wgCommand(a: readonly string[], fail: (e: string) => never): string {
@@ -467,5 +497,70 @@ describe('down and shutdown', () => {
     await backend.shutdown();
     expect(os.changes).toEqual(['ip link del wg0']);
     expect(os.links.has('wgx')).toBe(true);
+  });
+});
+
+describe('packet filter', () => {
+  const filtered = (): DesiredState => ({
+    ...desired(),
+    filter: [
+      {
+        src: ['100.64.0.2/32'],
+        dst: [{ prefix: '100.64.0.1/32', ports: { first: 443, last: 443 } }],
+        protos: [6],
+      },
+    ],
+  });
+
+  it('installs the table before the interface exists, in one nft -f transaction', async () => {
+    await backend.apply(filtered());
+    expect(os.changes[0]).toMatch(/^nft -f \/.*\/weft-nft-\w+\/rules\.nft$/);
+    expect(os.changes[1]).toBe('ip link add wg0 type wireguard');
+    expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 6 . 443');
+  });
+
+  it('runs nothing when the same filter is applied again, and replaces it when it changes', async () => {
+    await backend.apply(filtered());
+    os.log.length = 0;
+    await backend.apply(filtered());
+    expect(os.changes).toEqual([]);
+    const wider = filtered();
+    (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
+    await backend.apply(wider);
+    expect(os.changes).toEqual([expect.stringMatching(/^nft -f /)]);
+    expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 17 . 443');
+  });
+
+  it('removes the table when the state stops asking for a filter, and on down', async () => {
+    await backend.apply(filtered());
+    os.log.length = 0;
+    await backend.apply(desired());
+    expect(os.changes).toEqual(['nft delete table inet weft-wg0']);
+    await backend.apply(filtered());
+    os.log.length = 0;
+    await backend.down('wg0');
+    expect(os.changes).toEqual(['nft delete table inet weft-wg0', 'ip link del wg0']);
+    expect(os.tables.size).toBe(0);
+  });
+
+  it('removes the table at shutdown, also for an adopted interface', async () => {
+    os.kernelWireGuard = true;
+    os.links.set('wgx', { kind: 'wireguard', mtu: 1420, up: true, addresses: [] });
+    os.wg.set('wgx', { privateKey: null, listenPort: 1, peers: new Map() });
+    const adopted = filtered();
+    adopted.interface.name = 'wgx';
+    adopted.routes = [];
+    await backend.apply(adopted);
+    expect(os.tables.has('weft-wgx')).toBe(true);
+    await backend.shutdown();
+    expect(os.tables.size).toBe(0);
+    expect(os.links.has('wgx')).toBe(true);
+  });
+
+  it('works without nft installed as long as no filter is asked for', async () => {
+    os.nftInstalled = false;
+    await backend.apply(desired());
+    await backend.down('wg0');
+    await expect(backend.apply(filtered())).rejects.toThrow(/ENOENT/);
   });
 });

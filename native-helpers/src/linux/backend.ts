@@ -5,6 +5,7 @@ import type { DesiredState, InterfaceStatus } from '@weft/protocol';
 import { absentStatus, BackendError, type PlatformBackend } from '../backend.js';
 import type { Logger } from '../log.js';
 import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
+import { parseTableHash, renderTable, TABLE_FAMILY, tableName } from './nft.js';
 import { type Command, planAddresses, planLink, planRoutes } from './plan.js';
 import { describeExit, exitWithin, stopProcess } from './process.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
@@ -53,6 +54,8 @@ export class LinuxBackend implements PlatformBackend {
   private readonly created = new Map<string, Created>();
   /** Per interface, the peer endpoints this process last set (see SetEndpoints). */
   private readonly setEndpoints = new Map<string, SetEndpoints>();
+  /** Interfaces whose nftables table this process installed (removed again at exit). */
+  private readonly firewalls = new Set<string>();
   private readonly runner: Runner;
   private readonly buffers: UdpBuffers;
   private readonly log: Logger;
@@ -70,6 +73,9 @@ export class LinuxBackend implements PlatformBackend {
   async apply(state: DesiredState): Promise<InterfaceStatus> {
     const { name, addresses, mtu } = state.interface;
     let device = await this.readDevice(name);
+    // The firewall first: its rules match the interface by name, so they are in force before the
+    // interface exists and before any peer can send.
+    await this.syncFirewall(state);
     if (device === null) {
       await this.create(name);
       device = await this.readDevice(name);
@@ -100,6 +106,7 @@ export class LinuxBackend implements PlatformBackend {
 
   async down(name: string): Promise<InterfaceStatus> {
     const device = await this.readDevice(name);
+    await this.removeFirewall(name);
     const ours = this.created.get(name);
     if (ours !== undefined) ours.stopping = true;
     try {
@@ -121,6 +128,48 @@ export class LinuxBackend implements PlatformBackend {
       } catch (e) {
         this.log.error(`could not take down ${name}: ${(e as Error).message}`);
       }
+    }
+    // Interfaces we adopted stay, but what we added for them goes.
+    for (const name of [...this.firewalls]) {
+      try {
+        await this.removeFirewall(name);
+      } catch (e) {
+        this.log.error(`could not remove the firewall of ${name}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** Installs the interface's nftables table, or replaces it in one transaction when it differs. */
+  private async syncFirewall(state: DesiredState): Promise<void> {
+    const { name } = state.interface;
+    const table = renderTable(state);
+    if (table === null) {
+      await this.removeFirewall(name);
+      return;
+    }
+    const installed = await this.readTableHash(name);
+    if (installed !== table.hash) {
+      await withPrivateFile('weft-nft-', 'rules.nft', table.file, (file) => this.change(['nft', '-f', file]));
+    }
+    this.firewalls.add(name);
+  }
+
+  private async removeFirewall(name: string): Promise<void> {
+    if ((await this.readTableHash(name)) !== undefined) {
+      await this.change(['nft', 'delete', 'table', TABLE_FAMILY, tableName(name)]);
+    }
+    this.firewalls.delete(name);
+  }
+
+  /** The installed table's hash; null when it has none; undefined when there is no table (or no nft). */
+  private async readTableHash(name: string): Promise<string | null | undefined> {
+    try {
+      return parseTableHash(
+        await this.runner.run(['nft', '-t', 'list', 'table', TABLE_FAMILY, tableName(name)]),
+      );
+    } catch (e) {
+      if (e instanceof CommandError && /No such file or directory|ENOENT/.test(e.stderr)) return undefined;
+      throw e;
     }
   }
 
@@ -234,14 +283,9 @@ export class LinuxBackend implements PlatformBackend {
   private async syncWireGuard(name: string, dump: WgDump, state: DesiredState): Promise<void> {
     const setBefore = this.setEndpoints.get(name) ?? new Map<string, string>();
     if (!wgMatches(dump, state, setBefore)) {
-      const dir = await mkdtemp(join(tmpdir(), 'weft-wg-'));
-      try {
-        const file = join(dir, 'wg.conf');
-        await writeFile(file, renderConfig(state, setBefore), { mode: 0o600, flag: 'wx' });
-        await this.change(['wg', 'syncconf', name, file]);
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
+      await withPrivateFile('weft-wg-', 'wg.conf', renderConfig(state, setBefore), (file) =>
+        this.change(['wg', 'syncconf', name, file]),
+      );
       for (const key of peersToEmpty(dump, state)) {
         await this.change(['wg', 'set', name, 'peer', key, 'allowed-ips', '']);
       }
@@ -290,5 +334,22 @@ export class LinuxBackend implements PlatformBackend {
   private async change(argv: readonly string[]): Promise<void> {
     await this.runner.run(argv);
     this.log.info(`ran ${formatCommand(argv)}`);
+  }
+}
+
+/** Writes `content` to a 0600 file in a fresh 0700 directory, runs `use` on it, then removes both. */
+async function withPrivateFile(
+  prefix: string,
+  fileName: string,
+  content: string,
+  use: (file: string) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  try {
+    const file = join(dir, fileName);
+    await writeFile(file, content, { mode: 0o600, flag: 'wx' });
+    await use(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }

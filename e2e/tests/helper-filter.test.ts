@@ -1,0 +1,142 @@
+import { existsSync } from 'node:fs';
+import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, type Host, Lab } from '../lab/index.js';
+import { Helper, keyPair, ruleset, Scratch, startTcpServer, tcpProbe } from './helper-harness.js';
+
+// The packet filter for real: the built helper in lab namespaces installs it as nftables rules on a
+// wireguard-go interface, and TCP and ping across the tunnel are let through or dropped as it says.
+
+let lab: Lab;
+const scratch = new Scratch(() => lab);
+
+beforeAll(async () => {
+  lab = await Lab.create();
+  if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
+  if (!existsSync('/usr/sbin/nft')) throw new Error('nft is missing: run scripts/setup.sh');
+});
+
+afterAll(async () => {
+  await lab?.cleanup();
+  scratch.removeAll();
+});
+
+const tcp = (src: string[], dst: string[], first: number, last = first): FilterRuleSpec => ({
+  src,
+  dst: dst.map((prefix) => ({ prefix, ports: { first, last } })),
+  protos: [6],
+});
+
+describe('packet filter on the WireGuard interface (real nft, wireguard-go)', () => {
+  let a: Host;
+  let b: Host;
+  let helperA: Helper;
+  let helperB: Helper;
+  let rulesetBefore: string;
+  const keys = [keyPair(), keyPair()] as const;
+  const names: string[] = [];
+  const v4 = ['100.64.2.1', '100.64.2.2'];
+  const v6 = ['fd00:66::1', 'fd00:66::2'];
+  const A = [`${v4[0]}/32`, `${v6[0]}/128`];
+  const B = [`${v4[1]}/32`, `${v6[1]}/128`];
+
+  const state = (i: 0 | 1, filter?: FilterRuleSpec[]): DesiredState => {
+    const j = 1 - i;
+    return {
+      interface: {
+        name: names[i] as string,
+        privateKey: keys[i].privateKey,
+        listenPort: 51820,
+        addresses: [`${v4[i]}/32`, `${v6[i]}/128`],
+        mtu: 1420,
+      },
+      peers: [
+        {
+          publicKey: keys[j as 0 | 1].publicKey,
+          allowedIPs: [`${v4[j]}/32`, `${v6[j]}/128`],
+          endpoint: `${[a, b][j]?.ip}:51820`,
+        },
+      ],
+      routes: [`${v4[j]}/32`, `${v6[j]}/128`],
+      ...(filter === undefined ? {} : { filter }),
+    };
+  };
+  /** B accepts TCP 443 from A, and nothing else. */
+  const only443 = () => [tcp(A, B, 443)];
+
+  beforeAll(async () => {
+    const segment = await lab.addSegment();
+    a = await lab.addHost('fa', { segment, address: '198.18.3.1/24' });
+    b = await lab.addHost('fb', { segment, address: '198.18.3.2/24' });
+    names.push(lab.name('fa'), lab.name('fb'));
+    rulesetBefore = await ruleset(b);
+    [helperA, helperB] = await Promise.all([Helper.startIn(a, scratch), Helper.startIn(b, scratch)]);
+    await startTcpServer(b, [22, 80, 443]);
+    await startTcpServer(a, [8080]);
+  });
+
+  afterAll(async () => {
+    await helperA?.terminate();
+    await helperB?.terminate();
+  });
+
+  it('without a filter everything reaches B (the probes below do detect a drop)', async () => {
+    await helperA.apply(state(0));
+    await helperB.apply(state(1));
+    expect(await a.ping(v4[1] as string, { deadlineS: 5 })).toBe(true);
+    expect(await tcpProbe(a, v4[1] as string, 80)).toBe('hello 80');
+  });
+
+  it('with TCP 443 from A only, A reaches 443 but not 22 or 80, and ping fails (both families)', async () => {
+    await helperB.apply(state(1, only443()));
+    expect((await b.must(['nft', 'list', 'tables'])).split('\n')).toContain(`table inet weft-${names[1]}`);
+    for (const dst of [v4[1], v6[1]] as string[]) {
+      expect(await tcpProbe(a, dst, 443)).toBe('hello 443');
+      expect(await tcpProbe(a, dst, 22)).toBeNull();
+      expect(await tcpProbe(a, dst, 80)).toBeNull();
+      expect(await a.ping(dst, { count: 2, deadlineS: 2 })).toBe(false);
+    }
+    // The drops happened at B's filter, not somewhere on the way: its drop rule counted them.
+    const counters = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'input']);
+    expect(counters).toMatch(new RegExp(`iifname "${names[1]}" counter packets [1-9]\\d* bytes \\d+ drop`));
+  });
+
+  it("B's own connections out to A still get their replies", async () => {
+    expect(await tcpProbe(b, v4[0] as string, 8080)).toBe('hello 8080');
+    expect(await tcpProbe(b, v6[0] as string, 8080)).toBe('hello 8080');
+    expect(await b.ping(v4[0] as string, { deadlineS: 3 })).toBe(true);
+  });
+
+  it('the same filter again runs nothing', async () => {
+    const mark = helperB.log.length;
+    await helperB.apply(state(1, only443()));
+    expect(helperB.changesSince(mark)).toEqual([]);
+  });
+
+  it('a new filter opening 22 takes effect at once; 80 stays closed', async () => {
+    const mark = helperB.log.length;
+    await helperB.apply(state(1, [tcp(A, B, 443), tcp(A, B, 22)]));
+    expect(helperB.changesSince(mark)).toEqual([expect.stringMatching(/^weft-helper: ran nft -f /)]);
+    expect(await tcpProbe(a, v4[1] as string, 22)).toBe('hello 22');
+    expect(await tcpProbe(a, v6[1] as string, 22)).toBe('hello 22');
+    expect(await tcpProbe(a, v4[1] as string, 443)).toBe('hello 443');
+    expect(await tcpProbe(a, v4[1] as string, 80)).toBeNull();
+  });
+
+  it('a source the rule does not name is dropped even on an open port', async () => {
+    await helperB.apply(state(1, [tcp(['100.64.9.9/32'], B, 22)]));
+    expect(await tcpProbe(a, v4[1] as string, 22)).toBeNull();
+  });
+
+  it('down removes the table: nft list ruleset is exactly as before', async () => {
+    await helperB.down(names[1] as string);
+    expect(await ruleset(b)).toBe(rulesetBefore);
+  });
+
+  it('SIGTERM removes the table too', async () => {
+    await helperB.apply(state(1, only443()));
+    expect(await ruleset(b)).not.toBe(rulesetBefore);
+    expect(await helperB.terminate()).toBe(0);
+    expect(await ruleset(b)).toBe(rulesetBefore);
+  });
+});

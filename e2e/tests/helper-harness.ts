@@ -1,0 +1,207 @@
+import type { ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import net from 'node:net';
+import { join } from 'node:path';
+import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
+import { BIN, type Host, type Lab, removeScratch, scratchDir, waitFor } from '../lab/index.js';
+
+// What the weft-helper network tests share: the helper as root runs it inside a lab host, a client
+// speaking the helper's protocol exactly as the engine does, and WireGuard key pairs.
+
+export function keyPair(): { privateKey: string; publicKey: string } {
+  const pair = generateKeyPairSync('x25519');
+  const raw = (k: typeof pair.privateKey, field: 'd' | 'x') =>
+    Buffer.from(k.export({ format: 'jwk' })[field] as string, 'base64url').toString('base64');
+  return { privateKey: raw(pair.privateKey, 'd'), publicKey: raw(pair.publicKey, 'x') };
+}
+
+/** Scratch folders of one test file, removed by `removeAll`. */
+export class Scratch {
+  private readonly dirs: string[] = [];
+
+  constructor(private readonly lab: () => Lab) {}
+
+  dir(): string {
+    const dir = scratchDir(`helper-${this.lab().id}`);
+    this.dirs.push(dir);
+    return dir;
+  }
+
+  removeAll(): void {
+    for (const dir of this.dirs.splice(0)) removeScratch(dir);
+  }
+}
+
+/** The helper as root runs it, inside a lab host, with its stderr kept for assertions. */
+export class Helper {
+  readonly log: string[] = [];
+  readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly host: Host,
+    readonly socket: string,
+    readonly child: ChildProcess,
+  ) {
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (text: string) => this.log.push(...text.split('\n').filter(Boolean)));
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  }
+
+  /** Starts a helper listening on `socket` and waits until it answers there. */
+  static async start(host: Host, socket: string, args: string[] = []): Promise<Helper> {
+    const helper = new Helper(host, socket, host.spawn(['node', BIN.helper, '--socket', socket, ...args]));
+    await waitFor(`helper socket ${socket}`, async () => {
+      if (helper.child.exitCode !== null) throw new Error(`helper exited: ${helper.log.join('\n')}`);
+      return canConnect(socket);
+    });
+    return helper;
+  }
+
+  /** Starts a helper with its socket in a fresh scratch folder. */
+  static async startIn(host: Host, scratch: Scratch, args: string[] = []): Promise<Helper> {
+    return Helper.start(host, join(scratch.dir(), 'helper.sock'), args);
+  }
+
+  async connect(): Promise<Client> {
+    return Client.connect(this.socket);
+  }
+
+  /** One request on a fresh connection. */
+  async request(req: unknown): Promise<HelperResponse> {
+    const client = await this.connect();
+    try {
+      return await client.request(req);
+    } finally {
+      client.close();
+    }
+  }
+
+  async apply(state: DesiredState): Promise<InterfaceStatus> {
+    const answer = await this.request({ id: 1, op: 'apply', state });
+    if (!answer.ok) throw new Error(`apply failed: ${answer.error.code}: ${answer.error.message}`);
+    return answer.status;
+  }
+
+  async down(iface: string): Promise<void> {
+    const answer = await this.request({ id: 2, op: 'down', interface: iface });
+    if (!answer.ok) throw new Error(`down failed: ${answer.error.code}: ${answer.error.message}`);
+  }
+
+  /** Lines the helper logged after `mark` lines (`ran …` for every OS change). */
+  changesSince(mark: number): string[] {
+    return this.log.slice(mark).filter((l) => l.startsWith('weft-helper: ran '));
+  }
+
+  async terminate(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    this.child.kill(signal);
+    return withTimeout(this.exited, 15_000, 'helper to exit');
+  }
+}
+
+/** A small NDJSON client, speaking exactly the protocol the engine speaks. */
+export class Client {
+  private buffered = '';
+  private waiting: ((line: string) => void)[] = [];
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => {
+      this.buffered += text;
+      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
+        this.waiting.shift()?.(this.buffered.slice(0, nl));
+        this.buffered = this.buffered.slice(nl + 1);
+      }
+    });
+  }
+
+  static connect(path: string): Promise<Client> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(path, () => resolve(new Client(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  request(req: unknown): Promise<HelperResponse> {
+    const line = new Promise<string>((resolve) => this.waiting.push(resolve));
+    this.socket.write(`${JSON.stringify(req)}\n`);
+    return withTimeout(line, 30_000, 'a helper response').then((l) => HelperResponse.parse(JSON.parse(l)));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export function canConnect(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(path, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `nft list ruleset` in the host: what `down` must leave exactly as it found it. */
+export function ruleset(host: Host): Promise<string> {
+  return host.must(['nft', 'list', 'ruleset']);
+}
+
+/**
+ * A tiny TCP server in the host's namespace: it answers `hello PORT` on every port given, on every
+ * address. The lab kills it at cleanup (it is a lab-tracked process).
+ */
+export async function startTcpServer(host: Host, ports: number[]): Promise<ChildProcess> {
+  const script = `
+    const net = require('node:net');
+    let up = 0;
+    for (const port of ${JSON.stringify(ports)}) {
+      net.createServer((s) => s.end('hello ' + port + '\\n')).listen({ port, host: '::' }, () => {
+        if (++up === ${ports.length}) console.log('listening');
+      });
+    }`;
+  const child = host.spawn(['node', '-e', script]);
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      child.stdout?.on('data', (d) => String(d).includes('listening') && resolve());
+      child.once('exit', (code) => reject(new Error(`tcp server exited with ${code}`)));
+    }),
+    10_000,
+    'the tcp server to listen',
+  );
+  return child;
+}
+
+/**
+ * Connects from the host to `address:port` and returns what the server said, or null when the
+ * connection failed or hung (a dropped SYN): bounded by Node's own timeout and by `timeout(1)`.
+ */
+export async function tcpProbe(
+  host: Host,
+  address: string,
+  port: number,
+  timeoutS = 3,
+): Promise<string | null> {
+  const script = `
+    const s = require('node:net').connect({ host: ${JSON.stringify(address)}, port: ${port}, timeout: ${timeoutS * 1000} });
+    s.on('data', (d) => { process.stdout.write(d); process.exit(0); });
+    s.on('timeout', () => process.exit(2));
+    s.on('error', () => process.exit(1));`;
+  const r = await host.exec(['timeout', String(timeoutS + 2), 'node', '-e', script], {
+    timeoutMs: (timeoutS + 4) * 1000,
+  });
+  return r.code === 0 ? r.stdout.trim() : null;
+}

@@ -1,0 +1,96 @@
+import { type Family, formatAddr, formatPrefix, type Prefix, parsePrefix, prefixRange } from '@weft/protocol';
+
+// Interval arithmetic for nftables interval sets. The kernel refuses overlapping elements in an
+// interval set ("conflicting intervals", or "File exists" for concatenations), and filters overlap all
+// the time (a /10 and a /32 inside it), so every set is first turned into disjoint elements.
+
+export interface Span {
+  first: bigint;
+  last: bigint;
+}
+
+/** An address span and a port span: one element of an `addr . proto . port` set, per protocol. */
+export interface Rect {
+  addr: Span;
+  ports: Span;
+}
+
+export function prefixSpan(text: string): { family: Family; span: Span } {
+  const r = prefixRange(parsePrefix(text) as Prefix);
+  return { family: r.family, span: { first: r.first, last: r.last } };
+}
+
+/** The union of spans as sorted, disjoint, non-adjacent spans. */
+export function mergeSpans(spans: readonly Span[]): Span[] {
+  const sorted = [...spans].sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
+  const out: Span[] = [];
+  for (const s of sorted) {
+    const last = out[out.length - 1];
+    if (last !== undefined && s.first <= last.last + 1n) {
+      if (s.last > last.last) last.last = s.last;
+    } else {
+      out.push({ ...s });
+    }
+  }
+  return out;
+}
+
+/**
+ * The union of rectangles as disjoint rectangles: the address axis is cut at every rectangle's edge;
+ * each piece gets the union of the port spans over it, and neighbouring pieces with the same ports
+ * are joined again.
+ */
+export function disjointRects(rects: readonly Rect[]): Rect[] {
+  const cuts = new Set<bigint>();
+  for (const r of rects) {
+    cuts.add(r.addr.first);
+    cuts.add(r.addr.last + 1n);
+  }
+  const points = [...cuts].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const byStart = [...rects].sort((a, b) => (a.addr.first < b.addr.first ? -1 : 1));
+  const out: Rect[] = [];
+  let active: Rect[] = [];
+  let next = 0;
+  let previous: { end: bigint; ports: Span[]; from: number } | null = null;
+  for (let i = 0; i + 1 < points.length; i++) {
+    const first = points[i] as bigint;
+    const last = (points[i + 1] as bigint) - 1n;
+    while (next < byStart.length && (byStart[next] as Rect).addr.first <= first)
+      active.push(byStart[next++] as Rect);
+    active = active.filter((r) => r.addr.last >= first);
+    const ports = mergeSpans(active.map((r) => r.ports));
+    if (ports.length === 0) {
+      previous = null;
+      continue;
+    }
+    if (previous !== null && previous.end + 1n === first && sameSpans(previous.ports, ports)) {
+      for (let k = previous.from; k < out.length; k++) (out[k] as Rect).addr.last = last;
+      previous.end = last;
+      continue;
+    }
+    previous = { end: last, ports, from: out.length };
+    for (const p of ports) out.push({ addr: { first, last }, ports: p });
+  }
+  return out;
+}
+
+function sameSpans(a: readonly Span[], b: readonly Span[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.first === b[i]?.first && s.last === b[i]?.last);
+}
+
+/** An address span as nft writes it: one address, a prefix when it is one, else `a-b`. */
+export function formatAddrSpan(family: Family, s: Span): string {
+  const bitsTotal = family === 4 ? 32 : 128;
+  if (s.first === s.last) return formatAddr({ family, value: s.first });
+  const size = s.last - s.first + 1n;
+  // A power of two, aligned on its size: a prefix.
+  if ((size & (size - 1n)) === 0n && s.first % size === 0n) {
+    const bits = bitsTotal - (size.toString(2).length - 1);
+    return formatPrefix({ addr: { family, value: s.first }, bits });
+  }
+  return `${formatAddr({ family, value: s.first })}-${formatAddr({ family, value: s.last })}`;
+}
+
+export function formatPortSpan(s: Span): string {
+  return s.first === s.last ? String(s.first) : `${s.first}-${s.last}`;
+}
