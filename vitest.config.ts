@@ -7,7 +7,10 @@ const src = (pkg: string) => fileURLToPath(new URL(`./${pkg}/src/index.ts`, impo
 export default defineConfig({
   resolve: { alias: { '@weft/protocol': src('protocol') } },
   test: {
-    include: ['{protocol,control,core,native-helpers,relay}/src/**/*.test.ts', '{renderer,electron}/src/**/*.test.{ts,tsx}'],
+    include: [
+      '{protocol,control,core,native-helpers,relay}/src/**/*.test.ts',
+      '{renderer,electron}/src/**/*.test.{ts,tsx}',
+    ],
     testTimeout: 20_000,
   },
 });

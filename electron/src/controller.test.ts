@@ -1,10 +1,4 @@
-import {
-  AppState,
-  dispatchBridgeCall,
-  type EngineStatus,
-  type Preferences,
-  type UpRequest,
-} from '@weft/protocol';
+import { AppState, dispatchBridgeCall, type Preferences } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { AppController, DEFAULT_PREFERENCES } from './controller.js';
 import { FakeClock, flush } from './testing/fake-clock.js';
