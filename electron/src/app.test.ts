@@ -67,6 +67,7 @@ describe('DesktopApp (Electron injected)', () => {
     expect(t.windows[0]?.loaded).toBe('/opt/Weft/renderer/dist/index.html');
     expect(t.windows[0]?.options).toMatchObject({
       webPreferences: { sandbox: true, contextIsolation: true, nodeIntegration: false },
+      backgroundColor: '#15171b', // the fake OS is in dark mode
     });
     t.engine.set(runningEngine({ backendState: 'Stopped' }));
     expect(tray?.image?.path).toBe('/opt/Weft/assets/tray/disconnected-dark.png');

@@ -228,8 +228,9 @@ export class DesktopApp {
   showWindow(view?: View): void {
     const { BrowserWindow } = this.o.electron;
     if (!this.window || this.window.isDestroyed()) {
+      const dark = this.o.electron.nativeTheme.shouldUseDarkColors;
       const win = new BrowserWindow(
-        mainWindowOptions(this.o.preloadPath, join(this.o.assetsDir, 'icon.png')),
+        mainWindowOptions(this.o.preloadPath, join(this.o.assetsDir, 'icon.png'), dark),
       );
       this.window = win;
       win.on('close', (e) => {

@@ -87,7 +87,16 @@ export function refuseRemoteContent(
   });
 }
 
-export function mainWindowOptions(preload: string, iconPath: string): BrowserWindowConstructorOptions {
+/** The page's own background, so the window does not flash white in dark mode while loading. */
+export function windowBackground(dark: boolean): string {
+  return dark ? '#15171b' : '#f4f5f7';
+}
+
+export function mainWindowOptions(
+  preload: string,
+  iconPath: string,
+  dark = false,
+): BrowserWindowConstructorOptions {
   return {
     width: 400,
     height: 640,
@@ -97,7 +106,7 @@ export function mainWindowOptions(preload: string, iconPath: string): BrowserWin
     title: 'Weft',
     icon: iconPath,
     autoHideMenuBar: true,
-    backgroundColor: '#00000000',
+    backgroundColor: windowBackground(dark),
     webPreferences: secureWebPreferences(preload),
   };
 }

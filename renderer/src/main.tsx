@@ -6,7 +6,7 @@ import { App } from './ui/App.js';
 import './styles.css';
 
 let linkUp: (up: boolean) => void = () => {};
-const bridge = connectBridge((up) => linkUp(up));
+const bridge = await connectBridge((up) => linkUp(up));
 const store = createWeftStore(bridge);
 setAppStore(store);
 linkUp = (up) => store.getState().dispatch({ type: 'link', link: up ? 'live' : 'lost' });
