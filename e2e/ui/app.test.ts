@@ -384,6 +384,32 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
     }
   });
 
+  it('losing the event stream shows a banner, reconnects by itself and catches up (mocked bridge)', async () => {
+    const s = await openSession(browser, { signedIn: true });
+    const { page, backend, shell } = s;
+    try {
+      await heading(page, 'alice-laptop').waitFor();
+      s.allowErrors.push(/WebSocket connection to .* failed/);
+      shell.dropEventStreams(1500);
+      await expect
+        .poll(() => page.getByRole('alert').filter({ hasText: 'Lost the connection to Weft' }).count())
+        .toBe(1);
+      backend.update((st) => {
+        if (st.engine) st.engine.backendState = 'Stopped';
+      }); // happens while the page is not listening
+      await screenshots(page, 'link-lost');
+      await expect
+        .poll(() => page.getByRole('alert').filter({ hasText: 'Lost the connection to Weft' }).count(), {
+          timeout: 10_000,
+        })
+        .toBe(0);
+      // the first frame after reconnecting is the full state: the page caught up
+      await expect.poll(() => statusLine(page).textContent()).toBe('Disconnected');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('the web shell refuses calls without its token or from another origin (mocked bridge)', async () => {
     const s = await openSession(browser, { signedIn: true });
     try {

@@ -35,6 +35,8 @@ export interface Session {
   shell: WebShell;
   context: BrowserContext;
   page: Page;
+  /** Console errors matching these are expected (e.g. a refused WebSocket while testing reconnects). */
+  allowErrors: RegExp[];
   close(): Promise<void>;
 }
 
@@ -78,18 +80,21 @@ export async function openSession(
     if (m.type() === 'error') errors.push(m.text());
   });
   await page.goto(shell.url);
-  return {
+  const session: Session = {
     backend,
     shell,
     context,
     page,
+    allowErrors: [],
     async close() {
       await context.close();
       await shell.close();
       backend.dispose();
-      if (errors.length) throw new Error(`page errors: ${errors.join(' | ')}`);
+      const unexpected = errors.filter((e) => !session.allowErrors.some((re) => re.test(e)));
+      if (unexpected.length) throw new Error(`page errors: ${unexpected.join(' | ')}`);
     },
   };
+  return session;
 }
 
 /** Saves a screenshot as test-results/ui/NAME-THEME.png, in light and dark. */

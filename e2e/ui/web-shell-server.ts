@@ -27,6 +27,8 @@ export interface WebShell {
   url: string;
   origin: string;
   token: string;
+  /** Cuts every event stream and refuses new ones for `refuseForMs` (as a restarting engine would). */
+  dropEventStreams(refuseForMs?: number): void;
   close(): Promise<void>;
 }
 
@@ -118,8 +120,13 @@ export async function startWebShell(opts: {
   });
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 });
+  let refuseUntil = 0;
   server.on('upgrade', (req, socket, head) => {
     const url = new URL(req.url ?? '/', origin);
+    if (Date.now() < refuseUntil) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\n\r\n');
+      return;
+    }
     if (
       url.pathname !== WEB_BRIDGE.events ||
       !sameToken(url.searchParams.get(WEB_BRIDGE.tokenParam), token) ||
@@ -144,6 +151,10 @@ export async function startWebShell(opts: {
     origin,
     token,
     url: `${origin}/?${WEB_BRIDGE.tokenParam}=${token}`,
+    dropEventStreams(refuseForMs = 0) {
+      refuseUntil = Date.now() + refuseForMs;
+      for (const c of wss.clients) c.terminate();
+    },
     async close() {
       for (const c of wss.clients) c.terminate();
       wss.close();
