@@ -17,6 +17,7 @@ import {
   revokeApiKey,
   setNodeKeyExpiry,
 } from './admin.js';
+import { registerPolicyCommands } from './policy.js';
 
 // `weft-control`: the server (`serve`) and the admin commands. Every command reads the same
 // configuration (flags > environment > --config file > defaults), so run from the same directory or
@@ -78,6 +79,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option('--github-client-secret-file <file>', 'file holding the GitHub OAuth app client secret')
     .option('--github-url <url>', 'GitHub web URL (GitHub Enterprise Server; default https://github.com)')
     .option('--github-api-url <url>', 'GitHub API URL (default https://api.github.com)')
+    .option(
+      '--policy-file <file>',
+      'apply this policy file and every good save of it; a bad save is logged and changes nothing',
+    )
     .action(async (_opts, cmd: Command) => {
       const running = await startControl({ config: config(cmd) });
       await io.untilStopped();
@@ -186,6 +191,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         io.err(`revoked API key ${prefix}\n`);
       }),
     );
+
+  registerPolicyCommands(program, io, withStore);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -18,7 +18,20 @@ describe('configuration', () => {
       oidc: null,
       github: null,
       allow: { domains: [], users: [], groups: [] },
+      policyFile: null,
     });
+  });
+
+  it('reads a policy file path relative to the config file', () => {
+    const dir = tempDir();
+    const file = join(dir, 'control.json');
+    writeFileSync(file, JSON.stringify({ policyFile: 'policy.hujson' }));
+    expect(loadConfig({ flags: { config: file }, env: {}, cwd: '/' }).policyFile).toBe(
+      join(dir, 'policy.hujson'),
+    );
+    expect(loadConfig({ flags: { policyFile: 'p.hujson' }, env: {}, cwd: '/w' }).policyFile).toBe(
+      '/w/p.hujson',
+    );
   });
 
   it('takes flags over environment over file over defaults', () => {

@@ -29,6 +29,8 @@ export interface ControlConfig {
   github: GithubConfig | null;
   /** Who may sign in, whichever provider they use; empty lists allow everyone. */
   allow: AllowRules;
+  /** A policy file the server applies and watches; null: the policy is set with `policy set`. */
+  policyFile: string | null;
 }
 
 export interface OidcConfig {
@@ -128,13 +130,14 @@ export const ConfigFile = z.strictObject({
   githubClientSecretFile: z.string().min(1).optional(),
   githubUrl: PublicUrl.optional(),
   githubApiUrl: PublicUrl.optional(),
+  policyFile: z.string().min(1).optional(),
 });
 type ConfigValues = z.infer<typeof ConfigFile>;
 type ConfigKey = keyof ConfigValues;
 const CONFIG_KEYS = Object.keys(ConfigFile.shape) as ConfigKey[];
 
 /** Paths in a config file are relative to the file, so the file works from any directory. */
-const PATH_KEYS = ['db', 'oidcClientSecretFile', 'githubClientSecretFile'] as const;
+const PATH_KEYS = ['db', 'oidcClientSecretFile', 'githubClientSecretFile', 'policyFile'] as const;
 
 /** How each key is spelled as an environment variable (publicUrl → WEFT_CONTROL_PUBLIC_URL) and a flag. */
 const envName = (key: string) => `WEFT_CONTROL_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
@@ -218,6 +221,7 @@ export function loadConfig(args: { flags: ConfigFlags; env: NodeJS.ProcessEnv; c
       users: (merged.oidcAllowedUsers ?? []).map((u) => u.toLowerCase()),
       groups: merged.oidcAllowedGroups ?? [],
     },
+    policyFile: merged.policyFile === undefined ? null : path(merged.policyFile),
   };
 }
 

@@ -24,13 +24,14 @@ describe('migrations', () => {
         'kysely_migration',
         'nodes',
         'pending_logins',
+        'policies',
         'preauth_keys',
         'settings',
         'users',
       ]),
     );
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(again);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_identity']);
+    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_identity', '0003_policies']);
     await again.destroy();
   });
 

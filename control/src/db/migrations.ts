@@ -120,6 +120,20 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+
+  '0003_policies': {
+    async up(db: Kysely<unknown>) {
+      // Every policy ever set, newest version in force: the CLI, the file watcher and every replica
+      // write here, and servers pick a new version up through the change feed.
+      await db.schema
+        .createTable('policies')
+        .addColumn('version', 'integer', (c) => c.primaryKey())
+        .addColumn('text', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -94,6 +94,16 @@ export interface ApiKeysTable {
   last_used_at: string | null;
 }
 
+export interface PoliciesTable {
+  /** 1, 2, …: the highest is in force. */
+  version: number;
+  /** The policy file exactly as it was set (HuJSON). */
+  text: string;
+  created_at: string;
+  /** Who set it: `cli:USER`, `file:PATH`, `api:KEY-PREFIX`. */
+  created_by: string;
+}
+
 export interface Database {
   settings: SettingsTable;
   users: UsersTable;
@@ -102,4 +112,5 @@ export interface Database {
   pending_logins: PendingLoginsTable;
   auth_attempts: AuthAttemptsTable;
   api_keys: ApiKeysTable;
+  policies: PoliciesTable;
 }

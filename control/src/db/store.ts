@@ -5,6 +5,7 @@ import type {
   NodeRecord,
   NodeUpdate,
   PendingLoginRecord,
+  PolicyRecord,
   PreauthKeyRecord,
   UserRecord,
 } from '../tailnet/records.js';
@@ -13,6 +14,7 @@ import type {
   Database,
   NodesTable,
   PendingLoginsTable,
+  PoliciesTable,
   PreauthKeysTable,
   UsersTable,
 } from './schema.js';
@@ -20,7 +22,11 @@ import type {
 // The repository: every SQL statement control runs is in this file, written with kysely's portable
 // builder, so a PostgreSQL dialect can replace SQLite without touching callers.
 
-type NodeRow = Selectable<NodesTable> & { user_name: string | null; user_groups: string | null };
+type NodeRow = Selectable<NodesTable> & {
+  user_name: string | null;
+  user_email: string | null;
+  user_groups: string | null;
+};
 
 const json = (value: unknown): string => JSON.stringify(value);
 const list = (text: string): string[] => JSON.parse(text) as string[];
@@ -97,6 +103,7 @@ function toNode(row: NodeRow): NodeRecord {
     hostname: row.hostname,
     userId: row.user_id,
     userName: row.user_name,
+    userEmail: row.user_email,
     userGroups: row.user_groups === null ? [] : list(row.user_groups),
     preauthKeyId: row.preauth_key_id,
     tags: list(row.tags),
@@ -268,7 +275,7 @@ export class Store {
       .selectFrom('nodes')
       .leftJoin('users', 'users.id', 'nodes.user_id')
       .selectAll('nodes')
-      .select(['users.name as user_name', 'users.groups as user_groups']);
+      .select(['users.name as user_name', 'users.email as user_email', 'users.groups as user_groups']);
   }
 
   async listNodes(): Promise<NodeRecord[]> {
@@ -309,7 +316,7 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  async insertNode(node: Omit<NodeRecord, 'userName' | 'userGroups'>): Promise<void> {
+  async insertNode(node: Omit<NodeRecord, 'userName' | 'userEmail' | 'userGroups'>): Promise<void> {
     await this.db
       .insertInto('nodes')
       .values({
@@ -499,4 +506,58 @@ export class Store {
     const result = await this.db.deleteFrom('api_keys').where('prefix', '=', prefix).executeTakeFirst();
     return result.numDeletedRows === 1n;
   }
+
+  // policies
+
+  /** The version in force: 0 when none was ever set. One indexed read, cheap to poll. */
+  async policyVersion(): Promise<number> {
+    const row = await this.db
+      .selectFrom('policies')
+      .select('version')
+      .orderBy('version', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row?.version ?? 0;
+  }
+
+  async currentPolicy(): Promise<PolicyRecord | undefined> {
+    const row = await this.db
+      .selectFrom('policies')
+      .selectAll()
+      .orderBy('version', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row && toPolicy(row);
+  }
+
+  /** Stores `text` as the next version. Two writers at once: one fails on the version, retry it. */
+  async insertPolicy(text: string, createdBy: string, at: Date): Promise<PolicyRecord> {
+    return this.transaction(async (tx) => {
+      const record = {
+        version: (await tx.policyVersion()) + 1,
+        text,
+        createdAt: at.toISOString(),
+        createdBy,
+      };
+      await tx.db
+        .insertInto('policies')
+        .values({ version: record.version, text, created_at: record.createdAt, created_by: createdBy })
+        .execute();
+      return record;
+    });
+  }
+
+  /** Every version, newest first, without the texts. */
+  async listPolicies(): Promise<Omit<PolicyRecord, 'text'>[]> {
+    const rows = await this.db
+      .selectFrom('policies')
+      .select(['version', 'created_at', 'created_by'])
+      .orderBy('version', 'desc')
+      .execute();
+    return rows.map((r) => ({ version: r.version, createdAt: r.created_at, createdBy: r.created_by }));
+  }
+}
+
+function toPolicy(row: Selectable<PoliciesTable>): PolicyRecord {
+  return { version: row.version, text: row.text, createdAt: row.created_at, createdBy: row.created_by };
 }

@@ -35,6 +35,7 @@ function identityOf(node: NodeRecord): string {
   return JSON.stringify([
     node.userId,
     node.userName,
+    node.userEmail,
     node.userGroups,
     node.tags,
     node.ipv4,
@@ -121,7 +122,7 @@ export class NetmapHub {
     this.refreshView(session.nodeId);
 
     const peers: NodeView[] = [];
-    for (const peer of this.nodes.values()) {
+    for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || !visibility.canSee(peer)) continue;
       const cached = this.views.get(peer.id) as CachedView;
       peers.push(cached.view);
@@ -147,6 +148,14 @@ export class NetmapHub {
     if (this.refreshView(session.nodeId)) this.propagate([session.nodeId], [], []);
   }
 
+  /**
+   * The policy itself changed: decide again for `affected` connected nodes (or all) and send each
+   * what differs.
+   */
+  policyChanged(affected: ReadonlySet<string> | 'all'): void {
+    this.propagate([], [], [], affected);
+  }
+
   /** Ends every stream (shutdown). */
   closeAll(reason: string): void {
     for (const sub of this.subscribers.values()) sub.session.close(reason);
@@ -164,12 +173,28 @@ export class NetmapHub {
     return true;
   }
 
+  /** The nodes a visibility may see: its own list when it has one, else every node. */
+  private *candidates(visibility: Visibility): Iterable<NodeRecord> {
+    if (!visibility.peerIds) {
+      yield* this.nodes.values();
+      return;
+    }
+    for (const id of visibility.peerIds()) {
+      const node = this.nodes.get(id);
+      if (node) yield node;
+    }
+  }
+
   private propagate(
     changed: readonly string[],
     removed: readonly string[],
     reidentified: readonly NodeRecord[],
+    /** Nodes to decide again from scratch, whatever changed (a new policy). */
+    redecide: ReadonlySet<string> | 'all' = new Set(),
   ) {
-    if (changed.length === 0 && removed.length === 0 && reidentified.length === 0) return;
+    if (redecide !== 'all' && redecide.size === 0) {
+      if (changed.length === 0 && removed.length === 0 && reidentified.length === 0) return;
+    }
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
     const reidentifiedIds = new Set(reidentified.map((n) => n.id));
@@ -181,19 +206,27 @@ export class NetmapHub {
       const upserted: NodeView[] = [];
       const gone: string[] = [];
 
-      if (affected === 'all' || affected.has(id) || reidentifiedIds.has(id)) {
+      const full = affected === 'all' || redecide === 'all' || redecide.has(id) || reidentifiedIds.has(id);
+      if (full || affected.has(id)) {
         sub.visibility = this.policy.visibilityOf(self, this.nodes);
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {
           sub.filterJson = filterJson;
           delta.packetFilter = sub.visibility.packetFilter;
         }
-        for (const peer of this.nodes.values()) {
-          if (peer.id !== id) this.sync(sub, peer.id, upserted, gone);
+      }
+      if (full) {
+        const seen = new Set<string>();
+        for (const peer of this.candidates(sub.visibility)) {
+          if (peer.id === id) continue;
+          seen.add(peer.id);
+          this.sync(sub, peer.id, upserted, gone);
         }
-        for (const peerId of sub.sent.keys()) if (!this.nodes.has(peerId)) this.forget(sub, peerId, gone);
+        for (const peerId of sub.sent.keys()) if (!seen.has(peerId)) this.forget(sub, peerId, gone);
       } else {
+        // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
         for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
+        for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
         for (const peerId of removed) this.forget(sub, peerId, gone);
       }
 

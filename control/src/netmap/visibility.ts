@@ -7,6 +7,8 @@ import type { NodeRecord } from '../tailnet/records.js';
 /** What one node may see and the filter it must enforce, decided against a snapshot of the tailnet. */
 export interface Visibility {
   canSee(peer: NodeRecord): boolean;
+  /** Every node id it may see, when the policy can list them cheaper than asking of each node. */
+  peerIds?(): Iterable<string>;
   packetFilter: FilterRule[];
 }
 
@@ -17,7 +19,8 @@ export interface VisibilityPolicy {
    * Which nodes' decisions may have changed because `changed` nodes joined, left, or changed what a
    * policy can refer to (owner, tags, addresses, routes). The changed nodes themselves are always
    * recomputed; this names the others, or 'all' when the policy cannot narrow it down. It is what
-   * keeps a join from costing a recompute over every pair of nodes.
+   * keeps a join from costing a recompute over every pair of nodes. Whether one node sees another
+   * depends on those two nodes only, so a named node is asked again about the changed nodes alone.
    */
   affectedBy(
     changed: readonly NodeRecord[],

@@ -10,13 +10,14 @@ import { openSqliteDatabase } from '../db/sqlite.js';
 import { Store } from '../db/store.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
 import { NetmapHub } from '../netmap/hub.js';
+import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import { NetmapSync } from '../netmap/sync.js';
-import { allowAll } from '../netmap/visibility.js';
 import { randomUlaPrefix, TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { buildApp } from './app.js';
 import { Background } from './background.js';
 import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
+import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
 
 export interface ServeOptions {
   config: ControlConfig;
@@ -66,6 +67,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   let feed: ChangeFeed | null = null;
   let stopSweeper = () => {};
   let stopSync = () => {};
+  let policyFile: PolicyFileWatcher | null = null;
   let logins: LoginService | null = null;
   const background = new Background(log);
   try {
@@ -73,10 +75,20 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
     const ulaPrefix = await store.ensureSetting(SETTING_ULA, randomUlaPrefix);
 
-    const hub = new NetmapHub(allowAll, [TAILNET_IPV4_RANGE, ulaPrefix]);
+    // Peers and packet filters come from the policy in the database; allow-all until one is set.
+    const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
+    const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
+    const hub = new NetmapHub(visibility, tailnetRanges);
     const sync = new NetmapSync(store, hub, log);
+    const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
+    await policy.refresh();
     await sync.refresh();
+    if (config.policyFile !== null) {
+      // A file that is refused at start stops the start: the admin is there to read why.
+      policyFile = new PolicyFileWatcher(config.policyFile, store, () => policy.refresh(), log);
+      await policyFile.start();
+    }
 
     // Known once the server listens (port 0 in tests); only read by requests, which come later.
     let publicUrl = '';
@@ -106,7 +118,12 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
 
     const changes = new SqliteChangeFeed(config.db, options.pollIntervalMs);
     feed = changes;
-    changes.start(() => background.run('reloading after a database change', () => sync.refresh()));
+    changes.start(() =>
+      background.run('reloading after a database change', async () => {
+        await policy.refresh();
+        await sync.refresh();
+      }),
+    );
     stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
 
     await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -125,6 +142,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       log.info('shutting down');
       stopSweeper();
       changes.close();
+      await policyFile?.close();
       stopSync();
       logins?.close();
       hub.closeAll('control is shutting down');
@@ -149,6 +167,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   } catch (err) {
     stopSweeper();
     feed?.close();
+    await policyFile?.close();
     stopSync();
     await background.drain();
     await store.destroy();

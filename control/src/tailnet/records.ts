@@ -33,6 +33,8 @@ export interface NodeRecord {
   userId: string | null;
   /** The owner's login name, joined in for views. */
   userName: string | null;
+  /** The owner's email, joined in for policy (which names users by email). */
+  userEmail: string | null;
   /** The owner's identity-provider groups, joined in for policy. */
   userGroups: string[];
   preauthKeyId: string | null;
@@ -97,6 +99,14 @@ export interface ApiKeyRecord {
   createdAt: string;
   expiresAt: string;
   lastUsedAt: string | null;
+}
+
+export interface PolicyRecord {
+  version: number;
+  /** Exactly as it was set. */
+  text: string;
+  createdAt: string;
+  createdBy: string;
 }
 
 export function isExpired(node: Pick<NodeRecord, 'keyExpiry'>, now: Date): boolean {

@@ -1,0 +1,145 @@
+import { parsePrefix } from '@weft/protocol';
+import type { EngineChange } from '../policy/engine.js';
+import {
+  IPSet,
+  type Policy,
+  PolicyEngine,
+  type Tailnet,
+  type TailnetNode,
+  type TailnetUser,
+} from '../policy/index.js';
+import { policyGroupsOf } from '../tailnet/groups.js';
+import type { NodeRecord, UserRecord } from '../tailnet/records.js';
+import { allowAll, type Visibility, type VisibilityPolicy } from './visibility.js';
+
+// The policy engine as the hub's VisibilityPolicy. Engine node names are node ids. The hub tells
+// it of every node that joins, leaves or changes identity (affectedBy), which it passes on as one
+// incremental engine update each, answering with exactly the nodes whose peers or filter moved. A
+// new policy is a new engine over the nodes it already mirrors. Without a policy it is allowAll,
+// so a tailnet behaves as before until an admin sets one.
+
+/** What the engine knows of a user: name, email, and their provider groups as `group:NAME`s. */
+export function policyUser(
+  user: Pick<UserRecord, 'name' | 'email' | 'groups'>,
+): TailnetUser & { groups: string[] } {
+  return {
+    name: user.name,
+    ...(user.email ? { email: user.email } : {}),
+    groups: policyGroupsOf({ groups: user.groups }),
+  };
+}
+
+function ownerOf(node: NodeRecord): (TailnetUser & { groups: string[] }) | undefined {
+  if (node.userName === null) return undefined;
+  return policyUser({ name: node.userName, email: node.userEmail ?? null, groups: node.userGroups ?? [] });
+}
+
+export function policyNode(node: NodeRecord): TailnetNode {
+  return {
+    // Tagged nodes belong to their tags: the engine ignores their user.
+    ...(node.tags.length === 0 && node.userName !== null ? { user: node.userName } : {}),
+    tags: node.tags,
+    ipv4: node.ipv4,
+    ipv6: node.ipv6,
+    advertisedRoutes: node.advertisedRoutes,
+    approvedRoutes: node.approvedRoutes,
+  };
+}
+
+/** The tailnet as `checkPolicy` wants it, to check a policy against the database before storing it. */
+export function policyTailnet(users: readonly UserRecord[], nodes: readonly NodeRecord[]): Tailnet {
+  return {
+    users: users.map(policyUser),
+    nodes: Object.fromEntries(nodes.map((n) => [n.name, policyNode(n)])),
+  };
+}
+
+/** The tailnet's own ranges as the engine's `*` source. */
+export function wildcardSourcesOf(tailnetRanges: readonly string[]): IPSet {
+  return IPSet.fromPrefixes(
+    tailnetRanges.map((r) => {
+      const p = parsePrefix(r, { strict: true });
+      if (p === null) throw new Error(`invalid tailnet range ${r}`);
+      return p;
+    }),
+  );
+}
+
+export class PolicyVisibility implements VisibilityPolicy {
+  private engine: PolicyEngine | null = null;
+  /** Every node the hub has told us of, to build a new policy's engine from. */
+  private readonly records = new Map<string, NodeRecord>();
+  /** What the engine was last told of each user, as JSON, to tell it only of real changes. */
+  private readonly users = new Map<string, string>();
+
+  constructor(private readonly wildcardSources: IPSet) {}
+
+  /** Whether a policy is in force (otherwise every node sees every node). */
+  get active(): boolean {
+    return this.engine !== null;
+  }
+
+  /**
+   * Puts `policy` in force (null: allow all again) over the nodes known so far. The caller tells
+   * the hub (NetmapHub.policyChanged) so that connected nodes are sent what moved.
+   */
+  setPolicy(policy: Policy | null): void {
+    this.users.clear();
+    if (policy === null) {
+      this.engine = null;
+      return;
+    }
+    const engine = new PolicyEngine(policy, [], { wildcardSources: this.wildcardSources });
+    this.engine = engine;
+    for (const node of this.records.values()) this.tell(engine, node);
+  }
+
+  visibilityOf(node: NodeRecord, nodes: ReadonlyMap<string, NodeRecord>): Visibility {
+    const engine = this.engine;
+    if (engine === null) return allowAll.visibilityOf(node, nodes);
+    if (!engine.hasNode(node.id)) {
+      this.records.set(node.id, node);
+      this.tell(engine, node);
+    }
+    const canSee = engine.canSee(node.id);
+    return {
+      canSee: (peer) => canSee(peer.id),
+      peerIds: () => engine.visiblePeers(node.id),
+      packetFilter: engine.packetFilter(node.id),
+    };
+  }
+
+  affectedBy(changed: readonly NodeRecord[], nodes: ReadonlyMap<string, NodeRecord>): ReadonlySet<string> {
+    const affected = new Set<string>();
+    for (const n of changed) {
+      const current = nodes.get(n.id);
+      if (current === undefined) this.records.delete(n.id);
+      else this.records.set(n.id, current);
+      const engine = this.engine;
+      if (engine === null) continue;
+      if (current !== undefined) this.tell(engine, current, affected);
+      else if (engine.hasNode(n.id)) collect(engine.removeNode(n.id), affected);
+    }
+    return affected;
+  }
+
+  /** Upserts a node, and its owner first when what policy sees of the owner changed. */
+  private tell(engine: PolicyEngine, node: NodeRecord, affected?: Set<string>): void {
+    const owner = node.tags.length === 0 ? ownerOf(node) : undefined;
+    if (owner !== undefined) {
+      const json = JSON.stringify(owner);
+      if (this.users.get(owner.name) !== json) {
+        this.users.set(owner.name, json);
+        collect(engine.upsertUser(owner), affected);
+      }
+    }
+    collect(engine.upsertNode(node.id, policyNode(node)), affected);
+  }
+}
+
+/** The nodes whose peers or packet filter a change moved (peerRoutes are not sent yet). */
+function collect(change: EngineChange, into: Set<string> | undefined): void {
+  if (into === undefined) return;
+  for (const id of change.peers.keys()) into.add(id);
+  for (const id of change.filters) into.add(id);
+}
