@@ -161,15 +161,17 @@ export function ruleset(host: Host): Promise<string> {
 }
 
 /**
- * A tiny TCP server in the host's namespace: it answers `hello PORT` on every port given, on every
- * address. The lab kills it at cleanup (it is a lab-tracked process).
+ * A tiny TCP server in the host's namespace: on every port given, on every address, it answers
+ * `hello PORT from ADDRESS` with the address the connection came from (what the server sees as the
+ * source). The lab kills it at cleanup (it is a lab-tracked process).
  */
 export async function startTcpServer(host: Host, ports: number[]): Promise<ChildProcess> {
   const script = `
     const net = require('node:net');
     let up = 0;
     for (const port of ${JSON.stringify(ports)}) {
-      net.createServer((s) => s.end('hello ' + port + '\\n')).listen({ port, host: '::' }, () => {
+      const answer = (s) => s.end('hello ' + port + ' from ' + String(s.remoteAddress).replace(/^::ffff:/, '') + '\\n');
+      net.createServer(answer).listen({ port, host: '::' }, () => {
         if (++up === ${ports.length}) console.log('listening');
       });
     }`;

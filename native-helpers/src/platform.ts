@@ -9,7 +9,12 @@ import type { Logger } from './log.js';
 export function platformBackend(log: Logger): PlatformBackend {
   switch (process.platform) {
     case 'linux':
-      return new LinuxBackend({ runner: execRunner, buffers: new UdpBuffers(procSysctl, log), log });
+      return new LinuxBackend({
+        runner: execRunner,
+        buffers: new UdpBuffers(procSysctl, log),
+        sysctl: procSysctl,
+        log,
+      });
     default:
       throw new Error(
         `weft-helper has no backend for ${process.platform} yet (Linux only so far; macOS and Windows are planned)`,

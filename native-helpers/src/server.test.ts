@@ -333,6 +333,35 @@ describe('refusals: a clear error and the backend is never called', () => {
       }),
       'state.filter[0].protos:',
     ],
+    [
+      'a default route in routes',
+      withState((s) => {
+        s.routes = ['0.0.0.0/0'];
+      }),
+      'state.routes[0]: the default route goes through the tunnel with exitNode',
+    ],
+    [
+      'an exit-node bypass that is everything',
+      withState((s) => {
+        s.exitNode = { allowedLan: [], bypass: ['::/0'] };
+      }),
+      'state.exitNode.bypass[0]: must not be a default route',
+    ],
+    [
+      'an exit node that also uses one',
+      withState((s) => {
+        s.exitNode = { allowedLan: [], bypass: [] };
+        s.router = { routes: ['0.0.0.0/0', '::/0'], masquerade: true };
+      }),
+      'state.exitNode: a node that offers itself as exit node cannot use one',
+    ],
+    [
+      'a router with no routes',
+      withState((s) => {
+        s.router = { routes: [], masquerade: true };
+      }),
+      'state.router.routes:',
+    ],
   ];
 
   it.each(cases)('%s', async (_, request, message) => {

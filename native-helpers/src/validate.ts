@@ -57,10 +57,29 @@ function checkState(state: DesiredState): string[] {
     }
   });
   state.routes.forEach((text, i) => {
-    if (inAny(parsePrefix(text) as Prefix, UNROUTABLE)) {
+    const p = parsePrefix(text) as Prefix;
+    if (inAny(p, UNROUTABLE)) {
       problems.push(problem(['state', 'routes', i], 'link-local and multicast prefixes are not routed'));
     }
+    if (p.bits === 0) {
+      problems.push(
+        problem(['state', 'routes', i], 'the default route goes through the tunnel with exitNode'),
+      );
+    }
   });
+  const exit = state.exitNode;
+  if (exit !== undefined) {
+    for (const field of ['bypass', 'allowedLan'] as const) {
+      exit[field].forEach((text, i) => {
+        if ((parsePrefix(text) as Prefix).bits === 0) {
+          problems.push(problem(['state', 'exitNode', field, i], 'must not be a default route'));
+        }
+      });
+    }
+    if (state.router?.routes.some((r) => (parsePrefix(r) as Prefix).bits === 0)) {
+      problems.push(problem(['state', 'exitNode'], 'a node that offers itself as exit node cannot use one'));
+    }
+  }
   const ownKey = publicKeyOf(state.interface.privateKey);
   const peerByKey = new Map<string, number>();
   const peerByAllowedIP = new Map<string, number>();

@@ -27,6 +27,7 @@ interface FakePeer {
 interface FakeWg {
   privateKey: string | null;
   listenPort: number;
+  fwmark?: string;
   peers: Map<string, FakePeer>;
 }
 
@@ -61,13 +62,17 @@ class FakeOs implements Runner {
   /** Whether wireguard-go brings its interface up at all. */
   wireguardGoWorks = true;
   lastConfig = '';
+  /** `ip rule` entries as `family priority args…`, in `ip -j rule show` order. */
+  readonly rules: string[] = [];
+  /** Routes in table 22342 as `family dev`. */
+  readonly tunnelTable = new Set<string>();
   /** nftables tables by name, as `nft -f` last loaded them. */
   readonly tables = new Map<string, string>();
   nftInstalled = true;
 
   /** Commands that changed something (everything but reads). */
   get changes(): string[] {
-    return this.log.filter((c) => !/ (show|list) /.test(c));
+    return this.log.filter((c) => !/ (show|list)( |$)/.test(c));
   }
 
   async run(argv: readonly string[]): Promise<string> {
@@ -108,6 +113,21 @@ class FakeOs implements Runner {
       else link.addresses = link.addresses.filter((x) => x !== a[2]);
       return '';
     }
+    const rule = cmd.match(/^ip (-j )?(-6 )?rule (show|add|del) ?(.*)$/);
+    if (rule) return this.ruleCommand(rule[2] ? 6 : 4, rule[3] as string, rule[4] as string, fail);
+    const table = cmd.match(/^ip (-j )?(-6 )?route (show|add|del) (default dev (\S+) )?table 22342$/);
+    if (table) {
+      const family = table[2] ? 6 : 4;
+      if (table[3] === 'show') {
+        const routes = [...this.tunnelTable].filter((r) => r.startsWith(`${family} `));
+        if (routes.length === 0) return fail('Error: ipv4: FIB table does not exist.\nDump terminated');
+        return JSON.stringify(routes.map((r) => ({ dst: 'default', dev: r.split(' ')[1] })));
+      }
+      if (!this.links.has(table[5] as string)) return fail('Cannot find device');
+      if (table[3] === 'add') this.tunnelTable.add(`${family} ${table[5]}`);
+      else this.tunnelTable.delete(`${family} ${table[5]}`);
+      return '';
+    }
     const route = cmd.match(/^ip (-j )?(-6 )?route (show|add|del) ?(\S+)? dev (\S+)$/);
     if (route) {
       const [, , six, verb, dst, name] = route;
@@ -139,6 +159,38 @@ class FakeOs implements Runner {
   private addDevice(name: string, kind: 'tun' | 'wireguard'): void {
     this.links.set(name, { kind, mtu: 1420, up: false, addresses: [] });
     this.wg.set(name, { privateKey: null, listenPort: 40000, peers: new Map() });
+  }
+
+  private ruleCommand(family: 4 | 6, verb: string, args: string, fail: (e: string) => never): string {
+    if (verb === 'show') {
+      return JSON.stringify(
+        this.rules
+          .filter((r) => r.startsWith(`${family} `))
+          .map((r) => {
+            const [, priority, ...a] = r.split(' ');
+            const out: Record<string, unknown> = { priority: Number(priority), src: 'all' };
+            if (a[0] === 'to') {
+              const [dst, len] = (a[1] as string).split('/');
+              Object.assign(out, {
+                dst,
+                ...(Number(len) === (family === 4 ? 32 : 128) ? {} : { dstlen: Number(len) }),
+              });
+            }
+            if (a[0] === 'not') Object.assign(out, { not: null, fwmark: a[2] });
+            if (a.includes('suppress_prefixlength')) out.suppress_prefixlen = 0;
+            out.table = a[a.indexOf('table') + 1];
+            return out;
+          }),
+      );
+    }
+    const entry = `${family} ${args.replace(/^priority /, '')}`;
+    if (verb === 'add') this.rules.push(entry);
+    else {
+      const i = this.rules.indexOf(entry);
+      if (i < 0) fail('RTNETLINK answers: No such file or directory');
+      this.rules.splice(i, 1);
+    }
+    return '';
   }
 
   private nftCommand(a: readonly string[], fail: (e: string) => never): string {
@@ -173,7 +225,8 @@ class FakeOs implements Runner {
     if (!dev) return fail('Unable to access interface: Protocol not supported');
     if (verb === 'show') {
       const pub = dev.privateKey === null ? '(none)' : publicKeyOf(dev.privateKey);
-      const lines = [[dev.privateKey ?? '(none)', pub, dev.listenPort, 'off'].join('\t')];
+      const fwmark = dev.fwmark === undefined || dev.fwmark === 'off' ? 'off' : dev.fwmark;
+      const lines = [[dev.privateKey ?? '(none)', pub, dev.listenPort, fwmark].join('\t')];
       for (const [k, p] of dev.peers) {
         const allowed = p.allowed.length ? p.allowed.join(',') : '(none)';
         const keepalive = p.keepalive || 'off';
@@ -206,6 +259,7 @@ class FakeOs implements Runner {
     const [iface, ...peers] = sections as Record<string, string>[];
     dev.privateKey = iface?.PrivateKey ?? null;
     if (iface?.ListenPort) dev.listenPort = Number(iface.ListenPort);
+    if (iface?.FwMark) dev.fwmark = iface.FwMark;
     const keep = new Map<string, FakePeer>();
     for (const p of peers) {
       const peer = dev.peers.get(p.PublicKey as string) ?? { allowed: [], endpoint: null, keepalive: 0 };
@@ -255,6 +309,9 @@ class FakeSysctl implements Sysctl {
   values = new Map([
     ['net.core.rmem_max', '212992'],
     ['net.core.wmem_max', '212992'],
+    ['net.ipv4.ip_forward', '0'],
+    ['net.ipv6.conf.all.forwarding', '0'],
+    ['net.ipv4.conf.all.src_valid_mark', '0'],
   ]);
   readOnly = false;
   async read(k: string) {
@@ -307,6 +364,7 @@ beforeEach(() => {
   backend = new LinuxBackend({
     runner: os,
     buffers: new UdpBuffers(sysctl, log),
+    sysctl,
     log,
     readyTimeoutMs: 500,
     stopGraceMs: 100,
@@ -562,5 +620,114 @@ describe('packet filter', () => {
     await backend.apply(desired());
     await backend.down('wg0');
     await expect(backend.apply(filtered())).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('exit node (client)', () => {
+  const withExit = (allowedLan: string[] = []): DesiredState => ({
+    ...desired(),
+    exitNode: { allowedLan, bypass: ['198.51.100.7/32', 'fd00:c::7/128'] },
+  });
+
+  it('marks the socket, adds the tunnel default in its table and the rules, kill switch first', async () => {
+    await backend.apply(withExit(['198.18.5.0/24']));
+    const changes = os.changes;
+    expect(changes[0]).toMatch(/^nft -f /);
+    expect(os.lastConfig).toContain('FwMark = 0x5746');
+    expect(changes.slice(-9)).toEqual([
+      'ip route add default dev wg0 table 22342',
+      'ip -6 route add default dev wg0 table 22342',
+      'ip rule add priority 5310 to 198.18.5.0/24 table main',
+      'ip rule add priority 5310 to 198.51.100.7/32 table main',
+      'ip -6 rule add priority 5310 to fd00:c::7/128 table main',
+      'ip rule add priority 5320 table main suppress_prefixlength 0',
+      'ip -6 rule add priority 5320 table main suppress_prefixlength 0',
+      'ip rule add priority 5330 not fwmark 0x5746 table 22342',
+      'ip -6 rule add priority 5330 not fwmark 0x5746 table 22342',
+    ]);
+    expect(os.tables.get('weft-wg0')).toContain('counter reject with icmpx type admin-prohibited');
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('1');
+  });
+
+  it('changes nothing when applied again', async () => {
+    await backend.apply(withExit());
+    os.log.length = 0;
+    await backend.apply(withExit());
+    expect(os.changes).toEqual([]);
+  });
+
+  it('clearing it takes the rules out before the route, and puts back mark and src_valid_mark', async () => {
+    await backend.apply(withExit());
+    os.log.length = 0;
+    await backend.apply(desired());
+    const changes = os.changes.filter(
+      (c) => c.startsWith('ip rule') || c.startsWith('ip -6 rule') || c.includes('table 22342'),
+    );
+    expect(changes).toEqual([
+      'ip rule del priority 5330 not fwmark 0x5746 table 22342',
+      'ip -6 rule del priority 5330 not fwmark 0x5746 table 22342',
+      'ip rule del priority 5320 table main suppress_prefixlength 0',
+      'ip -6 rule del priority 5320 table main suppress_prefixlength 0',
+      'ip rule del priority 5310 to 198.51.100.7/32 table main',
+      'ip -6 rule del priority 5310 to fd00:c::7/128 table main',
+      'ip route del default dev wg0 table 22342',
+      'ip -6 route del default dev wg0 table 22342',
+    ]);
+    expect(os.rules).toEqual([]);
+    expect(os.tunnelTable.size).toBe(0);
+    expect(os.tables.size).toBe(0);
+    expect(os.lastConfig).toContain('FwMark = off');
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('0');
+  });
+
+  it('down and shutdown leave no rule, route, table or parameter behind', async () => {
+    await backend.apply(withExit());
+    await backend.down('wg0');
+    expect(os.rules).toEqual([]);
+    expect(os.tables.size).toBe(0);
+    await backend.apply(withExit());
+    await backend.shutdown();
+    expect(os.rules).toEqual([]);
+    expect(os.tables.size).toBe(0);
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('0');
+  });
+
+  it('refuses a second interface selecting an exit node, and leaves the first one alone', async () => {
+    await backend.apply(withExit());
+    const other = withExit();
+    other.interface.name = 'wg1';
+    other.interface.listenPort = 51821;
+    other.routes = [];
+    await expect(backend.apply(other)).rejects.toMatchObject({ code: 'invalid-request' });
+    other.exitNode = undefined;
+    await backend.apply(other);
+    await backend.down('wg1');
+    expect(os.rules).toHaveLength(6);
+  });
+});
+
+describe('router (subnet router, exit node)', () => {
+  const router = (routes: string[]): DesiredState => ({ ...desired(), router: { routes, masquerade: true } });
+
+  it('turns forwarding on per family, forwards only to its routes and masquerades', async () => {
+    await backend.apply(router(['198.51.100.0/24']));
+    expect(sysctl.values.get('net.ipv4.ip_forward')).toBe('1');
+    expect(sysctl.values.get('net.ipv6.conf.all.forwarding')).toBe('0');
+    const table = os.tables.get('weft-wg0') ?? '';
+    expect(table).toContain('iifname "wg0" ip daddr @route4 accept');
+    expect(table).toContain('iifname "wg0" oifname != "wg0" masquerade');
+    await backend.apply(router(['0.0.0.0/0', '::/0']));
+    expect(sysctl.values.get('net.ipv6.conf.all.forwarding')).toBe('1');
+  });
+
+  it('puts forwarding back as it was when the role goes, unless it was on already', async () => {
+    await backend.apply(router(['198.51.100.0/24', 'fd00:5::/64']));
+    await backend.apply(desired());
+    expect(sysctl.values.get('net.ipv4.ip_forward')).toBe('0');
+    expect(sysctl.values.get('net.ipv6.conf.all.forwarding')).toBe('0');
+    sysctl.values.set('net.ipv4.ip_forward', '1');
+    await backend.apply(router(['198.51.100.0/24']));
+    await backend.down('wg0');
+    expect(sysctl.values.get('net.ipv4.ip_forward')).toBe('1');
   });
 });

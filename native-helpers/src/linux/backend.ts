@@ -4,11 +4,21 @@ import { join } from 'node:path';
 import type { DesiredState, InterfaceStatus } from '@weft/protocol';
 import { absentStatus, BackendError, type PlatformBackend } from '../backend.js';
 import type { Logger } from '../log.js';
+import {
+  desiredRules,
+  hasTunnelDefault,
+  parseRules,
+  planRules,
+  tunnelDefault,
+  WEFT_TABLE,
+} from './exit-routing.js';
+import { HeldSysctls, sysctlsFor } from './held-sysctls.js';
 import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
 import { parseTableHash, renderTable, TABLE_FAMILY, tableName } from './nft.js';
 import { type Command, planAddresses, planLink, planRoutes } from './plan.js';
 import { describeExit, exitWithin, stopProcess } from './process.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
+import type { Sysctl } from './sysctl.js';
 import type { UdpBuffers } from './udp-buffers.js';
 import {
   parseDump,
@@ -29,6 +39,8 @@ const READY_POLL_MS = 50;
 export interface LinuxBackendOptions {
   runner: Runner;
   buffers: UdpBuffers;
+  /** Kernel parameters: IP forwarding for routers, src_valid_mark for exit-node clients. */
+  sysctl: Sysctl;
   log: Logger;
   /** How long wireguard-go gets to create its interface and control socket. */
   readyTimeoutMs?: number;
@@ -56,6 +68,11 @@ export class LinuxBackend implements PlatformBackend {
   private readonly setEndpoints = new Map<string, SetEndpoints>();
   /** Interfaces whose nftables table this process installed (removed again at exit). */
   private readonly firewalls = new Set<string>();
+  /** Every interface this process applied a state to: at exit, what was added for them is undone. */
+  private readonly managed = new Set<string>();
+  /** The interface whose exit node the policy routing rules serve; there is one default route. */
+  private exitOwner: string | null = null;
+  private readonly sysctls: HeldSysctls;
   private readonly runner: Runner;
   private readonly buffers: UdpBuffers;
   private readonly log: Logger;
@@ -66,13 +83,21 @@ export class LinuxBackend implements PlatformBackend {
     this.runner = opts.runner;
     this.buffers = opts.buffers;
     this.log = opts.log;
+    this.sysctls = new HeldSysctls(opts.sysctl, opts.log);
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
     this.stopGraceMs = opts.stopGraceMs ?? 3000;
   }
 
   async apply(state: DesiredState): Promise<InterfaceStatus> {
     const { name, addresses, mtu } = state.interface;
+    if (state.exitNode !== undefined && this.exitOwner !== null && this.exitOwner !== name) {
+      throw new BackendError(
+        'invalid-request',
+        `${this.exitOwner} already uses an exit node; clear it there before selecting one on ${name}`,
+      );
+    }
     let device = await this.readDevice(name);
+    this.managed.add(name);
     // The firewall first: its rules match the interface by name, so they are in force before the
     // interface exists and before any peer can send.
     await this.syncFirewall(state);
@@ -86,6 +111,8 @@ export class LinuxBackend implements PlatformBackend {
     await this.syncAddresses(name, device.link, addresses);
     await this.runAll(planLink(name, device.link, mtu));
     await this.syncRoutes(name, state.routes);
+    await this.sysctls.hold(name, sysctlsFor(state));
+    await this.syncExitRouting(name, state);
     return this.status(name);
   }
 
@@ -106,7 +133,7 @@ export class LinuxBackend implements PlatformBackend {
 
   async down(name: string): Promise<InterfaceStatus> {
     const device = await this.readDevice(name);
-    await this.removeFirewall(name);
+    await this.undoExtras(name);
     const ours = this.created.get(name);
     if (ours !== undefined) ours.stopping = true;
     try {
@@ -130,12 +157,57 @@ export class LinuxBackend implements PlatformBackend {
       }
     }
     // Interfaces we adopted stay, but what we added for them goes.
-    for (const name of [...this.firewalls]) {
+    for (const name of [...new Set([...this.managed, ...this.firewalls])]) {
       try {
-        await this.removeFirewall(name);
+        await this.undoExtras(name);
       } catch (e) {
-        this.log.error(`could not remove the firewall of ${name}: ${(e as Error).message}`);
+        this.log.error(`could not undo the routing and firewall of ${name}: ${(e as Error).message}`);
       }
+    }
+  }
+
+  /** Takes back everything but the interface: exit-node routing, the firewall, kernel parameters. */
+  private async undoExtras(name: string): Promise<void> {
+    // With no exit owner (a helper restarted after a crash), leftover rules at our priorities go too.
+    if (this.exitOwner === null || this.exitOwner === name) await this.syncExitRouting(name, null);
+    await this.removeFirewall(name);
+    await this.sysctls.release(name);
+    this.managed.delete(name);
+  }
+
+  /**
+   * Policy routing for an exit node (see exit-routing.ts): the default route in WEFT_TABLE first, then
+   * the rules; when the exit node is cleared, the rules go first and then the route. Without a state
+   * (down), everything at our priorities is removed.
+   */
+  private async syncExitRouting(name: string, state: DesiredState | null): Promise<void> {
+    const exit = state !== null && state.exitNode !== undefined;
+    // Another interface's exit node: its rules are not ours to touch from here.
+    const rulesOwned = this.exitOwner === null || this.exitOwner === name;
+    const rules = [
+      ...parseRules(await this.runner.run(['ip', '-j', 'rule', 'show']), 4),
+      ...parseRules(await this.runner.run(['ip', '-j', '-6', 'rule', 'show']), 6),
+    ];
+    const plan = rulesOwned ? planRules(rules, state === null ? [] : desiredRules(state)) : [];
+    const routes: string[][] = [];
+    for (const family of [4, 6] as const) {
+      const present = await this.hasTunnelDefault(name, family);
+      if (exit && !present) routes.push(tunnelDefault(family, 'add', name));
+      if (!exit && present) routes.push(tunnelDefault(family, 'del', name));
+    }
+    await this.runAll(exit ? [...routes, ...plan] : [...plan, ...routes]);
+    if (exit) this.exitOwner = name;
+    else if (this.exitOwner === name || plan.length > 0) this.exitOwner = null;
+  }
+
+  private async hasTunnelDefault(name: string, family: 4 | 6): Promise<boolean> {
+    const argv = ['ip', '-j', ...(family === 6 ? ['-6'] : []), 'route', 'show', 'table', String(WEFT_TABLE)];
+    try {
+      return hasTunnelDefault(await this.runner.run(argv), name);
+    } catch (e) {
+      // An empty table does not exist as far as `ip` is concerned.
+      if (e instanceof CommandError && e.stderr.includes('does not exist')) return false;
+      throw e;
     }
   }
 

@@ -100,3 +100,59 @@ describe('nftables table', () => {
     expect(renderTable(s)).toEqual(renderTable(structuredClone(s)));
   });
 });
+
+describe('nftables table for routers and exit-node clients', () => {
+  it('forwards from the tunnel only to the served routes, through the filter, and masquerades', () => {
+    const file =
+      renderTable({
+        ...base(),
+        filter: [],
+        router: { routes: ['198.51.100.0/24', 'fd00:5::/64'], masquerade: true },
+      })?.file ?? '';
+    expect(file).toContain(
+      [
+        '\t\ttype filter hook forward priority filter; policy accept;',
+        '\t\tiifname "wg0" ct state established,related accept',
+        '\t\tiifname "wg0" ip daddr @route4 jump filter',
+        '\t\tiifname "wg0" ip6 daddr @route6 jump filter',
+        '\t\tiifname "wg0" counter drop',
+      ].join('\n'),
+    );
+    expect(elements(file, 'route4')).toEqual(['198.51.100.0/24']);
+    expect(file).toContain(
+      'type nat hook postrouting priority srcnat; policy accept;\n\t\tiifname "wg0" oifname != "wg0" masquerade',
+    );
+  });
+
+  it('without a filter, a router forwards everything to its routes', () => {
+    const file = renderTable({ ...base(), router: { routes: ['0.0.0.0/0'], masquerade: false } })?.file ?? '';
+    expect(file).toContain('iifname "wg0" ip daddr @route4 accept');
+    expect(file).not.toContain('masquerade');
+    expect(file).not.toContain('hook input');
+  });
+
+  it('an exit-node client gets the kill switch: only tunnel, WireGuard, control, relay and LAN leave', () => {
+    const file =
+      renderTable({
+        ...base(),
+        exitNode: { allowedLan: ['198.18.20.0/24'], bypass: ['198.51.100.7/32', 'fd00:c::7/128'] },
+      })?.file ?? '';
+    expect(file).toContain(
+      [
+        '\t\ttype filter hook output priority filter; policy accept;',
+        '\t\toifname "lo" accept',
+        '\t\toifname "wg0" accept',
+        '\t\tmeta mark 0x5746 accept',
+        '\t\tip daddr @direct4 accept',
+        '\t\tip6 daddr @direct6 accept',
+        '\t\tip6 daddr { fe80::/10, ff02::/16 } accept',
+        '\t\tudp sport 68 udp dport 67 accept',
+        '\t\tcounter reject with icmpx type admin-prohibited',
+      ].join('\n'),
+    );
+    expect(elements(file, 'direct4')).toEqual(['198.18.20.0/24', '198.51.100.7']);
+    expect(elements(file, 'direct6')).toEqual(['fd00:c::7']);
+    expect(file).toContain('meta l4proto udp ct mark 0x5746 meta mark set ct mark');
+    expect(file).toContain('meta l4proto udp meta mark 0x5746 ct mark set meta mark');
+  });
+});

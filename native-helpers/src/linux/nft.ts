@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
 import {
   type DesiredState,
+  type ExitNodeConfig,
   type Family,
   type FilterRuleSpec,
   IP_PROTO,
   type Prefix,
   parsePrefix,
 } from '@weft/protocol';
+import { WEFT_FWMARK } from './exit-routing.js';
 import {
   disjointRects,
   formatAddrSpan,
@@ -49,26 +51,49 @@ export interface RenderedTable {
 
 /** The table the state asks for, or null when it asks for nothing the firewall has to do. */
 export function renderTable(state: DesiredState): RenderedTable | null {
-  if (state.filter === undefined) return null;
+  const { filter, router, exitNode } = state;
+  if (filter === undefined && router === undefined && exitNode === undefined) return null;
   const iface = state.interface.name;
   const b = new Builder();
   const q = JSON.stringify(iface);
 
   // Inbound from the tunnel: replies to our own connections, then what the filter accepts; the rest drops.
-  const filterChain = renderFilter(state.filter, b);
-  b.chain('input', 'type filter hook input priority filter; policy accept;', [
-    `iifname ${q} ct state established,related accept`,
-    `iifname ${q} jump ${filterChain}`,
-    `iifname ${q} counter drop`,
-    // The tunnel addresses are reached only through the tunnel: otherwise a host on the LAN could send
-    // to them directly and skip the filter (wg-quick guards the same way).
-    ...selfGuard(state, q),
-  ]);
-  // A node that is not a router forwards nothing from the tunnel (Docker and friends turn forwarding on).
-  b.chain('forward', 'type filter hook forward priority filter; policy accept;', [
-    `iifname ${q} ct state established,related accept`,
-    `iifname ${q} counter drop`,
-  ]);
+  const filterChain = filter === undefined ? null : renderFilter(filter, b);
+  if (filterChain !== null) {
+    b.chain('input', 'type filter hook input priority filter; policy accept;', [
+      `iifname ${q} ct state established,related accept`,
+      `iifname ${q} jump ${filterChain}`,
+      `iifname ${q} counter drop`,
+      // The tunnel addresses are reached only through the tunnel: otherwise a host on the LAN could send
+      // to them directly and skip the filter (wg-quick guards the same way).
+      ...selfGuard(state, q),
+    ]);
+  }
+  // Forwarded from the tunnel: only to the routes this node serves as a router, and only what the filter
+  // allows there. A node that is not a router forwards nothing from the tunnel (Docker and friends turn
+  // forwarding on for their own reasons).
+  if (filterChain !== null || router !== undefined) {
+    const lines = [`iifname ${q} ct state established,related accept`];
+    for (const family of FAMILIES) {
+      const routes = router === undefined ? [] : spansOf(router.routes, family);
+      if (routes.length === 0) continue;
+      const set = b.set(
+        `route${family}`,
+        ADDR_TYPE[family],
+        routes.map((s) => formatAddrSpan(family, s)),
+      );
+      const verdict = filterChain === null ? 'accept' : `jump ${filterChain}`;
+      lines.push(`iifname ${q} ${IP[family]} daddr @${set} ${verdict}`);
+    }
+    lines.push(`iifname ${q} counter drop`);
+    b.chain('forward', 'type filter hook forward priority filter; policy accept;', lines);
+  }
+  if (router?.masquerade) {
+    b.chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', [
+      `iifname ${q} oifname != ${q} masquerade`,
+    ]);
+  }
+  if (exitNode !== undefined) renderKillswitch(exitNode, q, b);
 
   const body = b.body();
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 32);
@@ -84,6 +109,40 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     '',
   ].join('\n');
   return { name, hash, file };
+}
+
+/**
+ * While an exit node is selected, nothing leaves by another interface than the tunnel except the
+ * WireGuard socket's own packets (marked), the engine's control and relay connections, the allowed
+ * LAN, and link-local housekeeping (IPv6 neighbour discovery, DHCP). When the tunnel is down or gone,
+ * traffic is refused at once instead of going out in the clear. The mangle chains carry the mark over
+ * to the replies of the WireGuard socket (wg-quick does the same), for the reverse-path filter.
+ */
+function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
+  const mark = `0x${WEFT_FWMARK.toString(16)}`;
+  const direct = [...exit.bypass, ...exit.allowedLan];
+  const lines = [`oifname "lo" accept`, `oifname ${q} accept`, `meta mark ${mark} accept`];
+  for (const family of FAMILIES) {
+    const spans = spansOf(direct, family);
+    const set = b.set(
+      `direct${family}`,
+      ADDR_TYPE[family],
+      spans.map((s) => formatAddrSpan(family, s)),
+    );
+    lines.push(`${IP[family]} daddr @${set} accept`);
+  }
+  lines.push(
+    'ip6 daddr { fe80::/10, ff02::/16 } accept',
+    'udp sport 68 udp dport 67 accept',
+    'counter reject with icmpx type admin-prohibited',
+  );
+  b.chain('killswitch', 'type filter hook output priority filter; policy accept;', lines);
+  b.chain('premangle', 'type filter hook prerouting priority mangle; policy accept;', [
+    `meta l4proto udp ct mark ${mark} meta mark set ct mark`,
+  ]);
+  b.chain('postmangle', 'type filter hook postrouting priority mangle; policy accept;', [
+    `meta l4proto udp meta mark ${mark} ct mark set meta mark`,
+  ]);
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */

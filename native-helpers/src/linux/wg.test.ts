@@ -72,8 +72,10 @@ describe('parseDump', () => {
       privateKey: null,
       publicKey: null,
       listenPort: 53176,
+      fwmark: 0,
       peers: [],
     });
+    expect(parseDump('(none)\t(none)\t53176\t0x5746\n').fwmark).toBe(0x5746);
   });
 
   it('refuses output it does not understand', () => {
@@ -112,6 +114,9 @@ describe('wgMatches', () => {
       (s) => {
         (s.peers[0] as { endpoint?: string }).endpoint = '198.18.0.3:51820';
       },
+      (s) => {
+        s.exitNode = { allowedLan: [], bypass: [] };
+      },
     ];
     for (const change of changes) {
       const s = state();
@@ -140,12 +145,18 @@ describe('wgMatches', () => {
 });
 
 describe('renderConfig', () => {
+  it('marks the socket while an exit node is used, and matches only a device with that mark', () => {
+    const exit = { ...state(), exitNode: { allowedLan: [], bypass: [] } };
+    expect(renderConfig(exit, none)).toContain('ListenPort = 51820\nFwMark = 0x5746\n');
+  });
+
   it('writes the interface and every peer, with keepalive off when not asked', () => {
     expect(renderConfig(state(), none)).toBe(
       [
         '[Interface]',
         `PrivateKey = ${key(1)}`,
         'ListenPort = 51820',
+        'FwMark = off',
         '',
         '[Peer]',
         `PublicKey = ${key(2)}`,

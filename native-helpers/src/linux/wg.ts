@@ -6,6 +6,7 @@ import {
   parseEndpoint,
   type WgPeerStatus,
 } from '@weft/protocol';
+import { WEFT_FWMARK } from './exit-routing.js';
 
 // `wg show NAME dump` reading, the comparison that lets an unchanged state skip `wg syncconf`, and the
 // configuration file `wg syncconf` reads.
@@ -14,6 +15,8 @@ export interface WgDump {
   privateKey: string | null;
   publicKey: string | null;
   listenPort: number;
+  /** The socket's firewall mark; 0 when off. */
+  fwmark: number;
   peers: WgDumpPeer[];
 }
 
@@ -33,7 +36,7 @@ export function parseDump(text: string): WgDump {
   const lines = text.split('\n').filter((l) => l !== '');
   const iface = lines.shift()?.split('\t');
   if (iface === undefined || iface.length !== 4) throw new Error('unexpected output from wg show dump');
-  const [privateKey, publicKey, listenPort] = iface as [string, string, string, string];
+  const [privateKey, publicKey, listenPort, fwmark] = iface as [string, string, string, string];
   const peers = lines.map((line): WgDumpPeer => {
     const f = line.split('\t');
     if (f.length !== 8) throw new Error('unexpected peer line from wg show dump');
@@ -49,7 +52,13 @@ export function parseDump(text: string): WgDump {
       persistentKeepalive: keepalive === 'off' ? 0 : Number(keepalive),
     };
   });
-  return { privateKey: none(privateKey), publicKey: none(publicKey), listenPort: Number(listenPort), peers };
+  return {
+    privateKey: none(privateKey),
+    publicKey: none(publicKey),
+    listenPort: Number(listenPort),
+    fwmark: fwmark === 'off' ? 0 : Number(fwmark),
+    peers,
+  };
 }
 
 /**
@@ -83,6 +92,7 @@ export function wgMatches(dump: WgDump, state: DesiredState, setBefore: SetEndpo
   const { privateKey, listenPort } = state.interface;
   if (dump.privateKey !== privateKey) return false;
   if (listenPort !== 0 && dump.listenPort !== listenPort) return false;
+  if (dump.fwmark !== fwmarkFor(state)) return false;
   if (dump.peers.length !== state.peers.length) return false;
   const current = new Map(dump.peers.map((p) => [p.publicKey, p]));
   return state.peers.every((want) => {
@@ -106,6 +116,8 @@ export function renderConfig(state: DesiredState, setBefore: SetEndpoints): stri
   const lines = ['[Interface]', `PrivateKey = ${privateKey}`];
   // ListenPort = 0 would make WireGuard pick a new port on every sync; leaving it out keeps the port.
   if (listenPort !== 0) lines.push(`ListenPort = ${listenPort}`);
+  const fwmark = fwmarkFor(state);
+  lines.push(`FwMark = ${fwmark === 0 ? 'off' : `0x${fwmark.toString(16)}`}`);
   for (const peer of state.peers) {
     lines.push('', '[Peer]', `PublicKey = ${peer.publicKey}`);
     if (peer.allowedIPs.length > 0) lines.push(`AllowedIPs = ${peer.allowedIPs.join(', ')}`);
@@ -114,6 +126,14 @@ export function renderConfig(state: DesiredState, setBefore: SetEndpoints): stri
     lines.push(`PersistentKeepalive = ${peer.persistentKeepalive ?? 'off'}`);
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The WireGuard socket marks its packets while an exit node is used, so policy routing sends them out
+ * the physical route and not back into the tunnel; otherwise the mark is off.
+ */
+export function fwmarkFor(state: Pick<DesiredState, 'exitNode'>): number {
+  return state.exitNode === undefined ? 0 : WEFT_FWMARK;
 }
 
 /** Peers that must end up with no allowed IPs but still have some on the device. */

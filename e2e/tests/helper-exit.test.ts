@@ -1,0 +1,382 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, type Host, Lab, run, type Segment, waitFor } from '../lab/index.js';
+import { Helper, keyPair, Scratch, startTcpServer, tcpProbe } from './helper-harness.js';
+
+// Exit nodes and subnet routers, OS side, for real: the built helpers in lab namespaces, driven with
+// desired states as the engine will send them, over wireguard-go, `ip rule` and nftables.
+//
+//   client 198.18.20.2 ─┬─ LAN 198.18.20.0/24 ─ gw (router, counts leaks) ─ WAN 198.18.30.0/24 ─┬─ exit 198.18.30.2
+//   lan    198.18.20.3 ─┘        the "control server" 198.18.30.1:8443 is on gw               └─ subnet router 198.18.30.3
+//   exit 198.18.10.2 ─ "internet" 198.18.10.0/24 ─ web 198.18.10.10 (no route anywhere else)
+//   subnet router 198.51.100.1 ─ private subnet 198.51.100.0/24 ─ priv 198.51.100.10 (no route anywhere else)
+//
+// The web host is reachable only from the exit node. The gw router has no route to it either, and
+// counts every packet from the client's own address to it: a leak would show up there.
+
+let lab: Lab;
+const scratch = new Scratch(() => lab);
+
+beforeAll(async () => {
+  lab = await Lab.create();
+  if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
+  if (!existsSync('/usr/sbin/nft')) throw new Error('nft is missing: run scripts/setup.sh');
+});
+
+afterAll(async () => {
+  await lab?.cleanup();
+  scratch.removeAll();
+});
+
+const CLIENT = { lan: '198.18.20.2', tunnel: '100.64.3.1', tunnel6: 'fd00:67::1' };
+const EXIT = { wan: '198.18.30.2', inet: '198.18.10.2', tunnel: '100.64.3.2', tunnel6: 'fd00:67::2' };
+const SUBNET = { wan: '198.18.30.3', priv: '198.51.100.1', tunnel: '100.64.3.3', tunnel6: 'fd00:67::3' };
+const WEB = '198.18.10.10';
+const PRIV = '198.51.100.10';
+const LAN_HOST = '198.18.20.3';
+const CONTROL = '198.18.30.1';
+
+const everything = (src: string[]): FilterRuleSpec[] => [
+  {
+    src,
+    dst: [
+      { prefix: '0.0.0.0/0', ports: { first: 0, last: 65535 } },
+      { prefix: '::/0', ports: { first: 0, last: 65535 } },
+    ],
+    protos: [1, 6, 17, 58],
+  },
+];
+
+/** Everything `set --exit-node=` and `down` must leave exactly as they found it. */
+async function routingSnapshot(host: Host): Promise<string> {
+  const parts = await Promise.all([
+    host.must(['ip', 'rule', 'show']),
+    host.must(['ip', '-6', 'rule', 'show']),
+    host.must(['ip', 'route', 'show', 'table', 'all']),
+    host.must(['ip', '-6', 'route', 'show', 'table', 'all']),
+    host.must(['nft', 'list', 'ruleset']),
+    host.must([
+      'sysctl',
+      'net.ipv4.ip_forward',
+      'net.ipv6.conf.all.forwarding',
+      'net.ipv4.conf.all.src_valid_mark',
+    ]),
+  ]);
+  return parts.join('\n---\n');
+}
+
+/** Packets the gw router saw from the client's own address to the web host (a leak). */
+async function leaked(gw: Host): Promise<number> {
+  const out = await gw.must(['nft', 'list', 'chain', 'inet', 'probe', 'pre']);
+  return Number(out.match(/counter packets (\d+)/)?.[1] ?? Number.NaN);
+}
+
+/**
+ * Sends one DNS-sized UDP datagram to `server`:53 from the host; `refused` when the kernel refused
+ * to send it (the kill switch's reject), `sent` when it left.
+ */
+async function dnsQuery(host: Host, server: string): Promise<string> {
+  const script = `
+    const s = require('node:dgram').createSocket('udp4');
+    s.send(Buffer.alloc(32), 53, ${JSON.stringify(server)}, (e) => { console.log(e ? 'refused' : 'sent'); s.close(); });`;
+  const r = await host.exec(['timeout', '5', 'node', '-e', script], { timeoutMs: 7000 });
+  return r.stdout.trim();
+}
+
+/** The one wireguard-go process in a host's namespace. */
+async function wireguardGo(host: Host, helper: Helper): Promise<number> {
+  const pids = (await run(['ip', 'netns', 'pids', host.ns])).stdout.split(/\s+/).filter(Boolean).map(Number);
+  for (const pid of pids) {
+    if (pid === helper.child.pid) continue;
+    const comm = (await run(['cat', `/proc/${pid}/comm`])).stdout.trim();
+    if (comm === 'wireguard-go') return pid;
+  }
+  throw new Error(`no wireguard-go in ${host.ns}`);
+}
+
+describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', () => {
+  let lanSeg: Segment;
+  let client: Host;
+  let gw: Host;
+  let exit: Host;
+  let subnet: Host;
+  let lanHost: Host;
+  const helpers: Record<'client' | 'exit' | 'subnet', Helper> = {} as never;
+  const servers: ChildProcess[] = [];
+  const keys = { client: keyPair(), exit: keyPair(), subnet: keyPair() };
+  const names = { client: '', exit: '', subnet: '' };
+  const before: Record<'client' | 'exit' | 'subnet', string> = { client: '', exit: '', subnet: '' };
+
+  const clientState = (exitNode?: { allowLan: boolean }): DesiredState => ({
+    interface: {
+      name: names.client,
+      privateKey: keys.client.privateKey,
+      listenPort: 51820,
+      addresses: [`${CLIENT.tunnel}/32`, `${CLIENT.tunnel6}/128`],
+      mtu: 1420,
+    },
+    peers: [
+      {
+        publicKey: keys.exit.publicKey,
+        allowedIPs: [
+          `${EXIT.tunnel}/32`,
+          `${EXIT.tunnel6}/128`,
+          ...(exitNode === undefined ? [] : ['0.0.0.0/0', '::/0']),
+        ],
+        endpoint: `${EXIT.wan}:51820`,
+      },
+      {
+        publicKey: keys.subnet.publicKey,
+        allowedIPs: [`${SUBNET.tunnel}/32`, `${SUBNET.tunnel6}/128`, '198.51.100.0/24'],
+        endpoint: `${SUBNET.wan}:51820`,
+      },
+    ],
+    routes: [
+      `${EXIT.tunnel}/32`,
+      `${EXIT.tunnel6}/128`,
+      `${SUBNET.tunnel}/32`,
+      `${SUBNET.tunnel6}/128`,
+      '198.51.100.0/24',
+    ],
+    filter: [],
+    ...(exitNode === undefined
+      ? {}
+      : {
+          exitNode: {
+            allowedLan: exitNode.allowLan ? ['198.18.20.0/24'] : [],
+            bypass: [`${CONTROL}/32`],
+          },
+        }),
+  });
+
+  const routerState = (
+    who: 'exit' | 'subnet',
+    me: { tunnel: string; tunnel6: string },
+    routes: string[],
+    filter: FilterRuleSpec[],
+  ): DesiredState => ({
+    interface: {
+      name: names[who],
+      privateKey: keys[who].privateKey,
+      listenPort: 51820,
+      addresses: [`${me.tunnel}/32`, `${me.tunnel6}/128`],
+      mtu: 1420,
+    },
+    peers: [
+      {
+        publicKey: keys.client.publicKey,
+        allowedIPs: [`${CLIENT.tunnel}/32`, `${CLIENT.tunnel6}/128`],
+        endpoint: `${CLIENT.lan}:51820`,
+      },
+    ],
+    routes: [`${CLIENT.tunnel}/32`, `${CLIENT.tunnel6}/128`],
+    filter,
+    router: { routes, masquerade: true },
+  });
+  const exitState = () =>
+    routerState('exit', EXIT, ['0.0.0.0/0', '::/0'], everything([`${CLIENT.tunnel}/32`]));
+  const subnetState = () =>
+    routerState(
+      'subnet',
+      SUBNET,
+      ['198.51.100.0/24'],
+      [
+        {
+          src: [`${CLIENT.tunnel}/32`],
+          dst: [
+            { prefix: '198.51.100.0/24', ports: { first: 80, last: 80 } },
+            { prefix: `${SUBNET.tunnel}/32`, ports: { first: 0, last: 0 } },
+          ],
+          protos: [1, 6],
+        },
+      ],
+    );
+
+  beforeAll(async () => {
+    lanSeg = await lab.addSegment();
+    const wan = await lab.addSegment();
+    const inet = await lab.addSegment();
+    const priv = await lab.addSegment();
+    client = await lab.addHost('cl', {
+      segment: lanSeg,
+      address: `${CLIENT.lan}/24`,
+      gateway: '198.18.20.1',
+    });
+    lanHost = await lab.addHost('ln', { segment: lanSeg, address: `${LAN_HOST}/24` });
+    gw = await lab.addHost('gw', { segment: lanSeg, address: '198.18.20.1/24' });
+    await lab.attach(gw.ns, wan, 'eth1', `${CONTROL}/24`);
+    await gw.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    exit = await lab.addHost('ex', { segment: wan, address: `${EXIT.wan}/24`, gateway: CONTROL });
+    await lab.attach(exit.ns, inet, 'eth1', `${EXIT.inet}/24`);
+    subnet = await lab.addHost('sr', { segment: wan, address: `${SUBNET.wan}/24`, gateway: CONTROL });
+    await lab.attach(subnet.ns, priv, 'eth1', `${SUBNET.priv}/24`);
+    const web = await lab.addHost('web', { segment: inet, address: `${WEB}/24` });
+    const privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
+    // The leak detector: every packet from the client's own address to the web host, seen by its router.
+    await gw.must(['nft', 'add', 'table', 'inet', 'probe']);
+    await gw.must([
+      'nft',
+      'add chain inet probe pre { type filter hook prerouting priority -300; policy accept; }',
+    ]);
+    await gw.must([
+      'nft',
+      'add',
+      'rule',
+      'inet',
+      'probe',
+      'pre',
+      'ip',
+      'saddr',
+      CLIENT.lan,
+      'ip',
+      'daddr',
+      WEB,
+      'counter',
+    ]);
+
+    servers.push(await startTcpServer(web, [80]), await startTcpServer(privHost, [80]));
+    servers.push(await startTcpServer(gw, [8443]), await startTcpServer(lanHost, [80]));
+    names.client = lab.name('cl');
+    names.exit = lab.name('ex');
+    names.subnet = lab.name('sr');
+    for (const [who, host] of [
+      ['client', client],
+      ['exit', exit],
+      ['subnet', subnet],
+    ] as const) {
+      before[who] = await routingSnapshot(host);
+      helpers[who] = await Helper.startIn(host, scratch);
+    }
+  });
+
+  afterAll(async () => {
+    for (const h of Object.values(helpers)) await h.terminate();
+  });
+
+  let plain = '';
+
+  it('without an exit node the web host is out of reach, and the leak detector sees the attempt', async () => {
+    await helpers.exit.apply(exitState());
+    await helpers.subnet.apply(subnetState());
+    await helpers.client.apply(clientState());
+    plain = await routingSnapshot(client);
+    expect(await client.ping(EXIT.tunnel, { deadlineS: 5 })).toBe(true);
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await leaked(gw)).toBeGreaterThan(0);
+  });
+
+  it('a subnet route reaches the private host through the router, masqueraded', async () => {
+    expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
+    expect(await client.ping(PRIV, { deadlineS: 3 })).toBe(true);
+    // The router forwards only what the filter allows there: not port 22 (nothing listens, but the
+    // SYN must not even get out: the private host would answer with a reset, which is not a timeout).
+    const before22 = await subnet.must(['nft', 'list', 'chain', 'inet', `weft-${names.subnet}`, 'forward']);
+    expect(await tcpProbe(client, PRIV, 22, 2)).toBeNull();
+    const after22 = await subnet.must(['nft', 'list', 'chain', 'inet', `weft-${names.subnet}`, 'forward']);
+    expect(after22).not.toBe(before22);
+    expect(await subnet.must(['sysctl', '-n', 'net.ipv4.ip_forward'])).toBe('1\n');
+  });
+
+  it('with the exit node selected the web host answers, and sees the exit node as the source', async () => {
+    await helpers.client.apply(clientState({ allowLan: false }));
+    const baseline = await leaked(gw);
+    expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
+    expect(await client.ping(WEB, { deadlineS: 3 })).toBe(true);
+    expect(await leaked(gw)).toBe(baseline);
+    // The control server stays outside the tunnel: it sees the client's own address.
+    expect(await tcpProbe(client, CONTROL, 8443)).toBe(`hello 8443 from ${CLIENT.lan}`);
+    // Tunnel peers and routed subnets still work.
+    expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
+    const rules = await client.must(['ip', 'rule', 'show']);
+    expect(rules).toContain('5330:\tnot from all fwmark 0x5746 lookup 22342');
+  });
+
+  it('allow-LAN off: the LAN is out of reach; on: it is reachable', async () => {
+    expect(await client.ping(LAN_HOST, { count: 2, deadlineS: 2 })).toBe(false);
+    expect(await tcpProbe(client, LAN_HOST, 80, 2)).toBeNull();
+    await helpers.client.apply(clientState({ allowLan: true }));
+    expect(await client.ping(LAN_HOST, { deadlineS: 3 })).toBe(true);
+    expect(await tcpProbe(client, LAN_HOST, 80)).toBe(`hello 80 from ${CLIENT.lan}`);
+    expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
+    await helpers.client.apply(clientState({ allowLan: false }));
+    expect(await client.ping(LAN_HOST, { count: 2, deadlineS: 2 })).toBe(false);
+  });
+
+  it('clearing the exit node puts rules, routes, nftables and sysctls back exactly', async () => {
+    await helpers.client.apply(clientState());
+    expect(await routingSnapshot(client)).toBe(plain);
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
+  });
+
+  it("the client's own tunnel dying blocks internet traffic instead of leaking it", async () => {
+    await helpers.client.apply(clientState({ allowLan: false }));
+    expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
+    const baseline = await leaked(gw);
+    process.kill(await wireguardGo(client, helpers.client), 'SIGKILL');
+    await waitFor(
+      'the client interface to go',
+      async () => (await client.exec(['ip', 'link', 'show', 'dev', names.client])).code !== 0,
+    );
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await client.ping(WEB, { count: 2, deadlineS: 2 })).toBe(false);
+    // A DNS query to a resolver out on the internet is refused too, not sent in the clear.
+    expect(await dnsQuery(client, WEB)).toBe('refused');
+    // Refused on the way out by the kill switch, never seen by the router.
+    expect(await leaked(gw)).toBe(baseline);
+    const killswitch = await client.must([
+      'nft',
+      'list',
+      'chain',
+      'inet',
+      `weft-${names.client}`,
+      'killswitch',
+    ]);
+    expect(killswitch).toMatch(/counter packets [1-9]\d* bytes \d+ reject/);
+    // The control server is still reachable, outside the tunnel.
+    expect(await tcpProbe(client, CONTROL, 8443)).toBe(`hello 8443 from ${CLIENT.lan}`);
+    // The next apply brings it all back.
+    await waitFor('the helper to notice', async () =>
+      helpers.client.log.some((l) => l.includes('the next apply recreates')),
+    );
+    await helpers.client.apply(clientState({ allowLan: false }));
+    await waitFor('the web host again', async () => (await tcpProbe(client, WEB, 80, 2)) !== null, 20_000);
+  });
+
+  it("the exit node's tunnel dying blocks the client's internet traffic instead of leaking it", async () => {
+    const baseline = await leaked(gw);
+    process.kill(await wireguardGo(exit, helpers.exit), 'SIGKILL');
+    await waitFor(
+      'the exit interface to go',
+      async () => (await exit.exec(['ip', 'link', 'show', 'dev', names.exit])).code !== 0,
+    );
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await client.ping(WEB, { count: 2, deadlineS: 2 })).toBe(false);
+    expect(await leaked(gw)).toBe(baseline);
+    await waitFor('the exit helper to notice', async () =>
+      helpers.exit.log.some((l) => l.includes('the next apply recreates')),
+    );
+    await helpers.exit.apply(exitState());
+    await waitFor('the web host again', async () => (await tcpProbe(client, WEB, 80, 2)) !== null, 20_000);
+  });
+
+  it('down on every node leaves the OS exactly as before', async () => {
+    await helpers.client.apply(clientState({ allowLan: true }));
+    for (const who of ['client', 'exit', 'subnet'] as const) {
+      await helpers[who].down(names[who]);
+      expect(await routingSnapshot({ client, exit, subnet }[who])).toBe(before[who]);
+    }
+  });
+
+  it('SIGTERM restores the OS too, for an exit-node client and a router', async () => {
+    await helpers.client.apply(clientState({ allowLan: false }));
+    await helpers.exit.apply(exitState());
+    expect(await routingSnapshot(client)).not.toBe(before.client);
+    expect(await helpers.client.terminate()).toBe(0);
+    expect(await helpers.exit.terminate()).toBe(0);
+    expect(await routingSnapshot(client)).toBe(before.client);
+    expect(await routingSnapshot(exit)).toBe(before.exit);
+  });
+});
