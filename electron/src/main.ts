@@ -52,8 +52,17 @@ const supervisor = new HelperSupervisor({
   start: async () => (devHelper ? spawnHelper(devHelper) : serviceHandle()),
   healthCheck: () => probeHelper(helperSocket),
   reapply: () => engine.reapply(),
+  // The installed service is systemd's to restart; the app watches it and says where to look.
   onState: (h) =>
-    controller.setHelperState(devHelper ? h : { ...h, phase: h.phase === 'running' ? 'external' : h.phase }),
+    controller.setHelperState(
+      devHelper
+        ? h
+        : {
+            ...h,
+            phase: h.phase === 'running' ? 'external' : h.phase,
+            message: h.message && `${h.message} (check: systemctl status weft-helper)`,
+          },
+    ),
 });
 
 new DesktopApp({
