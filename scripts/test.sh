@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test suite, then prints one closing line: "N passed, N failed".
-# Suites: lint, type-check/build, unit+integration (vitest), network lab (vitest, root).
+# Suites: lint, type-check/build, unit+integration (vitest), network lab (vitest, root), desktop UI (Chromium).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +21,7 @@ npx vitest run --reporter=default --reporter=json --outputFile.json="$out/unit.j
 echo "== network lab tests" >&2
 npx vitest run -c vitest.e2e.config.ts --reporter=default --reporter=json --outputFile.json="$out/e2e.json"
 
-node scripts/summarize-tests.mjs "$checks_passed" "$checks_failed" "$out/unit.json" "$out/e2e.json"
+echo "== desktop UI tests (Chromium)" >&2
+npx vitest run -c e2e/ui/vitest.config.ts --reporter=default --reporter=json --outputFile.json="$out/ui.json"
+
+node scripts/summarize-tests.mjs "$checks_passed" "$checks_failed" "$out/unit.json" "$out/e2e.json" "$out/ui.json"
