@@ -1,4 +1,3 @@
 export * from './exec.js';
 export * from './lab.js';
-export * from './nat.js';
 export * from './weft.js';
