@@ -34,6 +34,9 @@ const CLIENT = { lan: '198.18.20.2', tunnel: '100.64.3.1', tunnel6: 'fd00:67::1'
 const EXIT = { wan: '198.18.30.2', inet: '198.18.10.2', tunnel: '100.64.3.2', tunnel6: 'fd00:67::2' };
 const SUBNET = { wan: '198.18.30.3', priv: '198.51.100.1', tunnel: '100.64.3.3', tunnel6: 'fd00:67::3' };
 const WEB = '198.18.10.10';
+/** The web host and the exit node's uplink also speak IPv6 (the client's LAN does not). */
+const WEB6 = 'fd00:10::10';
+const EXIT_INET6 = 'fd00:10::2';
 const PRIV = '198.51.100.10';
 const LAN_HOST = '198.18.20.3';
 const CONTROL = '198.18.30.1';
@@ -176,7 +179,12 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     router: { routes, masquerade: true },
   });
   const exitState = () =>
-    routerState('exit', EXIT, ['0.0.0.0/0', '::/0'], everything([`${CLIENT.tunnel}/32`]));
+    routerState(
+      'exit',
+      EXIT,
+      ['0.0.0.0/0', '::/0'],
+      everything([`${CLIENT.tunnel}/32`, `${CLIENT.tunnel6}/128`]),
+    );
   const subnetState = () =>
     routerState(
       'subnet',
@@ -213,6 +221,8 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     subnet = await lab.addHost('sr', { segment: wan, address: `${SUBNET.wan}/24`, gateway: CONTROL });
     await lab.attach(subnet.ns, priv, 'eth1', `${SUBNET.priv}/24`);
     const web = await lab.addHost('web', { segment: inet, address: `${WEB}/24` });
+    await exit.must(['ip', 'address', 'add', `${EXIT_INET6}/64`, 'dev', 'eth1']);
+    await web.must(['ip', 'address', 'add', `${WEB6}/64`, 'dev', 'eth0']);
     const privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
     // The leak detector: every packet from the client's own address to the web host, seen by its router.
     await gw.must(['nft', 'add', 'table', 'inet', 'probe']);
@@ -264,6 +274,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     plain = await routingSnapshot(client);
     expect(await client.ping(EXIT.tunnel, { deadlineS: 5 })).toBe(true);
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await tcpProbe(client, WEB6, 80, 2)).toBeNull();
     expect(await leaked(gw)).toBeGreaterThan(0);
   });
 
@@ -285,6 +296,8 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
     expect(await client.ping(WEB, { deadlineS: 3 })).toBe(true);
     expect(await leaked(gw)).toBe(baseline);
+    // ::/0 goes through the tunnel as well, out of the exit node's IPv6 uplink.
+    expect(await tcpProbe(client, WEB6, 80)).toBe(`hello 80 from ${EXIT_INET6}`);
     // The control server stays outside the tunnel: it sees the client's own address.
     expect(await tcpProbe(client, CONTROL, 8443)).toBe(`hello 8443 from ${CLIENT.lan}`);
     // Tunnel peers and routed subnets still work.
