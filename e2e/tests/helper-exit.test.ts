@@ -1,9 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, type Host, Lab, run, type Segment, waitFor } from '../lab/index.js';
-import { Helper, keyPair, Scratch, startTcpServer, tcpProbe } from './helper-harness.js';
+import { type Host, run, type Segment, waitFor } from '../lab/index.js';
+import { Helper, helperLab, keyPair, startTcpServer, tcpProbe } from './helper-harness.js';
 
 // Exit nodes and subnet routers, OS side, for real: the built helpers in lab namespaces, driven with
 // desired states as the engine will send them, over wireguard-go, `ip rule` and nftables.
@@ -16,19 +15,7 @@ import { Helper, keyPair, Scratch, startTcpServer, tcpProbe } from './helper-har
 // The web host is reachable only from the exit node. The gw router has no route to it either, and
 // counts every packet from the client's own address to it: a leak would show up there.
 
-let lab: Lab;
-const scratch = new Scratch(() => lab);
-
-beforeAll(async () => {
-  lab = await Lab.create();
-  if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
-  if (!existsSync('/usr/sbin/nft')) throw new Error('nft is missing: run scripts/setup.sh');
-});
-
-afterAll(async () => {
-  await lab?.cleanup();
-  scratch.removeAll();
-});
+const env = helperLab();
 
 const CLIENT = { lan: '198.18.20.2', tunnel: '100.64.3.1', tunnel6: 'fd00:67::1' };
 const EXIT = { wan: '198.18.30.2', inet: '198.18.10.2', tunnel: '100.64.3.2', tunnel6: 'fd00:67::2' };
@@ -203,27 +190,27 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     );
 
   beforeAll(async () => {
-    lanSeg = await lab.addSegment();
-    const wan = await lab.addSegment();
-    const inet = await lab.addSegment();
-    const priv = await lab.addSegment();
-    client = await lab.addHost('cl', {
+    lanSeg = await env.lab.addSegment();
+    const wan = await env.lab.addSegment();
+    const inet = await env.lab.addSegment();
+    const priv = await env.lab.addSegment();
+    client = await env.lab.addHost('cl', {
       segment: lanSeg,
       address: `${CLIENT.lan}/24`,
       gateway: '198.18.20.1',
     });
-    lanHost = await lab.addHost('ln', { segment: lanSeg, address: `${LAN_HOST}/24` });
-    gw = await lab.addHost('gw', { segment: lanSeg, address: '198.18.20.1/24' });
-    await lab.attach(gw.ns, wan, 'eth1', `${CONTROL}/24`);
+    lanHost = await env.lab.addHost('ln', { segment: lanSeg, address: `${LAN_HOST}/24` });
+    gw = await env.lab.addHost('gw', { segment: lanSeg, address: '198.18.20.1/24' });
+    await env.lab.attach(gw.ns, wan, 'eth1', `${CONTROL}/24`);
     await gw.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-    exit = await lab.addHost('ex', { segment: wan, address: `${EXIT.wan}/24`, gateway: CONTROL });
-    await lab.attach(exit.ns, inet, 'eth1', `${EXIT.inet}/24`);
-    subnet = await lab.addHost('sr', { segment: wan, address: `${SUBNET.wan}/24`, gateway: CONTROL });
-    await lab.attach(subnet.ns, priv, 'eth1', `${SUBNET.priv}/24`);
-    const web = await lab.addHost('web', { segment: inet, address: `${WEB}/24` });
+    exit = await env.lab.addHost('ex', { segment: wan, address: `${EXIT.wan}/24`, gateway: CONTROL });
+    await env.lab.attach(exit.ns, inet, 'eth1', `${EXIT.inet}/24`);
+    subnet = await env.lab.addHost('sr', { segment: wan, address: `${SUBNET.wan}/24`, gateway: CONTROL });
+    await env.lab.attach(subnet.ns, priv, 'eth1', `${SUBNET.priv}/24`);
+    const web = await env.lab.addHost('web', { segment: inet, address: `${WEB}/24` });
     await exit.must(['ip', 'address', 'add', `${EXIT_INET6}/64`, 'dev', 'eth1']);
     await web.must(['ip', 'address', 'add', `${WEB6}/64`, 'dev', 'eth0']);
-    const privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
+    const privHost = await env.lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
     // The leak detector: every packet from the client's own address to the web host, seen by its router.
     await gw.must(['nft', 'add', 'table', 'inet', 'probe']);
     await gw.must([
@@ -248,16 +235,16 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
 
     servers.push(await startTcpServer(web, [80]), await startTcpServer(privHost, [80]));
     servers.push(await startTcpServer(gw, [8443]), await startTcpServer(lanHost, [80]));
-    names.client = lab.name('cl');
-    names.exit = lab.name('ex');
-    names.subnet = lab.name('sr');
+    names.client = env.lab.name('cl');
+    names.exit = env.lab.name('ex');
+    names.subnet = env.lab.name('sr');
     for (const [who, host] of [
       ['client', client],
       ['exit', exit],
       ['subnet', subnet],
     ] as const) {
       before[who] = await routingSnapshot(host);
-      helpers[who] = await Helper.startIn(host, scratch);
+      helpers[who] = await Helper.startIn(host, env.scratch);
     }
   });
 

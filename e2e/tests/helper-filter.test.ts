@@ -1,25 +1,12 @@
-import { existsSync } from 'node:fs';
 import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, type Host, Lab } from '../lab/index.js';
-import { Helper, keyPair, ruleset, Scratch, startTcpServer, tcpProbe } from './helper-harness.js';
+import type { Host } from '../lab/index.js';
+import { Helper, helperLab, keyPair, ruleset, startTcpServer, tcpProbe } from './helper-harness.js';
 
 // The packet filter for real: the built helper in lab namespaces installs it as nftables rules on a
 // wireguard-go interface, and TCP and ping across the tunnel are let through or dropped as it says.
 
-let lab: Lab;
-const scratch = new Scratch(() => lab);
-
-beforeAll(async () => {
-  lab = await Lab.create();
-  if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
-  if (!existsSync('/usr/sbin/nft')) throw new Error('nft is missing: run scripts/setup.sh');
-});
-
-afterAll(async () => {
-  await lab?.cleanup();
-  scratch.removeAll();
-});
+const env = helperLab();
 
 const tcp = (src: string[], dst: string[], first: number, last = first): FilterRuleSpec => ({
   src,
@@ -65,12 +52,12 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
   const only443 = () => [tcp(A, B, 443)];
 
   beforeAll(async () => {
-    const segment = await lab.addSegment();
-    a = await lab.addHost('fa', { segment, address: '198.18.3.1/24' });
-    b = await lab.addHost('fb', { segment, address: '198.18.3.2/24' });
-    names.push(lab.name('fa'), lab.name('fb'));
+    const segment = await env.lab.addSegment();
+    a = await env.lab.addHost('fa', { segment, address: '198.18.3.1/24' });
+    b = await env.lab.addHost('fb', { segment, address: '198.18.3.2/24' });
+    names.push(env.lab.name('fa'), env.lab.name('fb'));
     rulesetBefore = await ruleset(b);
-    [helperA, helperB] = await Promise.all([Helper.startIn(a, scratch), Helper.startIn(b, scratch)]);
+    [helperA, helperB] = await Promise.all([Helper.startIn(a, env.scratch), Helper.startIn(b, env.scratch)]);
     await startTcpServer(b, [22, 80, 443]);
     await startTcpServer(a, [8080]);
   });

@@ -1,9 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
-import { BIN, type Host, type Lab, removeScratch, scratchDir, waitFor } from '../lab/index.js';
+import { afterAll, beforeAll } from 'vitest';
+import { BIN, type Host, Lab, removeScratch, scratchDir, waitFor } from '../lab/index.js';
 
 // What the weft-helper network tests share: the helper as root runs it inside a lab host, a client
 // speaking the helper's protocol exactly as the engine does, and WireGuard key pairs.
@@ -30,6 +32,30 @@ export class Scratch {
   removeAll(): void {
     for (const dir of this.dirs.splice(0)) removeScratch(dir);
   }
+}
+
+/**
+ * The lab of one test file, made before its tests and cleaned up after them. It fails at once, rather
+ * than passing vacuously, without root, the lab's tools, the built helper or nft.
+ */
+export function helperLab(): { readonly lab: Lab; readonly scratch: Scratch } {
+  let lab: Lab | undefined;
+  const scratch = new Scratch(() => lab as Lab);
+  beforeAll(async () => {
+    lab = await Lab.create();
+    if (!existsSync(BIN.helper)) throw new Error(`${BIN.helper} is missing: run npm run build`);
+    if (!existsSync('/usr/sbin/nft')) throw new Error('nft is missing: run scripts/setup.sh');
+  });
+  afterAll(async () => {
+    await lab?.cleanup();
+    scratch.removeAll();
+  });
+  return {
+    get lab() {
+      return lab as Lab;
+    },
+    scratch,
+  };
 }
 
 /** The helper as root runs it, inside a lab host, with its stderr kept for assertions. */
