@@ -105,7 +105,7 @@ describe('a tailnet of two nodes joined by pre-auth keys', () => {
     const b = s.peers.find((p) => p.name === 'b');
     expect(b).toBeDefined();
     expect(b?.online).toBe(true);
-    expect(b?.endpoint).toBe('198.18.0.12:' + b?.endpoint?.split(':')[1]);
+    expect(b?.endpoint).toMatch(/^198\.18\.0\.12:[0-9]+$/);
     expect(b?.lastHandshake).not.toBeNull();
     expect(b!.rxBytes).toBeGreaterThan(0);
     expect(b!.txBytes).toBeGreaterThan(0);
