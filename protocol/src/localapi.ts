@@ -29,7 +29,20 @@ export const Status = z.strictObject({
   controlUrl: z.string().nullable(),
   /** Set while waiting for an interactive login. */
   authUrl: z.string().nullable(),
-  self: z.strictObject({ id: z.string(), name: z.string(), addresses: z.array(z.string()) }).nullable(),
+  /** When `authUrl` stops working (ISO time), if control said; absent from older engines. */
+  authUrlExpiresAt: z.string().nullable().optional(),
+  self: z
+    .strictObject({
+      id: z.string(),
+      name: z.string(),
+      addresses: z.array(z.string()),
+      /**
+       * When this node's key expires (ISO time) and it must sign in again; null when expiry is
+       * disabled. Absent from older engines. Automatic rotation keeps this deadline.
+       */
+      keyExpiry: z.string().nullable().optional(),
+    })
+    .nullable(),
   peers: z.array(PeerStatus),
   /** Human-readable problems (control unreachable, helper down, …); empty when healthy. */
   health: z.array(z.string()),
