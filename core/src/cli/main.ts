@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-import type { Status } from '@weft/protocol';
 import { Command, Option } from 'commander';
 import { LocalApiClient, LocalApiError } from '../localapi/client.js';
 import { DEFAULT_SOCKET } from '../paths.js';
+import { addWebCommand } from '../web/cli.js';
+import { parseDuration } from './duration.js';
 import { formatStatus } from './format.js';
+import { waitForLogin } from './login.js';
 
 // weft: the command line over weftd's LocalAPI. Data goes to stdout (status, addresses, the
 // login URL), problems to stderr with a non-zero exit; it never prompts.
@@ -23,8 +25,11 @@ program
   .requiredOption('--control-url <url>', 'the control server, e.g. https://weft.example.com')
   .option('--authkey <key>', 'a pre-auth key (otherwise a login URL is printed)')
   .option('--hostname <name>', 'the name of this machine in the tailnet')
-  .option('--timeout <seconds>', 'how long to wait for an interactive login', '600')
+  .option('--timeout <duration>', 'how long to wait for an interactive login (e.g. 90s, 10m)', '10m')
   .action(async (o: { controlUrl: string; authkey?: string; hostname?: string; timeout: string }) => {
+    const timeoutMs = parseDuration(o.timeout);
+    if (timeoutMs === null)
+      throw new LocalApiError('invalid-request', `invalid --timeout '${o.timeout}': use e.g. 90s, 10m or 1h`);
     const api = client();
     let st = await api.up({
       controlUrl: o.controlUrl,
@@ -32,9 +37,15 @@ program
       ...(o.hostname ? { hostname: o.hostname } : {}),
     });
     if (st.backendState !== 'Running' && st.authUrl) {
-      process.stderr.write('To log in, open this URL in a browser:\n');
-      process.stdout.write(`${st.authUrl}\n`);
-      st = await waitForRunning(api, Number(o.timeout) * 1000);
+      const interrupt = new AbortController();
+      const stop = () => interrupt.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      st = await waitForLogin(api, st.authUrl, timeoutMs, {
+        out: (line) => process.stdout.write(`${line}\n`),
+        err: (line) => process.stderr.write(`${line}\n`),
+        interrupt: interrupt.signal,
+      });
     }
     const self = st.self;
     process.stderr.write(self ? `Connected as ${self.name} (${self.addresses.join(', ')})\n` : 'Connected\n');
@@ -49,9 +60,10 @@ program
 
 program
   .command('logout')
-  .description('disconnect and forget this node’s authorization')
+  .description('disconnect, expire this node’s key at control, and forget it here')
   .action(async () => {
-    await client().logout();
+    const st = await client().logout();
+    for (const h of st.health) process.stderr.write(`weft: ${h}\n`);
   });
 
 program
@@ -78,23 +90,7 @@ program
     process.stdout.write(`${addrs.join('\n')}\n`);
   });
 
-/** Follows the daemon's status events until Running (after an interactive login) or a timeout. */
-async function waitForRunning(api: LocalApiClient, timeoutMs: number): Promise<Status> {
-  const abort = new AbortController();
-  let last: Status | null = null;
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
-  try {
-    await api.watch((ev) => {
-      last = ev.status;
-      if (ev.status.backendState === 'Running') abort.abort();
-    }, abort.signal);
-  } finally {
-    clearTimeout(timer);
-  }
-  const st = last as Status | null;
-  if (st?.backendState === 'Running') return st;
-  throw new LocalApiError('timeout', `not logged in after ${Math.round(timeoutMs / 1000)} s`);
-}
+addWebCommand(program, () => program.opts<{ socket: string }>().socket);
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof LocalApiError || err instanceof Error ? err.message : String(err);

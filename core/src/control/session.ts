@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
 import { Backoff, type BackoffOptions, sleep } from '../retry/backoff.js';
-import { type ControlClient, controlHttpError } from './client.js';
+import { type ControlClient, controlHttpError, controlReason } from './client.js';
 
 // The long-lived netmap stream: a signed WebSocket to control that delivers a full map, then
 // deltas. It reconnects forever with back-off until stopped, and never touches the tunnel itself:
@@ -29,6 +29,8 @@ export interface SessionOptions {
 }
 
 const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Stream refusals that no retry can change: the node must log in again. */
+const FINAL_REFUSALS = new Set(['node-key-expired', 'unknown-node']);
 
 export class MapSession extends EventEmitter<SessionEvents> {
   private readonly backoff: Backoff;
@@ -88,9 +90,10 @@ export class MapSession extends EventEmitter<SessionEvents> {
             : new WeftError('control-unreachable', `control stream: ${describeError(err)}`);
         this.opts.log.warn(e.message);
         // One refusal may be a stale control key (fetched again for the retry); two in a row mean
-        // control no longer accepts this node, as when it was deleted while we were away.
+        // control no longer accepts this node, as when it was deleted while we were away. An
+        // expired key or an unknown machine is final at once.
         refusals = e.code === 'control-rejected' ? refusals + 1 : 0;
-        if (refusals >= 2) {
+        if (refusals >= 2 || FINAL_REFUSALS.has(controlReason(e) ?? '')) {
           this.emit('refused', e);
           break;
         }

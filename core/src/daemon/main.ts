@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { InterfaceName } from '@weft/protocol';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+import { parseDuration } from '../cli/duration.js';
+import { DEFAULT_KEY_ROTATION_MS } from '../control/rotation.js';
 import { Engine } from '../engine/engine.js';
 import { HelperClient } from '../helper/client.js';
 import { LocalApiServer } from '../localapi/server.js';
@@ -18,6 +20,11 @@ const program = new Command('weftd')
   .option('--socket <path>', 'the LocalAPI unix socket', process.env.WEFT_SOCKET ?? DEFAULT_SOCKET)
   .option('--helper-socket <path>', "weft-helper's unix socket", DEFAULT_HELPER_SOCKET)
   .option('--interface <name>', 'the WireGuard interface name', 'weft0')
+  .addOption(
+    new Option('--key-rotation <duration>', "how often to rotate the node's WireGuard key, or 'off'")
+      .env('WEFT_KEY_ROTATION')
+      .default('30d'),
+  )
   .option('--verbose', 'log debug messages')
   .showHelpAfterError()
   .parse();
@@ -27,6 +34,7 @@ const opts = program.opts<{
   socket: string;
   helperSocket: string;
   interface: string;
+  keyRotation: string;
   verbose?: boolean;
 }>();
 
@@ -38,12 +46,19 @@ async function main(): Promise<void> {
       `invalid --interface '${opts.interface}': 1-15 letters, digits, _ or -, starting with a letter`,
     );
   }
+  const keyRotationMs = opts.keyRotation === 'off' ? null : parseDuration(opts.keyRotation);
+  if (keyRotationMs === null && opts.keyRotation !== 'off') {
+    throw new Error(`invalid --key-rotation '${opts.keyRotation}': use e.g. 30d, 12h, 20s, or off`);
+  }
+  if (keyRotationMs !== DEFAULT_KEY_ROTATION_MS)
+    log.info(`node key rotation: ${keyRotationMs === null ? 'off' : opts.keyRotation}`);
   const helper = new HelperClient(opts.helperSocket, { log });
   const engine = new Engine({
     store: new StateStore(opts.stateDir),
     helper,
     interfaceName: opts.interface,
     log,
+    keyRotationMs,
   });
   await engine.start();
   const api = new LocalApiServer(engine, log);

@@ -42,7 +42,7 @@ async function startEngine(): Promise<Engine> {
       reapplyMs: 60_000,
       debounceMs: 5,
       upTimeoutMs: 5_000,
-      authPollMs: 20,
+      loginBackoff: { baseMs: 20, capMs: 100 },
     },
     addressSource: () => addresses,
   });
@@ -122,7 +122,12 @@ describe('engine', () => {
       txBytes: 20,
     });
     const st = await engine.status();
-    expect(st.self).toEqual({ id: 'n1', name: 'laptop', addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'] });
+    expect(st.self).toEqual({
+      id: 'n1',
+      name: 'laptop',
+      addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'],
+      keyExpiry: null,
+    });
     expect(st.peers).toEqual([
       expect.objectContaining({
         name: 'node2',

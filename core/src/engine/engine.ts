@@ -10,14 +10,16 @@ import {
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
-import { ControlClient } from '../control/client.js';
+import { ControlClient, ControlHttpError, isLoginEnded } from '../control/client.js';
+import { LoginWait } from '../control/login.js';
+import { DEFAULT_KEY_ROTATION_MS, rotateNodeKey } from '../control/rotation.js';
 import { MapSession } from '../control/session.js';
 import { type AddressSource, localEndpoints, osAddresses } from '../endpoints/local.js';
 import { WeftError } from '../errors.js';
 import type { HelperClient } from '../helper/client.js';
 import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
 import { describeError, type Logger } from '../log/logger.js';
-import { type BackoffOptions, sleep } from '../retry/backoff.js';
+import { Backoff, type BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
@@ -41,8 +43,10 @@ export interface EngineTiming {
   debounceMs?: number;
   /** How long `up` waits for Running before answering with a timeout. */
   upTimeoutMs?: number;
-  /** How often a pending interactive login asks control whether it has been completed. */
-  authPollMs?: number;
+  /** Back-off while control cannot be asked about a pending interactive login. */
+  loginBackoff?: BackoffOptions;
+  /** Back-off between failed node key rotations (default from 1 minute up to 1 hour). */
+  rotationBackoff?: BackoffOptions;
 }
 
 export interface EngineOptions {
@@ -52,6 +56,8 @@ export interface EngineOptions {
   log: Logger;
   timing?: EngineTiming;
   addressSource?: AddressSource;
+  /** How often to rotate the node key (default 30 days); null or 0 never rotates. */
+  keyRotationMs?: number | null;
 }
 
 export interface EngineEvents {
@@ -65,8 +71,21 @@ export class Engine extends EventEmitter<EngineEvents> {
   private nodeKey: KeyHandle | null = null;
   private netmap: NetMap | null = null;
   private session: MapSession | null = null;
-  private authPoll: AbortController | null = null;
+  /** The interactive login waiting for a person to sign in in their browser, and its link. */
+  private loginWait: LoginWait | null = null;
   private authUrl: string | null = null;
+  private authUrlExpiresAt: string | null = null;
+  /** Why control cannot be asked about the pending login right now (it is retried). */
+  private loginProblem: WeftError | null = null;
+  private rotationTimer: NodeJS.Timeout | null = null;
+  private rotationBackoff = new Backoff();
+  /** A rotation was sent but its answer not recorded (node-next.key exists): send it again. */
+  private rotationPending = false;
+  private rotating = false;
+  private rotationProblem: WeftError | null = null;
+  /** The rotation in flight: shutdown waits for it, so control's answer is recorded. */
+  private rotation: Promise<void> | null = null;
+  private shuttingDown = false;
   /** Whether the helper has applied an "up" state since the tunnel was last wanted up. */
   private tunnelApplied = false;
   private controlProblem: WeftError | null = null;
@@ -84,6 +103,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   constructor(private readonly opts: EngineOptions) {
     super();
     this.timing = opts.timing ?? {};
+    this.rotationBackoff = new Backoff({ baseMs: 60_000, capMs: 3_600_000, ...this.timing.rotationBackoff });
     this.reconciler = new Reconciler(opts.helper, {
       log: opts.log,
       debounceMs: this.timing.debounceMs,
@@ -108,6 +128,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.machineKey = await store.loadOrCreateKey('machine');
     this.nodeKey = await store.loadKey('node');
     this.login = await store.loadLogin();
+    await this.recoverRotation();
     if (this.login && this.nodeKey?.publicKey !== this.login.nodePublicKey) {
       log.warn('the authorized node key is missing or changed; login required');
       await store.deleteLogin();
@@ -124,6 +145,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.opts.helper.start();
     this.reconcile();
     if (this.login && this.prefs.wantRunning) this.startSession();
+    this.scheduleRotation();
     this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.timing.endpointsPollMs ?? 5_000);
     log.info(`engine started: ${this.backendState()}`);
   }
@@ -131,7 +153,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Stops everything and takes the interface down (prefs are kept: a restart resumes). */
   async shutdown(): Promise<void> {
     if (this.endpointsTimer) clearInterval(this.endpointsTimer);
-    this.stopAuthPoll();
+    this.stopLoginWait();
+    this.shuttingDown = true;
+    this.clearRotationTimer();
+    await this.rotation;
     await this.stopSession();
     this.reconciler.stop();
     this.watchers.close();
@@ -161,10 +186,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     else if (wanted && !this.opts.helper.connected)
       health.push(`weft-helper is not reachable at ${this.opts.helper.socketPath}`);
     if (this.notice) health.push(this.notice);
+    if (this.loginWait && this.loginProblem) health.push(this.loginProblem.message);
+    if (this.login && this.rotationProblem) health.push(this.rotationProblem.message);
     return buildStatus({
       backendState: this.backendState(),
       controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
       authUrl: this.authUrl,
+      authUrlExpiresAt: this.authUrlExpiresAt,
       netmap: this.netmap,
       iface: wanted ? this.lastIface : null,
       health,
@@ -199,16 +227,27 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async down(): Promise<void> {
     await this.exclusive(async () => {
-      this.stopAuthPoll();
-      this.authUrl = null;
+      await this.cancelLoginWait();
       await this.savePrefs({ ...this.prefs, wantRunning: false });
       await this.stopSession();
       await this.settleDown();
     });
   }
 
+  /**
+   * Logs out: control is asked first to expire the node key at once (so a copy of this machine's
+   * state is useless), then the login is forgotten here, whatever control answered.
+   */
   async logout(): Promise<void> {
-    await this.exclusive(() => this.forgetLogin(null));
+    await this.exclusive(async () => this.forgetLogin(await this.tellControlLogout()));
+  }
+
+  /** Gives up a pending interactive login, here and at control (its link stops working). */
+  async cancelLogin(): Promise<void> {
+    await this.exclusive(async () => {
+      if (await this.cancelLoginWait()) this.notice = 'sign-in cancelled';
+      this.emit('change');
+    });
   }
 
   // --- the transitions -------------------------------------------------------------------------
@@ -225,7 +264,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const hostname = req.hostname ?? this.prefs.hostname ?? defaultHostname();
     this.notice = null;
     if (!this.login) {
-      this.stopAuthPoll();
+      this.stopLoginWait();
       const nodeKey = await this.opts.store.loadOrCreateKey('node');
       const client = new ControlClient(controlUrl, this.machineKey.privateKey);
       const reg: RegisterRequest = { nodeKey: nodeKey.publicKey, hostname, os: process.platform };
@@ -235,7 +274,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
       if (res.status === 'needs-auth') {
         this.authUrl = res.authUrl;
-        this.startAuthPoll(client, reg);
+        this.authUrlExpiresAt = res.expiresAt ?? null;
+        this.startLoginWait(client, reg);
         this.emit('change');
         return true;
       }
@@ -253,15 +293,19 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async authorized(controlUrl: string, nodeKey: KeyHandle): Promise<void> {
     this.login = { controlUrl, nodePublicKey: nodeKey.publicKey, authorizedAt: new Date().toISOString() };
     this.authUrl = null;
+    this.authUrlExpiresAt = null;
     await this.opts.store.saveLogin(this.login);
     this.opts.log.info(`node key authorized by ${controlUrl}`);
+    this.scheduleRotation();
   }
 
   /** Forgets the node's authorization and key, and takes the tunnel down: NeedsLogin. */
   private async forgetLogin(notice: string | null): Promise<void> {
     const { store } = this.opts;
-    this.stopAuthPoll();
-    this.authUrl = null;
+    await this.cancelLoginWait();
+    this.clearRotationTimer();
+    this.rotationProblem = null;
+    this.rotationPending = false;
     await this.stopSession();
     this.login = null;
     this.netmap = null;
@@ -272,6 +316,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await store.deleteLogin();
     await store.deleteNetmap();
     await store.deleteKey('node');
+    await store.deleteKey('node-next');
     this.nodeKey = null;
     this.notice = notice;
     await this.savePrefs({ ...this.prefs, wantRunning: false });
@@ -380,44 +425,204 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.session.setEndpoints(localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort));
   }
 
-  /** Asks control again until the person has completed the login in their browser. */
-  private startAuthPoll(client: ControlClient, reg: RegisterRequest): void {
-    const abort = new AbortController();
-    this.authPoll = abort;
-    const poll = async () => {
-      while (!abort.signal.aborted) {
-        await sleep(this.timing.authPollMs ?? 3_000, abort.signal);
-        if (abort.signal.aborted) return;
-        try {
-          const res = await client.register(reg);
-          if (abort.signal.aborted) return;
-          if (res.status === 'needs-auth') {
-            if (res.authUrl !== this.authUrl) {
-              this.authUrl = res.authUrl;
-              this.emit('change');
-            }
-            continue;
-          }
-          await this.exclusive(async () => {
-            if (abort.signal.aborted || !this.nodeKey) return;
-            this.authPoll = null;
-            await this.authorized(client.baseUrl, this.nodeKey);
-            this.startSession();
-            this.reconcile();
-            this.emit('change');
-          });
-          return;
-        } catch (err) {
-          this.opts.log.warn(`waiting for login: ${describeError(err)}`);
-        }
-      }
-    };
-    void poll();
+  /** Waits for the person to sign in in their browser: control holds each waiting registration. */
+  private startLoginWait(client: ControlClient, reg: RegisterRequest): void {
+    const wait = new LoginWait(client, reg, { log: this.opts.log, backoff: this.timing.loginBackoff });
+    this.loginWait = wait;
+    this.loginProblem = null;
+    wait.on('url', ({ authUrl, expiresAt }) => {
+      if (this.loginWait !== wait) return;
+      if (authUrl === this.authUrl && expiresAt === this.authUrlExpiresAt) return;
+      this.authUrl = authUrl;
+      this.authUrlExpiresAt = expiresAt;
+      this.emit('change');
+    });
+    wait.on('problem', (err) => {
+      if (this.loginWait !== wait) return;
+      this.loginProblem = err;
+      this.emit('change');
+    });
+    const signedIn = () =>
+      this.exclusive(async () => {
+        if (this.loginWait !== wait || !this.nodeKey) return;
+        this.stopLoginWait();
+        await this.authorized(client.baseUrl, this.nodeKey);
+        this.helperProblem = null;
+        this.startSession();
+        this.reconcile();
+        this.emit('change');
+      });
+    const ended = (err: unknown) =>
+      this.exclusive(async () => {
+        if (this.loginWait !== wait) return;
+        this.stopLoginWait();
+        const detail = err instanceof ControlHttpError ? err.detail : describeError(err);
+        this.notice = isLoginEnded(err) ? `sign-in ended: ${detail}` : `sign-in failed: ${detail}`;
+        this.opts.log.warn(this.notice);
+        this.emit('change');
+      });
+    wait
+      .run()
+      .then((node) => (node ? signedIn() : undefined), ended)
+      .catch((err) => this.opts.log.warn(`sign-in: ${describeError(err)}`));
   }
 
-  private stopAuthPoll(): void {
-    this.authPoll?.abort();
-    this.authPoll = null;
+  /** Stops waiting for a sign-in here; returns the wait that was pending, if any. */
+  private stopLoginWait(): LoginWait | null {
+    const wait = this.loginWait;
+    wait?.stop();
+    this.loginWait = null;
+    this.authUrl = null;
+    this.authUrlExpiresAt = null;
+    this.loginProblem = null;
+    return wait;
+  }
+
+  /** Ends a pending sign-in here and at control, whose link then stops working; true if one was pending. */
+  private async cancelLoginWait(): Promise<boolean> {
+    const wait = this.stopLoginWait();
+    if (!wait) return false;
+    try {
+      await wait.client.cancelLogin();
+      this.opts.log.info('sign-in cancelled');
+    } catch (err) {
+      this.opts.log.warn(
+        `could not cancel the sign-in at control (its link expires by itself): ${describeError(err)}`,
+      );
+    }
+    return true;
+  }
+
+  /** Asks control to expire this node's key now; returns what the user should know if it could not. */
+  private async tellControlLogout(): Promise<string | null> {
+    if (!this.login) return null;
+    const client = new ControlClient(this.login.controlUrl, this.machineKey.privateKey);
+    try {
+      await client.logout();
+      this.opts.log.info(`control at ${this.login.controlUrl} expired this node's key`);
+      return null;
+    } catch (err) {
+      this.opts.log.warn(`logout: control could not be told: ${describeError(err)}`);
+      return `logged out here, but control could not be told (${describeError(err)}): the node key stays valid there until it expires or an admin expires it`;
+    }
+  }
+
+  // --- node key rotation -----------------------------------------------------------------------
+
+  /**
+   * A rotation interrupted by a crash: if control's answer was recorded (login.json names the new
+   * key) the key file is replaced now; if not, the rotation is sent again once started.
+   */
+  private async recoverRotation(): Promise<void> {
+    const { store } = this.opts;
+    const next = await store.loadKey('node-next');
+    if (!next) return;
+    if (this.login?.nodePublicKey === next.publicKey) {
+      await store.saveKey('node', next);
+      await store.deleteKey('node-next');
+      this.nodeKey = next;
+    } else if (this.login && this.nodeKey?.publicKey === this.login.nodePublicKey) {
+      this.rotationPending = true;
+    } else {
+      await store.deleteKey('node-next');
+    }
+  }
+
+  /** Arms the timer of the next node key rotation: `delayMs` from now, or when the key is due. */
+  private scheduleRotation(delayMs?: number): void {
+    this.clearRotationTimer();
+    if (this.shuttingDown) return;
+    const every = this.opts.keyRotationMs === undefined ? DEFAULT_KEY_ROTATION_MS : this.opts.keyRotationMs;
+    if (!this.login || (!every && !this.rotationPending)) return;
+    const due = this.rotationPending || !every ? Date.now() : Date.parse(this.login.authorizedAt) + every;
+    const delay = Math.max(0, delayMs ?? due - Date.now());
+    this.rotationTimer = setTimeout(
+      () => {
+        if (delay > MAX_TIMER_MS) return this.scheduleRotation(delay - MAX_TIMER_MS);
+        this.rotation = this.rotate().finally(() => {
+          this.rotation = null;
+        });
+      },
+      Math.min(delay, MAX_TIMER_MS),
+    );
+  }
+
+  private clearRotationTimer(): void {
+    if (this.rotationTimer) clearTimeout(this.rotationTimer);
+    this.rotationTimer = null;
+  }
+
+  /**
+   * Moves to a new node key, proving the old one to control. The old key stays in force until
+   * control has accepted the new one; then WireGuard switches (peers learn the key from control).
+   */
+  private async rotate(): Promise<void> {
+    const login = this.login;
+    const oldKey = this.nodeKey;
+    if (!login || !oldKey || this.rotating) return;
+    this.rotating = true;
+    try {
+      // Kept on disk before control hears of it, so a crash after its answer loses no key.
+      const newKey = await this.opts.store.loadOrCreateKey('node-next');
+      if (this.login !== login) return;
+      this.rotationPending = true;
+      let self: NetMap['self'];
+      try {
+        self = await rotateNodeKey(new ControlClient(login.controlUrl, this.machineKey.privateKey), {
+          oldKey,
+          newKey,
+          machineKey: this.machineKey.publicKey,
+          hostname: this.prefs.hostname ?? defaultHostname(),
+          os: process.platform,
+        });
+      } catch (err) {
+        if (this.login !== login) return;
+        const e = err instanceof WeftError ? err : new WeftError('control-error', describeError(err));
+        this.rotationProblem = new WeftError(
+          e.code,
+          `node key rotation failed (the old key stays in use): ${e.message}`,
+        );
+        this.opts.log.warn(this.rotationProblem.message);
+        this.emit('change');
+        this.scheduleRotation(this.rotationBackoff.next());
+        return;
+      }
+      await this.exclusive(async () => {
+        if (this.login === login) await this.switchNodeKey(login, oldKey, newKey, self);
+      });
+    } catch (err) {
+      this.opts.log.warn(`node key rotation: ${describeError(err)}`);
+      this.scheduleRotation(this.rotationBackoff.next());
+    } finally {
+      this.rotating = false;
+    }
+  }
+
+  /** Control accepted `newKey`: record it, then let WireGuard use it. */
+  private async switchNodeKey(
+    login: Login,
+    oldKey: KeyHandle,
+    newKey: KeyHandle,
+    self: NetMap['self'],
+  ): Promise<void> {
+    const { store } = this.opts;
+    // login.json first: from here on a restart finishes the switch from node-next.key.
+    this.login = { ...login, nodePublicKey: newKey.publicKey, authorizedAt: new Date().toISOString() };
+    await store.saveLogin(this.login);
+    await store.saveKey('node', newKey);
+    await store.deleteKey('node-next');
+    this.nodeKey = newKey;
+    this.rotationPending = false;
+    this.rotationProblem = null;
+    this.rotationBackoff.reset();
+    if (this.netmap) {
+      this.netmap = { ...this.netmap, self };
+      this.netmapWriter.push(this.netmap);
+    }
+    this.opts.log.info(`node key rotated: ${shortKey(oldKey.publicKey)}… → ${shortKey(newKey.publicKey)}…`);
+    this.reconcile();
+    this.emit('change');
+    this.scheduleRotation();
   }
 
   // --- helpers ---------------------------------------------------------------------------------
@@ -471,6 +676,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
   }
 }
+
+/** setTimeout waits at most 2^31-1 ms (about 24.8 days); longer waits are re-armed on the way. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+const shortKey = (key: string) => key.slice(0, 8);
 
 function normalizeUrl(url: string): string {
   return new URL(url).toString().replace(/\/+$/, '');

@@ -39,7 +39,12 @@ describe('status', () => {
   it('merges netmap facts with the live interface, peers sorted by name', () => {
     const st = buildStatus({ ...base, backendState: 'Running' });
     expect(Status.safeParse(st).success).toBe(true);
-    expect(st.self).toEqual({ id: 'n1', name: 'laptop', addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'] });
+    expect(st.self).toEqual({
+      id: 'n1',
+      name: 'laptop',
+      addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'],
+      keyExpiry: null,
+    });
     expect(st.peers.map((p) => p.name)).toEqual(['alpha', 'zeta']);
     expect(st.peers[0]).toMatchObject({
       online: true,

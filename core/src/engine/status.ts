@@ -7,6 +7,7 @@ export interface StatusInputs {
   backendState: BackendState;
   controlUrl: string | null;
   authUrl: string | null;
+  authUrlExpiresAt?: string | null;
   netmap: NetMap | null;
   /** The interface as the helper last reported it; null when not known. */
   iface: InterfaceStatus | null;
@@ -49,7 +50,15 @@ export function buildStatus(inp: StatusInputs): Status {
     backendState: inp.backendState,
     controlUrl: inp.controlUrl,
     authUrl: inp.authUrl,
-    self: map ? { id: map.self.id, name: map.self.name, addresses: map.self.addresses.map(bare) } : null,
+    authUrlExpiresAt: inp.authUrl ? (inp.authUrlExpiresAt ?? null) : null,
+    self: map
+      ? {
+          id: map.self.id,
+          name: map.self.name,
+          addresses: map.self.addresses.map(bare),
+          keyExpiry: map.self.keyExpiry,
+        }
+      : null,
     peers,
     health: inp.health,
   };

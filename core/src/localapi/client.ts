@@ -35,6 +35,11 @@ export class LocalApiClient {
     return this.call('POST', '/logout', {}, Status);
   }
 
+  /** Gives up a pending interactive login; its link stops working. */
+  cancelLogin(): Promise<Status> {
+    return this.call('POST', '/login/cancel', {}, Status);
+  }
+
   /** Calls `onEvent` for each status event until `signal` aborts or the daemon closes the stream. */
   watch(onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {

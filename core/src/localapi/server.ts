@@ -21,6 +21,8 @@ export interface LocalBackend {
   up(req: UpRequest): Promise<void>;
   down(): Promise<void>;
   logout(): Promise<void>;
+  /** Gives up a pending interactive login (its link stops working); a backend without it answers 404. */
+  cancelLogin?(): Promise<void>;
   watch(listener: (event: WatchEvent) => void): () => void;
 }
 
@@ -85,6 +87,15 @@ export class LocalApiServer {
         POST: async (req, res) => {
           await readBody(req, EmptyBody);
           await backend.logout();
+          sendJson(res, 200, await backend.status());
+        },
+      },
+      '/login/cancel': {
+        POST: async (req, res) => {
+          await readBody(req, EmptyBody);
+          if (!backend.cancelLogin)
+            throw new HttpError('not-found', 'cancelling a sign-in is not supported here');
+          await backend.cancelLogin();
           sendJson(res, 200, await backend.status());
         },
       },

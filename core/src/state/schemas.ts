@@ -18,6 +18,7 @@ export type Prefs = z.infer<typeof Prefs>;
 export const Login = z.strictObject({
   controlUrl: z.string().url(),
   nodePublicKey: Key,
+  /** When control accepted this node key (a sign-in, a pre-auth key, or a rotation): its age. */
   authorizedAt: z.iso.datetime({ offset: true }),
 });
 export type Login = z.infer<typeof Login>;

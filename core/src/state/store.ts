@@ -11,10 +11,12 @@ import { LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login, Prefs } from './schemas.js';
 // netmap and prefs describe the tailnet to whoever can read them.
 //
 //   machine.key   identifies this machine to control (kept across logouts)
-//   node.key      the WireGuard private key (forgotten on logout, rotated later)
+//   node.key      the WireGuard private key (forgotten on logout, rotated on a schedule)
+//   node-next.key the key a rotation in flight moves to; kept until control's answer is recorded,
+//                 so a crash mid-rotation is finished at the next start, never leaves a key lost
 //   prefs.json    Prefs; login.json  Login; netmap.json  the last NetMap, to come up without control
 
-export type KeyName = 'machine' | 'node';
+export type KeyName = 'machine' | 'node' | 'node-next';
 
 export interface KeyHandle {
   privateKey: string;
@@ -81,6 +83,11 @@ export class StateStore {
     const pair = generateKeyPair();
     await writeFileAtomic(this.path(`${name}.key`), `${pair.privateKey}\n`);
     return pair;
+  }
+
+  /** Writes a key (atomically: a crash leaves the old or the new one). */
+  async saveKey(name: KeyName, key: KeyHandle): Promise<void> {
+    await writeFileAtomic(this.path(`${name}.key`), `${key.privateKey}\n`);
   }
 
   async deleteKey(name: KeyName): Promise<void> {

@@ -4,6 +4,8 @@ import type { Duplex } from 'node:stream';
 import {
   CONTROL_KEY_PATH,
   generateKeyPair,
+  LOGIN_CANCEL_PATH,
+  LOGOUT_PATH,
   MACHINE_AUTH_HEADER,
   type NetMap,
   type NodeView,
@@ -14,6 +16,7 @@ import {
   StreamClientMessage,
   type StreamServerMessage,
   verifyMachineRequest,
+  verifyNodeKeyRotationProof,
 } from '@weft/protocol';
 import { type WebSocket, WebSocketServer } from 'ws';
 
@@ -25,7 +28,18 @@ export interface RegisteredNode {
   machineKey: string;
   req: RegisterRequest;
   authorized: boolean;
+  /** Its key expired (or it logged out): refused on the stream, asked to sign in again. */
+  expired?: boolean;
+  /** The pending interactive login's link, and how it ended if it did. */
+  authUrl?: string;
+  loginEnded?: 'login-expired' | 'login-cancelled';
 }
+
+type Answer = [number, unknown];
+const refusal = (status: number, code: string, message: string): Answer => [
+  status,
+  { error: { code, message } },
+];
 
 export class StandInControl {
   readonly keys = generateKeyPair();
@@ -40,6 +54,18 @@ export class StandInControl {
   };
   registerCalls = 0;
   streamConnects = 0;
+  /** Registrations as they arrived (with `wait`, rotation fields …). */
+  readonly registrations: RegisterRequest[] = [];
+  /** How long a `wait: true` registration is held before `needs-auth` again (control: 60 s). */
+  waitMs = 1_000;
+  /** Machine keys that sent POST /machine/login/cancel and /machine/logout. */
+  readonly cancels: string[] = [];
+  readonly logouts: string[] = [];
+  /** Stream attempts refused because the node's key expired. */
+  expiredRefusals = 0;
+  /** Set to answer every key rotation with this refusal instead of checking it. */
+  refuseRotation: Answer | null = null;
+  private readonly wakeups = new Set<() => void>();
   private server: Server | null = null;
   private readonly wss = new WebSocketServer({ noServer: true });
   port = 0;
@@ -53,9 +79,10 @@ export class StandInControl {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
-        const [status, body] = this.handle(req, Buffer.concat(chunks).toString('utf8'));
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
+        void this.handle(req, Buffer.concat(chunks).toString('utf8')).then(([status, body]) => {
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(body));
+        });
       });
     });
     server.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
@@ -78,9 +105,34 @@ export class StandInControl {
     for (const ws of this.streams) ws.send(JSON.stringify(msg));
   }
 
+  /** The person signed in through the node's link: its waiting registration is answered. */
   approve(machineKey: string): void {
     const node = this.nodes.get(machineKey);
-    if (node) node.authorized = true;
+    if (node) {
+      node.authorized = true;
+      node.expired = false;
+    }
+    this.wake();
+  }
+
+  /** The node's link ends (expired, or cancelled elsewhere): its waiting registration gets a 410. */
+  endLogin(machineKey: string, how: 'login-expired' | 'login-cancelled'): void {
+    const node = this.nodes.get(machineKey);
+    if (node) node.loginEnded = how;
+    this.wake();
+  }
+
+  /** Expires the node's key (as `weft-control nodes expire`); `notify` sends the stream's logout. */
+  expire(machineKey: string, notify: boolean): void {
+    const node = this.nodes.get(machineKey);
+    if (!node) return;
+    node.expired = true;
+    node.authorized = false;
+    if (notify) this.send({ type: 'logout', reason: 'key expired' });
+  }
+
+  private wake(): void {
+    for (const w of [...this.wakeups]) w();
   }
 
   private verify(req: IncomingMessage, body: string): string | null {
@@ -96,37 +148,124 @@ export class StandInControl {
     return 'machineKey' in r ? r.machineKey : null;
   }
 
-  private handle(req: IncomingMessage, body: string): [number, unknown] {
+  private async handle(req: IncomingMessage, body: string): Promise<Answer> {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (req.method === 'GET' && path === CONTROL_KEY_PATH) return [200, { publicKey: this.keys.publicKey }];
-    if (req.method === 'POST' && path === REGISTER_PATH) {
-      this.registerCalls++;
-      const machineKey = this.verify(req, body);
-      if (!machineKey) return [401, { error: { code: 'unauthorized', message: 'bad machine signature' } }];
-      const parsed = RegisterRequest.safeParse(JSON.parse(body));
-      if (!parsed.success)
-        return [400, { error: { code: 'invalid-request', message: 'bad register request' } }];
-      const reg = parsed.data;
-      const known = this.nodes.get(machineKey);
-      if (reg.authKey !== undefined && !this.authKeys.has(reg.authKey)) {
-        return [401, { error: { code: 'invalid-auth-key', message: 'invalid or expired auth key' } }];
-      }
-      const authorized =
-        reg.authKey !== undefined || (known?.authorized === true && known.req.nodeKey === reg.nodeKey);
-      const node: RegisteredNode = { machineKey, req: reg, authorized };
-      this.nodes.set(machineKey, node);
-      const res: RegisterResponse = authorized
-        ? { status: 'authorized', node: this.netmapFor(node).self }
-        : { status: 'needs-auth', authUrl: `${this.url}/a/${randomBytes(6).toString('hex')}` };
-      return [200, res];
+    if (req.method !== 'POST') return refusal(404, 'not-found', 'not found');
+    const machineKey = this.verify(req, body);
+    if (path === REGISTER_PATH) this.registerCalls++;
+    if (!machineKey) return refusal(401, 'unauthorized', 'bad machine signature');
+    if (path === REGISTER_PATH) return this.register(machineKey, body);
+    if (path === LOGIN_CANCEL_PATH) {
+      this.cancels.push(machineKey);
+      const node = this.nodes.get(machineKey);
+      const pending =
+        node !== undefined && !node.authorized && node.authUrl !== undefined && !node.loginEnded;
+      if (pending) this.endLogin(machineKey, 'login-cancelled');
+      return [200, { cancelled: pending }];
     }
-    return [404, { error: { code: 'not-found', message: 'not found' } }];
+    if (path === LOGOUT_PATH) {
+      this.logouts.push(machineKey);
+      const node = this.nodes.get(machineKey);
+      const valid = node?.authorized === true && !node.expired;
+      if (valid) this.expire(machineKey, false);
+      return [200, { loggedOut: valid }];
+    }
+    return refusal(404, 'not-found', 'not found');
+  }
+
+  private async register(machineKey: string, body: string): Promise<Answer> {
+    const parsed = RegisterRequest.safeParse(JSON.parse(body));
+    if (!parsed.success) return refusal(400, 'invalid-request', 'bad register request');
+    const reg = parsed.data;
+    this.registrations.push(reg);
+    const known = this.nodes.get(machineKey);
+    if (reg.authKey !== undefined && !this.authKeys.has(reg.authKey)) {
+      return refusal(401, 'invalid-auth-key', 'invalid or expired auth key');
+    }
+    const valid = known?.authorized === true && !known.expired;
+    if (valid && reg.oldNodeKey !== undefined && known.req.nodeKey !== reg.nodeKey) {
+      return this.rotate(known, reg);
+    }
+    if (reg.authKey !== undefined || (valid && known.req.nodeKey === reg.nodeKey)) {
+      const node: RegisteredNode = { machineKey, req: reg, authorized: true };
+      this.nodes.set(machineKey, node);
+      return [200, { status: 'authorized', node: this.netmapFor(node).self } satisfies RegisterResponse];
+    }
+    // Interactive login: one link per node key until it ends.
+    let node = known;
+    if (!node || node.req.nodeKey !== reg.nodeKey || node.authorized || (node.loginEnded && !reg.wait)) {
+      node = {
+        machineKey,
+        req: reg,
+        authorized: false,
+        authUrl: `${this.url}/a/${randomBytes(6).toString('hex')}`,
+      };
+      this.nodes.set(machineKey, node);
+    }
+    if (reg.wait) {
+      const waiting = node;
+      const deadline = Date.now() + this.waitMs;
+      while (!waiting.authorized && !waiting.loginEnded && Date.now() < deadline) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            this.wakeups.delete(done);
+            resolve();
+          };
+          const timer = setTimeout(done, deadline - Date.now());
+          this.wakeups.add(done);
+        });
+      }
+      if (waiting.authorized) {
+        return [200, { status: 'authorized', node: this.netmapFor(waiting).self } satisfies RegisterResponse];
+      }
+      if (waiting.loginEnded === 'login-expired')
+        return refusal(410, 'login-expired', 'the sign-in link expired');
+      if (waiting.loginEnded) return refusal(410, 'login-cancelled', 'this sign-in was cancelled');
+    }
+    const expiresAt = new Date(Date.now() + 600_000).toISOString();
+    return [
+      200,
+      { status: 'needs-auth', authUrl: node.authUrl as string, expiresAt } satisfies RegisterResponse,
+    ];
+  }
+
+  /** Key rotation, checked as control checks it: the current key, proven. */
+  private rotate(known: RegisteredNode, reg: RegisterRequest): Answer {
+    if (this.refuseRotation) return this.refuseRotation;
+    if (known.req.nodeKey !== reg.oldNodeKey) {
+      return refusal(409, 'old-node-key-mismatch', 'oldNodeKey is not this node’s current key');
+    }
+    const proven =
+      reg.oldNodeKeyProof !== undefined &&
+      verifyNodeKeyRotationProof({
+        controlPrivateKey: this.keys.privateKey,
+        oldNodeKey: reg.oldNodeKey,
+        machineKey: known.machineKey,
+        newNodeKey: reg.nodeKey,
+        proof: reg.oldNodeKeyProof,
+      });
+    if (!proven)
+      return refusal(403, 'bad-node-key-proof', 'the proof of the old node key is missing or wrong');
+    known.req = { ...reg };
+    return [200, { status: 'authorized', node: this.netmapFor(known).self } satisfies RegisterResponse];
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     const machineKey = this.verify(req, '');
     const node = machineKey ? this.nodes.get(machineKey) : undefined;
+    if (path === STREAM_PATH && node?.expired) {
+      this.expiredRefusals++;
+      const body = JSON.stringify({
+        error: { code: 'node-key-expired', message: 'this node’s key has expired: log in again' },
+      });
+      socket.end(
+        `HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
     if (path !== STREAM_PATH || !node?.authorized) {
       socket.end(
         'HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{}',
