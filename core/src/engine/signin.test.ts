@@ -145,106 +145,78 @@ describe('interactive login (stand-in control)', () => {
 });
 
 describe('weft up, waiting for the sign-in (LocalAPI, stand-in control)', () => {
-  async function serve(engine: Engine) {
-    const socket = join(fx.dir, 'weftd.sock');
-    const api = new LocalApiServer(engine, silentLogger);
-    await api.listen(socket);
-    return { api, client: new LocalApiClient(socket) };
-  }
-  const io = () => {
-    const out: string[] = [];
-    const err: string[] = [];
-    return { out, err, io: { out: (l: string) => out.push(l), err: (l: string) => err.push(l) } };
-  };
+  let api: LocalApiServer | null = null;
 
-  it('prints the URL alone on stdout and returns once Running', async () => {
+  afterEach(async () => {
+    await api?.close();
+    api = null;
+  });
+
+  /** An engine behind a real LocalAPI socket, asked by its client for an interactive `up`. */
+  async function pendingUp() {
     fx.control.waitMs = 60_000;
     const engine = await fx.startEngine();
-    const { api, client } = await serve(engine);
-    try {
-      const st = await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
-      const { out, err, io: sink } = io();
-      const done = waitForLogin(client, st.authUrl as string, 5_000, sink);
-      await waitUntil('waiting', () => waits() === 1);
-      fx.control.approve(machineKey());
-      expect((await done).backendState).toBe('Running');
-      expect(out).toEqual([st.authUrl]);
-      expect(err).toEqual(['To log in, open this URL in a browser:']);
-    } finally {
-      await api.close();
-    }
+    const socket = join(fx.dir, 'weftd.sock');
+    api = new LocalApiServer(engine, silentLogger);
+    await api.listen(socket);
+    const client = new LocalApiClient(socket);
+    const st = await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
+    const out: string[] = [];
+    const err: string[] = [];
+    const io = { out: (l: string) => out.push(l), err: (l: string) => err.push(l) };
+    return { engine, client, authUrl: st.authUrl as string, out, err, io };
+  }
+
+  it('prints the URL alone on stdout and returns once Running', async () => {
+    const { client, authUrl, out, err, io } = await pendingUp();
+    const done = waitForLogin(client, authUrl, 5_000, io);
+    await waitUntil('waiting', () => waits() === 1);
+    fx.control.approve(machineKey());
+    expect((await done).backendState).toBe('Running');
+    expect(out).toEqual([authUrl]);
+    expect(err).toEqual(['To log in, open this URL in a browser:']);
   });
 
   it('on timeout cancels the sign-in at control and fails with a clear message', async () => {
-    fx.control.waitMs = 60_000;
-    const engine = await fx.startEngine();
-    const { api, client } = await serve(engine);
-    try {
-      const st = await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
-      const { io: sink } = io();
-      await expect(waitForLogin(client, st.authUrl as string, 300, sink)).rejects.toMatchObject({
-        code: 'timeout',
-        message: 'not logged in within 0s; the sign-in was cancelled',
-      });
-      expect(fx.control.cancels).toEqual([machineKey()]);
-      expect(engine.snapshot()).toMatchObject({ backendState: 'NeedsLogin', authUrl: null });
-    } finally {
-      await api.close();
-    }
+    const { engine, client, authUrl, io } = await pendingUp();
+    await expect(waitForLogin(client, authUrl, 1_200, io)).rejects.toMatchObject({
+      code: 'timeout',
+      message: 'not logged in within 1s; the sign-in was cancelled',
+    });
+    expect(fx.control.cancels).toEqual([machineKey()]);
+    expect(engine.snapshot()).toMatchObject({ backendState: 'NeedsLogin', authUrl: null });
   });
 
   it('on Ctrl-C cancels the sign-in at control', async () => {
-    fx.control.waitMs = 60_000;
-    const engine = await fx.startEngine();
-    const { api, client } = await serve(engine);
-    try {
-      const st = await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
-      const interrupt = new AbortController();
-      const done = waitForLogin(client, st.authUrl as string, 60_000, {
-        ...io().io,
-        interrupt: interrupt.signal,
-      });
-      await waitUntil('waiting', () => waits() === 1);
-      interrupt.abort();
-      await expect(done).rejects.toMatchObject({
-        code: 'interrupted',
-        message: 'interrupted before the sign-in finished; the sign-in was cancelled',
-      });
-      expect(fx.control.cancels).toHaveLength(1);
-    } finally {
-      await api.close();
-    }
+    const { client, authUrl, io } = await pendingUp();
+    const interrupt = new AbortController();
+    const done = waitForLogin(client, authUrl, 60_000, { ...io, interrupt: interrupt.signal });
+    await waitUntil('waiting', () => waits() === 1);
+    interrupt.abort();
+    await expect(done).rejects.toMatchObject({
+      code: 'interrupted',
+      message: 'interrupted before the sign-in finished; the sign-in was cancelled',
+    });
+    expect(fx.control.cancels).toHaveLength(1);
   });
 
   it('fails with control’s reason when the link expires', async () => {
-    fx.control.waitMs = 60_000;
-    const engine = await fx.startEngine();
-    const { api, client } = await serve(engine);
-    try {
-      const st = await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
-      const done = waitForLogin(client, st.authUrl as string, 60_000, io().io);
-      await waitUntil('waiting', () => waits() === 1);
-      fx.control.endLogin(machineKey(), 'login-expired');
-      await expect(done).rejects.toMatchObject({
-        code: 'login-ended',
-        message: 'not logged in: sign-in ended: the sign-in link expired',
-      });
-      expect(fx.control.cancels).toHaveLength(0);
-    } finally {
-      await api.close();
-    }
+    const { client, authUrl, io } = await pendingUp();
+    const done = waitForLogin(client, authUrl, 60_000, io);
+    await waitUntil('waiting', () => waits() === 1);
+    fx.control.endLogin(machineKey(), 'login-expired');
+    await expect(done).rejects.toMatchObject({
+      code: 'login-ended',
+      message: 'not logged in: sign-in ended: the sign-in link expired',
+    });
+    expect(fx.control.cancels).toHaveLength(0);
   });
 
   it('POST /login/cancel answers with the status', async () => {
-    const engine = await fx.startEngine();
-    const { api, client } = await serve(engine);
-    try {
-      await client.up({ controlUrl: fx.control.url, hostname: 'laptop' });
-      const st = await client.cancelLogin();
-      expect(Status.parse(st)).toMatchObject({ backendState: 'NeedsLogin', authUrl: null });
-    } finally {
-      await api.close();
-    }
+    const { client } = await pendingUp();
+    const st = await client.cancelLogin();
+    expect(Status.parse(st)).toMatchObject({ backendState: 'NeedsLogin', authUrl: null });
+    expect(fx.control.cancels).toHaveLength(1);
   });
 });
 
