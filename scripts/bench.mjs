@@ -10,6 +10,10 @@ const BENCHMARKS = {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
   },
+  policy: {
+    file: 'control/dist/bench/policy-scale.js',
+    about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',
+  },
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -149,11 +149,11 @@ export class NetmapHub {
   }
 
   /**
-   * The policy itself changed: decide again for `affected` connected nodes (or all) and send each
-   * what differs.
+   * The policy itself changed: every connected node's packet filter is decided again, and the peers
+   * of `peersMoved` nodes (or of all); each is sent what differs.
    */
-  policyChanged(affected: ReadonlySet<string> | 'all'): void {
-    this.propagate([], [], [], affected);
+  policyChanged(peersMoved: ReadonlySet<string> | 'all'): void {
+    this.propagate([], [], [], { peersMoved });
   }
 
   /** Ends every stream (shutdown). */
@@ -189,12 +189,13 @@ export class NetmapHub {
     changed: readonly string[],
     removed: readonly string[],
     reidentified: readonly NodeRecord[],
-    /** Nodes to decide again from scratch, whatever changed (a new policy). */
-    redecide: ReadonlySet<string> | 'all' = new Set(),
+    /** A new policy: every node's visibility is decided again, and these nodes' peers too. */
+    policy?: { peersMoved: ReadonlySet<string> | 'all' },
   ) {
-    if (redecide !== 'all' && redecide.size === 0) {
-      if (changed.length === 0 && removed.length === 0 && reidentified.length === 0) return;
+    if (policy === undefined && changed.length === 0 && removed.length === 0 && reidentified.length === 0) {
+      return;
     }
+    const moved = policy?.peersMoved ?? new Set<string>();
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
     const reidentifiedIds = new Set(reidentified.map((n) => n.id));
@@ -206,8 +207,8 @@ export class NetmapHub {
       const upserted: NodeView[] = [];
       const gone: string[] = [];
 
-      const full = affected === 'all' || redecide === 'all' || redecide.has(id) || reidentifiedIds.has(id);
-      if (full || affected.has(id)) {
+      const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
+      if (full || policy !== undefined || affected.has(id)) {
         sub.visibility = this.policy.visibilityOf(self, this.nodes);
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {

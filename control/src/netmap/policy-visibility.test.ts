@@ -86,8 +86,7 @@ function setup(nodes: NodeRecord[], policy: string | null = POLICY) {
     }),
   );
   const setPolicy = (text: string | null) => {
-    visibility.setPolicy(text === null ? null : parsePolicy(text));
-    hub.policyChanged('all');
+    hub.policyChanged(visibility.setPolicy(text === null ? null : parsePolicy(text)));
   };
   return { hub, sessions, setPolicy };
 }

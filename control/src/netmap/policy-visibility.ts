@@ -65,7 +65,11 @@ export function wildcardSourcesOf(tailnetRanges: readonly string[]): IPSet {
   );
 }
 
+/** A change to more nodes than this (and a quarter of the tailnet) rebuilds the engine. */
+const BULK_CHANGE = 64;
+
 export class PolicyVisibility implements VisibilityPolicy {
+  private policy: Policy | null = null;
   private engine: PolicyEngine | null = null;
   /** Every node the hub has told us of, to build a new policy's engine from. */
   private readonly records = new Map<string, NodeRecord>();
@@ -80,18 +84,33 @@ export class PolicyVisibility implements VisibilityPolicy {
   }
 
   /**
-   * Puts `policy` in force (null: allow all again) over the nodes known so far. The caller tells
-   * the hub (NetmapHub.policyChanged) so that connected nodes are sent what moved.
+   * Puts `policy` in force (null: allow all again) over the nodes known so far, and returns the
+   * nodes whose peers it moved, for the hub (NetmapHub.policyChanged) to send them what changed.
    */
-  setPolicy(policy: Policy | null): void {
+  setPolicy(policy: Policy | null): ReadonlySet<string> | 'all' {
+    const before = this.engine;
+    this.policy = policy;
+    this.rebuild();
+    // From or to allow-all, anyone's peers may move; between two policies the engine knows which.
+    return before === null || this.engine === null ? 'all' : this.engine.peersChangedFrom(before);
+  }
+
+  /** A new engine over every known node, built in one pass (no per-node change is worked out). */
+  private rebuild(): void {
     this.users.clear();
-    if (policy === null) {
-      this.engine = null;
-      return;
+    this.engine = null;
+    if (this.policy === null) return;
+    const owners = new Map<string, TailnetUser>();
+    for (const node of this.records.values()) {
+      const owner = node.tags.length === 0 ? ownerOf(node) : undefined;
+      if (owner !== undefined) owners.set(owner.name, owner);
     }
-    const engine = new PolicyEngine(policy, [], { wildcardSources: this.wildcardSources });
+    for (const [name, owner] of owners) this.users.set(name, JSON.stringify(owner));
+    const engine = new PolicyEngine(this.policy, [...owners.values()], {
+      wildcardSources: this.wildcardSources,
+    });
+    engine.addNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
     this.engine = engine;
-    for (const node of this.records.values()) this.tell(engine, node);
   }
 
   visibilityOf(node: NodeRecord, nodes: ReadonlyMap<string, NodeRecord>): Visibility {
@@ -109,14 +128,25 @@ export class PolicyVisibility implements VisibilityPolicy {
     };
   }
 
-  affectedBy(changed: readonly NodeRecord[], nodes: ReadonlyMap<string, NodeRecord>): ReadonlySet<string> {
-    const affected = new Set<string>();
+  affectedBy(
+    changed: readonly NodeRecord[],
+    nodes: ReadonlyMap<string, NodeRecord>,
+  ): ReadonlySet<string> | 'all' {
     for (const n of changed) {
       const current = nodes.get(n.id);
       if (current === undefined) this.records.delete(n.id);
       else this.records.set(n.id, current);
-      const engine = this.engine;
-      if (engine === null) continue;
+    }
+    const engine = this.engine;
+    if (engine === null) return new Set();
+    // Many changes at once (a server starting, a bulk re-tag): cheaper to build anew and decide all.
+    if (changed.length > Math.max(BULK_CHANGE, nodes.size / 4)) {
+      this.rebuild();
+      return 'all';
+    }
+    const affected = new Set<string>();
+    for (const n of changed) {
+      const current = nodes.get(n.id);
       if (current !== undefined) this.tell(engine, current, affected);
       else if (engine.hasNode(n.id)) collect(engine.removeNode(n.id), affected);
     }

@@ -247,3 +247,19 @@ describe('groups from the identity provider', () => {
     ]);
   });
 });
+
+describe('a policy change', () => {
+  it('names exactly the nodes whose peers moved (sample cases, each policy against the next)', () => {
+    const cases = sampleCases();
+    for (const [i, c] of cases.entries()) {
+      const next = cases[(i + 1) % cases.length] as (typeof cases)[number];
+      const before = compilePolicy(parsePolicy(c.policy), c.tailnet);
+      const after = compilePolicy(parsePolicy(next.policy), c.tailnet);
+      const moved = Object.keys(c.tailnet.nodes).filter(
+        (n) => JSON.stringify(before.peers(n)) !== JSON.stringify(after.peers(n)),
+      );
+      expect([...after.peersChangedFrom(before)].sort(), `${c.id} → ${next.id}`).toEqual(moved.sort());
+      expect([...after.peersChangedFrom(after)]).toEqual([]);
+    }
+  });
+});

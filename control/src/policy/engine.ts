@@ -117,7 +117,7 @@ function removeFromIndex(map: Map<string, Set<string>>, key: string, value: stri
 
 export function compilePolicy(policy: Policy, tailnet: Tailnet, options: EngineOptions = {}): PolicyEngine {
   const engine = new PolicyEngine(policy, tailnet.users, options);
-  for (const [name, node] of Object.entries(tailnet.nodes)) engine.upsertNode(name, node);
+  engine.addNodes(Object.entries(tailnet.nodes));
   return engine;
 }
 
@@ -176,6 +176,19 @@ export class PolicyEngine {
     return this.replace(name, old, next);
   }
 
+  /**
+   * Adds or replaces many nodes without working out what changed for the others: for building an
+   * engine over a whole tailnet (a new policy, a server starting), where everyone is decided anew.
+   */
+  addNodes(nodes: Iterable<readonly [string, TailnetNode | TailnetNodeInput]>): void {
+    for (const [name, input] of nodes) {
+      const node = TailnetNodeSchema.parse(input);
+      const old = this.nodes.get(name);
+      if (old) this.detach(old);
+      this.attach(this.facts(name, old?.order ?? this.nextOrder++, node));
+    }
+  }
+
   removeNode(name: string): EngineChange {
     return this.replace(name, this.nodes.get(name), undefined);
   }
@@ -228,6 +241,46 @@ export class PolicyEngine {
 
   hasNode(name: string): boolean {
     return this.nodes.has(name);
+  }
+
+  /**
+   * Nodes whose peers differ from what `before`, another policy's engine over the same nodes, gave
+   * them: what a policy change must send peers to. Nodes on the same classes under both policies
+   * share their peers but for autogroup:self, so the work is per pair of classes, not per node.
+   */
+  peersChangedFrom(before: PolicyEngine): Set<string> {
+    const out = new Set<string>();
+    const groups = new Map<string, string[]>();
+    for (const [name, v] of this.nodes) {
+      const old = before.nodes.get(name);
+      if (old === undefined) {
+        out.add(name);
+        continue;
+      }
+      const key = `${old.sig}\n${v.sig}`;
+      const group = groups.get(key);
+      if (group) group.push(name);
+      else groups.set(key, [name]);
+    }
+    const selfRules = this.perUser.size > 0 || before.perUser.size > 0;
+    for (const names of groups.values()) {
+      const rep = names[0] as string;
+      if (!sameSet(before.classPeers(before.node(rep)), this.classPeers(this.node(rep)))) {
+        // Most likely all moved, but a class that stops seeing itself leaves a lone member's peers
+        // as they were: compare node by node.
+        for (const n of names) {
+          if (!sameSet(before.peerSet(before.node(n)), this.peerSet(this.node(n)))) out.add(n);
+        }
+        continue;
+      }
+      if (!selfRules) continue;
+      for (const n of names) {
+        const [was, is] = [before.node(n), this.node(n)];
+        if (sameSet(before.selfPeers(was), this.selfPeers(is))) continue;
+        if (!sameSet(before.peerSet(was), this.peerSet(is))) out.add(n);
+      }
+    }
+    return out;
   }
 
   packetFilter(name: string): FilterRule[] {
@@ -351,12 +404,18 @@ export class PolicyEngine {
   }
 
   private peerSet(v: NodeFacts): Set<string> {
+    const out = this.classPeers(v);
+    for (const m of this.selfPeers(v)) out.add(m);
+    out.delete(v.name);
+    return out;
+  }
+
+  /** Members of the classes `v`'s class sees (its own class too, if it sees itself). */
+  private classPeers(v: NodeFacts): Set<string> {
     const out = new Set<string>();
     for (const sig of this.classes.get(v.sig)?.adjacent ?? []) {
       for (const m of this.classes.get(sig)?.members ?? []) out.add(m);
     }
-    for (const m of this.selfPeers(v)) out.add(m);
-    out.delete(v.name);
     return out;
   }
 
@@ -629,6 +688,12 @@ function electPrimary(route: string, candidates: NodeFacts[]): string | undefine
   let first: NodeFacts | undefined;
   for (const n of candidates) if (!first || n.order < first.order) first = n;
   return first?.name;
+}
+
+function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
 }
 
 function mergeChange(into: EngineChange, from: EngineChange): void {

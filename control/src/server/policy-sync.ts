@@ -66,8 +66,7 @@ export class PolicySync {
       return;
     }
     const started = performance.now();
-    this.visibility.setPolicy(policy);
-    this.hub.policyChanged('all');
+    this.hub.policyChanged(this.visibility.setPolicy(policy));
     this.log.info(
       `policy version ${record.version} in force (set by ${record.createdBy} at ${record.createdAt}; applied in ${Math.round(performance.now() - started)} ms)`,
     );
