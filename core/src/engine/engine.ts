@@ -250,6 +250,20 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
   }
 
+  /**
+   * Sends the helper the whole desired state again now, and resolves once it has it: a restarted
+   * helper starts from nothing (the desktop app's supervisor calls this after every restart).
+   */
+  async reapply(): Promise<void> {
+    await this.exclusive(async () => {
+      this.reconcile();
+      // Wanted up without a netmap yet: nothing to send; the first map is applied when it comes.
+      if (!this.reconciler.current) return;
+      const r = await this.reconciler.sync();
+      if (!r.ok) throw r.error;
+    });
+  }
+
   // --- the transitions -------------------------------------------------------------------------
 
   /** Returns true when an interactive login is now pending. */

@@ -2,8 +2,24 @@ import { request } from 'node:http';
 import { ErrorBody, LOCALAPI_PREFIX, Status, type UpRequest, WatchEvent } from '@weft/protocol';
 import type { z } from 'zod';
 
-// Client of the LocalAPI for the CLI (and any other local tool): talks HTTP over the daemon's
-// unix socket and validates every answer with the protocol's schemas.
+// Client of the LocalAPI for the CLI, the desktop app and the web shell (core/src/bridge): talks
+// HTTP over the daemon's unix socket and validates every answer with the protocol's schemas.
+
+/** `POST /prefs`: the engine settings the app changes (exit node, what this device advertises). */
+export interface EnginePrefsPatch {
+  exitNodeId?: string | null;
+  exitNodeAllowLan?: boolean;
+  advertiseExitNode?: boolean;
+  advertiseRoutes?: string[];
+}
+
+export interface LocalApiClientOptions {
+  /** Gives up on an answer after this long (0: never). `up` and `watch` never time out. */
+  timeoutMs?: number;
+}
+
+/** Answers and watch lines larger than this are refused (a status with thousands of peers fits). */
+const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
 
 export class LocalApiError extends Error {
   constructor(
@@ -17,14 +33,22 @@ export class LocalApiError extends Error {
 }
 
 export class LocalApiClient {
-  constructor(readonly socketPath: string) {}
+  private readonly timeoutMs: number;
+
+  constructor(
+    readonly socketPath: string,
+    opts: LocalApiClientOptions = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 0;
+  }
 
   status(): Promise<Status> {
     return this.call('GET', '/status', undefined, Status);
   }
 
-  up(req: UpRequest): Promise<Status> {
-    return this.call('POST', '/up', req, Status);
+  /** Answers once Running or once an interactive login is pending (status.authUrl); never times out. */
+  up(req: UpRequest, signal?: AbortSignal): Promise<Status> {
+    return this.call('POST', '/up', req, Status, signal, 0);
   }
 
   down(): Promise<Status> {
@@ -38,6 +62,16 @@ export class LocalApiClient {
   /** Gives up a pending interactive login; its link stops working. */
   cancelLogin(): Promise<Status> {
     return this.call('POST', '/login/cancel', {}, Status);
+  }
+
+  /** Changes engine settings (exit node, advertised routes); an engine without /prefs answers 404. */
+  setPrefs(patch: EnginePrefsPatch): Promise<Status> {
+    return this.call('POST', '/prefs', patch, Status);
+  }
+
+  /** Sends the helper the complete desired state again (after the helper restarted). */
+  reapply(): Promise<Status> {
+    return this.call('POST', '/reapply', {}, Status);
   }
 
   /** Calls `onEvent` for each status event until `signal` aborts or the daemon closes the stream. */
@@ -61,6 +95,10 @@ export class LocalApiClient {
         let buf = '';
         res.on('data', (chunk: string) => {
           buf += chunk;
+          if (buf.length > MAX_ANSWER_BYTES) {
+            req.destroy();
+            return reject(new LocalApiError('protocol', 'weftd sent a watch event that is too large'));
+          }
           for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
             const line = buf.slice(0, nl);
             buf = buf.slice(nl + 1);
@@ -79,21 +117,40 @@ export class LocalApiClient {
     });
   }
 
-  private call<T>(method: string, path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
+  private call<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    schema: z.ZodType<T>,
+    signal?: AbortSignal,
+    timeoutMs = this.timeoutMs,
+  ): Promise<T> {
     const text = body === undefined ? '' : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = request({
         socketPath: this.socketPath,
         path: `${LOCALAPI_PREFIX}${path}`,
         method,
+        signal,
         headers: text
           ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }
           : {},
       });
-      req.on('error', (err) => reject(this.transportError(err)));
+      if (timeoutMs > 0) {
+        req.setTimeout(timeoutMs, () =>
+          req.destroy(new LocalApiError('timeout', `weftd did not answer ${path} in time`)),
+        );
+      }
+      req.on('error', (err) => reject(err instanceof LocalApiError ? err : this.transportError(err)));
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_ANSWER_BYTES)
+            req.destroy(new LocalApiError('protocol', 'weftd sent too large an answer'));
+          else chunks.push(c);
+        });
         res.on('error', (err) => reject(this.transportError(err)));
         res.on('end', () => {
           let value: unknown;
@@ -122,6 +179,7 @@ export class LocalApiClient {
   }
 
   private transportError(err: NodeJS.ErrnoException): LocalApiError {
+    if (err.name === 'AbortError') return new LocalApiError('aborted', 'cancelled');
     switch (err.code) {
       case 'ENOENT':
         return new LocalApiError('not-running', `weftd is not running (no socket at ${this.socketPath})`);

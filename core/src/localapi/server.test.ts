@@ -30,6 +30,10 @@ class StubBackend implements LocalBackend {
     this.ups.push(req);
   }
   async down() {}
+  reapplied = 0;
+  async reapply() {
+    this.reapplied++;
+  }
   async logout() {
     throw new Error('boom');
   }
@@ -178,6 +182,23 @@ describe('LocalAPI', () => {
     server = new LocalApiServer(backend, silentLogger);
     await server.listen(socket);
     expect(await new LocalApiClient(socket).status()).toEqual(stopped);
+  });
+
+  it('re-applies on POST /reapply and answers with the status; 404 from a backend that cannot', async () => {
+    expect(await new LocalApiClient(socket).reapply()).toEqual(stopped);
+    expect(backend.reapplied).toBe(1);
+    const older: LocalBackend = {
+      status: () => backend.status(),
+      up: async () => {},
+      down: async () => {},
+      logout: async () => {},
+      watch: (l) => backend.watch(l),
+    };
+    const other = new LocalApiServer(older, silentLogger);
+    const sock2 = join(dir, 'run', 'other.sock');
+    await other.listen(sock2);
+    await expect(new LocalApiClient(sock2).reapply()).rejects.toMatchObject({ httpStatus: 404 });
+    await other.close();
   });
 
   it('tells the CLI plainly when weftd is not running', async () => {

@@ -24,6 +24,8 @@ export interface LocalBackend {
   /** Gives up a pending interactive login (its link stops working); a backend without it answers 404. */
   cancelLogin?(): Promise<void>;
   watch(listener: (event: WatchEvent) => void): () => void;
+  /** Sends the helper the whole desired state again (after it restarted); a backend without it answers 404. */
+  reapply?(): Promise<void>;
 }
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -96,6 +98,14 @@ export class LocalApiServer {
           if (!backend.cancelLogin)
             throw new HttpError('not-found', 'cancelling a sign-in is not supported here');
           await backend.cancelLogin();
+          sendJson(res, 200, await backend.status());
+        },
+      },
+      '/reapply': {
+        POST: async (req, res) => {
+          await readBody(req, EmptyBody);
+          if (!backend.reapply) throw new HttpError('not-found', 're-applying is not supported here');
+          await backend.reapply();
           sendJson(res, 200, await backend.status());
         },
       },
