@@ -1,18 +1,15 @@
 import { existsSync } from 'node:fs';
-import { type AppState, type BridgeEventMessage, makeEventMessage } from '@weft/protocol';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AppController, DEFAULT_PREFERENCES } from '../../electron/src/controller.js';
-import { EngineLocalApi } from '../../electron/src/engine/localapi.js';
 import { ControlServer, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
-import { axeSerious, launchChromium, RENDERER_DIST, screenshots } from './harness.js';
-import { startWebShell, type WebShell } from './web-shell-server.js';
+import { axeSerious, launchChromium, screenshots } from './harness.js';
+import { startWeftWeb, type WeftWeb } from './weft-web.js';
 
 // The renderer in Chromium against a REAL engine: weftd + weft-helper + wireguard-go on lab hosts,
-// joined to a real control server with two peers. The bridge's main side is the desktop app's own
-// AppController (electron/src/controller.ts) talking to weftd's LocalAPI; it is served by the
-// test web shell because weftd does not serve one yet. Sign-in is by pre-auth key through the
-// CLI (interactive sign-in arrives with the OIDC issue). Needs root, like every network-lab test.
+// joined to a real control server with two peers, through the real web shell: `weft web` (the
+// built CLI) next to node a's weftd, its URL taken from the first line of its stdout. Sign-in
+// here is by pre-auth key through the CLI (real-signin.test.ts signs in through the UI). Needs
+// root, like every network-lab test.
 
 const canRun = process.getuid?.() === 0 && existsSync('/usr/bin/wireguard-go');
 
@@ -21,16 +18,14 @@ let dir: string;
 let control: ControlServer;
 let key: string;
 const nodes: Record<string, WeftNode> = {};
-let controller: AppController;
-let shell: WebShell;
+let shell: WeftWeb;
 let browser: Browser;
 let page: Page;
-const copied: string[] = [];
 
 const heading = (name: string) => page.getByRole('heading', { level: 1, name, exact: true });
 const statusLine = () => page.locator('.status-line');
 
-describe.skipIf(!canRun)('desktop UI against a real engine (real engine, test web shell)', () => {
+describe.skipIf(!canRun)('desktop UI against a real engine (real engine, weft web)', () => {
   beforeAll(async () => {
     lab = await Lab.create();
     dir = scratchDir(lab.id);
@@ -53,29 +48,8 @@ describe.skipIf(!canRun)('desktop UI against a real engine (real engine, test we
     await nodes.b?.up(control.url, key, 'b');
     await nodes.c?.up(control.url, key, 'c');
 
-    controller = new AppController({
-      engine: new EngineLocalApi(nodes.a?.socket ?? ''),
-      prefs: { load: () => ({ ...DEFAULT_PREFERENCES }), save: () => {} },
-      openExternal: async () => {},
-      copyText: (t) => copied.push(t),
-      setLaunchAtLogin: () => {},
-      shell: 'web',
-      version: 'real-engine-test',
-      autoOpenAuthUrl: false,
-      refreshIntervalMs: 1000,
-    });
-    controller.start();
-    shell = await startWebShell({
-      staticDir: RENDERER_DIST,
-      backend: {
-        handlers: controller.handlers,
-        subscribe: (l: (m: BridgeEventMessage) => void) =>
-          controller.subscribe((s: AppState) => l(makeEventMessage('state', s))),
-        get state() {
-          return controller.state;
-        },
-      },
-    });
+    shell = await startWeftWeb(nodes.a?.socket ?? '', dir);
+    expect(shell.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/\?token=[\w-]{43}$/);
     browser = await launchChromium();
     const context = await browser.newContext({
       viewport: { width: 400, height: 720 },
@@ -88,13 +62,13 @@ describe.skipIf(!canRun)('desktop UI against a real engine (real engine, test we
 
   afterAll(async () => {
     await browser?.close();
-    await shell?.close();
-    controller?.stop();
+    const webExit = await shell?.stop();
     for (const n of Object.values(nodes)) await n.stop();
     await control?.stop();
     await lab?.cleanup();
     for (const n of Object.values(nodes)) removeScratch(n.dir);
     if (dir) removeScratch(dir);
+    expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
   }, 60_000);
 
   it('shows sign-in while the engine needs login, then this device and its peers once signed in (real engine)', async () => {
@@ -111,6 +85,25 @@ describe.skipIf(!canRun)('desktop UI against a real engine (real engine, test we
     const aIp = await nodes.a?.ip4();
     expect(await page.getByRole('list', { name: 'Addresses of this device' }).textContent()).toContain(aIp);
   }, 60_000);
+
+  it('weft web answers only its own page with its token (real weft web)', async () => {
+    const token = new URL(shell.url).searchParams.get('token') ?? '';
+    const call = (headers: Record<string, string>) =>
+      fetch(`${shell.origin}/bridge/v0/call/getState`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: '{}',
+      });
+    expect((await call({ origin: shell.origin })).status).toBe(403);
+    expect((await call({ authorization: `Bearer ${token}`, origin: 'http://198.51.100.9' })).status).toBe(
+      403,
+    );
+    const ok = await call({ authorization: `Bearer ${token}`, origin: shell.origin });
+    expect(await ok.json()).toMatchObject({
+      ok: true,
+      value: { shell: 'web', engine: { backendState: 'Running' } },
+    });
+  });
 
   it('shows peers online and direct once traffic flows; copies an address (real engine)', async () => {
     const bIp = (await nodes.b?.ip4()) ?? '';

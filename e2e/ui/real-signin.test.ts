@@ -1,20 +1,18 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type AppState, type BridgeEventMessage, makeEventMessage } from '@weft/protocol';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AppController, DEFAULT_PREFERENCES } from '../../electron/src/controller.js';
-import { EngineLocalApi } from '../../electron/src/engine/localapi.js';
 import { BIN, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
-import { axeSerious, launchChromium, RENDERER_DIST, screenshots } from './harness.js';
+import { axeSerious, launchChromium, screenshots } from './harness.js';
 import { IDP_CLIENT_ID, IDP_CLIENT_SECRET, type Idp, startIdp } from './idp.js';
-import { startWebShell, type WebShell } from './web-shell-server.js';
+import { startWeftWeb, type WeftWeb } from './weft-web.js';
 
 // Interactive sign-in through the desktop UI, end to end with real parts: the person types the
 // control server's address, the UI shows the auth link, the browser opens it, control sends it to
 // a real OpenID Connect provider (oidc-provider), the person signs in there, and the waiting
-// engine (weftd on a lab host) is authorized and connects — the UI follows by itself.
+// engine (weftd on a lab host) is authorized and connects — the UI follows by itself. The UI is
+// served by the real `weft web` next to that engine.
 // The browser must reach control, so the root namespace joins the lab's segment through a veth
 // (198.18.0.250); control and the provider run there, the engines in their namespaces.
 
@@ -28,8 +26,7 @@ let control: ChildProcess | null = null;
 let controlUrl = '';
 let idp: Idp | null = null;
 const nodes: Record<string, WeftNode> = {};
-let controller: AppController;
-let shell: WebShell;
+let shell: WeftWeb;
 let browser: Browser;
 let page: Page;
 
@@ -105,29 +102,7 @@ describe.skipIf(!canRun)(
       const key = await controlCli(['preauthkey', 'create', '--user', 'ops', '--reusable']);
       await nodes.b?.up(controlUrl, key, 'server-b');
 
-      controller = new AppController({
-        engine: new EngineLocalApi(nodes.a?.socket ?? ''),
-        prefs: { load: () => ({ ...DEFAULT_PREFERENCES }), save: () => {} },
-        openExternal: async () => {},
-        copyText: () => {},
-        setLaunchAtLogin: () => {},
-        shell: 'web',
-        version: 'real-signin-test',
-        autoOpenAuthUrl: false,
-        refreshIntervalMs: 1000,
-      });
-      controller.start();
-      shell = await startWebShell({
-        staticDir: RENDERER_DIST,
-        backend: {
-          handlers: controller.handlers,
-          subscribe: (l: (m: BridgeEventMessage) => void) =>
-            controller.subscribe((s: AppState) => l(makeEventMessage('state', s))),
-          get state() {
-            return controller.state;
-          },
-        },
-      });
+      shell = await startWeftWeb(nodes.a?.socket ?? '', dir);
       browser = await launchChromium();
       const context = await browser.newContext({
         viewport: { width: 400, height: 720 },
@@ -139,8 +114,7 @@ describe.skipIf(!canRun)(
 
     afterAll(async () => {
       await browser?.close();
-      await shell?.close();
-      controller?.stop();
+      const webExit = await shell?.stop();
       for (const n of Object.values(nodes)) await n.stop();
       if (control && control.exitCode === null) {
         const exited = new Promise((r) => control?.once('exit', r));
@@ -157,6 +131,7 @@ describe.skipIf(!canRun)(
       await lab?.cleanup();
       for (const n of Object.values(nodes)) removeScratch(n.dir);
       if (dir) removeScratch(dir);
+      expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
     }, 60_000);
 
     it('types the control server, opens the link, signs in at the provider, and the device connects (real engine)', async () => {

@@ -1,12 +1,10 @@
+import { AppController, DEFAULT_PREFERENCES } from '@weft/core/bridge';
+import { FakeClock, FakeEngine, flush, runningEngine } from '@weft/core/bridge/testing';
 import { AppState, BRIDGE_IPC } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { DesktopApp } from './app.js';
-import { AppController, DEFAULT_PREFERENCES } from './controller.js';
 import { HelperSupervisor } from './supervisor.js';
-import { FakeClock, flush } from './testing/fake-clock.js';
 import { fakeElectron } from './testing/fake-electron.js';
-import { FakeEngine } from './testing/fake-engine.js';
-import { runningEngine } from './testing/fixtures.js';
 
 function setup(argv: string[] = ['/opt/Weft/weft-desktop'], lock = true) {
   const fe = fakeElectron({ lock });

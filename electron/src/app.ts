@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type { AppController } from '@weft/core/bridge';
 import {
   type AppState,
   BRIDGE_IPC,
@@ -8,7 +9,6 @@ import {
   type View,
 } from '@weft/protocol';
 import type { BrowserWindow, Tray } from 'electron';
-import type { AppController } from './controller.js';
 import { DEEP_LINK_SCHEME, type DeepLink, deepLinkFromArgv, parseDeepLink } from './deep-link.js';
 import { keyWarningDue, notificationsFor } from './notifications.js';
 import type { HelperSupervisor } from './supervisor.js';

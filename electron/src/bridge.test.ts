@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { appState, peer, runningEngine } from '@weft/core/bridge/testing';
 import {
   AppState,
   BRIDGE_IPC,
@@ -20,7 +21,6 @@ import {
 } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import type { PreloadApi } from './preload.cjs';
-import { appState, peer, runningEngine } from './testing/fixtures.js';
 
 // The bridge schema: what passes, what is refused, and the two ends it types.
 

@@ -1,10 +1,9 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_PREFERENCES, filePrefsStore } from '@weft/core/bridge';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_PREFERENCES } from './controller.js';
 import { autostartEntry, autostartPath, type LoginItemDeps, setLaunchAtLogin } from './launch-at-login.js';
-import { filePrefsStore } from './prefs-store.js';
 
 function deps(platform: NodeJS.Platform) {
   const files = new Map<string, string>();

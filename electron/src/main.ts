@@ -4,14 +4,12 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AppController, filePrefsStore, LocalApiClient } from '@weft/core/bridge';
 import * as electron from 'electron';
 import { DesktopApp } from './app.js';
 import { findAppRoot } from './app-root.js';
-import { AppController } from './controller.js';
-import { EngineLocalApi } from './engine/localapi.js';
 import { helperCommandFromEnv, probeHelper, serviceHandle, spawnHelper } from './helper-process.js';
 import { setLaunchAtLogin } from './launch-at-login.js';
-import { filePrefsStore } from './prefs-store.js';
 import { HelperSupervisor } from './supervisor.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -21,7 +19,7 @@ const { app, clipboard, shell } = electron;
 const engineSocket = process.env.WEFT_SOCKET ?? '/run/weft/weftd.sock';
 const helperSocket = process.env.WEFT_HELPER_SOCKET ?? '/run/weft/helper.sock';
 
-const engine = new EngineLocalApi(engineSocket);
+const engine = new LocalApiClient(engineSocket, { timeoutMs: 15_000 });
 const controller = new AppController({
   engine,
   prefs: filePrefsStore(join(app.getPath('userData'), 'preferences.json'), (m) => console.warn(m)),
@@ -51,7 +49,14 @@ const devHelper = helperCommandFromEnv(process.env.WEFT_HELPER_COMMAND);
 const supervisor = new HelperSupervisor({
   start: async () => (devHelper ? spawnHelper(devHelper) : serviceHandle()),
   healthCheck: () => probeHelper(helperSocket),
-  reapply: () => engine.reapply(),
+  // An engine older than POST /reapply re-applies by itself when the helper reconnects.
+  reapply: () =>
+    engine.reapply().then(
+      () => {},
+      (e: { httpStatus?: number | null }) => {
+        if (e.httpStatus !== 404) throw e;
+      },
+    ),
   // The installed service is systemd's to restart; the app watches it and says where to look.
   onState: (h) =>
     controller.setHelperState(

@@ -1,6 +1,6 @@
+import { appState, NOW, runningEngine, STATES } from '@weft/core/bridge/testing';
 import { describe, expect, it } from 'vitest';
 import { keyWarningDue, notificationsFor } from './notifications.js';
-import { appState, NOW, runningEngine, STATES } from './testing/fixtures.js';
 
 const now = new Date(NOW);
 const ids = (prev: Parameters<typeof notificationsFor>[0], next: Parameters<typeof notificationsFor>[1]) =>

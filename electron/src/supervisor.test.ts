@@ -1,3 +1,4 @@
+import { FakeClock, flush } from '@weft/core/bridge/testing';
 import type { HelperState } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import {
@@ -6,7 +7,6 @@ import {
   type HelperHandle,
   HelperSupervisor,
 } from './supervisor.js';
-import { FakeClock, flush } from './testing/fake-clock.js';
 
 /** A fake helper process the test can kill, with a health flag. */
 class FakeHelper {

@@ -1,20 +1,9 @@
+import { type Clock, systemClock } from '@weft/core/bridge';
 import type { HelperState } from '@weft/protocol';
 
 // Supervises the privileged helper: starts it, checks its health, restarts it with exponential
 // back-off when it dies or stops answering, re-applies the desired state after every (re)start,
 // and reports a plain-words error state when it cannot run. Every effect is injected.
-
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-};
 
 /** A started helper. For an installed service we did not start, `exited` never settles. */
 export interface HelperHandle {

@@ -1,6 +1,6 @@
+import { STATES } from '@weft/core/bridge/testing';
 import { AppState, connectionPhase } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { STATES } from './testing/fixtures.js';
 import { buildTrayMenu, menuText, type TrayItem, trayIconFile, trayTooltip } from './tray-menu.js';
 
 type Item = Extract<TrayItem, { kind: 'item' }>;

@@ -1,5 +1,5 @@
+import { STATES } from '@weft/core/bridge/testing';
 import { describe, expect, it } from 'vitest';
-import { STATES } from './testing/fixtures.js';
 import { toMenuTemplate } from './tray.js';
 import { buildTrayMenu, type TrayAction } from './tray-menu.js';
 import {

@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { LocalApiClient, LocalApiError } from '../localapi/client.js';
 import { DEFAULT_SOCKET } from '../paths.js';
+import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
 import { formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
@@ -88,6 +89,8 @@ program
       throw new LocalApiError('no-address', `this node has no IPv${o[4] ? 4 : 6} address`);
     process.stdout.write(`${addrs.join('\n')}\n`);
   });
+
+addWebCommand(program, () => program.opts<{ socket: string }>().socket);
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof LocalApiError || err instanceof Error ? err.message : String(err);

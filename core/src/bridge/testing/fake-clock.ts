@@ -1,4 +1,4 @@
-import type { Clock } from '../supervisor.js';
+import type { Clock } from '../clock.js';
 
 /** A manual clock: timers run only when the test advances time. */
 export class FakeClock implements Clock {

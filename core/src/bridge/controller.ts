@@ -7,13 +7,21 @@ import {
   type Preferences,
   type UpRequest,
 } from '@weft/protocol';
-import type { EnginePrefsPatch, WatchLine } from './engine/localapi.js';
-import { type Clock, systemClock } from './supervisor.js';
+import type { EnginePrefsPatch } from '../localapi/client.js';
+import { type Clock, systemClock } from './clock.js';
 
 // The main side of the bridge: owns the AppState snapshot (engine status + helper state + login +
-// preferences), follows the engine, and implements every bridge call. Electron-free: the engine,
-// preferences, browser, clipboard and clock are injected.
+// preferences), follows the engine, and implements every bridge call. One implementation for both
+// shells: electron's main process and `weft web` use it. Electron-free: the engine, preferences,
+// browser, clipboard and clock are injected.
 
+/** One line of the engine's /watch stream, as the app reads it. */
+export interface WatchLine {
+  initial: boolean;
+  status: EngineStatus;
+}
+
+/** The engine's LocalAPI as the app uses it; core's LocalApiClient is the real one. */
 export interface EngineApi {
   status(): Promise<EngineStatus>;
   up(req: UpRequest, signal?: AbortSignal): Promise<EngineStatus>;

@@ -1,6 +1,6 @@
 import type { EngineStatus, UpRequest } from '@weft/protocol';
-import type { EngineApi } from '../controller.js';
-import type { EnginePrefsPatch, WatchLine } from '../engine/localapi.js';
+import type { EnginePrefsPatch } from '../../localapi/client.js';
+import type { EngineApi, WatchLine } from '../controller.js';
 import { runningEngine } from './fixtures.js';
 
 /** An engine stand-in with the LocalAPI's behaviour: commands answer with the new status, /watch streams. */
