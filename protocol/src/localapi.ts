@@ -41,11 +41,18 @@ export const Status = z.strictObject({
        * disabled. Absent from older engines. Automatic rotation keeps this deadline.
        */
       keyExpiry: z.string().nullable().optional(),
+      /** This node's OS as control knows it (linux, darwin, win32, …). Absent from older engines. */
+      os: z.string().optional(),
     })
     .nullable(),
   peers: z.array(PeerStatus),
   /** Human-readable problems (control unreachable, helper down, …); empty when healthy. */
   health: z.array(z.string()),
+  /**
+   * Who this node is signed in as; null for a tagged node or when logged out. Control sends only
+   * the login name so far, so displayName is the login name too. Absent from older engines.
+   */
+  user: z.strictObject({ loginName: z.string(), displayName: z.string() }).nullable().optional(),
 });
 export type Status = z.infer<typeof Status>;
 

@@ -127,6 +127,7 @@ describe('engine', () => {
       name: 'laptop',
       addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'],
       keyExpiry: null,
+      os: 'linux',
     });
     expect(st.peers).toEqual([
       expect.objectContaining({

@@ -44,7 +44,12 @@ describe('status', () => {
       name: 'laptop',
       addresses: ['100.64.0.1', 'fd7a:115c:a1e0::1'],
       keyExpiry: null,
+      os: 'linux',
     });
+    expect(st.user).toEqual({ loginName: 'alice@example.com', displayName: 'alice@example.com' });
+    const tagged = { ...netmap, self: { ...netmap.self, user: null, tags: ['tag:server'] } };
+    expect(buildStatus({ ...base, backendState: 'Running', netmap: tagged }).user).toBeNull();
+    expect(buildStatus({ ...base, backendState: 'NeedsLogin' }).user).toBeNull();
     expect(st.peers.map((p) => p.name)).toEqual(['alpha', 'zeta']);
     expect(st.peers[0]).toMatchObject({
       online: true,

@@ -57,9 +57,11 @@ export function buildStatus(inp: StatusInputs): Status {
           name: map.self.name,
           addresses: map.self.addresses.map(bare),
           keyExpiry: map.self.keyExpiry,
+          os: map.self.os,
         }
       : null,
     peers,
     health: inp.health,
+    user: map?.self.user ? { loginName: map.self.user, displayName: map.self.user } : null,
   };
 }
