@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Hostname } from './primitives.js';
+import { Cidr, Hostname } from './primitives.js';
 
 // The engine's LocalAPI (HTTP over a unix socket), used by the `weft` CLI and the desktop app.
 
@@ -21,6 +21,14 @@ export const PeerStatus = z.strictObject({
   lastHandshake: z.string().nullable(),
   rxBytes: z.number().int(),
   txBytes: z.number().int(),
+  /** The peer offers an approved exit node this node may use (`weft set --exit-node`). */
+  exitNodeOption: z.boolean().optional(),
+  /** This node sends its internet traffic through the peer now. */
+  exitNode: z.boolean().optional(),
+  /** Round trip through the tunnel, in ms, when measured (`weft exit-node list` measures it). */
+  latencyMs: z.number().nonnegative().nullable().optional(),
+  /** Approved subnet routes this node sends to the peer (with accept-routes on). */
+  routes: z.array(z.string()).optional(),
 });
 export type PeerStatus = z.infer<typeof PeerStatus>;
 
@@ -48,6 +56,12 @@ export const Status = z.strictObject({
   peers: z.array(PeerStatus),
   /** Human-readable problems (control unreachable, helper down, …); empty when healthy. */
   health: z.array(z.string()),
+  /** The exit node chosen (`weft set --exit-node`), by peer id; null for none. */
+  exitNode: z.strictObject({ id: z.string(), allowLan: z.boolean() }).nullable().optional(),
+  /** The online exit node with the lowest measured latency (`weft exit-node suggest`). */
+  recommendedExitNodeId: z.string().nullable().optional(),
+  /** What this node offers to route for the tailnet (control still has to approve it). */
+  prefs: z.strictObject({ advertiseExitNode: z.boolean(), advertiseRoutes: z.array(z.string()) }).optional(),
   /**
    * Who this node is signed in as; null for a tagged node or when logged out. Control sends only
    * the login name so far, so displayName is the login name too. Absent from older engines.
@@ -65,6 +79,46 @@ export const UpRequest = z.strictObject({
   hostname: Hostname.optional(),
 });
 export type UpRequest = z.infer<typeof UpRequest>;
+
+/**
+ * `POST LOCALAPI_PREFIX/prefs`: changes the engine's routing settings, keeping the ones not given,
+ * and answers with the Status. They are kept across restarts.
+ */
+export const PrefsPatch = z.strictObject({
+  /** Send internet traffic through this peer (by id); null stops using an exit node. */
+  exitNodeId: z.string().min(1).max(128).nullable().optional(),
+  /** With an exit node, keep the local LAN reachable outside the tunnel. */
+  exitNodeAllowLan: z.boolean().optional(),
+  /** Offer this node as an exit node (advertises 0.0.0.0/0 and ::/0). */
+  advertiseExitNode: z.boolean().optional(),
+  /** Subnets this node offers to route (not the tailnet's own ranges, not /0). */
+  advertiseRoutes: z.array(Cidr).max(64).optional(),
+  /** Route the subnets other nodes offer (and control approved) into the tunnel. Default on. */
+  acceptRoutes: z.boolean().optional(),
+});
+export type PrefsPatch = z.infer<typeof PrefsPatch>;
+
+/** One peer offering an exit node, as `GET LOCALAPI_PREFIX/exit-nodes` lists it. */
+export const ExitNodeInfo = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  tags: z.array(z.string()),
+  addresses: z.array(z.string()),
+  online: z.boolean(),
+  /** Round trip through the tunnel just measured (best of a few probes); null when no answer. */
+  latencyMs: z.number().nonnegative().nullable(),
+  /** In use now. */
+  selected: z.boolean(),
+});
+export type ExitNodeInfo = z.infer<typeof ExitNodeInfo>;
+
+/** `GET LOCALAPI_PREFIX/exit-nodes`: the exit nodes this node may use, latencies measured now. */
+export const ExitNodeList = z.strictObject({
+  exitNodes: z.array(ExitNodeInfo),
+  /** The online exit node with the lowest latency; null when none answered. */
+  recommended: z.string().nullable(),
+});
+export type ExitNodeList = z.infer<typeof ExitNodeList>;
 
 export const LOCALAPI_PREFIX = '/localapi/v0';
 

@@ -22,8 +22,17 @@ export const NodeView = z.strictObject({
   lastSeen: Timestamp.nullable(),
   keyExpiry: Timestamp.nullable(),
   os: z.string(),
+  /**
+   * In a peer's view: the peer offers an approved exit node to this node, whose `allowedIPs` then
+   * hold 0.0.0.0/0 and/or ::/0. A client routes them into the tunnel only while it has chosen
+   * that peer as its exit node. Absent: no.
+   */
+  exitNodeOption: z.boolean().optional(),
 });
 export type NodeView = z.infer<typeof NodeView>;
+
+/** The routes that make a node an exit node: advertised, approved and offered together. */
+export const EXIT_ROUTES: readonly string[] = ['0.0.0.0/0', '::/0'];
 
 export const NetMap = z.strictObject({
   self: NodeView,
@@ -52,6 +61,12 @@ export type StreamServerMessage = z.infer<typeof StreamServerMessage>;
 /** Node → control over the stream. */
 export const StreamClientMessage = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('endpoints'), endpoints: z.array(Endpoint).max(64) }),
+  /**
+   * The routes this node offers to route for the tailnet (subnets, and 0.0.0.0/0 + ::/0 for an
+   * exit node), sent on every connect and whenever they change. Control uses none of them until
+   * an admin or the policy's autoApprovers approves it.
+   */
+  z.strictObject({ type: z.literal('routes'), advertisedRoutes: z.array(Cidr).max(64) }),
 ]);
 export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
 

@@ -18,6 +18,7 @@ import {
   setNodeKeyExpiry,
 } from './admin.js';
 import { registerPolicyCommands } from './policy.js';
+import { registerRoutesCommands } from './routes.js';
 
 // `weft-control`: the server (`serve`) and the admin commands. Every command reads the same
 // configuration (flags > environment > --config file > defaults), so run from the same directory or
@@ -193,6 +194,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     );
 
   registerPolicyCommands(program, io, withStore);
+  registerRoutesCommands(program, io, withStore);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

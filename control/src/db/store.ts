@@ -134,6 +134,8 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
   if (update.ephemeral !== undefined) out.ephemeral = update.ephemeral ? 1 : 0;
   if (update.lastSeen !== undefined) out.last_seen = update.lastSeen;
   if (update.keyExpiry !== undefined) out.key_expiry = update.keyExpiry;
+  if (update.advertisedRoutes !== undefined) out.advertised_routes = json(update.advertisedRoutes);
+  if (update.approvedRoutes !== undefined) out.approved_routes = json(update.approvedRoutes);
   return out;
 }
 

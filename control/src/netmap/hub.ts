@@ -1,6 +1,7 @@
 import type { NetMap, NodeView, StreamServerMessage } from '@weft/protocol';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
+import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
@@ -41,6 +42,7 @@ function identityOf(node: NodeRecord): string {
     node.ipv4,
     node.ipv6,
     node.approvedRoutes,
+    node.advertisedRoutes,
   ]);
 }
 
@@ -53,6 +55,10 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
+  /** Nodes that advertise routes: their views differ by viewer (routes as the policy allows). */
+  private routers = new Set<string>();
+  /** Without a policy: each approved subnet's primary router (peers route it there). */
+  private primaries = new Map<string, string>();
 
   constructor(
     private readonly policy: VisibilityPolicy,
@@ -102,7 +108,13 @@ export class NetmapHub {
         sub.session.close(this.expired.has(gone.id) ? 'key expired' : 'node deleted');
       }
     }
+    this.routers = new Set(next.filter((n) => n.advertisedRoutes.length > 0).map((n) => n.id));
+    const primaries = electPrimaries(next, (n) => this.approvedOf(n));
+    const primariesMoved = JSON.stringify([...primaries]) !== JSON.stringify([...this.primaries]);
+    this.primaries = primaries;
     const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
+    // Another router became primary of a subnet: every router's views may differ.
+    if (primariesMoved) for (const id of this.routers) if (!changed.includes(id)) changed.push(id);
     this.propagate(
       changed,
       removed.map((n) => n.id),
@@ -124,7 +136,7 @@ export class NetmapHub {
     const peers: NodeView[] = [];
     for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || !visibility.canSee(peer)) continue;
-      const cached = this.views.get(peer.id) as CachedView;
+      const cached = this.peerView(visibility, peer);
       peers.push(cached.view);
       sub.sent.set(peer.id, cached.json);
     }
@@ -153,7 +165,28 @@ export class NetmapHub {
    * of `peersMoved` nodes (or of all); each is sent what differs.
    */
   policyChanged(peersMoved: ReadonlySet<string> | 'all'): void {
+    // autoApprovers may approve other routes now: each node's own view is decided again.
+    for (const id of this.nodes.keys()) this.refreshView(id);
     this.propagate([], [], [], { peersMoved });
+  }
+
+  /** The routes `node` is approved for (advertised, and approved by an admin or autoApprovers). */
+  approvedOf(node: NodeRecord): string[] {
+    return this.policy.approvedRoutes ? this.policy.approvedRoutes(node) : adminApprovedRoutes(node);
+  }
+
+  /**
+   * `peer` as one viewer sees it: its allowedIPs carry the approved routes the viewer is sent (by
+   * the policy, or without one every exit route and the subnets it is primary for).
+   */
+  private peerView(visibility: Visibility, peer: NodeRecord): CachedView {
+    const cached = this.views.get(peer.id) as CachedView;
+    if (!this.routers.has(peer.id)) return cached;
+    const routes = visibility.routesOf
+      ? visibility.routesOf(peer)
+      : this.approvedOf(peer).filter((r) => isExitRoute(r) || this.primaries.get(r) === peer.id);
+    const view = toNodeView(peer, cached.view.online, routes, true);
+    return { view, json: JSON.stringify(view) };
   }
 
   /** Ends every stream (shutdown). */
@@ -166,7 +199,7 @@ export class NetmapHub {
   private refreshView(nodeId: string): boolean {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return false;
-    const view = toNodeView(node, this.subscribers.has(nodeId));
+    const view = toNodeView(node, this.subscribers.has(nodeId), this.approvedOf(node));
     const json = JSON.stringify(view);
     if (this.views.get(nodeId)?.json === json) return false;
     this.views.set(nodeId, { view, json });
@@ -203,6 +236,7 @@ export class NetmapHub {
       const id = sub.session.nodeId;
       const self = this.nodes.get(id);
       if (self === undefined) continue;
+      const decided = sub.visibility;
       const delta: Extract<StreamServerMessage, { type: 'delta' }> = { type: 'delta' };
       const upserted: NodeView[] = [];
       const gone: string[] = [];
@@ -229,6 +263,10 @@ export class NetmapHub {
         for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
         for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
         for (const peerId of removed) this.forget(sub, peerId, gone);
+        // Decided again: which routes it is sent may have moved with it.
+        if (sub.visibility !== decided) {
+          for (const peerId of this.routers) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
+        }
       }
 
       const selfView = this.views.get(id) as CachedView;
@@ -249,7 +287,7 @@ export class NetmapHub {
       this.forget(sub, peerId, gone);
       return;
     }
-    const cached = this.views.get(peerId) as CachedView;
+    const cached = this.peerView(sub.visibility, peer);
     if (sub.sent.get(peerId) === cached.json) return;
     sub.sent.set(peerId, cached.json);
     upserted.push(cached.view);

@@ -10,6 +10,7 @@ import {
 } from '../policy/index.js';
 import { policyGroupsOf } from '../tailnet/groups.js';
 import type { NodeRecord, UserRecord } from '../tailnet/records.js';
+import { adminApprovedRoutes } from '../tailnet/routes.js';
 import { allowAll, type Visibility, type VisibilityPolicy } from './visibility.js';
 
 // The policy engine as the hub's VisibilityPolicy. Engine node names are node ids. The hub tells
@@ -121,11 +122,21 @@ export class PolicyVisibility implements VisibilityPolicy {
       this.tell(engine, node);
     }
     const canSee = engine.canSee(node.id);
+    let routes: Record<string, string[]> | undefined;
     return {
       canSee: (peer) => canSee(peer.id),
       peerIds: () => engine.visiblePeers(node.id),
       packetFilter: engine.packetFilter(node.id),
+      // Decided again with the visibility whenever a change names this node in `routes`.
+      routesOf: (peer) => {
+        routes ??= engine.peerRoutes(node.id);
+        return routes[peer.id] ?? [];
+      },
     };
+  }
+
+  approvedRoutes(node: NodeRecord): string[] {
+    return this.engine ? this.engine.approvedRoutesOf(policyNode(node)) : adminApprovedRoutes(node);
   }
 
   affectedBy(
@@ -167,9 +178,10 @@ export class PolicyVisibility implements VisibilityPolicy {
   }
 }
 
-/** The nodes whose peers or packet filter a change moved (peerRoutes are not sent yet). */
+/** The nodes whose peers, packet filter or routes sent a change moved. */
 function collect(change: EngineChange, into: Set<string> | undefined): void {
   if (into === undefined) return;
   for (const id of change.peers.keys()) into.add(id);
   for (const id of change.filters) into.add(id);
+  for (const id of change.routes) into.add(id);
 }

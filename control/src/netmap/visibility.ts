@@ -10,6 +10,11 @@ export interface Visibility {
   /** Every node id it may see, when the policy can list them cheaper than asking of each node. */
   peerIds?(): Iterable<string>;
   packetFilter: FilterRule[];
+  /**
+   * The approved routes of `peer` this node is sent (in the peer's allowedIPs). Absent: every
+   * approved exit route, and the subnets the peer is the primary router of.
+   */
+  routesOf?(peer: NodeRecord): string[];
 }
 
 export interface VisibilityPolicy {
@@ -26,6 +31,11 @@ export interface VisibilityPolicy {
     changed: readonly NodeRecord[],
     nodes: ReadonlyMap<string, NodeRecord>,
   ): ReadonlySet<string> | 'all';
+  /**
+   * The routes `node` is approved for: advertised, and approved by an admin or (with a policy) its
+   * autoApprovers. Absent: those an admin approved.
+   */
+  approvedRoutes?(node: NodeRecord): string[];
 }
 
 const everything: Visibility = { canSee: () => true, packetFilter: ALLOW_ALL };

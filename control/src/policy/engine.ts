@@ -301,6 +301,21 @@ export class PolicyEngine {
     return out;
   }
 
+  /**
+   * The routes a node with these facts is approved for: those it advertises that an admin approved
+   * (`approvedRoutes`) or autoApprovers cover. Needs no node in the engine (control asks before
+   * telling the engine of a change).
+   */
+  approvedRoutesOf(input: TailnetNode | TailnetNodeInput): string[] {
+    const node = TailnetNodeSchema.parse(input);
+    const tagged = node.tags.length > 0;
+    const user = tagged || !node.user ? undefined : (this.users.get(node.user) ?? { name: node.user });
+    const identity = { tagged, tags: new Set(node.tags), ...(user ? { user } : {}) };
+    const approved = new Set(node.approvedRoutes.map((r) => formatPrefix(prefixOf(r))));
+    const advertised = [...new Set(node.advertisedRoutes.map((r) => formatPrefix(prefixOf(r))))];
+    return advertised.filter((r) => approved.has(r) || this.autoApproved(r, identity));
+  }
+
   private node(name: string): NodeFacts {
     const v = this.nodes.get(name);
     if (!v) throw new Error(`no node named "${name}" in the tailnet`);

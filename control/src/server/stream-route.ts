@@ -5,12 +5,24 @@ import { authenticateMachine } from '../auth/machine.js';
 import { ApiError } from '../errors.js';
 import { errorText } from '../log.js';
 import type { StreamSession } from '../netmap/hub.js';
+import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
+import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
 import { parseMessage } from './parse.js';
 
 // The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
 // HTTP 401 with an ErrorBody), then JSON messages both ways, validated on arrival.
+
+/**
+ * What a node may offer to route: any subnet but the tailnet's own ranges (its nodes are reached
+ * directly), and the exit routes.
+ */
+export function offerableRoutes(routes: readonly string[], ulaPrefix: string): string[] {
+  return normalizeRoutes(routes).filter(
+    (r) => isExitRoute(r) || ![TAILNET_IPV4_RANGE, ulaPrefix].some((t) => routesOverlap(r, t)),
+  );
+}
 
 /** WebSocket close reasons are limited to 123 bytes. */
 const closeReason = (text: string) => Buffer.from(text).subarray(0, 120).toString('utf8');
@@ -77,6 +89,18 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     } catch (err) {
       log.warn(`stream ${node.name}: refused message: ${errorText(err)}`);
       socket.close(1008, closeReason(`invalid message: ${errorText(err)}`));
+      return;
+    }
+    if (message.type === 'routes') {
+      const routes = offerableRoutes(message.advertisedRoutes, ctx.registration.ulaPrefix);
+      background.run(`routes of ${node.name}`, async () => {
+        const current = await store.nodeById(node.id);
+        if (current === undefined || JSON.stringify(current.advertisedRoutes) === JSON.stringify(routes))
+          return;
+        await store.updateNode(node.id, { advertisedRoutes: routes });
+        log.info(`${node.name} advertises ${routes.length > 0 ? routes.join(', ') : 'no routes'}`);
+        await sync.refresh();
+      });
       return;
     }
     const endpoints = [...new Set(message.endpoints)];

@@ -1,8 +1,18 @@
 import type { NodeView } from '@weft/protocol';
 import type { NodeRecord } from './records.js';
+import { adminApprovedRoutes, isExitRoute } from './routes.js';
 
-/** How a node appears on the wire, to itself and to its peers. */
-export function toNodeView(node: NodeRecord, online: boolean): NodeView {
+/**
+ * How a node appears on the wire, to itself and to its peers. `routes` are the approved routes the
+ * viewer is sent (to itself: all of them); a peer whose routes include an exit route is marked
+ * `exitNodeOption` (never the node itself).
+ */
+export function toNodeView(
+  node: NodeRecord,
+  online: boolean,
+  routes: readonly string[] = adminApprovedRoutes(node),
+  asPeer = false,
+): NodeView {
   const own = [`${node.ipv4}/32`, `${node.ipv6}/128`];
   return {
     id: node.id,
@@ -12,11 +22,12 @@ export function toNodeView(node: NodeRecord, online: boolean): NodeView {
     tags: node.tags,
     nodeKey: node.nodeKey,
     addresses: own,
-    allowedIPs: [...own, ...node.approvedRoutes],
+    allowedIPs: [...own, ...routes],
     endpoints: node.endpoints,
     online,
     lastSeen: node.lastSeen,
     keyExpiry: node.keyExpiry,
     os: node.os,
+    ...(asPeer && routes.some(isExitRoute) ? { exitNodeOption: true } : {}),
   };
 }

@@ -68,6 +68,8 @@ export type NodeUpdate = Partial<
     | 'ephemeral'
     | 'lastSeen'
     | 'keyExpiry'
+    | 'advertisedRoutes'
+    | 'approvedRoutes'
   >
 >;
 

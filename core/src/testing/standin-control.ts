@@ -45,6 +45,8 @@ export class StandInControl {
   readonly keys = generateKeyPair();
   readonly nodes = new Map<string, RegisteredNode>();
   readonly endpointReports: string[][] = [];
+  /** Every `routes` message received, in order. */
+  readonly routeReports: string[][] = [];
   readonly streams = new Set<WebSocket>();
   /** Accepted pre-auth keys; any other is refused with 401. */
   readonly authKeys = new Set(['tskey-good']);
@@ -278,7 +280,8 @@ export class StandInControl {
       ws.on('close', () => this.streams.delete(ws));
       ws.on('message', (data) => {
         const msg = StreamClientMessage.parse(JSON.parse(data.toString()));
-        this.endpointReports.push(msg.endpoints);
+        if (msg.type === 'endpoints') this.endpointReports.push(msg.endpoints);
+        else this.routeReports.push(msg.advertisedRoutes);
       });
       ws.send(JSON.stringify({ type: 'full', netmap: this.netmapFor(node) } satisfies StreamServerMessage));
     });
