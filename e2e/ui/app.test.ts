@@ -386,11 +386,11 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
 
   it('losing the event stream shows a banner, reconnects by itself and catches up (mocked bridge)', async () => {
     const s = await openSession(browser, { signedIn: true });
-    const { page, backend, shell } = s;
+    const { page, backend } = s;
     try {
       await heading(page, 'alice-laptop').waitFor();
       s.allowErrors.push(/WebSocket connection to .* failed/);
-      shell.dropEventStreams(1500);
+      await s.dropEventStreams(1500);
       await expect
         .poll(() => page.getByRole('alert').filter({ hasText: 'Lost the connection to Weft' }).count())
         .toBe(1);

@@ -1,10 +1,12 @@
 import { mkdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { startWebShell, type WebShell } from '../../core/src/web/server.js';
 import { MockBackend, type MockBackendOptions } from '../../renderer/src/bridge/mock-backend.js';
-import { startWebShell, type WebShell } from './web-shell-server.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const RENDERER_DIST = join(REPO, 'renderer', 'dist');
@@ -37,36 +39,48 @@ export interface Session {
   page: Page;
   /** Console errors matching these are expected (e.g. a refused WebSocket while testing reconnects). */
   allowErrors: RegExp[];
+  /** Cuts the page's event stream and refuses new ones for `ms`, as a restarting shell would. */
+  dropEventStreams(ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
-/** A mock backend behind a web shell, and a page that opened the shell's URL. */
+/** A stand-in identity provider: opening a sign-in link it made signs the person in. */
+async function startMockIdp(complete: (url: string) => boolean) {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', `http://${req.headers.host}`);
+    const ok = url.pathname === '/mock-idp/authorize' && complete(url.toString());
+    res.writeHead(ok ? 200 : 400, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(
+      `<!doctype html><html lang="en"><title>Mock identity provider</title><h1>${ok ? 'Signed in. You can close this window.' : 'This sign-in link is not valid.'}</h1></html>`,
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((r) => server.close(r));
+    },
+  };
+}
+
+/**
+ * A mock backend behind the real web shell (core/src/web/server.ts, as `weft web` runs it), and a
+ * page that opened the shell's URL.
+ */
 export async function openSession(
   browser: Browser,
   opts: MockBackendOptions & { colorScheme?: 'light' | 'dark' } = {},
 ): Promise<Session> {
-  let shellOrigin = '';
+  let idpOrigin = '';
   const backend = new MockBackend({
     delayMs: 120,
-    authUrlFor: () => `${shellOrigin}/mock-idp/authorize?request=${Math.random().toString(36).slice(2)}`,
+    authUrlFor: () => `${idpOrigin}/mock-idp/authorize?request=${Math.random().toString(36).slice(2)}`,
     ...opts,
   });
-  const shell = await startWebShell({
-    staticDir: RENDERER_DIST,
-    backend,
-    // The identity provider: opening the auth URL signs the person in.
-    extra: (req, res, origin) => {
-      const url = new URL(req.url ?? '/', origin);
-      if (url.pathname !== '/mock-idp/authorize') return false;
-      const ok = backend.completeLogin(url.toString());
-      res.writeHead(ok ? 200 : 400, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(
-        `<!doctype html><html lang="en"><title>Mock identity provider</title><h1>${ok ? 'Signed in. You can close this window.' : 'This sign-in link is not valid.'}</h1></html>`,
-      );
-      return true;
-    },
-  });
-  shellOrigin = shell.origin;
+  const idp = await startMockIdp((url) => backend.completeLogin(url));
+  idpOrigin = idp.origin;
+  const shell = await startWebShell({ staticDir: RENDERER_DIST, backend, host: '127.0.0.1', port: 0 });
   const context = await browser.newContext({
     viewport: { width: 400, height: 720 },
     colorScheme: opts.colorScheme ?? 'light',
@@ -86,9 +100,19 @@ export async function openSession(
     context,
     page,
     allowErrors: [],
+    async dropEventStreams(ms: number) {
+      const until = Date.now() + ms;
+      // New streams from the page fail until then (Playwright stands between page and shell).
+      await page.routeWebSocket(/\/bridge\/v0\/events/, (ws) => {
+        if (Date.now() < until) ws.close({ code: 1011, reason: 'refused in the test' });
+        else ws.connectToServer();
+      });
+      shell.closeEventStreams();
+    },
     async close() {
       await context.close();
       await shell.close();
+      await idp.close();
       backend.dispose();
       const unexpected = errors.filter((e) => !session.allowErrors.some((re) => re.test(e)));
       if (unexpected.length) throw new Error(`page errors: ${unexpected.join(' | ')}`);

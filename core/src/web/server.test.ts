@@ -213,10 +213,8 @@ describe('web shell: envelope', () => {
     expect(JSON.parse(bad.body)).toMatchObject({ ok: false, error: { code: 'bad-input' } });
   });
 
-  it('refuses the wrong method, content type, malformed and oversized bodies', async () => {
+  it('refuses the wrong method, malformed and oversized bodies', async () => {
     expect((await http('GET', callPath('getState'), auth())).status).toBe(405);
-    const plain = { ...auth(), 'content-type': 'text/plain' };
-    expect((await http('POST', callPath('getState'), plain, '{}')).status).toBe(415);
     expect((await http('POST', callPath('getState'), auth(), '{nope')).status).toBe(400);
     const big = JSON.stringify({ controlUrl: `https://x/${'a'.repeat(70_000)}` });
     expect((await http('POST', callPath('login'), auth(), big)).status).toBe(413);
