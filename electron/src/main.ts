@@ -42,7 +42,6 @@ const controller = new AppController({
   shell: 'electron',
   version: app.getVersion(),
   autoOpenAuthUrl: true,
-  refreshIntervalMs: 5000,
 });
 
 const devHelper = helperCommandFromEnv(process.env.WEFT_HELPER_COMMAND);

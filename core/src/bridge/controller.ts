@@ -50,8 +50,8 @@ export interface ControllerDeps {
   autoOpenAuthUrl: boolean;
   pollIntervalMs?: number;
   /**
-   * Also re-read /status this often while following /watch (0: never). /watch speaks on state
-   * changes; handshakes and byte counters, which decide direct/relayed, move without one.
+   * Also re-read /status this often while following /watch (0, the default: never). Today's
+   * engine speaks on /watch when handshakes or paths change too; this is for older ones.
    */
   refreshIntervalMs?: number;
 }
