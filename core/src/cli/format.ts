@@ -53,6 +53,14 @@ export function formatStatus(st: Status, now = Date.now()): string {
   } else {
     if (st.backendState === 'Starting') lines.push('Starting…');
     if (st.self) lines.push(`${st.self.name}  ${st.self.addresses.join(', ')}  (this device)`);
+    if (st.exitNode) {
+      const exit = st.peers.find((p) => p.id === st.exitNode?.id);
+      lines.push(
+        `Exit node: ${exit?.name ?? st.exitNode.id}${st.exitNode.allowLan ? ' (LAN access allowed)' : ''}`,
+      );
+    }
+    const offers = st.peers.filter((p) => p.exitNodeOption && !p.exitNode).map((p) => p.name);
+    if (offers.length > 0) lines.push(`Exit nodes offered: ${offers.join(', ')} (weft exit-node list)`);
     if (st.peers.length > 0) {
       const rows = [['NAME', 'ADDRESSES', 'ONLINE', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX']];
       for (const p of st.peers) {

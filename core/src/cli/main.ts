@@ -6,6 +6,7 @@ import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
 import { formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
+import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './routing.js';
 
 // weft: the command line over weftd's LocalAPI. Data goes to stdout (status, addresses, the
 // login URL), problems to stderr with a non-zero exit; it never prompts.
@@ -19,8 +20,7 @@ const program = new Command('weft')
 
 const client = () => new LocalApiClient(program.opts<{ socket: string }>().socket);
 
-program
-  .command('up')
+addRoutingFlags(program.command('up'))
   .description('log in if needed and connect to the tailnet')
   .requiredOption('--control-url <url>', 'the control server, e.g. https://weft.example.com')
   .option('--authkey <key>', 'a pre-auth key (otherwise a login URL is printed)')
@@ -31,6 +31,9 @@ program
     if (timeoutMs === null)
       throw new LocalApiError('invalid-request', `invalid --timeout '${o.timeout}': use e.g. 90s, 10m or 1h`);
     const api = client();
+    // Routing flags first, so the node advertises them from its first connection.
+    const patch = prefsFromFlags(o as RoutingFlags);
+    if (patch) await api.setPrefs(patch);
     let st = await api.up({
       controlUrl: o.controlUrl,
       ...(o.authkey ? { authKey: o.authkey } : {}),
@@ -91,6 +94,8 @@ program
   });
 
 addWebCommand(program, () => program.opts<{ socket: string }>().socket);
+
+addRoutingCommands(program, client);
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof LocalApiError || err instanceof Error ? err.message : String(err);

@@ -38,6 +38,8 @@ export class MapSession extends EventEmitter<SessionEvents> {
   private ws: WebSocket | null = null;
   private endpoints: string[] = [];
   private sentEndpoints: string | null = null;
+  private advertisedRoutes: string[] = [];
+  private sentRoutes: string | null = null;
   private loop: Promise<void> | null = null;
 
   constructor(
@@ -63,6 +65,22 @@ export class MapSession extends EventEmitter<SessionEvents> {
   setEndpoints(endpoints: string[]): void {
     this.endpoints = endpoints;
     this.sendEndpoints();
+  }
+
+  /** Sets the routes this node offers (subnets, exit node); sent on every connect and when changed. */
+  setAdvertisedRoutes(routes: string[]): void {
+    this.advertisedRoutes = routes;
+    this.sendRoutes();
+  }
+
+  private sendRoutes(): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const msg: StreamClientMessage = { type: 'routes', advertisedRoutes: this.advertisedRoutes.slice(0, 64) };
+    const text = JSON.stringify(msg);
+    if (text === this.sentRoutes) return;
+    this.sentRoutes = text;
+    ws.send(text);
   }
 
   private sendEndpoints(): void {
@@ -119,6 +137,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
     });
     this.ws = ws;
     this.sentEndpoints = null;
+    this.sentRoutes = null;
     try {
       return await new Promise<boolean>((resolve, reject) => {
         let alive = true;
@@ -147,6 +166,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
           this.opts.log.info(`netmap stream connected to ${this.client.baseUrl}`);
           this.emit('connected');
           this.sendEndpoints();
+          this.sendRoutes();
           pinger = setInterval(() => {
             if (!alive)
               return fail(new WeftError('control-unreachable', 'control stream stopped answering pings'));

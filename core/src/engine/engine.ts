@@ -3,8 +3,10 @@ import { hostname as osHostname } from 'node:os';
 import {
   applyStreamMessage,
   type BackendState,
+  type ExitNodeList,
   type InterfaceStatus,
   type NetMap,
+  type PrefsPatch,
   type RegisterRequest,
   type Status,
   type StreamServerMessage,
@@ -24,6 +26,19 @@ import { LatestWriter } from '../state/latest-writer.js';
 import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
 import { desiredState } from './desired.js';
+import {
+  advertisedRoutes,
+  applyRouting,
+  exitNodeList,
+  exitNodeProblem,
+  localPrefixes,
+  measureLatency,
+  osInterfacePrefixes,
+  relayUrls,
+  routingPrefs,
+  routingStatus,
+  ServerAddresses,
+} from './routing.js';
 import { buildStatus } from './status.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 
@@ -94,6 +109,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private notice: string | null = null;
   private lastIface: InterfaceStatus | null = null;
   private endpointsTimer: NodeJS.Timeout | null = null;
+  /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
+  private readonly servers = new ServerAddresses();
+  /** Last measured round trip to exit nodes, by peer id (null: no answer). */
+  private readonly latency = new Map<string, number | null>();
   private ops: Promise<unknown> = Promise.resolve();
   private readonly reconciler: Reconciler;
   private readonly netmapWriter: LatestWriter<NetMap>;
@@ -116,6 +135,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     );
     this.watchers = new StatusWatch(() => this.status());
     this.on('change', () => this.watchers.changed());
+    this.servers.on('change', () => this.reconcile());
     opts.helper.on('connected', () => this.emit('change'));
     opts.helper.on('disconnected', () => this.emit('change'));
   }
@@ -153,6 +173,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Stops everything and takes the interface down (prefs are kept: a restart resumes). */
   async shutdown(): Promise<void> {
     if (this.endpointsTimer) clearInterval(this.endpointsTimer);
+    this.servers.close();
     this.stopLoginWait();
     this.shuttingDown = true;
     this.clearRotationTimer();
@@ -188,15 +209,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.notice) health.push(this.notice);
     if (this.loginWait && this.loginProblem) health.push(this.loginProblem.message);
     if (this.login && this.rotationProblem) health.push(this.rotationProblem.message);
-    return buildStatus({
-      backendState: this.backendState(),
-      controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
-      authUrl: this.authUrl,
-      authUrlExpiresAt: this.authUrlExpiresAt,
-      netmap: this.netmap,
-      iface: wanted ? this.lastIface : null,
-      health,
-    });
+    return this.routedStatus(
+      buildStatus({
+        backendState: this.backendState(),
+        controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
+        authUrl: this.authUrl,
+        authUrlExpiresAt: this.authUrlExpiresAt,
+        netmap: this.netmap,
+        iface: wanted ? this.lastIface : null,
+        health,
+      }),
+    );
   }
 
   /** Status with the interface's live figures read through the helper. */
@@ -210,6 +233,57 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
     }
     return this.snapshot();
+  }
+
+  /**
+   * Changes the routing settings (exit node, allow-LAN, what this node advertises, accept-routes);
+   * they are saved, sent to control (advertised routes) and applied at once.
+   */
+  async setPrefs(patch: PrefsPatch): Promise<void> {
+    await this.exclusive(async () => {
+      const id = patch.exitNodeId;
+      if (id !== undefined && id !== null && id !== this.prefs.exitNodeId) {
+        const peer = this.netmap?.peers.find((p) => p.id === id);
+        if (this.netmap && id === this.netmap.self.id) {
+          throw new WeftError('invalid-request', 'this node cannot be its own exit node');
+        }
+        if (!peer) throw new WeftError('invalid-request', `no peer with id ${id} in the tailnet`);
+        if (!peer.exitNodeOption) {
+          throw new WeftError(
+            'conflict',
+            `${peer.name} does not offer an exit node to this node (it must advertise one, and an admin or the policy approve it)`,
+          );
+        }
+      }
+      const next: Prefs = { ...this.prefs };
+      for (const [k, v] of Object.entries(patch)) if (v !== undefined) Object.assign(next, { [k]: v });
+      const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(routingPrefs(p)));
+      const advertisedChanged = routes(next) !== routes(this.prefs);
+      await this.savePrefs(next);
+      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(routingPrefs(next)));
+      const r = routingPrefs(next);
+      this.opts.log.info(
+        `routing: exit node ${r.exitNodeId ?? 'none'}${r.exitNodeId ? ` (allow LAN ${r.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(r).join(', ') || 'nothing'}, accept routes ${r.acceptRoutes ? 'on' : 'off'}`,
+      );
+      this.reconcile();
+      this.emit('change');
+    });
+  }
+
+  /** The exit nodes on offer, with their latency measured now (`weft exit-node list|suggest`). */
+  async exitNodes(): Promise<ExitNodeList> {
+    const prefs = routingPrefs(this.prefs);
+    const offered = exitNodeList(this.netmap, prefs, this.latency).exitNodes;
+    if (this.backendState() === 'Running') {
+      await Promise.all(
+        offered.map(async (n) => {
+          const v4 = n.addresses.find((a) => !a.includes(':')) ?? n.addresses[0];
+          this.latency.set(n.id, n.online && v4 ? await measureLatency(v4) : null);
+        }),
+      );
+      this.emit('change');
+    }
+    return exitNodeList(this.netmap, prefs, this.latency);
   }
 
   watch(listener: WatchListener): () => void {
@@ -353,7 +427,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Points the reconciler at what the OS should look like now. */
   private reconcile(): void {
-    const target = this.target();
+    const target = this.routed(this.target());
     if (target) this.reconciler.set(target);
   }
 
@@ -371,6 +445,30 @@ export class Engine extends EventEmitter<EngineEvents> {
         listenPort: this.prefs.listenPort,
       }),
     };
+  }
+
+  /**
+   * Adds exit node, subnet routes and the router role to an "up" target (see routing.ts): the
+   * servers to keep outside the tunnel are the control server and the relays.
+   */
+  private routed(target: Target | null): Target | null {
+    if (target?.op !== 'apply' || !this.netmap || !this.login) return target;
+    const netmap = this.netmap;
+    this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
+    const state = applyRouting(target.state, netmap, {
+      prefs: routingPrefs(this.prefs),
+      localPrefixes: localPrefixes(osInterfacePrefixes, this.opts.interfaceName, netmap.tailnetRanges),
+      bypass: this.servers.prefixes(),
+    });
+    return { op: 'apply', state };
+  }
+
+  private routedStatus(status: Status): Status {
+    const prefs = routingPrefs(this.prefs);
+    const wanted = this.login !== null && this.prefs.wantRunning;
+    const problem = wanted ? exitNodeProblem(this.netmap, prefs) : null;
+    const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
+    return routingStatus(withHealth, status.self ? this.netmap : null, prefs, this.latency);
   }
 
   private onReconciled(r: ReconcileResult): void {
@@ -403,6 +501,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     session.on('refused', (err) => this.loggedOutByControl(err.message));
     this.session = session;
+    session.setAdvertisedRoutes(advertisedRoutes(routingPrefs(this.prefs)));
     session.start();
     this.reportEndpoints();
   }

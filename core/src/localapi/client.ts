@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { ErrorBody, LOCALAPI_PREFIX, Status, type UpRequest, WatchEvent } from '@weft/protocol';
+import { ErrorBody, ExitNodeList, LOCALAPI_PREFIX, Status, type UpRequest, WatchEvent } from '@weft/protocol';
 import type { z } from 'zod';
 
 // Client of the LocalAPI for the CLI, the desktop app and the web shell (core/src/bridge): talks
@@ -11,6 +11,8 @@ export interface EnginePrefsPatch {
   exitNodeAllowLan?: boolean;
   advertiseExitNode?: boolean;
   advertiseRoutes?: string[];
+  /** Use the subnet routes other nodes offer (default on). */
+  acceptRoutes?: boolean;
 }
 
 export interface LocalApiClientOptions {
@@ -62,6 +64,11 @@ export class LocalApiClient {
   /** Gives up a pending interactive login; its link stops working. */
   cancelLogin(): Promise<Status> {
     return this.call('POST', '/login/cancel', {}, Status);
+  }
+
+  /** The exit nodes on offer, latencies measured now; an engine without /exit-nodes answers 404. */
+  exitNodes(): Promise<ExitNodeList> {
+    return this.call('GET', '/exit-nodes', undefined, ExitNodeList);
   }
 
   /** Changes engine settings (exit node, advertised routes); an engine without /prefs answers 404. */

@@ -2,7 +2,15 @@ import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { type ErrorBody, LOCALAPI_PREFIX, type Status, UpRequest, type WatchEvent } from '@weft/protocol';
+import {
+  type ErrorBody,
+  type ExitNodeList,
+  LOCALAPI_PREFIX,
+  PrefsPatch,
+  type Status,
+  UpRequest,
+  type WatchEvent,
+} from '@weft/protocol';
 import { z } from 'zod';
 import { WeftError, type WeftErrorCode } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
@@ -24,6 +32,10 @@ export interface LocalBackend {
   /** Gives up a pending interactive login (its link stops working); a backend without it answers 404. */
   cancelLogin?(): Promise<void>;
   watch(listener: (event: WatchEvent) => void): () => void;
+  /** Exit node, allow-LAN, advertised routes, accept-routes; a backend without it answers 404. */
+  setPrefs?(patch: PrefsPatch): Promise<void>;
+  /** The exit nodes on offer with latencies measured now; a backend without it answers 404. */
+  exitNodes?(): Promise<ExitNodeList>;
   /** Sends the helper the whole desired state again (after it restarted); a backend without it answers 404. */
   reapply?(): Promise<void>;
 }
@@ -110,6 +122,20 @@ export class LocalApiServer {
         },
       },
       '/watch': { GET: async (req, res) => this.watch(req, res) },
+      '/prefs': {
+        POST: async (req, res) => {
+          const patch = await readBody(req, PrefsPatch);
+          if (!backend.setPrefs) throw new HttpError('not-found', 'changing prefs is not supported here');
+          await backend.setPrefs(patch);
+          sendJson(res, 200, await backend.status());
+        },
+      },
+      '/exit-nodes': {
+        GET: async (_req, res) => {
+          if (!backend.exitNodes) throw new HttpError('not-found', 'exit nodes are not supported here');
+          sendJson(res, 200, await backend.exitNodes());
+        },
+      },
     };
     this.server = createServer((req, res) => void this.handle(req, res));
   }
