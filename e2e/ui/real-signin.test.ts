@@ -134,8 +134,29 @@ describe.skipIf(!canRun)(
       expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
     }, 60_000);
 
+    it('cancelling a waiting sign-in ends it in the engine and at control: the link stops working (real engine)', async () => {
+      await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+      await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      const link = page.getByRole('link', { name: 'Open sign-in page' });
+      await expect.poll(() => link.isVisible(), { timeout: 20_000 }).toBe(true);
+      const authUrl = (await link.getAttribute('href')) ?? '';
+      expect((await nodes.a?.status())?.authUrl).toBe(authUrl);
+      await page.getByRole('button', { name: 'Cancel' }).click();
+      await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+      // POST /login/cancel: the engine forgets the link, and control refuses it from now on
+      await expect
+        .poll(async () => (await nodes.a?.status())?.authUrl ?? null, { timeout: 10_000 })
+        .toBeNull();
+      expect((await nodes.a?.status())?.backendState).toBe('NeedsLogin');
+      const gone = await fetch(authUrl, { redirect: 'manual' });
+      expect(gone.status).toBeGreaterThanOrEqual(400);
+    }, 60_000);
+
     it('types the control server, opens the link, signs in at the provider, and the device connects (real engine)', async () => {
       await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+      // the address typed before is offered again
+      expect(await page.getByRole('textbox', { name: 'Control server' }).inputValue()).toBe(controlUrl);
       await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
       await page.getByRole('button', { name: 'Sign in' }).click();
       const link = page.getByRole('link', { name: 'Open sign-in page' });
