@@ -39,28 +39,34 @@ describe('StatusWatch', () => {
       5,
       20,
     );
+    /** Resolves once the status has been computed `n` more times (polls, not the clock, decide). */
+    const cycles = async (n: number) => {
+      const target = computed + n;
+      await expect.poll(() => computed >= target, { timeout: 5_000, interval: 5 }).toBe(true);
+    };
     const events: WatchEvent[] = [];
     const stop = watch.add((e) => events.push(e));
-    await sleep(50);
-    expect(events).toHaveLength(1);
+    await expect.poll(() => events.length).toBe(1);
     expect(events[0]?.initial).toBe(true);
 
     current = status(peer({ rxBytes: 100, txBytes: 200 }));
-    await sleep(60);
+    await cycles(3);
     expect(events).toHaveLength(1); // bytes alone are no change
 
     current = status(peer({ lastHandshake: '2026-11-25T12:00:00.000Z', rxBytes: 300 }));
-    await sleep(60);
-    expect(events).toHaveLength(2);
+    await expect.poll(() => events.length).toBe(2);
     expect(events[1]).toMatchObject({ initial: false, status: { peers: [{ rxBytes: 300 }] } });
 
     current = status(peer({ lastHandshake: '2026-11-25T12:00:00.000Z', rxBytes: 300, path: 'relay' }));
-    await sleep(60);
+    await expect.poll(() => events.length).toBe(3);
     expect(events.map((e) => e.status.peers[0]?.path)).toEqual([undefined, undefined, 'relay']);
+    await cycles(2);
+    expect(events).toHaveLength(3);
 
     stop();
+    await sleep(30); // a cycle already under way may finish
     const after = computed;
-    await sleep(80);
+    await sleep(100);
     expect(computed).toBe(after);
     watch.close();
   });
