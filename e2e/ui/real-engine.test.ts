@@ -130,6 +130,33 @@ describe.skipIf(!canRun)('desktop UI against a real engine (real engine, weft we
     await expect.poll(() => page.evaluate(() => navigator.clipboard.readText())).toBe(bIp);
   }, 60_000);
 
+  it('picks an exit node: the engine routes through it and the status says so; back to none (real engine)', async () => {
+    const set = await nodes.b?.weft(['set', '--advertise-exit-node']);
+    expect(set?.code, set?.stderr).toBe(0);
+    await control.cli(['routes', 'approve', 'b', '0.0.0.0/0', '::/0']);
+    await page.getByRole('button', { name: /Exit node/ }).click();
+    await expect.poll(() => heading('Exit node').isVisible()).toBe(true);
+    const b = page.getByRole('radio', { name: /\bb\b/ }).last();
+    await expect.poll(() => b.isEnabled(), { timeout: 30_000 }).toBe(true);
+    await b.click();
+    await expect.poll(async () => (await nodes.a?.status())?.exitNode?.id, { timeout: 20_000 }).toBeTruthy();
+    await expect.poll(() => b.isChecked()).toBe(true);
+    await screenshots(page, 'real-engine-exit-nodes');
+    await page.getByRole('button', { name: 'Back' }).click();
+    await expect.poll(() => statusLine().textContent(), { timeout: 20_000 }).toMatch(/· exit node b$/);
+    await screenshots(page, 'real-engine-home-exit-node');
+
+    await page.getByRole('button', { name: /Exit node/ }).click();
+    await page.getByRole('radio', { name: /^None/ }).click();
+    await expect
+      .poll(async () => (await nodes.a?.status())?.exitNode ?? null, { timeout: 20_000 })
+      .toBeNull();
+    await page.getByRole('button', { name: 'Back' }).click();
+    await expect
+      .poll(() => statusLine().textContent(), { timeout: 20_000 })
+      .toMatch(/^Connected · \d direct/);
+  }, 90_000);
+
   it('disconnects and reconnects the real tunnel with the switch (real engine)', async () => {
     const bIp = (await nodes.b?.ip4()) ?? '';
     const toggle = page.getByRole('switch', { name: 'Connection' });
