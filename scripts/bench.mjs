@@ -6,6 +6,10 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const BENCHMARKS = {
+  'exit-node': {
+    file: 'e2e/dist/bench/exit-node.js',
+    about: 'exit node lab (root): iperf3 through an exit node vs a direct peer, same run [--seconds S]',
+  },
   relay: {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
