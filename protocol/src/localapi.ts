@@ -21,6 +21,13 @@ export const PeerStatus = z.strictObject({
   lastHandshake: z.string().nullable(),
   rxBytes: z.number().int(),
   txBytes: z.number().int(),
+  /**
+   * How packets to this peer travel now: straight to `endpoint` (confirmed by packets received on
+   * it), or through the relay (`endpoint` is then the engine's loopback relay proxy).
+   */
+  path: z.enum(['direct', 'relay']).optional(),
+  /** The relay region the engine sends through while `path` is relay; null when direct or none. */
+  relayRegion: z.string().nullable().optional(),
   /** The peer offers an approved exit node this node may use (`weft set --exit-node`). */
   exitNodeOption: z.boolean().optional(),
   /** This node sends its internet traffic through the peer now. */
@@ -129,3 +136,36 @@ export const LOCALAPI_PREFIX = '/localapi/v0';
  */
 export const WatchEvent = z.strictObject({ initial: z.boolean(), status: Status });
 export type WatchEvent = z.infer<typeof WatchEvent>;
+
+/** One relay region as `weft netcheck` sees it. */
+export const NetcheckRelay = z.strictObject({
+  regionId: z.number().int(),
+  name: z.string(),
+  url: z.string(),
+  /** The WebSocket is up and authenticated. */
+  connected: z.boolean(),
+  /** Round trip of the last WebSocket ping, null before the first answer. */
+  latencyMs: z.number().nullable(),
+  /** This node's WireGuard socket as the region's reflector sees it; null if not (yet) seen. */
+  reflected: z.string().nullable(),
+  home: z.boolean(),
+});
+export type NetcheckRelay = z.infer<typeof NetcheckRelay>;
+
+/** `GET LOCALAPI_PREFIX/netcheck`: what the node knows about its network's NAT and relays. */
+export const NetcheckReport = z.strictObject({
+  /** UDP to the reflectors works (a reflector saw the WireGuard socket); null with no relays. */
+  udp: z.boolean().nullable(),
+  /** The distinct reflected endpoints of the WireGuard socket. */
+  reflected: z.array(z.string()),
+  /**
+   * True when two reflectors saw different mappings of the same socket (endpoint-dependent,
+   * "symmetric" NAT: direct paths work only towards peers without NAT); null with fewer than two.
+   */
+  mappingVariesByDestination: z.boolean().nullable(),
+  /** The LAN candidates of the WireGuard socket. */
+  local: z.array(z.string()),
+  homeRegion: z.string().nullable(),
+  relays: z.array(NetcheckRelay),
+});
+export type NetcheckReport = z.infer<typeof NetcheckReport>;

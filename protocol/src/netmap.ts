@@ -34,12 +34,34 @@ export type NodeView = z.infer<typeof NodeView>;
 /** The routes that make a node an exit node: advertised, approved and offered together. */
 export const EXIT_ROUTES: readonly string[] = ['0.0.0.0/0', '::/0'];
 
+/**
+ * One relay region: a `weft-relay` that forwards WireGuard ciphertext between nodes (WebSocket at
+ * `url`) and reflects their WireGuard socket's public mapping (UDP, port announced by the relay).
+ * `publicKey` is pinned: a relay presenting another key is refused.
+ */
+export const RelayRegion = z.strictObject({
+  regionId: z.number().int().min(1).max(65535),
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and -'),
+  url: z
+    .string()
+    .url()
+    .refine((u) => /^wss?:\/\//.test(u), 'must be a ws:// or wss:// URL'),
+  publicKey: Key,
+});
+export type RelayRegion = z.infer<typeof RelayRegion>;
+
+/** The relays control tells every node about; a node picks its home region by latency. */
+export const RelayMap = z.strictObject({ regions: z.array(RelayRegion).max(64) });
+export type RelayMap = z.infer<typeof RelayMap>;
+
 export const NetMap = z.strictObject({
   self: NodeView,
   peers: z.array(NodeView),
   packetFilter: z.array(FilterRule),
   /** The tailnet's IPv4 and IPv6 ranges, routed into the tunnel as a whole. */
   tailnetRanges: z.array(Cidr),
+  /** The relays to use; absent when control has none configured (peers then need direct paths). */
+  relayMap: RelayMap.optional(),
 });
 export type NetMap = z.infer<typeof NetMap>;
 

@@ -81,6 +81,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option('--github-url <url>', 'GitHub web URL (GitHub Enterprise Server; default https://github.com)')
     .option('--github-api-url <url>', 'GitHub API URL (default https://api.github.com)')
     .option(
+      '--relays <list>',
+      'relay regions sent to every node: ID,NAME,URL,KEY entries separated by spaces or ; (env WEFT_CONTROL_RELAYS)',
+    )
+    .option(
       '--policy-file <file>',
       'apply this policy file and every good save of it; a bad save is logged and changes nothing',
     )

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parseAddr } from '@weft/protocol';
+import { parseAddr, RelayRegion } from '@weft/protocol';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
@@ -29,6 +29,8 @@ export interface ControlConfig {
   github: GithubConfig | null;
   /** Who may sign in, whichever provider they use; empty lists allow everyone. */
   allow: AllowRules;
+  /** The relay map sent to every node; absent or empty: no relays (peers need direct paths). */
+  relays?: RelayRegion[];
   /** A policy file the server applies and watches; null: the policy is set with `policy set`. */
   policyFile: string | null;
 }
@@ -111,6 +113,30 @@ const List = z
   .union([z.string(), z.array(z.string())])
   .transform((v) => (typeof v === 'string' ? v.split(',') : v).map((x) => x.trim()).filter((x) => x !== ''));
 
+/**
+ * Relay regions: in a file, an array of {regionId, name, url, publicKey}; in a flag or the
+ * environment, entries `ID,NAME,URL,KEY` separated by spaces or semicolons.
+ */
+const Relays = z
+  .union([
+    z.string().transform((text, ctx) =>
+      text
+        .split(/[\s;]+/)
+        .filter((e) => e !== '')
+        .map((entry) => {
+          const [id, name, url, publicKey, ...rest] = entry.split(',');
+          if (rest.length > 0 || publicKey === undefined) {
+            ctx.addIssue({ code: 'custom', message: `relay '${entry}' must be ID,NAME,URL,KEY` });
+            return z.NEVER;
+          }
+          return { regionId: Number(id), name, url, publicKey };
+        }),
+    ),
+    z.array(z.unknown()),
+  ])
+  .pipe(z.array(RelayRegion).max(64))
+  .refine((rs) => new Set(rs.map((r) => r.regionId)).size === rs.length, 'region ids must be unique');
+
 /** The keys a config file may hold (and each flag/environment variable provides one of). */
 export const ConfigFile = z.strictObject({
   listen: ListenText.optional(),
@@ -130,6 +156,7 @@ export const ConfigFile = z.strictObject({
   githubClientSecretFile: z.string().min(1).optional(),
   githubUrl: PublicUrl.optional(),
   githubApiUrl: PublicUrl.optional(),
+  relays: Relays.optional(),
   policyFile: z.string().min(1).optional(),
 });
 type ConfigValues = z.infer<typeof ConfigFile>;
@@ -216,6 +243,7 @@ export function loadConfig(args: { flags: ConfigFlags; env: NodeJS.ProcessEnv; c
     loginExpiryMs: parseDuration(merged.loginExpiry ?? DEFAULT_LOGIN_EXPIRY) as number,
     oidc: oidcConfig(merged, path),
     github: githubConfig(merged, path),
+    ...(merged.relays ? { relays: merged.relays } : {}),
     allow: {
       domains: (merged.oidcAllowedDomains ?? []).map((d) => d.toLowerCase().replace(/^@/, '')),
       users: (merged.oidcAllowedUsers ?? []).map((u) => u.toLowerCase()),

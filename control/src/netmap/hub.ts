@@ -1,4 +1,4 @@
-import type { NetMap, NodeView, StreamServerMessage } from '@weft/protocol';
+import type { NetMap, NodeView, RelayMap, StreamServerMessage } from '@weft/protocol';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
@@ -55,6 +55,8 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
+  /** The relays every node is told about (in each full map); undefined when none are configured. */
+  relayMap: RelayMap | undefined;
   /** Nodes that advertise routes: their views differ by viewer (routes as the policy allows). */
   private routers = new Set<string>();
   /** Without a policy: each approved subnet's primary router (peers route it there). */
@@ -148,6 +150,7 @@ export class NetmapHub {
       peers,
       packetFilter: visibility.packetFilter,
       tailnetRanges: this.tailnetRanges,
+      ...(this.relayMap ? { relayMap: this.relayMap } : {}),
     };
     session.send({ type: 'full', netmap });
     if (!replaced) this.propagate([session.nodeId], [], []);

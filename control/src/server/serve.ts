@@ -79,6 +79,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
     const hub = new NetmapHub(visibility, tailnetRanges);
+    if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
     const sync = new NetmapSync(store, hub, log);
     const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
