@@ -1,4 +1,4 @@
-import type { Status } from '@weft/protocol';
+import type { NetcheckReport, Status } from '@weft/protocol';
 
 // Human output of `weft status`. Pure, so its layout is tested without a daemon.
 
@@ -62,12 +62,19 @@ export function formatStatus(st: Status, now = Date.now()): string {
     const offers = st.peers.filter((p) => p.exitNodeOption && !p.exitNode).map((p) => p.name);
     if (offers.length > 0) lines.push(`Exit nodes offered: ${offers.join(', ')} (weft exit-node list)`);
     if (st.peers.length > 0) {
-      const rows = [['NAME', 'ADDRESSES', 'ONLINE', 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX']];
+      // The PATH column appears once the engine reports paths (it has relays to choose from).
+      const paths = st.peers.some((p) => p.path !== undefined);
+      const rows = [
+        ['NAME', 'ADDRESSES', 'ONLINE', ...(paths ? ['PATH'] : []), 'ENDPOINT', 'HANDSHAKE', 'RX', 'TX'],
+      ];
       for (const p of st.peers) {
+        const path =
+          p.path === 'relay' ? `relay${p.relayRegion ? ` (${p.relayRegion})` : ''}` : (p.path ?? '-');
         rows.push([
           p.name,
           p.addresses.join(', '),
           p.online ? 'yes' : 'no',
+          ...(paths ? [path] : []),
           p.endpoint ?? '-',
           formatAgo(p.lastHandshake, now),
           formatBytes(p.rxBytes),
@@ -80,5 +87,38 @@ export function formatStatus(st: Status, now = Date.now()): string {
     }
   }
   if (st.health.length > 0) lines.push('', 'Health:', ...st.health.map((h) => `  - ${h}`));
+  return lines.join('\n');
+}
+
+export function formatNetcheck(r: NetcheckReport): string {
+  const yesNo = (v: boolean | null) => (v === null ? 'unknown' : v ? 'yes' : 'no');
+  const lines = [
+    'Report:',
+    `  UDP: ${r.udp === null ? 'unknown (no relays)' : r.udp ? 'yes' : 'no (blocked?)'}`,
+    `  Reflected endpoints: ${r.reflected.length > 0 ? r.reflected.join(', ') : '-'}`,
+    `  Mapping varies by destination: ${yesNo(r.mappingVariesByDestination)}${
+      r.mappingVariesByDestination === null ? ' (needs two reflectors)' : ''
+    }`,
+    `  Local candidates: ${r.local.length > 0 ? r.local.join(', ') : '-'}`,
+    `  Home relay: ${r.homeRegion ?? '-'}`,
+  ];
+  if (r.relays.length > 0) {
+    lines.push('  Relays:');
+    const rows = [['', 'REGION', 'LATENCY', 'REFLECTED', 'URL']];
+    for (const relay of r.relays) {
+      rows.push([
+        relay.home ? '*' : '',
+        `${relay.regionId}/${relay.name}`,
+        relay.connected ? (relay.latencyMs === null ? '?' : `${relay.latencyMs.toFixed(1)} ms`) : 'down',
+        relay.reflected ?? '-',
+        relay.url,
+      ]);
+    }
+    lines.push(
+      ...table(rows)
+        .split('\n')
+        .map((l) => `    ${l}`),
+    );
+  }
   return lines.join('\n');
 }

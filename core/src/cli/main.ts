@@ -4,7 +4,7 @@ import { LocalApiClient, LocalApiError } from '../localapi/client.js';
 import { DEFAULT_SOCKET } from '../paths.js';
 import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
-import { formatStatus } from './format.js';
+import { formatNetcheck, formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
 import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './routing.js';
 
@@ -76,6 +76,15 @@ program
   .action(async (o: { json?: boolean }) => {
     const st = await client().status();
     process.stdout.write(o.json ? `${JSON.stringify(st, null, 2)}\n` : `${formatStatus(st)}\n`);
+  });
+
+program
+  .command('netcheck')
+  .description('report UDP reachability, reflected endpoints (NAT mapping) and relay latencies')
+  .option('--json', 'print the LocalAPI NetcheckReport object')
+  .action(async (o: { json?: boolean }) => {
+    const r = await client().netcheck();
+    process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatNetcheck(r)}\n`);
   });
 
 program

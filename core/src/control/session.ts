@@ -61,6 +61,14 @@ export class MapSession extends EventEmitter<SessionEvents> {
     await this.loop;
   }
 
+  /**
+   * Drops the current stream and connects again (the network changed under it: a NAT that got a
+   * new address forgets the TCP mapping without a word, and pings would notice only much later).
+   */
+  reconnect(): void {
+    this.ws?.terminate();
+  }
+
   /** Sets the endpoints to report; sent now if connected and changed, and on every reconnect. */
   setEndpoints(endpoints: string[]): void {
     this.endpoints = endpoints;

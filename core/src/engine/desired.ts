@@ -1,4 +1,4 @@
-import type { DesiredState, NetMap, PeerConfig } from '@weft/protocol';
+import type { DesiredState, NetMap, NodeView, PeerConfig } from '@weft/protocol';
 import { normalizeFilter } from './filter.js';
 import { choosePeerEndpoint } from './path.js';
 
@@ -13,6 +13,10 @@ export interface DesiredInputs {
   interfaceName: string;
   nodePrivateKey: string;
   listenPort: number;
+  /** Path selection's endpoint for a peer (direct candidate or loopback relay proxy). */
+  endpointFor?: (peer: NodeView) => string | undefined;
+  /** Peers that are not tailnet nodes: the relays' reflectors. */
+  extraPeers?: PeerConfig[];
 }
 
 export function desiredState({
@@ -20,6 +24,8 @@ export function desiredState({
   interfaceName,
   nodePrivateKey,
   listenPort,
+  endpointFor = choosePeerEndpoint,
+  extraPeers = [],
 }: DesiredInputs): DesiredState {
   const peers: PeerConfig[] = [];
   const seen = new Set<string>([netmap.self.nodeKey]);
@@ -31,13 +37,18 @@ export function desiredState({
     // the whole state, so it is dropped here.
     if (seen.has(peer.nodeKey)) continue;
     seen.add(peer.nodeKey);
-    const endpoint = choosePeerEndpoint(peer);
+    const endpoint = endpointFor(peer);
     peers.push({
       publicKey: peer.nodeKey,
       allowedIPs: peer.allowedIPs,
       ...(endpoint ? { endpoint } : {}),
       persistentKeepalive: PERSISTENT_KEEPALIVE_SECONDS,
     });
+  }
+  for (const extra of extraPeers) {
+    if (seen.has(extra.publicKey)) continue;
+    seen.add(extra.publicKey);
+    peers.push(extra);
   }
   return {
     interface: {

@@ -5,7 +5,9 @@ import {
   type BackendState,
   type ExitNodeList,
   type InterfaceStatus,
+  type NetcheckReport,
   type NetMap,
+  type NodeView,
   type PrefsPatch,
   type RegisterRequest,
   type Status,
@@ -25,6 +27,7 @@ import { Backoff, type BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
+import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
 import {
   advertisedRoutes,
@@ -62,6 +65,10 @@ export interface EngineTiming {
   loginBackoff?: BackoffOptions;
   /** Back-off between failed node key rotations (default from 1 minute up to 1 hour). */
   rotationBackoff?: BackoffOptions;
+  /** Path selection and relay timing (tests make them short). */
+  connectivity?: Partial<
+    Pick<ConnectivityOptions, 'pathTiming' | 'pollMs' | 'fastPollMs' | 'relayBackoff' | 'relayPingMs'>
+  >;
 }
 
 export interface EngineOptions {
@@ -86,6 +93,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private nodeKey: KeyHandle | null = null;
   private netmap: NetMap | null = null;
   private session: MapSession | null = null;
+  /** Relays, relay proxy and path selection; alive while the session is. */
+  private conn: Connectivity | null = null;
   /** The interactive login waiting for a person to sign in in their browser, and its link. */
   private loginWait: LoginWait | null = null;
   private authUrl: string | null = null;
@@ -209,8 +218,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.notice) health.push(this.notice);
     if (this.loginWait && this.loginProblem) health.push(this.loginProblem.message);
     if (this.login && this.rotationProblem) health.push(this.rotationProblem.message);
+    if (wanted && this.conn) health.push(...this.conn.problems());
+    const conn = wanted ? this.conn : null;
     return this.routedStatus(
       buildStatus({
+        peerPath: conn ? (key, endpoint) => conn.peerPath(key, endpoint) : undefined,
         backendState: this.backendState(),
         controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
         authUrl: this.authUrl,
@@ -284,6 +296,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.emit('change');
     }
     return exitNodeList(this.netmap, prefs, this.latency);
+  }
+
+  /** What the node knows of its NAT and relays (`weft netcheck`). */
+  async netcheck(): Promise<NetcheckReport> {
+    if (!this.conn) throw new WeftError('conflict', 'not connected: run weft up first');
+    await this.status();
+    const source = this.opts.addressSource ?? osAddresses;
+    return this.conn.netcheck(localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort));
   }
 
   watch(listener: WatchListener): () => void {
@@ -443,6 +463,12 @@ export class Engine extends EventEmitter<EngineEvents> {
         interfaceName: name,
         nodePrivateKey: this.nodeKey.privateKey,
         listenPort: this.prefs.listenPort,
+        ...(this.conn
+          ? {
+              endpointFor: (peer: NodeView) => this.conn?.endpointFor(peer),
+              extraPeers: this.conn.reflectorPeers(),
+            }
+          : {}),
       }),
     };
   }
@@ -502,11 +528,48 @@ export class Engine extends EventEmitter<EngineEvents> {
     session.on('refused', (err) => this.loggedOutByControl(err.message));
     this.session = session;
     session.setAdvertisedRoutes(advertisedRoutes(routingPrefs(this.prefs)));
+    this.startConnectivity();
     session.start();
     this.reportEndpoints();
   }
 
+  private startConnectivity(): void {
+    if (this.conn || !this.nodeKey) return;
+    const iface = this.opts.interfaceName;
+    const conn = new Connectivity({
+      nodePrivateKey: this.nodeKey.privateKey,
+      nodeKey: this.nodeKey.publicKey,
+      listenPort: this.prefs.listenPort,
+      log: this.opts.log,
+      ...this.timing.connectivity,
+      readInterface: async () => {
+        if (this.reconciler.current?.op !== 'apply' || !this.opts.helper.connected) return null;
+        this.lastIface = await this.opts.helper.status(iface);
+        return this.lastIface;
+      },
+    });
+    conn.on('change', () => this.reconcile());
+    let publicIps = '';
+    conn.on('endpoints', () => {
+      // Our public address changed (a new lease, another network): connections through the old
+      // one are dead even if no packet said so. Re-open the control stream at once.
+      const ips = [...new Set(conn.reflectedEndpoints().map((e) => e.replace(/:\d+$/, '')))].sort().join(' ');
+      const known = publicIps.split(' ');
+      if (publicIps !== '' && ips.split(' ').some((ip) => ip !== '' && !known.includes(ip))) {
+        this.opts.log.info(`public address changed (${publicIps} → ${ips}): reconnecting to control`);
+        this.session?.reconnect();
+      }
+      if (ips !== '') publicIps = ips;
+      this.reportEndpoints();
+    });
+    conn.on('status', () => this.emit('change'));
+    this.conn = conn;
+    if (this.netmap) conn.setNetmap(this.netmap);
+  }
+
   private async stopSession(): Promise<void> {
+    this.conn?.close();
+    this.conn = null;
     const session = this.session;
     this.session = null;
     this.controlProblem = null;
@@ -521,6 +584,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.netmap = applyStreamMessage(this.netmap, msg);
     this.controlProblem = null;
     if (this.netmap) this.netmapWriter.push(this.netmap);
+    if (this.netmap) this.conn?.setNetmap(this.netmap);
     this.reconcile();
     this.emit('change');
   }
@@ -535,7 +599,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private reportEndpoints(): void {
     if (!this.session) return;
     const source = this.opts.addressSource ?? osAddresses;
-    this.session.setEndpoints(localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort));
+    const local = localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort);
+    // Reflected mappings first: peers try candidates in the order reported (after same-LAN ones).
+    const reflected = this.conn?.reflectedEndpoints() ?? [];
+    this.session.setEndpoints([...reflected, ...local.filter((e) => !reflected.includes(e))]);
   }
 
   /** Waits for the person to sign in in their browser: control holds each waiting registration. */

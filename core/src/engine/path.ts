@@ -1,10 +1,354 @@
-import type { NodeView } from '@weft/protocol';
+import type { NodeView, WgPeerStatus } from '@weft/protocol';
+import { parseEndpoint } from '@weft/protocol';
+import { Backoff } from '../retry/backoff.js';
 
 /**
- * The WireGuard endpoint to configure for a peer, or undefined to wait for the peer to reach us
- * (WireGuard learns an endpoint from any authenticated packet). For now the first candidate;
- * path selection (direct candidates vs the loopback relay proxy) replaces this function alone.
+ * The WireGuard endpoint to configure for a peer when no relay is available: its first candidate,
+ * or undefined to wait for the peer to reach us (WireGuard learns an endpoint from any
+ * authenticated packet).
  */
 export function choosePeerEndpoint(peer: NodeView): string | undefined {
   return peer.endpoints[0];
+}
+
+// Path selection, one WireGuard socket per node and no packets of our own on it (WireGuard owns the
+// socket). Each peer's WireGuard endpoint is either a direct candidate or the engine's loopback
+// relay proxy for that peer; WireGuard's roaming (it moves a peer's endpoint to wherever the last
+// authenticated packet came from) does most of the work, and this state machine only decides what
+// endpoint to *request*, from what the interface reports (endpoint, rx/tx bytes) at each poll:
+//
+//   relay    endpoint = loopback proxy; traffic flows at once through the relay. Trials are paced
+//            with back-off: each sets one direct candidate for a short window and "pokes" (sends a
+//            datagram into the tunnel to the peer, so WireGuard sends a packet to the candidate).
+//            That packet opens our NAT towards the peer; if it gets through, the peer roams to us.
+//   trying   a candidate is set (or the peer's packets made WireGuard roam to a direct address):
+//            confirmed when bytes arrive while the endpoint stays direct; otherwise back to relay
+//            (WireGuard may already be there: a relayed packet from the peer roams it back).
+//   direct   confirmed. The endpoint WireGuard roams to is adopted as the requested one, so that a
+//            later fall-back is a change the helper applies (it only sets requested changes).
+//            Dead when something we sent stays unanswered (peers answer any packet within about a
+//            poll interval, see `answers`), or nothing arrives for longer than two keepalives:
+//            back to the relay, and trials resume.
+//
+// Answers: when bytes arrived from a peer on a direct endpoint and we sent nothing back since, the
+// engine pokes it (at most every `answerGapMs`), a faster passive keepalive, so the sender learns
+// within a second or two whether its direct path works.
+
+export type PathMode = 'relay' | 'trying' | 'direct';
+
+export interface PathTiming {
+  /** Delay before the first trial of a new peer or new candidates. */
+  firstTrialMs: number;
+  /** How long one candidate is tried. */
+  trialMs: number;
+  /**
+   * A trial that sent something and got nothing back for this long ends early: while a candidate
+   * is tried, what we send goes to it, so a dead one must not swallow traffic for long.
+   */
+  trialQuietMs: number;
+  /** How often to poke during a trial. */
+  pokeMs: number;
+  /** Pacing of failed trial rounds (exponential back-off with jitter). */
+  retryBaseMs: number;
+  retryCapMs: number;
+  /** Something sent and nothing received for this long on a direct path: it is dead. */
+  unansweredMs: number;
+  /** Nothing at all received for this long on a direct path: it is dead. */
+  silentMs: number;
+  /** At most one answer-poke per peer per this interval. */
+  answerGapMs: number;
+}
+
+export const DEFAULT_PATH_TIMING: PathTiming = {
+  firstTrialMs: 300,
+  trialMs: 2500,
+  trialQuietMs: 1500,
+  pokeMs: 400,
+  retryBaseMs: 2000,
+  retryCapMs: 30_000,
+  unansweredMs: 3500,
+  silentMs: 60_000,
+  answerGapMs: 1500,
+};
+
+export interface PathPeer {
+  key: string;
+  /** Direct candidates, in the order to try them. */
+  candidates: string[];
+}
+
+export interface PeerPathInfo {
+  mode: PathMode;
+  /** The endpoint requested from the helper now (undefined: none yet). */
+  requested: string | undefined;
+  /** The candidate being tried, while trying. */
+  trying: string | null;
+}
+
+interface PeerState {
+  key: string;
+  candidates: string[];
+  mode: PathMode;
+  requested: string | undefined;
+  /** Index in candidates of the candidate being tried; -1 when the peer roamed to us. */
+  trialIndex: number;
+  trialEndpoint: string | null;
+  trialUntil: number;
+  nextTrialAt: number;
+  lastPokeAt: number;
+  backoff: Backoff;
+  prev: WgPeerStatus | null;
+  lastRxAt: number;
+  /** When something was first sent after the last receipt; null when all answered. */
+  unansweredSince: number | null;
+}
+
+export interface PathManagerOptions {
+  timing?: Partial<PathTiming>;
+  /** The loopback relay proxy endpoint for a peer; undefined when there is no relay to use. */
+  relayEndpoint: (key: string) => string | undefined;
+  /** Makes WireGuard send a packet to the peer now (a datagram into the tunnel). */
+  poke: (key: string) => void;
+  random?: () => number;
+  /** Told of every mode change, for the log. */
+  onTransition?: (
+    key: string,
+    from: PathMode,
+    to: PathMode,
+    why: string,
+    endpoint: string | undefined,
+  ) => void;
+}
+
+export function isLoopbackEndpoint(endpoint: string | null | undefined): boolean {
+  if (!endpoint) return false;
+  const e = parseEndpoint(endpoint);
+  if (e === null) return false;
+  return e.addr.family === 4 ? endpoint.startsWith('127.') : /^\[::1\]:/.test(endpoint);
+}
+
+export class PathManager {
+  private readonly peers = new Map<string, PeerState>();
+  private readonly timing: PathTiming;
+
+  constructor(private readonly opts: PathManagerOptions) {
+    this.timing = { ...DEFAULT_PATH_TIMING, ...opts.timing };
+  }
+
+  /** Sets the peers (from the netmap). Returns true when a requested endpoint changed. */
+  setPeers(peers: PathPeer[], now: number): boolean {
+    let changed = false;
+    const keep = new Set(peers.map((p) => p.key));
+    for (const key of this.peers.keys()) if (!keep.has(key)) this.peers.delete(key);
+    for (const p of peers) {
+      let st = this.peers.get(p.key);
+      if (!st) {
+        st = {
+          key: p.key,
+          candidates: p.candidates,
+          mode: 'relay',
+          requested: undefined,
+          trialIndex: -1,
+          trialEndpoint: null,
+          trialUntil: 0,
+          nextTrialAt: now + this.timing.firstTrialMs,
+          lastPokeAt: 0,
+          backoff: new Backoff({
+            baseMs: this.timing.retryBaseMs,
+            capMs: this.timing.retryCapMs,
+            random: this.opts.random,
+          }),
+          prev: null,
+          lastRxAt: now,
+          unansweredSince: null,
+        };
+        this.peers.set(p.key, st);
+      } else if (p.candidates.join(' ') !== st.candidates.join(' ')) {
+        st.candidates = p.candidates;
+        st.trialIndex = -1;
+        // New candidates (a peer's mapping moved, or it just learned it): try them soon.
+        st.backoff.reset();
+        if (st.mode === 'relay') st.nextTrialAt = Math.min(st.nextTrialAt, now + this.timing.firstTrialMs);
+      }
+      if (this.refreshRequest(st)) changed = true;
+    }
+    return changed;
+  }
+
+  /** The endpoint to request for a peer now. */
+  endpointFor(key: string): string | undefined {
+    return this.peers.get(key)?.requested;
+  }
+
+  info(key: string): PeerPathInfo | undefined {
+    const st = this.peers.get(key);
+    if (!st) return undefined;
+    return { mode: st.mode, requested: st.requested, trying: st.mode === 'trying' ? st.trialEndpoint : null };
+  }
+
+  /** True while some peer is being tried: the engine polls faster then. */
+  get busy(): boolean {
+    for (const st of this.peers.values()) if (st.mode === 'trying') return true;
+    return false;
+  }
+
+  /**
+   * Feeds one reading of the interface (`wg` peers) taken at `now`; returns true when a requested
+   * endpoint changed (the engine then re-applies the desired state).
+   */
+  observe(wg: readonly WgPeerStatus[], now: number): boolean {
+    const byKey = new Map(wg.map((p) => [p.publicKey, p]));
+    let changed = false;
+    for (const st of this.peers.values()) {
+      const cur = byKey.get(st.key);
+      if (!cur) continue;
+      if (this.step(st, cur, now)) changed = true;
+      st.prev = cur;
+    }
+    return this.tick(now) || changed;
+  }
+
+  /** Runs timers without a new reading (trial windows, pokes). */
+  tick(now: number): boolean {
+    let changed = false;
+    for (const st of this.peers.values()) {
+      if (st.mode === 'trying' && now >= st.trialUntil) {
+        if (this.nextCandidate(st, now)) changed = true;
+      } else if (st.mode === 'relay' && now >= st.nextTrialAt) {
+        if (this.startRound(st, now)) changed = true;
+      }
+      if (st.mode === 'trying' && now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
+    }
+    return changed;
+  }
+
+  private step(st: PeerState, cur: WgPeerStatus, now: number): boolean {
+    const prev = st.prev;
+    const rxGrew = prev !== null && cur.rxBytes > prev.rxBytes;
+    const txGrew = prev !== null && cur.txBytes > prev.txBytes;
+    if (rxGrew) {
+      st.lastRxAt = now;
+      st.unansweredSince = null;
+    } else if (txGrew && st.unansweredSince === null) {
+      st.unansweredSince = now;
+    }
+    const endpoint = cur.endpoint;
+    const direct = endpoint !== null && !isLoopbackEndpoint(endpoint);
+    const stable = direct && prev !== null && prev.endpoint === endpoint;
+
+    // Answer what arrived directly, so the peer can tell its direct path works.
+    if (direct && rxGrew && !txGrew && now - st.lastPokeAt >= this.timing.answerGapMs) this.poke(st, now);
+
+    let changed = false;
+    switch (st.mode) {
+      case 'relay':
+        // A roam shows as bytes received with a direct endpoint; the candidate of a trial that
+        // just ended may still be on the device until the helper puts the relay back.
+        if (
+          direct &&
+          rxGrew &&
+          (endpoint !== st.trialEndpoint || stable) &&
+          this.opts.relayEndpoint(st.key) !== undefined
+        ) {
+          // The peer's packets reached us directly and WireGuard roamed: confirm it from here.
+          changed = this.enterTrial(st, endpoint, -1, now);
+          st.lastRxAt = now;
+        }
+        break;
+      case 'trying':
+        if (stable && rxGrew) {
+          this.setMode(st, 'direct', 'packets arrived on the direct endpoint', endpoint);
+          st.backoff.reset();
+          st.unansweredSince = null;
+          changed = this.request(st, endpoint);
+        } else if (st.unansweredSince !== null && now - st.unansweredSince >= this.timing.trialQuietMs) {
+          changed = this.nextCandidate(st, now);
+        }
+        break;
+      case 'direct':
+        if (!direct) {
+          // The peer went back to the relay (its direct path died): follow it.
+          changed = this.fallBack(st, now, 'the peer went back to the relay');
+        } else if (st.unansweredSince !== null && now - st.unansweredSince >= this.timing.unansweredMs) {
+          changed = this.fallBack(st, now, `nothing back for ${Math.round(now - st.unansweredSince)} ms`);
+        } else if (now - st.lastRxAt >= this.timing.silentMs) {
+          changed = this.fallBack(st, now, `silent for ${Math.round(now - st.lastRxAt)} ms`);
+        } else if (endpoint !== st.requested) {
+          // Roamed (the peer's NAT moved it): adopt, so a later fall-back is a change.
+          changed = this.request(st, endpoint);
+        }
+        break;
+    }
+    return changed;
+  }
+
+  private setMode(st: PeerState, mode: PathMode, why: string, endpoint?: string): void {
+    if (st.mode !== mode) this.opts.onTransition?.(st.key, st.mode, mode, why, endpoint);
+    st.mode = mode;
+  }
+
+  private fallBack(st: PeerState, now: number, why: string): boolean {
+    this.setMode(st, 'relay', why);
+    st.unansweredSince = null;
+    st.nextTrialAt = now + st.backoff.next();
+    return this.refreshRequest(st);
+  }
+
+  private startRound(st: PeerState, now: number): boolean {
+    if (st.candidates.length === 0 || this.opts.relayEndpoint(st.key) === undefined) {
+      st.nextTrialAt = now + st.backoff.next();
+      return this.refreshRequest(st);
+    }
+    // One candidate per round, in turn: a round that fails costs at most one short window.
+    const index =
+      st.trialIndex >= 0 && st.trialIndex + 1 < Math.min(st.candidates.length, 4) ? st.trialIndex + 1 : 0;
+    return this.enterTrial(st, st.candidates[index] as string, index, now);
+  }
+
+  private enterTrial(st: PeerState, endpoint: string, index: number, now: number): boolean {
+    this.setMode(st, 'trying', index < 0 ? 'the peer reached us directly' : 'trial', endpoint);
+    st.trialIndex = index;
+    st.trialEndpoint = endpoint;
+    st.trialUntil = now + this.timing.trialMs;
+    st.unansweredSince = null;
+    const changed = this.request(st, endpoint);
+    // The poke goes out once the helper has set the endpoint; the first one may still go to the
+    // relay, which is harmless.
+    st.lastPokeAt = now - this.timing.pokeMs + 150;
+    return changed;
+  }
+
+  private nextCandidate(st: PeerState, _now: number): boolean {
+    return this.fallBack(st, _now, `no answer from ${st.trialEndpoint}`);
+  }
+
+  private poke(st: PeerState, now: number): void {
+    st.lastPokeAt = now;
+    this.opts.poke(st.key);
+  }
+
+  /** Sets `requested` from the mode: the relay proxy while relayed (or the first candidate without a relay). */
+  private refreshRequest(st: PeerState): boolean {
+    if (st.mode !== 'relay') return false;
+    const relay = this.opts.relayEndpoint(st.key);
+    return this.request(st, relay ?? st.candidates[0]);
+  }
+
+  private request(st: PeerState, endpoint: string | undefined): boolean {
+    if (st.requested === endpoint) return false;
+    st.requested = endpoint;
+    return true;
+  }
+
+  /** Re-derives requests after the relay proxy came or went (e.g. the relay map changed). */
+  refresh(): boolean {
+    let changed = false;
+    for (const st of this.peers.values()) {
+      if (st.mode === 'trying' && this.opts.relayEndpoint(st.key) === undefined) {
+        this.setMode(st, 'relay', 'no relay');
+      }
+      if (this.refreshRequest(st)) changed = true;
+    }
+    return changed;
+  }
 }

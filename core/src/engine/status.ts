@@ -12,6 +12,11 @@ export interface StatusInputs {
   /** The interface as the helper last reported it; null when not known. */
   iface: InterfaceStatus | null;
   health: string[];
+  /** Path selection's view of a peer (direct or relayed, and through which region). */
+  peerPath?: (
+    key: string,
+    endpoint: string | null,
+  ) => { path: 'direct' | 'relay'; relayRegion: string | null };
 }
 
 /** Strips the prefix length: status shows addresses, not interface prefixes. */
@@ -42,6 +47,7 @@ export function buildStatus(inp: StatusInputs): Status {
             lastHandshake: w?.latestHandshake ? new Date(w.latestHandshake * 1000).toISOString() : null,
             rxBytes: w?.rxBytes ?? 0,
             txBytes: w?.txBytes ?? 0,
+            ...(inp.peerPath ? inp.peerPath(p.nodeKey, w?.endpoint ?? null) : {}),
           };
         })
       : [];

@@ -1,5 +1,13 @@
 import { request } from 'node:http';
-import { ErrorBody, ExitNodeList, LOCALAPI_PREFIX, Status, type UpRequest, WatchEvent } from '@weft/protocol';
+import {
+  ErrorBody,
+  ExitNodeList,
+  LOCALAPI_PREFIX,
+  NetcheckReport,
+  Status,
+  type UpRequest,
+  WatchEvent,
+} from '@weft/protocol';
 import type { z } from 'zod';
 
 // Client of the LocalAPI for the CLI, the desktop app and the web shell (core/src/bridge): talks
@@ -59,6 +67,10 @@ export class LocalApiClient {
 
   logout(): Promise<Status> {
     return this.call('POST', '/logout', {}, Status);
+  }
+
+  netcheck(): Promise<NetcheckReport> {
+    return this.call('GET', '/netcheck', undefined, NetcheckReport);
   }
 
   /** Gives up a pending interactive login; its link stops working. */

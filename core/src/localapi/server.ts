@@ -6,6 +6,7 @@ import {
   type ErrorBody,
   type ExitNodeList,
   LOCALAPI_PREFIX,
+  type NetcheckReport,
   PrefsPatch,
   type Status,
   UpRequest,
@@ -32,6 +33,8 @@ export interface LocalBackend {
   /** Gives up a pending interactive login (its link stops working); a backend without it answers 404. */
   cancelLogin?(): Promise<void>;
   watch(listener: (event: WatchEvent) => void): () => void;
+  /** `weft netcheck`; a backend without it answers 404. */
+  netcheck?(): Promise<NetcheckReport>;
   /** Exit node, allow-LAN, advertised routes, accept-routes; a backend without it answers 404. */
   setPrefs?(patch: PrefsPatch): Promise<void>;
   /** The exit nodes on offer with latencies measured now; a backend without it answers 404. */
@@ -122,6 +125,12 @@ export class LocalApiServer {
         },
       },
       '/watch': { GET: async (req, res) => this.watch(req, res) },
+      '/netcheck': {
+        GET: async (_req, res) => {
+          if (!backend.netcheck) throw new HttpError('not-found', 'netcheck is not supported here');
+          sendJson(res, 200, await backend.netcheck());
+        },
+      },
       '/prefs': {
         POST: async (req, res) => {
           const patch = await readBody(req, PrefsPatch);

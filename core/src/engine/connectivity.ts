@@ -1,0 +1,280 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { networkInterfaces } from 'node:os';
+import {
+  type InterfaceStatus,
+  type NetcheckReport,
+  type NetMap,
+  type NodeView,
+  type PeerConfig,
+  parseAddr,
+  parseEndpoint,
+  parsePrefix,
+  prefixContains,
+  type WgPeerStatus,
+} from '@weft/protocol';
+import { describeError, type Logger } from '../log/logger.js';
+import { RelayManager } from '../relay/manager.js';
+import { RelayProxy } from '../relay/proxy.js';
+import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './path.js';
+
+// Everything that gets packets to peers besides WireGuard itself: the relays (and their
+// reflectors), the loopback relay proxy, and path selection driven by polling the interface.
+// The engine asks it for each peer's endpoint and for the reflector peers when it computes the
+// desired state, and re-applies when it says 'change'.
+
+export interface ConnectivityEvents {
+  /** Requested endpoints or reflector peers changed: the desired state must be re-applied. */
+  change: [];
+  /** Candidates to report to control changed (a reflector saw a new mapping). */
+  endpoints: [];
+  /** Something shown in status changed (a path, the home relay). */
+  status: [];
+}
+
+export interface ConnectivityOptions {
+  nodePrivateKey: string;
+  nodeKey: string;
+  listenPort: number;
+  log: Logger;
+  /** Reads the interface through the helper; null when it cannot be read now. */
+  readInterface: () => Promise<InterfaceStatus | null>;
+  pathTiming?: Partial<PathTiming>;
+  /** Poll period while no trial runs, and while one does. */
+  pollMs?: number;
+  fastPollMs?: number;
+  relayBackoff?: { baseMs?: number; capMs?: number };
+  relayPingMs?: number;
+  /** Where pokes go on the peer (nothing needs to listen: WireGuard carries it either way). */
+  pokePort?: number;
+  /** Local prefixes (for preferring same-LAN candidates); defaults to the OS's. */
+  localPrefixes?: () => string[];
+}
+
+export interface PeerPathStatus {
+  path: 'direct' | 'relay';
+  relayRegion: string | null;
+}
+
+export const POKE_PORT = 9;
+const POKE = Buffer.from('weft-path-probe');
+
+export class Connectivity extends EventEmitter<ConnectivityEvents> {
+  readonly relays: RelayManager;
+  readonly proxy: RelayProxy;
+  readonly paths: PathManager;
+  private netmap: NetMap | null = null;
+  private pokeSocket4: Socket | null = null;
+  private pokeSocket6: Socket | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private polling = false;
+  private closed = false;
+  private lastWg: WgPeerStatus[] = [];
+  private statusKey = '';
+
+  constructor(private readonly opts: ConnectivityOptions) {
+    super();
+    this.relays = new RelayManager({
+      nodePrivateKey: opts.nodePrivateKey,
+      nodeKey: opts.nodeKey,
+      log: opts.log,
+      backoff: opts.relayBackoff,
+      pingMs: opts.relayPingMs,
+    });
+    this.proxy = new RelayProxy({ send: (dst, pkt) => this.relays.send(dst, pkt) });
+    this.proxy.setWireGuardPort(opts.listenPort);
+    this.paths = new PathManager({
+      timing: opts.pathTiming,
+      // While relays are configured the proxy stays the fallback even when they are all down for
+      // a moment: nothing has to be re-applied when they come back, so relayed peers recover as
+      // soon as the WebSocket does.
+      relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
+      poke: (key) => this.poke(key),
+      onTransition: (key, from, to, why, endpoint) => {
+        const name = this.netmap?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
+        const line = `path to ${name}: ${from} → ${to}${endpoint ? ` ${endpoint}` : ''} (${why})`;
+        if (to === 'trying' && why === 'trial') opts.log.debug(line);
+        else opts.log.info(line);
+      },
+    });
+    this.relays.on('packet', (source, packet) => this.proxy.deliver(source, packet));
+    // Reflector peers may have changed too: always re-derive the desired state (cheap when equal).
+    this.relays.on('change', () => {
+      this.paths.refresh();
+      this.changed(true);
+    });
+    this.relays.on('endpoints', () => this.emit('endpoints'));
+    this.proxy.on('change', () => this.changed(this.paths.refresh()));
+    this.schedule(0);
+  }
+
+  /** Follows a new netmap: relay regions, proxy sockets, peers and their candidates. */
+  setNetmap(netmap: NetMap): void {
+    this.netmap = netmap;
+    this.relays.setMap(netmap.relayMap);
+    const peers = netmap.peers.filter((p) => p.nodeKey !== netmap.self.nodeKey);
+    this.proxy.setPeers(this.relays.configured ? peers.map((p) => p.nodeKey) : []);
+    const changed = this.paths.setPeers(
+      peers.map((p) => this.pathPeer(p)),
+      performance.now(),
+    );
+    this.changed(changed);
+  }
+
+  /** The WireGuard endpoint to request for a peer. */
+  endpointFor(peer: NodeView): string | undefined {
+    return this.paths.endpointFor(peer.nodeKey);
+  }
+
+  reflectorPeers(): PeerConfig[] {
+    return this.relays.reflectorPeers();
+  }
+
+  reflectedEndpoints(): string[] {
+    return this.relays.reflectedEndpoints();
+  }
+
+  peerPath(key: string, endpoint: string | null): PeerPathStatus {
+    const info = this.paths.info(key);
+    const home = this.relays.homeRegion?.name ?? null;
+    if (info?.mode === 'direct') return { path: 'direct', relayRegion: null };
+    // Without a relay, whatever endpoint WireGuard uses is direct.
+    if (!this.relays.configured && endpoint !== null && !isLoopbackEndpoint(endpoint))
+      return { path: 'direct', relayRegion: null };
+    return { path: 'relay', relayRegion: home };
+  }
+
+  problems(): string[] {
+    return this.relays.problems();
+  }
+
+  /** What `weft netcheck` prints: reflected mappings, UDP, relays and their latency. */
+  netcheck(local: string[]): NetcheckReport {
+    const relays = this.relays.report();
+    const reflected = this.relays.reflectedEndpoints();
+    const reflectorSeen = this.lastWg.some(
+      (p) => this.relays.reflectorKeys().has(p.publicKey) && p.latestHandshake !== null,
+    );
+    const seen = relays.filter((r) => r.reflected !== null).map((r) => r.reflected as string);
+    return {
+      udp: relays.length === 0 ? null : reflected.length > 0 || reflectorSeen,
+      reflected,
+      mappingVariesByDestination: seen.length < 2 ? null : new Set(seen).size > 1,
+      local,
+      homeRegion: this.relays.homeRegion?.name ?? null,
+      relays,
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.relays.close();
+    this.proxy.close();
+    this.pokeSocket4?.close();
+    this.pokeSocket6?.close();
+  }
+
+  private pathPeer(p: NodeView): PathPeer {
+    return { key: p.nodeKey, candidates: orderCandidates(p.endpoints, this.localPrefixes()) };
+  }
+
+  private localPrefixes(): string[] {
+    if (this.opts.localPrefixes) return this.opts.localPrefixes();
+    return Object.values(networkInterfaces()).flatMap((addrs) =>
+      (addrs ?? []).filter((a) => !a.internal && a.cidr).map((a) => a.cidr as string),
+    );
+  }
+
+  private changed(requestChanged: boolean): void {
+    if (requestChanged) this.emit('change');
+    const key = JSON.stringify([
+      this.relays.homeRegion?.regionId ?? null,
+      this.relays.available,
+      ...(this.netmap?.peers ?? []).map((p) => this.paths.info(p.nodeKey)?.mode),
+    ]);
+    if (key !== this.statusKey) {
+      this.statusKey = key;
+      this.emit('status');
+    }
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.poll(), ms);
+  }
+
+  private async poll(): Promise<void> {
+    if (this.closed || this.polling) return;
+    this.polling = true;
+    try {
+      if (this.netmap && this.netmap.peers.length > 0) {
+        const iface = await this.opts.readInterface();
+        if (iface?.exists) {
+          this.lastWg = iface.peers;
+          this.changed(this.paths.observe(iface.peers, performance.now()));
+        } else {
+          this.changed(this.paths.tick(performance.now()));
+        }
+      }
+    } catch (err) {
+      this.opts.log.debug(`path poll: ${describeError(err)}`);
+    } finally {
+      this.polling = false;
+      this.schedule(this.paths.busy ? (this.opts.fastPollMs ?? 400) : (this.opts.pollMs ?? 1000));
+    }
+  }
+
+  /** A datagram into the tunnel to the peer: WireGuard encrypts it and sends it to the endpoint. */
+  private poke(key: string): void {
+    const peer = this.netmap?.peers.find((p) => p.nodeKey === key);
+    if (!peer) return;
+    const addrs = peer.addresses.map((a) => a.replace(/\/\d+$/, ''));
+    const v4 = addrs.find((a) => parseAddr(a)?.family === 4);
+    const target = v4 ?? addrs.find((a) => parseAddr(a)?.family === 6);
+    if (!target) return;
+    if (v4 && !this.pokeSocket4) this.pokeSocket4 = this.pokeSocket('udp4');
+    if (!v4 && !this.pokeSocket6) this.pokeSocket6 = this.pokeSocket('udp6');
+    const socket = (v4 ? this.pokeSocket4 : this.pokeSocket6) as Socket;
+    socket.send(POKE, this.opts.pokePort ?? POKE_PORT, target, () => {});
+  }
+
+  private pokeSocket(type: 'udp4' | 'udp6'): Socket {
+    const s = createSocket({ type });
+    s.on('error', (err) => this.opts.log.debug(`poke socket: ${describeError(err)}`));
+    s.unref();
+    return s;
+  }
+}
+
+/**
+ * Candidates in the order to try them: those on a LAN this host is on first (same network, no
+ * NAT in between), then the rest as the peer reported them (its reflected mappings first).
+ * One address reflected with different ports by two reflectors is an endpoint-dependent NAT:
+ * its mappings are good for the reflectors only, so they are left out (sending to them would
+ * only swallow traffic for a trial window). Such a peer still gets a direct path to us when we
+ * have no NAT, or an endpoint-independent one that lets it in: its own trials open it.
+ */
+export function orderCandidates(endpoints: readonly string[], localPrefixes: readonly string[]): string[] {
+  const prefixes = localPrefixes.flatMap((t) => {
+    const p = parsePrefix(t);
+    return p && p.bits > 0 ? [p] : [];
+  });
+  const near: string[] = [];
+  const far: string[] = [];
+  for (const e of endpoints) {
+    const ep = parseEndpoint(e);
+    if (!ep || near.includes(e) || far.includes(e)) continue;
+    if (prefixes.some((p) => p.addr.family === ep.addr.family && prefixContains(p, ep.addr))) near.push(e);
+    else far.push(e);
+  }
+  const ports = new Map<string, Set<number>>();
+  for (const e of far) {
+    const ep = parseEndpoint(e) as NonNullable<ReturnType<typeof parseEndpoint>>;
+    const ip = e.slice(0, e.lastIndexOf(':'));
+    ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
+  }
+  const varying = (e: string) => (ports.get(e.slice(0, e.lastIndexOf(':')))?.size ?? 0) > 1;
+  return [...near, ...far.filter((e) => !varying(e))];
+}

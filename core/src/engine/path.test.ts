@@ -1,0 +1,197 @@
+import type { WgPeerStatus } from '@weft/protocol';
+import { describe, expect, it } from 'vitest';
+import { orderCandidates } from './connectivity.js';
+import { isLoopbackEndpoint, PathManager } from './path.js';
+
+// The path state machine driven with made-up interface readings: what WireGuard would report
+// (endpoint after roaming, byte counters) at each poll, and the endpoint the engine requests.
+
+const KEY = `${'a'.repeat(43)}=`;
+const RELAY = '127.0.0.1:40001';
+const CAND = '198.18.0.102:41641';
+const LAN = '198.18.12.2:41641';
+
+function setup(opts: { relay?: boolean; candidates?: string[] } = {}) {
+  const pokes: number[] = [];
+  let now = 0;
+  const pm = new PathManager({
+    relayEndpoint: () => (opts.relay === false ? undefined : RELAY),
+    poke: () => pokes.push(now),
+    random: () => 0.5,
+  });
+  pm.setPeers([{ key: KEY, candidates: opts.candidates ?? [CAND, LAN] }], now);
+  let rx = 0;
+  let tx = 0;
+  /** One poll `ms` after the last, WireGuard at `endpoint`, with bytes received/sent since. */
+  const poll = (ms: number, endpoint: string | null, got = 0, sent = 0) => {
+    now += ms;
+    rx += got;
+    tx += sent;
+    const wg: WgPeerStatus = {
+      publicKey: KEY,
+      endpoint,
+      allowedIPs: [],
+      latestHandshake: null,
+      rxBytes: rx,
+      txBytes: tx,
+    };
+    pm.observe([wg], now);
+    return pm.info(KEY);
+  };
+  return { pm, poll, pokes, at: () => now };
+}
+
+describe('path selection', () => {
+  it('starts on the relay, so traffic flows at once', () => {
+    const { pm } = setup();
+    expect(pm.endpointFor(KEY)).toBe(RELAY);
+    expect(pm.info(KEY)?.mode).toBe('relay');
+  });
+
+  it('tries a candidate, and goes direct once packets arrive on it', () => {
+    const { pm, poll, pokes } = setup();
+    poll(0, RELAY);
+    expect(poll(400, RELAY)?.mode).toBe('trying');
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+    // The helper set the candidate; pokes make WireGuard send to it.
+    poll(400, CAND, 0, 64);
+    expect(pokes.length).toBeGreaterThan(0);
+    // The peer answered from its mapping: WireGuard roamed there (same address here).
+    const info = poll(400, CAND, 96, 0);
+    expect(info?.mode).toBe('direct');
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+  });
+
+  it('goes back to the relay when no candidate answers, and paces the next round', () => {
+    const { pm, poll, at } = setup({ candidates: [CAND] });
+    poll(0, RELAY);
+    poll(400, RELAY);
+    expect(pm.info(KEY)?.mode).toBe('trying');
+    // The peer's relayed packets made WireGuard roam back to the proxy during the trial.
+    for (let i = 0; i < 7; i++) poll(400, RELAY, 64, 64);
+    expect(pm.info(KEY)?.mode).toBe('relay');
+    expect(pm.endpointFor(KEY)).toBe(RELAY);
+    const failedAt = at();
+    let retried = 0;
+    while (pm.info(KEY)?.mode === 'relay' && at() - failedAt < 60_000) {
+      poll(100, RELAY);
+      retried = at() - failedAt;
+    }
+    // Back-off: 2 s base with jitter (half to all of it), not at once.
+    expect(retried).toBeGreaterThanOrEqual(1000);
+    expect(retried).toBeLessThanOrEqual(2100);
+  });
+
+  it('gives up on a silent candidate early, and tries the next one in the next round', () => {
+    const { pm, poll } = setup();
+    poll(0, RELAY);
+    poll(400, RELAY);
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+    // What we send to it stays unanswered: 1.5 s, not the whole window, of traffic lost.
+    let polls = 0;
+    while (pm.info(KEY)?.mode === 'trying' && polls < 10) {
+      poll(400, CAND, 0, 64);
+      polls++;
+    }
+    expect(polls).toBeLessThanOrEqual(5);
+    expect(pm.endpointFor(KEY)).toBe(RELAY);
+    while (pm.info(KEY)?.mode === 'relay' && polls < 100) {
+      poll(100, RELAY);
+      polls++;
+    }
+    expect(pm.endpointFor(KEY)).toBe(LAN);
+  });
+
+  it('follows the peer when its packets reach us directly (WireGuard roamed)', () => {
+    const { pm, poll } = setup({ candidates: [] });
+    poll(0, RELAY);
+    expect(poll(1000, '198.18.0.101:5555', 96)?.mode).toBe('trying');
+    expect(pm.endpointFor(KEY)).toBe('198.18.0.101:5555');
+    expect(poll(400, '198.18.0.101:5555', 96)?.mode).toBe('direct');
+  });
+
+  it('falls back to the relay when what it sends on a direct path stays unanswered', () => {
+    const { pm, poll } = setup();
+    poll(0, RELAY);
+    poll(400, RELAY);
+    poll(400, CAND, 96, 64);
+    expect(poll(400, CAND, 96, 64)?.mode).toBe('direct');
+    // Traffic keeps going out; nothing comes back (the path was cut).
+    let polls = 0;
+    while (poll(1000, CAND, 0, 128)?.mode === 'direct' && polls < 10) polls++;
+    // The first unanswered send is seen at the first poll; 3.5 s later it is dead.
+    expect(polls).toBe(4);
+    expect(pm.endpointFor(KEY)).toBe(RELAY);
+  });
+
+  it('follows the peer back to the relay, and adopts a roamed direct endpoint', () => {
+    const { pm, poll } = setup();
+    poll(0, RELAY);
+    poll(400, RELAY);
+    poll(400, CAND, 96, 64);
+    poll(400, CAND, 96, 64);
+    expect(pm.info(KEY)?.mode).toBe('direct');
+    // The peer's NAT moved it: WireGuard roamed; requesting the new one makes a later fall-back a change.
+    poll(1000, '198.18.0.102:6000', 96, 64);
+    expect(pm.endpointFor(KEY)).toBe('198.18.0.102:6000');
+    // The peer sent through the relay: it lost the direct path, so do we.
+    poll(1000, RELAY, 96, 64);
+    expect(pm.info(KEY)?.mode).toBe('relay');
+    expect(pm.endpointFor(KEY)).toBe(RELAY);
+  });
+
+  it('answers a packet that arrived directly, at most once per interval', () => {
+    const { poll, pokes } = setup({ candidates: [] });
+    poll(0, RELAY);
+    poll(1000, '198.18.0.101:5555', 96);
+    poll(400, '198.18.0.101:5555', 96);
+    const before = pokes.length;
+    poll(2000, '198.18.0.101:5555', 32);
+    expect(pokes.length).toBe(before + 1);
+    poll(100, '198.18.0.101:5555', 32);
+    expect(pokes.length).toBe(before + 1);
+  });
+
+  it('without a relay, uses the first candidate and never trials', () => {
+    const { pm, poll } = setup({ relay: false });
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+    for (let i = 0; i < 20; i++) poll(1000, CAND, 96, 96);
+    expect(pm.info(KEY)?.mode).toBe('relay');
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+  });
+
+  it('tries new candidates soon after they change', () => {
+    const { pm, poll, at } = setup({ candidates: [CAND] });
+    poll(0, RELAY);
+    poll(400, RELAY);
+    for (let i = 0; i < 7; i++) poll(400, RELAY);
+    expect(pm.info(KEY)?.mode).toBe('relay');
+    pm.setPeers([{ key: KEY, candidates: ['198.18.0.102:7777'] }], at());
+    poll(400, RELAY);
+    expect(pm.endpointFor(KEY)).toBe('198.18.0.102:7777');
+  });
+});
+
+describe('candidates', () => {
+  it('puts those on our own LANs first, then keeps the reported order, without repeats', () => {
+    expect(
+      orderCandidates(
+        ['198.18.0.101:1', '198.51.100.3:1', '198.18.0.101:1', 'junk', '203.0.113.9:1'],
+        ['198.51.100.2/24', 'fd00::1/64'],
+      ),
+    ).toEqual(['198.51.100.3:1', '198.18.0.101:1', '203.0.113.9:1']);
+  });
+
+  it('leaves out mappings that vary by destination (they only work towards the reflectors)', () => {
+    expect(
+      orderCandidates(['198.18.0.103:1000', '198.18.0.103:2000', '198.18.13.2:5'], ['198.18.11.2/24']),
+    ).toEqual(['198.18.13.2:5']);
+  });
+
+  it('tells the loopback relay proxy from a direct endpoint', () => {
+    expect(isLoopbackEndpoint('127.0.0.1:5')).toBe(true);
+    expect(isLoopbackEndpoint('[::1]:5')).toBe(true);
+    expect(isLoopbackEndpoint('198.18.0.1:5')).toBe(false);
+    expect(isLoopbackEndpoint(null)).toBe(false);
+  });
+});

@@ -1,0 +1,247 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateKeyPair, type KeyPair, REFLECTOR_ALLOWED_IP, type RelayMap } from '@weft/protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../log/logger.js';
+import { RelayConnection } from './client.js';
+import { RelayManager } from './manager.js';
+import { RelayProxy } from './proxy.js';
+
+// Core's relay side against the real `weft-relay` binary (built by `npm run build`; core does not
+// import the relay's code) on loopback: authentication with a pinned key, the loopback proxy that
+// WireGuard would talk to, home region and fail-over.
+
+const RELAY_BIN = fileURLToPath(new URL('../../../relay/dist/cli/main.js', import.meta.url));
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitUntil(what: string, check: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+interface Relay {
+  url: string;
+  key: string;
+  port: number;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+/** Starts weft-relay on 127.0.0.1 (a free port, kept across restarts). */
+async function relay(): Promise<Relay> {
+  if (!existsSync(RELAY_BIN)) throw new Error(`${RELAY_BIN} is not built: run npm run build`);
+  const dir = await mkdtemp(join(tmpdir(), 'weft-core-relay-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  let child: ChildProcess | null = null;
+  let port = 0;
+  let key = '';
+  const start = async () => {
+    const c = spawn(
+      process.execPath,
+      [RELAY_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--reflector-port', '0', '--state-dir', dir],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    child = c;
+    let out = '';
+    c.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    await waitUntil(
+      'weft-relay to listen',
+      () => /listening on ws:\/\/127\.0\.0\.1:(\d+)\/relay/.test(out),
+      10_000,
+    );
+    port = Number(/127\.0\.0\.1:(\d+)\/relay/.exec(out)?.[1]);
+    key = /key (\S+)/.exec(out)?.[1] as string;
+  };
+  const stop = async () => {
+    const c = child;
+    child = null;
+    if (!c || c.exitCode !== null) return;
+    const exited = once(c, 'exit');
+    c.kill('SIGTERM');
+    await exited;
+  };
+  await start();
+  cleanups.push(stop);
+  return {
+    get url() {
+      return `ws://127.0.0.1:${port}/relay`;
+    },
+    get key() {
+      return key;
+    },
+    get port() {
+      return port;
+    },
+    start,
+    stop,
+  };
+}
+
+function manager(keys: KeyPair): RelayManager {
+  const m = new RelayManager({
+    nodePrivateKey: keys.privateKey,
+    nodeKey: keys.publicKey,
+    log: silentLogger,
+    backoff: { baseMs: 50, capMs: 300 },
+    pingMs: 200,
+  });
+  cleanups.push(() => m.close());
+  return m;
+}
+
+/** A UDP socket standing in for a node's WireGuard port. */
+async function fakeWireGuard(): Promise<{
+  socket: Socket;
+  port: number;
+  got: Array<{ data: string; from: number }>;
+}> {
+  const socket = createSocket('udp4');
+  const got: Array<{ data: string; from: number }> = [];
+  socket.on('message', (m, r) => got.push({ data: m.toString(), from: r.port }));
+  socket.bind(0, '127.0.0.1');
+  await once(socket, 'listening');
+  cleanups.push(() => socket.close());
+  return { socket, port: socket.address().port, got };
+}
+
+describe('relay connection', () => {
+  it('authenticates with the node key and refuses a relay that is not the pinned one', async () => {
+    const r = await relay();
+    const keys = generateKeyPair();
+    const good = new RelayConnection({
+      url: r.url,
+      relayKey: r.key,
+      nodePrivateKey: keys.privateKey,
+      nodeKey: keys.publicKey,
+    });
+    cleanups.push(() => good.close());
+    good.start();
+    await waitUntil('authenticated', () => good.connected);
+    expect(good.reflectorPort).toBeGreaterThan(0);
+    await waitUntil('latency', () => good.latencyMs !== null);
+
+    const impostor = generateKeyPair().publicKey;
+    const bad = new RelayConnection({
+      url: r.url,
+      relayKey: impostor,
+      nodePrivateKey: keys.privateKey,
+      nodeKey: generateKeyPair().publicKey,
+      backoff: { baseMs: 50, capMs: 100 },
+    });
+    cleanups.push(() => bad.close());
+    bad.start();
+    await waitUntil('refusal', () => bad.lastError !== null);
+    expect(bad.lastError).toMatch(/not the pinned/);
+    await sleep(300);
+    expect(bad.connected).toBe(false);
+  });
+});
+
+describe('loopback relay proxy', () => {
+  it('carries WireGuard datagrams between two nodes, each peer on a socket of its own', async () => {
+    const r = await relay();
+    const map: RelayMap = { regions: [{ regionId: 1, name: 'one', url: r.url, publicKey: r.key }] };
+    const [ka, kb] = [generateKeyPair(), generateKeyPair()];
+    const [wa, wb] = [await fakeWireGuard(), await fakeWireGuard()];
+    const [ma, mb] = [manager(ka), manager(kb)];
+    const pa = new RelayProxy({ send: (d, p) => ma.send(d, p) });
+    const pb = new RelayProxy({ send: (d, p) => mb.send(d, p) });
+    cleanups.push(
+      () => pa.close(),
+      () => pb.close(),
+    );
+    ma.on('packet', (src, pkt) => pa.deliver(src, pkt));
+    mb.on('packet', (src, pkt) => pb.deliver(src, pkt));
+    pa.setWireGuardPort(wa.port);
+    pb.setWireGuardPort(wb.port);
+    const third = generateKeyPair().publicKey;
+    pa.setPeers([kb.publicKey, third]);
+    pb.setPeers([ka.publicKey]);
+    ma.setMap(map);
+    mb.setMap(map);
+    await waitUntil('both connected and sockets bound', () =>
+      Boolean(ma.available && mb.available && pa.endpointFor(kb.publicKey) && pb.endpointFor(ka.publicKey)),
+    );
+    expect(ma.homeRegion?.name).toBe('one');
+    expect(pa.endpointFor(kb.publicKey)).not.toBe(pa.endpointFor(third));
+
+    // A's WireGuard sends to its proxy endpoint for B…
+    const toB = pa.endpointFor(kb.publicKey) as string;
+    wa.socket.send('handshake from a', Number(toB.split(':')[1]), '127.0.0.1');
+    await waitUntil('B receives', () => wb.got.length > 0);
+    // …and B's WireGuard sees it come from B's proxy socket for A: a stable endpoint per peer.
+    const fromA = Number((pb.endpointFor(ka.publicKey) as string).split(':')[1]);
+    expect(wb.got[0]).toEqual({ data: 'handshake from a', from: fromA });
+    wb.socket.send('response from b', fromA, '127.0.0.1');
+    await waitUntil('A receives', () => wa.got.length > 0);
+    expect(wa.got[0]).toEqual({ data: 'response from b', from: Number(toB.split(':')[1]) });
+
+    // Only our own WireGuard port may send through the proxy.
+    const stranger = await fakeWireGuard();
+    stranger.socket.send('injected', Number(toB.split(':')[1]), '127.0.0.1');
+    await sleep(200);
+    expect(wb.got.map((g) => g.data)).not.toContain('injected');
+
+    // The reflector is a WireGuard peer of the home region.
+    const [reflector] = ma.reflectorPeers();
+    expect(reflector).toMatchObject({
+      publicKey: r.key,
+      allowedIPs: [REFLECTOR_ALLOWED_IP],
+      persistentKeepalive: 25,
+    });
+    expect(reflector?.endpoint).toMatch(/^127\.0\.0\.1:\d+$/);
+  });
+});
+
+describe('relay regions', () => {
+  it('fails over to another region when the home one goes down, and reconnects when it is back', async () => {
+    const [r1, r2] = [await relay(), await relay()];
+    const map: RelayMap = {
+      regions: [
+        { regionId: 1, name: 'one', url: r1.url, publicKey: r1.key },
+        { regionId: 2, name: 'two', url: r2.url, publicKey: r2.key },
+      ],
+    };
+    const m = manager(generateKeyPair());
+    m.setMap(map);
+    await waitUntil('both regions up', () => m.report().every((x) => x.connected && x.latencyMs !== null));
+    const home = m.homeRegion?.name;
+    expect(['one', 'two']).toContain(home);
+    const [down, other] = home === 'one' ? [r1, 'two'] : [r2, 'one'];
+    expect(m.reflectorPeers()).toHaveLength(2);
+    expect(m.reflectorPeers()[1]?.allowedIPs).toEqual([]);
+
+    await down.stop();
+    await waitUntil('fail-over', () => m.homeRegion?.name === other);
+    expect(m.available).toBe(true);
+    expect(m.problems()).toEqual([]);
+    await down.start();
+    await waitUntil('reconnected', () => m.report().every((x) => x.connected), 5000);
+  });
+
+  it('says in health when no relay is reachable', async () => {
+    const r = await relay();
+    const m = manager(generateKeyPair());
+    m.setMap({ regions: [{ regionId: 7, name: 'seven', url: r.url, publicKey: r.key }] });
+    await waitUntil('up', () => m.available);
+    await r.stop();
+    await waitUntil('down', () => !m.available);
+    expect(m.problems()[0]).toMatch(/no relay reachable \(seven: /);
+  });
+});
