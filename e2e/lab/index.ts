@@ -1,3 +1,4 @@
 export * from './exec.js';
 export * from './lab.js';
+export * from './nat.js';
 export * from './weft.js';

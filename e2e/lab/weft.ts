@@ -24,6 +24,7 @@ export const BIN = {
   weftd: bin('core/dist/daemon/main.js'),
   weft: bin('core/dist/cli/main.js'),
   helper: bin('native-helpers/dist/main.js'),
+  relay: bin('relay/dist/cli/main.js'),
 };
 
 /** A scratch folder for one test run; removed by `removeScratch`. */
@@ -60,6 +61,8 @@ export class ControlServer {
     readonly host: Host,
     readonly dir: string,
     readonly port = 8080,
+    /** More `serve` flags, e.g. ['--relays', '1,lab,ws://…/relay,KEY']. */
+    readonly extraArgs: string[] = [],
   ) {
     this.url = `http://${host.ip}:${port}`;
     this.db = join(dir, 'control.db');
@@ -78,6 +81,7 @@ export class ControlServer {
         this.url,
         '--db',
         this.db,
+        ...this.extraArgs,
       ],
       join(this.dir, 'control.log'),
     );
@@ -107,6 +111,71 @@ export class ControlServer {
     const r = await this.host.exec(['node', BIN.control, ...args, '--db', this.db], { timeoutMs: 20_000 });
     if (r.code !== 0) throw new Error(`weft-control ${args.join(' ')} failed: ${r.stderr}`);
     return r.stdout.trim();
+  }
+}
+
+/** A `weft-relay` (relay + WireGuard reflector) on a lab host. */
+export class RelayServer {
+  private child: ChildProcess | null = null;
+  readonly url: string;
+  readonly stateDir: string;
+  publicKey = '';
+
+  constructor(
+    readonly host: Host,
+    readonly dir: string,
+    readonly port = 8443,
+    readonly reflectorPort = 3478,
+  ) {
+    this.url = `ws://${host.ip}:${port}/relay`;
+    this.stateDir = join(dir, 'relay-state');
+  }
+
+  /** Creates the relay's key (if new) and returns it, as an admin does for the relay map. */
+  async key(): Promise<string> {
+    const r = await this.host.exec(['node', BIN.relay, 'key', '--state-dir', this.stateDir], {
+      timeoutMs: 20_000,
+    });
+    if (r.code !== 0) throw new Error(`weft-relay key failed: ${r.stderr}`);
+    this.publicKey = r.stdout.trim();
+    return this.publicKey;
+  }
+
+  /** `ID,NAME,URL,KEY` for control's --relays. */
+  async mapEntry(regionId: number, name: string): Promise<string> {
+    return `${regionId},${name},${this.url},${this.publicKey || (await this.key())}`;
+  }
+
+  async start(): Promise<void> {
+    const child = startLogged(
+      this.host,
+      [
+        'node',
+        BIN.relay,
+        'serve',
+        '--listen',
+        `${this.host.ip}:${this.port}`,
+        '--reflector-port',
+        String(this.reflectorPort),
+        '--state-dir',
+        this.stateDir,
+      ],
+      join(this.dir, 'relay.log'),
+    );
+    this.child = child;
+    let out = '';
+    child.stdout?.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    await waitFor('weft-relay to listen', async () => {
+      if (child.exitCode !== null) throw new Error(`weft-relay exited with ${child.exitCode}`);
+      return out.includes('listening');
+    });
+  }
+
+  async stop(): Promise<void> {
+    await stopChild(this.child);
+    this.child = null;
   }
 }
 
@@ -149,6 +218,8 @@ export class WeftNode {
         this.helperSocket,
         '--interface',
         this.iface,
+        // WEFT_LAB_VERBOSE=1: debug logs in each node's weftd.log.
+        ...(process.env.WEFT_LAB_VERBOSE ? ['--verbose'] : []),
       ],
       join(this.dir, 'weftd.log'),
     );

@@ -1,0 +1,120 @@
+import { type Host, type Lab, type Segment, sleep } from './lab.js';
+
+// NAT routers for network labs, one namespace each with its public leg (eth0) on an "internet"
+// segment and a LAN (eth1) of its own, in the kinds TESTING.md describes:
+//   eim        endpoint-independent mapping (nftables masquerade keeps the source port)
+//   edm        endpoint-dependent ("symmetric"): masquerade fully-random, a new port per destination
+//   udp-block  as eim, but forwarded UDP is dropped (only TCP gets out, e.g. to the relay)
+// Every router lets in only replies (ct established/related) and drops unsolicited packets to
+// itself from the internet, as home routers do; such a packet must not even create a conntrack
+// entry, or the router could later give the LAN host's mapping another port.
+// Double NAT is two routers in series: the inner one's public leg on the outer one's LAN.
+
+export type NatKind = 'eim' | 'edm' | 'udp-block';
+
+export interface RouterOptions {
+  kind: NatKind;
+  /** The segment of the public leg and the router's address there, e.g. 198.18.0.101/24. */
+  wan: Segment;
+  wanAddress: string;
+  /** Default route of the router (needed when its public leg is another router's LAN). */
+  wanGateway?: string;
+  /** The router's LAN address and prefix, e.g. 198.18.11.1/24. */
+  lanAddress: string;
+}
+
+export class Router {
+  constructor(
+    readonly host: Host,
+    readonly kind: NatKind,
+    readonly lan: Segment,
+    /** The router's LAN address (hosts' gateway), without prefix. */
+    readonly lanIp: string,
+    private readonly lanPrefixLen: number,
+    /** The public address, without prefix. */
+    public wanIp: string,
+    private readonly wanPrefixLen: number,
+  ) {}
+
+  /** Adds a host on this router's LAN (address with prefix), routed through the router. */
+  async addHost(name: string, address: string): Promise<Host> {
+    return this.host.lab.addHost(name, { segment: this.lan, address, gateway: this.lanIp });
+  }
+
+  /** Drops forwarded UDP to and from `ip` (a peer's public address): cuts a direct path. */
+  async cutUdp(ip: string): Promise<void> {
+    await this.nft(`insert rule inet weftnat forward ip daddr ${ip} meta l4proto udp drop`);
+    await this.nft(`insert rule inet weftnat forward ip saddr ${ip} meta l4proto udp drop`);
+  }
+
+  /** Undoes cutUdp. */
+  async restoreUdp(): Promise<void> {
+    const listing = await this.host.must(['nft', '-a', 'list', 'chain', 'inet', 'weftnat', 'forward']);
+    for (const m of listing.matchAll(/ip [sd]addr \S+ meta l4proto udp drop # handle (\d+)/g)) {
+      await this.nft(`delete rule inet weftnat forward handle ${m[1]}`);
+    }
+  }
+
+  /**
+   * A new public address, as after a router restart with a new lease: the kernel forgets every
+   * masqueraded mapping, so every LAN host's mapping changes.
+   */
+  async renumber(newWanIp: string): Promise<void> {
+    const old = this.wanIp;
+    // Old one first: a new address in the same subnet would be a secondary, deleted with the primary.
+    await this.host.must(['ip', 'addr', 'del', `${old}/${this.wanPrefixLen}`, 'dev', 'eth0']);
+    await this.host.must(['ip', 'addr', 'add', `${newWanIp}/${this.wanPrefixLen}`, 'dev', 'eth0']);
+    this.wanIp = newWanIp;
+    await sleep(50);
+  }
+
+  get lanPrefix(): string {
+    return `${this.lanIp}/${this.lanPrefixLen}`;
+  }
+
+  private nft(rule: string): Promise<string> {
+    return this.host.must(['nft', rule]);
+  }
+}
+
+/** The nftables ruleset of a router of `kind` (eth0 public, eth1 LAN). */
+export function routerRuleset(kind: NatKind): string {
+  const masquerade = kind === 'edm' ? 'masquerade fully-random' : 'masquerade';
+  const udp = kind === 'udp-block' ? '    iifname "eth1" oifname "eth0" meta l4proto udp drop\n' : '';
+  return `table inet weftnat {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+${udp}    iifname "eth1" oifname "eth0" accept
+    iifname "eth1" oifname "eth1" accept
+  }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    iifname "eth0" ct state new drop
+  }
+}
+table ip weftnatpost {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "eth0" ${masquerade}
+  }
+}
+`;
+}
+
+/** A NAT router namespace named `name` (at most 9 characters). */
+export async function addRouter(lab: Lab, name: string, opts: RouterOptions): Promise<Router> {
+  const host = await lab.addHost(name, {
+    segment: opts.wan,
+    address: opts.wanAddress,
+    ...(opts.wanGateway ? { gateway: opts.wanGateway } : {}),
+  });
+  const lan = await lab.addSegment();
+  await lab.attach(host.ns, lan, 'eth1', opts.lanAddress);
+  await host.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  const r = await host.exec(['nft', '-f', '-'], { input: routerRuleset(opts.kind) });
+  if (r.code !== 0) throw new Error(`nft on router ${name}: ${r.stderr}`);
+  const [lanIp, lanLen] = opts.lanAddress.split('/') as [string, string];
+  const [wanIp, wanLen] = opts.wanAddress.split('/') as [string, string];
+  return new Router(host, opts.kind, lan, lanIp, Number(lanLen), wanIp, Number(wanLen));
+}
