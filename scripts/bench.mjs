@@ -10,6 +10,11 @@ const BENCHMARKS = {
     file: 'e2e/dist/bench/exit-node.js',
     about: 'exit node lab (root): iperf3 through an exit node vs a direct peer, same run [--seconds S]',
   },
+  nat: {
+    file: 'e2e/dist/bench/nat.js',
+    about:
+      'NAT lab (root): weft up to first ping / direct path per row; iperf3 relay vs direct [connect|throughput]',
+  },
   relay: {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',

@@ -1,0 +1,229 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  addRouter,
+  ControlServer,
+  type Host,
+  Lab,
+  type NatKind,
+  RelayServer,
+  type Router,
+  removeScratch,
+  type Segment,
+  scratchDir,
+  sleep,
+  WeftNode,
+} from '../lab/index.js';
+
+// `npm run bench -- nat [connect|throughput|all] [--seconds S]`: NAT traversal figures from one run
+// on real namespaces, real NAT routers, one real relay and control (as in e2e/tests/nat-matrix).
+//   connect     per matrix row: time from `weft up` (both nodes at once) to the first ping reply
+//               across the tunnel, and to both ends reporting a direct path (rows expected direct)
+//   throughput  iperf3 through the tunnel between the same two hosts (each behind an
+//               endpoint-independent NAT), first direct, then with direct UDP cut at one router
+//               so the same pair goes through the relay: relay/direct ratio (goal ≥ 0.6)
+// Only figures from one run compare; nothing here is asserted.
+
+type Where = 'none' | NatKind;
+
+interface Row {
+  a: Where;
+  b: Where;
+  direct: boolean;
+}
+
+const ROWS: Row[] = [
+  { a: 'none', b: 'eim', direct: true },
+  { a: 'eim', b: 'eim', direct: true },
+  { a: 'none', b: 'edm', direct: true },
+  { a: 'eim', b: 'edm', direct: false },
+  { a: 'edm', b: 'edm', direct: false },
+  { a: 'udp-block', b: 'none', direct: false },
+];
+
+const args = process.argv.slice(2);
+const what = args.find((a) => !a.startsWith('--')) ?? 'all';
+const secondsArg = args.indexOf('--seconds');
+const SECONDS = secondsArg >= 0 ? Number(args[secondsArg + 1]) : 10;
+
+class World {
+  lab!: Lab;
+  dir!: string;
+  net!: Segment;
+  control!: ControlServer;
+  relay!: RelayServer;
+  key!: string;
+  nodes: WeftNode[] = [];
+  private hosts = 0;
+
+  async start(): Promise<void> {
+    this.lab = await Lab.create();
+    this.dir = scratchDir(`bench-${this.lab.id}`);
+    this.net = await this.lab.addSegment();
+    const ctl = await this.lab.addHost('ctl', { segment: this.net, address: '198.18.0.1/24' });
+    const rh = await this.lab.addHost('rly', { segment: this.net, address: '198.18.0.2/24' });
+    mkdirSync(join(this.dir, 'relay'));
+    this.relay = new RelayServer(rh, join(this.dir, 'relay'));
+    this.control = new ControlServer(ctl, this.dir, 8080, [
+      '--relays',
+      await this.relay.mapEntry(1, 'bench'),
+    ]);
+    await Promise.all([this.control.start(), this.relay.start()]);
+    await this.control.cli(['users', 'create', 'bench']);
+    this.key = await this.control.cli(['preauthkey', 'create', '--user', 'bench', '--reusable']);
+  }
+
+  /** A host behind `where`, on its own LAN; returns the host and its router (if any). */
+  async host(where: Where): Promise<{ host: Host; router: Router | null; name: string }> {
+    const i = ++this.hosts;
+    const name = `h${i}`;
+    if (where === 'none') {
+      return {
+        host: await this.lab.addHost(name, { segment: this.net, address: `198.18.0.${10 + i}/24` }),
+        router: null,
+        name,
+      };
+    }
+    const router = await addRouter(this.lab, `r${i}`, {
+      kind: where,
+      wan: this.net,
+      wanAddress: `198.18.0.${100 + i}/24`,
+      lanAddress: `198.18.${10 + i}.1/24`,
+    });
+    return { host: await router.addHost(name, `198.18.${10 + i}.2/24`), router, name };
+  }
+
+  node(host: Host, name: string): WeftNode {
+    const n = new WeftNode(host, scratchDir(`bench-${this.lab.id}-${name}`), this.lab.name(`t${name}`));
+    this.nodes.push(n);
+    return n;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop()));
+    await Promise.all([this.control?.stop(), this.relay?.stop()]);
+    await this.lab?.cleanup();
+    for (const n of this.nodes) removeScratch(n.dir);
+    if (this.dir) removeScratch(this.dir);
+  }
+}
+
+async function pathOf(n: WeftNode, peer: string): Promise<string | undefined> {
+  return (await n.status()).peers.find((p) => p.name === peer)?.path;
+}
+
+async function until<T>(ms: number, check: () => Promise<T | false | undefined>): Promise<T | null> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await check().catch(() => undefined);
+    if (v) return v;
+    await sleep(50);
+  }
+  return null;
+}
+
+async function connect(w: World): Promise<void> {
+  console.log('\n== time from `weft up` to the first ping reply and to a confirmed direct path');
+  console.log('row                      first ping   direct path');
+  for (const row of ROWS) {
+    const [ha, hb] = [await w.host(row.a), await w.host(row.b)];
+    const [a, b] = [w.node(ha.host, ha.name), w.node(hb.host, hb.name)];
+    await Promise.all([a.start(), b.start()]);
+    const t0 = Date.now();
+    await Promise.all([a.up(w.control.url, w.key, ha.name), b.up(w.control.url, w.key, hb.name)]);
+    const bIp = await b.ip4();
+    const ping = await until(
+      30_000,
+      async () => (await a.host.ping(bIp, { count: 1, deadlineS: 1 })) && Date.now(),
+    );
+    let direct: number | null = null;
+    if (row.direct) {
+      direct = await until(30_000, async () => {
+        await a.host.ping(bIp, { count: 1, deadlineS: 1 });
+        const [pa, pb] = await Promise.all([pathOf(a, hb.name), pathOf(b, ha.name)]);
+        return pa === 'direct' && pb === 'direct' && Date.now();
+      });
+    }
+    const fmt = (t: number | null) => (t === null ? 'none in 30 s' : `${t - t0} ms`);
+    console.log(
+      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmt(ping).padEnd(12)} ${row.direct ? fmt(direct) : '(relay by design)'}`,
+    );
+    await Promise.all([a.stop(), b.stop()]);
+  }
+}
+
+async function iperf(
+  client: Host,
+  server: Host,
+  target: string,
+  bind: string,
+  seconds: number,
+): Promise<number> {
+  const srv = server.spawn(['iperf3', '-s', '-1', '-B', bind]);
+  await sleep(500);
+  try {
+    const r = await client.exec(
+      ['timeout', String(seconds + 15), 'iperf3', '-c', target, '-t', String(seconds), '-J'],
+      {
+        timeoutMs: (seconds + 20) * 1000,
+      },
+    );
+    const j = JSON.parse(r.stdout) as {
+      end?: { sum_received?: { bits_per_second?: number } };
+      error?: string;
+    };
+    if (!j.end?.sum_received?.bits_per_second) throw new Error(`iperf3: ${j.error ?? r.stderr}`);
+    return j.end.sum_received.bits_per_second / 1e6;
+  } finally {
+    if (srv.exitCode === null) srv.kill('SIGTERM');
+  }
+}
+
+async function throughput(w: World): Promise<void> {
+  console.log(`\n== iperf3 through the tunnel, same two hosts (each behind an EIM NAT), ${SECONDS} s each`);
+  const [ha, hb] = [await w.host('eim'), await w.host('eim')];
+  const [a, b] = [w.node(ha.host, ha.name), w.node(hb.host, hb.name)];
+  await Promise.all([a.start(), b.start()]);
+  await Promise.all([a.up(w.control.url, w.key, ha.name), b.up(w.control.url, w.key, hb.name)]);
+  const bIp = await b.ip4();
+  const direct = await until(30_000, async () => {
+    await a.host.ping(bIp, { count: 1, deadlineS: 1 });
+    return (await pathOf(a, hb.name)) === 'direct' && (await pathOf(b, ha.name)) === 'direct';
+  });
+  if (!direct) throw new Error('no direct path between the two hosts');
+  const viaDirect = await iperf(a.host, b.host, bIp, bIp, SECONDS);
+  await ha.router?.cutUdp(hb.router?.wanIp as string);
+  const relayed = await until(20_000, async () => {
+    await a.host.ping(bIp, { count: 1, deadlineS: 1 });
+    return (await pathOf(a, hb.name)) === 'relay' && (await pathOf(b, ha.name)) === 'relay';
+  });
+  if (!relayed) throw new Error('the pair did not fall back to the relay');
+  const viaRelay = await iperf(a.host, b.host, bIp, bIp, SECONDS);
+  console.log(`tunnel, direct path:                          ${viaDirect.toFixed(0)} Mbit/s`);
+  console.log(`tunnel, through the relay:                    ${viaRelay.toFixed(0)} Mbit/s`);
+  console.log(
+    `ratio relay/direct:                           ${(viaRelay / viaDirect).toFixed(2)} (goal ≥ 0.6)`,
+  );
+}
+
+async function main(): Promise<void> {
+  const w = new World();
+  const stop = () => {
+    void w.stop().finally(() => process.exit(1));
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  console.log(`npm run bench -- nat ${args.join(' ')}`.trim());
+  try {
+    await w.start();
+    if (what === 'connect' || what === 'all') await connect(w);
+    if (what === 'throughput' || what === 'all') await throughput(w);
+  } finally {
+    await w.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});
