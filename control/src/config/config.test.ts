@@ -165,6 +165,32 @@ describe('configuration', () => {
     );
   });
 
+  it('reads the relay map from a flag, the environment or the file, and refuses a bad one', () => {
+    const key = 'S4uwJH2LaWv3DukARF0f6+RcY22XjEkutR7nxSTYlmA=';
+    const one = { regionId: 1, name: 'fra', url: 'wss://relay-fra.example.com/relay', publicKey: key };
+    const two = { regionId: 2, name: 'nyc', url: 'ws://198.18.0.2:8443/relay', publicKey: key };
+    const flag = `1,fra,${one.url},${key}; 2,nyc,${two.url},${key}`;
+    expect(loadConfig({ flags: { relays: flag }, env: {}, cwd: '/' }).relays).toEqual([one, two]);
+    expect(loadConfig({ flags: {}, env: { WEFT_CONTROL_RELAYS: flag }, cwd: '/' }).relays).toEqual([
+      one,
+      two,
+    ]);
+    const dir = tempDir();
+    const file = join(dir, 'control.json');
+    writeFileSync(file, JSON.stringify({ relays: [one] }));
+    expect(loadConfig({ flags: { config: file }, env: {}, cwd: '/' }).relays).toEqual([one]);
+    expect(loadConfig({ flags: {}, env: {}, cwd: '/' }).relays).toBeUndefined();
+    expect(() => loadConfig({ flags: { relays: `1,fra,${one.url}` }, env: {}, cwd: '/' })).toThrow(
+      /--relays: relay '1,fra,wss:\/\/relay-fra.example.com\/relay' must be ID,NAME,URL,KEY/,
+    );
+    expect(() =>
+      loadConfig({ flags: { relays: `1,fra,https://x/relay,${key}` }, env: {}, cwd: '/' }),
+    ).toThrow(/ws:\/\/ or wss:\/\//);
+    expect(() =>
+      loadConfig({ flags: { relays: `${flag}; 1,again,${two.url},${key}` }, env: {}, cwd: '/' }),
+    ).toThrow(/region ids must be unique/);
+  });
+
   it('parses listen addresses strictly', () => {
     expect(parseListen('127.0.0.1:0')).toEqual({ host: '127.0.0.1', port: 0 });
     expect(parseListen('[fd00::1]:443')).toEqual({ host: 'fd00::1', port: 443 });

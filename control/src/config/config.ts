@@ -118,22 +118,21 @@ const List = z
  * environment, entries `ID,NAME,URL,KEY` separated by spaces or semicolons.
  */
 const Relays = z
-  .union([
-    z.string().transform((text, ctx) =>
-      text
-        .split(/[\s;]+/)
-        .filter((e) => e !== '')
-        .map((entry) => {
-          const [id, name, url, publicKey, ...rest] = entry.split(',');
-          if (rest.length > 0 || publicKey === undefined) {
-            ctx.addIssue({ code: 'custom', message: `relay '${entry}' must be ID,NAME,URL,KEY` });
-            return z.NEVER;
-          }
-          return { regionId: Number(id), name, url, publicKey };
-        }),
-    ),
-    z.array(z.unknown()),
-  ])
+  .union([z.string(), z.array(z.unknown())])
+  .transform((value, ctx) => {
+    if (typeof value !== 'string') return value;
+    return value
+      .split(/[\s;]+/)
+      .filter((e) => e !== '')
+      .map((entry) => {
+        const [id, name, url, publicKey, ...rest] = entry.split(',');
+        if (rest.length > 0 || publicKey === undefined) {
+          ctx.addIssue({ code: 'custom', message: `relay '${entry}' must be ID,NAME,URL,KEY` });
+          return z.NEVER;
+        }
+        return { regionId: Number(id), name, url, publicKey };
+      });
+  })
   .pipe(z.array(RelayRegion).max(64))
   .refine((rs) => new Set(rs.map((r) => r.regionId)).size === rs.length, 'region ids must be unique');
 

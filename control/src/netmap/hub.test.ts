@@ -86,6 +86,20 @@ describe('NetmapHub', () => {
     }
   });
 
+  it('puts the relay map in every full map, and none when no relays are configured', () => {
+    const hub = new NetmapHub(allowAll, []);
+    hub.update([node(1), node(2)]);
+    const [plain] = connectAll(hub, [node(1)]);
+    expect(plain?.messages[0]).toMatchObject({ type: 'full' });
+    expect(plain?.messages[0]?.type === 'full' && 'relayMap' in plain.messages[0].netmap).toBe(false);
+    const relayMap = {
+      regions: [{ regionId: 1, name: 'lab', url: 'ws://198.18.0.2:8443/relay', publicKey: KEY }],
+    };
+    hub.relayMap = relayMap;
+    const [withRelays] = connectAll(hub, [node(2)]);
+    expect(withRelays?.messages[0]).toMatchObject({ type: 'full', netmap: { relayMap } });
+  });
+
   it('sends nothing when nothing visible changed', () => {
     const hub = new NetmapHub(allowAll, []);
     const nodes = [node(1), node(2)];
