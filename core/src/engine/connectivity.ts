@@ -209,7 +209,9 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     if (this.closed || this.polling) return;
     this.polling = true;
     try {
-      if (this.netmap && this.netmap.peers.length > 0) {
+      // Without relays there is nothing to choose (each peer keeps its first candidate): no polling,
+      // no pokes.
+      if (this.netmap && this.netmap.peers.length > 0 && this.relays.configured) {
         const iface = await this.opts.readInterface();
         if (iface?.exists) {
           this.lastWg = iface.peers;
