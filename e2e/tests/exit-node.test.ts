@@ -1,15 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { ExitNodeList, type Status } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ControlServer,
-  type Host,
-  Lab,
-  removeScratch,
-  scratchDir,
-  WeftNode,
-  waitFor,
-} from '../lab/index.js';
+import { ControlServer, type Host, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
 import { startTcpServer, tcpProbe } from './helper-harness.js';
 
 // Exit nodes and subnet routers end to end: real control, real helpers + wireguard-go, real engines
@@ -277,7 +269,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
   });
 
-  it('autoApprovers: a policy approves the exit node without an admin', async () => {
+  it('autoApprovers: a policy approves the exit node; autogroup:internet lets the client use it', async () => {
     await control.cli(['routes', 'unapprove', 'ex', 'exit']);
     await waitFor(
       'ex no longer offered',
@@ -289,7 +281,11 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     writeFileSync(
       policy,
       `{
-  "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }],
+  "acls": [{
+    "action": "accept",
+    "src": ["alice@example.com"],
+    "dst": ["alice@example.com:*", "198.51.100.0/24:80", "autogroup:internet:*"],
+  }],
   "autoApprovers": { "exitNode": ["alice@example.com"] },
 }
 `,
@@ -311,7 +307,9 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       20_000,
     );
     expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
-    // The subnet route, approved by the admin, still works under the policy.
+    // autogroup:internet is public address space: not the ULA the web host also has.
+    expect(await tcpProbe(client, WEB6, 80, 2)).toBeNull();
+    // The subnet route, approved by the admin, still works under the policy (port 80 only).
     expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
   });
 

@@ -175,3 +175,24 @@ describe('routes in the netmap, with a policy', () => {
     expect(s('n4').peer('n3')?.exitNodeOption).toBe(true);
   });
 });
+
+describe('exit nodes under autogroup:internet', () => {
+  it('the exit node is sent a filter letting its users through to public addresses only', () => {
+    const client = node(1);
+    const exit = node(3, { advertisedRoutes: EXIT, approvedRoutes: EXIT });
+    const { s } = setup(
+      [client, exit],
+      `{ "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["autogroup:internet:*"] }] }`,
+    );
+    expect(s('n1').peer('n3')?.exitNodeOption).toBe(true);
+    expect(s('n1').netmap?.packetFilter).toEqual([]);
+    const [rule] = s('n3').netmap?.packetFilter ?? [];
+    const dsts = rule && 'DstPorts' in rule ? (rule.DstPorts ?? []).map((d) => d.IP) : [];
+    expect(dsts).toContain('2000::/3');
+    expect(dsts).toContain('192.169.0.0-223.255.255.255');
+    // Not the exit node's private neighbours, nor the tailnet.
+    expect(dsts.some((d) => d.startsWith('10.') || d.startsWith('192.168.') || d.startsWith('100.64.'))).toBe(
+      false,
+    );
+  });
+});

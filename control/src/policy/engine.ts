@@ -65,6 +65,25 @@ export const TAILSCALE_WILDCARD_SOURCES = setOf(['100.64.0.0/10', 'fd7a:115c:a1e
 );
 
 const EXIT_ROUTES = new Set(['0.0.0.0/0', '::/0']);
+
+/**
+ * What autogroup:internet stands for where an exit node forwards: public unicast space, without
+ * private, shared (CGNAT, the tailnet), loopback, link-local, multicast and reserved ranges.
+ */
+const THE_INTERNET = setOf(['0.0.0.0/0', '2000::/3'])
+  .subtract(
+    setOf([
+      '0.0.0.0/8',
+      '10.0.0.0/8',
+      '100.64.0.0/10',
+      '127.0.0.0/8',
+      '169.254.0.0/16',
+      '172.16.0.0/12',
+      '192.168.0.0/16',
+      '224.0.0.0/3',
+    ]),
+  )
+  .toStrings();
 /** Stands for "the internet" where a route is expected: what exit routes lead to. */
 const INTERNET = 'internet';
 
@@ -608,6 +627,8 @@ export class PolicyEngine {
         if (r.perUser) return ports(own, t.ports);
         if (t.match.wildcard) return ports(['*'], t.ports);
         const ips = identityMatch(t.match, v) ? [...own] : [];
+        // An exit node forwards to the internet what such a rule allows (as Tailscale sends them).
+        if (t.match.internet && v.exitRoutes.length > 0) ips.push(...THE_INTERNET);
         return ports([...ips, ...touching(t.match.prefixes, space)], t.ports);
       });
       if (dstPorts.length > 0)
