@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlServer, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
@@ -10,8 +9,6 @@ import { startWeftWeb, type WeftWeb } from './weft-web.js';
 // built CLI) next to node a's weftd, its URL taken from the first line of its stdout. Sign-in
 // here is by pre-auth key through the CLI (real-signin.test.ts signs in through the UI). Needs
 // root, like every network-lab test.
-
-const canRun = process.getuid?.() === 0 && existsSync('/usr/bin/wireguard-go');
 
 let lab: Lab;
 let dir: string;
@@ -25,7 +22,7 @@ let page: Page;
 const heading = (name: string) => page.getByRole('heading', { level: 1, name, exact: true });
 const statusLine = () => page.locator('.status-line');
 
-describe.skipIf(!canRun)('desktop UI against a real engine (real engine, weft web)', () => {
+describe('desktop UI against a real engine (real engine, weft web)', () => {
   beforeAll(async () => {
     lab = await Lab.create();
     dir = scratchDir(lab.id);

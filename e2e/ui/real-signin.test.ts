@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, writeFileSync } from 'node:fs';
+import { createWriteStream, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +16,6 @@ import { startWeftWeb, type WeftWeb } from './weft-web.js';
 // The browser must reach control, so the root namespace joins the lab's segment through a veth
 // (198.18.0.250); control and the provider run there, the engines in their namespaces.
 
-const canRun = process.getuid?.() === 0 && existsSync('/usr/bin/wireguard-go');
 const ROOT_ADDR = '198.18.0.250';
 
 let lab: Lab;
@@ -39,177 +38,172 @@ async function controlCli(args: string[]): Promise<string> {
   }).trim();
 }
 
-describe.skipIf(!canRun)(
-  'sign in through the identity provider from the UI (real engine, real control, oidc-provider)',
-  () => {
-    beforeAll(async () => {
-      lab = await Lab.create();
-      dir = scratchDir(`${lab.id}-signin`);
-      const seg = await lab.addSegment();
-      // the root namespace on the segment
-      rootLink = lab.name('rt');
-      const hub = lab.name('hub');
-      sh(['ip', 'link', 'add', rootLink, 'type', 'veth', 'peer', 'name', lab.name('rh'), 'netns', hub]);
-      sh(['ip', '-n', hub, 'link', 'set', lab.name('rh'), 'master', seg.bridge, 'up']);
-      sh(['ip', 'addr', 'add', `${ROOT_ADDR}/24`, 'dev', rootLink]);
-      sh(['ip', 'link', 'set', rootLink, 'up']);
+describe('sign in through the identity provider from the UI (real engine, real control, oidc-provider)', () => {
+  beforeAll(async () => {
+    lab = await Lab.create();
+    dir = scratchDir(`${lab.id}-signin`);
+    const seg = await lab.addSegment();
+    // the root namespace on the segment
+    rootLink = lab.name('rt');
+    const hub = lab.name('hub');
+    sh(['ip', 'link', 'add', rootLink, 'type', 'veth', 'peer', 'name', lab.name('rh'), 'netns', hub]);
+    sh(['ip', '-n', hub, 'link', 'set', lab.name('rh'), 'master', seg.bridge, 'up']);
+    sh(['ip', 'addr', 'add', `${ROOT_ADDR}/24`, 'dev', rootLink]);
+    sh(['ip', 'link', 'set', rootLink, 'up']);
 
-      const port = 20_000 + Math.floor(Math.random() * 20_000);
-      controlUrl = `http://${ROOT_ADDR}:${port}`;
-      idp = await startIdp('127.0.0.1', port + 1, `${controlUrl}/oidc/callback`);
-      const secretFile = join(dir, 'client-secret');
-      writeFileSync(secretFile, IDP_CLIENT_SECRET, { mode: 0o600 });
-      const log = createWriteStream(join(dir, 'control.log'));
-      control = spawn(
-        'node',
-        [
-          BIN.control,
-          'serve',
-          '--listen',
-          `${ROOT_ADDR}:${port}`,
-          '--public-url',
-          controlUrl,
-          '--db',
-          join(dir, 'control.db'),
-          '--oidc-issuer',
-          idp.issuer,
-          '--oidc-client-id',
-          IDP_CLIENT_ID,
-          '--oidc-client-secret-file',
-          secretFile,
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] },
-      );
-      control.stdout?.pipe(log);
-      control.stderr?.pipe(log);
-      await waitFor(
-        'control to answer',
-        async () => (await fetch(`${controlUrl}/healthz`).catch(() => null))?.ok === true,
-        20_000,
-      );
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    controlUrl = `http://${ROOT_ADDR}:${port}`;
+    idp = await startIdp('127.0.0.1', port + 1, `${controlUrl}/oidc/callback`);
+    const secretFile = join(dir, 'client-secret');
+    writeFileSync(secretFile, IDP_CLIENT_SECRET, { mode: 0o600 });
+    const log = createWriteStream(join(dir, 'control.log'));
+    control = spawn(
+      'node',
+      [
+        BIN.control,
+        'serve',
+        '--listen',
+        `${ROOT_ADDR}:${port}`,
+        '--public-url',
+        controlUrl,
+        '--db',
+        join(dir, 'control.db'),
+        '--oidc-issuer',
+        idp.issuer,
+        '--oidc-client-id',
+        IDP_CLIENT_ID,
+        '--oidc-client-secret-file',
+        secretFile,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    control.stdout?.pipe(log);
+    control.stderr?.pipe(log);
+    await waitFor(
+      'control to answer',
+      async () => (await fetch(`${controlUrl}/healthz`).catch(() => null))?.ok === true,
+      20_000,
+    );
 
-      for (const [name, addr] of [
-        ['a', '198.18.0.21/24'],
-        ['b', '198.18.0.22/24'],
-      ] as const) {
-        const host = await lab.addHost(name, { segment: seg, address: addr });
-        const node = new WeftNode(host, scratchDir(`${lab.id}-s${name}`), lab.name(`s${name}`));
-        await node.start();
-        nodes[name] = node;
-      }
-      // a server joined with a pre-auth key, so the new device has someone to see
-      await controlCli(['users', 'create', 'ops', '--email', 'ops@example.com']);
-      const key = await controlCli(['preauthkey', 'create', '--user', 'ops', '--reusable']);
-      await nodes.b?.up(controlUrl, key, 'server-b');
+    for (const [name, addr] of [
+      ['a', '198.18.0.21/24'],
+      ['b', '198.18.0.22/24'],
+    ] as const) {
+      const host = await lab.addHost(name, { segment: seg, address: addr });
+      const node = new WeftNode(host, scratchDir(`${lab.id}-s${name}`), lab.name(`s${name}`));
+      await node.start();
+      nodes[name] = node;
+    }
+    // a server joined with a pre-auth key, so the new device has someone to see
+    await controlCli(['users', 'create', 'ops', '--email', 'ops@example.com']);
+    const key = await controlCli(['preauthkey', 'create', '--user', 'ops', '--reusable']);
+    await nodes.b?.up(controlUrl, key, 'server-b');
 
-      shell = await startWeftWeb(nodes.a?.socket ?? '', dir);
-      browser = await launchChromium();
-      const context = await browser.newContext({
-        viewport: { width: 400, height: 720 },
-        reducedMotion: 'reduce',
-      });
-      page = await context.newPage();
-      await page.goto(shell.url);
-    }, 180_000);
+    shell = await startWeftWeb(nodes.a?.socket ?? '', dir);
+    browser = await launchChromium();
+    const context = await browser.newContext({
+      viewport: { width: 400, height: 720 },
+      reducedMotion: 'reduce',
+    });
+    page = await context.newPage();
+    await page.goto(shell.url);
+  }, 180_000);
 
-    afterAll(async () => {
-      await browser?.close();
-      const webExit = await shell?.stop();
-      for (const n of Object.values(nodes)) await n.stop();
-      if (control && control.exitCode === null) {
-        const exited = new Promise((r) => control?.once('exit', r));
-        control.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        if (control.exitCode === null && control.signalCode === null) control.kill('SIGKILL');
-      }
-      await idp?.stop();
-      try {
-        if (rootLink) sh(['ip', 'link', 'del', rootLink]);
-      } catch {
-        // already gone with the hub namespace
-      }
-      await lab?.cleanup();
-      for (const n of Object.values(nodes)) removeScratch(n.dir);
-      if (dir) removeScratch(dir);
-      expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
-    }, 60_000);
+  afterAll(async () => {
+    await browser?.close();
+    const webExit = await shell?.stop();
+    for (const n of Object.values(nodes)) await n.stop();
+    if (control && control.exitCode === null) {
+      const exited = new Promise((r) => control?.once('exit', r));
+      control.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (control.exitCode === null && control.signalCode === null) control.kill('SIGKILL');
+    }
+    await idp?.stop();
+    try {
+      if (rootLink) sh(['ip', 'link', 'del', rootLink]);
+    } catch {
+      // already gone with the hub namespace
+    }
+    await lab?.cleanup();
+    for (const n of Object.values(nodes)) removeScratch(n.dir);
+    if (dir) removeScratch(dir);
+    expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
+  }, 60_000);
 
-    it('cancelling a waiting sign-in ends it in the engine and at control: the link stops working (real engine)', async () => {
-      await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
-      await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      const link = page.getByRole('link', { name: 'Open sign-in page' });
-      await expect.poll(() => link.isVisible(), { timeout: 20_000 }).toBe(true);
-      const authUrl = (await link.getAttribute('href')) ?? '';
-      expect((await nodes.a?.status())?.authUrl).toBe(authUrl);
-      await page.getByRole('button', { name: 'Cancel' }).click();
-      await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
-      // POST /login/cancel: the engine forgets the link, and control refuses it from now on
-      await expect
-        .poll(async () => (await nodes.a?.status())?.authUrl ?? null, { timeout: 10_000 })
-        .toBeNull();
-      expect((await nodes.a?.status())?.backendState).toBe('NeedsLogin');
-      const gone = await fetch(authUrl, { redirect: 'manual' });
-      expect(gone.status).toBeGreaterThanOrEqual(400);
-    }, 60_000);
+  it('cancelling a waiting sign-in ends it in the engine and at control: the link stops working (real engine)', async () => {
+    await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+    await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const link = page.getByRole('link', { name: 'Open sign-in page' });
+    await expect.poll(() => link.isVisible(), { timeout: 20_000 }).toBe(true);
+    const authUrl = (await link.getAttribute('href')) ?? '';
+    expect((await nodes.a?.status())?.authUrl).toBe(authUrl);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+    // POST /login/cancel: the engine forgets the link, and control refuses it from now on
+    await expect.poll(async () => (await nodes.a?.status())?.authUrl ?? null, { timeout: 10_000 }).toBeNull();
+    expect((await nodes.a?.status())?.backendState).toBe('NeedsLogin');
+    const gone = await fetch(authUrl, { redirect: 'manual' });
+    expect(gone.status).toBeGreaterThanOrEqual(400);
+  }, 60_000);
 
-    it('types the control server, opens the link, signs in at the provider, and the device connects (real engine)', async () => {
-      await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
-      // the address typed before is offered again
-      expect(await page.getByRole('textbox', { name: 'Control server' }).inputValue()).toBe(controlUrl);
-      await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      const link = page.getByRole('link', { name: 'Open sign-in page' });
-      await expect.poll(() => link.isVisible(), { timeout: 20_000 }).toBe(true);
-      const authUrl = (await link.getAttribute('href')) ?? '';
-      expect(authUrl.startsWith(`${controlUrl}/`)).toBe(true);
-      expect((await nodes.a?.status())?.authUrl).toBe(authUrl);
-      await screenshots(page, 'real-signin-waiting');
-      const violations = await axeSerious(page);
-      expect(violations, JSON.stringify(violations, null, 2)).toEqual([]);
+  it('types the control server, opens the link, signs in at the provider, and the device connects (real engine)', async () => {
+    await expect.poll(() => heading('Sign in to Weft').isVisible(), { timeout: 15_000 }).toBe(true);
+    // the address typed before is offered again
+    expect(await page.getByRole('textbox', { name: 'Control server' }).inputValue()).toBe(controlUrl);
+    await page.getByRole('textbox', { name: 'Control server' }).fill(controlUrl);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const link = page.getByRole('link', { name: 'Open sign-in page' });
+    await expect.poll(() => link.isVisible(), { timeout: 20_000 }).toBe(true);
+    const authUrl = (await link.getAttribute('href')) ?? '';
+    expect(authUrl.startsWith(`${controlUrl}/`)).toBe(true);
+    expect((await nodes.a?.status())?.authUrl).toBe(authUrl);
+    await screenshots(page, 'real-signin-waiting');
+    const violations = await axeSerious(page);
+    expect(violations, JSON.stringify(violations, null, 2)).toEqual([]);
 
-      // the browser tab: control → the identity provider's login and consent pages → control
-      const [tab] = await Promise.all([page.context().waitForEvent('page'), link.click()]);
+    // the browser tab: control → the identity provider's login and consent pages → control
+    const [tab] = await Promise.all([page.context().waitForEvent('page'), link.click()]);
+    await tab.waitForLoadState();
+    for (let step = 0; step < 6 && !tab.url().startsWith(controlUrl); step++) {
       await tab.waitForLoadState();
-      for (let step = 0; step < 6 && !tab.url().startsWith(controlUrl); step++) {
-        await tab.waitForLoadState();
-        if (tab.url().startsWith(controlUrl)) break;
-        if ((await tab.locator('input[name="login"]').count()) > 0) {
-          await tab.locator('input[name="login"]').fill('alice');
-          await tab.locator('input[name="password"]').fill('any');
-        }
-        await Promise.all([
-          tab.waitForNavigation({ timeout: 15_000 }),
-          tab.locator('button[type="submit"]').first().click(),
-        ]);
+      if (tab.url().startsWith(controlUrl)) break;
+      if ((await tab.locator('input[name="login"]').count()) > 0) {
+        await tab.locator('input[name="login"]').fill('alice');
+        await tab.locator('input[name="password"]').fill('any');
       }
-      expect(tab.url().startsWith(`${controlUrl}/`)).toBe(true);
-      await screenshots(tab, 'real-signin-control-result');
-      await tab.close();
+      await Promise.all([
+        tab.waitForNavigation({ timeout: 15_000 }),
+        tab.locator('button[type="submit"]').first().click(),
+      ]);
+    }
+    expect(tab.url().startsWith(`${controlUrl}/`)).toBe(true);
+    await screenshots(tab, 'real-signin-control-result');
+    await tab.close();
 
-      // the waiting engine is authorized and connects; the UI follows without any action
-      const name = await waitFor(
-        'a signed in',
-        async () => {
-          const s = await nodes.a?.status();
-          return s?.backendState === 'Running' ? s.self?.name : undefined;
+    // the waiting engine is authorized and connects; the UI follows without any action
+    const name = await waitFor(
+      'a signed in',
+      async () => {
+        const s = await nodes.a?.status();
+        return s?.backendState === 'Running' ? s.self?.name : undefined;
+      },
+      30_000,
+    );
+    await expect.poll(() => heading(name).isVisible(), { timeout: 20_000 }).toBe(true);
+    await expect
+      .poll(
+        () =>
+          page
+            .getByRole('list', { name: 'Devices' })
+            .getByRole('listitem')
+            .evaluateAll((els) => els.map((e) => e.getAttribute('aria-label'))),
+        {
+          timeout: 20_000,
         },
-        30_000,
-      );
-      await expect.poll(() => heading(name).isVisible(), { timeout: 20_000 }).toBe(true);
-      await expect
-        .poll(
-          () =>
-            page
-              .getByRole('list', { name: 'Devices' })
-              .getByRole('listitem')
-              .evaluateAll((els) => els.map((e) => e.getAttribute('aria-label'))),
-          {
-            timeout: 20_000,
-          },
-        )
-        .toEqual(['server-b']);
-      await screenshots(page, 'real-signin-home');
-    }, 120_000);
-  },
-);
+      )
+      .toEqual(['server-b']);
+    await screenshots(page, 'real-signin-home');
+  }, 120_000);
+});
