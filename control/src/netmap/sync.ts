@@ -1,5 +1,6 @@
 import type { Store } from '../db/store.js';
 import { errorText, type Logger } from '../log.js';
+import { CoalescingRefresh } from '../refresh.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import type { NetmapHub } from './hub.js';
 
@@ -17,8 +18,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const DEADLINE_SLACK_MS = 5;
 
 export class NetmapSync {
-  private current: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
+  private readonly refresher = new CoalescingRefresh(() => this.load());
   private deadlineTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -37,21 +37,7 @@ export class NetmapSync {
 
   /** Resolves once the hub reflects every commit made before the call. */
   refresh(): Promise<void> {
-    if (this.current === null) {
-      this.current = this.load().finally(() => {
-        this.current = null;
-      });
-      return this.current;
-    }
-    // A load is under way and may have read before the caller's commit: queue one more, shared by
-    // every caller that arrives meanwhile.
-    this.queued ??= this.current
-      .catch(() => {})
-      .then(() => {
-        this.queued = null;
-        return this.refresh();
-      });
-    return this.queued;
+    return this.refresher.run();
   }
 
   private async load(): Promise<void> {

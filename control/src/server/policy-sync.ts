@@ -7,6 +7,7 @@ import { errorText, type Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
 import type { PolicyVisibility } from '../netmap/policy-visibility.js';
 import { PolicyError, parsePolicy } from '../policy/index.js';
+import { CoalescingRefresh } from '../refresh.js';
 
 // The policy in force follows the database: `policy set`, another replica or this server's file
 // watcher stores a new version; the change feed (or the writer itself) calls refresh(), which
@@ -17,8 +18,7 @@ import { PolicyError, parsePolicy } from '../policy/index.js';
 export class PolicySync {
   /** The version this server has acted on: in force, or refused; -1 before the first load. */
   private version = -1;
-  private current: Promise<void> | null = null;
-  private queued: Promise<void> | null = null;
+  private readonly refresher = new CoalescingRefresh(() => this.load());
 
   constructor(
     private readonly store: Store,
@@ -29,19 +29,7 @@ export class PolicySync {
 
   /** Resolves once the policy in force is the newest one stored before the call. */
   refresh(): Promise<void> {
-    if (this.current === null) {
-      this.current = this.load().finally(() => {
-        this.current = null;
-      });
-      return this.current;
-    }
-    this.queued ??= this.current
-      .catch(() => {})
-      .then(() => {
-        this.queued = null;
-        return this.refresh();
-      });
-    return this.queued;
+    return this.refresher.run();
   }
 
   private async load(): Promise<void> {
