@@ -1,17 +1,15 @@
 import type { StreamServerMessage } from '@weft/protocol';
-import { NetmapHub, type StreamSession } from '../netmap/hub.js';
-import { PolicyVisibility, policyTailnet, wildcardSourcesOf } from '../netmap/policy-visibility.js';
+import type { NetmapHub, StreamSession } from '../netmap/hub.js';
+import { type PolicyVisibility, policyTailnet, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import { compilePolicy, parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
+import { connectedHub, TEST_RANGES, testNode } from '../testing/nodes.js';
 
 // `npm run bench -- policy [SIZES…]`: the time from a change to every affected node's delta being
 // serialized for its stream, on simulated tailnets (default 1,000 and 10,000 nodes, all connected):
 // control's own policy engine and netmap hub, in-process, with no database or network. Each change
 // is set against recompiling everything from scratch in the same run, which is what an engine
 // without incremental updates would pay for each change.
-
-const RANGES = ['100.64.0.0/10', 'fd00:1:2::/48'];
-const KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
 
 const members = (n: number, odd: number) =>
   Array.from({ length: n }, (_, i) => `"u${i * 2 + odd}@example.com"`).join(',');
@@ -37,30 +35,13 @@ const policyText = (extraPort = '') => `{
 
 function record(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
   const user = Math.floor(i / 3);
-  return {
-    id: `n${i}`,
-    name: `node${i}`,
-    hostname: `node${i}`,
+  const owner = { name: `u${user}`, email: `u${user}@example.com`, groups: user % 7 === 0 ? ['eng'] : [] };
+  return testNode(i, owner, {
     userId: `u${user}`,
-    userName: `u${user}`,
-    userEmail: `u${user}@example.com`,
-    userGroups: user % 7 === 0 ? ['eng'] : [],
-    preauthKeyId: null,
-    tags: [],
-    machineKey: KEY,
-    nodeKey: KEY,
-    ipv4: `100.${64 + Math.floor(i / 65536)}.${Math.floor(i / 256) % 256}.${i % 256}`,
     ipv6: `fd00:1:2::${i.toString(16)}`,
     endpoints: [`198.18.${Math.floor(i / 256) % 256}.${i % 256}:41641`],
-    os: 'linux',
-    ephemeral: false,
-    createdAt: '2026-01-01T00:00:00.000Z',
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
     ...extra,
-  };
+  });
 }
 
 function tailnet(n: number): NodeRecord[] {
@@ -95,14 +76,9 @@ interface World {
 
 /** The tailnet with every node connected (not timed: nodes come online one by one). */
 function connectAll(nodes: NodeRecord[], text: string): World {
-  const visibility = new PolicyVisibility(wildcardSourcesOf(RANGES));
-  visibility.setPolicy(parsePolicy(text));
-  const hub = new NetmapHub(visibility, RANGES);
-  hub.update(nodes);
-  const sessions = nodes.map((n) => new Session(n.id));
-  for (const s of sessions) hub.connect(s);
-  for (const s of sessions) s.serialize = true;
-  return { hub, visibility, sessions };
+  const { hub, visibility, sessions } = connectedHub(nodes, text, (id) => new Session(id));
+  for (const s of sessions.values()) s.serialize = true;
+  return { hub, visibility, sessions: [...sessions.values()] };
 }
 
 /**
@@ -122,7 +98,7 @@ function fromScratch(nodes: NodeRecord[], text: string): number {
     groups: n.userGroups,
   }));
   const engine = compilePolicy(parsePolicy(text), policyTailnet(users, nodes), {
-    wildcardSources: wildcardSourcesOf(RANGES),
+    wildcardSources: wildcardSourcesOf(TEST_RANGES),
   });
   let size = 0;
   for (const n of nodes) {

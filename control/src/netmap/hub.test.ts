@@ -1,34 +1,12 @@
 import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import type { NodeRecord } from '../tailnet/records.js';
+import { TEST_KEY, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
 
-const KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
-
 function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return {
-    id: `n${i}`,
-    name: `node${i}`,
-    hostname: `node${i}`,
-    userId: 'u1',
-    userName: 'alice',
-    preauthKeyId: null,
-    tags: [],
-    machineKey: KEY,
-    nodeKey: KEY,
-    ipv4: `100.64.${i >> 8}.${i & 255}`,
-    ipv6: `fd00::${i.toString(16)}`,
-    endpoints: [],
-    os: 'linux',
-    ephemeral: false,
-    createdAt: '2026-01-01T00:00:00.000Z',
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  };
+  return testNode(i, { name: 'alice' }, { userId: 'u1', ipv6: `fd00::${i.toString(16)}`, ...extra });
 }
 
 class FakeSession implements StreamSession {
@@ -93,7 +71,7 @@ describe('NetmapHub', () => {
     expect(plain?.messages[0]).toMatchObject({ type: 'full' });
     expect(plain?.messages[0]?.type === 'full' && 'relayMap' in plain.messages[0].netmap).toBe(false);
     const relayMap = {
-      regions: [{ regionId: 1, name: 'lab', url: 'ws://198.18.0.2:8443/relay', publicKey: KEY }],
+      regions: [{ regionId: 1, name: 'lab', url: 'ws://198.18.0.2:8443/relay', publicKey: TEST_KEY }],
     };
     hub.relayMap = relayMap;
     const [withRelays] = connectAll(hub, [node(2)]);

@@ -2,51 +2,18 @@ import { ALLOW_ALL, applyStreamMessage, type NetMap, type StreamServerMessage } 
 import { describe, expect, it } from 'vitest';
 import { compilePolicy, parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
-import { NetmapHub, type StreamSession } from './hub.js';
-import { PolicyVisibility, policyTailnet, wildcardSourcesOf } from './policy-visibility.js';
+import { connectedHub, TEST_RANGES, type TestOwner, testNode } from '../testing/nodes.js';
+import type { StreamSession } from './hub.js';
+import { policyTailnet, wildcardSourcesOf } from './policy-visibility.js';
 
 // The policy engine behind the hub: what each connected node holds after every change must be
 // exactly what a full compile of the policy over the same nodes says, and a change must reach only
 // the nodes it concerns.
 
-const KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
-const RANGES = ['100.64.0.0/10', 'fd00:1:2::/48'];
+const alice: TestOwner = { name: 'alice', email: 'alice@example.com' };
+const bob: TestOwner = { name: 'bob', email: 'bob@example.com' };
 
-interface Owner {
-  name: string;
-  email?: string;
-  groups?: string[];
-}
-
-const alice: Owner = { name: 'alice', email: 'alice@example.com' };
-const bob: Owner = { name: 'bob', email: 'bob@example.com' };
-
-function node(i: number, owner: Owner | null, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return {
-    id: `n${i}`,
-    name: `node${i}`,
-    hostname: `node${i}`,
-    userId: owner ? `u-${owner.name}` : null,
-    userName: owner?.name ?? null,
-    userEmail: owner?.email ?? null,
-    userGroups: owner?.groups ?? [],
-    preauthKeyId: null,
-    tags: [],
-    machineKey: KEY,
-    nodeKey: KEY,
-    ipv4: `100.64.${i >> 8}.${i & 255}`,
-    ipv6: `fd00:1:2::6440:${i.toString(16)}`,
-    endpoints: [],
-    os: 'linux',
-    ephemeral: false,
-    createdAt: '2026-01-01T00:00:00.000Z',
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  };
-}
+const node = testNode;
 
 /** A session that keeps the netmap as the node would, from the messages it was sent. */
 class Session implements StreamSession {
@@ -74,17 +41,7 @@ const POLICY = `{
 }`;
 
 function setup(nodes: NodeRecord[], policy: string | null = POLICY) {
-  const visibility = new PolicyVisibility(wildcardSourcesOf(RANGES));
-  const hub = new NetmapHub(visibility, RANGES);
-  if (policy !== null) visibility.setPolicy(parsePolicy(policy));
-  hub.update(nodes);
-  const sessions = new Map(
-    nodes.map((n) => {
-      const s = new Session(n.id);
-      hub.connect(s);
-      return [n.id, s] as const;
-    }),
-  );
+  const { hub, visibility, sessions } = connectedHub(nodes, policy, (id) => new Session(id));
   const setPolicy = (text: string | null) => {
     hub.policyChanged(visibility.setPolicy(text === null ? null : parsePolicy(text)));
   };
@@ -93,7 +50,7 @@ function setup(nodes: NodeRecord[], policy: string | null = POLICY) {
 
 /** Every session holds exactly what a full compile over `nodes` gives. */
 function expectCompiled(sessions: Map<string, Session>, nodes: NodeRecord[], policy = POLICY) {
-  const owners = new Map<string, Owner>();
+  const owners = new Map<string, TestOwner>();
   for (const n of nodes) {
     if (n.userName)
       owners.set(n.userName, { name: n.userName, email: n.userEmail ?? '', groups: n.userGroups });
@@ -112,7 +69,9 @@ function expectCompiled(sessions: Map<string, Session>, nodes: NodeRecord[], pol
     users,
     nodes.map((n) => ({ ...n, name: n.id })),
   );
-  const engine = compilePolicy(parsePolicy(policy), tailnet, { wildcardSources: wildcardSourcesOf(RANGES) });
+  const engine = compilePolicy(parsePolicy(policy), tailnet, {
+    wildcardSources: wildcardSourcesOf(TEST_RANGES),
+  });
   for (const n of nodes) {
     const s = sessions.get(n.id);
     if (!s) continue;
@@ -219,7 +178,7 @@ describe('the policy engine as the hub’s visibility', () => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
       return seed % n;
     };
-    const owners: (Owner | null)[] = [alice, bob, { name: 'carol', groups: ['eng'] }, null];
+    const owners: (TestOwner | null)[] = [alice, bob, { name: 'carol', groups: ['eng'] }, null];
     const tagsets = [[], ['tag:web'], ['tag:db'], ['tag:web', 'tag:db']];
     const make = (i: number) => {
       const owner = owners[random(owners.length)] ?? null;

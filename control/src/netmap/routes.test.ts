@@ -3,42 +3,19 @@ import { describe, expect, it } from 'vitest';
 import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { withApproved, withoutApproved } from '../tailnet/routes.js';
-import { NetmapHub, type StreamSession } from './hub.js';
-import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
+import { connectedHub, testNode } from '../testing/nodes.js';
+import type { StreamSession } from './hub.js';
 
 // Subnet routers and exit nodes in the netmap: advertised routes are used only once approved (by an
 // admin or autoApprovers); a peer's allowedIPs carry the approved routes the viewer may use, and a
 // peer with an approved exit node is marked exitNodeOption.
 
-const KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
-const RANGES = ['100.64.0.0/10', 'fd00:1:2::/48'];
 const EXIT = ['0.0.0.0/0', '::/0'];
 
+const alice = { name: 'alice', email: 'alice@example.com' };
+
 function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
-  return {
-    id: `n${i}`,
-    name: `node${i}`,
-    hostname: `node${i}`,
-    userId: 'u-alice',
-    userName: 'alice',
-    userEmail: 'alice@example.com',
-    userGroups: [],
-    preauthKeyId: null,
-    tags: [],
-    machineKey: KEY,
-    nodeKey: KEY,
-    ipv4: `100.64.0.${i}`,
-    ipv6: `fd00:1:2::${i}`,
-    endpoints: [],
-    os: 'linux',
-    ephemeral: false,
-    createdAt: `2026-01-01T00:00:0${i}.000Z`,
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
-    ...extra,
-  };
+  return testNode(i, alice, { ipv6: `fd00:1:2::${i}`, createdAt: `2026-01-01T00:00:0${i}.000Z`, ...extra });
 }
 
 class Session implements StreamSession {
@@ -59,17 +36,7 @@ class Session implements StreamSession {
 }
 
 function setup(nodes: NodeRecord[], policy: string | null = null) {
-  const visibility = new PolicyVisibility(wildcardSourcesOf(RANGES));
-  const hub = new NetmapHub(visibility, RANGES);
-  if (policy !== null) visibility.setPolicy(parsePolicy(policy));
-  hub.update(nodes);
-  const sessions = new Map(
-    nodes.map((n) => {
-      const s = new Session(n.id);
-      hub.connect(s);
-      return [n.id, s] as const;
-    }),
-  );
+  const { hub, visibility, sessions } = connectedHub(nodes, policy, (id) => new Session(id));
   const setPolicy = (text: string | null) => {
     visibility.setPolicy(text === null ? null : parsePolicy(text));
     hub.policyChanged('all');
