@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
+import { loadIdentitySupport, type TestIdp } from '../lab/signin.js';
 import { axeSerious, launchChromium, screenshots } from './harness.js';
-import { IDP_CLIENT_ID, IDP_CLIENT_SECRET, type Idp, startIdp } from './idp.js';
 import { startWeftWeb, type WeftWeb } from './weft-web.js';
 
 // Interactive sign-in through the desktop UI, end to end with real parts: the person types the
@@ -23,7 +23,7 @@ let dir: string;
 let rootLink = '';
 let control: ChildProcess | null = null;
 let controlUrl = '';
-let idp: Idp | null = null;
+let idp: TestIdp | null = null;
 const nodes: Record<string, WeftNode> = {};
 let shell: WeftWeb;
 let browser: Browser;
@@ -53,9 +53,11 @@ describe('sign in through the identity provider from the UI (real engine, real c
 
     const port = 20_000 + Math.floor(Math.random() * 20_000);
     controlUrl = `http://${ROOT_ADDR}:${port}`;
-    idp = await startIdp('127.0.0.1', port + 1, `${controlUrl}/oidc/callback`);
+    // control's own test provider; the person signs in as alice
+    const { startIdp, CLIENT_ID, CLIENT_SECRET } = await loadIdentitySupport();
+    idp = await startIdp(port + 1, [`${controlUrl}/oidc/callback`]);
     const secretFile = join(dir, 'client-secret');
-    writeFileSync(secretFile, IDP_CLIENT_SECRET, { mode: 0o600 });
+    writeFileSync(secretFile, CLIENT_SECRET, { mode: 0o600 });
     const log = createWriteStream(join(dir, 'control.log'));
     control = spawn(
       'node',
@@ -71,7 +73,7 @@ describe('sign in through the identity provider from the UI (real engine, real c
         '--oidc-issuer',
         idp.issuer,
         '--oidc-client-id',
-        IDP_CLIENT_ID,
+        CLIENT_ID,
         '--oidc-client-secret-file',
         secretFile,
       ],
