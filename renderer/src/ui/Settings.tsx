@@ -98,84 +98,85 @@ export function Settings({ app }: { app: AppState }) {
 
 function ControlUrlField({ value }: { value: string }) {
   const run = useWeft((s) => s.run);
-  const [url, setUrl] = useState(value);
-  const [error, setError] = useState<string | null>(null);
-  const id = useId();
-  const errId = useId();
-  const submit = (e: FormEvent) => {
-    e.preventDefault();
-    const r = ControlUrl.safeParse(url);
-    if (!r.success) {
-      setError(r.error.issues[0]?.message ?? 'Invalid address');
-      return;
-    }
-    setError(null);
-    void run('setPreferences', { controlUrl: r.data });
-  };
   return (
-    <form className="form" onSubmit={submit} noValidate>
-      <label htmlFor={id} className="field-label">
-        Control server
-      </label>
-      <div className="input-row">
-        <input
-          id={id}
-          className="text-input"
-          type="url"
-          value={url}
-          spellCheck={false}
-          aria-invalid={error ? true : undefined}
-          aria-describedby={error ? errId : undefined}
-          onChange={(e) => setUrl(e.target.value)}
-        />
-        <button type="submit" className="button" disabled={url.trim() === value}>
-          Save
-        </button>
-      </div>
-      {error && (
-        <p id={errId} className="field-error" role="alert">
-          {error}
-        </p>
-      )}
-    </form>
+    <SettingForm
+      label="Control server"
+      initial={value}
+      unchanged={(text) => text.trim() === value}
+      type="url"
+      inputClass="text-input"
+      save={(text) => {
+        const r = ControlUrl.safeParse(text);
+        if (!r.success) return r.error.issues[0]?.message ?? 'Invalid address';
+        void run('setPreferences', { controlUrl: r.data });
+        return null;
+      }}
+    />
   );
 }
 
 function RoutesField({ routes }: { routes: string[] }) {
   const run = useWeft((s) => s.run);
   const initial = routes.join(', ');
-  const [text, setText] = useState(initial);
+  return (
+    <SettingForm
+      label="Advertise routes"
+      initial={initial}
+      unchanged={(text) => text === initial}
+      inputClass="text-input mono"
+      placeholder="198.51.100.0/24"
+      hint="Subnets behind this device that others may reach, separated by commas."
+      save={(text) => {
+        const r = parseRoutesText(text);
+        if ('error' in r) return r.error;
+        void run('setPreferences', { advertiseRoutes: r.routes });
+        return null;
+      }}
+    />
+  );
+}
+
+/**
+ * A one-line setting with its own Save button, off while the text is unchanged. On submit `save`
+ * stores the text, or says why it cannot; the reason stands under the field (in place of the hint).
+ */
+function SettingForm(props: {
+  label: string;
+  initial: string;
+  unchanged: (text: string) => boolean;
+  save: (text: string) => string | null;
+  inputClass: string;
+  type?: 'url';
+  placeholder?: string;
+  hint?: string;
+}) {
+  const [text, setText] = useState(props.initial);
   const [error, setError] = useState<string | null>(null);
   const id = useId();
   const errId = useId();
   const hintId = useId();
   const submit = (e: FormEvent) => {
     e.preventDefault();
-    const r = parseRoutesText(text);
-    if ('error' in r) {
-      setError(r.error);
-      return;
-    }
-    setError(null);
-    void run('setPreferences', { advertiseRoutes: r.routes });
+    setError(props.save(text));
   };
   return (
     <form className="form" onSubmit={submit} noValidate>
       <label htmlFor={id} className="field-label">
-        Advertise routes
+        {props.label}
       </label>
       <div className="input-row">
         <input
           id={id}
-          className="text-input mono"
+          className={props.inputClass}
+          type={props.type}
           value={text}
-          placeholder="198.51.100.0/24"
+          placeholder={props.placeholder}
           spellCheck={false}
           aria-invalid={error ? true : undefined}
-          aria-describedby={error ? errId : hintId}
+          aria-describedby={error ? errId : props.hint ? hintId : undefined}
           onChange={(e) => setText(e.target.value)}
         />
-        <button type="submit" className="button" disabled={text === initial}>
+        <button type="submit" className="button" disabled={props.unchanged(text)}>
           Save
         </button>
       </div>
@@ -184,9 +185,11 @@ function RoutesField({ routes }: { routes: string[] }) {
           {error}
         </p>
       ) : (
-        <p id={hintId} className="muted small">
-          Subnets behind this device that others may reach, separated by commas.
-        </p>
+        props.hint && (
+          <p id={hintId} className="muted small">
+            {props.hint}
+          </p>
+        )
       )}
     </form>
   );
