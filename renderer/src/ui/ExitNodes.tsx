@@ -2,8 +2,7 @@ import { type AppState, type BridgePeer, exitNodeOptions } from '@weft/protocol'
 import { useId } from 'react';
 import { filterPeers } from '../store/reducers.js';
 import { useWeft } from '../store/store.js';
-import { ScreenHeading, Switch } from './common.js';
-import { SearchIcon } from './icons.js';
+import { ScreenHeading, SearchBox, Switch } from './common.js';
 
 export function ExitNodes({ app }: { app: AppState }) {
   const run = useWeft((s) => s.run);
@@ -13,7 +12,6 @@ export function ExitNodes({ app }: { app: AppState }) {
   const { recommended, list, current } = exitNodeOptions(app);
   const allowLan = app.engine?.exitNode?.allowLan ?? app.prefs.exitNodeAllowLan;
   const currentId = current?.id ?? app.engine?.exitNode?.id ?? null;
-  const searchId = useId();
   const name = useId();
   const matches = new Set(filterPeers(list, query).map((p) => p.id));
   const others = list.filter((p) => p.id !== recommended?.id && matches.has(p.id));
@@ -52,20 +50,11 @@ export function ExitNodes({ app }: { app: AppState }) {
     <section className="screen" aria-labelledby="exit-title">
       <ScreenHeading id="exit-title">Exit node</ScreenHeading>
       <p className="muted">Send all your internet traffic through another device in your network.</p>
-      <div className="search">
-        <label htmlFor={searchId} className="sr-only">
-          Search exit nodes
-        </label>
-        <SearchIcon />
-        <input
-          id={searchId}
-          type="search"
-          className="text-input"
-          placeholder="Search exit nodes"
-          value={query}
-          onChange={(e) => dispatch({ type: 'exitQuery', query: e.target.value })}
-        />
-      </div>
+      <SearchBox
+        label="Search exit nodes"
+        value={query}
+        onChange={(query) => dispatch({ type: 'exitQuery', query })}
+      />
       <fieldset className="card choices">
         <legend className="sr-only">Use exit node</legend>
         <label className="choice">

@@ -11,8 +11,8 @@ import {
 import { useId } from 'react';
 import { filterPeers, osName, relativeTime } from '../store/reducers.js';
 import { useWeft } from '../store/store.js';
-import { CopyButton, ScreenHeading } from './common.js';
-import { ChevronIcon, GlobeIcon, SearchIcon } from './icons.js';
+import { CopyButton, ScreenHeading, SearchBox } from './common.js';
+import { ChevronIcon, GlobeIcon } from './icons.js';
 
 export function statusText(app: AppState): string {
   const phase = connectionPhase(app);
@@ -134,27 +134,17 @@ function Peers({ app }: { app: AppState }) {
   const dispatch = useWeft((s) => s.dispatch);
   const peers = app.engine?.peers ?? [];
   const shown = filterPeers(peers, query);
-  const searchId = useId();
   const now = Date.now();
   return (
     <section className="peers" aria-labelledby="peers-title">
       <h2 id="peers-title" className="section-title">
         Network devices <span className="muted">({peers.length})</span>
       </h2>
-      <div className="search">
-        <label htmlFor={searchId} className="sr-only">
-          Search devices
-        </label>
-        <SearchIcon />
-        <input
-          id={searchId}
-          type="search"
-          className="text-input"
-          placeholder="Search devices"
-          value={query}
-          onChange={(e) => dispatch({ type: 'peerQuery', query: e.target.value })}
-        />
-      </div>
+      <SearchBox
+        label="Search devices"
+        value={query}
+        onChange={(query) => dispatch({ type: 'peerQuery', query })}
+      />
       {shown.length === 0 ? (
         <p className="muted empty">
           {peers.length === 0 ? 'No other devices yet.' : `No devices match “${query}”.`}

@@ -1,6 +1,6 @@
 import { type ReactNode, useEffect, useId, useRef } from 'react';
 import { useWeft } from '../store/store.js';
-import { CopyIcon } from './icons.js';
+import { CopyIcon, SearchIcon } from './icons.js';
 
 /** A heading that takes focus when its screen appears, so keyboard and screen-reader users land on it. */
 export function ScreenHeading({ children, id }: { children: ReactNode; id?: string }) {
@@ -63,6 +63,27 @@ export function Switch(props: {
       >
         <span className="switch-knob" />
       </button>
+    </div>
+  );
+}
+
+/** A search field over a list; `label` names it for screen readers and stands in it as the placeholder. */
+export function SearchBox(props: { label: string; value: string; onChange: (query: string) => void }) {
+  const id = useId();
+  return (
+    <div className="search">
+      <label htmlFor={id} className="sr-only">
+        {props.label}
+      </label>
+      <SearchIcon />
+      <input
+        id={id}
+        type="search"
+        className="text-input"
+        placeholder={props.label}
+        value={props.value}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
     </div>
   );
 }
