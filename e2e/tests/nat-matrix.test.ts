@@ -77,14 +77,21 @@ async function pingWorks(a: string, b: string, timeoutMs: number): Promise<numbe
   return Date.now() - t0;
 }
 
-/** Both ends report `path` for each other (pinging meanwhile, so paths carry traffic). */
+const onProxy = (p: PeerStatus | undefined) => p?.endpoint?.startsWith('127.0.0.1:') === true;
+
+/**
+ * Both ends report `path` for each other (pinging meanwhile, so paths carry traffic). A relayed
+ * peer's endpoint is the loopback proxy, except during a trial of a direct candidate (a couple of
+ * seconds every so often), so that is waited out too.
+ */
 async function bothPaths(a: string, b: string, path: 'direct' | 'relay', timeoutMs: number) {
   return waitFor(
     `${a} ↔ ${b} ${path}`,
     async () => {
       await nodes[a]!.host.ping(ips[b]!, { count: 1, deadlineS: 1 });
       const [pa, pb] = await Promise.all([peerOf(a, b), peerOf(b, a)]);
-      return pa?.path === path && pb?.path === path && ([pa, pb] as const);
+      const relayed = path === 'direct' || (onProxy(pa) && onProxy(pb));
+      return pa?.path === path && pb?.path === path && relayed && ([pa, pb] as const);
     },
     timeoutMs,
   );
@@ -190,7 +197,8 @@ describe('the NAT matrix: ping across the tunnel works and the path is as expect
         expect(pb.endpoint).toMatch(/^198\.51\.100\.2:/);
       }
       if (a === 'dn') expect(pb.endpoint).toMatch(/^198\.18\.0\.107:/);
-      expect(await nodes[b]!.host.ping(ips[a]!, { count: 2, deadlineS: 4 })).toBe(true);
+      // And back (a trial of a direct candidate may swallow a second or two of it).
+      await pingWorks(b, a, 10_000);
     });
   }
 });
@@ -248,7 +256,7 @@ describe('failures', () => {
     await Promise.all([relay1.start(), relay2.start()]);
     const recovered = await pingWorks('d1', 'd2', 5_000);
     console.log(`relays restarted: d1 → d2 again after ${recovered} ms`);
-    expect(await nodes.d2!.host.ping(ips.d1!, { count: 2, deadlineS: 4 })).toBe(true);
+    await pingWorks('d2', 'd1', 10_000);
   });
 
   it('a cut direct path falls back to the relay within 10 s, and goes direct again once it heals', async () => {

@@ -59,6 +59,9 @@ export interface PathTiming {
   answerGapMs: number;
 }
 
+/** How long after a trial its candidate, still on the device, is not taken for the peer's roam. */
+const STALE_TRIAL_MS = 1000;
+
 export const DEFAULT_PATH_TIMING: PathTiming = {
   firstTrialMs: 300,
   trialMs: 2500,
@@ -93,6 +96,13 @@ interface PeerState {
   /** Index in candidates of the candidate being tried; -1 when the peer roamed to us. */
   trialIndex: number;
   trialEndpoint: string | null;
+  /** When the last trial ended (its candidate may linger on the device until the helper acts). */
+  trialEndedAt: number;
+  /**
+   * Whether the interface has shown the trial's candidate yet: the window counts from then, so a
+   * slow helper (a loaded machine) does not eat the trial.
+   */
+  trialApplied: boolean;
   trialUntil: number;
   nextTrialAt: number;
   lastPokeAt: number;
@@ -150,6 +160,8 @@ export class PathManager {
           requested: undefined,
           trialIndex: -1,
           trialEndpoint: null,
+          trialEndedAt: -Infinity,
+          trialApplied: false,
           trialUntil: 0,
           nextTrialAt: now + this.timing.firstTrialMs,
           lastPokeAt: 0,
@@ -247,7 +259,7 @@ export class PathManager {
         if (
           direct &&
           rxGrew &&
-          (endpoint !== st.trialEndpoint || stable) &&
+          (endpoint !== st.trialEndpoint || stable || now - st.trialEndedAt > STALE_TRIAL_MS) &&
           this.opts.relayEndpoint(st.key) !== undefined
         ) {
           // The peer's packets reached us directly and WireGuard roamed: confirm it from here.
@@ -256,12 +268,21 @@ export class PathManager {
         }
         break;
       case 'trying':
+        if (!st.trialApplied && endpoint === st.trialEndpoint) {
+          st.trialApplied = true;
+          st.trialUntil = Math.max(st.trialUntil, now + this.timing.trialMs);
+          if (!rxGrew) st.unansweredSince = txGrew ? now : null;
+        }
         if (stable && rxGrew) {
           this.setMode(st, 'direct', 'packets arrived on the direct endpoint', endpoint);
           st.backoff.reset();
           st.unansweredSince = null;
           changed = this.request(st, endpoint);
-        } else if (st.unansweredSince !== null && now - st.unansweredSince >= this.timing.trialQuietMs) {
+        } else if (
+          st.trialApplied &&
+          st.unansweredSince !== null &&
+          now - st.unansweredSince >= this.timing.trialQuietMs
+        ) {
           changed = this.nextCandidate(st, now);
         }
         break;
@@ -288,6 +309,7 @@ export class PathManager {
   }
 
   private fallBack(st: PeerState, now: number, why: string): boolean {
+    if (st.mode === 'trying') st.trialEndedAt = now;
     this.setMode(st, 'relay', why);
     st.unansweredSince = null;
     st.nextTrialAt = now + st.backoff.next();
@@ -309,12 +331,19 @@ export class PathManager {
     this.setMode(st, 'trying', index < 0 ? 'the peer reached us directly' : 'trial', endpoint);
     st.trialIndex = index;
     st.trialEndpoint = endpoint;
+    // The peer roamed to us: WireGuard is already there. Otherwise the helper has to set it first.
+    st.trialApplied = index < 0;
     st.trialUntil = now + this.timing.trialMs;
     st.unansweredSince = null;
     const changed = this.request(st, endpoint);
-    // The poke goes out once the helper has set the endpoint; the first one may still go to the
-    // relay, which is harmless.
-    st.lastPokeAt = now - this.timing.pokeMs + 150;
+    if (index < 0) {
+      // WireGuard already sends to the peer's address: answer at once, the peer's trial is short.
+      this.poke(st, now);
+    } else {
+      // The poke goes out once the helper has set the endpoint; the first one may still go to the
+      // relay, which is harmless.
+      st.lastPokeAt = now - this.timing.pokeMs + 150;
+    }
     return changed;
   }
 
