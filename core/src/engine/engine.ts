@@ -800,6 +800,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.netmapWriter.push(this.netmap);
     }
     this.opts.log.info(`node key rotated: ${shortKey(oldKey.publicKey)}… → ${shortKey(newKey.publicKey)}…`);
+    if (this.conn) {
+      // Relays deliver by node key and the relay connection proved the old one: reconnect as the
+      // new key. Peers start again on the relay and their direct paths are re-confirmed.
+      this.conn.close();
+      this.conn = null;
+      this.startConnectivity();
+    }
     this.reconcile();
     this.emit('change');
     this.scheduleRotation();
