@@ -52,6 +52,29 @@ export class Host {
     );
   }
 
+  /**
+   * Everything Weft may change on a host and must put back: links, addresses, policy rules, every
+   * routing table, the nftables ruleset and the forwarding sysctls. Compare before and after.
+   */
+  async osSnapshot(): Promise<string> {
+    const parts = await Promise.all([
+      this.must(['ip', '-o', 'link', 'show']),
+      this.must(['ip', '-o', 'addr', 'show']),
+      this.must(['ip', 'rule', 'show']),
+      this.must(['ip', '-6', 'rule', 'show']),
+      this.must(['ip', 'route', 'show', 'table', 'all']),
+      this.must(['ip', '-6', 'route', 'show', 'table', 'all']),
+      this.must(['nft', 'list', 'ruleset']),
+      this.must([
+        'sysctl',
+        'net.ipv4.ip_forward',
+        'net.ipv6.conf.all.forwarding',
+        'net.ipv4.conf.all.src_valid_mark',
+      ]),
+    ]);
+    return parts.join('\n---\n');
+  }
+
   /** Pings with a bounded count and deadline; true when at least one reply came back. */
   async ping(target: string, opts: { count?: number; deadlineS?: number } = {}): Promise<boolean> {
     const count = opts.count ?? 1;

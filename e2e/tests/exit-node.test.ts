@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { ExitNodeList, type Status } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlServer, type Host, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
-import { startTcpServer, tcpProbe } from './helper-harness.js';
+import { installLeakCounter, leakCount, startTcpServer, tcpProbe } from './helper-harness.js';
 
 // Exit nodes and subnet routers end to end: real control, real helpers + wireguard-go, real engines
 // and CLIs on lab hosts. A client uses a subnet router and an exit node once an admin (or the
@@ -33,30 +33,6 @@ let control: ControlServer;
 let gw: Host;
 const nodes: Record<'cl' | 'ex' | 'sr', WeftNode> = {} as never;
 const before: Record<string, string> = {};
-
-/** Everything `weft set --exit-node=` and `weft down` must leave exactly as they found it. */
-async function routingSnapshot(host: Host): Promise<string> {
-  const parts = await Promise.all([
-    host.must(['ip', 'rule', 'show']),
-    host.must(['ip', '-6', 'rule', 'show']),
-    host.must(['ip', 'route', 'show', 'table', 'all']),
-    host.must(['ip', '-6', 'route', 'show', 'table', 'all']),
-    host.must(['nft', 'list', 'ruleset']),
-    host.must([
-      'sysctl',
-      'net.ipv4.ip_forward',
-      'net.ipv6.conf.all.forwarding',
-      'net.ipv4.conf.all.src_valid_mark',
-    ]),
-  ]);
-  return parts.join('\n---\n');
-}
-
-/** Packets the gw router saw from the client's own address to the web host (a leak). */
-async function leaked(): Promise<number> {
-  const out = await gw.must(['nft', 'list', 'chain', 'inet', 'probe', 'pre']);
-  return Number(out.match(/counter packets (\d+)/)?.[1] ?? Number.NaN);
-}
 
 async function weft(node: WeftNode, args: string[]): Promise<string> {
   const r = await node.weft(args, 60_000);
@@ -91,26 +67,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     await web.must(['ip', 'address', 'add', `${WEB6}/64`, 'dev', 'eth0']);
     const privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
     // The leak detector: every packet from the client's own address to the web host, seen by its router.
-    await gw.must(['nft', 'add', 'table', 'inet', 'probe']);
-    await gw.must([
-      'nft',
-      'add chain inet probe pre { type filter hook prerouting priority -300; policy accept; }',
-    ]);
-    await gw.must([
-      'nft',
-      'add',
-      'rule',
-      'inet',
-      'probe',
-      'pre',
-      'ip',
-      'saddr',
-      CLIENT_LAN,
-      'ip',
-      'daddr',
-      WEB,
-      'counter',
-    ]);
+    await installLeakCounter(gw, CLIENT_LAN, WEB);
     await startTcpServer(web, [80]);
     await startTcpServer(privHost, [80]);
     await startTcpServer(lanHost, [80]);
@@ -123,7 +80,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       ['ex', ex],
       ['sr', sr],
     ] as const) {
-      before[name] = await routingSnapshot(host);
+      before[name] = await host.osSnapshot();
       const node = new WeftNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`t${name}`));
       await node.start();
       nodes[name] = node;
@@ -200,7 +157,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     expect(await nodes.sr.host.must(['sysctl', '-n', 'net.ipv4.ip_forward'])).toBe('1\n');
     // The web host is still out of reach: no exit node is in use.
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
-    plain = await routingSnapshot(client);
+    plain = await client.osSnapshot();
   });
 
   it('with the exit node approved and chosen, the web host answers and sees the exit node as the source', async () => {
@@ -210,7 +167,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       async () => peer(await nodes.cl.status(), 'ex')?.exitNodeOption === true,
       15_000,
     );
-    const baseline = await leaked();
+    const baseline = await leakCount(gw);
     await weft(nodes.cl, ['set', '--exit-node', 'ex']);
     await waitFor(
       'the web host through ex',
@@ -221,7 +178,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     expect(await client.ping(WEB, { deadlineS: 3 })).toBe(true);
     // ::/0 goes through the tunnel too, out of the exit node's IPv6 uplink.
     expect(await tcpProbe(client, WEB6, 80)).toBe(`hello 80 from ${EXIT.inet6}`);
-    expect(await leaked()).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     // The private subnet still goes to its router; control stays outside the tunnel and healthy.
     expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
     const st = await nodes.cl.status();
@@ -262,8 +219,8 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
 
   it('weft set --exit-node= puts ip rule, every routing table and nftables back exactly', async () => {
     await weft(nodes.cl, ['set', '--exit-node=']);
-    await waitFor('the exit node cleared', async () => (await routingSnapshot(client)) === plain, 10_000);
-    expect(await routingSnapshot(client)).toBe(plain);
+    await waitFor('the exit node cleared', async () => (await client.osSnapshot()) === plain, 10_000);
+    expect(await client.osSnapshot()).toBe(plain);
     expect((await nodes.cl.status()).exitNode).toBeNull();
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
     expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
@@ -315,11 +272,11 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
 
   it("killing the exit node's engine and helper blocks the client's internet traffic instead of leaking it", async () => {
     expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
-    const baseline = await leaked();
+    const baseline = await leakCount(gw);
     await nodes.ex.stop();
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
     expect(await client.ping(WEB, { count: 2, deadlineS: 2 })).toBe(false);
-    expect(await leaked()).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     await waitFor(
       'health to say so',
       async () => (await nodes.cl.status()).health.some((h) => /exit node ex is offline/.test(h)),
@@ -327,7 +284,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     );
     // Still blocked once control has marked it offline; control itself stays reachable.
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
-    expect(await leaked()).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     // It comes back by itself (the engine resumes where it was), and so does the client's traffic.
     await nodes.ex.start();
     await waitFor('the web host again', async () => (await tcpProbe(client, WEB, 80, 2)) !== null, 30_000);
@@ -339,10 +296,10 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       await weft(nodes[name], ['down']);
       await waitFor(
         `${name} restored`,
-        async () => (await routingSnapshot(nodes[name].host)) === before[name],
+        async () => (await nodes[name].host.osSnapshot()) === before[name],
         10_000,
       );
-      expect(await routingSnapshot(nodes[name].host)).toBe(before[name]);
+      expect(await nodes[name].host.osSnapshot()).toBe(before[name]);
     }
   });
 });

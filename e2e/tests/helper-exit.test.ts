@@ -2,7 +2,15 @@ import type { ChildProcess } from 'node:child_process';
 import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Host, run, type Segment, waitFor } from '../lab/index.js';
-import { Helper, helperLab, keyPair, startTcpServer, tcpProbe } from './helper-harness.js';
+import {
+  Helper,
+  helperLab,
+  installLeakCounter,
+  keyPair,
+  leakCount,
+  startTcpServer,
+  tcpProbe,
+} from './helper-harness.js';
 
 // Exit nodes and subnet routers, OS side, for real: the built helpers in lab namespaces, driven with
 // desired states as the engine will send them, over wireguard-go, `ip rule` and nftables.
@@ -38,30 +46,6 @@ const everything = (src: string[]): FilterRuleSpec[] => [
     protos: [1, 6, 17, 58],
   },
 ];
-
-/** Everything `set --exit-node=` and `down` must leave exactly as they found it. */
-async function routingSnapshot(host: Host): Promise<string> {
-  const parts = await Promise.all([
-    host.must(['ip', 'rule', 'show']),
-    host.must(['ip', '-6', 'rule', 'show']),
-    host.must(['ip', 'route', 'show', 'table', 'all']),
-    host.must(['ip', '-6', 'route', 'show', 'table', 'all']),
-    host.must(['nft', 'list', 'ruleset']),
-    host.must([
-      'sysctl',
-      'net.ipv4.ip_forward',
-      'net.ipv6.conf.all.forwarding',
-      'net.ipv4.conf.all.src_valid_mark',
-    ]),
-  ]);
-  return parts.join('\n---\n');
-}
-
-/** Packets the gw router saw from the client's own address to the web host (a leak). */
-async function leaked(gw: Host): Promise<number> {
-  const out = await gw.must(['nft', 'list', 'chain', 'inet', 'probe', 'pre']);
-  return Number(out.match(/counter packets (\d+)/)?.[1] ?? Number.NaN);
-}
 
 /**
  * Sends one DNS-sized UDP datagram to `server`:53 from the host; `refused` when the kernel refused
@@ -212,26 +196,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     await web.must(['ip', 'address', 'add', `${WEB6}/64`, 'dev', 'eth0']);
     const privHost = await env.lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
     // The leak detector: every packet from the client's own address to the web host, seen by its router.
-    await gw.must(['nft', 'add', 'table', 'inet', 'probe']);
-    await gw.must([
-      'nft',
-      'add chain inet probe pre { type filter hook prerouting priority -300; policy accept; }',
-    ]);
-    await gw.must([
-      'nft',
-      'add',
-      'rule',
-      'inet',
-      'probe',
-      'pre',
-      'ip',
-      'saddr',
-      CLIENT.lan,
-      'ip',
-      'daddr',
-      WEB,
-      'counter',
-    ]);
+    await installLeakCounter(gw, CLIENT.lan, WEB);
 
     servers.push(await startTcpServer(web, [80]), await startTcpServer(privHost, [80]));
     servers.push(await startTcpServer(gw, [8443]), await startTcpServer(lanHost, [80]));
@@ -243,7 +208,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
       ['exit', exit],
       ['subnet', subnet],
     ] as const) {
-      before[who] = await routingSnapshot(host);
+      before[who] = await host.osSnapshot();
       helpers[who] = await Helper.startIn(host, env.scratch);
     }
   });
@@ -258,11 +223,11 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     await helpers.exit.apply(exitState());
     await helpers.subnet.apply(subnetState());
     await helpers.client.apply(clientState());
-    plain = await routingSnapshot(client);
+    plain = await client.osSnapshot();
     expect(await client.ping(EXIT.tunnel, { deadlineS: 5 })).toBe(true);
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
     expect(await tcpProbe(client, WEB6, 80, 2)).toBeNull();
-    expect(await leaked(gw)).toBeGreaterThan(0);
+    expect(await leakCount(gw)).toBeGreaterThan(0);
   });
 
   it('a subnet route reaches the private host through the router, masqueraded', async () => {
@@ -279,10 +244,10 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
 
   it('with the exit node selected the web host answers, and sees the exit node as the source', async () => {
     await helpers.client.apply(clientState({ allowLan: false }));
-    const baseline = await leaked(gw);
+    const baseline = await leakCount(gw);
     expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
     expect(await client.ping(WEB, { deadlineS: 3 })).toBe(true);
-    expect(await leaked(gw)).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     // ::/0 goes through the tunnel as well, out of the exit node's IPv6 uplink.
     expect(await tcpProbe(client, WEB6, 80)).toBe(`hello 80 from ${EXIT_INET6}`);
     // The control server stays outside the tunnel: it sees the client's own address.
@@ -306,7 +271,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
 
   it('clearing the exit node puts rules, routes, nftables and sysctls back exactly', async () => {
     await helpers.client.apply(clientState());
-    expect(await routingSnapshot(client)).toBe(plain);
+    expect(await client.osSnapshot()).toBe(plain);
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
     expect(await tcpProbe(client, PRIV, 80)).toBe(`hello 80 from ${SUBNET.priv}`);
   });
@@ -314,7 +279,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
   it("the client's own tunnel dying blocks internet traffic instead of leaking it", async () => {
     await helpers.client.apply(clientState({ allowLan: false }));
     expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
-    const baseline = await leaked(gw);
+    const baseline = await leakCount(gw);
     process.kill(await wireguardGo(client, helpers.client), 'SIGKILL');
     await waitFor(
       'the client interface to go',
@@ -325,7 +290,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     // A DNS query to a resolver out on the internet is refused too, not sent in the clear.
     expect(await dnsQuery(client, WEB)).toBe('refused');
     // Refused on the way out by the kill switch, never seen by the router.
-    expect(await leaked(gw)).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     const killswitch = await client.must([
       'nft',
       'list',
@@ -346,7 +311,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
   });
 
   it("the exit node's tunnel dying blocks the client's internet traffic instead of leaking it", async () => {
-    const baseline = await leaked(gw);
+    const baseline = await leakCount(gw);
     process.kill(await wireguardGo(exit, helpers.exit), 'SIGKILL');
     await waitFor(
       'the exit interface to go',
@@ -354,7 +319,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     );
     expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
     expect(await client.ping(WEB, { count: 2, deadlineS: 2 })).toBe(false);
-    expect(await leaked(gw)).toBe(baseline);
+    expect(await leakCount(gw)).toBe(baseline);
     await waitFor('the exit helper to notice', async () =>
       helpers.exit.log.some((l) => l.includes('the next apply recreates')),
     );
@@ -366,17 +331,17 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     await helpers.client.apply(clientState({ allowLan: true }));
     for (const who of ['client', 'exit', 'subnet'] as const) {
       await helpers[who].down(names[who]);
-      expect(await routingSnapshot({ client, exit, subnet }[who])).toBe(before[who]);
+      expect(await { client, exit, subnet }[who].osSnapshot()).toBe(before[who]);
     }
   });
 
   it('SIGTERM restores the OS too, for an exit-node client and a router', async () => {
     await helpers.client.apply(clientState({ allowLan: false }));
     await helpers.exit.apply(exitState());
-    expect(await routingSnapshot(client)).not.toBe(before.client);
+    expect(await client.osSnapshot()).not.toBe(before.client);
     expect(await helpers.client.terminate()).toBe(0);
     expect(await helpers.exit.terminate()).toBe(0);
-    expect(await routingSnapshot(client)).toBe(before.client);
-    expect(await routingSnapshot(exit)).toBe(before.exit);
+    expect(await client.osSnapshot()).toBe(before.client);
+    expect(await exit.osSnapshot()).toBe(before.exit);
   });
 });

@@ -181,6 +181,39 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
   }
 }
 
+/**
+ * A leak detector on a router: counts every packet from `src` to `dst` it sees (before any NAT),
+ * so a test can show that traffic did not leave in the clear.
+ */
+export async function installLeakCounter(router: Host, src: string, dst: string): Promise<void> {
+  await router.must(['nft', 'add', 'table', 'inet', 'probe']);
+  await router.must([
+    'nft',
+    'add chain inet probe pre { type filter hook prerouting priority -300; policy accept; }',
+  ]);
+  await router.must([
+    'nft',
+    'add',
+    'rule',
+    'inet',
+    'probe',
+    'pre',
+    'ip',
+    'saddr',
+    src,
+    'ip',
+    'daddr',
+    dst,
+    'counter',
+  ]);
+}
+
+/** Packets the leak counter on `router` has seen. */
+export async function leakCount(router: Host): Promise<number> {
+  const out = await router.must(['nft', 'list', 'chain', 'inet', 'probe', 'pre']);
+  return Number(out.match(/counter packets (\d+)/)?.[1] ?? Number.NaN);
+}
+
 /** `nft list ruleset` in the host: what `down` must leave exactly as it found it. */
 export function ruleset(host: Host): Promise<string> {
   return host.must(['nft', 'list', 'ruleset']);

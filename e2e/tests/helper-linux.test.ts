@@ -82,17 +82,6 @@ async function linkExists(host: Host, name: string): Promise<boolean> {
   return (await host.exec(['ip', 'link', 'show', 'dev', name])).code === 0;
 }
 
-/** Everything `down` and a clean exit must put back: links, addresses and every routing table. */
-async function osSnapshot(host: Host): Promise<string> {
-  const parts = await Promise.all([
-    host.must(['ip', '-o', 'link', 'show']),
-    host.must(['ip', '-o', 'addr', 'show']),
-    host.must(['ip', 'route', 'show', 'table', 'all']),
-    host.must(['ip', '-6', 'route', 'show', 'table', 'all']),
-  ]);
-  return parts.join('\n---\n');
-}
-
 /** PIDs in the host's namespace other than the helper's: wireguard-go, when one runs. */
 async function otherPids(host: Host, helper: Helper): Promise<number[]> {
   // From the root namespace: run inside it, `ip netns pids` would list itself.
@@ -173,7 +162,7 @@ describe('weft-helper on one host', () => {
     segment = await lab.addSegment();
     host = await lab.addHost('h1', { segment, address: '198.18.0.1/24' });
     iface = lab.name('wg1');
-    before = await osSnapshot(host);
+    before = await host.osSnapshot();
     helper = await Helper.startIn(host, scratch);
   });
 
@@ -307,7 +296,7 @@ describe('weft-helper on one host', () => {
     expect(await linkExists(host, iface)).toBe(false);
     expect(await otherPids(host, helper)).toEqual([]);
     expect(existsSync(`/var/run/wireguard/${iface}.sock`)).toBe(false);
-    expect(await osSnapshot(host)).toBe(before);
+    expect(await host.osSnapshot()).toBe(before);
     expect(await helper.request({ id: 7, op: 'status', interface: iface })).toMatchObject({
       ok: true,
       status: { exists: false, backend: null, peers: [] },
@@ -335,7 +324,7 @@ describe('weft-helper on one host', () => {
     expect(await linkExists(host, iface)).toBe(false);
     expect(existsSync(helper.socket)).toBe(false);
     expect(await otherPids(host, helper)).toEqual([]);
-    expect(await osSnapshot(host)).toBe(before);
+    expect(await host.osSnapshot()).toBe(before);
   });
 });
 

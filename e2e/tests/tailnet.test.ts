@@ -1,14 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  ControlServer,
-  type Host,
-  Lab,
-  removeScratch,
-  scratchDir,
-  sleep,
-  WeftNode,
-  waitFor,
-} from '../lab/index.js';
+import { ControlServer, Lab, removeScratch, scratchDir, sleep, WeftNode, waitFor } from '../lab/index.js';
 
 // The walking skeleton end to end: real control, real helper + wireguard-go, real engine and CLI,
 // each on its own lab host. Tests run in order and share one tailnet.
@@ -19,21 +10,10 @@ let control: ControlServer;
 const nodes: Record<string, WeftNode> = {};
 const before: Record<string, string> = {};
 
-/** What `weft down` must restore: links, addresses and every routing table. */
-async function osSnapshot(host: Host): Promise<string> {
-  const parts = await Promise.all([
-    host.must(['ip', '-o', 'link', 'show']),
-    host.must(['ip', '-o', 'addr', 'show']),
-    host.must(['ip', 'route', 'show', 'table', 'all']),
-    host.must(['ip', '-6', 'route', 'show', 'table', 'all']),
-  ]);
-  return parts.join('\n---\n');
-}
-
 async function addNode(name: string, address: string, segment: Awaited<ReturnType<Lab['addSegment']>>) {
   const host = await lab.addHost(name, { segment, address });
   const node = new WeftNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`t${name}`));
-  before[name] = await osSnapshot(host);
+  before[name] = await host.osSnapshot();
   await node.start();
   nodes[name] = node;
   return node;
@@ -153,7 +133,7 @@ describe('a tailnet of two nodes joined by pre-auth keys', () => {
     const r = await nodes.b!.weft(['down']);
     expect(r.code).toBe(0);
     expect((await nodes.b!.status()).backendState).toBe('Stopped');
-    await waitFor('b OS state restored', async () => (await osSnapshot(nodes.b!.host)) === before.b, 5000);
-    expect(await osSnapshot(nodes.b!.host)).toBe(before.b);
+    await waitFor('b OS state restored', async () => (await nodes.b!.host.osSnapshot()) === before.b, 5000);
+    expect(await nodes.b!.host.osSnapshot()).toBe(before.b);
   });
 });
