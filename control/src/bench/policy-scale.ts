@@ -22,9 +22,9 @@ const policyText = (extraPort = '') => `{
     "group:eng": [],
   },
   "tagOwners": { "tag:web": ["group:ops"], "tag:db": ["group:ops"], "tag:router": ["group:ops"] },
-  "autoApprovers": { "routes": { "10.0.0.0/8": ["tag:router"] } },
+  "autoApprovers": { "routes": { "198.18.0.0/15": ["tag:router"] } },
   "acls": [
-    { "action": "accept", "src": ["group:dev"], "dst": ["tag:web:443${extraPort}", "10.0.0.0/8:22"] },
+    { "action": "accept", "src": ["group:dev"], "dst": ["tag:web:443${extraPort}", "198.18.0.0/15:22"] },
     { "action": "accept", "src": ["group:eng"], "dst": ["tag:db:5432"] },
     { "action": "accept", "src": ["group:ops"], "dst": ["*:*"] },
     { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
@@ -49,7 +49,7 @@ function tailnet(n: number): NodeRecord[] {
     const kind = i % 50;
     if (kind === 0) return record(i, { tags: ['tag:web'] });
     if (kind === 1) return record(i, { tags: ['tag:db'] });
-    if (kind === 2) return record(i, { tags: ['tag:router'], advertisedRoutes: [`10.${i % 250}.0.0/16`] });
+    if (kind === 2) return record(i, { tags: ['tag:router'], advertisedRoutes: [`198.18.${i % 250}.0/24`] });
     return record(i);
   });
 }
