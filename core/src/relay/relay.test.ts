@@ -1,14 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { generateKeyPair, type KeyPair, REFLECTOR_ALLOWED_IP, type RelayMap } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log/logger.js';
+import { type Relay, weftRelay } from '../testing/relay.js';
 import { RelayConnection } from './client.js';
 import { RelayManager } from './manager.js';
 import { RelayProxy } from './proxy.js';
@@ -17,7 +12,6 @@ import { RelayProxy } from './proxy.js';
 // import the relay's code) on loopback: authentication with a pinned key, the loopback proxy that
 // WireGuard would talk to, home region and fail-over.
 
-const RELAY_BIN = fileURLToPath(new URL('../../../relay/dist/cli/main.js', import.meta.url));
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
@@ -33,65 +27,7 @@ async function waitUntil(what: string, check: () => boolean, ms = 5000): Promise
   }
 }
 
-interface Relay {
-  url: string;
-  key: string;
-  port: number;
-  stop(): Promise<void>;
-  start(): Promise<void>;
-}
-
-/** Starts weft-relay on 127.0.0.1 (a free port, kept across restarts). */
-async function relay(): Promise<Relay> {
-  if (!existsSync(RELAY_BIN)) throw new Error(`${RELAY_BIN} is not built: run npm run build`);
-  const dir = await mkdtemp(join(tmpdir(), 'weft-core-relay-'));
-  cleanups.push(() => rm(dir, { recursive: true, force: true }));
-  let child: ChildProcess | null = null;
-  let port = 0;
-  let key = '';
-  const start = async () => {
-    const c = spawn(
-      process.execPath,
-      [RELAY_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--reflector-port', '0', '--state-dir', dir],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    child = c;
-    let out = '';
-    c.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-    });
-    await waitUntil(
-      'weft-relay to listen',
-      () => /listening on ws:\/\/127\.0\.0\.1:(\d+)\/relay/.test(out),
-      10_000,
-    );
-    port = Number(/127\.0\.0\.1:(\d+)\/relay/.exec(out)?.[1]);
-    key = /key (\S+)/.exec(out)?.[1] as string;
-  };
-  const stop = async () => {
-    const c = child;
-    child = null;
-    if (!c || c.exitCode !== null) return;
-    const exited = once(c, 'exit');
-    c.kill('SIGTERM');
-    await exited;
-  };
-  await start();
-  cleanups.push(stop);
-  return {
-    get url() {
-      return `ws://127.0.0.1:${port}/relay`;
-    },
-    get key() {
-      return key;
-    },
-    get port() {
-      return port;
-    },
-    start,
-    stop,
-  };
-}
+const relay = (): Promise<Relay> => weftRelay((c) => cleanups.push(c));
 
 function manager(keys: KeyPair): RelayManager {
   const m = new RelayManager({
