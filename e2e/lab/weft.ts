@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Status } from '@weft/protocol';
 import type { RunResult } from './exec.js';
-import { type Host, waitFor } from './lab.js';
+import { type Host, type Lab, waitFor } from './lab.js';
 
 // Starts Weft's real, built binaries on lab hosts: control, and nodes made of helper + weftd.
 
@@ -266,4 +266,22 @@ export class WeftNode {
     if (r.code !== 0) throw new Error(`weft ip failed: ${r.stderr}`);
     return r.stdout.trim();
   }
+}
+
+/**
+ * Tears a test tailnet down: stops its nodes and control, kills what is left in the lab's
+ * namespaces and removes them, then removes every scratch folder. Safe on a half-built tailnet.
+ */
+export async function stopTailnet(t: {
+  nodes: Iterable<WeftNode>;
+  control?: ControlServer | null;
+  lab?: Lab | null;
+  dir?: string | null;
+}): Promise<void> {
+  const nodes = [...t.nodes];
+  for (const n of nodes) await n.stop();
+  await t.control?.stop();
+  await t.lab?.cleanup();
+  for (const n of nodes) removeScratch(n.dir);
+  if (t.dir) removeScratch(t.dir);
 }

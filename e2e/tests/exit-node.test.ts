@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { ExitNodeList, type Status } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlServer, type Host, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
+import { ControlServer, type Host, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 import { installLeakCounter, leakCount, startTcpServer, tcpProbe } from './helper-harness.js';
 
 // Exit nodes and subnet routers end to end: real control, real helpers + wireguard-go, real engines
@@ -111,11 +111,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
   }, 120_000);
 
   afterAll(async () => {
-    for (const n of Object.values(nodes)) await n.stop();
-    await control?.stop();
-    await lab?.cleanup();
-    for (const n of Object.values(nodes)) removeScratch(n.dir);
-    if (dir) removeScratch(dir);
+    await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
   });
 
   let plain = '';

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlServer, type Host, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
+import { ControlServer, type Host, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 
 // Access policy end to end: real control, real helpers (wireguard-go, nftables) and engines on lab
 // hosts. Alice (group A) may reach the web server (tag:web) on 443 only; Bob (group B) may reach
@@ -125,11 +125,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const n of Object.values(nodes)) await n.stop();
-  await control?.stop();
-  await lab?.cleanup();
-  for (const n of Object.values(nodes)) removeScratch(n.dir);
-  if (dir) removeScratch(dir);
+  await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
 });
 
 describe('an access policy enforced on the nodes', () => {

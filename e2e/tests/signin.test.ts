@@ -2,16 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  BIN,
-  ControlServer,
-  Lab,
-  removeScratch,
-  scratchDir,
-  sleep,
-  WeftNode,
-  waitFor,
-} from '../lab/index.js';
+import { BIN, ControlServer, Lab, scratchDir, sleep, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 import {
   freePort,
   type IdentitySupport,
@@ -152,12 +143,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const n of Object.values(nodes)) await n.stop();
-  await control?.stop();
   await idp?.stop();
-  await lab?.cleanup();
-  for (const n of Object.values(nodes)) removeScratch(n.dir);
-  if (dir) removeScratch(dir);
+  await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
 });
 
 describe('sign in with the identity provider (real control, oidc-provider, wireguard-go)', () => {

@@ -1,6 +1,6 @@
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlServer, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
+import { ControlServer, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 import { axeSerious, launchChromium, screenshots } from './harness.js';
 import { startWeftWeb, type WeftWeb } from './weft-web.js';
 
@@ -60,11 +60,7 @@ describe('desktop UI against a real engine (real engine, weft web)', () => {
   afterAll(async () => {
     await browser?.close();
     const webExit = await shell?.stop();
-    for (const n of Object.values(nodes)) await n.stop();
-    await control?.stop();
-    await lab?.cleanup();
-    for (const n of Object.values(nodes)) removeScratch(n.dir);
-    if (dir) removeScratch(dir);
+    await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
     expect(webExit, 'weft web exits 0 on SIGTERM').toBe(0);
   }, 60_000);
 
