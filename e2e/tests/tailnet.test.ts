@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlServer, Lab, removeScratch, scratchDir, sleep, WeftNode, waitFor } from '../lab/index.js';
+import { ControlServer, Lab, scratchDir, sleep, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 
 // The walking skeleton end to end: real control, real helper + wireguard-go, real engine and CLI,
 // each on its own lab host. Tests run in order and share one tailnet.
@@ -33,11 +33,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const n of Object.values(nodes)) await n.stop();
-  await control?.stop();
-  await lab?.cleanup();
-  for (const n of Object.values(nodes)) removeScratch(n.dir);
-  if (dir) removeScratch(dir);
+  await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
 });
 
 describe('a tailnet of two nodes joined by pre-auth keys', () => {
@@ -121,6 +117,13 @@ describe('a tailnet of two nodes joined by pre-auth keys', () => {
       2000,
     );
     console.log(`deleted node left its peer's netmap after ${Date.now() - t0} ms`);
+    // The interface follows the netmap a moment later: within the same 2 s (plus one 1 s probe)
+    // no packet reaches c any more.
+    await waitFor(
+      'a no longer reaches c',
+      async () => !(await nodes.a!.host.ping(cIp, { count: 1, deadlineS: 1 })),
+      Math.max(0, 2000 - (Date.now() - t0)) + 1500,
+    );
     expect(await nodes.a!.host.ping(cIp, { count: 1, deadlineS: 2 })).toBe(false);
     await waitFor(
       'c to need login',
