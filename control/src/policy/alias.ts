@@ -101,7 +101,10 @@ function parsePort(text: string, which: string, spec: string): Result<number> {
   return ok(Number(text));
 }
 
-/** `*`, or a comma-separated list of ports and `first-last` ranges. */
+/**
+ * `*`, or a comma-separated list of ports and `first-last` ranges. Port 0 cannot start a range:
+ * Tailscale refuses it (all ports are `*`, and a FilterRule's port 0 means something else).
+ */
 export function parsePorts(text: string): Result<PortRange[]> {
   if (text === '*') return ok([ALL_PORTS]);
   const out: PortRange[] = [];
@@ -109,6 +112,8 @@ export function parsePorts(text: string): Result<PortRange[]> {
     const dash = part.indexOf('-');
     const first = parsePort(dash < 0 ? part : part.slice(0, dash), 'first', text);
     if (!first.ok) return first;
+    if (first.value === 0)
+      return fail(`port range "${part}": first port must be >0, or use "*" for all ports`);
     const last = dash < 0 ? first : parsePort(part.slice(dash + 1), 'last', text);
     if (!last.ok) return last;
     if (last.value < first.value) return fail(`port range "${part}": first port is after last port`);

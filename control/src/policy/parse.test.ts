@@ -118,6 +118,43 @@ describe('parsePolicy', () => {
     ]);
   });
 
+  it('refuses the grants Tailscale refuses: app on autogroup:internet, port 0', () => {
+    const text = `${BASE}"grants": [
+    { "src": ["*"], "dst": ["autogroup:internet"], "app": { "example.com/cap/web": [{}] } },
+    { "src": ["autogroup:member"], "dst": ["lan", "autogroup:internet"], "ip": ["tcp:443"], "app": { "example.com/cap/web": [{}] } },
+    { "src": ["*"], "dst": ["tag:web"], "ip": ["tcp:0", "0", "0-80", "udp:53,0"] },
+  ],
+  "acls": [{ "action": "accept", "src": ["*"], "dst": ["tag:web:0", "db:0-22"] }],
+  "tests": [{ "src": "alice@example.com", "accept": ["db:0"] }],
+}`;
+    expect(refusal(text)).toEqual([
+      '6:29 "app" capabilities cannot be granted on autogroup:internet (use "ip" for network access)',
+      '7:51 "app" capabilities cannot be granted on autogroup:internet (use "ip" for network access)',
+      '8:48 ip "tcp:0": port range "0": first port must be >0, or use "*" for all ports',
+      '8:57 ip "0": port range "0": first port must be >0, or use "*" for all ports',
+      '8:62 ip "0-80": port range "0-80": first port must be >0, or use "*" for all ports',
+      '8:70 ip "udp:53,0": port range "0": first port must be >0, or use "*" for all ports',
+      '10:56 dst "tag:web:0": port range "0": first port must be >0, or use "*" for all ports',
+      '10:69 dst "db:0-22": port range "0-22": first port must be >0, or use "*" for all ports',
+      '11:54 test destination "db:0": the port must be one number from 1 to 65535',
+    ]);
+  });
+
+  it('reads null as a left-out grant field, as Tailscale does ("via": null)', () => {
+    const policy = parsePolicy(`${BASE}"grants": [
+    { "src": ["*"], "dst": ["tag:web"], "ip": ["tcp:443"], "via": null, "app": null },
+    { "src": ["*"], "dst": ["tag:web"], "ip": null, "app": { "example.com/cap/web": [{}] } },
+  ],
+}`);
+    expect(policy.grants.map((g) => [g.ip.length, g.via.length, g.app !== undefined])).toEqual([
+      [1, 0, false],
+      [0, 0, true],
+    ]);
+    expect(
+      refusal(`${BASE}"grants": [{ "src": ["*"], "dst": ["tag:web"], "ip": null, "app": null }] }`),
+    ).toEqual(['5:12 a grant needs "ip" (network access) or "app" (capabilities); both are empty']);
+  });
+
   it('checks tests, autoApprovers and ssh rules', () => {
     const text = `${BASE}"autoApprovers": { "routes": { "10.0.0.0/33": ["tag:web"] }, "exitNode": ["tag:exit"] },
   "tests": [
@@ -129,7 +166,7 @@ describe('parsePolicy', () => {
     expect(refusal(text)).toEqual([
       '5:32 autoApprovers route: "10.0.0.0/33" is not a valid CIDR prefix',
       '5:75 exitNode approvers: tag "tag:exit" is not declared in tagOwners',
-      '7:46 test destination "tag:web:*": the port must be one number from 0 to 65535',
+      '7:46 test destination "tag:web:*": the port must be one number from 1 to 65535',
       '7:59 test destination "lan:22" must be a user, tag, host or single IP address with one port',
       '7:69 test destination "db/32:22": name one address (an IP without a /prefix, or a host)',
       '8:5 a test needs "src"',

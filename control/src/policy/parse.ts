@@ -405,16 +405,30 @@ function readGrant(r: Reader, node: JsonNode, scope: AliasScope): GrantRule | nu
   const dstE = r.required(f, 'dst', 'a grant', node.pos);
   const src = srcE ? readAliases(r, srcE.value, scope, 'src', true) : [];
   const dst = dstE ? readAliases(r, dstE.value, scope, 'dst', true) : [];
-  const ipE = f.get('ip');
+  // `null` is the same as leaving a field out (Tailscale documents "via": null).
+  const given = (key: string) => {
+    const e = f.get(key);
+    return e && e.value.kind !== 'null' ? e : undefined;
+  };
+  const ipE = given('ip');
   const ipTexts = ipE ? r.strings(ipE.value, '"ip"') : [];
   const ip = ipTexts.flatMap(({ text, pos }) => readNetSpec(r, text, pos) ?? []);
-  const appE = f.get('app');
+  const appE = given('app');
   const app = appE ? readApp(r, appE.value) : undefined;
-  if (ipTexts.length === 0 && (appE?.value.kind !== 'object' || appE.value.entries.length === 0)) {
+  const hasApp = appE?.value.kind === 'object' && appE.value.entries.length > 0;
+  if (ipTexts.length === 0 && !hasApp) {
     r.error('a grant needs "ip" (network access) or "app" (capabilities); both are empty', node.pos);
   }
+  // Capabilities are granted on nodes; the internet has none to grant them on.
+  const internet = dst.find((d) => d.alias.kind === 'autogroup' && d.alias.name === 'internet');
+  if (hasApp && internet) {
+    r.error(
+      '"app" capabilities cannot be granted on autogroup:internet (use "ip" for network access)',
+      internet.pos,
+    );
+  }
   const via: AliasRef[] = [];
-  const viaE = f.get('via');
+  const viaE = given('via');
   for (const { text, pos } of viaE ? r.strings(viaE.value, '"via"') : []) {
     if (!text.startsWith('tag:')) {
       r.error(`via "${text}": via can only name tags (the routers to go through)`, pos);
@@ -485,8 +499,8 @@ function readTestDestination(
 ): TestDestination | null {
   const split = r.take(splitAliasPorts(text), pos, 'test destination');
   if (!split) return null;
-  if (!/^(0|[1-9][0-9]{0,4})$/.test(split.ports) || Number(split.ports) > 65535) {
-    r.error(`test destination "${text}": the port must be one number from 0 to 65535`, pos);
+  if (!/^[1-9][0-9]{0,4}$/.test(split.ports) || Number(split.ports) > 65535) {
+    r.error(`test destination "${text}": the port must be one number from 1 to 65535`, pos);
     return null;
   }
   if (split.alias.includes('/')) {
