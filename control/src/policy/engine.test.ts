@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { checkPolicy } from './check.js';
 import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './engine.js';
+import { compareFilters } from './filter-meaning.js';
 import { IPSet, parseFilterIP } from './ipset.js';
 import { parsePolicy } from './parse.js';
 import { parseTailnet, type Tailnet, type TailnetInput } from './tailnet.js';
@@ -183,6 +184,47 @@ describe('wildcard sources', () => {
     );
     const engine = compilePolicy(policy, tailnet, { wildcardSources: ranges });
     expect(engine.packetFilter('laptop')[0]?.SrcIPs).toEqual(['100.64.0.0/10', 'fd12:3456:789a::/48']);
+  });
+});
+
+describe('autogroup:internet on an exit node', () => {
+  it('is the set Tailscale sends: IPv4 but private, CGNAT and link-local; IPv6 global unicast', () => {
+    const policy = parsePolicy(
+      `{ "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["autogroup:internet:*"] }] }`,
+    );
+    const engine = compilePolicy(
+      policy,
+      parseTailnet({
+        users: [{ name: 'alice', email: 'alice@example.com' }],
+        nodes: {
+          laptop: { user: 'alice', ipv4: '100.64.0.1', ipv6: 'fd7a:115c:a1e0::1' },
+          exit: {
+            user: 'alice',
+            ipv4: '100.64.0.2',
+            advertisedRoutes: ['0.0.0.0/0', '::/0'],
+            approvedRoutes: ['0.0.0.0/0', '::/0'],
+          },
+        },
+      }),
+    );
+    const all = { First: 0, Last: 65535 };
+    // As recorded from Tailscale's control plane for an exit node under such a rule.
+    const tailscale = [
+      {
+        SrcIPs: ['100.64.0.1', '100.64.0.2', 'fd7a:115c:a1e0::1'],
+        DstPorts: [
+          '0.0.0.0-9.255.255.255',
+          '11.0.0.0-100.63.255.255',
+          '100.128.0.0-169.253.255.255',
+          '169.255.0.0-172.15.255.255',
+          '172.32.0.0-192.167.255.255',
+          '192.169.0.0-255.255.255.255',
+          '2000::-3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+        ].map((IP) => ({ IP, Ports: all })),
+      },
+    ];
+    expect(compareFilters(engine.packetFilter('exit'), tailscale)).toEqual({ onlyA: [], onlyB: [] });
+    expect(engine.packetFilter('laptop')).toEqual([]);
   });
 });
 

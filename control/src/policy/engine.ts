@@ -67,22 +67,13 @@ export const TAILSCALE_WILDCARD_SOURCES = setOf(['100.64.0.0/10', 'fd7a:115c:a1e
 const EXIT_ROUTES = new Set(['0.0.0.0/0', '::/0']);
 
 /**
- * What autogroup:internet stands for where an exit node forwards: public unicast space, without
- * private, shared (CGNAT, the tailnet), loopback, link-local, multicast and reserved ranges.
+ * What autogroup:internet stands for where an exit node forwards, as Tailscale sends it: all of
+ * IPv4 but the private ranges (RFC 1918), shared address space (CGNAT, where the tailnet lives)
+ * and link-local; and global unicast IPv6 (2000::/3, which holds no private, link-local or
+ * tailnet address). Loopback, multicast and reserved IPv4 stay in, as in Tailscale's filters.
  */
 const THE_INTERNET = setOf(['0.0.0.0/0', '2000::/3'])
-  .subtract(
-    setOf([
-      '0.0.0.0/8',
-      '10.0.0.0/8',
-      '100.64.0.0/10',
-      '127.0.0.0/8',
-      '169.254.0.0/16',
-      '172.16.0.0/12',
-      '192.168.0.0/16',
-      '224.0.0.0/3',
-    ]),
-  )
+  .subtract(setOf(['10.0.0.0/8', '100.64.0.0/10', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16']))
   .toStrings();
 /** Stands for "the internet" where a route is expected: what exit routes lead to. */
 const INTERNET = 'internet';
