@@ -188,43 +188,51 @@ describe('wildcard sources', () => {
 });
 
 describe('autogroup:internet on an exit node', () => {
+  const tailnet = parseTailnet({
+    users: [{ name: 'alice', email: 'alice@example.com' }],
+    nodes: {
+      laptop: { user: 'alice', ipv4: '100.64.0.1', ipv6: 'fd7a:115c:a1e0::1' },
+      exit: {
+        tags: ['tag:exit'],
+        ipv4: '100.64.0.2',
+        advertisedRoutes: ['0.0.0.0/0', '::/0'],
+        approvedRoutes: ['0.0.0.0/0', '::/0'],
+      },
+    },
+  });
+  /** As recorded from Tailscale's control plane for an exit node that alice may use. */
+  const tailscale = [
+    {
+      SrcIPs: ['100.64.0.1', 'fd7a:115c:a1e0::1'],
+      DstPorts: [
+        '0.0.0.0-9.255.255.255',
+        '11.0.0.0-100.63.255.255',
+        '100.128.0.0-169.253.255.255',
+        '169.255.0.0-172.15.255.255',
+        '172.32.0.0-192.167.255.255',
+        '192.169.0.0-255.255.255.255',
+        '2000::-3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
+      ].map((IP) => ({ IP, Ports: { First: 0, Last: 65535 } })),
+    },
+  ];
+  const owners = `"tagOwners": { "tag:exit": ["alice@example.com"] }`;
+
   it('is the set Tailscale sends: IPv4 but private, CGNAT and link-local; IPv6 global unicast', () => {
     const policy = parsePolicy(
-      `{ "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["autogroup:internet:*"] }] }`,
+      `{ ${owners}, "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["autogroup:internet:*"] }] }`,
     );
-    const engine = compilePolicy(
-      policy,
-      parseTailnet({
-        users: [{ name: 'alice', email: 'alice@example.com' }],
-        nodes: {
-          laptop: { user: 'alice', ipv4: '100.64.0.1', ipv6: 'fd7a:115c:a1e0::1' },
-          exit: {
-            user: 'alice',
-            ipv4: '100.64.0.2',
-            advertisedRoutes: ['0.0.0.0/0', '::/0'],
-            approvedRoutes: ['0.0.0.0/0', '::/0'],
-          },
-        },
-      }),
-    );
-    const all = { First: 0, Last: 65535 };
-    // As recorded from Tailscale's control plane for an exit node under such a rule.
-    const tailscale = [
-      {
-        SrcIPs: ['100.64.0.1', '100.64.0.2', 'fd7a:115c:a1e0::1'],
-        DstPorts: [
-          '0.0.0.0-9.255.255.255',
-          '11.0.0.0-100.63.255.255',
-          '100.128.0.0-169.253.255.255',
-          '169.255.0.0-172.15.255.255',
-          '172.32.0.0-192.167.255.255',
-          '192.169.0.0-255.255.255.255',
-          '2000::-3fff:ffff:ffff:ffff:ffff:ffff:ffff:ffff',
-        ].map((IP) => ({ IP, Ports: all })),
-      },
-    ];
+    const engine = compilePolicy(policy, tailnet);
     expect(compareFilters(engine.packetFilter('exit'), tailscale)).toEqual({ onlyA: [], onlyB: [] });
     expect(engine.packetFilter('laptop')).toEqual([]);
+  });
+
+  it('is the same set through a via grant (not the whole of 0.0.0.0/0 and ::/0)', () => {
+    const policy = parsePolicy(`{ ${owners}, "grants": [
+      { "src": ["autogroup:member"], "dst": ["autogroup:internet"], "ip": ["*"], "via": ["tag:exit"] },
+    ] }`);
+    const engine = compilePolicy(policy, tailnet);
+    expect(compareFilters(engine.packetFilter('exit'), tailscale)).toEqual({ onlyA: [], onlyB: [] });
+    expect(engine.peerRoutes('laptop')).toEqual({ exit: ['0.0.0.0/0', '::/0'] });
   });
 });
 

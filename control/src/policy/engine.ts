@@ -610,10 +610,8 @@ export class PolicyEngine {
       }
       const dstPorts = r.targets.flatMap((t) => {
         if (r.kind === 'via') {
-          return ports(
-            [...(t.match.internet ? v.exitRoutes : []), ...touching(t.match.prefixes, v.subnetSet)],
-            t.ports,
-          );
+          const internet = t.match.internet && v.exitRoutes.length > 0 ? THE_INTERNET : [];
+          return ports([...internet, ...touching(t.match.prefixes, v.subnetSet)], t.ports);
         }
         if (r.perUser) return ports(own, t.ports);
         if (t.match.wildcard) return ports(['*'], t.ports);
