@@ -236,6 +236,44 @@ describe('autogroup:internet on an exit node', () => {
   });
 });
 
+describe('IP literals as destinations', () => {
+  const tailnet = parseTailnet({
+    users: [],
+    nodes: {
+      server: { tags: ['tag:server'], ipv4: '100.64.0.16', ipv6: 'fd7a:115c:a1e0::10' },
+      client: { tags: ['tag:client'], ipv4: '100.64.0.14', ipv6: 'fd7a:115c:a1e0::e' },
+    },
+  });
+  const compile = (dst: string) =>
+    compilePolicy(
+      parsePolicy(`{
+        "tagOwners": { "tag:server": [], "tag:client": [] },
+        "grants": [{ "src": ["tag:client"], "dst": ["${dst}"], "ip": ["tcp:22"] }],
+      }`),
+      tailnet,
+    );
+
+  it('name a node by its IPv4 address: it gets the rule, and the two see each other', () => {
+    const engine = compile('100.64.0.16');
+    expect(engine.packetFilter('server')).toEqual([
+      {
+        SrcIPs: ['100.64.0.14', 'fd7a:115c:a1e0::e'],
+        DstPorts: [{ IP: '100.64.0.16', Ports: { First: 22, Last: 22 } }],
+        IPProto: [6],
+      },
+    ]);
+    expect(engine.peers('client')).toEqual(['server']);
+  });
+
+  it('do not name a node by its IPv6 address: no rule, no peers (as Tailscale recorded)', () => {
+    const engine = compile('fd7a:115c:a1e0::10');
+    expect(engine.all()).toEqual({
+      server: { packetFilter: [], peers: [], peerRoutes: {} },
+      client: { packetFilter: [], peers: [], peerRoutes: {} },
+    });
+  });
+});
+
 describe('groups from the identity provider', () => {
   const policy = parsePolicy(`{
     "groups": { "group:eng": ["carol@example.com"] },

@@ -89,6 +89,12 @@ interface NodeFacts {
   tags: Set<string>;
   addrs: Addr[];
   addrSet: IPSet;
+  /**
+   * The addresses by which IP literals and prefixes in the policy name this node: its IPv4
+   * address. Its tailnet IPv6 address is not, as in Tailscale's recorded decisions: a grant to a
+   * node's IPv6 literal sends that node no rule and makes no peers.
+   */
+  literalSet: IPSet;
   subnetRoutes: string[];
   subnetSet: IPSet;
   exitRoutes: string[];
@@ -350,6 +356,7 @@ export class PolicyEngine {
       ...identity,
       addrs,
       addrSet: IPSet.fromAddrs(addrs),
+      literalSet: IPSet.fromAddrs(addrs.filter((a) => a.family === 4)),
       subnetRoutes,
       subnetSet: setOf(subnetRoutes),
       exitRoutes: routes.filter((r) => EXIT_ROUTES.has(r)),
@@ -390,7 +397,7 @@ export class PolicyEngine {
       return r.dst.prefixes.overlaps(n.subnetSet) || (r.dst.internet && n.exitRoutes.length > 0);
     }
     if (r.kind === 'cap') {
-      return r.dst.wildcard || identityMatch(r.dst, n) || r.dst.prefixes.overlaps(n.addrSet);
+      return r.dst.wildcard || identityMatch(r.dst, n) || r.dst.prefixes.overlaps(n.literalSet);
     }
     return sideMatch(r.dst, n, true);
   }
@@ -589,7 +596,7 @@ export class PolicyEngine {
   private filterFor(v: NodeFacts): FilterRule[] {
     const out: FilterRule[] = [];
     const own = v.addrs.map(formatAddr);
-    const space = v.addrSet.union(v.subnetSet);
+    const space = v.literalSet.union(v.subnetSet);
     const ports = (ips: string[], rs: PortRange[]) =>
       ips.flatMap((ip) => rs.map((p) => ({ IP: ip, Ports: { First: p.first, Last: p.last } })));
     /** The parts of a destination's prefixes that reach into `within`, as written. */
@@ -601,7 +608,7 @@ export class PolicyEngine {
       if (srcIPs.length === 0) continue;
       if (r.kind === 'cap') {
         const whole = r.perUser || r.dst.wildcard || identityMatch(r.dst, v);
-        const dsts = whole ? v.addrSet : v.addrSet.intersect(r.dst.prefixes);
+        const dsts = whole ? v.addrSet : v.literalSet.intersect(r.dst.prefixes);
         out.push({
           SrcIPs: srcIPs,
           CapGrant: [{ Dsts: dsts.prefixes().map(formatPrefix), CapMap: r.capMap }],
@@ -743,9 +750,9 @@ function identityMatch(m: Matcher, n: Pick<NodeFacts, 'tagged' | 'tags' | 'user'
   return m.emails.has(email) || m.domains.has(email.slice(email.lastIndexOf('@') + 1));
 }
 
-/** A node is on a side by identity, by its addresses, or by a subnet it routes. */
+/** A node is on a side by identity, by its IPv4 address (see `literalSet`), or by a subnet it routes. */
 function sideMatch(m: Matcher, n: NodeFacts, dst: boolean): boolean {
   if (m.wildcard || m.dangerAll || identityMatch(m, n)) return true;
-  if (m.prefixes.overlaps(n.addrSet) || m.prefixes.overlaps(n.subnetSet)) return true;
+  if (m.prefixes.overlaps(n.literalSet) || m.prefixes.overlaps(n.subnetSet)) return true;
   return dst && m.internet && n.exitRoutes.length > 0;
 }
