@@ -155,6 +155,21 @@ describe('parsePolicy', () => {
     ).toEqual(['5:12 a grant needs "ip" (network access) or "app" (capabilities); both are empty']);
   });
 
+  it('reads null sections, lists and protocols, and an empty proto, as left out', () => {
+    const policy = parsePolicy(`{
+  "groups": null, "hosts": null, "tagOwners": null, "grants": null, "ssh": null,
+  "autoApprovers": { "routes": null, "exitNode": null },
+  "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["alice@example.com:22"], "proto": "" }],
+  "tests": [{ "src": "alice@example.com", "accept": ["alice@example.com:22"], "deny": null, "proto": null }],
+}`);
+    expect(policy.acls[0]?.protos).toBeUndefined();
+    expect(policy.tests[0]?.proto).toBeUndefined();
+    expect(policy.grants).toEqual([]);
+    expect(refusal(`{ "tests": [{ "src": "alice@example.com", "accept": null }] }`)).toEqual([
+      '1:13 a test needs "accept" or "deny" destinations',
+    ]);
+  });
+
   it('checks tests, autoApprovers and ssh rules', () => {
     const text = `${BASE}"autoApprovers": { "routes": { "10.0.0.0/33": ["tag:web"] }, "exitNode": ["tag:exit"] },
   "tests": [

@@ -58,6 +58,7 @@ const CAP_NAME = /^[a-z0-9.-]+\.[a-z]{2,}\/[A-Za-z0-9._~/-]+$/;
 
 type Side = 'src' | 'dst';
 
+// `null` reads as left out, as Tailscale's policy decoder reads it: an empty list or object.
 class Reader {
   readonly issues: PolicyIssue[] = [];
 
@@ -67,12 +68,14 @@ class Reader {
 
   object(node: JsonNode, what: string): JsonEntry[] | null {
     if (node.kind === 'object') return node.entries;
+    if (node.kind === 'null') return [];
     this.error(`${what} must be an object`, node.pos);
     return null;
   }
 
   array(node: JsonNode, what: string): JsonNode[] | null {
     if (node.kind === 'array') return node.items;
+    if (node.kind === 'null') return [];
     this.error(`${what} must be a list`, node.pos);
     return null;
   }
@@ -99,6 +102,20 @@ class Reader {
       else this.error(`unknown key "${e.key}" in ${where} (allowed: ${allowed.join(', ')})`, e.keyPos);
     }
     return out;
+  }
+
+  /** A field that is there and not `null` (which reads as left out). */
+  given(fields: Map<string, JsonEntry>, key: string): JsonEntry | undefined {
+    const e = fields.get(key);
+    return e && e.value.kind !== 'null' ? e : undefined;
+  }
+
+  /** `proto`: a protocol name or number; left out, `null` or `""` mean the default set. */
+  proto(fields: Map<string, JsonEntry>, what: string): number | undefined {
+    const e = this.given(fields, 'proto');
+    const text = e ? this.string(e.value, `${what} "proto"`) : null;
+    if (!e || text === null || text === '') return undefined;
+    return this.take(parseProto(text), e.value.pos, `${what} proto`) ?? undefined;
   }
 
   required(fields: Map<string, JsonEntry>, key: string, where: string, pos: SourcePos): JsonEntry | null {
@@ -338,13 +355,8 @@ function readAcl(r: Reader, node: JsonNode, scope: AliasScope): AclRule | null {
       );
     }
   }
-  let protos: number[] | undefined;
-  const protoE = f.get('proto');
-  if (protoE) {
-    const text = r.string(protoE.value, '"proto"');
-    const n = text === null ? null : r.take(parseProto(text), protoE.value.pos, 'proto');
-    if (n !== null) protos = [n];
-  }
+  const proto = r.proto(f, 'ACL');
+  const protos = proto === undefined ? undefined : [proto];
   const src = srcE ? readAliases(r, srcE.value, scope, 'src', false) : [];
   const dst: AclRule['dst'] = [];
   for (const { text, pos } of dstE ? r.strings(dstE.value, '"dst"') : []) {
@@ -405,15 +417,10 @@ function readGrant(r: Reader, node: JsonNode, scope: AliasScope): GrantRule | nu
   const dstE = r.required(f, 'dst', 'a grant', node.pos);
   const src = srcE ? readAliases(r, srcE.value, scope, 'src', true) : [];
   const dst = dstE ? readAliases(r, dstE.value, scope, 'dst', true) : [];
-  // `null` is the same as leaving a field out (Tailscale documents "via": null).
-  const given = (key: string) => {
-    const e = f.get(key);
-    return e && e.value.kind !== 'null' ? e : undefined;
-  };
-  const ipE = given('ip');
+  const ipE = r.given(f, 'ip');
   const ipTexts = ipE ? r.strings(ipE.value, '"ip"') : [];
   const ip = ipTexts.flatMap(({ text, pos }) => readNetSpec(r, text, pos) ?? []);
-  const appE = given('app');
+  const appE = r.given(f, 'app');
   const app = appE ? readApp(r, appE.value) : undefined;
   const hasApp = appE?.value.kind === 'object' && appE.value.entries.length > 0;
   if (ipTexts.length === 0 && !hasApp) {
@@ -428,7 +435,7 @@ function readGrant(r: Reader, node: JsonNode, scope: AliasScope): GrantRule | nu
     );
   }
   const via: AliasRef[] = [];
-  const viaE = given('via');
+  const viaE = r.given(f, 'via');
   for (const { text, pos } of viaE ? r.strings(viaE.value, '"via"') : []) {
     if (!text.startsWith('tag:')) {
       r.error(`via "${text}": via can only name tags (the routers to go through)`, pos);
@@ -526,20 +533,17 @@ function readTest(r: Reader, node: JsonNode, scope: AliasScope): PolicyTest | nu
   const srcText = srcE ? r.string(srcE.value, 'test "src"') : null;
   const src = srcE && srcText !== null ? readTestSource(r, srcText, srcE.value.pos, scope) : null;
   const dsts = (key: string) => {
-    const e = f.get(key);
+    const e = r.given(f, key);
     return e
       ? r.strings(e.value, `test "${key}"`).flatMap((d) => readTestDestination(r, d.text, d.pos, scope) ?? [])
       : [];
   };
   const accept = dsts('accept');
   const deny = dsts('deny');
-  if (!f.has('accept') && !f.has('deny')) r.error('a test needs "accept" or "deny" destinations', node.pos);
-  let proto: number | undefined;
-  const protoE = f.get('proto');
-  if (protoE) {
-    const text = r.string(protoE.value, 'test "proto"');
-    proto = (text === null ? null : r.take(parseProto(text), protoE.value.pos, 'test proto')) ?? undefined;
+  if (!r.given(f, 'accept') && !r.given(f, 'deny')) {
+    r.error('a test needs "accept" or "deny" destinations', node.pos);
   }
+  const proto = r.proto(f, 'test');
   if (!src) return null;
   return { src, accept, deny, ...(proto !== undefined ? { proto } : {}), pos: node.pos };
 }
