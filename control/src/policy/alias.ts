@@ -1,6 +1,13 @@
 import { parseAddr, parsePrefix } from '@weft/protocol';
 import { IPSet } from './ipset.js';
-import { ALL_PORTS, type Alias, AUTOGROUPS, type AutogroupName, type PortRange } from './types.js';
+import {
+  ALL_PORTS,
+  type Alias,
+  AUTOGROUPS,
+  type AutogroupName,
+  type NetSpec,
+  type PortRange,
+} from './types.js';
 
 // Classifying the words of the policy language: aliases, port lists and protocols.
 // Each function returns the value or an error message; the caller attaches the position.
@@ -93,10 +100,9 @@ export function classifyAlias(text: string, scope: AliasScope): Result<Alias> {
   return fail(`unknown alias "${text}": not a user, group, tag, host, IP address or autogroup`);
 }
 
-const PORT = /^(0|[1-9][0-9]{0,4})$/;
-
 function parsePort(text: string, which: string, spec: string): Result<number> {
-  if (!PORT.test(text) || Number(text) > 65535)
+  // Decimal digits only; leading zeros are fine, as Go's ParseUint reads them.
+  if (!/^[0-9]+$/.test(text) || Number(text) > 65535)
     return fail(`port range "${spec}": invalid ${which} port "${text}"`);
   return ok(Number(text));
 }
@@ -122,9 +128,10 @@ export function parsePorts(text: string): Result<PortRange[]> {
   return ok(out);
 }
 
-/** IANA protocol numbers of the names Tailscale's policy language accepts. */
+/** IANA protocol numbers of the names Tailscale's policy language accepts (any case). */
 const PROTOCOLS: Record<string, number> = {
   icmp: 1,
+  icmpv4: 1,
   igmp: 2,
   ipv4: 4,
   'ip-in-ip': 4,
@@ -132,20 +139,46 @@ const PROTOCOLS: Record<string, number> = {
   egp: 8,
   igp: 9,
   udp: 17,
+  dccp: 33,
   gre: 47,
   esp: 50,
   ah: 51,
   'ipv6-icmp': 58,
   icmpv6: 58,
+  tsmp: 99,
   sctp: 132,
 };
 
 export function parseProto(text: string): Result<number> {
-  if (/^(0|[1-9][0-9]{0,2})$/.test(text) && Number(text) <= 255) return ok(Number(text));
-  const n = PROTOCOLS[text.toLowerCase()];
+  if (/^[0-9]+$/.test(text) && Number(text) <= 255) return ok(Number(text));
+  const n = Object.hasOwn(PROTOCOLS, text.toLowerCase()) ? PROTOCOLS[text.toLowerCase()] : undefined;
   return n === undefined
     ? fail(`unknown protocol "${text}" (use a name such as tcp, udp, icmp or a number 0-255)`)
     : ok(n);
+}
+
+/**
+ * A grant `ip` entry, in Tailscale's grammar: `*`, or `[proto:]ports` where proto is `*`, a name
+ * or a number (0 and `*` mean TCP, UDP and ICMP) and ports is `*`, one port or one `first-last`
+ * range (no lists: give several entries).
+ */
+export function parseProtoPorts(text: string): Result<NetSpec> {
+  if (text === '*') return ok({ ports: [ALL_PORTS] });
+  const colon = text.lastIndexOf(':');
+  const protoText = colon < 0 ? '*' : text.slice(0, colon);
+  const portText = colon < 0 ? text : text.slice(colon + 1);
+  if (protoText === '') return fail('the protocol before ":" is empty');
+  if (protoText.includes(',')) return fail('name one protocol (a name, a number or *)');
+  let protos: number[] | undefined;
+  if (protoText !== '*') {
+    const proto = parseProto(protoText);
+    if (!proto.ok) return proto;
+    if (proto.value !== 0) protos = [proto.value];
+  }
+  if (portText.includes(',')) return fail(`"${portText}": one port or range per entry (write "80", "443")`);
+  const ports = parsePorts(portText);
+  if (!ports.ok) return ports;
+  return ok({ ...(protos ? { protos } : {}), ports: ports.value });
 }
 
 /**

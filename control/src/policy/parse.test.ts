@@ -122,7 +122,7 @@ describe('parsePolicy', () => {
     const text = `${BASE}"grants": [
     { "src": ["*"], "dst": ["autogroup:internet"], "app": { "example.com/cap/web": [{}] } },
     { "src": ["autogroup:member"], "dst": ["lan", "autogroup:internet"], "ip": ["tcp:443"], "app": { "example.com/cap/web": [{}] } },
-    { "src": ["*"], "dst": ["tag:web"], "ip": ["tcp:0", "0", "0-80", "udp:53,0"] },
+    { "src": ["*"], "dst": ["tag:web"], "ip": ["tcp:0", "0", "0-80", "udp:0"] },
   ],
   "acls": [{ "action": "accept", "src": ["*"], "dst": ["tag:web:0", "db:0-22"] }],
   "tests": [{ "src": "alice@example.com", "accept": ["db:0"] }],
@@ -133,10 +133,36 @@ describe('parsePolicy', () => {
       '8:48 ip "tcp:0": port range "0": first port must be >0, or use "*" for all ports',
       '8:57 ip "0": port range "0": first port must be >0, or use "*" for all ports',
       '8:62 ip "0-80": port range "0-80": first port must be >0, or use "*" for all ports',
-      '8:70 ip "udp:53,0": port range "0": first port must be >0, or use "*" for all ports',
+      '8:70 ip "udp:0": port range "0": first port must be >0, or use "*" for all ports',
       '10:56 dst "tag:web:0": port range "0": first port must be >0, or use "*" for all ports',
       '10:69 dst "db:0-22": port range "0-22": first port must be >0, or use "*" for all ports',
       '11:54 test destination "db:0": the port must be one number from 1 to 65535',
+    ]);
+  });
+
+  it("reads grant ip entries in Tailscale's grammar: one port or range each, proto * or 0 for all", () => {
+    const policy = parsePolicy(`${BASE}"grants": [{ "src": ["*"], "dst": ["tag:web"],
+    "ip": ["*:22", "TCP:0443", "0:80-90", "6:22", "dccp:*", "icmpv4:*", "tsmp:*"] }],
+}`);
+    expect(policy.grants[0]?.ip).toEqual([
+      { ports: [{ first: 22, last: 22 }] },
+      { protos: [6], ports: [{ first: 443, last: 443 }] },
+      { ports: [{ first: 80, last: 90 }] },
+      { protos: [6], ports: [{ first: 22, last: 22 }] },
+      { protos: [33], ports: [{ first: 0, last: 65535 }] },
+      { protos: [1], ports: [{ first: 0, last: 65535 }] },
+      { protos: [99], ports: [{ first: 0, last: 65535 }] },
+    ]);
+    const text = `${BASE}"grants": [{ "src": ["*"], "dst": ["tag:web"],
+    "ip": ["22,80", "tcp:22,80", "tcp,udp:22", ":22", "tcp:", "constructor:22"] }],
+}`;
+    expect(refusal(text)).toEqual([
+      '6:12 ip "22,80": "22,80": one port or range per entry (write "80", "443")',
+      '6:21 ip "tcp:22,80": "22,80": one port or range per entry (write "80", "443")',
+      '6:34 ip "tcp,udp:22": name one protocol (a name, a number or *)',
+      '6:48 ip ":22": the protocol before ":" is empty',
+      '6:55 ip "tcp:": port range "": invalid first port ""',
+      '6:63 ip "constructor:22": unknown protocol "constructor" (use a name such as tcp, udp, icmp or a number 0-255)',
     ]);
   });
 

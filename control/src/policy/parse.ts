@@ -7,6 +7,7 @@ import {
   parseIPAlias,
   parsePorts,
   parseProto,
+  parseProtoPorts,
   type Result,
   splitAliasPorts,
 } from './alias.js';
@@ -25,7 +26,6 @@ import type {
   SshRule,
   TestDestination,
 } from './types.js';
-import { ALL_PORTS } from './types.js';
 
 // Text → typed Policy. Structure, references and values are all checked here, against the
 // file alone; every problem found is reported (not just the first), each with line and column.
@@ -375,17 +375,8 @@ function readAcl(r: Reader, node: JsonNode, scope: AliasScope): AclRule | null {
   return { src, dst, ...(protos ? { protos } : {}), pos: node.pos };
 }
 
-/** A grant `ip` entry: `*`, `ports`, or `proto:ports` (`tcp:443`, `udp:53`, `icmp:*`, `80-443`). */
 function readNetSpec(r: Reader, text: string, pos: SourcePos): NetSpec | null {
-  if (text === '*') return { ports: [ALL_PORTS] };
-  const colon = text.indexOf(':');
-  if (colon < 0) {
-    const ports = r.take(parsePorts(text), pos, `ip "${text}"`);
-    return ports ? { ports } : null;
-  }
-  const proto = r.take(parseProto(text.slice(0, colon)), pos, `ip "${text}"`);
-  const ports = r.take(parsePorts(text.slice(colon + 1)), pos, `ip "${text}"`);
-  return proto !== null && ports ? { protos: [proto], ports } : null;
+  return r.take(parseProtoPorts(text), pos, `ip "${text}"`);
 }
 
 function readApp(r: Reader, node: JsonNode): Record<string, JsonValue[]> | undefined {
