@@ -196,6 +196,12 @@ describe('parsePolicy', () => {
     ]);
   });
 
+  it('refuses a test with empty accept and deny lists: it checks nothing', () => {
+    expect(refusal(`{ "tests": [{ "src": "alice@example.com", "accept": [], "deny": [] }] }`)).toEqual([
+      '1:13 a test needs "accept" or "deny" destinations',
+    ]);
+  });
+
   it('checks tests, autoApprovers and ssh rules', () => {
     const text = `${BASE}"autoApprovers": { "routes": { "10.0.0.0/33": ["tag:web"] }, "exitNode": ["tag:exit"] },
   "tests": [

@@ -531,7 +531,12 @@ function readTest(r: Reader, node: JsonNode, scope: AliasScope): PolicyTest | nu
   };
   const accept = dsts('accept');
   const deny = dsts('deny');
-  if (!r.given(f, 'accept') && !r.given(f, 'deny')) {
+  // Left out, null or empty: a test must check something (a non-list is reported by itself).
+  const listed = (key: string) => {
+    const e = r.given(f, key);
+    return e?.value.kind === 'array' ? e.value.items.length : e ? 1 : 0;
+  };
+  if (listed('accept') + listed('deny') === 0) {
     r.error('a test needs "accept" or "deny" destinations', node.pos);
   }
   const proto = r.proto(f, 'test');
