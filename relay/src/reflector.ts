@@ -22,6 +22,12 @@ import { TokenBucket } from './token-bucket.js';
 // WireGuard socket, which is what peers need to punch through NATs. Completing the handshake
 // makes the node's persistent keepalives arrive here too, refreshing the mapping.
 
+/**
+ * Sources whose handshake budgets are remembered; beyond it the least recently seen is forgotten
+ * (and starts again with a full burst), so spoofed sources cannot grow the table.
+ */
+const MAX_SOURCES = 10_000;
+
 /** WireGuard stops using a session this long after its handshake (REJECT_AFTER_TIME). */
 const SESSION_LIFETIME_MS = 180_000;
 /** Sessions kept per node: the newest, and the previous one while the node switches over. */
@@ -40,6 +46,12 @@ export interface ReflectorOptions {
    * (about 4 ms with @noble on this class of machine), so this caps the reflector's CPU.
    */
   handshakesPerSecond?: number;
+  /**
+   * Initiations answered per second from one source (an IPv4 address or an IPv6 /64), burst twice
+   * that: one flooding source cannot spend the whole budget above. A node handshakes with the
+   * reflector about every two minutes, so this leaves room for many nodes behind one NAT.
+   */
+  handshakesPerSecondPerSource?: number;
   /** Nodes remembered (replay timestamps and sessions); the least recently seen is forgotten. */
   maxNodes?: number;
   log?: (line: string) => void;
@@ -74,6 +86,9 @@ export class Reflector {
   // Least recently seen first (re-inserted on each handshake).
   private readonly nodes = new Map<string, NodeState>();
   private readonly handshakeBudget: TokenBucket;
+  // Least recently used first (re-inserted on each initiation).
+  private readonly sourceBudgets = new Map<string, TokenBucket>();
+  private readonly perSource: number;
   private readonly maxNodes: number;
   private readonly now: () => number;
   private readonly counts = { handshakes: 0, keepalives: 0, dropped: 0 };
@@ -86,6 +101,7 @@ export class Reflector {
     this.now = opts.now ?? Date.now;
     const rate = opts.handshakesPerSecond ?? 100;
     this.handshakeBudget = new TokenBucket(rate, rate * 2, this.now);
+    this.perSource = opts.handshakesPerSecondPerSource ?? 10;
     this.maxNodes = opts.maxNodes ?? 100_000;
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     // A UDP socket's errors (e.g. ICMP unreachable reflected on send) are per packet: not fatal.
@@ -131,8 +147,13 @@ export class Reflector {
   }
 
   private onInitiation(msg: Buffer, rinfo: RemoteInfo, endpoint: string): boolean {
-    // mac1 only takes our public key to forge, so the budget, not mac1, bounds the DH work.
-    const init = consumeInitiation(this.me, msg, () => this.handshakeBudget.tryTake(1));
+    // mac1 only takes our public key to forge, so the budgets, not mac1, bound the DH work. The
+    // source's own budget comes first, so what it is refused does not drain the shared one.
+    const init = consumeInitiation(
+      this.me,
+      msg,
+      () => this.sourceBudget(rinfo.address).tryTake(1) && this.handshakeBudget.tryTake(1),
+    );
     if (init === null) return false;
     const nodeKey = Buffer.from(init.initiatorStatic).toString('base64');
     const node = this.nodes.get(nodeKey);
@@ -181,6 +202,21 @@ export class Reflector {
     return true;
   }
 
+  private sourceBudget(address: string): TokenBucket {
+    const key = sourceKey(address);
+    let bucket = this.sourceBudgets.get(key);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(this.perSource, this.perSource * 2, this.now);
+      if (this.sourceBudgets.size >= MAX_SOURCES) {
+        this.sourceBudgets.delete(this.sourceBudgets.keys().next().value as string);
+      }
+    } else {
+      this.sourceBudgets.delete(key);
+    }
+    this.sourceBudgets.set(key, bucket);
+    return bucket;
+  }
+
   private freeIndex(): number {
     for (;;) {
       const index = randomInt(0, 2 ** 32);
@@ -221,6 +257,17 @@ class ReplayWindow {
       this.seen |= 1n << BigInt(this.top - counter);
     }
   }
+}
+
+/**
+ * Whose handshake budget a source spends: its IPv4 address (IPv4-mapped IPv6 unmapped), or its
+ * IPv6 /64, the smallest block one host is commonly given.
+ */
+export function sourceKey(address: string): string {
+  const addr = parseAddr(address);
+  if (addr === null) return address;
+  if (addr.family === 6 && addr.value >> 32n !== 0xffffn) return `${(addr.value >> 64n).toString(16)}/64`;
+  return `4:${addr.value & 0xffffffffn}`;
 }
 
 /**

@@ -13,7 +13,7 @@ export interface RelayOptions {
   reflectorPort: number;
   tls?: { cert: string | Buffer; key: string | Buffer };
   limits?: Partial<RelayLimits>;
-  reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'maxNodes'>;
+  reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
   log?: (line: string) => void;
 }
 
