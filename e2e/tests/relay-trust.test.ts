@@ -5,6 +5,7 @@ import {
   ControlServer,
   type Host,
   Lab,
+  REPO,
   RelayServer,
   scratchDir,
   stopTailnet,
@@ -12,8 +13,9 @@ import {
   waitFor,
 } from '../lab/index.js';
 
-// A relay is not trusted with traffic: real control, a real weft-relay, a real node (helper +
-// wireguard-go + weftd), and an attacker host holding the relay's private key.
+// A relay is not trusted with traffic, and serves only its tailnet: real control, a real
+// weft-relay that follows control's member list, a real node (helper + wireguard-go + weftd), and
+// an attacker host (holding the relay's private key, or speaking the relay protocol itself).
 //
 //   segment 198.18.0.0/24: ctl .1, relay .2, node n .11, attacker x .66
 
@@ -34,7 +36,8 @@ beforeAll(async () => {
   const relayHost = await lab.addHost('rly', { segment: seg, address: '198.18.0.2/24' });
   relay = new RelayServer(relayHost, join(dir, 'relay'));
   control = new ControlServer(ctlHost, dir, 8080, ['--relays', await relay.mapEntry(1, 'lab')]);
-  await Promise.all([control.start(), relay.start()]);
+  await control.start();
+  await relay.start(control);
   await control.cli(['users', 'create', 'alice', '--email', 'alice@example.com']);
   const nHost = await lab.addHost('n', { segment: seg, address: '198.18.0.11/24' });
   node = new WeftNode(nHost, scratchDir(`${lab.id}-n`), lab.name('tn'));
@@ -115,5 +118,79 @@ describe('the reflector peer', () => {
     expect(reflectorLine?.split('\t')[1]).toBe('(none)');
     // The listener is real: the node itself reaches it.
     expect(await tcpConnects(node.host, nodeIp, nodeIp, PORT)).toBe(true);
+  });
+});
+
+/**
+ * A relay client in the attacker's namespace (the built relay client and protocol): registers a
+ * node key with a pre-auth key first when given one, then connects to the relay and prints
+ * `connected` and `closed CODE REASON` lines.
+ */
+function relayClient(authKey: string | null): { lines: string[] } {
+  const script = `
+    const P = await import(${JSON.stringify(join(REPO, 'protocol/dist/index.js'))});
+    const { RelayClient } = await import(${JSON.stringify(join(REPO, 'relay/dist/client.js'))});
+    const [machine, node] = [P.generateKeyPair(), P.generateKeyPair()];
+    const authKey = ${JSON.stringify(authKey)};
+    if (authKey !== null) {
+      const ctl = ${JSON.stringify(control.url)};
+      const { publicKey } = await (await fetch(ctl + P.CONTROL_KEY_PATH)).json();
+      const body = JSON.stringify({ nodeKey: node.publicKey, hostname: 'probe', os: 'linux', authKey });
+      const sig = P.signMachineRequest({ machinePrivateKey: machine.privateKey, controlPublicKey: publicKey,
+        method: 'POST', path: P.REGISTER_PATH, body });
+      const res = await fetch(ctl + P.REGISTER_PATH, { method: 'POST', body,
+        headers: { 'content-type': 'application/json', [P.MACHINE_AUTH_HEADER]: sig } });
+      console.log('registered ' + res.status);
+    }
+    const c = new RelayClient({ url: ${JSON.stringify(relay.url)}, privateKey: node.privateKey,
+      relayKey: ${JSON.stringify(relay.publicKey)}, backoff: { initialMs: 5000 } });
+    c.on('connected', () => console.log('connected'));
+    c.on('disconnected', (d) => console.log('closed ' + d.code + ' ' + d.reason));
+    c.start();
+    setTimeout(() => process.exit(0), 30000);
+  `;
+  const child = attacker.spawn(['node', '--input-type=module', '-e', script]);
+  const lines: string[] = [];
+  let buffered = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  child.stderr?.on('data', (d: Buffer) => lines.push(`stderr: ${d.toString().trim()}`));
+  return { lines };
+}
+
+describe('the relay serves only the tailnet', () => {
+  it('refuses a node key control does not know, with a clear close code', async () => {
+    const stranger = relayClient(null);
+    const line = await waitFor(
+      'the stranger to be refused',
+      async () => stranger.lines.find((l) => l.startsWith('closed') || l.startsWith('stderr')),
+      20_000,
+    );
+    expect(line).toBe('closed 4004 node key is not in the tailnet');
+    expect(stranger.lines).not.toContain('connected');
+  });
+
+  it('lets a registered node in and closes its connection as soon as the node is deleted', async () => {
+    // The real node connected through the relay (its reflector peer shows it, see above).
+    const key = await control.cli(['preauthkey', 'create', '--user', 'alice']);
+    const probe = relayClient(key);
+    await waitFor(
+      'the registered probe to connect',
+      async () => probe.lines.includes('connected') || probe.lines.find((l) => l.startsWith('stderr')),
+      20_000,
+    );
+    expect(probe.lines.slice(0, 2)).toEqual(['registered 200', 'connected']);
+    const started = Date.now();
+    await control.cli(['nodes', 'delete', 'probe']);
+    await waitFor(
+      'the relay to close the deleted node',
+      async () => probe.lines.includes('closed 4004 node removed from the tailnet'),
+      10_000,
+    );
+    console.log(`node deleted → relay connection closed in ${Date.now() - started} ms (incl. the CLI)`);
   });
 });

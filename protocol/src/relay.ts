@@ -56,6 +56,11 @@ export const RelayCloseCode = {
   replaced: 4002,
   /** No valid auth message in time. */
   authTimeout: 4003,
+  /**
+   * The node key is not (or no longer) in the tailnet the relay serves, or the relay has not yet
+   * heard from control who is. The node may try again later: it may have only just joined.
+   */
+  notMember: 4004,
 } as const;
 
 /**

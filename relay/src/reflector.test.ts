@@ -243,7 +243,11 @@ describe('WireGuard reflector', () => {
     const { keys, reflector } = await setup({ handshakesPerSecond: 4, handshakesPerSecondPerSource: 1 });
     const flooder = await udp('127.0.0.1');
     for (let i = 0; i < 20; i++) {
-      flooder.send(new Initiator(generateKeyPair(), keys.publicKey).initiation(), reflector.port, '127.0.0.1');
+      flooder.send(
+        new Initiator(generateKeyPair(), keys.publicKey).initiation(),
+        reflector.port,
+        '127.0.0.1',
+      );
     }
     for (let waited = 0; flooder.replies.length < 2 && waited < 3000; waited += 100) await settle();
     await settle();
@@ -253,7 +257,11 @@ describe('WireGuard reflector', () => {
     for (const address of ['127.0.0.2', '127.0.0.3', '127.0.0.4']) {
       const other = await udp(address);
       for (let i = 0; i < 2; i++) {
-        other.send(new Initiator(generateKeyPair(), keys.publicKey).initiation(), reflector.port, '127.0.0.1');
+        other.send(
+          new Initiator(generateKeyPair(), keys.publicKey).initiation(),
+          reflector.port,
+          '127.0.0.1',
+        );
       }
       for (let waited = 0; other.replies.length < 2 && waited < 3000; waited += 100) await settle();
       expect(other.replies.length, `answers to ${address}`).toBe(2);

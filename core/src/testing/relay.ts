@@ -34,7 +34,18 @@ export async function weftRelay(cleanup: (fn: () => Promise<unknown> | unknown) 
   const start = async () => {
     const c = spawn(
       process.execPath,
-      [RELAY_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--reflector-port', '0', '--state-dir', dir],
+      // --open: these tests' node keys belong to no control's tailnet.
+      [
+        RELAY_BIN,
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--reflector-port',
+        '0',
+        '--state-dir',
+        dir,
+        '--open',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child = c;
