@@ -7,6 +7,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { generateKeyPair, type KeyPair } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
 import { canonicalEndpoint, Reflector, sourceKey } from './reflector.js';
 
@@ -122,7 +123,12 @@ afterEach(async () => {
 });
 
 async function setup(
-  opts: { handshakesPerSecond?: number; handshakesPerSecondPerSource?: number; maxNodes?: number } = {},
+  opts: {
+    handshakesPerSecond?: number;
+    handshakesPerSecondPerSource?: number;
+    maxNodes?: number;
+    membership?: Membership;
+  } = {},
 ) {
   const keys = generateKeyPair();
   const observations = new ObservationStore();
@@ -267,6 +273,24 @@ describe('WireGuard reflector', () => {
       expect(other.replies.length, `answers to ${address}`).toBe(2);
     }
     expect(reflector.stats().handshakes).toBe(8);
+  });
+
+  it("answers only the tailnet's node keys, and stops refreshing one removed from it", async () => {
+    const membership = Membership.tailnet();
+    const { keys, observations, reflector } = await setup({ membership });
+    const member = new Initiator(generateKeyPair(), keys.publicKey);
+    const stranger = new Initiator(generateKeyPair(), keys.publicKey);
+    membership.replace([member.keys.publicKey]);
+    const s = await udp();
+    expect(await exchange(s, reflector.port, stranger.initiation())).toBeUndefined();
+    expect(observations.get(stranger.keys.publicKey)).toBeUndefined();
+    const index = member.response((await exchange(s, reflector.port, member.initiation())) as Buffer);
+    expect(reflector.stats()).toMatchObject({ handshakes: 1, nodes: 1 });
+    await exchange(s, reflector.port, member.transport(index));
+    expect(reflector.stats().keepalives).toBe(1);
+    membership.replace([]);
+    await exchange(s, reflector.port, member.transport(index));
+    expect(reflector.stats().keepalives).toBe(1);
   });
 
   it('forgets the least recently seen node beyond its limit, with its sessions', async () => {

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { formatEndpoint, parseAddr } from '@weft/protocol';
+import type { Membership } from './membership.js';
 import {
   consumeInitiation,
   createResponse,
@@ -41,6 +42,11 @@ export interface ReflectorOptions {
   /** 0 picks a free port. */
   port: number;
   observations: ObservationStore;
+  /**
+   * Whose initiations are answered (the relay's membership); absent: everyone's. A stranger's
+   * initiation is dropped once its key is known, so strangers take no room among `maxNodes`.
+   */
+  membership?: Membership;
   /**
    * Initiations answered per second across all sources. Each costs five X25519 operations
    * (about 4 ms with @noble on this class of machine), so this caps the reflector's CPU.
@@ -156,6 +162,7 @@ export class Reflector {
     );
     if (init === null) return false;
     const nodeKey = Buffer.from(init.initiatorStatic).toString('base64');
+    if (this.opts.membership && !this.opts.membership.isMember(nodeKey)) return false;
     const node = this.nodes.get(nodeKey);
     if (node && !timestampAfter(init.timestamp, node.timestamp)) return false;
 
@@ -188,6 +195,8 @@ export class Reflector {
     if (header === null || header.counter >= BigInt(Number.MAX_SAFE_INTEGER)) return false;
     const session = this.sessions.get(header.receiverIndex);
     if (session === undefined) return false;
+    // A node removed from the tailnet keeps no observation fresh.
+    if (this.opts.membership && !this.opts.membership.isMember(session.nodeKey)) return false;
     if (this.now() > session.expiresAt) {
       this.sessions.delete(header.receiverIndex);
       return false;

@@ -48,6 +48,7 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     host: opts.host,
     port: opts.reflectorPort,
     observations,
+    membership,
     log: opts.log,
   });
   const server = new RelayServer({
