@@ -22,7 +22,10 @@ export interface RelayLimits {
   pingIntervalMs: number;
   /** Unauthenticated connections at once; more upgrades are refused with 503. */
   maxPendingConnections: number;
-  /** Connections (authenticated or not) from one source IP address; more are refused with 429. */
+  /**
+   * Connections (authenticated or not) from one source (an IPv4 address or an IPv6 /64, see
+   * source-key.ts); more are refused with 429.
+   */
   maxConnectionsPerSource: number;
   /**
    * Bytes queued for sending across all connections. Beyond it a connection may only queue up to

@@ -9,7 +9,8 @@ import { generateKeyPair, type KeyPair } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
-import { canonicalEndpoint, Reflector, sourceKey } from './reflector.js';
+import { canonicalEndpoint, Reflector } from './reflector.js';
+import { sourceKey } from './source-key.js';
 
 // The reflector over real UDP with an initiator written here from the WireGuard whitepaper, so
 // the tests can forge, replay and corrupt messages. reflector.real.test.ts checks it against

@@ -15,6 +15,7 @@ import {
   timestampAfter,
 } from './noise.js';
 import type { ObservationStore } from './observations.js';
+import { sourceKey } from './source-key.js';
 import { TokenBucket } from './token-bucket.js';
 
 // The WireGuard reflector: a UDP socket that speaks just enough WireGuard for every node to have
@@ -266,17 +267,6 @@ class ReplayWindow {
       this.seen |= 1n << BigInt(this.top - counter);
     }
   }
-}
-
-/**
- * Whose handshake budget a source spends: its IPv4 address (IPv4-mapped IPv6 unmapped), or its
- * IPv6 /64, the smallest block one host is commonly given.
- */
-export function sourceKey(address: string): string {
-  const addr = parseAddr(address);
-  if (addr === null) return address;
-  if (addr.family === 6 && addr.value >> 32n !== 0xffffn) return `${(addr.value >> 64n).toString(16)}/64`;
-  return `4:${addr.value & 0xffffffffn}`;
 }
 
 /**

@@ -25,6 +25,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { Connection, DEFAULT_RELAY_LIMITS, QueueBudget, type RelayLimits } from './connection.js';
 import { Membership } from './membership.js';
 import type { Observation, ObservationStore } from './observations.js';
+import { sourceKey } from './source-key.js';
 
 export interface RelayServerOptions {
   /** The relay's key: nodes prove their own key against it, and it is the reflector's key. */
@@ -165,7 +166,8 @@ export class RelayServer {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const source = req.socket.remoteAddress ?? '?';
+    const remote = req.socket.remoteAddress ?? '?';
+    const source = sourceKey(remote);
     const fromSource = this.perSource.get(source) ?? 0;
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     const refusal =
@@ -190,7 +192,7 @@ export class RelayServer {
       if (n > 0) this.perSource.set(source, n);
       else this.perSource.delete(source);
     });
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, source));
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, remote));
   }
 
   private accept(ws: WebSocket, socket: Duplex, remote: string): void {

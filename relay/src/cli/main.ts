@@ -69,7 +69,11 @@ program
   )
   .option('--control-key <key>', "control's public key (GET <control-url>/machine/key), pinned", parseKey)
   .option('--open', 'serve any node key that proves itself, with no control (labs, closed networks)')
-  .option('--max-connections-per-source <n>', 'connections from one IP address (default 256)', parseCount)
+  .option(
+    '--max-connections-per-source <n>',
+    'connections from one IPv4 address or IPv6 /64 (default 256)',
+    parseCount,
+  )
   .option('--max-queue-mib <n>', 'MiB queued for sending across all connections (default 256)', parseCount)
   .action(
     async (o: {
