@@ -171,6 +171,21 @@ describe('relay regions', () => {
     await waitUntil('reconnected', () => m.report().every((x) => x.connected), 5000);
   });
 
+  it('says in health why a relay that serves only its tailnet refuses this node', async () => {
+    // A relay whose control never answers serves no one (it has no member list yet).
+    const r = await weftRelay(
+      (c) => cleanups.push(c),
+      ['--control-url', 'http://127.0.0.1:9', '--control-key', generateKeyPair().publicKey],
+    );
+    const m = manager(generateKeyPair());
+    m.setMap({ regions: [{ regionId: 3, name: 'three', url: r.url, publicKey: r.key }] });
+    await waitUntil('a refusal', () => /does not serve/.test(m.problems()[0] ?? ''));
+    expect(m.problems()[0]).toBe(
+      'no relay reachable (three: the relay does not serve this node: tailnet members not known yet); peers without a direct path are unreachable',
+    );
+    expect(m.available).toBe(false);
+  });
+
   it('says in health when no relay is reachable', async () => {
     const r = await relay();
     const m = manager(generateKeyPair());
