@@ -1,6 +1,9 @@
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   generateKeyPair,
   MACHINE_AUTH_HEADER,
@@ -58,13 +61,14 @@ async function fakeControl() {
   return { wss, sessions, url };
 }
 
-function feed(url: string, membership: Membership) {
+function feed(url: string, membership: Membership, cacheFile?: string) {
   const lines: string[] = [];
   const f = new ControlFeed({
     controlUrl: url,
     controlKey: control.publicKey,
     keyPair: relay,
     membership,
+    cacheFile,
     backoff: { initialMs: 50, maxMs: 100 },
     log: (l) => lines.push(l),
   });
@@ -144,5 +148,41 @@ describe('control feed', () => {
     const next = c.sessions.at(-1) as Session;
     next.ws.send(sealRelayMembers(secret, next.nonce, { seq: 1, keys: [b] }));
     await until('the new list', () => membership.isMember(b) && !membership.isMember(a));
+  });
+
+  it('serves the last list after a restart while control is away, and only a list control sealed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-relay-feed-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const cache = join(dir, 'members.json');
+    const c = await fakeControl();
+    const first = Membership.tailnet();
+    feed(c.url, first, cache);
+    await until('the relay to connect', () => c.sessions.length === 1);
+    const s = c.sessions[0] as Session;
+    s.ws.send(sealRelayMembers(secret, s.nonce, { seq: 1, keys: [a] }));
+    await until('the list kept', () => {
+      try {
+        return readFileSync(cache, 'utf8').includes(s.nonce);
+      } catch {
+        return false;
+      }
+    });
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+
+    // A restarted relay whose control does not answer (nothing listens on port 9).
+    const restarted = Membership.tailnet();
+    const lines = feed('http://127.0.0.1:9', restarted, cache);
+    expect(restarted.known && restarted.isMember(a) && !restarted.isMember(b)).toBe(true);
+    expect(lines[0]).toMatch(/serving the last list from control \(1 node keys\)/);
+
+    // An edited file is not control's list: nobody is served from it.
+    const kept = JSON.parse(readFileSync(cache, 'utf8')) as { nonce: string; message: string };
+    const sealed = JSON.parse(kept.message) as { payload: string; mac: string };
+    sealed.payload = JSON.stringify({ seq: 1, keys: [a, b] });
+    writeFileSync(cache, JSON.stringify({ ...kept, message: JSON.stringify(sealed) }));
+    const edited = Membership.tailnet();
+    const editedLines = feed('http://127.0.0.1:9', edited, cache);
+    expect(edited.known).toBe(false);
+    expect(editedLines[0]).toMatch(/ignoring .*members\.json: member message not sealed by control/);
   });
 });

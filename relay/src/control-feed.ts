@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import {
   type KeyPair,
   MACHINE_AUTH_HEADER,
@@ -14,7 +16,9 @@ import type { Membership } from './membership.js';
 // The relay's line to control: it dials control's members endpoint, proves it is the relay of the
 // relay map (its key signs the upgrade), and takes each sealed member list into the Membership
 // (see @weft/protocol relay-members.ts). While control is unreachable the last list stays in force,
-// as a node keeps its last netmap; the feed reconnects with back-off.
+// as a node keeps its last netmap; the feed reconnects with back-off. With a cache file the last
+// list also survives a restart of the relay: it is kept as control sealed it and checked again on
+// load, so only a list control sealed for this relay's key is ever served from it.
 
 export interface ControlFeedOptions {
   /** Control's base URL, http(s)://host:port, as nodes use it. */
@@ -26,6 +30,8 @@ export interface ControlFeedOptions {
   membership: Membership;
   log?: (line: string) => void;
   backoff?: { initialMs?: number; maxMs?: number };
+  /** Where the last list is kept (in the relay's state folder, 0600), to serve it after a restart. */
+  cacheFile?: string;
   /** Hearing nothing (not even control's ping) for this long means the line is dead: reconnect. */
   idleTimeoutMs?: number;
 }
@@ -38,6 +44,7 @@ export class ControlFeed {
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly secret: Uint8Array;
   private readonly url: URL;
+  private saving: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: ControlFeedOptions) {
     this.secret = sharedSecret(opts.keyPair.privateKey, opts.controlKey);
@@ -46,6 +53,7 @@ export class ControlFeed {
   }
 
   start(): void {
+    this.loadCache();
     this.connect();
   }
 
@@ -103,6 +111,7 @@ export class ControlFeed {
         return;
       }
       seq = opened.members.seq;
+      this.saveCache(nonce, (data as Buffer).toString('utf8'));
       const before = this.opts.membership.known ? this.opts.membership.size : null;
       this.opts.membership.replace(opened.members.keys);
       this.attempt = 0;
@@ -119,6 +128,42 @@ export class ControlFeed {
       const initial = this.opts.backoff?.initialMs ?? 1_000;
       const ceiling = Math.min(this.opts.backoff?.maxMs ?? 30_000, initial * 2 ** this.attempt++);
       this.retryTimer = setTimeout(() => this.connect(), ceiling / 2 + Math.random() * (ceiling / 2));
+    });
+  }
+
+  private loadCache(): void {
+    const file = this.opts.cacheFile;
+    if (file === undefined) return;
+    let cached: { nonce?: unknown; message?: unknown };
+    try {
+      cached = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log(`ignoring ${file}: ${String(err)}`);
+      return;
+    }
+    const opened =
+      typeof cached.nonce === 'string' && typeof cached.message === 'string'
+        ? openRelayMembers(this.secret, cached.nonce, cached.message)
+        : { error: 'malformed' };
+    if ('error' in opened) {
+      this.log(`ignoring ${file}: ${opened.error}`);
+      return;
+    }
+    this.opts.membership.replace(opened.members.keys);
+    this.log(`serving the last list from control (${opened.members.keys.length} node keys) until it answers`);
+  }
+
+  private saveCache(nonce: string, message: string): void {
+    const file = this.opts.cacheFile;
+    if (file === undefined) return;
+    // One write at a time, each replacing the file whole, so a crash leaves the old or the new.
+    this.saving = this.saving.then(async () => {
+      try {
+        await writeFile(`${file}.tmp`, JSON.stringify({ nonce, message }), { mode: 0o600 });
+        await rename(`${file}.tmp`, file);
+      } catch (err) {
+        this.log(`cannot keep the member list in ${file}: ${String(err)}`);
+      }
     });
   }
 

@@ -19,7 +19,7 @@ export interface RelayOptions {
    * Serve only the tailnet of this control server (its URL and pinned public key), which must
    * list this relay's key in its relay map. Absent: `membership`, or else every node key.
    */
-  control?: { url: string; publicKey: string };
+  control?: { url: string; publicKey: string; cacheFile?: string };
   /** Who is served, when not from `control` (tests); absent with no `control`: everyone. */
   membership?: Membership;
   reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
@@ -73,6 +73,7 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
         controlKey: opts.control.publicKey,
         keyPair: opts.keyPair,
         membership,
+        cacheFile: opts.control.cacheFile,
         log: opts.log,
       })
     : null;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Key, parseAddr } from '@weft/protocol';
 import { Command, InvalidArgumentError } from 'commander';
 import { startRelay } from '../relay.js';
@@ -107,7 +108,11 @@ program
         port: o.listen.port,
         reflectorPort: o.reflectorPort,
         tls,
-        control: o.controlUrl && o.controlKey ? { url: o.controlUrl, publicKey: o.controlKey } : undefined,
+        // The last member list is kept beside the key, to serve it after a restart while control is away.
+        control:
+          o.controlUrl && o.controlKey
+            ? { url: o.controlUrl, publicKey: o.controlKey, cacheFile: join(o.stateDir, 'members.json') }
+            : undefined,
         limits: {
           ...(o.maxConnectionsPerSource ? { maxConnectionsPerSource: o.maxConnectionsPerSource } : {}),
           ...(o.maxQueueMib ? { maxTotalQueueBytes: o.maxQueueMib * 1024 * 1024 } : {}),
