@@ -68,7 +68,8 @@ class World {
       '--relays',
       await this.relay.mapEntry(1, 'bench'),
     ]);
-    await Promise.all([this.control.start(), this.relay.start()]);
+    await this.control.start();
+    await this.relay.start(this.control);
     await this.control.cli(['users', 'create', 'bench']);
     this.key = await this.control.cli(['preauthkey', 'create', '--user', 'bench', '--reusable']);
   }

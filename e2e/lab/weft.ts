@@ -106,6 +106,20 @@ export class ControlServer {
     this.child = null;
   }
 
+  /** Control's public key, as a relay pins it (GET /machine/key). */
+  async publicKey(): Promise<string> {
+    const r = await this.host.exec(
+      [
+        'node',
+        '-e',
+        `fetch(${JSON.stringify(`${this.url}/machine/key`)}).then(r=>r.json()).then(j=>console.log(j.publicKey),()=>process.exit(1))`,
+      ],
+      { timeoutMs: 5000 },
+    );
+    if (r.code !== 0) throw new Error(`cannot read control's key: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
   /** Runs the admin CLI against the same database, as an admin on the server would. */
   async cli(args: string[]): Promise<string> {
     const r = await this.host.exec(['node', BIN.control, ...args, '--db', this.db], { timeoutMs: 20_000 });
@@ -146,7 +160,11 @@ export class RelayServer {
     return `${regionId},${name},${this.url},${this.publicKey || (await this.key())}`;
   }
 
-  async start(): Promise<void> {
+  /** Serves the tailnet of `control` (started first), or with none any node key (`--open`). */
+  async start(control?: ControlServer): Promise<void> {
+    const serving = control
+      ? ['--control-url', control.url, '--control-key', await control.publicKey()]
+      : ['--open'];
     const child = startLogged(
       this.host,
       [
@@ -159,6 +177,7 @@ export class RelayServer {
         String(this.reflectorPort),
         '--state-dir',
         this.stateDir,
+        ...serving,
       ],
       join(this.dir, 'relay.log'),
     );

@@ -109,7 +109,9 @@ beforeAll(async () => {
   relay2 = new RelayServer(r2Host, join(dir, 'r2'));
   const relays = `${await relay1.mapEntry(1, 'lab1')};${await relay2.mapEntry(2, 'lab2')}`;
   control = new ControlServer(ctlHost, dir, 8080, ['--relays', relays]);
-  await Promise.all([control.start(), relay1.start(), relay2.start()]);
+  // The relays serve this control's tailnet only (they follow its member list).
+  await control.start();
+  await Promise.all([relay1.start(control), relay2.start(control)]);
   await control.cli(['users', 'create', 'alice', '--email', 'alice@example.com']);
   const key = await control.cli(['preauthkey', 'create', '--user', 'alice', '--reusable']);
 
@@ -255,7 +257,7 @@ describe('failures', () => {
 
     await relay2.stop();
     expect(await nodes.d1!.host.ping(ips.d2!, { count: 1, deadlineS: 2 })).toBe(false);
-    await Promise.all([relay1.start(), relay2.start()]);
+    await Promise.all([relay1.start(control), relay2.start(control)]);
     const recovered = await pingWorks('d1', 'd2', 5_000);
     console.log(`relays restarted: d1 → d2 again after ${recovered} ms`);
     await pingWorks('d2', 'd1', 10_000);

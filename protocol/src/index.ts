@@ -8,3 +8,4 @@ export * from './machine-auth.js';
 export * from './netmap.js';
 export * from './primitives.js';
 export * from './relay.js';
+export * from './relay-members.js';

@@ -25,7 +25,7 @@ import { Endpoint, Key, Port, Timestamp } from './primitives.js';
 // relay key and the node key means a proof is good for one relay, one key and one connection.
 // The relay's key is also its reflector's WireGuard key, so a relay is described by one key.
 //
-// Reflected endpoint (see REFLECTOR_ALLOWED_IP): node → {type:'endpointRequest'}, relay →
+// Reflected endpoint (see REFLECTOR_KEEPALIVE_SECONDS): node → {type:'endpointRequest'}, relay →
 // {type:'endpoint', endpoint, observedAt}; the relay also pushes it unasked whenever its
 // reflector sees the node's WireGuard socket at a new address. Control learns it from the node,
 // which reports it among its candidates (StreamClientMessage 'endpoints'): control never has
@@ -56,16 +56,19 @@ export const RelayCloseCode = {
   replaced: 4002,
   /** No valid auth message in time. */
   authTimeout: 4003,
+  /**
+   * The node key is not (or no longer) in the tailnet the relay serves, or the relay has not yet
+   * heard from control who is. The node may try again later: it may have only just joined.
+   */
+  notMember: 4004,
 } as const;
 
 /**
- * The reflector's tunnel address. Each node adds the relay's key as a WireGuard peer with this
- * address as its only allowed IP and a persistent keepalive; nothing is routed to it, it only
- * makes the peer well-formed. Control must never allocate it to a node. It is the far end of
- * 100.64.0.0/10, away from 100.100.100.100, which stays free for a tailnet resolver.
+ * Each node adds the relay's key as a WireGuard peer with NO allowed IPs and this persistent
+ * keepalive: the keepalive makes WireGuard handshake with the reflector (which reads the node's
+ * public mapping from it), and with no allowed IPs WireGuard drops every packet that peer could
+ * send into the node, so whoever holds a relay key cannot deliver one packet into a node's stack.
  */
-export const REFLECTOR_TUNNEL_IP = '100.127.255.254';
-export const REFLECTOR_ALLOWED_IP = `${REFLECTOR_TUNNEL_IP}/32`;
 /** Keepalive for the reflector peer: short enough to hold common NAT UDP mappings open. */
 export const REFLECTOR_KEEPALIVE_SECONDS = 25;
 

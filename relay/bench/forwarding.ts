@@ -71,7 +71,8 @@ async function main(): Promise<void> {
   const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
   const relay = spawn(
     process.execPath,
-    [cli, 'serve', '--listen', '127.0.0.1:0', '--reflector-port', '0', '--state-dir', stateDir],
+    // --open: the synthetic clients' keys belong to no tailnet.
+    [cli, 'serve', '--listen', '127.0.0.1:0', '--reflector-port', '0', '--state-dir', stateDir, '--open'],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   const workers: Worker[] = [];

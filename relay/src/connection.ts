@@ -22,6 +22,18 @@ export interface RelayLimits {
   pingIntervalMs: number;
   /** Unauthenticated connections at once; more upgrades are refused with 503. */
   maxPendingConnections: number;
+  /**
+   * Connections (authenticated or not) from one source (an IPv4 address or an IPv6 /64, see
+   * source-key.ts); more are refused with 429.
+   */
+  maxConnectionsPerSource: number;
+  /**
+   * Bytes queued for sending across all connections. Beyond it a connection may only queue up to
+   * its fair share (this over the number of connections) and frames beyond that are dropped, so
+   * never-reading connections cannot add up to more than twice this, and cannot crowd out nodes
+   * whose queues are short.
+   */
+  maxTotalQueueBytes: number;
   /** How often the checks above run. */
   sweepIntervalMs: number;
 }
@@ -35,6 +47,9 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
   authTimeoutMs: 10_000,
   pingIntervalMs: 15_000,
   maxPendingConnections: 1_024,
+  // A whole office behind one NAT is many nodes, each with one connection.
+  maxConnectionsPerSource: 256,
+  maxTotalQueueBytes: 256 * 1024 * 1024,
   sweepIntervalMs: 1_000,
 };
 
@@ -45,6 +60,26 @@ export const DEFAULT_RELAY_LIMITS: RelayLimits = {
 const FRAME_CHARGE_BYTES = 512;
 
 export type SweepVerdict = 'ok' | 'authTimeout' | 'stalled' | 'unresponsive';
+
+/**
+ * What all connections have queued, against `maxTotalQueueBytes`. Each connection adds what it
+ * queues and, whenever it looks again (its next send, every sweep, its end), corrects its share to
+ * what is really still queued: exact for connections being written to, an overestimate for at
+ * most one sweep interval for one that drained since, so the budget errs on the safe side.
+ */
+export class QueueBudget {
+  total = 0;
+  /** Open connections, kept by the server: the fair share is `limit / connections`. */
+  connections = 0;
+  /** Frames dropped because the budget was spent and the connection was over its share. */
+  dropped = 0;
+
+  constructor(readonly limit: number) {}
+
+  allows(queued: number, bytes: number): boolean {
+    return this.total + bytes <= this.limit || queued + bytes <= this.limit / Math.max(1, this.connections);
+  }
+}
 
 /** One node's WebSocket: its identity once proven, its bounded send queue and its inbound rate. */
 export class Connection {
@@ -62,6 +97,8 @@ export class Connection {
   private readonly inbound: TokenBucket;
   private resumeTimer: NodeJS.Timeout | undefined;
   private corked = false;
+  /** This connection's share of `budget.total`. */
+  private accounted = 0;
   private readonly uncork = () => {
     this.corked = false;
     this.socket.uncork();
@@ -73,6 +110,7 @@ export class Connection {
     private readonly socket: Duplex,
     readonly remote: string,
     private readonly limits: RelayLimits,
+    private readonly budget: QueueBudget,
     private readonly now: () => number = Date.now,
   ) {
     this.openedAt = this.progressAt = this.pingedAt = now();
@@ -93,10 +131,17 @@ export class Connection {
     return this.ws.bufferedAmount;
   }
 
-  /** Queues a message unless the queue bound forbids it; false when it was dropped. */
+  /** Queues a message unless a queue bound forbids it; false when it was dropped. */
   send(data: Uint8Array | string, bytes: number): boolean {
     if (this.ws.readyState !== WebSocket.OPEN) return false;
-    if (this.ws.bufferedAmount + bytes > this.limits.maxQueueBytes) return false;
+    const queued = this.account();
+    if (queued + bytes > this.limits.maxQueueBytes) return false;
+    if (!this.budget.allows(queued, bytes)) {
+      this.budget.dropped++;
+      return false;
+    }
+    this.accounted += bytes;
+    this.budget.total += bytes;
     this.sent += bytes;
     // Hold the socket's writes until this tick's work is done, so the frames forwarded from one
     // inbound read leave in one writev instead of one system call each.
@@ -123,7 +168,7 @@ export class Connection {
   sweep(): SweepVerdict {
     const now = this.now();
     if (this.state === 'pending' && now - this.openedAt > this.limits.authTimeoutMs) return 'authTimeout';
-    const queued = this.ws.bufferedAmount;
+    const queued = this.account();
     const written = this.sent - queued;
     if (queued === 0 || written > this.writtenAtLastSweep) this.progressAt = now;
     this.writtenAtLastSweep = written;
@@ -142,5 +187,15 @@ export class Connection {
 
   dispose(): void {
     clearTimeout(this.resumeTimer);
+    this.budget.total -= this.accounted;
+    this.accounted = 0;
+  }
+
+  /** Brings this connection's share of the budget up to date; returns what it has queued. */
+  private account(): number {
+    const queued = this.ws.bufferedAmount;
+    this.budget.total += queued - this.accounted;
+    this.accounted = queued;
+    return queued;
   }
 }

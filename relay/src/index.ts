@@ -1,5 +1,7 @@
 export * from './client.js';
 export * from './connection.js';
+export * from './control-feed.js';
+export * from './membership.js';
 export * from './observations.js';
 export * from './reflector.js';
 export * from './relay.js';

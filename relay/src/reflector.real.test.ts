@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyPair, type KeyPair, REFLECTOR_ALLOWED_IP } from '@weft/protocol';
+import { generateKeyPair, type KeyPair } from '@weft/protocol';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Host, Lab, must, run, sleep, waitFor } from '../../e2e/lab/index.js';
 import { type ReflectedEndpoint, RelayClient } from './client.js';
@@ -40,7 +40,7 @@ async function link(host: Host, suffix: string, net: string): Promise<void> {
   await host.must(['ip', 'link', 'set', 'wan0', 'up']);
 }
 
-/** Runs wireguard-go on `host` with the reflector as its only peer, as core will configure it. */
+/** Runs wireguard-go on `host` with the reflector as its only peer, as core configures it. */
 async function wireguard(host: Host, keys: KeyPair): Promise<string> {
   const r = relay as RunningRelay;
   const iface = lab.name(`wg${host.name}`);
@@ -56,7 +56,7 @@ async function wireguard(host: Host, keys: KeyPair): Promise<string> {
   await host.must([
     'wg', 'set', iface, 'private-key', keyFile, 'listen-port', String(WG_PORT),
     'peer', r.publicKey, 'endpoint', `${reflectorIp}:${r.reflectorPort}`,
-    'persistent-keepalive', '1', 'allowed-ips', REFLECTOR_ALLOWED_IP,
+    'persistent-keepalive', '1',
   ]);
   return iface;
 }

@@ -7,8 +7,10 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { generateKeyPair, type KeyPair } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
 import { canonicalEndpoint, Reflector } from './reflector.js';
+import { sourceKey } from './source-key.js';
 
 // The reflector over real UDP with an initiator written here from the WireGuard whitepaper, so
 // the tests can forge, replay and corrupt messages. reflector.real.test.ts checks it against
@@ -121,7 +123,14 @@ afterEach(async () => {
   for (const o of open.splice(0)) await o.close();
 });
 
-async function setup(opts: { handshakesPerSecond?: number; maxNodes?: number } = {}) {
+async function setup(
+  opts: {
+    handshakesPerSecond?: number;
+    handshakesPerSecondPerSource?: number;
+    maxNodes?: number;
+    membership?: Membership;
+  } = {},
+) {
   const keys = generateKeyPair();
   const observations = new ObservationStore();
   const reflector = await Reflector.start({
@@ -135,10 +144,10 @@ async function setup(opts: { handshakesPerSecond?: number; maxNodes?: number } =
   return { keys, observations, reflector };
 }
 
-async function udp(): Promise<Socket & { replies: Buffer[] }> {
+async function udp(address = '127.0.0.1'): Promise<Socket & { replies: Buffer[] }> {
   const s = Object.assign(createSocket('udp4'), { replies: [] as Buffer[] });
   s.on('message', (m) => s.replies.push(m));
-  s.bind(0, '127.0.0.1');
+  s.bind(0, address);
   await once(s, 'listening');
   open.push(s);
   return s;
@@ -236,6 +245,55 @@ describe('WireGuard reflector', () => {
     expect(reflector.stats().handshakes).toBe(2);
   });
 
+  it('gives each source its own handshake budget, so a flooding source cannot starve the others', async () => {
+    // Shared budget: burst 8. Per source: burst 2. Two sources on loopback: 127.0.0.1 and .2.
+    const { keys, reflector } = await setup({ handshakesPerSecond: 4, handshakesPerSecondPerSource: 1 });
+    const flooder = await udp('127.0.0.1');
+    for (let i = 0; i < 20; i++) {
+      flooder.send(
+        new Initiator(generateKeyPair(), keys.publicKey).initiation(),
+        reflector.port,
+        '127.0.0.1',
+      );
+    }
+    for (let waited = 0; flooder.replies.length < 2 && waited < 3000; waited += 100) await settle();
+    await settle();
+    expect(flooder.replies.length).toBe(2);
+    // What the flooder was refused did not drain the shared budget: three other sources still
+    // get their whole bursts.
+    for (const address of ['127.0.0.2', '127.0.0.3', '127.0.0.4']) {
+      const other = await udp(address);
+      for (let i = 0; i < 2; i++) {
+        other.send(
+          new Initiator(generateKeyPair(), keys.publicKey).initiation(),
+          reflector.port,
+          '127.0.0.1',
+        );
+      }
+      for (let waited = 0; other.replies.length < 2 && waited < 3000; waited += 100) await settle();
+      expect(other.replies.length, `answers to ${address}`).toBe(2);
+    }
+    expect(reflector.stats().handshakes).toBe(8);
+  });
+
+  it("answers only the tailnet's node keys, and stops refreshing one removed from it", async () => {
+    const membership = Membership.tailnet();
+    const { keys, observations, reflector } = await setup({ membership });
+    const member = new Initiator(generateKeyPair(), keys.publicKey);
+    const stranger = new Initiator(generateKeyPair(), keys.publicKey);
+    membership.replace([member.keys.publicKey]);
+    const s = await udp();
+    expect(await exchange(s, reflector.port, stranger.initiation())).toBeUndefined();
+    expect(observations.get(stranger.keys.publicKey)).toBeUndefined();
+    const index = member.response((await exchange(s, reflector.port, member.initiation())) as Buffer);
+    expect(reflector.stats()).toMatchObject({ handshakes: 1, nodes: 1 });
+    await exchange(s, reflector.port, member.transport(index));
+    expect(reflector.stats().keepalives).toBe(1);
+    membership.replace([]);
+    await exchange(s, reflector.port, member.transport(index));
+    expect(reflector.stats().keepalives).toBe(1);
+  });
+
   it('forgets the least recently seen node beyond its limit, with its sessions', async () => {
     const { keys, reflector } = await setup({ maxNodes: 1 });
     const s = await udp();
@@ -245,6 +303,15 @@ describe('WireGuard reflector', () => {
     c.response((await exchange(s, reflector.port, c.initiation())) as Buffer);
     await exchange(s, reflector.port, a.transport(ia));
     expect(reflector.stats()).toMatchObject({ nodes: 1, sessions: 1, keepalives: 0 });
+  });
+});
+
+describe('sourceKey', () => {
+  it('is the IPv4 address (unmapped) or the IPv6 /64', () => {
+    expect(sourceKey('198.51.100.7')).toBe(sourceKey('::ffff:198.51.100.7'));
+    expect(sourceKey('198.51.100.7')).not.toBe(sourceKey('198.51.100.8'));
+    expect(sourceKey('fd00:1:2:3::1')).toBe(sourceKey('fd00:1:2:3:ffff::9'));
+    expect(sourceKey('fd00:1:2:3::1')).not.toBe(sourceKey('fd00:1:2:4::1'));
   });
 });
 

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { formatEndpoint, parseAddr } from '@weft/protocol';
+import type { Membership } from './membership.js';
 import {
   consumeInitiation,
   createResponse,
@@ -14,6 +15,7 @@ import {
   timestampAfter,
 } from './noise.js';
 import type { ObservationStore } from './observations.js';
+import { sourceKey } from './source-key.js';
 import { TokenBucket } from './token-bucket.js';
 
 // The WireGuard reflector: a UDP socket that speaks just enough WireGuard for every node to have
@@ -21,6 +23,12 @@ import { TokenBucket } from './token-bucket.js';
 // the timestamp to our key), so its source address is the public mapping of that node's own
 // WireGuard socket, which is what peers need to punch through NATs. Completing the handshake
 // makes the node's persistent keepalives arrive here too, refreshing the mapping.
+
+/**
+ * Sources whose handshake budgets are remembered; beyond it the least recently seen is forgotten
+ * (and starts again with a full burst), so spoofed sources cannot grow the table.
+ */
+const MAX_SOURCES = 10_000;
 
 /** WireGuard stops using a session this long after its handshake (REJECT_AFTER_TIME). */
 const SESSION_LIFETIME_MS = 180_000;
@@ -36,10 +44,21 @@ export interface ReflectorOptions {
   port: number;
   observations: ObservationStore;
   /**
+   * Whose initiations are answered (the relay's membership); absent: everyone's. A stranger's
+   * initiation is dropped once its key is known, so strangers take no room among `maxNodes`.
+   */
+  membership?: Membership;
+  /**
    * Initiations answered per second across all sources. Each costs five X25519 operations
    * (about 4 ms with @noble on this class of machine), so this caps the reflector's CPU.
    */
   handshakesPerSecond?: number;
+  /**
+   * Initiations answered per second from one source (an IPv4 address or an IPv6 /64), burst twice
+   * that: one flooding source cannot spend the whole budget above. A node handshakes with the
+   * reflector about every two minutes, so this leaves room for many nodes behind one NAT.
+   */
+  handshakesPerSecondPerSource?: number;
   /** Nodes remembered (replay timestamps and sessions); the least recently seen is forgotten. */
   maxNodes?: number;
   log?: (line: string) => void;
@@ -74,6 +93,9 @@ export class Reflector {
   // Least recently seen first (re-inserted on each handshake).
   private readonly nodes = new Map<string, NodeState>();
   private readonly handshakeBudget: TokenBucket;
+  // Least recently used first (re-inserted on each initiation).
+  private readonly sourceBudgets = new Map<string, TokenBucket>();
+  private readonly perSource: number;
   private readonly maxNodes: number;
   private readonly now: () => number;
   private readonly counts = { handshakes: 0, keepalives: 0, dropped: 0 };
@@ -86,6 +108,7 @@ export class Reflector {
     this.now = opts.now ?? Date.now;
     const rate = opts.handshakesPerSecond ?? 100;
     this.handshakeBudget = new TokenBucket(rate, rate * 2, this.now);
+    this.perSource = opts.handshakesPerSecondPerSource ?? 10;
     this.maxNodes = opts.maxNodes ?? 100_000;
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     // A UDP socket's errors (e.g. ICMP unreachable reflected on send) are per packet: not fatal.
@@ -131,10 +154,16 @@ export class Reflector {
   }
 
   private onInitiation(msg: Buffer, rinfo: RemoteInfo, endpoint: string): boolean {
-    // mac1 only takes our public key to forge, so the budget, not mac1, bounds the DH work.
-    const init = consumeInitiation(this.me, msg, () => this.handshakeBudget.tryTake(1));
+    // mac1 only takes our public key to forge, so the budgets, not mac1, bound the DH work. The
+    // source's own budget comes first, so what it is refused does not drain the shared one.
+    const init = consumeInitiation(
+      this.me,
+      msg,
+      () => this.sourceBudget(rinfo.address).tryTake(1) && this.handshakeBudget.tryTake(1),
+    );
     if (init === null) return false;
     const nodeKey = Buffer.from(init.initiatorStatic).toString('base64');
+    if (this.opts.membership && !this.opts.membership.isMember(nodeKey)) return false;
     const node = this.nodes.get(nodeKey);
     if (node && !timestampAfter(init.timestamp, node.timestamp)) return false;
 
@@ -167,6 +196,8 @@ export class Reflector {
     if (header === null || header.counter >= BigInt(Number.MAX_SAFE_INTEGER)) return false;
     const session = this.sessions.get(header.receiverIndex);
     if (session === undefined) return false;
+    // A node removed from the tailnet keeps no observation fresh.
+    if (this.opts.membership && !this.opts.membership.isMember(session.nodeKey)) return false;
     if (this.now() > session.expiresAt) {
       this.sessions.delete(header.receiverIndex);
       return false;
@@ -179,6 +210,21 @@ export class Reflector {
     this.counts.keepalives++;
     this.opts.observations.record(session.nodeKey, endpoint);
     return true;
+  }
+
+  private sourceBudget(address: string): TokenBucket {
+    const key = sourceKey(address);
+    let bucket = this.sourceBudgets.get(key);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(this.perSource, this.perSource * 2, this.now);
+      if (this.sourceBudgets.size >= MAX_SOURCES) {
+        this.sourceBudgets.delete(this.sourceBudgets.keys().next().value as string);
+      }
+    } else {
+      this.sourceBudgets.delete(key);
+    }
+    this.sourceBudgets.set(key, bucket);
+    return bucket;
   }
 
   private freeIndex(): number {

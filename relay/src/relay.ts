@@ -1,5 +1,7 @@
 import { type KeyPair, parseAddr, RELAY_PATH } from '@weft/protocol';
 import type { RelayLimits } from './connection.js';
+import { ControlFeed } from './control-feed.js';
+import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
 import { Reflector, type ReflectorOptions } from './reflector.js';
 import { RelayServer } from './server.js';
@@ -13,7 +15,14 @@ export interface RelayOptions {
   reflectorPort: number;
   tls?: { cert: string | Buffer; key: string | Buffer };
   limits?: Partial<RelayLimits>;
-  reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'maxNodes'>;
+  /**
+   * Serve only the tailnet of this control server (its URL and pinned public key), which must
+   * list this relay's key in its relay map. Absent: `membership`, or else every node key.
+   */
+  control?: { url: string; publicKey: string; cacheFile?: string };
+  /** Who is served, when not from `control` (tests); absent with no `control`: everyone. */
+  membership?: Membership;
+  reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
   log?: (line: string) => void;
 }
 
@@ -25,24 +34,28 @@ export interface RunningRelay {
   server: RelayServer;
   reflector: Reflector;
   observations: ObservationStore;
+  membership: Membership;
   close(): Promise<void>;
 }
 
 /** Starts the reflector and the relay server sharing one observation store and one key. */
 export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   const observations = new ObservationStore();
+  const membership = opts.control ? Membership.tailnet() : (opts.membership ?? Membership.open());
   const reflector = await Reflector.start({
     ...opts.reflector,
     privateKey: opts.keyPair.privateKey,
     host: opts.host,
     port: opts.reflectorPort,
     observations,
+    membership,
     log: opts.log,
   });
   const server = new RelayServer({
     keyPair: opts.keyPair,
     reflectorPort: reflector.port,
     observations,
+    membership,
     tls: opts.tls,
     limits: opts.limits,
     log: opts.log,
@@ -54,6 +67,17 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     await Promise.all([server.close(), reflector.close()]);
     throw err;
   }
+  const feed = opts.control
+    ? new ControlFeed({
+        controlUrl: opts.control.url,
+        controlKey: opts.control.publicKey,
+        keyPair: opts.keyPair,
+        membership,
+        cacheFile: opts.control.cacheFile,
+        log: opts.log,
+      })
+    : null;
+  feed?.start();
   const host = parseAddr(opts.host)?.family === 6 ? `[${opts.host}]` : opts.host;
   return {
     url: `${opts.tls ? 'wss' : 'ws'}://${host}:${port}${RELAY_PATH}`,
@@ -62,7 +86,9 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     server,
     reflector,
     observations,
+    membership,
     close: async () => {
+      feed?.close();
       await Promise.all([server.close(), reflector.close()]);
     },
   };

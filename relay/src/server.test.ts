@@ -19,6 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { type ReflectedEndpoint, RelayClient } from './client.js';
 import type { RelayLimits } from './connection.js';
+import { Membership } from './membership.js';
 import { type RunningRelay, startRelay } from './relay.js';
 
 // The relay server over real WebSockets on loopback: honest clients (RelayClient) and raw
@@ -31,13 +32,14 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function relay(limits: Partial<RelayLimits> = {}): Promise<RunningRelay> {
+async function relay(limits: Partial<RelayLimits> = {}, membership?: Membership): Promise<RunningRelay> {
   const r = await startRelay({
     keyPair: generateKeyPair(),
     host: '127.0.0.1',
     port: 0,
     reflectorPort: 0,
     limits,
+    membership,
   });
   cleanups.push(() => r.close());
   return r;
@@ -67,7 +69,7 @@ async function client(r: RunningRelay, keys = generateKeyPair()) {
 }
 
 /** A raw WebSocket speaking the relay subprotocol, for misbehaviour. */
-async function raw(r: RunningRelay, opts: { autoPong?: boolean } = {}) {
+async function raw(r: RunningRelay, opts: { autoPong?: boolean; localAddress?: string } = {}) {
   const ws = new WebSocket(r.url, RELAY_SUBPROTOCOL, opts);
   cleanups.push(async () => ws.terminate());
   const [first] = (await once(ws, 'message')) as [Buffer];
@@ -272,6 +274,36 @@ describe('relay robustness', () => {
     await until('the pair to receive all', () => to.got.length === count, 10_000);
   }
 
+  it('bounds what all stalled readers queue together, and keeps a pair with a short queue flowing', async () => {
+    // Each victim may queue 512 KiB, four of them 2 MiB; all queues together get 256 KiB (beyond
+    // it, each connection only its fair share), so the relay holds at most twice that.
+    const limits = { maxQueueBytes: 512 * 1024, maxTotalQueueBytes: 256 * 1024, stallTimeoutMs: 60_000 };
+    const r = await relay(limits);
+    const victims: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const v = await raw(r);
+      const keys = generateKeyPair();
+      authRaw(v.ws, v.challenge, keys);
+      await once(v.ws, 'message');
+      v.ws.pause();
+      victims.push(keys.publicKey);
+    }
+    const c = await client(r);
+    const d = await client(r);
+    const f = await flooder(r, victims);
+    let maxQueued = 0;
+    const pair = steadyPair(c, d, 200);
+    await Promise.all([
+      pair,
+      f.run(pair, () => (maxQueued = Math.max(maxQueued, r.server.stats().queuedBytes))),
+    ]);
+    const stats = r.server.stats();
+    expect(stats.droppedOverBudget).toBeGreaterThan(0);
+    expect(maxQueued).toBeGreaterThan(limits.maxTotalQueueBytes / 2);
+    expect(maxQueued).toBeLessThanOrEqual(2 * limits.maxTotalQueueBytes);
+    expect(c.c.connected && d.c.connected).toBe(true);
+  });
+
   it('keeps another pair flowing and queued memory bounded while one client floods a stalled reader', async () => {
     const limits = { maxQueueBytes: 256 * 1024, stallTimeoutMs: 60_000 };
     const r = await relay(limits);
@@ -465,5 +497,77 @@ describe('relay sessions', () => {
     a.c.requestEndpoint();
     await until('the second answer', () => answers.length === 3);
     expect(answers[2]?.endpoint).toBe('203.0.113.7:41641');
+  });
+});
+
+describe('relay membership and per-source bounds', () => {
+  /** Connects and authenticates a raw socket; resolves with the close code, or 'open' after 300 ms. */
+  async function authOutcome(r: RunningRelay, keys: KeyPair) {
+    const o = await raw(r);
+    let reason = '';
+    o.ws.on('close', (_code, why) => {
+      reason = why.toString();
+    });
+    authRaw(o.ws, o.challenge, keys);
+    const outcome = await Promise.race([o.closed, sleep(300).then(() => 'open' as const)]);
+    return { outcome, reason, o };
+  }
+
+  it('refuses a node key that is not in the tailnet, and one before control has said who is', async () => {
+    const membership = Membership.tailnet();
+    const r = await relay({}, membership);
+    const member = generateKeyPair();
+    expect(await authOutcome(r, member)).toMatchObject({
+      outcome: RelayCloseCode.notMember,
+      reason: 'tailnet members not known yet',
+    });
+    membership.replace([member.publicKey]);
+    expect((await authOutcome(r, member)).outcome).toBe('open');
+    expect(await authOutcome(r, generateKeyPair())).toMatchObject({
+      outcome: RelayCloseCode.notMember,
+      reason: 'node key is not in the tailnet',
+    });
+    expect(r.server.stats().authenticated).toBe(1);
+  });
+
+  it('closes the connection of a node removed from the tailnet at once, and forwards nothing more to it', async () => {
+    const [a, b] = [generateKeyPair(), generateKeyPair()];
+    const membership = Membership.tailnet();
+    membership.replace([a.publicKey, b.publicKey]);
+    const r = await relay({}, membership);
+    const ca = await client(r, a);
+    const cb = await client(r, b);
+    const closed = once(cb.c, 'disconnected') as Promise<[{ code: number; reason: string }]>;
+    const started = Date.now();
+    membership.replace([a.publicKey]);
+    const [info] = await closed;
+    expect(info).toEqual({ code: RelayCloseCode.notMember, reason: 'node removed from the tailnet' });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    await until('b gone from the relay', () => r.server.stats().authenticated === 1);
+    ca.c.send(b.publicKey, packet(100));
+    await until('the packet to b dropped', () => r.server.stats().droppedNoPeer === 1);
+    // b's client retries, and is refused while it is not a member.
+    await sleep(300);
+    expect(cb.c.connected).toBe(false);
+  });
+
+  it('caps connections from one source address; others are unaffected', async () => {
+    const r = await relay({ maxConnectionsPerSource: 3 });
+    const held = [await raw(r), await raw(r), await raw(r)];
+    const refused = new WebSocket(r.url, RELAY_SUBPROTOCOL);
+    refused.on('error', () => {}); // terminated at cleanup before it ever opened
+    cleanups.push(async () => refused.terminate());
+    const [, res] = (await once(refused, 'unexpected-response')) as [unknown, { statusCode: number }];
+    expect(res.statusCode).toBe(429);
+    expect(r.server.stats().refusedPerSource).toBe(1);
+    // Another source address (all of 127/8 is loopback) still gets in.
+    const other = await raw(r, { localAddress: '127.0.0.2' });
+    expect(other.ws.readyState).toBe(WebSocket.OPEN);
+    // A closed connection frees its place.
+    held[0]?.ws.close();
+    await held[0]?.closed;
+    await until('the place to be freed', () => r.server.stats().connections === 3);
+    const again = await raw(r);
+    expect(again.ws.readyState).toBe(WebSocket.OPEN);
   });
 });

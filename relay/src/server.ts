@@ -22,8 +22,10 @@ import {
   verifyRelayAuthProof,
 } from '@weft/protocol';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { Connection, DEFAULT_RELAY_LIMITS, type RelayLimits } from './connection.js';
+import { Connection, DEFAULT_RELAY_LIMITS, QueueBudget, type RelayLimits } from './connection.js';
+import { Membership } from './membership.js';
 import type { Observation, ObservationStore } from './observations.js';
+import { sourceKey } from './source-key.js';
 
 export interface RelayServerOptions {
   /** The relay's key: nodes prove their own key against it, and it is the reflector's key. */
@@ -31,6 +33,8 @@ export interface RelayServerOptions {
   /** Told to each node after auth, so it can add the reflector as a WireGuard peer. */
   reflectorPort: number;
   observations: ObservationStore;
+  /** Whose node keys are served; absent: every key (Membership.open()). */
+  membership?: Membership;
   tls?: { cert: string | Buffer; key: string | Buffer };
   limits?: Partial<RelayLimits>;
   log?: (line: string) => void;
@@ -47,6 +51,10 @@ export interface RelayStats {
   droppedNoPeer: number;
   /** Packets dropped because the destination's queue was full. */
   droppedQueueFull: number;
+  /** Packets dropped because all queues together were at `maxTotalQueueBytes`. */
+  droppedOverBudget: number;
+  /** Upgrades refused because their source already had `maxConnectionsPerSource`. */
+  refusedPerSource: number;
   slowReadersDropped: number;
 }
 
@@ -62,6 +70,9 @@ export class RelayServer {
   private readonly connections = new Set<Connection>();
   private readonly byKey = new Map<string, Connection>();
   private pending = 0;
+  private readonly perSource = new Map<string, number>();
+  private readonly budget: QueueBudget;
+  private readonly membership: Membership;
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
   private readonly counts = {
@@ -70,10 +81,13 @@ export class RelayServer {
     droppedNoPeer: 0,
     droppedQueueFull: 0,
     slowReadersDropped: 0,
+    refusedPerSource: 0,
   };
 
   constructor(private readonly opts: RelayServerOptions) {
     this.limits = { ...DEFAULT_RELAY_LIMITS, ...opts.limits };
+    this.budget = new QueueBudget(this.limits.maxTotalQueueBytes);
+    this.membership = opts.membership ?? Membership.open();
     const handler = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
     this.http = opts.tls
       ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
@@ -90,10 +104,16 @@ export class RelayServer {
     });
     this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs);
     this.sweepTimer.unref();
-    this.unsubscribe = opts.observations.onChange((nodeKey, observation) => {
+    const unobserve = opts.observations.onChange((nodeKey, observation) => {
       const conn = this.byKey.get(nodeKey);
       if (conn) this.sendEndpoint(conn, observation);
     });
+    const onRemoved = (keys: string[]) => this.dropNonMembers(keys);
+    this.membership.on('removed', onRemoved);
+    this.unsubscribe = () => {
+      unobserve();
+      this.membership.off('removed', onRemoved);
+    };
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -114,6 +134,7 @@ export class RelayServer {
       authenticated: this.byKey.size,
       queuedBytes,
       ...this.counts,
+      droppedOverBudget: this.budget.dropped,
     };
   }
 
@@ -145,6 +166,9 @@ export class RelayServer {
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    const remote = req.socket.remoteAddress ?? '?';
+    const source = sourceKey(remote);
+    const fromSource = this.perSource.get(source) ?? 0;
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
     const refusal =
       (req.url ?? '').split('?')[0] !== RELAY_PATH
@@ -153,19 +177,28 @@ export class RelayServer {
           ? '400 Bad Request'
           : this.pending >= this.limits.maxPendingConnections
             ? '503 Service Unavailable'
-            : null;
+            : fromSource >= this.limits.maxConnectionsPerSource
+              ? '429 Too Many Requests'
+              : null;
     if (refusal !== null) {
+      if (refusal.startsWith('429')) this.counts.refusedPerSource++;
       socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) =>
-      this.accept(ws, socket, req.socket.remoteAddress ?? '?'),
-    );
+    // Counted from the upgrade until the socket closes, however the upgrade ends.
+    this.perSource.set(source, fromSource + 1);
+    socket.once('close', () => {
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n > 0) this.perSource.set(source, n);
+      else this.perSource.delete(source);
+    });
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, remote));
   }
 
   private accept(ws: WebSocket, socket: Duplex, remote: string): void {
-    const conn = new Connection(ws, socket, remote, this.limits);
+    const conn = new Connection(ws, socket, remote, this.limits, this.budget);
     this.connections.add(conn);
+    this.budget.connections++;
     this.pending++;
     ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
     // ws reports protocol violations (oversized or malformed frames) here and closes the
@@ -237,6 +270,11 @@ export class RelayServer {
       this.refuse(conn, RelayCloseCode.authFailed, 'wrong proof for that node key');
       return;
     }
+    const refusal = this.membership.refusal(nodeKey);
+    if (refusal !== null) {
+      this.refuse(conn, RelayCloseCode.notMember, refusal);
+      return;
+    }
     const previous = this.byKey.get(nodeKey);
     if (previous) {
       // The newest connection wins: the old one is usually a dead socket from before a network
@@ -257,8 +295,19 @@ export class RelayServer {
   private onClose(conn: Connection): void {
     conn.dispose();
     this.connections.delete(conn);
+    this.budget.connections--;
     if (conn.state === 'pending') this.pending--;
     if (conn.nodeKey !== null && this.byKey.get(conn.nodeKey) === conn) this.byKey.delete(conn.nodeKey);
+  }
+
+  /** Ends the connections of keys that left the tailnet, at once. */
+  private dropNonMembers(keys: string[]): void {
+    for (const key of keys) {
+      const conn = this.byKey.get(key);
+      if (conn === undefined) continue;
+      this.byKey.delete(key);
+      this.refuse(conn, RelayCloseCode.notMember, 'node removed from the tailnet');
+    }
   }
 
   private sweep(): void {

@@ -26,6 +26,8 @@ export class NetmapSync {
     private readonly store: Store,
     private readonly hub: NetmapHub,
     private readonly log: Logger,
+    /** Also told every load (the relays' member list follows the same node table). */
+    private readonly onLoad: (nodes: readonly NodeRecord[]) => void = () => {},
   ) {}
 
   /** Stops the deadline timer (shutdown). */
@@ -43,6 +45,7 @@ export class NetmapSync {
   private async load(): Promise<void> {
     const nodes = await this.store.listNodes();
     this.hub.update(nodes);
+    this.onLoad(nodes);
     this.scheduleNextExpiry(nodes);
   }
 

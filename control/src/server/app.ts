@@ -1,6 +1,7 @@
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.js';
+import { registerRelayMembersRoute } from '../relays/members-route.js';
 import { registerAdminApi } from './admin-api.js';
 import type { ControlContext } from './context.js';
 import { registerLoginRoutes } from './login-routes.js';
@@ -46,6 +47,7 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
   registerMachineRoutes(app, ctx);
   registerStreamRoute(app, ctx);
   registerAdminApi(app, ctx);
+  registerRelayMembersRoute(app, ctx);
   if (ctx.signIn) registerLoginRoutes(app, ctx, ctx.signIn);
   return app;
 }

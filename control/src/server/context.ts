@@ -4,6 +4,7 @@ import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
+import type { RelayMembers } from '../relays/members.js';
 import type { Background } from './background.js';
 import type { SignInContext } from './login-routes.js';
 
@@ -13,6 +14,8 @@ export interface ControlContext {
   hub: NetmapHub;
   sync: NetmapSync;
   controlKey: KeyPair;
+  /** The node keys the relay map's relays serve. */
+  relayMembers: RelayMembers;
   registration: RegistrationDeps;
   /** Browser sign-in; null when no identity provider is configured. */
   signIn: SignInContext | null;

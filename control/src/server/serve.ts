@@ -12,6 +12,7 @@ import { errorText, type Logger, stderrLogger } from '../log.js';
 import { NetmapHub } from '../netmap/hub.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import { NetmapSync } from '../netmap/sync.js';
+import { RelayMembers } from '../relays/members.js';
 import { randomUlaPrefix, TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { buildApp } from './app.js';
 import { Background } from './background.js';
@@ -80,7 +81,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
     const hub = new NetmapHub(visibility, tailnetRanges);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
-    const sync = new NetmapSync(store, hub, log);
+    const relayMembers = new RelayMembers();
+    const sync = new NetmapSync(store, hub, log, (nodes) => relayMembers.update(nodes));
     const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
     await policy.refresh();
@@ -109,6 +111,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       hub,
       sync,
       controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
+      relayMembers,
       registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,

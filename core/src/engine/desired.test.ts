@@ -78,6 +78,25 @@ describe('desired state', () => {
     ]);
   });
 
+  it('never lets a netmap peer take a relay key: the reflector peer stays, with no allowed IPs', () => {
+    const relay = generateKeyPair().publicKey;
+    const reflector = {
+      publicKey: relay,
+      allowedIPs: [],
+      endpoint: '198.18.0.9:3478',
+      persistentKeepalive: 25,
+    };
+    const state = desiredState({
+      ...inputs(map([nodeView(2, relay), nodeView(3, a)])),
+      extraPeers: [reflector],
+    });
+    expect(state.peers.map((p) => [p.publicKey, p.allowedIPs])).toEqual([
+      [a, ['100.64.0.3/32', 'fd7a:115c:a1e0::3/128']],
+      [relay, []],
+    ]);
+    expect(DesiredState.safeParse(state).success).toBe(true);
+  });
+
   it('has no peers and still the interface for an empty tailnet', () => {
     const state = desiredState(inputs(map([])));
     expect(state.peers).toEqual([]);

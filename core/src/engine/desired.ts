@@ -28,7 +28,9 @@ export function desiredState({
   extraPeers = [],
 }: DesiredInputs): DesiredState {
   const peers: PeerConfig[] = [];
-  const seen = new Set<string>([netmap.self.nodeKey]);
+  // A relay's key is never a tailnet node: a netmap peer claiming one (a node registered under a
+  // relay's public key) is dropped, so whoever holds that relay key gets no allowed IPs through it.
+  const seen = new Set<string>([netmap.self.nodeKey, ...extraPeers.map((p) => p.publicKey)]);
   // Sorted by key so the same map always gives the same state, whatever order deltas arrived in.
   for (const peer of [...netmap.peers].sort((a, b) =>
     a.nodeKey < b.nodeKey ? -1 : a.nodeKey > b.nodeKey ? 1 : 0,
@@ -45,9 +47,10 @@ export function desiredState({
       persistentKeepalive: PERSISTENT_KEEPALIVE_SECONDS,
     });
   }
+  const extras = new Set<string>();
   for (const extra of extraPeers) {
-    if (seen.has(extra.publicKey)) continue;
-    seen.add(extra.publicKey);
+    if (extra.publicKey === netmap.self.nodeKey || extras.has(extra.publicKey)) continue;
+    extras.add(extra.publicKey);
     peers.push(extra);
   }
   return {

@@ -224,6 +224,8 @@ export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
     this.authed = false;
     this.latencyMs = null;
     if (code === RelayCloseCode.replaced) this.lastError = 'another connection uses this node key';
+    else if (code === RelayCloseCode.notMember)
+      this.lastError = `the relay does not serve this node: ${reason}`;
     else if (code !== 1000 && code !== 1005)
       this.lastError ??= `closed with ${code}${reason ? ` ${reason}` : ''}`;
     if (wasUp) this.emit('down', this.lastError ?? `closed with ${code}`);

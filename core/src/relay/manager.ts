@@ -5,7 +5,6 @@ import {
   type NetcheckRelay,
   type PeerConfig,
   parseAddr,
-  REFLECTOR_ALLOWED_IP,
   REFLECTOR_KEEPALIVE_SECONDS,
   type RelayMap,
   type RelayRegion,
@@ -109,26 +108,25 @@ export class RelayManager extends EventEmitter<RelayManagerEvents> {
   }
 
   /**
-   * Each region's reflector as a WireGuard peer. Only the home one holds REFLECTOR_ALLOWED_IP
-   * (WireGuard needs allowed IPs to be unique); the others have none, which is enough for their
-   * handshakes and keepalives.
+   * Each region's reflector as a WireGuard peer, with no allowed IPs: the handshakes and
+   * keepalives the reflector reads need none, and a relay is not trusted with traffic (with no
+   * allowed IPs WireGuard drops whatever the relay key's holder sends through the tunnel).
    */
   reflectorPeers(): PeerConfig[] {
     const peers: PeerConfig[] = [];
-    const ordered = this.ordered();
     const now = performance.now();
-    ordered.forEach((r, i) => {
-      if (r.ip === null || r.conn.reflectorPort === null || r.bounceUntil > now) return;
+    for (const r of this.ordered()) {
+      if (r.ip === null || r.conn.reflectorPort === null || r.bounceUntil > now) continue;
       peers.push({
         publicKey: r.region.publicKey,
-        allowedIPs: i === 0 ? [REFLECTOR_ALLOWED_IP] : [],
+        allowedIPs: [],
         endpoint: formatEndpoint(
           parseAddr(r.ip) as NonNullable<ReturnType<typeof parseAddr>>,
           r.conn.reflectorPort,
         ),
         persistentKeepalive: REFLECTOR_KEEPALIVE_SECONDS,
       });
-    });
+    }
     return peers;
   }
 

@@ -1,6 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
-import { generateKeyPair, type KeyPair, REFLECTOR_ALLOWED_IP, type RelayMap } from '@weft/protocol';
+import { generateKeyPair, type KeyPair, type RelayMap } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log/logger.js';
 import { type Relay, weftRelay } from '../testing/relay.js';
@@ -134,11 +134,11 @@ describe('loopback relay proxy', () => {
     await sleep(200);
     expect(wb.got.map((g) => g.data)).not.toContain('injected');
 
-    // The reflector is a WireGuard peer of the home region.
+    // The reflector is a WireGuard peer of the home region, trusted with no traffic.
     const [reflector] = ma.reflectorPeers();
     expect(reflector).toMatchObject({
       publicKey: r.key,
-      allowedIPs: [REFLECTOR_ALLOWED_IP],
+      allowedIPs: [],
       persistentKeepalive: 25,
     });
     expect(reflector?.endpoint).toMatch(/^127\.0\.0\.1:\d+$/);
@@ -161,7 +161,7 @@ describe('relay regions', () => {
     expect(['one', 'two']).toContain(home);
     const [down, other] = home === 'one' ? [r1, 'two'] : [r2, 'one'];
     expect(m.reflectorPeers()).toHaveLength(2);
-    expect(m.reflectorPeers()[1]?.allowedIPs).toEqual([]);
+    expect(m.reflectorPeers().map((p) => p.allowedIPs)).toEqual([[], []]);
 
     await down.stop();
     await waitUntil('fail-over', () => m.homeRegion?.name === other);
@@ -169,6 +169,21 @@ describe('relay regions', () => {
     expect(m.problems()).toEqual([]);
     await down.start();
     await waitUntil('reconnected', () => m.report().every((x) => x.connected), 5000);
+  });
+
+  it('says in health why a relay that serves only its tailnet refuses this node', async () => {
+    // A relay whose control never answers serves no one (it has no member list yet).
+    const r = await weftRelay(
+      (c) => cleanups.push(c),
+      ['--control-url', 'http://127.0.0.1:9', '--control-key', generateKeyPair().publicKey],
+    );
+    const m = manager(generateKeyPair());
+    m.setMap({ regions: [{ regionId: 3, name: 'three', url: r.url, publicKey: r.key }] });
+    await waitUntil('a refusal', () => /does not serve/.test(m.problems()[0] ?? ''));
+    expect(m.problems()[0]).toBe(
+      'no relay reachable (three: the relay does not serve this node: tailnet members not known yet); peers without a direct path are unreachable',
+    );
+    expect(m.available).toBe(false);
   });
 
   it('says in health when no relay is reachable', async () => {

@@ -23,8 +23,12 @@ export interface Relay {
 /**
  * Starts weft-relay on 127.0.0.1 (a free port, kept across restarts). `cleanup` is given what
  * stops it and removes its state folder, to run after the test (in reverse order of registration).
+ * `serving` says whom it serves: by default `--open` (these tests' node keys are in no tailnet).
  */
-export async function weftRelay(cleanup: (fn: () => Promise<unknown> | unknown) => void): Promise<Relay> {
+export async function weftRelay(
+  cleanup: (fn: () => Promise<unknown> | unknown) => void,
+  serving: string[] = ['--open'],
+): Promise<Relay> {
   if (!existsSync(RELAY_BIN)) throw new Error(`${RELAY_BIN} is not built: run npm run build`);
   const dir = await mkdtemp(join(tmpdir(), 'weft-core-relay-'));
   cleanup(() => rm(dir, { recursive: true, force: true }));
@@ -34,7 +38,17 @@ export async function weftRelay(cleanup: (fn: () => Promise<unknown> | unknown) 
   const start = async () => {
     const c = spawn(
       process.execPath,
-      [RELAY_BIN, 'serve', '--listen', `127.0.0.1:${port}`, '--reflector-port', '0', '--state-dir', dir],
+      [
+        RELAY_BIN,
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--reflector-port',
+        '0',
+        '--state-dir',
+        dir,
+        ...serving,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child = c;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { parseAddr } from '@weft/protocol';
+import { join } from 'node:path';
+import { Key, parseAddr } from '@weft/protocol';
 import { Command, InvalidArgumentError } from 'commander';
 import { startRelay } from '../relay.js';
 import { loadOrCreateRelayKey } from '../state.js';
@@ -25,6 +26,29 @@ function parseListen(text: string): { host: string; port: number } {
   return { host, port: parsePort(m[3] as string) };
 }
 
+function parseCount(text: string): number {
+  if (!/^[1-9][0-9]{0,8}$/.test(text)) throw new InvalidArgumentError('must be a whole number above 0');
+  return Number(text);
+}
+
+function parseControlUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new InvalidArgumentError('must be an http:// or https:// URL');
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '') {
+    throw new InvalidArgumentError('must be an http:// or https:// URL without query or fragment');
+  }
+  return url.href;
+}
+
+function parseKey(text: string): string {
+  if (!Key.safeParse(text).success) throw new InvalidArgumentError('must be a 32-byte key in base64');
+  return text;
+}
+
 const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
 
 const program = new Command('weft-relay').description(
@@ -39,6 +63,19 @@ program
   .option('--tls-key <file>', 'and this private key (PEM)')
   .requiredOption('--reflector-port <port>', 'UDP port of the reflector, on the --listen address', parsePort)
   .requiredOption('--state-dir <dir>', 'directory of the relay key (created, 0700)')
+  .option(
+    '--control-url <url>',
+    "serve only this control server's tailnet (control must list this relay's key in --relays)",
+    parseControlUrl,
+  )
+  .option('--control-key <key>', "control's public key (GET <control-url>/machine/key), pinned", parseKey)
+  .option('--open', 'serve any node key that proves itself, with no control (labs, closed networks)')
+  .option(
+    '--max-connections-per-source <n>',
+    'connections from one IPv4 address or IPv6 /64 (default 256)',
+    parseCount,
+  )
+  .option('--max-queue-mib <n>', 'MiB queued for sending across all connections (default 256)', parseCount)
   .action(
     async (o: {
       listen: { host: string; port: number };
@@ -46,9 +83,22 @@ program
       tlsKey?: string;
       reflectorPort: number;
       stateDir: string;
+      controlUrl?: string;
+      controlKey?: string;
+      open?: boolean;
+      maxConnectionsPerSource?: number;
+      maxQueueMib?: number;
     }) => {
       if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
         program.error('--tls-cert and --tls-key go together');
+      }
+      if ((o.controlUrl === undefined) !== (o.controlKey === undefined)) {
+        program.error('--control-url and --control-key go together');
+      }
+      if ((o.controlUrl === undefined) === (o.open === undefined)) {
+        program.error(
+          'say whom to serve: --control-url URL --control-key KEY (one tailnet), or --open (any node key)',
+        );
       }
       const tls =
         o.tlsCert && o.tlsKey ? { cert: readFileSync(o.tlsCert), key: readFileSync(o.tlsKey) } : undefined;
@@ -58,11 +108,20 @@ program
         port: o.listen.port,
         reflectorPort: o.reflectorPort,
         tls,
+        // The last member list is kept beside the key, to serve it after a restart while control is away.
+        control:
+          o.controlUrl && o.controlKey
+            ? { url: o.controlUrl, publicKey: o.controlKey, cacheFile: join(o.stateDir, 'members.json') }
+            : undefined,
+        limits: {
+          ...(o.maxConnectionsPerSource ? { maxConnectionsPerSource: o.maxConnectionsPerSource } : {}),
+          ...(o.maxQueueMib ? { maxTotalQueueBytes: o.maxQueueMib * 1024 * 1024 } : {}),
+        },
         log,
       });
       const host = o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host;
       process.stdout.write(
-        `weft-relay listening on ${relay.url}, reflector udp ${host}:${relay.reflectorPort}, key ${relay.publicKey}\n`,
+        `weft-relay listening on ${relay.url}, reflector udp ${host}:${relay.reflectorPort}, key ${relay.publicKey} (serving ${o.controlUrl ? `the tailnet of ${o.controlUrl}` : 'any node key'})\n`,
       );
       const stop = () => {
         log('shutting down');

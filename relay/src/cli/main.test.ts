@@ -1,0 +1,50 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+// The built weft-relay binary's refusals of settings that leave whom it serves unsaid or wrong.
+
+const BIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'weft-relay-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function serve(...flags: string[]) {
+  if (!existsSync(BIN)) throw new Error(`${BIN} is not built: run npm run build`);
+  const r = spawnSync(
+    process.execPath,
+    [BIN, 'serve', '--listen', '127.0.0.1:0', '--reflector-port', '0', '--state-dir', dir, ...flags],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  return { code: r.status, err: r.stderr };
+}
+
+const KEY = Buffer.alloc(32, 7).toString('base64');
+
+describe('weft-relay serve', () => {
+  it('refuses to start without being told whom to serve', () => {
+    const r = serve();
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(
+      'say whom to serve: --control-url URL --control-key KEY (one tailnet), or --open',
+    );
+  });
+
+  it('refuses half or malformed control settings, and both at once', () => {
+    expect(serve('--control-url', 'https://control.example').err).toContain(
+      '--control-url and --control-key go together',
+    );
+    expect(serve('--control-url', 'ftp://x', '--control-key', KEY).err).toContain(
+      'must be an http:// or https:// URL',
+    );
+    expect(serve('--control-url', 'https://control.example', '--control-key', 'nope').err).toContain(
+      'must be a 32-byte key in base64',
+    );
+    expect(serve('--control-url', 'https://control.example', '--control-key', KEY, '--open').err).toContain(
+      'say whom to serve',
+    );
+    expect(serve('--open', '--max-queue-mib', '0').err).toContain('must be a whole number above 0');
+  });
+});
