@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { AllowRules } from '../config/config.js';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
@@ -9,20 +10,22 @@ import type { UserRecord } from '../tailnet/records.js';
 // against the allow rules, then find or create the user. The identity is the provider plus its
 // subject (never the email, which people change and providers recycle).
 
-export interface Identity {
+/** Kept as JSON between the provider's answer and the person's Connect (login_confirmations). */
+export const Identity = z.strictObject({
   /** The OIDC issuer URL, or `github`. */
-  provider: string;
+  provider: z.string(),
   /** The provider's stable id for the person. */
-  subject: string;
-  email: string | null;
+  subject: z.string(),
+  email: z.string().nullable(),
   /**
    * Whether the provider vouches for the email (OIDC `email_verified: true`, Entra `xms_edov`,
    * GitHub's verified primary). Only a verified email names a person or passes the allow rules.
    */
-  emailVerified: boolean;
-  displayName: string | null;
-  groups: string[];
-}
+  emailVerified: z.boolean(),
+  displayName: z.string().nullable(),
+  groups: z.array(z.string()),
+});
+export type Identity = z.infer<typeof Identity>;
 
 /** Why the allow rules refuse `identity`, or null when they let it in. Every configured rule must pass. */
 export function refusal(identity: Identity, allow: AllowRules): string | null {
