@@ -1,12 +1,6 @@
+import { mergeSpans } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import {
-  disjointRects,
-  formatAddrSpan,
-  formatPortSpan,
-  mergeSpans,
-  prefixSpan,
-  type Rect,
-} from './intervals.js';
+import { disjointRects, formatAddrSpan, formatPortSpan, prefixSpan, type Rect } from './intervals.js';
 
 const span = (first: number, last: number) => ({ first: BigInt(first), last: BigInt(last) });
 const rect = (a: [number, number], p: [number, number]): Rect => ({ addr: span(...a), ports: span(...p) });

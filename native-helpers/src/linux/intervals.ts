@@ -1,13 +1,17 @@
-import { type Family, formatAddr, formatPrefix, type Prefix, parsePrefix, prefixRange } from '@weft/protocol';
+import {
+  type Family,
+  formatAddr,
+  formatPrefix,
+  mergeSpans,
+  type Prefix,
+  parsePrefix,
+  prefixRange,
+  type Span,
+} from '@weft/protocol';
 
 // Interval arithmetic for nftables interval sets. The kernel refuses overlapping elements in an
 // interval set ("conflicting intervals", or "File exists" for concatenations), and filters overlap all
 // the time (a /10 and a /32 inside it), so every set is first turned into disjoint elements.
-
-export interface Span {
-  first: bigint;
-  last: bigint;
-}
 
 /** An address span and a port span: one element of an `addr . proto . port` set, per protocol. */
 export interface Rect {
@@ -18,21 +22,6 @@ export interface Rect {
 export function prefixSpan(text: string): { family: Family; span: Span } {
   const r = prefixRange(parsePrefix(text) as Prefix);
   return { family: r.family, span: { first: r.first, last: r.last } };
-}
-
-/** The union of spans as sorted, disjoint, non-adjacent spans. */
-export function mergeSpans(spans: readonly Span[]): Span[] {
-  const sorted = [...spans].sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
-  const out: Span[] = [];
-  for (const s of sorted) {
-    const last = out[out.length - 1];
-    if (last !== undefined && s.first <= last.last + 1n) {
-      if (s.last > last.last) last.last = s.last;
-    } else {
-      out.push({ ...s });
-    }
-  }
-  return out;
 }
 
 /**

@@ -5,18 +5,13 @@ import {
   type Family,
   type FilterRuleSpec,
   IP_PROTO,
+  mergeSpans,
   type Prefix,
   parsePrefix,
+  type Span,
 } from '@weft/protocol';
 import { WEFT_FWMARK } from './exit-routing.js';
-import {
-  disjointRects,
-  formatAddrSpan,
-  formatPortSpan,
-  mergeSpans,
-  prefixSpan,
-  type Span,
-} from './intervals.js';
+import { disjointRects, formatAddrSpan, formatPortSpan, prefixSpan } from './intervals.js';
 
 // The nftables ruleset of one WireGuard interface: one table, `inet weft-NAME`, holding everything the
 // helper enforces for that interface. It is rendered as a whole from the desired state and replaced in
