@@ -63,6 +63,36 @@ export function disjointRects(rects: readonly Rect[]): Rect[] {
   return out;
 }
 
+/**
+ * An upper bound on `disjointRects(rects).length`, found without building any rectangle: each piece of
+ * the cut address axis yields at most one element per rectangle over it, and at most one per distinct
+ * port span. Work and memory grow with the input, not with the output (which can grow as its square).
+ */
+export function disjointRectsBound(rects: readonly Rect[]): number {
+  const points = [...new Set(rects.flatMap((r) => [r.addr.first, r.addr.last + 1n]))].sort((a, b) =>
+    a < b ? -1 : a > b ? 1 : 0,
+  );
+  const index = new Map(points.map((p, i) => [p, i]));
+  // How many rectangles start (+1) and end (-1) at each cut.
+  const delta = new Int32Array(points.length);
+  const add = (point: bigint, n: number): void => {
+    const i = index.get(point) as number;
+    delta[i] = (delta[i] as number) + n;
+  };
+  for (const r of rects) {
+    add(r.addr.first, 1);
+    add(r.addr.last + 1n, -1);
+  }
+  const portSpans = new Set(rects.map((r) => `${r.ports.first}-${r.ports.last}`)).size;
+  let active = 0;
+  let bound = 0;
+  for (let i = 0; i + 1 < points.length; i++) {
+    active += delta[i] as number;
+    bound += Math.min(active, portSpans);
+  }
+  return bound;
+}
+
 function sameSpans(a: readonly Span[], b: readonly Span[]): boolean {
   return a.length === b.length && a.every((s, i) => s.first === b[i]?.first && s.last === b[i]?.last);
 }
