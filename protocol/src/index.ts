@@ -1,5 +1,6 @@
 export * from './bridge.js';
 export * from './control-api.js';
+export * from './exit-route.js';
 export * from './filter.js';
 export * from './helper.js';
 export * from './ip.js';
