@@ -11,6 +11,8 @@ export interface RawRequest {
   path: string;
   headers: Record<string, string>;
   body?: string;
+  /** Send no Host header at all (node adds one otherwise). */
+  noHost?: boolean;
   timeoutMs?: number;
 }
 
@@ -38,6 +40,7 @@ export function rawRequest(r: RawRequest): Promise<RawAnswer> {
             ? r.headers
             : { 'content-length': String(Buffer.byteLength(r.body)), ...r.headers },
         agent: false,
+        setHost: !r.noHost,
       });
     } catch (e) {
       reject(new Unsendable(String(e)));
