@@ -161,7 +161,7 @@ const file = fc.record({
   guards,
 });
 
-function headersFor(g: fc.RecordValue<{ token: string; host: string; origin: string }>) {
+function headersFor(g: { token: string; host: string; origin: string }) {
   const h: Record<string, string> = { 'content-type': 'application/json' };
   if (g.token === 'right') h.authorization = `Bearer ${shell.token}`;
   if (g.token === 'wrong') h.authorization = `Bearer ${'A'.repeat(shell.token.length)}`;
