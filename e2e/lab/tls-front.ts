@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { must } from './exec.js';
 import { type Host, waitFor } from './lab.js';
@@ -20,33 +21,44 @@ export interface LabCa {
 export async function makeLabCa(dir: string, ip: string): Promise<LabCa> {
   const f = (name: string) => join(dir, name);
   const ca: LabCa = { caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server-key.pem') };
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  await must(
-    ['openssl', 'req', '-x509', ...ec, '-keyout', f('ca-key.pem'), '-out', ca.caFile]
-      .concat(['-days', '2', '-subj', '/CN=weft lab CA', '-addext', 'basicConstraints=critical,CA:TRUE'])
-      .concat(['-addext', 'keyUsage=critical,keyCertSign']),
-  );
-  await must(['openssl', 'req', ...ec, '-keyout', ca.keyFile, '-out', f('server.csr'), '-subj', `/CN=${ip}`]);
+  const newKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  const caExt = ['-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign'];
   await must(
     [
       'openssl',
-      'x509',
-      '-req',
-      '-in',
-      f('server.csr'),
-      '-CA',
-      ca.caFile,
-      '-CAkey',
+      'req',
+      '-x509',
+      ...newKey,
+      '-keyout',
       f('ca-key.pem'),
+      '-out',
+      ca.caFile,
+      '-days',
+      '2',
+    ].concat(['-subj', '/CN=weft lab CA', ...caExt]),
+  );
+  await must([
+    'openssl',
+    'req',
+    ...newKey,
+    '-keyout',
+    ca.keyFile,
+    '-out',
+    f('server.csr'),
+    '-subj',
+    `/CN=${ip}`,
+  ]);
+  writeFileSync(f('server.ext'), `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`);
+  await must(
+    ['openssl', 'x509', '-req', '-in', f('server.csr'), '-CA', ca.caFile, '-CAkey', f('ca-key.pem')].concat([
       '-CAcreateserial',
       '-days',
       '2',
       '-out',
       ca.certFile,
       '-extfile',
-      '/dev/stdin',
-    ],
-    { input: `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n` },
+      f('server.ext'),
+    ]),
   );
   return ca;
 }
