@@ -9,3 +9,4 @@ export * from './netmap.js';
 export * from './primitives.js';
 export * from './relay.js';
 export * from './relay-members.js';
+export * from './tailcfg.js';

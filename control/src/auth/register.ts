@@ -33,10 +33,19 @@ export interface RegistrationDeps extends AuthorizeDeps {
   controlPrivateKey: string;
 }
 
+export interface RegistrationOptions {
+  /**
+   * Tailscale clients cannot send Weft's rotation proof: their OldNodeKey is taken on the word of
+   * the machine key that the ts2021 handshake proved (as Tailscale's control and Headscale do).
+   */
+  rotationByMachineKey?: boolean;
+}
+
 export async function registerMachine(
   deps: RegistrationDeps,
   machineKey: string,
   request: RegisterRequest,
+  options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
   const { authKey } = request;
   if (authKey !== undefined) {
@@ -55,7 +64,7 @@ export async function registerMachine(
       return { status: 'authorized', nodeId: existing.id };
     }
     if (request.oldNodeKey !== undefined) {
-      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey);
+      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey, options);
     }
   }
   return interactiveLogin(deps, machineKey, request, existing);
@@ -68,6 +77,7 @@ async function rotateNodeKey(
   machineKey: string,
   request: RegisterRequest,
   oldNodeKey: string,
+  options: RegistrationOptions,
 ): Promise<RegistrationResult> {
   if (node.nodeKey !== oldNodeKey) {
     throw new ApiError(
@@ -77,14 +87,15 @@ async function rotateNodeKey(
     );
   }
   const proven =
-    request.oldNodeKeyProof !== undefined &&
-    verifyNodeKeyRotationProof({
-      controlPrivateKey: deps.controlPrivateKey,
-      oldNodeKey,
-      machineKey,
-      newNodeKey: request.nodeKey,
-      proof: request.oldNodeKeyProof,
-    });
+    options.rotationByMachineKey === true ||
+    (request.oldNodeKeyProof !== undefined &&
+      verifyNodeKeyRotationProof({
+        controlPrivateKey: deps.controlPrivateKey,
+        oldNodeKey,
+        machineKey,
+        newNodeKey: request.nodeKey,
+        proof: request.oldNodeKeyProof,
+      }));
   if (!proven) {
     throw new ApiError(403, 'bad-node-key-proof', 'the proof of the old node key is missing or wrong');
   }

@@ -31,7 +31,12 @@ describe('migrations', () => {
       ]),
     );
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(again);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_identity', '0003_policies']);
+    expect(applied.rows.map((r) => r.name)).toEqual([
+      '0001_initial',
+      '0002_identity',
+      '0003_policies',
+      '0005_tailscale_clients',
+    ]);
     await again.destroy();
   });
 

@@ -2,6 +2,7 @@ import type { Kysely, Selectable, Transaction } from 'kysely';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
+  NewNode,
   NodeRecord,
   NodeUpdate,
   PendingLoginRecord,
@@ -119,6 +120,10 @@ function toNode(row: NodeRow): NodeRecord {
     keyExpiry: row.key_expiry,
     advertisedRoutes: list(row.advertised_routes),
     approvedRoutes: list(row.approved_routes),
+    kind: row.kind === 'tailscale' ? 'tailscale' : 'weft',
+    clientVersion: row.client_version,
+    discoKey: row.disco_key,
+    homeRelay: row.home_relay,
   };
 }
 
@@ -136,6 +141,10 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
   if (update.keyExpiry !== undefined) out.key_expiry = update.keyExpiry;
   if (update.advertisedRoutes !== undefined) out.advertised_routes = json(update.advertisedRoutes);
   if (update.approvedRoutes !== undefined) out.approved_routes = json(update.approvedRoutes);
+  if (update.kind !== undefined) out.kind = update.kind;
+  if (update.clientVersion !== undefined) out.client_version = update.clientVersion;
+  if (update.discoKey !== undefined) out.disco_key = update.discoKey;
+  if (update.homeRelay !== undefined) out.home_relay = update.homeRelay;
   return out;
 }
 
@@ -318,7 +327,7 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  async insertNode(node: Omit<NodeRecord, 'userName' | 'userEmail' | 'userGroups'>): Promise<void> {
+  async insertNode(node: NewNode): Promise<void> {
     await this.db
       .insertInto('nodes')
       .values({
@@ -340,6 +349,10 @@ export class Store {
         key_expiry: node.keyExpiry,
         advertised_routes: json(node.advertisedRoutes),
         approved_routes: json(node.approvedRoutes),
+        kind: node.kind ?? 'weft',
+        client_version: node.clientVersion ?? null,
+        disco_key: node.discoKey ?? null,
+        home_relay: node.homeRelay ?? null,
       })
       .execute();
   }
