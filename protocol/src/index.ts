@@ -1,5 +1,6 @@
 export * from './bridge.js';
 export * from './control-api.js';
+export * from './derp.js';
 export * from './filter.js';
 export * from './helper.js';
 export * from './ip.js';
