@@ -51,6 +51,13 @@ async function weftCli(node: WeftNode, args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/** `weft-control nodes list --json`, the fields these tests read. */
+async function controlNodes(): Promise<
+  { name: string; kind: string; version: string | null; user: string | null }[]
+> {
+  return JSON.parse(await control.cli(['nodes', 'list', '--json']));
+}
+
 async function setPolicy(name: string, text: string): Promise<void> {
   const file = join(dir, name);
   writeFileSync(file, text);
@@ -157,13 +164,13 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     expect(wnSeen.TailscaleIPs).toContain(wnIp);
     const tcSeen = await waitFor('wn to list tc', async () => weftPeer(await weft.wn.status(), 'tc'), 20_000);
     expect(tcSeen.addresses).toContain(`${tcIp}/32`);
-    const rows = (await control.cli(['nodes', 'list'])).split('\n');
-    const row = (name: string) => rows.find((l) => new RegExp(`^\\s*${name}\\b`).test(l)) ?? '';
-    expect(row('tc')).toMatch(/tailscale/i);
-    expect(row('tc')).toContain('1.102.5');
-    expect(row('tx')).toMatch(/tailscale/i);
-    expect(row('wn')).toMatch(/weft/i);
-    expect(row('wn')).not.toMatch(/tailscale/i);
+    const listed = await controlNodes();
+    expect(listed.find((n) => n.name === 'tc')).toMatchObject({
+      kind: 'tailscale',
+      version: expect.stringMatching(/^1\.102\.5\b/),
+    });
+    expect(listed.find((n) => n.name === 'tx')).toMatchObject({ kind: 'tailscale' });
+    expect(listed.find((n) => n.name === 'wn')).toMatchObject({ kind: 'weft' });
   });
 
   it('a Tailscale client and a Weft node ping each other, over a direct path on one segment', async () => {
@@ -279,7 +286,7 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
       },
       15_000,
     );
-    expect(await control.cli(['nodes', 'list'])).not.toMatch(/^\s*tx\b/m);
+    expect((await controlNodes()).map((n) => n.name)).not.toContain('tx');
   });
 
   it('`weft-control nodes expire` logs the Tailscale client out', async () => {
