@@ -48,10 +48,19 @@ export interface RegistrationDeps extends AuthorizeDeps {
   controlPrivateKey: string;
 }
 
+export interface RegistrationOptions {
+  /**
+   * Tailscale clients cannot send Weft's rotation proof: their OldNodeKey is taken on the word of
+   * the machine key that the ts2021 handshake proved (as Tailscale's control and Headscale do).
+   */
+  rotationByMachineKey?: boolean;
+}
+
 export async function registerMachine(
   deps: RegistrationDeps,
   caller: RegistrationCaller,
   request: RegisterRequest,
+  options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
   const { machineKey } = caller;
   const { authKey } = request;
@@ -71,7 +80,7 @@ export async function registerMachine(
       return { status: 'authorized', nodeId: existing.id };
     }
     if (request.oldNodeKey !== undefined) {
-      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey);
+      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey, options);
     }
   }
   return interactiveLogin(deps, caller, request, existing);
@@ -84,6 +93,7 @@ async function rotateNodeKey(
   machineKey: string,
   request: RegisterRequest,
   oldNodeKey: string,
+  options: RegistrationOptions,
 ): Promise<RegistrationResult> {
   if (node.nodeKey !== oldNodeKey) {
     throw new ApiError(
@@ -93,14 +103,15 @@ async function rotateNodeKey(
     );
   }
   const proven =
-    request.oldNodeKeyProof !== undefined &&
-    verifyNodeKeyRotationProof({
-      controlPrivateKey: deps.controlPrivateKey,
-      oldNodeKey,
-      machineKey,
-      newNodeKey: request.nodeKey,
-      proof: request.oldNodeKeyProof,
-    });
+    options.rotationByMachineKey === true ||
+    (request.oldNodeKeyProof !== undefined &&
+      verifyNodeKeyRotationProof({
+        controlPrivateKey: deps.controlPrivateKey,
+        oldNodeKey,
+        machineKey,
+        newNodeKey: request.nodeKey,
+        proof: request.oldNodeKeyProof,
+      }));
   if (!proven) {
     throw new ApiError(403, 'bad-node-key-proof', 'the proof of the old node key is missing or wrong');
   }

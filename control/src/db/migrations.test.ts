@@ -37,6 +37,7 @@ describe('migrations', () => {
       '0002_identity',
       '0003_policies',
       '0004_login_confirmation',
+      '0005_tailscale_clients',
     ]);
     await again.destroy();
   });

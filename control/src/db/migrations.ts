@@ -165,6 +165,20 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+
+  '0005_tailscale_clients': {
+    async up(db: Kysely<unknown>) {
+      // Official Tailscale clients share the node table: what kind a node is, which release it
+      // runs, and the two things their peers need that Weft nodes do not have (disco key, home DERP).
+      await db.schema
+        .alterTable('nodes')
+        .addColumn('kind', 'text', (c) => c.notNull().defaultTo('weft'))
+        .execute();
+      await db.schema.alterTable('nodes').addColumn('client_version', 'text').execute();
+      await db.schema.alterTable('nodes').addColumn('disco_key', 'text').execute();
+      await db.schema.alterTable('nodes').addColumn('home_relay', 'integer').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -56,6 +56,14 @@ export interface NodesTable {
   key_expiry: string | null;
   advertised_routes: string;
   approved_routes: string;
+  /** `weft` (Weft's engine) or `tailscale` (an official Tailscale client over ts2021). */
+  kind: string;
+  /** The client's version as it reports it (Weft's engine, or Tailscale's IPNVersion). */
+  client_version: string | null;
+  /** Tailscale clients: the disco key their magicsock probes paths with (base64). */
+  disco_key: string | null;
+  /** Tailscale clients: the relay (DERP) region they call home, as their MapRequest says. */
+  home_relay: number | null;
 }
 
 export interface PendingLoginsTable {

@@ -3,6 +3,7 @@ import type {
   ApiKeyRecord,
   AuthAttemptRecord,
   LoginConfirmationRecord,
+  NewNode,
   NodeRecord,
   NodeUpdate,
   PendingLoginRecord,
@@ -121,6 +122,10 @@ function toNode(row: NodeRow): NodeRecord {
     keyExpiry: row.key_expiry,
     advertisedRoutes: list(row.advertised_routes),
     approvedRoutes: list(row.approved_routes),
+    kind: row.kind === 'tailscale' ? 'tailscale' : 'weft',
+    clientVersion: row.client_version,
+    discoKey: row.disco_key,
+    homeRelay: row.home_relay,
   };
 }
 
@@ -138,6 +143,10 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
   if (update.keyExpiry !== undefined) out.key_expiry = update.keyExpiry;
   if (update.advertisedRoutes !== undefined) out.advertised_routes = json(update.advertisedRoutes);
   if (update.approvedRoutes !== undefined) out.approved_routes = json(update.approvedRoutes);
+  if (update.kind !== undefined) out.kind = update.kind;
+  if (update.clientVersion !== undefined) out.client_version = update.clientVersion;
+  if (update.discoKey !== undefined) out.disco_key = update.discoKey;
+  if (update.homeRelay !== undefined) out.home_relay = update.homeRelay;
   return out;
 }
 
@@ -320,7 +329,7 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  async insertNode(node: Omit<NodeRecord, 'userName' | 'userEmail' | 'userGroups'>): Promise<void> {
+  async insertNode(node: NewNode): Promise<void> {
     await this.db
       .insertInto('nodes')
       .values({
@@ -342,6 +351,10 @@ export class Store {
         key_expiry: node.keyExpiry,
         advertised_routes: json(node.advertisedRoutes),
         approved_routes: json(node.approvedRoutes),
+        kind: node.kind ?? 'weft',
+        client_version: node.clientVersion ?? null,
+        disco_key: node.discoKey ?? null,
+        home_relay: node.homeRelay ?? null,
       })
       .execute();
   }
