@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { generateKeyPair, nodeKeyPossessionProof, REGISTER_PATH, RegisterResponse } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, startTestControl, type TestControl, TestMachine } from '../testing/harness.js';
@@ -196,6 +197,20 @@ describe('POST /machine/register', () => {
       ),
     });
     expect(JSON.parse((await t.cli('nodes', 'list', '--json')).out)).toHaveLength(2);
+  });
+
+  it('closes a connection that sends nothing once the connection time-out passes', async () => {
+    const t = await startTestControl({ limits: { connectionTimeoutMs: 300 } });
+    const { port } = new URL(t.control.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.write('POST /machine/register HTTP/1.1\r\nHost: x\r\n'); // … and never the rest
+    const closed = await new Promise<boolean>((resolve) => {
+      socket.on('close', () => resolve(true));
+      // Bounded: far beyond the time-out, in case it is not enforced.
+      setTimeout(() => resolve(false), 10_000).unref();
+    });
+    socket.destroy();
+    expect(closed).toBe(true);
   });
 
   it('refuses bodies over the size limit', async () => {
