@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LOGIN_CANCEL_PATH, RegisterResponse } from '@weft/protocol';
+import { generateKeyPair, LOGIN_CANCEL_PATH, RegisterResponse } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ControlConfig } from '../config/config.js';
 import { Browser } from '../testing/browser.js';
@@ -164,7 +164,7 @@ describe('interactive login with an OpenID Connect provider', () => {
 
   it('caps pending logins per source address and does not add a row per visit of a link', async () => {
     const { t } = await setUp({}, { limits: { pendingLoginsPerSource: 2 } });
-    await ask(t, 'one');
+    const one = await ask(t, 'one');
     const { authUrl } = await ask(t, 'two');
     const third = await new TestMachine(t).register({ hostname: 'three' });
     expect(third.status).toBe(429);
@@ -174,6 +174,11 @@ describe('interactive login with an OpenID Connect provider', () => {
         /^2 sign-ins are already pending from 127\.0\.0\.1: finish or cancel one/,
       ),
     });
+    // A machine replacing its own pending login (a new node key) is not held back by the cap.
+    one.m.node = generateKeyPair();
+    const renewed = await one.m.register({ hostname: 'one' });
+    expect(renewed.json.status).toBe('needs-auth');
+    expect(renewed.json.authUrl).not.toBe(one.authUrl);
     // One browser opening the link again and again keeps one attempt; cookie-less clients (a new
     // "browser" each time) at most 8 in all.
     const attempts = async () => {
