@@ -273,7 +273,7 @@ export class WeftNode {
 
   async up(controlUrl: string, authKey: string, hostname: string): Promise<void> {
     const r = await this.weft(
-      ['up', '--control-url', controlUrl, '--authkey', authKey, '--hostname', hostname],
+      ['up', '--control-url', controlUrl, '--insecure-http', '--authkey', authKey, '--hostname', hostname],
       60_000,
     );
     if (r.code !== 0) throw new Error(`weft up failed: ${r.stderr || r.stdout}`);

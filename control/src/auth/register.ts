@@ -1,4 +1,8 @@
-import { type RegisterRequest, verifyNodeKeyRotationProof } from '@weft/protocol';
+import {
+  type RegisterRequest,
+  verifyNodeKeyPossessionProof,
+  verifyNodeKeyRotationProof,
+} from '@weft/protocol';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
@@ -6,7 +10,8 @@ import { isExpired, type NodeRecord, type PreauthKeyRecord } from '../tailnet/re
 import { type AuthorizeDeps, authorizeNode, refuseForeignNodeKey } from './authorize-node.js';
 import { hashPreauthKey } from './preauth-keys.js';
 
-// Machine registration: a machine that proved its machine key (see machine.ts) asks to join. It is
+// Machine registration: a machine that proved its machine key (see machine.ts) and its node key
+// (nodeKeyProof, checked before anything else) asks to join. It is
 // authorized by a pre-auth key, by being registered already with this node key, by proving the
 // node key it had (key rotation), or by a person signing in through an InteractiveLogin, which
 // answers with the URL to open.
@@ -63,6 +68,19 @@ export async function registerMachine(
   options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
   const { machineKey } = caller;
+  const possessed = verifyNodeKeyPossessionProof({
+    controlPrivateKey: deps.controlPrivateKey,
+    nodeKey: request.nodeKey,
+    machineKey,
+    proof: request.nodeKeyProof,
+  });
+  if (!possessed) {
+    throw new ApiError(
+      403,
+      'bad-node-key-proof',
+      'nodeKeyProof does not prove possession of nodeKey for this machine: nothing was registered',
+    );
+  }
   const { authKey } = request;
   if (authKey !== undefined) {
     const nodeId = await retryConflicts(() =>
