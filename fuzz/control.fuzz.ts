@@ -119,7 +119,7 @@ it('machine API, register: signed, valid and authorized or refused with nothing 
       authKey: fc.constantFrom(authKey, authKey, authKey, authKey, 'weftkey-nope', `${authKey}x`),
       wait: fc.boolean(),
       oldNodeKey: fc.constantFrom(...nodeKeys.map((k) => k.publicKey)),
-      oldNodeKeyProof: fc.constantFrom('A'.repeat(43) + '='),
+      oldNodeKeyProof: fc.constantFrom(`${'A'.repeat(43)}=`),
     },
     { requiredKeys: ['nodeKey', 'hostname', 'os'] },
   );
