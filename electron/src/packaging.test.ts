@@ -148,7 +148,7 @@ describe('electron-builder.yml', () => {
     const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
     expect(exec).toContain('app.asar.unpacked/electron/dist/bundle/weft-helper.mjs');
     expect(config.asarUnpack).toContain('electron/dist/bundle/weft-helper.mjs');
-    expect(exec).toContain('--socket /run/weft/helper.sock');
+    expect(exec).toContain('--socket /run/weft-helper/helper.sock');
     expect(exec).toContain('--group weft');
     expect(existsSync(join(ROOT, 'native-helpers/src/main.ts'))).toBe(true);
     for (const line of [
@@ -161,7 +161,9 @@ describe('electron-builder.yml', () => {
     }
     expect(/^CapabilityBoundingSet=(.*)$/m.exec(unit)?.[1]?.split(' ')).toContain('CAP_NET_ADMIN');
     // the app probes the same socket the service listens on
-    expect(readFileSync(join(ROOT, 'electron/src/main.ts'), 'utf8')).toContain("'/run/weft/helper.sock'");
+    expect(readFileSync(join(ROOT, 'electron/src/main.ts'), 'utf8')).toContain(
+      "'/run/weft-helper/helper.sock'",
+    );
     for (const line of unit.split('\n')) {
       if (line === '' || line.startsWith('#') || line.startsWith('[')) continue;
       expect(line, line).toMatch(/^[A-Za-z]+=/);

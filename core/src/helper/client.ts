@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { lstat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import {
   type DesiredState,
@@ -54,6 +55,20 @@ const DEFAULT_TIMEOUTS_MS: Record<HelperRequest['op'], number> = {
   down: 30_000,
   status: 5_000,
 };
+
+/**
+ * The engine sends the helper private keys, so it talks only to a socket root (or, in development and
+ * tests, this process's own user) bound: a socket someone else bound first is a stranger's. The
+ * helper's directory is root-only, so the socket cannot be swapped between this check and connect.
+ */
+export async function checkHelperSocket(path: string): Promise<void> {
+  const st = await lstat(path);
+  if (!st.isSocket()) throw new Error(`${path} is not a socket`);
+  const self = process.getuid?.() ?? 0;
+  if (st.uid !== 0 && st.uid !== self) {
+    throw new Error(`${path} is owned by uid ${st.uid}, not root: refusing to send it keys`);
+  }
+}
 
 export class HelperClient extends EventEmitter<HelperClientEvents> {
   private socket: Socket | null = null;
@@ -192,7 +207,8 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
   }
 
   /** Connects and resolves when the connection ends; rejects if it could not connect. */
-  private connectOnce(): Promise<void> {
+  private async connectOnce(): Promise<void> {
+    await checkHelperSocket(this.socketPath);
     return new Promise((resolve, reject) => {
       const socket = connect(this.socketPath);
       socket.setEncoding('utf8');
