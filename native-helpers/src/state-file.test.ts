@@ -53,6 +53,10 @@ describe('StateFile', () => {
     expect((await stat(file.path)).ino).not.toBe(before.ino);
     expect(await readdir(dir)).toEqual(['owned.json']);
     expect(JSON.parse(await readFile(file.path, 'utf8')).exitOwner).toBeNull();
+    // The same content again writes nothing.
+    const same = await stat(file.path);
+    await file.write({ ...owned(), exitOwner: null });
+    expect((await stat(file.path)).ino).toBe(same.ino);
   });
 
   it('has nothing to say without a file, or with one from another boot (which it removes)', async () => {

@@ -41,6 +41,8 @@ export const STATE_FILE_NAME = 'owned.json';
 
 export class StateFile {
   readonly path: string;
+  /** What this process last wrote: an apply that changes nothing writes (and syncs) nothing. */
+  private written: string | null = null;
 
   constructor(
     readonly dir: string,
@@ -98,6 +100,7 @@ export class StateFile {
   /** Replaces the file in one step: a fresh 0600 file, flushed, renamed over the old one. */
   async write(state: OwnedState): Promise<void> {
     const text = `${JSON.stringify(OwnedState.parse(state), null, 2)}\n`;
+    if (text === this.written) return;
     const temp = join(this.dir, `.${STATE_FILE_NAME}.${randomBytes(6).toString('hex')}`);
     const file = await open(temp, 'wx', 0o600);
     try {
@@ -107,9 +110,11 @@ export class StateFile {
       await file.close();
     }
     await rename(temp, this.path);
+    this.written = text;
   }
 
   async remove(): Promise<void> {
+    this.written = null;
     await unlink(this.path).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });

@@ -61,7 +61,7 @@ const DEFAULT_TIMEOUTS_MS: Record<HelperRequest['op'], number> = {
  * tests, this process's own user) bound: a socket someone else bound first is a stranger's. The
  * helper's directory is root-only, so the socket cannot be swapped between this check and connect.
  */
-export async function checkHelperSocket(path: string): Promise<void> {
+async function checkHelperSocket(path: string): Promise<void> {
   const st = await lstat(path);
   if (!st.isSocket()) throw new Error(`${path} is not a socket`);
   const self = process.getuid?.() ?? 0;
