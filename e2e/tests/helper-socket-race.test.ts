@@ -216,7 +216,7 @@ describe('helper socket against a member of its group', () => {
           log += t;
         });
       await waitFor('the engine to refuse the socket', async () =>
-        log.includes(`${sock} is owned by uid ${uid}, not root: refusing to send it keys`),
+        log.includes(`${sock} is owned by uid ${uid}, not by root or this user: refusing to talk to it`),
       );
       if (weftd.pid) process.kill(weftd.pid, 'SIGKILL');
     } finally {

@@ -152,7 +152,7 @@ describe('helper socket ownership', () => {
       c.start();
       await waitUntil('the refusal logged', () => warnings.length > 0);
       expect(warnings[0]).toBe(
-        `weft-helper at ${path}: ${path} is owned by uid 65534, not root: refusing to send it keys`,
+        `weft-helper at ${path}: ${path} is owned by uid 65534, not by root or this user: refusing to talk to it`,
       );
       expect(connections).toBe(0);
       expect(c.connected).toBe(false);

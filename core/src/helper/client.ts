@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { lstat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import {
   type DesiredState,
@@ -11,6 +10,7 @@ import {
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
 import { Backoff, type BackoffOptions, sleep } from '../retry/backoff.js';
+import { checkSocketOwner } from '../socket-owner.js';
 
 // Client of the privileged helper: newline-delimited JSON over its unix socket. One request is in
 // flight at a time, so a reply is always unambiguous (even an error the helper could not tie to
@@ -55,20 +55,6 @@ const DEFAULT_TIMEOUTS_MS: Record<HelperRequest['op'], number> = {
   down: 30_000,
   status: 5_000,
 };
-
-/**
- * The engine sends the helper private keys, so it talks only to a socket root (or, in development and
- * tests, this process's own user) bound: a socket someone else bound first is a stranger's. The
- * helper's directory is root-only, so the socket cannot be swapped between this check and connect.
- */
-async function checkHelperSocket(path: string): Promise<void> {
-  const st = await lstat(path);
-  if (!st.isSocket()) throw new Error(`${path} is not a socket`);
-  const self = process.getuid?.() ?? 0;
-  if (st.uid !== 0 && st.uid !== self) {
-    throw new Error(`${path} is owned by uid ${st.uid}, not root: refusing to send it keys`);
-  }
-}
 
 export class HelperClient extends EventEmitter<HelperClientEvents> {
   private socket: Socket | null = null;
@@ -208,7 +194,8 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
 
   /** Connects and resolves when the connection ends; rejects if it could not connect. */
   private async connectOnce(): Promise<void> {
-    await checkHelperSocket(this.socketPath);
+    // The helper gets private keys: only from a socket root (or, in development, we) bound.
+    await checkSocketOwner(this.socketPath);
     return new Promise((resolve, reject) => {
       const socket = connect(this.socketPath);
       socket.setEncoding('utf8');
