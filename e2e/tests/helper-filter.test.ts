@@ -120,7 +120,7 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     expect(await ruleset(b)).toBe(rulesetBefore);
   });
 
-  it('SIGTERM removes the table too', async () => {
+  it('SIGINT removes the table too', async () => {
     await helperB.apply(state(1, only443()));
     expect(await ruleset(b)).not.toBe(rulesetBefore);
     expect(await helperB.terminate()).toBe(0);
