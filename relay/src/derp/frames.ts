@@ -53,6 +53,11 @@ export class DerpFrameReader {
     this.at = 0;
   }
 
+  /** The bytes after the last frame taken (a partial frame). */
+  rest(): Buffer {
+    return this.buf.subarray(this.at);
+  }
+
   /** The next whole frame, or null when more bytes are needed. */
   next(): DerpFrame | null {
     const { buf, at } = this;
