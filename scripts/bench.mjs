@@ -19,6 +19,10 @@ const BENCHMARKS = {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
   },
+  'helper-filter': {
+    file: 'native-helpers/dist/bench/helper-filter.js',
+    about: 'helper: a ~48 KB filter refused by the element bound vs the unbounded rendering (time, memory)',
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',
