@@ -37,6 +37,21 @@ describe('DERP frames', () => {
     const f = reader.next();
     expect(f?.frame.buffer).toBe(chunk.buffer);
     expect(f?.frame.length).toBe(chunk.length);
+    // A frame cut across two reads is copied, and only it: the next frame is read in place.
+    const two = Buffer.concat([
+      chunk,
+      encodeDerpFrame(DerpFrameType.sendPacket, new Uint8Array(32), Buffer.from('y')),
+    ]);
+    // Its own ArrayBuffer (not the pool), so a copy could not share it.
+    const second = Buffer.alloc(two.length - 10);
+    two.copy(second, 0, 10);
+    reader.push(two.subarray(0, 10));
+    reader.push(second);
+    expect(reader.next()?.payload.subarray(32).toString()).toBe('x');
+    const g = reader.next();
+    expect(g?.payload.subarray(32).toString()).toBe('y');
+    expect(g?.frame.buffer).toBe(second.buffer);
+    expect(reader.next()).toBeNull();
   });
 
   it('refuses a header over the limit before buffering its payload, with the limit in force for that frame', () => {
