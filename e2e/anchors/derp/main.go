@@ -298,6 +298,7 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 	var latencies []time.Duration
 	measuring := atomic.Bool{}
 	stop := atomic.Bool{}
+	var clients []*derphttp.Client
 	var wg sync.WaitGroup
 	for i := range pairs {
 		st := &pairState{}
@@ -355,8 +356,7 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 				st.sent.Add(1)
 			}
 		}()
-		defer src.Close()
-		defer dst.Close()
+		clients = append(clients, src, dst)
 	}
 	time.Sleep(time.Second) // warm-up
 	fmt.Println("measuring")
@@ -371,9 +371,17 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 	for _, st := range states {
 		total += st.bytes.Load()
 	}
-	// Receivers stop at their next message; closing the clients (deferred) ends the rest.
-	go func() { time.Sleep(2 * time.Second); os.Exit(0) }()
-	time.Sleep(100 * time.Millisecond)
+	// Closing the clients ends every Recv and Send, so all goroutines hand in their latencies.
+	for _, c := range clients {
+		c.Close()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		fail("load goroutines did not stop")
+	}
 	mu.Lock()
 	lat := slices.Clone(latencies)
 	mu.Unlock()
