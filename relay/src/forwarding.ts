@@ -70,6 +70,11 @@ export class ForwardingTable {
     return this.byKey.size;
   }
 
+  /** Why `nodeKey` would be refused (not a member), or null: a cheap check before any proof. */
+  refusal(nodeKey: string): string | null {
+    return this.membership.refusal(nodeKey);
+  }
+
   /**
    * Serves `peer` under its proven key (base64) unless the key is not a member: returns why it
    * is refused, or null. A previous connection of the same key is ended: the newest wins, as the
