@@ -196,7 +196,10 @@ describe('/machine/map for Tailscale clients', () => {
     expect(am.peerNamed('ts-router')?.AllowedIPs).toHaveLength(2);
 
     expect((await t.cli('routes', 'approve', 'ts-router', '198.51.100.0/24', 'exit')).code).toBe(0);
-    await am.until('routes in use', (m) => (m.peerNamed('ts-router')?.AllowedIPs as string[]).length === 5);
+    await am.until(
+      'routes in use',
+      (m) => (m.peerNamed('ts-router')?.AllowedIPs as string[] | undefined)?.length === 5,
+    );
     expect(am.peerNamed('ts-router')).toMatchObject({
       AllowedIPs: expect.arrayContaining(['198.51.100.0/24', '0.0.0.0/0', '::/0']),
       PrimaryRoutes: ['198.51.100.0/24'],
