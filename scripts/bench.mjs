@@ -19,6 +19,11 @@ const BENCHMARKS = {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
   },
+  'tailscale-map': {
+    file: 'control/dist/bench/tailscale-map.js',
+    about:
+      'full maps and endpoint patches for N=200 nodes: Tailscale MapResponses vs Weft netmap messages [N]',
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

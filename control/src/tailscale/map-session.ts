@@ -16,6 +16,20 @@ import { TAILNET_DOMAIN, toDerpMap, toTsNode, tsNodeId, tsUserProfile } from './
 
 const EXPIRED_AT = '1970-01-01T00:00:01Z';
 
+/**
+ * The hub hands every viewer the same view object for a peer (unless its routes differ by viewer),
+ * so a peer is translated once per change, not once per viewer. Never mutated once made.
+ */
+const peerNodes = new WeakMap<NodeView, TsNode>();
+function peerNode(view: NodeView): TsNode {
+  let node = peerNodes.get(view);
+  if (node === undefined) {
+    node = toTsNode(view, false);
+    peerNodes.set(view, node);
+  }
+  return node;
+}
+
 export class TsMapSession implements StreamSession {
   /** Weft node id → the view the client holds, to patch against and to find its number. */
   private readonly peers = new Map<string, NodeView>();
@@ -61,7 +75,7 @@ export class TsMapSession implements StreamSession {
         if (Object.keys(patch).length > 1) patches.push(patch);
         continue;
       }
-      changed.push(toTsNode(peer, false));
+      changed.push(peerNode(peer));
       users.add(peer.user);
     }
     const removed: number[] = [];
@@ -93,7 +107,7 @@ export function fullMapResponse(netmap: NetMap): TsMapResponse {
   return {
     Node: toTsNode(netmap.self, true),
     DERPMap: toDerpMap(netmap.relayMap),
-    Peers: netmap.peers.map((p) => toTsNode(p, false)),
+    Peers: netmap.peers.map(peerNode),
     // Weft's compiled rules are already in tailcfg.FilterRule's shape.
     PacketFilter: netmap.packetFilter,
     UserProfiles: [...users].map(tsUserProfile),
@@ -115,7 +129,7 @@ function patchOf(before: NodeView, after: NodeView): TsPeerChange | null {
   if (after.lastSeen && before.lastSeen !== after.lastSeen) patch.LastSeen = after.lastSeen;
   if (after.homeRelay && before.homeRelay !== after.homeRelay) patch.DERPRegion = after.homeRelay;
   if (after.discoKey && before.discoKey !== after.discoKey) {
-    patch.DiscoKey = toTsNode(after, false).DiscoKey as string;
+    patch.DiscoKey = peerNode(after).DiscoKey as string;
   }
   return patch;
 }
