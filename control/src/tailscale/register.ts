@@ -73,11 +73,11 @@ export async function registerTailscale(
 
   let result: Awaited<ReturnType<typeof registerMachine>>;
   try {
-    result = await registerMachine(ctx.registration, machineKey, request, { rotationByMachineKey: true });
+    result = await registerMachine(ctx.registration, machineKey, request, { machineKeyOnly: true });
     // A follow-up is a long poll: hold it while the person is still signing in.
     for (let round = 1; result.status === 'needs-auth' && request.wait && round < FOLLOWUP_ROUNDS; round++) {
       if (gone()) break;
-      result = await registerMachine(ctx.registration, machineKey, request, { rotationByMachineKey: true });
+      result = await registerMachine(ctx.registration, machineKey, request, { machineKeyOnly: true });
     }
   } catch (err) {
     if (err instanceof ApiError) return refusal(err.message);
