@@ -8,25 +8,27 @@ import { MAX_NOISE_BODY_BYTES } from './noise-api.js';
 
 afterEach(cleanupAll);
 
-/** Sends raw bytes to control and returns everything it answers until it closes (bounded). */
-async function raw(t: TestControl, text: string | Buffer): Promise<string> {
+/** Sends raw bytes; returns what control answered and whether it closed the connection (bounded wait). */
+async function exchange(t: TestControl, text: string | Buffer): Promise<{ text: string; closed: boolean }> {
   const u = new URL(t.control.url);
   const socket = net.connect(Number(u.port), u.hostname);
   const chunks: Buffer[] = [];
   socket.on('data', (c) => chunks.push(c));
   socket.write(text);
-  await new Promise<void>((resolve) => {
+  const closed = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => {
       socket.destroy();
-      resolve();
+      resolve(false);
     }, 3000);
     socket.on('close', () => {
       clearTimeout(timer);
-      resolve();
+      resolve(true);
     });
   });
-  return Buffer.concat(chunks).toString('latin1');
+  return { text: Buffer.concat(chunks).toString('latin1'), closed };
 }
+
+const raw = async (t: TestControl, text: string | Buffer) => (await exchange(t, text)).text;
 
 const upgrade = (handshake: string) =>
   `POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\n` +
@@ -130,6 +132,25 @@ describe('/ts2021', () => {
 
     expect(await nodeCount(t)).toBe(0);
     expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+  });
+
+  it('drops a connection whose records do not decrypt, and stays up', async () => {
+    const t = await startTestControl();
+    const key = await controlKey(t);
+    const init = initiate(x25519.utils.randomSecretKey(), key, 1);
+    const answer = await exchange(
+      t,
+      Buffer.concat([
+        Buffer.from(upgrade(Buffer.from(init.message).toString('base64'))),
+        // A record frame of garbage where the HTTP/2 preface should be.
+        Buffer.from([4, 0, 40]),
+        Buffer.alloc(40, 0xaa),
+      ]),
+    );
+    expect(answer.text).toMatch(/^HTTP\/1.1 101/);
+    expect(answer.closed).toBe(true);
+    expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+    expect(await nodeCount(t)).toBe(0);
   });
 
   it('refuses an oversized map request and a client below the supported version, server up', async () => {
