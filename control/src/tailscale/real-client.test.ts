@@ -1,9 +1,11 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, startTestControl, type TestControl, tempDir } from '../testing/harness.js';
+import { Browser } from '../testing/browser.js';
+import { cleanupAll, freePort, startTestControl, type TestControl, tempDir } from '../testing/harness.js';
+import { CLIENT_ID, CLIENT_SECRET, signInAtIdp, startIdp } from '../testing/identity-provider.js';
 
 // The real Tailscale client (tailscaled and tailscale v1.102.5, built by scripts/setup.sh into
 // /var/cache/weft-go/bin) against this control on loopback, in userspace networking: no namespaces,
@@ -107,5 +109,66 @@ describe.skipIf(!have)('the real Tailscale client (v1.102.5) against Weft contro
       () => a.status(),
       (s) => Object.keys(s.Peer ?? {}).length === 0,
     );
+  }, 60_000);
+
+  it('signs in interactively: the URL tailscale prints, the identity provider, then the netmap', async () => {
+    const [controlPort, idpPort] = [await freePort(), await freePort()];
+    const controlUrl = `http://127.0.0.1:${controlPort}`;
+    const idp = await startIdp(idpPort, [`${controlUrl}/oidc/callback`]);
+    const secretFile = join(tempDir(), 'oidc-secret');
+    writeFileSync(secretFile, `${CLIENT_SECRET}\n`);
+    const t = await startTestControl({
+      config: {
+        listen: { host: '127.0.0.1', port: controlPort },
+        oidc: {
+          issuer: idp.issuer,
+          clientId: CLIENT_ID,
+          clientSecretFile: secretFile,
+          groupsClaim: 'groups',
+          scopes: ['openid', 'email', 'profile'],
+        },
+      },
+    });
+    try {
+      const c = startTailscaled('i');
+      await eventually(
+        'tailscaled',
+        () => c.cli('version'),
+        () => true,
+      );
+      const upCmd = spawn(
+        TAILSCALE,
+        ['--socket', c.socket, 'up', '--login-server', controlUrl, '--hostname', 'real-i'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      children.push(upCmd);
+      let printed = '';
+      upCmd.stdout?.on('data', (d) => {
+        printed += d;
+      });
+      upCmd.stderr?.on('data', (d) => {
+        printed += d;
+      });
+      const url = await eventually(
+        'the printed sign-in URL',
+        async () => /http:\/\/127\.0\.0\.1:\d+\/login\/[A-Za-z0-9_-]+/.exec(printed)?.[0],
+        (u) => u !== undefined,
+      );
+      const browser = new Browser();
+      const callback = await signInAtIdp(browser, url as string, 'alice', idp.issuer);
+      expect((await browser.request(callback)).status).toBe(200);
+      await eventually(
+        'signed in',
+        () => c.status(),
+        (s) => s.BackendState === 'Starting' || s.BackendState === 'Running',
+      );
+      expect((await c.cli('ip', '-4')).trim()).toBe('100.64.0.1');
+      expect((await t.cli('nodes', 'list')).out).toMatch(/real-i .* alice@example\.com .* tailscale/);
+    } finally {
+      await t.control.close();
+      await idp.stop();
+    }
   }, 60_000);
 });
