@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { decompress } from 'fzstd';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, startTestControl, type TestControl, TestMachine, tempDir } from '../testing/harness.js';
 import { TsTestClient } from '../testing/tailscale-client.js';
@@ -137,6 +138,15 @@ describe('/machine/map for Tailscale clients', () => {
     b.close();
   });
 
+  it('keeps an idle stream alive with KeepAlive messages', async () => {
+    const t = await startTestControl({ pingIntervalMs: 50 });
+    const a = await joined(t, 'ts-a', await t.key());
+    const am = await a.map({ Compress: 'zstd' }, decompress);
+    await am.until('two keep-alives', (m) => m.keepAlives >= 2);
+    expect(am.messages).toHaveLength(1);
+    a.close();
+  });
+
   it('answers a one-shot request (Stream false) with one whole map, and ReadOnly stores nothing', async () => {
     const t = await startTestControl();
     const key = await t.key('--reusable');
@@ -176,6 +186,14 @@ describe('/machine/map for Tailscale clients', () => {
     // Only port 22 is let in now: the same compiled rules a Weft node gets.
     expect(JSON.stringify(am.packetFilter)).not.toMatch(/"Last":65535/);
     expect(am.peerNamed('ts-b')).toBeDefined();
+
+    // A policy under which a and b may not talk: each leaves the other's map.
+    const apart = policyFile(
+      `{"tagOwners": {"tag:web": []}, "acls": [{"action": "accept", "src": ["*"], "dst": ["tag:web:443"]}]}`,
+    );
+    expect((await t.cli('policy', 'set', apart)).code).toBe(0);
+    await am.until('b hidden', (m) => m.peers.size === 0);
+    expect(am.packetFilter).toEqual([]);
     a.close();
     b.close();
   });

@@ -234,6 +234,7 @@ export class MapReader {
   self: Json | null = null;
   readonly peers = new Map<number, Json>();
   packetFilter: unknown = null;
+  keepAlives = 0;
   status = 0;
   ended = false;
   private waiters: (() => void)[] = [];
@@ -261,7 +262,10 @@ export class MapReader {
   }
 
   private apply(m: Json): void {
-    if (m.KeepAlive === true) return;
+    if (m.KeepAlive === true) {
+      this.keepAlives++;
+      return;
+    }
     this.messages.push(m);
     if (m.Node) this.self = m.Node as Json;
     if (m.PacketFilter) this.packetFilter = m.PacketFilter;
