@@ -44,6 +44,9 @@ describe('/machine/register for Tailscale clients', () => {
     const eph = new TsTestClient(t.control.url);
     await eph.register({ Auth: { AuthKey: await t.key('--ephemeral') } }, 'ci-job');
 
+    const memState = new TsTestClient(t.control.url);
+    await memState.register({ Auth: { AuthKey: reusable }, Ephemeral: true }, 'mem-state');
+
     const single = await t.key();
     await new TsTestClient(t.control.url).register({ Auth: { AuthKey: single } }, 'one');
     const second = await new TsTestClient(t.control.url).register({ Auth: { AuthKey: single } }, 'two');
@@ -58,11 +61,19 @@ describe('/machine/register for Tailscale clients', () => {
     expect(unknown.Error).toMatch(/unknown pre-auth key/);
 
     const list = await nodes(t);
-    expect(list.map((n) => n.name).sort()).toEqual(['alices-macbook-pro', 'ci-job', 'one', 'srv']);
+    expect(list.map((n) => n.name).sort()).toEqual([
+      'alices-macbook-pro',
+      'ci-job',
+      'mem-state',
+      'one',
+      'srv',
+    ]);
     expect(list.find((n) => n.name === 'srv')).toMatchObject({ tags: ['tag:server'], user: null });
     expect(list.find((n) => n.name === 'ci-job')).toMatchObject({ ephemeral: true });
+    expect(list.find((n) => n.name === 'mem-state')).toMatchObject({ ephemeral: true });
+    expect(list.find((n) => n.name === 'alices-macbook-pro')).toMatchObject({ ephemeral: false });
     expect(list.every((n) => n.kind === 'tailscale' && n.version === '1.102.5-test')).toBe(true);
-    for (const c of [a, tagged, eph]) c.close();
+    for (const c of [a, tagged, eph, memState]) c.close();
   });
 
   it('binds the node key to its machine: another machine cannot take it', async () => {

@@ -89,6 +89,9 @@ export async function registerTailscale(
 
   await ctx.store.updateNode(result.nodeId, {
     kind: 'tailscale',
+    // A client that keeps no state (`--state=mem:`) asks to be removed once offline; asking can
+    // only shorten its own life, so it is granted.
+    ...(req.Ephemeral === true ? { ephemeral: true } : {}),
     ...(req.Hostinfo?.IPNVersion ? { clientVersion: req.Hostinfo.IPNVersion.slice(0, 128) } : {}),
   });
   await ctx.sync.refresh();
