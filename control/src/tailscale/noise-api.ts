@@ -148,6 +148,8 @@ async function handleMap(
     await ctx.sync.refresh();
   }
   const zstd = req.Compress === 'zstd';
+  // Registered through another connection or replica: the hub may not have it yet.
+  if (!ctx.hub.has(node.id)) await ctx.sync.refresh();
 
   if (!req.Stream) {
     // A "lite" update (OmitPeers) only reports; otherwise one whole map.
