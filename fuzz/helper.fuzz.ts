@@ -210,6 +210,8 @@ class RecordingBackend implements PlatformBackend {
     return absentStatus(name);
   }
   async shutdown() {}
+  async restore() {}
+  async detach() {}
 }
 
 let dir: string;
