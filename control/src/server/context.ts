@@ -14,6 +14,8 @@ export interface ControlContext {
   hub: NetmapHub;
   sync: NetmapSync;
   controlKey: KeyPair;
+  /** The ts2021 Noise key Tailscale clients pin (GET /key); kept in the database like controlKey. */
+  tailscaleKey: KeyPair;
   /** The node keys the relay map's relays serve. */
   relayMembers: RelayMembers;
   registration: RegistrationDeps;

@@ -5,7 +5,6 @@ import {
   type RelayMap,
   type TsDerpMap,
   type TsNode,
-  type TsPeerChange,
   type TsUser,
 } from '@weft/protocol';
 
@@ -81,24 +80,6 @@ export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsN
     ComputedNameWithHost: view.name,
     ...(tailscale || self ? {} : { IsWireGuardOnly: true }),
   };
-}
-
-/**
- * What changed about a peer that a PeersChangedPatch can say (endpoints, online, last seen, home
- * relay, disco key); null when anything else changed and the whole node must be sent again.
- */
-export function peerPatch(before: NodeView, after: NodeView): TsPeerChange | null {
-  const rest = (v: NodeView) =>
-    JSON.stringify({ ...v, endpoints: 0, online: 0, lastSeen: 0, homeRelay: 0, discoKey: 0 });
-  if (rest(before) !== rest(after)) return null;
-  const patch: TsPeerChange = { NodeID: tsNodeId((after.addresses[0] ?? '').split('/')[0] as string) };
-  if (JSON.stringify(before.endpoints) !== JSON.stringify(after.endpoints)) patch.Endpoints = after.endpoints;
-  if (before.online !== after.online) patch.Online = after.online;
-  if (before.lastSeen !== after.lastSeen && after.lastSeen) patch.LastSeen = after.lastSeen;
-  if (before.homeRelay !== after.homeRelay && after.homeRelay) patch.DERPRegion = after.homeRelay;
-  if (before.discoKey !== after.discoKey && after.discoKey)
-    patch.DiscoKey = keyToTailscale(after.discoKey, 'discokey');
-  return patch;
 }
 
 /** Weft's relay map as a DERP map: each weft-relay region is one DERP region of one node. */

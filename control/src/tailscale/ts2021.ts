@@ -90,7 +90,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   socket.write(
     `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${UPGRADE_PROTOCOL}\r\nConnection: upgrade\r\n\r\n`,
   );
-  let buffered = head;
+  let buffered = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), INITIATION_WAIT_MS);
   const onData = (chunk: Buffer) => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -108,6 +108,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   };
   socket.on('data', onData);
   socket.on('close', () => clearTimeout(timer));
+  if (head.length > 0) onData(head);
 }
 
 function serve(

@@ -219,3 +219,137 @@ export async function connectTs2021(args: {
     },
   };
 }
+
+const hex = (key: Uint8Array) => Buffer.from(key).toString('hex');
+
+/** Reads a map stream's frames (4-byte little-endian length, JSON, zstd when asked) in order. */
+export class MapReader {
+  private buffer = Buffer.alloc(0);
+  private readonly queue: Record<string, unknown>[] = [];
+  private waiting: ((m: Record<string, unknown>) => void) | null = null;
+  status = 0;
+  ended = false;
+  constructor(
+    readonly stream: http2.ClientHttp2Stream,
+    private readonly decode: (b: Uint8Array) => Uint8Array,
+  ) {
+    stream.on('response', (h) => {
+      this.status = Number(h[':status']);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      while (this.buffer.length >= 4 && this.buffer.length >= 4 + this.buffer.readUInt32LE(0)) {
+        const n = this.buffer.readUInt32LE(0);
+        const body = Buffer.from(this.decode(this.buffer.subarray(4, 4 + n)));
+        this.buffer = this.buffer.subarray(4 + n);
+        const message = JSON.parse(body.toString()) as Record<string, unknown>;
+        if (this.waiting) {
+          const w = this.waiting;
+          this.waiting = null;
+          w(message);
+        } else this.queue.push(message);
+      }
+    });
+    stream.on('end', () => {
+      this.ended = true;
+    });
+  }
+  /** The next message that is not a keep-alive. */
+  async next(): Promise<Record<string, unknown>> {
+    for (;;) {
+      const m =
+        this.queue.shift() ??
+        (await new Promise<Record<string, unknown>>((resolve) => {
+          this.waiting = resolve;
+        }));
+      if (m.KeepAlive !== true) return m;
+    }
+  }
+  /** Whether a message is already queued (used to check that nothing more was sent). */
+  pending(): number {
+    return this.queue.filter((m) => m.KeepAlive !== true).length;
+  }
+}
+
+/** A Tailscale client's keys and calls, enough to register and follow a map stream in tests. */
+export class TsTestClient {
+  readonly machine = x25519.utils.randomSecretKey();
+  nodePrivate = x25519.utils.randomSecretKey();
+  readonly disco = x25519.utils.randomSecretKey();
+  private conn: Ts2021Connection | null = null;
+
+  constructor(
+    private readonly url: string,
+    readonly version = 130,
+  ) {}
+
+  get nodeKey(): string {
+    return `nodekey:${hex(x25519.getPublicKey(this.nodePrivate))}`;
+  }
+  get discoKey(): string {
+    return `discokey:${hex(x25519.getPublicKey(this.disco))}`;
+  }
+  /** The node key as Weft stores it (base64). */
+  get nodeKeyBase64(): string {
+    return Buffer.from(x25519.getPublicKey(this.nodePrivate)).toString('base64');
+  }
+
+  async connection(): Promise<Ts2021Connection> {
+    if (this.conn) return this.conn;
+    const keys = (await (await fetch(`${this.url}/key?v=${this.version}`)).json()) as { publicKey: string };
+    const u = new URL(this.url);
+    this.conn = await connectTs2021({
+      host: u.hostname,
+      port: Number(u.port),
+      machinePrivate: this.machine,
+      controlPublic: new Uint8Array(Buffer.from(keys.publicKey.slice(5), 'hex')),
+      version: 1,
+    });
+    return this.conn;
+  }
+
+  async register(
+    extra: Record<string, unknown> = {},
+    hostname = 'ts-laptop',
+  ): Promise<Record<string, unknown>> {
+    const c = await this.connection();
+    const r = await c.post('/machine/register', {
+      Version: this.version,
+      NodeKey: this.nodeKey,
+      OldNodeKey: `nodekey:${'0'.repeat(64)}`,
+      Hostinfo: { Hostname: hostname, OS: 'linux', IPNVersion: '1.102.5-test' },
+      ...extra,
+    });
+    if (r.status !== 200) throw new Error(`register: HTTP ${r.status}: ${r.body}`);
+    return JSON.parse(r.body.toString()) as Record<string, unknown>;
+  }
+
+  /** Opens a map request; `decode` undoes zstd (the test passes fzstd's decompress). */
+  async map(
+    extra: Record<string, unknown>,
+    decode: (b: Uint8Array) => Uint8Array = (b) => b,
+  ): Promise<MapReader> {
+    const c = await this.connection();
+    return new MapReader(
+      c.stream('/machine/map', {
+        Version: this.version,
+        NodeKey: this.nodeKey,
+        DiscoKey: this.discoKey,
+        Stream: true,
+        Hostinfo: {
+          Hostname: 'ts-laptop',
+          OS: 'linux',
+          IPNVersion: '1.102.5-test',
+          NetInfo: { PreferredDERP: 1 },
+        },
+        ...extra,
+      }),
+      decode,
+    );
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.conn = null;
+  }
+}
