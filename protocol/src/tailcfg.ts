@@ -153,7 +153,7 @@ export interface TsMapResponse {
   PacketFilter?: FilterRule[];
   UserProfiles?: TsUser[];
   Domain?: string;
-  CollectServices?: string;
+  CollectServices?: boolean;
   ControlTime?: string;
 }
 

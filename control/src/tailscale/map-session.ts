@@ -98,7 +98,7 @@ export function fullMapResponse(netmap: NetMap): TsMapResponse {
     PacketFilter: netmap.packetFilter,
     UserProfiles: [...users].map(tsUserProfile),
     Domain: TAILNET_DOMAIN,
-    CollectServices: 'false',
+    CollectServices: false,
     ControlTime: new Date().toISOString(),
   };
 }
