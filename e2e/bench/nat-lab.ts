@@ -12,6 +12,7 @@ import {
   type Segment,
   scratchDir,
   sleep,
+  TAILSCALE_GATEWAY,
   TailscaleNode,
   WeftNode,
 } from '../lab/index.js';
@@ -71,7 +72,12 @@ export class World {
     const name = `h${i}`;
     if (where === 'none') {
       return {
-        host: await this.lab.addHost(name, { segment: this.net, address: `198.18.0.${10 + i}/24` }),
+        // A default route to nowhere, as Tailscale clients need one (see TAILSCALE_GATEWAY).
+        host: await this.lab.addHost(name, {
+          segment: this.net,
+          address: `198.18.0.${10 + i}/24`,
+          gateway: TAILSCALE_GATEWAY,
+        }),
         router: null,
         name,
       };

@@ -11,6 +11,7 @@ import {
   removeScratch,
   scratchDir,
   startTlsFront,
+  TAILSCALE_GATEWAY,
   TailscaleNode,
   tailscaleMissing,
   tsPeers,
@@ -52,8 +53,8 @@ describe.skipIf(missing !== null)('official Tailscale clients on a Weft tailnet 
     await startTlsFront(ctl, ca, `${ctl.ip}:443`, `${ctl.ip}:8080`);
 
     const hosts: Record<keyof typeof ts, Host> = {
-      t1: await lab.addHost('t1', { segment: net, address: '198.18.0.11/24' }),
-      t2: await lab.addHost('t2', { segment: net, address: '198.18.0.12/24' }),
+      t1: await lab.addHost('t1', { segment: net, address: '198.18.0.11/24', gateway: TAILSCALE_GATEWAY }),
+      t2: await lab.addHost('t2', { segment: net, address: '198.18.0.12/24', gateway: TAILSCALE_GATEWAY }),
       t3: await (
         await addRouter(lab, 'r3', {
           kind: 'edm',

@@ -77,7 +77,12 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
       ['a', 11],
       ['b', 12],
     ] as const) {
-      const host = await lab.addHost(name, { segment: seg, address: `${net}.${last}/24` });
+      // A default route to nowhere on the segment (see TAILSCALE_GATEWAY), never via the root namespace.
+      const host = await lab.addHost(name, {
+        segment: seg,
+        address: `${net}.${last}/24`,
+        gateway: `${net}.254`,
+      });
       const node = new TailscaleNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`s${name}`));
       await node.start();
       ts.push(node);
