@@ -165,7 +165,7 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     const wnSeen = await waitFor('tc to list wn', async () => await ts.tc.peer('wn'), 20_000);
     expect(wnSeen.TailscaleIPs).toContain(wnIp);
     const tcSeen = await waitFor('wn to list tc', async () => weftPeer(await weft.wn.status(), 'tc'), 20_000);
-    expect(tcSeen.addresses).toContain(`${tcIp}/32`);
+    expect(tcSeen.addresses).toContain(tcIp);
     const listed = await controlNodes();
     expect(listed.find((n) => n.name === 'tc')).toMatchObject({
       kind: 'tailscale',

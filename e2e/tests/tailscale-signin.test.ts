@@ -1,9 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ControlServer,
   Lab,
+  RelayServer,
   removeScratch,
   scratchDir,
   sleep,
@@ -33,6 +34,7 @@ let dir: string;
 let idp: TestIdp | null = null;
 let id: IdentitySupport;
 let control: ControlServer;
+let relay: RelayServer;
 const ts: TailscaleNode[] = [];
 
 /** Signs in through `authUrl` as `login` in a fresh browser; the page control shows at the end. */
@@ -70,8 +72,13 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
       WEFT_CONTROL_OIDC_CLIENT_SECRET_FILE: secretFile,
       WEFT_CONTROL_OIDC_ALLOWED_DOMAINS: 'example.com',
     };
-    control = new ControlServer(root, dir, controlPort);
+    // A relay too: a Tailscale client with no peer yet counts as Running only once it reaches a relay.
+    const rly = await lab.addHost('rly', { segment: seg, address: `${net}.2/24` });
+    mkdirSync(join(dir, 'relay'));
+    relay = new RelayServer(rly, join(dir, 'relay'));
+    control = new ControlServer(root, dir, controlPort, ['--relays', await relay.mapEntry(1, 'lab')]);
     await control.start();
+    await relay.start(control);
     await control.cli(['users', 'create', 'ops', '--email', 'ops@example.com']);
     for (const [name, last] of [
       ['a', 11],
@@ -96,6 +103,7 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
     await idp?.stop();
     await Promise.all(ts.map((n) => n.stop()));
     await control?.stop();
+    await relay?.stop();
     await lab?.cleanup();
     for (const n of ts) removeScratch(n.dir);
     if (dir) removeScratch(dir);
