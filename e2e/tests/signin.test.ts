@@ -73,11 +73,11 @@ async function exitOf(child: ChildProcess, exited: Promise<number | null>, ms: n
   return code;
 }
 
-/** Signs in through `authUrl` as `login` in a fresh browser; the page control shows at the end. */
+/** Signs in through `authUrl` as `login` in a fresh browser and presses Connect; the last page. */
 async function signIn(authUrl: string, login: string) {
   const browser = new id.Browser();
   const callback = await id.signInAtIdp(browser, authUrl, login, (idp as TestIdp).issuer);
-  return browser.request(callback);
+  return id.confirmAtControl(browser, callback);
 }
 
 interface ControlNode {

@@ -289,7 +289,7 @@ describe('refusals: a clear error and the backend is never called', () => {
       withState((s) => {
         s.interface.addresses = ['100.64.0.1/0'];
       }),
-      'state.interface.addresses[0]: prefix length must not be 0',
+      'state.interface.addresses[0]: covers more than 1/64 of the IPv4 address space, which makes it an exit route',
     ],
     [
       'a multicast route',
@@ -338,14 +338,14 @@ describe('refusals: a clear error and the backend is never called', () => {
       withState((s) => {
         s.routes = ['0.0.0.0/0'];
       }),
-      'state.routes[0]: the default route goes through the tunnel with exitNode',
+      'state.routes[0]: covers more than 1/64 of the IPv4 address space, which makes it an exit route; the default route goes through the tunnel with exitNode',
     ],
     [
       'an exit-node bypass that is everything',
       withState((s) => {
         s.exitNode = { allowedLan: [], bypass: ['::/0'] };
       }),
-      'state.exitNode.bypass[0]: must not be a default route',
+      'state.exitNode.bypass[0]: covers more than 1/64 of the IPv6 address space, which makes it an exit route',
     ],
     [
       'an exit node that also uses one',

@@ -1,5 +1,13 @@
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { canonicalPrefix, type DesiredState, HelperRequest, type Prefix, parsePrefix } from '@weft/protocol';
+import {
+  canonicalPrefix,
+  type DesiredState,
+  describeExitRoute,
+  exitRouteFamilies,
+  HelperRequest,
+  type Prefix,
+  parsePrefix,
+} from '@weft/protocol';
 import { inAny, UNASSIGNABLE, UNROUTABLE } from './reserved.js';
 
 // Turns one request line into a validated HelperRequest or a message that names the field and the
@@ -50,33 +58,39 @@ function checkState(state: DesiredState): string[] {
   const problems: string[] = [];
   state.interface.addresses.forEach((text, i) => {
     const p = parsePrefix(text) as Prefix;
-    const path = ['state', 'interface', 'addresses', i];
-    if (p.bits === 0) problems.push(problem(path, 'prefix length must not be 0'));
     if (inAny(p, UNASSIGNABLE)) {
+      const path = ['state', 'interface', 'addresses', i];
       problems.push(problem(path, 'must not be an unspecified, loopback, link-local or multicast address'));
     }
   });
+  // An address brings its subnet's route with it, so a wide one takes over the machine's traffic.
+  problems.push(...exitRouteProblems(['state', 'interface', 'addresses'], state.interface.addresses, ''));
   state.routes.forEach((text, i) => {
-    const p = parsePrefix(text) as Prefix;
-    if (inAny(p, UNROUTABLE)) {
+    if (inAny(parsePrefix(text) as Prefix, UNROUTABLE)) {
       problems.push(problem(['state', 'routes', i], 'link-local and multicast prefixes are not routed'));
     }
-    if (p.bits === 0) {
-      problems.push(
-        problem(['state', 'routes', i], 'the default route goes through the tunnel with exitNode'),
-      );
-    }
   });
+  problems.push(
+    ...exitRouteProblems(
+      ['state', 'routes'],
+      state.routes,
+      '; the default route goes through the tunnel with exitNode',
+    ),
+  );
   const exit = state.exitNode;
   if (exit !== undefined) {
-    for (const field of ['bypass', 'allowedLan'] as const) {
-      exit[field].forEach((text, i) => {
-        if ((parsePrefix(text) as Prefix).bits === 0) {
-          problems.push(problem(['state', 'exitNode', field, i], 'must not be a default route'));
-        }
-      });
+    // These pass the kill switch: wide ones would switch it off.
+    const wide = (['bypass', 'allowedLan'] as const).flatMap((field) =>
+      exitRouteProblems(['state', 'exitNode', field], exit[field], ''),
+    );
+    problems.push(...wide);
+    const both = exitRouteFamilies([...exit.bypass, ...exit.allowedLan]);
+    if (wide.length === 0 && both.length > 0) {
+      problems.push(
+        problem(['state', 'exitNode'], `bypass and allowedLan together ${describeExitRoute(both)}`),
+      );
     }
-    if (state.router?.routes.some((r) => (parsePrefix(r) as Prefix).bits === 0)) {
+    if (state.router !== undefined && exitRouteFamilies(state.router.routes).length > 0) {
       problems.push(problem(['state', 'exitNode'], 'a node that offers itself as exit node cannot use one'));
     }
   }
@@ -113,6 +127,20 @@ export function publicKeyOf(privateKey: string): string {
   return spki.subarray(-32).toString('base64');
 }
 const X25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+
+/**
+ * Refuses an exit route (protocol/src/exit-route.ts) in a field outside the exit-node path: names the
+ * entry when one prefix is one by itself, else the field, whose prefixes together are one.
+ */
+function exitRouteProblems(path: Path, prefixes: readonly string[], hint: string): string[] {
+  const single = prefixes.flatMap((text, i) => {
+    const families = exitRouteFamilies([text]);
+    return families.length > 0 ? [problem([...path, i], `${describeExitRoute(families)}${hint}`)] : [];
+  });
+  if (single.length > 0) return single;
+  const families = exitRouteFamilies(prefixes);
+  return families.length > 0 ? [problem(path, `together ${describeExitRoute(families)}${hint}`)] : [];
+}
 
 function problem(path: Path, message: string): string {
   return `${formatPath(path)}: ${message}`;

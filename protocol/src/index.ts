@@ -1,6 +1,7 @@
 export * from './bridge.js';
 export * from './control-api.js';
 export * from './derp.js';
+export * from './exit-route.js';
 export * from './filter.js';
 export * from './helper.js';
 export * from './ip.js';

@@ -184,6 +184,27 @@ export function prefixRange(p: Prefix): AddrRange {
   return { family: p.addr.family, first, last: first | ((1n << hostBits) - 1n) };
 }
 
+/** An inclusive run of integers (addresses of one family, or ports). */
+export interface Span {
+  first: bigint;
+  last: bigint;
+}
+
+/** The union of spans as sorted, disjoint, non-adjacent spans. */
+export function mergeSpans(spans: readonly Span[]): Span[] {
+  const sorted = [...spans].sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
+  const out: Span[] = [];
+  for (const s of sorted) {
+    const last = out[out.length - 1];
+    if (last !== undefined && s.first <= last.last + 1n) {
+      if (s.last > last.last) last.last = s.last;
+    } else {
+      out.push({ ...s });
+    }
+  }
+  return out;
+}
+
 /** Parses `a-b` as Tailscale writes address ranges: both ends in one family, a ≤ b. */
 export function parseAddrRange(text: string): AddrRange | null {
   const dash = text.indexOf('-');

@@ -15,15 +15,30 @@ export type RegistrationResult =
   | { status: 'authorized'; nodeId: string }
   | { status: 'needs-auth'; authUrl: string; expiresAt: string };
 
+/** What any caller (a Weft node, a protocol adapter) says when it asks for a browser sign-in. */
+export interface LoginRequest {
+  machineKey: string;
+  /** The only node key the login can authorize. */
+  nodeKey: string;
+  /** Device name and OS, shown to the person on the confirmation page. */
+  hostname: string;
+  os: string;
+  /** The address the request came from: shown on the confirmation page, counted against a cap. */
+  source: string;
+}
+
 /** Browser sign-in for a machine; plugged in when control has an identity provider configured. */
 export interface InteractiveLogin {
   /** The machine's pending sign-in for this node key, started now if it has none; the URL to open. */
-  begin(args: {
-    machineKey: string;
-    request: RegisterRequest;
-  }): Promise<{ authUrl: string; expiresAt: string }>;
+  begin(req: LoginRequest): Promise<{ authUrl: string; expiresAt: string }>;
   /** Holds the request until the sign-in completes, fails, or a while passes (`needs-auth` again). */
-  wait(args: { machineKey: string; request: RegisterRequest }): Promise<RegistrationResult>;
+  wait(req: LoginRequest): Promise<RegistrationResult>;
+}
+
+/** Who asked: the machine key that signed the request and the address it came from. */
+export interface RegistrationCaller {
+  machineKey: string;
+  source: string;
 }
 
 export interface RegistrationDeps extends AuthorizeDeps {
@@ -43,10 +58,11 @@ export interface RegistrationOptions {
 
 export async function registerMachine(
   deps: RegistrationDeps,
-  machineKey: string,
+  caller: RegistrationCaller,
   request: RegisterRequest,
   options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
+  const { machineKey } = caller;
   const { authKey } = request;
   if (authKey !== undefined) {
     const nodeId = await retryConflicts(() =>
@@ -67,7 +83,7 @@ export async function registerMachine(
       return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey, options);
     }
   }
-  return interactiveLogin(deps, machineKey, request, existing);
+  return interactiveLogin(deps, caller, request, existing);
 }
 
 /** Key rotation authorized by the still-valid old key: same node, name, addresses and expiry. */
@@ -105,7 +121,7 @@ async function rotateNodeKey(
 
 async function interactiveLogin(
   deps: RegistrationDeps,
-  machineKey: string,
+  caller: RegistrationCaller,
   request: RegisterRequest,
   existing: NodeRecord | undefined,
 ): Promise<RegistrationResult> {
@@ -122,7 +138,12 @@ async function interactiveLogin(
       `${why}: register with a pre-auth key (weft up --authkey KEY)`,
     );
   }
-  const args = { machineKey, request };
+  const args: LoginRequest = {
+    ...caller,
+    nodeKey: request.nodeKey,
+    hostname: request.hostname,
+    os: request.os,
+  };
   if (request.wait === true) return deps.interactive.wait(args);
   return { status: 'needs-auth', ...(await deps.interactive.begin(args)) };
 }

@@ -22,6 +22,7 @@ describe('migrations', () => {
         'api_keys',
         'auth_attempts',
         'kysely_migration',
+        'login_confirmations',
         'nodes',
         'pending_logins',
         'policies',
@@ -35,6 +36,7 @@ describe('migrations', () => {
       '0001_initial',
       '0002_identity',
       '0003_policies',
+      '0004_login_confirmation',
       '0005_tailscale_clients',
     ]);
     await again.destroy();

@@ -80,6 +80,8 @@ export interface PendingLoginsTable {
   user_name: string | null;
   created_at: string;
   expires_at: string;
+  /** The address the registration came from ('' for logins made before it was kept). */
+  source: string;
 }
 
 export interface AuthAttemptsTable {
@@ -89,6 +91,18 @@ export interface AuthAttemptsTable {
   provider: string;
   nonce: string;
   code_verifier: string;
+  expires_at: string;
+  /** SHA-256 (hex) of the cookie of the browser that started it. */
+  browser_hash: string;
+}
+
+export interface LoginConfirmationsTable {
+  /** SHA-256 (hex) of the token in the confirmation page's form. */
+  token_hash: string;
+  login_id: string;
+  browser_hash: string;
+  /** The signed-in Identity, JSON. */
+  identity: string;
   expires_at: string;
 }
 
@@ -119,6 +133,7 @@ export interface Database {
   nodes: NodesTable;
   pending_logins: PendingLoginsTable;
   auth_attempts: AuthAttemptsTable;
+  login_confirmations: LoginConfirmationsTable;
   api_keys: ApiKeysTable;
   policies: PoliciesTable;
 }

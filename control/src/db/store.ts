@@ -2,6 +2,7 @@ import type { Kysely, Selectable, Transaction } from 'kysely';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
+  LoginConfirmationRecord,
   NewNode,
   NodeRecord,
   NodeUpdate,
@@ -70,6 +71,7 @@ function toPendingLogin(row: Selectable<PendingLoginsTable>): PendingLoginRecord
     userName: row.user_name,
     createdAt: row.created_at,
     expiresAt: row.expires_at,
+    source: row.source,
   };
 }
 
@@ -384,8 +386,21 @@ export class Store {
         user_name: login.userName,
         created_at: login.createdAt,
         expires_at: login.expiresAt,
+        source: login.source,
       })
       .execute();
+  }
+
+  /** How many logins are pending and unexpired at `now`, in all or from one source address. */
+  async countOpenLogins(now: Date, source?: string): Promise<number> {
+    let query = this.db
+      .selectFrom('pending_logins')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '=', 'pending')
+      .where('expires_at', '>', now.toISOString());
+    if (source !== undefined) query = query.where('source', '=', source);
+    const row = await query.executeTakeFirst();
+    return Number(row?.n ?? 0);
   }
 
   async pendingLogin(id: string): Promise<PendingLoginRecord | undefined> {
@@ -442,18 +457,86 @@ export class Store {
     await this.db.deleteFrom('pending_logins').where('expires_at', '<', before.toISOString()).execute();
   }
 
-  async insertAuthAttempt(attempt: AuthAttemptRecord): Promise<void> {
+  /**
+   * Starts a browser's trip to the provider. It replaces that browser's earlier attempt at the same
+   * login, and a login keeps only its newest `keep` attempts: reloading the link adds no rows.
+   */
+  async insertAuthAttempt(attempt: AuthAttemptRecord, keep: number): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.db
+        .deleteFrom('auth_attempts')
+        .where('login_id', '=', attempt.loginId)
+        .where('browser_hash', '=', attempt.browserHash)
+        .execute();
+      await tx.db
+        .insertInto('auth_attempts')
+        .values({
+          state: attempt.state,
+          login_id: attempt.loginId,
+          provider: attempt.provider,
+          nonce: attempt.nonce,
+          code_verifier: attempt.codeVerifier,
+          expires_at: attempt.expiresAt,
+          browser_hash: attempt.browserHash,
+        })
+        .execute();
+      const older = await tx.db
+        .selectFrom('auth_attempts')
+        .select('state')
+        .where('login_id', '=', attempt.loginId)
+        .orderBy('expires_at', 'desc')
+        .offset(keep)
+        .limit(1_000)
+        .execute();
+      if (older.length > 0)
+        await tx.db
+          .deleteFrom('auth_attempts')
+          .where(
+            'state',
+            'in',
+            older.map((r) => r.state),
+          )
+          .execute();
+    });
+  }
+
+  async insertLoginConfirmation(c: LoginConfirmationRecord): Promise<void> {
     await this.db
-      .insertInto('auth_attempts')
+      .insertInto('login_confirmations')
       .values({
-        state: attempt.state,
-        login_id: attempt.loginId,
-        provider: attempt.provider,
-        nonce: attempt.nonce,
-        code_verifier: attempt.codeVerifier,
-        expires_at: attempt.expiresAt,
+        token_hash: c.tokenHash,
+        login_id: c.loginId,
+        browser_hash: c.browserHash,
+        identity: c.identity,
+        expires_at: c.expiresAt,
       })
       .execute();
+  }
+
+  async loginConfirmation(tokenHash: string): Promise<LoginConfirmationRecord | undefined> {
+    const row = await this.db
+      .selectFrom('login_confirmations')
+      .selectAll()
+      .where('token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    return (
+      row && {
+        tokenHash: row.token_hash,
+        loginId: row.login_id,
+        browserHash: row.browser_hash,
+        identity: row.identity,
+        expiresAt: row.expires_at,
+      }
+    );
+  }
+
+  /** Uses a confirmation up; false when it was used (or removed) already. */
+  async deleteLoginConfirmation(tokenHash: string): Promise<boolean> {
+    const result = await this.db
+      .deleteFrom('login_confirmations')
+      .where('token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    return result.numDeletedRows === 1n;
   }
 
   /**
@@ -477,6 +560,7 @@ export class Store {
         nonce: row.nonce,
         codeVerifier: row.code_verifier,
         expiresAt: row.expires_at,
+        browserHash: row.browser_hash,
       };
     });
   }

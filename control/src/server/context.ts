@@ -6,6 +6,7 @@ import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import type { RelayMembers } from '../relays/members.js';
 import type { Background } from './background.js';
+import type { ServerLimits } from './limits.js';
 import type { SignInContext } from './login-routes.js';
 
 /** Everything the HTTP and stream handlers share. */
@@ -23,6 +24,7 @@ export interface ControlContext {
   signIn: SignInContext | null;
   log: Logger;
   background: Background;
+  limits: ServerLimits;
   /** How often each stream is pinged; a stream that missed the previous pong is dropped. */
   pingIntervalMs: number;
 }

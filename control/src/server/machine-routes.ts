@@ -38,10 +38,12 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     return { machineKey, body };
   };
 
-  app.post(REGISTER_PATH, async (req): Promise<RegisterResponse> => {
+  // Anyone can make a machine key, so registration counts as unauthenticated: rate-limited per address.
+  const rateLimit = { max: ctx.limits.registerPerWindow, timeWindow: ctx.limits.rateWindowMs };
+  app.post(REGISTER_PATH, { config: { rateLimit } }, async (req): Promise<RegisterResponse> => {
     const { machineKey, body } = signed(req);
     const request = parseMessage(body, RegisterRequest);
-    const result = await registerMachine(ctx.registration, machineKey, request);
+    const result = await registerMachine(ctx.registration, { machineKey, source: req.ip }, request);
     if (result.status === 'needs-auth') return result;
 
     await ctx.sync.refresh();

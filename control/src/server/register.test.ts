@@ -118,6 +118,22 @@ describe('POST /machine/register', () => {
     expect(badKey.json.error.message).toMatch(/nodeKey/);
   });
 
+  it('rate-limits registrations per address with 429 and a clear message', async () => {
+    const t = await startTestControl({ limits: { registerPerWindow: 2 } });
+    const key = await t.key('--reusable');
+    expect((await new TestMachine(t).register({ hostname: 'a', authKey: key })).status).toBe(200);
+    expect((await new TestMachine(t).register({ hostname: 'b', authKey: key })).status).toBe(200);
+    const limited = await new TestMachine(t).register({ hostname: 'c', authKey: key });
+    expect(limited.status).toBe(429);
+    expect(limited.json.error).toEqual({
+      code: 'rate-limited',
+      message: expect.stringMatching(
+        /^too many requests from this address: at most 2 per 1 minute; try again in \d+ s$/,
+      ),
+    });
+    expect(JSON.parse((await t.cli('nodes', 'list', '--json')).out)).toHaveLength(2);
+  });
+
   it('refuses bodies over the size limit', async () => {
     const t = await startTestControl();
     const m = new TestMachine(t);

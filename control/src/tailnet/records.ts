@@ -105,6 +105,8 @@ export interface PendingLoginRecord {
   userName: string | null;
   createdAt: string;
   expiresAt: string;
+  /** The address the login was asked from. */
+  source: string;
 }
 
 export interface AuthAttemptRecord {
@@ -113,6 +115,16 @@ export interface AuthAttemptRecord {
   provider: string;
   nonce: string;
   codeVerifier: string;
+  expiresAt: string;
+  browserHash: string;
+}
+
+export interface LoginConfirmationRecord {
+  tokenHash: string;
+  loginId: string;
+  browserHash: string;
+  /** The signed-in Identity as JSON. */
+  identity: string;
   expiresAt: string;
 }
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type DesiredState, formatAddr, type Prefix, parsePrefix } from '@weft/protocol';
 import { beforeEach, describe, expect, it } from 'vitest';
+import { filterBomb } from '../bench/filter-bomb.js';
 import type { Logger } from '../log.js';
 import { publicKeyOf } from '../validate.js';
 import { LinuxBackend } from './backend.js';
@@ -613,6 +614,13 @@ describe('packet filter', () => {
     await backend.shutdown();
     expect(os.tables.size).toBe(0);
     expect(os.links.has('wgx')).toBe(true);
+  });
+
+  it('refuses a filter over the size limit having run nothing, not even a read', async () => {
+    await expect(backend.apply({ ...desired(), filter: filterBomb() })).rejects.toMatchObject({
+      code: 'invalid-request',
+    });
+    expect(os.log).toEqual([]);
   });
 
   it('works without nft installed as long as no filter is asked for', async () => {

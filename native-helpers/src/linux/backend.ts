@@ -14,7 +14,7 @@ import {
 } from './exit-routing.js';
 import { HeldSysctls, sysctlsFor } from './held-sysctls.js';
 import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
-import { parseTableHash, renderTable, TABLE_FAMILY, tableName } from './nft.js';
+import { parseTableHash, type RenderedTable, renderTable, TABLE_FAMILY, tableName } from './nft.js';
 import { type Command, planAddresses, planLink, planRoutes } from './plan.js';
 import { describeExit, exitWithin, stopProcess } from './process.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
@@ -96,11 +96,13 @@ export class LinuxBackend implements PlatformBackend {
         `${this.exitOwner} already uses an exit node; clear it there before selecting one on ${name}`,
       );
     }
+    // Rendered before anything else, so a table over the size limit is refused with nothing changed.
+    const table = renderTable(state);
     let device = await this.readDevice(name);
     this.managed.add(name);
     // The firewall first: its rules match the interface by name, so they are in force before the
     // interface exists and before any peer can send.
-    await this.syncFirewall(state);
+    await this.syncFirewall(name, table);
     if (device === null) {
       await this.create(name);
       device = await this.readDevice(name);
@@ -212,9 +214,7 @@ export class LinuxBackend implements PlatformBackend {
   }
 
   /** Installs the interface's nftables table, or replaces it in one transaction when it differs. */
-  private async syncFirewall(state: DesiredState): Promise<void> {
-    const { name } = state.interface;
-    const table = renderTable(state);
+  private async syncFirewall(name: string, table: RenderedTable | null): Promise<void> {
     if (table === null) {
       await this.removeFirewall(name);
       return;

@@ -1,9 +1,10 @@
+import { mergeSpans } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import {
   disjointRects,
+  disjointRectsBound,
   formatAddrSpan,
   formatPortSpan,
-  mergeSpans,
   prefixSpan,
   type Rect,
 } from './intervals.js';
@@ -63,5 +64,34 @@ describe('intervals', () => {
     expect(formatAddrSpan(6, prefixSpan('fd00::/8').span)).toBe('fd00::/8');
     expect(formatPortSpan(span(443, 443))).toBe('443');
     expect(formatPortSpan(span(0, 65535))).toBe('0-65535');
+  });
+});
+
+describe('disjointRectsBound', () => {
+  it('is never below the number of rectangles disjointRects builds', () => {
+    // A small deterministic generator, so a failure is reproducible.
+    let seed = 7;
+    const next = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 300; round++) {
+      const rects = Array.from({ length: 1 + next(12) }, () => {
+        const a = next(40);
+        const p = next(10);
+        return rect([a, a + next(15)], [p, p + next(3)]);
+      });
+      expect(disjointRectsBound(rects)).toBeGreaterThanOrEqual(disjointRects(rects).length);
+    }
+  });
+
+  it('grows with pieces times distinct ports, not with the square of the input when ports repeat', () => {
+    const wide = Array.from({ length: 100 }, (_, i) => rect([0, 1000], [i * 2, i * 2]));
+    const narrow = Array.from({ length: 100 }, (_, i) => rect([i * 2, i * 2], [500, 500]));
+    expect(disjointRects([...wide, ...narrow]).length).toBeGreaterThan(100 * 100);
+    expect(disjointRectsBound([...wide, ...narrow])).toBeLessThanOrEqual(201 * 101);
+    const samePort = Array.from({ length: 1000 }, (_, i) => rect([i * 2, i * 2], [443, 443]));
+    expect(disjointRectsBound(samePort)).toBe(1000);
+    expect(disjointRectsBound([])).toBe(0);
   });
 });

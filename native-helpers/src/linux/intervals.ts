@@ -1,13 +1,17 @@
-import { type Family, formatAddr, formatPrefix, type Prefix, parsePrefix, prefixRange } from '@weft/protocol';
+import {
+  type Family,
+  formatAddr,
+  formatPrefix,
+  mergeSpans,
+  type Prefix,
+  parsePrefix,
+  prefixRange,
+  type Span,
+} from '@weft/protocol';
 
 // Interval arithmetic for nftables interval sets. The kernel refuses overlapping elements in an
 // interval set ("conflicting intervals", or "File exists" for concatenations), and filters overlap all
 // the time (a /10 and a /32 inside it), so every set is first turned into disjoint elements.
-
-export interface Span {
-  first: bigint;
-  last: bigint;
-}
 
 /** An address span and a port span: one element of an `addr . proto . port` set, per protocol. */
 export interface Rect {
@@ -18,21 +22,6 @@ export interface Rect {
 export function prefixSpan(text: string): { family: Family; span: Span } {
   const r = prefixRange(parsePrefix(text) as Prefix);
   return { family: r.family, span: { first: r.first, last: r.last } };
-}
-
-/** The union of spans as sorted, disjoint, non-adjacent spans. */
-export function mergeSpans(spans: readonly Span[]): Span[] {
-  const sorted = [...spans].sort((a, b) => (a.first < b.first ? -1 : a.first > b.first ? 1 : 0));
-  const out: Span[] = [];
-  for (const s of sorted) {
-    const last = out[out.length - 1];
-    if (last !== undefined && s.first <= last.last + 1n) {
-      if (s.last > last.last) last.last = s.last;
-    } else {
-      out.push({ ...s });
-    }
-  }
-  return out;
 }
 
 /**
@@ -72,6 +61,36 @@ export function disjointRects(rects: readonly Rect[]): Rect[] {
     for (const p of ports) out.push({ addr: { first, last }, ports: p });
   }
   return out;
+}
+
+/**
+ * An upper bound on `disjointRects(rects).length`, found without building any rectangle: each piece of
+ * the cut address axis yields at most one element per rectangle over it, and at most one per distinct
+ * port span. Work and memory grow with the input, not with the output (which can grow as its square).
+ */
+export function disjointRectsBound(rects: readonly Rect[]): number {
+  const points = [...new Set(rects.flatMap((r) => [r.addr.first, r.addr.last + 1n]))].sort((a, b) =>
+    a < b ? -1 : a > b ? 1 : 0,
+  );
+  const index = new Map(points.map((p, i) => [p, i]));
+  // How many rectangles start (+1) and end (-1) at each cut.
+  const delta = new Int32Array(points.length);
+  const add = (point: bigint, n: number): void => {
+    const i = index.get(point) as number;
+    delta[i] = (delta[i] as number) + n;
+  };
+  for (const r of rects) {
+    add(r.addr.first, 1);
+    add(r.addr.last + 1n, -1);
+  }
+  const portSpans = new Set(rects.map((r) => `${r.ports.first}-${r.ports.last}`)).size;
+  let active = 0;
+  let bound = 0;
+  for (let i = 0; i + 1 < points.length; i++) {
+    active += delta[i] as number;
+    bound += Math.min(active, portSpans);
+  }
+  return bound;
 }
 
 function sameSpans(a: readonly Span[], b: readonly Span[]): boolean {

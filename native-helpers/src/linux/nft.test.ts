@@ -1,6 +1,8 @@
+import { getHeapStatistics } from 'node:v8';
 import type { DesiredState } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { parseTableHash, renderTable } from './nft.js';
+import { filterBomb } from '../bench/filter-bomb.js';
+import { MAX_TABLE_ELEMENTS, parseTableHash, renderTable } from './nft.js';
 
 const base = (): DesiredState => ({
   interface: {
@@ -154,5 +156,28 @@ describe('nftables table for routers and exit-node clients', () => {
     expect(elements(file, 'direct6')).toEqual(['fd00:c::7']);
     expect(file).toContain('meta l4proto udp ct mark 0x5746 meta mark set ct mark');
     expect(file).toContain('meta l4proto udp meta mark 0x5746 ct mark set meta mark');
+  });
+
+  it('refuses a ~48 KB filter whose rendering would grow as its square, before building any of it', () => {
+    const filter = filterBomb();
+    expect(JSON.stringify(filter).length).toBeLessThan(48 * 1024);
+    const before = getHeapStatistics().total_heap_size;
+    expect(() => renderTable({ ...base(), filter })).toThrow(
+      expect.objectContaining({
+        code: 'invalid-request',
+        message: expect.stringMatching(
+          /^state\.filter\[0\] could take the nftables table to \d+ set elements, over the limit of 65536: /,
+        ),
+      }),
+    );
+    // Rendering it took some 75 MB of heap for the cut rectangles alone; refusing takes next to none.
+    expect(getHeapStatistics().total_heap_size - before).toBeLessThan(16 * 1024 * 1024);
+  });
+
+  it('renders a large filter that stays under the limit', () => {
+    // 40 wide and 40 narrow: about 2 x 81 x 41 elements at most, well under the limit.
+    const file = renderTable({ ...base(), filter: filterBomb(40, 40) })?.file ?? '';
+    expect(elements(file, 'r0_port4').length).toBeGreaterThan(40 * 40);
+    expect(elements(file, 'r0_port4').length).toBeLessThan(MAX_TABLE_ELEMENTS);
   });
 });

@@ -5,17 +5,19 @@ import {
   type Family,
   type FilterRuleSpec,
   IP_PROTO,
+  mergeSpans,
   type Prefix,
   parsePrefix,
+  type Span,
 } from '@weft/protocol';
+import { BackendError } from '../backend.js';
 import { WEFT_FWMARK } from './exit-routing.js';
 import {
   disjointRects,
+  disjointRectsBound,
   formatAddrSpan,
   formatPortSpan,
-  mergeSpans,
   prefixSpan,
-  type Span,
 } from './intervals.js';
 
 // The nftables ruleset of one WireGuard interface: one table, `inet weft-NAME`, holding everything the
@@ -33,6 +35,13 @@ const ALL_PORTS: Span = { first: 0n, last: 65535n };
 const FAMILIES = [4, 6] as const;
 const ADDR_TYPE = { 4: 'ipv4_addr', 6: 'ipv6_addr' } as const;
 const IP = { 4: 'ip', 6: 'ip6' } as const;
+
+/**
+ * The most set elements one table may hold. A 48 KB filter of overlapping prefixes with distinct ports
+ * would otherwise render millions (megabytes of rules, for root to build and nft to load); real
+ * netmaps stay far below this.
+ */
+export const MAX_TABLE_ELEMENTS = 65_536;
 
 export const TABLE_FAMILY = 'inet';
 export const HASH_PREFIX = 'weft sha256:';
@@ -77,6 +86,7 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     for (const family of FAMILIES) {
       const routes = router === undefined ? [] : spansOf(router.routes, family);
       if (routes.length === 0) continue;
+      b.reserve(routes.length, 'state.router.routes');
       const set = b.set(
         `route${family}`,
         ADDR_TYPE[family],
@@ -124,6 +134,7 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
   const lines = [`oifname "lo" accept`, `oifname ${q} accept`, `meta mark ${mark} accept`];
   for (const family of FAMILIES) {
     const spans = spansOf(direct, family);
+    b.reserve(spans.length, 'state.exitNode');
     const set = b.set(
       `direct${family}`,
       ADDR_TYPE[family],
@@ -159,6 +170,8 @@ export function parseTableHash(listing: string): string | null {
 function renderFilter(rules: readonly FilterRuleSpec[], b: Builder): string {
   const lines: string[] = [];
   rules.forEach((rule, i) => {
+    const protos = [...new Set(rule.protos)];
+    const portProtos = protos.filter((p) => PORT_PROTOS.has(p));
     for (const family of FAMILIES) {
       const src = spansOf(rule.src, family);
       if (src.length === 0) continue;
@@ -168,12 +181,19 @@ function renderFilter(rules: readonly FilterRuleSpec[], b: Builder): string {
           ports: { first: BigInt(d.ports.first), last: BigInt(d.ports.last) },
         }))
         .filter((d) => d.family === family);
+      const rects = dst.map((d) => ({ addr: d.span, ports: d.ports }));
+      // Cutting overlapping rectangles can produce the square of their number: count first.
+      const bound =
+        src.length +
+        portProtos.length * disjointRectsBound(rects) +
+        (protos.length - portProtos.length) * dst.length;
+      b.reserve(bound, `state.filter[${i}]`);
+      const cut = portProtos.length > 0 ? disjointRects(rects) : [];
       const withPorts: string[] = [];
       const byAddress: string[] = [];
-      for (const proto of rule.protos) {
+      for (const proto of protos) {
         if (PORT_PROTOS.has(proto)) {
-          const rects = disjointRects(dst.map((d) => ({ addr: d.span, ports: d.ports })));
-          for (const r of rects)
+          for (const r of cut)
             withPorts.push(`${formatAddrSpan(family, r.addr)} . ${proto} . ${formatPortSpan(r.ports)}`);
         } else {
           // ICMP ignores ports; any other protocol has none, so only an all-ports destination covers it.
@@ -239,6 +259,19 @@ function sameSpan(a: Span, b: Span): boolean {
 /** Collects sets and chains in the order they are declared. */
 export class Builder {
   private readonly parts: string[] = [];
+  private elements = 0;
+
+  /** Counts set elements before they are built, and refuses a table that would exceed the limit. */
+  reserve(count: number, what: string): void {
+    this.elements += count;
+    if (this.elements > MAX_TABLE_ELEMENTS) {
+      throw new BackendError(
+        'invalid-request',
+        `${what} could take the nftables table to ${this.elements} set elements, over the limit of ` +
+          `${MAX_TABLE_ELEMENTS}: use fewer overlapping prefixes with different ports`,
+      );
+    }
+  }
 
   /** Declares an interval set; returns its name. */
   set(name: string, type: string, elements: readonly string[]): string {
