@@ -8,6 +8,7 @@ import {
   TsRegisterRequest,
 } from '@weft/protocol';
 import type { z } from 'zod';
+import type { RegistrationCaller } from '../auth/register.js';
 import { errorText } from '../log.js';
 import type { ControlContext } from '../server/context.js';
 import { offerableRoutes } from '../server/stream-route.js';
@@ -76,7 +77,7 @@ function sendText(res: Http2ServerResponse, status: number, text: string): void 
 
 export function handleNoiseRequest(
   ctx: ControlContext,
-  machineKey: string,
+  caller: RegistrationCaller,
   req: Http2ServerRequest,
   res: Http2ServerResponse,
 ): void {
@@ -84,13 +85,13 @@ export function handleNoiseRequest(
   const handle = async () => {
     if (req.method === 'POST' && path === '/machine/register') {
       const request = parseJson(await readBody(req), TsRegisterRequest);
-      const answer = await registerTailscale(ctx, machineKey, request, () => res.closed);
+      const answer = await registerTailscale(ctx, caller, request, () => res.closed);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(answer));
       return;
     }
     if (req.method === 'POST' && path === '/machine/map') {
-      await handleMap(ctx, machineKey, parseJson(await readBody(req), TsMapRequestSchema), res);
+      await handleMap(ctx, caller.machineKey, parseJson(await readBody(req), TsMapRequestSchema), res);
       return;
     }
     throw new HttpError(501, `${req.method} ${path} is not implemented by Weft's control`);

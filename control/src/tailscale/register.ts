@@ -6,7 +6,7 @@ import {
   type TsRegisterRequest,
   type TsRegisterResponse,
 } from '@weft/protocol';
-import { registerMachine } from '../auth/register.js';
+import { type RegistrationCaller, registerMachine } from '../auth/register.js';
 import { ApiError } from '../errors.js';
 import type { ControlContext } from '../server/context.js';
 import { hostnameLabel } from '../tailnet/names.js';
@@ -38,11 +38,12 @@ const refusal = (message: string): TsRegisterResponse => ({
 
 export async function registerTailscale(
   ctx: ControlContext,
-  machineKey: string,
+  caller: RegistrationCaller,
   req: TsRegisterRequest,
   gone: () => boolean = () => false,
 ): Promise<TsRegisterResponse> {
   if (req.Version < TS_MIN_CAPABILITY_VERSION) return refusal(tooOldMessage(req.Version));
+  const { machineKey } = caller;
   const nodeKey = keyFromTailscale(req.NodeKey, 'nodekey');
   const now = ctx.registration.now();
 
@@ -73,11 +74,11 @@ export async function registerTailscale(
 
   let result: Awaited<ReturnType<typeof registerMachine>>;
   try {
-    result = await registerMachine(ctx.registration, machineKey, request, { rotationByMachineKey: true });
+    result = await registerMachine(ctx.registration, caller, request, { rotationByMachineKey: true });
     // A follow-up is a long poll: hold it while the person is still signing in.
     for (let round = 1; result.status === 'needs-auth' && request.wait && round < FOLLOWUP_ROUNDS; round++) {
       if (gone()) break;
-      result = await registerMachine(ctx.registration, machineKey, request, { rotationByMachineKey: true });
+      result = await registerMachine(ctx.registration, caller, request, { rotationByMachineKey: true });
     }
   } catch (err) {
     if (err instanceof ApiError) return refusal(err.message);

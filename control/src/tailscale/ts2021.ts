@@ -23,6 +23,8 @@ const EARLY_PAYLOAD_MAGIC = Buffer.from([0xff, 0xff, 0xff, 0x54, 0x53]);
 
 export type NoiseRequestHandler = (
   machineKey: string,
+  /** The client's address on the outer connection (for per-source limits). */
+  source: string,
   req: http2.Http2ServerRequest,
   res: http2.Http2ServerResponse,
 ) => void;
@@ -82,7 +84,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
     socket.write(
       `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${UPGRADE_PROTOCOL}\r\nConnection: upgrade\r\n\r\n`,
     );
-    serve(socket, session, head, deps);
+    serve(socket, session, head, deps, req.socket.remoteAddress ?? '');
     return;
   }
 
@@ -99,7 +101,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
     clearTimeout(timer);
     try {
       const session = respondToInitiation(deps.noisePrivateKey, buffered.subarray(0, INITIATION_LEN));
-      serve(socket, session, buffered.subarray(INITIATION_LEN), deps);
+      serve(socket, session, buffered.subarray(INITIATION_LEN), deps, req.socket.remoteAddress ?? '');
     } catch (err) {
       deps.log.warn(`ts2021 ${req.socket.remoteAddress}: refused handshake: ${errorText(err)}`);
       const why = err instanceof NoiseHandshakeError ? err.message : 'handshake failed';
@@ -116,6 +118,7 @@ function serve(
   session: ReturnType<typeof respondToInitiation>,
   head: Buffer,
   deps: Ts2021Deps,
+  source: string,
 ): void {
   const machineKey = Buffer.from(session.machineKey).toString('base64');
   socket.write(session.response);
@@ -131,7 +134,9 @@ function serve(
   length.writeUInt32BE(json.length);
   stream.write(Buffer.concat([EARLY_PAYLOAD_MAGIC, length, json]));
 
-  const server = http2.createServer({ maxSessionMemory: 4 }, (req, res) => deps.handle(machineKey, req, res));
+  const server = http2.createServer({ maxSessionMemory: 4 }, (req, res) =>
+    deps.handle(machineKey, source, req, res),
+  );
   server.on('session', (h2) => {
     deps.sessions.add(h2);
     h2.on('close', () => deps.sessions.delete(h2));
