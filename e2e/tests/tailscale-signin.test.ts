@@ -24,7 +24,8 @@ import {
 // Interactive sign-in of the official Tailscale client through Weft's own flow: real tailscaled
 // and `tailscale up` (no key) on a lab host, real control in the root namespace configured with a
 // real OpenID Connect provider (control's test provider), and the test as the person's browser
-// opening the AuthURL the CLI printed. A Tailscale client signs in exactly as a Weft node does.
+// opening the AuthURL the CLI printed and pressing Connect on control's confirmation page. A
+// Tailscale client signs in exactly as a Weft node does.
 
 const missing = tailscaleMissing();
 if (missing) console.log(`tailscale-signin: skipped: ${missing}`);
@@ -37,11 +38,11 @@ let control: ControlServer;
 let relay: RelayServer;
 const ts: TailscaleNode[] = [];
 
-/** Signs in through `authUrl` as `login` in a fresh browser; the page control shows at the end. */
+/** Signs in through `authUrl` as `login` in a fresh browser and presses Connect; the last page. */
 async function signIn(authUrl: string, login: string) {
   const browser = new id.Browser();
   const callback = await id.signInAtIdp(browser, authUrl, login, (idp as TestIdp).issuer);
-  return browser.request(callback);
+  return id.confirmAtControl(browser, callback);
 }
 
 /** `weft-control nodes list --json`, the fields this test reads. */
