@@ -120,6 +120,13 @@ describe.skipIf(missing !== null)('official Tailscale clients on a Weft tailnet 
     expect((await ts.t1.mustCli(['ip', '-4', 't2'])).trim()).toBe(ip2);
   });
 
+  it('netcheck gets UDP from the relay’s STUN port (in the DERP map control sends) and picks its region', async () => {
+    const report = await ts.t2.mustCli(['netcheck'], 30_000);
+    expect(report).toMatch(/\* UDP: true/);
+    expect(report).toMatch(/\* IPv4: yes, 198\.18\.0\.12:\d+/);
+    expect(report).toMatch(/\* Nearest DERP: lab/);
+  });
+
   it('two clients on one segment ping each other over a direct path', async () => {
     const ip2 = await ts.t2.ip4();
     await waitFor('t1 → t2 ping', () => ts.t1.host.ping(ip2, { count: 1, deadlineS: 1 }), 20_000);
