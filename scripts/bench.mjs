@@ -15,6 +15,10 @@ const BENCHMARKS = {
     about:
       'NAT lab (root): weft up to first ping / direct path per row; iperf3 relay vs direct [connect|throughput]',
   },
+  'connect-vs-tailscale': {
+    file: 'e2e/dist/bench/connect-vs-tailscale.js',
+    about: 'NAT lab (root): up to first ping / direct path, Weft pair vs Tailscale-client pair per row',
+  },
   relay: {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
