@@ -23,6 +23,11 @@ const BENCHMARKS = {
     file: 'native-helpers/dist/bench/helper-filter.js',
     about: 'helper: a ~48 KB filter refused by the element bound vs the unbounded rendering (time, memory)',
   },
+  'relay-vs-derper': {
+    file: 'relay/dist/bench/vs-derper.js',
+    about:
+      "weft-relay vs Tailscale's derper, same DERP load (Go derphttp clients): Gbit/s per core, p99, RSS/conn [--pairs N]",
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

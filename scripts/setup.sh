@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(wireguard-go wireguard-tools iproute2 nftables iputils-ping iperf3 chromium postgresql procps)
+packages=(wireguard-go wireguard-tools iproute2 nftables iputils-ping iperf3 chromium postgresql procps openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -17,6 +17,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The official Tailscale client and DERP server for the lab tests against real Tailscale binaries.
+bash scripts/setup-tailscale.sh
 
 # Electron's binary cannot be downloaded everywhere; the app fetches it on a desktop's npm install.
 export ELECTRON_SKIP_BINARY_DOWNLOAD=1

@@ -1,4 +1,6 @@
 export * from './exec.js';
 export * from './lab.js';
 export * from './nat.js';
+export * from './tailscale.js';
+export * from './tls-front.js';
 export * from './weft.js';

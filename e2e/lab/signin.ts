@@ -94,6 +94,8 @@ export interface IdentitySupport {
   startIdp(port: number, redirectUris: string[]): Promise<TestIdp>;
   /** Opens control's auth URL and signs in at the provider; returns the callback URL to control. */
   signInAtIdp(browser: TestBrowser, authUrl: string, login: string, idpIssuer: string): Promise<string>;
+  /** Back at control with the callback URL: presses Connect on the confirmation page; the last page. */
+  confirmAtControl(browser: TestBrowser, callbackUrl: string): Promise<Page>;
   Browser: new () => TestBrowser;
   CLIENT_ID: string;
   CLIENT_SECRET: string;

@@ -128,7 +128,7 @@ export class ControlServer {
   }
 }
 
-/** A `weft-relay` (relay + WireGuard reflector) on a lab host. */
+/** A `weft-relay` (relay and DERP, WireGuard reflector, STUN) on a lab host. */
 export class RelayServer {
   private child: ChildProcess | null = null;
   readonly url: string;
@@ -140,6 +140,8 @@ export class RelayServer {
     readonly dir: string,
     readonly port = 8443,
     readonly reflectorPort = 3478,
+    /** STUN for Tailscale clients' netcheck (in their DERP map through control's relay map). */
+    readonly stunPort = 3479,
   ) {
     this.url = `ws://${host.ip}:${port}/relay`;
     this.stateDir = join(dir, 'relay-state');
@@ -155,9 +157,14 @@ export class RelayServer {
     return this.publicKey;
   }
 
-  /** `ID,NAME,URL,KEY` for control's --relays. */
+  /** `ID,NAME,URL,KEY,STUNPORT` for control's --relays. */
   async mapEntry(regionId: number, name: string): Promise<string> {
-    return `${regionId},${name},${this.url},${this.publicKey || (await this.key())}`;
+    return `${regionId},${name},${this.url},${this.publicKey || (await this.key())},${this.stunPort}`;
+  }
+
+  /** Where Tailscale clients (and the DERP anchor) connect. */
+  get derpUrl(): string {
+    return `http://${this.host.ip}:${this.port}/derp`;
   }
 
   /** Serves the tailnet of `control` (started first), or with none any node key (`--open`). */
@@ -175,6 +182,8 @@ export class RelayServer {
         `${this.host.ip}:${this.port}`,
         '--reflector-port',
         String(this.reflectorPort),
+        '--stun-port',
+        String(this.stunPort),
         '--state-dir',
         this.stateDir,
         ...serving,
@@ -274,7 +283,7 @@ export class WeftNode {
 
   async up(controlUrl: string, authKey: string, hostname: string): Promise<void> {
     const r = await this.weft(
-      ['up', '--control-url', controlUrl, '--authkey', authKey, '--hostname', hostname],
+      ['up', '--control-url', controlUrl, '--insecure-http', '--authkey', authKey, '--hostname', hostname],
       60_000,
     );
     if (r.code !== 0) throw new Error(`weft up failed: ${r.stderr || r.stdout}`);

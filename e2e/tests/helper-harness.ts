@@ -275,3 +275,31 @@ export async function tcpProbe(
   });
   return r.code === 0 ? r.stdout.trim() : null;
 }
+
+/**
+ * From `host`, starts a TCP connect to ip:port every 50 ms until one is answered (for `totalMs` at
+ * most); resolves with the time (Date.now() there) of the first answer, or null if none came.
+ * Start it, then make the change that should open the port, and compare the times.
+ */
+export async function connectUntilOpen(
+  host: Host,
+  ip: string,
+  port: number,
+  totalMs: number,
+): Promise<number | null> {
+  const script = `
+    const net = require('node:net');
+    const end = Date.now() + ${totalMs};
+    const attempt = () => {
+      if (Date.now() > end) { console.log('never'); process.exit(0); }
+      const s = net.connect({ host: ${JSON.stringify(ip)}, port: ${port} });
+      s.on('data', () => { console.log('open ' + Date.now()); process.exit(0); });
+      s.on('error', () => {});
+      setTimeout(() => s.destroy(), 2000);
+      setTimeout(attempt, 50);
+    };
+    attempt();`;
+  const r = await host.exec(['node', '-e', script], { timeoutMs: totalMs + 7000 });
+  const m = /^open (\d+)$/.exec(r.stdout.trim());
+  return m ? Number(m[1]) : null;
+}

@@ -41,6 +41,7 @@ async function startInteractiveUp(node: WeftNode, hostname: string) {
     'up',
     '--control-url',
     control.url,
+    '--insecure-http',
     '--hostname',
     hostname,
     '--timeout',
@@ -73,11 +74,11 @@ async function exitOf(child: ChildProcess, exited: Promise<number | null>, ms: n
   return code;
 }
 
-/** Signs in through `authUrl` as `login` in a fresh browser; the page control shows at the end. */
+/** Signs in through `authUrl` as `login` in a fresh browser and presses Connect; the last page. */
 async function signIn(authUrl: string, login: string) {
   const browser = new id.Browser();
   const callback = await id.signInAtIdp(browser, authUrl, login, (idp as TestIdp).issuer);
-  return browser.request(callback);
+  return id.confirmAtControl(browser, callback);
 }
 
 interface ControlNode {
@@ -291,7 +292,7 @@ describe('sign in with the identity provider (real control, oidc-provider, wireg
 
   it('`weft up --timeout` gives up with a clear message and cancels the link', async () => {
     const r = await nodes.a!.weft(
-      ['up', '--control-url', control.url, '--hostname', 'a', '--timeout', '2s'],
+      ['up', '--control-url', control.url, '--insecure-http', '--hostname', 'a', '--timeout', '2s'],
       30_000,
     );
     expect(r.code).not.toBe(0);

@@ -181,6 +181,15 @@ describe('sign in through the identity provider from the UI (real engine, real c
       ]);
     }
     expect(tab.url().startsWith(`${controlUrl}/`)).toBe(true);
+    // control asks before it connects anything: the device, where it asked from, and when
+    await expect
+      .poll(() => tab.getByRole('heading', { name: 'Connect this device to your tailnet?' }).isVisible())
+      .toBe(true);
+    await screenshots(tab, 'real-signin-confirm');
+    await Promise.all([
+      tab.waitForNavigation({ timeout: 15_000 }),
+      tab.getByRole('button', { name: 'Connect' }).click(),
+    ]);
     await screenshots(tab, 'real-signin-control-result');
     await tab.close();
 

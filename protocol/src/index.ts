@@ -1,5 +1,6 @@
 export * from './bridge.js';
 export * from './control-api.js';
+export * from './derp.js';
 export * from './exit-route.js';
 export * from './filter.js';
 export * from './helper.js';
@@ -10,3 +11,4 @@ export * from './netmap.js';
 export * from './primitives.js';
 export * from './relay.js';
 export * from './relay-members.js';
+export * from './tailcfg.js';

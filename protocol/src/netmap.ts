@@ -28,6 +28,13 @@ export const NodeView = z.strictObject({
    * that peer as its exit node. Absent: no.
    */
   exitNodeOption: z.boolean().optional(),
+  /** Which client the node runs: Weft's engine (absent) or an official Tailscale client. */
+  kind: z.enum(['weft', 'tailscale']).optional(),
+  /** The client's version as it reported it, when it did. */
+  clientVersion: z.string().max(128).optional(),
+  /** Tailscale clients: their disco key (base64) and home relay region, for Tailscale peers. */
+  discoKey: Key.optional(),
+  homeRelay: z.number().int().min(1).max(65535).optional(),
 });
 export type NodeView = z.infer<typeof NodeView>;
 
@@ -47,6 +54,8 @@ export const RelayRegion = z.strictObject({
     .url()
     .refine((u) => /^wss?:\/\//.test(u), 'must be a ws:// or wss:// URL'),
   publicKey: Key,
+  /** The relay's STUN port (UDP), announced to Tailscale clients in their DERP map; absent: none. */
+  stunPort: z.number().int().min(1).max(65535).optional(),
 });
 export type RelayRegion = z.infer<typeof RelayRegion>;
 

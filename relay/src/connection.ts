@@ -1,7 +1,55 @@
 import type { Duplex } from 'node:stream';
 import { newRelayChallenge } from '@weft/protocol';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import { TokenBucket } from './token-bucket.js';
+
+/**
+ * What a connection writes to: a WebSocket (Weft's relay protocol, DERP over WebSocket) or a
+ * DERP byte stream (derp/session.ts). The bounds below are the same for every kind.
+ */
+export interface Transport {
+  readonly open: boolean;
+  /** Bytes handed to `send` and not yet written to the kernel. */
+  readonly bufferedAmount: number;
+  send(data: Uint8Array | string): void;
+  pause(): void;
+  resume(): void;
+  /** Asks for a sign of life; the answer comes as `Connection.ponged()`. */
+  ping(): void;
+  /** Ends the connection with a reason the peer can read (a close frame, a DERP health frame). */
+  close(code: number, reason: string): void;
+  /** Cuts the connection without a word: a goodbye would queue behind what is not being read. */
+  terminate(): void;
+}
+
+/** Weft's relay protocol (and DERP over WebSocket): one message per `send`. */
+export class WebSocketTransport implements Transport {
+  constructor(readonly ws: WebSocket) {}
+  get open(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+  get bufferedAmount(): number {
+    return this.ws.bufferedAmount;
+  }
+  send(data: Uint8Array | string): void {
+    this.ws.send(data);
+  }
+  pause(): void {
+    this.ws.pause();
+  }
+  resume(): void {
+    this.ws.resume();
+  }
+  ping(): void {
+    this.ws.ping();
+  }
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+  terminate(): void {
+    this.ws.terminate();
+  }
+}
 
 /** Per-connection bounds; every one protects the relay or the other connections. */
 export interface RelayLimits {
@@ -81,8 +129,8 @@ export class QueueBudget {
   }
 }
 
-/** One node's WebSocket: its identity once proven, its bounded send queue and its inbound rate. */
-export class Connection {
+/** One node's connection: its identity once proven, its bounded send queue and its inbound rate. */
+export class Connection<T extends Transport = Transport> {
   state: 'pending' | 'authenticated' | 'replaced' = 'pending';
   nodeKey: string | null = null;
   keyBytes: Uint8Array | null = null;
@@ -97,6 +145,11 @@ export class Connection {
   private readonly inbound: TokenBucket;
   private resumeTimer: NodeJS.Timeout | undefined;
   private corked = false;
+  private resolveClosed: () => void = () => {};
+  /** Settles once the server has forgotten this connection. */
+  readonly closed = new Promise<void>((resolve) => {
+    this.resolveClosed = resolve;
+  });
   /** This connection's share of `budget.total`. */
   private accounted = 0;
   private readonly uncork = () => {
@@ -105,8 +158,8 @@ export class Connection {
   };
 
   constructor(
-    readonly ws: WebSocket,
-    /** The socket under `ws`, for corking. */
+    readonly transport: T,
+    /** The socket under `transport`, for corking. */
     private readonly socket: Duplex,
     readonly remote: string,
     private readonly limits: RelayLimits,
@@ -115,9 +168,11 @@ export class Connection {
   ) {
     this.openedAt = this.progressAt = this.pingedAt = now();
     this.inbound = new TokenBucket(limits.bytesPerSecond, limits.burstBytes, now);
-    ws.on('pong', () => {
-      this.awaitingPong = false;
-    });
+  }
+
+  /** The answer to the last `transport.ping()`. */
+  ponged(): void {
+    this.awaitingPong = false;
   }
 
   authenticate(nodeKey: string): void {
@@ -128,12 +183,15 @@ export class Connection {
 
   /** Bytes waiting in user space to be written to this connection. */
   get queuedBytes(): number {
-    return this.ws.bufferedAmount;
+    return this.transport.bufferedAmount;
   }
 
-  /** Queues a message unless a queue bound forbids it; false when it was dropped. */
-  send(data: Uint8Array | string, bytes: number): boolean {
-    if (this.ws.readyState !== WebSocket.OPEN) return false;
+  /**
+   * Queues a message unless a queue bound forbids it; false when it was dropped. An array is
+   * sent as consecutive writes, all or none: only for byte-stream transports (DERP).
+   */
+  send(data: Uint8Array | string | Uint8Array[], bytes: number): boolean {
+    if (!this.transport.open) return false;
     const queued = this.account();
     if (queued + bytes > this.limits.maxQueueBytes) return false;
     if (!this.budget.allows(queued, bytes)) {
@@ -150,17 +208,18 @@ export class Connection {
       this.socket.cork();
       process.nextTick(this.uncork);
     }
-    this.ws.send(data);
+    if (Array.isArray(data)) for (const part of data) this.transport.send(part);
+    else this.transport.send(data);
     return true;
   }
 
   /** Accounts for an inbound frame; stops reading the socket while the rate is exceeded. */
   charge(bytes: number): void {
     if (this.inbound.take(bytes + FRAME_CHARGE_BYTES) || this.resumeTimer !== undefined) return;
-    this.ws.pause();
+    this.transport.pause();
     this.resumeTimer = setTimeout(() => {
       this.resumeTimer = undefined;
-      this.ws.resume();
+      this.transport.resume();
     }, this.inbound.waitMs());
   }
 
@@ -180,20 +239,22 @@ export class Connection {
     if (!this.awaitingPong && sincePing >= this.limits.pingIntervalMs) {
       this.awaitingPong = true;
       this.pingedAt = now;
-      this.ws.ping();
+      this.transport.ping();
     }
     return 'ok';
   }
 
+  /** Gives back this connection's share of the budget; `closed` settles. */
   dispose(): void {
     clearTimeout(this.resumeTimer);
     this.budget.total -= this.accounted;
     this.accounted = 0;
+    this.resolveClosed();
   }
 
   /** Brings this connection's share of the budget up to date; returns what it has queued. */
   private account(): number {
-    const queued = this.ws.bufferedAmount;
+    const queued = this.transport.bufferedAmount;
     this.budget.total += queued - this.accounted;
     this.accounted = queued;
     return queued;

@@ -5,10 +5,17 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
+  DERP_FAST_START_HEADER,
+  DERP_KEY_BYTES,
+  DERP_MAX_PACKET_BYTES,
+  DERP_PATH,
+  DERP_PROTOCOL_VERSION,
+  DERP_WS_SUBPROTOCOL,
   decodeRelayData,
+  encodeRelayData,
   type KeyPair,
   parseRelayControl,
   RELAY_MAX_FRAME_BYTES,
@@ -22,7 +29,15 @@ import {
   verifyRelayAuthProof,
 } from '@weft/protocol';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { Connection, DEFAULT_RELAY_LIMITS, QueueBudget, type RelayLimits } from './connection.js';
+import {
+  Connection,
+  DEFAULT_RELAY_LIMITS,
+  QueueBudget,
+  type RelayLimits,
+  WebSocketTransport,
+} from './connection.js';
+import { DerpSession, DerpSocketTransport, DerpWebSocketTransport } from './derp/session.js';
+import { ForwardingTable, type Peer, type Wire } from './forwarding.js';
 import { Membership } from './membership.js';
 import type { Observation, ObservationStore } from './observations.js';
 import { sourceKey } from './source-key.js';
@@ -58,36 +73,63 @@ export interface RelayStats {
   slowReadersDropped: number;
 }
 
+/** A Weft relay client in the forwarding table. */
+class WeftPeer implements Peer {
+  readonly wire = 'weft';
+  constructor(readonly conn: Connection<WebSocketTransport>) {}
+
+  deliver(source: Uint8Array, packet: Uint8Array, frame: Buffer, from: Wire): boolean {
+    if (from === 'derp') {
+      const message = encodeRelayData(RelayFrameType.recv, source, packet);
+      return this.conn.send(message, message.length);
+    }
+    readdressRelayData(frame, RelayFrameType.recv, source);
+    return this.conn.send(frame, frame.length);
+  }
+
+  end(why: 'replaced' | 'notMember', reason: string): void {
+    if (why === 'replaced') this.conn.state = 'replaced';
+    this.conn.keyBytes = null;
+    this.conn.transport.close(
+      why === 'replaced' ? RelayCloseCode.replaced : RelayCloseCode.notMember,
+      reason,
+    );
+  }
+}
+
+/** DERP over WebSocket carries a byte stream; one message holds at most a few frames. */
+const DERP_WS_MAX_MESSAGE_BYTES = 4 * (5 + DERP_KEY_BYTES + DERP_MAX_PACKET_BYTES);
+
 /**
- * The relay: authenticates each WebSocket to a node key, then forwards packets by destination
- * key, tagging each with its proven source key. One process, one event loop; every per-node
- * resource (queue, inbound rate, pending handshakes) is bounded so no node can starve others.
+ * The relay: authenticates each connection to a node key, then forwards packets by destination
+ * key, tagging each with its proven source key. It speaks Weft's relay protocol (WebSocket at
+ * /relay) and DERP (/derp, for the official Tailscale clients) into one forwarding table. One
+ * process, one event loop; every per-node resource (queue, inbound rate, pending handshakes) is
+ * bounded the same way for both protocols, so no node can starve others.
  */
 export class RelayServer {
   private readonly http: Server;
   private readonly wss: WebSocketServer;
+  private readonly derpWss: WebSocketServer;
   private readonly limits: RelayLimits;
-  private readonly connections = new Set<Connection>();
-  private readonly byKey = new Map<string, Connection>();
+  private readonly connections = new Map<Connection, WeftPeer | DerpSession>();
+  private readonly table: ForwardingTable;
   private pending = 0;
   private readonly perSource = new Map<string, number>();
   private readonly budget: QueueBudget;
-  private readonly membership: Membership;
+  private readonly keyBytes: { privateKey: Uint8Array; publicKey: Uint8Array };
   private readonly sweepTimer: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
-  private readonly counts = {
-    forwardedPackets: 0,
-    forwardedBytes: 0,
-    droppedNoPeer: 0,
-    droppedQueueFull: 0,
-    slowReadersDropped: 0,
-    refusedPerSource: 0,
-  };
+  private readonly counts = { slowReadersDropped: 0, refusedPerSource: 0 };
 
   constructor(private readonly opts: RelayServerOptions) {
     this.limits = { ...DEFAULT_RELAY_LIMITS, ...opts.limits };
     this.budget = new QueueBudget(this.limits.maxTotalQueueBytes);
-    this.membership = opts.membership ?? Membership.open();
+    this.table = new ForwardingTable(opts.membership ?? Membership.open());
+    this.keyBytes = {
+      privateKey: new Uint8Array(Buffer.from(opts.keyPair.privateKey, 'base64')),
+      publicKey: new Uint8Array(Buffer.from(opts.keyPair.publicKey, 'base64')),
+    };
     const handler = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
     this.http = opts.tls
       ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }, handler)
@@ -102,18 +144,19 @@ export class RelayServer {
       perMessageDeflate: false,
       handleProtocols: () => RELAY_SUBPROTOCOL,
     });
+    this.derpWss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: DERP_WS_MAX_MESSAGE_BYTES,
+      perMessageDeflate: false,
+      handleProtocols: () => DERP_WS_SUBPROTOCOL,
+    });
     this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs);
     this.sweepTimer.unref();
-    const unobserve = opts.observations.onChange((nodeKey, observation) => {
-      const conn = this.byKey.get(nodeKey);
+    this.unsubscribe = opts.observations.onChange((nodeKey, observation) => {
+      const conn = this.weftConnection(nodeKey);
       if (conn) this.sendEndpoint(conn, observation);
     });
-    const onRemoved = (keys: string[]) => this.dropNonMembers(keys);
-    this.membership.on('removed', onRemoved);
-    this.unsubscribe = () => {
-      unobserve();
-      this.membership.off('removed', onRemoved);
-    };
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
@@ -128,26 +171,34 @@ export class RelayServer {
 
   stats(): RelayStats {
     let queuedBytes = 0;
-    for (const c of this.connections) queuedBytes += c.queuedBytes;
+    for (const c of this.connections.keys()) queuedBytes += c.queuedBytes;
     return {
       connections: this.connections.size,
-      authenticated: this.byKey.size,
+      authenticated: this.table.size,
       queuedBytes,
+      ...this.table.stats,
       ...this.counts,
       droppedOverBudget: this.budget.dropped,
     };
   }
 
-  /** Says goodbye to every node (1001), gives them a second, then cuts what is left. */
+  /**
+   * Says goodbye to every node (Weft: 1001; DERP: Restarting, so Tailscale clients come back
+   * soon), gives them a second, then cuts what is left.
+   */
   async close(): Promise<void> {
     clearInterval(this.sweepTimer);
     this.unsubscribe();
-    const closed = [...this.connections].map((c) => new Promise((r) => c.ws.once('close', r)));
-    for (const c of this.connections) c.ws.close(1001, 'relay shutting down');
+    this.table.close();
+    const closed = [...this.connections.keys()].map((c) => c.closed);
+    for (const [conn, peer] of this.connections) {
+      if (peer instanceof DerpSession) peer.restarting();
+      conn.transport.close(1001, 'relay shutting down');
+    }
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(closed), new Promise((r) => (grace = setTimeout(r, 1000)))]);
     clearTimeout(grace);
-    for (const c of this.connections) c.ws.terminate();
+    for (const c of this.connections.keys()) c.transport.terminate();
     const httpClosed = new Promise((r) => this.http.close(r));
     this.http.closeAllConnections();
     await httpClosed;
@@ -155,12 +206,21 @@ export class RelayServer {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '').split('?')[0];
+    if (path === '/derp/probe' || path === '/derp/latency-check') {
+      // Clients without UDP time these instead of STUN; browsers too (hence the CORS header).
+      const ok = req.method === 'GET' || req.method === 'HEAD';
+      res.writeHead(ok ? 200 : 405, { 'access-control-allow-origin': '*', 'content-type': 'text/plain' });
+      res.end(ok ? '' : 'bogus probe method\n');
+      return;
+    }
     const [status, body] =
       path === '/healthz'
         ? [200, 'ok\n']
         : path === RELAY_PATH
           ? [426, 'WebSocket upgrade required\n']
-          : [404, 'not found\n'];
+          : path === DERP_PATH
+            ? [426, 'DERP requires connection upgrade\n']
+            : [404, 'not found\n'];
     res.writeHead(status, { 'content-type': 'text/plain' }).end(body);
   }
 
@@ -170,18 +230,34 @@ export class RelayServer {
     const source = sourceKey(remote);
     const fromSource = this.perSource.get(source) ?? 0;
     const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    const path = (req.url ?? '').split('?')[0];
+    const upgrade = (req.headers.upgrade ?? '').toLowerCase();
+    // Tailscale's clients ask `Upgrade: DERP`; browsers `Upgrade: websocket` with subprotocol
+    // `derp`; very old clients said websocket but spoke raw DERP, so no subprotocol means raw.
+    const kind =
+      path === RELAY_PATH
+        ? 'weft'
+        : path !== DERP_PATH
+          ? null
+          : upgrade === 'websocket' && offered.includes(DERP_WS_SUBPROTOCOL)
+            ? 'derpWs'
+            : upgrade === 'derp' || upgrade === 'websocket'
+              ? 'derp'
+              : null;
     const refusal =
-      (req.url ?? '').split('?')[0] !== RELAY_PATH
-        ? '404 Not Found'
-        : !offered.includes(RELAY_SUBPROTOCOL)
+      kind === null
+        ? path === DERP_PATH
+          ? '426 Upgrade Required'
+          : '404 Not Found'
+        : kind === 'weft' && !offered.includes(RELAY_SUBPROTOCOL)
           ? '400 Bad Request'
           : this.pending >= this.limits.maxPendingConnections
             ? '503 Service Unavailable'
             : fromSource >= this.limits.maxConnectionsPerSource
               ? '429 Too Many Requests'
               : null;
-    if (refusal !== null) {
-      if (refusal.startsWith('429')) this.counts.refusedPerSource++;
+    if (refusal !== null || kind === null) {
+      if (refusal?.startsWith('429')) this.counts.refusedPerSource++;
       socket.end(`HTTP/1.1 ${refusal}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       return;
     }
@@ -192,19 +268,31 @@ export class RelayServer {
       if (n > 0) this.perSource.set(source, n);
       else this.perSource.delete(source);
     });
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket, remote));
+    if (kind === 'weft') {
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.acceptWeft(ws, socket, remote));
+    } else if (kind === 'derpWs') {
+      this.derpWss.handleUpgrade(req, socket, head, (ws) => this.acceptDerpWs(ws, socket, remote));
+    } else {
+      this.acceptDerp(req, socket as Socket, head, remote);
+    }
   }
 
-  private accept(ws: WebSocket, socket: Duplex, remote: string): void {
-    const conn = new Connection(ws, socket, remote, this.limits, this.budget);
-    this.connections.add(conn);
+  private track(conn: Connection, peer: WeftPeer | DerpSession): void {
+    this.connections.set(conn, peer);
     this.budget.connections++;
     this.pending++;
-    ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
+  }
+
+  private acceptWeft(ws: WebSocket, socket: Duplex, remote: string): void {
+    const conn = new Connection(new WebSocketTransport(ws), socket, remote, this.limits, this.budget);
+    const peer = new WeftPeer(conn);
+    this.track(conn, peer);
+    ws.on('message', (data, isBinary) => this.onMessage(peer, data as Buffer, isBinary));
+    ws.on('pong', () => conn.ponged());
     // ws reports protocol violations (oversized or malformed frames) here and closes the
     // connection itself (1009 / 1002); only this connection is affected.
     ws.on('error', (err) => this.log(conn, `closed: ${err.message}`));
-    ws.on('close', () => this.onClose(conn));
+    ws.on('close', () => this.onClose(conn, peer));
     this.sendControl(conn, {
       type: 'challenge',
       relayKey: this.opts.keyPair.publicKey,
@@ -212,44 +300,77 @@ export class RelayServer {
     });
   }
 
-  private onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
-    // Frames that were already read when the connection was refused or replaced are ignored.
-    if (conn.ws.readyState !== conn.ws.OPEN) return;
-    conn.charge(data.length);
-    if (isBinary) this.onData(conn, data);
-    else this.onControl(conn, data);
+  private acceptDerp(req: IncomingMessage, socket: Socket, head: Buffer, remote: string): void {
+    if (req.headers[DERP_FAST_START_HEADER] !== '1') {
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n' +
+          `Derp-Version: ${DERP_PROTOCOL_VERSION}\r\n` +
+          `Derp-Public-Key: ${Buffer.from(this.keyBytes.publicKey).toString('hex')}\r\n\r\n`,
+      );
+    }
+    socket.setNoDelay(true);
+    let session: DerpSession | undefined;
+    const transport = new DerpSocketTransport(socket, () => session?.ping());
+    const conn = new Connection(transport, socket, remote, this.limits, this.budget);
+    session = this.derpSession(conn);
+    const s = session;
+    socket.on('data', (chunk: Buffer) => s.onData(chunk));
+    socket.on('end', () => socket.end());
+    socket.once('close', () => this.onClose(conn, s));
+    if (head.length > 0) s.onData(head);
   }
 
-  private onData(conn: Connection, data: Buffer): void {
-    const source = conn.keyBytes;
+  private acceptDerpWs(ws: WebSocket, socket: Duplex, remote: string): void {
+    const conn = new Connection(new DerpWebSocketTransport(ws), socket, remote, this.limits, this.budget);
+    const session = this.derpSession(conn);
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) session.onData(data as Buffer);
+      else ws.close(1003, 'DERP over WebSocket is binary');
+    });
+    ws.on('pong', () => conn.ponged());
+    ws.on('error', (err) => this.log(conn, `closed: ${err.message}`));
+    ws.on('close', () => this.onClose(conn, session));
+  }
+
+  private derpSession(conn: Connection): DerpSession {
+    const session = new DerpSession(conn, {
+      ...this.keyBytes,
+      table: this.table,
+      limits: this.limits,
+      log: (line) => this.opts.log?.(`relay: ${line}`),
+      onLogin: () => this.pending--,
+    });
+    this.track(conn, session);
+    return session;
+  }
+
+  private onMessage(peer: WeftPeer, data: Buffer, isBinary: boolean): void {
+    const conn = peer.conn;
+    // Frames that were already read when the connection was refused or replaced are ignored.
+    if (!conn.transport.open) return;
+    conn.charge(data.length);
+    if (isBinary) this.onData(peer, data);
+    else this.onControl(peer, data);
+  }
+
+  private onData(peer: WeftPeer, data: Buffer): void {
     const frame = decodeRelayData(data);
-    if (source === null) {
-      this.refuse(conn, RelayCloseCode.authFailed, 'not authenticated');
+    if (peer.conn.keyBytes === null) {
+      this.refuse(peer.conn, RelayCloseCode.authFailed, 'not authenticated');
     } else if (frame === null || frame.type !== RelayFrameType.send) {
-      this.refuse(conn, RelayCloseCode.protocolError, 'malformed data frame');
+      this.refuse(peer.conn, RelayCloseCode.protocolError, 'malformed data frame');
     } else {
-      const key = Buffer.from(frame.key.buffer, frame.key.byteOffset, frame.key.length);
-      const dst = this.byKey.get(key.toString('base64'));
-      if (dst === undefined) {
-        this.counts.droppedNoPeer++;
-        return;
-      }
-      readdressRelayData(data, RelayFrameType.recv, source);
-      if (dst.send(data, data.length)) {
-        this.counts.forwardedPackets++;
-        this.counts.forwardedBytes += frame.packet.length;
-      } else {
-        this.counts.droppedQueueFull++;
-      }
+      this.table.forward(peer, frame.key, frame.packet, data);
     }
   }
 
-  private onControl(conn: Connection, data: Buffer): void {
+  private onControl(peer: WeftPeer, data: Buffer): void {
+    const conn = peer.conn;
     const msg = parseRelayControl(RelayClientMessage, data.toString('utf8'));
     if (msg === null) {
       this.refuse(conn, RelayCloseCode.protocolError, 'malformed control message');
     } else if (msg.type === 'auth') {
-      if (conn.state === 'pending') this.onAuth(conn, msg.nodeKey, msg.proof);
+      if (conn.state === 'pending') this.onAuth(peer, msg.nodeKey, msg.proof);
       else this.refuse(conn, RelayCloseCode.protocolError, 'already authenticated');
     } else if (conn.nodeKey === null) {
       this.refuse(conn, RelayCloseCode.authFailed, 'not authenticated');
@@ -258,7 +379,8 @@ export class RelayServer {
     }
   }
 
-  private onAuth(conn: Connection, nodeKey: string, proof: string): void {
+  private onAuth(peer: WeftPeer, nodeKey: string, proof: string): void {
+    const conn = peer.conn;
     const ok = verifyRelayAuthProof({
       relayPrivateKey: this.opts.keyPair.privateKey,
       relayKey: this.opts.keyPair.publicKey,
@@ -270,58 +392,43 @@ export class RelayServer {
       this.refuse(conn, RelayCloseCode.authFailed, 'wrong proof for that node key');
       return;
     }
-    const refusal = this.membership.refusal(nodeKey);
+    const refusal = this.table.admit(nodeKey, peer);
     if (refusal !== null) {
       this.refuse(conn, RelayCloseCode.notMember, refusal);
       return;
     }
-    const previous = this.byKey.get(nodeKey);
-    if (previous) {
-      // The newest connection wins: the old one is usually a dead socket from before a network
-      // change. It stops forwarding at once, before its close completes.
-      previous.state = 'replaced';
-      previous.keyBytes = null;
-      previous.ws.close(RelayCloseCode.replaced, 'replaced by a newer connection');
-      this.log(previous, 'replaced by a newer connection');
-    }
     conn.authenticate(nodeKey);
     this.pending--;
-    this.byKey.set(nodeKey, conn);
     this.sendControl(conn, { type: 'authOk', nodeKey, reflectorPort: this.opts.reflectorPort });
     const observation = this.opts.observations.get(nodeKey);
     if (observation) this.sendEndpoint(conn, observation);
   }
 
-  private onClose(conn: Connection): void {
-    conn.dispose();
-    this.connections.delete(conn);
+  private onClose(conn: Connection, peer: WeftPeer | DerpSession): void {
+    if (!this.connections.delete(conn)) return;
     this.budget.connections--;
     if (conn.state === 'pending') this.pending--;
-    if (conn.nodeKey !== null && this.byKey.get(conn.nodeKey) === conn) this.byKey.delete(conn.nodeKey);
+    if (conn.nodeKey !== null) this.table.remove(conn.nodeKey, peer);
+    conn.dispose();
   }
 
-  /** Ends the connections of keys that left the tailnet, at once. */
-  private dropNonMembers(keys: string[]): void {
-    for (const key of keys) {
-      const conn = this.byKey.get(key);
-      if (conn === undefined) continue;
-      this.byKey.delete(key);
-      this.refuse(conn, RelayCloseCode.notMember, 'node removed from the tailnet');
-    }
+  private weftConnection(nodeKey: string): Connection | undefined {
+    const peer = this.table.get(nodeKey);
+    return peer instanceof WeftPeer ? peer.conn : undefined;
   }
 
   private sweep(): void {
-    for (const conn of this.connections) {
-      // Connections already closing are ws's to finish (it cuts them after its close timeout).
-      if (conn.ws.readyState !== conn.ws.OPEN) continue;
+    for (const conn of this.connections.keys()) {
+      // Connections already closing are their transport's to finish.
+      if (!conn.transport.open) continue;
       const verdict = conn.sweep();
       if (verdict === 'authTimeout') {
         this.refuse(conn, RelayCloseCode.authTimeout, 'no auth in time');
       } else if (verdict === 'stalled' || verdict === 'unresponsive') {
-        // A close frame would queue behind what the peer is not reading: cut the socket.
+        // A goodbye would queue behind what the peer is not reading: cut the socket.
         if (verdict === 'stalled') this.counts.slowReadersDropped++;
         this.log(conn, `dropped: ${verdict}`);
-        conn.ws.terminate();
+        conn.transport.terminate();
       }
     }
   }
@@ -342,7 +449,7 @@ export class RelayServer {
   private refuse(conn: Connection, code: number, reason: string): void {
     this.log(conn, `refused: ${reason}`);
     conn.keyBytes = null;
-    conn.ws.close(code, reason);
+    conn.transport.close(code, reason);
   }
 
   private log(conn: Connection, line: string): void {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Browser } from '../testing/browser.js';
 import { cleanupAll, startTestControl, TestMachine, tempDir } from '../testing/harness.js';
+import { confirmAtControl } from '../testing/identity-provider.js';
 
 // GitHub's OAuth web flow against a local stand-in that speaks GitHub's documented endpoints
 // (/login/oauth/authorize, /login/oauth/access_token, /user, /user/emails): GitHub itself cannot
@@ -117,7 +118,7 @@ describe('sign-in with GitHub (GitHub stand-in)', () => {
       expect(authorize.searchParams.get('redirect_uri')).toBe(`${t.control.url}/github/callback`);
       expect(authorize.searchParams.get('scope')).toBe('read:user user:email');
       const callback = (await browser.request(authorize.href)).location as string;
-      const result = await browser.request(callback);
+      const result = await confirmAtControl(browser, callback);
       const reply = await waiting;
       console.log(`GitHub: auth URL opened → node authorized: ${Date.now() - opened} ms`);
 

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import type { AllowRules } from '../config/config.js';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
@@ -9,24 +10,27 @@ import type { UserRecord } from '../tailnet/records.js';
 // against the allow rules, then find or create the user. The identity is the provider plus its
 // subject (never the email, which people change and providers recycle).
 
-export interface Identity {
+/** Kept as JSON between the provider's answer and the person's Connect (login_confirmations). */
+export const Identity = z.strictObject({
   /** The OIDC issuer URL, or `github`. */
-  provider: string;
+  provider: z.string(),
   /** The provider's stable id for the person. */
-  subject: string;
-  email: string | null;
-  /** Whether the provider vouches for the email; domain and user rules only trust verified ones. */
-  emailVerified: boolean;
-  displayName: string | null;
-  /** A login name to fall back on when there is no email (GitHub login, preferred_username). */
-  username: string | null;
-  groups: string[];
-}
+  subject: z.string(),
+  email: z.string().nullable(),
+  /**
+   * Whether the provider vouches for the email (OIDC `email_verified: true`, Entra `xms_edov`,
+   * GitHub's verified primary). Only a verified email names a person or passes the allow rules.
+   */
+  emailVerified: z.boolean(),
+  displayName: z.string().nullable(),
+  groups: z.array(z.string()),
+});
+export type Identity = z.infer<typeof Identity>;
 
 /** Why the allow rules refuse `identity`, or null when they let it in. Every configured rule must pass. */
 export function refusal(identity: Identity, allow: AllowRules): string | null {
   const email = identity.emailVerified ? identity.email?.toLowerCase() : undefined;
-  const shown = identity.email ?? identity.username ?? identity.subject;
+  const shown = identity.email ?? identity.displayName ?? identity.subject;
   if (allow.domains.length > 0) {
     const domain = email?.split('@')[1];
     if (domain === undefined || !allow.domains.includes(domain)) {
@@ -48,7 +52,9 @@ const LOGIN_NAME = /^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$/;
 
 /**
  * The user for `identity`, created on first sign-in and refreshed (email, name, groups) on every
- * later one. The login name is the email when there is one, else the provider's user name.
+ * later one. The login name is the verified email, else the provider's stable subject
+ * (SUBJECT@issuer-host, ID@github): an unverified email or a self-chosen user name
+ * (preferred_username, a GitHub login) could name someone else and match their policy.
  */
 export async function signInUser(store: Store, identity: Identity, now = new Date()): Promise<UserRecord> {
   const claims = {
@@ -85,11 +91,19 @@ function verifiedEmail(identity: Identity): string | null {
   return identity.emailVerified && identity.email ? identity.email.toLowerCase() : null;
 }
 
-function loginNameFor(identity: Identity): string {
-  const candidates = [
-    verifiedEmail(identity),
-    identity.provider === 'github' && identity.username ? `${identity.username}@github` : identity.username,
-  ];
-  for (const c of candidates) if (c && LOGIN_NAME.test(c)) return c.toLowerCase();
-  return `user-${identity.subject.replace(/[^A-Za-z0-9]/g, '').slice(0, 32) || 'unknown'}`;
+/** The login name for `identity`: see signInUser. */
+export function loginNameFor(identity: Identity): string {
+  const email = verifiedEmail(identity);
+  if (email !== null && LOGIN_NAME.test(email)) return email;
+  const host = identity.provider === 'github' ? 'github' : issuerHost(identity.provider);
+  const subject = identity.subject.replace(/[^A-Za-z0-9._+-]/g, '').slice(0, 64) || 'unknown';
+  return `${subject}@${host}`.toLowerCase().replace(/^[^A-Za-z0-9]+/, '');
+}
+
+function issuerHost(issuer: string): string {
+  try {
+    return new URL(issuer).hostname;
+  } catch {
+    return 'oidc';
+  }
 }

@@ -1,22 +1,23 @@
 import { randomBytes } from 'node:crypto';
-import { LOGIN_WAIT_SECONDS, type RegisterRequest } from '@weft/protocol';
+import { LOGIN_WAIT_SECONDS } from '@weft/protocol';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
 import type { PendingLoginRecord } from '../tailnet/records.js';
 import { type AuthorizeDeps, authorizeNode } from './authorize-node.js';
-import type { InteractiveLogin, RegistrationResult } from './register.js';
+import type { InteractiveLogin, LoginRequest, RegistrationResult } from './register.js';
 import { SignInError } from './sign-in-error.js';
 
 // Interactive logins: a machine without a key asks to join, control keeps a pending login in the
 // database (so any replica can finish it and a restart loses nothing) and hands out its one-time
 // URL. The login is bound to the machine key and node key that asked: whoever signs in through it
-// authorizes exactly that node. A waiting registration is woken at once by a completion in this
-// process, and re-reads the database every second for completions elsewhere.
+// and then confirms the device in the same browser authorizes exactly that node. Any caller (a
+// Weft node, the Tailscale-protocol adapter) begins and waits with a LoginRequest. A waiting
+// registration sleeps until the event that ends it: a completion or cancel in this process wakes
+// it at once, and `recheck` (called on the database change feed) for ones elsewhere.
 
 /** How long an ended login is kept so a late waiter or browser still learns why it ended. */
 const KEEP_ENDED_MS = 60 * 60_000;
-const RECHECK_MS = 1_000;
 
 export interface LoginServiceDeps extends AuthorizeDeps {
   store: Store;
@@ -25,6 +26,9 @@ export interface LoginServiceDeps extends AuthorizeDeps {
   loginExpiryMs: number;
   /** How long a `wait: true` registration is held (LOGIN_WAIT_SECONDS; shorter in tests). */
   waitMs?: number;
+  /** Caps on open (pending, unexpired) logins: per source address and in all. */
+  maxPendingPerSource: number;
+  maxPendingTotal: number;
 }
 
 export class LoginService implements InteractiveLogin {
@@ -44,12 +48,14 @@ export class LoginService implements InteractiveLogin {
     return `${this.deps.publicUrl()}/login/${login.id}`;
   }
 
-  async begin(args: { machineKey: string; request: RegisterRequest }) {
+  async begin(args: LoginRequest) {
     const { store } = this.deps;
     const now = this.deps.now();
     const latest = await store.latestLoginOf(args.machineKey);
-    if (latest && isOpen(latest, now) && latest.nodeKey === args.request.nodeKey) return this.answer(latest);
+    if (latest && isOpen(latest, now) && latest.nodeKey === args.nodeKey) return this.answer(latest);
 
+    // Checked before anything changes; the open login this one replaces does not count.
+    await this.refuseOverCap(args.source, now, latest && isOpen(latest, now) ? latest : undefined);
     // A new node key (or a new attempt after expiry) supersedes any older link of this machine.
     if ((await store.cancelLoginsOf(args.machineKey)) > 0) this.wake(args.machineKey);
     await store.deleteLoginsExpiredBefore(new Date(now.getTime() - KEEP_ENDED_MS));
@@ -57,25 +63,26 @@ export class LoginService implements InteractiveLogin {
       // 24 random bytes: the link is a capability, so it must not be guessable.
       id: randomBytes(24).toString('base64url'),
       machineKey: args.machineKey,
-      nodeKey: args.request.nodeKey,
-      hostname: args.request.hostname,
-      os: args.request.os,
+      nodeKey: args.nodeKey,
+      hostname: args.hostname,
+      os: args.os,
       status: 'pending',
       nodeId: null,
       userName: null,
       createdAt: now.toISOString(),
       expiresAt: new Date(now.getTime() + this.deps.loginExpiryMs).toISOString(),
+      source: args.source,
     };
     await store.insertPendingLogin(login);
     return this.answer(login);
   }
 
-  async wait(args: { machineKey: string; request: RegisterRequest }): Promise<RegistrationResult> {
+  async wait(args: LoginRequest): Promise<RegistrationResult> {
     const deadline = Date.now() + (this.deps.waitMs ?? LOGIN_WAIT_SECONDS * 1000);
     for (;;) {
       const now = this.deps.now();
       const login = await this.deps.store.latestLoginOf(args.machineKey);
-      const current = login?.nodeKey === args.request.nodeKey ? login : undefined;
+      const current = login?.nodeKey === args.nodeKey ? login : undefined;
       // Nothing to wait for yet (or only a long-finished login): start one, so the node has a URL.
       if (current === undefined || (current.status !== 'pending' && !isLive(current, now))) {
         return { status: 'needs-auth', ...(await this.begin(args)) };
@@ -95,8 +102,13 @@ export class LoginService implements InteractiveLogin {
       }
       const left = Math.min(deadline, Date.parse(current.expiresAt)) - Date.now();
       if (this.closed || Date.now() >= deadline) return { status: 'needs-auth', ...this.answer(current) };
-      await this.sleep(args.machineKey, Math.max(0, Math.min(left, RECHECK_MS)));
+      await this.sleep(args.machineKey, Math.max(0, left));
     }
+  }
+
+  /** The database changed under us (another process or replica): waiters look again. */
+  recheck(): void {
+    for (const machineKey of [...this.waiters.keys()]) this.wake(machineKey);
   }
 
   /** The node gave up (signed POST /machine/login/cancel); true when a pending login was cancelled. */
@@ -170,6 +182,26 @@ export class LoginService implements InteractiveLogin {
     this.wake(login.machineKey);
     const node = await store.nodeById(nodeId);
     return node?.name ?? login.hostname;
+  }
+
+  /** Too many open logins from this address, or in all: refused before anything is stored. */
+  private async refuseOverCap(source: string, now: Date, replaced?: PendingLoginRecord): Promise<void> {
+    const { store, maxPendingPerSource, maxPendingTotal } = this.deps;
+    const fromSource = (await store.countOpenLogins(now, source)) - (replaced?.source === source ? 1 : 0);
+    if (fromSource >= maxPendingPerSource) {
+      throw new ApiError(
+        429,
+        'too-many-logins',
+        `${maxPendingPerSource} sign-ins are already pending from ${source}: finish or cancel one (or let one expire) first`,
+      );
+    }
+    if ((await store.countOpenLogins(now)) - (replaced ? 1 : 0) >= maxPendingTotal) {
+      throw new ApiError(
+        503,
+        'login-capacity',
+        `control has ${maxPendingTotal} sign-ins pending, its limit: try again later`,
+      );
+    }
   }
 
   private answer(login: PendingLoginRecord): { authUrl: string; expiresAt: string } {

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LOGIN_CANCEL_PATH, RegisterResponse } from '@weft/protocol';
+import { generateKeyPair, LOGIN_CANCEL_PATH, RegisterResponse } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ControlConfig } from '../config/config.js';
 import { Browser } from '../testing/browser.js';
@@ -16,6 +16,7 @@ import {
 import {
   CLIENT_ID,
   CLIENT_SECRET,
+  confirmAtControl,
   signInAtIdp,
   startIdp,
   type TestIdp,
@@ -87,7 +88,7 @@ describe('interactive login with an OpenID Connect provider', () => {
     const opened = Date.now();
     const browser = new Browser();
     const callback = await signInAtIdp(browser, authUrl, 'alice', idp.issuer);
-    const result = await browser.request(callback);
+    const result = await confirmAtControl(browser, callback);
     const reply = await waiting;
     const elapsed = Date.now() - opened;
     console.log(`auth URL opened → node authorized (waiting register answered): ${elapsed} ms`);
@@ -121,6 +122,90 @@ describe('interactive login with an OpenID Connect provider', () => {
     const again = await new Browser().request(authUrl);
     expect(again.status).toBe(409);
     expect(again.body).toContain('used already');
+  });
+
+  it('asks before connecting: shows the device, OS, address and time, and only its own browser can press Connect', async () => {
+    const { t, idp } = await setUp();
+    const { m, authUrl } = await ask(t);
+    const victim = new Browser();
+    const callback = await signInAtIdp(victim, authUrl, 'alice', idp.issuer);
+    const confirm = await victim.request(callback);
+    expect(confirm.status).toBe(200);
+    expect(confirm.body).toContain('Connect this device to your tailnet?');
+    expect(confirm.body).toContain('<dd>laptop</dd>');
+    expect(confirm.body).toContain('<dd>linux</dd>');
+    expect(confirm.body).toContain('<dd>127.0.0.1</dd>');
+    expect(confirm.body).toMatch(/<dd>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<\/dd>/);
+    // Signing in alone authorizes nothing.
+    expect(await nodeNames(t)).toEqual([]);
+    expect((await m.register({ hostname: 'laptop' })).json.status).toBe('needs-auth');
+
+    const form = /action="([^"]+)"[\s\S]*name="token" value="([^"]+)"/.exec(confirm.body);
+    const [, action = '', token = ''] = form ?? [];
+    const target = new URL(action, t.control.url).href;
+    // Another browser, even holding the page's token, has not the cookie: refused.
+    const stranger = await new Browser().request(target, { method: 'POST', form: { token } });
+    expect(stranger.status).toBe(403);
+    expect(stranger.body).toContain('does not belong to this browser');
+    // The right browser without the page's token (a cross-site form cannot read it): refused.
+    const forged = await victim.request(target, { method: 'POST', form: { token: 'x'.repeat(43) } });
+    expect(forged.status).toBe(403);
+    expect(await nodeNames(t)).toEqual([]);
+    expect(JSON.parse((await t.cli('users', 'list', '--json')).out)).toEqual([]);
+
+    // The person's own browser with the page's token connects the device, once.
+    const done = await victim.request(target, { method: 'POST', form: { token } });
+    expect(done.status).toBe(200);
+    expect(done.body).toContain('laptop is now connected');
+    expect(await nodeNames(t)).toEqual(['laptop']);
+    const again = await victim.request(target, { method: 'POST', form: { token } });
+    expect(again.status).toBe(403);
+  });
+
+  it('caps pending logins per source address and does not add a row per visit of a link', async () => {
+    const { t } = await setUp({}, { limits: { pendingLoginsPerSource: 2 } });
+    const one = await ask(t, 'one');
+    const { authUrl } = await ask(t, 'two');
+    const third = await new TestMachine(t).register({ hostname: 'three' });
+    expect(third.status).toBe(429);
+    expect(third.json.error).toEqual({
+      code: 'too-many-logins',
+      message: expect.stringMatching(
+        /^2 sign-ins are already pending from 127\.0\.0\.1: finish or cancel one/,
+      ),
+    });
+    // A machine replacing its own pending login (a new node key) is not held back by the cap.
+    one.m.node = generateKeyPair();
+    const renewed = await one.m.register({ hostname: 'one' });
+    expect(renewed.json.status).toBe('needs-auth');
+    expect(renewed.json.authUrl).not.toBe(one.authUrl);
+    // One browser opening the link again and again keeps one attempt; cookie-less clients (a new
+    // "browser" each time) at most 8 in all.
+    const attempts = async () => {
+      const { openSqliteDatabase } = await import('../db/sqlite.js');
+      const db = await openSqliteDatabase(t.db);
+      const rows = await db.selectFrom('auth_attempts').selectAll().execute();
+      await db.destroy();
+      return rows.length;
+    };
+    const browser = new Browser();
+    for (let i = 0; i < 5; i++) expect((await browser.request(authUrl)).status).toBe(302);
+    expect(await attempts()).toBe(1);
+    for (let i = 0; i < 20; i++) expect((await fetch(authUrl, { redirect: 'manual' })).status).toBe(302);
+    expect(await attempts()).toBe(8);
+  });
+
+  it('rate-limits sign-in pages per address with 429 and a clear message', async () => {
+    const { t } = await setUp({}, { limits: { loginPagesPerWindow: 3 } });
+    const { authUrl } = await ask(t);
+    const browser = new Browser();
+    for (let i = 0; i < 3; i++) expect((await browser.request(authUrl)).status).toBe(302);
+    const limited = await browser.request(authUrl);
+    expect(limited.status).toBe(429);
+    expect(JSON.parse(limited.body).error).toEqual({
+      code: 'rate-limited',
+      message: expect.stringMatching(/^too many requests from this address: at most 3 per 1 minute/),
+    });
   });
 
   it('refuses a callback with a wrong or missing state, and one for another browser', async () => {
@@ -168,7 +253,7 @@ describe('interactive login with an OpenID Connect provider', () => {
     const first = await ask(t, 'first');
     const browser = new Browser();
     const callback = new URL(await signInAtIdp(browser, first.authUrl, 'alice', idp.issuer));
-    expect((await browser.request(callback.href)).status).toBe(200);
+    expect((await confirmAtControl(browser, callback.href)).body).toContain('is now connected');
 
     const replayed = await browser.request(callback.href);
     expect(replayed.status).toBe(400);
@@ -235,7 +320,7 @@ describe('interactive login with an OpenID Connect provider', () => {
     expect(JSON.parse((await t.cli('users', 'list', '--json')).out)).toEqual([]);
     // The link still works for someone who is allowed.
     const another = new Browser();
-    const ok = await another.request(await signInAtIdp(another, authUrl, 'alice', idp.issuer));
+    const ok = await confirmAtControl(another, await signInAtIdp(another, authUrl, 'alice', idp.issuer));
     expect(ok.status).toBe(200);
     expect((await m.register({ hostname: 'laptop' })).json.status).toBe('authorized');
   });

@@ -1,4 +1,8 @@
-import { type RegisterRequest, verifyNodeKeyRotationProof } from '@weft/protocol';
+import {
+  type RegisterRequest,
+  verifyNodeKeyPossessionProof,
+  verifyNodeKeyRotationProof,
+} from '@weft/protocol';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
@@ -6,7 +10,8 @@ import { isExpired, type NodeRecord, type PreauthKeyRecord } from '../tailnet/re
 import { type AuthorizeDeps, authorizeNode, refuseForeignNodeKey } from './authorize-node.js';
 import { hashPreauthKey } from './preauth-keys.js';
 
-// Machine registration: a machine that proved its machine key (see machine.ts) asks to join. It is
+// Machine registration: a machine that proved its machine key (see machine.ts) and its node key
+// (nodeKeyProof, checked before anything else) asks to join. It is
 // authorized by a pre-auth key, by being registered already with this node key, by proving the
 // node key it had (key rotation), or by a person signing in through an InteractiveLogin, which
 // answers with the URL to open.
@@ -15,15 +20,30 @@ export type RegistrationResult =
   | { status: 'authorized'; nodeId: string }
   | { status: 'needs-auth'; authUrl: string; expiresAt: string };
 
+/** What any caller (a Weft node, a protocol adapter) says when it asks for a browser sign-in. */
+export interface LoginRequest {
+  machineKey: string;
+  /** The only node key the login can authorize. */
+  nodeKey: string;
+  /** Device name and OS, shown to the person on the confirmation page. */
+  hostname: string;
+  os: string;
+  /** The address the request came from: shown on the confirmation page, counted against a cap. */
+  source: string;
+}
+
 /** Browser sign-in for a machine; plugged in when control has an identity provider configured. */
 export interface InteractiveLogin {
   /** The machine's pending sign-in for this node key, started now if it has none; the URL to open. */
-  begin(args: {
-    machineKey: string;
-    request: RegisterRequest;
-  }): Promise<{ authUrl: string; expiresAt: string }>;
+  begin(req: LoginRequest): Promise<{ authUrl: string; expiresAt: string }>;
   /** Holds the request until the sign-in completes, fails, or a while passes (`needs-auth` again). */
-  wait(args: { machineKey: string; request: RegisterRequest }): Promise<RegistrationResult>;
+  wait(req: LoginRequest): Promise<RegistrationResult>;
+}
+
+/** Who asked: the machine key that signed the request and the address it came from. */
+export interface RegistrationCaller {
+  machineKey: string;
+  source: string;
 }
 
 export interface RegistrationDeps extends AuthorizeDeps {
@@ -33,11 +53,34 @@ export interface RegistrationDeps extends AuthorizeDeps {
   controlPrivateKey: string;
 }
 
+export interface RegistrationOptions {
+  /**
+   * Tailscale clients cannot send Weft's rotation proof: their OldNodeKey is taken on the word of
+   * the machine key that the ts2021 handshake proved (as Tailscale's control and Headscale do).
+   */
+  rotationByMachineKey?: boolean;
+}
+
 export async function registerMachine(
   deps: RegistrationDeps,
-  machineKey: string,
+  caller: RegistrationCaller,
   request: RegisterRequest,
+  options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
+  const { machineKey } = caller;
+  const possessed = verifyNodeKeyPossessionProof({
+    controlPrivateKey: deps.controlPrivateKey,
+    nodeKey: request.nodeKey,
+    machineKey,
+    proof: request.nodeKeyProof,
+  });
+  if (!possessed) {
+    throw new ApiError(
+      403,
+      'bad-node-key-proof',
+      'nodeKeyProof does not prove possession of nodeKey for this machine: nothing was registered',
+    );
+  }
   const { authKey } = request;
   if (authKey !== undefined) {
     const nodeId = await retryConflicts(() =>
@@ -55,10 +98,10 @@ export async function registerMachine(
       return { status: 'authorized', nodeId: existing.id };
     }
     if (request.oldNodeKey !== undefined) {
-      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey);
+      return rotateNodeKey(deps, existing, machineKey, request, request.oldNodeKey, options);
     }
   }
-  return interactiveLogin(deps, machineKey, request, existing);
+  return interactiveLogin(deps, caller, request, existing);
 }
 
 /** Key rotation authorized by the still-valid old key: same node, name, addresses and expiry. */
@@ -68,6 +111,7 @@ async function rotateNodeKey(
   machineKey: string,
   request: RegisterRequest,
   oldNodeKey: string,
+  options: RegistrationOptions,
 ): Promise<RegistrationResult> {
   if (node.nodeKey !== oldNodeKey) {
     throw new ApiError(
@@ -77,14 +121,15 @@ async function rotateNodeKey(
     );
   }
   const proven =
-    request.oldNodeKeyProof !== undefined &&
-    verifyNodeKeyRotationProof({
-      controlPrivateKey: deps.controlPrivateKey,
-      oldNodeKey,
-      machineKey,
-      newNodeKey: request.nodeKey,
-      proof: request.oldNodeKeyProof,
-    });
+    options.rotationByMachineKey === true ||
+    (request.oldNodeKeyProof !== undefined &&
+      verifyNodeKeyRotationProof({
+        controlPrivateKey: deps.controlPrivateKey,
+        oldNodeKey,
+        machineKey,
+        newNodeKey: request.nodeKey,
+        proof: request.oldNodeKeyProof,
+      }));
   if (!proven) {
     throw new ApiError(403, 'bad-node-key-proof', 'the proof of the old node key is missing or wrong');
   }
@@ -94,7 +139,7 @@ async function rotateNodeKey(
 
 async function interactiveLogin(
   deps: RegistrationDeps,
-  machineKey: string,
+  caller: RegistrationCaller,
   request: RegisterRequest,
   existing: NodeRecord | undefined,
 ): Promise<RegistrationResult> {
@@ -111,7 +156,12 @@ async function interactiveLogin(
       `${why}: register with a pre-auth key (weft up --authkey KEY)`,
     );
   }
-  const args = { machineKey, request };
+  const args: LoginRequest = {
+    ...caller,
+    nodeKey: request.nodeKey,
+    hostname: request.hostname,
+    os: request.os,
+  };
   if (request.wait === true) return deps.interactive.wait(args);
   return { status: 'needs-auth', ...(await deps.interactive.begin(args)) };
 }

@@ -57,7 +57,9 @@ describe('admin commands', () => {
   it('list nodes as a table or JSON and refuse to delete an unknown one', async () => {
     const dir = tempDir();
     const cli = (...args: string[]) => runCliCaptured(args, {}, dir);
-    expect((await cli('nodes', 'list')).out).toBe('NAME  IPV4  IPV6  OWNER  OS  LAST SEEN  KEY EXPIRY\n');
+    expect((await cli('nodes', 'list')).out).toBe(
+      'NAME  IPV4  IPV6  OWNER  OS  KIND  VERSION  LAST SEEN  KEY EXPIRY\n',
+    );
     expect(JSON.parse((await cli('nodes', 'list', '--json')).out)).toEqual([]);
     const r = await cli('nodes', 'delete', 'ghost');
     expect(r).toMatchObject({ code: 1, out: '' });

@@ -134,6 +134,8 @@ export function nodeSummary(n: NodeRecord) {
     ipv4: n.ipv4,
     ipv6: n.ipv6,
     os: n.os,
+    kind: n.kind,
+    version: n.clientVersion,
     endpoints: n.endpoints,
     ephemeral: n.ephemeral,
     createdAt: n.createdAt,
@@ -145,13 +147,15 @@ export function nodeSummary(n: NodeRecord) {
 export function formatNodes(nodes: NodeRecord[], json: boolean, now = new Date()): string {
   if (json) return `${JSON.stringify(nodes.map(nodeSummary), null, 2)}\n`;
   return table(
-    ['NAME', 'IPV4', 'IPV6', 'OWNER', 'OS', 'LAST SEEN', 'KEY EXPIRY'],
+    ['NAME', 'IPV4', 'IPV6', 'OWNER', 'OS', 'KIND', 'VERSION', 'LAST SEEN', 'KEY EXPIRY'],
     nodes.map((n) => [
       n.name,
       n.ipv4,
       n.ipv6,
       n.tags.length > 0 ? n.tags.join(',') : (n.userName ?? '-'),
       n.os || '-',
+      n.kind,
+      n.clientVersion ?? '-',
       n.lastSeen ?? 'never',
       n.keyExpiry === null ? 'never' : isExpired(n, now) ? `expired ${n.keyExpiry}` : n.keyExpiry,
     ]),

@@ -82,7 +82,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option('--github-api-url <url>', 'GitHub API URL (default https://api.github.com)')
     .option(
       '--relays <list>',
-      'relay regions sent to every node: ID,NAME,URL,KEY entries separated by spaces or ; (env WEFT_CONTROL_RELAYS)',
+      'relay regions sent to every node: ID,NAME,URL,KEY[,STUNPORT] entries separated by spaces or ; (env WEFT_CONTROL_RELAYS)',
     )
     .option(
       '--policy-file <file>',

@@ -115,7 +115,7 @@ const List = z
 
 /**
  * Relay regions: in a file, an array of {regionId, name, url, publicKey}; in a flag or the
- * environment, entries `ID,NAME,URL,KEY` separated by spaces or semicolons.
+ * environment, entries `ID,NAME,URL,KEY[,STUNPORT]` separated by spaces or semicolons.
  */
 const Relays = z
   .union([z.string(), z.array(z.unknown())])
@@ -125,12 +125,18 @@ const Relays = z
       .split(/[\s;]+/)
       .filter((e) => e !== '')
       .map((entry) => {
-        const [id, name, url, publicKey, ...rest] = entry.split(',');
+        const [id, name, url, publicKey, stunPort, ...rest] = entry.split(',');
         if (rest.length > 0 || publicKey === undefined) {
-          ctx.addIssue({ code: 'custom', message: `relay '${entry}' must be ID,NAME,URL,KEY` });
+          ctx.addIssue({ code: 'custom', message: `relay '${entry}' must be ID,NAME,URL,KEY[,STUNPORT]` });
           return z.NEVER;
         }
-        return { regionId: Number(id), name, url, publicKey };
+        return {
+          regionId: Number(id),
+          name,
+          url,
+          publicKey,
+          ...(stunPort ? { stunPort: Number(stunPort) } : {}),
+        };
       });
   })
   .pipe(z.array(RelayRegion).max(64))

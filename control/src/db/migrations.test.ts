@@ -22,6 +22,7 @@ describe('migrations', () => {
         'api_keys',
         'auth_attempts',
         'kysely_migration',
+        'login_confirmations',
         'nodes',
         'pending_logins',
         'policies',
@@ -31,7 +32,13 @@ describe('migrations', () => {
       ]),
     );
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(again);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_identity', '0003_policies']);
+    expect(applied.rows.map((r) => r.name)).toEqual([
+      '0001_initial',
+      '0002_identity',
+      '0003_policies',
+      '0004_login_confirmation',
+      '0005_tailscale_clients',
+    ]);
     await again.destroy();
   });
 

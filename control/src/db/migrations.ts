@@ -134,6 +134,51 @@ const migrations: Record<string, Migration> = {
         .execute();
     },
   },
+
+  '0004_login_confirmation': {
+    async up(db: Kysely<unknown>) {
+      // Where a login was asked from: shown on the confirmation page and counted against the
+      // per-source cap of pending logins.
+      await db.schema
+        .alterTable('pending_logins')
+        .addColumn('source', 'text', (c) => c.notNull().defaultTo(''))
+        .execute();
+      // The browser that opened the link (SHA-256 of its cookie): only it may finish the attempt.
+      await db.schema
+        .alterTable('auth_attempts')
+        .addColumn('browser_hash', 'text', (c) => c.notNull().defaultTo(''))
+        .execute();
+      // A person signed in and now sees "Connect this device?": who they are, until they press
+      // Connect in the same browser (with the page's token) or it expires.
+      await db.schema
+        .createTable('login_confirmations')
+        .addColumn('token_hash', 'text', (c) => c.primaryKey())
+        .addColumn('login_id', 'text', (c) => c.notNull().references('pending_logins.id').onDelete('cascade'))
+        .addColumn('browser_hash', 'text', (c) => c.notNull())
+        .addColumn('identity', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createIndex('pending_logins_source')
+        .on('pending_logins')
+        .columns(['source', 'status'])
+        .execute();
+    },
+  },
+
+  '0005_tailscale_clients': {
+    async up(db: Kysely<unknown>) {
+      // Official Tailscale clients share the node table: what kind a node is, which release it
+      // runs, and the two things their peers need that Weft nodes do not have (disco key, home DERP).
+      await db.schema
+        .alterTable('nodes')
+        .addColumn('kind', 'text', (c) => c.notNull().defaultTo('weft'))
+        .execute();
+      await db.schema.alterTable('nodes').addColumn('client_version', 'text').execute();
+      await db.schema.alterTable('nodes').addColumn('disco_key', 'text').execute();
+      await db.schema.alterTable('nodes').addColumn('home_relay', 'integer').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

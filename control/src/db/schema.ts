@@ -56,6 +56,14 @@ export interface NodesTable {
   key_expiry: string | null;
   advertised_routes: string;
   approved_routes: string;
+  /** `weft` (Weft's engine) or `tailscale` (an official Tailscale client over ts2021). */
+  kind: string;
+  /** The client's version as it reports it (Weft's engine, or Tailscale's IPNVersion). */
+  client_version: string | null;
+  /** Tailscale clients: the disco key their magicsock probes paths with (base64). */
+  disco_key: string | null;
+  /** Tailscale clients: the relay (DERP) region they call home, as their MapRequest says. */
+  home_relay: number | null;
 }
 
 export interface PendingLoginsTable {
@@ -72,6 +80,8 @@ export interface PendingLoginsTable {
   user_name: string | null;
   created_at: string;
   expires_at: string;
+  /** The address the registration came from ('' for logins made before it was kept). */
+  source: string;
 }
 
 export interface AuthAttemptsTable {
@@ -81,6 +91,18 @@ export interface AuthAttemptsTable {
   provider: string;
   nonce: string;
   code_verifier: string;
+  expires_at: string;
+  /** SHA-256 (hex) of the cookie of the browser that started it. */
+  browser_hash: string;
+}
+
+export interface LoginConfirmationsTable {
+  /** SHA-256 (hex) of the token in the confirmation page's form. */
+  token_hash: string;
+  login_id: string;
+  browser_hash: string;
+  /** The signed-in Identity, JSON. */
+  identity: string;
   expires_at: string;
 }
 
@@ -111,6 +133,7 @@ export interface Database {
   nodes: NodesTable;
   pending_logins: PendingLoginsTable;
   auth_attempts: AuthAttemptsTable;
+  login_confirmations: LoginConfirmationsTable;
   api_keys: ApiKeysTable;
   policies: PoliciesTable;
 }

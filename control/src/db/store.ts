@@ -2,6 +2,8 @@ import type { Kysely, Selectable, Transaction } from 'kysely';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
+  LoginConfirmationRecord,
+  NewNode,
   NodeRecord,
   NodeUpdate,
   PendingLoginRecord,
@@ -69,6 +71,7 @@ function toPendingLogin(row: Selectable<PendingLoginsTable>): PendingLoginRecord
     userName: row.user_name,
     createdAt: row.created_at,
     expiresAt: row.expires_at,
+    source: row.source,
   };
 }
 
@@ -119,6 +122,10 @@ function toNode(row: NodeRow): NodeRecord {
     keyExpiry: row.key_expiry,
     advertisedRoutes: list(row.advertised_routes),
     approvedRoutes: list(row.approved_routes),
+    kind: row.kind === 'tailscale' ? 'tailscale' : 'weft',
+    clientVersion: row.client_version,
+    discoKey: row.disco_key,
+    homeRelay: row.home_relay,
   };
 }
 
@@ -136,6 +143,10 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
   if (update.keyExpiry !== undefined) out.key_expiry = update.keyExpiry;
   if (update.advertisedRoutes !== undefined) out.advertised_routes = json(update.advertisedRoutes);
   if (update.approvedRoutes !== undefined) out.approved_routes = json(update.approvedRoutes);
+  if (update.kind !== undefined) out.kind = update.kind;
+  if (update.clientVersion !== undefined) out.client_version = update.clientVersion;
+  if (update.discoKey !== undefined) out.disco_key = update.discoKey;
+  if (update.homeRelay !== undefined) out.home_relay = update.homeRelay;
   return out;
 }
 
@@ -318,7 +329,7 @@ export class Store {
     return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
   }
 
-  async insertNode(node: Omit<NodeRecord, 'userName' | 'userEmail' | 'userGroups'>): Promise<void> {
+  async insertNode(node: NewNode): Promise<void> {
     await this.db
       .insertInto('nodes')
       .values({
@@ -340,6 +351,10 @@ export class Store {
         key_expiry: node.keyExpiry,
         advertised_routes: json(node.advertisedRoutes),
         approved_routes: json(node.approvedRoutes),
+        kind: node.kind ?? 'weft',
+        client_version: node.clientVersion ?? null,
+        disco_key: node.discoKey ?? null,
+        home_relay: node.homeRelay ?? null,
       })
       .execute();
   }
@@ -371,8 +386,21 @@ export class Store {
         user_name: login.userName,
         created_at: login.createdAt,
         expires_at: login.expiresAt,
+        source: login.source,
       })
       .execute();
+  }
+
+  /** How many logins are pending and unexpired at `now`, in all or from one source address. */
+  async countOpenLogins(now: Date, source?: string): Promise<number> {
+    let query = this.db
+      .selectFrom('pending_logins')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('status', '=', 'pending')
+      .where('expires_at', '>', now.toISOString());
+    if (source !== undefined) query = query.where('source', '=', source);
+    const row = await query.executeTakeFirst();
+    return Number(row?.n ?? 0);
   }
 
   async pendingLogin(id: string): Promise<PendingLoginRecord | undefined> {
@@ -429,18 +457,86 @@ export class Store {
     await this.db.deleteFrom('pending_logins').where('expires_at', '<', before.toISOString()).execute();
   }
 
-  async insertAuthAttempt(attempt: AuthAttemptRecord): Promise<void> {
+  /**
+   * Starts a browser's trip to the provider. It replaces that browser's earlier attempt at the same
+   * login, and a login keeps only its newest `keep` attempts: reloading the link adds no rows.
+   */
+  async insertAuthAttempt(attempt: AuthAttemptRecord, keep: number): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.db
+        .deleteFrom('auth_attempts')
+        .where('login_id', '=', attempt.loginId)
+        .where('browser_hash', '=', attempt.browserHash)
+        .execute();
+      await tx.db
+        .insertInto('auth_attempts')
+        .values({
+          state: attempt.state,
+          login_id: attempt.loginId,
+          provider: attempt.provider,
+          nonce: attempt.nonce,
+          code_verifier: attempt.codeVerifier,
+          expires_at: attempt.expiresAt,
+          browser_hash: attempt.browserHash,
+        })
+        .execute();
+      const older = await tx.db
+        .selectFrom('auth_attempts')
+        .select('state')
+        .where('login_id', '=', attempt.loginId)
+        .orderBy('expires_at', 'desc')
+        .offset(keep)
+        .limit(1_000)
+        .execute();
+      if (older.length > 0)
+        await tx.db
+          .deleteFrom('auth_attempts')
+          .where(
+            'state',
+            'in',
+            older.map((r) => r.state),
+          )
+          .execute();
+    });
+  }
+
+  async insertLoginConfirmation(c: LoginConfirmationRecord): Promise<void> {
     await this.db
-      .insertInto('auth_attempts')
+      .insertInto('login_confirmations')
       .values({
-        state: attempt.state,
-        login_id: attempt.loginId,
-        provider: attempt.provider,
-        nonce: attempt.nonce,
-        code_verifier: attempt.codeVerifier,
-        expires_at: attempt.expiresAt,
+        token_hash: c.tokenHash,
+        login_id: c.loginId,
+        browser_hash: c.browserHash,
+        identity: c.identity,
+        expires_at: c.expiresAt,
       })
       .execute();
+  }
+
+  async loginConfirmation(tokenHash: string): Promise<LoginConfirmationRecord | undefined> {
+    const row = await this.db
+      .selectFrom('login_confirmations')
+      .selectAll()
+      .where('token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    return (
+      row && {
+        tokenHash: row.token_hash,
+        loginId: row.login_id,
+        browserHash: row.browser_hash,
+        identity: row.identity,
+        expiresAt: row.expires_at,
+      }
+    );
+  }
+
+  /** Uses a confirmation up; false when it was used (or removed) already. */
+  async deleteLoginConfirmation(tokenHash: string): Promise<boolean> {
+    const result = await this.db
+      .deleteFrom('login_confirmations')
+      .where('token_hash', '=', tokenHash)
+      .executeTakeFirst();
+    return result.numDeletedRows === 1n;
   }
 
   /**
@@ -464,6 +560,7 @@ export class Store {
         nonce: row.nonce,
         codeVerifier: row.code_verifier,
         expiresAt: row.expires_at,
+        browserHash: row.browser_hash,
       };
     });
   }

@@ -1,3 +1,4 @@
+import rateLimit from '@fastify/rate-limit';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.js';
@@ -8,9 +9,6 @@ import { registerLoginRoutes } from './login-routes.js';
 import { registerMachineRoutes } from './machine-routes.js';
 import { registerStreamRoute } from './stream-route.js';
 
-/** Nothing a node sends is anywhere near this; anything larger is refused unread. */
-export const MAX_BODY_BYTES = 64 * 1024;
-
 const clientErrorCodes: Record<number, string> = {
   400: 'malformed-request',
   404: 'not-found',
@@ -19,7 +17,14 @@ const clientErrorCodes: Record<number, string> = {
 };
 
 export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
-  const app = Fastify({ logger: false, bodyLimit: MAX_BODY_BYTES });
+  const { limits } = ctx;
+  const app = Fastify({
+    logger: false,
+    bodyLimit: limits.bodyLimitBytes,
+    connectionTimeout: limits.connectionTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+  });
 
   // Signatures cover the exact bytes sent, so bodies reach handlers as raw text, whatever their
   // declared type; handlers parse and validate them after checking the signature.
@@ -42,7 +47,17 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
     }),
   );
 
-  await app.register(websocket, { options: { maxPayload: MAX_BODY_BYTES } });
+  // Only the routes anyone may call without a key are rate-limited (they opt in per route).
+  await app.register(rateLimit, {
+    global: false,
+    errorResponseBuilder: (_req, context) =>
+      new ApiError(
+        429,
+        'rate-limited',
+        `too many requests from this address: at most ${context.max} per ${context.after}; try again in ${context.ttl > 0 ? Math.ceil(context.ttl / 1000) : 1} s`,
+      ),
+  });
+  await app.register(websocket, { options: { maxPayload: limits.bodyLimitBytes } });
   app.get('/healthz', async () => ({ ok: true }));
   registerMachineRoutes(app, ctx);
   registerStreamRoute(app, ctx);

@@ -1,11 +1,13 @@
 import type { KeyPair } from '@weft/protocol';
 import type { RegistrationDeps } from '../auth/register.js';
+import type { ReplayWindow } from '../auth/replay-window.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import type { RelayMembers } from '../relays/members.js';
 import type { Background } from './background.js';
+import type { ServerLimits } from './limits.js';
 import type { SignInContext } from './login-routes.js';
 
 /** Everything the HTTP and stream handlers share. */
@@ -14,6 +16,8 @@ export interface ControlContext {
   hub: NetmapHub;
   sync: NetmapSync;
   controlKey: KeyPair;
+  /** Nonces of machine signatures seen lately: a replayed request is refused. */
+  machineNonces: ReplayWindow;
   /** The node keys the relay map's relays serve. */
   relayMembers: RelayMembers;
   registration: RegistrationDeps;
@@ -21,6 +25,7 @@ export interface ControlContext {
   signIn: SignInContext | null;
   log: Logger;
   background: Background;
+  limits: ServerLimits;
   /** How often each stream is pinged; a stream that missed the previous pong is dropped. */
   pingIntervalMs: number;
 }

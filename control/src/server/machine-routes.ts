@@ -31,6 +31,7 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     const machineKey = authenticateMachine({
       header: req.headers[MACHINE_AUTH_HEADER],
       controlPrivateKey: ctx.controlKey.privateKey,
+      replay: ctx.machineNonces,
       method: req.method,
       url: req.url,
       body,
@@ -38,10 +39,12 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     return { machineKey, body };
   };
 
-  app.post(REGISTER_PATH, async (req): Promise<RegisterResponse> => {
+  // Anyone can make a machine key, so registration counts as unauthenticated: rate-limited per address.
+  const rateLimit = { max: ctx.limits.registerPerWindow, timeWindow: ctx.limits.rateWindowMs };
+  app.post(REGISTER_PATH, { config: { rateLimit } }, async (req): Promise<RegisterResponse> => {
     const { machineKey, body } = signed(req);
     const request = parseMessage(body, RegisterRequest);
-    const result = await registerMachine(ctx.registration, machineKey, request);
+    const result = await registerMachine(ctx.registration, { machineKey, source: req.ip }, request);
     if (result.status === 'needs-auth') return result;
 
     await ctx.sync.refresh();

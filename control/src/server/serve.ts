@@ -4,6 +4,7 @@ import { LoginService } from '../auth/logins.js';
 import { GithubProvider } from '../auth/providers/github.js';
 import { OidcProvider } from '../auth/providers/oidc.js';
 import type { IdentityProvider } from '../auth/providers/provider.js';
+import { ReplayWindow } from '../auth/replay-window.js';
 import type { ControlConfig } from '../config/config.js';
 import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
 import { openSqliteDatabase } from '../db/sqlite.js';
@@ -18,6 +19,7 @@ import { buildApp } from './app.js';
 import { Background } from './background.js';
 import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
+import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
 
 export interface ServeOptions {
@@ -29,6 +31,8 @@ export interface ServeOptions {
   ephemeralGraceMs?: number;
   /** How long a waiting registration is held before it answers `needs-auth` again. */
   loginWaitMs?: number;
+  /** Overrides of DEFAULT_LIMITS (tests use small ones). */
+  limits?: Partial<ServerLimits>;
 }
 
 export interface RunningControl {
@@ -55,6 +59,7 @@ async function identityProviders(config: ControlConfig): Promise<IdentityProvide
 export async function startControl(options: ServeOptions): Promise<RunningControl> {
   const { config } = options;
   const log = options.log ?? stderrLogger();
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   let providers: IdentityProvider[];
   try {
     providers = await identityProviders(config);
@@ -105,29 +110,35 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
             publicUrl: () => publicUrl,
             loginExpiryMs: config.loginExpiryMs,
             waitMs: options.loginWaitMs,
+            maxPendingPerSource: limits.pendingLoginsPerSource,
+            maxPendingTotal: limits.pendingLoginsTotal,
           });
     const ctx: ControlContext = {
       store,
       hub,
       sync,
       controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
+      machineNonces: new ReplayWindow(),
       relayMembers,
       registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,
       background,
+      limits,
       pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
     };
     const app = await buildApp(ctx);
 
     const changes = new SqliteChangeFeed(config.db, options.pollIntervalMs);
     feed = changes;
-    changes.start(() =>
+    changes.start(() => {
+      // A sign-in finished by another process or replica wakes this one's waiting registrations.
+      logins?.recheck();
       background.run('reloading after a database change', async () => {
         await policy.refresh();
         await sync.refresh();
-      }),
-    );
+      });
+    });
     stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
 
     await app.listen({ host: config.listen.host, port: config.listen.port });

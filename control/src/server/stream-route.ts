@@ -6,10 +6,12 @@ import { ApiError } from '../errors.js';
 import { errorText } from '../log.js';
 import type { StreamSession } from '../netmap/hub.js';
 import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
+import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
 import { parseMessage } from './parse.js';
+import { type NodeReport, StreamUpdates } from './stream-updates.js';
 
 // The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
 // HTTP 401 with an ErrorBody), then JSON messages both ways, validated on arrival.
@@ -22,6 +24,23 @@ export function offerableRoutes(routes: readonly string[], ulaPrefix: string): s
   return normalizeRoutes(routes).filter(
     (r) => isExitRoute(r) || ![TAILNET_IPV4_RANGE, ulaPrefix].some((t) => routesOverlap(r, t)),
   );
+}
+
+/** Writes a node's coalesced report: one database write and one fan-out, only if something changed. */
+async function applyReport(ctx: ControlContext, node: NodeRecord, report: NodeReport): Promise<void> {
+  const current = await ctx.store.nodeById(node.id);
+  if (current === undefined) return;
+  const changes: NodeReport = {};
+  if (report.endpoints && JSON.stringify(report.endpoints) !== JSON.stringify(current.endpoints))
+    changes.endpoints = report.endpoints;
+  const routes = report.advertisedRoutes;
+  if (routes && JSON.stringify(routes) !== JSON.stringify(current.advertisedRoutes)) {
+    changes.advertisedRoutes = routes;
+    ctx.log.info(`${node.name} advertises ${routes.length > 0 ? routes.join(', ') : 'no routes'}`);
+  }
+  if (Object.keys(changes).length === 0) return;
+  await ctx.store.updateNode(node.id, changes);
+  await ctx.sync.refresh();
 }
 
 /** WebSocket close reasons are limited to 123 bytes. */
@@ -38,6 +57,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
         const machineKey = authenticateMachine({
           header: req.headers[MACHINE_AUTH_HEADER],
           controlPrivateKey: ctx.controlKey.privateKey,
+          replay: ctx.machineNonces,
           method: req.method,
           url: req.url,
           body: '',
@@ -77,8 +97,19 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     await sync.refresh();
   };
 
+  const ulaPrefix = ctx.registration.ulaPrefix;
+  const updates = new StreamUpdates(ctx.limits, (report) =>
+    background.run(`report of ${node.name}`, () => applyReport(ctx, node, report)),
+  );
+
   // Listeners go on before anything asynchronous so no early message is lost.
   socket.on('message', (data, isBinary) => {
+    const flooding = updates.admit();
+    if (flooding !== null) {
+      log.warn(`stream ${node.name}: ${flooding}, closing`);
+      socket.close(1008, closeReason(flooding));
+      return;
+    }
     if (isBinary) {
       socket.close(1003, 'only JSON text messages are accepted');
       return;
@@ -92,22 +123,10 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
       return;
     }
     if (message.type === 'routes') {
-      const routes = offerableRoutes(message.advertisedRoutes, ctx.registration.ulaPrefix);
-      background.run(`routes of ${node.name}`, async () => {
-        const current = await store.nodeById(node.id);
-        if (current === undefined || JSON.stringify(current.advertisedRoutes) === JSON.stringify(routes))
-          return;
-        await store.updateNode(node.id, { advertisedRoutes: routes });
-        log.info(`${node.name} advertises ${routes.length > 0 ? routes.join(', ') : 'no routes'}`);
-        await sync.refresh();
-      });
-      return;
+      updates.report({ advertisedRoutes: offerableRoutes(message.advertisedRoutes, ulaPrefix) });
+    } else {
+      updates.report({ endpoints: usableEndpoints(message.endpoints, [TAILNET_IPV4_RANGE, ulaPrefix]) });
     }
-    const endpoints = [...new Set(message.endpoints)];
-    background.run(`endpoints of ${node.name}`, async () => {
-      await store.updateNode(node.id, { endpoints });
-      await sync.refresh();
-    });
   });
 
   let alive = true;
@@ -133,6 +152,7 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
       new Promise<void>((resolve) =>
         socket.on('close', () => {
           clearInterval(pinger);
+          updates.close();
           hub.disconnect(session);
           log.info(`stream ${node.name}: closed`);
           background.run(`last seen of ${node.name}`, touchLastSeen);

@@ -196,4 +196,64 @@ describe('the netmap stream', () => {
     expect((refused as StreamRefused).status).toBe(401);
     expect(JSON.parse((refused as StreamRefused).body).error.code).toBe('node-key-expired');
   });
+
+  it('coalesces a burst of endpoint reports: the latest wins, with one fan-out', async () => {
+    const t = await startTestControl({ limits: { streamCoalesceMs: 300 } });
+    const { a, b } = await twoNodes(t);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const before = sa.messages.length;
+    for (let i = 1; i <= 20; i++) sb.send({ type: 'endpoints', endpoints: [`198.18.0.12:${41600 + i}`] });
+    await sa.until(
+      'b latest endpoint',
+      (c) => c.netmap?.peers.find((p) => p.name === 'b')?.endpoints.includes('198.18.0.12:41620') === true,
+    );
+    const withEndpoints = sa.messages
+      .slice(before)
+      .filter((m) => m.type === 'delta' && m.peersUpserted?.some((p) => p.endpoints.length > 0));
+    expect(withEndpoints).toHaveLength(1);
+  });
+
+  it('drops loopback, link-local, unspecified, multicast and tailnet endpoints', async () => {
+    const t = await startTestControl({ limits: { streamCoalesceMs: 10 } });
+    const { a, b } = await twoNodes(t);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    sb.send({
+      type: 'endpoints',
+      endpoints: [
+        '127.0.0.1:41641',
+        '0.0.0.0:41641',
+        '169.254.1.1:41641',
+        '224.0.0.1:41641',
+        '100.64.0.9:41641',
+        '[::1]:41641',
+        '[fe80::1]:41641',
+        '[ff02::1]:41641',
+        '198.18.0.12:41641',
+        '[fd00::12]:41641',
+      ],
+    });
+    await sa.until(
+      'b endpoints',
+      (c) => (c.netmap?.peers.find((p) => p.name === 'b')?.endpoints.length ?? 0) > 0,
+    );
+    expect(sa.netmap?.peers.find((p) => p.name === 'b')?.endpoints).toEqual([
+      '198.18.0.12:41641',
+      '[fd00::12]:41641',
+    ]);
+  });
+
+  it('closes a node that floods its stream with 1008 and says why', async () => {
+    const t = await startTestControl({ limits: { streamMaxMessages: 5 } });
+    const m = new TestMachine(t);
+    await m.join('noisy', await t.key());
+    const s = await m.stream();
+    await s.until('full', (c) => c.netmap !== null);
+    for (let i = 0; i < 8; i++) s.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
+    await s.until('closed', (c) => c.closed !== null);
+    expect(s.closed).toEqual({ code: 1008, reason: 'too many messages: at most 5 per 10 s' });
+  });
 });

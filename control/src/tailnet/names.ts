@@ -20,3 +20,17 @@ export function uniqueName(hostname: string, taken: Iterable<string>): string {
     if (!used.has(candidate)) return candidate;
   }
 }
+
+/**
+ * A hostname label made from whatever a client reports ("Alice's MacBook Pro" → alices-macbook-pro):
+ * lower case, runs of other characters as one dash, at most 63 characters; `node` if nothing is left.
+ */
+export function hostnameLabel(raw: string): string {
+  const label = raw
+    .toLowerCase()
+    .replace(/['’]/g, '')
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, MAX_LABEL)
+    .replace(/^-+|-+$/g, '');
+  return label === '' ? 'node' : label;
+}

@@ -29,5 +29,9 @@ export function toNodeView(
     keyExpiry: node.keyExpiry,
     os: node.os,
     ...(asPeer && routes.some(isExitRoute) ? { exitNodeOption: true } : {}),
+    ...(node.kind === 'tailscale' ? { kind: 'tailscale' as const } : {}),
+    ...(node.clientVersion !== null ? { clientVersion: node.clientVersion } : {}),
+    ...(node.discoKey !== null ? { discoKey: node.discoKey } : {}),
+    ...(node.homeRelay !== null && node.homeRelay > 0 ? { homeRelay: node.homeRelay } : {}),
   };
 }

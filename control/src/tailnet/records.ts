@@ -52,7 +52,24 @@ export interface NodeRecord {
   keyExpiry: string | null;
   advertisedRoutes: string[];
   approvedRoutes: string[];
+  kind: NodeKind;
+  /** The client's reported version; null until it says. */
+  clientVersion: string | null;
+  /** Tailscale clients' disco key (base64); null for Weft nodes. */
+  discoKey: string | null;
+  /** Tailscale clients' home relay (DERP) region; null when unknown. */
+  homeRelay: number | null;
 }
+
+/** Which client a node runs: Weft's engine, or an official Tailscale client speaking ts2021. */
+export type NodeKind = 'weft' | 'tailscale';
+
+/** Fields a new node may leave out: a Weft node unless said otherwise, nothing reported yet. */
+export type NewNode = Omit<
+  NodeRecord,
+  'userName' | 'userEmail' | 'userGroups' | 'kind' | 'clientVersion' | 'discoKey' | 'homeRelay'
+> &
+  Partial<Pick<NodeRecord, 'kind' | 'clientVersion' | 'discoKey' | 'homeRelay'>>;
 
 /** What registration may change on a node without touching its name or addresses. */
 export type NodeUpdate = Partial<
@@ -70,6 +87,10 @@ export type NodeUpdate = Partial<
     | 'keyExpiry'
     | 'advertisedRoutes'
     | 'approvedRoutes'
+    | 'kind'
+    | 'clientVersion'
+    | 'discoKey'
+    | 'homeRelay'
   >
 >;
 
@@ -84,6 +105,8 @@ export interface PendingLoginRecord {
   userName: string | null;
   createdAt: string;
   expiresAt: string;
+  /** The address the login was asked from. */
+  source: string;
 }
 
 export interface AuthAttemptRecord {
@@ -92,6 +115,16 @@ export interface AuthAttemptRecord {
   provider: string;
   nonce: string;
   codeVerifier: string;
+  expiresAt: string;
+  browserHash: string;
+}
+
+export interface LoginConfirmationRecord {
+  tokenHash: string;
+  loginId: string;
+  browserHash: string;
+  /** The signed-in Identity as JSON. */
+  identity: string;
   expiresAt: string;
 }
 

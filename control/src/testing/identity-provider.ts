@@ -106,3 +106,14 @@ export async function signInAtIdp(
   }
   return page.location;
 }
+
+/**
+ * The person's browser back at control with the provider's answer: shows the confirmation page
+ * and presses Connect on it. Returns the page control shows at the end (or the refusal instead of
+ * the confirmation).
+ */
+export async function confirmAtControl(browser: Browser, callbackUrl: string): Promise<Page> {
+  const page = await browser.request(callbackUrl);
+  if (page.status !== 200 || !page.body.includes('Connect this device to your tailnet?')) return page;
+  return browser.submit(page, {});
+}

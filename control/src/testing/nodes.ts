@@ -46,6 +46,10 @@ export function testNode(i: number, owner: TestOwner | null, extra: Partial<Node
     keyExpiry: null,
     advertisedRoutes: [],
     approvedRoutes: [],
+    kind: 'weft',
+    clientVersion: null,
+    discoKey: null,
+    homeRelay: null,
     ...extra,
   };
 }

@@ -138,6 +138,12 @@ describe('LocalAPI', () => {
     expect(big.status).toBe(413);
   });
 
+  it('answers a request target that is no path (found by npm run fuzz) with 400, not a 500', async () => {
+    const r = await raw('GET', '//');
+    expect(r.status).toBe(400);
+    expect(ErrorBody.parse(r.json).error.code).toBe('invalid-request');
+  });
+
   it('maps engine errors to status codes and keeps their message', async () => {
     const expectations: Array<[WeftError, number]> = [
       [new WeftError('control-rejected', 'control refused registration: unknown pre-auth key'), 403],

@@ -182,7 +182,7 @@ export class LocalApiServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      const path = new URL(req.url ?? '/', 'http://local').pathname;
+      const path = requestPath(req.url);
       if (!path.startsWith(`${LOCALAPI_PREFIX}/`))
         throw new HttpError('not-found', `no such endpoint: ${path}`);
       const route = this.routes[path.slice(LOCALAPI_PREFIX.length)];
@@ -228,6 +228,15 @@ export class LocalApiServer {
     const unsubscribe = this.backend.watch((event) => res.write(`${JSON.stringify(event)}\n`));
     await new Promise<void>((resolve) => req.socket.once('close', resolve));
     unsubscribe();
+  }
+}
+
+/** The request's path; a target that is no path (`//`, which URL reads as a host) is a bad request. */
+function requestPath(target = '/'): string {
+  try {
+    return new URL(target, 'http://local').pathname;
+  } catch {
+    throw new HttpError('invalid-request', `not a request path: ${target.slice(0, 64)}`);
   }
 }
 

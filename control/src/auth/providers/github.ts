@@ -106,8 +106,7 @@ export class GithubProvider implements IdentityProvider {
       subject: String(user.data.id),
       email: primary?.email ?? null,
       emailVerified: primary !== undefined,
-      displayName: user.data.name ?? null,
-      username: user.data.login,
+      displayName: user.data.name ?? user.data.login,
       groups: [],
     };
   }

@@ -93,10 +93,10 @@ export class OidcProvider implements IdentityProvider {
       provider: issuer,
       subject: claims.sub,
       email: text(all.email),
-      // Entra ID sends no email_verified at all; only an explicit false means "not verified".
-      emailVerified: text(all.email) !== null && all.email_verified !== false,
+      // Only an explicit vouch counts. Entra ID sends no email_verified: its `email` is whatever
+      // the account's owner typed unless the optional claim xms_edov says the domain is verified.
+      emailVerified: text(all.email) !== null && (all.email_verified === true || all.xms_edov === true),
       displayName: text(all.name),
-      username: text(all.preferred_username),
       groups: groupsFrom(all[this.config.groupsClaim]),
     };
   }

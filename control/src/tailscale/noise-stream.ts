@@ -1,0 +1,69 @@
+import { Duplex } from 'node:stream';
+import { HEADER_LEN, MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN, MSG_RECORD, type TransportCipher } from './noise.js';
+
+// The plaintext side of an established ts2021 connection, as a Duplex that HTTP/2 can run on:
+// records from the socket are checked and decrypted in order; writes are cut into records. A frame
+// that is not a record, too large, or fails to decrypt ends the connection (the ciphers are then out
+// of step with the client's, so nothing after it could be trusted).
+
+export class NoiseStream extends Duplex {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly rx: TransportCipher,
+    private readonly tx: TransportCipher,
+    /** Bytes that arrived after the handshake, before this stream took the socket over. */
+    head: Buffer = Buffer.alloc(0),
+  ) {
+    super();
+    socket.on('data', (chunk: Buffer) => this.receive(chunk));
+    socket.on('end', () => this.push(null));
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('close', () => this.destroy());
+    if (head.length > 0) this.receive(head);
+  }
+
+  private receive(chunk: Buffer): void {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    while (this.pending.length >= HEADER_LEN) {
+      const length = this.pending.readUInt16BE(1);
+      if (this.pending[0] !== MSG_RECORD || HEADER_LEN + length > MAX_MESSAGE_LEN) {
+        this.destroy(new Error(`ts2021: unexpected frame (type ${this.pending[0]}, ${length} bytes)`));
+        return;
+      }
+      if (this.pending.length < HEADER_LEN + length) return;
+      const ciphertext = this.pending.subarray(HEADER_LEN, HEADER_LEN + length);
+      this.pending = this.pending.subarray(HEADER_LEN + length);
+      let plaintext: Uint8Array;
+      try {
+        plaintext = this.rx.open(ciphertext);
+      } catch {
+        this.destroy(new Error('ts2021: a record failed to decrypt'));
+        return;
+      }
+      if (plaintext.length > 0) this.push(Buffer.from(plaintext));
+    }
+  }
+
+  override _read(): void {
+    // Data is pushed as records arrive; HTTP/2 reads what it gets.
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    const frames: Uint8Array[] = [];
+    for (let at = 0; at < chunk.length; at += MAX_PLAINTEXT_LEN) {
+      frames.push(this.tx.seal(chunk.subarray(at, at + MAX_PLAINTEXT_LEN)));
+    }
+    this.socket.write(Buffer.concat(frames), done);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.socket.end(done);
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    this.socket.destroy();
+    done(err);
+  }
+}

@@ -1,0 +1,221 @@
+import http2 from 'node:http2';
+import net from 'node:net';
+import { Duplex } from 'node:stream';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { blake2s } from '@noble/hashes/blake2.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+
+// A Tailscale client's side of ts2021 for tests, written from the protocol description with @noble
+// primitives directly (not with control's noise.ts), so a test using it checks control's handshake
+// against an independent implementation: the HTTP upgrade, the IK initiation, the early payload,
+// then HTTP/2 over the records.
+
+const te = new TextEncoder();
+const cat = (...p: Uint8Array[]) => Uint8Array.from(p.flatMap((x) => [...x]));
+
+function nonce(n: bigint): Uint8Array {
+  const out = new Uint8Array(12);
+  new DataView(out.buffer).setBigUint64(4, n, false);
+  return out;
+}
+
+export interface Initiation {
+  message: Uint8Array;
+  /** Finishes the handshake from control's response frame: [send key, receive key]. */
+  finish(response: Uint8Array): [Uint8Array, Uint8Array];
+}
+
+/** Builds the client's initiation message for `controlPublic`, announcing `version`. */
+export function initiate(machinePrivate: Uint8Array, controlPublic: Uint8Array, version: number): Initiation {
+  let h = blake2s(te.encode('Noise_IK_25519_ChaChaPoly_BLAKE2s'));
+  let ck = h;
+  const mix = (d: Uint8Array) => {
+    h = blake2s(cat(h, d));
+  };
+  const dh = (priv: Uint8Array, pub: Uint8Array) => {
+    const out = hkdf(blake2s, x25519.getSharedSecret(priv, pub), ck, undefined, 64);
+    ck = out.slice(0, 32);
+    return out.slice(32);
+  };
+  mix(te.encode(`Tailscale Control Protocol v${version}`));
+  mix(controlPublic);
+  const ephemeral = x25519.utils.randomSecretKey();
+  const ephemeralPublic = x25519.getPublicKey(ephemeral);
+  mix(ephemeralPublic);
+  const sealedMachine = chacha20poly1305(dh(ephemeral, controlPublic), new Uint8Array(12), h).encrypt(
+    x25519.getPublicKey(machinePrivate),
+  );
+  mix(sealedMachine);
+  const tag = chacha20poly1305(dh(machinePrivate, controlPublic), new Uint8Array(12), h).encrypt(
+    new Uint8Array(0),
+  );
+  mix(tag);
+  const header = new Uint8Array(5);
+  new DataView(header.buffer).setUint16(0, version);
+  header[2] = 1;
+  new DataView(header.buffer).setUint16(3, 96);
+  return {
+    message: cat(header, ephemeralPublic, sealedMachine, tag),
+    finish(response) {
+      if (response[0] !== 2) throw new Error(`control answered frame type ${response[0]}`);
+      const controlEphemeral = response.slice(3, 35);
+      mix(controlEphemeral);
+      dh(ephemeral, controlEphemeral);
+      const key = dh(machinePrivate, controlEphemeral);
+      chacha20poly1305(key, new Uint8Array(12), h).decrypt(response.slice(35, 51));
+      mix(response.slice(35, 51));
+      const out = hkdf(blake2s, new Uint8Array(0), ck, undefined, 64);
+      return [out.slice(0, 32), out.slice(32)];
+    },
+  };
+}
+
+/** Reads from `socket` until `n` bytes (beyond `have`) are there. */
+function readBytes(socket: net.Socket, buffered: { data: Buffer }, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (buffered.data.length >= n) {
+        socket.off('data', onData);
+        socket.off('close', onClose);
+        const out = buffered.data.subarray(0, n);
+        buffered.data = buffered.data.subarray(n);
+        resolve(out);
+        return true;
+      }
+      return false;
+    };
+    const onData = (chunk: Buffer) => {
+      buffered.data = Buffer.concat([buffered.data, chunk]);
+      check();
+    };
+    const onClose = () => reject(new Error(`connection closed with ${buffered.data.length}/${n} bytes`));
+    if (check()) return;
+    socket.on('data', onData);
+    socket.on('close', onClose);
+  });
+}
+
+/** Client-side records: decrypts control's records, strips the early payload, seals writes. */
+class ClientRecords extends Duplex {
+  private pending = Buffer.alloc(0);
+  private plain = Buffer.alloc(0);
+  private rxN = 0n;
+  private txN = 0n;
+  early: unknown = undefined;
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly tx: Uint8Array,
+    private readonly rx: Uint8Array,
+    head: Buffer,
+  ) {
+    super();
+    socket.on('data', (c: Buffer) => this.onData(c));
+    socket.on('close', () => this.destroy());
+    if (head.length > 0) this.onData(head);
+  }
+  private onData(chunk: Buffer) {
+    this.pending = Buffer.concat([this.pending, chunk]);
+    while (this.pending.length >= 3) {
+      const len = this.pending.readUInt16BE(1);
+      if (this.pending.length < 3 + len) return;
+      const pt = chacha20poly1305(this.rx, nonce(this.rxN++)).decrypt(this.pending.subarray(3, 3 + len));
+      this.pending = this.pending.subarray(3 + len);
+      this.plain = Buffer.concat([this.plain, Buffer.from(pt)]);
+    }
+    if (this.early === undefined) {
+      if (this.plain.length < 9) return;
+      if (this.plain.subarray(0, 5).toString('latin1') === '\xff\xff\xffTS') {
+        const n = this.plain.readUInt32BE(5);
+        if (this.plain.length < 9 + n) return;
+        this.early = JSON.parse(this.plain.subarray(9, 9 + n).toString());
+        this.plain = this.plain.subarray(9 + n);
+      } else this.early = null;
+    }
+    if (this.plain.length > 0) {
+      this.push(this.plain);
+      this.plain = Buffer.alloc(0);
+    }
+  }
+  override _read() {}
+  override _write(chunk: Buffer, _e: BufferEncoding, done: (err?: Error | null) => void) {
+    const frames: Buffer[] = [];
+    for (let at = 0; at < chunk.length; at += 4000) {
+      const ct = chacha20poly1305(this.tx, nonce(this.txN++)).encrypt(chunk.subarray(at, at + 4000));
+      const hdr = Buffer.alloc(3);
+      hdr[0] = 4;
+      hdr.writeUInt16BE(ct.length, 1);
+      frames.push(hdr, Buffer.from(ct));
+    }
+    this.socket.write(Buffer.concat(frames), done);
+  }
+  override _destroy(err: Error | null, done: (err?: Error | null) => void) {
+    this.socket.destroy();
+    done(err);
+  }
+}
+
+export interface Ts2021Connection {
+  /** The early payload control sent (EarlyNoise JSON), or null. */
+  early: unknown;
+  /** POSTs JSON over HTTP/2; resolves with the status and the whole body. */
+  post(path: string, body: unknown): Promise<{ status: number; body: Buffer }>;
+  /** POSTs and hands back the response stream (for streaming map requests). */
+  stream(path: string, body: unknown): http2.ClientHttp2Stream;
+  close(): void;
+}
+
+/** Connects to control at host:port as a Tailscale client with `machinePrivate`. */
+export async function connectTs2021(args: {
+  host: string;
+  port: number;
+  machinePrivate: Uint8Array;
+  controlPublic: Uint8Array;
+  version?: number;
+}): Promise<Ts2021Connection> {
+  const init = initiate(args.machinePrivate, args.controlPublic, args.version ?? 1);
+  const socket = net.connect(args.port, args.host);
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  socket.write(
+    `POST /ts2021 HTTP/1.1\r\nHost: ${args.host}\r\nUpgrade: tailscale-control-protocol\r\n` +
+      `Connection: upgrade\r\nX-Tailscale-Handshake: ${Buffer.from(init.message).toString('base64')}\r\n\r\n`,
+  );
+  const buffered = { data: Buffer.alloc(0) };
+  let head = '';
+  while (!head.includes('\r\n\r\n')) head += (await readBytes(socket, buffered, 1)).toString('latin1');
+  if (!head.startsWith('HTTP/1.1 101')) {
+    socket.destroy();
+    throw new Error(`upgrade refused: ${head.split('\r\n')[0]}`);
+  }
+  const [tx, rx] = init.finish(await readBytes(socket, buffered, 51));
+  const records = new ClientRecords(socket, tx, rx, buffered.data);
+  const session = http2.connect('http://control', { createConnection: () => records });
+  session.on('error', () => {});
+  // The early payload comes before control's first HTTP/2 frame: wait for that frame's settings.
+  await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
+  const stream = (path: string, body: unknown) => {
+    const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json' });
+    req.end(JSON.stringify(body));
+    return req;
+  };
+  return {
+    early: records.early,
+    stream,
+    post: (path, body) =>
+      new Promise((resolve, reject) => {
+        const req = stream(path, body);
+        let status = 0;
+        const chunks: Buffer[] = [];
+        req.on('response', (h) => {
+          status = Number(h[':status']);
+        });
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
+        req.on('error', reject);
+      }),
+    close: () => {
+      session.destroy();
+      socket.destroy();
+    },
+  };
+}

@@ -1,0 +1,122 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  addRouter,
+  ControlServer,
+  type Host,
+  Lab,
+  type NatKind,
+  RelayServer,
+  type Router,
+  removeScratch,
+  type Segment,
+  scratchDir,
+  sleep,
+  TailscaleNode,
+  WeftNode,
+} from '../lab/index.js';
+
+// The NAT lab the benchmarks share (nat, connect-vs-tailscale): one control and one relay on an
+// "internet" segment, and per matrix row two hosts, each directly on it or behind a NAT router.
+
+export type Where = 'none' | NatKind;
+
+export interface Row {
+  a: Where;
+  b: Where;
+  direct: boolean;
+}
+
+export const ROWS: Row[] = [
+  { a: 'none', b: 'eim', direct: true },
+  { a: 'eim', b: 'eim', direct: true },
+  { a: 'none', b: 'edm', direct: true },
+  { a: 'eim', b: 'edm', direct: false },
+  { a: 'edm', b: 'edm', direct: false },
+  { a: 'udp-block', b: 'none', direct: false },
+];
+
+export class World {
+  lab!: Lab;
+  dir!: string;
+  net!: Segment;
+  control!: ControlServer;
+  relay!: RelayServer;
+  key!: string;
+  nodes: WeftNode[] = [];
+  tsNodes: TailscaleNode[] = [];
+  private hosts = 0;
+
+  async start(): Promise<void> {
+    this.lab = await Lab.create();
+    this.dir = scratchDir(`bench-${this.lab.id}`);
+    this.net = await this.lab.addSegment();
+    const ctl = await this.lab.addHost('ctl', { segment: this.net, address: '198.18.0.1/24' });
+    const rh = await this.lab.addHost('rly', { segment: this.net, address: '198.18.0.2/24' });
+    mkdirSync(join(this.dir, 'relay'));
+    this.relay = new RelayServer(rh, join(this.dir, 'relay'));
+    this.control = new ControlServer(ctl, this.dir, 8080, [
+      '--relays',
+      await this.relay.mapEntry(1, 'bench'),
+    ]);
+    await this.control.start();
+    await this.relay.start(this.control);
+    await this.control.cli(['users', 'create', 'bench']);
+    this.key = await this.control.cli(['preauthkey', 'create', '--user', 'bench', '--reusable']);
+  }
+
+  /** A host behind `where`, on its own LAN; returns the host and its router (if any). */
+  async host(where: Where): Promise<{ host: Host; router: Router | null; name: string }> {
+    const i = ++this.hosts;
+    const name = `h${i}`;
+    if (where === 'none') {
+      return {
+        host: await this.lab.addHost(name, { segment: this.net, address: `198.18.0.${10 + i}/24` }),
+        router: null,
+        name,
+      };
+    }
+    const router = await addRouter(this.lab, `r${i}`, {
+      kind: where,
+      wan: this.net,
+      wanAddress: `198.18.0.${100 + i}/24`,
+      lanAddress: `198.18.${10 + i}.1/24`,
+    });
+    return { host: await router.addHost(name, `198.18.${10 + i}.2/24`), router, name };
+  }
+
+  node(host: Host, name: string): WeftNode {
+    const n = new WeftNode(host, scratchDir(`bench-${this.lab.id}-${name}`), this.lab.name(`t${name}`));
+    this.nodes.push(n);
+    return n;
+  }
+
+  /** An official Tailscale client on `host` (its binaries must be present: tailscaleMissing()). */
+  tsNode(host: Host, name: string): TailscaleNode {
+    const n = new TailscaleNode(host, scratchDir(`bench-${this.lab.id}-${name}`), this.lab.name(`s${name}`));
+    this.tsNodes.push(n);
+    return n;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes, ...this.tsNodes].map((n) => n.stop()));
+    await Promise.all([this.control?.stop(), this.relay?.stop()]);
+    await this.lab?.cleanup();
+    for (const n of [...this.nodes, ...this.tsNodes]) removeScratch(n.dir);
+    if (this.dir) removeScratch(this.dir);
+  }
+}
+
+export async function pathOf(n: WeftNode, peer: string): Promise<string | undefined> {
+  return (await n.status()).peers.find((p) => p.name === peer)?.path;
+}
+
+export async function until<T>(ms: number, check: () => Promise<T | false | undefined>): Promise<T | null> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const v = await check().catch(() => undefined);
+    if (v) return v;
+    await sleep(50);
+  }
+  return null;
+}
