@@ -10,6 +10,11 @@ const BENCHMARKS = {
     file: 'e2e/dist/bench/exit-node.js',
     about: 'exit node lab (root): iperf3 through an exit node vs a direct peer, same run [--seconds S]',
   },
+  tunnel: {
+    file: 'e2e/dist/bench/tunnel.js',
+    about:
+      'tunnel lab (root): iperf3 bare veth, plain wireguard-go (1280, 1420), Weft direct allow-all and 1,000 rules; ratios [--seconds S] [--rounds N]',
+  },
   nat: {
     file: 'e2e/dist/bench/nat.js',
     about:

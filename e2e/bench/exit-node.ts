@@ -1,14 +1,5 @@
 import { existsSync } from 'node:fs';
-import {
-  ControlServer,
-  type Host,
-  Lab,
-  removeScratch,
-  scratchDir,
-  sleep,
-  WeftNode,
-  waitFor,
-} from '../lab/index.js';
+import { ControlServer, iperf, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
 
 // `npm run bench -- exit-node [--seconds S]` (root): iperf3 throughput through an exit node against a
 // direct peer, in one run on real namespaces with real control, engines, helpers and wireguard-go:
@@ -34,38 +25,6 @@ async function weft(node: WeftNode, argv: string[]): Promise<string> {
   const r = await node.weft(argv, 60_000);
   if (r.code !== 0) throw new Error(`weft ${argv.join(' ')} failed: ${r.stderr || r.stdout}`);
   return r.stdout;
-}
-
-/** One bounded iperf3 run (a fresh one-shot server in `server`'s namespace); Mbit/s received. */
-async function iperf(client: Host, server: Host, target: string): Promise<{ mbps: number; cmd: string }> {
-  const srv = server.spawn(['iperf3', '-s', '-1', '-p', '5201']);
-  await sleep(500);
-  const argv = [
-    'iperf3',
-    '-c',
-    target,
-    '-p',
-    '5201',
-    '-t',
-    String(SECONDS),
-    '--connect-timeout',
-    '3000',
-    '-J',
-  ];
-  try {
-    const r = await client.exec(['timeout', String(SECONDS + 15), ...argv], {
-      timeoutMs: (SECONDS + 20) * 1000,
-    });
-    const j = JSON.parse(r.stdout || '{}') as {
-      end?: { sum_received?: { bits_per_second?: number } };
-      error?: string;
-    };
-    const bps = j.end?.sum_received?.bits_per_second;
-    if (!bps) throw new Error(`iperf3 to ${target}: ${j.error ?? (r.stderr || 'no result')}`);
-    return { mbps: bps / 1e6, cmd: `ip netns exec ${client.ns} ${argv.join(' ')}` };
-  } finally {
-    if (srv.exitCode === null) srv.kill('SIGTERM');
-  }
 }
 
 async function main(): Promise<void> {
@@ -115,9 +74,9 @@ async function main(): Promise<void> {
     );
 
     console.log(`== iperf3, ${SECONDS} s each, one run (wireguard-go on both ends)`);
-    const underlay = await iperf(cl, ex, '198.18.40.3');
+    const underlay = await iperf(cl, ex, '198.18.40.3', SECONDS);
     console.log(`underlay (no tunnel)    ${underlay.mbps.toFixed(0).padStart(6)} Mbit/s   ${underlay.cmd}`);
-    const direct = await iperf(cl, ex, exitIp);
+    const direct = await iperf(cl, ex, exitIp, SECONDS);
     console.log(`direct peer (tunnel)    ${direct.mbps.toFixed(0).padStart(6)} Mbit/s   ${direct.cmd}`);
     await weft(client, ['set', '--exit-node', 'ex']);
     await waitFor(
@@ -125,7 +84,7 @@ async function main(): Promise<void> {
       () => cl.ping('198.18.41.10', { deadlineS: 1 }),
       20_000,
     );
-    const viaExit = await iperf(cl, web, '198.18.41.10');
+    const viaExit = await iperf(cl, web, '198.18.41.10', SECONDS);
     console.log(`through the exit node   ${viaExit.mbps.toFixed(0).padStart(6)} Mbit/s   ${viaExit.cmd}`);
     console.log(
       `exit node / direct peer: ${(viaExit.mbps / direct.mbps).toFixed(2)}   direct peer / underlay: ${(direct.mbps / underlay.mbps).toFixed(2)}`,

@@ -1,4 +1,5 @@
 export * from './exec.js';
+export * from './iperf.js';
 export * from './lab.js';
 export * from './nat.js';
 export * from './tailscale.js';

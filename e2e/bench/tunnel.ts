@@ -1,0 +1,227 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  ControlServer,
+  type Host,
+  type IperfResult,
+  iperf,
+  Lab,
+  removeScratch,
+  run,
+  scratchDir,
+  WeftNode,
+  waitFor,
+} from '../lab/index.js';
+
+// `npm run bench -- tunnel [--seconds S] [--rounds N]` (root): is Weft's tunnel as fast as plain
+// WireGuard? In one run, on one lab segment, with the same wireguard-go binary:
+//   bare        pa → pb over the veths, no tunnel
+//   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280 and 1420
+//   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
+//               policy and with a 1,000-rule policy (so the nftables filter is as big as it gets here)
+// The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
+// interleaved to spread the machine's noise over every row; each row prints its mean and the ratio
+// Weft/plain at the MTU Weft chose. Nothing is asserted.
+//
+//   control 198.18.50.5, wa .2, wb .3, pa .12, pb .13 ─ one segment 198.18.50.0/24
+//   plain tunnel 198.19.50.1 ↔ 198.19.50.2
+
+const args = process.argv.slice(2);
+function intArg(name: string, fallback: number, max: number): number {
+  const i = args.indexOf(name);
+  const v = i >= 0 ? Number(args[i + 1]) : fallback;
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    console.error(`${name} must be a whole number from 1 to ${max}`);
+    process.exit(2);
+  }
+  return v;
+}
+const SECONDS = intArg('--seconds', 5, 60);
+const ROUNDS = intArg('--rounds', 2, 10);
+const RULES = 1000;
+const IPERF_PORT = 5201;
+const PLAIN_PORT = 51990;
+
+const ALLOW_ALL = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }\n';
+/** 999 rules that do not match iperf3's port, then the one that does: a new flow walks them all. */
+const MANY_RULES = `{ "acls": [\n${[...Array.from({ length: RULES - 1 }, (_, i) => 10_000 + i), IPERF_PORT]
+  .map((p) => `  { "action": "accept", "src": ["*"], "dst": ["*:${p}"] }`)
+  .join(',\n')}\n] }\n`;
+
+/** A hand-made wireguard-go tunnel between two hosts: what a user would set up without Weft. */
+async function plainTunnel(
+  lab: Lab,
+  hosts: [Host, Host],
+  dir: string,
+): Promise<{ ifaces: string[]; cmds: string[] }> {
+  // One name per host: wireguard-go's UAPI sockets share one machine-wide folder.
+  const ifaces = hosts.map((_, i) => lab.name(`plain${i}`));
+  const keys = await Promise.all(
+    hosts.map(async () => {
+      const priv = (await run(['wg', 'genkey'])).stdout.trim();
+      const pub = (await run(['wg', 'pubkey'], { input: `${priv}\n` })).stdout.trim();
+      return { priv, pub };
+    }),
+  );
+  const cmds: string[] = [];
+  for (const [i, host] of hosts.entries()) {
+    const iface = ifaces[i] as string;
+    const other = hosts[1 - i] as Host;
+    const keyFile = join(dir, `plain-${i}.key`);
+    writeFileSync(keyFile, `${keys[i]?.priv}\n`, { mode: 0o600 });
+    host.spawn(['wireguard-go', '-f', iface]);
+    await waitFor(
+      'wireguard-go to make its interface',
+      async () => (await host.exec(['wg', 'show', iface])).code === 0,
+    );
+    const steps = [
+      ['wg', 'set', iface, 'private-key', keyFile, 'listen-port', String(PLAIN_PORT)],
+      [
+        'wg',
+        'set',
+        iface,
+        'peer',
+        keys[1 - i]?.pub as string,
+        'allowed-ips',
+        `198.19.50.${2 - i}/32`,
+        'endpoint',
+        `${other.ip}:${PLAIN_PORT}`,
+      ],
+      ['ip', 'addr', 'add', `198.19.50.${i + 1}/24`, 'dev', iface],
+      ['ip', 'link', 'set', iface, 'up'],
+    ];
+    for (const s of steps) await host.must(s);
+    if (i === 0) cmds.push(...steps.map((s) => `ip netns exec ${host.ns} ${s.join(' ')}`));
+  }
+  return { ifaces, cmds };
+}
+
+async function setMtu(hosts: Host[], ifaces: string[], mtu: number): Promise<void> {
+  for (const [i, h] of hosts.entries())
+    await h.must(['ip', 'link', 'set', ifaces[i] as string, 'mtu', String(mtu)]);
+}
+
+/** Sets the policy and waits until b's nftables table has the size that policy gives it. */
+async function setPolicy(
+  control: ControlServer,
+  dir: string,
+  b: WeftNode,
+  text: string,
+  big: boolean,
+): Promise<number> {
+  const file = join(dir, big ? 'many.hujson' : 'all.hujson');
+  writeFileSync(file, text);
+  await control.cli(['policy', 'set', file]);
+  return waitFor(
+    `the ${big ? RULES : 1}-rule filter on ${b.iface}`,
+    async () => {
+      const r = await b.host.exec(['nft', 'list', 'table', 'inet', `weft-${b.iface}`]);
+      const lines = r.stdout.split('\n').length;
+      return (big ? lines > RULES : lines < 200) && lines;
+    },
+    60_000,
+  );
+}
+
+const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+
+async function main(): Promise<void> {
+  if (!existsSync('/usr/bin/iperf3')) throw new Error('iperf3 is missing: run scripts/setup.sh');
+  const lab = await Lab.create();
+  const dir = scratchDir(`bench-tunnel-${lab.id}`);
+  const nodes: WeftNode[] = [];
+  let control: ControlServer | undefined;
+  try {
+    const seg = await lab.addSegment();
+    const host = (name: string, last: number) =>
+      lab.addHost(name, { segment: seg, address: `198.18.50.${last}/24` });
+    const ctl = await host('ctl', 5);
+    const [wa, wb, pa, pb] = [
+      await host('wa', 2),
+      await host('wb', 3),
+      await host('pa', 12),
+      await host('pb', 13),
+    ];
+    control = new ControlServer(ctl, dir);
+    await control.start();
+    await control.cli(['users', 'create', 'bench']);
+    const key = await control.cli(['preauthkey', 'create', '--user', 'bench', '--reusable']);
+    const [a, b] = [wa, wb].map((h) => {
+      const n = new WeftNode(h, scratchDir(`bench-tunnel-${lab.id}-${h.name}`), lab.name(`t${h.name}`));
+      nodes.push(n);
+      return n;
+    }) as [WeftNode, WeftNode];
+    await Promise.all([a.start(), b.start()]);
+    await a.up(control.url, key, 'wa');
+    await b.up(control.url, key, 'wb');
+    const bIp = await b.ip4();
+    await waitFor('a to reach b through Weft', () => wa.ping(bIp, { deadlineS: 1 }), 30_000);
+    await waitFor(
+      'a direct path to b',
+      async () => (await a.status()).peers.find((p) => p.name === 'wb')?.path === 'direct',
+      30_000,
+    );
+    const weftMtu = Number((await wa.must(['cat', `/sys/class/net/${a.iface}/mtu`])).trim());
+    const plain = await plainTunnel(lab, [pa, pb], dir);
+    await waitFor('the plain tunnel', () => pa.ping('198.19.50.2', { deadlineS: 1 }), 15_000);
+
+    const rows: Record<string, { runs: number[]; cmd: string }> = {};
+    const take = (name: string, r: IperfResult) => {
+      rows[name] ??= { runs: [], cmd: r.cmd };
+      rows[name].runs.push(r.mbps);
+      console.log(`  ${name.padEnd(24)} ${r.mbps.toFixed(0).padStart(6)} Mbit/s`);
+    };
+    const wgVersion = (await run(['wireguard-go', '--version'])).stdout.trim().split('\n')[0];
+    console.log(`== iperf3 TCP, ${SECONDS} s each, ${ROUNDS} rounds interleaved; ${wgVersion}`);
+    console.log(`Weft chose MTU ${weftMtu} on ${a.iface}`);
+    const filterLines = { all: 0, many: 0 };
+    for (let round = 1; round <= ROUNDS; round++) {
+      console.log(`round ${round}`);
+      take('bare veth', await iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT));
+      for (const mtu of [1280, 1420]) {
+        await setMtu([pa, pb], plain.ifaces, mtu);
+        take(`plain wireguard-go ${mtu}`, await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT));
+      }
+      filterLines.all = await setPolicy(control, dir, b, ALLOW_ALL, false);
+      take('weft allow-all', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
+      filterLines.many = await setPolicy(control, dir, b, MANY_RULES, true);
+      take(`weft ${RULES} rules`, await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
+    }
+
+    console.log(`\n== means over ${ROUNDS} rounds`);
+    for (const [name, r] of Object.entries(rows)) {
+      console.log(`${name.padEnd(24)} ${mean(r.runs).toFixed(0).padStart(6)} Mbit/s   ${r.cmd}`);
+    }
+    const plainAt = (mtu: number) => rows[`plain wireguard-go ${mtu}`];
+    const same = plainAt(weftMtu);
+    if (same === undefined) {
+      console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
+    } else {
+      for (const name of ['weft allow-all', `weft ${RULES} rules`]) {
+        const w = rows[name] as { runs: number[] };
+        console.log(`${name} / plain ${weftMtu}: ${(mean(w.runs) / mean(same.runs)).toFixed(2)}`);
+      }
+    }
+    const p1420 = plainAt(1420) as { runs: number[] };
+    console.log(
+      `weft allow-all / plain 1420: ${(mean((rows['weft allow-all'] as { runs: number[] }).runs) / mean(p1420.runs)).toFixed(2)}`,
+    );
+    console.log(
+      `(b's nftables table: ${filterLines.all} lines allow-all, ${filterLines.many} lines with ${RULES} rules)`,
+    );
+    console.log('plain tunnel set up with:');
+    for (const c of plain.cmds) console.log(`  ${c}`);
+    console.log(`Weft: weft up --control-url ${control.url} …; policy set by weft-control policy set FILE`);
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    await control?.stop();
+    await lab.cleanup();
+    for (const n of nodes) removeScratch(n.dir);
+    removeScratch(dir);
+  }
+}
+
+main().catch((err) => {
+  console.error(`bench tunnel: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
