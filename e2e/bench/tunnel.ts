@@ -16,7 +16,8 @@ import {
 // `npm run bench -- tunnel [--seconds S] [--rounds N]` (root): is Weft's tunnel as fast as plain
 // WireGuard? In one run, on one lab segment, with the same wireguard-go binary:
 //   bare        pa → pb over the veths, no tunnel
-//   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280 and 1420
+//   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280, 1420
+//               and the MTU Weft chose
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
 //               policy and with a 1,000-rule policy (so the nftables filter is as big as it gets here)
 // The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
@@ -168,10 +169,18 @@ async function main(): Promise<void> {
       async () => (await a.status()).peers.find((p) => p.name === 'wb')?.path === 'direct',
       30_000,
     );
+    // The MTU follows the path: once direct, the engine raises it to what the veths carry.
+    await waitFor(
+      'the MTU of the direct path',
+      async () => (await a.status()).mtu?.mtu !== 1280,
+      15_000,
+    ).catch(() => undefined);
     const weftMtu = Number((await wa.must(['cat', `/sys/class/net/${a.iface}/mtu`])).trim());
+    const mtuReason = (await a.status()).mtu?.reason ?? 'not reported';
     const plain = await plainTunnel(lab, [pa, pb], dir);
     await waitFor('the plain tunnel', () => pa.ping('198.19.50.2', { deadlineS: 1 }), 15_000);
 
+    const PLAIN_MTUS = [...new Set([1280, 1420, weftMtu])];
     const rows: Record<string, { runs: number[]; cmd: string }> = {};
     const take = (name: string, r: IperfResult) => {
       rows[name] ??= { runs: [], cmd: r.cmd };
@@ -180,12 +189,12 @@ async function main(): Promise<void> {
     };
     const wgVersion = (await run(['wireguard-go', '--version'])).stdout.trim().split('\n')[0];
     console.log(`== iperf3 TCP, ${SECONDS} s each, ${ROUNDS} rounds interleaved; ${wgVersion}`);
-    console.log(`Weft chose MTU ${weftMtu} on ${a.iface}`);
+    console.log(`Weft chose MTU ${weftMtu} on ${a.iface}: ${mtuReason}`);
     const filterLines = { all: 0, many: 0 };
     for (let round = 1; round <= ROUNDS; round++) {
       console.log(`round ${round}`);
       take('bare veth', await iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT));
-      for (const mtu of [1280, 1420]) {
+      for (const mtu of PLAIN_MTUS) {
         await setMtu([pa, pb], plain.ifaces, mtu);
         take(`plain wireguard-go ${mtu}`, await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT));
       }

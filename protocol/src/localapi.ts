@@ -74,6 +74,8 @@ export const Status = z.strictObject({
    * the login name so far, so displayName is the login name too. Absent from older engines.
    */
   user: z.strictObject({ loginName: z.string(), displayName: z.string() }).nullable().optional(),
+  /** The tunnel interface's MTU in force and why (the paths it was chosen from); absent while down. */
+  mtu: z.strictObject({ mtu: z.number().int().min(1280).max(9000), reason: z.string() }).optional(),
 });
 export type Status = z.infer<typeof Status>;
 

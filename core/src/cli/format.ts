@@ -53,6 +53,7 @@ export function formatStatus(st: Status, now = Date.now()): string {
   } else {
     if (st.backendState === 'Starting') lines.push('Starting…');
     if (st.self) lines.push(`${st.self.name}  ${st.self.addresses.join(', ')}  (this device)`);
+    if (st.mtu) lines.push(`MTU ${st.mtu.mtu}: ${st.mtu.reason}`);
     if (st.exitNode) {
       const exit = st.peers.find((p) => p.id === st.exitNode?.id);
       lines.push(

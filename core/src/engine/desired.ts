@@ -1,11 +1,11 @@
 import type { DesiredState, NetMap, NodeView, PeerConfig } from '@weft/protocol';
 import { normalizeFilter } from './filter.js';
+import { SAFE_MTU } from './mtu.js';
 import { choosePeerEndpoint } from './path.js';
 
 // The complete OS state the helper should converge to, as a pure function of what the engine
 // knows. Pure so it is tested without sockets, and so re-sending it is always safe.
 
-export const TUNNEL_MTU = 1280;
 export const PERSISTENT_KEEPALIVE_SECONDS = 25;
 
 export interface DesiredInputs {
@@ -13,6 +13,8 @@ export interface DesiredInputs {
   interfaceName: string;
   nodePrivateKey: string;
   listenPort: number;
+  /** The interface MTU (mtu.ts chooses it from the paths); the size that fits any path by default. */
+  mtu?: number;
   /** Path selection's endpoint for a peer (direct candidate or loopback relay proxy). */
   endpointFor?: (peer: NodeView) => string | undefined;
   /** Peers that are not tailnet nodes: the relays' reflectors. */
@@ -24,6 +26,7 @@ export function desiredState({
   interfaceName,
   nodePrivateKey,
   listenPort,
+  mtu = SAFE_MTU,
   endpointFor = choosePeerEndpoint,
   extraPeers = [],
 }: DesiredInputs): DesiredState {
@@ -59,7 +62,7 @@ export function desiredState({
       privateKey: nodePrivateKey,
       listenPort,
       addresses: netmap.self.addresses,
-      mtu: TUNNEL_MTU,
+      mtu,
     },
     peers,
     routes: netmap.tailnetRanges,

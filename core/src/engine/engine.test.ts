@@ -16,6 +16,7 @@ import { nodeView, type RegisteredNode, StandInControl } from '../testing/standi
 import { StandInHelper } from '../testing/standin-helper.js';
 import { waitUntil } from '../testing/wait.js';
 import { Engine } from './engine.js';
+import type { Underlay } from './mtu.js';
 
 const IFACE = 'wefttest0';
 const peerKey = generateKeyPair().publicKey;
@@ -36,6 +37,9 @@ function netmap(node: RegisteredNode): NetMap {
   };
 }
 
+/** The underlay the engine sees towards direct peers: unknown (so 1280) unless a test says. */
+let underlay: Underlay | null = null;
+
 async function startEngine(): Promise<Engine> {
   const engine = new Engine({
     store: new StateStore(join(dir, 'state')),
@@ -51,6 +55,7 @@ async function startEngine(): Promise<Engine> {
       loginBackoff: { baseMs: 20, capMs: 100 },
     },
     addressSource: () => addresses,
+    readUnderlay: async () => underlay,
   });
   engines.push(engine);
   await engine.start();
@@ -68,6 +73,7 @@ beforeEach(async () => {
   helper = new StandInHelper(join(dir, 'helper.sock'));
   await helper.start();
   engines = [];
+  underlay = null;
   addresses = [
     { iface: 'eth0', address: '198.18.5.5' },
     { iface: 'eth0', address: 'fe80::1' },
@@ -179,6 +185,17 @@ describe('engine', () => {
       }),
     ]);
     expect(st.health).toEqual([]);
+  });
+
+  it('raises the MTU to what a direct path carries, and says why in status (stand-in control)', async () => {
+    underlay = { mtu: 1500, family: 4, dev: 'eth0' };
+    const engine = await startEngine();
+    await up(engine);
+    await waitUntil('the MTU raised', () => helper.lastApply()?.interface.mtu === 1440);
+    expect((await engine.status()).mtu).toEqual({
+      mtu: 1440,
+      reason: 'direct paths; the narrowest, to node2, is 1500 bytes (eth0) minus 60 for WireGuard over IPv4',
+    });
   });
 
   it('a refused auth key gives a clear error and changes nothing (stand-in control)', async () => {

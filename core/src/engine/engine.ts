@@ -31,6 +31,7 @@ import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
 import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
+import { chooseMtu, type MtuChoice, type PeerMtuPath, readUnderlay, SAFE_MTU, type Underlay } from './mtu.js';
 import {
   advertisedRoutes,
   applyRouting,
@@ -82,6 +83,8 @@ export interface EngineOptions {
   addressSource?: AddressSource;
   /** How often to rotate the node key (default 30 days); null or 0 never rotates. */
   keyRotationMs?: number | null;
+  /** The underlay towards a direct endpoint, for the MTU (default: as the OS routes it). */
+  readUnderlay?: (endpoint: string) => Promise<Underlay | null>;
 }
 
 export interface EngineEvents {
@@ -121,6 +124,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private lastIface: InterfaceStatus | null = null;
   private endpointsTimer: NodeJS.Timeout | null = null;
   /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
+  /** The interface MTU in force and why (mtu.ts); re-chosen when paths or peers change. */
+  private mtu: MtuChoice = { mtu: SAFE_MTU, reason: 'no path known yet: the size that fits any path' };
+  private mtuRefresh: Promise<void> | null = null;
+  private mtuAgain = false;
   private readonly servers = new ServerAddresses();
   /** Last measured round trip to exit nodes, by peer id (null: no answer). */
   private readonly latency = new Map<string, number | null>();
@@ -224,7 +231,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.login && this.rotationProblem) health.push(this.rotationProblem.message);
     if (wanted && this.conn) health.push(...this.conn.problems());
     const conn = wanted ? this.conn : null;
-    return this.routedStatus(
+    const status = this.routedStatus(
       buildStatus({
         peerPath: conn ? (key, endpoint) => conn.peerPath(key, endpoint) : undefined,
         backendState: this.backendState(),
@@ -236,6 +243,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         health,
       }),
     );
+    return this.reconciler.current?.op === 'apply' ? { ...status, mtu: this.mtu } : status;
   }
 
   /** Status with the interface's live figures read through the helper. */
@@ -478,6 +486,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         interfaceName: name,
         nodePrivateKey: this.nodeKey.privateKey,
         listenPort: this.prefs.listenPort,
+        mtu: this.mtu.mtu,
         ...(this.conn
           ? {
               endpointFor: (peer: NodeView) => this.conn?.endpointFor(peer),
@@ -571,7 +580,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         return this.lastIface;
       },
     });
-    conn.on('change', () => this.reconcile());
+    conn.on('change', () => {
+      this.reconcile();
+      this.refreshMtu();
+    });
     let publicIps = '';
     conn.on('endpoints', () => {
       // Our public address changed (a new lease, another network): connections through the old
@@ -585,7 +597,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (ips !== '') publicIps = ips;
       this.reportEndpoints();
     });
-    conn.on('status', () => this.emit('change'));
+    conn.on('status', () => {
+      this.refreshMtu();
+      this.emit('change');
+    });
     this.conn = conn;
     if (this.netmap) conn.setNetmap(this.netmap);
   }
@@ -609,7 +624,47 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.netmap) this.netmapWriter.push(this.netmap);
     if (this.netmap) this.conn?.setNetmap(this.netmap);
     this.reconcile();
+    this.refreshMtu();
     this.emit('change');
+  }
+
+  /**
+   * Re-chooses the interface MTU from the online peers' paths (one run at a time; a request during
+   * a run runs once more after it), and re-applies the state when the MTU changed.
+   */
+  private refreshMtu(): void {
+    if (this.mtuRefresh) {
+      this.mtuAgain = true;
+      return;
+    }
+    this.mtuRefresh = (async () => {
+      do {
+        this.mtuAgain = false;
+        const conn = this.conn;
+        const underlayOf = this.opts.readUnderlay ?? readUnderlay;
+        const online = (this.netmap?.peers ?? []).filter((p) => p.online);
+        const paths: PeerMtuPath[] = await Promise.all(
+          online.map(async (p) => {
+            const endpoint = conn?.endpointFor(p) ?? null;
+            const path = conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay';
+            const underlay = path === 'direct' && endpoint ? await underlayOf(endpoint) : null;
+            return { name: p.name, path, underlay };
+          }),
+        );
+        const choice = chooseMtu(paths);
+        if (choice.reason !== this.mtu.reason) {
+          const changed = choice.mtu !== this.mtu.mtu;
+          if (changed) this.opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
+          this.mtu = choice;
+          if (changed) this.reconcile();
+          this.emit('change');
+        }
+      } while (this.mtuAgain);
+    })()
+      .catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`))
+      .finally(() => {
+        this.mtuRefresh = null;
+      });
   }
 
   private loggedOutByControl(reason: string): void {

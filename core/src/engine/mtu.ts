@@ -1,0 +1,96 @@
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+
+// The tunnel interface's MTU, chosen from what the paths to the peers allow. WireGuard wraps each
+// packet in an outer IP header (20 bytes IPv4, 40 IPv6), UDP (8) and its own 32 bytes, so a packet
+// of the underlay's MTU minus 60 (IPv4 outer) or 80 (IPv6 outer) still leaves unfragmented. 1280
+// (IPv6's minimum) fits any path, and is kept while a peer is relayed or its path is not known.
+
+export const SAFE_MTU = 1280;
+/** The largest MTU the helper takes (DesiredState.interface.mtu). */
+export const MAX_MTU = 9000;
+export const WG_OVERHEAD = { 4: 60, 6: 80 } as const;
+
+export interface Underlay {
+  /** The MTU towards the endpoint: the route's learned path MTU, else the outgoing interface's. */
+  mtu: number;
+  family: 4 | 6;
+  /** The outgoing interface, for the reason shown in `weft status`. */
+  dev: string;
+}
+
+export interface PeerMtuPath {
+  name: string;
+  path: 'direct' | 'relay';
+  /** The underlay towards the peer's direct endpoint; null when it could not be read. */
+  underlay: Underlay | null;
+}
+
+export interface MtuChoice {
+  mtu: number;
+  /** Why, in words, for `weft status`. */
+  reason: string;
+}
+
+/** The largest MTU every online peer's path carries; SAFE_MTU when one is relayed or unknown. */
+export function chooseMtu(peers: readonly PeerMtuPath[]): MtuChoice {
+  if (peers.length === 0) return { mtu: SAFE_MTU, reason: 'no peer online: the size that fits any path' };
+  let best: MtuChoice | null = null;
+  for (const p of peers) {
+    if (p.path === 'relay')
+      return { mtu: SAFE_MTU, reason: `${p.name} is relayed: the size that fits any path` };
+    if (p.underlay === null)
+      return { mtu: SAFE_MTU, reason: `the link towards ${p.name} is unknown: the size that fits any path` };
+    const overhead = WG_OVERHEAD[p.underlay.family];
+    const fits = Math.min(MAX_MTU, p.underlay.mtu - overhead);
+    if (fits <= SAFE_MTU)
+      return {
+        mtu: SAFE_MTU,
+        reason: `the path to ${p.name} (${p.underlay.dev}, ${p.underlay.mtu} bytes) is too narrow for more`,
+      };
+    if (best === null || fits < best.mtu) {
+      best = {
+        mtu: fits,
+        reason:
+          `direct paths; the narrowest, to ${p.name}, is ${p.underlay.mtu} bytes (${p.underlay.dev}) ` +
+          `minus ${overhead} for WireGuard over IPv${p.underlay.family}`,
+      };
+    }
+  }
+  return best as MtuChoice;
+}
+
+/** Splits a WireGuard endpoint ("198.18.0.2:41641", "[fd00::2]:41641") into its address. */
+export function endpointAddress(endpoint: string): { address: string; family: 4 | 6 } | null {
+  const v6 = endpoint.match(/^\[([0-9a-fA-F:.]+)\]:\d+$/);
+  if (v6) return { address: v6[1] as string, family: 6 };
+  const v4 = endpoint.match(/^(\d{1,3}(?:\.\d{1,3}){3}):\d+$/);
+  return v4 ? { address: v4[1] as string, family: 4 } : null;
+}
+
+/**
+ * Reads `ip route get ADDR`: the outgoing interface, and the path MTU the kernel learned from
+ * "fragmentation needed" answers when there is one ("cache … mtu 1400").
+ */
+export function parseRouteGet(out: string): { dev: string; pmtu: number | null } | null {
+  const dev = out.match(/\bdev (\S+)/);
+  if (!dev) return null;
+  const mtu = out.match(/\bmtu (\d+)/);
+  return { dev: dev[1] as string, pmtu: mtu ? Number(mtu[1]) : null };
+}
+
+/** The underlay towards a direct endpoint, as the OS routes it now; null when it cannot be read. */
+export async function readUnderlay(endpoint: string): Promise<Underlay | null> {
+  const addr = endpointAddress(endpoint);
+  if (addr === null) return null;
+  const out = await new Promise<string | null>((resolve) =>
+    execFile('ip', [`-${addr.family}`, 'route', 'get', addr.address], { timeout: 2000 }, (err, stdout) =>
+      resolve(err ? null : String(stdout)),
+    ),
+  );
+  const route = out === null ? null : parseRouteGet(out);
+  if (route === null || !/^[\w.@-]{1,15}$/.test(route.dev)) return null;
+  const devMtu = Number((await readFile(`/sys/class/net/${route.dev}/mtu`, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(devMtu) || devMtu <= 0) return null;
+  return { mtu: Math.min(devMtu, route.pmtu ?? devMtu), family: addr.family, dev: route.dev };
+}
