@@ -18,6 +18,7 @@ import {
   formatAddrSpan,
   formatPortSpan,
   prefixSpan,
+  type Rect,
 } from './intervals.js';
 
 // The nftables ruleset of one WireGuard interface: one table, `inet weft-NAME`, holding everything the
@@ -163,68 +164,180 @@ export function parseTableHash(listing: string): string | null {
 }
 
 /**
- * The filter as a chain of accept rules, two per filter rule and family: one for protocols with ports
- * (`daddr . proto . dport` in an interval set), one for those matched by address (`daddr . proto`).
- * Sets keep a big filter fast: each lookup is one set match, whatever the number of prefixes.
+ * The filter as lookups, not a walk: the source address picks, in one verdict map per family, the
+ * group of rules whose sources cover it, and that group's chain asks two sets whether the
+ * destination (with protocol and port) is allowed. A new connection costs two lookups whatever the
+ * number of rules; established traffic is accepted before it gets here.
+ *
+ * Sources are cut into disjoint pieces (a map's intervals may not overlap); pieces covered by the
+ * same rules share one group, so rules over the same sources ("*", a group of people) render once.
  */
 function renderFilter(rules: readonly FilterRuleSpec[], b: Builder): string {
   const lines: string[] = [];
-  rules.forEach((rule, i) => {
-    const protos = [...new Set(rule.protos)];
-    const portProtos = protos.filter((p) => PORT_PROTOS.has(p));
-    for (const family of FAMILIES) {
+  for (const family of FAMILIES) {
+    const familyRules = rules.flatMap((rule, index) => {
       const src = spansOf(rule.src, family);
-      if (src.length === 0) continue;
       const dst = rule.dst
         .map((d) => ({
           ...prefixSpan(d.prefix),
           ports: { first: BigInt(d.ports.first), last: BigInt(d.ports.last) },
         }))
-        .filter((d) => d.family === family);
-      const rects = dst.map((d) => ({ addr: d.span, ports: d.ports }));
-      // Cutting overlapping rectangles can produce the square of their number: count first.
-      const bound =
-        src.length +
-        portProtos.length * disjointRectsBound(rects) +
-        (protos.length - portProtos.length) * dst.length;
-      b.reserve(bound, `state.filter[${i}]`);
-      const cut = portProtos.length > 0 ? disjointRects(rects) : [];
-      const withPorts: string[] = [];
-      const byAddress: string[] = [];
-      for (const proto of protos) {
-        if (PORT_PROTOS.has(proto)) {
-          for (const r of cut)
-            withPorts.push(`${formatAddrSpan(family, r.addr)} . ${proto} . ${formatPortSpan(r.ports)}`);
-        } else {
-          // ICMP ignores ports; any other protocol has none, so only an all-ports destination covers it.
-          const spans = dst
-            .filter((d) => ICMP_PROTOS.has(proto) || sameSpan(d.ports, ALL_PORTS))
-            .map((d) => d.span);
-          for (const s of mergeSpans(spans)) byAddress.push(`${formatAddrSpan(family, s)} . ${proto}`);
-        }
-      }
-      if (withPorts.length === 0 && byAddress.length === 0) continue;
-      const srcSet = b.set(
-        `r${i}_src${family}`,
-        ADDR_TYPE[family],
-        src.map((s) => formatAddrSpan(family, s)),
-      );
-      const ip = IP[family];
-      if (withPorts.length > 0) {
-        const set = b.set(
-          `r${i}_port${family}`,
-          `${ADDR_TYPE[family]} . inet_proto . inet_service`,
-          withPorts,
+        .filter((d) => d.family === family)
+        .map((d) => ({ addr: d.span, ports: d.ports }));
+      const protos = [...new Set(rule.protos)].sort((x, y) => x - y);
+      const reaches = protos.some((p) => PORT_PROTOS.has(p) || addressRects(p, dst).length > 0);
+      return src.length > 0 && dst.length > 0 && reaches ? [{ index, src, dst, protos }] : [];
+    });
+    const pieces = sourcePieces(familyRules);
+    if (pieces.length === 0) continue;
+    b.reserve(pieces.length, 'state.filter');
+    const groups = new Map<string, string>();
+    const verdicts: string[] = [];
+    for (const piece of pieces) {
+      const key = piece.members.join(',');
+      let chain = groups.get(key);
+      if (chain === undefined) {
+        chain = renderGroup(
+          `g${family}_${groups.size}`,
+          family,
+          piece.members.map((m) => familyRules[m] as FamilyRule),
+          b,
         );
-        lines.push(`${ip} saddr @${srcSet} ${ip} daddr . meta l4proto . th dport @${set} accept`);
+        groups.set(key, chain);
       }
-      if (byAddress.length > 0) {
-        const set = b.set(`r${i}_addr${family}`, `${ADDR_TYPE[family]} . inet_proto`, byAddress);
-        lines.push(`${ip} saddr @${srcSet} ${ip} daddr . meta l4proto @${set} accept`);
-      }
+      verdicts.push(`${formatAddrSpan(family, piece.span)} : jump ${chain}`);
+    }
+    const map = b.map(`src${family}`, ADDR_TYPE[family], verdicts);
+    lines.push(`${IP[family]} saddr vmap @${map}`);
+  }
+  return b.chain('filter', null, lines);
+}
+
+interface FamilyRule {
+  /** Position in state.filter, for errors. */
+  index: number;
+  src: Span[];
+  dst: Rect[];
+  protos: number[];
+}
+
+/** The most rule-in-piece pairs the source cut may visit: overlapping sources cost their product. */
+const MAX_SOURCE_WORK = 16 * MAX_TABLE_ELEMENTS;
+
+/** The rules' sources cut into disjoint spans, each with the rules (by position) covering it. */
+function sourcePieces(rules: readonly FamilyRule[]): { span: Span; members: number[] }[] {
+  const edges = new Map<bigint, { add: number[]; remove: number[] }>();
+  const edge = (at: bigint) => {
+    let e = edges.get(at);
+    if (e === undefined) {
+      e = { add: [], remove: [] };
+      edges.set(at, e);
+    }
+    return e;
+  };
+  rules.forEach((r, k) => {
+    for (const s of r.src) {
+      edge(s.first).add.push(k);
+      edge(s.last + 1n).remove.push(k);
     }
   });
-  return b.chain('filter', null, lines);
+  const points = [...edges.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  const active = new Set<number>();
+  const pieces: { span: Span; members: number[] }[] = [];
+  let work = 0;
+  for (const [j, at] of points.entries()) {
+    const e = edges.get(at) as { add: number[]; remove: number[] };
+    for (const k of e.remove) active.delete(k);
+    for (const k of e.add) active.add(k);
+    const next = points[j + 1];
+    if (active.size === 0 || next === undefined) continue;
+    work += active.size;
+    if (work > MAX_SOURCE_WORK) {
+      throw new BackendError(
+        'invalid-request',
+        `state.filter: its rules' sources overlap in more than ${MAX_SOURCE_WORK} ways: use fewer overlapping source prefixes`,
+      );
+    }
+    const members = [...active].sort((x, y) => x - y);
+    const span = { first: at, last: next - 1n };
+    const prev = pieces.at(-1);
+    if (prev !== undefined && prev.span.last + 1n === at && prev.members.join(',') === members.join(','))
+      prev.span.last = span.last;
+    else pieces.push({ span, members });
+  }
+  return pieces;
+}
+
+/** Destinations a protocol without ports reaches: ICMP ignores ports, others need all of them. */
+function addressRects(proto: number, dst: readonly Rect[]): Rect[] {
+  return ICMP_PROTOS.has(proto) ? [...dst] : dst.filter((d) => sameSpan(d.ports, ALL_PORTS));
+}
+
+/** One group's chain: what its rules allow, as `daddr . proto . dport` and `daddr . proto` sets. */
+function renderGroup(name: string, family: Family, rules: readonly FamilyRule[], b: Builder): string {
+  // Per protocol, the rules allowing it; protocols allowed by the same rules share one cut.
+  const byProto = new Map<number, FamilyRule[]>();
+  for (const r of rules) {
+    for (const proto of r.protos) {
+      const list = byProto.get(proto);
+      if (list === undefined) byProto.set(proto, [r]);
+      else list.push(r);
+    }
+  }
+  const protos = [...byProto.keys()].sort((x, y) => x - y);
+  const ruleSet = (proto: number) => (byProto.get(proto) as FamilyRule[]).map((r) => r.index).join(',');
+  const portRects = new Map<string, Rect[]>();
+  const addrSpans = new Map<number, Span[]>();
+  for (const proto of protos) {
+    const members = byProto.get(proto) as FamilyRule[];
+    if (PORT_PROTOS.has(proto))
+      portRects.set(
+        ruleSet(proto),
+        members.flatMap((r) => r.dst),
+      );
+    else
+      addrSpans.set(
+        proto,
+        members.flatMap((r) => addressRects(proto, r.dst).map((d) => d.addr)),
+      );
+  }
+  // Cutting overlapping rectangles can produce the square of their number: count first.
+  const what =
+    rules.length === 1
+      ? `state.filter[${rules[0]?.index}]`
+      : `state.filter[${rules[0]?.index}] with ${rules.length - 1} more rules over the same sources`;
+  let bound = 0;
+  for (const proto of protos) {
+    if (PORT_PROTOS.has(proto)) bound += disjointRectsBound(portRects.get(ruleSet(proto)) as Rect[]);
+    else bound += (addrSpans.get(proto) as Span[]).length;
+  }
+  b.reserve(bound, what);
+  const withPorts: string[] = [];
+  const byAddress: string[] = [];
+  const cuts = new Map<string, Rect[]>();
+  for (const proto of protos) {
+    if (PORT_PROTOS.has(proto)) {
+      const key = ruleSet(proto);
+      const cut = cuts.get(key) ?? disjointRects(portRects.get(key) as Rect[]);
+      cuts.set(key, cut);
+      for (const r of cut)
+        withPorts.push(`${formatAddrSpan(family, r.addr)} . ${proto} . ${formatPortSpan(r.ports)}`);
+    } else {
+      for (const s of mergeSpans(addrSpans.get(proto) as Span[]))
+        byAddress.push(`${formatAddrSpan(family, s)} . ${proto}`);
+    }
+  }
+  const ip = IP[family];
+  const lines: string[] = [];
+  if (withPorts.length > 0) {
+    const set = b.set(`${name}_port`, `${ADDR_TYPE[family]} . inet_proto . inet_service`, withPorts);
+    lines.push(`${ip} daddr . meta l4proto . th dport @${set} accept`);
+  }
+  if (byAddress.length > 0) {
+    const set = b.set(`${name}_addr`, `${ADDR_TYPE[family]} . inet_proto`, byAddress);
+    lines.push(`${ip} daddr . meta l4proto @${set} accept`);
+  }
+  return b.chain(name, null, lines);
 }
 
 function selfGuard(state: DesiredState, q: string): string[] {
@@ -276,6 +389,16 @@ export class Builder {
   /** Declares an interval set; returns its name. */
   set(name: string, type: string, elements: readonly string[]): string {
     const lines = [`\tset ${name} {`, `\t\ttype ${type}`, '\t\tflags interval'];
+    if (elements.length > 0)
+      lines.push(`\t\telements = {\n${elements.map((e) => `\t\t\t${e},`).join('\n')}\n\t\t}`);
+    lines.push('\t}');
+    this.parts.push(lines.join('\n'));
+    return name;
+  }
+
+  /** Declares an interval verdict map (`KEY : jump CHAIN` elements); returns its name. */
+  map(name: string, type: string, elements: readonly string[]): string {
+    const lines = [`\tmap ${name} {`, `\t\ttype ${type} : verdict`, '\t\tflags interval'];
     if (elements.length > 0)
       lines.push(`\t\telements = {\n${elements.map((e) => `\t\t\t${e},`).join('\n')}\n\t\t}`);
     lines.push('\t}');
