@@ -16,7 +16,7 @@ import { nodeView, type RegisteredNode, StandInControl } from '../testing/standi
 import { StandInHelper } from '../testing/standin-helper.js';
 import { waitUntil } from '../testing/wait.js';
 import { Engine } from './engine.js';
-import type { Underlay } from './mtu.js';
+import type { ProbeRequest, Underlay } from './mtu.js';
 
 const IFACE = 'wefttest0';
 const peerKey = generateKeyPair().publicKey;
@@ -39,6 +39,9 @@ function netmap(node: RegisteredNode): NetMap {
 
 /** The underlay the engine sees towards direct peers: unknown (so 1280) unless a test says. */
 let underlay: Underlay | null = null;
+/** What the don't-fragment probes of that size say, and the probes asked. */
+let probeCrosses = true;
+let probes: ProbeRequest[] = [];
 
 async function startEngine(): Promise<Engine> {
   const engine = new Engine({
@@ -56,6 +59,10 @@ async function startEngine(): Promise<Engine> {
     },
     addressSource: () => addresses,
     readUnderlay: async () => underlay,
+    probePath: async (req) => {
+      probes.push(req);
+      return probeCrosses;
+    },
   });
   engines.push(engine);
   await engine.start();
@@ -74,6 +81,8 @@ beforeEach(async () => {
   await helper.start();
   engines = [];
   underlay = null;
+  probeCrosses = true;
+  probes = [];
   addresses = [
     { iface: 'eth0', address: '198.18.5.5' },
     { iface: 'eth0', address: 'fe80::1' },
@@ -187,15 +196,32 @@ describe('engine', () => {
     expect(st.health).toEqual([]);
   });
 
-  it('raises the MTU to what a direct path carries, and says why in status (stand-in control)', async () => {
+  it('raises the MTU to what a direct path carries once a probe of that size crossed it (stand-in control)', async () => {
     underlay = { mtu: 1500, family: 4, dev: 'eth0' };
     const engine = await startEngine();
     await up(engine);
+    await waitUntil('the path probed', () => probes.length > 0);
+    expect(probes).toEqual([
+      { iface: IFACE, tunnelAddress: '100.64.0.2', endpoint: '198.18.0.2:41641', mtu: 1440, overhead: 60 },
+    ]);
     await waitUntil('the MTU raised', () => helper.lastApply()?.interface.mtu === 1440);
     expect((await engine.status()).mtu).toEqual({
       mtu: 1440,
       reason: 'direct paths; the narrowest, to node2, is 1500 bytes (eth0) minus 60 for WireGuard over IPv4',
     });
+  });
+
+  it('goes back to 1280 when the probe of the larger size is lost: no black hole (stand-in control)', async () => {
+    underlay = { mtu: 1500, family: 4, dev: 'eth0' };
+    probeCrosses = false;
+    const engine = await startEngine();
+    await up(engine);
+    await waitUntil('the path probed', () => probes.length > 0);
+    await waitUntil('the MTU back to 1280', async () => (await engine.status()).mtu?.mtu === 1280);
+    expect((await engine.status()).mtu?.reason).toMatch(/probe to node2 .* got no answer/);
+    expect(helper.lastApply()?.interface.mtu).toBe(1280);
+    // Asked once for this path and size, not again at every change.
+    expect(probes).toHaveLength(1);
   });
 
   it('a refused auth key gives a clear error and changes nothing (stand-in control)', async () => {

@@ -31,7 +31,17 @@ import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
 import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
-import { chooseMtu, type MtuChoice, type PeerMtuPath, readUnderlay, SAFE_MTU, type Underlay } from './mtu.js';
+import {
+  chooseMtu,
+  type MtuChoice,
+  type PeerMtuPath,
+  type ProbeRequest,
+  probePath,
+  readUnderlay,
+  SAFE_MTU,
+  type Underlay,
+  WG_OVERHEAD,
+} from './mtu.js';
 import {
   advertisedRoutes,
   applyRouting,
@@ -74,6 +84,9 @@ export interface EngineTiming {
   >;
 }
 
+/** Probe results kept (paths times sizes asked); past it they are forgotten and asked again. */
+const MAX_MTU_PROBES = 1024;
+
 export interface EngineOptions {
   store: StateStore;
   helper: HelperClient;
@@ -85,6 +98,8 @@ export interface EngineOptions {
   keyRotationMs?: number | null;
   /** The underlay towards a direct endpoint, for the MTU (default: as the OS routes it). */
   readUnderlay?: (endpoint: string) => Promise<Underlay | null>;
+  /** Don't-fragment probe of a peer's path at a given MTU (default: ping, see mtu.ts). */
+  probePath?: (req: ProbeRequest) => Promise<boolean>;
 }
 
 export interface EngineEvents {
@@ -128,6 +143,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private mtu: MtuChoice = { mtu: SAFE_MTU, reason: 'no path known yet: the size that fits any path' };
   private mtuRefresh: Promise<void> | null = null;
   private mtuAgain = false;
+  /** Probe results by "endpoint|MTU": a path is probed once per size asked of it. */
+  private readonly mtuProbes = new Map<string, 'ok' | 'lost'>();
   private readonly servers = new ServerAddresses();
   /** Last measured round trip to exit nodes, by peer id (null: no answer). */
   private readonly latency = new Map<string, number | null>();
@@ -643,28 +660,63 @@ export class Engine extends EventEmitter<EngineEvents> {
         const conn = this.conn;
         const underlayOf = this.opts.readUnderlay ?? readUnderlay;
         const online = (this.netmap?.peers ?? []).filter((p) => p.online);
-        const paths: PeerMtuPath[] = await Promise.all(
+        const peers = await Promise.all(
           online.map(async (p) => {
             const endpoint = conn?.endpointFor(p) ?? null;
             const path = conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay';
             const underlay = path === 'direct' && endpoint ? await underlayOf(endpoint) : null;
-            return { name: p.name, path, underlay };
+            const address = p.addresses[0]?.replace(/\/\d+$/, '') ?? null;
+            return { name: p.name, path, underlay, endpoint, address };
           }),
         );
-        const choice = chooseMtu(paths);
-        if (choice.reason !== this.mtu.reason) {
-          const changed = choice.mtu !== this.mtu.mtu;
-          if (changed) this.opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
-          this.mtu = choice;
-          if (changed) this.reconcile();
-          this.emit('change');
-        }
+        // The size the local links allow, then what the probes of that size said about the paths.
+        const candidate = chooseMtu(peers).mtu;
+        const withProbes: PeerMtuPath[] = peers.map((p) => {
+          const probe = this.mtuProbes.get(`${p.endpoint}|${candidate}`);
+          return probe === undefined ? p : { ...p, probe };
+        });
+        this.setMtu(chooseMtu(withProbes));
+        const untried = peers.filter(
+          (p, i) =>
+            candidate > SAFE_MTU &&
+            withProbes[i]?.probe === undefined &&
+            p.underlay &&
+            p.endpoint &&
+            p.address,
+        );
+        if (untried.length === 0 || this.mtu.mtu !== candidate) continue;
+        // Probes of `candidate` bytes leave only once the helper has put that MTU on the interface.
+        if (!(await this.reconciler.sync()).ok) continue;
+        const probe = this.opts.probePath ?? probePath;
+        await Promise.all(
+          untried.map(async (p) => {
+            const ok = await probe({
+              iface: this.opts.interfaceName,
+              tunnelAddress: p.address as string,
+              endpoint: p.endpoint as string,
+              mtu: candidate,
+              overhead: WG_OVERHEAD[(p.underlay as Underlay).family],
+            });
+            if (this.mtuProbes.size >= MAX_MTU_PROBES) this.mtuProbes.clear();
+            this.mtuProbes.set(`${p.endpoint}|${candidate}`, ok ? 'ok' : 'lost');
+          }),
+        );
+        this.mtuAgain = true;
       } while (this.mtuAgain);
     })()
       .catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`))
       .finally(() => {
         this.mtuRefresh = null;
       });
+  }
+
+  private setMtu(choice: MtuChoice): void {
+    if (choice.reason === this.mtu.reason) return;
+    const changed = choice.mtu !== this.mtu.mtu;
+    if (changed) this.opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
+    this.mtu = choice;
+    if (changed) this.reconcile();
+    this.emit('change');
   }
 
   private loggedOutByControl(reason: string): void {

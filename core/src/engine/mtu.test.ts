@@ -27,6 +27,11 @@ describe('the tunnel MTU', () => {
     expect(chooseMtu([{ name: 'u', path: 'direct', underlay: null }]).reason).toMatch(/towards u is unknown/);
     expect(chooseMtu([direct('n', 1300)]).mtu).toBe(SAFE_MTU);
     expect(chooseMtu([]).mtu).toBe(SAFE_MTU);
+    expect(chooseMtu([direct('b', 1500), { ...direct('p', 1500), probe: 'lost' }])).toEqual({
+      mtu: SAFE_MTU,
+      reason: expect.stringMatching(/probe to p .* got no answer/),
+    });
+    expect(chooseMtu([{ ...direct('p', 1500), probe: 'ok' }]).mtu).toBe(1440);
   });
 
   it('never goes past what the helper takes', () => {

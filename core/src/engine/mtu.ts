@@ -5,6 +5,8 @@ import { readFile } from 'node:fs/promises';
 // packet in an outer IP header (20 bytes IPv4, 40 IPv6), UDP (8) and its own 32 bytes, so a packet
 // of the underlay's MTU minus 60 (IPv4 outer) or 80 (IPv6 outer) still leaves unfragmented. 1280
 // (IPv6's minimum) fits any path, and is kept while a peer is relayed or its path is not known.
+// The local link's MTU says nothing of the links beyond it, so a larger MTU stays only once a
+// don't-fragment probe of that size crossed the path to each peer (otherwise: 1280, no black hole).
 
 export const SAFE_MTU = 1280;
 /** The largest MTU the helper takes (DesiredState.interface.mtu). */
@@ -24,6 +26,8 @@ export interface PeerMtuPath {
   path: 'direct' | 'relay';
   /** The underlay towards the peer's direct endpoint; null when it could not be read. */
   underlay: Underlay | null;
+  /** A don't-fragment probe of the MTU being chosen: 'ok' crossed, 'lost' did not, absent untried. */
+  probe?: 'ok' | 'lost';
 }
 
 export interface MtuChoice {
@@ -42,11 +46,16 @@ export function chooseMtu(peers: readonly PeerMtuPath[]): MtuChoice {
     if (p.underlay === null)
       return { mtu: SAFE_MTU, reason: `the link towards ${p.name} is unknown: the size that fits any path` };
     const overhead = WG_OVERHEAD[p.underlay.family];
-    const fits = Math.min(MAX_MTU, p.underlay.mtu - overhead);
+    const fits = pathFits(p.underlay);
     if (fits <= SAFE_MTU)
       return {
         mtu: SAFE_MTU,
         reason: `the path to ${p.name} (${p.underlay.dev}, ${p.underlay.mtu} bytes) is too narrow for more`,
+      };
+    if (p.probe === 'lost')
+      return {
+        mtu: SAFE_MTU,
+        reason: `a don't-fragment probe to ${p.name} of the larger size got no answer: the size that fits any path`,
       };
     if (best === null || fits < best.mtu) {
       best = {
@@ -58,6 +67,43 @@ export function chooseMtu(peers: readonly PeerMtuPath[]): MtuChoice {
     }
   }
   return best as MtuChoice;
+}
+
+/** The MTU a peer's direct path allows before probing: its underlay minus WireGuard's bytes. */
+export function pathFits(underlay: Underlay): number {
+  return Math.min(MAX_MTU, underlay.mtu - WG_OVERHEAD[underlay.family]);
+}
+
+export interface ProbeRequest {
+  /** The tunnel interface, whose MTU is already `mtu`. */
+  iface: string;
+  /** The peer's tunnel address (IPv4 or IPv6, no prefix length). */
+  tunnelAddress: string;
+  /** The peer's direct endpoint, for the outer path when the peer's filter drops ICMP. */
+  endpoint: string;
+  mtu: number;
+  /** WireGuard's bytes around the packet on this path (60 or 80). */
+  overhead: number;
+}
+
+/**
+ * Sends don't-fragment pings of exactly `mtu` bytes through the tunnel to the peer; when none comes
+ * back (the peer's filter may drop ICMP), pings of the outer size (`mtu` plus WireGuard's bytes) to
+ * the endpoint's address answer the same question about the path. True when either got a reply.
+ */
+export async function probePath(req: ProbeRequest): Promise<boolean> {
+  const ping = (address: string, size: number, viaIface: boolean) => {
+    const v6 = address.includes(':');
+    const payload = size - (v6 ? 48 : 28);
+    const argv = [v6 ? '-6' : '-4', '-n', '-q', '-M', 'do', '-s', String(payload), '-c', '3', '-i', '0.2'];
+    argv.push('-W', '1', '-w', '2', ...(viaIface ? ['-I', req.iface] : []), address);
+    return new Promise<boolean>((resolve) =>
+      execFile('ping', argv, { timeout: 5000 }, (err) => resolve(err === null)),
+    );
+  };
+  if (await ping(req.tunnelAddress, req.mtu, true)) return true;
+  const outer = endpointAddress(req.endpoint);
+  return outer !== null && (await ping(outer.address, req.mtu + req.overhead, false));
 }
 
 /** Splits a WireGuard endpoint ("198.18.0.2:41641", "[fd00::2]:41641") into its address. */
