@@ -164,10 +164,15 @@ async function handleMap(
     res.end(mapFrame(fullMapResponse(netmap), zstd));
     return;
   }
-  streamMap(ctx, node, res, zstd);
+  streamMap(ctx, node, res, { zstd, keepAlive: req.KeepAlive !== false });
 }
 
-function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerResponse, zstd: boolean): void {
+function streamMap(
+  ctx: ControlContext,
+  node: NodeRecord,
+  res: Http2ServerResponse,
+  { zstd, keepAlive }: { zstd: boolean; keepAlive: boolean },
+): void {
   const { hub, log, background } = ctx;
   res.writeHead(200, { 'content-type': 'application/octet-stream' });
   const session = new TsMapSession(
@@ -180,10 +185,10 @@ function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerRespon
       res.end();
     },
   );
-  // Keep-alives tell the client the stream is alive while nothing changes.
+  // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes.
   const keepAliveFrame = mapFrame({ KeepAlive: true }, zstd);
   const ticker = setInterval(() => {
-    if (!res.closed) res.write(keepAliveFrame);
+    if (keepAlive && !res.closed) res.write(keepAliveFrame);
   }, ctx.pingIntervalMs);
 
   background.run(
