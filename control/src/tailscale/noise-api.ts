@@ -14,7 +14,7 @@ import { offerableRoutes } from '../server/stream-route.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
 import { fullMapResponse, TsMapSession } from './map-session.js';
 import { registerTailscale, tooOldMessage } from './register.js';
-import { zstdFrame } from './zstd.js';
+import { loadZstd, zstdFrame } from './zstd.js';
 
 // The HTTP/2 API a Tailscale client uses inside ts2021, every request on the machine key the
 // handshake proved: /machine/register and /machine/map. Other /machine/ endpoints of Tailscale's
@@ -148,6 +148,7 @@ async function handleMap(
     await ctx.sync.refresh();
   }
   const zstd = req.Compress === 'zstd';
+  if (zstd) await loadZstd();
   // Registered through another connection or replica: the hub may not have it yet.
   if (!ctx.hub.has(node.id)) await ctx.sync.refresh();
 
