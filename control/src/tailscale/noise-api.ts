@@ -116,7 +116,9 @@ export function mapFrame(response: TsMapResponse, zstd: boolean): Buffer {
 
 /** What a MapRequest tells control about the node (unless ReadOnly). */
 function reported(ctx: ControlContext, node: NodeRecord, req: TsMapRequest): NodeUpdate {
-  const update: NodeUpdate = { lastSeen: new Date().toISOString() };
+  // Last seen moves when a stream opens or closes, as for Weft nodes: not on every request, which
+  // would send every peer a change.
+  const update: NodeUpdate = {};
   if (req.Endpoints) update.endpoints = [...new Set(req.Endpoints)];
   if (req.DiscoKey) update.discoKey = keyFromTailscale(req.DiscoKey, 'discokey');
   const hostinfo = req.Hostinfo;
@@ -143,8 +145,9 @@ async function handleMap(
     throw new HttpError(401, 'this node key is not registered for this machine: register first');
   }
   if (isExpired(node, new Date())) throw new HttpError(403, 'node key expired: log in again');
-  if (!req.ReadOnly) {
-    await ctx.store.updateNode(node.id, reported(ctx, node, req));
+  const update = req.ReadOnly ? {} : reported(ctx, node, req);
+  if (Object.keys(update).length > 0) {
+    await ctx.store.updateNode(node.id, update);
     await ctx.sync.refresh();
   }
   const zstd = req.Compress === 'zstd';
@@ -186,6 +189,10 @@ function streamMap(
       res.end();
     },
   );
+  const touchLastSeen = async () => {
+    await ctx.store.updateNode(node.id, { lastSeen: new Date().toISOString() });
+    await ctx.sync.refresh();
+  };
   // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes.
   const keepAliveFrame = mapFrame({ KeepAlive: true }, zstd);
   const ticker = setInterval(() => {
@@ -199,10 +206,7 @@ function streamMap(
         res.on('close', () => {
           clearInterval(ticker);
           hub.disconnect(session);
-          background.run(`last seen of ${node.name}`, async () => {
-            await ctx.store.updateNode(node.id, { lastSeen: new Date().toISOString() });
-            await ctx.sync.refresh();
-          });
+          background.run(`last seen of ${node.name}`, touchLastSeen);
           resolve();
         }),
       ),
@@ -213,4 +217,5 @@ function streamMap(
   }
   hub.connect(session);
   log.info(`map stream ${node.name} (tailscale): connected`);
+  background.run(`last seen of ${node.name}`, touchLastSeen);
 }

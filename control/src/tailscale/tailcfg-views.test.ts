@@ -120,6 +120,11 @@ describe('TsMapSession', () => {
     session.send({ type: 'delta', peersUpserted: [view(3)] });
     session.send({ type: 'delta', peersUpserted: [view(3)] });
     expect(sent).toHaveLength(4);
+    // Its own last seen is not part of a client's own node: nothing to send; a new expiry is.
+    session.send({ type: 'delta', self: view(1, { lastSeen: '2026-12-05T20:00:00.000Z' }) });
+    expect(sent).toHaveLength(4);
+    session.send({ type: 'delta', self: view(1, { keyExpiry: '2027-02-01T00:00:00.000Z' }) });
+    expect(sent[4]).toMatchObject({ Node: { KeyExpiry: '2027-02-01T00:00:00.000Z' } });
   });
 });
 
