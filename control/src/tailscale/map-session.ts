@@ -34,6 +34,7 @@ export class TsMapSession implements StreamSession {
   /** Weft node id → the view the client holds, to patch against and to find its number. */
   private readonly peers = new Map<string, NodeView>();
   private self: NodeView | null = null;
+  private selfJson = '';
 
   constructor(
     readonly nodeId: string,
@@ -62,8 +63,14 @@ export class TsMapSession implements StreamSession {
     const users = new Set<string | null>();
     if (message.self) {
       this.self = message.self;
-      response.Node = toTsNode(message.self, true);
-      users.add(message.self.user);
+      const node = toTsNode(message.self, true);
+      // Its own last seen and online state are not in a client's own node: often nothing to send.
+      const json = JSON.stringify(node);
+      if (json !== this.selfJson) {
+        this.selfJson = json;
+        response.Node = node;
+        users.add(message.self.user);
+      }
     }
     const changed: TsNode[] = [];
     const patches: TsPeerChange[] = [];
@@ -95,6 +102,7 @@ export class TsMapSession implements StreamSession {
 
   private full(netmap: NetMap): TsMapResponse {
     this.self = netmap.self;
+    this.selfJson = JSON.stringify(toTsNode(netmap.self, true));
     this.peers.clear();
     for (const peer of netmap.peers) this.peers.set(peer.id, peer);
     return fullMapResponse(netmap);

@@ -3,7 +3,7 @@ import { decompress } from 'fzstd';
 import { describe, expect, it } from 'vitest';
 import { TsMapSession } from './map-session.js';
 import { TAGGED_DEVICES_USER_ID, toDerpMap, toTsNode, tsNodeId, tsUserId } from './tailcfg-views.js';
-import { zstdFrame } from './zstd.js';
+import { loadZstd, zstdFrame } from './zstd.js';
 
 const KEY = Buffer.alloc(32, 1).toString('base64');
 const DISCO = Buffer.alloc(32, 2).toString('base64');
@@ -120,15 +120,25 @@ describe('TsMapSession', () => {
     session.send({ type: 'delta', peersUpserted: [view(3)] });
     session.send({ type: 'delta', peersUpserted: [view(3)] });
     expect(sent).toHaveLength(4);
+    // Its own last seen is not part of a client's own node: nothing to send; a new expiry is.
+    session.send({ type: 'delta', self: view(1, { lastSeen: '2026-12-05T20:00:00.000Z' }) });
+    expect(sent).toHaveLength(4);
+    session.send({ type: 'delta', self: view(1, { keyExpiry: '2027-02-01T00:00:00.000Z' }) });
+    expect(sent[4]).toMatchObject({ Node: { KeyExpiry: '2027-02-01T00:00:00.000Z' } });
   });
 });
 
 describe('zstd frames', () => {
-  it('decode with an independent zstd decoder, across block boundaries', () => {
+  it('decode with an independent zstd decoder, and a map shrinks', async () => {
+    await loadZstd();
     for (const size of [0, 1, 1000, 128 * 1024, 300 * 1024 + 7]) {
       const data = Buffer.alloc(size);
       for (let i = 0; i < size; i++) data[i] = (i * 31) % 251;
       expect(Buffer.from(decompress(zstdFrame(data)))).toEqual(data);
     }
+    const map = Buffer.from(
+      JSON.stringify(Array.from({ length: 100 }, (_, i) => toTsNode(view(i + 1), false))),
+    );
+    expect(zstdFrame(map).length).toBeLessThan(map.length / 4);
   });
 });

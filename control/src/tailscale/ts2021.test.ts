@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { decompress } from 'fzstd';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -149,6 +150,34 @@ describe('/ts2021', () => {
     );
     expect(answer.text).toMatch(/^HTTP\/1.1 101/);
     expect(answer.closed).toBe(true);
+    expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+    expect(await nodeCount(t)).toBe(0);
+  });
+
+  it('closes a connection that speaks garbage instead of HTTP/2 inside valid records', async () => {
+    const t = await startTestControl();
+    const init = initiate(x25519.utils.randomSecretKey(), await controlKey(t), 1);
+    const u = new URL(t.control.url);
+    const socket = net.connect(Number(u.port), u.hostname);
+    let received = Buffer.alloc(0);
+    socket.on('data', (c) => {
+      received = Buffer.concat([received, c]);
+    });
+    socket.write(upgrade(Buffer.from(init.message).toString('base64')));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    // Once the 101, the response frame and the early payload are in, send a well-sealed record of
+    // bytes that are no HTTP/2 preface.
+    for (let i = 0; i < 40 && !received.includes('\r\n\r\n'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const headerEnd = received.indexOf('\r\n\r\n') + 4;
+    for (let i = 0; i < 40 && received.length < headerEnd + 51; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const [tx] = init.finish(received.subarray(headerEnd, headerEnd + 51));
+    const sealed = chacha20poly1305(tx, new Uint8Array(12)).encrypt(
+      Buffer.from('NOT HTTP/2 AT ALL\r\n\r\n'.repeat(3)),
+    );
+    socket.write(Buffer.concat([Buffer.from([4, 0, sealed.length]), sealed]));
+    await closed;
     expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
     expect(await nodeCount(t)).toBe(0);
   });
