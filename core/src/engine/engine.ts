@@ -84,8 +84,12 @@ export interface EngineTiming {
   >;
 }
 
-/** Probe results kept (paths times sizes asked); past it they are forgotten and asked again. */
+/** Probe results and underlays kept (paths times sizes asked); past it they are forgotten and asked again. */
 const MAX_MTU_PROBES = 1024;
+/** How long an endpoint's underlay is taken as read (netmap deltas come often; `ip` is a process). */
+const UNDERLAY_TTL_MS = 30_000;
+/** Peers probed at once. */
+const PROBES_AT_ONCE = 16;
 
 export interface EngineOptions {
   store: StateStore;
@@ -145,6 +149,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private mtuAgain = false;
   /** Probe results by "endpoint|MTU": a path is probed once per size asked of it. */
   private readonly mtuProbes = new Map<string, 'ok' | 'lost'>();
+  private readonly underlays = new Map<string, { at: number; underlay: Underlay | null }>();
   private readonly servers = new ServerAddresses();
   /** Last measured round trip to exit nodes, by peer id (null: no answer). */
   private readonly latency = new Map<string, number | null>();
@@ -658,13 +663,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       do {
         this.mtuAgain = false;
         const conn = this.conn;
-        const underlayOf = this.opts.readUnderlay ?? readUnderlay;
         const online = (this.netmap?.peers ?? []).filter((p) => p.online);
         const peers = await Promise.all(
           online.map(async (p) => {
             const endpoint = conn?.endpointFor(p) ?? null;
             const path = conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay';
-            const underlay = path === 'direct' && endpoint ? await underlayOf(endpoint) : null;
+            const underlay = path === 'direct' && endpoint ? await this.underlayOf(endpoint) : null;
             const address = p.addresses[0]?.replace(/\/\d+$/, '') ?? null;
             return { name: p.name, path, underlay, endpoint, address };
           }),
@@ -688,19 +692,23 @@ export class Engine extends EventEmitter<EngineEvents> {
         // Probes of `candidate` bytes leave only once the helper has put that MTU on the interface.
         if (!(await this.reconciler.sync()).ok) continue;
         const probe = this.opts.probePath ?? probePath;
-        await Promise.all(
-          untried.map(async (p) => {
-            const ok = await probe({
-              iface: this.opts.interfaceName,
-              tunnelAddress: p.address as string,
-              endpoint: p.endpoint as string,
-              mtu: candidate,
-              overhead: WG_OVERHEAD[(p.underlay as Underlay).family],
-            });
-            if (this.mtuProbes.size >= MAX_MTU_PROBES) this.mtuProbes.clear();
-            this.mtuProbes.set(`${p.endpoint}|${candidate}`, ok ? 'ok' : 'lost');
-          }),
-        );
+        for (let i = 0; i < untried.length; i += PROBES_AT_ONCE) {
+          await Promise.all(
+            untried.slice(i, i + PROBES_AT_ONCE).map(async (p) => {
+              const ok = await probe({
+                iface: this.opts.interfaceName,
+                tunnelAddress: p.address as string,
+                endpoint: p.endpoint as string,
+                mtu: candidate,
+                overhead: WG_OVERHEAD[(p.underlay as Underlay).family],
+              });
+              if (this.mtuProbes.size >= MAX_MTU_PROBES) this.mtuProbes.clear();
+              this.mtuProbes.set(`${p.endpoint}|${candidate}`, ok ? 'ok' : 'lost');
+              // A lost probe may have taught the kernel the path's MTU: read it again.
+              if (!ok) this.underlays.delete(p.endpoint as string);
+            }),
+          );
+        }
         this.mtuAgain = true;
       } while (this.mtuAgain);
     })()
@@ -708,6 +716,17 @@ export class Engine extends EventEmitter<EngineEvents> {
       .finally(() => {
         this.mtuRefresh = null;
       });
+  }
+
+  /** The underlay towards an endpoint, read at most every UNDERLAY_TTL_MS. */
+  private async underlayOf(endpoint: string): Promise<Underlay | null> {
+    const now = Date.now();
+    const known = this.underlays.get(endpoint);
+    if (known !== undefined && now - known.at < UNDERLAY_TTL_MS) return known.underlay;
+    const underlay = await (this.opts.readUnderlay ?? readUnderlay)(endpoint);
+    if (this.underlays.size >= MAX_MTU_PROBES) this.underlays.clear();
+    this.underlays.set(endpoint, { at: now, underlay });
+    return underlay;
   }
 
   private setMtu(choice: MtuChoice): void {
