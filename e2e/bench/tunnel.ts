@@ -38,7 +38,7 @@ function intArg(name: string, fallback: number, max: number): number {
   return v;
 }
 const SECONDS = intArg('--seconds', 5, 60);
-const ROUNDS = intArg('--rounds', 2, 10);
+const ROUNDS = intArg('--rounds', 3, 10);
 const RULES = 1000;
 const IPERF_PORT = 5201;
 const PLAIN_PORT = 51990;
@@ -102,33 +102,52 @@ async function setMtu(hosts: Host[], ifaces: string[], mtu: number): Promise<voi
     await h.must(['ip', 'link', 'set', ifaces[i] as string, 'mtu', String(mtu)]);
 }
 
+/** A port no rule of MANY_RULES opens and nothing listens on. */
+const CLOSED_PORT = 5202;
+
+/** A TCP connect with a deadline: 'refused' (a RST came back: let in) or 'timeout' (dropped). */
+const CONNECT = `
+const [ip, port] = process.argv.slice(1);
+const s = require('node:net').connect({ host: ip, port: Number(port) });
+setTimeout(() => { console.log('timeout'); process.exit(0); }, 1500);
+s.on('connect', () => { console.log('open'); process.exit(0); });
+s.on('error', (e) => { console.log(e.code === 'ECONNREFUSED' ? 'refused' : String(e.code)); process.exit(0); });
+`;
+
 /**
- * Sets the policy and waits until both nodes' nftables tables have the size it gives them (so no
- * helper is still loading a table while iperf3 runs on these shared cores); b's table size in lines.
+ * Sets the policy and waits until both nodes enforce it, seen from the other side: allow-all lets
+ * a connect to a closed port be refused, the 1,000 rules drop it. So no helper is still loading
+ * its table while iperf3 runs on these shared cores.
  */
 async function setPolicy(
   control: ControlServer,
   dir: string,
   nodes: WeftNode[],
-  text: string,
   big: boolean,
-): Promise<number> {
+): Promise<void> {
   const file = join(dir, big ? 'many.hujson' : 'all.hujson');
-  writeFileSync(file, text);
+  writeFileSync(file, big ? MANY_RULES : ALLOW_ALL);
   await control.cli(['policy', 'set', file]);
-  let lines = 0;
-  for (const n of nodes) {
-    lines = await waitFor(
+  const want = big ? 'timeout' : 'refused';
+  for (const [i, n] of nodes.entries()) {
+    const from = nodes[1 - i] as WeftNode;
+    const target = await n.ip4();
+    await waitFor(
       `the ${big ? RULES : 1}-rule filter on ${n.iface}`,
       async () => {
-        const r = await n.host.exec(['nft', 'list', 'table', 'inet', `weft-${n.iface}`]);
-        const count = r.stdout.split('\n').length;
-        return (big ? count > RULES : count < 200) && count;
+        const r = await from.host.exec(['node', '-e', CONNECT, target, String(CLOSED_PORT)], {
+          timeoutMs: 6000,
+        });
+        return r.stdout.trim() === want;
       },
       60_000,
     );
   }
-  return lines;
+}
+
+/** The number of lines of a node's nftables table, to show what the filter became. */
+async function tableLines(n: WeftNode): Promise<number> {
+  return (await n.host.must(['nft', 'list', 'table', 'inet', `weft-${n.iface}`])).split('\n').length;
 }
 
 const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
@@ -198,9 +217,11 @@ async function main(): Promise<void> {
         await setMtu([pa, pb], plain.ifaces, mtu);
         take(`plain wireguard-go ${mtu}`, await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT));
       }
-      filterLines.all = await setPolicy(control, dir, [a, b], ALLOW_ALL, false);
+      await setPolicy(control, dir, [a, b], false);
+      filterLines.all = await tableLines(b);
       take('weft allow-all', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
-      filterLines.many = await setPolicy(control, dir, [a, b], MANY_RULES, true);
+      await setPolicy(control, dir, [a, b], true);
+      filterLines.many = await tableLines(b);
       take(`weft ${RULES} rules`, await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
     }
 
@@ -215,7 +236,11 @@ async function main(): Promise<void> {
     } else {
       for (const name of ['weft allow-all', `weft ${RULES} rules`]) {
         const w = rows[name] as { runs: number[] };
-        console.log(`${name} / plain ${weftMtu}: ${(mean(w.runs) / mean(same.runs)).toFixed(2)}`);
+        // Per round too: the rows of one round ran back to back, under about the same load.
+        const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');
+        console.log(
+          `${name} / plain ${weftMtu}: ${(mean(w.runs) / mean(same.runs)).toFixed(2)}   (rounds: ${perRound})`,
+        );
       }
     }
     const p1420 = plainAt(1420) as { runs: number[] };
