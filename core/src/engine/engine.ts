@@ -704,8 +704,10 @@ export class Engine extends EventEmitter<EngineEvents> {
               });
               if (this.mtuProbes.size >= MAX_MTU_PROBES) this.mtuProbes.clear();
               this.mtuProbes.set(`${p.endpoint}|${candidate}`, ok ? 'ok' : 'lost');
-              // A lost probe may have taught the kernel the path's MTU: read it again.
-              if (!ok) this.underlays.delete(p.endpoint as string);
+              // A router's "fragmentation needed" for the probe taught the kernel the path's MTU
+              // (and the kernel then fragments the outer packets, so the probe may still cross):
+              // read the underlay again.
+              this.underlays.delete(p.endpoint as string);
             }),
           );
         }
