@@ -736,7 +736,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const changed = choice.mtu !== this.mtu.mtu;
     if (changed) this.opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
     this.mtu = choice;
-    if (changed) this.reconcile();
+    // Only while up: a probe answering during a logout must not race it to the helper.
+    if (changed && this.login !== null && this.prefs.wantRunning) this.reconcile();
     this.emit('change');
   }
 

@@ -44,6 +44,8 @@ beforeEach(async () => {
       controlBackoff: { baseMs: 20, capMs: 100 },
     },
     addressSource: () => [],
+    // The MTU stays 1280: no `ip route` or ping of this machine's own network in unit tests.
+    readUnderlay: async () => null,
   });
   await engine.start();
 });
