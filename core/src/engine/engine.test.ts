@@ -202,7 +202,7 @@ describe('engine', () => {
     await up(engine);
     await waitUntil('the path probed', () => probes.length > 0);
     expect(probes).toEqual([
-      { iface: IFACE, tunnelAddress: '100.64.0.2', endpoint: '198.18.0.2:41641', mtu: 1440, overhead: 60 },
+      { tunnelAddress: '100.64.0.2', endpoint: '198.18.0.2:41641', mtu: 1440, overhead: 60 },
     ]);
     await waitUntil('the MTU raised', () => helper.lastApply()?.interface.mtu === 1440);
     expect((await engine.status()).mtu).toEqual({

@@ -696,7 +696,6 @@ export class Engine extends EventEmitter<EngineEvents> {
           await Promise.all(
             untried.slice(i, i + PROBES_AT_ONCE).map(async (p) => {
               const ok = await probe({
-                iface: this.opts.interfaceName,
                 tunnelAddress: p.address as string,
                 endpoint: p.endpoint as string,
                 mtu: candidate,

@@ -75,9 +75,7 @@ export function pathFits(underlay: Underlay): number {
 }
 
 export interface ProbeRequest {
-  /** The tunnel interface, whose MTU is already `mtu`. */
-  iface: string;
-  /** The peer's tunnel address (IPv4 or IPv6, no prefix length). */
+  /** The peer's tunnel address (IPv4 or IPv6, no prefix length), routed into the tunnel, whose MTU is already `mtu`. */
   tunnelAddress: string;
   /** The peer's direct endpoint, for the outer path when the peer's filter drops ICMP. */
   endpoint: string;
@@ -92,18 +90,18 @@ export interface ProbeRequest {
  * the endpoint's address answer the same question about the path. True when either got a reply.
  */
 export async function probePath(req: ProbeRequest): Promise<boolean> {
-  const ping = (address: string, size: number, viaIface: boolean) => {
+  const ping = (address: string, size: number) => {
     const v6 = address.includes(':');
     const payload = size - (v6 ? 48 : 28);
     const argv = [v6 ? '-6' : '-4', '-n', '-q', '-M', 'do', '-s', String(payload), '-c', '3', '-i', '0.2'];
-    argv.push('-W', '1', '-w', '2', ...(viaIface ? ['-I', req.iface] : []), address);
+    argv.push('-W', '1', '-w', '2', address);
     return new Promise<boolean>((resolve) =>
       execFile('ping', argv, { timeout: 5000 }, (err) => resolve(err === null)),
     );
   };
-  if (await ping(req.tunnelAddress, req.mtu, true)) return true;
+  if (await ping(req.tunnelAddress, req.mtu)) return true;
   const outer = endpointAddress(req.endpoint);
-  return outer !== null && (await ping(outer.address, req.mtu + req.overhead, false));
+  return outer !== null && (await ping(outer.address, req.mtu + req.overhead));
 }
 
 /** Splits a WireGuard endpoint ("198.18.0.2:41641", "[fd00::2]:41641") into its address. */
