@@ -31,17 +31,7 @@ import type { Login, Prefs } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
 import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
-import {
-  chooseMtu,
-  type MtuChoice,
-  type PeerMtuPath,
-  type ProbeRequest,
-  probePath,
-  readUnderlay,
-  SAFE_MTU,
-  type Underlay,
-  WG_OVERHEAD,
-} from './mtu.js';
+import { type MtuPeer, MtuTracker, type ProbeRequest, type Underlay } from './mtu.js';
 import {
   advertisedRoutes,
   applyRouting,
@@ -83,13 +73,6 @@ export interface EngineTiming {
     Pick<ConnectivityOptions, 'pathTiming' | 'pollMs' | 'fastPollMs' | 'relayBackoff' | 'relayPingMs'>
   >;
 }
-
-/** Probe results and underlays kept (paths times sizes asked); past it they are forgotten and asked again. */
-const MAX_MTU_PROBES = 1024;
-/** How long an endpoint's underlay is taken as read (netmap deltas come often; `ip` is a process). */
-const UNDERLAY_TTL_MS = 30_000;
-/** Peers probed at once. */
-const PROBES_AT_ONCE = 16;
 
 export interface EngineOptions {
   store: StateStore;
@@ -143,13 +126,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private lastIface: InterfaceStatus | null = null;
   private endpointsTimer: NodeJS.Timeout | null = null;
   /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
-  /** The interface MTU in force and why (mtu.ts); re-chosen when paths or peers change. */
-  private mtu: MtuChoice = { mtu: SAFE_MTU, reason: 'no path known yet: the size that fits any path' };
-  private mtuRefresh: Promise<void> | null = null;
-  private mtuAgain = false;
-  /** Probe results by "endpoint|MTU": a path is probed once per size asked of it. */
-  private readonly mtuProbes = new Map<string, 'ok' | 'lost'>();
-  private readonly underlays = new Map<string, { at: number; underlay: Underlay | null }>();
   private readonly servers = new ServerAddresses();
   /** Last measured round trip to exit nodes, by peer id (null: no answer). */
   private readonly latency = new Map<string, number | null>();
@@ -159,6 +135,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
   private readonly keyPinning: ControlKeyPinning;
+  /** The interface MTU in force and why (mtu.ts); re-chosen when peers or paths change. */
+  private readonly mtu: MtuTracker;
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -171,6 +149,18 @@ export class Engine extends EventEmitter<EngineEvents> {
       reapplyMs: this.timing.reapplyMs,
     });
     this.reconciler.on('result', (r) => this.onReconciled(r));
+    this.mtu = new MtuTracker({
+      peers: () => this.mtuPeers(),
+      applied: async () => (await this.reconciler.sync()).ok,
+      onChoice: (choice, mtuChanged) => {
+        if (mtuChanged) opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
+        // Only while up: a probe answering during a logout must not race it to the helper.
+        if (mtuChanged && this.login !== null && this.prefs.wantRunning) this.reconcile();
+        this.emit('change');
+      },
+      readUnderlay: opts.readUnderlay,
+      probePath: opts.probePath,
+    });
     this.netmapWriter = new LatestWriter(
       (m) => opts.store.saveNetmap(m),
       (err) => opts.log.warn(`could not cache the netmap: ${describeError(err)}`),
@@ -265,7 +255,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         health,
       }),
     );
-    return this.reconciler.current?.op === 'apply' ? { ...status, mtu: this.mtu } : status;
+    return this.reconciler.current?.op === 'apply' ? { ...status, mtu: this.mtu.choice } : status;
   }
 
   /** Status with the interface's live figures read through the helper. */
@@ -508,7 +498,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         interfaceName: name,
         nodePrivateKey: this.nodeKey.privateKey,
         listenPort: this.prefs.listenPort,
-        mtu: this.mtu.mtu,
+        mtu: this.mtu.choice.mtu,
         ...(this.conn
           ? {
               endpointFor: (peer: NodeView) => this.conn?.endpointFor(peer),
@@ -650,94 +640,24 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.emit('change');
   }
 
-  /**
-   * Re-chooses the interface MTU from the online peers' paths (one run at a time; a request during
-   * a run runs once more after it), and re-applies the state when the MTU changed.
-   */
   private refreshMtu(): void {
-    if (this.mtuRefresh) {
-      this.mtuAgain = true;
-      return;
-    }
-    this.mtuRefresh = (async () => {
-      do {
-        this.mtuAgain = false;
-        const conn = this.conn;
-        const online = (this.netmap?.peers ?? []).filter((p) => p.online);
-        const peers = await Promise.all(
-          online.map(async (p) => {
-            const endpoint = conn?.endpointFor(p) ?? null;
-            const path = conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay';
-            const underlay = path === 'direct' && endpoint ? await this.underlayOf(endpoint) : null;
-            const address = p.addresses[0]?.replace(/\/\d+$/, '') ?? null;
-            return { name: p.name, path, underlay, endpoint, address };
-          }),
-        );
-        // The size the local links allow, then what the probes of that size said about the paths.
-        const candidate = chooseMtu(peers).mtu;
-        const withProbes: PeerMtuPath[] = peers.map((p) => {
-          const probe = this.mtuProbes.get(`${p.endpoint}|${candidate}`);
-          return probe === undefined ? p : { ...p, probe };
-        });
-        this.setMtu(chooseMtu(withProbes));
-        const untried = peers.filter(
-          (p, i) =>
-            candidate > SAFE_MTU &&
-            withProbes[i]?.probe === undefined &&
-            p.underlay &&
-            p.endpoint &&
-            p.address,
-        );
-        if (untried.length === 0 || this.mtu.mtu !== candidate) continue;
-        // Probes of `candidate` bytes leave only once the helper has put that MTU on the interface.
-        if (!(await this.reconciler.sync()).ok) continue;
-        const probe = this.opts.probePath ?? probePath;
-        for (let i = 0; i < untried.length; i += PROBES_AT_ONCE) {
-          await Promise.all(
-            untried.slice(i, i + PROBES_AT_ONCE).map(async (p) => {
-              const ok = await probe({
-                tunnelAddress: p.address as string,
-                endpoint: p.endpoint as string,
-                mtu: candidate,
-                overhead: WG_OVERHEAD[(p.underlay as Underlay).family],
-              });
-              if (this.mtuProbes.size >= MAX_MTU_PROBES) this.mtuProbes.clear();
-              this.mtuProbes.set(`${p.endpoint}|${candidate}`, ok ? 'ok' : 'lost');
-              // A router's "fragmentation needed" for the probe taught the kernel the path's MTU
-              // (and the kernel then fragments the outer packets, so the probe may still cross):
-              // read the underlay again.
-              this.underlays.delete(p.endpoint as string);
-            }),
-          );
-        }
-        this.mtuAgain = true;
-      } while (this.mtuAgain);
-    })()
-      .catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`))
-      .finally(() => {
-        this.mtuRefresh = null;
+    this.mtu.refresh().catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`));
+  }
+
+  /** The online peers and the paths to them, for the MTU. */
+  private mtuPeers(): MtuPeer[] {
+    const conn = this.conn;
+    return (this.netmap?.peers ?? [])
+      .filter((p) => p.online)
+      .map((p) => {
+        const endpoint = conn?.endpointFor(p) ?? null;
+        return {
+          name: p.name,
+          path: conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay',
+          endpoint,
+          address: p.addresses[0]?.replace(/\/\d+$/, '') ?? null,
+        };
       });
-  }
-
-  /** The underlay towards an endpoint, read at most every UNDERLAY_TTL_MS. */
-  private async underlayOf(endpoint: string): Promise<Underlay | null> {
-    const now = Date.now();
-    const known = this.underlays.get(endpoint);
-    if (known !== undefined && now - known.at < UNDERLAY_TTL_MS) return known.underlay;
-    const underlay = await (this.opts.readUnderlay ?? readUnderlay)(endpoint);
-    if (this.underlays.size >= MAX_MTU_PROBES) this.underlays.clear();
-    this.underlays.set(endpoint, { at: now, underlay });
-    return underlay;
-  }
-
-  private setMtu(choice: MtuChoice): void {
-    if (choice.reason === this.mtu.reason) return;
-    const changed = choice.mtu !== this.mtu.mtu;
-    if (changed) this.opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
-    this.mtu = choice;
-    // Only while up: a probe answering during a logout must not race it to the helper.
-    if (changed && this.login !== null && this.prefs.wantRunning) this.reconcile();
-    this.emit('change');
   }
 
   private loggedOutByControl(reason: string): void {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { chooseMtu, endpointAddress, parseRouteGet, readUnderlay, SAFE_MTU } from './mtu.js';
+import {
+  chooseMtu,
+  endpointAddress,
+  type MtuChoice,
+  MtuTracker,
+  type ProbeRequest,
+  parseRouteGet,
+  readUnderlay,
+  SAFE_MTU,
+} from './mtu.js';
 
 const direct = (name: string, mtu: number, family: 4 | 6 = 4) => ({
   name,
@@ -54,5 +63,40 @@ describe('the tunnel MTU', () => {
 
   it('reads the loopback underlay of this machine', async () => {
     expect(await readUnderlay('127.0.0.1:41641')).toEqual({ mtu: 65536, family: 4, dev: 'lo' });
+  });
+});
+
+describe('the MTU tracker', () => {
+  it('comes down to what a router on the way carries once a probe taught the kernel, probing each size once', async () => {
+    // The local link says 1500; a router beyond it carries 1400 and says so to the first probe.
+    let learned = false;
+    const probes: ProbeRequest[] = [];
+    const choices: [MtuChoice, boolean][] = [];
+    const applied: number[] = [];
+    const tracker = new MtuTracker({
+      peers: () => [{ name: 'c', path: 'direct', endpoint: '198.18.61.2:41641', address: '100.64.0.3' }],
+      applied: async () => {
+        applied.push(tracker.choice.mtu);
+        return true;
+      },
+      onChoice: (c, changed) => choices.push([c, changed]),
+      readUnderlay: async () => ({ mtu: learned ? 1400 : 1500, family: 4, dev: 'eth0' }),
+      probePath: async (req) => {
+        probes.push(req);
+        learned = true;
+        return true;
+      },
+    });
+    await tracker.refresh();
+    expect(probes.map((p) => p.mtu)).toEqual([1440, 1340]);
+    expect(applied).toEqual([1440, 1340]);
+    expect(choices.map(([c, changed]) => [c.mtu, changed])).toEqual([
+      [1440, true],
+      [1340, true],
+    ]);
+    expect(tracker.choice.reason).toMatch(/to c, is 1400 bytes/);
+    // Nothing changed: nothing probed again.
+    await tracker.refresh();
+    expect(probes).toHaveLength(2);
   });
 });

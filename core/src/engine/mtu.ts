@@ -138,3 +138,122 @@ export async function readUnderlay(endpoint: string): Promise<Underlay | null> {
   if (!Number.isInteger(devMtu) || devMtu <= 0) return null;
   return { mtu: Math.min(devMtu, route.pmtu ?? devMtu), family: addr.family, dev: route.dev };
 }
+
+/** Probe results and underlays kept (paths times sizes asked); past it they are forgotten and asked again. */
+const MAX_KEPT = 1024;
+/** How long an endpoint's underlay is taken as read (netmap deltas come often; `ip` is a process). */
+const UNDERLAY_TTL_MS = 30_000;
+/** Peers probed at once. */
+const PROBES_AT_ONCE = 16;
+
+/** An online peer as the tracker sees it. */
+export interface MtuPeer {
+  name: string;
+  path: 'direct' | 'relay';
+  /** The WireGuard endpoint requested for it; null while none. */
+  endpoint: string | null;
+  /** Its first tunnel address, without prefix length. */
+  address: string | null;
+}
+
+export interface MtuTrackerOptions {
+  /** The online peers and their paths now. */
+  peers: () => MtuPeer[];
+  /** Waits until the helper applied the current state (with the chosen MTU); false if it failed. */
+  applied: () => Promise<boolean>;
+  /** A new choice (`mtuChanged`: its MTU differs from the last one, so the state must be re-applied). */
+  onChoice: (choice: MtuChoice, mtuChanged: boolean) => void;
+  readUnderlay?: (endpoint: string) => Promise<Underlay | null>;
+  probePath?: (req: ProbeRequest) => Promise<boolean>;
+  now?: () => number;
+}
+
+/**
+ * Keeps the MTU choice current: `refresh()` (on any change of peers or paths) reads the underlays,
+ * chooses, and probes the paths not yet probed at the size chosen, once the helper has applied it.
+ * One refresh runs at a time; a request during a run runs once more after it.
+ */
+export class MtuTracker {
+  choice: MtuChoice = { mtu: SAFE_MTU, reason: 'no path known yet: the size that fits any path' };
+  private running: Promise<void> | null = null;
+  private again = false;
+  /** Probe results by "endpoint|MTU": a path is probed once per size asked of it. */
+  private readonly probes = new Map<string, 'ok' | 'lost'>();
+  private readonly underlays = new Map<string, { at: number; underlay: Underlay | null }>();
+
+  constructor(private readonly opts: MtuTrackerOptions) {}
+
+  refresh(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = this.run().finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async run(): Promise<void> {
+    do {
+      this.again = false;
+      const peers = await Promise.all(
+        this.opts.peers().map(async (p) => ({
+          ...p,
+          underlay: p.path === 'direct' && p.endpoint ? await this.underlayOf(p.endpoint) : null,
+        })),
+      );
+      // The size the local links allow, then what the probes of that size said about the paths.
+      const candidate = chooseMtu(peers).mtu;
+      const withProbes: PeerMtuPath[] = peers.map((p) => {
+        const probe = this.probes.get(`${p.endpoint}|${candidate}`);
+        return probe === undefined ? p : { ...p, probe };
+      });
+      this.set(chooseMtu(withProbes));
+      const untried = peers.filter(
+        (p, i) =>
+          candidate > SAFE_MTU && withProbes[i]?.probe === undefined && p.underlay && p.endpoint && p.address,
+      );
+      if (untried.length === 0 || this.choice.mtu !== candidate) continue;
+      // Probes of `candidate` bytes leave only once the interface has that MTU.
+      if (!(await this.opts.applied())) continue;
+      for (let i = 0; i < untried.length; i += PROBES_AT_ONCE) {
+        await Promise.all(untried.slice(i, i + PROBES_AT_ONCE).map((p) => this.probe(p, candidate)));
+      }
+      this.again = true;
+    } while (this.again);
+  }
+
+  private async probe(p: MtuPeer & { underlay: Underlay | null }, mtu: number): Promise<void> {
+    const endpoint = p.endpoint as string;
+    const ok = await (this.opts.probePath ?? probePath)({
+      tunnelAddress: p.address as string,
+      endpoint,
+      mtu,
+      overhead: WG_OVERHEAD[(p.underlay as Underlay).family],
+    });
+    if (this.probes.size >= MAX_KEPT) this.probes.clear();
+    this.probes.set(`${endpoint}|${mtu}`, ok ? 'ok' : 'lost');
+    // A router's "fragmentation needed" for the probe taught the kernel the path's MTU (and the
+    // kernel then fragments the outer packets, so the probe may still cross): read it again.
+    this.underlays.delete(endpoint);
+  }
+
+  /** The underlay towards an endpoint, read at most every UNDERLAY_TTL_MS. */
+  private async underlayOf(endpoint: string): Promise<Underlay | null> {
+    const now = (this.opts.now ?? Date.now)();
+    const known = this.underlays.get(endpoint);
+    if (known !== undefined && now - known.at < UNDERLAY_TTL_MS) return known.underlay;
+    const underlay = await (this.opts.readUnderlay ?? readUnderlay)(endpoint);
+    if (this.underlays.size >= MAX_KEPT) this.underlays.clear();
+    this.underlays.set(endpoint, { at: now, underlay });
+    return underlay;
+  }
+
+  private set(choice: MtuChoice): void {
+    if (choice.reason === this.choice.reason) return;
+    const changed = choice.mtu !== this.choice.mtu;
+    this.choice = choice;
+    this.opts.onChoice(choice, changed);
+  }
+}
