@@ -19,7 +19,8 @@ import {
 //   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280, 1420
 //               and the MTU Weft chose
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
-//               policy and with a 1,000-rule policy (so the nftables filter is as big as it gets here)
+//               policy and with a 1,000-rule policy; and, as a diagnostic, with the nodes' nftables
+//               tables deleted (what the filter, connection tracking included, costs)
 // The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
 // interleaved to spread the machine's noise over every row; each row prints its mean and the ratio
 // Weft/plain at the MTU Weft chose. Nothing is asserted.
@@ -220,6 +221,12 @@ async function main(): Promise<void> {
       await setPolicy(control, dir, [a, b], false);
       filterLines.all = await tableLines(b);
       take('weft allow-all', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
+      // Diagnostic: the same tunnel with both nodes' nftables tables taken away (connection
+      // tracking goes with them): what the filter costs. The next policy puts them back.
+      for (const n of [a, b]) await n.host.must(['nft', 'delete', 'table', 'inet', `weft-${n.iface}`]);
+      take('weft, no nft table', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
+      if ((await wb.exec(['nft', 'list', 'table', 'inet', `weft-${b.iface}`])).code === 0)
+        console.log('  (the helper put the table back during that run: the row above is not without it)');
       await setPolicy(control, dir, [a, b], true);
       filterLines.many = await tableLines(b);
       take(`weft ${RULES} rules`, await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
@@ -234,7 +241,7 @@ async function main(): Promise<void> {
     if (same === undefined) {
       console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
     } else {
-      for (const name of ['weft allow-all', `weft ${RULES} rules`]) {
+      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table']) {
         const w = rows[name] as { runs: number[] };
         // Per round too: the rows of one round ran back to back, under about the same load.
         const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');
