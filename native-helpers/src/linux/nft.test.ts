@@ -223,6 +223,30 @@ describe('nftables table for routers and exit-node clients', () => {
     expect(getHeapStatistics().total_heap_size - before).toBeLessThan(16 * 1024 * 1024);
   });
 
+  it('refuses sources that overlap in too many ways (each piece would name every rule over it)', () => {
+    const star = Array.from({ length: 1100 }, (_, i) => ({
+      src: ['0.0.0.0/0'],
+      dst: [{ prefix: '100.64.0.1/32', ports: { first: i + 1, last: i + 1 } }],
+      protos: [6],
+    }));
+    // One more rule from 1,000 separate addresses cuts the whole range into ~2,000 pieces.
+    const spots = {
+      src: Array.from({ length: 1000 }, (_, i) => `100.64.${(2 * i) >> 8}.${(2 * i) & 255}/32`),
+      dst: [{ prefix: '100.64.0.1/32', ports: { first: 9000, last: 9000 } }],
+      protos: [6],
+    };
+    expect(() => renderTable({ ...base(), filter: [...star, spots] })).toThrow(
+      expect.objectContaining({
+        code: 'invalid-request',
+        message: expect.stringMatching(/^state\.filter: its rules' sources overlap in more than \d+ ways/),
+      }),
+    );
+    // The same rules with fewer spots render.
+    expect(
+      renderTable({ ...base(), filter: [...star, { ...spots, src: spots.src.slice(0, 100) }] }),
+    ).not.toBeNull();
+  });
+
   it('renders a large filter that stays under the limit', () => {
     // 40 wide and 40 narrow: about 2 x 81 x 41 elements at most, well under the limit.
     const file = renderTable({ ...base(), filter: filterBomb(40, 40) })?.file ?? '';
