@@ -204,7 +204,13 @@ it('machine API, register: signed, valid and authorized or refused with nothing 
       if (!parsed.success) return accepted('a 200 to a body the schema refuses');
       if (response.data.status === 'authorized') {
         const req = parsed.data;
-        const standing = before !== undefined && before.nodeKey === req.nodeKey && req.authKey === undefined;
+        // Without the pre-auth key, only a known, unexpired machine: with its key, or rotating from it.
+        const standing =
+          before !== undefined &&
+          (before.keyExpiry === null || Date.parse(before.keyExpiry) > Date.now()) &&
+          req.authKey === undefined &&
+          (before.nodeKey === req.nodeKey ||
+            (before.nodeKey === req.oldNodeKey && req.oldNodeKeyProof === rotationProof(m, req)));
         if (req.authKey !== authKey && !standing)
           return accepted('authorized without the pre-auth key or standing');
         const after = await store.nodeByMachineKey(m.machine.publicKey);
