@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import { request } from 'node:http';
 import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import {
   DERP_WS_SUBPROTOCOL,
   DerpFrameType,
@@ -333,7 +334,7 @@ async function rawDerp(r: RunningRelay) {
   };
 }
 
-function upgrade(url: string): Promise<{ socket: Socket }> {
+function upgrade(url: string): Promise<{ socket: Duplex }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { headers: { connection: 'Upgrade', upgrade: 'DERP' } });
     req.once('error', reject);
