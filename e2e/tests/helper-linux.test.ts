@@ -339,7 +339,7 @@ describe('weft-helper socket', () => {
 
   it('a second helper refuses a socket another one answers on; a stale socket is replaced', async () => {
     const first = await Helper.startIn(host, scratch);
-    const second = host.spawn(['node', BIN.helper, '--socket', first.socket]);
+    const second = host.spawn(['node', BIN.helper, '--socket', first.socket, '--state-dir', scratch.dir()]);
     let stderr = '';
     second.stderr?.on('data', (t) => {
       stderr += t;
@@ -381,6 +381,8 @@ describe('weft-helper socket', () => {
       BIN.helper,
       '--socket',
       join(scratch.dir(), 'h.sock'),
+      '--state-dir',
+      scratch.dir(),
       '--group',
       'no-such-group',
     ]);

@@ -9,6 +9,7 @@ import {
   RelayServer,
   removeScratch,
   scratchDir,
+  TAILSCALE_GATEWAY,
   TailscaleNode,
   tailscaleMissing,
   tsPeers,
@@ -25,8 +26,9 @@ import { connectUntilOpen, startTcpServer, tcpProbe } from './helper-harness.js'
 //   exits' uplink 198.18.40.0/24: wx .2, tx .3, router r2 .1 ─ 198.18.41.0/24 ─ far .10
 //   tx's private subnet 198.51.100.0/24: tx .1, priv .10
 //
+// tc and tx have a default route to nowhere (TAILSCALE_GATEWAY).
 // Only the exit nodes have a route to far (through r2: a Tailscale exit node does not forward to
-// its own directly attached LAN); only tx reaches priv. tc and wn have no default route at all.
+// its own directly attached LAN); only tx reaches priv.
 // Tests run in order and share the tailnet.
 
 const missing = tailscaleMissing();
@@ -88,10 +90,10 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     const ctl = await lab.addHost('ctl', { segment: net, address: '198.18.0.1/24' });
     const rly = await lab.addHost('rly', { segment: net, address: '198.18.0.2/24' });
     const hosts: Record<'tc' | 'wn' | 'wx' | 'tx', Host> = {
-      tc: await lab.addHost('tc', { segment: net, address: '198.18.0.11/24' }),
+      tc: await lab.addHost('tc', { segment: net, address: '198.18.0.11/24', gateway: TAILSCALE_GATEWAY }),
       wn: await lab.addHost('wn', { segment: net, address: '198.18.0.12/24' }),
       wx: await lab.addHost('wx', { segment: net, address: '198.18.0.13/24' }),
-      tx: await lab.addHost('tx', { segment: net, address: '198.18.0.14/24' }),
+      tx: await lab.addHost('tx', { segment: net, address: '198.18.0.14/24', gateway: TAILSCALE_GATEWAY }),
     };
     const r2 = await lab.addHost('r2', { segment: uplink, address: '198.18.40.1/24' });
     await lab.attach(r2.ns, farNet, 'eth1', '198.18.41.1/24');
@@ -163,7 +165,7 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     const wnSeen = await waitFor('tc to list wn', async () => await ts.tc.peer('wn'), 20_000);
     expect(wnSeen.TailscaleIPs).toContain(wnIp);
     const tcSeen = await waitFor('wn to list tc', async () => weftPeer(await weft.wn.status(), 'tc'), 20_000);
-    expect(tcSeen.addresses).toContain(`${tcIp}/32`);
+    expect(tcSeen.addresses).toContain(tcIp);
     const listed = await controlNodes();
     expect(listed.find((n) => n.name === 'tc')).toMatchObject({
       kind: 'tailscale',

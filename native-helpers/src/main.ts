@@ -29,8 +29,8 @@ async function main(): Promise<void> {
     .parse();
   const opts = program.opts<{ socket: string; stateDir: string; group?: string }>();
 
-  const backend = await platformBackend(log, opts.stateDir);
   const gid = opts.group === undefined ? undefined : await lookupGroupId(opts.group);
+  const backend = await platformBackend(log, opts.stateDir);
   await backend.restore();
   const server = new HelperServer({ backend, log });
   await server.listen(opts.socket, gid);
