@@ -32,6 +32,11 @@ const BENCHMARKS = {
     about:
       "weft-relay vs Tailscale's derper, same DERP load (Go derphttp clients): Gbit/s per core, p99, RSS/conn [--pairs N]",
   },
+  'tailscale-map': {
+    file: 'control/dist/bench/tailscale-map.js',
+    about:
+      'full maps and endpoint patches for N=200 nodes: Tailscale MapResponses vs Weft netmap messages [N]',
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

@@ -50,10 +50,11 @@ export interface RegistrationDeps extends AuthorizeDeps {
 
 export interface RegistrationOptions {
   /**
-   * Tailscale clients cannot send Weft's rotation proof: their OldNodeKey is taken on the word of
-   * the machine key that the ts2021 handshake proved (as Tailscale's control and Headscale do).
+   * The request comes from a Tailscale client: it cannot prove its node key the way Weft nodes do,
+   * so the node key (and an OldNodeKey rotation) is taken on the word of the machine key that the
+   * ts2021 handshake proved, as Tailscale's own control and Headscale take it.
    */
-  rotationByMachineKey?: boolean;
+  machineKeyOnly?: boolean;
 }
 
 export async function registerMachine(
@@ -103,7 +104,7 @@ async function rotateNodeKey(
     );
   }
   const proven =
-    options.rotationByMachineKey === true ||
+    options.machineKeyOnly === true ||
     (request.oldNodeKeyProof !== undefined &&
       verifyNodeKeyRotationProof({
         controlPrivateKey: deps.controlPrivateKey,

@@ -16,10 +16,25 @@ import { TAILNET_DOMAIN, toDerpMap, toTsNode, tsNodeId, tsUserProfile } from './
 
 const EXPIRED_AT = '1970-01-01T00:00:01Z';
 
+/**
+ * The hub hands every viewer the same view object for a peer (unless its routes differ by viewer),
+ * so a peer is translated once per change, not once per viewer. Never mutated once made.
+ */
+const peerNodes = new WeakMap<NodeView, TsNode>();
+function peerNode(view: NodeView): TsNode {
+  let node = peerNodes.get(view);
+  if (node === undefined) {
+    node = toTsNode(view, false);
+    peerNodes.set(view, node);
+  }
+  return node;
+}
+
 export class TsMapSession implements StreamSession {
   /** Weft node id → the view the client holds, to patch against and to find its number. */
   private readonly peers = new Map<string, NodeView>();
   private self: NodeView | null = null;
+  private selfJson = '';
 
   constructor(
     readonly nodeId: string,
@@ -48,8 +63,14 @@ export class TsMapSession implements StreamSession {
     const users = new Set<string | null>();
     if (message.self) {
       this.self = message.self;
-      response.Node = toTsNode(message.self, true);
-      users.add(message.self.user);
+      const node = toTsNode(message.self, true);
+      // Its own last seen and online state are not in a client's own node: often nothing to send.
+      const json = JSON.stringify(node);
+      if (json !== this.selfJson) {
+        this.selfJson = json;
+        response.Node = node;
+        users.add(message.self.user);
+      }
     }
     const changed: TsNode[] = [];
     const patches: TsPeerChange[] = [];
@@ -61,7 +82,7 @@ export class TsMapSession implements StreamSession {
         if (Object.keys(patch).length > 1) patches.push(patch);
         continue;
       }
-      changed.push(toTsNode(peer, false));
+      changed.push(peerNode(peer));
       users.add(peer.user);
     }
     const removed: number[] = [];
@@ -81,6 +102,7 @@ export class TsMapSession implements StreamSession {
 
   private full(netmap: NetMap): TsMapResponse {
     this.self = netmap.self;
+    this.selfJson = JSON.stringify(toTsNode(netmap.self, true));
     this.peers.clear();
     for (const peer of netmap.peers) this.peers.set(peer.id, peer);
     return fullMapResponse(netmap);
@@ -93,7 +115,7 @@ export function fullMapResponse(netmap: NetMap): TsMapResponse {
   return {
     Node: toTsNode(netmap.self, true),
     DERPMap: toDerpMap(netmap.relayMap),
-    Peers: netmap.peers.map((p) => toTsNode(p, false)),
+    Peers: netmap.peers.map(peerNode),
     // Weft's compiled rules are already in tailcfg.FilterRule's shape.
     PacketFilter: netmap.packetFilter,
     UserProfiles: [...users].map(tsUserProfile),
@@ -115,7 +137,7 @@ function patchOf(before: NodeView, after: NodeView): TsPeerChange | null {
   if (after.lastSeen && before.lastSeen !== after.lastSeen) patch.LastSeen = after.lastSeen;
   if (after.homeRelay && before.homeRelay !== after.homeRelay) patch.DERPRegion = after.homeRelay;
   if (after.discoKey && before.discoKey !== after.discoKey) {
-    patch.DiscoKey = toTsNode(after, false).DiscoKey as string;
+    patch.DiscoKey = peerNode(after).DiscoKey as string;
   }
   return patch;
 }

@@ -15,7 +15,7 @@ import { offerableRoutes } from '../server/stream-route.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
 import { fullMapResponse, TsMapSession } from './map-session.js';
 import { registerTailscale, tooOldMessage } from './register.js';
-import { zstdFrame } from './zstd.js';
+import { loadZstd, zstdFrame } from './zstd.js';
 
 // The HTTP/2 API a Tailscale client uses inside ts2021, every request on the machine key the
 // handshake proved: /machine/register and /machine/map. Other /machine/ endpoints of Tailscale's
@@ -117,7 +117,9 @@ export function mapFrame(response: TsMapResponse, zstd: boolean): Buffer {
 
 /** What a MapRequest tells control about the node (unless ReadOnly). */
 function reported(ctx: ControlContext, node: NodeRecord, req: TsMapRequest): NodeUpdate {
-  const update: NodeUpdate = { lastSeen: new Date().toISOString() };
+  // Last seen moves when a stream opens or closes, as for Weft nodes: not on every request, which
+  // would send every peer a change.
+  const update: NodeUpdate = {};
   if (req.Endpoints) update.endpoints = [...new Set(req.Endpoints)];
   if (req.DiscoKey) update.discoKey = keyFromTailscale(req.DiscoKey, 'discokey');
   const hostinfo = req.Hostinfo;
@@ -144,11 +146,15 @@ async function handleMap(
     throw new HttpError(401, 'this node key is not registered for this machine: register first');
   }
   if (isExpired(node, new Date())) throw new HttpError(403, 'node key expired: log in again');
-  if (!req.ReadOnly) {
-    await ctx.store.updateNode(node.id, reported(ctx, node, req));
+  const update = req.ReadOnly ? {} : reported(ctx, node, req);
+  if (Object.keys(update).length > 0) {
+    await ctx.store.updateNode(node.id, update);
     await ctx.sync.refresh();
   }
   const zstd = req.Compress === 'zstd';
+  if (zstd) await loadZstd();
+  // Registered through another connection or replica: the hub may not have it yet.
+  if (!ctx.hub.has(node.id)) await ctx.sync.refresh();
 
   if (!req.Stream) {
     // A "lite" update (OmitPeers) only reports; otherwise one whole map.
@@ -163,10 +169,15 @@ async function handleMap(
     res.end(mapFrame(fullMapResponse(netmap), zstd));
     return;
   }
-  streamMap(ctx, node, res, zstd);
+  streamMap(ctx, node, res, { zstd, keepAlive: req.KeepAlive !== false });
 }
 
-function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerResponse, zstd: boolean): void {
+function streamMap(
+  ctx: ControlContext,
+  node: NodeRecord,
+  res: Http2ServerResponse,
+  { zstd, keepAlive }: { zstd: boolean; keepAlive: boolean },
+): void {
   const { hub, log, background } = ctx;
   res.writeHead(200, { 'content-type': 'application/octet-stream' });
   const session = new TsMapSession(
@@ -179,10 +190,14 @@ function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerRespon
       res.end();
     },
   );
-  // Keep-alives tell the client the stream is alive while nothing changes.
+  const touchLastSeen = async () => {
+    await ctx.store.updateNode(node.id, { lastSeen: new Date().toISOString() });
+    await ctx.sync.refresh();
+  };
+  // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes.
   const keepAliveFrame = mapFrame({ KeepAlive: true }, zstd);
   const ticker = setInterval(() => {
-    if (!res.closed) res.write(keepAliveFrame);
+    if (keepAlive && !res.closed) res.write(keepAliveFrame);
   }, ctx.pingIntervalMs);
 
   background.run(
@@ -192,10 +207,7 @@ function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerRespon
         res.on('close', () => {
           clearInterval(ticker);
           hub.disconnect(session);
-          background.run(`last seen of ${node.name}`, async () => {
-            await ctx.store.updateNode(node.id, { lastSeen: new Date().toISOString() });
-            await ctx.sync.refresh();
-          });
+          background.run(`last seen of ${node.name}`, touchLastSeen);
           resolve();
         }),
       ),
@@ -206,4 +218,5 @@ function streamMap(ctx: ControlContext, node: NodeRecord, res: Http2ServerRespon
   }
   hub.connect(session);
   log.info(`map stream ${node.name} (tailscale): connected`);
+  background.run(`last seen of ${node.name}`, touchLastSeen);
 }

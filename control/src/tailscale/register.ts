@@ -74,11 +74,11 @@ export async function registerTailscale(
 
   let result: Awaited<ReturnType<typeof registerMachine>>;
   try {
-    result = await registerMachine(ctx.registration, caller, request, { rotationByMachineKey: true });
+    result = await registerMachine(ctx.registration, caller, request, { machineKeyOnly: true });
     // A follow-up is a long poll: hold it while the person is still signing in.
     for (let round = 1; result.status === 'needs-auth' && request.wait && round < FOLLOWUP_ROUNDS; round++) {
       if (gone()) break;
-      result = await registerMachine(ctx.registration, caller, request, { rotationByMachineKey: true });
+      result = await registerMachine(ctx.registration, caller, request, { machineKeyOnly: true });
     }
   } catch (err) {
     if (err instanceof ApiError) return refusal(err.message);
@@ -90,6 +90,9 @@ export async function registerTailscale(
 
   await ctx.store.updateNode(result.nodeId, {
     kind: 'tailscale',
+    // A client that keeps no state (`--state=mem:`) asks to be removed once offline; asking can
+    // only shorten its own life, so it is granted.
+    ...(req.Ephemeral === true ? { ephemeral: true } : {}),
     ...(req.Hostinfo?.IPNVersion ? { clientVersion: req.Hostinfo.IPNVersion.slice(0, 128) } : {}),
   });
   await ctx.sync.refresh();

@@ -44,7 +44,7 @@ export function tsUserProfile(user: string | null): TsUser {
 const NEVER = '0001-01-01T00:00:00Z';
 
 /** A node as tailcfg.Node; `self` for the client's own node (no Online/LastSeen, as Tailscale sends). */
-export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsNode {
+export function toTsNode(view: NodeView, self: boolean): TsNode {
   const tailscale = view.kind === 'tailscale';
   const ipv4 = (view.addresses[0] ?? '').split('/')[0] as string;
   const name = `${view.name}.${TAILNET_DOMAIN}.`;
@@ -69,7 +69,8 @@ export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsN
       // Which routes the peer offers, so `tailscale status` can list exit nodes.
       RoutableIPs: view.allowedIPs.slice(view.addresses.length),
     },
-    Created: createdAt ?? view.lastSeen ?? NEVER,
+    // Weft's views carry no creation time; the zero time reads as unknown.
+    Created: NEVER,
     ...(view.tags.length > 0 ? { Tags: view.tags } : {}),
     PrimaryRoutes: view.allowedIPs
       .slice(view.addresses.length)

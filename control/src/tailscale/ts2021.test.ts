@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { decompress } from 'fzstd';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -8,25 +9,27 @@ import { MAX_NOISE_BODY_BYTES } from './noise-api.js';
 
 afterEach(cleanupAll);
 
-/** Sends raw bytes to control and returns everything it answers until it closes (bounded). */
-async function raw(t: TestControl, text: string | Buffer): Promise<string> {
+/** Sends raw bytes; returns what control answered and whether it closed the connection (bounded wait). */
+async function exchange(t: TestControl, text: string | Buffer): Promise<{ text: string; closed: boolean }> {
   const u = new URL(t.control.url);
   const socket = net.connect(Number(u.port), u.hostname);
   const chunks: Buffer[] = [];
   socket.on('data', (c) => chunks.push(c));
   socket.write(text);
-  await new Promise<void>((resolve) => {
+  const closed = await new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => {
       socket.destroy();
-      resolve();
+      resolve(false);
     }, 3000);
     socket.on('close', () => {
       clearTimeout(timer);
-      resolve();
+      resolve(true);
     });
   });
-  return Buffer.concat(chunks).toString('latin1');
+  return { text: Buffer.concat(chunks).toString('latin1'), closed };
 }
+
+const raw = async (t: TestControl, text: string | Buffer) => (await exchange(t, text)).text;
 
 const upgrade = (handshake: string) =>
   `POST /ts2021 HTTP/1.1\r\nHost: x\r\nUpgrade: tailscale-control-protocol\r\nConnection: upgrade\r\n` +
@@ -84,8 +87,8 @@ describe('/ts2021', () => {
       MachineAuthorized: true,
     });
     const map = await client.map({ Compress: 'zstd' }, decompress);
-    const first = await map.next();
-    expect(first.Node).toMatchObject({
+    await map.until('the first map', (m) => m.self !== null);
+    expect(map.self).toMatchObject({
       Name: 'ts-laptop.weft.internal.',
       Addresses: ['100.64.0.1/32', expect.any(String)],
     });
@@ -130,6 +133,53 @@ describe('/ts2021', () => {
 
     expect(await nodeCount(t)).toBe(0);
     expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+  });
+
+  it('drops a connection whose records do not decrypt, and stays up', async () => {
+    const t = await startTestControl();
+    const key = await controlKey(t);
+    const init = initiate(x25519.utils.randomSecretKey(), key, 1);
+    const answer = await exchange(
+      t,
+      Buffer.concat([
+        Buffer.from(upgrade(Buffer.from(init.message).toString('base64'))),
+        // A record frame of garbage where the HTTP/2 preface should be.
+        Buffer.from([4, 0, 40]),
+        Buffer.alloc(40, 0xaa),
+      ]),
+    );
+    expect(answer.text).toMatch(/^HTTP\/1.1 101/);
+    expect(answer.closed).toBe(true);
+    expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+    expect(await nodeCount(t)).toBe(0);
+  });
+
+  it('closes a connection that speaks garbage instead of HTTP/2 inside valid records', async () => {
+    const t = await startTestControl();
+    const init = initiate(x25519.utils.randomSecretKey(), await controlKey(t), 1);
+    const u = new URL(t.control.url);
+    const socket = net.connect(Number(u.port), u.hostname);
+    let received = Buffer.alloc(0);
+    socket.on('data', (c) => {
+      received = Buffer.concat([received, c]);
+    });
+    socket.write(upgrade(Buffer.from(init.message).toString('base64')));
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    // Once the 101, the response frame and the early payload are in, send a well-sealed record of
+    // bytes that are no HTTP/2 preface.
+    for (let i = 0; i < 40 && !received.includes('\r\n\r\n'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const headerEnd = received.indexOf('\r\n\r\n') + 4;
+    for (let i = 0; i < 40 && received.length < headerEnd + 51; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const [tx] = init.finish(received.subarray(headerEnd, headerEnd + 51));
+    const sealed = chacha20poly1305(tx, new Uint8Array(12)).encrypt(
+      Buffer.from('NOT HTTP/2 AT ALL\r\n\r\n'.repeat(3)),
+    );
+    socket.write(Buffer.concat([Buffer.from([4, 0, sealed.length]), sealed]));
+    await closed;
+    expect((await fetch(`${t.control.url}/healthz`)).status).toBe(200);
+    expect(await nodeCount(t)).toBe(0);
   });
 
   it('refuses an oversized map request and a client below the supported version, server up', async () => {

@@ -19,6 +19,8 @@ export const UPGRADE_PROTOCOL = 'tailscale-control-protocol';
 const HANDSHAKE_HEADER = 'x-tailscale-handshake';
 /** A client that upgraded without the header has this long to send its initiation. */
 const INITIATION_WAIT_MS = 10_000;
+/** A connection with no HTTP/2 activity this long is closed (a map stream has keep-alives). */
+const IDLE_MS = 5 * 60_000;
 const EARLY_PAYLOAD_MAGIC = Buffer.from([0xff, 0xff, 0xff, 0x54, 0x53]);
 
 export type NoiseRequestHandler = (
@@ -51,10 +53,11 @@ export function routeTs2021Upgrades(server: Server, deps: Ts2021Deps): void {
   });
 }
 
-function refuse(socket: Duplex, status: number, message: string): void {
+/** A plain 400 with the reason, before anything was switched: the client's HTTP library shows it. */
+function refuse(socket: Duplex, message: string): void {
   const body = `${message}\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
@@ -63,14 +66,14 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   socket.on('error', (err) => deps.log.warn(`ts2021 ${req.socket.remoteAddress}: ${errorText(err)}`));
   const protocol = String(req.headers.upgrade ?? '').toLowerCase();
   if (protocol !== UPGRADE_PROTOCOL) {
-    refuse(socket, 400, `unknown next protocol ${JSON.stringify(protocol.slice(0, 40))}`);
+    refuse(socket, `unknown next protocol ${JSON.stringify(protocol.slice(0, 40))}`);
     return;
   }
   const header = req.headers[HANDSHAKE_HEADER];
   if (typeof header === 'string' && header !== '') {
     const init = Buffer.from(header, 'base64');
     if (init.toString('base64') !== header.replace(/\s/g, '')) {
-      refuse(socket, 400, 'invalid tailscale handshake header (not base64)');
+      refuse(socket, 'invalid tailscale handshake header (not base64)');
       return;
     }
     let session: ReturnType<typeof respondToInitiation>;
@@ -78,7 +81,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
       session = respondToInitiation(deps.noisePrivateKey, init);
     } catch (err) {
       deps.log.warn(`ts2021 ${req.socket.remoteAddress}: refused handshake: ${errorText(err)}`);
-      refuse(socket, 400, `noise handshake failed: ${errorText(err)}`);
+      refuse(socket, `noise handshake failed: ${errorText(err)}`);
       return;
     }
     socket.write(
@@ -140,6 +143,7 @@ function serve(
   server.on('session', (h2) => {
     deps.sessions.add(h2);
     h2.on('close', () => deps.sessions.delete(h2));
+    h2.setTimeout(IDLE_MS, () => h2.destroy());
     h2.on('error', (err) => deps.log.info(`ts2021 machine ${machineKey}: ${errorText(err)}`));
   });
   server.emit('connection', stream);

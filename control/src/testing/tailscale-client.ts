@@ -222,13 +222,22 @@ export async function connectTs2021(args: {
 
 const hex = (key: Uint8Array) => Buffer.from(key).toString('hex');
 
-/** Reads a map stream's frames (4-byte little-endian length, JSON, zstd when asked) in order. */
+type Json = Record<string, unknown>;
+
+/**
+ * Reads a map stream's frames (4-byte little-endian length, JSON, zstd when asked) and keeps the
+ * client's picture of the map as tailscaled would build it: self, peers by id, patches applied.
+ */
 export class MapReader {
   private buffer = Buffer.alloc(0);
-  private readonly queue: Record<string, unknown>[] = [];
-  private waiting: ((m: Record<string, unknown>) => void) | null = null;
+  readonly messages: Json[] = [];
+  self: Json | null = null;
+  readonly peers = new Map<number, Json>();
+  packetFilter: unknown = null;
+  keepAlives = 0;
   status = 0;
   ended = false;
+  private waiters: (() => void)[] = [];
   constructor(
     readonly stream: http2.ClientHttp2Stream,
     private readonly decode: (b: Uint8Array) => Uint8Array,
@@ -242,32 +251,64 @@ export class MapReader {
         const n = this.buffer.readUInt32LE(0);
         const body = Buffer.from(this.decode(this.buffer.subarray(4, 4 + n)));
         this.buffer = this.buffer.subarray(4 + n);
-        const message = JSON.parse(body.toString()) as Record<string, unknown>;
-        if (this.waiting) {
-          const w = this.waiting;
-          this.waiting = null;
-          w(message);
-        } else this.queue.push(message);
+        this.apply(JSON.parse(body.toString()) as Json);
       }
+      this.wake();
     });
-    stream.on('end', () => {
+    stream.on('close', () => {
       this.ended = true;
+      this.wake();
     });
   }
-  /** The next message that is not a keep-alive. */
-  async next(): Promise<Record<string, unknown>> {
-    for (;;) {
-      const m =
-        this.queue.shift() ??
-        (await new Promise<Record<string, unknown>>((resolve) => {
-          this.waiting = resolve;
-        }));
-      if (m.KeepAlive !== true) return m;
+
+  private apply(m: Json): void {
+    if (m.KeepAlive === true) {
+      this.keepAlives++;
+      return;
+    }
+    this.messages.push(m);
+    if (m.Node) this.self = m.Node as Json;
+    if (m.PacketFilter) this.packetFilter = m.PacketFilter;
+    if (m.Peers) {
+      this.peers.clear();
+      for (const p of m.Peers as Json[]) this.peers.set(p.ID as number, p);
+    }
+    for (const p of (m.PeersChanged as Json[] | undefined) ?? []) this.peers.set(p.ID as number, p);
+    for (const id of (m.PeersRemoved as number[] | undefined) ?? []) this.peers.delete(id);
+    for (const patch of (m.PeersChangedPatch as Json[] | undefined) ?? []) {
+      const peer = this.peers.get(patch.NodeID as number);
+      if (!peer) throw new Error(`patch for unknown peer ${patch.NodeID}`);
+      const { NodeID: _id, DERPRegion, ...rest } = patch;
+      Object.assign(peer, rest, DERPRegion === undefined ? {} : { HomeDERP: DERPRegion });
     }
   }
-  /** Whether a message is already queued (used to check that nothing more was sent). */
-  pending(): number {
-    return this.queue.filter((m) => m.KeepAlive !== true).length;
+
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  peerNamed(name: string): Json | undefined {
+    return [...this.peers.values()].find((p) => (p.Name as string).startsWith(`${name}.`));
+  }
+
+  /** Waits until `test` holds (checked on every message), failing after `timeoutMs`. */
+  async until(what: string, test: (r: MapReader) => boolean, timeoutMs = 4000): Promise<void> {
+    const start = Date.now();
+    while (!test(this)) {
+      const left = timeoutMs - (Date.now() - start);
+      if (left <= 0 || this.ended) {
+        throw new Error(
+          `${this.ended ? 'stream ended' : 'timed out'} waiting for ${what}; got ${JSON.stringify(this.messages)}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
   }
 }
 
