@@ -5,7 +5,13 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Browser } from '../testing/browser.js';
 import { cleanupAll, freePort, startTestControl, type TestControl, tempDir } from '../testing/harness.js';
-import { CLIENT_ID, CLIENT_SECRET, signInAtIdp, startIdp } from '../testing/identity-provider.js';
+import {
+  CLIENT_ID,
+  CLIENT_SECRET,
+  confirmAtControl,
+  signInAtIdp,
+  startIdp,
+} from '../testing/identity-provider.js';
 
 // The real Tailscale client (tailscaled and tailscale v1.102.5, built by scripts/setup.sh into
 // /var/cache/weft-go/bin) against this control on loopback, in userspace networking: no namespaces,
@@ -158,7 +164,7 @@ describe.skipIf(!have)('the real Tailscale client (v1.102.5) against Weft contro
       );
       const browser = new Browser();
       const callback = await signInAtIdp(browser, url as string, 'alice', idp.issuer);
-      expect((await browser.request(callback)).status).toBe(200);
+      expect((await confirmAtControl(browser, callback)).status).toBe(200);
       await eventually(
         'signed in',
         () => c.status(),

@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Browser } from '../testing/browser.js';
 import { cleanupAll, freePort, startTestControl, type TestControl, tempDir } from '../testing/harness.js';
-import { CLIENT_ID, CLIENT_SECRET, signInAtIdp, startIdp } from '../testing/identity-provider.js';
+import {
+  CLIENT_ID,
+  CLIENT_SECRET,
+  confirmAtControl,
+  signInAtIdp,
+  startIdp,
+} from '../testing/identity-provider.js';
 import { TsTestClient } from '../testing/tailscale-client.js';
 
 afterEach(cleanupAll);
@@ -142,7 +148,7 @@ describe('/machine/register for Tailscale clients', () => {
       const waiting = c.register({ Followup: first.AuthURL }, 'phone');
       const browser = new Browser();
       const callback = await signInAtIdp(browser, first.AuthURL as string, 'alice', idp.issuer);
-      expect((await browser.request(callback)).status).toBe(200);
+      expect((await confirmAtControl(browser, callback)).status).toBe(200);
       expect(await waiting).toMatchObject({
         MachineAuthorized: true,
         User: { LoginName: 'alice@example.com' },
