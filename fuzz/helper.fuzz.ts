@@ -14,16 +14,19 @@ import {
 } from '@weft/protocol';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { absentStatus, type PlatformBackend } from '../native-helpers/src/backend.js';
+import { absentStatus, BackendError, type PlatformBackend } from '../native-helpers/src/backend.js';
 import { LineSplitter } from '../native-helpers/src/framing.js';
+import { desiredRules } from '../native-helpers/src/linux/exit-routing.js';
+import { renderTable } from '../native-helpers/src/linux/nft.js';
 import { inAny, UNASSIGNABLE, UNROUTABLE } from '../native-helpers/src/reserved.js';
 import { HelperServer } from '../native-helpers/src/server.js';
 import { parseRequestLine } from '../native-helpers/src/validate.js';
 import { cidr, endpoint, ifaceAddr, interfaceName, key, NET_WORDS } from './arbitraries.js';
 import { accepted, crash, fuzzEntry, mutatedBytes, mutatedJson, RUNS, refused, type Verdict } from './run.js';
 
-// The helper's request line: the framing, the real parser and validator in-process, and a share of
-// the inputs through the real socket server (with a backend that records instead of touching the
+// The helper's request line: the framing, the real parser and validator in-process (and the Linux
+// backend's pure rendering of what it accepts), and a share of the inputs through the real socket
+// server (with a backend that records instead of touching the
 // OS). Oracle: an accepted request is exactly the line sent, matches the schema, and breaks none of
 // the helper's promises below; the server answers every line with a valid response and calls the
 // backend only for accepted ones.
@@ -142,7 +145,17 @@ function checkLine(bytes: Buffer): Verdict {
     return accepted('the accepted request does not match the schema');
   if (JSON.stringify(request) !== JSON.stringify(JSON.parse(bytes.toString('utf8'))))
     return accepted('the accepted request is not the line that was sent');
-  return accepted(request.op === 'apply' ? brokenPromise(request.state) : undefined);
+  if (request.op !== 'apply') return accepted();
+  try {
+    // What the Linux backend builds from an accepted state before it runs anything.
+    renderTable(request.state);
+    desiredRules(request.state);
+  } catch (e) {
+    // A filter over the table's element limit is refused there, before any command: a refusal.
+    if (e instanceof BackendError && e.code === 'invalid-request') return refused;
+    return crash(`an accepted state does not render: ${e instanceof Error ? e.stack : e}`);
+  }
+  return accepted(brokenPromise(request.state));
 }
 
 it('helper framing: lines come out exactly as sent, whatever the chunking; an over-long line ends the stream', async () => {
@@ -199,6 +212,8 @@ class RecordingBackend implements PlatformBackend {
     return absentStatus(name);
   }
   async shutdown() {}
+  async restore() {}
+  async detach() {}
 }
 
 let dir: string;

@@ -102,26 +102,40 @@ function report(stats: EntryStats): void {
   appendFileSync(inject('fuzzStatsFile'), `${JSON.stringify(stats)}\n`);
 }
 
-/** Bytes that are mostly `valid` with a few changes, or anything at all: the two halves of every mix. */
-export function mutatedBytes(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
-  const edit = fc.oneof(
+/** One change to a byte string: flip a bit, set a byte, cut the rest, or insert a few bytes. */
+export type ByteEdit =
+  | { kind: 'flip'; at: number; bit: number }
+  | { kind: 'set'; at: number; value: number }
+  | { kind: 'cut'; at: number }
+  | { kind: 'insert'; at: number; bytes: Uint8Array };
+
+export const byteEdits: fc.Arbitrary<ByteEdit[]> = fc.array(
+  fc.oneof(
     fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
     fc.record({ kind: fc.constant('set' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
     fc.record({ kind: fc.constant('cut' as const), at: fc.nat() }),
     fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), bytes: fc.uint8Array({ maxLength: 8 }) }),
-  );
-  const mutated = fc.tuple(valid, fc.array(edit, { minLength: 1, maxLength: 4 })).map(([bytes, edits]) => {
-    let out = Uint8Array.from(bytes);
-    for (const e of edits) {
-      const at = out.length === 0 ? 0 : e.at % (out.length + 1);
-      if (e.kind === 'flip' && at < out.length) out[at] = (out[at] as number) ^ (1 << e.bit);
-      else if (e.kind === 'set' && at < out.length) out[at] = e.value;
-      else if (e.kind === 'cut') out = out.subarray(0, at);
-      else if (e.kind === 'insert')
-        out = Uint8Array.from([...out.subarray(0, at), ...e.bytes, ...out.subarray(at)]);
-    }
-    return out;
-  });
+  ),
+  { minLength: 1, maxLength: 4 },
+);
+
+/** Applies `edits` to a copy of `bytes` (positions wrap around its length). */
+export function applyEdits(bytes: Uint8Array, edits: readonly ByteEdit[]): Uint8Array {
+  let out = Uint8Array.from(bytes);
+  for (const e of edits) {
+    const at = out.length === 0 ? 0 : e.at % (out.length + 1);
+    if (e.kind === 'flip' && at < out.length) out[at] = (out[at] as number) ^ (1 << e.bit);
+    else if (e.kind === 'set' && at < out.length) out[at] = e.value;
+    else if (e.kind === 'cut') out = out.subarray(0, at);
+    else if (e.kind === 'insert')
+      out = Uint8Array.from([...out.subarray(0, at), ...e.bytes, ...out.subarray(at)]);
+  }
+  return out;
+}
+
+/** Bytes that are mostly `valid` with a few changes, or anything at all: the two halves of every mix. */
+export function mutatedBytes(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
+  const mutated = fc.tuple(valid, byteEdits).map(([bytes, edits]) => applyEdits(bytes, edits));
   return fc.oneof(mutated, fc.uint8Array({ maxLength: 256 }));
 }
 

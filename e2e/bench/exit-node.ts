@@ -97,13 +97,14 @@ async function main(): Promise<void> {
       'up',
       '--control-url',
       url,
+      '--insecure-http',
       '--authkey',
       key,
       '--hostname',
       'ex',
       '--advertise-exit-node',
     ]);
-    await weft(client, ['up', '--control-url', url, '--authkey', key, '--hostname', 'cl']);
+    await weft(client, ['up', '--control-url', url, '--insecure-http', '--authkey', key, '--hostname', 'cl']);
     await control.cli(['routes', 'approve', 'ex', 'exit']);
     const exitIp = await exit.ip4();
     await waitFor('the client to reach the exit node', () => cl.ping(exitIp, { deadlineS: 1 }), 30_000);

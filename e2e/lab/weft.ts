@@ -44,10 +44,10 @@ function startLogged(host: Host, argv: string[], logFile: string): ChildProcess 
   return child;
 }
 
-async function stopChild(child: ChildProcess | null): Promise<void> {
+async function stopChild(child: ChildProcess | null, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
+  child.kill(signal);
   await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
@@ -226,7 +226,7 @@ export class WeftNode {
   async startHelper(): Promise<void> {
     this.helper = startLogged(
       this.host,
-      ['node', BIN.helper, '--socket', this.helperSocket],
+      ['node', BIN.helper, '--socket', this.helperSocket, '--state-dir', join(this.dir, 'helper-state')],
       join(this.dir, 'helper.log'),
     );
     await waitFor('helper socket', async () => existsSync(this.helperSocket));
@@ -266,7 +266,8 @@ export class WeftNode {
 
   async stop(): Promise<void> {
     await this.stopDaemon();
-    await stopChild(this.helper);
+    // SIGINT: the helper takes down all it set up (SIGTERM would leave it for a next helper).
+    await stopChild(this.helper, 'SIGINT');
     this.helper = null;
   }
 
@@ -282,7 +283,7 @@ export class WeftNode {
 
   async up(controlUrl: string, authKey: string, hostname: string): Promise<void> {
     const r = await this.weft(
-      ['up', '--control-url', controlUrl, '--authkey', authKey, '--hostname', hostname],
+      ['up', '--control-url', controlUrl, '--insecure-http', '--authkey', authKey, '--hostname', hostname],
       60_000,
     );
     if (r.code !== 0) throw new Error(`weft up failed: ${r.stderr || r.stdout}`);

@@ -90,6 +90,7 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       'up',
       '--control-url',
       control.url,
+      '--insecure-http',
       '--authkey',
       key,
       '--hostname',
@@ -101,13 +102,23 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
       'up',
       '--control-url',
       control.url,
+      '--insecure-http',
       '--authkey',
       key,
       '--hostname',
       'ex',
       '--advertise-exit-node',
     ]);
-    await weft(nodes.cl, ['up', '--control-url', control.url, '--authkey', key, '--hostname', 'cl']);
+    await weft(nodes.cl, [
+      'up',
+      '--control-url',
+      control.url,
+      '--insecure-http',
+      '--authkey',
+      key,
+      '--hostname',
+      'cl',
+    ]);
   }, 120_000);
 
   afterAll(async () => {

@@ -135,7 +135,9 @@ function relayClient(authKey: string | null): { lines: string[] } {
     if (authKey !== null) {
       const ctl = ${JSON.stringify(control.url)};
       const { publicKey } = await (await fetch(ctl + P.CONTROL_KEY_PATH)).json();
-      const body = JSON.stringify({ nodeKey: node.publicKey, hostname: 'probe', os: 'linux', authKey });
+      const nodeKeyProof = P.nodeKeyPossessionProof({ nodePrivateKey: node.privateKey,
+        controlPublicKey: publicKey, machineKey: machine.publicKey });
+      const body = JSON.stringify({ nodeKey: node.publicKey, hostname: 'probe', os: 'linux', authKey, nodeKeyProof });
       const sig = P.signMachineRequest({ machinePrivateKey: machine.privateKey, controlPublicKey: publicKey,
         method: 'POST', path: P.REGISTER_PATH, body });
       const res = await fetch(ctl + P.REGISTER_PATH, { method: 'POST', body,

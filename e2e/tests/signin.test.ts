@@ -41,6 +41,7 @@ async function startInteractiveUp(node: WeftNode, hostname: string) {
     'up',
     '--control-url',
     control.url,
+    '--insecure-http',
     '--hostname',
     hostname,
     '--timeout',
@@ -291,7 +292,7 @@ describe('sign in with the identity provider (real control, oidc-provider, wireg
 
   it('`weft up --timeout` gives up with a clear message and cancels the link', async () => {
     const r = await nodes.a!.weft(
-      ['up', '--control-url', control.url, '--hostname', 'a', '--timeout', '2s'],
+      ['up', '--control-url', control.url, '--insecure-http', '--hostname', 'a', '--timeout', '2s'],
       30_000,
     );
     expect(r.code).not.toBe(0);

@@ -38,19 +38,40 @@ afterAll(async () => {
 
 describe('a tailnet of two nodes joined by pre-auth keys', () => {
   it('refuses a bad, an expired and a reused single-use key with a clear message', async () => {
-    const bad = await nodes.a!.weft(['up', '--control-url', control.url, '--authkey', 'weftkey-nonsense']);
+    const bad = await nodes.a!.weft([
+      'up',
+      '--control-url',
+      control.url,
+      '--insecure-http',
+      '--authkey',
+      'weftkey-nonsense',
+    ]);
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/key/i);
 
     const expired = await control.cli(['preauthkey', 'create', '--user', 'alice', '--expiration', '1s']);
     await sleep(2100);
-    const late = await nodes.a!.weft(['up', '--control-url', control.url, '--authkey', expired]);
+    const late = await nodes.a!.weft([
+      'up',
+      '--control-url',
+      control.url,
+      '--insecure-http',
+      '--authkey',
+      expired,
+    ]);
     expect(late.code).not.toBe(0);
     expect(late.stderr).toMatch(/expired/i);
 
     const once = await control.cli(['preauthkey', 'create', '--user', 'alice']);
     await nodes.c!.up(control.url, once, 'c');
-    const reuse = await nodes.a!.weft(['up', '--control-url', control.url, '--authkey', once]);
+    const reuse = await nodes.a!.weft([
+      'up',
+      '--control-url',
+      control.url,
+      '--insecure-http',
+      '--authkey',
+      once,
+    ]);
     expect(reuse.code).not.toBe(0);
     expect(reuse.stderr).toMatch(/used/i);
     expect((await nodes.a!.status()).backendState).toBe('NeedsLogin');

@@ -7,9 +7,11 @@ import { NodeView } from './netmap.js';
 import { Hostname, Key, Timestamp } from './primitives.js';
 
 // The node ↔ control HTTP API. Every /machine/ request is signed with the machine key: the header
-// `Weft-Machine-Auth: <machineKey>.<unix seconds>.<base64 HMAC-SHA256>` where the HMAC key is the
-// X25519 shared secret of the machine key and control's key (GET /machine/key), over
-// `METHOD\nPATH\nSECONDS\nSHA256(body) hex`. Control rejects signatures older than 2 minutes.
+// `Weft-Machine-Auth: <machineKey>.<unix seconds>.<nonce>.<base64 HMAC-SHA256>` where the HMAC key
+// is the X25519 shared secret of the machine key and control's key (GET /machine/key), over
+// `METHOD\nPATH\nSECONDS\nNONCE\nSHA256(body) hex`, and the nonce is 16 random bytes (base64url).
+// Control refuses signatures more than 2 minutes off its clock, and a nonce it has seen within
+// that window (a replayed request).
 
 export const MACHINE_AUTH_HEADER = 'weft-machine-auth';
 export const MACHINE_AUTH_MAX_SKEW_SECONDS = 120;
@@ -40,6 +42,12 @@ export const RegisterRequest = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a 32-byte HMAC in base64')
     .optional(),
+  /**
+   * nodeKeyPossessionProof(node private key, control's public key, machine key): proves the sender
+   * holds `nodeKey`'s private key, so no machine can register (and be routed traffic for) a
+   * WireGuard key it does not own. Checked before anything is stored.
+   */
+  nodeKeyProof: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'must be a 32-byte HMAC in base64'),
 });
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
 
@@ -69,6 +77,38 @@ export const LogoutResponse = z.strictObject({ loggedOut: z.boolean() });
 export type LogoutResponse = z.infer<typeof LogoutResponse>;
 
 const ROTATION_CONTEXT = 'weft node key rotation v1';
+const POSSESSION_CONTEXT = 'weft node key possession v1';
+
+/**
+ * Proof that the sender holds the private key of its node key: HMAC-SHA256 keyed with the X25519
+ * shared secret of the node key and control's key, over a fixed context, the machine key and the
+ * node key. Only the node key's holder (or control) can compute it; it is bound to this machine.
+ */
+export function nodeKeyPossessionProof(args: {
+  nodePrivateKey: string;
+  controlPublicKey: string;
+  machineKey: string;
+}): string {
+  const secret = x25519.getSharedSecret(unb64(args.nodePrivateKey), unb64(args.controlPublicKey));
+  const nodeKey = Buffer.from(x25519.getPublicKey(unb64(args.nodePrivateKey))).toString('base64');
+  return contextMac(secret, POSSESSION_CONTEXT, args.machineKey, nodeKey);
+}
+
+/** Control's side of nodeKeyPossessionProof. */
+export function verifyNodeKeyPossessionProof(args: {
+  controlPrivateKey: string;
+  nodeKey: string;
+  machineKey: string;
+  proof: string;
+}): boolean {
+  let secret: Uint8Array;
+  try {
+    secret = x25519.getSharedSecret(unb64(args.controlPrivateKey), unb64(args.nodeKey));
+  } catch {
+    return false;
+  }
+  return sameText(contextMac(secret, POSSESSION_CONTEXT, args.machineKey, args.nodeKey), args.proof);
+}
 
 /**
  * Proof that the sender holds the private key of `oldNodeKey`: HMAC-SHA256 keyed with the X25519
@@ -83,7 +123,7 @@ export function nodeKeyRotationProof(args: {
   newNodeKey: string;
 }): string {
   const secret = x25519.getSharedSecret(unb64(args.oldNodePrivateKey), unb64(args.controlPublicKey));
-  return rotationMac(secret, args.machineKey, args.newNodeKey);
+  return contextMac(secret, ROTATION_CONTEXT, args.machineKey, args.newNodeKey);
 }
 
 /** Control's side of nodeKeyRotationProof. */
@@ -100,17 +140,21 @@ export function verifyNodeKeyRotationProof(args: {
   } catch {
     return false;
   }
-  const expected = Buffer.from(rotationMac(secret, args.machineKey, args.newNodeKey));
-  const given = Buffer.from(args.proof);
-  let diff = expected.length ^ given.length;
-  for (let i = 0; i < Math.min(expected.length, given.length); i++)
-    diff |= (expected[i] ?? 0) ^ (given[i] ?? 0);
-  return diff === 0;
+  return sameText(contextMac(secret, ROTATION_CONTEXT, args.machineKey, args.newNodeKey), args.proof);
 }
 
-function rotationMac(secret: Uint8Array, machineKey: string, newNodeKey: string): string {
-  const text = `${ROTATION_CONTEXT}\n${machineKey}\n${newNodeKey}`;
+function contextMac(secret: Uint8Array, context: string, machineKey: string, nodeKey: string): string {
+  const text = `${context}\n${machineKey}\n${nodeKey}`;
   return Buffer.from(hmac(sha256, secret, utf8ToBytes(text))).toString('base64');
+}
+
+/** Constant-time comparison of two proofs. */
+function sameText(expected: string, given: string): boolean {
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return diff === 0;
 }
 
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));

@@ -84,6 +84,8 @@ export const UpRequest = z.strictObject({
     .refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL'),
   authKey: z.string().min(1).max(256).optional(),
   hostname: Hostname.optional(),
+  /** Control's key differs from the one pinned at first use: accept and pin the new one. */
+  acceptNewControlKey: z.boolean().optional(),
 });
 export type UpRequest = z.infer<typeof UpRequest>;
 

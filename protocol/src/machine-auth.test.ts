@@ -17,7 +17,18 @@ describe('machine request signatures', () => {
     verifyMachineRequest({ header, controlPrivateKey: control.privateKey, method: 'POST', path, body });
 
   it('proves possession of the machine key', () => {
-    expect(verify(sign('{"a":1}'), '{"a":1}')).toEqual({ machineKey: machine.publicKey });
+    expect(verify(sign('{"a":1}'), '{"a":1}')).toMatchObject({ machineKey: machine.publicKey });
+  });
+
+  it('gives every signature its own nonce, covered by the MAC, for the verifier to remember', () => {
+    const [first, second] = [sign('{}'), sign('{}')];
+    const a = verify(first, '{}');
+    const b = verify(second, '{}');
+    if (!('nonce' in a) || !('nonce' in b)) throw new Error('verification failed');
+    expect(a.nonce).not.toBe(b.nonce);
+    const parts = first.split('.');
+    parts[2] = second.split('.')[2] as string;
+    expect(verify(parts.join('.'), '{}')).toEqual({ error: 'bad machine signature' });
   });
 
   it('refuses a changed body, another path, an old signature, and a forged key', () => {

@@ -1,7 +1,7 @@
 import { x25519 } from '@noble/curves/ed25519.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
-import { bytesToHex, utf8ToBytes } from '@noble/hashes/utils.js';
+import { bytesToHex, randomBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { MACHINE_AUTH_MAX_SKEW_SECONDS } from './control-api.js';
 
 // X25519 keys in WireGuard's base64 form, and the machine-key signature of control requests
@@ -28,10 +28,19 @@ export function sharedSecret(privateKey: string, peerPublicKey: string): Uint8Ar
   return x25519.getSharedSecret(unb64(privateKey), unb64(peerPublicKey));
 }
 
-function mac(secret: Uint8Array, method: string, path: string, seconds: number, body: string): string {
-  const text = `${method.toUpperCase()}\n${path}\n${seconds}\n${bytesToHex(sha256(utf8ToBytes(body)))}`;
+function mac(
+  secret: Uint8Array,
+  method: string,
+  path: string,
+  seconds: number,
+  nonce: string,
+  body: string,
+): string {
+  const text = `${method.toUpperCase()}\n${path}\n${seconds}\n${nonce}\n${bytesToHex(sha256(utf8ToBytes(body)))}`;
   return b64(hmac(sha256, secret, utf8ToBytes(text)));
 }
+
+const NONCE = /^[A-Za-z0-9_-]{22}$/;
 
 /** The header value a machine sends to prove it holds `machinePrivateKey`. */
 export function signMachineRequest(args: {
@@ -43,11 +52,18 @@ export function signMachineRequest(args: {
   now?: number;
 }): string {
   const seconds = Math.floor((args.now ?? Date.now()) / 1000);
+  // 16 random bytes: control remembers each for the signature's lifetime and refuses a replay.
+  const nonce = Buffer.from(randomBytes(16)).toString('base64url');
   const secret = sharedSecret(args.machinePrivateKey, args.controlPublicKey);
-  return `${publicKeyOf(args.machinePrivateKey)}.${seconds}.${mac(secret, args.method, args.path, seconds, args.body)}`;
+  const tag = mac(secret, args.method, args.path, seconds, nonce, args.body);
+  return `${publicKeyOf(args.machinePrivateKey)}.${seconds}.${nonce}.${tag}`;
 }
 
-/** Verifies a machine signature; returns the machine public key, or an error message. */
+/**
+ * Verifies a machine signature; returns the machine public key with the signature's nonce and time
+ * (the verifier must refuse a nonce it saw within MACHINE_AUTH_MAX_SKEW_SECONDS of that time: see
+ * control's replay window), or an error message.
+ */
 export function verifyMachineRequest(args: {
   header: string | undefined;
   controlPrivateKey: string;
@@ -55,11 +71,11 @@ export function verifyMachineRequest(args: {
   path: string;
   body: string;
   now?: number;
-}): { machineKey: string } | { error: string } {
+}): { machineKey: string; nonce: string; seconds: number } | { error: string } {
   const parts = (args.header ?? '').split('.');
-  if (parts.length !== 3) return { error: 'missing or malformed machine signature' };
-  const [machineKey, secondsText, given] = parts as [string, string, string];
-  if (!/^[A-Za-z0-9+/]{43}=$/.test(machineKey) || !/^[0-9]{1,12}$/.test(secondsText)) {
+  if (parts.length !== 4) return { error: 'missing or malformed machine signature' };
+  const [machineKey, secondsText, nonce, given] = parts as [string, string, string, string];
+  if (!/^[A-Za-z0-9+/]{43}=$/.test(machineKey) || !/^[0-9]{1,12}$/.test(secondsText) || !NONCE.test(nonce)) {
     return { error: 'malformed machine signature' };
   }
   const seconds = Number(secondsText);
@@ -73,9 +89,9 @@ export function verifyMachineRequest(args: {
   } catch {
     return { error: 'invalid machine key' };
   }
-  const expected = mac(secret, args.method, args.path, seconds, args.body);
+  const expected = mac(secret, args.method, args.path, seconds, nonce, args.body);
   if (!timingSafeEqualText(expected, given)) return { error: 'bad machine signature' };
-  return { machineKey };
+  return { machineKey, nonce, seconds };
 }
 
 function timingSafeEqualText(a: string, b: string): boolean {

@@ -54,10 +54,11 @@ export class LoginService implements InteractiveLogin {
     const latest = await store.latestLoginOf(args.machineKey);
     if (latest && isOpen(latest, now) && latest.nodeKey === args.nodeKey) return this.answer(latest);
 
+    // Checked before anything changes; the open login this one replaces does not count.
+    await this.refuseOverCap(args.source, now, latest && isOpen(latest, now) ? latest : undefined);
     // A new node key (or a new attempt after expiry) supersedes any older link of this machine.
     if ((await store.cancelLoginsOf(args.machineKey)) > 0) this.wake(args.machineKey);
     await store.deleteLoginsExpiredBefore(new Date(now.getTime() - KEEP_ENDED_MS));
-    await this.refuseOverCap(args.source, now);
     const login: PendingLoginRecord = {
       // 24 random bytes: the link is a capability, so it must not be guessable.
       id: randomBytes(24).toString('base64url'),
@@ -184,16 +185,17 @@ export class LoginService implements InteractiveLogin {
   }
 
   /** Too many open logins from this address, or in all: refused before anything is stored. */
-  private async refuseOverCap(source: string, now: Date): Promise<void> {
+  private async refuseOverCap(source: string, now: Date, replaced?: PendingLoginRecord): Promise<void> {
     const { store, maxPendingPerSource, maxPendingTotal } = this.deps;
-    if ((await store.countOpenLogins(now, source)) >= maxPendingPerSource) {
+    const fromSource = (await store.countOpenLogins(now, source)) - (replaced?.source === source ? 1 : 0);
+    if (fromSource >= maxPendingPerSource) {
       throw new ApiError(
         429,
         'too-many-logins',
         `${maxPendingPerSource} sign-ins are already pending from ${source}: finish or cancel one (or let one expire) first`,
       );
     }
-    if ((await store.countOpenLogins(now)) >= maxPendingTotal) {
+    if ((await store.countOpenLogins(now)) - (replaced ? 1 : 0) >= maxPendingTotal) {
       throw new ApiError(
         503,
         'login-capacity',

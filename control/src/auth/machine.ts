@@ -1,13 +1,16 @@
 import { verifyMachineRequest } from '@weft/protocol';
 import { ApiError } from '../errors.js';
+import type { ReplayWindow } from './replay-window.js';
 
 /**
- * Checks the machine-key signature of a control request and returns the machine's public key.
- * `path` excludes the query string: nothing control reads comes from it, so nothing unsigned matters.
+ * Checks the machine-key signature of a control request, and that it is not a replay, and returns
+ * the machine's public key. `path` excludes the query string: nothing control reads comes from it,
+ * so nothing unsigned matters.
  */
 export function authenticateMachine(args: {
   header: string | string[] | undefined;
   controlPrivateKey: string;
+  replay: ReplayWindow;
   method: string;
   url: string;
   body: string;
@@ -20,5 +23,12 @@ export function authenticateMachine(args: {
     body: args.body,
   });
   if ('error' in result) throw new ApiError(401, 'bad-signature', result.error);
+  if (!args.replay.admit(result.machineKey, result.nonce, result.seconds)) {
+    throw new ApiError(
+      401,
+      'replayed-signature',
+      'this signed request was sent before: sign each request anew',
+    );
+  }
   return result.machineKey;
 }

@@ -1,4 +1,8 @@
-import { type RegisterRequest, verifyNodeKeyRotationProof } from '@weft/protocol';
+import {
+  type RegisterRequest,
+  verifyNodeKeyPossessionProof,
+  verifyNodeKeyRotationProof,
+} from '@weft/protocol';
 import { retryConflicts } from '../db/errors.js';
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
@@ -6,7 +10,8 @@ import { isExpired, type NodeRecord, type PreauthKeyRecord } from '../tailnet/re
 import { type AuthorizeDeps, authorizeNode, refuseForeignNodeKey } from './authorize-node.js';
 import { hashPreauthKey } from './preauth-keys.js';
 
-// Machine registration: a machine that proved its machine key (see machine.ts) asks to join. It is
+// Machine registration: a machine that proved its machine key (see machine.ts) and its node key
+// (nodeKeyProof, checked before anything else) asks to join. It is
 // authorized by a pre-auth key, by being registered already with this node key, by proving the
 // node key it had (key rotation), or by a person signing in through an InteractiveLogin, which
 // answers with the URL to open.
@@ -57,13 +62,47 @@ export interface RegistrationOptions {
   machineKeyOnly?: boolean;
 }
 
+/** A registration whose node key is taken on the machine key's word (see `machineKeyOnly`). */
+export type UnprovenRegisterRequest = Omit<RegisterRequest, 'nodeKeyProof' | 'oldNodeKeyProof'>;
+/** Either kind, once past the entry point. */
+type AnyRegisterRequest = UnprovenRegisterRequest &
+  Partial<Pick<RegisterRequest, 'nodeKeyProof' | 'oldNodeKeyProof'>>;
+
 export async function registerMachine(
   deps: RegistrationDeps,
   caller: RegistrationCaller,
   request: RegisterRequest,
+  options?: { machineKeyOnly?: false },
+): Promise<RegistrationResult>;
+export async function registerMachine(
+  deps: RegistrationDeps,
+  caller: RegistrationCaller,
+  request: UnprovenRegisterRequest,
+  options: { machineKeyOnly: true },
+): Promise<RegistrationResult>;
+export async function registerMachine(
+  deps: RegistrationDeps,
+  caller: RegistrationCaller,
+  request: AnyRegisterRequest,
   options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
   const { machineKey } = caller;
+  const possessed =
+    options.machineKeyOnly === true ||
+    (request.nodeKeyProof !== undefined &&
+      verifyNodeKeyPossessionProof({
+        controlPrivateKey: deps.controlPrivateKey,
+        nodeKey: request.nodeKey,
+        machineKey,
+        proof: request.nodeKeyProof,
+      }));
+  if (!possessed) {
+    throw new ApiError(
+      403,
+      'bad-node-key-proof',
+      'nodeKeyProof does not prove possession of nodeKey for this machine: nothing was registered',
+    );
+  }
   const { authKey } = request;
   if (authKey !== undefined) {
     const nodeId = await retryConflicts(() =>
@@ -92,7 +131,7 @@ async function rotateNodeKey(
   deps: RegistrationDeps,
   node: NodeRecord,
   machineKey: string,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   oldNodeKey: string,
   options: RegistrationOptions,
 ): Promise<RegistrationResult> {
@@ -123,7 +162,7 @@ async function rotateNodeKey(
 async function interactiveLogin(
   deps: RegistrationDeps,
   caller: RegistrationCaller,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   existing: NodeRecord | undefined,
 ): Promise<RegistrationResult> {
   if (deps.interactive === null) {
@@ -149,14 +188,14 @@ async function interactiveLogin(
   return { status: 'needs-auth', ...(await deps.interactive.begin(args)) };
 }
 
-function refreshedFields(request: RegisterRequest) {
+function refreshedFields(request: AnyRegisterRequest) {
   return { nodeKey: request.nodeKey, hostname: request.hostname, os: request.os };
 }
 
 async function registerWithKey(
   deps: RegistrationDeps,
   machineKey: string,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   authKey: string,
 ): Promise<string> {
   const { store } = deps;

@@ -32,6 +32,7 @@ export function registerRelayMembersRoute(app: FastifyInstance, ctx: ControlCont
         const relayKey = authenticateMachine({
           header: req.headers[MACHINE_AUTH_HEADER],
           controlPrivateKey: ctx.controlKey.privateKey,
+          replay: ctx.machineNonces,
           method: req.method,
           url: req.url,
           body: '',

@@ -1,5 +1,6 @@
 import type { KeyPair } from '@weft/protocol';
 import type { RegistrationDeps } from '../auth/register.js';
+import type { ReplayWindow } from '../auth/replay-window.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
@@ -15,6 +16,8 @@ export interface ControlContext {
   hub: NetmapHub;
   sync: NetmapSync;
   controlKey: KeyPair;
+  /** Nonces of machine signatures seen lately: a replayed request is refused. */
+  machineNonces: ReplayWindow;
   /** The ts2021 Noise key Tailscale clients pin (GET /key); kept in the database like controlKey. */
   tailscaleKey: KeyPair;
   /** The node keys the relay map's relays serve. */

@@ -82,7 +82,7 @@ describe('node key lifecycle', () => {
     await a.join('a', key);
     const b = new TestMachine(t);
     const oldNode = generateKeyPair();
-    b.nodeKey = oldNode.publicKey;
+    b.node = oldNode;
     const before = await b.join('b', key);
     const sa = await a.stream();
     await sa.until('a sees b', (c) => c.peerNames().includes('b'));
@@ -95,7 +95,7 @@ describe('node key lifecycle', () => {
         machineKey: b.machine.publicKey,
         newNodeKey,
       });
-    b.nodeKey = next.publicKey;
+    b.node = next;
     // A proof made with a key that is not the old node key, or for another new key, is refused.
     const forged = await b.register({
       hostname: 'b',
@@ -148,7 +148,7 @@ describe('node key lifecycle', () => {
         })
       ).status,
     ).toBe(200);
-    b.nodeKey = oldNode.publicKey;
+    b.node = oldNode;
     expect((await b.register({ hostname: 'b' })).status).toBe(403);
   });
 
@@ -158,7 +158,7 @@ describe('node key lifecycle', () => {
     const m = new TestMachine(t);
     const first = await m.join('box', key);
     expect((await t.cli('nodes', 'expire', 'box')).code).toBe(0);
-    m.nodeKey = generateKeyPair().publicKey;
+    m.node = generateKeyPair();
     const again = await m.join('box', key);
     expect(again).toMatchObject({
       id: first.id,

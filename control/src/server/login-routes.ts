@@ -31,7 +31,8 @@ export interface SignInContext {
 const COOKIE = 'weft_signin';
 /** This browser's random mark, set when it opens a link; attempts and confirmations are bound to it. */
 const BROWSER_COOKIE = 'weft_browser';
-const BROWSER_TOKEN = /^[A-Za-z0-9_-]{43}$/;
+/** Browser marks and confirmation tokens: 32 random bytes in base64url. */
+const RANDOM_TOKEN = /^[A-Za-z0-9_-]{43}$/;
 /** How long a trip to the provider may take (bounded further by the login's own expiry). */
 const ATTEMPT_TTL_MS = 10 * 60_000;
 /** How long the confirmation page's Connect stays good. */
@@ -86,7 +87,7 @@ function markBrowser(
 ): string {
   const given = cookieValue(req.headers.cookie, BROWSER_COOKIE);
   const token =
-    given !== undefined && BROWSER_TOKEN.test(given) ? given : randomBytes(32).toString('base64url');
+    given !== undefined && RANDOM_TOKEN.test(given) ? given : randomBytes(32).toString('base64url');
   const maxAge = Math.max(1, Math.ceil((Date.parse(login.expiresAt) - Date.now()) / 1000));
   // Lax: it must come back on the provider's top-level redirect, but not on a cross-site POST.
   reply.header('set-cookie', cookie(signIn, BROWSER_COOKIE, token, maxAge));
@@ -96,7 +97,7 @@ function markBrowser(
 /** The hash of the browser mark this request carries, if any. */
 function browserOf(req: FastifyRequest): string | undefined {
   const token = cookieValue(req.headers.cookie, BROWSER_COOKIE);
-  return token !== undefined && BROWSER_TOKEN.test(token) ? sha256Hex(token) : undefined;
+  return token !== undefined && RANDOM_TOKEN.test(token) ? sha256Hex(token) : undefined;
 }
 
 function cookie(signIn: SignInContext, name: string, value: string, maxAge: number): string {
@@ -243,7 +244,7 @@ async function confirm(
     'Not confirmed',
     'This confirmation does not belong to this browser, or its form was not the one control showed. Nothing was connected. Open the sign-in link from your device again.',
   );
-  if (!BROWSER_TOKEN.test(token)) throw notThisBrowser;
+  if (!RANDOM_TOKEN.test(token)) throw notThisBrowser;
   const tokenHash = sha256Hex(token);
   const confirmation = await ctx.store.loginConfirmation(tokenHash);
   if (

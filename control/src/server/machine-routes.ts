@@ -31,6 +31,7 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     const machineKey = authenticateMachine({
       header: req.headers[MACHINE_AUTH_HEADER],
       controlPrivateKey: ctx.controlKey.privateKey,
+      replay: ctx.machineNonces,
       method: req.method,
       url: req.url,
       body,

@@ -53,7 +53,8 @@ export function confirmPage(args: {
     ['Device', args.hostname],
     ['Operating system', args.os || 'unknown'],
     ['Requested from', args.source || 'unknown'],
-    ['Requested at', args.requestedAt],
+    // Control's clock in UTC, to the second: the person compares it with when they ran `weft up`.
+    ['Requested at', args.requestedAt.replace('T', ' ').replace(/(\.\d+)?Z$/, ' UTC')],
     ['You are', args.signedInAs],
   ];
   const list = rows.map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join('');

@@ -1,4 +1,5 @@
-import { generateKeyPair, REGISTER_PATH, RegisterResponse } from '@weft/protocol';
+import { connect } from 'node:net';
+import { generateKeyPair, nodeKeyPossessionProof, REGISTER_PATH, RegisterResponse } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, startTestControl, type TestControl, TestMachine } from '../testing/harness.js';
 
@@ -98,6 +99,70 @@ describe('POST /machine/register', () => {
     expect(await nodeNames(t)).toEqual([]);
   });
 
+  it('refuses a replayed signed request, even one that was accepted', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const m = new TestMachine(t);
+    const proof = nodeKeyPossessionProof({
+      nodePrivateKey: m.node.privateKey,
+      controlPublicKey: t.controlPublicKey,
+      machineKey: m.machine.publicKey,
+    });
+    const body = JSON.stringify({
+      nodeKey: m.nodeKey,
+      hostname: 'x',
+      os: 'linux',
+      authKey: key,
+      nodeKeyProof: proof,
+    });
+    const signature = m.sign('POST', REGISTER_PATH, body);
+    expect((await m.register({}, { body, signature })).status).toBe(200);
+    const replayed = await m.register({}, { body, signature });
+    expect(replayed.status).toBe(401);
+    expect(replayed.json.error).toEqual({
+      code: 'replayed-signature',
+      message: 'this signed request was sent before: sign each request anew',
+    });
+    // A fresh signature over the same body is fine.
+    expect((await m.register({}, { body })).status).toBe(200);
+  });
+
+  it('refuses a registration without a valid proof of the node key, storing nothing', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const m = new TestMachine(t);
+    const missing = await m.register({ hostname: 'x', authKey: key, nodeKeyProof: undefined });
+    expect(missing.status).toBe(400);
+    expect(missing.json.error.message).toMatch(/nodeKeyProof/);
+    // Someone else's WireGuard public key, with a proof made by a key that is not its own.
+    const victim = generateKeyPair();
+    const forged = nodeKeyPossessionProof({
+      nodePrivateKey: generateKeyPair().privateKey,
+      controlPublicKey: t.controlPublicKey,
+      machineKey: m.machine.publicKey,
+    });
+    const r = await m.register({
+      hostname: 'x',
+      authKey: key,
+      nodeKey: victim.publicKey,
+      nodeKeyProof: forged,
+    });
+    expect(r.status).toBe(403);
+    expect(r.json.error.code).toBe('bad-node-key-proof');
+    // A true proof made for another machine does not count for this one.
+    const otherMachine = nodeKeyPossessionProof({
+      nodePrivateKey: m.node.privateKey,
+      controlPublicKey: t.controlPublicKey,
+      machineKey: generateKeyPair().publicKey,
+    });
+    expect((await m.register({ hostname: 'x', authKey: key, nodeKeyProof: otherMachine })).status).toBe(403);
+    expect(await nodeNames(t)).toEqual([]);
+    const single = await t.key();
+    expect((await m.register({ hostname: 'x', authKey: single, nodeKeyProof: forged })).status).toBe(403);
+    // The single-use key was not spent by the refused attempt.
+    expect((await m.register({ hostname: 'x', authKey: single })).status).toBe(200);
+  });
+
   it('answers malformed requests with 400 and says what is wrong', async () => {
     const t = await startTestControl();
     const m = new TestMachine(t);
@@ -134,6 +199,20 @@ describe('POST /machine/register', () => {
     expect(JSON.parse((await t.cli('nodes', 'list', '--json')).out)).toHaveLength(2);
   });
 
+  it('closes a connection that sends nothing once the connection time-out passes', async () => {
+    const t = await startTestControl({ limits: { connectionTimeoutMs: 300 } });
+    const { port } = new URL(t.control.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    socket.write('POST /machine/register HTTP/1.1\r\nHost: x\r\n'); // … and never the rest
+    const closed = await new Promise<boolean>((resolve) => {
+      socket.on('close', () => resolve(true));
+      // Bounded: far beyond the time-out, in case it is not enforced.
+      setTimeout(() => resolve(false), 10_000).unref();
+    });
+    socket.destroy();
+    expect(closed).toBe(true);
+  });
+
   it('refuses bodies over the size limit', async () => {
     const t = await startTestControl();
     const m = new TestMachine(t);
@@ -157,7 +236,7 @@ describe('POST /machine/register', () => {
     expect(again.json.node).toMatchObject({ id: first.id, name: 'box', addresses: first.addresses });
 
     // A new node key needs the old key's proof (rotation) or a new authorization.
-    m.nodeKey = generateKeyPair().publicKey;
+    m.node = generateKeyPair();
     const unproven = await m.register({ hostname: 'box' });
     expect(unproven.status).toBe(403);
     expect(unproven.json.error.message).toMatch(/another node key/);
@@ -182,7 +261,7 @@ describe('POST /machine/register', () => {
     expect(b1.addresses[0]).toBe('100.64.0.2/32');
 
     // New node key and new hostname, same machine: same node, same name and addresses.
-    a.nodeKey = generateKeyPair().publicKey;
+    a.node = generateKeyPair();
     const a2 = await a.join('renamed', key);
     expect(a2).toMatchObject({ id: a1.id, name: 'alpha', addresses: a1.addresses });
     expect(await nodeNames(t)).toEqual(['alpha', 'beta']);
@@ -199,7 +278,7 @@ describe('POST /machine/register', () => {
     const a = new TestMachine(t);
     await a.join('a', key);
     const copycat = new TestMachine(t);
-    copycat.nodeKey = a.nodeKey;
+    copycat.node = a.node;
     const r = await copycat.register({ hostname: 'b', authKey: key });
     expect(r.status).toBe(409);
     expect(r.json.error.code).toBe('node-key-in-use');

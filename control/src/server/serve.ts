@@ -4,6 +4,7 @@ import { LoginService } from '../auth/logins.js';
 import { GithubProvider } from '../auth/providers/github.js';
 import { OidcProvider } from '../auth/providers/oidc.js';
 import type { IdentityProvider } from '../auth/providers/provider.js';
+import { ReplayWindow } from '../auth/replay-window.js';
 import type { ControlConfig } from '../config/config.js';
 import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
 import { openSqliteDatabase } from '../db/sqlite.js';
@@ -120,6 +121,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       hub,
       sync,
       controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
+      machineNonces: new ReplayWindow(),
       tailscaleKey: { privateKey: tailscaleKey, publicKey: publicKeyOf(tailscaleKey) },
       relayMembers,
       registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },

@@ -57,6 +57,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
         const machineKey = authenticateMachine({
           header: req.headers[MACHINE_AUTH_HEADER],
           controlPrivateKey: ctx.controlKey.privateKey,
+          replay: ctx.machineNonces,
           method: req.method,
           url: req.url,
           body: '',

@@ -1,12 +1,11 @@
 import {
   isZeroTailscaleKey,
   keyFromTailscale,
-  type RegisterRequest,
   TS_MIN_CAPABILITY_VERSION,
   type TsRegisterRequest,
   type TsRegisterResponse,
 } from '@weft/protocol';
-import { type RegistrationCaller, registerMachine } from '../auth/register.js';
+import { type RegistrationCaller, registerMachine, type UnprovenRegisterRequest } from '../auth/register.js';
 import { ApiError } from '../errors.js';
 import type { ControlContext } from '../server/context.js';
 import { hostnameLabel } from '../tailnet/names.js';
@@ -63,7 +62,7 @@ export async function registerTailscale(
       ? keyFromTailscale(req.OldNodeKey, 'nodekey')
       : undefined;
   const authKey = req.Auth?.AuthKey ? req.Auth.AuthKey : undefined;
-  const request: RegisterRequest = {
+  const request: UnprovenRegisterRequest = {
     nodeKey,
     hostname: hostnameLabel(req.Hostinfo?.Hostname ?? ''),
     os: (req.Hostinfo?.OS ?? '').slice(0, 64),

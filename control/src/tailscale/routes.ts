@@ -21,7 +21,7 @@ export function registerTailscaleProtocol(app: FastifyInstance, ctx: ControlCont
   const sessions = new Set<ServerHttp2Session>();
   routeTs2021Upgrades(app.server, {
     noisePrivateKey: new Uint8Array(Buffer.from(ctx.tailscaleKey.privateKey, 'base64')),
-    handle: (machineKey, source, req, res) => handleNoiseRequest(ctx, { machineKey, source }, req, res),
+    handle: (caller, req, res) => handleNoiseRequest(ctx, caller, req, res),
     log: ctx.log,
     sessions,
   });

@@ -3,6 +3,7 @@ import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { x25519 } from '@noble/curves/ed25519.js';
 import type { TsEarlyNoise } from '@weft/protocol';
+import type { RegistrationCaller } from '../auth/register.js';
 import { errorText, type Logger } from '../log.js';
 import { errorFrame, INITIATION_LEN, NoiseHandshakeError, respondToInitiation } from './noise.js';
 import { NoiseStream } from './noise-stream.js';
@@ -23,10 +24,9 @@ const INITIATION_WAIT_MS = 10_000;
 const IDLE_MS = 5 * 60_000;
 const EARLY_PAYLOAD_MAGIC = Buffer.from([0xff, 0xff, 0xff, 0x54, 0x53]);
 
+/** Who is asking: the machine key the handshake proved and the address the connection came from. */
 export type NoiseRequestHandler = (
-  machineKey: string,
-  /** The client's address on the outer connection (for per-source limits). */
-  source: string,
+  caller: RegistrationCaller,
   req: http2.Http2ServerRequest,
   res: http2.Http2ServerResponse,
 ) => void;
@@ -138,7 +138,7 @@ function serve(
   stream.write(Buffer.concat([EARLY_PAYLOAD_MAGIC, length, json]));
 
   const server = http2.createServer({ maxSessionMemory: 4 }, (req, res) =>
-    deps.handle(machineKey, source, req, res),
+    deps.handle({ machineKey, source }, req, res),
   );
   server.on('session', (h2) => {
     deps.sessions.add(h2);

@@ -10,6 +10,7 @@ import {
   MACHINE_AUTH_HEADER,
   type NetMap,
   type NodeView,
+  nodeKeyPossessionProof,
   REGISTER_PATH,
   STREAM_PATH,
   StreamServerMessage,
@@ -121,7 +122,12 @@ type Reply = {
 
 export class TestMachine {
   readonly machine: KeyPair = generateKeyPair();
-  nodeKey: string = generateKeyPair().publicKey;
+  /** The node (WireGuard) key pair; registrations prove possession of it. */
+  node: KeyPair = generateKeyPair();
+
+  get nodeKey(): string {
+    return this.node.publicKey;
+  }
 
   constructor(private readonly t: TestControl) {}
 
@@ -140,7 +146,13 @@ export class TestMachine {
     request: Record<string, unknown>,
     opts: { body?: string; signature?: string | null } = {},
   ): Promise<{ status: number; json: Reply }> {
-    const body = opts.body ?? JSON.stringify({ nodeKey: this.nodeKey, os: 'linux', ...request });
+    const nodeKeyProof = nodeKeyPossessionProof({
+      nodePrivateKey: this.node.privateKey,
+      controlPublicKey: this.t.controlPublicKey,
+      machineKey: this.machine.publicKey,
+    });
+    const body =
+      opts.body ?? JSON.stringify({ nodeKey: this.nodeKey, os: 'linux', nodeKeyProof, ...request });
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     const signature = opts.signature === undefined ? this.sign('POST', REGISTER_PATH, body) : opts.signature;
     if (signature !== null) headers[MACHINE_AUTH_HEADER] = signature;

@@ -7,6 +7,7 @@ import { parseDuration } from './duration.js';
 import { formatNetcheck, formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
 import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './routing.js';
+import { type AuthKeyFlags, authKeyFrom, checkControlUrl } from './up-options.js';
 
 // weft: the command line over weftd's LocalAPI. Data goes to stdout (status, addresses, the
 // login URL), problems to stderr with a non-zero exit; it never prompts.
@@ -20,24 +21,41 @@ const program = new Command('weft')
 
 const client = () => new LocalApiClient(program.opts<{ socket: string }>().socket);
 
+interface UpFlags extends AuthKeyFlags {
+  controlUrl: string;
+  hostname?: string;
+  timeout: string;
+  acceptNewControlKey?: boolean;
+  insecureHttp?: boolean;
+}
+
 addRoutingFlags(program.command('up'))
   .description('log in if needed and connect to the tailnet')
   .requiredOption('--control-url <url>', 'the control server, e.g. https://weft.example.com')
-  .option('--authkey <key>', 'a pre-auth key (otherwise a login URL is printed)')
+  .option(
+    '--authkey <key>',
+    'a pre-auth key (otherwise a login URL is printed); file:PATH or - (stdin) keep it out of ps',
+  )
+  .option('--authkey-file <path>', 'read the pre-auth key from this file')
   .option('--hostname <name>', 'the name of this machine in the tailnet')
   .option('--timeout <duration>', 'how long to wait for an interactive login (e.g. 90s, 10m)', '10m')
-  .action(async (o: { controlUrl: string; authkey?: string; hostname?: string; timeout: string }) => {
+  .option('--accept-new-control-key', "accept control's key although it differs from the one pinned before")
+  .option('--insecure-http', 'allow plain http:// to a control server that is not on this machine')
+  .action(async (o: UpFlags) => {
     const timeoutMs = parseDuration(o.timeout);
     if (timeoutMs === null)
       throw new LocalApiError('invalid-request', `invalid --timeout '${o.timeout}': use e.g. 90s, 10m or 1h`);
+    checkControlUrl(o.controlUrl, o.insecureHttp === true);
+    const authKey = await authKeyFrom(o);
     const api = client();
     // Routing flags first, so the node advertises them from its first connection.
     const patch = prefsFromFlags(o as RoutingFlags);
     if (patch) await api.setPrefs(patch);
     let st = await api.up({
       controlUrl: o.controlUrl,
-      ...(o.authkey ? { authKey: o.authkey } : {}),
+      ...(authKey ? { authKey } : {}),
       ...(o.hostname ? { hostname: o.hostname } : {}),
+      ...(o.acceptNewControlKey ? { acceptNewControlKey: true } : {}),
     });
     if (st.backendState !== 'Running' && st.authUrl) {
       const interrupt = new AbortController();

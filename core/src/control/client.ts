@@ -32,12 +32,24 @@ export interface RequestOptions {
   timeoutMs?: number;
 }
 
+/** Checks control's key before it is used (see key-pin.ts); absent in tests of other parts. */
+export interface ControlKeyCheck {
+  check(controlUrl: string, publicKey: string, acceptNew: boolean): Promise<void>;
+}
+
+export interface ControlClientOptions {
+  keyCheck?: ControlKeyCheck;
+  /** Accept (and pin) a key other than the pinned one: `weft up --accept-new-control-key`. */
+  acceptNewControlKey?: boolean;
+}
+
 export class ControlClient {
   private serverKey: string | null = null;
 
   constructor(
     readonly baseUrl: string,
     private readonly machinePrivateKey: string,
+    private readonly opts: ControlClientOptions = {},
   ) {}
 
   /** The URL of a control path, keeping any path prefix of the base URL. */
@@ -52,6 +64,7 @@ export class ControlClient {
     if (this.serverKey) return this.serverKey;
     const res = await this.fetch(this.url(CONTROL_KEY_PATH), { method: 'GET' });
     const body = await this.readJson(res, ControlKeyResponse, 'GET /machine/key');
+    await this.opts.keyCheck?.check(this.baseUrl, body.publicKey, this.opts.acceptNewControlKey === true);
     this.serverKey = body.publicKey;
     return body.publicKey;
   }

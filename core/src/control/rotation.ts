@@ -1,4 +1,9 @@
-import { type NodeView, nodeKeyRotationProof, type RegisterRequest } from '@weft/protocol';
+import {
+  type NodeView,
+  nodeKeyPossessionProof,
+  nodeKeyRotationProof,
+  type RegisterRequest,
+} from '@weft/protocol';
 import { WeftError } from '../errors.js';
 import type { ControlClient } from './client.js';
 
@@ -29,6 +34,11 @@ export function rotationRequest(args: RotationArgs & { controlPublicKey: string 
     nodeKey: args.newKey.publicKey,
     hostname: args.hostname,
     os: args.os,
+    nodeKeyProof: nodeKeyPossessionProof({
+      nodePrivateKey: args.newKey.privateKey,
+      controlPublicKey: args.controlPublicKey,
+      machineKey: args.machineKey,
+    }),
     oldNodeKey: args.oldKey.publicKey,
     oldNodeKeyProof: nodeKeyRotationProof({
       oldNodePrivateKey: args.oldKey.privateKey,

@@ -1,7 +1,13 @@
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyPair, type NetMap, publicKeyOf, type WatchEvent } from '@weft/protocol';
+import {
+  generateKeyPair,
+  type NetMap,
+  nodeKeyPossessionProof,
+  publicKeyOf,
+  type WatchEvent,
+} from '@weft/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HelperClient } from '../helper/client.js';
 import { silentLogger, stderrLogger } from '../log/logger.js';
@@ -77,6 +83,32 @@ afterEach(async () => {
 });
 
 describe('engine', () => {
+  it('pins control’s key at first use, refuses a changed one, and accepts it only when told to (stand-in control)', async () => {
+    const engine = await startEngine();
+    await up(engine);
+    const pinFile = join(dir, 'state', 'control-key.json');
+    const pinned = JSON.parse(await readFile(pinFile, 'utf8'));
+    expect(pinned).toMatchObject({ controlUrl: control.url, publicKey: control.keys.publicKey });
+    await engine.logout();
+
+    const registered = control.registerCalls;
+    control.keys = generateKeyPair(); // control reinstalled, or someone else answering at its address
+    await expect(up(engine)).rejects.toThrow(
+      `control at ${control.url} now presents the key ${control.keys.publicKey}, not ${pinned.publicKey} pinned on ${pinned.pinnedAt}: refusing to talk to it. If control was reinstalled on purpose, run 'weft up --control-url ${control.url} --accept-new-control-key'`,
+    );
+    expect(control.registerCalls).toBe(registered);
+    expect(JSON.parse(await readFile(pinFile, 'utf8'))).toEqual(pinned);
+
+    await engine.up({
+      controlUrl: control.url,
+      authKey: 'tskey-good',
+      hostname: 'laptop',
+      acceptNewControlKey: true,
+    });
+    expect(engine.backendState()).toBe('Running');
+    expect(JSON.parse(await readFile(pinFile, 'utf8')).publicKey).toBe(control.keys.publicKey);
+  });
+
   it('up registers with a pre-auth key, reaches Running and applies the netmap (stand-in control)', async () => {
     const engine = await startEngine();
     expect(engine.backendState()).toBe('NeedsLogin');
@@ -85,11 +117,17 @@ describe('engine', () => {
 
     const [node] = [...control.nodes.values()];
     const nodeKeyFile = (await readFile(join(dir, 'state', 'node.key'), 'utf8')).trim();
+    const machineKeyFile = (await readFile(join(dir, 'state', 'machine.key'), 'utf8')).trim();
     expect(node?.req).toEqual({
       nodeKey: publicKeyOf(nodeKeyFile),
       hostname: 'laptop',
       os: process.platform,
       authKey: 'tskey-good',
+      nodeKeyProof: nodeKeyPossessionProof({
+        nodePrivateKey: nodeKeyFile,
+        controlPublicKey: control.keys.publicKey,
+        machineKey: publicKeyOf(machineKeyFile),
+      }),
     });
     const prefs = JSON.parse(await readFile(join(dir, 'state', 'prefs.json'), 'utf8'));
     expect(helper.lastApply()).toEqual({

@@ -8,6 +8,7 @@ import {
   type NetcheckReport,
   type NetMap,
   type NodeView,
+  nodeKeyPossessionProof,
   type PrefsPatch,
   type RegisterRequest,
   type Status,
@@ -15,6 +16,7 @@ import {
   type UpRequest,
 } from '@weft/protocol';
 import { ControlClient, ControlHttpError, isLoginEnded } from '../control/client.js';
+import { ControlKeyPinning } from '../control/key-pin.js';
 import { LoginWait } from '../control/login.js';
 import { DEFAULT_KEY_ROTATION_MS, rotateNodeKey } from '../control/rotation.js';
 import { MapSession } from '../control/session.js';
@@ -127,10 +129,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly netmapWriter: LatestWriter<NetMap>;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
+  private readonly keyPinning: ControlKeyPinning;
 
   constructor(private readonly opts: EngineOptions) {
     super();
     this.timing = opts.timing ?? {};
+    this.keyPinning = new ControlKeyPinning(opts.store);
     this.rotationBackoff = new Backoff({ baseMs: 60_000, capMs: 3_600_000, ...this.timing.rotationBackoff });
     this.reconciler = new Reconciler(opts.helper, {
       log: opts.log,
@@ -374,8 +378,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (!this.login) {
       this.stopLoginWait();
       const nodeKey = await this.opts.store.loadOrCreateKey('node');
-      const client = new ControlClient(controlUrl, this.machineKey.privateKey);
-      const reg: RegisterRequest = { nodeKey: nodeKey.publicKey, hostname, os: process.platform };
+      const client = this.controlClient(controlUrl, req.acceptNewControlKey);
+      const reg: RegisterRequest = {
+        nodeKey: nodeKey.publicKey,
+        hostname,
+        os: process.platform,
+        nodeKeyProof: nodeKeyPossessionProof({
+          nodePrivateKey: nodeKey.privateKey,
+          controlPublicKey: await client.controlKey(),
+          machineKey: this.machineKey.publicKey,
+        }),
+      };
       // Nothing is saved until control accepts: a bad key or an unreachable control changes nothing.
       const res = await client.register(req.authKey ? { ...reg, authKey: req.authKey } : reg);
       this.nodeKey = nodeKey;
@@ -389,6 +402,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       await this.authorized(controlUrl, nodeKey);
     } else {
+      // Logged in already: the flag re-pins a control that was reinstalled on purpose.
+      if (req.acceptNewControlKey) await this.controlClient(controlUrl, true).controlKey();
       await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
     }
     this.helperProblem = null;
@@ -512,10 +527,18 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   // --- control ---------------------------------------------------------------------------------
 
+  /** A client of control at `controlUrl` that checks control's key against the pinned one. */
+  private controlClient(controlUrl: string, acceptNewControlKey = false): ControlClient {
+    return new ControlClient(controlUrl, this.machineKey.privateKey, {
+      keyCheck: this.keyPinning,
+      acceptNewControlKey,
+    });
+  }
+
   private startSession(): void {
     if (this.session || !this.login) return;
     this.controlProblem = null;
-    const session = new MapSession(new ControlClient(this.login.controlUrl, this.machineKey.privateKey), {
+    const session = new MapSession(this.controlClient(this.login.controlUrl), {
       log: this.opts.log,
       backoff: this.timing.controlBackoff,
       pingMs: this.timing.pingMs,
@@ -676,7 +699,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Asks control to expire this node's key now; returns what the user should know if it could not. */
   private async tellControlLogout(): Promise<string | null> {
     if (!this.login) return null;
-    const client = new ControlClient(this.login.controlUrl, this.machineKey.privateKey);
+    const client = this.controlClient(this.login.controlUrl);
     try {
       await client.logout();
       this.opts.log.info(`control at ${this.login.controlUrl} expired this node's key`);
@@ -748,7 +771,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.rotationPending = true;
       let self: NetMap['self'];
       try {
-        self = await rotateNodeKey(new ControlClient(login.controlUrl, this.machineKey.privateKey), {
+        self = await rotateNodeKey(this.controlClient(login.controlUrl), {
           oldKey,
           newKey,
           machineKey: this.machineKey.publicKey,

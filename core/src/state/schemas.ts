@@ -36,3 +36,11 @@ export type Login = z.infer<typeof Login>;
 
 export const LISTEN_PORT_MIN = 40000;
 export const LISTEN_PORT_MAX = 60000;
+
+/** Control's public key as first seen at a control URL: a different one later is refused. */
+export const ControlKeyPin = z.strictObject({
+  controlUrl: z.string().url(),
+  publicKey: Key,
+  pinnedAt: z.iso.datetime({ offset: true }),
+});
+export type ControlKeyPin = z.infer<typeof ControlKeyPin>;

@@ -5,7 +5,7 @@ import { generateKeyPair, Key, NetMap, publicKeyOf } from '@weft/protocol';
 import type { z } from 'zod';
 import { WeftError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
-import { LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login, Prefs } from './schemas.js';
+import { ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login, Prefs } from './schemas.js';
 
 // The engine's state folder. Everything in it is owner-only: the keys are secrets, and the
 // netmap and prefs describe the tailnet to whoever can read them.
@@ -15,6 +15,7 @@ import { LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login, Prefs } from './schemas.js';
 //   node-next.key the key a rotation in flight moves to; kept until control's answer is recorded,
 //                 so a crash mid-rotation is finished at the next start, never leaves a key lost
 //   prefs.json    Prefs; login.json  Login; netmap.json  the last NetMap, to come up without control
+//   control-key.json  ControlKeyPin: control's key as first seen (kept across logouts)
 
 export type KeyName = 'machine' | 'node' | 'node-next';
 
@@ -122,6 +123,14 @@ export class StateStore {
 
   async deleteLogin(): Promise<void> {
     await rm(this.path('login.json'), { force: true });
+  }
+
+  loadControlKeyPin(): Promise<ControlKeyPin | null> {
+    return this.readJson('control-key.json', ControlKeyPin);
+  }
+
+  saveControlKeyPin(pin: ControlKeyPin): Promise<void> {
+    return this.writeJson('control-key.json', ControlKeyPin.parse(pin));
   }
 
   loadNetmap(): Promise<NetMap | null> {

@@ -42,7 +42,8 @@ const refusal = (status: number, code: string, message: string): Answer => [
 ];
 
 export class StandInControl {
-  readonly keys = generateKeyPair();
+  /** Control's key pair; a test replaces it to play a reinstalled (or impersonated) control. */
+  keys = generateKeyPair();
   readonly nodes = new Map<string, RegisteredNode>();
   readonly endpointReports: string[][] = [];
   /** Every `routes` message received, in order. */

@@ -1,5 +1,7 @@
 import { once } from 'node:events';
 import { request } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import {
   DERP_WS_SUBPROTOCOL,
   DerpFrameType,
@@ -131,6 +133,21 @@ describe('DERP login', () => {
     s.write(Buffer.from([DerpFrameType.clientInfo, 0x00, 0x10, 0x00, 0x00]));
     await s.closed;
     expect(s.health()).toMatch(/over the limit/);
+  });
+
+  it('skips the HTTP 101 response for a client that asks for a fast start', async () => {
+    const r = await relay();
+    const port = Number(new URL(derpUrl(r)).port);
+    const socket = new Socket();
+    cleanups.push(() => socket.destroy());
+    await new Promise<void>((resolve) => socket.connect(port, '127.0.0.1', resolve));
+    socket.write(
+      'GET /derp HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: DERP\r\nDerp-Fast-Start: 1\r\n\r\n',
+    );
+    const [first] = (await once(socket, 'data')) as [Buffer];
+    // The first bytes are the ServerKey frame itself: type 1, length 40, the magic.
+    expect([...first.subarray(0, 5)]).toEqual([DerpFrameType.serverKey, 0, 0, 0, 40]);
+    expect(first.subarray(5, 13).toString('utf8')).toBe('DERP🔑');
   });
 
   it('serves the probe endpoints and refuses a /derp request without an upgrade', async () => {
@@ -317,7 +334,7 @@ async function rawDerp(r: RunningRelay) {
   };
 }
 
-function upgrade(url: string): Promise<{ socket: import('node:net').Socket }> {
+function upgrade(url: string): Promise<{ socket: Duplex }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { headers: { connection: 'Upgrade', upgrade: 'DERP' } });
     req.once('error', reject);
