@@ -208,12 +208,14 @@ describe('DERP forwarding (one table with Weft)', () => {
     ]);
   });
 
-  it('answers Ping with Pong, refuses mesh frames, and ignores unknown frame types', async () => {
+  it('notes NotePreferred, answers Ping with Pong, refuses mesh frames, and ignores unknown frame types', async () => {
     const r = await relay();
     const a = await derp(r);
     a.c.writeRaw(encodeDerpFrame(0x7f as DerpFrameType, Buffer.from('future')));
+    a.c.writeRaw(encodeDerpFrame(DerpFrameType.notePreferred, Uint8Array.of(1)));
     a.c.writeRaw(encodeDerpFrame(DerpFrameType.ping, Buffer.from('pingpong')));
     await until('pong', () => a.got.frames.some((f) => f.type === DerpFrameType.pong));
+    expect(r.server.stats()).toMatchObject({ derpClients: 1, derpHome: 1 });
     expect(a.got.frames.find((f) => f.type === DerpFrameType.pong)?.payload.toString()).toBe('pingpong');
     a.c.writeRaw(encodeDerpFrame(DerpFrameType.watchConns));
     await until('closed', () => a.got.closed);
