@@ -1,5 +1,5 @@
 import { parsePrefix } from '@weft/protocol';
-import type { EngineChange } from '../policy/engine.js';
+import type { EngineChange } from '../policy/compiler.js';
 import {
   IPSet,
   type Policy,

@@ -9,7 +9,7 @@ export {
   type NodePolicy,
   PolicyEngine,
   TAILSCALE_WILDCARD_SOURCES,
-} from './engine.js';
+} from './compiler.js';
 export { formatIssue, PolicyError, type PolicyIssue, type SourcePos } from './errors.js';
 export { compareFilters, filterMeaning } from './filter-meaning.js';
 export { IPSet } from './ipset.js';

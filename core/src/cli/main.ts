@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { LocalApiClient, LocalApiError } from '../localapi/client.js';
-import { DEFAULT_SOCKET } from '../paths.js';
+import { DEFAULT_SOCKET } from '../locations.js';
 import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
 import { formatNetcheck, formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
-import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './routing.js';
+import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './exit-nodes.js';
 import { type AuthKeyFlags, authKeyFrom, checkControlUrl } from './up-options.js';
 
 // weft: the command line over weftd's LocalAPI. Data goes to stdout (status, addresses, the

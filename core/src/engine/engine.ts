@@ -43,7 +43,7 @@ import {
   routingPrefs,
   routingStatus,
   ServerAddresses,
-} from './routing.js';
+} from './exit-nodes.js';
 import { buildStatus } from './status.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 

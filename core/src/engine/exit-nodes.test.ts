@@ -11,7 +11,7 @@ import {
   recommend,
   routingStatus,
   ServerAddresses,
-} from './routing.js';
+} from './exit-nodes.js';
 
 // The routing parts of the desired state and of the status, from the netmap and the user's choices.
 

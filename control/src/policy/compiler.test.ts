@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { checkPolicy } from './check.js';
-import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './engine.js';
+import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './compiler.js';
 import { compareFilters } from './filter-meaning.js';
 import { IPSet, parseFilterIP } from './ipset.js';
 import { parsePolicy } from './parse.js';
