@@ -33,15 +33,15 @@ import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
 import {
   advertisedRoutes,
-  applyRouting,
+  applyRoutes,
   exitNodeList,
   exitNodeProblem,
   localPrefixes,
   measureLatency,
   osInterfacePrefixes,
   relayUrls,
-  routingPrefs,
-  routingStatus,
+  routePrefs,
+  routeStatus,
   ServerAddresses,
 } from './exit-nodes.js';
 import { buildStatus } from './status.js';
@@ -273,11 +273,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       const next: Prefs = { ...this.prefs };
       for (const [k, v] of Object.entries(patch)) if (v !== undefined) Object.assign(next, { [k]: v });
-      const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(routingPrefs(p)));
+      const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(routePrefs(p)));
       const advertisedChanged = routes(next) !== routes(this.prefs);
       await this.savePrefs(next);
-      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(routingPrefs(next)));
-      const r = routingPrefs(next);
+      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(routePrefs(next)));
+      const r = routePrefs(next);
       this.opts.log.info(
         `routing: exit node ${r.exitNodeId ?? 'none'}${r.exitNodeId ? ` (allow LAN ${r.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(r).join(', ') || 'nothing'}, accept routes ${r.acceptRoutes ? 'on' : 'off'}`,
       );
@@ -288,7 +288,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** The exit nodes on offer, with their latency measured now (`weft exit-node list|suggest`). */
   async exitNodes(): Promise<ExitNodeList> {
-    const prefs = routingPrefs(this.prefs);
+    const prefs = routePrefs(this.prefs);
     const offered = exitNodeList(this.netmap, prefs, this.latency).exitNodes;
     if (this.backendState() === 'Running') {
       await Promise.all(
@@ -489,15 +489,15 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /**
-   * Adds exit node, subnet routes and the router role to an "up" target (see routing.ts): the
+   * Adds exit node, subnet routes and the router role to an "up" target (see exit-nodes.ts): the
    * servers to keep outside the tunnel are the control server and the relays.
    */
   private routed(target: Target | null): Target | null {
     if (target?.op !== 'apply' || !this.netmap || !this.login) return target;
     const netmap = this.netmap;
     this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
-    const state = applyRouting(target.state, netmap, {
-      prefs: routingPrefs(this.prefs),
+    const state = applyRoutes(target.state, netmap, {
+      prefs: routePrefs(this.prefs),
       localPrefixes: localPrefixes(osInterfacePrefixes, this.opts.interfaceName, netmap.tailnetRanges),
       bypass: this.servers.prefixes(),
     });
@@ -505,11 +505,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private routedStatus(status: Status): Status {
-    const prefs = routingPrefs(this.prefs);
+    const prefs = routePrefs(this.prefs);
     const wanted = this.login !== null && this.prefs.wantRunning;
     const problem = wanted ? exitNodeProblem(this.netmap, prefs) : null;
     const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
-    return routingStatus(withHealth, status.self ? this.netmap : null, prefs, this.latency);
+    return routeStatus(withHealth, status.self ? this.netmap : null, prefs, this.latency);
   }
 
   private onReconciled(r: ReconcileResult): void {
@@ -550,7 +550,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     session.on('refused', (err) => this.loggedOutByControl(err.message));
     this.session = session;
-    session.setAdvertisedRoutes(advertisedRoutes(routingPrefs(this.prefs)));
+    session.setAdvertisedRoutes(advertisedRoutes(routePrefs(this.prefs)));
     this.startConnectivity();
     session.start();
     this.reportEndpoints();

@@ -27,7 +27,7 @@ import type { Prefs } from '../state/schemas.js';
 const EXIT = new Set(EXIT_ROUTES);
 
 /** The routing choices the engine applies (Prefs with their defaults filled in). */
-export interface RoutingPrefs {
+export interface RoutePrefs {
   exitNodeId: string | null;
   exitNodeAllowLan: boolean;
   advertiseExitNode: boolean;
@@ -35,7 +35,7 @@ export interface RoutingPrefs {
   acceptRoutes: boolean;
 }
 
-export function routingPrefs(p: Prefs): RoutingPrefs {
+export function routePrefs(p: Prefs): RoutePrefs {
   return {
     exitNodeId: p.exitNodeId ?? null,
     exitNodeAllowLan: p.exitNodeAllowLan ?? false,
@@ -46,13 +46,13 @@ export function routingPrefs(p: Prefs): RoutingPrefs {
 }
 
 /** What this node offers control: its subnets, and 0.0.0.0/0 + ::/0 as an exit node. */
-export function advertisedRoutes(p: RoutingPrefs): string[] {
+export function advertisedRoutes(p: RoutePrefs): string[] {
   return [...new Set([...p.advertiseRoutes.map(canonical), ...(p.advertiseExitNode ? EXIT_ROUTES : [])])];
 }
 
 /** What the desired state needs besides the netmap and the prefs: facts about this machine. */
-export interface RoutingInputs {
-  prefs: RoutingPrefs;
+export interface RouteInputs {
+  prefs: RoutePrefs;
   /** Prefixes of the networks this machine is on (never routed into the tunnel). */
   localPrefixes: string[];
   /** Control and relay servers' addresses as /32 and /128: reached outside the tunnel. */
@@ -79,7 +79,7 @@ export function exitPeer(netmap: NetMap, id: string | null): NodeView | undefine
 }
 
 /** This node's approved routes it still offers: what its helper forwards (the router role). */
-export function ownRoutes(netmap: NetMap, prefs: RoutingPrefs): string[] {
+export function ownRoutes(netmap: NetMap, prefs: RoutePrefs): string[] {
   const offered = new Set(advertisedRoutes(prefs));
   const { subnets, exit } = routesOf(netmap.self);
   return [...subnets, ...exit].filter((r) => offered.has(r));
@@ -95,7 +95,7 @@ export function ownRoutes(netmap: NetMap, prefs: RoutingPrefs): string[] {
  *   blocked, never sent in the clear;
  * - `router` with this node's approved routes, masqueraded, when it serves any.
  */
-export function applyRouting(state: DesiredState, netmap: NetMap, inp: RoutingInputs): DesiredState {
+export function applyRoutes(state: DesiredState, netmap: NetMap, inp: RouteInputs): DesiredState {
   const { prefs } = inp;
   const mine = ownRoutes(netmap, prefs);
   const local = new Set(inp.localPrefixes.map(canonical));
@@ -176,10 +176,10 @@ export function osInterfacePrefixes(): Array<{ iface: string; address: string; c
 }
 
 /** Adds the routing fields to a Status: exit-node options and choice, latencies, routes, prefs. */
-export function routingStatus(
+export function routeStatus(
   status: Status,
   netmap: NetMap | null,
-  prefs: RoutingPrefs,
+  prefs: RoutePrefs,
   latency: ReadonlyMap<string, number | null>,
 ): Status {
   const byId = new Map((netmap?.peers ?? []).map((p) => [p.id, p]));
@@ -210,7 +210,7 @@ export function routingStatus(
 }
 
 /** Why the chosen exit node does not carry traffic, if it does not (a health line). */
-export function exitNodeProblem(netmap: NetMap | null, prefs: RoutingPrefs): string | null {
+export function exitNodeProblem(netmap: NetMap | null, prefs: RoutePrefs): string | null {
   if (prefs.exitNodeId === null || netmap === null) return null;
   const peer = netmap.peers.find((p) => p.id === prefs.exitNodeId);
   const name = peer?.name ?? prefs.exitNodeId;
@@ -238,7 +238,7 @@ export function recommend(
 /** The exit nodes on offer, with latencies as measured. */
 export function exitNodeList(
   netmap: NetMap | null,
-  prefs: RoutingPrefs,
+  prefs: RoutePrefs,
   latency: ReadonlyMap<string, number | null>,
 ): { exitNodes: ExitNodeInfo[]; recommended: string | null } {
   const exitNodes = (netmap?.peers ?? [])
