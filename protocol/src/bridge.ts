@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseEndpoint, parsePrefix } from './ip.js';
 import { PeerStatus, Status } from './localapi.js';
-import { Cidr } from './primitives.js';
+import { PREFS_DEFAULTS, PrefsPatch } from './prefs.js';
 
 // The desktop app's bridge: every call the renderer may make and every event it receives, in one
 // schema. The Electron preload, the main-side handler registry, the web shell (HTTP + WebSocket,
@@ -78,13 +78,6 @@ export const BridgeSelf = z.strictObject({
 });
 export type BridgeSelf = z.infer<typeof BridgeSelf>;
 
-/** The engine's settings the UI changes (Tailscale's "prefs"). */
-export const EnginePrefs = z.strictObject({
-  advertiseExitNode: z.boolean(),
-  advertiseRoutes: z.array(Cidr).max(64),
-});
-export type EnginePrefs = z.infer<typeof EnginePrefs>;
-
 export const ExitNodeChoice = z.strictObject({ id: z.string(), allowLan: z.boolean() });
 export type ExitNodeChoice = z.infer<typeof ExitNodeChoice>;
 
@@ -97,7 +90,6 @@ export const EngineStatus = Status.extend({
   /** The engine's suggestion (`weft exit-node suggest`). */
   recommendedExitNodeId: z.string().nullable().optional(),
   user: UserInfo.nullable().optional(),
-  prefs: EnginePrefs.optional(),
 });
 export type EngineStatus = z.infer<typeof EngineStatus>;
 
@@ -118,19 +110,18 @@ export type HelperState = z.infer<typeof HelperState>;
 export const Theme = z.enum(['system', 'light', 'dark']);
 export type Theme = z.infer<typeof Theme>;
 
-/** The app's own settings (kept by electron, or by the web shell). */
+/**
+ * The app's own settings, UI only (kept by electron, or by the web shell). What the engine does
+ * (exit node, allow-LAN, what this device advertises) is the engine's Prefs, shown in engine.prefs.
+ */
 export const Preferences = z.strictObject({
   /** The control server last used, offered on the sign-in screen. */
   controlUrl: z.string().max(2048),
   launchAtLogin: z.boolean(),
   notifications: z.boolean(),
   theme: Theme,
-  exitNodeAllowLan: z.boolean(),
   /** Exit node ids, most recently used first. */
   recentExitNodes: z.array(z.string()).max(5),
-  /** What the user asked the engine to advertise (engine.prefs says what it does). */
-  advertiseExitNode: z.boolean(),
-  advertiseRoutes: z.array(Cidr).max(64),
 });
 export type Preferences = z.infer<typeof Preferences>;
 
@@ -170,14 +161,11 @@ export type View = z.infer<typeof View>;
 const NoInput = z.strictObject({});
 const Ack = z.strictObject({ ok: z.literal(true) });
 
-export const PreferencesPatch = z.strictObject({
-  controlUrl: ControlUrl.optional(),
-  launchAtLogin: z.boolean().optional(),
-  notifications: z.boolean().optional(),
-  theme: Theme.optional(),
-  advertiseExitNode: z.boolean().optional(),
-  advertiseRoutes: z.array(Cidr).max(64).optional(),
-});
+/** The Settings screen's changes: the app's own settings, and what the engine advertises. */
+export const PreferencesPatch = Preferences.pick({ launchAtLogin: true, notifications: true, theme: true })
+  .extend({ controlUrl: ControlUrl })
+  .partial()
+  .extend(PrefsPatch.pick({ advertiseExitNode: true, advertiseRoutes: true }).shape);
 export type PreferencesPatch = z.infer<typeof PreferencesPatch>;
 
 export const bridgeCalls = {
@@ -449,6 +437,8 @@ export interface ExitNodeOptions {
   /** Every exit node: recently used first (most recent first), then online, then by name. */
   list: BridgePeer[];
   current: BridgePeer | null;
+  /** Allow-LAN for the exit node in use or the next one chosen: the engine remembers it. */
+  allowLan: boolean;
 }
 
 export function exitNodeOptions(s: AppState): ExitNodeOptions {
@@ -477,7 +467,9 @@ export function exitNodeOptions(s: AppState): ExitNodeOptions {
   }
   const currentId = s.engine?.exitNode?.id;
   const current = currentId ? (peers.find((p) => p.id === currentId) ?? null) : null;
-  return { recommended, list, current };
+  const allowLan =
+    s.engine?.exitNode?.allowLan ?? s.engine?.prefs?.exitNodeAllowLan ?? PREFS_DEFAULTS.exitNodeAllowLan;
+  return { recommended, list, current, allowLan };
 }
 
 /** Days until the node key expires (fractional), or null when it does not expire / is unknown. */

@@ -8,6 +8,7 @@ export * from './ip.js';
 export * from './localapi.js';
 export * from './machine-auth.js';
 export * from './netmap.js';
+export * from './prefs.js';
 export * from './primitives.js';
 export * from './relay.js';
 export * from './relay-members.js';

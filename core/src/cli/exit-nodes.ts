@@ -1,6 +1,6 @@
-import { type ExitNodeList, parsePrefix, type Status } from '@weft/protocol';
+import { type ExitNodeList, type PrefsPatch, parsePrefix, type Status } from '@weft/protocol';
 import { type Command, Option } from 'commander';
-import { type EnginePrefsPatch, type LocalApiClient, LocalApiError } from '../localapi/client.js';
+import { type LocalApiClient, LocalApiError } from '../localapi/client.js';
 
 // `weft set`, `weft exit-node list|suggest`, and the route flags of `weft up`: exit nodes and
 // subnet routes over the LocalAPI's /prefs and /exit-nodes.
@@ -63,8 +63,8 @@ export function parseRoutes(text: string): string[] {
 }
 
 /** The prefs patch the route flags ask for; null when none was given. */
-export function prefsFromFlags(o: RouteFlags): EnginePrefsPatch | null {
-  const patch: EnginePrefsPatch = {};
+export function prefsFromFlags(o: RouteFlags): PrefsPatch | null {
+  const patch: PrefsPatch = {};
   if (o.advertiseRoutes !== undefined) patch.advertiseRoutes = parseRoutes(o.advertiseRoutes);
   if (o.advertiseExitNode !== undefined) patch.advertiseExitNode = o.advertiseExitNode;
   if (o.acceptRoutes !== undefined) patch.acceptRoutes = o.acceptRoutes;
@@ -126,7 +126,7 @@ export function addExitNodeCommands(program: Command, client: () => LocalApiClie
       ),
   ).action(async (o: RouteFlags & { exitNode?: string; exitNodeAllowLanAccess?: boolean }) => {
     const api = client();
-    const patch: EnginePrefsPatch = prefsFromFlags(o) ?? {};
+    const patch: PrefsPatch = prefsFromFlags(o) ?? {};
     if (o.exitNode !== undefined) {
       patch.exitNodeId = o.exitNode.trim() === '' ? null : findExitNode(await api.status(), o.exitNode);
     }

@@ -9,6 +9,7 @@ import {
   type NetMap,
   type NodeView,
   nodeKeyPossessionProof,
+  type Prefs,
   type PrefsPatch,
   type RegisterRequest,
   type Status,
@@ -27,7 +28,7 @@ import { type ReconcileResult, Reconciler, type Target } from '../helper/reconci
 import { describeError, type Logger } from '../log/logger.js';
 import { Backoff, type BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
-import type { Login, Prefs } from '../state/schemas.js';
+import type { Login } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
 import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
@@ -40,7 +41,6 @@ import {
   measureLatency,
   osInterfacePrefixes,
   relayUrls,
-  routePrefs,
   routeStatus,
   ServerAddresses,
 } from './exit-nodes.js';
@@ -273,13 +273,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       const next: Prefs = { ...this.prefs };
       for (const [k, v] of Object.entries(patch)) if (v !== undefined) Object.assign(next, { [k]: v });
-      const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(routePrefs(p)));
+      const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(p));
       const advertisedChanged = routes(next) !== routes(this.prefs);
       await this.savePrefs(next);
-      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(routePrefs(next)));
-      const r = routePrefs(next);
+      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(next));
       this.opts.log.info(
-        `routing: exit node ${r.exitNodeId ?? 'none'}${r.exitNodeId ? ` (allow LAN ${r.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(r).join(', ') || 'nothing'}, accept routes ${r.acceptRoutes ? 'on' : 'off'}`,
+        `routing: exit node ${next.exitNodeId ?? 'none'}${next.exitNodeId ? ` (allow LAN ${next.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(next).join(', ') || 'nothing'}, accept routes ${next.acceptRoutes ? 'on' : 'off'}`,
       );
       this.reconcile();
       this.emit('change');
@@ -288,8 +287,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** The exit nodes on offer, with their latency measured now (`weft exit-node list|suggest`). */
   async exitNodes(): Promise<ExitNodeList> {
-    const prefs = routePrefs(this.prefs);
-    const offered = exitNodeList(this.netmap, prefs, this.latency).exitNodes;
+    const offered = exitNodeList(this.netmap, this.prefs, this.latency).exitNodes;
     if (this.backendState() === 'Running') {
       await Promise.all(
         offered.map(async (n) => {
@@ -299,7 +297,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       );
       this.emit('change');
     }
-    return exitNodeList(this.netmap, prefs, this.latency);
+    return exitNodeList(this.netmap, this.prefs, this.latency);
   }
 
   /** What the node knows of its NAT and relays (`weft netcheck`). */
@@ -497,7 +495,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const netmap = this.netmap;
     this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
     const state = applyRoutes(target.state, netmap, {
-      prefs: routePrefs(this.prefs),
+      prefs: this.prefs,
       localPrefixes: localPrefixes(osInterfacePrefixes, this.opts.interfaceName, netmap.tailnetRanges),
       bypass: this.servers.prefixes(),
     });
@@ -505,11 +503,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private routedStatus(status: Status): Status {
-    const prefs = routePrefs(this.prefs);
     const wanted = this.login !== null && this.prefs.wantRunning;
-    const problem = wanted ? exitNodeProblem(this.netmap, prefs) : null;
+    const problem = wanted ? exitNodeProblem(this.netmap, this.prefs) : null;
     const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
-    return routeStatus(withHealth, status.self ? this.netmap : null, prefs, this.latency);
+    return routeStatus(withHealth, status.self ? this.netmap : null, this.prefs, this.latency);
   }
 
   private onReconciled(r: ReconcileResult): void {
@@ -550,7 +547,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     session.on('refused', (err) => this.loggedOutByControl(err.message));
     this.session = session;
-    session.setAdvertisedRoutes(advertisedRoutes(routePrefs(this.prefs)));
+    session.setAdvertisedRoutes(advertisedRoutes(this.prefs));
     this.startConnectivity();
     session.start();
     this.reportEndpoints();

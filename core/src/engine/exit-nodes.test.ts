@@ -1,4 +1,4 @@
-import type { DesiredState, NetMap, Status } from '@weft/protocol';
+import { type DesiredState, type NetMap, type Prefs, type Status, withDefaults } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { nodeView } from '../testing/standin-control.js';
 import {
@@ -7,7 +7,6 @@ import {
   exitNodeList,
   exitNodeProblem,
   localPrefixes,
-  type RoutePrefs,
   recommend,
   routeStatus,
   ServerAddresses,
@@ -36,16 +35,10 @@ function base(m: NetMap): DesiredState {
   };
 }
 
-const prefs = (over: Partial<RoutePrefs> = {}): RoutePrefs => ({
-  exitNodeId: null,
-  exitNodeAllowLan: false,
-  advertiseExitNode: false,
-  advertiseRoutes: [],
-  acceptRoutes: true,
-  ...over,
-});
+const prefs = (over: Partial<Prefs> = {}): Prefs =>
+  withDefaults({ controlUrl: null, hostname: null, wantRunning: true, listenPort: 41641, ...over });
 
-const inputs = (p: RoutePrefs) => ({
+const inputs = (p: Prefs) => ({
   prefs: p,
   localPrefixes: ['198.18.20.0/24'],
   bypass: ['198.18.30.5/32'],
@@ -145,7 +138,11 @@ describe('status and suggestions', () => {
     const s = routeStatus(status(m), m, p, new Map([[exit.id, 4.2]]));
     expect(s.exitNode).toEqual({ id: exit.id, allowLan: false });
     expect(s.recommendedExitNodeId).toBe(exit.id);
-    expect(s.prefs).toEqual({ advertiseExitNode: false, advertiseRoutes: ['203.0.113.0/24'] });
+    expect(s.prefs).toEqual({
+      exitNodeAllowLan: false,
+      advertiseExitNode: false,
+      advertiseRoutes: ['203.0.113.0/24'],
+    });
     const by = (name: string) => s.peers.find((x) => x.name === name);
     expect(by('exit')).toMatchObject({ exitNodeOption: true, exitNode: true, latencyMs: 4.2 });
     expect(by('router')).toMatchObject({

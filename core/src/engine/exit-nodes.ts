@@ -11,12 +11,12 @@ import {
   maskAddr,
   type NetMap,
   type NodeView,
+  type Prefs,
   parseAddr,
   parsePrefix,
   prefixContains,
   type Status,
 } from '@weft/protocol';
-import type { Prefs } from '../state/schemas.js';
 
 // Exit nodes and subnet routes, engine side. Pure functions turn the netmap and the user's choices
 // into the routing parts of the helper's desired state (which peer carries 0.0.0.0/0 and ::/0,
@@ -26,33 +26,14 @@ import type { Prefs } from '../state/schemas.js';
 
 const EXIT = new Set(EXIT_ROUTES);
 
-/** The routing choices the engine applies (Prefs with their defaults filled in). */
-export interface RoutePrefs {
-  exitNodeId: string | null;
-  exitNodeAllowLan: boolean;
-  advertiseExitNode: boolean;
-  advertiseRoutes: string[];
-  acceptRoutes: boolean;
-}
-
-export function routePrefs(p: Prefs): RoutePrefs {
-  return {
-    exitNodeId: p.exitNodeId ?? null,
-    exitNodeAllowLan: p.exitNodeAllowLan ?? false,
-    advertiseExitNode: p.advertiseExitNode ?? false,
-    advertiseRoutes: p.advertiseRoutes ?? [],
-    acceptRoutes: p.acceptRoutes ?? true,
-  };
-}
-
 /** What this node offers control: its subnets, and 0.0.0.0/0 + ::/0 as an exit node. */
-export function advertisedRoutes(p: RoutePrefs): string[] {
+export function advertisedRoutes(p: Prefs): string[] {
   return [...new Set([...p.advertiseRoutes.map(canonical), ...(p.advertiseExitNode ? EXIT_ROUTES : [])])];
 }
 
 /** What the desired state needs besides the netmap and the prefs: facts about this machine. */
 export interface RouteInputs {
-  prefs: RoutePrefs;
+  prefs: Prefs;
   /** Prefixes of the networks this machine is on (never routed into the tunnel). */
   localPrefixes: string[];
   /** Control and relay servers' addresses as /32 and /128: reached outside the tunnel. */
@@ -79,7 +60,7 @@ export function exitPeer(netmap: NetMap, id: string | null): NodeView | undefine
 }
 
 /** This node's approved routes it still offers: what its helper forwards (the router role). */
-export function ownRoutes(netmap: NetMap, prefs: RoutePrefs): string[] {
+export function ownRoutes(netmap: NetMap, prefs: Prefs): string[] {
   const offered = new Set(advertisedRoutes(prefs));
   const { subnets, exit } = routesOf(netmap.self);
   return [...subnets, ...exit].filter((r) => offered.has(r));
@@ -179,7 +160,7 @@ export function osInterfacePrefixes(): Array<{ iface: string; address: string; c
 export function routeStatus(
   status: Status,
   netmap: NetMap | null,
-  prefs: RoutePrefs,
+  prefs: Prefs,
   latency: ReadonlyMap<string, number | null>,
 ): Status {
   const byId = new Map((netmap?.peers ?? []).map((p) => [p.id, p]));
@@ -205,12 +186,16 @@ export function routeStatus(
       peers.filter((p) => p.exitNodeOption),
       latency,
     ),
-    prefs: { advertiseExitNode: prefs.advertiseExitNode, advertiseRoutes: prefs.advertiseRoutes },
+    prefs: {
+      exitNodeAllowLan: prefs.exitNodeAllowLan,
+      advertiseExitNode: prefs.advertiseExitNode,
+      advertiseRoutes: prefs.advertiseRoutes,
+    },
   };
 }
 
 /** Why the chosen exit node does not carry traffic, if it does not (a health line). */
-export function exitNodeProblem(netmap: NetMap | null, prefs: RoutePrefs): string | null {
+export function exitNodeProblem(netmap: NetMap | null, prefs: Prefs): string | null {
   if (prefs.exitNodeId === null || netmap === null) return null;
   const peer = netmap.peers.find((p) => p.id === prefs.exitNodeId);
   const name = peer?.name ?? prefs.exitNodeId;
@@ -238,7 +223,7 @@ export function recommend(
 /** The exit nodes on offer, with latencies as measured. */
 export function exitNodeList(
   netmap: NetMap | null,
-  prefs: RoutePrefs,
+  prefs: Prefs,
   latency: ReadonlyMap<string, number | null>,
 ): { exitNodes: ExitNodeInfo[]; recommended: string | null } {
   const exitNodes = (netmap?.peers ?? [])
