@@ -4,6 +4,7 @@ export { WeftError, type WeftErrorCode } from './errors.js';
 export { HelperClient } from './helper/client.js';
 export { LocalApiClient, LocalApiError } from './localapi/client.js';
 export { LocalApiServer, type LocalBackend } from './localapi/server.js';
-export { type Logger, silentLogger, stderrLogger } from './log/logger.js';
 export { DEFAULT_HELPER_SOCKET, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from './locations.js';
+export { type Logger, silentLogger, stderrLogger } from './log/logger.js';
+export { type ReflectedEndpoint, RelayConnection, type RelayConnectionOptions } from './relay/client.js';
 export { StateStore } from './state/store.js';

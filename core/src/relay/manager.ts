@@ -198,7 +198,7 @@ export class RelayManager extends EventEmitter<RelayManagerEvents> {
     conn.on('latency', () => {
       if (this.pickHome()) this.emit('change');
     });
-    conn.on('endpoint', (endpoint) => {
+    conn.on('endpoint', ({ endpoint }) => {
       this.opts.log.debug(`relay ${region.name} reflects our WireGuard socket at ${endpoint}`);
       this.emit('endpoints');
     });
