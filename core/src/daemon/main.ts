@@ -6,8 +6,8 @@ import { DEFAULT_KEY_ROTATION_MS } from '../control/rotation.js';
 import { Engine } from '../engine/engine.js';
 import { HelperClient } from '../helper/client.js';
 import { LocalApiServer } from '../localapi/server.js';
-import { describeError, stderrLogger } from '../log/logger.js';
 import { DEFAULT_HELPER_SOCKET, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../locations.js';
+import { describeError, stderrLogger } from '../log/logger.js';
 import { StateStore } from '../state/store.js';
 
 // weftd: the engine as a headless daemon. Logs go to stderr; it never prompts; SIGTERM or SIGINT
