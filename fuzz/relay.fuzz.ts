@@ -13,7 +13,7 @@ import {
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { RelayConnection } from '../core/src/relay/client.js';
+import { RelayConnection } from '../core/src/paths/relay-client.js';
 import { Membership } from '../relay/src/membership.js';
 import { type RunningRelay, startRelay } from '../relay/src/relay.js';
 import { Initiator } from '../relay/src/testing/wireguard-initiator.js';

@@ -6,5 +6,9 @@ export { LocalApiClient, LocalApiError } from './localapi/client.js';
 export { LocalApiServer, type LocalBackend } from './localapi/server.js';
 export { DEFAULT_HELPER_SOCKET, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from './locations.js';
 export { type Logger, silentLogger, stderrLogger } from './log/logger.js';
-export { type ReflectedEndpoint, RelayConnection, type RelayConnectionOptions } from './relay/client.js';
+export {
+  type ReflectedEndpoint,
+  RelayConnection,
+  type RelayConnectionOptions,
+} from './paths/relay-client.js';
 export { StateStore } from './state/store.js';

@@ -129,7 +129,7 @@ describe('the reflector peer', () => {
 function relayClient(authKey: string | null): { lines: string[] } {
   const script = `
     const P = await import(${JSON.stringify(join(REPO, 'protocol/dist/index.js'))});
-    const { RelayConnection } = await import(${JSON.stringify(join(REPO, 'core/dist/relay/client.js'))});
+    const { RelayConnection } = await import(${JSON.stringify(join(REPO, 'core/dist/paths/relay-client.js'))});
     const [machine, node] = [P.generateKeyPair(), P.generateKeyPair()];
     const authKey = ${JSON.stringify(authKey)};
     if (authKey !== null) {

@@ -2,7 +2,7 @@
 import { InterfaceName } from '@weft/protocol';
 import { Command, Option } from 'commander';
 import { parseDuration } from '../cli/duration.js';
-import { DEFAULT_KEY_ROTATION_MS } from '../control/rotation.js';
+import { DEFAULT_KEY_ROTATION_MS } from '../control-client/rotation.js';
 import { Engine } from '../engine/engine.js';
 import { HelperClient } from '../helper/client.js';
 import { LocalApiServer } from '../localapi/server.js';

@@ -1,8 +1,8 @@
 import { DesiredState, generateKeyPair, type NetMap } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
+import { choosePeerEndpoint } from '../paths/selection.js';
 import { nodeView } from '../testing/standin-control.js';
 import { desiredState } from './desired.js';
-import { choosePeerEndpoint } from './path.js';
 
 const self = generateKeyPair();
 const [a, b, c] = [generateKeyPair(), generateKeyPair(), generateKeyPair()].map((k) => k.publicKey) as [

@@ -1,6 +1,6 @@
 import type { DesiredState, NetMap, NodeView, PeerConfig } from '@weft/protocol';
+import { choosePeerEndpoint } from '../paths/selection.js';
 import { normalizeFilter } from './filter.js';
-import { choosePeerEndpoint } from './path.js';
 
 // The complete OS state the helper should converge to, as a pure function of what the engine
 // knows. Pure so it is tested without sockets, and so re-sending it is always safe.

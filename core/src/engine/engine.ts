@@ -16,21 +16,21 @@ import {
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
-import { ControlClient, ControlHttpError, isLoginEnded } from '../control/client.js';
-import { ControlKeyPinning } from '../control/key-pin.js';
-import { LoginWait } from '../control/login.js';
-import { DEFAULT_KEY_ROTATION_MS, rotateNodeKey } from '../control/rotation.js';
-import { MapSession } from '../control/session.js';
-import { type AddressSource, localEndpoints, osAddresses } from '../endpoints/local.js';
+import { ControlClient, ControlHttpError, isLoginEnded } from '../control-client/client.js';
+import { ControlKeyPinning } from '../control-client/key-pin.js';
+import { LoginWait } from '../control-client/login.js';
+import { DEFAULT_KEY_ROTATION_MS, rotateNodeKey } from '../control-client/rotation.js';
+import { MapSession } from '../control-client/session.js';
 import { WeftError } from '../errors.js';
 import type { HelperClient } from '../helper/client.js';
 import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
 import { describeError, type Logger } from '../log/logger.js';
+import { Connectivity, type ConnectivityOptions } from '../paths/connectivity.js';
+import { type AddressSource, localEndpoints, osAddresses } from '../paths/local-endpoints.js';
 import { Backoff, type BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import type { Login } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
-import { Connectivity, type ConnectivityOptions } from './connectivity.js';
 import { desiredState } from './desired.js';
 import {
   advertisedRoutes,

@@ -14,9 +14,9 @@ import {
   type WgPeerStatus,
 } from '@weft/protocol';
 import { describeError, type Logger } from '../log/logger.js';
-import { RelayManager } from '../relay/manager.js';
-import { RelayProxy } from '../relay/proxy.js';
-import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './path.js';
+import { RelayManager } from './relay-manager.js';
+import { RelayProxy } from './relay-proxy.js';
+import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './selection.js';
 
 // Everything that gets packets to peers besides WireGuard itself: the relays (and their
 // reflectors), the loopback relay proxy, and path selection driven by polling the interface.

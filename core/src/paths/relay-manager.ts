@@ -10,7 +10,7 @@ import {
   type RelayRegion,
 } from '@weft/protocol';
 import type { Logger } from '../log/logger.js';
-import { RelayConnection } from './client.js';
+import { RelayConnection } from './relay-client.js';
 
 // The node's relays: one WebSocket per region of the relay map (so a peer is reachable whichever
 // region it calls home), a home region picked by latency (with hysteresis, and failing over as
