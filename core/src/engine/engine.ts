@@ -7,7 +7,6 @@ import {
   type InterfaceStatus,
   type NetcheckReport,
   type NetMap,
-  type NodeView,
   nodeKeyPossessionProof,
   type Prefs,
   type PrefsPatch,
@@ -31,10 +30,9 @@ import { Backoff, type BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import type { Login } from '../state/schemas.js';
 import type { KeyHandle, StateStore } from '../state/store.js';
-import { desiredState } from './desired.js';
+import { desiredOsState } from './desired.js';
 import {
   advertisedRoutes,
-  applyRoutes,
   exitNodeList,
   exitNodeProblem,
   localPrefixes,
@@ -460,7 +458,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Points the reconciler at what the OS should look like now. */
   private reconcile(): void {
-    const target = this.routed(this.target());
+    const target = this.target();
     if (target) this.reconciler.set(target);
   }
 
@@ -468,38 +466,22 @@ export class Engine extends EventEmitter<EngineEvents> {
     const name = this.opts.interfaceName;
     if (!this.login || !this.prefs.wantRunning || !this.nodeKey) return { op: 'down', interface: name };
     // Wanted up but no map yet: leave the OS as it is until one arrives.
-    if (!this.netmap) return null;
+    const netmap = this.netmap;
+    if (!netmap) return null;
+    // The control server and the relays stay outside the tunnel while an exit node is in use.
+    this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
     return {
       op: 'apply',
-      state: desiredState({
-        netmap: this.netmap,
+      state: desiredOsState({
+        netmap,
+        prefs: this.prefs,
+        paths: this.conn,
         interfaceName: name,
         nodePrivateKey: this.nodeKey.privateKey,
-        listenPort: this.prefs.listenPort,
-        ...(this.conn
-          ? {
-              endpointFor: (peer: NodeView) => this.conn?.endpointFor(peer),
-              extraPeers: this.conn.reflectorPeers(),
-            }
-          : {}),
+        localPrefixes: localPrefixes(osInterfacePrefixes, name, netmap.tailnetRanges),
+        bypass: this.servers.prefixes(),
       }),
     };
-  }
-
-  /**
-   * Adds exit node, subnet routes and the router role to an "up" target (see exit-nodes.ts): the
-   * servers to keep outside the tunnel are the control server and the relays.
-   */
-  private routed(target: Target | null): Target | null {
-    if (target?.op !== 'apply' || !this.netmap || !this.login) return target;
-    const netmap = this.netmap;
-    this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
-    const state = applyRoutes(target.state, netmap, {
-      prefs: this.prefs,
-      localPrefixes: localPrefixes(osInterfacePrefixes, this.opts.interfaceName, netmap.tailnetRanges),
-      bypass: this.servers.prefixes(),
-    });
-    return { op: 'apply', state };
   }
 
   private routedStatus(status: Status): Status {
@@ -561,6 +543,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       nodeKey: this.nodeKey.publicKey,
       listenPort: this.prefs.listenPort,
       log: this.opts.log,
+      netmap: () => this.netmap,
       ...this.timing.connectivity,
       readInterface: async () => {
         if (this.reconciler.current?.op !== 'apply' || !this.opts.helper.connected) return null;
@@ -584,7 +567,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     conn.on('status', () => this.emit('change'));
     this.conn = conn;
-    if (this.netmap) conn.setNetmap(this.netmap);
+    conn.netmapChanged();
   }
 
   private async stopSession(): Promise<void> {
@@ -604,7 +587,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.netmap = applyStreamMessage(this.netmap, msg);
     this.controlProblem = null;
     if (this.netmap) this.netmapWriter.push(this.netmap);
-    if (this.netmap) this.conn?.setNetmap(this.netmap);
+    this.conn?.netmapChanged();
     this.reconcile();
     this.emit('change');
   }

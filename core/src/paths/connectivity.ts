@@ -37,6 +37,8 @@ export interface ConnectivityOptions {
   nodeKey: string;
   listenPort: number;
   log: Logger;
+  /** The engine's netmap, read when needed: the engine is its one owner. */
+  netmap: () => NetMap | null;
   /** Reads the interface through the helper; null when it cannot be read now. */
   readInterface: () => Promise<InterfaceStatus | null>;
   pathTiming?: Partial<PathTiming>;
@@ -63,7 +65,6 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   readonly relays: RelayManager;
   readonly proxy: RelayProxy;
   readonly paths: PathManager;
-  private netmap: NetMap | null = null;
   private pokeSocket4: Socket | null = null;
   private pokeSocket6: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -91,7 +92,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
       onTransition: (key, from, to, why, endpoint) => {
-        const name = this.netmap?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
+        const name = this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
         const line = `path to ${name}: ${from} → ${to}${endpoint ? ` ${endpoint}` : ''} (${why})`;
         if (to === 'trying' && why === 'trial') opts.log.debug(line);
         else opts.log.info(line);
@@ -108,9 +109,10 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     this.schedule(0);
   }
 
-  /** Follows a new netmap: relay regions, proxy sockets, peers and their candidates. */
-  setNetmap(netmap: NetMap): void {
-    this.netmap = netmap;
+  /** Follows the engine's new netmap: relay regions, proxy sockets, peers and their candidates. */
+  netmapChanged(): void {
+    const netmap = this.opts.netmap();
+    if (!netmap) return;
     this.relays.setMap(netmap.relayMap);
     const peers = netmap.peers.filter((p) => p.nodeKey !== netmap.self.nodeKey);
     this.proxy.setPeers(this.relays.configured ? peers.map((p) => p.nodeKey) : []);
@@ -191,7 +193,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     const key = JSON.stringify([
       this.relays.homeRegion?.regionId ?? null,
       this.relays.available,
-      ...(this.netmap?.peers ?? []).map((p) => this.paths.info(p.nodeKey)?.mode),
+      ...(this.opts.netmap()?.peers ?? []).map((p) => this.paths.info(p.nodeKey)?.mode),
     ]);
     if (key !== this.statusKey) {
       this.statusKey = key;
@@ -211,7 +213,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     try {
       // Without relays there is nothing to choose (each peer keeps its first candidate): no polling,
       // no pokes.
-      if (this.netmap && this.netmap.peers.length > 0 && this.relays.configured) {
+      if ((this.opts.netmap()?.peers.length ?? 0) > 0 && this.relays.configured) {
         const iface = await this.opts.readInterface();
         if (iface?.exists) {
           this.lastWg = iface.peers;
@@ -230,7 +232,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
 
   /** A datagram into the tunnel to the peer: WireGuard encrypts it and sends it to the endpoint. */
   private poke(key: string): void {
-    const peer = this.netmap?.peers.find((p) => p.nodeKey === key);
+    const peer = this.opts.netmap()?.peers.find((p) => p.nodeKey === key);
     if (!peer) return;
     const addrs = peer.addresses.map((a) => a.replace(/\/\d+$/, ''));
     const v4 = addrs.find((a) => parseAddr(a)?.family === 4);
