@@ -7,29 +7,22 @@ import {
   type InterfaceStatus,
   type NetcheckReport,
   type NetMap,
-  nodeKeyPossessionProof,
   type Prefs,
   type PrefsPatch,
-  type RegisterRequest,
   type Status,
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
-import { ControlClient, ControlHttpError, isLoginEnded } from '../control-client/client.js';
-import { ControlKeyPinning } from '../control-client/key-pin.js';
-import { LoginWait } from '../control-client/login.js';
-import { DEFAULT_KEY_ROTATION_MS, rotateNodeKey } from '../control-client/rotation.js';
-import { MapSession } from '../control-client/session.js';
+import { ControlMachine } from '../control-client/machine.js';
 import { WeftError } from '../errors.js';
 import type { HelperClient } from '../helper/client.js';
 import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
 import { describeError, type Logger } from '../log/logger.js';
 import { Connectivity, type ConnectivityOptions } from '../paths/connectivity.js';
 import { type AddressSource, localEndpoints, osAddresses } from '../paths/local-endpoints.js';
-import { Backoff, type BackoffOptions } from '../retry/backoff.js';
+import type { BackoffOptions } from '../retry/backoff.js';
 import { LatestWriter } from '../state/latest-writer.js';
-import type { Login } from '../state/schemas.js';
-import type { KeyHandle, StateStore } from '../state/store.js';
+import type { StateStore } from '../state/store.js';
 import { desiredOsState } from './desired.js';
 import {
   advertisedRoutes,
@@ -45,8 +38,9 @@ import {
 import { buildStatus } from './status.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 
-// The engine: one state machine tying the control stream, the desired OS state and the helper
-// together. backendState is derived, never stored:
+// The engine: owns the prefs, the netmap and the desired OS state, and ties this node's standing
+// with control (control-client/), path selection (paths/) and the helper together.
+// backendState is derived, never stored:
 //   NeedsLogin  no node key authorized by control
 //   Stopped     authorized, but the user wants the tunnel down
 //   Starting    wanted up, waiting for a netmap or for the helper's first successful apply
@@ -88,31 +82,13 @@ export interface EngineEvents {
 
 export class Engine extends EventEmitter<EngineEvents> {
   private prefs!: Prefs;
-  private machineKey!: KeyHandle;
-  private login: Login | null = null;
-  private nodeKey: KeyHandle | null = null;
   private netmap: NetMap | null = null;
-  private session: MapSession | null = null;
-  /** Relays, relay proxy and path selection; alive while the session is. */
+  /** Sign-in, authorization, the netmap stream and key rotation. */
+  private readonly control: ControlMachine;
+  /** Relays, relay proxy and path selection; alive while the stream is. */
   private conn: Connectivity | null = null;
-  /** The interactive login waiting for a person to sign in in their browser, and its link. */
-  private loginWait: LoginWait | null = null;
-  private authUrl: string | null = null;
-  private authUrlExpiresAt: string | null = null;
-  /** Why control cannot be asked about the pending login right now (it is retried). */
-  private loginProblem: WeftError | null = null;
-  private rotationTimer: NodeJS.Timeout | null = null;
-  private rotationBackoff = new Backoff();
-  /** A rotation was sent but its answer not recorded (node-next.key exists): send it again. */
-  private rotationPending = false;
-  private rotating = false;
-  private rotationProblem: WeftError | null = null;
-  /** The rotation in flight: shutdown waits for it, so control's answer is recorded. */
-  private rotation: Promise<void> | null = null;
-  private shuttingDown = false;
   /** Whether the helper has applied an "up" state since the tunnel was last wanted up. */
   private tunnelApplied = false;
-  private controlProblem: WeftError | null = null;
   private helperProblem: WeftError | null = null;
   /** Something the user should know until the next `up`, such as why control logged us out. */
   private notice: string | null = null;
@@ -127,13 +103,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly netmapWriter: LatestWriter<NetMap>;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
-  private readonly keyPinning: ControlKeyPinning;
 
   constructor(private readonly opts: EngineOptions) {
     super();
     this.timing = opts.timing ?? {};
-    this.keyPinning = new ControlKeyPinning(opts.store);
-    this.rotationBackoff = new Backoff({ baseMs: 60_000, capMs: 3_600_000, ...this.timing.rotationBackoff });
+    this.control = this.controlMachine();
     this.reconciler = new Reconciler(opts.helper, {
       log: opts.log,
       debounceMs: this.timing.debounceMs,
@@ -156,16 +130,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const { store, log } = this.opts;
     await store.init();
     this.prefs = await store.loadPrefs();
-    this.machineKey = await store.loadOrCreateKey('machine');
-    this.nodeKey = await store.loadKey('node');
-    this.login = await store.loadLogin();
-    await this.recoverRotation();
-    if (this.login && this.nodeKey?.publicKey !== this.login.nodePublicKey) {
-      log.warn('the authorized node key is missing or changed; login required');
-      await store.deleteLogin();
-      this.login = null;
-    }
-    if (this.login) {
+    await this.control.load();
+    if (this.control.login) {
       try {
         this.netmap = await store.loadNetmap();
       } catch (err) {
@@ -175,8 +141,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     this.opts.helper.start();
     this.reconcile();
-    if (this.login && this.prefs.wantRunning) this.startSession();
-    this.scheduleRotation();
+    if (this.control.login && this.prefs.wantRunning) this.startSession();
     this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.timing.endpointsPollMs ?? 5_000);
     log.info(`engine started: ${this.backendState()}`);
   }
@@ -185,11 +150,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   async shutdown(): Promise<void> {
     if (this.endpointsTimer) clearInterval(this.endpointsTimer);
     this.servers.close();
-    this.stopLoginWait();
-    this.shuttingDown = true;
-    this.clearRotationTimer();
-    await this.rotation;
-    await this.stopSession();
+    this.conn?.close();
+    this.conn = null;
+    await this.control.stop();
     this.reconciler.stop();
     this.watchers.close();
     if (this.opts.helper.connected) {
@@ -204,7 +167,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   backendState(): BackendState {
-    if (!this.login) return 'NeedsLogin';
+    if (!this.control.login) return 'NeedsLogin';
     if (!this.prefs.wantRunning) return 'Stopped';
     return this.tunnelApplied && this.netmap ? 'Running' : 'Starting';
   }
@@ -212,23 +175,24 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Status without asking the helper (interface figures as last read). */
   snapshot(): Status {
     const health: string[] = [];
-    const wanted = this.login !== null && this.prefs.wantRunning;
-    if (wanted && this.controlProblem) health.push(this.controlProblem.message);
+    const { control } = this;
+    const wanted = control.login !== null && this.prefs.wantRunning;
+    if (wanted && control.controlProblem) health.push(control.controlProblem.message);
     if (this.helperProblem) health.push(this.helperProblem.message);
     else if (wanted && !this.opts.helper.connected)
       health.push(`weft-helper is not reachable at ${this.opts.helper.socketPath}`);
     if (this.notice) health.push(this.notice);
-    if (this.loginWait && this.loginProblem) health.push(this.loginProblem.message);
-    if (this.login && this.rotationProblem) health.push(this.rotationProblem.message);
+    if (control.loginProblem) health.push(control.loginProblem.message);
+    if (control.rotationProblem) health.push(control.rotationProblem.message);
     if (wanted && this.conn) health.push(...this.conn.problems());
     const conn = wanted ? this.conn : null;
     return this.routedStatus(
       buildStatus({
         peerPath: conn ? (key, endpoint) => conn.peerPath(key, endpoint) : undefined,
         backendState: this.backendState(),
-        controlUrl: this.login?.controlUrl ?? this.prefs.controlUrl,
-        authUrl: this.authUrl,
-        authUrlExpiresAt: this.authUrlExpiresAt,
+        controlUrl: control.login?.controlUrl ?? this.prefs.controlUrl,
+        authUrl: control.authUrl,
+        authUrlExpiresAt: control.authUrlExpiresAt,
         netmap: this.netmap,
         iface: wanted ? this.lastIface : null,
         health,
@@ -274,7 +238,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(p));
       const advertisedChanged = routes(next) !== routes(this.prefs);
       await this.savePrefs(next);
-      if (advertisedChanged) this.session?.setAdvertisedRoutes(advertisedRoutes(next));
+      if (advertisedChanged) this.control.setAdvertisedRoutes(advertisedRoutes(next));
       this.opts.log.info(
         `routing: exit node ${next.exitNodeId ?? 'none'}${next.exitNodeId ? ` (allow LAN ${next.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(next).join(', ') || 'nothing'}, accept routes ${next.acceptRoutes ? 'on' : 'off'}`,
       );
@@ -321,7 +285,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   async down(): Promise<void> {
     await this.exclusive(async () => {
-      await this.cancelLoginWait();
+      await this.control.cancelSignIn();
       await this.savePrefs({ ...this.prefs, wantRunning: false });
       await this.stopSession();
       await this.settleDown();
@@ -333,13 +297,13 @@ export class Engine extends EventEmitter<EngineEvents> {
    * state is useless), then the login is forgotten here, whatever control answered.
    */
   async logout(): Promise<void> {
-    await this.exclusive(async () => this.forgetLogin(await this.tellControlLogout()));
+    await this.exclusive(async () => this.forgetLogin(await this.control.logoutAtControl()));
   }
 
   /** Gives up a pending interactive login, here and at control (its link stops working). */
   async cancelLogin(): Promise<void> {
     await this.exclusive(async () => {
-      if (await this.cancelLoginWait()) this.notice = 'sign-in cancelled';
+      if (await this.control.cancelSignIn()) this.notice = 'sign-in cancelled';
       this.emit('change');
     });
   }
@@ -363,80 +327,47 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Returns true when an interactive login is now pending. */
   private async doUp(req: UpRequest): Promise<boolean> {
     const controlUrl = normalizeUrl(req.controlUrl);
-    if (this.login && this.login.controlUrl !== controlUrl) {
+    const { login } = this.control;
+    if (login && login.controlUrl !== controlUrl) {
       throw new WeftError(
         'conflict',
-        `logged in to ${this.login.controlUrl}, not ${controlUrl}; run 'weft logout' first to switch`,
+        `logged in to ${login.controlUrl}, not ${controlUrl}; run 'weft logout' first to switch`,
       );
     }
     const hostname = req.hostname ?? this.prefs.hostname ?? defaultHostname();
+    const wantUp = () => this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
     this.notice = null;
-    if (!this.login) {
-      this.stopLoginWait();
-      const nodeKey = await this.opts.store.loadOrCreateKey('node');
-      const client = this.controlClient(controlUrl, req.acceptNewControlKey);
-      const reg: RegisterRequest = {
-        nodeKey: nodeKey.publicKey,
-        hostname,
-        os: process.platform,
-        nodeKeyProof: nodeKeyPossessionProof({
-          nodePrivateKey: nodeKey.privateKey,
-          controlPublicKey: await client.controlKey(),
-          machineKey: this.machineKey.publicKey,
-        }),
-      };
-      // Nothing is saved until control accepts: a bad key or an unreachable control changes nothing.
-      const res = await client.register(req.authKey ? { ...reg, authKey: req.authKey } : reg);
-      this.nodeKey = nodeKey;
-      await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
-      if (res.status === 'needs-auth') {
-        this.authUrl = res.authUrl;
-        this.authUrlExpiresAt = res.expiresAt ?? null;
-        this.startLoginWait(client, reg);
+    if (!login) {
+      if ((await this.control.signIn({ ...req, controlUrl, hostname }, wantUp)) === 'needs-auth') {
         this.emit('change');
         return true;
       }
-      await this.authorized(controlUrl, nodeKey);
     } else {
       // Logged in already: the flag re-pins a control that was reinstalled on purpose.
-      if (req.acceptNewControlKey) await this.controlClient(controlUrl, true).controlKey();
-      await this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
+      if (req.acceptNewControlKey) await this.control.acceptNewControlKey(controlUrl);
+      await wantUp();
     }
+    this.signedIn();
+    return false;
+  }
+
+  /** Authorized: the stream, paths and tunnel follow. */
+  private signedIn(): void {
     this.helperProblem = null;
     this.startSession();
     this.reconcile();
     this.emit('change');
-    return false;
-  }
-
-  private async authorized(controlUrl: string, nodeKey: KeyHandle): Promise<void> {
-    this.login = { controlUrl, nodePublicKey: nodeKey.publicKey, authorizedAt: new Date().toISOString() };
-    this.authUrl = null;
-    this.authUrlExpiresAt = null;
-    await this.opts.store.saveLogin(this.login);
-    this.opts.log.info(`node key authorized by ${controlUrl}`);
-    this.scheduleRotation();
   }
 
   /** Forgets the node's authorization and key, and takes the tunnel down: NeedsLogin. */
   private async forgetLogin(notice: string | null): Promise<void> {
-    const { store } = this.opts;
-    await this.cancelLoginWait();
-    this.clearRotationTimer();
-    this.rotationProblem = null;
-    this.rotationPending = false;
     await this.stopSession();
-    this.login = null;
     this.netmap = null;
     this.lastIface = null;
     this.netmapWriter.discard();
     await this.netmapWriter.flush();
-    // The login record goes first: without it the rest is unauthorized, whatever a crash leaves.
-    await store.deleteLogin();
-    await store.deleteNetmap();
-    await store.deleteKey('node');
-    await store.deleteKey('node-next');
-    this.nodeKey = null;
+    await this.control.forget();
+    await this.opts.store.deleteNetmap();
     this.notice = notice;
     await this.savePrefs({ ...this.prefs, wantRunning: false });
     await this.settleDown();
@@ -464,12 +395,13 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private target(): Target | null {
     const name = this.opts.interfaceName;
-    if (!this.login || !this.prefs.wantRunning || !this.nodeKey) return { op: 'down', interface: name };
+    const { login, nodeKey } = this.control;
+    if (!login || !this.prefs.wantRunning || !nodeKey) return { op: 'down', interface: name };
     // Wanted up but no map yet: leave the OS as it is until one arrives.
     const netmap = this.netmap;
     if (!netmap) return null;
     // The control server and the relays stay outside the tunnel while an exit node is in use.
-    this.servers.set([this.login.controlUrl, ...relayUrls(netmap)]);
+    this.servers.set([login.controlUrl, ...relayUrls(netmap)]);
     return {
       op: 'apply',
       state: desiredOsState({
@@ -477,7 +409,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         prefs: this.prefs,
         paths: this.conn,
         interfaceName: name,
-        nodePrivateKey: this.nodeKey.privateKey,
+        nodePrivateKey: nodeKey.privateKey,
         localPrefixes: localPrefixes(osInterfacePrefixes, name, netmap.tailnetRanges),
         bypass: this.servers.prefixes(),
       }),
@@ -485,7 +417,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private routedStatus(status: Status): Status {
-    const wanted = this.login !== null && this.prefs.wantRunning;
+    const wanted = this.control.login !== null && this.prefs.wantRunning;
     const problem = wanted ? exitNodeProblem(this.netmap, this.prefs) : null;
     const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
     return routeStatus(withHealth, status.self ? this.netmap : null, this.prefs, this.latency);
@@ -504,43 +436,51 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.emit('change');
   }
 
-  // --- control ---------------------------------------------------------------------------------
+  // --- control and paths ------------------------------------------------------------------------
 
-  /** A client of control at `controlUrl` that checks control's key against the pinned one. */
-  private controlClient(controlUrl: string, acceptNewControlKey = false): ControlClient {
-    return new ControlClient(controlUrl, this.machineKey.privateKey, {
-      keyCheck: this.keyPinning,
-      acceptNewControlKey,
+  private controlMachine(): ControlMachine {
+    const t = this.timing;
+    const control = new ControlMachine({
+      store: this.opts.store,
+      log: this.opts.log,
+      serialize: (fn) => this.exclusive(fn),
+      hostname: () => this.prefs.hostname ?? defaultHostname(),
+      keyRotationMs: this.opts.keyRotationMs,
+      controlBackoff: t.controlBackoff,
+      pingMs: t.pingMs,
+      loginBackoff: t.loginBackoff,
+      rotationBackoff: t.rotationBackoff,
     });
+    control.on('message', (msg) => this.onStreamMessage(msg));
+    control.on('signedIn', () => this.signedIn());
+    control.on('signInEnded', (notice) => {
+      this.notice = notice;
+      this.emit('change');
+    });
+    control.on('loggedOut', (reason) =>
+      this.exclusive(() => this.forgetLogin(`logged out by control: ${reason}`)).catch((err) =>
+        this.opts.log.warn(`logout: ${describeError(err)}`),
+      ),
+    );
+    control.on('rotated', (self) => this.rotated(self));
+    control.on('change', () => this.emit('change'));
+    return control;
   }
 
   private startSession(): void {
-    if (this.session || !this.login) return;
-    this.controlProblem = null;
-    const session = new MapSession(this.controlClient(this.login.controlUrl), {
-      log: this.opts.log,
-      backoff: this.timing.controlBackoff,
-      pingMs: this.timing.pingMs,
-    });
-    session.on('message', (msg) => this.onStreamMessage(msg));
-    session.on('disconnected', (err) => {
-      this.controlProblem = err;
-      this.emit('change');
-    });
-    session.on('refused', (err) => this.loggedOutByControl(err.message));
-    this.session = session;
-    session.setAdvertisedRoutes(advertisedRoutes(this.prefs));
+    if (this.control.streaming || !this.control.login) return;
+    this.control.startStream(advertisedRoutes(this.prefs));
     this.startConnectivity();
-    session.start();
     this.reportEndpoints();
   }
 
   private startConnectivity(): void {
-    if (this.conn || !this.nodeKey) return;
+    const { nodeKey } = this.control;
+    if (this.conn || !nodeKey) return;
     const iface = this.opts.interfaceName;
     const conn = new Connectivity({
-      nodePrivateKey: this.nodeKey.privateKey,
-      nodeKey: this.nodeKey.publicKey,
+      nodePrivateKey: nodeKey.privateKey,
+      nodeKey: nodeKey.publicKey,
       listenPort: this.prefs.listenPort,
       log: this.opts.log,
       netmap: () => this.netmap,
@@ -560,7 +500,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       const known = publicIps.split(' ');
       if (publicIps !== '' && ips.split(' ').some((ip) => ip !== '' && !known.includes(ip))) {
         this.opts.log.info(`public address changed (${publicIps} → ${ips}): reconnecting to control`);
-        this.session?.reconnect();
+        this.control.reconnect();
       }
       if (ips !== '') publicIps = ips;
       this.reportEndpoints();
@@ -573,236 +513,32 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async stopSession(): Promise<void> {
     this.conn?.close();
     this.conn = null;
-    const session = this.session;
-    this.session = null;
-    this.controlProblem = null;
-    await session?.stop();
+    await this.control.stopStream();
   }
 
   private onStreamMessage(msg: StreamServerMessage): void {
-    if (msg.type === 'logout') {
-      this.loggedOutByControl(msg.reason);
-      return;
-    }
     this.netmap = applyStreamMessage(this.netmap, msg);
-    this.controlProblem = null;
     if (this.netmap) this.netmapWriter.push(this.netmap);
     this.conn?.netmapChanged();
     this.reconcile();
     this.emit('change');
   }
 
-  private loggedOutByControl(reason: string): void {
-    this.opts.log.warn(`control logged this node out: ${reason}`);
-    this.exclusive(() => this.forgetLogin(`logged out by control: ${reason}`)).catch((err) =>
-      this.opts.log.warn(`logout: ${describeError(err)}`),
-    );
-  }
-
   private reportEndpoints(): void {
-    if (!this.session) return;
+    if (!this.control.streaming) return;
     const source = this.opts.addressSource ?? osAddresses;
     const local = localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort);
     // Reflected mappings first: peers try candidates in the order reported (after same-LAN ones).
     const reflected = this.conn?.reflectedEndpoints() ?? [];
-    this.session.setEndpoints([...reflected, ...local.filter((e) => !reflected.includes(e))]);
+    this.control.setEndpoints([...reflected, ...local.filter((e) => !reflected.includes(e))]);
   }
 
-  /** Waits for the person to sign in in their browser: control holds each waiting registration. */
-  private startLoginWait(client: ControlClient, reg: RegisterRequest): void {
-    const wait = new LoginWait(client, reg, { log: this.opts.log, backoff: this.timing.loginBackoff });
-    this.loginWait = wait;
-    this.loginProblem = null;
-    wait.on('url', ({ authUrl, expiresAt }) => {
-      if (this.loginWait !== wait) return;
-      if (authUrl === this.authUrl && expiresAt === this.authUrlExpiresAt) return;
-      this.authUrl = authUrl;
-      this.authUrlExpiresAt = expiresAt;
-      this.emit('change');
-    });
-    wait.on('problem', (err) => {
-      if (this.loginWait !== wait) return;
-      this.loginProblem = err;
-      this.emit('change');
-    });
-    const signedIn = () =>
-      this.exclusive(async () => {
-        if (this.loginWait !== wait || !this.nodeKey) return;
-        this.stopLoginWait();
-        await this.authorized(client.baseUrl, this.nodeKey);
-        this.helperProblem = null;
-        this.startSession();
-        this.reconcile();
-        this.emit('change');
-      });
-    const ended = (err: unknown) =>
-      this.exclusive(async () => {
-        if (this.loginWait !== wait) return;
-        this.stopLoginWait();
-        const detail = err instanceof ControlHttpError ? err.detail : describeError(err);
-        this.notice = isLoginEnded(err) ? `sign-in ended: ${detail}` : `sign-in failed: ${detail}`;
-        this.opts.log.warn(this.notice);
-        this.emit('change');
-      });
-    wait
-      .run()
-      .then((node) => (node ? signedIn() : undefined), ended)
-      .catch((err) => this.opts.log.warn(`sign-in: ${describeError(err)}`));
-  }
-
-  /** Stops waiting for a sign-in here; returns the wait that was pending, if any. */
-  private stopLoginWait(): LoginWait | null {
-    const wait = this.loginWait;
-    wait?.stop();
-    this.loginWait = null;
-    this.authUrl = null;
-    this.authUrlExpiresAt = null;
-    this.loginProblem = null;
-    return wait;
-  }
-
-  /** Ends a pending sign-in here and at control, whose link then stops working; true if one was pending. */
-  private async cancelLoginWait(): Promise<boolean> {
-    const wait = this.stopLoginWait();
-    if (!wait) return false;
-    try {
-      await wait.client.cancelLogin();
-      this.opts.log.info('sign-in cancelled');
-    } catch (err) {
-      this.opts.log.warn(
-        `could not cancel the sign-in at control (its link expires by itself): ${describeError(err)}`,
-      );
-    }
-    return true;
-  }
-
-  /** Asks control to expire this node's key now; returns what the user should know if it could not. */
-  private async tellControlLogout(): Promise<string | null> {
-    if (!this.login) return null;
-    const client = this.controlClient(this.login.controlUrl);
-    try {
-      await client.logout();
-      this.opts.log.info(`control at ${this.login.controlUrl} expired this node's key`);
-      return null;
-    } catch (err) {
-      this.opts.log.warn(`logout: control could not be told: ${describeError(err)}`);
-      return `logged out here, but control could not be told (${describeError(err)}): the node key stays valid there until it expires or an admin expires it`;
-    }
-  }
-
-  // --- node key rotation -----------------------------------------------------------------------
-
-  /**
-   * A rotation interrupted by a crash: if control's answer was recorded (login.json names the new
-   * key) the key file is replaced now; if not, the rotation is sent again once started.
-   */
-  private async recoverRotation(): Promise<void> {
-    const { store } = this.opts;
-    const next = await store.loadKey('node-next');
-    if (!next) return;
-    if (this.login?.nodePublicKey === next.publicKey) {
-      await store.saveKey('node', next);
-      await store.deleteKey('node-next');
-      this.nodeKey = next;
-    } else if (this.login && this.nodeKey?.publicKey === this.login.nodePublicKey) {
-      this.rotationPending = true;
-    } else {
-      await store.deleteKey('node-next');
-    }
-  }
-
-  /** Arms the timer of the next node key rotation: `delayMs` from now, or when the key is due. */
-  private scheduleRotation(delayMs?: number): void {
-    this.clearRotationTimer();
-    if (this.shuttingDown) return;
-    const every = this.opts.keyRotationMs === undefined ? DEFAULT_KEY_ROTATION_MS : this.opts.keyRotationMs;
-    if (!this.login || (!every && !this.rotationPending)) return;
-    const due = this.rotationPending || !every ? Date.now() : Date.parse(this.login.authorizedAt) + every;
-    const delay = Math.max(0, delayMs ?? due - Date.now());
-    this.rotationTimer = setTimeout(
-      () => {
-        if (delay > MAX_TIMER_MS) return this.scheduleRotation(delay - MAX_TIMER_MS);
-        this.rotation = this.rotate().finally(() => {
-          this.rotation = null;
-        });
-      },
-      Math.min(delay, MAX_TIMER_MS),
-    );
-  }
-
-  private clearRotationTimer(): void {
-    if (this.rotationTimer) clearTimeout(this.rotationTimer);
-    this.rotationTimer = null;
-  }
-
-  /**
-   * Moves to a new node key, proving the old one to control. The old key stays in force until
-   * control has accepted the new one; then WireGuard switches (peers learn the key from control).
-   */
-  private async rotate(): Promise<void> {
-    const login = this.login;
-    const oldKey = this.nodeKey;
-    if (!login || !oldKey || this.rotating) return;
-    this.rotating = true;
-    try {
-      // Kept on disk before control hears of it, so a crash after its answer loses no key.
-      const newKey = await this.opts.store.loadOrCreateKey('node-next');
-      if (this.login !== login) return;
-      this.rotationPending = true;
-      let self: NetMap['self'];
-      try {
-        self = await rotateNodeKey(this.controlClient(login.controlUrl), {
-          oldKey,
-          newKey,
-          machineKey: this.machineKey.publicKey,
-          hostname: this.prefs.hostname ?? defaultHostname(),
-          os: process.platform,
-        });
-      } catch (err) {
-        if (this.login !== login) return;
-        const e = err instanceof WeftError ? err : new WeftError('control-error', describeError(err));
-        this.rotationProblem = new WeftError(
-          e.code,
-          `node key rotation failed (the old key stays in use): ${e.message}`,
-        );
-        this.opts.log.warn(this.rotationProblem.message);
-        this.emit('change');
-        this.scheduleRotation(this.rotationBackoff.next());
-        return;
-      }
-      await this.exclusive(async () => {
-        if (this.login === login) await this.switchNodeKey(login, oldKey, newKey, self);
-      });
-    } catch (err) {
-      this.opts.log.warn(`node key rotation: ${describeError(err)}`);
-      this.scheduleRotation(this.rotationBackoff.next());
-    } finally {
-      this.rotating = false;
-    }
-  }
-
-  /** Control accepted `newKey`: record it, then let WireGuard use it. */
-  private async switchNodeKey(
-    login: Login,
-    oldKey: KeyHandle,
-    newKey: KeyHandle,
-    self: NetMap['self'],
-  ): Promise<void> {
-    const { store } = this.opts;
-    // login.json first: from here on a restart finishes the switch from node-next.key.
-    this.login = { ...login, nodePublicKey: newKey.publicKey, authorizedAt: new Date().toISOString() };
-    await store.saveLogin(this.login);
-    await store.saveKey('node', newKey);
-    await store.deleteKey('node-next');
-    this.nodeKey = newKey;
-    this.rotationPending = false;
-    this.rotationProblem = null;
-    this.rotationBackoff.reset();
+  /** Control accepted a new node key: WireGuard and the relays switch to it. */
+  private rotated(self: NetMap['self']): void {
     if (this.netmap) {
       this.netmap = { ...this.netmap, self };
       this.netmapWriter.push(this.netmap);
     }
-    this.opts.log.info(`node key rotated: ${shortKey(oldKey.publicKey)}… → ${shortKey(newKey.publicKey)}…`);
     if (this.conn) {
       // Relays deliver by node key and the relay connection proved the old one: reconnect as the
       // new key. Peers start again on the relay and their direct paths are re-confirmed.
@@ -812,7 +548,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     this.reconcile();
     this.emit('change');
-    this.scheduleRotation();
   }
 
   // --- helpers ---------------------------------------------------------------------------------
@@ -846,8 +581,8 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (state === 'Stopped')
           return finish(new WeftError('conflict', 'the tunnel was brought down meanwhile'));
         if (this.helperProblem) return finish(this.helperProblem);
-        if (!this.netmap && this.controlProblem) {
-          const p = this.controlProblem;
+        const p = this.control.controlProblem;
+        if (!this.netmap && p) {
           return finish(new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`));
         }
       };
@@ -866,11 +601,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
   }
 }
-
-/** setTimeout waits at most 2^31-1 ms (about 24.8 days); longer waits are re-armed on the way. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-const shortKey = (key: string) => key.slice(0, 8);
 
 function normalizeUrl(url: string): string {
   return new URL(url).toString().replace(/\/+$/, '');
