@@ -1,4 +1,4 @@
-export * from './bridge.js';
+export * from './bridge/index.js';
 export * from './control-api.js';
 export * from './derp.js';
 export * from './exit-route.js';

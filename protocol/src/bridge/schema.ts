@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { parseEndpoint, parsePrefix } from './ip.js';
-import { PeerStatus, Status } from './localapi.js';
-import { PREFS_DEFAULTS, PrefsPatch } from './prefs.js';
+import { parseEndpoint, parsePrefix } from '../ip.js';
+import { PeerStatus, Status } from '../localapi.js';
+import { PREFS_DEFAULTS, PrefsPatch } from '../prefs.js';
 
 // The desktop app's bridge: every call the renderer may make and every event it receives, in one
 // schema. The Electron preload, the main-side handler registry, the web shell (HTTP + WebSocket,
