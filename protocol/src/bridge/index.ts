@@ -4,3 +4,5 @@
 // The engine's prefs as the UI shows them (engine.prefs), with their defaults.
 export { PREFS_DEFAULTS, StatusPrefs } from '../prefs.js';
 export * from './schema.js';
+export * from './transport.js';
+export * from './views.js';
