@@ -1,5 +1,6 @@
 // The engine as a library, for hosts other than weftd (the desktop app's main process).
-export { Engine, type EngineOptions, type EngineTiming } from './engine/engine.js';
+export { Engine } from './engine/engine.js';
+export type { EngineOptions, EngineTiming } from './engine/options.js';
 export { WeftError, type WeftErrorCode } from './errors.js';
 export { HelperClient } from './helper/client.js';
 export { LocalApiClient, LocalApiError } from './localapi/client.js';

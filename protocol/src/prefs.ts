@@ -50,6 +50,13 @@ export const PREFS_DEFAULTS: Pick<Prefs, Patchable> = {
   acceptRoutes: true,
 };
 
+/** `prefs` with the choices the patch gives (the ones it leaves out are kept). */
+export function patchPrefs(prefs: Prefs, patch: PrefsPatch): Prefs {
+  const next: Prefs = { ...prefs };
+  for (const [k, v] of Object.entries(patch)) if (v !== undefined) Object.assign(next, { [k]: v });
+  return next;
+}
+
 /** Prefs as kept on disk: older files lack the patchable choices. */
 export const StoredPrefs = Prefs.partial(PATCHABLE);
 export type StoredPrefs = z.infer<typeof StoredPrefs>;

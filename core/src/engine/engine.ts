@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { hostname as osHostname } from 'node:os';
 import {
   applyStreamMessage,
   type BackendState,
@@ -9,33 +8,36 @@ import {
   type NetMap,
   type Prefs,
   type PrefsPatch,
+  patchPrefs,
   type Status,
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
+import { normalizeControlUrl } from '../control-client/client.js';
+import { defaultHostname } from '../control-client/hostname.js';
 import { ControlMachine } from '../control-client/machine.js';
 import { WeftError } from '../errors.js';
-import type { HelperClient } from '../helper/client.js';
 import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
-import { describeError, type Logger } from '../log/logger.js';
-import { Connectivity, type ConnectivityOptions } from '../paths/connectivity.js';
-import { type AddressSource, localEndpoints, osAddresses } from '../paths/local-endpoints.js';
-import type { BackoffOptions } from '../retry/backoff.js';
+import { describeError } from '../log/logger.js';
+import { Connectivity } from '../paths/connectivity.js';
 import { LatestWriter } from '../state/latest-writer.js';
-import type { StateStore } from '../state/store.js';
 import { desiredOsState } from './desired.js';
 import {
   advertisedRoutes,
+  checkExitNodeChoice,
+  describeRoutes,
   exitNodeList,
   exitNodeProblem,
   localPrefixes,
-  measureLatency,
+  measureExitNodes,
   osInterfacePrefixes,
   relayUrls,
   routeStatus,
   ServerAddresses,
 } from './exit-nodes.js';
+import type { EngineOptions, EngineTiming } from './options.js';
 import { buildStatus } from './status.js';
+import { untilSettled } from './until-settled.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 
 // The engine: owns the prefs, the netmap and the desired OS state, and ties this node's standing
@@ -46,35 +48,6 @@ import { StatusWatch, type WatchListener } from './watch.js';
 //   Starting    wanted up, waiting for a netmap or for the helper's first successful apply
 //   Running     the helper has applied a netmap (control may be unreachable since: the last
 //               netmap stays in force, and health says so)
-
-export interface EngineTiming {
-  controlBackoff?: BackoffOptions;
-  pingMs?: number;
-  endpointsPollMs?: number;
-  reapplyMs?: number;
-  debounceMs?: number;
-  /** How long `up` waits for Running before answering with a timeout. */
-  upTimeoutMs?: number;
-  /** Back-off while control cannot be asked about a pending interactive login. */
-  loginBackoff?: BackoffOptions;
-  /** Back-off between failed node key rotations (default from 1 minute up to 1 hour). */
-  rotationBackoff?: BackoffOptions;
-  /** Path selection and relay timing (tests make them short). */
-  connectivity?: Partial<
-    Pick<ConnectivityOptions, 'pathTiming' | 'pollMs' | 'fastPollMs' | 'relayBackoff' | 'relayPingMs'>
-  >;
-}
-
-export interface EngineOptions {
-  store: StateStore;
-  helper: HelperClient;
-  interfaceName: string;
-  log: Logger;
-  timing?: EngineTiming;
-  addressSource?: AddressSource;
-  /** How often to rotate the node key (default 30 days); null or 0 never rotates. */
-  keyRotationMs?: number | null;
-}
 
 export interface EngineEvents {
   change: [];
@@ -219,29 +192,13 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   async setPrefs(patch: PrefsPatch): Promise<void> {
     await this.exclusive(async () => {
-      const id = patch.exitNodeId;
-      if (id !== undefined && id !== null && id !== this.prefs.exitNodeId) {
-        const peer = this.netmap?.peers.find((p) => p.id === id);
-        if (this.netmap && id === this.netmap.self.id) {
-          throw new WeftError('invalid-request', 'this node cannot be its own exit node');
-        }
-        if (!peer) throw new WeftError('invalid-request', `no peer with id ${id} in the tailnet`);
-        if (!peer.exitNodeOption) {
-          throw new WeftError(
-            'conflict',
-            `${peer.name} does not offer an exit node to this node (it must advertise one, and an admin or the policy approve it)`,
-          );
-        }
-      }
-      const next: Prefs = { ...this.prefs };
-      for (const [k, v] of Object.entries(patch)) if (v !== undefined) Object.assign(next, { [k]: v });
+      if (patch.exitNodeId !== this.prefs.exitNodeId) checkExitNodeChoice(this.netmap, patch.exitNodeId);
+      const next = patchPrefs(this.prefs, patch);
       const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(p));
       const advertisedChanged = routes(next) !== routes(this.prefs);
       await this.savePrefs(next);
       if (advertisedChanged) this.control.setAdvertisedRoutes(advertisedRoutes(next));
-      this.opts.log.info(
-        `routing: exit node ${next.exitNodeId ?? 'none'}${next.exitNodeId ? ` (allow LAN ${next.exitNodeAllowLan ? 'on' : 'off'})` : ''}, advertising ${advertisedRoutes(next).join(', ') || 'nothing'}, accept routes ${next.acceptRoutes ? 'on' : 'off'}`,
-      );
+      this.opts.log.info(`routing: ${describeRoutes(next)}`);
       this.reconcile();
       this.emit('change');
     });
@@ -249,14 +206,8 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** The exit nodes on offer, with their latency measured now (`weft exit-node list|suggest`). */
   async exitNodes(): Promise<ExitNodeList> {
-    const offered = exitNodeList(this.netmap, this.prefs, this.latency).exitNodes;
     if (this.backendState() === 'Running') {
-      await Promise.all(
-        offered.map(async (n) => {
-          const v4 = n.addresses.find((a) => !a.includes(':')) ?? n.addresses[0];
-          this.latency.set(n.id, n.online && v4 ? await measureLatency(v4) : null);
-        }),
-      );
+      await measureExitNodes(exitNodeList(this.netmap, this.prefs, this.latency).exitNodes, this.latency);
       this.emit('change');
     }
     return exitNodeList(this.netmap, this.prefs, this.latency);
@@ -266,8 +217,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async netcheck(): Promise<NetcheckReport> {
     if (!this.conn) throw new WeftError('conflict', 'not connected: run weft up first');
     await this.status();
-    const source = this.opts.addressSource ?? osAddresses;
-    return this.conn.netcheck(localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort));
+    return this.conn.netcheck();
   }
 
   watch(listener: WatchListener): () => void {
@@ -326,7 +276,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Returns true when an interactive login is now pending. */
   private async doUp(req: UpRequest): Promise<boolean> {
-    const controlUrl = normalizeUrl(req.controlUrl);
+    const controlUrl = normalizeControlUrl(req.controlUrl);
     const { login } = this.control;
     if (login && login.controlUrl !== controlUrl) {
       throw new WeftError(
@@ -484,6 +434,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       listenPort: this.prefs.listenPort,
       log: this.opts.log,
       netmap: () => this.netmap,
+      interfaceName: iface,
+      ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
       readInterface: async () => {
         if (this.reconciler.current?.op !== 'apply' || !this.opts.helper.connected) return null;
@@ -492,19 +444,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
     });
     conn.on('change', () => this.reconcile());
-    let publicIps = '';
-    conn.on('endpoints', () => {
-      // Our public address changed (a new lease, another network): connections through the old
-      // one are dead even if no packet said so. Re-open the control stream at once.
-      const ips = [...new Set(conn.reflectedEndpoints().map((e) => e.replace(/:\d+$/, '')))].sort().join(' ');
-      const known = publicIps.split(' ');
-      if (publicIps !== '' && ips.split(' ').some((ip) => ip !== '' && !known.includes(ip))) {
-        this.opts.log.info(`public address changed (${publicIps} → ${ips}): reconnecting to control`);
-        this.control.reconnect();
-      }
-      if (ips !== '') publicIps = ips;
-      this.reportEndpoints();
+    conn.on('publicAddressChanged', (from, to) => {
+      this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
+      this.control.reconnect();
     });
+    conn.on('endpoints', () => this.reportEndpoints());
     conn.on('status', () => this.emit('change'));
     this.conn = conn;
     conn.netmapChanged();
@@ -525,12 +469,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private reportEndpoints(): void {
-    if (!this.control.streaming) return;
-    const source = this.opts.addressSource ?? osAddresses;
-    const local = localEndpoints(source, this.opts.interfaceName, this.prefs.listenPort);
-    // Reflected mappings first: peers try candidates in the order reported (after same-LAN ones).
-    const reflected = this.conn?.reflectedEndpoints() ?? [];
-    this.control.setEndpoints([...reflected, ...local.filter((e) => !reflected.includes(e))]);
+    if (this.control.streaming && this.conn) this.control.setEndpoints(this.conn.candidates());
   }
 
   /** Control accepted a new node key: WireGuard and the relays switch to it. */
@@ -566,52 +505,20 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Resolves when Running; rejects as soon as something makes that impossible for now. */
   private waitRunning(timeoutMs: number): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const finish = (err?: WeftError) => {
-        clearTimeout(timer);
-        this.off('change', check);
-        if (err) reject(err);
-        else resolve();
-      };
-      const check = () => {
-        const state = this.backendState();
-        if (state === 'Running') return finish();
-        if (state === 'NeedsLogin')
-          return finish(new WeftError('control-rejected', this.notice ?? 'logged out'));
-        if (state === 'Stopped')
-          return finish(new WeftError('conflict', 'the tunnel was brought down meanwhile'));
-        if (this.helperProblem) return finish(this.helperProblem);
-        const p = this.control.controlProblem;
-        if (!this.netmap && p) {
-          return finish(new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`));
-        }
-      };
-      const timer = setTimeout(
-        () =>
-          finish(
-            new WeftError(
-              'timeout',
-              `not running after ${Math.round(timeoutMs / 1000)} s: ${this.snapshot().health.join('; ') || 'waiting for control'}`,
-            ),
-          ),
-        timeoutMs,
-      );
-      this.on('change', check);
-      check();
+    const check = (): WeftError | 'done' | null => {
+      const state = this.backendState();
+      if (state === 'Running') return 'done';
+      if (state === 'NeedsLogin') return new WeftError('control-rejected', this.notice ?? 'logged out');
+      if (state === 'Stopped') return new WeftError('conflict', 'the tunnel was brought down meanwhile');
+      if (this.helperProblem) return this.helperProblem;
+      const p = this.control.controlProblem;
+      if (!this.netmap && p)
+        return new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`);
+      return null;
+    };
+    return untilSettled(this, check, timeoutMs, () => {
+      const why = this.snapshot().health.join('; ') || 'waiting for control';
+      return new WeftError('timeout', `not running after ${Math.round(timeoutMs / 1000)} s: ${why}`);
     });
   }
-}
-
-function normalizeUrl(url: string): string {
-  return new URL(url).toString().replace(/\/+$/, '');
-}
-
-/** The OS host name turned into a valid machine name (lower case, letters, digits and -). */
-export function defaultHostname(raw = osHostname()): string {
-  const name = (raw.toLowerCase().split('.')[0] ?? '')
-    .replace(/[^a-z0-9-]+/g, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(0, 63)
-    .replace(/-+$/, '');
-  return name || 'weft-node';
 }

@@ -17,6 +17,7 @@ import {
   prefixContains,
   type Status,
 } from '@weft/protocol';
+import { WeftError } from '../errors.js';
 
 // Exit nodes and subnet routes, engine side. Pure functions turn the netmap and the user's choices
 // into the routing parts of the helper's desired state (which peer carries 0.0.0.0/0 and ::/0,
@@ -50,6 +51,31 @@ function routesOf(peer: NodeView): { subnets: string[]; exit: string[] } {
   const own = new Set(peer.addresses.map(canonical));
   const extra = peer.allowedIPs.map(canonical).filter((r) => !own.has(r));
   return { subnets: extra.filter((r) => !EXIT.has(r)), exit: extra.filter((r) => EXIT.has(r)) };
+}
+
+/**
+ * Refuses an exit node the netmap does not offer this node, with a clear WeftError; null (none)
+ * and undefined (no change asked) pass.
+ */
+export function checkExitNodeChoice(netmap: NetMap | null, id: string | null | undefined): void {
+  if (id === undefined || id === null) return;
+  if (netmap && id === netmap.self.id) {
+    throw new WeftError('invalid-request', 'this node cannot be its own exit node');
+  }
+  const peer = netmap?.peers.find((p) => p.id === id);
+  if (!peer) throw new WeftError('invalid-request', `no peer with id ${id} in the tailnet`);
+  if (!peer.exitNodeOption) {
+    throw new WeftError(
+      'conflict',
+      `${peer.name} does not offer an exit node to this node (it must advertise one, and an admin or the policy approve it)`,
+    );
+  }
+}
+
+/** The route choices in one line, for the log. */
+export function describeRoutes(p: Prefs): string {
+  const allowLan = p.exitNodeId ? ` (allow LAN ${p.exitNodeAllowLan ? 'on' : 'off'})` : '';
+  return `exit node ${p.exitNodeId ?? 'none'}${allowLan}, advertising ${advertisedRoutes(p).join(', ') || 'nothing'}, accept routes ${p.acceptRoutes ? 'on' : 'off'}`;
 }
 
 /** The peer offering the exit node `id`, if the netmap offers it to us. */
@@ -333,6 +359,19 @@ function hostOf(url: string): string | null {
  * does not); where `ping` is missing, the time a TCP connection to port 1 takes to be answered
  * (accepted or refused). Bounded: at most about 2.5 s.
  */
+/** Measures the latency to each online exit node (through the tunnel) into `latency`. */
+export async function measureExitNodes(
+  nodes: readonly ExitNodeInfo[],
+  latency: Map<string, number | null>,
+): Promise<void> {
+  await Promise.all(
+    nodes.map(async (n) => {
+      const v4 = n.addresses.find((a) => !a.includes(':')) ?? n.addresses[0];
+      latency.set(n.id, n.online && v4 ? await measureLatency(v4) : null);
+    }),
+  );
+}
+
 export async function measureLatency(address: string): Promise<number | null> {
   const ping = await new Promise<number | null | 'missing'>((resolve) => {
     execFile(

@@ -14,6 +14,7 @@ import {
   type WgPeerStatus,
 } from '@weft/protocol';
 import { describeError, type Logger } from '../log/logger.js';
+import { type AddressSource, localEndpoints, osAddresses } from './local-endpoints.js';
 import { RelayManager } from './relay-manager.js';
 import { RelayProxy } from './relay-proxy.js';
 import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './selection.js';
@@ -28,6 +29,11 @@ export interface ConnectivityEvents {
   change: [];
   /** Candidates to report to control changed (a reflector saw a new mapping). */
   endpoints: [];
+  /**
+   * Our public address changed (a new lease, another network): connections through the old one
+   * are dead even if no packet said so.
+   */
+  publicAddressChanged: [from: string, to: string];
   /** Something shown in status changed (a path, the home relay). */
   status: [];
 }
@@ -39,6 +45,10 @@ export interface ConnectivityOptions {
   log: Logger;
   /** The engine's netmap, read when needed: the engine is its one owner. */
   netmap: () => NetMap | null;
+  /** The tunnel interface, whose own addresses are never candidates. */
+  interfaceName: string;
+  /** This machine's addresses (candidates on the LAN); defaults to the OS's. */
+  addressSource?: AddressSource;
   /** Reads the interface through the helper; null when it cannot be read now. */
   readInterface: () => Promise<InterfaceStatus | null>;
   pathTiming?: Partial<PathTiming>;
@@ -71,6 +81,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   private polling = false;
   private closed = false;
   private lastWg: WgPeerStatus[] = [];
+  /** The public addresses the reflectors last saw, sorted and space-separated ('' before any). */
+  private publicIps = '';
   private statusKey = '';
 
   constructor(private readonly opts: ConnectivityOptions) {
@@ -104,7 +116,14 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       this.paths.refresh();
       this.changed(true);
     });
-    this.relays.on('endpoints', () => this.emit('endpoints'));
+    this.relays.on('endpoints', () => {
+      const ips = [...new Set(this.reflectedEndpoints().map((e) => e.replace(/:\d+$/, '')))].sort().join(' ');
+      const known = this.publicIps.split(' ');
+      if (this.publicIps !== '' && ips.split(' ').some((ip) => ip !== '' && !known.includes(ip)))
+        this.emit('publicAddressChanged', this.publicIps, ips);
+      if (ips !== '') this.publicIps = ips;
+      this.emit('endpoints');
+    });
     this.proxy.on('change', () => this.changed(this.paths.refresh()));
     this.schedule(0);
   }
@@ -136,6 +155,13 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     return this.relays.reflectedEndpoints();
   }
 
+  /** The candidates to report to control: reflected mappings first, then this machine's own. */
+  candidates(): string[] {
+    // Peers try candidates in the order reported (after same-LAN ones).
+    const reflected = this.reflectedEndpoints();
+    return [...reflected, ...this.localEndpoints().filter((e) => !reflected.includes(e))];
+  }
+
   peerPath(key: string, endpoint: string | null): PeerPathStatus {
     const info = this.paths.info(key);
     const home = this.relays.homeRegion?.name ?? null;
@@ -151,7 +177,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   }
 
   /** What `weft netcheck` prints: reflected mappings, UDP, relays and their latency. */
-  netcheck(local: string[]): NetcheckReport {
+  netcheck(): NetcheckReport {
     const relays = this.relays.report();
     const reflected = this.relays.reflectedEndpoints();
     const reflectorSeen = this.lastWg.some(
@@ -162,7 +188,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       udp: relays.length === 0 ? null : reflected.length > 0 || reflectorSeen,
       reflected,
       mappingVariesByDestination: seen.length < 2 ? null : new Set(seen).size > 1,
-      local,
+      local: this.localEndpoints(),
       homeRegion: this.relays.homeRegion?.name ?? null,
       relays,
     };
@@ -175,6 +201,11 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     this.proxy.close();
     this.pokeSocket4?.close();
     this.pokeSocket6?.close();
+  }
+
+  private localEndpoints(): string[] {
+    const { addressSource = osAddresses, interfaceName, listenPort } = this.opts;
+    return localEndpoints(addressSource, interfaceName, listenPort);
   }
 
   private pathPeer(p: NodeView): PathPeer {
