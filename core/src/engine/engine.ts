@@ -3,7 +3,6 @@ import {
   applyStreamMessage,
   type BackendState,
   type ExitNodeList,
-  type InterfaceStatus,
   type NetcheckReport,
   type NetMap,
   type Prefs,
@@ -17,7 +16,7 @@ import { normalizeControlUrl } from '../control-client/client.js';
 import { defaultHostname } from '../control-client/hostname.js';
 import { ControlMachine } from '../control-client/machine.js';
 import { WeftError } from '../errors.js';
-import { type ReconcileResult, Reconciler, type Target } from '../helper/reconciler.js';
+import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
 import { Connectivity } from '../paths/connectivity.js';
 import { LatestWriter } from '../state/latest-writer.js';
@@ -37,6 +36,7 @@ import {
 } from './exit-nodes.js';
 import type { EngineOptions, EngineTiming } from './options.js';
 import { buildStatus } from './status.js';
+import { Tunnel } from './tunnel.js';
 import { untilSettled } from './until-settled.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 
@@ -60,19 +60,15 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly control: ControlMachine;
   /** Relays, relay proxy and path selection; alive while the stream is. */
   private conn: Connectivity | null = null;
-  /** Whether the helper has applied an "up" state since the tunnel was last wanted up. */
-  private tunnelApplied = false;
-  private helperProblem: WeftError | null = null;
   /** Something the user should know until the next `up`, such as why control logged us out. */
   private notice: string | null = null;
-  private lastIface: InterfaceStatus | null = null;
   private endpointsTimer: NodeJS.Timeout | null = null;
   /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
   private readonly servers = new ServerAddresses();
   /** Last measured round trip to exit nodes, by peer id (null: no answer). */
   private readonly latency = new Map<string, number | null>();
   private ops: Promise<unknown> = Promise.resolve();
-  private readonly reconciler: Reconciler;
+  private readonly tunnel: Tunnel;
   private readonly netmapWriter: LatestWriter<NetMap>;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
@@ -81,12 +77,14 @@ export class Engine extends EventEmitter<EngineEvents> {
     super();
     this.timing = opts.timing ?? {};
     this.control = this.controlMachine();
-    this.reconciler = new Reconciler(opts.helper, {
+    this.tunnel = new Tunnel({
+      helper: opts.helper,
+      interfaceName: opts.interfaceName,
       log: opts.log,
       debounceMs: this.timing.debounceMs,
       reapplyMs: this.timing.reapplyMs,
     });
-    this.reconciler.on('result', (r) => this.onReconciled(r));
+    this.tunnel.on('change', () => this.emit('change'));
     this.netmapWriter = new LatestWriter(
       (m) => opts.store.saveNetmap(m),
       (err) => opts.log.warn(`could not cache the netmap: ${describeError(err)}`),
@@ -94,8 +92,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.watchers = new StatusWatch(() => this.status());
     this.on('change', () => this.watchers.changed());
     this.servers.on('change', () => this.reconcile());
-    opts.helper.on('connected', () => this.emit('change'));
-    opts.helper.on('disconnected', () => this.emit('change'));
   }
 
   /** Loads state and resumes: with a cached netmap the tunnel comes up before control answers. */
@@ -112,7 +108,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         log.warn(`ignoring the cached netmap: ${describeError(err)}`);
       }
     }
-    this.opts.helper.start();
+    this.tunnel.start();
     this.reconcile();
     if (this.control.login && this.prefs.wantRunning) this.startSession();
     this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.timing.endpointsPollMs ?? 5_000);
@@ -126,23 +122,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.conn?.close();
     this.conn = null;
     await this.control.stop();
-    this.reconciler.stop();
     this.watchers.close();
-    if (this.opts.helper.connected) {
-      try {
-        await this.opts.helper.down(this.opts.interfaceName);
-      } catch (err) {
-        this.opts.log.warn(`helper down on shutdown: ${describeError(err)}`);
-      }
-    }
-    await this.opts.helper.close();
+    await this.tunnel.close();
     await this.netmapWriter.flush();
   }
 
   backendState(): BackendState {
     if (!this.control.login) return 'NeedsLogin';
     if (!this.prefs.wantRunning) return 'Stopped';
-    return this.tunnelApplied && this.netmap ? 'Running' : 'Starting';
+    return this.tunnel.applied && this.netmap ? 'Running' : 'Starting';
   }
 
   /** Status without asking the helper (interface figures as last read). */
@@ -151,9 +139,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const { control } = this;
     const wanted = control.login !== null && this.prefs.wantRunning;
     if (wanted && control.controlProblem) health.push(control.controlProblem.message);
-    if (this.helperProblem) health.push(this.helperProblem.message);
-    else if (wanted && !this.opts.helper.connected)
-      health.push(`weft-helper is not reachable at ${this.opts.helper.socketPath}`);
+    const helper = this.tunnel.health(wanted);
+    if (helper) health.push(helper);
     if (this.notice) health.push(this.notice);
     if (control.loginProblem) health.push(control.loginProblem.message);
     if (control.rotationProblem) health.push(control.rotationProblem.message);
@@ -167,7 +154,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         authUrl: control.authUrl,
         authUrlExpiresAt: control.authUrlExpiresAt,
         netmap: this.netmap,
-        iface: wanted ? this.lastIface : null,
+        iface: wanted ? this.tunnel.iface : null,
         health,
       }),
     );
@@ -175,13 +162,10 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Status with the interface's live figures read through the helper. */
   async status(): Promise<Status> {
-    if (this.reconciler.current?.op === 'apply' && this.opts.helper.connected) {
-      this.reconciler.flushPending();
-      try {
-        this.lastIface = await this.opts.helper.status(this.opts.interfaceName);
-      } catch (err) {
-        this.opts.log.debug(`helper status: ${describeError(err)}`);
-      }
+    try {
+      await this.tunnel.readInterface(true);
+    } catch (err) {
+      this.opts.log.debug(`helper status: ${describeError(err)}`);
     }
     return this.snapshot();
   }
@@ -238,7 +222,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.control.cancelSignIn();
       await this.savePrefs({ ...this.prefs, wantRunning: false });
       await this.stopSession();
-      await this.settleDown();
+      await this.tunnel.down();
     });
   }
 
@@ -266,9 +250,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.exclusive(async () => {
       this.reconcile();
       // Wanted up without a netmap yet: nothing to send; the first map is applied when it comes.
-      if (!this.reconciler.current) return;
-      const r = await this.reconciler.sync();
-      if (!r.ok) throw r.error;
+      if (this.tunnel.targeted) await this.tunnel.sync();
     });
   }
 
@@ -303,7 +285,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Authorized: the stream, paths and tunnel follow. */
   private signedIn(): void {
-    this.helperProblem = null;
+    this.tunnel.problem = null;
     this.startSession();
     this.reconcile();
     this.emit('change');
@@ -313,34 +295,20 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async forgetLogin(notice: string | null): Promise<void> {
     await this.stopSession();
     this.netmap = null;
-    this.lastIface = null;
+    this.tunnel.iface = null;
     this.netmapWriter.discard();
     await this.netmapWriter.flush();
     await this.control.forget();
     await this.opts.store.deleteNetmap();
     this.notice = notice;
     await this.savePrefs({ ...this.prefs, wantRunning: false });
-    await this.settleDown();
-  }
-
-  /** Sets the "down" target and waits for the helper; the reconciler retries if this fails. */
-  private async settleDown(): Promise<void> {
-    this.tunnelApplied = false;
-    this.reconcile();
-    this.emit('change');
-    const r = await this.reconciler.sync();
-    if (!r.ok) {
-      throw new WeftError(
-        r.error.code,
-        `${r.error.message} (the interface is removed once weft-helper answers)`,
-      );
-    }
+    await this.tunnel.down();
   }
 
   /** Points the reconciler at what the OS should look like now. */
   private reconcile(): void {
     const target = this.target();
-    if (target) this.reconciler.set(target);
+    if (target) this.tunnel.set(target);
   }
 
   private target(): Target | null {
@@ -371,19 +339,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     const problem = wanted ? exitNodeProblem(this.netmap, this.prefs) : null;
     const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
     return routeStatus(withHealth, status.self ? this.netmap : null, this.prefs, this.latency);
-  }
-
-  private onReconciled(r: ReconcileResult): void {
-    if (r.ok) {
-      this.helperProblem = null;
-      if (r.target.op === 'apply' && !this.tunnelApplied) {
-        this.tunnelApplied = true;
-        this.opts.log.info(`tunnel ${r.target.state.interface.name} is up`);
-      }
-    } else {
-      this.helperProblem = r.error;
-    }
-    this.emit('change');
   }
 
   // --- control and paths ------------------------------------------------------------------------
@@ -438,9 +393,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
       readInterface: async () => {
-        if (this.reconciler.current?.op !== 'apply' || !this.opts.helper.connected) return null;
-        this.lastIface = await this.opts.helper.status(iface);
-        return this.lastIface;
+        return this.tunnel.readInterface();
       },
     });
     conn.on('change', () => this.reconcile());
@@ -510,7 +463,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (state === 'Running') return 'done';
       if (state === 'NeedsLogin') return new WeftError('control-rejected', this.notice ?? 'logged out');
       if (state === 'Stopped') return new WeftError('conflict', 'the tunnel was brought down meanwhile');
-      if (this.helperProblem) return this.helperProblem;
+      if (this.tunnel.problem) return this.tunnel.problem;
       const p = this.control.controlProblem;
       if (!this.netmap && p)
         return new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`);
