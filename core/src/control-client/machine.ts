@@ -46,9 +46,13 @@ export interface ControlMachineOptions {
   hostname: () => string;
   /** How often to rotate the node key (default 30 days); null or 0 never rotates. */
   keyRotationMs?: number | null;
+  /** Back-off between attempts at the netmap stream. */
   controlBackoff?: BackoffOptions;
+  /** How often to ping control on the stream. */
   pingMs?: number;
+  /** Back-off while control cannot be asked about a pending interactive login. */
   loginBackoff?: BackoffOptions;
+  /** Back-off between failed node key rotations (default from 1 minute up to 1 hour). */
   rotationBackoff?: BackoffOptions;
 }
 

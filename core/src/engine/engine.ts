@@ -344,17 +344,13 @@ export class Engine extends EventEmitter<EngineEvents> {
   // --- control and paths ------------------------------------------------------------------------
 
   private controlMachine(): ControlMachine {
-    const t = this.timing;
     const control = new ControlMachine({
+      ...this.timing,
       store: this.opts.store,
       log: this.opts.log,
       serialize: (fn) => this.exclusive(fn),
       hostname: () => this.prefs.hostname ?? defaultHostname(),
       keyRotationMs: this.opts.keyRotationMs,
-      controlBackoff: t.controlBackoff,
-      pingMs: t.pingMs,
-      loginBackoff: t.loginBackoff,
-      rotationBackoff: t.rotationBackoff,
     });
     control.on('message', (msg) => this.onStreamMessage(msg));
     control.on('signedIn', () => this.signedIn());
@@ -392,9 +388,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       interfaceName: iface,
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
-      readInterface: async () => {
-        return this.tunnel.readInterface();
-      },
+      readInterface: () => this.tunnel.readInterface(),
     });
     conn.on('change', () => this.reconcile());
     conn.on('publicAddressChanged', (from, to) => {

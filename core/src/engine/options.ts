@@ -1,25 +1,21 @@
+import type { ControlMachineOptions } from '../control-client/machine.js';
 import type { HelperClient } from '../helper/client.js';
 import type { Logger } from '../log/logger.js';
 import type { ConnectivityOptions } from '../paths/connectivity.js';
 import type { AddressSource } from '../paths/local-endpoints.js';
-import type { BackoffOptions } from '../retry/backoff.js';
 import type { StateStore } from '../state/store.js';
 
 // What a host gives the engine: its state folder, the helper, the interface name, and timing
 // (tests make it short).
 
-export interface EngineTiming {
-  controlBackoff?: BackoffOptions;
-  pingMs?: number;
+/** Control's stream, sign-in and rotation timing (see ControlMachineOptions), and the engine's. */
+export interface EngineTiming
+  extends Pick<ControlMachineOptions, 'controlBackoff' | 'pingMs' | 'loginBackoff' | 'rotationBackoff'> {
   endpointsPollMs?: number;
   reapplyMs?: number;
   debounceMs?: number;
   /** How long `up` waits for Running before answering with a timeout. */
   upTimeoutMs?: number;
-  /** Back-off while control cannot be asked about a pending interactive login. */
-  loginBackoff?: BackoffOptions;
-  /** Back-off between failed node key rotations (default from 1 minute up to 1 hour). */
-  rotationBackoff?: BackoffOptions;
   /** Path selection and relay timing (tests make them short). */
   connectivity?: Partial<
     Pick<ConnectivityOptions, 'pathTiming' | 'pollMs' | 'fastPollMs' | 'relayBackoff' | 'relayPingMs'>
