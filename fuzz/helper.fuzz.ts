@@ -14,7 +14,7 @@ import {
 } from '@weft/protocol';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { absentStatus, type PlatformBackend } from '../native-helpers/src/backend.js';
+import { absentStatus, BackendError, type PlatformBackend } from '../native-helpers/src/backend.js';
 import { LineSplitter } from '../native-helpers/src/framing.js';
 import { desiredRules } from '../native-helpers/src/linux/exit-routing.js';
 import { renderTable } from '../native-helpers/src/linux/nft.js';
@@ -151,6 +151,8 @@ function checkLine(bytes: Buffer): Verdict {
     renderTable(request.state);
     desiredRules(request.state);
   } catch (e) {
+    // A filter over the table's element limit is refused there, before any command: a refusal.
+    if (e instanceof BackendError && e.code === 'invalid-request') return refused;
     return crash(`an accepted state does not render: ${e instanceof Error ? e.stack : e}`);
   }
   return accepted(brokenPromise(request.state));
@@ -210,6 +212,8 @@ class RecordingBackend implements PlatformBackend {
     return absentStatus(name);
   }
   async shutdown() {}
+  async restore() {}
+  async detach() {}
 }
 
 let dir: string;

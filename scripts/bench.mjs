@@ -15,6 +15,10 @@ const BENCHMARKS = {
     about:
       'NAT lab (root): weft up to first ping / direct path per row; iperf3 relay vs direct [connect|throughput]',
   },
+  'connect-vs-tailscale': {
+    file: 'e2e/dist/bench/connect-vs-tailscale.js',
+    about: 'NAT lab (root): up to first ping / direct path, Weft pair vs Tailscale-client pair per row',
+  },
   relay: {
     file: 'relay/dist/bench/forwarding.js',
     about: 'relay forwarding capacity per CPU core, loopback',
@@ -22,6 +26,16 @@ const BENCHMARKS = {
   'helper-filter': {
     file: 'native-helpers/dist/bench/helper-filter.js',
     about: 'helper: a ~48 KB filter refused by the element bound vs the unbounded rendering (time, memory)',
+  },
+  'relay-vs-derper': {
+    file: 'relay/dist/bench/vs-derper.js',
+    about:
+      "weft-relay vs Tailscale's derper, same DERP load (Go derphttp clients): Gbit/s per core, p99, RSS/conn [--pairs N]",
+  },
+  'tailscale-map': {
+    file: 'control/dist/bench/tailscale-map.js',
+    about:
+      'full maps and endpoint patches for N=200 nodes: Tailscale MapResponses vs Weft netmap messages [N]',
   },
   policy: {
     file: 'control/dist/bench/policy-scale.js',

@@ -15,6 +15,8 @@ if command -v go >/dev/null 2>&1; then
     echo "setup: building $cmd (tailscale.com $tailscale_version) into $tailscale_bin" >&2
     GOBIN="$tailscale_bin" go install "tailscale.com/cmd/$cmd@$tailscale_version"
   done
+  # The relay's anchor (Tailscale's DERP and STUN clients as a test and benchmark driver).
+  WEFT_GO_BIN="$tailscale_bin" sh "$(dirname "$0")/../e2e/anchors/build.sh" >&2
 else
   echo "setup: Go not found; the lab tests against the official Tailscale client will be skipped" >&2
 fi

@@ -1,11 +1,10 @@
 #!/bin/sh
-# Builds the Go anchors (real Tailscale DERP/STUN clients, derper) into the cache folder the tests
-# and benchmarks look in. Needs Go and the module proxy; a few minutes on 2 cores the first time.
+# Builds the Go anchor program (e2e/anchors/derp: Tailscale's real DERP and STUN clients at
+# tailscale.com v1.102.5) into the folder the relay's anchor test and the relay-vs-derper
+# benchmark look in. Needs Go and the module proxy (scripts/setup-tailscale.sh calls it).
 set -eu
 BIN=${WEFT_GO_BIN:-/var/cache/weft-go/bin}
-TS_VERSION=v1.102.5
 mkdir -p "$BIN"
 cd "$(dirname "$0")/derp"
 go build -o "$BIN/derp-anchor" .
-[ -x "$BIN/derper" ] || GOBIN="$BIN" go install "tailscale.com/cmd/derper@$TS_VERSION"
-echo "built $BIN/derp-anchor and $BIN/derper ($TS_VERSION)"
+echo "built $BIN/derp-anchor"

@@ -12,6 +12,7 @@ import {
   type Segment,
   scratchDir,
   sleep,
+  TAILSCALE_GATEWAY,
   TailscaleNode,
   WeftNode,
 } from '../lab/index.js';
@@ -71,7 +72,12 @@ export class World {
     const name = `h${i}`;
     if (where === 'none') {
       return {
-        host: await this.lab.addHost(name, { segment: this.net, address: `198.18.0.${10 + i}/24` }),
+        // A default route to nowhere, as Tailscale clients need one (see TAILSCALE_GATEWAY).
+        host: await this.lab.addHost(name, {
+          segment: this.net,
+          address: `198.18.0.${10 + i}/24`,
+          gateway: TAILSCALE_GATEWAY,
+        }),
         router: null,
         name,
       };
@@ -119,4 +125,65 @@ export async function until<T>(ms: number, check: () => Promise<T | false | unde
     await sleep(50);
   }
   return null;
+}
+
+/** One pair's connect on a row, in ms after both `up`s started; null: not within 30 s. */
+export interface ConnectTimes {
+  firstPing: number | null;
+  direct: number | null;
+}
+
+/** What timeConnect needs of a pair of nodes of one kind. */
+export interface Pair {
+  /** Brings both nodes up at once. */
+  up(): Promise<void>;
+  /** One ping from the first node to the second's tailnet address; true on a reply. */
+  ping(): Promise<boolean>;
+  /** Whether both ends report a direct path to each other. */
+  direct(): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Times a pair from `up` to the first ping reply and, on rows expected direct, to both ends
+ * reporting a direct path (pinging meanwhile, as traffic is what makes a path).
+ */
+export async function timeConnect(pair: Pair, expectDirect: boolean): Promise<ConnectTimes> {
+  const t0 = Date.now();
+  await pair.up();
+  const firstPing = await until(30_000, async () => (await pair.ping()) && Date.now() - t0);
+  const direct = expectDirect
+    ? await until(30_000, async () => {
+        await pair.ping();
+        return (await pair.direct()) && Date.now() - t0;
+      })
+    : null;
+  return { firstPing, direct };
+}
+
+/** A pair of Weft nodes on the hosts of `row`. */
+export async function weftPair(w: World, row: Row): Promise<Pair> {
+  const [ha, hb] = [await w.host(row.a), await w.host(row.b)];
+  const [a, b] = [w.node(ha.host, ha.name), w.node(hb.host, hb.name)];
+  await Promise.all([a.start(), b.start()]);
+  let bIp = '';
+  return {
+    up: async () => {
+      await Promise.all([a.up(w.control.url, w.key, ha.name), b.up(w.control.url, w.key, hb.name)]);
+      bIp = await b.ip4();
+    },
+    ping: () => a.host.ping(bIp, { count: 1, deadlineS: 1 }),
+    direct: async () => {
+      const [pa, pb] = await Promise.all([pathOf(a, hb.name), pathOf(b, ha.name)]);
+      return pa === 'direct' && pb === 'direct';
+    },
+    stop: async () => {
+      await Promise.all([a.stop(), b.stop()]);
+    },
+  };
+}
+
+/** A connect time as the tables print it. */
+export function fmtTime(ms: number | null): string {
+  return ms === null ? 'none in 30 s' : `${ms} ms`;
 }

@@ -1,6 +1,6 @@
 import type { Host } from '../lab/index.js';
 import { sleep } from '../lab/index.js';
-import { pathOf, ROWS, until, World } from './nat-lab.js';
+import { fmtTime, pathOf, ROWS, timeConnect, until, World, weftPair } from './nat-lab.js';
 
 // `npm run bench -- nat [connect|throughput|all] [--seconds S]`: NAT traversal figures from one run
 // on real namespaces, real NAT routers, one real relay and control (as in e2e/tests/nat-matrix).
@@ -20,29 +20,12 @@ async function connect(w: World): Promise<void> {
   console.log('\n== time from `weft up` to the first ping reply and to a confirmed direct path');
   console.log('row                      first ping   direct path');
   for (const row of ROWS) {
-    const [ha, hb] = [await w.host(row.a), await w.host(row.b)];
-    const [a, b] = [w.node(ha.host, ha.name), w.node(hb.host, hb.name)];
-    await Promise.all([a.start(), b.start()]);
-    const t0 = Date.now();
-    await Promise.all([a.up(w.control.url, w.key, ha.name), b.up(w.control.url, w.key, hb.name)]);
-    const bIp = await b.ip4();
-    const ping = await until(
-      30_000,
-      async () => (await a.host.ping(bIp, { count: 1, deadlineS: 1 })) && Date.now(),
-    );
-    let direct: number | null = null;
-    if (row.direct) {
-      direct = await until(30_000, async () => {
-        await a.host.ping(bIp, { count: 1, deadlineS: 1 });
-        const [pa, pb] = await Promise.all([pathOf(a, hb.name), pathOf(b, ha.name)]);
-        return pa === 'direct' && pb === 'direct' && Date.now();
-      });
-    }
-    const fmt = (t: number | null) => (t === null ? 'none in 30 s' : `${t - t0} ms`);
+    const pair = await weftPair(w, row);
+    const t = await timeConnect(pair, row.direct);
     console.log(
-      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmt(ping).padEnd(12)} ${row.direct ? fmt(direct) : '(relay by design)'}`,
+      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${row.direct ? fmtTime(t.direct) : '(relay by design)'}`,
     );
-    await Promise.all([a.stop(), b.stop()]);
+    await pair.stop();
   }
 }
 

@@ -9,8 +9,15 @@ import { type Host, waitFor } from './lab.js';
 // module by scripts/setup-tailscale.sh. Each daemon has its own state folder, socket and TUN name,
 // uploads no logs, and never touches the machine's resolver: `ip netns exec` bind-mounts
 // /etc/netns/NS/resolv.conf over /etc/resolv.conf, so we give each host one of its own.
+// Give its host a default route (TAILSCALE_GATEWAY when nothing else): without one tailscaled
+// rebinds on every netcheck, dropping its control connection, and then insists on port 443.
 
 export const TAILSCALE_VERSION = '1.102.5';
+/**
+ * A gateway for lab hosts of Tailscale clients that need no real one: an address on the
+ * 198.18.0.0/24 segment nobody has, so packets to it go nowhere (no forwarding, no leak).
+ */
+export const TAILSCALE_GATEWAY = '198.18.0.254';
 export const TAILSCALE_BIN_DIR = process.env.WEFT_GO_BIN ?? '/var/cache/weft-go/bin';
 const BIN = {
   tailscaled: join(TAILSCALE_BIN_DIR, 'tailscaled'),
@@ -130,6 +137,8 @@ export class TailscaleNode {
           TS_DEBUG_FIREWALL_MODE: 'nftables',
           // DERP over plain HTTP on the relay's own port (the relay map's ws:// URL).
           TS_DEBUG_USE_DERP_HTTP: '1',
+          // Its log state in its own folder, not the machine's /var/lib/tailscale.
+          TS_LOGS_DIR: this.dir,
           ...this.env,
         },
       },

@@ -44,10 +44,10 @@ function startLogged(host: Host, argv: string[], logFile: string): ChildProcess 
   return child;
 }
 
-async function stopChild(child: ChildProcess | null): Promise<void> {
+async function stopChild(child: ChildProcess | null, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
+  child.kill(signal);
   await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
@@ -128,7 +128,7 @@ export class ControlServer {
   }
 }
 
-/** A `weft-relay` (relay + WireGuard reflector) on a lab host. */
+/** A `weft-relay` (relay and DERP, WireGuard reflector, STUN) on a lab host. */
 export class RelayServer {
   private child: ChildProcess | null = null;
   readonly url: string;
@@ -140,6 +140,8 @@ export class RelayServer {
     readonly dir: string,
     readonly port = 8443,
     readonly reflectorPort = 3478,
+    /** STUN for Tailscale clients' netcheck (in their DERP map through control's relay map). */
+    readonly stunPort = 3479,
   ) {
     this.url = `ws://${host.ip}:${port}/relay`;
     this.stateDir = join(dir, 'relay-state');
@@ -155,9 +157,14 @@ export class RelayServer {
     return this.publicKey;
   }
 
-  /** `ID,NAME,URL,KEY` for control's --relays. */
+  /** `ID,NAME,URL,KEY,STUNPORT` for control's --relays. */
   async mapEntry(regionId: number, name: string): Promise<string> {
-    return `${regionId},${name},${this.url},${this.publicKey || (await this.key())}`;
+    return `${regionId},${name},${this.url},${this.publicKey || (await this.key())},${this.stunPort}`;
+  }
+
+  /** Where Tailscale clients (and the DERP anchor) connect. */
+  get derpUrl(): string {
+    return `http://${this.host.ip}:${this.port}/derp`;
   }
 
   /** Serves the tailnet of `control` (started first), or with none any node key (`--open`). */
@@ -175,6 +182,8 @@ export class RelayServer {
         `${this.host.ip}:${this.port}`,
         '--reflector-port',
         String(this.reflectorPort),
+        '--stun-port',
+        String(this.stunPort),
         '--state-dir',
         this.stateDir,
         ...serving,
@@ -217,7 +226,7 @@ export class WeftNode {
   async startHelper(): Promise<void> {
     this.helper = startLogged(
       this.host,
-      ['node', BIN.helper, '--socket', this.helperSocket],
+      ['node', BIN.helper, '--socket', this.helperSocket, '--state-dir', join(this.dir, 'helper-state')],
       join(this.dir, 'helper.log'),
     );
     await waitFor('helper socket', async () => existsSync(this.helperSocket));
@@ -257,7 +266,8 @@ export class WeftNode {
 
   async stop(): Promise<void> {
     await this.stopDaemon();
-    await stopChild(this.helper);
+    // SIGINT: the helper takes down all it set up (SIGTERM would leave it for a next helper).
+    await stopChild(this.helper, 'SIGINT');
     this.helper = null;
   }
 

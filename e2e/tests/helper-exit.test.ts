@@ -327,6 +327,51 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     await waitFor('the web host again', async () => (await tcpProbe(client, WEB, 80, 2)) !== null, 20_000);
   });
 
+  it('helper SIGTERM (a restart or upgrade) with the exit node selected leaks no packet; the next helper takes over', async () => {
+    await helpers.client.apply(clientState({ allowLan: false }));
+    expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
+    const baseline = await leakCount(gw);
+    const socket = helpers.client.socket;
+    const tunnelGo = await wireguardGo(client, helpers.client);
+    expect(await helpers.client.terminate('SIGTERM')).toBe(0);
+    // The kill switch and the exit routing stay.
+    expect(await client.must(['ip', 'rule', 'show'])).toContain(
+      '5330:\tnot from all fwmark 0x5746 lookup 22342',
+    );
+    // systemd stops the whole service, wireguard-go included: the tunnel is gone until the next helper.
+    process.kill(tunnelGo, 'SIGTERM');
+    await waitFor(
+      'the client interface to go',
+      async () => (await client.exec(['ip', 'link', 'show', 'dev', names.client])).code !== 0,
+    );
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    expect(await client.ping(WEB, { count: 2, deadlineS: 2 })).toBe(false);
+    expect(await dnsQuery(client, WEB)).toBe('refused');
+    // Measured on the router: not one packet from the client to the internet host went out in the clear.
+    expect(await leakCount(gw)).toBe(baseline);
+
+    helpers.client = await Helper.start(client, socket);
+    await waitFor('the new helper to take over', async () =>
+      helpers.client.log.some((l) => l.includes(`took over ${names.client} (exit node on ${names.client}`)),
+    );
+    expect(await tcpProbe(client, WEB, 80, 2)).toBeNull();
+    // The engine reconnects and applies again: traffic flows through the exit node once more.
+    await helpers.client.apply(clientState({ allowLan: false }));
+    await waitFor('the web host again', async () => (await tcpProbe(client, WEB, 80, 2)) !== null, 20_000);
+    expect(await tcpProbe(client, WEB, 80)).toBe(`hello 80 from ${EXIT.inet}`);
+    expect(await leakCount(gw)).toBe(baseline);
+  });
+
+  it('after a SIGKILL, the next helper finds what the last one set up and SIGINT takes it all down', async () => {
+    const socket = helpers.client.socket;
+    expect(await helpers.client.terminate('SIGKILL')).toBeNull();
+    process.kill(await wireguardGo(client, helpers.client), 'SIGKILL');
+    helpers.client = await Helper.start(client, socket);
+    expect(await helpers.client.terminate('SIGINT')).toBe(0);
+    expect(await client.osSnapshot()).toBe(before.client);
+    helpers.client = await Helper.start(client, socket);
+  });
+
   it('down on every node leaves the OS exactly as before', async () => {
     await helpers.client.apply(clientState({ allowLan: true }));
     for (const who of ['client', 'exit', 'subnet'] as const) {
@@ -335,7 +380,7 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     }
   });
 
-  it('SIGTERM restores the OS too, for an exit-node client and a router', async () => {
+  it('SIGINT restores the OS too, for an exit-node client and a router', async () => {
     await helpers.client.apply(clientState({ allowLan: false }));
     await helpers.exit.apply(exitState());
     expect(await client.osSnapshot()).not.toBe(before.client);

@@ -115,12 +115,40 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     expect(await tcpProbe(a, v4[1] as string, 22)).toBeNull();
   });
 
+  it('a ~47 KB filter whose rendering grows as its square is refused, and the rules in force stay', async () => {
+    await helperB.apply(state(1, only443()));
+    const inForce = await ruleset(b);
+    // 400 destinations over the whole tailnet range, each with its own port, cut by 400 /32s.
+    const dst = [
+      ...Array.from({ length: 400 }, (_, i) => ({
+        prefix: '100.64.0.0/10',
+        ports: { first: 2 * i + 1, last: 2 * i + 1 },
+      })),
+      ...Array.from({ length: 400 }, (_, i) => ({
+        prefix: `100.64.${(2 * i) >> 8}.${(2 * i) & 255}/32`,
+        ports: { first: 0, last: 0 },
+      })),
+    ];
+    const bomb = { ...state(1), filter: [{ src: A, dst, protos: [6, 17] }] };
+    const request = { id: 9, op: 'apply', state: bomb };
+    expect(JSON.stringify(request).length).toBeLessThan(48 * 1024);
+    const mark = helperB.log.length;
+    const answer = await helperB.request(request);
+    expect(answer).toMatchObject({ id: 9, ok: false, error: { code: 'invalid-request' } });
+    expect(answer.ok === false && answer.error.message).toMatch(
+      /^state\.filter\[0\] could take the nftables table to \d+ set elements, over the limit of 65536/,
+    );
+    expect(helperB.changesSince(mark)).toEqual([]);
+    expect(await ruleset(b)).toBe(inForce);
+    expect(await tcpProbe(a, v4[1] as string, 443)).toMatch(/^hello 443 from /);
+  });
+
   it('down removes the table: nft list ruleset is exactly as before', async () => {
     await helperB.down(names[1] as string);
     expect(await ruleset(b)).toBe(rulesetBefore);
   });
 
-  it('SIGTERM removes the table too', async () => {
+  it('SIGINT removes the table too', async () => {
     await helperB.apply(state(1, only443()));
     expect(await ruleset(b)).not.toBe(rulesetBefore);
     expect(await helperB.terminate()).toBe(0);

@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
 import { afterAll, beforeAll } from 'vitest';
 import { BIN, type Host, Lab, removeScratch, scratchDir, waitFor } from '../lab/index.js';
@@ -73,9 +73,17 @@ export class Helper {
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
   }
 
-  /** Starts a helper listening on `socket` and waits until it answers there. */
+  /**
+   * Starts a helper listening on `socket` and waits until it answers there. Its state file is kept
+   * next to the socket, so a helper started again on the same socket takes over from the last one.
+   */
   static async start(host: Host, socket: string, args: string[] = []): Promise<Helper> {
-    const helper = new Helper(host, socket, host.spawn(['node', BIN.helper, '--socket', socket, ...args]));
+    const state = args.includes('--state-dir') ? [] : ['--state-dir', join(dirname(socket), 'state')];
+    const helper = new Helper(
+      host,
+      socket,
+      host.spawn(['node', BIN.helper, '--socket', socket, ...state, ...args]),
+    );
     await waitFor(`helper socket ${socket}`, async () => {
       if (helper.child.exitCode !== null) throw new Error(`helper exited: ${helper.log.join('\n')}`);
       return canConnect(socket);
@@ -118,7 +126,8 @@ export class Helper {
     return this.log.slice(mark).filter((l) => l.startsWith('weft-helper: ran '));
   }
 
-  async terminate(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  /** SIGINT takes everything down; SIGTERM leaves it all for the next helper; SIGKILL just kills. */
+  async terminate(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
     this.child.kill(signal);
     return withTimeout(this.exited, 15_000, 'helper to exit');

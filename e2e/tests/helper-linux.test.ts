@@ -318,9 +318,9 @@ describe('weft-helper on one host', () => {
     expect(await routes(host, iface)).toEqual(['100.64.0.2', '100.64.0.3', '198.51.100.0/24', 'fd00:64::2']);
   });
 
-  it('SIGTERM takes down what it created, removes its socket and exits 0', async () => {
+  it('SIGINT takes down what it created, removes its socket and exits 0', async () => {
     expect(await linkExists(host, iface)).toBe(true);
-    expect(await helper.terminate('SIGTERM')).toBe(0);
+    expect(await helper.terminate('SIGINT')).toBe(0);
     expect(await linkExists(host, iface)).toBe(false);
     expect(existsSync(helper.socket)).toBe(false);
     expect(await otherPids(host, helper)).toEqual([]);
@@ -339,7 +339,7 @@ describe('weft-helper socket', () => {
 
   it('a second helper refuses a socket another one answers on; a stale socket is replaced', async () => {
     const first = await Helper.startIn(host, scratch);
-    const second = host.spawn(['node', BIN.helper, '--socket', first.socket]);
+    const second = host.spawn(['node', BIN.helper, '--socket', first.socket, '--state-dir', scratch.dir()]);
     let stderr = '';
     second.stderr?.on('data', (t) => {
       stderr += t;
@@ -381,6 +381,8 @@ describe('weft-helper socket', () => {
       BIN.helper,
       '--socket',
       join(scratch.dir(), 'h.sock'),
+      '--state-dir',
+      scratch.dir(),
       '--group',
       'no-such-group',
     ]);

@@ -11,6 +11,7 @@ import {
   removeScratch,
   scratchDir,
   startTlsFront,
+  TAILSCALE_GATEWAY,
   TailscaleNode,
   tailscaleMissing,
   tsPeers,
@@ -52,8 +53,8 @@ describe.skipIf(missing !== null)('official Tailscale clients on a Weft tailnet 
     await startTlsFront(ctl, ca, `${ctl.ip}:443`, `${ctl.ip}:8080`);
 
     const hosts: Record<keyof typeof ts, Host> = {
-      t1: await lab.addHost('t1', { segment: net, address: '198.18.0.11/24' }),
-      t2: await lab.addHost('t2', { segment: net, address: '198.18.0.12/24' }),
+      t1: await lab.addHost('t1', { segment: net, address: '198.18.0.11/24', gateway: TAILSCALE_GATEWAY }),
+      t2: await lab.addHost('t2', { segment: net, address: '198.18.0.12/24', gateway: TAILSCALE_GATEWAY }),
       t3: await (
         await addRouter(lab, 'r3', {
           kind: 'edm',
@@ -117,6 +118,13 @@ describe.skipIf(missing !== null)('official Tailscale clients on a Weft tailnet 
     expect(await ts.t1.mustCli(['status'])).toMatch(new RegExp(`${ip2.replaceAll('.', '\\.')}\\s+t2\\b`));
     // `tailscale ip PEER` resolves a peer's name to its addresses through the netmap.
     expect((await ts.t1.mustCli(['ip', '-4', 't2'])).trim()).toBe(ip2);
+  });
+
+  it('netcheck gets UDP from the relay’s STUN port (in the DERP map control sends) and picks its region', async () => {
+    const report = await ts.t2.mustCli(['netcheck'], 30_000);
+    expect(report).toMatch(/\* UDP: true/);
+    expect(report).toMatch(/\* IPv4: yes, 198\.18\.0\.12:\d+/);
+    expect(report).toMatch(/\* Nearest DERP: lab/);
   });
 
   it('two clients on one segment ping each other over a direct path', async () => {

@@ -1,9 +1,10 @@
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ControlServer,
   Lab,
+  RelayServer,
   removeScratch,
   scratchDir,
   sleep,
@@ -23,7 +24,8 @@ import {
 // Interactive sign-in of the official Tailscale client through Weft's own flow: real tailscaled
 // and `tailscale up` (no key) on a lab host, real control in the root namespace configured with a
 // real OpenID Connect provider (control's test provider), and the test as the person's browser
-// opening the AuthURL the CLI printed. A Tailscale client signs in exactly as a Weft node does.
+// opening the AuthURL the CLI printed and pressing Connect on control's confirmation page. A
+// Tailscale client signs in exactly as a Weft node does.
 
 const missing = tailscaleMissing();
 if (missing) console.log(`tailscale-signin: skipped: ${missing}`);
@@ -33,13 +35,14 @@ let dir: string;
 let idp: TestIdp | null = null;
 let id: IdentitySupport;
 let control: ControlServer;
+let relay: RelayServer;
 const ts: TailscaleNode[] = [];
 
-/** Signs in through `authUrl` as `login` in a fresh browser; the page control shows at the end. */
+/** Signs in through `authUrl` as `login` in a fresh browser and presses Connect; the last page. */
 async function signIn(authUrl: string, login: string) {
   const browser = new id.Browser();
   const callback = await id.signInAtIdp(browser, authUrl, login, (idp as TestIdp).issuer);
-  return browser.request(callback);
+  return id.confirmAtControl(browser, callback);
 }
 
 /** `weft-control nodes list --json`, the fields this test reads. */
@@ -70,14 +73,24 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
       WEFT_CONTROL_OIDC_CLIENT_SECRET_FILE: secretFile,
       WEFT_CONTROL_OIDC_ALLOWED_DOMAINS: 'example.com',
     };
-    control = new ControlServer(root, dir, controlPort);
+    // A relay too: a Tailscale client with no peer yet counts as Running only once it reaches a relay.
+    const rly = await lab.addHost('rly', { segment: seg, address: `${net}.2/24` });
+    mkdirSync(join(dir, 'relay'));
+    relay = new RelayServer(rly, join(dir, 'relay'));
+    control = new ControlServer(root, dir, controlPort, ['--relays', await relay.mapEntry(1, 'lab')]);
     await control.start();
+    await relay.start(control);
     await control.cli(['users', 'create', 'ops', '--email', 'ops@example.com']);
     for (const [name, last] of [
       ['a', 11],
       ['b', 12],
     ] as const) {
-      const host = await lab.addHost(name, { segment: seg, address: `${net}.${last}/24` });
+      // A default route to nowhere on the segment (see TAILSCALE_GATEWAY), never via the root namespace.
+      const host = await lab.addHost(name, {
+        segment: seg,
+        address: `${net}.${last}/24`,
+        gateway: `${net}.254`,
+      });
       const node = new TailscaleNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`s${name}`));
       await node.start();
       ts.push(node);
@@ -91,6 +104,7 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
     await idp?.stop();
     await Promise.all(ts.map((n) => n.stop()));
     await control?.stop();
+    await relay?.stop();
     await lab?.cleanup();
     for (const n of ts) removeScratch(n.dir);
     if (dir) removeScratch(dir);

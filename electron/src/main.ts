@@ -17,7 +17,7 @@ const root = findAppRoot(here, existsSync);
 const { app, clipboard, shell } = electron;
 
 const engineSocket = process.env.WEFT_SOCKET ?? '/run/weft/weftd.sock';
-const helperSocket = process.env.WEFT_HELPER_SOCKET ?? '/run/weft/helper.sock';
+const helperSocket = process.env.WEFT_HELPER_SOCKET ?? '/run/weft-helper/helper.sock';
 
 const engine = new LocalApiClient(engineSocket, { timeoutMs: 15_000 });
 const controller = new AppController({

@@ -138,7 +138,26 @@ describe('electron-builder.yml', () => {
     }
     const install = readFileSync(join(ROOT, config.deb.afterInstall), 'utf8');
     expect(install).toContain('groupadd --system weft');
-    expect(install).toContain('systemctl enable --now weft-helper.service');
+    expect(install).toContain('systemctl enable weft-helper.service');
+    // an upgrade restarts the helper (SIGTERM keeps the kill switch for the new one to take over)
+    expect(install).toContain('systemctl restart weft-helper.service');
+    expect(install).toContain('/usr/lib/tmpfiles.d/weft.conf');
+  });
+
+  it("removal takes the helper's state down (SIGINT); an upgrade leaves it to the new helper", () => {
+    const remove = readFileSync(join(ROOT, config.deb.afterRemove), 'utf8');
+    expect(remove).toContain('systemctl kill --kill-whom=main --signal=SIGINT weft-helper.service');
+    // deb passes "upgrade", rpm 1 (or 2): the script stops before touching anything.
+    expect(remove).toMatch(/case "\$\{1:-remove\}" in\n {2}upgrade \| 1 \| 2\) exit 0 ;;\nesac/);
+    expect(remove.indexOf('exit 0 ;;')).toBeLessThan(remove.indexOf('systemctl'));
+  });
+
+  it("the engine's socket directory is sticky and group-owned, made by tmpfiles.d", () => {
+    const tmpfiles = readFileSync(join(ROOT, 'electron/packaging/linux/weft-tmpfiles.conf'), 'utf8');
+    expect(tmpfiles).toContain('d /run/weft 1770 root weft -');
+    expect(config.linux.extraResources.map((r: { from: string }) => r.from)).toContain(
+      'electron/packaging/linux/weft-tmpfiles.conf',
+    );
   });
 
   it('the helper runs as a hardened systemd service with a group-restricted socket', () => {
@@ -148,11 +167,16 @@ describe('electron-builder.yml', () => {
     const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
     expect(exec).toContain('app.asar.unpacked/electron/dist/bundle/weft-helper.mjs');
     expect(config.asarUnpack).toContain('electron/dist/bundle/weft-helper.mjs');
-    expect(exec).toContain('--socket /run/weft/helper.sock');
+    expect(exec).toContain('--socket /run/weft-helper/helper.sock');
     expect(exec).toContain('--group weft');
+    expect(exec).toContain('--state-dir /var/lib/weft-helper');
     expect(existsSync(join(ROOT, 'native-helpers/src/main.ts'))).toBe(true);
     for (const line of [
-      'RuntimeDirectoryMode=0770',
+      'RuntimeDirectory=weft-helper',
+      'RuntimeDirectoryMode=0755',
+      'StateDirectory=weft-helper',
+      'StateDirectoryMode=0700',
+      'KillSignal=SIGTERM',
       'NoNewPrivileges=yes',
       'ProtectSystem=strict',
       'ProtectHome=yes',
@@ -161,7 +185,9 @@ describe('electron-builder.yml', () => {
     }
     expect(/^CapabilityBoundingSet=(.*)$/m.exec(unit)?.[1]?.split(' ')).toContain('CAP_NET_ADMIN');
     // the app probes the same socket the service listens on
-    expect(readFileSync(join(ROOT, 'electron/src/main.ts'), 'utf8')).toContain("'/run/weft/helper.sock'");
+    expect(readFileSync(join(ROOT, 'electron/src/main.ts'), 'utf8')).toContain(
+      "'/run/weft-helper/helper.sock'",
+    );
     for (const line of unit.split('\n')) {
       if (line === '' || line.startsWith('#') || line.startsWith('[')) continue;
       expect(line, line).toMatch(/^[A-Za-z]+=/);

@@ -12,8 +12,15 @@ export interface PlatformBackend {
   status(name: string): Promise<InterfaceStatus>;
   /** Removes the interface and everything added for it; fine when it is already gone. */
   down(name: string): Promise<InterfaceStatus>;
-  /** Takes down every interface this process created, before the helper exits. */
+  /** Takes over what an earlier helper left on the OS (recorded in its state file), before serving. */
+  restore(): Promise<void>;
+  /** Takes down every interface this process created and all it added, before the helper exits. */
   shutdown(): Promise<void>;
+  /**
+   * Leaves everything as it is, kill switch and exit routing included, for the next helper to take
+   * over (a restart or package upgrade): traffic stays refused rather than leaking meanwhile.
+   */
+  detach(): Promise<void>;
 }
 
 /** A failure the backend reports to the client with a protocol error code. */

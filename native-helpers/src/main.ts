@@ -6,27 +6,32 @@ import { platformBackend } from './platform.js';
 import { HelperServer } from './server.js';
 
 // weft-helper: the only privileged Weft process. It listens on a local socket for complete desired
-// states from the engine and converges the OS to them; on SIGTERM or SIGINT it takes down what it
-// created, so stopping it puts the machine back as it was.
+// states from the engine and converges the OS to them. SIGINT takes down everything it created, so
+// stopping it that way puts the machine back as it was. SIGTERM (a restart or package upgrade) leaves
+// everything in place, kill switch included, for the next helper to take over from its state file:
+// an exit-node user's traffic stays refused, not leaked, while no helper runs.
 
-const DEFAULT_SOCKET = '/run/weft/helper.sock';
+const DEFAULT_SOCKET = '/run/weft-helper/helper.sock';
+const DEFAULT_STATE_DIR = '/var/lib/weft-helper';
 
 async function main(): Promise<void> {
   const program = new Command('weft-helper')
     .description(
       'Weft privileged helper: WireGuard interfaces, addresses and routes, from one validated command',
     )
-    .option('--socket <path>', 'unix socket to listen on', DEFAULT_SOCKET)
+    .option('--socket <path>', 'unix socket to listen on, in a directory only root can write', DEFAULT_SOCKET)
+    .option('--state-dir <dir>', 'where it records what it owns on the OS (root only)', DEFAULT_STATE_DIR)
     .option(
       '--group <name>',
       'let members of this group use the socket (mode 0660); default: root only (0600)',
     )
     .showHelpAfterError()
     .parse();
-  const opts = program.opts<{ socket: string; group?: string }>();
+  const opts = program.opts<{ socket: string; stateDir: string; group?: string }>();
 
-  const backend = platformBackend(log);
   const gid = opts.group === undefined ? undefined : await lookupGroupId(opts.group);
+  const backend = await platformBackend(log, opts.stateDir);
+  await backend.restore();
   const server = new HelperServer({ backend, log });
   await server.listen(opts.socket, gid);
   log.info(`listening on ${opts.socket}${opts.group === undefined ? '' : ` for group ${opts.group}`}`);
@@ -35,9 +40,14 @@ async function main(): Promise<void> {
   const stop = async (signal: NodeJS.Signals): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    log.info(`${signal}: taking down the interfaces this helper created`);
     await server.close();
-    await backend.shutdown();
+    if (signal === 'SIGINT') {
+      log.info('SIGINT: taking down everything this helper set up');
+      await backend.shutdown();
+    } else {
+      log.info('SIGTERM: leaving everything in place for the next helper (SIGINT takes it down)');
+      await backend.detach();
+    }
     process.exit(0);
   };
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -4,17 +4,22 @@ import { execRunner } from './linux/runner.js';
 import { procSysctl } from './linux/sysctl.js';
 import { UdpBuffers } from './linux/udp-buffers.js';
 import type { Logger } from './log.js';
+import { readBootId, StateFile } from './state-file.js';
 
-/** The backend for the OS we run on; throws a clear message where there is none yet. */
-export function platformBackend(log: Logger): PlatformBackend {
+/** The backend for the OS we run on, keeping what it owns in `stateDir`; a clear message where there is none yet. */
+export async function platformBackend(log: Logger, stateDir: string): Promise<PlatformBackend> {
   switch (process.platform) {
-    case 'linux':
+    case 'linux': {
+      const file = new StateFile(stateDir, log);
+      await file.prepare();
       return new LinuxBackend({
         runner: execRunner,
         buffers: new UdpBuffers(procSysctl, log),
         sysctl: procSysctl,
         log,
+        owned: { file, bootId: await readBootId() },
       });
+    }
     default:
       throw new Error(
         `weft-helper has no backend for ${process.platform} yet (Linux only so far; macOS and Windows are planned)`,

@@ -61,6 +61,8 @@ class RecordingBackend implements PlatformBackend {
     return this.record(`down ${name}`, name);
   }
   async shutdown() {}
+  async restore() {}
+  async detach() {}
 }
 
 /** A tiny NDJSON client, as the engine would be. */

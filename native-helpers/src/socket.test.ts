@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { lstat, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,6 +55,48 @@ describe('listenUnix', () => {
     const s = await stat(path);
     expect(s.mode & 0o777).toBe(0o660);
     expect(s.gid).toBe(gid);
+  });
+});
+
+describe('the socket directory (safe-dir)', () => {
+  it('refuses a directory its group can write (the old /run/weft), and binds nothing there', async () => {
+    const run = join(dir, 'run');
+    await mkdir(run);
+    await chmod(run, 0o770);
+    await expect(listen(join(run, 'helper.sock'))).rejects.toThrow(
+      `${run} is writable by its group or others (mode 0770); the socket needs a directory only its owner can write into`,
+    );
+    expect(await readdir(run)).toEqual([]);
+  });
+
+  it("refuses a symlink in the directory's place", async () => {
+    const real = join(dir, 'real');
+    await mkdir(real);
+    await symlink(real, join(dir, 'link'));
+    await expect(listen(join(dir, 'link', 'helper.sock'))).rejects.toThrow(
+      `${join(dir, 'link')} is a symlink; the socket directory must be a real directory`,
+    );
+  });
+
+  // Giving the directory away needs root; the machines that run the suite run it as root.
+  it.runIf(process.getuid?.() === 0)('refuses a directory someone else owns', async () => {
+    const theirs = join(dir, 'theirs');
+    await mkdir(theirs);
+    await chown(theirs, 65534, 65534);
+    await expect(listen(join(theirs, 'helper.sock'))).rejects.toThrow(
+      `${theirs} is owned by uid 65534, not 0; refusing to put the socket there`,
+    );
+  });
+
+  it('refuses a directory under one others can write without the sticky bit; sticky is fine', async () => {
+    const open = join(dir, 'open');
+    await mkdir(join(open, 'run'), { recursive: true });
+    await chmod(open, 0o777);
+    await expect(listen(join(open, 'run', 'helper.sock'))).rejects.toThrow(
+      `${open}, above ${join(open, 'run')}, is writable by its group or others (mode 0777) and not sticky`,
+    );
+    await chmod(open, 0o1777);
+    await listen(join(open, 'run', 'helper.sock'));
   });
 });
 

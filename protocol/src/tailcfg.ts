@@ -34,7 +34,6 @@ export const TsHostinfo = z.object({
   IPNVersion: z.string().max(128).optional(),
   Hostname: z.string().max(256).optional(),
   OS: z.string().max(64).optional(),
-  OSVersion: z.string().max(128).optional(),
   RoutableIPs: z.array(Cidr).max(64).nullish(),
   NetInfo: z.object({ PreferredDERP: z.number().int().min(0).max(65535).optional() }).nullish(),
 });
@@ -72,7 +71,6 @@ export interface TsUser {
   ID: number;
   LoginName: string;
   DisplayName: string;
-  ProfilePicURL?: string;
 }
 
 export interface TsRegisterResponse {
@@ -134,7 +132,6 @@ export interface TsDerpNode {
   DERPPort?: number;
   STUNPort?: number;
   InsecureForTests?: boolean;
-  CanPort80?: boolean;
 }
 
 export interface TsDerpMap {
@@ -153,7 +150,7 @@ export interface TsMapResponse {
   PacketFilter?: FilterRule[];
   UserProfiles?: TsUser[];
   Domain?: string;
-  CollectServices?: string;
+  CollectServices?: boolean;
   ControlTime?: string;
 }
 

@@ -1,12 +1,13 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { RelayConnection } from '@weft/core';
 import { generateKeyPair, RELAY_MAX_PACKET_BYTES } from '@weft/protocol';
+import { cpuSeconds } from './proc.js';
 
 // Relay forwarding capacity: the real weft-relay binary in its own process, synthetic node pairs
 // on loopback in worker threads (one sender and one receiver each), counting what arrives.
@@ -55,18 +56,10 @@ function parseOptions(argv: string[]): Options {
   return opts;
 }
 
-/** CPU seconds (user + system) the process has used so far, from /proc. */
-function cpuSeconds(pid: number, ticksPerSecond: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  const ticks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
   const stateDir = mkdtempSync(join(tmpdir(), 'weft-relay-bench-'));
   const cli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
   const relay = spawn(
@@ -105,7 +98,7 @@ async function main(): Promise<void> {
         packets += totals[i * 3 + 1] as number;
         bytes += totals[i * 3 + 2] as number;
       }
-      return { at: performance.now(), cpu: cpuSeconds(relay.pid as number, ticks), sent, packets, bytes };
+      return { at: performance.now(), cpu: cpuSeconds(relay.pid as number), sent, packets, bytes };
     };
     await sleep(WARMUP_S * 1000);
     const a = snapshot();

@@ -49,7 +49,13 @@ export class ForwardingTable {
     droppedQueueFull: 0,
   };
   private readonly onRemoved = (keys: string[]) => {
-    for (const key of keys) this.byKey.get(key)?.end('notMember', 'node removed from the tailnet');
+    for (const key of keys) {
+      const peer = this.byKey.get(key);
+      if (peer === undefined) continue;
+      // Out of the table at once, before its connection finishes closing.
+      this.remove(key, peer);
+      peer.end('notMember', 'node removed from the tailnet');
+    }
   };
 
   constructor(private readonly membership: Membership) {
@@ -62,6 +68,11 @@ export class ForwardingTable {
 
   get size(): number {
     return this.byKey.size;
+  }
+
+  /** Why `nodeKey` would be refused (not a member), or null: a cheap check before any proof. */
+  refusal(nodeKey: string): string | null {
+    return this.membership.refusal(nodeKey);
   }
 
   /**

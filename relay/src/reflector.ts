@@ -15,7 +15,7 @@ import {
   timestampAfter,
 } from './noise.js';
 import type { ObservationStore } from './observations.js';
-import { sourceKey } from './source-key.js';
+import { SourceBudgets } from './source-budgets.js';
 import { TokenBucket } from './token-bucket.js';
 
 // The WireGuard reflector: a UDP socket that speaks just enough WireGuard for every node to have
@@ -93,9 +93,7 @@ export class Reflector {
   // Least recently seen first (re-inserted on each handshake).
   private readonly nodes = new Map<string, NodeState>();
   private readonly handshakeBudget: TokenBucket;
-  // Least recently used first (re-inserted on each initiation).
-  private readonly sourceBudgets = new Map<string, TokenBucket>();
-  private readonly perSource: number;
+  private readonly sourceBudgets: SourceBudgets;
   private readonly maxNodes: number;
   private readonly now: () => number;
   private readonly counts = { handshakes: 0, keepalives: 0, dropped: 0 };
@@ -108,7 +106,7 @@ export class Reflector {
     this.now = opts.now ?? Date.now;
     const rate = opts.handshakesPerSecond ?? 100;
     this.handshakeBudget = new TokenBucket(rate, rate * 2, this.now);
-    this.perSource = opts.handshakesPerSecondPerSource ?? 10;
+    this.sourceBudgets = new SourceBudgets(opts.handshakesPerSecondPerSource ?? 10, MAX_SOURCES, this.now);
     this.maxNodes = opts.maxNodes ?? 100_000;
     socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
     // A UDP socket's errors (e.g. ICMP unreachable reflected on send) are per packet: not fatal.
@@ -159,7 +157,7 @@ export class Reflector {
     const init = consumeInitiation(
       this.me,
       msg,
-      () => this.sourceBudget(rinfo.address).tryTake(1) && this.handshakeBudget.tryTake(1),
+      () => this.sourceBudgets.take(rinfo.address) && this.handshakeBudget.tryTake(1),
     );
     if (init === null) return false;
     const nodeKey = Buffer.from(init.initiatorStatic).toString('base64');
@@ -210,21 +208,6 @@ export class Reflector {
     this.counts.keepalives++;
     this.opts.observations.record(session.nodeKey, endpoint);
     return true;
-  }
-
-  private sourceBudget(address: string): TokenBucket {
-    const key = sourceKey(address);
-    let bucket = this.sourceBudgets.get(key);
-    if (bucket === undefined) {
-      bucket = new TokenBucket(this.perSource, this.perSource * 2, this.now);
-      if (this.sourceBudgets.size >= MAX_SOURCES) {
-        this.sourceBudgets.delete(this.sourceBudgets.keys().next().value as string);
-      }
-    } else {
-      this.sourceBudgets.delete(key);
-    }
-    this.sourceBudgets.set(key, bucket);
-    return bucket;
   }
 
   private freeIndex(): number {

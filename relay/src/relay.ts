@@ -5,6 +5,7 @@ import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
 import { Reflector, type ReflectorOptions } from './reflector.js';
 import { RelayServer } from './server.js';
+import { type StunOptions, StunServer } from './stun.js';
 
 export interface RelayOptions {
   keyPair: KeyPair;
@@ -13,6 +14,8 @@ export interface RelayOptions {
   /** 0 picks a free port, for either listener. */
   port: number;
   reflectorPort: number;
+  /** Answer STUN Binding requests (Tailscale clients' netcheck) on this UDP port; 0 picks one. */
+  stunPort?: number;
   tls?: { cert: string | Buffer; key: string | Buffer };
   limits?: Partial<RelayLimits>;
   /**
@@ -22,6 +25,7 @@ export interface RelayOptions {
   control?: { url: string; publicKey: string; cacheFile?: string };
   /** Who is served, when not from `control` (tests); absent with no `control`: everyone. */
   membership?: Membership;
+  stun?: Pick<StunOptions, 'answersPerSecond' | 'answersPerSecondPerSource'>;
   reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
   log?: (line: string) => void;
 }
@@ -30,9 +34,12 @@ export interface RunningRelay {
   /** Where nodes connect, e.g. wss://198.18.0.1:443/relay */
   url: string;
   reflectorPort: number;
+  /** The STUN port, when one was asked for. */
+  stunPort: number | null;
   publicKey: string;
   server: RelayServer;
   reflector: Reflector;
+  stun: StunServer | null;
   observations: ObservationStore;
   membership: Membership;
   close(): Promise<void>;
@@ -61,8 +68,12 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     log: opts.log,
   });
   let port: number;
+  let stun: StunServer | null = null;
   try {
     port = (await server.listen(opts.host, opts.port)).port;
+    if (opts.stunPort !== undefined) {
+      stun = await StunServer.start({ ...opts.stun, host: opts.host, port: opts.stunPort, log: opts.log });
+    }
   } catch (err) {
     await Promise.all([server.close(), reflector.close()]);
     throw err;
@@ -82,14 +93,16 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   return {
     url: `${opts.tls ? 'wss' : 'ws'}://${host}:${port}${RELAY_PATH}`,
     reflectorPort: reflector.port,
+    stunPort: stun?.port ?? null,
     publicKey: opts.keyPair.publicKey,
     server,
     reflector,
+    stun,
     observations,
     membership,
     close: async () => {
       feed?.close();
-      await Promise.all([server.close(), reflector.close()]);
+      await Promise.all([server.close(), reflector.close(), stun?.close()]);
     },
   };
 }

@@ -55,25 +55,47 @@ export interface RegistrationDeps extends AuthorizeDeps {
 
 export interface RegistrationOptions {
   /**
-   * Tailscale clients cannot send Weft's rotation proof: their OldNodeKey is taken on the word of
-   * the machine key that the ts2021 handshake proved (as Tailscale's control and Headscale do).
+   * The request comes from a Tailscale client: it cannot prove its node key the way Weft nodes do,
+   * so the node key (and an OldNodeKey rotation) is taken on the word of the machine key that the
+   * ts2021 handshake proved, as Tailscale's own control and Headscale take it.
    */
-  rotationByMachineKey?: boolean;
+  machineKeyOnly?: boolean;
 }
+
+/** A registration whose node key is taken on the machine key's word (see `machineKeyOnly`). */
+export type UnprovenRegisterRequest = Omit<RegisterRequest, 'nodeKeyProof' | 'oldNodeKeyProof'>;
+/** Either kind, once past the entry point. */
+type AnyRegisterRequest = UnprovenRegisterRequest &
+  Partial<Pick<RegisterRequest, 'nodeKeyProof' | 'oldNodeKeyProof'>>;
 
 export async function registerMachine(
   deps: RegistrationDeps,
   caller: RegistrationCaller,
   request: RegisterRequest,
+  options?: { machineKeyOnly?: false },
+): Promise<RegistrationResult>;
+export async function registerMachine(
+  deps: RegistrationDeps,
+  caller: RegistrationCaller,
+  request: UnprovenRegisterRequest,
+  options: { machineKeyOnly: true },
+): Promise<RegistrationResult>;
+export async function registerMachine(
+  deps: RegistrationDeps,
+  caller: RegistrationCaller,
+  request: AnyRegisterRequest,
   options: RegistrationOptions = {},
 ): Promise<RegistrationResult> {
   const { machineKey } = caller;
-  const possessed = verifyNodeKeyPossessionProof({
-    controlPrivateKey: deps.controlPrivateKey,
-    nodeKey: request.nodeKey,
-    machineKey,
-    proof: request.nodeKeyProof,
-  });
+  const possessed =
+    options.machineKeyOnly === true ||
+    (request.nodeKeyProof !== undefined &&
+      verifyNodeKeyPossessionProof({
+        controlPrivateKey: deps.controlPrivateKey,
+        nodeKey: request.nodeKey,
+        machineKey,
+        proof: request.nodeKeyProof,
+      }));
   if (!possessed) {
     throw new ApiError(
       403,
@@ -109,7 +131,7 @@ async function rotateNodeKey(
   deps: RegistrationDeps,
   node: NodeRecord,
   machineKey: string,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   oldNodeKey: string,
   options: RegistrationOptions,
 ): Promise<RegistrationResult> {
@@ -121,7 +143,7 @@ async function rotateNodeKey(
     );
   }
   const proven =
-    options.rotationByMachineKey === true ||
+    options.machineKeyOnly === true ||
     (request.oldNodeKeyProof !== undefined &&
       verifyNodeKeyRotationProof({
         controlPrivateKey: deps.controlPrivateKey,
@@ -140,7 +162,7 @@ async function rotateNodeKey(
 async function interactiveLogin(
   deps: RegistrationDeps,
   caller: RegistrationCaller,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   existing: NodeRecord | undefined,
 ): Promise<RegistrationResult> {
   if (deps.interactive === null) {
@@ -166,14 +188,14 @@ async function interactiveLogin(
   return { status: 'needs-auth', ...(await deps.interactive.begin(args)) };
 }
 
-function refreshedFields(request: RegisterRequest) {
+function refreshedFields(request: AnyRegisterRequest) {
   return { nodeKey: request.nodeKey, hostname: request.hostname, os: request.os };
 }
 
 async function registerWithKey(
   deps: RegistrationDeps,
   machineKey: string,
-  request: RegisterRequest,
+  request: AnyRegisterRequest,
   authKey: string,
 ): Promise<string> {
   const { store } = deps;

@@ -189,6 +189,13 @@ describe('configuration', () => {
     expect(() =>
       loadConfig({ flags: { relays: `${flag}; 1,again,${two.url},${key}` }, env: {}, cwd: '/' }),
     ).toThrow(/region ids must be unique/);
+    // A fifth field is the relay's STUN port, announced to Tailscale clients.
+    expect(
+      loadConfig({ flags: { relays: `1,fra,${one.url},${key},3478` }, env: {}, cwd: '/' }).relays,
+    ).toEqual([{ ...one, stunPort: 3478 }]);
+    expect(() =>
+      loadConfig({ flags: { relays: `1,fra,${one.url},${key},99999` }, env: {}, cwd: '/' }),
+    ).toThrow(/stunPort: Too big/);
   });
 
   it('parses listen addresses strictly', () => {

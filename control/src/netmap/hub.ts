@@ -135,25 +135,37 @@ export class NetmapHub {
     replaced?.session.close('replaced by a newer stream');
     this.refreshView(session.nodeId);
 
+    const netmap = this.fullMap(self, visibility, sub.sent);
+    sub.selfJson = (this.views.get(self.id) as CachedView).json;
+    sub.filterJson = JSON.stringify(visibility.packetFilter);
+    session.send({ type: 'full', netmap });
+    if (!replaced) this.propagate([session.nodeId], [], []);
+  }
+
+  /** The node's whole map as a stream would start with it, without subscribing (one-shot requests). */
+  snapshot(nodeId: string): NetMap | undefined {
+    const self = this.nodes.get(nodeId);
+    if (self === undefined) return undefined;
+    if (!this.views.has(nodeId)) this.refreshView(nodeId);
+    return this.fullMap(self, this.policy.visibilityOf(self, this.nodes), new Map());
+  }
+
+  /** `self`'s map under `visibility`; records each peer's view as sent in `sent`. */
+  private fullMap(self: NodeRecord, visibility: Visibility, sent: Map<string, string>): NetMap {
     const peers: NodeView[] = [];
     for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || !visibility.canSee(peer)) continue;
       const cached = this.peerView(visibility, peer);
       peers.push(cached.view);
-      sub.sent.set(peer.id, cached.json);
+      sent.set(peer.id, cached.json);
     }
-    const selfView = this.views.get(self.id) as CachedView;
-    sub.selfJson = selfView.json;
-    sub.filterJson = JSON.stringify(visibility.packetFilter);
-    const netmap: NetMap = {
-      self: selfView.view,
+    return {
+      self: (this.views.get(self.id) as CachedView).view,
       peers,
       packetFilter: visibility.packetFilter,
       tailnetRanges: this.tailnetRanges,
       ...(this.relayMap ? { relayMap: this.relayMap } : {}),
     };
-    session.send({ type: 'full', netmap });
-    if (!replaced) this.propagate([session.nodeId], [], []);
   }
 
   /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */

@@ -3,6 +3,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError } from '../errors.js';
 import { registerRelayMembersRoute } from '../relays/members-route.js';
+import { registerTailscaleProtocol } from '../tailscale/routes.js';
 import { registerAdminApi } from './admin-api.js';
 import type { ControlContext } from './context.js';
 import { registerLoginRoutes } from './login-routes.js';
@@ -58,6 +59,8 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
       ),
   });
   await app.register(websocket, { options: { maxPayload: limits.bodyLimitBytes } });
+  // After the WebSocket plugin: it takes every upgrade, so /ts2021 is routed around it.
+  registerTailscaleProtocol(app, ctx);
   app.get('/healthz', async () => ({ ok: true }));
   registerMachineRoutes(app, ctx);
   registerStreamRoute(app, ctx);

@@ -18,6 +18,8 @@ export interface ControlContext {
   controlKey: KeyPair;
   /** Nonces of machine signatures seen lately: a replayed request is refused. */
   machineNonces: ReplayWindow;
+  /** The ts2021 Noise key Tailscale clients pin (GET /key); kept in the database like controlKey. */
+  tailscaleKey: KeyPair;
   /** The node keys the relay map's relays serve. */
   relayMembers: RelayMembers;
   registration: RegistrationDeps;

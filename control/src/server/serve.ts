@@ -47,6 +47,7 @@ const SHUTDOWN_GRACE_MS = 2_000;
 
 const SETTING_CONTROL_KEY = 'control_private_key';
 const SETTING_ULA = 'tailnet_ula_prefix';
+const SETTING_TAILSCALE_KEY = 'tailscale_noise_private_key';
 
 /** The configured identity providers; an issuer that cannot be discovered stops the start here. */
 async function identityProviders(config: ControlConfig): Promise<IdentityProvider[]> {
@@ -80,6 +81,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
     const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
     const ulaPrefix = await store.ensureSetting(SETTING_ULA, randomUlaPrefix);
+    // Tailscale clients pin this one (GET /key) as Weft nodes pin the control key.
+    const tailscaleKey = await store.ensureSetting(SETTING_TAILSCALE_KEY, () => generateKeyPair().privateKey);
 
     // Peers and packet filters come from the policy in the database; allow-all until one is set.
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
@@ -119,6 +122,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       sync,
       controlKey: { privateKey, publicKey: publicKeyOf(privateKey) },
       machineNonces: new ReplayWindow(),
+      tailscaleKey: { privateKey: tailscaleKey, publicKey: publicKeyOf(tailscaleKey) },
       relayMembers,
       registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },

@@ -118,7 +118,7 @@ export interface NoiseSession {
 }
 
 /** Reads the 5-byte initiation header: the announced version and the payload length it claims. */
-export function initiationHeader(init: Uint8Array): { version: number; type: number; length: number } {
+function initiationHeader(init: Uint8Array): { version: number; type: number; length: number } {
   const view = new DataView(init.buffer, init.byteOffset, init.byteLength);
   return { version: view.getUint16(0, false), type: init[2] as number, length: view.getUint16(3, false) };
 }

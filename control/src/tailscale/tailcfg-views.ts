@@ -5,7 +5,6 @@ import {
   type RelayMap,
   type TsDerpMap,
   type TsNode,
-  type TsPeerChange,
   type TsUser,
 } from '@weft/protocol';
 
@@ -45,7 +44,7 @@ export function tsUserProfile(user: string | null): TsUser {
 const NEVER = '0001-01-01T00:00:00Z';
 
 /** A node as tailcfg.Node; `self` for the client's own node (no Online/LastSeen, as Tailscale sends). */
-export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsNode {
+export function toTsNode(view: NodeView, self: boolean): TsNode {
   const tailscale = view.kind === 'tailscale';
   const ipv4 = (view.addresses[0] ?? '').split('/')[0] as string;
   const name = `${view.name}.${TAILNET_DOMAIN}.`;
@@ -70,7 +69,8 @@ export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsN
       // Which routes the peer offers, so `tailscale status` can list exit nodes.
       RoutableIPs: view.allowedIPs.slice(view.addresses.length),
     },
-    Created: createdAt ?? view.lastSeen ?? NEVER,
+    // Weft's views carry no creation time; the zero time reads as unknown.
+    Created: NEVER,
     ...(view.tags.length > 0 ? { Tags: view.tags } : {}),
     PrimaryRoutes: view.allowedIPs
       .slice(view.addresses.length)
@@ -81,24 +81,6 @@ export function toTsNode(view: NodeView, self: boolean, createdAt?: string): TsN
     ComputedNameWithHost: view.name,
     ...(tailscale || self ? {} : { IsWireGuardOnly: true }),
   };
-}
-
-/**
- * What changed about a peer that a PeersChangedPatch can say (endpoints, online, last seen, home
- * relay, disco key); null when anything else changed and the whole node must be sent again.
- */
-export function peerPatch(before: NodeView, after: NodeView): TsPeerChange | null {
-  const rest = (v: NodeView) =>
-    JSON.stringify({ ...v, endpoints: 0, online: 0, lastSeen: 0, homeRelay: 0, discoKey: 0 });
-  if (rest(before) !== rest(after)) return null;
-  const patch: TsPeerChange = { NodeID: tsNodeId((after.addresses[0] ?? '').split('/')[0] as string) };
-  if (JSON.stringify(before.endpoints) !== JSON.stringify(after.endpoints)) patch.Endpoints = after.endpoints;
-  if (before.online !== after.online) patch.Online = after.online;
-  if (before.lastSeen !== after.lastSeen && after.lastSeen) patch.LastSeen = after.lastSeen;
-  if (before.homeRelay !== after.homeRelay && after.homeRelay) patch.DERPRegion = after.homeRelay;
-  if (before.discoKey !== after.discoKey && after.discoKey)
-    patch.DiscoKey = keyToTailscale(after.discoKey, 'discokey');
-  return patch;
 }
 
 /** Weft's relay map as a DERP map: each weft-relay region is one DERP region of one node. */

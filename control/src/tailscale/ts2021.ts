@@ -3,6 +3,7 @@ import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { x25519 } from '@noble/curves/ed25519.js';
 import type { TsEarlyNoise } from '@weft/protocol';
+import type { RegistrationCaller } from '../auth/register.js';
 import { errorText, type Logger } from '../log.js';
 import { errorFrame, INITIATION_LEN, NoiseHandshakeError, respondToInitiation } from './noise.js';
 import { NoiseStream } from './noise-stream.js';
@@ -19,10 +20,13 @@ export const UPGRADE_PROTOCOL = 'tailscale-control-protocol';
 const HANDSHAKE_HEADER = 'x-tailscale-handshake';
 /** A client that upgraded without the header has this long to send its initiation. */
 const INITIATION_WAIT_MS = 10_000;
+/** A connection with no HTTP/2 activity this long is closed (a map stream has keep-alives). */
+const IDLE_MS = 5 * 60_000;
 const EARLY_PAYLOAD_MAGIC = Buffer.from([0xff, 0xff, 0xff, 0x54, 0x53]);
 
+/** Who is asking: the machine key the handshake proved and the address the connection came from. */
 export type NoiseRequestHandler = (
-  machineKey: string,
+  caller: RegistrationCaller,
   req: http2.Http2ServerRequest,
   res: http2.Http2ServerResponse,
 ) => void;
@@ -49,10 +53,11 @@ export function routeTs2021Upgrades(server: Server, deps: Ts2021Deps): void {
   });
 }
 
-function refuse(socket: Duplex, status: number, message: string): void {
+/** A plain 400 with the reason, before anything was switched: the client's HTTP library shows it. */
+function refuse(socket: Duplex, message: string): void {
   const body = `${message}\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${status === 400 ? 'Bad Request' : 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
@@ -61,14 +66,14 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   socket.on('error', (err) => deps.log.warn(`ts2021 ${req.socket.remoteAddress}: ${errorText(err)}`));
   const protocol = String(req.headers.upgrade ?? '').toLowerCase();
   if (protocol !== UPGRADE_PROTOCOL) {
-    refuse(socket, 400, `unknown next protocol ${JSON.stringify(protocol.slice(0, 40))}`);
+    refuse(socket, `unknown next protocol ${JSON.stringify(protocol.slice(0, 40))}`);
     return;
   }
   const header = req.headers[HANDSHAKE_HEADER];
   if (typeof header === 'string' && header !== '') {
     const init = Buffer.from(header, 'base64');
     if (init.toString('base64') !== header.replace(/\s/g, '')) {
-      refuse(socket, 400, 'invalid tailscale handshake header (not base64)');
+      refuse(socket, 'invalid tailscale handshake header (not base64)');
       return;
     }
     let session: ReturnType<typeof respondToInitiation>;
@@ -76,13 +81,13 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
       session = respondToInitiation(deps.noisePrivateKey, init);
     } catch (err) {
       deps.log.warn(`ts2021 ${req.socket.remoteAddress}: refused handshake: ${errorText(err)}`);
-      refuse(socket, 400, `noise handshake failed: ${errorText(err)}`);
+      refuse(socket, `noise handshake failed: ${errorText(err)}`);
       return;
     }
     socket.write(
       `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${UPGRADE_PROTOCOL}\r\nConnection: upgrade\r\n\r\n`,
     );
-    serve(socket, session, head, deps);
+    serve(socket, session, head, deps, req.socket.remoteAddress ?? '');
     return;
   }
 
@@ -90,7 +95,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   socket.write(
     `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${UPGRADE_PROTOCOL}\r\nConnection: upgrade\r\n\r\n`,
   );
-  let buffered = head;
+  let buffered = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), INITIATION_WAIT_MS);
   const onData = (chunk: Buffer) => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -99,7 +104,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
     clearTimeout(timer);
     try {
       const session = respondToInitiation(deps.noisePrivateKey, buffered.subarray(0, INITIATION_LEN));
-      serve(socket, session, buffered.subarray(INITIATION_LEN), deps);
+      serve(socket, session, buffered.subarray(INITIATION_LEN), deps, req.socket.remoteAddress ?? '');
     } catch (err) {
       deps.log.warn(`ts2021 ${req.socket.remoteAddress}: refused handshake: ${errorText(err)}`);
       const why = err instanceof NoiseHandshakeError ? err.message : 'handshake failed';
@@ -108,6 +113,7 @@ export function acceptTs2021(req: IncomingMessage, socket: Duplex, head: Buffer,
   };
   socket.on('data', onData);
   socket.on('close', () => clearTimeout(timer));
+  if (head.length > 0) onData(head);
 }
 
 function serve(
@@ -115,6 +121,7 @@ function serve(
   session: ReturnType<typeof respondToInitiation>,
   head: Buffer,
   deps: Ts2021Deps,
+  source: string,
 ): void {
   const machineKey = Buffer.from(session.machineKey).toString('base64');
   socket.write(session.response);
@@ -130,10 +137,13 @@ function serve(
   length.writeUInt32BE(json.length);
   stream.write(Buffer.concat([EARLY_PAYLOAD_MAGIC, length, json]));
 
-  const server = http2.createServer({ maxSessionMemory: 4 }, (req, res) => deps.handle(machineKey, req, res));
+  const server = http2.createServer({ maxSessionMemory: 4 }, (req, res) =>
+    deps.handle({ machineKey, source }, req, res),
+  );
   server.on('session', (h2) => {
     deps.sessions.add(h2);
     h2.on('close', () => deps.sessions.delete(h2));
+    h2.setTimeout(IDLE_MS, () => h2.destroy());
     h2.on('error', (err) => deps.log.info(`ts2021 machine ${machineKey}: ${errorText(err)}`));
   });
   server.emit('connection', stream);

@@ -219,3 +219,178 @@ export async function connectTs2021(args: {
     },
   };
 }
+
+const hex = (key: Uint8Array) => Buffer.from(key).toString('hex');
+
+type Json = Record<string, unknown>;
+
+/**
+ * Reads a map stream's frames (4-byte little-endian length, JSON, zstd when asked) and keeps the
+ * client's picture of the map as tailscaled would build it: self, peers by id, patches applied.
+ */
+export class MapReader {
+  private buffer = Buffer.alloc(0);
+  readonly messages: Json[] = [];
+  self: Json | null = null;
+  readonly peers = new Map<number, Json>();
+  packetFilter: unknown = null;
+  keepAlives = 0;
+  status = 0;
+  ended = false;
+  private waiters: (() => void)[] = [];
+  constructor(
+    readonly stream: http2.ClientHttp2Stream,
+    private readonly decode: (b: Uint8Array) => Uint8Array,
+  ) {
+    stream.on('response', (h) => {
+      this.status = Number(h[':status']);
+    });
+    stream.on('data', (chunk: Buffer) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      while (this.buffer.length >= 4 && this.buffer.length >= 4 + this.buffer.readUInt32LE(0)) {
+        const n = this.buffer.readUInt32LE(0);
+        const body = Buffer.from(this.decode(this.buffer.subarray(4, 4 + n)));
+        this.buffer = this.buffer.subarray(4 + n);
+        this.apply(JSON.parse(body.toString()) as Json);
+      }
+      this.wake();
+    });
+    stream.on('close', () => {
+      this.ended = true;
+      this.wake();
+    });
+  }
+
+  private apply(m: Json): void {
+    if (m.KeepAlive === true) {
+      this.keepAlives++;
+      return;
+    }
+    this.messages.push(m);
+    if (m.Node) this.self = m.Node as Json;
+    if (m.PacketFilter) this.packetFilter = m.PacketFilter;
+    if (m.Peers) {
+      this.peers.clear();
+      for (const p of m.Peers as Json[]) this.peers.set(p.ID as number, p);
+    }
+    for (const p of (m.PeersChanged as Json[] | undefined) ?? []) this.peers.set(p.ID as number, p);
+    for (const id of (m.PeersRemoved as number[] | undefined) ?? []) this.peers.delete(id);
+    for (const patch of (m.PeersChangedPatch as Json[] | undefined) ?? []) {
+      const peer = this.peers.get(patch.NodeID as number);
+      if (!peer) throw new Error(`patch for unknown peer ${patch.NodeID}`);
+      const { NodeID: _id, DERPRegion, ...rest } = patch;
+      Object.assign(peer, rest, DERPRegion === undefined ? {} : { HomeDERP: DERPRegion });
+    }
+  }
+
+  private wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  peerNamed(name: string): Json | undefined {
+    return [...this.peers.values()].find((p) => (p.Name as string).startsWith(`${name}.`));
+  }
+
+  /** Waits until `test` holds (checked on every message), failing after `timeoutMs`. */
+  async until(what: string, test: (r: MapReader) => boolean, timeoutMs = 4000): Promise<void> {
+    const start = Date.now();
+    while (!test(this)) {
+      const left = timeoutMs - (Date.now() - start);
+      if (left <= 0 || this.ended) {
+        throw new Error(
+          `${this.ended ? 'stream ended' : 'timed out'} waiting for ${what}; got ${JSON.stringify(this.messages)}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+/** A Tailscale client's keys and calls, enough to register and follow a map stream in tests. */
+export class TsTestClient {
+  readonly machine = x25519.utils.randomSecretKey();
+  nodePrivate = x25519.utils.randomSecretKey();
+  readonly disco = x25519.utils.randomSecretKey();
+  private conn: Ts2021Connection | null = null;
+
+  constructor(
+    private readonly url: string,
+    readonly version = 130,
+  ) {}
+
+  get nodeKey(): string {
+    return `nodekey:${hex(x25519.getPublicKey(this.nodePrivate))}`;
+  }
+  get discoKey(): string {
+    return `discokey:${hex(x25519.getPublicKey(this.disco))}`;
+  }
+  /** The node key as Weft stores it (base64). */
+  get nodeKeyBase64(): string {
+    return Buffer.from(x25519.getPublicKey(this.nodePrivate)).toString('base64');
+  }
+
+  async connection(): Promise<Ts2021Connection> {
+    if (this.conn) return this.conn;
+    const keys = (await (await fetch(`${this.url}/key?v=${this.version}`)).json()) as { publicKey: string };
+    const u = new URL(this.url);
+    this.conn = await connectTs2021({
+      host: u.hostname,
+      port: Number(u.port),
+      machinePrivate: this.machine,
+      controlPublic: new Uint8Array(Buffer.from(keys.publicKey.slice(5), 'hex')),
+      version: 1,
+    });
+    return this.conn;
+  }
+
+  async register(
+    extra: Record<string, unknown> = {},
+    hostname = 'ts-laptop',
+  ): Promise<Record<string, unknown>> {
+    const c = await this.connection();
+    const r = await c.post('/machine/register', {
+      Version: this.version,
+      NodeKey: this.nodeKey,
+      OldNodeKey: `nodekey:${'0'.repeat(64)}`,
+      Hostinfo: { Hostname: hostname, OS: 'linux', IPNVersion: '1.102.5-test' },
+      ...extra,
+    });
+    if (r.status !== 200) throw new Error(`register: HTTP ${r.status}: ${r.body}`);
+    return JSON.parse(r.body.toString()) as Record<string, unknown>;
+  }
+
+  /** Opens a map request; `decode` undoes zstd (the test passes fzstd's decompress). */
+  async map(
+    extra: Record<string, unknown>,
+    decode: (b: Uint8Array) => Uint8Array = (b) => b,
+  ): Promise<MapReader> {
+    const c = await this.connection();
+    return new MapReader(
+      c.stream('/machine/map', {
+        Version: this.version,
+        NodeKey: this.nodeKey,
+        DiscoKey: this.discoKey,
+        Stream: true,
+        Hostinfo: {
+          Hostname: 'ts-laptop',
+          OS: 'linux',
+          IPNVersion: '1.102.5-test',
+          NetInfo: { PreferredDERP: 1 },
+        },
+        ...extra,
+      }),
+      decode,
+    );
+  }
+
+  close(): void {
+    this.conn?.close();
+    this.conn = null;
+  }
+}

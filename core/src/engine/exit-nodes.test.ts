@@ -71,6 +71,17 @@ describe('applyRoutes', () => {
     expect(allowed(s, K(2))).toEqual(own(2));
   });
 
+  it('subnets that would make the routes an exit route (a /1 pair) are left out, the rest routed', () => {
+    const halves = nodeView(2, K(2), {
+      allowedIPs: [...own(2), '0.0.0.0/1', '128.0.0.0/1', '198.51.100.0/24'],
+    });
+    const m = map(undefined, [halves]);
+    const s = applyRoutes(base(m), m, inputs(prefs()));
+    // 0.0.0.0/1 alone is already more than 1/64 of IPv4; 128.0.0.0/1 too.
+    expect(s.routes).toEqual([...m.tailnetRanges, '198.51.100.0/24']);
+    expect(allowed(s, K(2))).toEqual([...own(2), '198.51.100.0/24']);
+  });
+
   it('the chosen exit node carries 0.0.0.0/0 and ::/0 (not in routes); bypass and LAN as asked', () => {
     const m = map();
     const off = applyRoutes(base(m), m, inputs(prefs({ exitNodeId: exit.id })));

@@ -5,8 +5,12 @@ import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import {
   type DesiredState,
+  EXIT_ROUTE_SHARE,
   EXIT_ROUTES,
   type ExitNodeInfo,
+  exitRouteFamilies,
+  type Family,
+  familyBits,
   formatPrefix,
   maskAddr,
   type NetMap,
@@ -108,6 +112,7 @@ export function applyRoutes(state: DesiredState, netmap: NetMap, inp: RouteInput
   const local = new Set(inp.localPrefixes.map(canonical));
   const exit = exitPeer(netmap, prefs.exitNodeId);
   const routed = new Set<string>();
+  const exitBudget = new ExitRouteBudget(state.routes);
   // Per peer: every approved route it offers (out of allowedIPs unless wanted), and those wanted.
   const offeredByKey = new Map<string, Set<string>>();
   const extraByKey = new Map<string, string[]>();
@@ -119,6 +124,9 @@ export function applyRoutes(state: DesiredState, netmap: NetMap, inp: RouteInput
       for (const r of subnets) {
         // One peer per prefix (WireGuard holds one); control sends each subnet's primary only.
         if (local.has(r) || mine.includes(r) || routed.has(r)) continue;
+        // Subnets that would make the routes an exit route (a /1 pair, say) only come through the
+        // exit-node path: the helper refuses them in `routes`, and would refuse the whole state.
+        if (!exitBudget.fits(r, () => [...state.routes, ...routed])) continue;
         routed.add(r);
         extra.push(r);
       }
@@ -142,6 +150,40 @@ export function applyRoutes(state: DesiredState, netmap: NetMap, inp: RouteInput
     };
   }
   return next;
+}
+
+/**
+ * Keeps a growing set of routes short of an exit route (protocol/src/exit-route.ts). The sizes are
+ * summed as routes are added; only when that sum (which overlaps can only inflate) passes the share
+ * is the exact union computed, so the usual case stays linear.
+ */
+class ExitRouteBudget {
+  private readonly sum: Record<Family, bigint> = { 4: 0n, 6: 0n };
+
+  constructor(initial: readonly string[]) {
+    for (const r of initial) this.add(r);
+  }
+
+  /** Whether `r` can join the routes so far (`current`) without making them an exit route; adds it if so. */
+  fits(r: string, current: () => string[]): boolean {
+    const p = parsePrefix(r);
+    if (p === null) return false;
+    const family = p.addr.family;
+    const space = 1n << BigInt(familyBits(family));
+    const size = 1n << BigInt(familyBits(family) - p.bits);
+    if (
+      (this.sum[family] + size) * EXIT_ROUTE_SHARE > space &&
+      exitRouteFamilies([...current(), r]).length > 0
+    )
+      return false;
+    this.sum[family] += size;
+    return true;
+  }
+
+  private add(r: string): void {
+    const p = parsePrefix(r);
+    if (p !== null) this.sum[p.addr.family] += 1n << BigInt(familyBits(p.addr.family) - p.bits);
+  }
 }
 
 /** The local prefixes worth keeping reachable with allow-LAN (not host routes). */

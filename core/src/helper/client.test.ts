@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,6 +130,37 @@ describe('helper client', () => {
     await waitUntil('connected', () => c.connected);
     await expect(c.status('weft0')).rejects.toMatchObject({ code: 'helper-unavailable' });
   });
+});
+
+describe('helper socket ownership', () => {
+  // Needs root to give the socket away; the machines that run the suite run it as root.
+  it.runIf(process.getuid?.() === 0)(
+    'refuses a socket bound by another user, before connecting to it, and says why',
+    async () => {
+      let connections = 0;
+      const path = join(dir, 'stranger.sock');
+      const server = createServer(() => connections++);
+      servers.push(server);
+      await new Promise<void>((r) => server.listen(path, r));
+      await chown(path, 65534, 65534);
+      const warnings: string[] = [];
+      const c = new HelperClient(path, {
+        log: { ...silentLogger, warn: (m: string) => warnings.push(m) },
+        backoff: { baseMs: 10, capMs: 50 },
+      });
+      clients.push(c);
+      c.start();
+      await waitUntil('the refusal logged', () => warnings.length > 0);
+      expect(warnings[0]).toBe(
+        `weft-helper at ${path}: ${path} is owned by uid 65534, not by root or this user: refusing to talk to it`,
+      );
+      expect(connections).toBe(0);
+      expect(c.connected).toBe(false);
+      // Given back to root, the same socket is used.
+      await chown(path, 0, 0);
+      await waitUntil('connected', () => c.connected);
+    },
+  );
 });
 
 describe('reconciler', () => {

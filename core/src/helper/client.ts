@@ -10,6 +10,7 @@ import {
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
 import { Backoff, type BackoffOptions, sleep } from '../retry/backoff.js';
+import { checkSocketOwner } from '../socket-owner.js';
 
 // Client of the privileged helper: newline-delimited JSON over its unix socket. One request is in
 // flight at a time, so a reply is always unambiguous (even an error the helper could not tie to
@@ -192,7 +193,9 @@ export class HelperClient extends EventEmitter<HelperClientEvents> {
   }
 
   /** Connects and resolves when the connection ends; rejects if it could not connect. */
-  private connectOnce(): Promise<void> {
+  private async connectOnce(): Promise<void> {
+    // The helper gets private keys: only from a socket root (or, in development, we) bound.
+    await checkSocketOwner(this.socketPath);
     return new Promise((resolve, reject) => {
       const socket = connect(this.socketPath);
       socket.setEncoding('utf8');

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -130,6 +130,22 @@ describe('LocalApiClient (unix socket)', () => {
       [true, 'Running'],
       [false, 'Stopped'],
     ]);
+  });
+
+  // Giving the socket away needs root; the machines that run the suite run it as root.
+  it.runIf(process.getuid?.() === 0)('refuses a socket another user bound, sending it nothing', async () => {
+    chownSync(sock, 65534, 65534);
+    const c = new LocalApiClient(sock);
+    await expect(c.status()).rejects.toMatchObject({
+      code: 'untrusted-socket',
+      message: `${sock} is owned by uid 65534, not by root or this user: refusing to talk to it`,
+    });
+    await expect(c.watch(() => {}, new AbortController().signal)).rejects.toMatchObject({
+      code: 'untrusted-socket',
+    });
+    expect(received).toEqual([]);
+    chownSync(sock, 0, 0);
+    expect((await c.status()).backendState).toBe('Running');
   });
 
   it('no engine: a plain message', async () => {

@@ -10,6 +10,7 @@ import {
   WatchEvent,
 } from '@weft/protocol';
 import type { z } from 'zod';
+import { checkSocketOwner } from '../socket-owner.js';
 
 // Client of the LocalAPI for the CLI, the desktop app and the web shell (core/src/bridge): talks
 // HTTP over the daemon's unix socket and validates every answer with the protocol's schemas.
@@ -85,7 +86,8 @@ export class LocalApiClient {
   }
 
   /** Calls `onEvent` for each status event until `signal` aborts or the daemon closes the stream. */
-  watch(onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
+  async watch(onEvent: (event: WatchEvent) => void, signal: AbortSignal): Promise<void> {
+    await this.checkOwner();
     return new Promise((resolve, reject) => {
       const req = request({
         socketPath: this.socketPath,
@@ -127,7 +129,16 @@ export class LocalApiClient {
     });
   }
 
-  private call<T>(
+  /** Refuses a socket another user bound (say, first, in the shared /run/weft): it would get our commands. */
+  private async checkOwner(): Promise<void> {
+    try {
+      await checkSocketOwner(this.socketPath);
+    } catch (e) {
+      throw new LocalApiError('untrusted-socket', (e as Error).message);
+    }
+  }
+
+  private async call<T>(
     method: string,
     path: string,
     body: unknown,
@@ -135,6 +146,7 @@ export class LocalApiClient {
     signal?: AbortSignal,
     timeoutMs = this.timeoutMs,
   ): Promise<T> {
+    await this.checkOwner();
     const text = body === undefined ? '' : JSON.stringify(body);
     return new Promise((resolve, reject) => {
       const req = request({

@@ -290,22 +290,29 @@ func stunRequest(addr string) {
 // 8 bytes of a packet are its send time, so receivers measure one-way latency (one clock).
 func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 	type pairState struct {
-		sent, received atomic.Int64
-		bytes          atomic.Int64
+		bytes atomic.Int64
+		// One credit per packet that may be in flight: the receiver gives one back per packet,
+		// so the sender blocks (no spinning) while the window is full.
+		credits chan struct{}
 	}
 	states := make([]*pairState, pairs)
 	var mu sync.Mutex
 	var latencies []time.Duration
 	measuring := atomic.Bool{}
 	stop := atomic.Bool{}
+	var clients []*derphttp.Client
 	var wg sync.WaitGroup
 	for i := range pairs {
-		st := &pairState{}
+		st := &pairState{credits: make(chan struct{}, window)}
+		for range window {
+			st.credits <- struct{}{}
+		}
 		states[i] = st
 		srcKey, dstKey := key.NewNode(), key.NewNode()
 		src, dst := connect(ctx, url, srcKey), connect(ctx, url, dstKey)
 		waitServerInfo(src)
 		waitServerInfo(dst)
+		clients = append(clients, src, dst)
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
@@ -319,7 +326,10 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 				if !ok || len(p.Data) < 8 {
 					continue
 				}
-				st.received.Add(1)
+				select {
+				case st.credits <- struct{}{}:
+				default:
+				}
 				if measuring.Load() {
 					st.bytes.Add(int64(len(p.Data)))
 					local = append(local, time.Duration(time.Now().UnixNano()-int64(binary.BigEndian.Uint64(p.Data))))
@@ -332,31 +342,29 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, size)
-			stalledSince := time.Now()
-			lastReceived := int64(0)
+			lost := time.NewTimer(time.Hour)
 			for !stop.Load() {
-				r := st.received.Load()
-				if st.sent.Load()-r >= int64(window) {
-					// A dropped packet would hold the window forever: after 50 ms without
-					// progress, count what is in flight as lost.
-					if r != lastReceived {
-						lastReceived, stalledSince = r, time.Now()
-					} else if time.Since(stalledSince) > 50*time.Millisecond {
-						st.sent.Store(r)
-						stalledSince = time.Now()
+				select {
+				case <-st.credits:
+				default:
+					lost.Reset(50 * time.Millisecond)
+					select {
+					case <-st.credits:
+					case <-lost.C:
+						// Nothing came back for 50 ms: count what is in flight as lost (a
+						// relay may drop), so the window does not shrink for good.
+						for len(st.credits) < window {
+							st.credits <- struct{}{}
+						}
+						continue
 					}
-					time.Sleep(20 * time.Microsecond)
-					continue
 				}
 				binary.BigEndian.PutUint64(buf, uint64(time.Now().UnixNano()))
 				if err := src.Send(dstKey.Public(), buf); err != nil {
 					break
 				}
-				st.sent.Add(1)
 			}
 		}()
-		defer src.Close()
-		defer dst.Close()
 	}
 	time.Sleep(time.Second) // warm-up
 	fmt.Println("measuring")
@@ -371,9 +379,17 @@ func load(ctx context.Context, url string, pairs, size, window, seconds int) {
 	for _, st := range states {
 		total += st.bytes.Load()
 	}
-	// Receivers stop at their next message; closing the clients (deferred) ends the rest.
-	go func() { time.Sleep(2 * time.Second); os.Exit(0) }()
-	time.Sleep(100 * time.Millisecond)
+	// Closing the clients ends every Recv and Send, so all goroutines hand in their latencies.
+	for _, c := range clients {
+		c.Close()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		fail("load goroutines did not stop")
+	}
 	mu.Lock()
 	lat := slices.Clone(latencies)
 	mu.Unlock()

@@ -1,8 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { type DesiredState, formatAddr, type Prefix, parsePrefix } from '@weft/protocol';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { filterBomb } from '../bench/filter-bomb.js';
 import type { Logger } from '../log.js';
+import { StateFile } from '../state-file.js';
 import { publicKeyOf } from '../validate.js';
 import { LinuxBackend } from './backend.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
@@ -737,5 +741,95 @@ describe('router (subnet router, exit node)', () => {
     await backend.apply(router(['198.51.100.0/24']));
     await backend.down('wg0');
     expect(sysctl.values.get('net.ipv4.ip_forward')).toBe('1');
+  });
+});
+
+describe('across helper restarts (state file)', () => {
+  let dir: string;
+  let file: StateFile;
+  const withExit = (): DesiredState => ({
+    ...desired(),
+    filter: [],
+    exitNode: { allowedLan: [], bypass: ['198.51.100.7/32'] },
+  });
+  const helper = (bootId = 'boot-1') =>
+    new LinuxBackend({
+      runner: os,
+      buffers: new UdpBuffers(sysctl, log),
+      sysctl,
+      log,
+      readyTimeoutMs: 500,
+      stopGraceMs: 100,
+      owned: { file, bootId },
+    });
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'weft-backend-state-'));
+    file = new StateFile(dir, log);
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('SIGTERM leaves kill switch and exit routing in place; the next helper takes over and SIGINT removes all', async () => {
+    const first = helper();
+    await first.apply(withExit());
+    const rules = [...os.rules];
+    os.log.length = 0;
+    await first.detach();
+    expect(os.changes).toEqual([]);
+    expect(os.tables.get('weft-wg0')).toContain('chain killswitch');
+    expect(os.rules).toEqual(rules);
+    expect(os.tunnelTable.size).toBe(2);
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('1');
+
+    const second = helper();
+    await second.restore();
+    expect(logged.at(-1)).toBe(`took over wg0 (exit node on wg0, kill switch kept) from ${file.path}`);
+    // The engine re-applies what it wants: nothing to change.
+    os.log.length = 0;
+    await second.apply(withExit());
+    expect(os.changes).toEqual([]);
+    await second.shutdown();
+    expect(os.rules).toEqual([]);
+    expect(os.tables.size).toBe(0);
+    expect(os.tunnelTable.size).toBe(0);
+    expect(os.links.has('wg0')).toBe(false);
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('0');
+    expect(sysctl.values.get('net.core.rmem_max')).toBe('212992');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('after a SIGKILL the file of the last change is enough to take everything down', async () => {
+    const killed = helper();
+    await killed.apply(withExit());
+    // No detach, no shutdown: the process is simply gone.
+    const next = helper();
+    await next.restore();
+    await next.down('wg0');
+    expect(os.rules).toEqual([]);
+    expect(os.tables.size).toBe(0);
+    expect(os.links.has('wg0')).toBe(false);
+    expect(sysctl.values.get('net.ipv4.conf.all.src_valid_mark')).toBe('0');
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('keeps refusing a second exit node after a restart, as before it', async () => {
+    await helper().apply(withExit());
+    const next = helper();
+    await next.restore();
+    const other = withExit();
+    other.interface.name = 'wg1';
+    other.routes = [];
+    await expect(next.apply(other)).rejects.toThrow('wg0 already uses an exit node');
+  });
+
+  it('ignores the file of an earlier boot, where none of it exists any more', async () => {
+    await helper('boot-0').apply(desired());
+    const next = helper('boot-1');
+    await next.restore();
+    await next.shutdown();
+    // Nothing was taken over, so nothing was taken down.
+    expect(os.links.has('wg0')).toBe(true);
   });
 });

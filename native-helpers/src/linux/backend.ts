@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { DesiredState, InterfaceStatus } from '@weft/protocol';
 import { absentStatus, BackendError, type PlatformBackend } from '../backend.js';
 import type { Logger } from '../log.js';
+import type { StateFile } from '../state-file.js';
 import {
   desiredRules,
   hasTunnelDefault,
@@ -46,6 +47,8 @@ export interface LinuxBackendOptions {
   readyTimeoutMs?: number;
   /** How long wireguard-go gets to exit after SIGTERM (and again after SIGKILL). */
   stopGraceMs?: number;
+  /** Where what this helper owns is kept across restarts, and the boot it belongs to. */
+  owned?: { file: StateFile; bootId: string };
 }
 
 interface Device {
@@ -78,6 +81,7 @@ export class LinuxBackend implements PlatformBackend {
   private readonly log: Logger;
   private readonly readyTimeoutMs: number;
   private readonly stopGraceMs: number;
+  private readonly owned: LinuxBackendOptions['owned'];
 
   constructor(opts: LinuxBackendOptions) {
     this.runner = opts.runner;
@@ -86,6 +90,7 @@ export class LinuxBackend implements PlatformBackend {
     this.sysctls = new HeldSysctls(opts.sysctl, opts.log);
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
     this.stopGraceMs = opts.stopGraceMs ?? 3000;
+    this.owned = opts.owned;
   }
 
   async apply(state: DesiredState): Promise<InterfaceStatus> {
@@ -100,21 +105,26 @@ export class LinuxBackend implements PlatformBackend {
     const table = renderTable(state);
     let device = await this.readDevice(name);
     this.managed.add(name);
-    // The firewall first: its rules match the interface by name, so they are in force before the
-    // interface exists and before any peer can send.
-    await this.syncFirewall(name, table);
-    if (device === null) {
-      await this.create(name);
-      device = await this.readDevice(name);
-      if (device === null)
-        throw new BackendError('os-error', `${name} disappeared right after it was created`);
+    try {
+      // The firewall first: its rules match the interface by name, so they are in force before the
+      // interface exists and before any peer can send.
+      await this.syncFirewall(name, table);
+      if (device === null) {
+        await this.create(name);
+        device = await this.readDevice(name);
+        if (device === null)
+          throw new BackendError('os-error', `${name} disappeared right after it was created`);
+      }
+      await this.syncWireGuard(name, device.wg, state);
+      await this.syncAddresses(name, device.link, addresses);
+      await this.runAll(planLink(name, device.link, mtu));
+      await this.syncRoutes(name, state.routes);
+      await this.sysctls.hold(name, sysctlsFor(state));
+      await this.syncExitRouting(name, state);
+    } finally {
+      // Also after a failure half-way: what was changed is ours to take back.
+      await this.persist();
     }
-    await this.syncWireGuard(name, device.wg, state);
-    await this.syncAddresses(name, device.link, addresses);
-    await this.runAll(planLink(name, device.link, mtu));
-    await this.syncRoutes(name, state.routes);
-    await this.sysctls.hold(name, sysctlsFor(state));
-    await this.syncExitRouting(name, state);
     return this.status(name);
   }
 
@@ -134,6 +144,14 @@ export class LinuxBackend implements PlatformBackend {
   }
 
   async down(name: string): Promise<InterfaceStatus> {
+    try {
+      return await this.takeDown(name);
+    } finally {
+      await this.persist();
+    }
+  }
+
+  private async takeDown(name: string): Promise<InterfaceStatus> {
     const device = await this.readDevice(name);
     await this.undoExtras(name);
     const ours = this.created.get(name);
@@ -153,7 +171,7 @@ export class LinuxBackend implements PlatformBackend {
   async shutdown(): Promise<void> {
     for (const name of [...this.created.keys()]) {
       try {
-        await this.down(name);
+        await this.takeDown(name);
       } catch (e) {
         this.log.error(`could not take down ${name}: ${(e as Error).message}`);
       }
@@ -166,6 +184,61 @@ export class LinuxBackend implements PlatformBackend {
         this.log.error(`could not undo the routing and firewall of ${name}: ${(e as Error).message}`);
       }
     }
+    await this.persist();
+  }
+
+  async detach(): Promise<void> {
+    await this.persist();
+    const names = [...new Set([...this.managed, ...this.created.keys()])];
+    if (names.length === 0) return;
+    const exit =
+      this.exitOwner === null ? '' : `, with the exit routing and kill switch of ${this.exitOwner},`;
+    this.log.info(
+      `leaving ${names.join(', ')}${exit} in place for the next helper${this.owned ? ` (${this.owned.file.path})` : ''}`,
+    );
+  }
+
+  async restore(): Promise<void> {
+    if (this.owned === undefined) return;
+    const state = await this.owned.file.read(this.owned.bootId);
+    if (state === null) return;
+    for (const [name, { created }] of Object.entries(state.interfaces)) {
+      this.managed.add(name);
+      // A wireguard-go left running is no child of ours: deleting its interface ends it.
+      if (created) this.created.set(name, { child: null, stopping: false });
+    }
+    for (const name of state.firewalls) this.firewalls.add(name);
+    this.exitOwner = state.exitOwner;
+    this.sysctls.load(state.sysctls);
+    this.buffers.load(state.socketBuffers);
+    const names = Object.keys(state.interfaces).join(', ') || 'no interface';
+    this.log.info(
+      `took over ${names}${state.exitOwner === null ? '' : ` (exit node on ${state.exitOwner}, kill switch kept)`} from ${this.owned.file.path}`,
+    );
+  }
+
+  /** Records what this helper owns; with nothing owned, the file goes. */
+  private async persist(): Promise<void> {
+    if (this.owned === undefined) return;
+    const names = new Set([...this.managed, ...this.created.keys()]);
+    if (
+      names.size === 0 &&
+      this.firewalls.size === 0 &&
+      this.exitOwner === null &&
+      this.sysctls.held().length === 0
+    ) {
+      await this.owned.file.remove();
+      return;
+    }
+    await this.owned.file.write({
+      version: 1,
+      bootId: this.owned.bootId,
+      interfaces: Object.fromEntries([...names].map((n) => [n, { created: this.created.has(n) }])),
+      firewalls: [...this.firewalls].sort(),
+      exitOwner: this.exitOwner,
+      sysctls: this.sysctls.snapshot(),
+      socketBuffers: this.buffers.snapshot(),
+    });
   }
 
   /** Takes back everything but the interface: exit-node routing, the firewall, kernel parameters. */
@@ -343,8 +416,8 @@ export class LinuxBackend implements PlatformBackend {
   private async forget(name: string, record: Created): Promise<void> {
     record.stopping = true;
     if (this.created.get(name) === record) this.created.delete(name);
-    if (record.child === null) return;
-    await stopProcess(record.child, this.stopGraceMs);
+    if (record.child !== null) await stopProcess(record.child, this.stopGraceMs);
+    // Also for a wireguard-go taken over from an earlier helper (no child of ours); a no-op for kernel.
     await this.buffers.release(name);
   }
 

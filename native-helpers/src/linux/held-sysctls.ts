@@ -7,6 +7,11 @@ import type { Sysctl } from './sysctl.js';
 // needs it and put back to the value it had when the last one stops needing it, unless someone else
 // changed it in the meantime. A parameter that already had the value is left alone and never reset.
 
+export interface HeldSysctlsSnapshot {
+  holders: Record<string, string[]>;
+  saved: Record<string, { set: string; old: string }>;
+}
+
 export class HeldSysctls {
   /** Per parameter, the interfaces that need it. */
   private readonly holders = new Map<string, Set<string>>();
@@ -39,6 +44,20 @@ export class HeldSysctls {
 
   release(holder: string): Promise<void> {
     return this.hold(holder, new Map());
+  }
+
+  /** Who holds what and the values to put back, for the state file. */
+  snapshot(): HeldSysctlsSnapshot {
+    return {
+      holders: Object.fromEntries([...this.holders].map(([key, users]) => [key, [...users].sort()])),
+      saved: Object.fromEntries(this.saved),
+    };
+  }
+
+  /** Takes over what an earlier helper held (from its state file), so it is put back in time. */
+  load(snapshot: HeldSysctlsSnapshot): void {
+    for (const [key, users] of Object.entries(snapshot.holders)) this.holders.set(key, new Set(users));
+    for (const [key, saved] of Object.entries(snapshot.saved)) this.saved.set(key, { ...saved });
   }
 
   /** Parameters held, for tests and status. */

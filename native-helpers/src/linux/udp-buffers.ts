@@ -66,6 +66,17 @@ export class UdpBuffers {
     });
   }
 
+  /** Who needs the limits and the values to put back, for the state file. */
+  snapshot(): { holders: string[]; saved: Record<string, string> } {
+    return { holders: [...this.holders].sort(), saved: Object.fromEntries(this.saved) };
+  }
+
+  /** Takes over what an earlier helper raised (from its state file), so it is put back in time. */
+  load(snapshot: { holders: readonly string[]; saved: Readonly<Record<string, string>> }): void {
+    for (const holder of snapshot.holders) this.holders.add(holder);
+    for (const [key, old] of Object.entries(snapshot.saved)) this.saved.set(key, old);
+  }
+
   private warnOnce(message: string): void {
     if (this.warned) return;
     this.warned = true;

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Key, parseAddr } from '@weft/protocol';
+import { DERP_PATH, Key, parseAddr } from '@weft/protocol';
 import { Command, InvalidArgumentError } from 'commander';
 import { startRelay } from '../relay.js';
 import { loadOrCreateRelayKey } from '../state.js';
@@ -57,11 +57,16 @@ const program = new Command('weft-relay').description(
 
 program
   .command('serve')
-  .description('run the relay (WebSocket at /relay) and its WireGuard reflector (UDP)')
+  .description('run the relay (WebSocket at /relay, DERP at /derp) and its WireGuard reflector (UDP)')
   .requiredOption('--listen <host:port>', 'address of the WebSocket listener', parseListen)
   .option('--tls-cert <file>', 'serve wss:// with this certificate chain (PEM)')
   .option('--tls-key <file>', 'and this private key (PEM)')
   .requiredOption('--reflector-port <port>', 'UDP port of the reflector, on the --listen address', parsePort)
+  .option(
+    '--stun-port <port>',
+    'answer STUN Binding requests (Tailscale clients) on this UDP port, on the --listen address',
+    parsePort,
+  )
   .requiredOption('--state-dir <dir>', 'directory of the relay key (created, 0700)')
   .option(
     '--control-url <url>',
@@ -82,6 +87,7 @@ program
       tlsCert?: string;
       tlsKey?: string;
       reflectorPort: number;
+      stunPort?: number;
       stateDir: string;
       controlUrl?: string;
       controlKey?: string;
@@ -107,6 +113,7 @@ program
         host: o.listen.host,
         port: o.listen.port,
         reflectorPort: o.reflectorPort,
+        stunPort: o.stunPort,
         tls,
         // The last member list is kept beside the key, to serve it after a restart while control is away.
         control:
@@ -120,8 +127,9 @@ program
         log,
       });
       const host = o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host;
+      const derpUrl = relay.url.replace(/^ws/, 'http').replace(/\/relay$/, DERP_PATH);
       process.stdout.write(
-        `weft-relay listening on ${relay.url}, reflector udp ${host}:${relay.reflectorPort}, key ${relay.publicKey} (serving ${o.controlUrl ? `the tailnet of ${o.controlUrl}` : 'any node key'})\n`,
+        `weft-relay listening on ${relay.url}, derp ${derpUrl}, reflector udp ${host}:${relay.reflectorPort}${relay.stunPort === null ? '' : `, stun udp ${host}:${relay.stunPort}`}, key ${relay.publicKey} (serving ${o.controlUrl ? `the tailnet of ${o.controlUrl}` : 'any node key'})\n`,
       );
       const stop = () => {
         log('shutting down');

@@ -37,36 +37,62 @@ export function writeDerpHeader(out: Uint8Array, type: DerpFrameType, length: nu
 export class DerpFrameError extends Error {}
 
 /**
- * Splits a stream into frames. It holds at most one partial frame, and refuses (throws
- * DerpFrameError) a header announcing more than `maxPayload()` bytes before buffering any of it;
- * the limit is asked for each frame, so it may change between frames (it does at login).
+ * Splits a stream into frames. It holds at most one partial frame (plus the chunk that arrived
+ * after it), and refuses (throws DerpFrameError) a header announcing more than `maxPayload()`
+ * bytes before buffering any of it; the limit is asked for each frame, so it may change between
+ * frames (it does at login). A frame that straddles two chunks is copied, and only it: the rest of
+ * the new chunk is read in place.
  */
 export class DerpFrameReader {
   private buf: Buffer = Buffer.alloc(0);
   private at = 0;
+  private readonly queued: Buffer[] = [];
 
   constructor(private readonly maxPayload: () => number) {}
 
   /** Adds a chunk; take the frames with `next()` until it returns null. */
   push(chunk: Buffer): void {
-    this.buf = this.at === this.buf.length ? chunk : Buffer.concat([this.buf.subarray(this.at), chunk]);
-    this.at = 0;
+    this.queued.push(chunk);
+  }
+
+  /** The bytes after the last frame taken (a partial frame). */
+  rest(): Buffer {
+    return Buffer.concat([this.buf.subarray(this.at), ...this.queued.splice(0)]);
   }
 
   /** The next whole frame, or null when more bytes are needed. */
   next(): DerpFrame | null {
-    const { buf, at } = this;
-    if (buf.length - at < DERP_FRAME_HEADER_BYTES) return null;
-    const length = buf.readUInt32BE(at + 1);
-    const max = this.maxPayload();
-    if (length > max) throw new DerpFrameError(`frame of ${length} bytes is over the limit of ${max}`);
-    const end = at + DERP_FRAME_HEADER_BYTES + length;
-    if (end > buf.length) return null;
-    this.at = end;
-    return {
-      type: buf[at] as number,
-      frame: buf.subarray(at, end),
-      payload: buf.subarray(at + DERP_FRAME_HEADER_BYTES, end),
-    };
+    for (;;) {
+      const { buf, at } = this;
+      const have = buf.length - at;
+      let need = DERP_FRAME_HEADER_BYTES;
+      if (have >= DERP_FRAME_HEADER_BYTES) {
+        const length = buf.readUInt32BE(at + 1);
+        const max = this.maxPayload();
+        if (length > max) throw new DerpFrameError(`frame of ${length} bytes is over the limit of ${max}`);
+        need += length;
+        if (have >= need) {
+          const end = at + need;
+          this.at = end;
+          return {
+            type: buf[at] as number,
+            frame: buf.subarray(at, end),
+            payload: buf.subarray(at + DERP_FRAME_HEADER_BYTES, end),
+          };
+        }
+      }
+      const chunk = this.queued.shift();
+      if (chunk === undefined) return null;
+      if (have === 0) {
+        this.buf = chunk;
+      } else if (have >= DERP_FRAME_HEADER_BYTES && chunk.length > need - have) {
+        // Complete just this frame; the rest of the chunk waits its turn, uncopied.
+        this.buf = Buffer.concat([buf.subarray(at), chunk.subarray(0, need - have)]);
+        this.queued.unshift(chunk.subarray(need - have));
+      } else {
+        this.buf = Buffer.concat([buf.subarray(at), chunk]);
+      }
+      this.at = 0;
+    }
   }
 }

@@ -230,6 +230,10 @@ export class DerpSession implements Peer {
   private login(payload: Buffer): string | null {
     if (payload.length < DERP_KEY_BYTES + DERP_NONCE_BYTES) return 'short ClientInfo';
     const clientKey = payload.subarray(0, DERP_KEY_BYTES);
+    const nodeKey = Buffer.from(clientKey).toString('base64');
+    // A stranger's claim is refused before the Diffie-Hellman, so it costs the relay no X25519.
+    const stranger = this.ctx.table.refusal(nodeKey);
+    if (stranger !== null) return stranger;
     const opened = openBox(this.ctx.privateKey, clientKey, payload.subarray(DERP_KEY_BYTES));
     if (opened === null) return 'ClientInfo is not sealed by that node key';
     let json: unknown;
@@ -240,7 +244,6 @@ export class DerpSession implements Peer {
     }
     const info = DerpClientInfo.safeParse(json);
     if (!info.success) return 'ClientInfo is malformed';
-    const nodeKey = Buffer.from(clientKey).toString('base64');
     const refusal = this.ctx.table.admit(nodeKey, this);
     if (refusal !== null) return refusal;
     this.conn.authenticate(nodeKey);

@@ -1,0 +1,143 @@
+import type {
+  NetMap,
+  NodeView,
+  StreamServerMessage,
+  TsMapResponse,
+  TsNode,
+  TsPeerChange,
+} from '@weft/protocol';
+import type { StreamSession } from '../netmap/hub.js';
+import { TAILNET_DOMAIN, toDerpMap, toTsNode, tsNodeId, tsUserProfile } from './tailcfg-views.js';
+
+// A Tailscale client's map stream as the hub sees it: a StreamSession that turns Weft's full map and
+// deltas into MapResponses. The first is whole (Node, Peers, DERPMap, PacketFilter, UserProfiles);
+// after it, a peer whose only change is its endpoints, online state or home relay goes out as a
+// PeersChangedPatch, any other change as the whole node in PeersChanged, a peer gone as PeersRemoved.
+
+const EXPIRED_AT = '1970-01-01T00:00:01Z';
+
+/**
+ * The hub hands every viewer the same view object for a peer (unless its routes differ by viewer),
+ * so a peer is translated once per change, not once per viewer. Never mutated once made.
+ */
+const peerNodes = new WeakMap<NodeView, TsNode>();
+function peerNode(view: NodeView): TsNode {
+  let node = peerNodes.get(view);
+  if (node === undefined) {
+    node = toTsNode(view, false);
+    peerNodes.set(view, node);
+  }
+  return node;
+}
+
+export class TsMapSession implements StreamSession {
+  /** Weft node id → the view the client holds, to patch against and to find its number. */
+  private readonly peers = new Map<string, NodeView>();
+  private self: NodeView | null = null;
+  private selfJson = '';
+
+  constructor(
+    readonly nodeId: string,
+    private readonly write: (response: TsMapResponse) => void,
+    private readonly end: (reason: string) => void,
+  ) {}
+
+  send(message: StreamServerMessage): void {
+    const response = this.translate(message);
+    if (response !== null) this.write(response);
+    if (message.type === 'logout') this.end(message.reason);
+  }
+
+  close(reason: string): void {
+    this.end(reason);
+  }
+
+  translate(message: StreamServerMessage): TsMapResponse | null {
+    if (message.type === 'full') return this.full(message.netmap);
+    if (message.type === 'logout') {
+      // The client learns it must log in again from its own node's key expiry.
+      if (this.self === null) return null;
+      return { Node: { ...toTsNode(this.self, true), KeyExpiry: EXPIRED_AT, Expired: true } };
+    }
+    const response: TsMapResponse = {};
+    const users = new Set<string | null>();
+    if (message.self) {
+      this.self = message.self;
+      const node = toTsNode(message.self, true);
+      // Its own last seen and online state are not in a client's own node: often nothing to send.
+      const json = JSON.stringify(node);
+      if (json !== this.selfJson) {
+        this.selfJson = json;
+        response.Node = node;
+        users.add(message.self.user);
+      }
+    }
+    const changed: TsNode[] = [];
+    const patches: TsPeerChange[] = [];
+    for (const peer of message.peersUpserted ?? []) {
+      const before = this.peers.get(peer.id);
+      this.peers.set(peer.id, peer);
+      const patch = before ? patchOf(before, peer) : null;
+      if (patch !== null) {
+        if (Object.keys(patch).length > 1) patches.push(patch);
+        continue;
+      }
+      changed.push(peerNode(peer));
+      users.add(peer.user);
+    }
+    const removed: number[] = [];
+    for (const id of message.peersRemoved ?? []) {
+      const before = this.peers.get(id);
+      if (before === undefined) continue;
+      this.peers.delete(id);
+      removed.push(numberOf(before));
+    }
+    if (changed.length > 0) response.PeersChanged = changed;
+    if (patches.length > 0) response.PeersChangedPatch = patches;
+    if (removed.length > 0) response.PeersRemoved = removed;
+    if (message.packetFilter) response.PacketFilter = message.packetFilter;
+    if (users.size > 0) response.UserProfiles = [...users].map(tsUserProfile);
+    return Object.keys(response).length > 0 ? response : null;
+  }
+
+  private full(netmap: NetMap): TsMapResponse {
+    this.self = netmap.self;
+    this.selfJson = JSON.stringify(toTsNode(netmap.self, true));
+    this.peers.clear();
+    for (const peer of netmap.peers) this.peers.set(peer.id, peer);
+    return fullMapResponse(netmap);
+  }
+}
+
+/** The whole map as one MapResponse (a stream's first message, or a one-shot request's answer). */
+export function fullMapResponse(netmap: NetMap): TsMapResponse {
+  const users = new Set([netmap.self.user, ...netmap.peers.map((p) => p.user)]);
+  return {
+    Node: toTsNode(netmap.self, true),
+    DERPMap: toDerpMap(netmap.relayMap),
+    Peers: netmap.peers.map(peerNode),
+    // Weft's compiled rules are already in tailcfg.FilterRule's shape.
+    PacketFilter: netmap.packetFilter,
+    UserProfiles: [...users].map(tsUserProfile),
+    Domain: TAILNET_DOMAIN,
+    CollectServices: false,
+    ControlTime: new Date().toISOString(),
+  };
+}
+
+const numberOf = (view: NodeView) => tsNodeId((view.addresses[0] ?? '').split('/')[0] as string);
+
+function patchOf(before: NodeView, after: NodeView): TsPeerChange | null {
+  const rest = (v: NodeView) =>
+    JSON.stringify({ ...v, endpoints: 0, online: 0, lastSeen: 0, homeRelay: 0, discoKey: 0 });
+  if (rest(before) !== rest(after)) return null;
+  const patch: TsPeerChange = { NodeID: numberOf(after) };
+  if (JSON.stringify(before.endpoints) !== JSON.stringify(after.endpoints)) patch.Endpoints = after.endpoints;
+  if (before.online !== after.online) patch.Online = after.online;
+  if (after.lastSeen && before.lastSeen !== after.lastSeen) patch.LastSeen = after.lastSeen;
+  if (after.homeRelay && before.homeRelay !== after.homeRelay) patch.DERPRegion = after.homeRelay;
+  if (after.discoKey && before.discoKey !== after.discoKey) {
+    patch.DiscoKey = peerNode(after).DiscoKey as string;
+  }
+  return patch;
+}
