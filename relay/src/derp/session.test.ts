@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { request } from 'node:http';
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { RelayConnection } from '@weft/core';
 import {
   DERP_WS_SUBPROTOCOL,
   DerpFrameType,
@@ -11,7 +12,6 @@ import {
 } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { RelayClient } from '../client.js';
 import type { RelayLimits } from '../connection.js';
 import { Membership } from '../membership.js';
 import { type RunningRelay, startRelay } from '../relay.js';
@@ -177,15 +177,20 @@ describe('DERP forwarding (one table with Weft)', () => {
     const r = await relay();
     const d = await derp(r);
     const weftKeys = generateKeyPair();
-    const w = new RelayClient({ url: r.url, privateKey: weftKeys.privateKey, relayKey: r.publicKey });
-    cleanups.push(() => w.close());
+    const w = new RelayConnection({
+      url: r.url,
+      nodePrivateKey: weftKeys.privateKey,
+      nodeKey: weftKeys.publicKey,
+      relayKey: r.publicKey,
+    });
+    cleanups.push(async () => w.close());
     const fromDerp: string[] = [];
     w.on('packet', (from, packet) => fromDerp.push(`${from}:${Buffer.from(packet).toString()}`));
-    const connected = once(w, 'connected');
+    const connected = once(w, 'up');
     w.start();
     await connected;
     d.c.send(raw32(weftKeys), Buffer.from('to weft'));
-    w.send(d.keys.publicKey, Buffer.from('to derp'));
+    w.send(raw32(d.keys), Buffer.from('to derp'));
     await until('both packets', () => fromDerp.length === 1 && d.got.packets.length === 1);
     expect(fromDerp).toEqual([`${d.keys.publicKey}:to weft`]);
     expect(d.got.packets).toEqual([{ from: weftKeys.publicKey, data: 'to derp' }]);
