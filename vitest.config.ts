@@ -8,7 +8,8 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@weft\/protocol$/, replacement: file('./protocol/src/index.ts') },
-      // electron's tests use the bridge from core's sources, as core's own tests do
+      // relay's tests (core's relay client) and electron's (the bridge) use core's sources
+      { find: /^@weft\/core$/, replacement: file('./core/src/index.ts') },
       { find: /^@weft\/core\/bridge$/, replacement: file('./core/src/bridge/index.ts') },
       { find: /^@weft\/core\/bridge\/testing$/, replacement: file('./core/src/bridge/testing/index.ts') },
     ],

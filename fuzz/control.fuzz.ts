@@ -6,6 +6,7 @@ import {
   Key,
   type KeyPair,
   MACHINE_AUTH_HEADER,
+  nodeKeyRotationProof,
   parsePrefix,
   prefixContains,
   REGISTER_PATH,
@@ -107,7 +108,7 @@ const snapshot = async () => JSON.stringify(await store.listNodes());
 
 it('machine API, register: signed, valid and authorized or refused with nothing changed; the tailnet stays valid', async () => {
   const machines = Array.from({ length: 12 }, () => new TestMachine(t));
-  const nodeKeys: KeyPair[] = Array.from({ length: 16 }, () => generateKeyPair());
+  const nodeKeys: KeyPair[] = Array.from({ length: 48 }, () => generateKeyPair());
   const request = fc.record(
     {
       nodeKey: fc.constantFrom(...nodeKeys.map((k) => k.publicKey)),
@@ -118,11 +119,34 @@ it('machine API, register: signed, valid and authorized or refused with nothing 
       os: fc.constantFrom('linux', 'darwin', 'windows', ''),
       authKey: fc.constantFrom(authKey, authKey, authKey, authKey, 'weftkey-nope', `${authKey}x`),
       wait: fc.boolean(),
-      oldNodeKey: fc.constantFrom(...nodeKeys.map((k) => k.publicKey)),
-      oldNodeKeyProof: fc.constantFrom(`${'A'.repeat(43)}=`),
+      // CURRENT is replaced by the machine's node key as control has it.
+      oldNodeKey: fc.oneof(fc.constant('CURRENT'), fc.constantFrom(...nodeKeys.map((k) => k.publicKey))),
+      // PROOF is replaced by the genuine rotation proof for this machine and these keys.
+      oldNodeKeyProof: fc.constantFrom(`${'A'.repeat(43)}=`, 'PROOF', 'PROOF'),
     },
     { requiredKeys: ['nodeKey', 'hostname', 'os'] },
   );
+  const privateKeyOf = new Map(nodeKeys.map((k) => [k.publicKey, k.privateKey]));
+  const rotationProof = (m: TestMachine, req: { nodeKey: string; oldNodeKey?: string | undefined }) => {
+    const oldNodePrivateKey = privateKeyOf.get(req.oldNodeKey ?? '');
+    if (oldNodePrivateKey === undefined) return undefined;
+    return nodeKeyRotationProof({
+      oldNodePrivateKey,
+      controlPublicKey: t.controlPublicKey,
+      machineKey: m.machine.publicKey,
+      newNodeKey: req.nodeKey,
+    });
+  };
+  const withRotationProof = (template: string, m: TestMachine, current: string | undefined) => {
+    const text = current === undefined ? template : template.replace('"CURRENT"', JSON.stringify(current));
+    if (!text.includes('"PROOF"')) return text;
+    const value = jsonOf(text) as { nodeKey?: unknown; oldNodeKey?: unknown };
+    const proof =
+      typeof value?.nodeKey === 'string' && typeof value.oldNodeKey === 'string'
+        ? rotationProof(m, { nodeKey: value.nodeKey, oldNodeKey: value.oldNodeKey })
+        : undefined;
+    return proof === undefined ? text : text.replace('"PROOF"', JSON.stringify(proof));
+  };
   const input = fc.record({
     machine: fc.nat({ max: machines.length - 1 }),
     body: mutatedJson(request, [
@@ -133,23 +157,18 @@ it('machine API, register: signed, valid and authorized or refused with nothing 
       'a'.repeat(64),
       'x'.repeat(300),
     ]),
-    signature: fc.constantFrom(
-      'valid',
-      'valid',
-      'valid',
-      'valid',
-      'none',
-      'garbled',
-      'other-body',
-      'other-path',
+    signature: fc.oneof(
+      { weight: 8, arbitrary: fc.constant('valid') },
+      fc.constantFrom('none', 'garbled', 'other-body', 'other-path'),
     ),
   });
   const stats = await fuzzEntry(
     'control register',
     input,
-    async ({ machine: i, body, signature }): Promise<Verdict> => {
+    async ({ machine: i, body: template, signature }): Promise<Verdict> => {
       const m = machines[i] as TestMachine;
       const before = await store.nodeByMachineKey(m.machine.publicKey);
+      const body = withRotationProof(template, m, before?.nodeKey);
       const nodesBefore = await snapshot();
       const headers: Record<string, string> = { 'content-type': 'application/json' };
       if (signature === 'valid') headers[MACHINE_AUTH_HEADER] = m.sign('POST', REGISTER_PATH, body);
@@ -185,7 +204,13 @@ it('machine API, register: signed, valid and authorized or refused with nothing 
       if (!parsed.success) return accepted('a 200 to a body the schema refuses');
       if (response.data.status === 'authorized') {
         const req = parsed.data;
-        const standing = before !== undefined && before.nodeKey === req.nodeKey && req.authKey === undefined;
+        // Without the pre-auth key, only a known, unexpired machine: with its key, or rotating from it.
+        const standing =
+          before !== undefined &&
+          (before.keyExpiry === null || Date.parse(before.keyExpiry) > Date.now()) &&
+          req.authKey === undefined &&
+          (before.nodeKey === req.nodeKey ||
+            (before.nodeKey === req.oldNodeKey && req.oldNodeKeyProof === rotationProof(m, req)));
         if (req.authKey !== authKey && !standing)
           return accepted('authorized without the pre-auth key or standing');
         const after = await store.nodeByMachineKey(m.machine.publicKey);

@@ -13,7 +13,7 @@ import {
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { RelayClient } from '../relay/src/client.js';
+import { RelayConnection } from '../core/src/paths/relay-client.js';
 import { Membership } from '../relay/src/membership.js';
 import { type RunningRelay, startRelay } from '../relay/src/relay.js';
 import { Initiator } from '../relay/src/testing/wireguard-initiator.js';
@@ -30,14 +30,14 @@ import { accepted, applyEdits, byteEdits, crash, fuzzEntry, refused, type Verdic
 // never observed; every datagram is accounted for, and genuine ones are answered.
 
 const A = generateKeyPair(); // a member, speaking over a raw WebSocket
-const B = generateKeyPair(); // a member, an honest RelayClient that records what it gets
+const B = generateKeyPair(); // a member, an honest RelayConnection that records what it gets
 const C = generateKeyPair(); // not a member
 const R = generateKeyPair(); // a member, handshaking with the reflector
 const K = generateKeyPair(); // a member, holding one session with the reflector for keepalives
 const S = generateKeyPair(); // not a member, talking to the reflector
 
 let relay: RunningRelay;
-let receiver: RelayClient;
+let receiver: RelayConnection;
 const received: { from: string; packet: Buffer }[] = [];
 
 beforeAll(async () => {
@@ -51,9 +51,14 @@ beforeAll(async () => {
     membership,
     reflector: { handshakesPerSecond: 1e9, handshakesPerSecondPerSource: 1e9 },
   });
-  receiver = new RelayClient({ url: relay.url, privateKey: B.privateKey, relayKey: relay.publicKey });
+  receiver = new RelayConnection({
+    url: relay.url,
+    nodePrivateKey: B.privateKey,
+    nodeKey: B.publicKey,
+    relayKey: relay.publicKey,
+  });
   receiver.on('packet', (from, packet) => received.push({ from, packet: Buffer.from(packet) }));
-  const connected = once(receiver, 'connected');
+  const connected = once(receiver, 'up');
   receiver.start();
   await connected;
 });

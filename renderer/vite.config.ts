@@ -7,7 +7,7 @@ export default defineConfig({
   root: fileURLToPath(new URL('.', import.meta.url)),
   base: './',
   resolve: {
-    alias: { '@weft/protocol': fileURLToPath(new URL('../protocol/src/bridge.ts', import.meta.url)) },
+    alias: { '@weft/protocol': fileURLToPath(new URL('../protocol/src/bridge/index.ts', import.meta.url)) },
   },
   build: {
     outDir: 'dist',

@@ -129,7 +129,7 @@ describe('the reflector peer', () => {
 function relayClient(authKey: string | null): { lines: string[] } {
   const script = `
     const P = await import(${JSON.stringify(join(REPO, 'protocol/dist/index.js'))});
-    const { RelayClient } = await import(${JSON.stringify(join(REPO, 'relay/dist/client.js'))});
+    const { RelayConnection } = await import(${JSON.stringify(join(REPO, 'core/dist/paths/relay-client.js'))});
     const [machine, node] = [P.generateKeyPair(), P.generateKeyPair()];
     const authKey = ${JSON.stringify(authKey)};
     if (authKey !== null) {
@@ -144,10 +144,10 @@ function relayClient(authKey: string | null): { lines: string[] } {
         headers: { 'content-type': 'application/json', [P.MACHINE_AUTH_HEADER]: sig } });
       console.log('registered ' + res.status);
     }
-    const c = new RelayClient({ url: ${JSON.stringify(relay.url)}, privateKey: node.privateKey,
-      relayKey: ${JSON.stringify(relay.publicKey)}, backoff: { initialMs: 5000 } });
-    c.on('connected', () => console.log('connected'));
-    c.on('disconnected', (d) => console.log('closed ' + d.code + ' ' + d.reason));
+    const c = new RelayConnection({ url: ${JSON.stringify(relay.url)}, nodePrivateKey: node.privateKey,
+      nodeKey: node.publicKey, relayKey: ${JSON.stringify(relay.publicKey)}, backoff: { baseMs: 5000 } });
+    c.on('up', () => console.log('connected'));
+    c.on('closed', (d) => console.log('closed ' + d.code + ' ' + d.reason));
     c.start();
     setTimeout(() => process.exit(0), 30000);
   `;

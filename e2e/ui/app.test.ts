@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MockBackend } from '../../renderer/src/bridge/mock-backend.js';
+import { MockBackend } from '../../renderer/testing/mock-backend.js';
 import { axeSerious, launchChromium, openSession, RENDERER_DIST, RESULTS, screenshots } from './harness.js';
 
 // The renderer in a real Chromium, through the web shell's HTTP + WebSocket bridge, with the

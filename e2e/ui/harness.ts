@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { startWebShell, type WebShell } from '../../core/src/web/server.js';
-import { MockBackend, type MockBackendOptions } from '../../renderer/src/bridge/mock-backend.js';
+import { MockBackend, type MockBackendOptions } from '../../renderer/testing/mock-backend.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const RENDERER_DIST = join(REPO, 'renderer', 'dist');

@@ -169,8 +169,7 @@ function peersSubmenu(peers: readonly BridgePeer[]): TrayItem[] {
 }
 
 function exitSubmenu(s: AppState): TrayItem[] {
-  const { recommended, list, current } = exitNodeOptions(s);
-  const allowLan = s.engine?.exitNode?.allowLan ?? s.prefs.exitNodeAllowLan;
+  const { recommended, list, current, allowLan } = exitNodeOptions(s);
   const currentId = current?.id ?? s.engine?.exitNode?.id ?? null;
   const out: TrayItem[] = [
     item('exit-none', 'None', {

@@ -1,4 +1,4 @@
-export * from './bridge.js';
+export * from './bridge/index.js';
 export * from './control-api.js';
 export * from './derp.js';
 export * from './exit-route.js';
@@ -8,6 +8,7 @@ export * from './ip.js';
 export * from './localapi.js';
 export * from './machine-auth.js';
 export * from './netmap.js';
+export * from './prefs.js';
 export * from './primitives.js';
 export * from './relay.js';
 export * from './relay-members.js';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { Cidr, Hostname } from './primitives.js';
+import { StatusPrefs } from './prefs.js';
+import { Hostname } from './primitives.js';
 
 // The engine's LocalAPI (HTTP over a unix socket), used by the `weft` CLI and the desktop app.
 
@@ -67,8 +68,8 @@ export const Status = z.strictObject({
   exitNode: z.strictObject({ id: z.string(), allowLan: z.boolean() }).nullable().optional(),
   /** The online exit node with the lowest measured latency (`weft exit-node suggest`). */
   recommendedExitNodeId: z.string().nullable().optional(),
-  /** What this node offers to route for the tailnet (control still has to approve it). */
-  prefs: z.strictObject({ advertiseExitNode: z.boolean(), advertiseRoutes: z.array(z.string()) }).optional(),
+  /** Allow-LAN, and what this node offers to route for the tailnet (control still approves it). */
+  prefs: StatusPrefs.optional(),
   /**
    * Who this node is signed in as; null for a tagged node or when logged out. Control sends only
    * the login name so far, so displayName is the login name too. Absent from older engines.
@@ -90,24 +91,6 @@ export const UpRequest = z.strictObject({
   acceptNewControlKey: z.boolean().optional(),
 });
 export type UpRequest = z.infer<typeof UpRequest>;
-
-/**
- * `POST LOCALAPI_PREFIX/prefs`: changes the engine's routing settings, keeping the ones not given,
- * and answers with the Status. They are kept across restarts.
- */
-export const PrefsPatch = z.strictObject({
-  /** Send internet traffic through this peer (by id); null stops using an exit node. */
-  exitNodeId: z.string().min(1).max(128).nullable().optional(),
-  /** With an exit node, keep the local LAN reachable outside the tunnel. */
-  exitNodeAllowLan: z.boolean().optional(),
-  /** Offer this node as an exit node (advertises 0.0.0.0/0 and ::/0). */
-  advertiseExitNode: z.boolean().optional(),
-  /** Subnets this node offers to route (not the tailnet's own ranges, not /0). */
-  advertiseRoutes: z.array(Cidr).max(64).optional(),
-  /** Route the subnets other nodes offer (and control approved) into the tunnel. Default on. */
-  acceptRoutes: z.boolean().optional(),
-});
-export type PrefsPatch = z.infer<typeof PrefsPatch>;
 
 /** One peer offering an exit node, as `GET LOCALAPI_PREFIX/exit-nodes` lists it. */
 export const ExitNodeInfo = z.strictObject({

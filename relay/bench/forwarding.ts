@@ -5,8 +5,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { RelayConnection } from '@weft/core';
 import { generateKeyPair, RELAY_MAX_PACKET_BYTES } from '@weft/protocol';
-import { RelayClient } from '@weft/relay';
 import { cpuSeconds } from './proc.js';
 
 // Relay forwarding capacity: the real weft-relay binary in its own process, synthetic node pairs
@@ -131,20 +131,24 @@ async function main(): Promise<void> {
 /** One pair: a sender that keeps its socket's queue full, and a receiver that counts. */
 async function pair(input: WorkerInput): Promise<void> {
   const counts = new Float64Array(input.counters, input.slot * 3 * 8, 3);
-  const make = () =>
-    new RelayClient({
+  const make = () => {
+    const keys = generateKeyPair();
+    const conn = new RelayConnection({
       url: input.url,
-      privateKey: generateKeyPair().privateKey,
+      nodePrivateKey: keys.privateKey,
+      nodeKey: keys.publicKey,
       relayKey: input.relayKey,
       maxQueueBytes: QUEUE_BYTES,
     });
-  const sender = make();
-  const receiver = make();
+    return { conn, key: Buffer.from(keys.publicKey, 'base64') };
+  };
+  const { conn: sender } = make();
+  const { conn: receiver, key: receiverKey } = make();
   receiver.on('packet', (_from, packet) => {
     counts[1] = (counts[1] as number) + 1;
     counts[2] = (counts[2] as number) + packet.length;
   });
-  const connected = [once(sender, 'connected'), once(receiver, 'connected')];
+  const connected = [once(sender, 'up'), once(receiver, 'up')];
   sender.start();
   receiver.start();
   await Promise.all(connected);
@@ -155,7 +159,7 @@ async function pair(input: WorkerInput): Promise<void> {
   // Closed loop: at most WINDOW_BYTES in flight, so the relay forwards rather than drops.
   const window = Math.max(1, Math.floor(WINDOW_BYTES / input.size));
   for (;;) {
-    while ((counts[0] as number) - (counts[1] as number) < window && sender.send(receiver.nodeKey, packet)) {
+    while ((counts[0] as number) - (counts[1] as number) < window && sender.send(receiverKey, packet)) {
       counts[0] = (counts[0] as number) + 1;
     }
     await new Promise((r) => setImmediate(r));

@@ -1,4 +1,3 @@
-export * from './client.js';
 export * from './connection.js';
 export * from './control-feed.js';
 export * from './membership.js';

@@ -2,10 +2,10 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ReflectedEndpoint, RelayConnection } from '@weft/core';
 import { generateKeyPair, type KeyPair } from '@weft/protocol';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type Host, Lab, must, run, sleep, waitFor } from '../../e2e/lab/index.js';
-import { type ReflectedEndpoint, RelayClient } from './client.js';
 import { type RunningRelay, startRelay } from './relay.js';
 
 // The reflector against real wireguard-go. The reflector runs in this process, in the test's own
@@ -26,7 +26,7 @@ let lab: Lab;
 let direct: Host;
 let keyDir: string;
 let relay: RunningRelay | undefined;
-let client: RelayClient | undefined;
+let client: RelayConnection | undefined;
 const rootLinks: string[] = [];
 
 /** A veth from the root namespace to `host`, with a /30 on each end. */
@@ -109,7 +109,12 @@ it('learns the WireGuard socket address of a real wireguard-go node and keeps it
   expect(r.reflector.stats().handshakes).toBe(1);
 
   // The node learns it over its relay connection, authenticated by the same node key.
-  client = new RelayClient({ url: r.url, privateKey: keys.privateKey, relayKey: r.publicKey });
+  client = new RelayConnection({
+    url: r.url,
+    nodePrivateKey: keys.privateKey,
+    nodeKey: keys.publicKey,
+    relayKey: r.publicKey,
+  });
   const reflected = once(client, 'endpoint') as Promise<[ReflectedEndpoint]>;
   client.start();
   const [answer] = await reflected;

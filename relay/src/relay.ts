@@ -5,7 +5,7 @@ import { Membership } from './membership.js';
 import { ObservationStore } from './observations.js';
 import { Reflector, type ReflectorOptions } from './reflector.js';
 import { RelayServer } from './server.js';
-import { StunServer } from './stun.js';
+import { type StunOptions, StunServer } from './stun.js';
 
 export interface RelayOptions {
   keyPair: KeyPair;
@@ -25,6 +25,7 @@ export interface RelayOptions {
   control?: { url: string; publicKey: string; cacheFile?: string };
   /** Who is served, when not from `control` (tests); absent with no `control`: everyone. */
   membership?: Membership;
+  stun?: Pick<StunOptions, 'answersPerSecond' | 'answersPerSecondPerSource'>;
   reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
   log?: (line: string) => void;
 }
@@ -71,7 +72,7 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   try {
     port = (await server.listen(opts.host, opts.port)).port;
     if (opts.stunPort !== undefined) {
-      stun = await StunServer.start({ host: opts.host, port: opts.stunPort, log: opts.log });
+      stun = await StunServer.start({ ...opts.stun, host: opts.host, port: opts.stunPort, log: opts.log });
     }
   } catch (err) {
     await Promise.all([server.close(), reflector.close()]);

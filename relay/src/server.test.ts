@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ReflectedEndpoint, RelayConnection } from '@weft/core';
 import {
   encodeRelayData,
   generateKeyPair,
@@ -17,12 +18,11 @@ import {
 } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { type ReflectedEndpoint, RelayClient } from './client.js';
 import type { RelayLimits } from './connection.js';
 import { Membership } from './membership.js';
 import { type RunningRelay, startRelay } from './relay.js';
 
-// The relay server over real WebSockets on loopback: honest clients (RelayClient) and raw
+// The relay server over real WebSockets on loopback: honest clients (the engine's RelayConnection) and raw
 // WebSockets that misbehave on purpose.
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -51,20 +51,24 @@ interface Received {
   first: number;
 }
 
-/** A connected, authenticated client that records what it receives. */
+/** A node key as the bytes a relay frame carries. */
+const bytes = (key: string) => Buffer.from(key, 'base64');
+
+/** A connected, authenticated client, told its reflected endpoint, that records what it receives. */
 async function client(r: RunningRelay, keys = generateKeyPair()) {
-  const c = new RelayClient({
+  const c = new RelayConnection({
     url: r.url,
-    privateKey: keys.privateKey,
+    nodePrivateKey: keys.privateKey,
+    nodeKey: keys.publicKey,
     relayKey: r.publicKey,
-    backoff: { initialMs: 50 },
+    backoff: { baseMs: 50 },
   });
   const got: Received[] = [];
   c.on('packet', (from, packet) => got.push({ from, bytes: packet.length, first: packet[0] ?? -1 }));
-  cleanups.push(() => c.close());
-  const connected = once(c, 'connected');
+  cleanups.push(async () => c.close());
+  const ready = Promise.all([once(c, 'up'), once(c, 'endpoint')]);
   c.start();
-  await connected;
+  await ready;
   return { c, keys, got };
 }
 
@@ -108,8 +112,8 @@ describe('relay authentication', () => {
     const r = await relay();
     const a = await client(r);
     const b = await client(r);
-    expect(a.c.send(b.keys.publicKey, packet(1400, 7))).toBe(true);
-    expect(b.c.send(a.keys.publicKey, packet(32, 4))).toBe(true);
+    expect(a.c.send(bytes(b.keys.publicKey), packet(1400, 7))).toBe(true);
+    expect(b.c.send(bytes(a.keys.publicKey), packet(32, 4))).toBe(true);
     await until('both packets', () => a.got.length === 1 && b.got.length === 1);
     expect(b.got[0]).toEqual({ from: a.keys.publicKey, bytes: 1400, first: 7 });
     expect(a.got[0]).toEqual({ from: b.keys.publicKey, bytes: 32, first: 4 });
@@ -152,7 +156,7 @@ describe('relay authentication', () => {
     expect(await replay.closed).toBe(RelayCloseCode.authFailed);
 
     // The victim still gets its packets, and only it.
-    sender.c.send(victim.keys.publicKey, packet(100));
+    sender.c.send(bytes(victim.keys.publicKey), packet(100));
     await until('the victim to receive', () => victim.got.length === 1);
     expect(thiefGot).toHaveLength(0);
     expect(r.server.stats().authenticated).toBe(2);
@@ -230,7 +234,7 @@ describe('relay robustness', () => {
       offend(o.ws);
       expect(await o.closed, what).toBe(code);
     }
-    a.c.send(b.keys.publicKey, packet(RELAY_MAX_PACKET_BYTES));
+    a.c.send(bytes(b.keys.publicKey), packet(RELAY_MAX_PACKET_BYTES));
     await until('the pair to still work', () => b.got.length === 1);
     expect(b.got[0]?.bytes).toBe(RELAY_MAX_PACKET_BYTES);
     expect(a.c.connected && b.c.connected).toBe(true);
@@ -268,7 +272,7 @@ describe('relay robustness', () => {
     count: number,
   ) {
     for (let i = 0; i < count; i++) {
-      expect(from.c.send(to.keys.publicKey, packet(1400))).toBe(true);
+      expect(from.c.send(bytes(to.keys.publicKey), packet(1400))).toBe(true);
       await sleep(5);
     }
     await until('the pair to receive all', () => to.got.length === count, 10_000);
@@ -361,14 +365,14 @@ describe('relay robustness', () => {
     slow.ws.pause(); // stops reading: the kernel buffers fill, then the relay's queue
     let maxQueued = 0;
     for (let i = 0; i < 2_000 && slow.ws.readyState === WebSocket.OPEN; i++) {
-      sender.c.send(slowKeys.publicKey, packet(16 * 1024));
+      sender.c.send(bytes(slowKeys.publicKey), packet(16 * 1024));
       if (i % 50 === 0) await sleep(1);
       maxQueued = Math.max(maxQueued, r.server.stats().queuedBytes);
     }
     await until('the slow reader to be dropped', () => r.server.stats().slowReadersDropped === 1);
     expect(maxQueued).toBeLessThanOrEqual(limits.maxQueueBytes);
     expect(r.server.stats().droppedQueueFull).toBeGreaterThan(0);
-    sender.c.send(other.keys.publicKey, packet(10));
+    sender.c.send(bytes(other.keys.publicKey), packet(10));
     await until('the sender to still be served', () => other.got.length === 1);
     expect(r.server.stats().authenticated).toBe(2);
   });
@@ -408,22 +412,28 @@ describe('relay over TLS', () => {
     cleanups.push(() => r.close());
     expect(r.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/relay$/);
     const keys = [generateKeyPair(), generateKeyPair()];
-    const [a, b] = keys.map((k) => new RelayClient({ url: r.url, privateKey: k.privateKey, ca: cert })) as [
-      RelayClient,
-      RelayClient,
-    ];
+    const [a, b] = keys.map(
+      (k) =>
+        new RelayConnection({
+          url: r.url,
+          nodePrivateKey: k.privateKey,
+          nodeKey: k.publicKey,
+          relayKey: r.publicKey,
+          ca: cert,
+        }),
+    ) as [RelayConnection, RelayConnection];
     cleanups.push(
-      () => a.close(),
-      () => b.close(),
+      async () => a.close(),
+      async () => b.close(),
     );
     const got = once(b, 'packet');
-    const connected = [once(a, 'connected'), once(b, 'connected')];
+    const connected = [once(a, 'up'), once(b, 'up')];
     a.start();
     b.start();
     await Promise.all(connected);
-    a.send(b.nodeKey, packet(100));
+    a.send(bytes(keys[1]?.publicKey ?? ''), packet(100));
     const [from] = (await got) as [string];
-    expect(from).toBe(a.nodeKey);
+    expect(from).toBe(keys[0]?.publicKey);
   });
 });
 
@@ -432,11 +442,13 @@ describe('relay sessions', () => {
     const r = await relay();
     const keys = generateKeyPair();
     const first = await client(r, keys);
-    const replaced = once(first.c, 'replaced');
+    const replaced = new Promise((resolve) =>
+      first.c.on('closed', ({ code }) => code === RelayCloseCode.replaced && resolve(code)),
+    );
     const second = await client(r, keys);
     await replaced;
     const sender = await client(r);
-    sender.c.send(keys.publicKey, packet(50));
+    sender.c.send(bytes(keys.publicKey), packet(50));
     await until('the newest to receive', () => second.got.length === 1);
     await sleep(300);
     expect(first.got).toHaveLength(0);
@@ -446,15 +458,17 @@ describe('relay sessions', () => {
 
   it('refuses a relay that presents another key than the pinned one, and keeps retrying', async () => {
     const r = await relay();
-    const c = new RelayClient({
+    const keys = generateKeyPair();
+    const c = new RelayConnection({
       url: r.url,
-      privateKey: generateKeyPair().privateKey,
+      nodePrivateKey: keys.privateKey,
+      nodeKey: keys.publicKey,
       relayKey: generateKeyPair().publicKey,
-      backoff: { initialMs: 20, maxMs: 50 },
+      backoff: { baseMs: 20, capMs: 50 },
     });
-    cleanups.push(() => c.close());
+    cleanups.push(async () => c.close());
     const codes: number[] = [];
-    c.on('disconnected', ({ code }) => codes.push(code));
+    c.on('closed', ({ code }) => codes.push(code));
     c.start();
     await until('two refusals', () => codes.length >= 2);
     expect(codes[0]).toBe(RelayCloseCode.protocolError);
@@ -468,16 +482,16 @@ describe('relay sessions', () => {
     const port = Number(new URL(first.url).port);
     const a = await client(first);
     const b = await client(first);
-    const disconnected = once(a.c, 'disconnected');
+    const disconnected = once(a.c, 'down');
     await first.close();
     await disconnected;
     expect(a.c.connected).toBe(false);
-    expect(a.c.send(b.keys.publicKey, packet(10))).toBe(false);
+    expect(a.c.send(bytes(b.keys.publicKey), packet(10))).toBe(false);
     await sleep(300);
     const second = await startRelay({ keyPair, host: '127.0.0.1', port, reflectorPort: 0 });
     cleanups.push(() => second.close());
     await until('both to reconnect', () => a.c.connected && b.c.connected);
-    a.c.send(b.keys.publicKey, packet(10));
+    a.c.send(bytes(b.keys.publicKey), packet(10));
     await until('traffic again', () => b.got.length === 1);
   });
 
@@ -537,14 +551,14 @@ describe('relay membership and per-source bounds', () => {
     const r = await relay({}, membership);
     const ca = await client(r, a);
     const cb = await client(r, b);
-    const closed = once(cb.c, 'disconnected') as Promise<[{ code: number; reason: string }]>;
+    const closed = once(cb.c, 'closed') as Promise<[{ code: number; reason: string }]>;
     const started = Date.now();
     membership.replace([a.publicKey]);
     const [info] = await closed;
     expect(info).toEqual({ code: RelayCloseCode.notMember, reason: 'node removed from the tailnet' });
     expect(Date.now() - started).toBeLessThan(2_000);
     await until('b gone from the relay', () => r.server.stats().authenticated === 1);
-    ca.c.send(b.publicKey, packet(100));
+    ca.c.send(bytes(b.publicKey), packet(100));
     await until('the packet to b dropped', () => r.server.stats().droppedNoPeer === 1);
     // b's client retries, and is refused while it is not a member.
     await sleep(300);

@@ -71,6 +71,9 @@ export interface RelayStats {
   /** Upgrades refused because their source already had `maxConnectionsPerSource`. */
   refusedPerSource: number;
   slowReadersDropped: number;
+  /** Logged-in DERP clients (official Tailscale clients), and how many said this is their home. */
+  derpClients: number;
+  derpHome: number;
 }
 
 /** A Weft relay client in the forwarding table. */
@@ -171,9 +174,19 @@ export class RelayServer {
 
   stats(): RelayStats {
     let queuedBytes = 0;
-    for (const c of this.connections.keys()) queuedBytes += c.queuedBytes;
+    let derpClients = 0;
+    let derpHome = 0;
+    for (const [c, peer] of this.connections) {
+      queuedBytes += c.queuedBytes;
+      if (peer instanceof DerpSession && c.state === 'authenticated') {
+        derpClients++;
+        if (peer.preferred) derpHome++;
+      }
+    }
     return {
       connections: this.connections.size,
+      derpClients,
+      derpHome,
       authenticated: this.table.size,
       queuedBytes,
       ...this.table.stats,

@@ -7,7 +7,7 @@ import { connectedHub, TEST_RANGES, testNode } from '../testing/nodes.js';
 
 // `npm run bench -- policy [SIZES…]`: the time from a change to every affected node's delta being
 // serialized for its stream, on simulated tailnets (default 1,000 and 10,000 nodes, all connected):
-// control's own policy engine and netmap hub, in-process, with no database or network. Each change
+// control's own policy compiler and netmap hub, in-process, with no database or network. Each change
 // is set against recompiling everything from scratch in the same run, which is what an engine
 // without incremental updates would pay for each change.
 

@@ -6,7 +6,7 @@ import { connectedHub, TEST_RANGES, type TestOwner, testNode } from '../testing/
 import type { StreamSession } from './hub.js';
 import { policyTailnet, wildcardSourcesOf } from './policy-visibility.js';
 
-// The policy engine behind the hub: what each connected node holds after every change must be
+// The policy compiler behind the hub: what each connected node holds after every change must be
 // exactly what a full compile of the policy over the same nodes says, and a change must reach only
 // the nodes it concerns.
 
@@ -81,7 +81,7 @@ function expectCompiled(sessions: Map<string, Session>, nodes: NodeRecord[], pol
   }
 }
 
-describe('the policy engine as the hub’s visibility', () => {
+describe('the policy compiler as the hub’s visibility', () => {
   it('is allow-all until a policy is set, as before policies existed', () => {
     const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
     const { sessions } = setup(nodes, null);

@@ -1,9 +1,9 @@
 import { parsePrefix } from '@weft/protocol';
-import type { EngineChange } from '../policy/engine.js';
+import type { PolicyChange } from '../policy/compiler.js';
 import {
+  CompiledPolicy,
   IPSet,
   type Policy,
-  PolicyEngine,
   type Tailnet,
   type TailnetNode,
   type TailnetUser,
@@ -13,7 +13,7 @@ import type { NodeRecord, UserRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes } from '../tailnet/routes.js';
 import { allowAll, type Visibility, type VisibilityPolicy } from './visibility.js';
 
-// The policy engine as the hub's VisibilityPolicy. Engine node names are node ids. The hub tells
+// The policy compiler as the hub's VisibilityPolicy. Engine node names are node ids. The hub tells
 // it of every node that joins, leaves or changes identity (affectedBy), which it passes on as one
 // incremental engine update each, answering with exactly the nodes whose peers or filter moved. A
 // new policy is a new engine over the nodes it already mirrors. Without a policy it is allowAll,
@@ -71,7 +71,7 @@ const BULK_CHANGE = 64;
 
 export class PolicyVisibility implements VisibilityPolicy {
   private policy: Policy | null = null;
-  private engine: PolicyEngine | null = null;
+  private engine: CompiledPolicy | null = null;
   /** Every node the hub has told us of, to build a new policy's engine from. */
   private readonly records = new Map<string, NodeRecord>();
   /** What the engine was last told of each user, as JSON, to tell it only of real changes. */
@@ -107,7 +107,7 @@ export class PolicyVisibility implements VisibilityPolicy {
       if (owner !== undefined) owners.set(owner.name, owner);
     }
     for (const [name, owner] of owners) this.users.set(name, JSON.stringify(owner));
-    const engine = new PolicyEngine(this.policy, [...owners.values()], {
+    const engine = new CompiledPolicy(this.policy, [...owners.values()], {
       wildcardSources: this.wildcardSources,
     });
     engine.addNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
@@ -165,7 +165,7 @@ export class PolicyVisibility implements VisibilityPolicy {
   }
 
   /** Upserts a node, and its owner first when what policy sees of the owner changed. */
-  private tell(engine: PolicyEngine, node: NodeRecord, affected?: Set<string>): void {
+  private tell(engine: CompiledPolicy, node: NodeRecord, affected?: Set<string>): void {
     const owner = node.tags.length === 0 ? ownerOf(node) : undefined;
     if (owner !== undefined) {
       const json = JSON.stringify(owner);
@@ -179,7 +179,7 @@ export class PolicyVisibility implements VisibilityPolicy {
 }
 
 /** The nodes whose peers, packet filter or routes sent a change moved. */
-function collect(change: EngineChange, into: Set<string> | undefined): void {
+function collect(change: PolicyChange, into: Set<string> | undefined): void {
   if (into === undefined) return;
   for (const id of change.peers.keys()) into.add(id);
   for (const id of change.filters) into.add(id);

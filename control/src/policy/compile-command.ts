@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { checkPolicy } from './check.js';
-import { compilePolicy, type NodePolicy } from './engine.js';
+import { compilePolicy, type NodePolicy } from './compiler.js';
 import { formatIssue } from './errors.js';
 import { parseTailnet } from './tailnet.js';
 

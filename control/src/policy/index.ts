@@ -1,15 +1,15 @@
-// The policy engine: Tailscale-format policy files compiled into per-node packet filters,
+// The policy compiler: Tailscale-format policy files compiled into per-node packet filters,
 // peer sets and routes. Pure: no I/O except the compile command reading its two files.
 
 export { type CheckResult, checkPolicy, unknownUsers } from './check.js';
 export { type CommandResult, type CompileCommandArgs, runCompileCommand } from './compile-command.js';
 export {
+  CompiledPolicy,
+  type CompileOptions,
   compilePolicy,
-  type EngineOptions,
   type NodePolicy,
-  PolicyEngine,
   TAILSCALE_WILDCARD_SOURCES,
-} from './engine.js';
+} from './compiler.js';
 export { formatIssue, PolicyError, type PolicyIssue, type SourcePos } from './errors.js';
 export { compareFilters, filterMeaning } from './filter-meaning.js';
 export { IPSet } from './ipset.js';

@@ -1,7 +1,7 @@
 import { parseAddr, parsePrefix } from '@weft/protocol';
 import { z } from 'zod';
 
-// The tailnet as the policy engine sees it: users, and nodes with their identity (a user or
+// The tailnet as the policy compiler sees it: users, and nodes with their identity (a user or
 // tags), addresses and routes. This is the shape of a conformance case's `users` and `nodes`,
 // which is also what control hands the engine.
 

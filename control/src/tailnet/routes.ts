@@ -3,7 +3,7 @@ import type { NodeRecord } from './records.js';
 
 // Routes a node offers (subnet routers, exit nodes) and which of them are in use. A node advertises
 // routes; none is used until approved, by an admin (`weft-control routes approve`) or by the
-// policy's autoApprovers (the policy engine decides those). 0.0.0.0/0 and ::/0 are one offer: "exit
+// policy's autoApprovers (the policy compiler decides those). 0.0.0.0/0 and ::/0 are one offer: "exit
 // node"; approving either approves both.
 
 const EXIT = new Set(EXIT_ROUTES);

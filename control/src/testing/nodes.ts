@@ -4,7 +4,7 @@ import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 
 // Simulated tailnets for control's netmap tests and the policy benchmark: node records as the
-// store would return them, and a hub under the policy engine with every node connected.
+// store would return them, and a hub under the policy compiler with every node connected.
 
 /** An all-zero WireGuard key: the hub never checks keys. */
 export const TEST_KEY = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
@@ -55,7 +55,7 @@ export function testNode(i: number, owner: TestOwner | null, extra: Partial<Node
 }
 
 /**
- * A hub over TEST_RANGES under the policy engine, with `policy` in force (none when null), that
+ * A hub over TEST_RANGES under the policy compiler, with `policy` in force (none when null), that
  * knows `nodes` and has each of them connected through a session from `session`.
  */
 export function connectedHub<S extends StreamSession>(

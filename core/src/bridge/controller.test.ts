@@ -132,7 +132,7 @@ describe('AppController', () => {
     c.stop();
   });
 
-  it('setExitNode: engine prefs, recent list (last used first), allow-LAN remembered', async () => {
+  it('setExitNode: engine prefs, recent list (last used first), allow-LAN remembered by the engine', async () => {
     const { c, engine, saved } = setup();
     const e = runningEngine();
     engine.status_ = {
@@ -145,7 +145,7 @@ describe('AppController', () => {
     await call(c, 'setExitNode', { id: 'exit-b', allowLan: true });
     expect(c.state.engine?.exitNode).toEqual({ id: 'exit-b', allowLan: true });
     expect(saved().recentExitNodes).toEqual(['exit-b', 'exit-a']);
-    expect(saved().exitNodeAllowLan).toBe(true);
+    expect(c.state.engine?.prefs?.exitNodeAllowLan).toBe(true);
     await call(c, 'setExitNode', { id: null, allowLan: true });
     expect(c.state.engine?.exitNode).toBeNull();
     expect(await call(c, 'setExitNode', { id: 'nas', allowLan: false })).toMatchObject({ ok: false });
@@ -170,7 +170,7 @@ describe('AppController', () => {
     c.stop();
   });
 
-  it('preferences: launch at login goes to the OS, advertise goes to the engine, all are saved', async () => {
+  it('preferences: launch at login goes to the OS, advertise goes to the engine (which keeps it), the rest are saved', async () => {
     const { c, engine, loginItems, saved } = setup();
     engine.status_ = runningEngine();
     c.start();
@@ -178,7 +178,8 @@ describe('AppController', () => {
     await call(c, 'setPreferences', { launchAtLogin: true, theme: 'dark', advertiseExitNode: true });
     expect(loginItems).toEqual([true]);
     expect(engine.calls).toContain('prefs {"advertiseExitNode":true}');
-    expect(saved()).toMatchObject({ launchAtLogin: true, theme: 'dark', advertiseExitNode: true });
+    expect(saved()).toMatchObject({ launchAtLogin: true, theme: 'dark' });
+    expect(c.state.engine?.prefs?.advertiseExitNode).toBe(true);
     expect(c.state.prefs.theme).toBe('dark');
     c.stop();
   });

@@ -5,9 +5,9 @@ import {
   type EngineStatus,
   type HelperState,
   type Preferences,
+  type PrefsPatch,
   type UpRequest,
 } from '@weft/protocol';
-import type { EnginePrefsPatch } from '../localapi/client.js';
 import { type Clock, systemClock } from './clock.js';
 
 // The main side of the bridge: owns the AppState snapshot (engine status + helper state + login +
@@ -28,7 +28,7 @@ export interface EngineApi {
   down(): Promise<EngineStatus>;
   logout(): Promise<EngineStatus>;
   cancelLogin(): Promise<EngineStatus>;
-  setPrefs(patch: EnginePrefsPatch): Promise<EngineStatus>;
+  setPrefs(patch: PrefsPatch): Promise<EngineStatus>;
   watch(onLine: (line: WatchLine) => void, signal: AbortSignal): Promise<void>;
 }
 
@@ -61,10 +61,7 @@ export const DEFAULT_PREFERENCES: Preferences = {
   launchAtLogin: false,
   notifications: true,
   theme: 'system',
-  exitNodeAllowLan: false,
   recentExitNodes: [],
-  advertiseExitNode: false,
-  advertiseRoutes: [],
 };
 
 function httpUrl(u: string): boolean {
@@ -350,7 +347,7 @@ export class AppController {
           id === null
             ? this.s.prefs.recentExitNodes
             : [id, ...this.s.prefs.recentExitNodes.filter((r) => r !== id)].slice(0, 5);
-        this.savePrefs({ exitNodeAllowLan: allowLan, recentExitNodes: recent });
+        this.savePrefs({ recentExitNodes: recent });
         return ok;
       },
       copyText: ({ text }) => {
@@ -358,22 +355,18 @@ export class AppController {
         return ok;
       },
       setPreferences: async (patch) => {
-        const { advertiseExitNode, advertiseRoutes, launchAtLogin, ...local } = patch;
+        const { advertiseExitNode, advertiseRoutes, ...local } = patch;
         if (advertiseExitNode !== undefined || advertiseRoutes !== undefined) {
           this.engineOrThrow();
-          const enginePatch: EnginePrefsPatch = {};
+          const enginePatch: PrefsPatch = {};
           if (advertiseExitNode !== undefined) enginePatch.advertiseExitNode = advertiseExitNode;
           if (advertiseRoutes !== undefined) enginePatch.advertiseRoutes = advertiseRoutes;
           await this.engineCall('change what this device advertises', () =>
             this.deps.engine.setPrefs(enginePatch),
           );
         }
-        if (launchAtLogin !== undefined) this.deps.setLaunchAtLogin(launchAtLogin);
-        const next: Partial<Preferences> = { ...local };
-        if (launchAtLogin !== undefined) next.launchAtLogin = launchAtLogin;
-        if (advertiseExitNode !== undefined) next.advertiseExitNode = advertiseExitNode;
-        if (advertiseRoutes !== undefined) next.advertiseRoutes = advertiseRoutes;
-        this.savePrefs(next);
+        if (local.launchAtLogin !== undefined) this.deps.setLaunchAtLogin(local.launchAtLogin);
+        this.savePrefs(local);
         return ok;
       },
     };

@@ -1,7 +1,7 @@
 // The desktop app's bridge, main side: one implementation for electron's main process and for the
 // web shell (`weft web`). Imported by electron as `@weft/core/bridge`.
 
-export { type EnginePrefsPatch, LocalApiClient, LocalApiError } from '../localapi/client.js';
+export { LocalApiClient, LocalApiError } from '../localapi/client.js';
 export { type Clock, systemClock } from './clock.js';
 export {
   AppController,

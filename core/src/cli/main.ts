@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { LocalApiClient, LocalApiError } from '../localapi/client.js';
-import { DEFAULT_SOCKET } from '../paths.js';
+import { DEFAULT_SOCKET } from '../locations.js';
 import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
+import { addExitNodeCommands, addRouteFlags, prefsFromFlags, type RouteFlags } from './exit-nodes.js';
 import { formatNetcheck, formatStatus } from './format.js';
 import { waitForLogin } from './login.js';
-import { addRoutingCommands, addRoutingFlags, prefsFromFlags, type RoutingFlags } from './routing.js';
 import { type AuthKeyFlags, authKeyFrom, checkControlUrl } from './up-options.js';
 
 // weft: the command line over weftd's LocalAPI. Data goes to stdout (status, addresses, the
@@ -29,7 +29,7 @@ interface UpFlags extends AuthKeyFlags {
   insecureHttp?: boolean;
 }
 
-addRoutingFlags(program.command('up'))
+addRouteFlags(program.command('up'))
   .description('log in if needed and connect to the tailnet')
   .requiredOption('--control-url <url>', 'the control server, e.g. https://weft.example.com')
   .option(
@@ -49,7 +49,7 @@ addRoutingFlags(program.command('up'))
     const authKey = await authKeyFrom(o);
     const api = client();
     // Routing flags first, so the node advertises them from its first connection.
-    const patch = prefsFromFlags(o as RoutingFlags);
+    const patch = prefsFromFlags(o as RouteFlags);
     if (patch) await api.setPrefs(patch);
     let st = await api.up({
       controlUrl: o.controlUrl,
@@ -122,7 +122,7 @@ program
 
 addWebCommand(program, () => program.opts<{ socket: string }>().socket);
 
-addRoutingCommands(program, client);
+addExitNodeCommands(program, client);
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof LocalApiError || err instanceof Error ? err.message : String(err);

@@ -2,12 +2,12 @@
 import { InterfaceName } from '@weft/protocol';
 import { Command, Option } from 'commander';
 import { parseDuration } from '../cli/duration.js';
-import { DEFAULT_KEY_ROTATION_MS } from '../control/rotation.js';
+import { DEFAULT_KEY_ROTATION_MS } from '../control-client/rotation.js';
 import { Engine } from '../engine/engine.js';
 import { HelperClient } from '../helper/client.js';
 import { LocalApiServer } from '../localapi/server.js';
+import { DEFAULT_HELPER_SOCKET, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../locations.js';
 import { describeError, stderrLogger } from '../log/logger.js';
-import { DEFAULT_HELPER_SOCKET, DEFAULT_SOCKET, DEFAULT_STATE_DIR } from '../paths.js';
 import { StateStore } from '../state/store.js';
 
 // weftd: the engine as a headless daemon. Logs go to stderr; it never prompts; SIGTERM or SIGINT

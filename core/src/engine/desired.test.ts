@@ -1,8 +1,8 @@
-import { DesiredState, generateKeyPair, type NetMap } from '@weft/protocol';
+import { DesiredState, generateKeyPair, type NetMap, withDefaults } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
+import { choosePeerEndpoint } from '../paths/selection.js';
 import { nodeView } from '../testing/standin-control.js';
-import { desiredState } from './desired.js';
-import { choosePeerEndpoint } from './path.js';
+import { desiredOsState, desiredState } from './desired.js';
 
 const self = generateKeyPair();
 const [a, b, c] = [generateKeyPair(), generateKeyPair(), generateKeyPair()].map((k) => k.publicKey) as [
@@ -130,5 +130,48 @@ describe('desired state', () => {
       },
     ]);
     expect(DesiredState.safeParse(state).success).toBe(true);
+  });
+});
+
+describe('desiredOsState', () => {
+  it('is the tunnel with the paths chosen, then the exit node and routes the prefs ask for', () => {
+    const reflector = { publicKey: c, allowedIPs: [], endpoint: '198.18.9.1:3478' };
+    const netmap = map([
+      nodeView(2, a, { endpoints: ['198.18.0.2:5000'] }),
+      nodeView(3, b, {
+        allowedIPs: ['100.64.0.3/32', '0.0.0.0/0', '::/0'],
+        exitNodeOption: true,
+        endpoints: ['198.18.0.3:5000'],
+      }),
+    ]);
+    const prefs = withDefaults({
+      controlUrl: null,
+      hostname: null,
+      wantRunning: true,
+      listenPort: 41641,
+      exitNodeId: netmap.peers[1]?.id ?? null,
+    });
+    const state = desiredOsState({
+      netmap,
+      prefs,
+      paths: {
+        endpointFor: (p) => (p.nodeKey === a ? '127.0.0.1:40001' : undefined),
+        reflectorPeers: () => [reflector],
+      },
+      interfaceName: 'weft0',
+      nodePrivateKey: self.privateKey,
+      localPrefixes: ['198.18.20.0/24'],
+      bypass: ['198.18.30.5/32'],
+    });
+    expect(DesiredState.safeParse(state).success).toBe(true);
+    expect(state.interface.listenPort).toBe(41641);
+    expect(state.peers.find((p) => p.publicKey === a)?.endpoint).toBe('127.0.0.1:40001');
+    expect(state.peers.find((p) => p.publicKey === b)?.allowedIPs).toEqual([
+      '100.64.0.3/32',
+      '0.0.0.0/0',
+      '::/0',
+    ]);
+    expect(state.peers.find((p) => p.publicKey === c)).toEqual(reflector);
+    expect(state.exitNode).toEqual({ allowedLan: [], bypass: ['198.18.30.5/32'] });
   });
 });

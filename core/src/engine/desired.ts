@@ -1,10 +1,12 @@
-import type { DesiredState, NetMap, NodeView, PeerConfig } from '@weft/protocol';
+import type { DesiredState, NetMap, NodeView, PeerConfig, Prefs } from '@weft/protocol';
+import { SAFE_MTU } from '../paths/mtu.js';
+import { choosePeerEndpoint } from '../paths/selection.js';
+import { applyRoutes } from './exit-nodes.js';
 import { normalizeFilter } from './filter.js';
-import { SAFE_MTU } from './mtu.js';
-import { choosePeerEndpoint } from './path.js';
 
-// The complete OS state the helper should converge to, as a pure function of what the engine
-// knows. Pure so it is tested without sockets, and so re-sending it is always safe.
+// The complete OS state the helper should converge to, as one pure function of what the engine
+// knows (netmap, prefs, paths). Pure so it is tested without sockets, and so re-sending it is
+// always safe.
 
 export const PERSISTENT_KEEPALIVE_SECONDS = 25;
 
@@ -13,7 +15,7 @@ export interface DesiredInputs {
   interfaceName: string;
   nodePrivateKey: string;
   listenPort: number;
-  /** The interface MTU (mtu.ts chooses it from the paths); the size that fits any path by default. */
+  /** The interface MTU (paths/mtu.ts chooses it); the size that fits any path by default. */
   mtu?: number;
   /** Path selection's endpoint for a peer (direct candidate or loopback relay proxy). */
   endpointFor?: (peer: NodeView) => string | undefined;
@@ -69,4 +71,43 @@ export function desiredState({
     // Enforced by the helper on what arrives from the tunnel; an empty filter lets nothing in.
     filter: normalizeFilter(netmap.packetFilter),
   };
+}
+
+/** What path selection tells the desired state (paths/connectivity.ts while a session runs). */
+export interface PathView {
+  /** The endpoint for a peer: a direct candidate or the loopback relay proxy. */
+  endpointFor(peer: NodeView): string | undefined;
+  /** Peers that are not tailnet nodes: the relays' reflectors. */
+  reflectorPeers(): PeerConfig[];
+}
+
+export interface OsInputs {
+  netmap: NetMap;
+  prefs: Prefs;
+  /** Absent before a session has path selection: each peer gets its first candidate. */
+  paths: PathView | null;
+  /** The interface MTU chosen from the paths (paths/mtu.ts); 1280 when absent. */
+  mtu?: number;
+  interfaceName: string;
+  nodePrivateKey: string;
+  /** Prefixes of the networks this machine is on (never routed into the tunnel). */
+  localPrefixes: string[];
+  /** Control and relay servers' addresses as /32 and /128: reached outside the tunnel. */
+  bypass: string[];
+}
+
+/** The whole desired OS state: the tunnel to every peer, then exit node, subnet routes, router. */
+export function desiredOsState(inp: OsInputs): DesiredState {
+  const { netmap, prefs, paths } = inp;
+  const tunnel = desiredState({
+    netmap,
+    interfaceName: inp.interfaceName,
+    nodePrivateKey: inp.nodePrivateKey,
+    listenPort: prefs.listenPort,
+    ...(inp.mtu === undefined ? {} : { mtu: inp.mtu }),
+    ...(paths
+      ? { endpointFor: (peer: NodeView) => paths.endpointFor(peer), extraPeers: paths.reflectorPeers() }
+      : {}),
+  });
+  return applyRoutes(tunnel, netmap, { prefs, localPrefixes: inp.localPrefixes, bypass: inp.bypass });
 }

@@ -11,12 +11,12 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HelperClient } from '../helper/client.js';
 import { silentLogger, stderrLogger } from '../log/logger.js';
+import type { ProbeRequest, Underlay } from '../paths/mtu.js';
 import { StateStore } from '../state/store.js';
 import { nodeView, type RegisteredNode, StandInControl } from '../testing/standin-control.js';
 import { StandInHelper } from '../testing/standin-helper.js';
 import { waitUntil } from '../testing/wait.js';
 import { Engine } from './engine.js';
-import type { ProbeRequest, Underlay } from './mtu.js';
 
 const IFACE = 'wefttest0';
 const peerKey = generateKeyPair().publicKey;

@@ -2,7 +2,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { generateKeyPair, type NetMap, publicKeyOf } from '@weft/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { RelayConnection } from '../relay/client.js';
+import { RelayConnection } from '../paths/relay-client.js';
 import { type EngineFixture, engineFixture } from '../testing/engine-fixture.js';
 import { weftRelay } from '../testing/relay.js';
 import { nodeView, type RegisteredNode } from '../testing/standin-control.js';

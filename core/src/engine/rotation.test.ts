@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileAtomic } from '../state/atomic.js';
 import { type EngineFixture, engineFixture } from '../testing/engine-fixture.js';
 import { waitUntil } from '../testing/wait.js';
-import type { Engine, EngineOptions } from './engine.js';
+import type { Engine } from './engine.js';
+import type { EngineOptions } from './options.js';
 
 // Automatic node key rotation against the stand-in control, which checks the proof of the old key
 // exactly as control does (verifyNodeKeyRotationProof with its own private key).

@@ -4,6 +4,7 @@ import {
   ExitNodeList,
   LOCALAPI_PREFIX,
   NetcheckReport,
+  type PrefsPatch,
   Status,
   type UpRequest,
   WatchEvent,
@@ -13,16 +14,6 @@ import { checkSocketOwner } from '../socket-owner.js';
 
 // Client of the LocalAPI for the CLI, the desktop app and the web shell (core/src/bridge): talks
 // HTTP over the daemon's unix socket and validates every answer with the protocol's schemas.
-
-/** `POST /prefs`: the engine settings the app changes (exit node, what this device advertises). */
-export interface EnginePrefsPatch {
-  exitNodeId?: string | null;
-  exitNodeAllowLan?: boolean;
-  advertiseExitNode?: boolean;
-  advertiseRoutes?: string[];
-  /** Use the subnet routes other nodes offer (default on). */
-  acceptRoutes?: boolean;
-}
 
 export interface LocalApiClientOptions {
   /** Gives up on an answer after this long (0: never). `up` and `watch` never time out. */
@@ -85,7 +76,7 @@ export class LocalApiClient {
   }
 
   /** Changes engine settings (exit node, advertised routes); an engine without /prefs answers 404. */
-  setPrefs(patch: EnginePrefsPatch): Promise<Status> {
+  setPrefs(patch: PrefsPatch): Promise<Status> {
     return this.call('POST', '/prefs', patch, Status);
   }
 

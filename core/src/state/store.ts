@@ -1,11 +1,11 @@
 import { randomInt } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateKeyPair, Key, NetMap, publicKeyOf } from '@weft/protocol';
+import { generateKeyPair, Key, NetMap, Prefs, publicKeyOf, StoredPrefs, withDefaults } from '@weft/protocol';
 import type { z } from 'zod';
 import { WeftError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
-import { ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login, Prefs } from './schemas.js';
+import { ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login } from './schemas.js';
 
 // The engine's state folder. Everything in it is owner-only: the keys are secrets, and the
 // netmap and prefs describe the tailnet to whoever can read them.
@@ -97,14 +97,14 @@ export class StateStore {
 
   /** Reads prefs, creating them (with a random listen port) on first run. */
   async loadPrefs(): Promise<Prefs> {
-    const prefs = await this.readJson('prefs.json', Prefs);
-    if (prefs) return prefs;
-    const fresh: Prefs = {
+    const prefs = await this.readJson('prefs.json', StoredPrefs);
+    if (prefs) return withDefaults(prefs);
+    const fresh = withDefaults({
       controlUrl: null,
       hostname: null,
       wantRunning: false,
       listenPort: randomInt(LISTEN_PORT_MIN, LISTEN_PORT_MAX + 1),
-    };
+    });
     await this.savePrefs(fresh);
     return fresh;
   }

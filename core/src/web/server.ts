@@ -15,7 +15,7 @@ import {
 import { WebSocketServer } from 'ws';
 import { describeError, type Logger, silentLogger } from '../log/logger.js';
 
-// The web shell: the renderer's static files plus the bridge (protocol/src/bridge.ts) over HTTP +
+// The web shell: the renderer's static files plus the bridge (protocol/src/bridge/) over HTTP +
 // WebSocket, for a browser on this machine. What guards it (see docs/security.md):
 //   - a random token, in the URL the shell prints: every call (Authorization: Bearer) and every
 //     event stream (?token=) must carry it; compared in constant time;

@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,5 +47,35 @@ describe('weft-relay serve', () => {
       'say whom to serve',
     );
     expect(serve('--open', '--max-queue-mib', '0').err).toContain('must be a whole number above 0');
+    expect(serve('--open', '--stun-port', '70000').err).toContain('must be a port number');
+  });
+
+  it('names its DERP URL and, with --stun-port, its STUN port on the line it prints at start', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        '--listen',
+        '127.0.0.1:0',
+        '--reflector-port',
+        '0',
+        '--stun-port',
+        '0',
+        '--state-dir',
+        dir,
+        '--open',
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    try {
+      const [line] = (await once(child.stdout, 'data')) as [Buffer];
+      expect(line.toString()).toMatch(
+        /^weft-relay listening on ws:\/\/127\.0\.0\.1:(\d+)\/relay, derp http:\/\/127\.0\.0\.1:\1\/derp, reflector udp 127\.0\.0\.1:\d+, stun udp 127\.0\.0\.1:\d+, key /,
+      );
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
   });
 });

@@ -3,9 +3,9 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { RelayConnection } from '@weft/core';
 import { generateKeyPair } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RelayClient } from '../client.js';
 import { Membership } from '../membership.js';
 import { type RunningRelay, startRelay } from '../relay.js';
 
@@ -73,12 +73,19 @@ describe.skipIf(!haveGo)('the real Tailscale DERP and STUN clients against weft-
   });
 
   it('a derphttp client and a Weft relay client reach each other through the one forwarding table', async () => {
-    const w = new RelayClient({ url: relay.url, privateKey: weftNode.privateKey, relayKey: relay.publicKey });
-    const connected = once(w, 'connected');
+    const w = new RelayConnection({
+      url: relay.url,
+      nodePrivateKey: weftNode.privateKey,
+      nodeKey: weftNode.publicKey,
+      relayKey: relay.publicKey,
+    });
+    const connected = once(w, 'up');
     w.start();
     await connected;
     try {
-      w.on('packet', (from, packet) => w.send(from, Buffer.concat([Buffer.from('weft echo: '), packet])));
+      w.on('packet', (from, packet) =>
+        w.send(Buffer.from(from, 'base64'), Buffer.concat([Buffer.from('weft echo: '), packet])),
+      );
       const out = await anchor(
         'send',
         '-url',
@@ -92,7 +99,7 @@ describe.skipIf(!haveGo)('the real Tailscale DERP and STUN clients against weft-
       );
       expect(out.received).toEqual(['weft echo: go 0', 'weft echo: go 1', 'weft echo: go 2']);
     } finally {
-      await w.close();
+      w.close();
     }
   });
 

@@ -1,5 +1,8 @@
 import { once } from 'node:events';
 import { request } from 'node:http';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { RelayConnection } from '@weft/core';
 import {
   DERP_WS_SUBPROTOCOL,
   DerpFrameType,
@@ -9,7 +12,6 @@ import {
 } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { RelayClient } from '../client.js';
 import type { RelayLimits } from '../connection.js';
 import { Membership } from '../membership.js';
 import { type RunningRelay, startRelay } from '../relay.js';
@@ -133,6 +135,21 @@ describe('DERP login', () => {
     expect(s.health()).toMatch(/over the limit/);
   });
 
+  it('skips the HTTP 101 response for a client that asks for a fast start', async () => {
+    const r = await relay();
+    const port = Number(new URL(derpUrl(r)).port);
+    const socket = new Socket();
+    cleanups.push(() => socket.destroy());
+    await new Promise<void>((resolve) => socket.connect(port, '127.0.0.1', resolve));
+    socket.write(
+      'GET /derp HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: DERP\r\nDerp-Fast-Start: 1\r\n\r\n',
+    );
+    const [first] = (await once(socket, 'data')) as [Buffer];
+    // The first bytes are the ServerKey frame itself: type 1, length 40, the magic.
+    expect([...first.subarray(0, 5)]).toEqual([DerpFrameType.serverKey, 0, 0, 0, 40]);
+    expect(first.subarray(5, 13).toString('utf8')).toBe('DERP🔑');
+  });
+
   it('serves the probe endpoints and refuses a /derp request without an upgrade', async () => {
     const r = await relay();
     for (const path of ['/derp/probe', '/derp/latency-check']) {
@@ -160,15 +177,20 @@ describe('DERP forwarding (one table with Weft)', () => {
     const r = await relay();
     const d = await derp(r);
     const weftKeys = generateKeyPair();
-    const w = new RelayClient({ url: r.url, privateKey: weftKeys.privateKey, relayKey: r.publicKey });
-    cleanups.push(() => w.close());
+    const w = new RelayConnection({
+      url: r.url,
+      nodePrivateKey: weftKeys.privateKey,
+      nodeKey: weftKeys.publicKey,
+      relayKey: r.publicKey,
+    });
+    cleanups.push(async () => w.close());
     const fromDerp: string[] = [];
     w.on('packet', (from, packet) => fromDerp.push(`${from}:${Buffer.from(packet).toString()}`));
-    const connected = once(w, 'connected');
+    const connected = once(w, 'up');
     w.start();
     await connected;
     d.c.send(raw32(weftKeys), Buffer.from('to weft'));
-    w.send(d.keys.publicKey, Buffer.from('to derp'));
+    w.send(raw32(d.keys), Buffer.from('to derp'));
     await until('both packets', () => fromDerp.length === 1 && d.got.packets.length === 1);
     expect(fromDerp).toEqual([`${d.keys.publicKey}:to weft`]);
     expect(d.got.packets).toEqual([{ from: weftKeys.publicKey, data: 'to derp' }]);
@@ -191,12 +213,14 @@ describe('DERP forwarding (one table with Weft)', () => {
     ]);
   });
 
-  it('answers Ping with Pong, refuses mesh frames, and ignores unknown frame types', async () => {
+  it('notes NotePreferred, answers Ping with Pong, refuses mesh frames, and ignores unknown frame types', async () => {
     const r = await relay();
     const a = await derp(r);
     a.c.writeRaw(encodeDerpFrame(0x7f as DerpFrameType, Buffer.from('future')));
+    a.c.writeRaw(encodeDerpFrame(DerpFrameType.notePreferred, Uint8Array.of(1)));
     a.c.writeRaw(encodeDerpFrame(DerpFrameType.ping, Buffer.from('pingpong')));
     await until('pong', () => a.got.frames.some((f) => f.type === DerpFrameType.pong));
+    expect(r.server.stats()).toMatchObject({ derpClients: 1, derpHome: 1 });
     expect(a.got.frames.find((f) => f.type === DerpFrameType.pong)?.payload.toString()).toBe('pingpong');
     a.c.writeRaw(encodeDerpFrame(DerpFrameType.watchConns));
     await until('closed', () => a.got.closed);
@@ -317,7 +341,7 @@ async function rawDerp(r: RunningRelay) {
   };
 }
 
-function upgrade(url: string): Promise<{ socket: import('node:net').Socket }> {
+function upgrade(url: string): Promise<{ socket: Duplex }> {
   return new Promise((resolve, reject) => {
     const req = request(url, { headers: { connection: 'Upgrade', upgrade: 'DERP' } });
     req.once('error', reject);

@@ -18,7 +18,7 @@ export async function connectBridge(onLink: (up: boolean) => void): Promise<Brid
     return createBridgeClient(fromPreload, (p) => console.warn(p));
   }
   if (import.meta.env.DEV && new URLSearchParams(window.location.search).has('mock')) {
-    const { MockBackend } = await import('./mock-backend.js');
+    const { MockBackend } = await import('../../testing/mock-backend.js');
     const backend = new MockBackend({ delayMs: 600 });
     onLink(true);
     return createBridgeClient({

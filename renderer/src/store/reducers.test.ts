@@ -7,7 +7,7 @@ import {
   makeEventMessage,
 } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { demoPeers, MockBackend } from '../bridge/mock-backend.js';
+import { demoPeers, MockBackend } from '../../testing/mock-backend.js';
 import { filterPeers, initialData, MAX_TOASTS, osName, reduce, relativeTime } from './reducers.js';
 import { boot, createWeftStore } from './store.js';
 

@@ -9,8 +9,7 @@ export function ExitNodes({ app }: { app: AppState }) {
   const dispatch = useWeft((s) => s.dispatch);
   const query = useWeft((s) => s.ui.exitQuery);
   const busy = useWeft((s) => Boolean(s.ui.busy.setExitNode));
-  const { recommended, list, current } = exitNodeOptions(app);
-  const allowLan = app.engine?.exitNode?.allowLan ?? app.prefs.exitNodeAllowLan;
+  const { recommended, list, current, allowLan } = exitNodeOptions(app);
   const currentId = current?.id ?? app.engine?.exitNode?.id ?? null;
   const name = useId();
   const matches = new Set(filterPeers(list, query).map((p) => p.id));

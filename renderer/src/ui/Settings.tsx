@@ -1,4 +1,4 @@
-import { type AppState, ControlUrl, parseRoutesText, type Theme } from '@weft/protocol';
+import { type AppState, ControlUrl, PREFS_DEFAULTS, parseRoutesText, type Theme } from '@weft/protocol';
 import { type FormEvent, useId, useState } from 'react';
 import { useWeft } from '../store/store.js';
 import { ScreenHeading, Switch } from './common.js';
@@ -8,8 +8,8 @@ export function Settings({ app }: { app: AppState }) {
   const busy = useWeft((s) => s.ui.busy);
   const engine = app.engine;
   const prefs = app.prefs;
-  const advertiseExitNode = engine?.prefs?.advertiseExitNode ?? prefs.advertiseExitNode;
-  const advertiseRoutes = engine?.prefs?.advertiseRoutes ?? prefs.advertiseRoutes;
+  const advertiseExitNode = engine?.prefs?.advertiseExitNode ?? PREFS_DEFAULTS.advertiseExitNode;
+  const advertiseRoutes = engine?.prefs?.advertiseRoutes ?? PREFS_DEFAULTS.advertiseRoutes;
   const signedIn = engine?.backendState !== 'NeedsLogin' && engine?.self != null;
   const themeName = useId();
 

@@ -1,5 +1,4 @@
-import type { EngineStatus, UpRequest } from '@weft/protocol';
-import type { EnginePrefsPatch } from '../../localapi/client.js';
+import { type EngineStatus, PREFS_DEFAULTS, type PrefsPatch, type UpRequest } from '@weft/protocol';
 import type { EngineApi, WatchLine } from '../controller.js';
 import { runningEngine } from './fixtures.js';
 
@@ -57,18 +56,23 @@ export class FakeEngine implements EngineApi {
     this.calls.push('cancelLogin');
     throw Object.assign(new Error('no such endpoint'), { httpStatus: 404 });
   }
-  async setPrefs(patch: EnginePrefsPatch) {
+  async setPrefs(patch: PrefsPatch) {
     this.calls.push(`prefs ${JSON.stringify(patch)}`);
     if (this.prefsFail) throw this.prefsFail;
-    if (patch.exitNodeId !== undefined) {
-      this.set({
-        ...this.status_,
-        exitNode:
-          patch.exitNodeId === null
-            ? null
-            : { id: patch.exitNodeId, allowLan: patch.exitNodeAllowLan ?? false },
-      });
-    }
+    const d = PREFS_DEFAULTS;
+    const was = this.status_.prefs;
+    const prefs = {
+      exitNodeAllowLan: patch.exitNodeAllowLan ?? was?.exitNodeAllowLan ?? d.exitNodeAllowLan,
+      advertiseExitNode: patch.advertiseExitNode ?? was?.advertiseExitNode ?? d.advertiseExitNode,
+      advertiseRoutes: patch.advertiseRoutes ?? was?.advertiseRoutes ?? d.advertiseRoutes,
+    };
+    const exitNode =
+      patch.exitNodeId === undefined
+        ? this.status_.exitNode
+        : patch.exitNodeId === null
+          ? null
+          : { id: patch.exitNodeId, allowLan: prefs.exitNodeAllowLan };
+    this.set({ ...this.status_, exitNode, prefs });
     return this.status_;
   }
   watch(onLine: (l: WatchLine) => void, signal: AbortSignal): Promise<void> {

@@ -66,10 +66,7 @@ export function appState(extra: Partial<AppState> = {}): AppState {
       launchAtLogin: false,
       notifications: true,
       theme: 'system',
-      exitNodeAllowLan: false,
       recentExitNodes: [],
-      advertiseExitNode: false,
-      advertiseRoutes: [],
     },
     pending: null,
     shell: 'electron',
@@ -93,8 +90,11 @@ export const STATES = {
   connected: () => appState(),
   'exit-node': () =>
     appState({
-      engine: runningEngine({ exitNode: { id: 'exit-a', allowLan: true } }),
-      prefs: { ...appState().prefs, recentExitNodes: ['exit-a'], exitNodeAllowLan: true },
+      engine: runningEngine({
+        exitNode: { id: 'exit-a', allowLan: true },
+        prefs: { exitNodeAllowLan: true, advertiseExitNode: false, advertiseRoutes: [] },
+      }),
+      prefs: { ...appState().prefs, recentExitNodes: ['exit-a'] },
     }),
   'needs-login': () => appState({ engine: signedOutEngine() }),
   'needs-login-waiting': () =>

@@ -1,18 +1,18 @@
-import { type ExitNodeList, parsePrefix, type Status } from '@weft/protocol';
+import { type ExitNodeList, type PrefsPatch, parsePrefix, type Status } from '@weft/protocol';
 import { type Command, Option } from 'commander';
-import { type EnginePrefsPatch, type LocalApiClient, LocalApiError } from '../localapi/client.js';
+import { type LocalApiClient, LocalApiError } from '../localapi/client.js';
 
-// `weft set`, `weft exit-node list|suggest`, and the routing flags of `weft up`: exit nodes and
+// `weft set`, `weft exit-node list|suggest`, and the route flags of `weft up`: exit nodes and
 // subnet routes over the LocalAPI's /prefs and /exit-nodes.
 
-export interface RoutingFlags {
+export interface RouteFlags {
   advertiseRoutes?: string;
   advertiseExitNode?: boolean;
   acceptRoutes?: boolean;
 }
 
 /** Adds --advertise-routes, --advertise-exit-node and --[no-]accept-routes to a command. */
-export function addRoutingFlags(cmd: Command): Command {
+export function addRouteFlags(cmd: Command): Command {
   return cmd
     .option(
       '--advertise-routes <cidrs>',
@@ -62,9 +62,9 @@ export function parseRoutes(text: string): string[] {
   return out;
 }
 
-/** The prefs patch the routing flags ask for; null when none was given. */
-export function prefsFromFlags(o: RoutingFlags): EnginePrefsPatch | null {
-  const patch: EnginePrefsPatch = {};
+/** The prefs patch the route flags ask for; null when none was given. */
+export function prefsFromFlags(o: RouteFlags): PrefsPatch | null {
+  const patch: PrefsPatch = {};
   if (o.advertiseRoutes !== undefined) patch.advertiseRoutes = parseRoutes(o.advertiseRoutes);
   if (o.advertiseExitNode !== undefined) patch.advertiseExitNode = o.advertiseExitNode;
   if (o.acceptRoutes !== undefined) patch.acceptRoutes = o.acceptRoutes;
@@ -112,8 +112,8 @@ export function formatExitNodes(list: ExitNodeList): string {
   return [...text, '', '* in use, + recommended (online, lowest latency)'].join('\n');
 }
 
-export function addRoutingCommands(program: Command, client: () => LocalApiClient): void {
-  addRoutingFlags(
+export function addExitNodeCommands(program: Command, client: () => LocalApiClient): void {
+  addRouteFlags(
     program
       .command('set')
       .description('change settings: the exit node, allow-LAN, and what this node offers')
@@ -124,9 +124,9 @@ export function addRoutingCommands(program: Command, client: () => LocalApiClien
           'with an exit node, keep the local LAN reachable (default false)',
         ).argParser(parseBool),
       ),
-  ).action(async (o: RoutingFlags & { exitNode?: string; exitNodeAllowLanAccess?: boolean }) => {
+  ).action(async (o: RouteFlags & { exitNode?: string; exitNodeAllowLanAccess?: boolean }) => {
     const api = client();
-    const patch: EnginePrefsPatch = prefsFromFlags(o) ?? {};
+    const patch: PrefsPatch = prefsFromFlags(o) ?? {};
     if (o.exitNode !== undefined) {
       patch.exitNodeId = o.exitNode.trim() === '' ? null : findExitNode(await api.status(), o.exitNode);
     }

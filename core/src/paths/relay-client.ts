@@ -18,7 +18,7 @@ import { Backoff } from '../retry/backoff.js';
 // One node's WebSocket to one relay: proves the node key (relayAuthProof), refuses a relay whose
 // key is not the pinned one, measures latency with WebSocket pings, and reconnects with back-off
 // and jitter until closed. Packets are addressed by node key; the relay only sees WireGuard
-// ciphertext.
+// ciphertext. The only relay client: the engine's relay manager, and relay's tests and bench.
 
 export interface RelayConnectionOptions {
   url: string;
@@ -33,7 +33,12 @@ export interface RelayConnectionOptions {
   idleTimeoutMs?: number;
   /** Bytes that may wait in the socket; a send beyond it is dropped, as UDP would drop it. */
   maxQueueBytes?: number;
+  /** Extra trust anchor for wss:// (a relay with a private CA). */
+  ca?: string | Buffer;
 }
+
+/** The reflector's view of this node's WireGuard socket; null fields: not seen yet. */
+export type ReflectedEndpoint = Omit<Extract<RelayServerMessage, { type: 'endpoint' }>, 'type'>;
 
 export interface RelayConnectionEvents {
   /** Authenticated: packets may flow. */
@@ -41,10 +46,12 @@ export interface RelayConnectionEvents {
   down: [reason: string];
   /** A packet from node key `source` (base64); `packet` is a view valid during the call. */
   packet: [source: string, packet: Uint8Array];
-  /** The reflector's view of this node's WireGuard socket (null: not seen yet). */
-  endpoint: [endpoint: string | null];
+  /** The reflector's answer or news (see requestEndpoint). */
+  endpoint: [reflected: ReflectedEndpoint];
   /** A fresh latency measurement. */
   latency: [ms: number];
+  /** Every socket closed, up or not yet: what the relay said (refusals carry their reason). */
+  closed: [info: { code: number; reason: string }];
 }
 
 export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
@@ -121,12 +128,21 @@ export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
     return true;
   }
 
+  /** Asks the relay where it sees our WireGuard socket; the answer comes as an 'endpoint' event. */
+  requestEndpoint(): boolean {
+    const ws = this.ws;
+    if (!this.authed || ws === null) return false;
+    this.sendControl(ws, { type: 'endpointRequest' });
+    return true;
+  }
+
   private connect(): void {
     const ws = new WebSocket(this.opts.url, RELAY_SUBPROTOCOL, {
       maxPayload: RELAY_MAX_FRAME_BYTES,
       perMessageDeflate: false,
       handshakeTimeout: 10_000,
       followRedirects: false,
+      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
     });
     this.ws = ws;
     this.challenged = false;
@@ -179,7 +195,7 @@ export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
       this.lastError = null;
       this.backoff.reset();
       this.reflectorPort = msg.reflectorPort;
-      this.sendControl(ws, { type: 'endpointRequest' });
+      this.requestEndpoint();
       this.ping(ws);
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.ping(ws), this.opts.pingMs ?? 3_000);
@@ -187,7 +203,7 @@ export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
     } else {
       // "Not seen" after a relay restart says nothing about our mapping: keep the last one.
       if (msg.endpoint !== null) this.reflected = msg.endpoint;
-      this.emit('endpoint', msg.endpoint);
+      this.emit('endpoint', { endpoint: msg.endpoint, observedAt: msg.observedAt });
     }
   }
 
@@ -228,6 +244,7 @@ export class RelayConnection extends EventEmitter<RelayConnectionEvents> {
       this.lastError = `the relay does not serve this node: ${reason}`;
     else if (code !== 1000 && code !== 1005)
       this.lastError ??= `closed with ${code}${reason ? ` ${reason}` : ''}`;
+    this.emit('closed', { code, reason });
     if (wasUp) this.emit('down', this.lastError ?? `closed with ${code}`);
     if (this.stopped) return;
     // Replaced means another process holds this key; retry slowly rather than fight over it.

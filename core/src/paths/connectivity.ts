@@ -14,9 +14,10 @@ import {
   type WgPeerStatus,
 } from '@weft/protocol';
 import { describeError, type Logger } from '../log/logger.js';
-import { RelayManager } from '../relay/manager.js';
-import { RelayProxy } from '../relay/proxy.js';
-import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './path.js';
+import { type AddressSource, localEndpoints, osAddresses } from './local-endpoints.js';
+import { RelayManager } from './relay-manager.js';
+import { RelayProxy } from './relay-proxy.js';
+import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './selection.js';
 
 // Everything that gets packets to peers besides WireGuard itself: the relays (and their
 // reflectors), the loopback relay proxy, and path selection driven by polling the interface.
@@ -28,6 +29,11 @@ export interface ConnectivityEvents {
   change: [];
   /** Candidates to report to control changed (a reflector saw a new mapping). */
   endpoints: [];
+  /**
+   * Our public address changed (a new lease, another network): connections through the old one
+   * are dead even if no packet said so.
+   */
+  publicAddressChanged: [from: string, to: string];
   /** Something shown in status changed (a path, the home relay). */
   status: [];
 }
@@ -37,6 +43,12 @@ export interface ConnectivityOptions {
   nodeKey: string;
   listenPort: number;
   log: Logger;
+  /** The engine's netmap, read when needed: the engine is its one owner. */
+  netmap: () => NetMap | null;
+  /** The tunnel interface, whose own addresses are never candidates. */
+  interfaceName: string;
+  /** This machine's addresses (candidates on the LAN); defaults to the OS's. */
+  addressSource?: AddressSource;
   /** Reads the interface through the helper; null when it cannot be read now. */
   readInterface: () => Promise<InterfaceStatus | null>;
   pathTiming?: Partial<PathTiming>;
@@ -63,13 +75,14 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   readonly relays: RelayManager;
   readonly proxy: RelayProxy;
   readonly paths: PathManager;
-  private netmap: NetMap | null = null;
   private pokeSocket4: Socket | null = null;
   private pokeSocket6: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
   private closed = false;
   private lastWg: WgPeerStatus[] = [];
+  /** The public addresses the reflectors last saw, sorted and space-separated ('' before any). */
+  private publicIps = '';
   private statusKey = '';
 
   constructor(private readonly opts: ConnectivityOptions) {
@@ -91,7 +104,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
       onTransition: (key, from, to, why, endpoint) => {
-        const name = this.netmap?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
+        const name = this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
         const line = `path to ${name}: ${from} → ${to}${endpoint ? ` ${endpoint}` : ''} (${why})`;
         if (to === 'trying' && why === 'trial') opts.log.debug(line);
         else opts.log.info(line);
@@ -103,14 +116,22 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       this.paths.refresh();
       this.changed(true);
     });
-    this.relays.on('endpoints', () => this.emit('endpoints'));
+    this.relays.on('endpoints', () => {
+      const ips = [...new Set(this.reflectedEndpoints().map((e) => e.replace(/:\d+$/, '')))].sort().join(' ');
+      const known = this.publicIps.split(' ');
+      if (this.publicIps !== '' && ips.split(' ').some((ip) => ip !== '' && !known.includes(ip)))
+        this.emit('publicAddressChanged', this.publicIps, ips);
+      if (ips !== '') this.publicIps = ips;
+      this.emit('endpoints');
+    });
     this.proxy.on('change', () => this.changed(this.paths.refresh()));
     this.schedule(0);
   }
 
-  /** Follows a new netmap: relay regions, proxy sockets, peers and their candidates. */
-  setNetmap(netmap: NetMap): void {
-    this.netmap = netmap;
+  /** Follows the engine's new netmap: relay regions, proxy sockets, peers and their candidates. */
+  netmapChanged(): void {
+    const netmap = this.opts.netmap();
+    if (!netmap) return;
     this.relays.setMap(netmap.relayMap);
     const peers = netmap.peers.filter((p) => p.nodeKey !== netmap.self.nodeKey);
     this.proxy.setPeers(this.relays.configured ? peers.map((p) => p.nodeKey) : []);
@@ -134,6 +155,13 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     return this.relays.reflectedEndpoints();
   }
 
+  /** The candidates to report to control: reflected mappings first, then this machine's own. */
+  candidates(): string[] {
+    // Peers try candidates in the order reported (after same-LAN ones).
+    const reflected = this.reflectedEndpoints();
+    return [...reflected, ...this.localEndpoints().filter((e) => !reflected.includes(e))];
+  }
+
   peerPath(key: string, endpoint: string | null): PeerPathStatus {
     const info = this.paths.info(key);
     const home = this.relays.homeRegion?.name ?? null;
@@ -149,7 +177,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   }
 
   /** What `weft netcheck` prints: reflected mappings, UDP, relays and their latency. */
-  netcheck(local: string[]): NetcheckReport {
+  netcheck(): NetcheckReport {
     const relays = this.relays.report();
     const reflected = this.relays.reflectedEndpoints();
     const reflectorSeen = this.lastWg.some(
@@ -160,7 +188,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       udp: relays.length === 0 ? null : reflected.length > 0 || reflectorSeen,
       reflected,
       mappingVariesByDestination: seen.length < 2 ? null : new Set(seen).size > 1,
-      local,
+      local: this.localEndpoints(),
       homeRegion: this.relays.homeRegion?.name ?? null,
       relays,
     };
@@ -173,6 +201,11 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     this.proxy.close();
     this.pokeSocket4?.close();
     this.pokeSocket6?.close();
+  }
+
+  private localEndpoints(): string[] {
+    const { addressSource = osAddresses, interfaceName, listenPort } = this.opts;
+    return localEndpoints(addressSource, interfaceName, listenPort);
   }
 
   private pathPeer(p: NodeView): PathPeer {
@@ -191,7 +224,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     const key = JSON.stringify([
       this.relays.homeRegion?.regionId ?? null,
       this.relays.available,
-      ...(this.netmap?.peers ?? []).map((p) => this.paths.info(p.nodeKey)?.mode),
+      ...(this.opts.netmap()?.peers ?? []).map((p) => this.paths.info(p.nodeKey)?.mode),
     ]);
     if (key !== this.statusKey) {
       this.statusKey = key;
@@ -211,7 +244,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     try {
       // Without relays there is nothing to choose (each peer keeps its first candidate): no polling,
       // no pokes.
-      if (this.netmap && this.netmap.peers.length > 0 && this.relays.configured) {
+      if ((this.opts.netmap()?.peers.length ?? 0) > 0 && this.relays.configured) {
         const iface = await this.opts.readInterface();
         if (iface?.exists) {
           this.lastWg = iface.peers;
@@ -230,7 +263,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
 
   /** A datagram into the tunnel to the peer: WireGuard encrypts it and sends it to the endpoint. */
   private poke(key: string): void {
-    const peer = this.netmap?.peers.find((p) => p.nodeKey === key);
+    const peer = this.opts.netmap()?.peers.find((p) => p.nodeKey === key);
     if (!peer) return;
     const addrs = peer.addresses.map((a) => a.replace(/\/\d+$/, ''));
     const v4 = addrs.find((a) => parseAddr(a)?.family === 4);

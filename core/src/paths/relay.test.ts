@@ -4,9 +4,9 @@ import { generateKeyPair, type KeyPair, type RelayMap } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log/logger.js';
 import { type Relay, weftRelay } from '../testing/relay.js';
-import { RelayConnection } from './client.js';
-import { RelayManager } from './manager.js';
-import { RelayProxy } from './proxy.js';
+import { RelayConnection } from './relay-client.js';
+import { RelayManager } from './relay-manager.js';
+import { RelayProxy } from './relay-proxy.js';
 
 // Core's relay side against the real `weft-relay` binary (built by `npm run build`; core does not
 // import the relay's code) on loopback: authentication with a pinned key, the loopback proxy that

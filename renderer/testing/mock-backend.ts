@@ -154,10 +154,7 @@ export class MockBackend {
       launchAtLogin: false,
       notifications: true,
       theme: 'system',
-      exitNodeAllowLan: false,
       recentExitNodes: [],
-      advertiseExitNode: false,
-      advertiseRoutes: [],
     };
     this.state = {
       seq: 1,
@@ -235,7 +232,7 @@ export class MockBackend {
       exitNode: null,
       recommendedExitNodeId: null,
       user: { loginName: 'alice@example.com', displayName: 'Alice Example' },
-      prefs: { advertiseExitNode: false, advertiseRoutes: [] },
+      prefs: { exitNodeAllowLan: false, advertiseExitNode: false, advertiseRoutes: [] },
     };
   }
 
@@ -349,7 +346,7 @@ export class MockBackend {
           this.state.prefs.recentExitNodes = recent;
         }
         engine.exitNode = id === null ? null : { id, allowLan };
-        this.state.prefs.exitNodeAllowLan = allowLan;
+        if (engine.prefs) engine.prefs.exitNodeAllowLan = allowLan;
         this.publish();
         return ok;
       },
@@ -363,10 +360,9 @@ export class MockBackend {
         const { advertiseExitNode, advertiseRoutes, ...rest } = patch;
         Object.assign(this.state.prefs, rest);
         const engine = this.state.engine;
-        if (advertiseExitNode !== undefined) this.state.prefs.advertiseExitNode = advertiseExitNode;
-        if (advertiseRoutes !== undefined) this.state.prefs.advertiseRoutes = advertiseRoutes;
         if (engine?.prefs && (advertiseExitNode !== undefined || advertiseRoutes !== undefined)) {
           engine.prefs = {
+            ...engine.prefs,
             advertiseExitNode: advertiseExitNode ?? engine.prefs.advertiseExitNode,
             advertiseRoutes: advertiseRoutes ?? engine.prefs.advertiseRoutes,
           };

@@ -143,6 +143,7 @@ describe('exit nodes and subnet routes in the engine', () => {
     await waitUntil('routes reported', () => control.routeReports.length > 0);
     expect(control.routeReports.at(-1)).toEqual(['203.0.113.0/24', ...EXIT]);
     expect((await first.api.status()).prefs).toEqual({
+      exitNodeAllowLan: false,
       advertiseExitNode: true,
       advertiseRoutes: ['203.0.113.0/24'],
     });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { checkPolicy } from './check.js';
-import { compilePolicy, type EngineChange, type NodePolicy, PolicyEngine } from './engine.js';
+import { CompiledPolicy, compilePolicy, type NodePolicy, type PolicyChange } from './compiler.js';
 import { compareFilters } from './filter-meaning.js';
 import { IPSet, parseFilterIP } from './ipset.js';
 import { parsePolicy } from './parse.js';
@@ -22,13 +22,13 @@ function sampleCases(): { id: string; policy: string; tailnet: Tailnet }[] {
     .map((c) => ({ id: c.id, policy: c.policy, tailnet: parseTailnet({ users: c.users, nodes: c.nodes }) }));
 }
 
-function snapshot(engine: PolicyEngine): Record<string, NodePolicy> {
+function snapshot(engine: CompiledPolicy): Record<string, NodePolicy> {
   return JSON.parse(JSON.stringify(engine.all()));
 }
 
 /** The change must name every node whose policy moved, with the exact peer delta. */
 function expectChangeCovers(
-  change: EngineChange,
+  change: PolicyChange,
   before: Record<string, NodePolicy>,
   after: Record<string, NodePolicy>,
 ) {
@@ -55,7 +55,7 @@ describe('incremental compilation', () => {
     (_id, c) => {
       const policy = parsePolicy(c.policy);
       const names = Object.keys(c.tailnet.nodes);
-      const engine = new PolicyEngine(policy, c.tailnet.users);
+      const engine = new CompiledPolicy(policy, c.tailnet.users);
       for (const name of names) {
         const before = snapshot(engine);
         const change = engine.upsertNode(name, c.tailnet.nodes[name] as Tailnet['nodes'][string]);

@@ -10,7 +10,7 @@ import {
   type RelayRegion,
 } from '@weft/protocol';
 import type { Logger } from '../log/logger.js';
-import { RelayConnection } from './client.js';
+import { RelayConnection } from './relay-client.js';
 
 // The node's relays: one WebSocket per region of the relay map (so a peer is reachable whichever
 // region it calls home), a home region picked by latency (with hysteresis, and failing over as
@@ -198,7 +198,7 @@ export class RelayManager extends EventEmitter<RelayManagerEvents> {
     conn.on('latency', () => {
       if (this.pickHome()) this.emit('change');
     });
-    conn.on('endpoint', (endpoint) => {
+    conn.on('endpoint', ({ endpoint }) => {
       this.opts.log.debug(`relay ${region.name} reflects our WireGuard socket at ${endpoint}`);
       this.emit('endpoints');
     });

@@ -1,17 +1,16 @@
-import type { DesiredState, NetMap, Status } from '@weft/protocol';
+import { type DesiredState, type NetMap, type Prefs, type Status, withDefaults } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { nodeView } from '../testing/standin-control.js';
 import {
   advertisedRoutes,
-  applyRouting,
+  applyRoutes,
   exitNodeList,
   exitNodeProblem,
   localPrefixes,
-  type RoutingPrefs,
   recommend,
-  routingStatus,
+  routeStatus,
   ServerAddresses,
-} from './routing.js';
+} from './exit-nodes.js';
 
 // The routing parts of the desired state and of the status, from the netmap and the user's choices.
 
@@ -36,16 +35,10 @@ function base(m: NetMap): DesiredState {
   };
 }
 
-const prefs = (over: Partial<RoutingPrefs> = {}): RoutingPrefs => ({
-  exitNodeId: null,
-  exitNodeAllowLan: false,
-  advertiseExitNode: false,
-  advertiseRoutes: [],
-  acceptRoutes: true,
-  ...over,
-});
+const prefs = (over: Partial<Prefs> = {}): Prefs =>
+  withDefaults({ controlUrl: null, hostname: null, wantRunning: true, listenPort: 41641, ...over });
 
-const inputs = (p: RoutingPrefs) => ({
+const inputs = (p: Prefs) => ({
   prefs: p,
   localPrefixes: ['198.18.20.0/24'],
   bypass: ['198.18.30.5/32'],
@@ -53,10 +46,10 @@ const inputs = (p: RoutingPrefs) => ({
 
 const allowed = (s: DesiredState, key: string) => s.peers.find((p) => p.publicKey === key)?.allowedIPs;
 
-describe('applyRouting', () => {
+describe('applyRoutes', () => {
   it('routes approved subnets into the tunnel, never the exit routes of an unchosen exit node', () => {
     const m = map();
-    const s = applyRouting(base(m), m, inputs(prefs()));
+    const s = applyRoutes(base(m), m, inputs(prefs()));
     expect(s.routes).toEqual([...m.tailnetRanges, '198.51.100.0/24']);
     expect(allowed(s, K(2))).toEqual([...own(2), '198.51.100.0/24']);
     expect(allowed(s, K(3))).toEqual(own(3));
@@ -66,14 +59,14 @@ describe('applyRouting', () => {
 
   it('with accept-routes off, subnets stay out', () => {
     const m = map();
-    const s = applyRouting(base(m), m, inputs(prefs({ acceptRoutes: false })));
+    const s = applyRoutes(base(m), m, inputs(prefs({ acceptRoutes: false })));
     expect(s.routes).toEqual(m.tailnetRanges);
     expect(allowed(s, K(2))).toEqual(own(2));
   });
 
   it('a subnet this machine is on is not routed into the tunnel (the helper would refuse it)', () => {
     const m = map(undefined, [nodeView(2, K(2), { allowedIPs: [...own(2), '198.18.20.0/24'] })]);
-    const s = applyRouting(base(m), m, inputs(prefs()));
+    const s = applyRoutes(base(m), m, inputs(prefs()));
     expect(s.routes).toEqual(m.tailnetRanges);
     expect(allowed(s, K(2))).toEqual(own(2));
   });
@@ -83,7 +76,7 @@ describe('applyRouting', () => {
       allowedIPs: [...own(2), '0.0.0.0/1', '128.0.0.0/1', '198.51.100.0/24'],
     });
     const m = map(undefined, [halves]);
-    const s = applyRouting(base(m), m, inputs(prefs()));
+    const s = applyRoutes(base(m), m, inputs(prefs()));
     // 0.0.0.0/1 alone is already more than 1/64 of IPv4; 128.0.0.0/1 too.
     expect(s.routes).toEqual([...m.tailnetRanges, '198.51.100.0/24']);
     expect(allowed(s, K(2))).toEqual([...own(2), '198.51.100.0/24']);
@@ -91,23 +84,23 @@ describe('applyRouting', () => {
 
   it('the chosen exit node carries 0.0.0.0/0 and ::/0 (not in routes); bypass and LAN as asked', () => {
     const m = map();
-    const off = applyRouting(base(m), m, inputs(prefs({ exitNodeId: exit.id })));
+    const off = applyRoutes(base(m), m, inputs(prefs({ exitNodeId: exit.id })));
     expect(allowed(off, K(3))).toEqual([...own(3), ...EXIT]);
     expect(off.routes).not.toContain('0.0.0.0/0');
     expect(off.exitNode).toEqual({ allowedLan: [], bypass: ['198.18.30.5/32'] });
-    const on = applyRouting(base(m), m, inputs(prefs({ exitNodeId: exit.id, exitNodeAllowLan: true })));
+    const on = applyRoutes(base(m), m, inputs(prefs({ exitNodeId: exit.id, exitNodeAllowLan: true })));
     expect(on.exitNode).toEqual({ allowedLan: ['198.18.20.0/24'], bypass: ['198.18.30.5/32'] });
   });
 
   it('a chosen exit node no longer offered still sets exitNode: traffic is blocked, not leaked', () => {
     const gone = map(undefined, [router, plain]);
-    const s = applyRouting(base(gone), gone, inputs(prefs({ exitNodeId: exit.id })));
+    const s = applyRoutes(base(gone), gone, inputs(prefs({ exitNodeId: exit.id })));
     expect(s.exitNode).toEqual({ allowedLan: [], bypass: ['198.18.30.5/32'] });
     expect(s.peers.some((p) => p.allowedIPs.includes('0.0.0.0/0'))).toBe(false);
     expect(exitNodeProblem(gone, prefs({ exitNodeId: exit.id }))).toMatch(/not available.*blocked/);
     // A peer that is not offered as an exit node never gets the default route.
     const m = map(undefined, [nodeView(3, K(3), { allowedIPs: [...own(3), ...EXIT] })]);
-    const t = applyRouting(base(m), m, inputs(prefs({ exitNodeId: 'n3' })));
+    const t = applyRoutes(base(m), m, inputs(prefs({ exitNodeId: 'n3' })));
     expect(allowed(t, K(3))).toEqual(own(3));
   });
 
@@ -115,14 +108,14 @@ describe('applyRouting', () => {
     const self = nodeView(1, K(1), { allowedIPs: [...own(1), '198.51.100.0/24', ...EXIT] });
     const m = map(self, [plain]);
     const both = prefs({ advertiseRoutes: ['198.51.100.0/24'], advertiseExitNode: true });
-    expect(applyRouting(base(m), m, inputs(both)).router).toEqual({
+    expect(applyRoutes(base(m), m, inputs(both)).router).toEqual({
       routes: ['198.51.100.0/24', ...EXIT],
       masquerade: true,
     });
     // Stopped advertising: the role goes at once, before control says so.
     const subnetOnly = prefs({ advertiseRoutes: ['198.51.100.0/24'] });
-    expect(applyRouting(base(m), m, inputs(subnetOnly)).router?.routes).toEqual(['198.51.100.0/24']);
-    expect(applyRouting(base(m), m, inputs(prefs())).router).toBeUndefined();
+    expect(applyRoutes(base(m), m, inputs(subnetOnly)).router?.routes).toEqual(['198.51.100.0/24']);
+    expect(applyRoutes(base(m), m, inputs(prefs())).router).toBeUndefined();
     expect(advertisedRoutes(both)).toEqual(['198.51.100.0/24', ...EXIT]);
   });
 });
@@ -153,10 +146,14 @@ describe('status and suggestions', () => {
   it('marks exit-node options, the one in use, latencies, routes and the advertised prefs', () => {
     const m = map();
     const p = prefs({ exitNodeId: exit.id, advertiseRoutes: ['203.0.113.0/24'] });
-    const s = routingStatus(status(m), m, p, new Map([[exit.id, 4.2]]));
+    const s = routeStatus(status(m), m, p, new Map([[exit.id, 4.2]]));
     expect(s.exitNode).toEqual({ id: exit.id, allowLan: false });
     expect(s.recommendedExitNodeId).toBe(exit.id);
-    expect(s.prefs).toEqual({ advertiseExitNode: false, advertiseRoutes: ['203.0.113.0/24'] });
+    expect(s.prefs).toEqual({
+      exitNodeAllowLan: false,
+      advertiseExitNode: false,
+      advertiseRoutes: ['203.0.113.0/24'],
+    });
     const by = (name: string) => s.peers.find((x) => x.name === name);
     expect(by('exit')).toMatchObject({ exitNodeOption: true, exitNode: true, latencyMs: 4.2 });
     expect(by('router')).toMatchObject({
@@ -165,7 +162,7 @@ describe('status and suggestions', () => {
       routes: ['198.51.100.0/24'],
     });
     expect(by('plain')).toMatchObject({ exitNodeOption: false });
-    expect(routingStatus(status(m), m, prefs(), new Map()).exitNode).toBeNull();
+    expect(routeStatus(status(m), m, prefs(), new Map()).exitNode).toBeNull();
   });
 
   it('suggests the online exit node with the lowest latency', () => {

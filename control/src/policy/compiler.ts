@@ -33,7 +33,7 @@ export interface NodePolicy {
 }
 
 /** What one node change did to the other nodes' policies. */
-export interface EngineChange {
+export interface PolicyChange {
   /** Nodes whose peer set changed, and how. The changed node itself is listed in full. */
   peers: Map<string, { added: string[]; removed: string[] }>;
   /** Nodes whose packet filter may have changed. */
@@ -42,7 +42,7 @@ export interface EngineChange {
   routes: Set<string>;
 }
 
-export interface EngineOptions {
+export interface CompileOptions {
   /**
    * The addresses `*` stands for as a source, besides approved subnet routes. Defaults to
    * Tailscale's: 100.64.0.0/10 without 100.115.92.0/23, and fd7a:115c:a1e0::/48. Control passes
@@ -131,13 +131,17 @@ function removeFromIndex(map: Map<string, Set<string>>, key: string, value: stri
   if (set.size === 0) map.delete(key);
 }
 
-export function compilePolicy(policy: Policy, tailnet: Tailnet, options: EngineOptions = {}): PolicyEngine {
-  const engine = new PolicyEngine(policy, tailnet.users, options);
+export function compilePolicy(
+  policy: Policy,
+  tailnet: Tailnet,
+  options: CompileOptions = {},
+): CompiledPolicy {
+  const engine = new CompiledPolicy(policy, tailnet.users, options);
   engine.addNodes(Object.entries(tailnet.nodes));
   return engine;
 }
 
-export class PolicyEngine {
+export class CompiledPolicy {
   private readonly rules: CompiledRule[];
   private readonly users = new Map<string, TailnetUser>();
   private readonly nodes = new Map<string, NodeFacts>();
@@ -165,7 +169,7 @@ export class PolicyEngine {
   constructor(
     readonly policy: Policy,
     users: TailnetUser[],
-    options: EngineOptions = {},
+    options: CompileOptions = {},
   ) {
     this.rules = compileRules(policy);
     this.srcIdentity = this.rules.map(() => new Set());
@@ -185,7 +189,7 @@ export class PolicyEngine {
   }
 
   /** Adds or replaces a node. */
-  upsertNode(name: string, input: TailnetNode | TailnetNodeInput): EngineChange {
+  upsertNode(name: string, input: TailnetNode | TailnetNodeInput): PolicyChange {
     const node = TailnetNodeSchema.parse(input);
     const old = this.nodes.get(name);
     const next = this.facts(name, old?.order ?? this.nextOrder++, node);
@@ -205,14 +209,14 @@ export class PolicyEngine {
     }
   }
 
-  removeNode(name: string): EngineChange {
+  removeNode(name: string): PolicyChange {
     return this.replace(name, this.nodes.get(name), undefined);
   }
 
   /** Adds or replaces a user: an email change can move their nodes in and out of rules. */
-  upsertUser(user: TailnetUser): EngineChange {
+  upsertUser(user: TailnetUser): PolicyChange {
     this.users.set(user.name, user);
-    const change: EngineChange = { peers: new Map(), filters: new Set(), routes: new Set() };
+    const change: PolicyChange = { peers: new Map(), filters: new Set(), routes: new Set() };
     for (const n of [...this.nodes.values()].filter((n) => n.user?.name === user.name)) {
       mergeChange(change, this.replace(n.name, n, this.facts(n.name, n.order, n.input)));
     }
@@ -264,7 +268,7 @@ export class PolicyEngine {
    * them: what a policy change must send peers to. Nodes on the same classes under both policies
    * share their peers but for autogroup:self, so the work is per pair of classes, not per node.
    */
-  peersChangedFrom(before: PolicyEngine): Set<string> {
+  peersChangedFrom(before: CompiledPolicy): Set<string> {
     const out = new Set<string>();
     const groups = new Map<string, string[]>();
     for (const [name, v] of this.nodes) {
@@ -546,8 +550,8 @@ export class PolicyEngine {
     }
   }
 
-  private replace(name: string, old: NodeFacts | undefined, next: NodeFacts | undefined): EngineChange {
-    const change: EngineChange = { peers: new Map(), filters: new Set([name]), routes: new Set([name]) };
+  private replace(name: string, old: NodeFacts | undefined, next: NodeFacts | undefined): PolicyChange {
+    const change: PolicyChange = { peers: new Map(), filters: new Set([name]), routes: new Set([name]) };
     const before = old ? this.peerSet(old) : new Set<string>();
     if (old) {
       this.filterDependents(old, change.filters);
@@ -728,7 +732,7 @@ function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
   return true;
 }
 
-function mergeChange(into: EngineChange, from: EngineChange): void {
+function mergeChange(into: PolicyChange, from: PolicyChange): void {
   for (const [node, delta] of from.peers) {
     const d = into.peers.get(node) ?? { added: [], removed: [] };
     d.added.push(...delta.added);

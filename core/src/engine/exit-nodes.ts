@@ -15,12 +15,13 @@ import {
   maskAddr,
   type NetMap,
   type NodeView,
+  type Prefs,
   parseAddr,
   parsePrefix,
   prefixContains,
   type Status,
 } from '@weft/protocol';
-import type { Prefs } from '../state/schemas.js';
+import { WeftError } from '../errors.js';
 
 // Exit nodes and subnet routes, engine side. Pure functions turn the netmap and the user's choices
 // into the routing parts of the helper's desired state (which peer carries 0.0.0.0/0 and ::/0,
@@ -30,33 +31,14 @@ import type { Prefs } from '../state/schemas.js';
 
 const EXIT = new Set(EXIT_ROUTES);
 
-/** The routing choices the engine applies (Prefs with their defaults filled in). */
-export interface RoutingPrefs {
-  exitNodeId: string | null;
-  exitNodeAllowLan: boolean;
-  advertiseExitNode: boolean;
-  advertiseRoutes: string[];
-  acceptRoutes: boolean;
-}
-
-export function routingPrefs(p: Prefs): RoutingPrefs {
-  return {
-    exitNodeId: p.exitNodeId ?? null,
-    exitNodeAllowLan: p.exitNodeAllowLan ?? false,
-    advertiseExitNode: p.advertiseExitNode ?? false,
-    advertiseRoutes: p.advertiseRoutes ?? [],
-    acceptRoutes: p.acceptRoutes ?? true,
-  };
-}
-
 /** What this node offers control: its subnets, and 0.0.0.0/0 + ::/0 as an exit node. */
-export function advertisedRoutes(p: RoutingPrefs): string[] {
+export function advertisedRoutes(p: Prefs): string[] {
   return [...new Set([...p.advertiseRoutes.map(canonical), ...(p.advertiseExitNode ? EXIT_ROUTES : [])])];
 }
 
 /** What the desired state needs besides the netmap and the prefs: facts about this machine. */
-export interface RoutingInputs {
-  prefs: RoutingPrefs;
+export interface RouteInputs {
+  prefs: Prefs;
   /** Prefixes of the networks this machine is on (never routed into the tunnel). */
   localPrefixes: string[];
   /** Control and relay servers' addresses as /32 and /128: reached outside the tunnel. */
@@ -75,6 +57,31 @@ function routesOf(peer: NodeView): { subnets: string[]; exit: string[] } {
   return { subnets: extra.filter((r) => !EXIT.has(r)), exit: extra.filter((r) => EXIT.has(r)) };
 }
 
+/**
+ * Refuses an exit node the netmap does not offer this node, with a clear WeftError; null (none)
+ * and undefined (no change asked) pass.
+ */
+export function checkExitNodeChoice(netmap: NetMap | null, id: string | null | undefined): void {
+  if (id === undefined || id === null) return;
+  if (netmap && id === netmap.self.id) {
+    throw new WeftError('invalid-request', 'this node cannot be its own exit node');
+  }
+  const peer = netmap?.peers.find((p) => p.id === id);
+  if (!peer) throw new WeftError('invalid-request', `no peer with id ${id} in the tailnet`);
+  if (!peer.exitNodeOption) {
+    throw new WeftError(
+      'conflict',
+      `${peer.name} does not offer an exit node to this node (it must advertise one, and an admin or the policy approve it)`,
+    );
+  }
+}
+
+/** The route choices in one line, for the log. */
+export function describeRoutes(p: Prefs): string {
+  const allowLan = p.exitNodeId ? ` (allow LAN ${p.exitNodeAllowLan ? 'on' : 'off'})` : '';
+  return `exit node ${p.exitNodeId ?? 'none'}${allowLan}, advertising ${advertisedRoutes(p).join(', ') || 'nothing'}, accept routes ${p.acceptRoutes ? 'on' : 'off'}`;
+}
+
 /** The peer offering the exit node `id`, if the netmap offers it to us. */
 export function exitPeer(netmap: NetMap, id: string | null): NodeView | undefined {
   if (id === null) return undefined;
@@ -83,7 +90,7 @@ export function exitPeer(netmap: NetMap, id: string | null): NodeView | undefine
 }
 
 /** This node's approved routes it still offers: what its helper forwards (the router role). */
-export function ownRoutes(netmap: NetMap, prefs: RoutingPrefs): string[] {
+export function ownRoutes(netmap: NetMap, prefs: Prefs): string[] {
   const offered = new Set(advertisedRoutes(prefs));
   const { subnets, exit } = routesOf(netmap.self);
   return [...subnets, ...exit].filter((r) => offered.has(r));
@@ -99,7 +106,7 @@ export function ownRoutes(netmap: NetMap, prefs: RoutingPrefs): string[] {
  *   blocked, never sent in the clear;
  * - `router` with this node's approved routes, masqueraded, when it serves any.
  */
-export function applyRouting(state: DesiredState, netmap: NetMap, inp: RoutingInputs): DesiredState {
+export function applyRoutes(state: DesiredState, netmap: NetMap, inp: RouteInputs): DesiredState {
   const { prefs } = inp;
   const mine = ownRoutes(netmap, prefs);
   const local = new Set(inp.localPrefixes.map(canonical));
@@ -218,10 +225,10 @@ export function osInterfacePrefixes(): Array<{ iface: string; address: string; c
 }
 
 /** Adds the routing fields to a Status: exit-node options and choice, latencies, routes, prefs. */
-export function routingStatus(
+export function routeStatus(
   status: Status,
   netmap: NetMap | null,
-  prefs: RoutingPrefs,
+  prefs: Prefs,
   latency: ReadonlyMap<string, number | null>,
 ): Status {
   const byId = new Map((netmap?.peers ?? []).map((p) => [p.id, p]));
@@ -247,12 +254,16 @@ export function routingStatus(
       peers.filter((p) => p.exitNodeOption),
       latency,
     ),
-    prefs: { advertiseExitNode: prefs.advertiseExitNode, advertiseRoutes: prefs.advertiseRoutes },
+    prefs: {
+      exitNodeAllowLan: prefs.exitNodeAllowLan,
+      advertiseExitNode: prefs.advertiseExitNode,
+      advertiseRoutes: prefs.advertiseRoutes,
+    },
   };
 }
 
 /** Why the chosen exit node does not carry traffic, if it does not (a health line). */
-export function exitNodeProblem(netmap: NetMap | null, prefs: RoutingPrefs): string | null {
+export function exitNodeProblem(netmap: NetMap | null, prefs: Prefs): string | null {
   if (prefs.exitNodeId === null || netmap === null) return null;
   const peer = netmap.peers.find((p) => p.id === prefs.exitNodeId);
   const name = peer?.name ?? prefs.exitNodeId;
@@ -280,7 +291,7 @@ export function recommend(
 /** The exit nodes on offer, with latencies as measured. */
 export function exitNodeList(
   netmap: NetMap | null,
-  prefs: RoutingPrefs,
+  prefs: Prefs,
   latency: ReadonlyMap<string, number | null>,
 ): { exitNodes: ExitNodeInfo[]; recommended: string | null } {
   const exitNodes = (netmap?.peers ?? [])
@@ -390,6 +401,19 @@ function hostOf(url: string): string | null {
  * does not); where `ping` is missing, the time a TCP connection to port 1 takes to be answered
  * (accepted or refused). Bounded: at most about 2.5 s.
  */
+/** Measures the latency to each online exit node (through the tunnel) into `latency`. */
+export async function measureExitNodes(
+  nodes: readonly ExitNodeInfo[],
+  latency: Map<string, number | null>,
+): Promise<void> {
+  await Promise.all(
+    nodes.map(async (n) => {
+      const v4 = n.addresses.find((a) => !a.includes(':')) ?? n.addresses[0];
+      latency.set(n.id, n.online && v4 ? await measureLatency(v4) : null);
+    }),
+  );
+}
+
 export async function measureLatency(address: string): Promise<number | null> {
   const ping = await new Promise<number | null | 'missing'>((resolve) => {
     execFile(

@@ -1,7 +1,7 @@
 import type { WgPeerStatus } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { orderCandidates } from './connectivity.js';
-import { isLoopbackEndpoint, PathManager } from './path.js';
+import { isLoopbackEndpoint, PathManager } from './selection.js';
 
 // The path state machine driven with made-up interface readings: what WireGuard would report
 // (endpoint after roaming, byte counters) at each poll, and the endpoint the engine requests.

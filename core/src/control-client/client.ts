@@ -26,6 +26,11 @@ const REQUEST_TIMEOUT_MS = 15_000;
 /** A waiting registration is held by control up to LOGIN_WAIT_SECONDS; allow for a slow answer. */
 export const WAIT_TIMEOUT_MS = LOGIN_WAIT_SECONDS * 1000 + 15_000;
 
+/** A control URL as kept and compared: parsed, without trailing slashes. */
+export function normalizeControlUrl(url: string): string {
+  return new URL(url).toString().replace(/\/+$/, '');
+}
+
 export interface RequestOptions {
   /** Aborts the request (the caller stopped waiting); it then rejects with a 'timeout' WeftError. */
   signal?: AbortSignal;

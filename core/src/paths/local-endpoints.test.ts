@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { localEndpoints } from './local.js';
+import { localEndpoints } from './local-endpoints.js';
 
 describe('local endpoints', () => {
   it('reports usable addresses with the WireGuard port, sorted and without duplicates', () => {
