@@ -1,8 +1,8 @@
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlServer, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
-import { axeSerious, launchChromium, screenshots } from './harness.js';
 import { startWeftWeb, type WeftWeb } from '../lab/weft-web.js';
+import { axeSerious, launchChromium, screenshots } from './harness.js';
 
 // The renderer in Chromium against a REAL engine: weftd + weft-helper + wireguard-go on lab hosts,
 // joined to a real control server with two peers, through the real web shell: `weft web` (the

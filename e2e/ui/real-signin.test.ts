@@ -5,8 +5,8 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
 import { loadIdentitySupport, type TestIdp } from '../lab/signin.js';
-import { axeSerious, launchChromium, screenshots } from './harness.js';
 import { startWeftWeb, type WeftWeb } from '../lab/weft-web.js';
+import { axeSerious, launchChromium, screenshots } from './harness.js';
 
 // Interactive sign-in through the desktop UI, end to end with real parts: the person types the
 // control server's address, the UI shows the auth link, the browser opens it, control sends it to
