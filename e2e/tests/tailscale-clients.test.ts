@@ -71,6 +71,14 @@ async function setPolicy(name: string, text: string): Promise<void> {
   await control.cli(['policy', 'set', file]);
 }
 
+/**
+ * How long a Weft node and a Tailscale client may take to first reach each other: 10-45 s here.
+ * A Weft node alternates a peer without a handshake between its direct candidates and the relay,
+ * and a Tailscale client gets nothing from a WireGuard-only peer through the relay, so a handshake
+ * completes only when the Weft side happens to be direct. The time is printed where measured.
+ */
+const FIRST_CONTACT_MS = 60_000;
+
 /** Everyone reaches everything (as with no policy), so the next tests start from a known state. */
 const ALLOW_ALL = `{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }\n`;
 
@@ -133,11 +141,12 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     }
     await Promise.all([...Object.values(weft), ...Object.values(ts)].map((n) => n.start()));
     await Promise.all([
-      weftCli(weft.wn, ['up', '--control-url', control.url, '--authkey', key, '--hostname', 'wn']),
+      weft.wn.up(control.url, key, 'wn'),
       weftCli(weft.wx, [
         'up',
         '--control-url',
         control.url,
+        '--insecure-http',
         '--authkey',
         key,
         '--hostname',
@@ -182,7 +191,9 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
 
   it('a Tailscale client and a Weft node ping each other, over a direct path on one segment', async () => {
     const [tcIp, wnIp] = [await ts.tc.ip4(), await weft.wn.ip4()];
-    await waitFor('tc → wn ping', () => ts.tc.host.ping(wnIp, { count: 1, deadlineS: 1 }), 20_000);
+    const t0 = Date.now();
+    await waitFor('tc → wn ping', () => ts.tc.host.ping(wnIp, { count: 1, deadlineS: 1 }), FIRST_CONTACT_MS);
+    console.log(`Tailscale client and Weft node on one segment: first ping after ${Date.now() - t0} ms`);
     expect(await weft.wn.host.ping(tcIp, { count: 3, deadlineS: 5 })).toBe(true);
     const seen = await waitFor(
       'wn to report a direct path to tc',
@@ -216,12 +227,10 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
       const t0 = Date.now();
       await Promise.all([
         tm.up({ loginServer: control.url, authKey: key, hostname: 'tm' }),
-        weftCli(wm, ['up', '--control-url', control.url, '--authkey', key, '--hostname', 'wm']),
+        wm.up(control.url, key, 'wm'),
       ]);
       const [tmIp, wmIp] = [await tm.ip4(), await wm.ip4()];
-      // Slow (20-30 s here): tailscaled rotates a WireGuard-only peer's endpoints and Weft its
-      // candidates, and a handshake gets through only when both point at each other's mapping.
-      await waitFor('tm → wm ping', () => tm.host.ping(wmIp, { count: 1, deadlineS: 1 }), 60_000);
+      await waitFor('tm → wm ping', () => tm.host.ping(wmIp, { count: 1, deadlineS: 1 }), FIRST_CONTACT_MS);
       console.log(`Tailscale client and Weft node behind EIM NATs: up → first ping ${Date.now() - t0} ms`);
       expect(await wm.host.ping(tmIp, { count: 3, deadlineS: 5 })).toBe(true);
       // Each side's endpoint for the other is the other's NAT mapping: a direct path, no relay.
@@ -259,7 +268,7 @@ describe.skipIf(missing !== null)('Tailscale clients and Weft nodes in one tailn
     await waitFor(
       'wn to reach tx',
       async () => weft.wn.host.ping(await ts.tx.ip4(), { deadlineS: 2 }),
-      20_000,
+      FIRST_CONTACT_MS,
     );
     expect(weftPeer(await weft.wn.status(), 'tx')?.routes).toBeUndefined();
     expect(await tcpProbe(weft.wn.host, PRIV, 80, 2)).toBeNull();

@@ -120,7 +120,8 @@ describe('/machine/map for Tailscale clients', () => {
       NodeKey: b.nodeKey,
       OmitPeers: true,
       Stream: false,
-      Endpoints: ['198.51.100.21:41641'],
+      // Loopback, link-local and tailnet addresses would point peers at themselves: dropped.
+      Endpoints: ['127.0.0.1:41641', '198.51.100.21:41641', '[fe80::1]:41641', '100.64.0.9:41641'],
     });
     expect(lite.status).toBe(200);
     await am.until(

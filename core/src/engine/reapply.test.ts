@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ let dir: string;
 let control: StandInControl;
 let helper: StandInHelper;
 let engine: Engine;
+let helperClient: HelperClient;
 
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'weft-reapply-'));
@@ -32,9 +34,10 @@ beforeEach(async () => {
   await control.start();
   helper = new StandInHelper(join(dir, 'helper.sock'));
   await helper.start();
+  helperClient = new HelperClient(helper.path, { log: silentLogger, backoff: { baseMs: 20, capMs: 100 } });
   engine = new Engine({
     store: new StateStore(join(dir, 'state')),
-    helper: new HelperClient(helper.path, { log: silentLogger, backoff: { baseMs: 20, capMs: 100 } }),
+    helper: helperClient,
     interfaceName: IFACE,
     log: silentLogger,
     timing: {
@@ -67,6 +70,8 @@ describe('engine.reapply', () => {
   });
 
   it('logged out: re-applies "down"', async () => {
+    // Logged out, nothing else talks to the helper first: wait for the connection (slow under load).
+    if (!helperClient.connected) await once(helperClient, 'connected');
     const before = helper.ops().length;
     await engine.reapply();
     expect(helper.ops().slice(before)).toContain('down');
