@@ -208,6 +208,16 @@ describe('path selection for a peer the relay does not reach (a Tailscale client
     for (let i = 0; i < 12; i++) poll(400, CAND, 0, 64);
     expect(pm.info(KEY)).toMatchObject({ mode: 'trying', requested: CAND });
   });
+
+  it('moves at once to new candidates when the one being tried is no longer listed', () => {
+    const { pm, poll, at } = setup({ viaRelay: false, candidates: [LAN] });
+    poll(0, LAN);
+    poll(400, LAN, 0, 64);
+    expect(pm.info(KEY)?.trying).toBe(LAN);
+    // The peer learnt its mapping (STUN) after its first map: only that is listed now.
+    expect(pm.setPeers([{ key: KEY, candidates: [CAND], viaRelay: false }], at())).toBe(true);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', trying: CAND, requested: CAND });
+  });
 });
 
 describe('candidates', () => {

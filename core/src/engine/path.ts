@@ -195,6 +195,9 @@ export class PathManager {
         // New candidates (a peer's mapping moved, or it just learned it): try them soon.
         st.backoff.reset();
         if (st.mode === 'relay') st.nextTrialAt = Math.min(st.nextTrialAt, now + this.timing.firstTrialMs);
+        // A relay-less trial of a candidate the peer no longer lists would only waste its long window.
+        const stale = st.mode === 'trying' && !p.candidates.includes(st.trialEndpoint as string);
+        if (!st.viaRelay && stale && this.startRound(st, now, 'new candidates')) changed = true;
       }
       if (this.refreshRequest(st)) changed = true;
     }
