@@ -1,17 +1,22 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { BIN, ControlServer, Lab, removeScratch, scratchDir, WeftNode } from '../lab/index.js';
+import { startWeftWeb, type WeftWeb } from '../lab/weft-web.js';
 
 // `npm run demo`: a local tailnet on the embedded defaults. Control and three nodes, each in its
-// own network namespace on one "internet" segment, joined with a pre-auth key. It prints what to
-// try, then keeps running until Ctrl-C and cleans everything up.
+// own network namespace on one "internet" segment, joined with a pre-auth key; the desktop UI for
+// the laptop node served by `weft web` on the host's loopback (a unix socket is reachable from the
+// root namespace). It prints the UI's URL first, then what to try, and keeps running until Ctrl-C,
+// then cleans everything up.
 
 const lab = await Lab.create();
 const dir = scratchDir(`demo-${lab.id}`);
 const nodes: WeftNode[] = [];
 let control: ControlServer | null = null;
+let web: WeftWeb | null = null;
 
 async function shutdown(code: number): Promise<never> {
+  await web?.stop();
   for (const n of nodes) await n.stop();
   await control?.stop();
   await lab.cleanup();
@@ -50,8 +55,11 @@ try {
   }
 
   const [laptop, server] = nodes as [WeftNode, WeftNode];
+  web = await startWeftWeb(laptop.socket, dir);
   const weft = (n: WeftNode) => `ip netns exec ${n.host.ns} node ${BIN.weft} --socket ${n.socket}`;
   console.log(`
+The desktop app for the laptop node, in a browser on this machine: ${web.url}
+
 Weft demo tailnet is running (lab ${lab.id}). Control: ${control.url} (database ${control.db}).
 Try, in another terminal (as root):
   ${weft(laptop)} status

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { BIN } from './index.js';
+import { BIN } from './weft.js';
 
 // The real `weft web`, as a person starts it next to weftd: the built CLI, its URL read from the
 // first line of stdout, stopped with SIGTERM (it must exit 0). Its log goes to DIR/weft-web.log.

@@ -209,7 +209,11 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   }
 
   private pathPeer(p: NodeView): PathPeer {
-    return { key: p.nodeKey, candidates: orderCandidates(p.endpoints, this.localPrefixes()) };
+    return {
+      key: p.nodeKey,
+      candidates: orderCandidates(p.endpoints, this.localPrefixes()),
+      viaRelay: p.kind !== 'tailscale',
+    };
   }
 
   private localPrefixes(): string[] {

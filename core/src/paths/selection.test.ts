@@ -11,7 +11,7 @@ const RELAY = '127.0.0.1:40001';
 const CAND = '198.18.0.102:41641';
 const LAN = '198.18.12.2:41641';
 
-function setup(opts: { relay?: boolean; candidates?: string[] } = {}) {
+function setup(opts: { relay?: boolean; candidates?: string[]; viaRelay?: boolean } = {}) {
   const pokes: number[] = [];
   let now = 0;
   const pm = new PathManager({
@@ -19,7 +19,7 @@ function setup(opts: { relay?: boolean; candidates?: string[] } = {}) {
     poke: () => pokes.push(now),
     random: () => 0.5,
   });
-  pm.setPeers([{ key: KEY, candidates: opts.candidates ?? [CAND, LAN] }], now);
+  pm.setPeers([{ key: KEY, candidates: opts.candidates ?? [CAND, LAN], viaRelay: opts.viaRelay }], now);
   let rx = 0;
   let tx = 0;
   /** One poll `ms` after the last, WireGuard at `endpoint`, with bytes received/sent since. */
@@ -169,6 +169,54 @@ describe('path selection', () => {
     pm.setPeers([{ key: KEY, candidates: ['198.18.0.102:7777'] }], at());
     poll(400, RELAY);
     expect(pm.endpointFor(KEY)).toBe('198.18.0.102:7777');
+  });
+});
+
+describe('path selection for a peer the relay does not reach (a Tailscale client)', () => {
+  it('never requests the relay: starts on the first candidate and tries each in turn', () => {
+    const { pm, poll } = setup({ viaRelay: false });
+    expect(pm.endpointFor(KEY)).toBe(CAND);
+    const requested = new Set<string | undefined>();
+    // Unanswered throughout: what we send gets nothing back, for a minute.
+    for (let i = 0; i < 150; i++) {
+      const asked = pm.endpointFor(KEY);
+      poll(400, asked ?? null, 0, 64);
+      requested.add(pm.endpointFor(KEY));
+    }
+    expect([...requested].sort()).toEqual([CAND, LAN].sort());
+  });
+
+  it('keeps a silent candidate past a WireGuard handshake retry (5 s), then moves on at once', () => {
+    const { pm, poll } = setup({ viaRelay: false });
+    poll(0, CAND);
+    poll(400, CAND);
+    expect(pm.info(KEY)?.trying).toBe(CAND);
+    let polls = 0;
+    while (pm.endpointFor(KEY) === CAND && polls < 40) {
+      poll(400, CAND, 0, 64);
+      polls++;
+    }
+    expect(polls * 400).toBeGreaterThanOrEqual(5000);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', trying: LAN, requested: LAN });
+  });
+
+  it('goes direct once the peer answers, and tries again at once when the path dies', () => {
+    const { pm, poll } = setup({ viaRelay: false, candidates: [CAND] });
+    poll(0, CAND);
+    poll(400, CAND, 0, 64);
+    expect(poll(400, CAND, 96, 64)?.mode).toBe('direct');
+    for (let i = 0; i < 12; i++) poll(400, CAND, 0, 64);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', requested: CAND });
+  });
+
+  it('moves at once to new candidates when the one being tried is no longer listed', () => {
+    const { pm, poll, at } = setup({ viaRelay: false, candidates: [LAN] });
+    poll(0, LAN);
+    poll(400, LAN, 0, 64);
+    expect(pm.info(KEY)?.trying).toBe(LAN);
+    // The peer learnt its mapping (STUN) after its first map: only that is listed now.
+    expect(pm.setPeers([{ key: KEY, candidates: [CAND], viaRelay: false }], at())).toBe(true);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', trying: CAND, requested: CAND });
   });
 });
 

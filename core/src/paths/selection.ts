@@ -57,6 +57,11 @@ export interface PathTiming {
   silentMs: number;
   /** At most one answer-poke per peer per this interval. */
   answerGapMs: number;
+  /**
+   * How long one candidate of a peer the relay does not reach is tried: past one WireGuard
+   * handshake retry (5 s), since a Tailscale client drops initiations until it has configured us.
+   */
+  relaylessTrialMs: number;
 }
 
 /** How long after a trial its candidate, still on the device, is not taken for the peer's roam. */
@@ -72,12 +77,19 @@ export const DEFAULT_PATH_TIMING: PathTiming = {
   unansweredMs: 3500,
   silentMs: 60_000,
   answerGapMs: 1500,
+  relaylessTrialMs: 5500,
 };
 
 export interface PathPeer {
   key: string;
   /** Direct candidates, in the order to try them. */
   candidates: string[];
+  /**
+   * False for a peer the relay gives no path to (a Tailscale client sees Weft nodes as
+   * WireGuard-only peers and never answers through a relay): it is never moved to the relay,
+   * its candidates are tried in turn until one answers.
+   */
+  viaRelay?: boolean;
 }
 
 export interface PeerPathInfo {
@@ -91,6 +103,7 @@ export interface PeerPathInfo {
 interface PeerState {
   key: string;
   candidates: string[];
+  viaRelay: boolean;
   mode: PathMode;
   requested: string | undefined;
   /** Index in candidates of the candidate being tried; -1 when the peer roamed to us. */
@@ -156,6 +169,7 @@ export class PathManager {
         st = {
           key: p.key,
           candidates: p.candidates,
+          viaRelay: p.viaRelay !== false,
           mode: 'relay',
           requested: undefined,
           trialIndex: -1,
@@ -181,6 +195,9 @@ export class PathManager {
         // New candidates (a peer's mapping moved, or it just learned it): try them soon.
         st.backoff.reset();
         if (st.mode === 'relay') st.nextTrialAt = Math.min(st.nextTrialAt, now + this.timing.firstTrialMs);
+        // A relay-less trial of a candidate the peer no longer lists would only waste its long window.
+        const stale = st.mode === 'trying' && !p.candidates.includes(st.trialEndpoint as string);
+        if (!st.viaRelay && stale && this.startRound(st, now, 'new candidates')) changed = true;
       }
       if (this.refreshRequest(st)) changed = true;
     }
@@ -260,7 +277,7 @@ export class PathManager {
           direct &&
           rxGrew &&
           (endpoint !== st.trialEndpoint || stable || now - st.trialEndedAt > STALE_TRIAL_MS) &&
-          this.opts.relayEndpoint(st.key) !== undefined
+          (!st.viaRelay || this.opts.relayEndpoint(st.key) !== undefined)
         ) {
           // The peer's packets reached us directly and WireGuard roamed: confirm it from here.
           changed = this.enterTrial(st, endpoint, -1, now);
@@ -270,7 +287,7 @@ export class PathManager {
       case 'trying':
         if (!st.trialApplied && endpoint === st.trialEndpoint) {
           st.trialApplied = true;
-          st.trialUntil = Math.max(st.trialUntil, now + this.timing.trialMs);
+          st.trialUntil = Math.max(st.trialUntil, now + this.trialWindow(st));
           if (!rxGrew) st.unansweredSince = txGrew ? now : null;
         }
         if (stable && rxGrew) {
@@ -279,6 +296,7 @@ export class PathManager {
           st.unansweredSince = null;
           changed = this.request(st, endpoint);
         } else if (
+          st.viaRelay &&
           st.trialApplied &&
           st.unansweredSince !== null &&
           now - st.unansweredSince >= this.timing.trialQuietMs
@@ -310,30 +328,32 @@ export class PathManager {
 
   private fallBack(st: PeerState, now: number, why: string): boolean {
     if (st.mode === 'trying') st.trialEndedAt = now;
+    // Nothing to fall back to: on to the next candidate at once.
+    if (!st.viaRelay && st.candidates.length > 0) return this.startRound(st, now, why);
     this.setMode(st, 'relay', why);
     st.unansweredSince = null;
     st.nextTrialAt = now + st.backoff.next();
     return this.refreshRequest(st);
   }
 
-  private startRound(st: PeerState, now: number): boolean {
-    if (st.candidates.length === 0 || this.opts.relayEndpoint(st.key) === undefined) {
+  private startRound(st: PeerState, now: number, why = 'trial'): boolean {
+    if (st.candidates.length === 0 || (st.viaRelay && this.opts.relayEndpoint(st.key) === undefined)) {
       st.nextTrialAt = now + st.backoff.next();
       return this.refreshRequest(st);
     }
     // One candidate per round, in turn: a round that fails costs at most one short window.
     const index =
       st.trialIndex >= 0 && st.trialIndex + 1 < Math.min(st.candidates.length, 4) ? st.trialIndex + 1 : 0;
-    return this.enterTrial(st, st.candidates[index] as string, index, now);
+    return this.enterTrial(st, st.candidates[index] as string, index, now, why);
   }
 
-  private enterTrial(st: PeerState, endpoint: string, index: number, now: number): boolean {
-    this.setMode(st, 'trying', index < 0 ? 'the peer reached us directly' : 'trial', endpoint);
+  private enterTrial(st: PeerState, endpoint: string, index: number, now: number, why = 'trial'): boolean {
+    this.setMode(st, 'trying', index < 0 ? 'the peer reached us directly' : why, endpoint);
     st.trialIndex = index;
     st.trialEndpoint = endpoint;
     // The peer roamed to us: WireGuard is already there. Otherwise the helper has to set it first.
     st.trialApplied = index < 0;
-    st.trialUntil = now + this.timing.trialMs;
+    st.trialUntil = now + this.trialWindow(st);
     st.unansweredSince = null;
     const changed = this.request(st, endpoint);
     if (index < 0) {
@@ -345,6 +365,10 @@ export class PathManager {
       st.lastPokeAt = now - this.timing.pokeMs + 150;
     }
     return changed;
+  }
+
+  private trialWindow(st: PeerState): number {
+    return st.viaRelay ? this.timing.trialMs : this.timing.relaylessTrialMs;
   }
 
   private nextCandidate(st: PeerState, _now: number): boolean {
@@ -359,7 +383,7 @@ export class PathManager {
   /** Sets `requested` from the mode: the relay proxy while relayed (or the first candidate without a relay). */
   private refreshRequest(st: PeerState): boolean {
     if (st.mode !== 'relay') return false;
-    const relay = this.opts.relayEndpoint(st.key);
+    const relay = st.viaRelay ? this.opts.relayEndpoint(st.key) : undefined;
     return this.request(st, relay ?? st.candidates[0]);
   }
 
@@ -373,7 +397,7 @@ export class PathManager {
   refresh(): boolean {
     let changed = false;
     for (const st of this.peers.values()) {
-      if (st.mode === 'trying' && this.opts.relayEndpoint(st.key) === undefined) {
+      if (st.mode === 'trying' && st.viaRelay && this.opts.relayEndpoint(st.key) === undefined) {
         this.setMode(st, 'relay', 'no relay');
       }
       if (this.refreshRequest(st)) changed = true;
