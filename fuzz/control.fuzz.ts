@@ -1,3 +1,5 @@
+import net from 'node:net';
+import { x25519 } from '@noble/curves/ed25519.js';
 import {
   type Addr,
   Endpoint,
@@ -7,6 +9,7 @@ import {
   Hostname,
   Key,
   type KeyPair,
+  keyFromTailscale,
   MACHINE_AUTH_HEADER,
   MACHINE_AUTH_MAX_SKEW_SECONDS,
   nodeKeyPossessionProof,
@@ -19,6 +22,8 @@ import {
   RegisterResponse,
   StreamClientMessage,
   signMachineRequest,
+  TsMapRequest,
+  TsRegisterRequest,
 } from '@weft/protocol';
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -28,6 +33,7 @@ import { offerableRoutes } from '../control/src/server/stream-route.js';
 import { TAILNET_IPV4_RANGE } from '../control/src/tailnet/addresses.js';
 import { isExitRoute, routesOverlap } from '../control/src/tailnet/routes.js';
 import { Tag } from '../control/src/tailnet/tags.js';
+import { INITIATION_LEN } from '../control/src/tailscale/noise.js';
 import {
   cleanupAll,
   type StreamClient,
@@ -35,6 +41,7 @@ import {
   type TestControl,
   TestMachine,
 } from '../control/src/testing/harness.js';
+import { initiate, TsTestClient } from '../control/src/testing/tailscale-client.js';
 import { cidr, endpoint, NET_WORDS } from './arbitraries.js';
 import { jsonOf, rawRequest } from './http.js';
 import { accepted, crash, fuzzEntry, mutatedJson, refused, type Verdict } from './run.js';
@@ -143,6 +150,19 @@ function forbiddenEndpoint(text: string): string | undefined {
   if (value >> 120n === 0xffn) return 'multicast';
   if (value >> 32n === 0xffffn) return 'IPv4-mapped';
   return undefined;
+}
+
+/** Endpoints the generic generator rarely hits: this tailnet's own, IPv4-mapped, link-local, usable ones. */
+function internalEndpoint(): fc.Arbitrary<string> {
+  const ulaAddr = parsePrefix(ula)?.addr as Addr;
+  return fc.constantFrom(
+    formatEndpoint({ family: 6, value: ulaAddr.value | 5n }, 41641),
+    formatEndpoint({ family: 4, value: 0x64400005n }, 41641),
+    '[::ffff:198.51.100.1]:41641',
+    '169.254.10.1:41641',
+    '198.51.100.1:41641',
+    '[2001:db8::1]:41641',
+  );
 }
 
 const snapshot = async () => JSON.stringify(await store.listNodes());
@@ -312,20 +332,10 @@ it('machine API, stream: refused messages close the stream, accepted ones are ap
   const m = new TestMachine(t);
   const node = await m.join('streamer', authKey);
   let stream: StreamClient = await m.stream();
-  const ulaAddr = parsePrefix(ula)?.addr as Addr;
-  // Addresses the generic generator rarely hits: this tailnet's own ULA, IPv4-mapped, link-local.
-  const internalEndpoint = fc.constantFrom(
-    formatEndpoint({ family: 6, value: ulaAddr.value | 5n }, 41641),
-    formatEndpoint({ family: 4, value: 0x64400005n }, 41641),
-    '[::ffff:198.51.100.1]:41641',
-    '169.254.10.1:41641',
-    '198.51.100.1:41641',
-    '[2001:db8::1]:41641',
-  );
   const message = fc.oneof(
     fc.record({
       type: fc.constant('endpoints'),
-      endpoints: fc.array(fc.oneof({ weight: 4, arbitrary: endpoint }, internalEndpoint), { maxLength: 6 }),
+      endpoints: fc.array(fc.oneof({ weight: 4, arbitrary: endpoint }, internalEndpoint()), { maxLength: 6 }),
     }),
     fc.record({
       type: fc.constant('routes'),
@@ -464,6 +474,262 @@ it('admin API: only a valid API key changes anything; no 5xx; the tailnet and ne
       return accepted(problem);
     },
   );
+  expect(stats.accepted).toBeGreaterThan(stats.tried / 20);
+  expect(stats.acceptedInvalid + stats.crashes).toBe(0);
+});
+
+// ── /ts2021: the Noise handshake a Tailscale client opens with ──
+
+/** Control's Noise key as a Tailscale client reads it (GET /key). */
+async function tailscaleKey(): Promise<Uint8Array> {
+  const { publicKey } = (await (await fetch(`${t.control.url}/key?v=130`)).json()) as { publicKey: string };
+  return new Uint8Array(Buffer.from(publicKey.replace(/^mkey:/, ''), 'hex'));
+}
+
+/** Sends `request` (and `body`) on a fresh connection; what came back before the answer was whole. */
+function rawExchange(
+  port: number,
+  request: string,
+  body: Uint8Array,
+): Promise<{ head: string; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let data = Buffer.alloc(0);
+    const split = () => {
+      const end = data.indexOf('\r\n\r\n');
+      return end < 0
+        ? null
+        : { head: data.subarray(0, end).toString('latin1'), rest: data.subarray(end + 4) };
+    };
+    const done = (error?: Error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const answer = split();
+      if (error !== undefined || answer === null)
+        reject(error ?? new Error('connection closed without an answer'));
+      else resolve(answer);
+    };
+    // Whole: a refusal's head, or a switch plus the 51-byte handshake response (or an error frame
+    // and the close that follows it).
+    const whole = () => {
+      const answer = split();
+      if (answer === null) return false;
+      return !answer.head.startsWith('HTTP/1.1 101') ? answer.head.length > 0 : answer.rest.length >= 51;
+    };
+    const timer = setTimeout(() => done(new Error('no answer within 5 s')), 5_000);
+    socket.on('data', (chunk: Buffer) => {
+      data = Buffer.concat([data, chunk]);
+      if (whole()) done();
+    });
+    socket.on('close', () => done());
+    socket.on('error', (e) => done(e));
+    socket.write(request);
+    if (body.length > 0) socket.write(body);
+  });
+}
+
+it('ts2021 handshake: only a genuine initiation for control’s key completes; the rest is refused; control stays up', async () => {
+  const port = Number(new URL(t.control.url).port);
+  const controlPublic = await tailscaleKey();
+  const otherPublic = x25519.getPublicKey(x25519.utils.randomSecretKey());
+  const machine = x25519.utils.randomSecretKey();
+  const input = fc.record({
+    inHeader: fc.boolean(),
+    kind: fc.constantFrom('valid', 'valid', 'truncated', 'flipped', 'wrong-key', 'garbage', 'bad-base64'),
+    at: fc.nat(),
+    bit: fc.integer({ min: 0, max: 7 }),
+    garbage: fc.uint8Array({ minLength: 1, maxLength: 200 }),
+    upgrade: fc.oneof(
+      { weight: 8, arbitrary: fc.constant('tailscale-control-protocol') },
+      fc.constantFrom('websocket', 'tailscale-control-protocol-2', ''),
+    ),
+  });
+  const stats = await fuzzEntry(
+    'control ts2021 handshake',
+    input,
+    async ({ inHeader, kind, at, bit, garbage, upgrade }): Promise<Verdict> => {
+      const init = initiate(machine, kind === 'wrong-key' ? otherPublic : controlPublic, 1);
+      let message: Uint8Array = init.message;
+      // Truncated and bad base64 only in the header: without it, control waits for the rest.
+      const header = inHeader || kind === 'truncated' || kind === 'bad-base64';
+      if (kind === 'truncated') message = message.slice(0, 1 + (at % (message.length - 1)));
+      if (kind === 'flipped') {
+        message = message.slice();
+        message[at % message.length] = (message[at % message.length] as number) ^ (1 << bit);
+      }
+      if (kind === 'garbage') {
+        message = garbage;
+        if (!header && message.length < INITIATION_LEN)
+          message = Buffer.concat([message, Buffer.alloc(INITIATION_LEN)]);
+      }
+      const handshake = kind === 'bad-base64' ? 'not base64!' : Buffer.from(message).toString('base64');
+      const request =
+        `POST /ts2021 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: ${upgrade}\r\nConnection: upgrade\r\n` +
+        `${header ? `X-Tailscale-Handshake: ${handshake}\r\n` : ''}\r\n`;
+      let answer: { head: string; rest: Buffer };
+      try {
+        answer = await rawExchange(port, request, header ? new Uint8Array(0) : message);
+      } catch (e) {
+        return crash(`no answer: ${e}`);
+      }
+      const status = Number(answer.head.split(' ')[1]);
+      if (!(status > 0) || status >= 500) return crash(`answered ${answer.head.split('\r\n')[0]}`);
+      const up = await fetch(`${t.control.url}/key?v=130`).catch(() => null);
+      if (up?.status !== 200) return crash('control stopped answering after the handshake');
+      const completed = status === 101 && answer.rest.length >= 51 && answer.rest[0] === 2;
+      if (kind !== 'valid' || upgrade !== 'tailscale-control-protocol')
+        return completed ? accepted(`a ${kind} handshake (upgrade ${upgrade}) completed`) : refused;
+      if (!completed) return crash(`a genuine handshake was refused: ${answer.head.split('\r\n')[0]}`);
+      try {
+        init.finish(new Uint8Array(answer.rest.subarray(0, 51)));
+      } catch (e) {
+        return accepted(`control's handshake response does not finish the handshake: ${e}`);
+      }
+      return accepted();
+    },
+  );
+  expect(stats.accepted).toBeGreaterThan(stats.tried / 20);
+  expect(stats.acceptedInvalid + stats.crashes).toBe(0);
+});
+
+// ── /machine/register and /machine/map inside ts2021 ──
+
+it('ts2021 machine API: no 5xx, refusals store nothing, authorized registrations had the key or standing, the tailnet stays valid', async () => {
+  const clients = Array.from({ length: 4 }, () => new TsTestClient(t.control.url));
+  const machineKeyOf = (c: TsTestClient) => Buffer.from(x25519.getPublicKey(c.machine)).toString('base64');
+  const nodeKeys = [
+    ...clients.map((c) => c.nodeKey),
+    `nodekey:${Buffer.from(x25519.getPublicKey(x25519.utils.randomSecretKey())).toString('hex')}`,
+  ];
+  const discoKey = `discokey:${Buffer.from(x25519.getPublicKey(x25519.utils.randomSecretKey())).toString('hex')}`;
+  // OWN is replaced by the client's own node key.
+  const ownNodeKey = fc.oneof({ weight: 4, arbitrary: fc.constant('OWN') }, fc.constantFrom(...nodeKeys));
+  const hostinfo = fc.record(
+    {
+      Hostname: fc.constantFrom('ts-a', 'ts-b', 'Alice’s MacBook', '', 'x'.repeat(256), 'x'.repeat(257)),
+      OS: fc.constantFrom('linux', 'windows', ''),
+      IPNVersion: fc.constantFrom('1.102.5-test', ''),
+      RoutableIPs: fc.array(fc.oneof(cidr, fc.constantFrom('0.0.0.0/0', '::/0', '100.64.0.0/10')), {
+        maxLength: 4,
+      }),
+      NetInfo: fc.record({ PreferredDERP: fc.integer({ min: 0, max: 3 }) }),
+    },
+    { requiredKeys: ['Hostname', 'OS'] },
+  );
+  const register = fc.record(
+    {
+      Version: fc.constantFrom(130, 130, 130, 130, 130, 1),
+      NodeKey: ownNodeKey,
+      OldNodeKey: fc.constant(`nodekey:${'0'.repeat(64)}`),
+      Auth: fc.record({ AuthKey: fc.constantFrom(authKey, authKey, authKey, 'tskey-nope', '') }),
+      Hostinfo: hostinfo,
+    },
+    { requiredKeys: ['Version', 'NodeKey', 'Hostinfo'] },
+  );
+  const map = fc.record(
+    {
+      Version: fc.constantFrom(130, 130, 130, 130, 130, 1),
+      NodeKey: ownNodeKey,
+      DiscoKey: fc.constant(discoKey),
+      Endpoints: fc.array(fc.oneof({ weight: 2, arbitrary: endpoint }, internalEndpoint()), { maxLength: 5 }),
+      Hostinfo: hostinfo,
+      Stream: fc.constant(false),
+      OmitPeers: fc.boolean(),
+      ReadOnly: fc.boolean(),
+      Compress: fc.constantFrom('', 'zstd'),
+    },
+    { requiredKeys: ['Version', 'NodeKey', 'Endpoints'] },
+  );
+  const words = [...NET_WORDS, authKey, 'nodekey:00', 'zstd'];
+  const input = fc.record({
+    client: fc.nat({ max: clients.length - 1 }),
+    call: fc.oneof(
+      fc.record({ path: fc.constant('/machine/register'), body: mutatedJson(register, words) }),
+      fc.record({ path: fc.constant('/machine/map'), body: mutatedJson(map, words) }),
+    ),
+  });
+  const stats = await fuzzEntry(
+    'control ts2021 machine API',
+    input,
+    async ({ client: i, call }): Promise<Verdict> => {
+      const c = clients[i] as TsTestClient;
+      const { path } = call;
+      const body = call.body.replace('"OWN"', JSON.stringify(c.nodeKey));
+      let status: number;
+      let reply: string;
+      const before = await store.nodeByMachineKey(machineKeyOf(c));
+      const nodesBefore = await snapshot();
+      try {
+        let conn = await c.connection();
+        if (conn.closed) {
+          c.close();
+          conn = await c.connection();
+        }
+        ({ status, reply } = await new Promise<{ status: number; reply: string }>((resolve, reject) => {
+          const req = conn.postText(path, body);
+          const timer = setTimeout(() => reject(new Error('no answer within 5 s')), 5_000);
+          let code = 0;
+          const chunks: Buffer[] = [];
+          req.on('response', (h) => {
+            code = Number(h[':status']);
+            // A map stream (a mutation may ask for one) stays open: its head is the answer.
+            if (path === '/machine/map' && code === 200) req.close();
+          });
+          req.on('data', (chunk: Buffer) => chunks.push(chunk));
+          req.on('close', () => {
+            clearTimeout(timer);
+            resolve({ status: code, reply: Buffer.concat(chunks).toString() });
+          });
+          req.on('error', (e) => {
+            clearTimeout(timer);
+            reject(e);
+          });
+        }));
+      } catch (e) {
+        return crash(`no answer to ${path}: ${e}`);
+      }
+      if (status === 0 || status >= 500) return crash(`${path} answered ${status} ${reply}`);
+      const problem = await storedProblem();
+      const unchanged = async () => (await snapshot()) === nodesBefore;
+      const value = jsonOf(body);
+      if (path === '/machine/register') {
+        const parsed = TsRegisterRequest.safeParse(value);
+        const answer = jsonOf(reply) as { MachineAuthorized?: boolean } | undefined;
+        if (status !== 200 || answer?.MachineAuthorized !== true) {
+          if (!(await unchanged())) return accepted(`a refused registration (${status}) changed the nodes`);
+          return problem === undefined ? refused : accepted(problem);
+        }
+        if (!parsed.success) return accepted('authorized a registration its schema refuses');
+        const nodeKey = keyFromTailscale(parsed.data.NodeKey, 'nodekey');
+        const standing =
+          before !== undefined &&
+          before.nodeKey === nodeKey &&
+          (before.keyExpiry === null || Date.parse(before.keyExpiry) > Date.now());
+        if (parsed.data.Auth?.AuthKey !== authKey && !standing)
+          return accepted('authorized without the pre-auth key or standing');
+        if ((await store.nodeByMachineKey(machineKeyOf(c)))?.nodeKey !== nodeKey)
+          return accepted('the stored node key is not the one registered');
+        return accepted(problem);
+      }
+      const parsed = TsMapRequest.safeParse(value);
+      if (status !== 200) {
+        if (!(await unchanged())) return accepted(`a refused map request (${status}) changed the nodes`);
+        return problem === undefined ? refused : accepted(problem);
+      }
+      if (!parsed.success) return accepted('a 200 to a map request its schema refuses');
+      const req = parsed.data;
+      if (before === undefined || before.nodeKey !== keyFromTailscale(req.NodeKey, 'nodekey'))
+        return accepted('a map for a node key this machine has not registered');
+      if (!req.ReadOnly && req.Endpoints) {
+        const want = [...new Set(req.Endpoints)].filter((e) => forbiddenEndpoint(e) === undefined);
+        const have = (await store.nodeByMachineKey(machineKeyOf(c)))?.endpoints;
+        if (JSON.stringify(have) !== JSON.stringify(want))
+          return accepted(`reported endpoints ${req.Endpoints} stored as ${have}`);
+      }
+      return accepted(problem);
+    },
+  );
+  for (const c of clients) c.close();
   expect(stats.accepted).toBeGreaterThan(stats.tried / 20);
   expect(stats.acceptedInvalid + stats.crashes).toBe(0);
 });

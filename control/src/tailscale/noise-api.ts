@@ -12,6 +12,8 @@ import type { RegistrationCaller } from '../auth/register.js';
 import { errorText } from '../log.js';
 import type { ControlContext } from '../server/context.js';
 import { offerableRoutes } from '../server/stream-route.js';
+import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
+import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
 import { fullMapResponse, TsMapSession } from './map-session.js';
 import { registerTailscale, tooOldMessage } from './register.js';
@@ -120,7 +122,10 @@ function reported(ctx: ControlContext, node: NodeRecord, req: TsMapRequest): Nod
   // Last seen moves when a stream opens or closes, as for Weft nodes: not on every request, which
   // would send every peer a change.
   const update: NodeUpdate = {};
-  if (req.Endpoints) update.endpoints = [...new Set(req.Endpoints)];
+  // As for Weft nodes: no endpoint that points peers at their own machine, network or the tailnet.
+  if (req.Endpoints) {
+    update.endpoints = usableEndpoints(req.Endpoints, [TAILNET_IPV4_RANGE, ctx.registration.ulaPrefix]);
+  }
   if (req.DiscoKey) update.discoKey = keyFromTailscale(req.DiscoKey, 'discokey');
   const hostinfo = req.Hostinfo;
   if (hostinfo) {
