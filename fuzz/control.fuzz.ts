@@ -46,14 +46,16 @@ import { cidr, endpoint, NET_WORDS } from './arbitraries.js';
 import { jsonOf, rawRequest } from './http.js';
 import { accepted, crash, fuzzEntry, mutatedJson, refused, type Verdict } from './run.js';
 
-// Control's machine API (signed registrations, netmap stream messages) and admin API, against a
+// Control's machine API (signed registrations, netmap stream messages), admin API and Tailscale
+// protocol (/ts2021 handshakes, then /machine/register and /machine/map inside one), against a
 // real control in-process (control's own test harness: a temp SQLite file, real HTTP), read back
 // through a second database connection as the admin CLI would. Oracle: no 5xx; refusals are an
-// ErrorBody and change no node; a 2xx registration was signed, valid, and authorized by the
-// pre-auth key or the machine's own standing; a stream message the schema refuses closes the
-// stream (1008), one it accepts is applied; and after every input the stored tailnet is valid:
-// names, keys, addresses in the tailnet ranges and unique, endpoints and routes well-formed,
-// routes offerable, tags well-formed.
+// ErrorBody (Tailscale's: a 4xx or a register answer with Error) and change no node; a 2xx
+// registration was signed once, proves its node key, is valid, and authorized by the pre-auth key
+// or the machine's own standing; a stream message the schema refuses closes the stream (1008), one
+// it accepts is applied; only a genuine Noise initiation completes; and after every input the
+// stored tailnet is valid: names, keys, addresses in the tailnet ranges and unique, endpoints
+// well-formed and none a peer must not be sent to, routes offerable, tags well-formed.
 
 let t: TestControl;
 let store: Store;
