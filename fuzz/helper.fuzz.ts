@@ -22,7 +22,7 @@ import { renderTable } from '../native-helpers/src/linux/nft.js';
 import { inAny, UNASSIGNABLE, UNROUTABLE } from '../native-helpers/src/reserved.js';
 import { HelperServer } from '../native-helpers/src/server.js';
 import { parseRequestLine } from '../native-helpers/src/validate.js';
-import { cidr, endpoint, ifaceAddr, interfaceName, key, NET_WORDS } from './arbitraries.js';
+import { cidr, endpoint, ifaceAddr, interfaceName, key, NET_WORDS, nearExitCidr } from './arbitraries.js';
 import { accepted, crash, fuzzEntry, mutatedBytes, mutatedJson, RUNS, refused, type Verdict } from './run.js';
 
 // The helper's request line: the framing, the real parser and validator in-process (and the Linux
@@ -90,6 +90,9 @@ const peer = fc.record(
 const ports = fc
   .tuple(fc.integer({ min: 0, max: 65535 }), fc.integer({ min: 0, max: 65535 }))
   .map(([a, b]) => ({ first: Math.min(a, b), last: Math.max(a, b) }));
+/** Routes and kill-switch exceptions: any, or near the exit-route share so that pairs cross it. */
+const route = fc.oneof({ weight: 3, arbitrary: cidr }, nearExitCidr);
+
 const state = fc.record(
   {
     interface: fc.record({
@@ -100,7 +103,7 @@ const state = fc.record(
       mtu: fc.integer({ min: 1280, max: 9000 }),
     }),
     peers: fc.array(peer, { maxLength: 4 }),
-    routes: fc.array(cidr, { maxLength: 4 }),
+    routes: fc.array(route, { maxLength: 4 }),
     filter: fc.array(
       fc.record({
         src: fc.array(cidr, { minLength: 1, maxLength: 3 }),
@@ -109,10 +112,10 @@ const state = fc.record(
       }),
       { maxLength: 2 },
     ),
-    router: fc.record({ routes: fc.array(cidr, { minLength: 1, maxLength: 3 }), masquerade: fc.boolean() }),
+    router: fc.record({ routes: fc.array(route, { minLength: 1, maxLength: 3 }), masquerade: fc.boolean() }),
     exitNode: fc.record({
-      allowedLan: fc.array(cidr, { maxLength: 2 }),
-      bypass: fc.array(cidr, { maxLength: 2 }),
+      allowedLan: fc.array(route, { maxLength: 2 }),
+      bypass: fc.array(route, { maxLength: 2 }),
     }),
   },
   { requiredKeys: ['interface', 'peers', 'routes'] },
