@@ -32,6 +32,13 @@ const bitsFor = (family: 4 | 6) =>
 export const cidr = addr.chain((a) =>
   bitsFor(a.family).map((bits) => formatPrefix({ addr: maskAddr(a, bits), bits })),
 );
+/**
+ * A route near the exit-route share (protocol's exit-route.ts: more than 1/64 of a family): alone
+ * each stays under it, two of them together may not.
+ */
+export const nearExitCidr = addr.chain((a) =>
+  fc.integer({ min: 5, max: 8 }).map((bits) => formatPrefix({ addr: maskAddr(a, bits), bits })),
+);
 /** An interface address: host bits may be set. */
 export const ifaceAddr = addr.chain((a) => bitsFor(a.family).map((bits) => `${formatAddr(a)}/${bits}`));
 export const endpoint = fc

@@ -6,6 +6,7 @@ import { x25519 } from '@noble/curves/ed25519.js';
 import {
   canonicalPrefix,
   type DesiredState,
+  exitRouteFamilies,
   HelperRequest,
   HelperResponse,
   type InterfaceStatus,
@@ -21,7 +22,7 @@ import { renderTable } from '../native-helpers/src/linux/nft.js';
 import { inAny, UNASSIGNABLE, UNROUTABLE } from '../native-helpers/src/reserved.js';
 import { HelperServer } from '../native-helpers/src/server.js';
 import { parseRequestLine } from '../native-helpers/src/validate.js';
-import { cidr, endpoint, ifaceAddr, interfaceName, key, NET_WORDS } from './arbitraries.js';
+import { cidr, endpoint, ifaceAddr, interfaceName, key, NET_WORDS, nearExitCidr } from './arbitraries.js';
 import { accepted, crash, fuzzEntry, mutatedBytes, mutatedJson, RUNS, refused, type Verdict } from './run.js';
 
 // The helper's request line: the framing, the real parser and validator in-process (and the Linux
@@ -32,11 +33,10 @@ import { accepted, crash, fuzzEntry, mutatedBytes, mutatedJson, RUNS, refused, t
 // backend only for accepted ones.
 
 /**
- * A prefix that would take over the machine's default routing. The helper refuses these outside
- * the exit-node path. When the helper defines exit routes by the share of the address space they
- * cover (issue 10, item 5), this is the one place to follow it.
+ * Prefixes that, alone or together, take over the machine's routing (or, as kill-switch exceptions,
+ * switch it off): the one definition of an exit route, which only the exit-node path may carry.
  */
-const takesOverRouting = (p: Prefix) => p.bits === 0;
+const takesOverRouting = (prefixes: readonly string[]) => exitRouteFamilies(prefixes).length > 0;
 
 const publicKey = (privateKey: string) =>
   Buffer.from(x25519.getPublicKey(Buffer.from(privateKey, 'base64'))).toString('base64');
@@ -45,17 +45,21 @@ const publicKey = (privateKey: string) =>
 function brokenPromise(state: DesiredState): string | undefined {
   const prefix = (text: string) => parsePrefix(text) as Prefix;
   for (const a of state.interface.addresses.map(prefix)) {
-    if (a.bits === 0 || inAny(a, UNASSIGNABLE)) return `interface address ${JSON.stringify(a)} accepted`;
+    if (inAny(a, UNASSIGNABLE)) return `interface address ${JSON.stringify(a)} accepted`;
   }
+  // An address brings its subnet's route with it.
+  if (takesOverRouting(state.interface.addresses))
+    return `interface addresses ${state.interface.addresses} take over routing`;
   for (const r of state.routes) {
-    if (takesOverRouting(prefix(r))) return `route ${r} takes over routing outside the exit-node path`;
     if (inAny(prefix(r), UNROUTABLE)) return `unroutable route ${r} accepted`;
   }
+  if (takesOverRouting(state.routes))
+    return `routes ${state.routes} take over routing outside the exit-node path`;
   if (state.exitNode) {
-    for (const p of [...state.exitNode.allowedLan, ...state.exitNode.bypass]) {
-      if (takesOverRouting(prefix(p))) return `exit-node LAN/bypass ${p} switches the kill switch off`;
-    }
-    if (state.router?.routes.some((r) => takesOverRouting(prefix(r))))
+    const { allowedLan, bypass } = state.exitNode;
+    if (takesOverRouting([...allowedLan, ...bypass]))
+      return `exit-node LAN/bypass ${[...allowedLan, ...bypass]} switch the kill switch off`;
+    if (state.router !== undefined && takesOverRouting(state.router.routes))
       return 'an exit node that uses an exit node';
   }
   const own = publicKey(state.interface.privateKey);
@@ -86,6 +90,9 @@ const peer = fc.record(
 const ports = fc
   .tuple(fc.integer({ min: 0, max: 65535 }), fc.integer({ min: 0, max: 65535 }))
   .map(([a, b]) => ({ first: Math.min(a, b), last: Math.max(a, b) }));
+/** Routes and kill-switch exceptions: any, or near the exit-route share so that pairs cross it. */
+const route = fc.oneof({ weight: 3, arbitrary: cidr }, nearExitCidr);
+
 const state = fc.record(
   {
     interface: fc.record({
@@ -96,7 +103,7 @@ const state = fc.record(
       mtu: fc.integer({ min: 1280, max: 9000 }),
     }),
     peers: fc.array(peer, { maxLength: 4 }),
-    routes: fc.array(cidr, { maxLength: 4 }),
+    routes: fc.array(route, { maxLength: 4 }),
     filter: fc.array(
       fc.record({
         src: fc.array(cidr, { minLength: 1, maxLength: 3 }),
@@ -105,10 +112,10 @@ const state = fc.record(
       }),
       { maxLength: 2 },
     ),
-    router: fc.record({ routes: fc.array(cidr, { minLength: 1, maxLength: 3 }), masquerade: fc.boolean() }),
+    router: fc.record({ routes: fc.array(route, { minLength: 1, maxLength: 3 }), masquerade: fc.boolean() }),
     exitNode: fc.record({
-      allowedLan: fc.array(cidr, { maxLength: 2 }),
-      bypass: fc.array(cidr, { maxLength: 2 }),
+      allowedLan: fc.array(route, { maxLength: 2 }),
+      bypass: fc.array(route, { maxLength: 2 }),
     }),
   },
   { requiredKeys: ['interface', 'peers', 'routes'] },

@@ -120,8 +120,7 @@ describe('/machine/map for Tailscale clients', () => {
       NodeKey: b.nodeKey,
       OmitPeers: true,
       Stream: false,
-      // Loopback, link-local and tailnet addresses would point peers at themselves: dropped.
-      Endpoints: ['127.0.0.1:41641', '198.51.100.21:41641', '[fe80::1]:41641', '100.64.0.9:41641'],
+      Endpoints: ['198.51.100.21:41641'],
     });
     expect(lite.status).toBe(200);
     await am.until(
@@ -170,6 +169,32 @@ describe('/machine/map for Tailscale clients', () => {
       endpoints: string[];
     }[];
     expect(nodes.find((n) => n.name === 'ts-a')?.endpoints).toEqual([]);
+    a.close();
+  });
+
+  it('stores no endpoint that points peers at their own machine, network or the tailnet', async () => {
+    const t = await startTestControl();
+    const a = await joined(t, 'ts-a', await t.key());
+    const conn = await a.connection();
+    const r = await conn.post('/machine/map', {
+      Version: 130,
+      NodeKey: a.nodeKey,
+      OmitPeers: true,
+      Endpoints: [
+        '127.0.0.1:41641',
+        '169.254.1.1:41641',
+        '255.255.255.255:41641',
+        '[::ffff:198.51.100.1]:41641',
+        '100.64.0.9:41641',
+        '198.51.100.9:41641',
+      ],
+    });
+    expect(r.status).toBe(200);
+    const nodes = JSON.parse((await t.cli('nodes', 'list', '--json')).out) as {
+      name: string;
+      endpoints: string[];
+    }[];
+    expect(nodes.find((n) => n.name === 'ts-a')?.endpoints).toEqual(['198.51.100.9:41641']);
     a.close();
   });
 

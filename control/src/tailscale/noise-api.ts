@@ -122,7 +122,7 @@ function reported(ctx: ControlContext, node: NodeRecord, req: TsMapRequest): Nod
   // Last seen moves when a stream opens or closes, as for Weft nodes: not on every request, which
   // would send every peer a change.
   const update: NodeUpdate = {};
-  // The same rule as for Weft nodes: no loopback, link-local, multicast or tailnet endpoints.
+  // As for Weft nodes: no endpoint that points peers at their own machine, network or the tailnet.
   if (req.Endpoints) {
     update.endpoints = usableEndpoints(req.Endpoints, [TAILNET_IPV4_RANGE, ctx.registration.ulaPrefix]);
   }

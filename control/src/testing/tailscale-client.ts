@@ -162,6 +162,10 @@ export interface Ts2021Connection {
   post(path: string, body: unknown): Promise<{ status: number; body: Buffer }>;
   /** POSTs and hands back the response stream (for streaming map requests). */
   stream(path: string, body: unknown): http2.ClientHttp2Stream;
+  /** POSTs `text` exactly as given (a fuzzer's mutated body) and hands back the response stream. */
+  postText(path: string, text: string): http2.ClientHttp2Stream;
+  /** Whether the HTTP/2 session (and so the connection) has ended. */
+  readonly closed: boolean;
   close(): void;
 }
 
@@ -193,14 +197,19 @@ export async function connectTs2021(args: {
   session.on('error', () => {});
   // The early payload comes before control's first HTTP/2 frame: wait for that frame's settings.
   await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
-  const stream = (path: string, body: unknown) => {
+  const postText = (path: string, text: string) => {
     const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/json' });
-    req.end(JSON.stringify(body));
+    req.end(text);
     return req;
   };
+  const stream = (path: string, body: unknown) => postText(path, JSON.stringify(body));
   return {
     early: records.early,
     stream,
+    postText,
+    get closed() {
+      return session.closed || session.destroyed;
+    },
     post: (path, body) =>
       new Promise((resolve, reject) => {
         const req = stream(path, body);
