@@ -31,15 +31,16 @@ async function main(): Promise<void> {
 
   const gid = opts.group === undefined ? undefined : await lookupGroupId(opts.group);
   const backend = await platformBackend(log, opts.stateDir);
-  await backend.restore();
   const server = new HelperServer({ backend, log });
-  await server.listen(opts.socket, gid);
-  log.info(`listening on ${opts.socket}${opts.group === undefined ? '' : ` for group ${opts.group}`}`);
 
+  // The handlers go in before anything is taken over or listened on: a signal during start-up
+  // (a fast restart, a test) must still end in the chosen teardown, never Node's default exit.
   let stopping = false;
+  let started: Promise<void> = Promise.resolve();
   const stop = async (signal: NodeJS.Signals): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    await started.catch(() => {});
     await server.close();
     if (signal === 'SIGINT') {
       log.info('SIGINT: taking down everything this helper set up');
@@ -58,6 +59,13 @@ async function main(): Promise<void> {
       });
     });
   }
+
+  started = (async () => {
+    await backend.restore();
+    await server.listen(opts.socket, gid);
+  })();
+  await started;
+  log.info(`listening on ${opts.socket}${opts.group === undefined ? '' : ` for group ${opts.group}`}`);
 }
 
 main().catch((e: unknown) => {
