@@ -4,6 +4,8 @@
 # already reporting this version is kept, so a re-run costs nothing.
 set -euo pipefail
 
+# Go's own installer puts it here; a non-login shell may not have it on PATH.
+PATH="$PATH:/usr/local/go/bin"
 tailscale_version=v1.102.5
 tailscale_bin=${WEFT_GO_BIN:-/var/cache/weft-go/bin}
 if command -v go >/dev/null 2>&1; then
