@@ -12,8 +12,7 @@ import {
   DerpPeerGoneReason,
   type DerpServerInfo,
 } from '@weft/protocol';
-import type { WebSocket } from 'ws';
-import type { Connection, RelayLimits, Transport } from '../connection.js';
+import { type Connection, type RelayLimits, type Transport, WebSocketTransport } from '../connection.js';
 import type { ForwardingTable, Peer, Wire } from '../forwarding.js';
 import { TokenBucket } from '../token-bucket.js';
 import { openBox, sealBox } from './box.js';
@@ -74,34 +73,12 @@ export class DerpSocketTransport implements Transport {
   }
 }
 
-/** A DERP byte stream in WebSocket binary messages (subprotocol `derp`). */
-export class DerpWebSocketTransport implements Transport {
-  constructor(readonly ws: WebSocket) {}
-  get open(): boolean {
-    return this.ws.readyState === this.ws.OPEN;
-  }
-  get bufferedAmount(): number {
-    return this.ws.bufferedAmount;
-  }
-  send(data: Uint8Array | string): void {
-    this.ws.send(data);
-  }
-  pause(): void {
-    this.ws.pause();
-  }
-  resume(): void {
-    this.ws.resume();
-  }
-  ping(): void {
-    this.ws.ping();
-  }
-  close(code: number, reason: string): void {
+/** A DERP byte stream in WebSocket binary messages (subprotocol `derp`): says why before closing. */
+export class DerpWebSocketTransport extends WebSocketTransport {
+  override close(code: number, reason: string): void {
     if (!this.open) return;
     this.ws.send(encodeDerpFrame(DerpFrameType.health, Buffer.from(reason)));
-    this.ws.close(code, reason);
-  }
-  terminate(): void {
-    this.ws.terminate();
+    super.close(code, reason);
   }
 }
 
