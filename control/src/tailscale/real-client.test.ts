@@ -42,7 +42,8 @@ function startTailscaled(name: string): Client {
   const child = spawn(
     TAILSCALED,
     ['--tun=userspace-networking', '--statedir', join(dir, 'state'), '--socket', socket, '--port', '0'],
-    { env: { ...process.env, TS_NO_LOGS_NO_SUPPORT: 'true' }, stdio: 'ignore' },
+    // Its logs go to the scratch folder, not /var/lib/tailscale.
+    { env: { ...process.env, TS_NO_LOGS_NO_SUPPORT: 'true', TS_LOGS_DIR: dir }, stdio: 'ignore' },
   );
   children.push(child);
   const cli = async (...args: string[]) =>
