@@ -18,25 +18,20 @@ import { ControlMachine } from '../control-client/machine.js';
 import { WeftError } from '../errors.js';
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
-import { Connectivity } from '../paths/connectivity.js';
-import { type MtuPeer, MtuTracker } from '../paths/mtu.js';
+import { MtuTracker } from '../paths/mtu.js';
+import { PathsSession } from '../paths/session.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import { desiredOsState } from './desired.js';
 import {
   advertisedRoutes,
   checkExitNodeChoice,
   describeRoutes,
-  exitNodeList,
-  exitNodeProblem,
+  ExitNodeState,
   localPrefixes,
-  measureExitNodes,
   osInterfacePrefixes,
-  relayUrls,
-  routeStatus,
-  ServerAddresses,
 } from './exit-nodes.js';
 import type { EngineOptions, EngineTiming } from './options.js';
-import { buildStatus } from './status.js';
+import { engineStatus } from './status.js';
 import { Tunnel } from './tunnel.js';
 import { untilSettled } from './until-settled.js';
 import { StatusWatch, type WatchListener } from './watch.js';
@@ -60,14 +55,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Sign-in, authorization, the netmap stream and key rotation. */
   private readonly control: ControlMachine;
   /** Relays, relay proxy and path selection; alive while the stream is. */
-  private conn: Connectivity | null = null;
+  private readonly paths: PathsSession;
   /** Something the user should know until the next `up`, such as why control logged us out. */
   private notice: string | null = null;
   private endpointsTimer: NodeJS.Timeout | null = null;
-  /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
-  private readonly servers = new ServerAddresses();
-  /** Last measured round trip to exit nodes, by peer id (null: no answer). */
-  private readonly latency = new Map<string, number | null>();
+  /** Exit-node latencies and the servers kept outside the tunnel. */
+  private readonly exits = new ExitNodeState();
   private ops: Promise<unknown> = Promise.resolve();
   private readonly tunnel: Tunnel;
   private readonly netmapWriter: LatestWriter<NetMap>;
@@ -89,7 +82,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     this.tunnel.on('change', () => this.emit('change'));
     this.mtu = new MtuTracker({
-      peers: () => this.mtuPeers(),
+      peers: () => this.paths.mtuPeers(),
       applied: () =>
         this.tunnel.sync().then(
           () => true,
@@ -110,7 +103,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     );
     this.watchers = new StatusWatch(() => this.status());
     this.on('change', () => this.watchers.changed());
-    this.servers.on('change', () => this.reconcile());
+    this.exits.on('change', () => this.reconcile());
+    this.paths = this.pathsSession();
   }
 
   /** Loads state and resumes: with a cached netmap the tunnel comes up before control answers. */
@@ -137,9 +131,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Stops everything and takes the interface down (prefs are kept: a restart resumes). */
   async shutdown(): Promise<void> {
     if (this.endpointsTimer) clearInterval(this.endpointsTimer);
-    this.servers.close();
-    this.conn?.close();
-    this.conn = null;
+    this.exits.close();
+    this.paths.close();
     await this.control.stop();
     this.watchers.close();
     await this.tunnel.close();
@@ -154,30 +147,17 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Status without asking the helper (interface figures as last read). */
   snapshot(): Status {
-    const health: string[] = [];
-    const { control } = this;
-    const wanted = control.login !== null && this.prefs.wantRunning;
-    if (wanted && control.controlProblem) health.push(control.controlProblem.message);
-    const helper = this.tunnel.health(wanted);
-    if (helper) health.push(helper);
-    if (this.notice) health.push(this.notice);
-    if (control.loginProblem) health.push(control.loginProblem.message);
-    if (control.rotationProblem) health.push(control.rotationProblem.message);
-    if (wanted && this.conn) health.push(...this.conn.problems());
-    const conn = wanted ? this.conn : null;
-    const status = this.routedStatus(
-      buildStatus({
-        peerPath: conn ? (key, endpoint) => conn.peerPath(key, endpoint) : undefined,
-        backendState: this.backendState(),
-        controlUrl: control.login?.controlUrl ?? this.prefs.controlUrl,
-        authUrl: control.authUrl,
-        authUrlExpiresAt: control.authUrlExpiresAt,
-        netmap: this.netmap,
-        iface: wanted ? this.tunnel.iface : null,
-        health,
-      }),
-    );
-    return wanted && this.tunnel.applied ? { ...status, mtu: this.mtu.choice } : status;
+    return engineStatus({
+      backendState: this.backendState(),
+      prefs: this.prefs,
+      netmap: this.netmap,
+      control: this.control,
+      tunnel: this.tunnel,
+      paths: this.paths.current,
+      notice: this.notice,
+      mtu: this.mtu.choice,
+      exits: this.exits,
+    });
   }
 
   /** Status with the interface's live figures read through the helper. */
@@ -210,18 +190,17 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** The exit nodes on offer, with their latency measured now (`weft exit-node list|suggest`). */
   async exitNodes(): Promise<ExitNodeList> {
-    if (this.backendState() === 'Running') {
-      await measureExitNodes(exitNodeList(this.netmap, this.prefs, this.latency).exitNodes, this.latency);
-      this.emit('change');
-    }
-    return exitNodeList(this.netmap, this.prefs, this.latency);
+    const running = this.backendState() === 'Running';
+    const list = await this.exits.list(this.netmap, this.prefs, running);
+    if (running) this.emit('change');
+    return list;
   }
 
   /** What the node knows of its NAT and relays (`weft netcheck`). */
   async netcheck(): Promise<NetcheckReport> {
-    if (!this.conn) throw new WeftError('conflict', 'not connected: run weft up first');
+    if (!this.paths.current) throw new WeftError('conflict', 'not connected: run weft up first');
     await this.status();
-    return this.conn.netcheck();
+    return this.paths.current.netcheck();
   }
 
   watch(listener: WatchListener): () => void {
@@ -338,28 +317,20 @@ export class Engine extends EventEmitter<EngineEvents> {
     // Wanted up but no map yet: leave the OS as it is until one arrives.
     const netmap = this.netmap;
     if (!netmap) return null;
-    // The control server and the relays stay outside the tunnel while an exit node is in use.
-    this.servers.set([login.controlUrl, ...relayUrls(netmap)]);
     return {
       op: 'apply',
       state: desiredOsState({
         netmap,
         prefs: this.prefs,
-        paths: this.conn,
+        paths: this.paths.current,
         mtu: this.mtu.choice.mtu,
         interfaceName: name,
         nodePrivateKey: nodeKey.privateKey,
         localPrefixes: localPrefixes(osInterfacePrefixes, name, netmap.tailnetRanges),
-        bypass: this.servers.prefixes(),
+        // The control server and the relays stay outside the tunnel while an exit node is in use.
+        bypass: this.exits.bypass(login.controlUrl, netmap),
       }),
     };
-  }
-
-  private routedStatus(status: Status): Status {
-    const wanted = this.control.login !== null && this.prefs.wantRunning;
-    const problem = wanted ? exitNodeProblem(this.netmap, this.prefs) : null;
-    const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
-    return routeStatus(withHealth, status.self ? this.netmap : null, this.prefs, this.latency);
   }
 
   // --- control and paths ------------------------------------------------------------------------
@@ -392,52 +363,49 @@ export class Engine extends EventEmitter<EngineEvents> {
   private startSession(): void {
     if (this.control.streaming || !this.control.login) return;
     this.control.startStream(advertisedRoutes(this.prefs));
-    this.startConnectivity();
+    this.startPaths();
     this.reportEndpoints();
   }
 
-  private startConnectivity(): void {
-    const { nodeKey } = this.control;
-    if (this.conn || !nodeKey) return;
-    const iface = this.opts.interfaceName;
-    const conn = new Connectivity({
-      nodePrivateKey: nodeKey.privateKey,
-      nodeKey: nodeKey.publicKey,
-      listenPort: this.prefs.listenPort,
+  private pathsSession(): PathsSession {
+    const paths = new PathsSession({
       log: this.opts.log,
       netmap: () => this.netmap,
-      interfaceName: iface,
+      interfaceName: this.opts.interfaceName,
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
       readInterface: () => this.tunnel.readInterface(),
     });
-    conn.on('change', () => {
+    paths.on('change', () => {
       this.reconcile();
       this.refreshMtu();
     });
-    conn.on('publicAddressChanged', (from, to) => {
+    paths.on('publicAddressChanged', (from, to) => {
       this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
       this.control.reconnect();
     });
-    conn.on('endpoints', () => this.reportEndpoints());
-    conn.on('status', () => {
+    paths.on('endpoints', () => this.reportEndpoints());
+    paths.on('status', () => {
       this.refreshMtu();
       this.emit('change');
     });
-    this.conn = conn;
-    conn.netmapChanged();
+    return paths;
+  }
+
+  private startPaths(): void {
+    const { nodeKey } = this.control;
+    if (nodeKey) this.paths.start(nodeKey, this.prefs.listenPort);
   }
 
   private async stopSession(): Promise<void> {
-    this.conn?.close();
-    this.conn = null;
+    this.paths.close();
     await this.control.stopStream();
   }
 
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
     if (this.netmap) this.netmapWriter.push(this.netmap);
-    this.conn?.netmapChanged();
+    this.paths.current?.netmapChanged();
     this.reconcile();
     this.refreshMtu();
     this.emit('change');
@@ -447,24 +415,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.mtu.refresh().catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`));
   }
 
-  /** The online peers and the paths to them, for the MTU. */
-  private mtuPeers(): MtuPeer[] {
-    const conn = this.conn;
-    return (this.netmap?.peers ?? [])
-      .filter((p) => p.online)
-      .map((p) => {
-        const endpoint = conn?.endpointFor(p) ?? null;
-        return {
-          name: p.name,
-          path: conn ? conn.peerPath(p.nodeKey, endpoint).path : 'relay',
-          endpoint,
-          address: p.addresses[0]?.replace(/\/\d+$/, '') ?? null,
-        };
-      });
-  }
-
   private reportEndpoints(): void {
-    if (this.control.streaming && this.conn) this.control.setEndpoints(this.conn.candidates());
+    if (this.control.streaming && this.paths.current)
+      this.control.setEndpoints(this.paths.current.candidates());
   }
 
   /** Control accepted a new node key: WireGuard and the relays switch to it. */
@@ -473,13 +426,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.netmap = { ...this.netmap, self };
       this.netmapWriter.push(this.netmap);
     }
-    if (this.conn) {
-      // Relays deliver by node key and the relay connection proved the old one: reconnect as the
-      // new key. Peers start again on the relay and their direct paths are re-confirmed.
-      this.conn.close();
-      this.conn = null;
-      this.startConnectivity();
-    }
+    const { nodeKey } = this.control;
+    if (nodeKey) this.paths.restart(nodeKey, this.prefs.listenPort);
     this.reconcile();
     this.emit('change');
   }

@@ -8,6 +8,7 @@ import {
   EXIT_ROUTE_SHARE,
   EXIT_ROUTES,
   type ExitNodeInfo,
+  type ExitNodeList,
   exitRouteFamilies,
   type Family,
   familyBits,
@@ -27,7 +28,7 @@ import { WeftError } from '../errors.js';
 // into the routing parts of the helper's desired state (which peer carries 0.0.0.0/0 and ::/0,
 // which subnet routes go into the tunnel, the router role, the exit-node bypass and allowed LAN) and
 // into the status fields; the rest resolves the servers that must stay outside the tunnel and
-// measures latency to exit nodes.
+// measures latency to exit nodes, and ExitNodeState keeps both for the engine.
 
 const EXIT = new Set(EXIT_ROUTES);
 
@@ -307,6 +308,48 @@ export function exitNodeList(
     }))
     .sort((a, b) => a.name.localeCompare(b.name));
   return { exitNodes, recommended: recommend(exitNodes, latency) };
+}
+
+// --- the engine's exit-node state --------------------------------------------------------------
+
+/**
+ * What the engine keeps for exit nodes besides the prefs: the last measured latencies and the
+ * servers that stay outside the tunnel. `change` fires when those servers' addresses change (the
+ * desired state must be re-applied).
+ */
+export class ExitNodeState extends EventEmitter<{ change: [] }> {
+  /** Last measured round trip to exit nodes, by peer id (null: no answer). */
+  private readonly latency = new Map<string, number | null>();
+  /** Control and relay servers, which stay outside the tunnel while an exit node is in use. */
+  private readonly servers = new ServerAddresses();
+
+  constructor() {
+    super();
+    this.servers.on('change', () => this.emit('change'));
+  }
+
+  /** The control and relay servers' addresses as prefixes (new host names are looked up). */
+  bypass(controlUrl: string, netmap: NetMap): string[] {
+    this.servers.set([controlUrl, ...relayUrls(netmap)]);
+    return this.servers.prefixes();
+  }
+
+  /** The exit nodes on offer, their latency measured first when `measure` (through the tunnel). */
+  async list(netmap: NetMap | null, prefs: Prefs, measure: boolean): Promise<ExitNodeList> {
+    if (measure) await measureExitNodes(exitNodeList(netmap, prefs, this.latency).exitNodes, this.latency);
+    return exitNodeList(netmap, prefs, this.latency);
+  }
+
+  /** Adds the routing fields to a status, and why the chosen exit node fails while `wanted` up. */
+  status(status: Status, netmap: NetMap | null, prefs: Prefs, wanted: boolean): Status {
+    const problem = wanted ? exitNodeProblem(netmap, prefs) : null;
+    const withHealth = problem ? { ...status, health: [...status.health, problem] } : status;
+    return routeStatus(withHealth, status.self ? netmap : null, prefs, this.latency);
+  }
+
+  close(): void {
+    this.servers.close();
+  }
 }
 
 // --- servers outside the tunnel -----------------------------------------------------------------

@@ -1,7 +1,21 @@
-import type { BackendState, InterfaceStatus, NetMap, PeerStatus, Status, WgPeerStatus } from '@weft/protocol';
+import type {
+  BackendState,
+  InterfaceStatus,
+  NetMap,
+  PeerStatus,
+  Prefs,
+  Status,
+  WgPeerStatus,
+} from '@weft/protocol';
+import type { ControlMachine } from '../control-client/machine.js';
+import type { Connectivity } from '../paths/connectivity.js';
+import type { MtuChoice } from '../paths/mtu.js';
+import type { ExitNodeState } from './exit-nodes.js';
+import type { Tunnel } from './tunnel.js';
 
 // The LocalAPI Status: what control says about each peer (name, addresses, online) merged with
-// what the real WireGuard interface says (endpoint in use, last handshake, bytes). Pure.
+// what the real WireGuard interface says (endpoint in use, last handshake, bytes). Pure, but for
+// engineStatus, which gathers the engine's parts into it and their health.
 
 export interface StatusInputs {
   backendState: BackendState;
@@ -70,4 +84,49 @@ export function buildStatus(inp: StatusInputs): Status {
     health: inp.health,
     user: map?.self.user ? { loginName: map.self.user, displayName: map.self.user } : null,
   };
+}
+
+/** The engine's parts that its status is built from. */
+export interface EngineView {
+  backendState: BackendState;
+  prefs: Prefs;
+  netmap: NetMap | null;
+  control: ControlMachine;
+  tunnel: Tunnel;
+  paths: Connectivity | null;
+  /** Something the user should know until the next `up`. */
+  notice: string | null;
+  mtu: MtuChoice;
+  exits: ExitNodeState;
+}
+
+/** The status as the engine's parts have it now (the interface's figures as last read). */
+export function engineStatus(v: EngineView): Status {
+  const { control, prefs, netmap } = v;
+  const wanted = control.login !== null && prefs.wantRunning;
+  const health: string[] = [];
+  if (wanted && control.controlProblem) health.push(control.controlProblem.message);
+  const helper = v.tunnel.health(wanted);
+  if (helper) health.push(helper);
+  if (v.notice) health.push(v.notice);
+  if (control.loginProblem) health.push(control.loginProblem.message);
+  if (control.rotationProblem) health.push(control.rotationProblem.message);
+  const conn = wanted ? v.paths : null;
+  if (conn) health.push(...conn.problems());
+  const status = v.exits.status(
+    buildStatus({
+      peerPath: conn ? (key, endpoint) => conn.peerPath(key, endpoint) : undefined,
+      backendState: v.backendState,
+      controlUrl: control.login?.controlUrl ?? prefs.controlUrl,
+      authUrl: control.authUrl,
+      authUrlExpiresAt: control.authUrlExpiresAt,
+      netmap,
+      iface: wanted ? v.tunnel.iface : null,
+      health,
+    }),
+    netmap,
+    prefs,
+    wanted,
+  );
+  return wanted && v.tunnel.applied ? { ...status, mtu: v.mtu } : status;
 }
