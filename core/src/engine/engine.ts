@@ -18,7 +18,6 @@ import { ControlMachine } from '../control-client/machine.js';
 import { WeftError } from '../errors.js';
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
-import { MtuTracker } from '../paths/mtu.js';
 import { PathsSession } from '../paths/session.js';
 import { LatestWriter } from '../state/latest-writer.js';
 import { desiredOsState } from './desired.js';
@@ -66,8 +65,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly netmapWriter: LatestWriter<NetMap>;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
-  /** The interface MTU in force and why (paths/mtu.ts); re-chosen when peers or paths change. */
-  private readonly mtu: MtuTracker;
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -81,22 +78,6 @@ export class Engine extends EventEmitter<EngineEvents> {
       reapplyMs: this.timing.reapplyMs,
     });
     this.tunnel.on('change', () => this.emit('change'));
-    this.mtu = new MtuTracker({
-      peers: () => this.paths.mtuPeers(),
-      applied: () =>
-        this.tunnel.sync().then(
-          () => true,
-          () => false,
-        ),
-      onChoice: (choice, mtuChanged) => {
-        if (mtuChanged) opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
-        // Only while up: a probe answering during a logout must not race it to the helper.
-        if (mtuChanged && this.control.login !== null && this.prefs.wantRunning) this.reconcile();
-        this.emit('change');
-      },
-      readUnderlay: opts.readUnderlay,
-      probePath: opts.probePath,
-    });
     this.netmapWriter = new LatestWriter(
       (m) => opts.store.saveNetmap(m),
       (err) => opts.log.warn(`could not cache the netmap: ${describeError(err)}`),
@@ -155,7 +136,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       tunnel: this.tunnel,
       paths: this.paths.current,
       notice: this.notice,
-      mtu: this.mtu.choice,
+      mtu: this.paths.mtu,
       exits: this.exits,
     });
   }
@@ -323,7 +304,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         netmap,
         prefs: this.prefs,
         paths: this.paths.current,
-        mtu: this.mtu.choice.mtu,
+        mtu: this.paths.mtu.mtu,
         interfaceName: name,
         nodePrivateKey: nodeKey.privateKey,
         localPrefixes: localPrefixes(osInterfacePrefixes, name, netmap.tailnetRanges),
@@ -375,20 +356,26 @@ export class Engine extends EventEmitter<EngineEvents> {
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
       readInterface: () => this.tunnel.readInterface(),
+      applied: () =>
+        this.tunnel.sync().then(
+          () => true,
+          () => false,
+        ),
+      readUnderlay: this.opts.readUnderlay,
+      probePath: this.opts.probePath,
     });
-    paths.on('change', () => {
-      this.reconcile();
-      this.refreshMtu();
+    paths.on('change', () => this.reconcile());
+    paths.on('mtu', (mtuChanged) => {
+      // Only while up: a probe answering during a logout must not race it to the helper.
+      if (mtuChanged && this.control.login !== null && this.prefs.wantRunning) this.reconcile();
+      this.emit('change');
     });
     paths.on('publicAddressChanged', (from, to) => {
       this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
       this.control.reconnect();
     });
     paths.on('endpoints', () => this.reportEndpoints());
-    paths.on('status', () => {
-      this.refreshMtu();
-      this.emit('change');
-    });
+    paths.on('status', () => this.emit('change'));
     return paths;
   }
 
@@ -405,14 +392,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
     if (this.netmap) this.netmapWriter.push(this.netmap);
-    this.paths.current?.netmapChanged();
+    this.paths.netmapChanged();
     this.reconcile();
-    this.refreshMtu();
     this.emit('change');
-  }
-
-  private refreshMtu(): void {
-    this.mtu.refresh().catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`));
   }
 
   private reportEndpoints(): void {

@@ -1,21 +1,45 @@
 import { EventEmitter } from 'node:events';
+import { describeError } from '../log/logger.js';
 import type { KeyHandle } from '../state/store.js';
 import { Connectivity, type ConnectivityEvents, type ConnectivityOptions } from './connectivity.js';
-import type { MtuPeer } from './mtu.js';
+import { type MtuChoice, type MtuPeer, MtuTracker, type MtuTrackerOptions } from './mtu.js';
 
 // The paths of the control session in progress: one Connectivity for the node key in use, started
 // with the session, made anew when control accepts a new key (relays deliver by node key and the
 // relay connection proved the old one: peers start again on the relay and their direct paths are
 // re-confirmed), closed with the session. Its events pass through, so listeners are added once.
+// It also keeps the interface MTU chosen from those paths (mtu.ts), re-chosen when they change.
 
-export type PathsSessionOptions = Omit<ConnectivityOptions, 'nodePrivateKey' | 'nodeKey' | 'listenPort'>;
+export type PathsSessionOptions = Omit<ConnectivityOptions, 'nodePrivateKey' | 'nodeKey' | 'listenPort'> &
+  Pick<MtuTrackerOptions, 'applied' | 'readUnderlay' | 'probePath'>;
 
-export class PathsSession extends EventEmitter<ConnectivityEvents> {
+export interface PathsSessionEvents extends ConnectivityEvents {
+  /** A new MTU choice (`mtuChanged`: another size, so the state must be re-applied). */
+  mtu: [mtuChanged: boolean];
+}
+
+export class PathsSession extends EventEmitter<PathsSessionEvents> {
   /** Alive while the control stream is. */
   current: Connectivity | null = null;
+  private readonly mtuTracker: MtuTracker;
 
   constructor(private readonly opts: PathsSessionOptions) {
     super();
+    this.mtuTracker = new MtuTracker({
+      peers: () => this.mtuPeers(),
+      applied: opts.applied,
+      onChoice: (choice, mtuChanged) => {
+        if (mtuChanged) opts.log.info(`tunnel MTU ${choice.mtu}: ${choice.reason}`);
+        this.emit('mtu', mtuChanged);
+      },
+      readUnderlay: opts.readUnderlay,
+      probePath: opts.probePath,
+    });
+  }
+
+  /** The interface MTU in force and why. */
+  get mtu(): MtuChoice {
+    return this.mtuTracker.choice;
   }
 
   start(nodeKey: KeyHandle, listenPort: number): void {
@@ -26,10 +50,16 @@ export class PathsSession extends EventEmitter<ConnectivityEvents> {
       nodeKey: nodeKey.publicKey,
       listenPort,
     });
-    conn.on('change', () => this.emit('change'));
+    conn.on('change', () => {
+      this.emit('change');
+      this.refreshMtu();
+    });
     conn.on('publicAddressChanged', (from, to) => this.emit('publicAddressChanged', from, to));
     conn.on('endpoints', () => this.emit('endpoints'));
-    conn.on('status', () => this.emit('status'));
+    conn.on('status', () => {
+      this.refreshMtu();
+      this.emit('status');
+    });
     this.current = conn;
     conn.netmapChanged();
   }
@@ -46,8 +76,18 @@ export class PathsSession extends EventEmitter<ConnectivityEvents> {
     this.current = null;
   }
 
+  /** The engine's netmap changed: peers and their paths follow. */
+  netmapChanged(): void {
+    this.current?.netmapChanged();
+    this.refreshMtu();
+  }
+
+  private refreshMtu(): void {
+    this.mtuTracker.refresh().catch((err) => this.opts.log.debug(`choosing the MTU: ${describeError(err)}`));
+  }
+
   /** The online peers and the paths to them, for the MTU. */
-  mtuPeers(): MtuPeer[] {
+  private mtuPeers(): MtuPeer[] {
     const conn = this.current;
     return (this.opts.netmap()?.peers ?? [])
       .filter((p) => p.online)
