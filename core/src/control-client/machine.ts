@@ -152,7 +152,7 @@ export class ControlMachine extends EventEmitter<ControlMachineEvents> {
    * Registers the node key with control (a new one if none is kept). Nothing is saved until control
    * accepts: a bad key or an unreachable control changes nothing. `accepted` runs once it has.
    */
-  async signIn(
+  private async signIn(
     req: UpRequest & { controlUrl: string; hostname: string },
     accepted: () => Promise<void>,
   ): Promise<SignInResult> {
@@ -182,9 +182,29 @@ export class ControlMachine extends EventEmitter<ControlMachineEvents> {
     return 'authorized';
   }
 
-  /** Logged in already: re-pins a control that was reinstalled on purpose. */
-  async acceptNewControlKey(controlUrl: string): Promise<void> {
-    await this.client(controlUrl, true).controlKey();
+  /**
+   * Signs in, or, logged in already, re-pins a control reinstalled on purpose when asked
+   * (`acceptNewControlKey`) and runs `accepted`.
+   */
+  async signInOrResume(
+    req: UpRequest & { controlUrl: string; hostname: string },
+    accepted: () => Promise<void>,
+  ): Promise<SignInResult> {
+    if (!this.login) return this.signIn(req, accepted);
+    if (req.acceptNewControlKey) await this.client(req.controlUrl, true).controlKey();
+    await accepted();
+    return 'authorized';
+  }
+
+  /** Refuses another control than the one logged in to (log out first to switch). */
+  checkSameControl(controlUrl: string): void {
+    const { login } = this;
+    if (login && login.controlUrl !== controlUrl) {
+      throw new WeftError(
+        'conflict',
+        `logged in to ${login.controlUrl}, not ${controlUrl}; run 'weft logout' first to switch`,
+      );
+    }
   }
 
   /** Opens the netmap stream (no-op without a login, or when open). */

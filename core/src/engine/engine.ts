@@ -30,7 +30,7 @@ import {
   osInterfacePrefixes,
 } from './exit-nodes.js';
 import type { EngineOptions, EngineTiming } from './options.js';
-import { engineStatus } from './status.js';
+import { type EngineView, engineStatus, upOutcome } from './status.js';
 import { Tunnel } from './tunnel.js';
 import { untilSettled } from './until-settled.js';
 import { StatusWatch, type WatchListener } from './watch.js';
@@ -57,7 +57,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly paths: PathsSession;
   /** Something the user should know until the next `up`, such as why control logged us out. */
   private notice: string | null = null;
-  private endpointsTimer: NodeJS.Timeout | null = null;
   /** Exit-node latencies and the servers kept outside the tunnel. */
   private readonly exits = new ExitNodeState();
   private ops: Promise<unknown> = Promise.resolve();
@@ -105,13 +104,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.tunnel.start();
     this.reconcile();
     if (this.control.login && this.prefs.wantRunning) this.startSession();
-    this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.timing.endpointsPollMs ?? 5_000);
     log.info(`engine started: ${this.backendState()}`);
   }
 
   /** Stops everything and takes the interface down (prefs are kept: a restart resumes). */
   async shutdown(): Promise<void> {
-    if (this.endpointsTimer) clearInterval(this.endpointsTimer);
     this.exits.close();
     this.paths.close();
     await this.control.stop();
@@ -128,17 +125,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Status without asking the helper (interface figures as last read). */
   snapshot(): Status {
-    return engineStatus({
-      backendState: this.backendState(),
-      prefs: this.prefs,
-      netmap: this.netmap,
-      control: this.control,
-      tunnel: this.tunnel,
-      paths: this.paths.current,
-      notice: this.notice,
-      mtu: this.paths.mtu,
-      exits: this.exits,
-    });
+    return engineStatus(this.view());
   }
 
   /** Status with the interface's live figures read through the helper. */
@@ -239,25 +226,13 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Returns true when an interactive login is now pending. */
   private async doUp(req: UpRequest): Promise<boolean> {
     const controlUrl = normalizeControlUrl(req.controlUrl);
-    const { login } = this.control;
-    if (login && login.controlUrl !== controlUrl) {
-      throw new WeftError(
-        'conflict',
-        `logged in to ${login.controlUrl}, not ${controlUrl}; run 'weft logout' first to switch`,
-      );
-    }
+    this.control.checkSameControl(controlUrl);
     const hostname = req.hostname ?? this.prefs.hostname ?? defaultHostname();
     const wantUp = () => this.savePrefs({ ...this.prefs, controlUrl, hostname, wantRunning: true });
     this.notice = null;
-    if (!login) {
-      if ((await this.control.signIn({ ...req, controlUrl, hostname }, wantUp)) === 'needs-auth') {
-        this.emit('change');
-        return true;
-      }
-    } else {
-      // Logged in already: the flag re-pins a control that was reinstalled on purpose.
-      if (req.acceptNewControlKey) await this.control.acceptNewControlKey(controlUrl);
-      await wantUp();
+    if ((await this.control.signInOrResume({ ...req, controlUrl, hostname }, wantUp)) === 'needs-auth') {
+      this.emit('change');
+      return true;
     }
     this.signedIn();
     return false;
@@ -345,7 +320,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.control.streaming || !this.control.login) return;
     this.control.startStream(advertisedRoutes(this.prefs));
     this.startPaths();
-    this.reportEndpoints();
+    this.paths.reportEndpoints();
   }
 
   private pathsSession(): PathsSession {
@@ -363,6 +338,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         ),
       readUnderlay: this.opts.readUnderlay,
       probePath: this.opts.probePath,
+      reportEndpoints: (candidates) => {
+        if (this.control.streaming) this.control.setEndpoints(candidates);
+      },
+      endpointsPollMs: this.timing.endpointsPollMs,
     });
     paths.on('change', () => this.reconcile());
     paths.on('mtu', (mtuChanged) => {
@@ -374,7 +353,6 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
       this.control.reconnect();
     });
-    paths.on('endpoints', () => this.reportEndpoints());
     paths.on('status', () => this.emit('change'));
     return paths;
   }
@@ -395,11 +373,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.paths.netmapChanged();
     this.reconcile();
     this.emit('change');
-  }
-
-  private reportEndpoints(): void {
-    if (this.control.streaming && this.paths.current)
-      this.control.setEndpoints(this.paths.current.candidates());
   }
 
   /** Control accepted a new node key: WireGuard and the relays switch to it. */
@@ -430,20 +403,28 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Resolves when Running; rejects as soon as something makes that impossible for now. */
   private waitRunning(timeoutMs: number): Promise<void> {
-    const check = (): WeftError | 'done' | null => {
-      const state = this.backendState();
-      if (state === 'Running') return 'done';
-      if (state === 'NeedsLogin') return new WeftError('control-rejected', this.notice ?? 'logged out');
-      if (state === 'Stopped') return new WeftError('conflict', 'the tunnel was brought down meanwhile');
-      if (this.tunnel.problem) return this.tunnel.problem;
-      const p = this.control.controlProblem;
-      if (!this.netmap && p)
-        return new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`);
-      return null;
+    return untilSettled(
+      this,
+      () => upOutcome(this.view()),
+      timeoutMs,
+      () => {
+        const why = this.snapshot().health.join('; ') || 'waiting for control';
+        return new WeftError('timeout', `not running after ${Math.round(timeoutMs / 1000)} s: ${why}`);
+      },
+    );
+  }
+
+  private view(): EngineView {
+    return {
+      backendState: this.backendState(),
+      prefs: this.prefs,
+      netmap: this.netmap,
+      control: this.control,
+      tunnel: this.tunnel,
+      paths: this.paths.current,
+      notice: this.notice,
+      mtu: this.paths.mtu,
+      exits: this.exits,
     };
-    return untilSettled(this, check, timeoutMs, () => {
-      const why = this.snapshot().health.join('; ') || 'waiting for control';
-      return new WeftError('timeout', `not running after ${Math.round(timeoutMs / 1000)} s: ${why}`);
-    });
   }
 }

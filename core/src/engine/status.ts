@@ -8,6 +8,7 @@ import type {
   WgPeerStatus,
 } from '@weft/protocol';
 import type { ControlMachine } from '../control-client/machine.js';
+import { WeftError } from '../errors.js';
 import type { Connectivity } from '../paths/connectivity.js';
 import type { MtuChoice } from '../paths/mtu.js';
 import type { ExitNodeState } from './exit-nodes.js';
@@ -129,4 +130,15 @@ export function engineStatus(v: EngineView): Status {
     wanted,
   );
   return wanted && v.tunnel.applied ? { ...status, mtu: v.mtu } : status;
+}
+
+/** Whether `up` is done (Running), cannot finish for now (why, as a WeftError), or waits on (null). */
+export function upOutcome(v: EngineView): WeftError | 'done' | null {
+  if (v.backendState === 'Running') return 'done';
+  if (v.backendState === 'NeedsLogin') return new WeftError('control-rejected', v.notice ?? 'logged out');
+  if (v.backendState === 'Stopped') return new WeftError('conflict', 'the tunnel was brought down meanwhile');
+  if (v.tunnel.problem) return v.tunnel.problem;
+  const p = v.control.controlProblem;
+  if (!v.netmap && p) return new WeftError(p.code, `${p.message} (weftd keeps retrying in the background)`);
+  return null;
 }

@@ -8,12 +8,17 @@ import { type MtuChoice, type MtuPeer, MtuTracker, type MtuTrackerOptions } from
 // with the session, made anew when control accepts a new key (relays deliver by node key and the
 // relay connection proved the old one: peers start again on the relay and their direct paths are
 // re-confirmed), closed with the session. Its events pass through, so listeners are added once.
-// It also keeps the interface MTU chosen from those paths (mtu.ts), re-chosen when they change.
+// It also reports this node's endpoint candidates (when they change, and every `endpointsPollMs`),
+// and keeps the interface MTU chosen from the paths (mtu.ts), re-chosen when they change.
 
 export type PathsSessionOptions = Omit<ConnectivityOptions, 'nodePrivateKey' | 'nodeKey' | 'listenPort'> &
-  Pick<MtuTrackerOptions, 'applied' | 'readUnderlay' | 'probePath'>;
+  Pick<MtuTrackerOptions, 'applied' | 'readUnderlay' | 'probePath'> & {
+    /** Sends the candidates to control. */
+    reportEndpoints: (candidates: string[]) => void;
+    endpointsPollMs?: number;
+  };
 
-export interface PathsSessionEvents extends ConnectivityEvents {
+export interface PathsSessionEvents extends Omit<ConnectivityEvents, 'endpoints'> {
   /** A new MTU choice (`mtuChanged`: another size, so the state must be re-applied). */
   mtu: [mtuChanged: boolean];
 }
@@ -22,6 +27,7 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
   /** Alive while the control stream is. */
   current: Connectivity | null = null;
   private readonly mtuTracker: MtuTracker;
+  private endpointsTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: PathsSessionOptions) {
     super();
@@ -55,13 +61,18 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
       this.refreshMtu();
     });
     conn.on('publicAddressChanged', (from, to) => this.emit('publicAddressChanged', from, to));
-    conn.on('endpoints', () => this.emit('endpoints'));
+    conn.on('endpoints', () => this.reportEndpoints());
     conn.on('status', () => {
       this.refreshMtu();
       this.emit('status');
     });
     this.current = conn;
     conn.netmapChanged();
+    this.endpointsTimer = setInterval(() => this.reportEndpoints(), this.opts.endpointsPollMs ?? 5_000);
+  }
+
+  reportEndpoints(): void {
+    if (this.current) this.opts.reportEndpoints(this.current.candidates());
   }
 
   /** Reconnects as a new node key, if running. */
@@ -72,6 +83,8 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
   }
 
   close(): void {
+    if (this.endpointsTimer) clearInterval(this.endpointsTimer);
+    this.endpointsTimer = null;
     this.current?.close();
     this.current = null;
   }
