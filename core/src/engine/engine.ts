@@ -19,20 +19,12 @@ import { WeftError } from '../errors.js';
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
 import { PathsSession } from '../paths/session.js';
-import { LatestWriter } from '../state/latest-writer.js';
+import { NetmapCache } from '../state/netmap-cache.js';
 import { desiredOsState } from './desired.js';
-import {
-  advertisedRoutes,
-  checkExitNodeChoice,
-  describeRoutes,
-  ExitNodeState,
-  localPrefixes,
-  osInterfacePrefixes,
-} from './exit-nodes.js';
+import { advertisedRoutes, checkExitNodeChoice, describeRoutes, ExitNodeState } from './exit-nodes.js';
 import type { EngineOptions, EngineTiming } from './options.js';
-import { type EngineView, engineStatus, upOutcome } from './status.js';
+import { type EngineView, engineStatus, untilRunning } from './status.js';
 import { Tunnel } from './tunnel.js';
-import { untilSettled } from './until-settled.js';
 import { StatusWatch, type WatchListener } from './watch.js';
 
 // The engine: owns the prefs, the netmap and the desired OS state, and ties this node's standing
@@ -61,7 +53,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly exits = new ExitNodeState();
   private ops: Promise<unknown> = Promise.resolve();
   private readonly tunnel: Tunnel;
-  private readonly netmapWriter: LatestWriter<NetMap>;
+  private readonly netmapCache: NetmapCache;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
 
@@ -77,10 +69,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       reapplyMs: this.timing.reapplyMs,
     });
     this.tunnel.on('change', () => this.emit('change'));
-    this.netmapWriter = new LatestWriter(
-      (m) => opts.store.saveNetmap(m),
-      (err) => opts.log.warn(`could not cache the netmap: ${describeError(err)}`),
-    );
+    this.netmapCache = new NetmapCache(opts.store, opts.log);
     this.watchers = new StatusWatch(() => this.status());
     this.on('change', () => this.watchers.changed());
     this.exits.on('change', () => this.reconcile());
@@ -93,14 +82,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await store.init();
     this.prefs = await store.loadPrefs();
     await this.control.load();
-    if (this.control.login) {
-      try {
-        this.netmap = await store.loadNetmap();
-      } catch (err) {
-        // Only a cache: control sends a full map again.
-        log.warn(`ignoring the cached netmap: ${describeError(err)}`);
-      }
-    }
+    if (this.control.login) this.netmap = await this.netmapCache.load();
     this.tunnel.start();
     this.reconcile();
     if (this.control.login && this.prefs.wantRunning) this.startSession();
@@ -114,7 +96,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.control.stop();
     this.watchers.close();
     await this.tunnel.close();
-    await this.netmapWriter.flush();
+    await this.netmapCache.flush();
   }
 
   backendState(): BackendState {
@@ -181,7 +163,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    */
   async up(req: UpRequest): Promise<void> {
     const pendingLogin = await this.exclusive(() => this.doUp(req));
-    if (!pendingLogin) await this.waitRunning(this.timing.upTimeoutMs ?? 45_000);
+    if (!pendingLogin) await untilRunning(this, () => this.view(), this.timing.upTimeoutMs ?? 45_000);
   }
 
   async down(): Promise<void> {
@@ -251,10 +233,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.stopSession();
     this.netmap = null;
     this.tunnel.iface = null;
-    this.netmapWriter.discard();
-    await this.netmapWriter.flush();
     await this.control.forget();
-    await this.opts.store.deleteNetmap();
+    await this.netmapCache.delete();
     this.notice = notice;
     await this.savePrefs({ ...this.prefs, wantRunning: false });
     await this.tunnel.down();
@@ -282,9 +262,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         mtu: this.paths.mtu.mtu,
         interfaceName: name,
         nodePrivateKey: nodeKey.privateKey,
-        localPrefixes: localPrefixes(osInterfacePrefixes, name, netmap.tailnetRanges),
-        // The control server and the relays stay outside the tunnel while an exit node is in use.
-        bypass: this.exits.bypass(login.controlUrl, netmap),
+        ...this.exits.machineFacts(login.controlUrl, netmap, name),
       }),
     };
   }
@@ -319,7 +297,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private startSession(): void {
     if (this.control.streaming || !this.control.login) return;
     this.control.startStream(advertisedRoutes(this.prefs));
-    this.startPaths();
+    this.paths.start(this.control.nodeKey, this.prefs.listenPort);
     this.paths.reportEndpoints();
   }
 
@@ -357,11 +335,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     return paths;
   }
 
-  private startPaths(): void {
-    const { nodeKey } = this.control;
-    if (nodeKey) this.paths.start(nodeKey, this.prefs.listenPort);
-  }
-
   private async stopSession(): Promise<void> {
     this.paths.close();
     await this.control.stopStream();
@@ -369,7 +342,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
-    if (this.netmap) this.netmapWriter.push(this.netmap);
+    if (this.netmap) this.netmapCache.save(this.netmap);
     this.paths.netmapChanged();
     this.reconcile();
     this.emit('change');
@@ -379,10 +352,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private rotated(self: NetMap['self']): void {
     if (this.netmap) {
       this.netmap = { ...this.netmap, self };
-      this.netmapWriter.push(this.netmap);
+      this.netmapCache.save(this.netmap);
     }
-    const { nodeKey } = this.control;
-    if (nodeKey) this.paths.restart(nodeKey, this.prefs.listenPort);
+    this.paths.restart(this.control.nodeKey, this.prefs.listenPort);
     this.reconcile();
     this.emit('change');
   }
@@ -399,19 +371,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     const run = this.ops.then(fn);
     this.ops = run.catch(() => undefined);
     return run;
-  }
-
-  /** Resolves when Running; rejects as soon as something makes that impossible for now. */
-  private waitRunning(timeoutMs: number): Promise<void> {
-    return untilSettled(
-      this,
-      () => upOutcome(this.view()),
-      timeoutMs,
-      () => {
-        const why = this.snapshot().health.join('; ') || 'waiting for control';
-        return new WeftError('timeout', `not running after ${Math.round(timeoutMs / 1000)} s: ${why}`);
-      },
-    );
   }
 
   private view(): EngineView {

@@ -328,10 +328,17 @@ export class ExitNodeState extends EventEmitter<{ change: [] }> {
     this.servers.on('change', () => this.emit('change'));
   }
 
-  /** The control and relay servers' addresses as prefixes (new host names are looked up). */
-  bypass(controlUrl: string, netmap: NetMap): string[] {
+  /**
+   * What routing needs to know of this machine: the networks it is on (never routed into the
+   * tunnel), and the control and relay servers' addresses, reached outside the tunnel while an
+   * exit node is in use (new host names are looked up).
+   */
+  machineFacts(controlUrl: string, netmap: NetMap, tunnelInterface: string): Omit<RouteInputs, 'prefs'> {
     this.servers.set([controlUrl, ...relayUrls(netmap)]);
-    return this.servers.prefixes();
+    return {
+      localPrefixes: localPrefixes(osInterfacePrefixes, tunnelInterface, netmap.tailnetRanges),
+      bypass: this.servers.prefixes(),
+    };
   }
 
   /** The exit nodes on offer, their latency measured first when `measure` (through the tunnel). */

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type {
   BackendState,
   InterfaceStatus,
@@ -13,6 +14,7 @@ import type { Connectivity } from '../paths/connectivity.js';
 import type { MtuChoice } from '../paths/mtu.js';
 import type { ExitNodeState } from './exit-nodes.js';
 import type { Tunnel } from './tunnel.js';
+import { untilSettled } from './until-settled.js';
 
 // The LocalAPI Status: what control says about each peer (name, addresses, online) merged with
 // what the real WireGuard interface says (endpoint in use, last handshake, bytes). Pure, but for
@@ -132,8 +134,28 @@ export function engineStatus(v: EngineView): Status {
   return wanted && v.tunnel.applied ? { ...status, mtu: v.mtu } : status;
 }
 
+/**
+ * Resolves when the engine is Running; rejects as soon as something makes that impossible for now,
+ * or after `timeoutMs` with its health.
+ */
+export function untilRunning(
+  engine: EventEmitter<{ change: [] }>,
+  view: () => EngineView,
+  timeoutMs: number,
+): Promise<void> {
+  return untilSettled(
+    engine,
+    () => upOutcome(view()),
+    timeoutMs,
+    () => {
+      const why = engineStatus(view()).health.join('; ') || 'waiting for control';
+      return new WeftError('timeout', `not running after ${Math.round(timeoutMs / 1000)} s: ${why}`);
+    },
+  );
+}
+
 /** Whether `up` is done (Running), cannot finish for now (why, as a WeftError), or waits on (null). */
-export function upOutcome(v: EngineView): WeftError | 'done' | null {
+function upOutcome(v: EngineView): WeftError | 'done' | null {
   if (v.backendState === 'Running') return 'done';
   if (v.backendState === 'NeedsLogin') return new WeftError('control-rejected', v.notice ?? 'logged out');
   if (v.backendState === 'Stopped') return new WeftError('conflict', 'the tunnel was brought down meanwhile');

@@ -48,8 +48,9 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
     return this.mtuTracker.choice;
   }
 
-  start(nodeKey: KeyHandle, listenPort: number): void {
-    if (this.current) return;
+  /** Starts for `nodeKey` (none yet: nothing to start). */
+  start(nodeKey: KeyHandle | null, listenPort: number): void {
+    if (this.current || !nodeKey) return;
     const conn = new Connectivity({
       ...this.opts,
       nodePrivateKey: nodeKey.privateKey,
@@ -76,7 +77,7 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
   }
 
   /** Reconnects as a new node key, if running. */
-  restart(nodeKey: KeyHandle, listenPort: number): void {
+  restart(nodeKey: KeyHandle | null, listenPort: number): void {
     if (!this.current) return;
     this.close();
     this.start(nodeKey, listenPort);
