@@ -309,11 +309,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
       ...this.timing.connectivity,
       readInterface: () => this.tunnel.readInterface(),
-      applied: () =>
-        this.tunnel.sync().then(
-          () => true,
-          () => false,
-        ),
+      applied: () => this.tunnel.synced(),
       readUnderlay: this.opts.readUnderlay,
       probePath: this.opts.probePath,
       reportEndpoints: (candidates) => {
@@ -327,10 +323,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (mtuChanged && this.control.login !== null && this.prefs.wantRunning) this.reconcile();
       this.emit('change');
     });
-    paths.on('publicAddressChanged', (from, to) => {
-      this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
-      this.control.reconnect();
-    });
+    paths.on('publicAddressChanged', () => this.control.reconnect());
     paths.on('status', () => this.emit('change'));
     return paths;
   }

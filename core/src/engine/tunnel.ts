@@ -62,6 +62,14 @@ export class Tunnel extends EventEmitter<{ change: [] }> {
     if (!r.ok) throw r.error;
   }
 
+  /** Waits for the helper to have the current target; false if applying it failed. */
+  synced(): Promise<boolean> {
+    return this.sync().then(
+      () => true,
+      () => false,
+    );
+  }
+
   /** Sets the "down" target and waits for the helper; the reconciler retries if this fails. */
   async down(): Promise<void> {
     this.applied = false;

@@ -61,7 +61,10 @@ export class PathsSession extends EventEmitter<PathsSessionEvents> {
       this.emit('change');
       this.refreshMtu();
     });
-    conn.on('publicAddressChanged', (from, to) => this.emit('publicAddressChanged', from, to));
+    conn.on('publicAddressChanged', (from, to) => {
+      this.opts.log.info(`public address changed (${from} → ${to}): reconnecting to control`);
+      this.emit('publicAddressChanged', from, to);
+    });
     conn.on('endpoints', () => this.reportEndpoints());
     conn.on('status', () => {
       this.refreshMtu();
