@@ -88,8 +88,8 @@ describe('incremental compilation', () => {
   it('reports a route change to everyone who sees the router', () => {
     const policy = parsePolicy(`{
       "tagOwners": { "tag:router": ["alice@example.com"] },
-      "autoApprovers": { "routes": { "10.0.0.0/8": ["tag:router"] } },
-      "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["10.0.0.0/8:*"] }],
+      "autoApprovers": { "routes": { "198.18.0.0/15": ["tag:router"] } },
+      "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["198.18.0.0/15:*"] }],
     }`);
     const tailnet = parseTailnet({
       users: [{ name: 'alice', email: 'alice@example.com' }],
@@ -103,13 +103,13 @@ describe('incremental compilation', () => {
     const change = engine.upsertNode('router', {
       tags: ['tag:router'],
       ipv4: '100.64.0.2',
-      advertisedRoutes: ['10.1.0.0/16'],
+      advertisedRoutes: ['198.18.1.0/24'],
     });
     expect(change.peers.get('laptop')).toEqual({ added: ['router'], removed: [] });
     expect(change.routes.has('laptop')).toBe(true);
-    expect(engine.forNode('laptop').peerRoutes).toEqual({ router: ['10.1.0.0/16'] });
+    expect(engine.forNode('laptop').peerRoutes).toEqual({ router: ['198.18.1.0/24'] });
     expect(engine.packetFilter('router')).toEqual([
-      { SrcIPs: ['100.64.0.1'], DstPorts: [{ IP: '10.0.0.0/8', Ports: { First: 0, Last: 65535 } }] },
+      { SrcIPs: ['100.64.0.1'], DstPorts: [{ IP: '198.18.0.0/15', Ports: { First: 0, Last: 65535 } }] },
     ]);
   });
 });
@@ -144,29 +144,29 @@ describe('route election', () => {
       first: {
         user: 'alice',
         ipv4: '100.64.0.2',
-        advertisedRoutes: ['10.9.0.0/16'],
-        approvedRoutes: ['10.9.0.0/16'],
+        advertisedRoutes: ['198.19.9.0/24'],
+        approvedRoutes: ['198.19.9.0/24'],
       },
       second: {
         user: 'alice',
         ipv4: '100.64.0.3',
-        advertisedRoutes: ['10.9.0.0/16'],
-        approvedRoutes: ['10.9.0.0/16'],
-        ...(primary === 'second' ? { primaryRoutes: ['10.9.0.0/16'] } : {}),
+        advertisedRoutes: ['198.19.9.0/24'],
+        approvedRoutes: ['198.19.9.0/24'],
+        ...(primary === 'second' ? { primaryRoutes: ['198.19.9.0/24'] } : {}),
       },
     },
   });
 
   it('makes the first router in registration order primary', () => {
     const engine = compilePolicy(policy, parseTailnet(tailnet()));
-    expect(engine.peerRoutes('laptop')).toEqual({ first: ['10.9.0.0/16'] });
-    expect(engine.peerRoutes('second')).toEqual({ first: ['10.9.0.0/16'] });
+    expect(engine.peerRoutes('laptop')).toEqual({ first: ['198.19.9.0/24'] });
+    expect(engine.peerRoutes('second')).toEqual({ first: ['198.19.9.0/24'] });
     expect(engine.peerRoutes('first')).toEqual({});
   });
 
   it('follows the primary that control elected', () => {
     const engine = compilePolicy(policy, parseTailnet(tailnet('second')));
-    expect(engine.peerRoutes('laptop')).toEqual({ second: ['10.9.0.0/16'] });
+    expect(engine.peerRoutes('laptop')).toEqual({ second: ['198.19.9.0/24'] });
   });
 });
 
