@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { generateKeyPair } from '@weft/protocol';
 import { DerpClient } from '@weft/relay/derp-client';
 
@@ -31,8 +32,6 @@ export interface Window {
 const WARMUP_MS = 1_000;
 /** Nothing arrived for this long: count the window as lost (a relay may drop), send again. */
 const LOST_MS = 50;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function login(url: string): Promise<{ client: DerpClient; key: Uint8Array }> {
   const keys = generateKeyPair();

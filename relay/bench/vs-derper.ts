@@ -5,8 +5,10 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { derpLoad, holdIdle } from './derp-load.js';
+import { parseWholeOptions } from './options.js';
 import { cpuSeconds, rssBytes } from './proc.js';
 
 // weft-relay against Tailscale's derper (tailscale.com/cmd/derper v1.102.5) under the same DERP
@@ -39,29 +41,13 @@ interface Result {
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { pairs: 4, size: 1452, seconds: 5, window: 32, conns: 500 };
-  const bounds: Record<keyof Options, [number, number]> = {
-    pairs: [1, 64],
-    size: [16, 65_536],
-    seconds: [1, 60],
-    window: [1, 4_096],
-    conns: [10, 5_000],
-  };
-  for (let i = 0; i < argv.length; i += 2) {
-    const name = argv[i]?.replace(/^--/, '') as keyof Options;
-    const value = Number(argv[i + 1]);
-    const range = bounds[name];
-    if (range === undefined || !Number.isInteger(value) || value < range[0] || value > range[1]) {
-      throw new Error(
-        'usage: relay-vs-derper [--pairs 1-64] [--size 16-65536] [--seconds 1-60] [--window 1-4096] [--conns 10-5000]',
-      );
-    }
-    opts[name] = value;
-  }
-  return opts;
+  return parseWholeOptions(
+    argv,
+    { pairs: 4, size: 1452, seconds: 5, window: 32, conns: 500 },
+    { pairs: [1, 64], size: [16, 65_536], seconds: [1, 60], window: [1, 4_096], conns: [10, 5_000] },
+    'relay-vs-derper [--pairs 1-64] [--size 16-65536] [--seconds 1-60] [--window 1-4096] [--conns 10-5000]',
+  );
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

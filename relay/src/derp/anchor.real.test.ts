@@ -23,7 +23,10 @@ import { type RunningRelay, startRelay } from '../relay.js';
 
 const missing = derpProbesMissing();
 
-/** Runs a command to its end (exit code and all output; derpprobe and stunc log to stderr). */
+/**
+ * Runs a command to its end (exit code and all output; derpprobe and stunc log to stderr). The
+ * tests allow 90 s: derpprobe waits for every probe, slow on a loaded machine.
+ */
 function run(argv: string[]): Promise<{ code: number; log: string }> {
   const [cmd, ...args] = argv as [string, ...string[]];
   return new Promise((resolve) => {
@@ -81,7 +84,7 @@ describe.skipIf(missing !== null)("weft-relay against Tailscale's DERP and STUN 
     expect(report.good).toEqual(expect.arrayContaining([PROBES.mesh, PROBES.stun]));
     expect(out.code).toBe(0);
     expect(relay.stun?.stats().answered).toBeGreaterThanOrEqual(1);
-  });
+  }, 90_000);
 
   it('derpprobe: a relay serving one tailnet refuses the clients whose keys are not in it (a Health frame, no ServerInfo)', async () => {
     const membership = Membership.tailnet();
@@ -93,7 +96,7 @@ describe.skipIf(missing !== null)("weft-relay against Tailscale's DERP and STUN 
       'unexpected first message type derp.HealthMessage',
     );
     expect(relay.server.stats().authenticated).toBe(0);
-  });
+  }, 90_000);
 
   it("stunc: Tailscale's STUN client learns its own address from the relay", async () => {
     const { relay } = await relayWithMap('stun', Membership.open());
@@ -101,7 +104,7 @@ describe.skipIf(missing !== null)("weft-relay against Tailscale's DERP and STUN 
     expect(out.code).toBe(0);
     expect(parseStunc(out.log)).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(relay.stun?.stats().answered).toBe(1);
-  });
+  }, 90_000);
 });
 
 it.runIf(missing !== null)(`skips the Tailscale DERP/STUN client tests: ${missing}`, () => {});
