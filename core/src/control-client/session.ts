@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
+import { parseJsonAs, STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
 import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
@@ -180,7 +180,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
           alive = true;
         });
         ws.on('message', (data, isBinary) => {
-          const msg = isBinary ? null : parseMessage(data.toString());
+          const msg = isBinary ? null : parseJsonAs(StreamServerMessage, data.toString());
           if (!msg) {
             // Skipping a message would leave the map silently wrong; a reconnect starts from a full map.
             ws.close(1008, 'invalid message');
@@ -210,14 +210,5 @@ export class MapSession extends EventEmitter<SessionEvents> {
     } finally {
       this.ws = null;
     }
-  }
-}
-
-function parseMessage(text: string): StreamServerMessage | null {
-  try {
-    const parsed = StreamServerMessage.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
   }
 }
