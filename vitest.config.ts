@@ -8,10 +8,12 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@weft\/protocol$/, replacement: file('./protocol/src/index.ts') },
-      // relay's tests (core's relay client) and electron's (the bridge) use core's sources
+      // relay's tests (core's relay client), electron's (the bridge) and the renderer's (the web
+      // shell's bridge over a stand-in engine) use core's sources
       { find: /^@weft\/core$/, replacement: file('./core/src/index.ts') },
       { find: /^@weft\/core\/bridge$/, replacement: file('./core/src/bridge/index.ts') },
       { find: /^@weft\/core\/bridge\/testing$/, replacement: file('./core/src/bridge/testing/index.ts') },
+      { find: /^@weft\/core\/web\/testing$/, replacement: file('./core/src/web/testing/index.ts') },
     ],
   },
   test: {

@@ -35,7 +35,7 @@ const BENCHMARKS = {
   'relay-vs-derper': {
     file: 'relay/dist/bench/vs-derper.js',
     about:
-      "weft-relay vs Tailscale's derper, same DERP load (Go derphttp clients): Gbit/s per core, p99, RSS/conn [--pairs N]",
+      "weft-relay vs Tailscale's derper, same DERP load (one TypeScript DERP client drives both): Gbit/s per core, p99, RSS/conn [--pairs N]",
   },
   'tailscale-map': {
     file: 'control/dist/bench/tailscale-map.js',

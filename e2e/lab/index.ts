@@ -1,3 +1,4 @@
+export * from './derp-probes.js';
 export * from './exec.js';
 export * from './iperf.js';
 export * from './lab.js';

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Status } from '@weft/protocol';
 import type { RunResult } from './exec.js';
 import { type Host, type Lab, waitFor } from './lab.js';
+import type { LabCa } from './tls-front.js';
 
 // Starts Weft's real, built binaries on lab hosts: control, and nodes made of helper + weftd.
 
@@ -131,7 +132,8 @@ export class ControlServer {
 /** A `weft-relay` (relay and DERP, WireGuard reflector, STUN) on a lab host. */
 export class RelayServer {
   private child: ChildProcess | null = null;
-  readonly url: string;
+  /** ws:// until started with TLS, wss:// then. */
+  url: string;
   readonly stateDir: string;
   publicKey = '';
 
@@ -162,16 +164,16 @@ export class RelayServer {
     return `${regionId},${name},${this.url},${this.publicKey || (await this.key())},${this.stunPort}`;
   }
 
-  /** Where Tailscale clients (and the DERP anchor) connect. */
-  get derpUrl(): string {
-    return `http://${this.host.ip}:${this.port}/derp`;
-  }
-
-  /** Serves the tailnet of `control` (started first), or with none any node key (`--open`). */
-  async start(control?: ControlServer): Promise<void> {
+  /**
+   * Serves the tailnet of `control` (started first), or with none any node key (`--open`); over
+   * TLS with `tls`'s certificate and key.
+   */
+  async start(control?: ControlServer, tls?: Pick<LabCa, 'certFile' | 'keyFile'>): Promise<void> {
     const serving = control
       ? ['--control-url', control.url, '--control-key', await control.publicKey()]
       : ['--open'];
+    const tlsArgs = tls ? ['--tls-cert', tls.certFile, '--tls-key', tls.keyFile] : [];
+    if (tls) this.url = this.url.replace(/^ws:/, 'wss:');
     const child = startLogged(
       this.host,
       [
@@ -187,6 +189,7 @@ export class RelayServer {
         '--state-dir',
         this.stateDir,
         ...serving,
+        ...tlsArgs,
       ],
       join(this.dir, 'relay.log'),
     );

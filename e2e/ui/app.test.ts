@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MockBackend } from '../../renderer/testing/mock-backend.js';
+import { demoEngine } from '../../core/src/bridge/testing/index.js';
 import { axeSerious, launchChromium, openSession, RENDERER_DIST, RESULTS, screenshots } from './harness.js';
 
-// The renderer in a real Chromium, through the web shell's HTTP + WebSocket bridge, with the
-// engine and main process replaced by the mock backend (hence "mocked bridge" in every name).
+// The renderer in a real Chromium, through the web shell's HTTP + WebSocket bridge and the
+// controller `weft web` runs, with only the engine replaced by a stand-in (DemoApp: the demo
+// tailnet, a stand-in identity provider). "mocked bridge" in every name: no real engine behind it.
 
 let browser: Browser;
 const metrics: Record<string, unknown> = {};
@@ -350,7 +351,7 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
       // the tray's own menu would say the same; the UI keeps working once the engine is back
       backend.update((st) => {
         st.helper = { phase: 'running', restarts: 5, message: null, nextAttemptAt: null };
-        st.engine = new MockBackend({ signedIn: true }).state.engine;
+        st.engine = demoEngine(Date.now());
         st.engineError = null;
       });
       await expect.poll(() => statusLine(page).textContent()).toBe('Connected · 3 direct, 2 relayed');

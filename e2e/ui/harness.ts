@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { startWebShell, type WebShell } from '../../core/src/web/server.js';
-import { MockBackend, type MockBackendOptions } from '../../renderer/testing/mock-backend.js';
+import { DemoApp, type DemoAppOptions } from '../../core/src/web/testing/index.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const RENDERER_DIST = join(REPO, 'renderer', 'dist');
@@ -33,7 +33,7 @@ export function launchChromium(): Promise<Browser> {
 }
 
 export interface Session {
-  backend: MockBackend;
+  backend: DemoApp;
   shell: WebShell;
   context: BrowserContext;
   page: Page;
@@ -65,15 +65,15 @@ async function startMockIdp(complete: (url: string) => boolean) {
 }
 
 /**
- * A mock backend behind the real web shell (core/src/web/server.ts, as `weft web` runs it), and a
- * page that opened the shell's URL.
+ * The web shell (core/src/web/server.ts) and its controller as `weft web` runs them, over a
+ * stand-in engine with the demo tailnet (DemoApp), and a page that opened the shell's URL.
  */
 export async function openSession(
   browser: Browser,
-  opts: MockBackendOptions & { colorScheme?: 'light' | 'dark' } = {},
+  opts: DemoAppOptions & { colorScheme?: 'light' | 'dark' } = {},
 ): Promise<Session> {
   let idpOrigin = '';
-  const backend = new MockBackend({
+  const backend = new DemoApp({
     delayMs: 120,
     authUrlFor: () => `${idpOrigin}/mock-idp/authorize?request=${Math.random().toString(36).slice(2)}`,
     ...opts,

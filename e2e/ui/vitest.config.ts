@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // Browser tests of the renderer in Debian's Chromium (playwright-core), against the built bundle
-// served by a web shell with the mocked bridge. Run: npx vitest run -c e2e/ui/vitest.config.ts
+// served by the web shell and its controller over a stand-in engine. Run: npx vitest run -c e2e/ui/vitest.config.ts
 export default defineConfig({
   root: fileURLToPath(new URL('../..', import.meta.url)),
   resolve: {

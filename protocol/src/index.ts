@@ -5,6 +5,7 @@ export * from './exit-route.js';
 export * from './filter.js';
 export * from './helper.js';
 export * from './ip.js';
+export * from './json.js';
 export * from './localapi.js';
 export * from './machine-auth.js';
 export * from './netmap.js';

@@ -3,10 +3,12 @@ import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { RelayConnection } from '@weft/core';
 import { generateKeyPair, RELAY_MAX_PACKET_BYTES } from '@weft/protocol';
+import { parseWholeOptions } from './options.js';
 import { cpuSeconds } from './proc.js';
 
 // Relay forwarding capacity: the real weft-relay binary in its own process, synthetic node pairs
@@ -36,27 +38,13 @@ const QUEUE_BYTES = 1024 * 1024;
 const WINDOW_BYTES = 2 * 1024 * 1024;
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { pairs: 2, size: 1452, seconds: 5 };
-  const bounds: Record<keyof Options, [number, number]> = {
-    pairs: [1, 16],
-    size: [32, RELAY_MAX_PACKET_BYTES],
-    seconds: [1, 60],
-  };
-  for (let i = 0; i < argv.length; i += 2) {
-    const name = argv[i]?.replace(/^--/, '') as keyof Options;
-    const value = Number(argv[i + 1]);
-    const range = bounds[name];
-    if (range === undefined || !Number.isInteger(value) || value < range[0] || value > range[1]) {
-      throw new Error(
-        `usage: forwarding [--pairs 1-16] [--size 32-${RELAY_MAX_PACKET_BYTES}] [--seconds 1-60]`,
-      );
-    }
-    opts[name] = value;
-  }
-  return opts;
+  return parseWholeOptions(
+    argv,
+    { pairs: 2, size: 1452, seconds: 5 },
+    { pairs: [1, 16], size: [32, RELAY_MAX_PACKET_BYTES], seconds: [1, 60] },
+    `forwarding [--pairs 1-16] [--size 32-${RELAY_MAX_PACKET_BYTES}] [--seconds 1-60]`,
+  );
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));

@@ -5,20 +5,20 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { derpLoad, holdIdle } from './derp-load.js';
+import { parseWholeOptions } from './options.js';
 import { cpuSeconds, rssBytes } from './proc.js';
 
 // weft-relay against Tailscale's derper (tailscale.com/cmd/derper v1.102.5) under the same DERP
-// load, in the same run: the load is Tailscale's own DERP client (derphttp) in the Go anchor
-// program e2e/anchors/derp, N sender→receiver pairs with a window of packets in flight each,
-// timestamps in the packets for latency. Both relays serve plain HTTP on loopback, derper with
+// load, in the same run: one TypeScript DERP client (derp-load.ts) drives both, N sender→receiver
+// pairs with a window of packets in flight each, timestamps in the packets for latency. Both relays serve plain HTTP on loopback, derper with
 // -stun=false, weft-relay --open (the load's keys belong to no tailnet).
 //
 //   npm run bench -- relay-vs-derper [--pairs N] [--size BYTES] [--seconds S] [--window PKTS] [--conns N]
 
 const BIN = process.env.WEFT_GO_BIN ?? '/var/cache/weft-go/bin';
-const ANCHOR = join(BIN, 'derp-anchor');
 const DERPER = join(BIN, 'derper');
 const TS_VERSION = 'v1.102.5';
 
@@ -41,29 +41,13 @@ interface Result {
 }
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { pairs: 4, size: 1452, seconds: 5, window: 32, conns: 500 };
-  const bounds: Record<keyof Options, [number, number]> = {
-    pairs: [1, 64],
-    size: [16, 65_536],
-    seconds: [1, 60],
-    window: [1, 4_096],
-    conns: [10, 5_000],
-  };
-  for (let i = 0; i < argv.length; i += 2) {
-    const name = argv[i]?.replace(/^--/, '') as keyof Options;
-    const value = Number(argv[i + 1]);
-    const range = bounds[name];
-    if (range === undefined || !Number.isInteger(value) || value < range[0] || value > range[1]) {
-      throw new Error(
-        'usage: relay-vs-derper [--pairs 1-64] [--size 16-65536] [--seconds 1-60] [--window 1-4096] [--conns 10-5000]',
-      );
-    }
-    opts[name] = value;
-  }
-  return opts;
+  return parseWholeOptions(
+    argv,
+    { pairs: 4, size: 1452, seconds: 5, window: 32, conns: 500 },
+    { pairs: [1, 64], size: [16, 65_536], seconds: [1, 60], window: [1, 4_096], conns: [10, 5_000] },
+    'relay-vs-derper [--pairs 1-64] [--size 16-65536] [--seconds 1-60] [--window 1-4096] [--conns 10-5000]',
+  );
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -96,54 +80,25 @@ async function waitProbe(base: string, child: ChildProcess): Promise<void> {
   throw new Error(`${base}: no answer on /derp/probe in 10 s`);
 }
 
-/** Runs the anchor; calls `onLine` for each stdout line; resolves with its last (JSON) line. */
-async function anchor(
-  args: string[],
-  onLine: (line: string) => void = () => {},
-): Promise<Record<string, number>> {
-  const child = spawn(ANCHOR, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-  let last = '';
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    last = line;
-    onLine(line);
-  });
-  const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`derp-anchor ${args[0]} failed (${code})`);
-  return JSON.parse(last);
-}
-
 async function measure(name: string, url: string, pid: number, opts: Options): Promise<Result> {
-  let at: { t: number; cpu: number } | null = null;
+  let at = { t: 0, cpu: 0 };
   let cpu = 0;
   let wall = 0;
-  const load = await anchor(
-    [
-      'load',
-      '-url',
-      url,
-      '-pairs',
-      `${opts.pairs}`,
-      '-size',
-      `${opts.size}`,
-      '-seconds',
-      `${opts.seconds}`,
-      '-window',
-      `${opts.window}`,
-    ],
-    (line) => {
-      if (line === 'measuring') at = { t: performance.now(), cpu: cpuSeconds(pid) };
-      if (line === 'measured' && at !== null) {
-        cpu = cpuSeconds(pid) - at.cpu;
-        wall = (performance.now() - at.t) / 1000;
-      }
+  const load = await derpLoad(url, opts, {
+    start: () => {
+      at = { t: performance.now(), cpu: cpuSeconds(pid) };
     },
-  );
-  const gbit = ((load.bytes as number) * 8) / 1e9;
+    end: () => {
+      cpu = cpuSeconds(pid) - at.cpu;
+      wall = (performance.now() - at.t) / 1000;
+    },
+  });
+  const gbit = (load.bytes * 8) / 1e9;
   // Memory: the relay's RSS with `conns` idle logged-in clients, over its RSS just before.
   const before = rssBytes(pid);
   let during = before;
-  await anchor(['idle', '-url', url, '-conns', `${opts.conns}`, '-seconds', '2'], (line) => {
-    if (line === 'connected') during = rssBytes(pid);
+  await holdIdle(url, opts.conns, () => {
+    during = rssBytes(pid);
   });
   console.error(`${name}: done`);
   return {
@@ -151,8 +106,8 @@ async function measure(name: string, url: string, pid: number, opts: Options): P
     gbitWall: gbit / wall,
     cpu,
     wall,
-    p50us: load.p50us as number,
-    p99us: load.p99us as number,
+    p50us: load.p50us,
+    p99us: load.p99us,
     rssPerConnKiB: (during - before) / opts.conns / 1024,
   };
 }
@@ -166,9 +121,8 @@ async function stop(child: ChildProcess): Promise<void> {
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
-  for (const bin of [ANCHOR, DERPER]) {
-    if (!existsSync(bin)) throw new Error(`${bin} is missing: install Go and run scripts/setup-tailscale.sh`);
-  }
+  if (!existsSync(DERPER))
+    throw new Error(`${DERPER} is missing: install Go and run scripts/setup-tailscale.sh`);
   const dir = mkdtempSync(join(tmpdir(), 'weft-vs-derper-'));
   const children: ChildProcess[] = [];
   try {
@@ -205,7 +159,7 @@ async function main(): Promise<void> {
       `${label.padEnd(26)}${a.padStart(14)}${b.padStart(14)}${ratio.padStart(16)}`;
     console.log(
       [
-        `relay-vs-derper: ${opts.pairs} pairs of Tailscale DERP clients (derphttp, ${TS_VERSION}), ${opts.size}-byte packets, window ${opts.window} packets, ${opts.seconds} s after 1 s warm-up; memory with ${opts.conns} idle clients; loopback, ${availableParallelism()} CPUs shared with the load`,
+        `relay-vs-derper: ${opts.pairs} pairs of DERP clients (relay/bench/derp-load.ts, one Node process), ${opts.size}-byte packets, window ${opts.window} packets, ${opts.seconds} s after 1 s warm-up; memory with ${opts.conns} idle clients; loopback, ${availableParallelism()} CPUs shared with the load`,
         `command: npm run bench -- relay-vs-derper --pairs ${opts.pairs} --size ${opts.size} --seconds ${opts.seconds} --window ${opts.window} --conns ${opts.conns}`,
         `weft-relay: node ${weftArgs.join(' ')}`,
         `derper:     ${DERPER} ${derperArgs.join(' ')}  (tailscale.com/cmd/derper ${TS_VERSION}, ${process.version.replace(/^v/, 'node ')} for weft-relay)`,

@@ -49,14 +49,29 @@ async function udp(address = '127.0.0.1'): Promise<Socket & { replies: Buffer[] 
 
 const settle = () => new Promise((r) => setTimeout(r, 100));
 
+/** Waits (bounded: the machine may be busy) until `done()`. */
+async function until(done: () => boolean): Promise<void> {
+  for (let waited = 0; !done(); waited += 5) {
+    if (waited > 10_000) throw new Error('timed out waiting for the reflector');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Sends `msg`, waits until the reflector has handled it and, if it answered, for the answer. */
 async function exchange(
   s: Socket & { replies: Buffer[] },
-  port: number,
+  reflector: Reflector,
   msg: Uint8Array,
 ): Promise<Buffer | undefined> {
   const before = s.replies.length;
-  s.send(msg, port, '127.0.0.1');
-  await settle();
+  const handled = () => {
+    const st = reflector.stats();
+    return st.handshakes + st.keepalives + st.dropped;
+  };
+  const [count, { handshakes }] = [handled(), reflector.stats()];
+  s.send(msg, reflector.port, '127.0.0.1');
+  await until(() => handled() > count);
+  if (reflector.stats().handshakes > handshakes) await until(() => s.replies.length > before);
   return s.replies[before];
 }
 
@@ -65,19 +80,19 @@ describe('WireGuard reflector', () => {
     const { keys, observations, reflector } = await setup();
     const node = new Initiator(generateKeyPair(), keys.publicKey);
     const s = await udp();
-    const reply = await exchange(s, reflector.port, node.initiation());
+    const reply = await exchange(s, reflector, node.initiation());
     expect(reply).toBeDefined();
     const index = node.response(reply as Buffer);
     const endpoint = `127.0.0.1:${s.address().port}`;
     expect(observations.get(node.keys.publicKey)?.endpoint).toBe(endpoint);
 
     const keepalive = node.transport(index);
-    await exchange(s, reflector.port, keepalive);
+    await exchange(s, reflector, keepalive);
     expect(reflector.stats().keepalives).toBe(1);
-    await exchange(s, reflector.port, keepalive); // a replay
-    await exchange(s, reflector.port, node.transport(index, Uint8Array.of(1, 2, 3))); // not a keepalive
+    await exchange(s, reflector, keepalive); // a replay
+    await exchange(s, reflector, node.transport(index, Uint8Array.of(1, 2, 3))); // not a keepalive
     expect(reflector.stats().keepalives).toBe(1);
-    await exchange(s, reflector.port, node.transport(index));
+    await exchange(s, reflector, node.transport(index));
     expect(reflector.stats().keepalives).toBe(2);
     expect(s.replies.length).toBe(1);
   });
@@ -86,13 +101,13 @@ describe('WireGuard reflector', () => {
     const { keys, observations, reflector } = await setup();
     const node = new Initiator(generateKeyPair(), keys.publicKey);
     const s1 = await udp();
-    const index = node.response((await exchange(s1, reflector.port, node.initiation())) as Buffer);
+    const index = node.response((await exchange(s1, reflector, node.initiation())) as Buffer);
     const s2 = await udp();
     const forged = node.transport(index);
     forged[20] = (forged[20] as number) ^ 1;
-    await exchange(s2, reflector.port, forged);
+    await exchange(s2, reflector, forged);
     expect(observations.get(node.keys.publicKey)?.endpoint).toBe(`127.0.0.1:${s1.address().port}`);
-    await exchange(s2, reflector.port, node.transport(index));
+    await exchange(s2, reflector, node.transport(index));
     expect(observations.get(node.keys.publicKey)?.endpoint).toBe(`127.0.0.1:${s2.address().port}`);
   });
 
@@ -102,16 +117,16 @@ describe('WireGuard reflector', () => {
     const s = await udp();
     const badMac = node.initiation();
     badMac[120] = (badMac[120] as number) ^ 1;
-    expect(await exchange(s, reflector.port, badMac)).toBeUndefined();
+    expect(await exchange(s, reflector, badMac)).toBeUndefined();
     const other = new Initiator(node.keys, generateKeyPair().publicKey);
-    expect(await exchange(s, reflector.port, other.initiation())).toBeUndefined();
+    expect(await exchange(s, reflector, other.initiation())).toBeUndefined();
     expect(observations.get(node.keys.publicKey)).toBeUndefined();
 
     const init = node.initiation();
-    expect(await exchange(s, reflector.port, init)).toBeDefined();
+    expect(await exchange(s, reflector, init)).toBeDefined();
     // The same initiation replayed from elsewhere must not move the observation.
     const attacker = await udp();
-    expect(await exchange(attacker, reflector.port, init)).toBeUndefined();
+    expect(await exchange(attacker, reflector, init)).toBeUndefined();
     expect(observations.get(node.keys.publicKey)?.endpoint).toBe(`127.0.0.1:${s.address().port}`);
 
     for (const junk of [
@@ -120,7 +135,7 @@ describe('WireGuard reflector', () => {
       Uint8Array.of(4, 0, 0, 0),
       new Uint8Array(2000),
     ]) {
-      expect(await exchange(s, reflector.port, junk)).toBeUndefined();
+      expect(await exchange(s, reflector, junk)).toBeUndefined();
     }
     expect(reflector.stats()).toMatchObject({ handshakes: 1, keepalives: 0, dropped: 7 });
   });
@@ -177,14 +192,14 @@ describe('WireGuard reflector', () => {
     const stranger = new Initiator(generateKeyPair(), keys.publicKey);
     membership.replace([member.keys.publicKey]);
     const s = await udp();
-    expect(await exchange(s, reflector.port, stranger.initiation())).toBeUndefined();
+    expect(await exchange(s, reflector, stranger.initiation())).toBeUndefined();
     expect(observations.get(stranger.keys.publicKey)).toBeUndefined();
-    const index = member.response((await exchange(s, reflector.port, member.initiation())) as Buffer);
+    const index = member.response((await exchange(s, reflector, member.initiation())) as Buffer);
     expect(reflector.stats()).toMatchObject({ handshakes: 1, nodes: 1 });
-    await exchange(s, reflector.port, member.transport(index));
+    await exchange(s, reflector, member.transport(index));
     expect(reflector.stats().keepalives).toBe(1);
     membership.replace([]);
-    await exchange(s, reflector.port, member.transport(index));
+    await exchange(s, reflector, member.transport(index));
     expect(reflector.stats().keepalives).toBe(1);
   });
 
@@ -192,10 +207,10 @@ describe('WireGuard reflector', () => {
     const { keys, reflector } = await setup({ maxNodes: 1 });
     const s = await udp();
     const a = new Initiator(generateKeyPair(), keys.publicKey);
-    const ia = a.response((await exchange(s, reflector.port, a.initiation())) as Buffer);
+    const ia = a.response((await exchange(s, reflector, a.initiation())) as Buffer);
     const c = new Initiator(generateKeyPair(), keys.publicKey);
-    c.response((await exchange(s, reflector.port, c.initiation())) as Buffer);
-    await exchange(s, reflector.port, a.transport(ia));
+    c.response((await exchange(s, reflector, c.initiation())) as Buffer);
+    await exchange(s, reflector, a.transport(ia));
     expect(reflector.stats()).toMatchObject({ nodes: 1, sessions: 1, keepalives: 0 });
   });
 });

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import { formatEndpoint, parseAddr } from '@weft/protocol';
 import type { Membership } from './membership.js';
 import {
@@ -17,6 +17,7 @@ import {
 import type { ObservationStore } from './observations.js';
 import { SourceBudgets } from './source-budgets.js';
 import { TokenBucket } from './token-bucket.js';
+import { bindUdp } from './udp.js';
 
 // The WireGuard reflector: a UDP socket that speaks just enough WireGuard for every node to have
 // it as a peer. A handshake initiation proves the sender's node key (only its holder can seal
@@ -113,17 +114,8 @@ export class Reflector {
     socket.on('error', (err) => opts.log?.(`reflector: ${err.message}`));
   }
 
-  static start(opts: ReflectorOptions): Promise<Reflector> {
-    const family = parseAddr(opts.host)?.family;
-    if (family === undefined) throw new Error(`reflector: not an IP address: ${opts.host}`);
-    const socket = createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: false });
-    return new Promise((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(opts.port, opts.host, () => {
-        socket.off('error', reject);
-        resolve(new Reflector(socket, opts));
-      });
-    });
+  static async start(opts: ReflectorOptions): Promise<Reflector> {
+    return new Reflector(await bindUdp('reflector', opts.host, opts.port), opts);
   }
 
   get port(): number {

@@ -140,20 +140,8 @@ export class RelayServer {
     this.http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       this.onUpgrade(req, socket, head),
     );
-    this.wss = new WebSocketServer({
-      noServer: true,
-      clientTracking: false,
-      maxPayload: RELAY_MAX_FRAME_BYTES,
-      perMessageDeflate: false,
-      handleProtocols: () => RELAY_SUBPROTOCOL,
-    });
-    this.derpWss = new WebSocketServer({
-      noServer: true,
-      clientTracking: false,
-      maxPayload: DERP_WS_MAX_MESSAGE_BYTES,
-      perMessageDeflate: false,
-      handleProtocols: () => DERP_WS_SUBPROTOCOL,
-    });
+    this.wss = upgradeOnlyWss(RELAY_MAX_FRAME_BYTES, RELAY_SUBPROTOCOL);
+    this.derpWss = upgradeOnlyWss(DERP_WS_MAX_MESSAGE_BYTES, DERP_WS_SUBPROTOCOL);
     this.sweepTimer = setInterval(() => this.sweep(), this.limits.sweepIntervalMs);
     this.sweepTimer.unref();
     this.unsubscribe = opts.observations.onChange((nodeKey, observation) => {
@@ -468,4 +456,15 @@ export class RelayServer {
   private log(conn: Connection, line: string): void {
     this.opts.log?.(`relay: ${conn.nodeKey ?? 'unauthenticated'} from ${conn.remote}: ${line}`);
   }
+}
+
+/** WebSockets for upgrades this server routes itself: one subprotocol, bounded messages, no compression. */
+function upgradeOnlyWss(maxPayload: number, subprotocol: string): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    maxPayload,
+    perMessageDeflate: false,
+    handleProtocols: () => subprotocol,
+  });
 }

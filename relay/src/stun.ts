@@ -1,8 +1,9 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import type { RemoteInfo, Socket } from 'node:dgram';
 import { crc32 } from 'node:zlib';
 import { parseAddr } from '@weft/protocol';
 import { SourceBudgets } from './source-budgets.js';
 import { TokenBucket } from './token-bucket.js';
+import { bindUdp } from './udp.js';
 
 // STUN (RFC 5389) Binding on UDP: a Tailscale client's netcheck asks each relay where its UDP
 // packets come from and gets the source address and port in XOR-MAPPED-ADDRESS. Anything that is
@@ -113,17 +114,8 @@ export class StunServer {
     socket.on('error', (err) => opts.log?.(`stun: ${err.message}`));
   }
 
-  static start(opts: StunOptions): Promise<StunServer> {
-    const family = parseAddr(opts.host)?.family;
-    if (family === undefined) throw new Error(`stun: not an IP address: ${opts.host}`);
-    const socket = createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: false });
-    return new Promise((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(opts.port, opts.host, () => {
-        socket.off('error', reject);
-        resolve(new StunServer(socket, opts));
-      });
-    });
+  static async start(opts: StunOptions): Promise<StunServer> {
+    return new StunServer(await bindUdp('stun', opts.host, opts.port), opts);
   }
 
   get port(): number {

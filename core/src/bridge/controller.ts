@@ -241,6 +241,20 @@ export class AppController {
     }
   }
 
+  /** An engine command with `pending` shown while it runs (cleared after, unless another took its place). */
+  private async pendingCall(
+    pending: NonNullable<AppState['pending']>,
+    what: string,
+    fn: () => Promise<EngineStatus>,
+  ): Promise<void> {
+    this.update({ pending });
+    try {
+      await this.engineCall(what, fn);
+    } finally {
+      if (this.s.pending === pending) this.update({ pending: null });
+    }
+  }
+
   private makeHandlers(): BridgeHandlers {
     const ok = { ok: true } as const;
     return {
@@ -260,12 +274,7 @@ export class AppController {
       },
       disconnect: async () => {
         this.engineOrThrow();
-        this.update({ pending: 'disconnect' });
-        try {
-          await this.engineCall('disconnect', () => this.deps.engine.down());
-        } finally {
-          if (this.s.pending === 'disconnect') this.update({ pending: null });
-        }
+        await this.pendingCall('disconnect', 'disconnect', () => this.deps.engine.down());
         return ok;
       },
       login: ({ controlUrl }) => {
@@ -319,12 +328,7 @@ export class AppController {
       },
       logout: async () => {
         this.engineOrThrow();
-        this.update({ pending: 'logout' });
-        try {
-          await this.engineCall('sign out', () => this.deps.engine.logout());
-        } finally {
-          this.update({ pending: null });
-        }
+        await this.pendingCall('logout', 'sign out', () => this.deps.engine.logout());
         return ok;
       },
       setExitNode: async ({ id, allowLan }) => {
@@ -335,14 +339,9 @@ export class AppController {
           if (peer.exitNodeOption === false)
             throw new BridgeError('failed', `${peer.name} is not an exit node`);
         }
-        this.update({ pending: 'exit-node' });
-        try {
-          await this.engineCall('change the exit node', () =>
-            this.deps.engine.setPrefs({ exitNodeId: id, exitNodeAllowLan: allowLan }),
-          );
-        } finally {
-          this.update({ pending: null });
-        }
+        await this.pendingCall('exit-node', 'change the exit node', () =>
+          this.deps.engine.setPrefs({ exitNodeId: id, exitNodeAllowLan: allowLan }),
+        );
         const recent =
           id === null
             ? this.s.prefs.recentExitNodes

@@ -1,6 +1,7 @@
 import { type ExitNodeList, type PrefsPatch, parsePrefix, type Status } from '@weft/protocol';
 import { type Command, Option } from 'commander';
 import { type LocalApiClient, LocalApiError } from '../localapi/client.js';
+import { printResult } from './format.js';
 
 // `weft set`, `weft exit-node list|suggest`, and the route flags of `weft up`: exit nodes and
 // subnet routes over the LocalAPI's /prefs and /exit-nodes.
@@ -144,7 +145,7 @@ export function addExitNodeCommands(program: Command, client: () => LocalApiClie
     .option('--json', 'print the LocalAPI ExitNodeList object')
     .action(async (o: { json?: boolean }) => {
       const list = await client().exitNodes();
-      process.stdout.write(o.json ? `${JSON.stringify(list, null, 2)}\n` : `${formatExitNodes(list)}\n`);
+      printResult(o.json, list, formatExitNodes);
     });
   exit
     .command('suggest')

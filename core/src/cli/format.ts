@@ -123,3 +123,8 @@ export function formatNetcheck(r: NetcheckReport): string {
   }
   return lines.join('\n');
 }
+
+/** What a `--json` command prints: `value` as indented JSON, or else as `format` writes it. */
+export function printResult<T>(json: boolean | undefined, value: T, format: (v: T) => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${format(value)}\n`);
+}

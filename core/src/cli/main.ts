@@ -5,7 +5,7 @@ import { DEFAULT_SOCKET } from '../locations.js';
 import { addWebCommand } from '../web/cli.js';
 import { parseDuration } from './duration.js';
 import { addExitNodeCommands, addRouteFlags, prefsFromFlags, type RouteFlags } from './exit-nodes.js';
-import { formatNetcheck, formatStatus } from './format.js';
+import { formatNetcheck, formatStatus, printResult } from './format.js';
 import { waitForLogin } from './login.js';
 import { type AuthKeyFlags, authKeyFrom, checkControlUrl } from './up-options.js';
 
@@ -93,7 +93,7 @@ program
   .option('--json', 'print the LocalAPI Status object')
   .action(async (o: { json?: boolean }) => {
     const st = await client().status();
-    process.stdout.write(o.json ? `${JSON.stringify(st, null, 2)}\n` : `${formatStatus(st)}\n`);
+    printResult(o.json, st, formatStatus);
   });
 
 program
@@ -102,7 +102,7 @@ program
   .option('--json', 'print the LocalAPI NetcheckReport object')
   .action(async (o: { json?: boolean }) => {
     const r = await client().netcheck();
-    process.stdout.write(o.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatNetcheck(r)}\n`);
+    printResult(o.json, r, formatNetcheck);
   });
 
 program

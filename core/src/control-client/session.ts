@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
+import { parseJsonAs, STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
 import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
@@ -37,9 +37,9 @@ export class MapSession extends EventEmitter<SessionEvents> {
   private readonly abort = new AbortController();
   private ws: WebSocket | null = null;
   private endpoints: string[] = [];
-  private sentEndpoints: string | null = null;
   private advertisedRoutes: string[] = [];
-  private sentRoutes: string | null = null;
+  /** The last message of each type sent on this stream, to send only changes. */
+  private readonly sent = new Map<StreamClientMessage['type'], string>();
   private loop: Promise<void> | null = null;
 
   constructor(
@@ -72,33 +72,29 @@ export class MapSession extends EventEmitter<SessionEvents> {
   /** Sets the endpoints to report; sent now if connected and changed, and on every reconnect. */
   setEndpoints(endpoints: string[]): void {
     this.endpoints = endpoints;
-    this.sendEndpoints();
+    this.sendReport();
   }
 
   /** Sets the routes this node offers (subnets, exit node); sent on every connect and when changed. */
   setAdvertisedRoutes(routes: string[]): void {
     this.advertisedRoutes = routes;
-    this.sendRoutes();
+    this.sendReport();
   }
 
-  private sendRoutes(): void {
+  /** Sends the endpoints and the routes, each if connected and changed since last sent. */
+  private sendReport(): void {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const msg: StreamClientMessage = { type: 'routes', advertisedRoutes: this.advertisedRoutes.slice(0, 64) };
-    const text = JSON.stringify(msg);
-    if (text === this.sentRoutes) return;
-    this.sentRoutes = text;
-    ws.send(text);
-  }
-
-  private sendEndpoints(): void {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    const msg: StreamClientMessage = { type: 'endpoints', endpoints: this.endpoints.slice(0, 64) };
-    const text = JSON.stringify(msg);
-    if (text === this.sentEndpoints) return;
-    this.sentEndpoints = text;
-    ws.send(text);
+    const messages: StreamClientMessage[] = [
+      { type: 'endpoints', endpoints: this.endpoints.slice(0, 64) },
+      { type: 'routes', advertisedRoutes: this.advertisedRoutes.slice(0, 64) },
+    ];
+    for (const msg of messages) {
+      const text = JSON.stringify(msg);
+      if (text === this.sent.get(msg.type)) continue;
+      this.sent.set(msg.type, text);
+      ws.send(text);
+    }
   }
 
   private async run(): Promise<void> {
@@ -144,8 +140,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
       followRedirects: false,
     });
     this.ws = ws;
-    this.sentEndpoints = null;
-    this.sentRoutes = null;
+    this.sent.clear();
     try {
       return await new Promise<boolean>((resolve, reject) => {
         let alive = true;
@@ -173,8 +168,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
         ws.on('open', () => {
           this.opts.log.info(`netmap stream connected to ${this.client.baseUrl}`);
           this.emit('connected');
-          this.sendEndpoints();
-          this.sendRoutes();
+          this.sendReport();
           pinger = setInterval(() => {
             if (!alive)
               return fail(new WeftError('control-unreachable', 'control stream stopped answering pings'));
@@ -186,7 +180,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
           alive = true;
         });
         ws.on('message', (data, isBinary) => {
-          const msg = isBinary ? null : parseMessage(data.toString());
+          const msg = isBinary ? null : parseJsonAs(StreamServerMessage, data.toString());
           if (!msg) {
             // Skipping a message would leave the map silently wrong; a reconnect starts from a full map.
             ws.close(1008, 'invalid message');
@@ -216,14 +210,5 @@ export class MapSession extends EventEmitter<SessionEvents> {
     } finally {
       this.ws = null;
     }
-  }
-}
-
-function parseMessage(text: string): StreamServerMessage | null {
-  try {
-    const parsed = StreamServerMessage.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
   }
 }

@@ -5,6 +5,7 @@ import {
   LOCALAPI_PREFIX,
   NetcheckReport,
   type PrefsPatch,
+  parseJsonAs,
   Status,
   type UpRequest,
   WatchEvent,
@@ -114,7 +115,7 @@ export class LocalApiClient {
           for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
             const line = buf.slice(0, nl);
             buf = buf.slice(nl + 1);
-            const event = parseWatchEvent(line);
+            const event = parseJsonAs(WatchEvent, line);
             if (!event) {
               req.destroy();
               return reject(new LocalApiError('protocol', 'weftd sent an invalid watch event'));
@@ -218,14 +219,5 @@ export class LocalApiClient {
       default:
         return new LocalApiError('transport', `cannot reach weftd at ${this.socketPath}: ${err.message}`);
     }
-  }
-}
-
-function parseWatchEvent(line: string): WatchEvent | null {
-  try {
-    const parsed = WatchEvent.safeParse(JSON.parse(line));
-    return parsed.success ? parsed.data : null;
-  } catch {
-    return null;
   }
 }

@@ -2,11 +2,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BridgeError, makeEventMessage } from '@weft/protocol';
-import { AppController } from '../bridge/controller.js';
+import type { AppController } from '../bridge/controller.js';
 import { filePrefsStore } from '../bridge/prefs-store.js';
 import { LocalApiClient } from '../localapi/client.js';
 import type { Logger } from '../log/logger.js';
+import { controllerBackend, webShellController } from './backend.js';
 import { isLoopback, startWebShell, type WebShell } from './server.js';
 
 // `weft web`: the desktop app's UI for a browser, served next to weftd. The bridge's main side is
@@ -104,36 +104,16 @@ export async function startWebCommand(o: WebCommandOptions): Promise<RunningWebS
     );
   const staticDir = findRendererDir(o.rendererDir);
   const prefsFile = o.prefsFile ?? defaultPrefsFile();
-  const controller = new AppController({
+  const controller = webShellController({
     engine: new LocalApiClient(o.socket, { timeoutMs: 15_000 }),
     prefs: filePrefsStore(prefsFile, (m) => o.log.warn(m)),
-    // The browser opens the sign-in link and copies text itself; this machine may have no screen.
-    openExternal: async () => {
-      throw new BridgeError('failed', 'Open the sign-in link from this page');
-    },
-    copyText: () => {
-      throw new BridgeError('failed', 'The web shell copies in the browser');
-    },
-    setLaunchAtLogin: () => {
-      throw new BridgeError('failed', 'Launch at login is a setting of the desktop app');
-    },
-    shell: 'web',
     version: coreVersion(),
-    autoOpenAuthUrl: false,
   });
-  // The helper is the system's (a service next to weftd); the engine's health says when it is away.
-  controller.setHelperState({ phase: 'external', restarts: 0, message: null, nextAttemptAt: null });
   controller.start();
   let shell: WebShell;
   try {
     shell = await startWebShell({
-      backend: {
-        handlers: controller.handlers,
-        get state() {
-          return controller.state;
-        },
-        subscribe: (listener) => controller.subscribe((s) => listener(makeEventMessage('state', s))),
-      },
+      backend: controllerBackend(controller),
       staticDir,
       host,
       port,

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { AppState, BridgeEventMessage, WEB_BRIDGE } from '@weft/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { AppController, DEFAULT_PREFERENCES } from '../bridge/controller.js';
-import { FakeEngine, flush, runningEngine } from '../bridge/testing/index.js';
+import { AppController } from '../bridge/controller.js';
+import { FakeEngine, flush, memoryPrefsStore, runningEngine } from '../bridge/testing/index.js';
+import { controllerBackend } from './backend.js';
 import {
   isLoopback,
   requestAllowed,
@@ -34,7 +35,7 @@ beforeEach(async () => {
   engine.status_ = runningEngine();
   controller = new AppController({
     engine,
-    prefs: { load: () => ({ ...DEFAULT_PREFERENCES }), save: () => {} },
+    prefs: memoryPrefsStore(),
     openExternal: async () => {},
     copyText: () => {},
     setLaunchAtLogin: () => {},
@@ -45,13 +46,7 @@ beforeEach(async () => {
   controller.start();
   await flush();
   shell = await startWebShell({
-    backend: {
-      handlers: controller.handlers,
-      get state() {
-        return controller.state;
-      },
-      subscribe: (l) => controller.subscribe((s) => l({ event: 'state', payload: s })),
-    },
+    backend: controllerBackend(controller),
     staticDir: join(dir, 'ui'),
     host: '127.0.0.1',
     port: 0,

@@ -11,6 +11,7 @@ import {
   DerpFrameType,
   DerpServerInfo,
   type KeyPair,
+  parseJsonAs,
 } from '@weft/protocol';
 import { openBox, sealBox } from './box.js';
 import { DerpFrameReader, encodeDerpFrame } from './frames.js';
@@ -126,8 +127,8 @@ export class DerpClient extends EventEmitter<DerpClientEvents> {
         this.emit('packet', f.payload.subarray(0, DERP_KEY_BYTES), f.payload.subarray(DERP_KEY_BYTES));
       } else if (f.type === DerpFrameType.serverInfo && f.payload.length >= DERP_NONCE_BYTES) {
         const opened = openBox(this.privateKey, this.serverKey, f.payload);
-        const info = opened && DerpServerInfo.safeParse(JSON.parse(Buffer.from(opened).toString('utf8')));
-        if (info?.success) this.emit('serverInfo', info.data);
+        const info = opened && parseJsonAs(DerpServerInfo, Buffer.from(opened).toString('utf8'));
+        if (info) this.emit('serverInfo', info);
         else this.socket.destroy();
       } else {
         if (f.type === DerpFrameType.ping) this.socket.write(encodeDerpFrame(DerpFrameType.pong, f.payload));

@@ -20,7 +20,7 @@ import { DerpClient } from './client.js';
 import { DerpFrameReader, encodeDerpFrame } from './frames.js';
 
 // DERP on weft-relay over real sockets on loopback: DerpClient (the honest TS client) and raw
-// bytes that misbehave on purpose. e2e/anchors/derp drives the real Go client (anchor.real.test.ts).
+// bytes that misbehave on purpose. Tailscale's own clients (derpprobe, stunc) are in anchor.real.test.ts.
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {

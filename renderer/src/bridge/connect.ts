@@ -8,8 +8,9 @@ import {
 import { httpTransport, takeToken } from './http.js';
 
 // Picks the transport: Electron's preload (window.weft) when present, else the web shell.
-// In development (`npm run dev -w @weft/renderer`, then open /?mock), an in-page mock backend
-// stands in for everything behind the bridge; production builds do not contain it.
+// In development (`npm run dev -w @weft/renderer`, then open /?mock), the web shell's controller
+// runs in the page over a stand-in engine with a demo tailnet (core's DemoApp); production builds
+// do not contain it.
 
 export async function connectBridge(onLink: (up: boolean) => void): Promise<BridgeClient> {
   const fromPreload = (globalThis as unknown as Record<string, BridgeTransport | undefined>)[PRELOAD_GLOBAL];
@@ -18,8 +19,8 @@ export async function connectBridge(onLink: (up: boolean) => void): Promise<Brid
     return createBridgeClient(fromPreload, (p) => console.warn(p));
   }
   if (import.meta.env.DEV && new URLSearchParams(window.location.search).has('mock')) {
-    const { MockBackend } = await import('../../testing/mock-backend.js');
-    const backend = new MockBackend({ delayMs: 600 });
+    const { DemoApp } = await import('@weft/core/web/testing');
+    const backend = new DemoApp({ delayMs: 600 });
     onLink(true);
     return createBridgeClient({
       call: (method, input) => dispatchBridgeCall(backend.handlers, method, input),

@@ -1,3 +1,5 @@
+import { demoPeers } from '@weft/core/bridge/testing';
+import { DemoApp } from '@weft/core/web/testing';
 import {
   AppState,
   type BridgeClient,
@@ -7,14 +9,13 @@ import {
   makeEventMessage,
 } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { demoPeers, MockBackend } from '../../testing/mock-backend.js';
 import { filterPeers, initialData, MAX_TOASTS, osName, reduce, relativeTime } from './reducers.js';
 import { boot, createWeftStore } from './store.js';
 
 const NOW = Date.parse('2026-11-25T12:00:00Z');
 
 function snapshot(seq: number): AppState {
-  const b = new MockBackend({ signedIn: true, now: () => NOW });
+  const b = new DemoApp({ signedIn: true, now: () => NOW });
   const s = structuredClone(b.state);
   b.dispose();
   return { ...s, seq };
@@ -105,8 +106,8 @@ describe('selectors', () => {
   });
 });
 
-describe('store fed by the bridge (mock backend)', () => {
-  function wire(backend: MockBackend): BridgeClient {
+describe("store fed by the bridge (the web shell's controller over a stand-in engine)", () => {
+  function wire(backend: DemoApp): BridgeClient {
     const transport: BridgeTransport = {
       call: (m, i) => dispatchBridgeCall(backend.handlers, m, i),
       onEvent: (l) => backend.subscribe(l),
@@ -115,7 +116,7 @@ describe('store fed by the bridge (mock backend)', () => {
   }
 
   it('boots from one snapshot and follows events; a failing call becomes an error toast', async () => {
-    const backend = new MockBackend({ delayMs: 1 });
+    const backend = new DemoApp({ delayMs: 1 });
     const bridge = wire(backend);
     const store = createWeftStore(bridge);
     await boot(store, bridge);
@@ -141,7 +142,7 @@ describe('store fed by the bridge (mock backend)', () => {
   });
 
   it('navigate events from main switch the screen', async () => {
-    const backend = new MockBackend({ signedIn: true });
+    const backend = new DemoApp({ signedIn: true });
     let emit: (m: unknown) => void = () => {};
     const bridge = createBridgeClient({
       call: (m, i) => dispatchBridgeCall(backend.handlers, m, i),
