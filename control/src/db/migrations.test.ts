@@ -2,8 +2,9 @@ import { join } from 'node:path';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, tempDir } from '../testing/harness.js';
+import { migrate } from './migrations.js';
 import type { Database } from './schema.js';
-import { migrate, openSqliteConnection, openSqliteDatabase } from './sqlite.js';
+import { openSqliteConnection, openSqliteDatabase } from './sqlite.js';
 
 afterEach(cleanupAll);
 

@@ -1,4 +1,5 @@
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import type { Database } from './schema.js';
 
 // Numbered, append-only schema migrations, kept in code so the built server carries them. Never edit
 // one that has shipped: add the next number. Only portable DDL, so PostgreSQL runs the same list.
@@ -184,3 +185,9 @@ const migrations: Record<string, Migration> = {
 export const migrationProvider: MigrationProvider = {
   getMigrations: async () => migrations,
 };
+
+/** Applies every migration not yet applied; a no-op on an up-to-date database. */
+export async function migrate(db: Kysely<Database>): Promise<void> {
+  const { error } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
+  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : error}`);
+}

@@ -6,8 +6,8 @@ import { OidcProvider } from '../auth/providers/oidc.js';
 import type { IdentityProvider } from '../auth/providers/provider.js';
 import { ReplayWindow } from '../auth/replay-window.js';
 import type { ControlConfig } from '../config/config.js';
-import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
-import { openSqliteDatabase } from '../db/sqlite.js';
+import type { ChangeFeed } from '../db/change-feed.js';
+import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
 import { NetmapHub } from '../netmap/hub.js';
@@ -26,7 +26,7 @@ export interface ServeOptions {
   config: ControlConfig;
   log?: Logger;
   pingIntervalMs?: number;
-  /** How often the database is polled for other processes' commits. */
+  /** How often a SQLite database is polled for other processes' commits. */
   pollIntervalMs?: number;
   ephemeralGraceMs?: number;
   /** How long a waiting registration is held before it answers `needs-auth` again. */
@@ -70,7 +70,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   if (config.github && config.allow.groups.length > 0) {
     log.warn('--oidc-allowed-groups is set: GitHub sign-ins carry no groups and will all be refused');
   }
-  const store = new Store(await openSqliteDatabase(config.db));
+  const database = await openDatabase(config.db);
+  const store = new Store(database.db);
   let feed: ChangeFeed | null = null;
   let stopSweeper = () => {};
   let stopSync = () => {};
@@ -133,9 +134,9 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     };
     const app = await buildApp(ctx);
 
-    const changes = new SqliteChangeFeed(config.db, options.pollIntervalMs);
+    const changes = database.changeFeed(log, options.pollIntervalMs);
     feed = changes;
-    changes.start(() => {
+    await changes.start(() => {
       // A sign-in finished by another process or replica wakes this one's waiting registrations.
       logins?.recheck();
       background.run('reloading after a database change', async () => {
@@ -150,7 +151,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
     publicUrl = config.publicUrl ?? url;
-    log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${config.db})`);
+    log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${database.shown})`);
     if (providers.length > 0) {
       const callbacks = providers.map((p) => `${publicUrl}${p.callbackPath}`).join(', ');
       log.info(`sign-in with ${providers.map((p) => p.id).join(' and ')} (redirect URI ${callbacks})`);
