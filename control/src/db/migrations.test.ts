@@ -24,10 +24,12 @@ describe('migrations', () => {
         'auth_attempts',
         'kysely_migration',
         'login_confirmations',
+        'node_streams',
         'nodes',
         'pending_logins',
         'policies',
         'preauth_keys',
+        'replicas',
         'settings',
         'users',
       ]),
@@ -39,6 +41,7 @@ describe('migrations', () => {
       '0003_policies',
       '0004_login_confirmation',
       '0005_tailscale_clients',
+      '0006_presence',
     ]);
     await again.destroy();
   });

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { errorText, type Logger } from '../log.js';
 import { type ChangeFeed, SqliteChangeFeed } from './change-feed.js';
 import { isPostgresUrl, withoutPassword } from './location.js';
-import { openPostgresDatabase } from './postgres.js';
+import { exclusively, openPostgresDatabase } from './postgres.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
 import type { Database } from './schema.js';
 import { openSqliteDatabase } from './sqlite.js';
@@ -17,7 +17,11 @@ export interface OpenDatabase {
   shown: string;
   /** A feed of other processes' (or replicas') commits; `pollMs` only matters for SQLite. */
   changeFeed(log: Logger, pollMs?: number): ChangeFeed;
+  /** Runs a background job unless another replica runs it now (then false). */
+  exclusive: RunExclusive;
 }
+
+export type RunExclusive = (job: string, fn: () => Promise<void>) => Promise<boolean>;
 
 export async function openDatabase(location: string): Promise<OpenDatabase> {
   if (!isPostgresUrl(location)) {
@@ -26,6 +30,11 @@ export async function openDatabase(location: string): Promise<OpenDatabase> {
       kind: 'sqlite',
       shown: withoutPassword(location),
       changeFeed: (_log, pollMs) => new SqliteChangeFeed(location, pollMs),
+      // One server per SQLite file: nobody to share the job with.
+      exclusive: async (_job, fn) => {
+        await fn();
+        return true;
+      },
     };
   }
   const { db, ownBackends } = await openPostgresDatabase(location);
@@ -37,5 +46,6 @@ export async function openDatabase(location: string): Promise<OpenDatabase> {
       new PostgresChangeFeed(location, ownBackends, (err) =>
         log.warn(`change feed: ${errorText(err)}; listening again`),
       ),
+    exclusive: (job, fn) => exclusively(db, job, fn),
   };
 }

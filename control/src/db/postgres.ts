@@ -11,6 +11,8 @@ import type { Database } from './schema.js';
 // feed at commit, as SQLite's data_version does for the processes sharing its file.
 
 export const CHANGE_CHANNEL = 'weft_changes';
+/** Written every few seconds by every replica and read by none but the reaper: no one needs waking. */
+const QUIET_TABLES = ['replicas'];
 /** pg_advisory_xact_lock key under which the triggers are (re)installed: replicas may start at once. */
 const TRIGGER_LOCK = 0x77656674;
 
@@ -24,6 +26,9 @@ export interface PostgresDatabase {
 export async function openPostgresDatabase(url: string, max = 10): Promise<PostgresDatabase> {
   const ownBackends = new Set<number>();
   const pool = new pg.Pool({ connectionString: url, max });
+  // An idle connection that the server drops (a restart, a failover) errors here and leaves the pool;
+  // the next query opens a new one. Unhandled, the error would end the process.
+  pool.on('error', () => {});
   const db = new Kysely<Database>({
     dialect: new PostgresDialect({
       pool,
@@ -61,11 +66,35 @@ async function installChangeTriggers(db: Kysely<Database>): Promise<void> {
       .execute(trx);
     const tables = await sql<{ tablename: string }>`
       select tablename from pg_tables
-      where schemaname = current_schema() and tablename not like 'kysely\\_%'`.execute(trx);
+      where schemaname = current_schema() and tablename not like 'kysely\\_%'
+        and tablename not in ${sql`(${sql.join(QUIET_TABLES)})`}`.execute(trx);
     for (const { tablename } of tables.rows) {
       await sql`create or replace trigger weft_notify_change
         after insert or update or delete or truncate on ${sql.table(tablename)}
         for each statement execute function weft_notify_change()`.execute(trx);
     }
+  });
+}
+
+/**
+ * Runs `fn` only if no other replica is running the job `job` right now (a session advisory lock on
+ * a connection held for the duration); false when another one is.
+ */
+export async function exclusively(
+  db: Kysely<Database>,
+  job: string,
+  fn: () => Promise<void>,
+): Promise<boolean> {
+  return db.connection().execute(async (conn) => {
+    const { rows } = await sql<{
+      got: boolean;
+    }>`select pg_try_advisory_lock(hashtext(${job})) as got`.execute(conn);
+    if (rows[0]?.got !== true) return false;
+    try {
+      await fn();
+    } finally {
+      await sql`select pg_advisory_unlock(hashtext(${job}))`.execute(conn);
+    }
+    return true;
   });
 }

@@ -72,8 +72,9 @@ export class NetmapHub {
     return this.nodes.has(nodeId);
   }
 
+  /** Streaming here, or to another replica as the database said at the last update. */
   isOnline(nodeId: string): boolean {
-    return this.subscribers.has(nodeId);
+    return this.subscribers.has(nodeId) || this.nodes.get(nodeId)?.online === true;
   }
 
   view(nodeId: string): NodeView | undefined {
@@ -214,7 +215,7 @@ export class NetmapHub {
   private refreshView(nodeId: string): boolean {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return false;
-    const view = toNodeView(node, this.subscribers.has(nodeId), this.approvedOf(node));
+    const view = toNodeView(node, this.isOnline(nodeId), this.approvedOf(node));
     const json = JSON.stringify(view);
     if (this.views.get(nodeId)?.json === json) return false;
     this.views.set(nodeId, { view, json });

@@ -21,6 +21,7 @@ import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
+import { Presence } from './presence.js';
 
 export interface ServeOptions {
   config: ControlConfig;
@@ -78,6 +79,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   let policyFile: PolicyFileWatcher | null = null;
   let logins: LoginService | null = null;
   const background = new Background(log);
+  let presence: Presence | null = null;
   try {
     // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
     const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
@@ -94,6 +96,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const sync = new NetmapSync(store, hub, log, (nodes) => relayMembers.update(nodes));
     const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
+    presence = new Presence(store, sync, database.exclusive, log);
+    await presence.start();
     await policy.refresh();
     await sync.refresh();
     if (config.policyFile !== null) {
@@ -129,6 +133,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,
       background,
+      presence,
+      exclusive: database.exclusive,
       limits,
       pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
     };
@@ -173,6 +179,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       await app.close();
       await background.drain();
       clearTimeout(killer);
+      await presence?.close();
       await store.destroy();
       log.info('stopped');
     };
@@ -190,6 +197,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     await policyFile?.close();
     stopSync();
     await background.drain();
+    await presence?.close().catch(() => {});
     await store.destroy();
     throw new Error(`cannot start control: ${errorText(err)}`);
   }
