@@ -1,7 +1,8 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startBalancer } from '../testing/balancer.js';
+import { buildControl, repoRoot, serveProcess } from '../testing/control-process.js';
 import {
   cleanupAll,
   onCleanup,
@@ -18,33 +19,20 @@ import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 // through the load balancer on another replica, and the streams it held are dropped once its
 // heartbeat is silent.
 
-const root = join(import.meta.dirname, '../../..');
-const bin = join(root, 'control/dist/cli/main.js');
 const noPostgres = await postgresAbsence();
 
 beforeAll(() => {
-  if (noPostgres === null) execFileSync('npx', ['tsc', '-b', 'control'], { cwd: root, stdio: 'inherit' });
+  if (noPostgres === null) buildControl();
 }, 120_000);
 afterEach(cleanupAll);
 
 /** A real replica process, so it can be killed without a goodbye. */
 async function replicaProcess(db: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [bin, 'serve', '--listen', '127.0.0.1:0', '--db', db], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const replica = await serveProcess(['--db', db], repoRoot);
   onCleanup(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill('SIGKILL');
   });
-  let logs = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr?.on('data', (d) => {
-      logs += d;
-      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
-      if (m) resolve(m[1] as string);
-    });
-    child.on('exit', () => reject(new Error(`serve exited: ${logs}`)));
-  });
-  return { child, url };
+  return replica;
 }
 
 /** The same tailnet as `t`, reached at another URL (a load balancer, another replica). */
