@@ -127,7 +127,7 @@ function toNode(row: NodeRow): NodeRecord {
     clientVersion: row.client_version,
     discoKey: row.disco_key,
     homeRelay: row.home_relay,
-    online: row.stream_replica !== null,
+    streamedBy: row.stream_replica,
   };
 }
 

@@ -55,6 +55,8 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
+  /** This server's replica id (see Presence): rows naming it are the streams in `subscribers`. */
+  replica: string | null = null;
   /** The relays every node is told about (in each full map); undefined when none are configured. */
   relayMap: RelayMap | undefined;
   /** Nodes that advertise routes: their views differ by viewer (routes as the policy allows). */
@@ -72,9 +74,14 @@ export class NetmapHub {
     return this.nodes.has(nodeId);
   }
 
-  /** Streaming here, or to another replica as the database said at the last update. */
+  /**
+   * Streaming here, or to another replica as the database said at the last update. The database's
+   * word on this replica's own streams is ignored: the subscribers are the truth, and are current
+   * without a reload.
+   */
   isOnline(nodeId: string): boolean {
-    return this.subscribers.has(nodeId) || this.nodes.get(nodeId)?.online === true;
+    const by = this.nodes.get(nodeId)?.streamedBy ?? null;
+    return this.subscribers.has(nodeId) || (by !== null && by !== this.replica);
   }
 
   view(nodeId: string): NodeView | undefined {

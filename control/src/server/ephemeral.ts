@@ -27,7 +27,7 @@ export function startEphemeralSweeper(
     const cutoff = Date.now() - graceMs;
     let deleted = 0;
     for (const node of await deps.store.listNodes()) {
-      if (!node.ephemeral || node.online || deps.hub.isOnline(node.id)) continue;
+      if (!node.ephemeral || (node.streamedBy ?? null) !== null || deps.hub.isOnline(node.id)) continue;
       if (Date.parse(node.lastSeen ?? node.createdAt) > cutoff) continue;
       if (await deps.store.deleteNode(node.id)) {
         deps.log.info(

@@ -34,11 +34,15 @@ export class Presence {
     this.timer.unref();
   }
 
+  /**
+   * Records a stream this replica's hub has just connected. No reload: the hub already told the
+   * peers, and a reload per connect would make a mass reconnect quadratic.
+   */
   async connected(nodeId: string): Promise<void> {
     await this.store.nodeConnected(nodeId, this.replica, new Date());
-    await this.sync.refresh();
   }
 
+  /** The stream ended (the hub told the peers); the reload brings the peers its last-seen time. */
   async disconnected(nodeId: string): Promise<void> {
     await this.store.nodeDisconnected(nodeId, this.replica, new Date());
     await this.sync.refresh();

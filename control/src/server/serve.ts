@@ -97,6 +97,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
     presence = new Presence(store, sync, database.exclusive, log);
+    hub.replica = presence.replica;
     await presence.start();
     await policy.refresh();
     await sync.refresh();
