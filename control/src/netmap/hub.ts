@@ -255,7 +255,9 @@ export class NetmapHub {
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
     const reidentifiedIds = new Set(reidentified.map((n) => n.id));
-    for (const sub of this.subscribers.values()) {
+    // Only nodes' views changed (online, endpoints): just their watchers can need a message.
+    const onlyViews = policy === undefined && removed.length === 0 && reidentified.length === 0;
+    for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
       const self = this.nodes.get(id);
       if (self === undefined) continue;
@@ -301,6 +303,30 @@ export class NetmapHub {
       if (gone.length > 0) delta.peersRemoved = gone;
       if (Object.keys(delta).length > 1) sub.session.send(delta);
     }
+  }
+
+  /**
+   * The subscribers that may see any of `nodeIds`, and those nodes' own: visibility goes both ways,
+   * so these are the nodes' own peer lists. Every subscriber when the policy cannot list peers
+   * (allow-all, where every node does watch every other). This keeps a mass reconnect linear under a
+   * policy: a node coming online costs its peers, not the whole tailnet.
+   */
+  private watchersOf(nodeIds: readonly string[]): Iterable<Subscriber> {
+    const ids = new Set<string>();
+    for (const id of nodeIds) {
+      const node = this.nodes.get(id);
+      if (node === undefined) continue;
+      const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
+      if (!visibility.peerIds) return this.subscribers.values();
+      ids.add(id);
+      for (const peerId of visibility.peerIds()) ids.add(peerId);
+    }
+    const out: Subscriber[] = [];
+    for (const id of ids) {
+      const sub = this.subscribers.get(id);
+      if (sub) out.push(sub);
+    }
+    return out;
   }
 
   /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */
