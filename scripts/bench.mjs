@@ -42,6 +42,11 @@ const BENCHMARKS = {
     about:
       'full maps and endpoint patches for N=200 nodes: Tailscale MapResponses vs Weft netmap messages [N]',
   },
+  'control-load': {
+    file: 'control/dist/bench/control-load.js',
+    about:
+      'N real nodes (registration + signed streams) vs weft-control: connect, RSS, join/endpoint/delete/policy fan-out p50/p99/max, restart [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]',
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

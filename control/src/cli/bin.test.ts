@@ -1,17 +1,16 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { buildControl, controlBin, serveProcess } from '../testing/control-process.js';
 import { cleanupAll, type StreamClient, type TestControl, TestMachine, tempDir } from '../testing/harness.js';
 
 // The real `weft-control` binary, as an admin runs it: a server process and admin processes sharing
 // one database file. Builds control first (a no-op when the build is current).
 
-const root = join(import.meta.dirname, '../../..');
-const bin = join(root, 'control/dist/cli/main.js');
+const bin = controlBin;
 
 beforeAll(() => {
-  execFileSync('npx', ['tsc', '-b', 'control'], { cwd: root, stdio: 'inherit' });
+  buildControl();
 }, 120_000);
 afterEach(cleanupAll);
 
@@ -28,22 +27,7 @@ function run(args: string[], cwd: string): Promise<{ code: number; out: string; 
   return new Promise((resolve) => child.on('close', (code) => resolve({ code: code ?? -1, out, err })));
 }
 
-async function serve(cwd: string): Promise<{ child: ChildProcess; url: string; logs: () => string }> {
-  const child = spawn(process.execPath, [bin, 'serve', '--listen', '127.0.0.1:0'], {
-    cwd,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let logs = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr?.on('data', (d) => {
-      logs += d;
-      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
-      if (m) resolve(m[1] as string);
-    });
-    child.on('exit', () => reject(new Error(`serve exited: ${logs}`)));
-  });
-  return { child, url, logs: () => logs };
-}
+const serve = (cwd: string) => serveProcess([], cwd);
 
 describe('the weft-control binary', () => {
   it('serves, takes admin commands from other processes at once, and shuts down cleanly on SIGTERM', async () => {

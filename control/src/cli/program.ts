@@ -1,6 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { type ConfigFlags, loadConfig } from '../config/config.js';
-import { openSqliteDatabase } from '../db/sqlite.js';
+import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { errorText } from '../log.js';
 import { startControl } from '../server/serve.js';
@@ -17,6 +17,7 @@ import {
   revokeApiKey,
   setNodeKeyExpiry,
 } from './admin.js';
+import { registerDbCommands } from './db.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerRoutesCommands } from './routes.js';
 
@@ -42,12 +43,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       '--config <file>',
       'JSON config file with the serve options in camelCase (env WEFT_CONTROL_CONFIG)',
     )
-    .option('--db <path>', 'SQLite database file (env WEFT_CONTROL_DB; default ./weft-control.db)');
+    .option(
+      '--db <path|url>',
+      'SQLite database file or postgres://USER:PASSWORD@HOST/DB (env WEFT_CONTROL_DB; default ./weft-control.db)',
+    );
 
   const config = (cmd: Command) =>
     loadConfig({ flags: cmd.optsWithGlobals<ConfigFlags>(), env: io.env, cwd: io.cwd });
   const withStore = async (cmd: Command, fn: (store: Store) => Promise<void>) => {
-    const store = new Store(await openSqliteDatabase(config(cmd).db));
+    const store = new Store((await openDatabase(config(cmd).db)).db);
     try {
       await fn(store);
     } finally {
@@ -199,6 +203,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
 
   registerPolicyCommands(program, io, withStore);
   registerRoutesCommands(program, io, withStore);
+  registerDbCommands(program, io, (cmd) => config(cmd).db);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

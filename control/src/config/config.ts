@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseAddr, RelayRegion } from '@weft/protocol';
 import { z } from 'zod';
+import { isPostgresUrl } from '../db/location.js';
 import { parseDuration } from './duration.js';
 
 // Server configuration from, in order of precedence: command-line flags, environment variables
@@ -17,7 +18,7 @@ export interface ControlConfig {
   listen: Listen;
   /** The URL nodes and browsers use to reach control; null means "http://" + the bound address. */
   publicUrl: string | null;
-  /** Path of the SQLite database file. */
+  /** Path of the SQLite database file, or a postgres:// URL (several replicas share one). */
   db: string;
   /** How long a node key is valid after the node was authorized (by a person or a pre-auth key). */
   nodeKeyExpiryMs: number;
@@ -102,7 +103,14 @@ const HttpUrl = z.string().refine((s) => {
 
 const PublicUrl = HttpUrl.transform((s) => s.replace(/\/+$/, ''));
 
-const DbPath = z.string().min(1, 'must not be empty');
+/** A SQLite file path, or a postgres:// (postgresql://) URL that the driver can parse. */
+const DbPath = z
+  .string()
+  .min(1, 'must not be empty')
+  .refine(
+    (s) => !isPostgresUrl(s) || (URL.canParse(s) && new URL(s).hostname !== ''),
+    'must be a file path or a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL (a socket: HOST?host=/DIR)',
+  );
 
 const Duration = z
   .string()
@@ -212,7 +220,8 @@ function readFile(path: string): ConfigValues {
   const parsed = validate(`config file ${path}`, value);
   for (const key of PATH_KEYS) {
     const given = parsed[key];
-    if (given !== undefined) parsed[key] = resolve(dirname(path), given);
+    if (given !== undefined && !(key === 'db' && isPostgresUrl(given)))
+      parsed[key] = resolve(dirname(path), given);
   }
   return parsed;
 }
@@ -243,7 +252,7 @@ export function loadConfig(args: { flags: ConfigFlags; env: NodeJS.ProcessEnv; c
   return {
     listen: parseListen(merged.listen ?? DEFAULT_LISTEN) as Listen,
     publicUrl: merged.publicUrl ?? null,
-    db: path(merged.db ?? DEFAULT_DB),
+    db: isPostgresUrl(merged.db ?? '') ? (merged.db as string) : path(merged.db ?? DEFAULT_DB),
     nodeKeyExpiryMs: parseDuration(merged.nodeKeyExpiry ?? DEFAULT_NODE_KEY_EXPIRY) as number,
     loginExpiryMs: parseDuration(merged.loginExpiry ?? DEFAULT_LOGIN_EXPIRY) as number,
     oidc: oidcConfig(merged, path),

@@ -3,12 +3,12 @@ import { openSqliteConnection } from './sqlite.js';
 
 // How the server learns that the database changed under it: the admin CLI (another process) or, with
 // PostgreSQL, another replica wrote. With SQLite we poll `PRAGMA data_version` on a connection of our
-// own, which changes whenever any other connection commits. A PostgreSQL feed would LISTEN on a
-// channel that writers NOTIFY, behind the same interface.
+// own, which changes whenever any other connection commits. PostgreSQL's feed LISTENs on a channel
+// that writers NOTIFY (postgres-change-feed.ts), behind the same interface.
 
 export interface ChangeFeed {
   /** Starts calling `onChange` after every commit made through another connection. */
-  start(onChange: () => void): void;
+  start(onChange: () => void): Promise<void>;
   close(): void;
 }
 
@@ -23,7 +23,7 @@ export class SqliteChangeFeed implements ChangeFeed {
     private readonly intervalMs = DATA_VERSION_POLL_MS,
   ) {}
 
-  start(onChange: () => void): void {
+  async start(onChange: () => void): Promise<void> {
     const conn = openSqliteConnection(this.path);
     this.conn = conn;
     const version = () => conn.pragma('data_version', { simple: true }) as number;

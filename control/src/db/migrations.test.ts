@@ -2,8 +2,9 @@ import { join } from 'node:path';
 import { Kysely, SqliteDialect, sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, tempDir } from '../testing/harness.js';
+import { migrate } from './migrations.js';
 import type { Database } from './schema.js';
-import { migrate, openSqliteConnection, openSqliteDatabase } from './sqlite.js';
+import { openSqliteConnection, openSqliteDatabase } from './sqlite.js';
 
 afterEach(cleanupAll);
 
@@ -23,10 +24,12 @@ describe('migrations', () => {
         'auth_attempts',
         'kysely_migration',
         'login_confirmations',
+        'node_streams',
         'nodes',
         'pending_logins',
         'policies',
         'preauth_keys',
+        'replicas',
         'settings',
         'users',
       ]),
@@ -38,6 +41,7 @@ describe('migrations', () => {
       '0003_policies',
       '0004_login_confirmation',
       '0005_tailscale_clients',
+      '0006_presence',
     ]);
     await again.destroy();
   });

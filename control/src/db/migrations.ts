@@ -1,4 +1,5 @@
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator } from 'kysely';
+import type { Database } from './schema.js';
 
 // Numbered, append-only schema migrations, kept in code so the built server carries them. Never edit
 // one that has shipped: add the next number. Only portable DDL, so PostgreSQL runs the same list.
@@ -179,8 +180,34 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('nodes').addColumn('home_relay', 'integer').execute();
     },
   },
+
+  '0006_presence': {
+    async up(db: Kysely<unknown>) {
+      // Which server (replica) holds each node's stream: a node is online when it has a row here,
+      // whichever replica it reached. The row goes with the stream, or with its replica when that
+      // replica stops sending heartbeats (killed).
+      await db.schema
+        .createTable('node_streams')
+        .addColumn('node_id', 'text', (c) => c.primaryKey().references('nodes.id').onDelete('cascade'))
+        .addColumn('replica', 'text', (c) => c.notNull())
+        .addColumn('since', 'text', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('node_streams_replica').on('node_streams').column('replica').execute();
+      await db.schema
+        .createTable('replicas')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('seen_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {
   getMigrations: async () => migrations,
 };
+
+/** Applies every migration not yet applied; a no-op on an up-to-date database. */
+export async function migrate(db: Kysely<Database>): Promise<void> {
+  const { error } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
+  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : error}`);
+}

@@ -126,6 +126,20 @@ export interface PoliciesTable {
   created_by: string;
 }
 
+/** A node's live stream and the replica that holds it. */
+export interface NodeStreamsTable {
+  node_id: string;
+  /** The replica's id, random at each start. */
+  replica: string;
+  since: string;
+}
+
+/** Each running replica's last heartbeat: streams of a replica gone silent are dropped. */
+export interface ReplicasTable {
+  id: string;
+  seen_at: string;
+}
+
 export interface Database {
   settings: SettingsTable;
   users: UsersTable;
@@ -136,4 +150,6 @@ export interface Database {
   login_confirmations: LoginConfirmationsTable;
   api_keys: ApiKeysTable;
   policies: PoliciesTable;
+  node_streams: NodeStreamsTable;
+  replicas: ReplicasTable;
 }

@@ -1,8 +1,8 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
-import { Kysely, Migrator, SqliteDialect } from 'kysely';
-import { migrationProvider } from './migrations.js';
+import { Kysely, SqliteDialect } from 'kysely';
+import { migrate } from './migrations.js';
 import type { Database } from './schema.js';
 
 // The SQLite flavour of the database: one file, shared by the server and the admin CLI, which may
@@ -35,10 +35,4 @@ export async function openSqliteDatabase(path: string): Promise<Kysely<Database>
     throw err;
   }
   return db;
-}
-
-/** Applies every migration not yet applied; a no-op on an up-to-date database. */
-export async function migrate(db: Kysely<Database>): Promise<void> {
-  const { error } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest();
-  if (error) throw new Error(`database migration failed: ${error instanceof Error ? error.message : error}`);
 }

@@ -28,6 +28,7 @@ type NodeRow = Selectable<NodesTable> & {
   user_name: string | null;
   user_email: string | null;
   user_groups: string | null;
+  stream_replica: string | null;
 };
 
 const json = (value: unknown): string => JSON.stringify(value);
@@ -126,6 +127,7 @@ function toNode(row: NodeRow): NodeRecord {
     clientVersion: row.client_version,
     discoKey: row.disco_key,
     homeRelay: row.home_relay,
+    streamedBy: row.stream_replica,
   };
 }
 
@@ -287,8 +289,14 @@ export class Store {
     return this.db
       .selectFrom('nodes')
       .leftJoin('users', 'users.id', 'nodes.user_id')
+      .leftJoin('node_streams', 'node_streams.node_id', 'nodes.id')
       .selectAll('nodes')
-      .select(['users.name as user_name', 'users.email as user_email', 'users.groups as user_groups']);
+      .select([
+        'users.name as user_name',
+        'users.email as user_email',
+        'users.groups as user_groups',
+        'node_streams.replica as stream_replica',
+      ]);
   }
 
   async listNodes(): Promise<NodeRecord[]> {
@@ -368,6 +376,64 @@ export class Store {
   async deleteNode(id: string): Promise<boolean> {
     const result = await this.db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
     return result.numDeletedRows === 1n;
+  }
+
+  // presence: which replica holds each node's stream
+
+  /** The node's stream is now held by `replica` (taking it over from any other). */
+  async nodeConnected(nodeId: string, replica: string, at: Date): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.updateNode(nodeId, { lastSeen: at.toISOString() });
+      await tx.db
+        .insertInto('node_streams')
+        .values({ node_id: nodeId, replica, since: at.toISOString() })
+        .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since: at.toISOString() }))
+        .execute();
+    });
+  }
+
+  /** The node's stream on `replica` ended; a stream it already holds elsewhere stays. */
+  async nodeDisconnected(nodeId: string, replica: string, at: Date): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.updateNode(nodeId, { lastSeen: at.toISOString() });
+      await tx.db
+        .deleteFrom('node_streams')
+        .where('node_id', '=', nodeId)
+        .where('replica', '=', replica)
+        .execute();
+    });
+  }
+
+  async replicaHeartbeat(replica: string, at: Date): Promise<void> {
+    await this.db
+      .insertInto('replicas')
+      .values({ id: replica, seen_at: at.toISOString() })
+      .onConflict((oc) => oc.column('id').doUpdateSet({ seen_at: at.toISOString() }))
+      .execute();
+  }
+
+  /**
+   * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
+   * those replicas; returns how many streams went.
+   */
+  async dropSilentReplicas(cutoff: Date): Promise<number> {
+    return this.transaction(async (tx) => {
+      const alive = tx.db.selectFrom('replicas').select('id').where('seen_at', '>=', cutoff.toISOString());
+      const dropped = await tx.db
+        .deleteFrom('node_streams')
+        .where('replica', 'not in', alive)
+        .executeTakeFirst();
+      await tx.db.deleteFrom('replicas').where('seen_at', '<', cutoff.toISOString()).execute();
+      return Number(dropped.numDeletedRows);
+    });
+  }
+
+  /** A replica stopping: its streams are over. */
+  async removeReplica(replica: string): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.db.deleteFrom('node_streams').where('replica', '=', replica).execute();
+      await tx.db.deleteFrom('replicas').where('id', '=', replica).execute();
+    });
   }
 
   // interactive logins

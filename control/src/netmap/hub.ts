@@ -55,6 +55,8 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
+  /** This server's replica id (see Presence): rows naming it are the streams in `subscribers`. */
+  replica: string | null = null;
   /** The relays every node is told about (in each full map); undefined when none are configured. */
   relayMap: RelayMap | undefined;
   /** Nodes that advertise routes: their views differ by viewer (routes as the policy allows). */
@@ -72,8 +74,14 @@ export class NetmapHub {
     return this.nodes.has(nodeId);
   }
 
+  /**
+   * Streaming here, or to another replica as the database said at the last update. The database's
+   * word on this replica's own streams is ignored: the subscribers are the truth, and are current
+   * without a reload.
+   */
   isOnline(nodeId: string): boolean {
-    return this.subscribers.has(nodeId);
+    const by = this.nodes.get(nodeId)?.streamedBy ?? null;
+    return this.subscribers.has(nodeId) || (by !== null && by !== this.replica);
   }
 
   view(nodeId: string): NodeView | undefined {
@@ -214,7 +222,7 @@ export class NetmapHub {
   private refreshView(nodeId: string): boolean {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return false;
-    const view = toNodeView(node, this.subscribers.has(nodeId), this.approvedOf(node));
+    const view = toNodeView(node, this.isOnline(nodeId), this.approvedOf(node));
     const json = JSON.stringify(view);
     if (this.views.get(nodeId)?.json === json) return false;
     this.views.set(nodeId, { view, json });
@@ -247,7 +255,9 @@ export class NetmapHub {
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
     const reidentifiedIds = new Set(reidentified.map((n) => n.id));
-    for (const sub of this.subscribers.values()) {
+    // Only nodes' views changed (online, endpoints): just their watchers can need a message.
+    const onlyViews = policy === undefined && removed.length === 0 && reidentified.length === 0;
+    for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
       const self = this.nodes.get(id);
       if (self === undefined) continue;
@@ -293,6 +303,30 @@ export class NetmapHub {
       if (gone.length > 0) delta.peersRemoved = gone;
       if (Object.keys(delta).length > 1) sub.session.send(delta);
     }
+  }
+
+  /**
+   * The subscribers that may see any of `nodeIds`, and those nodes' own: visibility goes both ways,
+   * so these are the nodes' own peer lists. Every subscriber when the policy cannot list peers
+   * (allow-all, where every node does watch every other). This keeps a mass reconnect linear under a
+   * policy: a node coming online costs its peers, not the whole tailnet.
+   */
+  private watchersOf(nodeIds: readonly string[]): Iterable<Subscriber> {
+    const ids = new Set<string>();
+    for (const id of nodeIds) {
+      const node = this.nodes.get(id);
+      if (node === undefined) continue;
+      const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
+      if (!visibility.peerIds) return this.subscribers.values();
+      ids.add(id);
+      for (const peerId of visibility.peerIds()) ids.add(peerId);
+    }
+    const out: Subscriber[] = [];
+    for (const id of ids) {
+      const sub = this.subscribers.get(id);
+      if (sub) out.push(sub);
+    }
+    return out;
   }
 
   /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */

@@ -1,6 +1,7 @@
 import type { KeyPair } from '@weft/protocol';
 import type { RegistrationDeps } from '../auth/register.js';
 import type { ReplayWindow } from '../auth/replay-window.js';
+import type { RunExclusive } from '../db/open.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
@@ -9,6 +10,7 @@ import type { RelayMembers } from '../relays/members.js';
 import type { Background } from './background.js';
 import type { ServerLimits } from './limits.js';
 import type { SignInContext } from './login-routes.js';
+import type { Presence } from './presence.js';
 
 /** Everything the HTTP and stream handlers share. */
 export interface ControlContext {
@@ -27,6 +29,10 @@ export interface ControlContext {
   signIn: SignInContext | null;
   log: Logger;
   background: Background;
+  /** Which replica holds which node's stream (online state shared through the database). */
+  presence: Presence;
+  /** Runs a periodic job on one replica at a time. */
+  exclusive: RunExclusive;
   limits: ServerLimits;
   /** How often each stream is pinged; a stream that missed the previous pong is dropped. */
   pingIntervalMs: number;

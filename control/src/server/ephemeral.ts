@@ -1,3 +1,4 @@
+import type { RunExclusive } from '../db/open.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
 import type { NetmapHub } from '../netmap/hub.js';
@@ -12,14 +13,21 @@ import type { Background } from './background.js';
 export const EPHEMERAL_GRACE_MS = 2 * 60_000;
 
 export function startEphemeralSweeper(
-  deps: { store: Store; hub: NetmapHub; sync: NetmapSync; log: Logger; background: Background },
+  deps: {
+    store: Store;
+    hub: NetmapHub;
+    sync: NetmapSync;
+    log: Logger;
+    background: Background;
+    exclusive: RunExclusive;
+  },
   graceMs = EPHEMERAL_GRACE_MS,
 ): () => void {
   const sweep = async () => {
     const cutoff = Date.now() - graceMs;
     let deleted = 0;
     for (const node of await deps.store.listNodes()) {
-      if (!node.ephemeral || deps.hub.isOnline(node.id)) continue;
+      if (!node.ephemeral || (node.streamedBy ?? null) !== null || deps.hub.isOnline(node.id)) continue;
       if (Date.parse(node.lastSeen ?? node.createdAt) > cutoff) continue;
       if (await deps.store.deleteNode(node.id)) {
         deps.log.info(
@@ -31,7 +39,10 @@ export function startEphemeralSweeper(
     if (deleted > 0) await deps.sync.refresh();
   };
   const timer = setInterval(
-    () => deps.background.run('ephemeral node sweep', sweep),
+    () =>
+      deps.background.run('ephemeral node sweep', async () => {
+        await deps.exclusive('ephemeral node sweep', sweep);
+      }),
     Math.max(1_000, Math.floor(graceMs / 4)),
   );
   timer.unref();

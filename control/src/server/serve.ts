@@ -6,8 +6,8 @@ import { OidcProvider } from '../auth/providers/oidc.js';
 import type { IdentityProvider } from '../auth/providers/provider.js';
 import { ReplayWindow } from '../auth/replay-window.js';
 import type { ControlConfig } from '../config/config.js';
-import { type ChangeFeed, SqliteChangeFeed } from '../db/change-feed.js';
-import { openSqliteDatabase } from '../db/sqlite.js';
+import type { ChangeFeed } from '../db/change-feed.js';
+import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
 import { NetmapHub } from '../netmap/hub.js';
@@ -21,12 +21,13 @@ import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
+import { Presence } from './presence.js';
 
 export interface ServeOptions {
   config: ControlConfig;
   log?: Logger;
   pingIntervalMs?: number;
-  /** How often the database is polled for other processes' commits. */
+  /** How often a SQLite database is polled for other processes' commits. */
   pollIntervalMs?: number;
   ephemeralGraceMs?: number;
   /** How long a waiting registration is held before it answers `needs-auth` again. */
@@ -70,13 +71,15 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   if (config.github && config.allow.groups.length > 0) {
     log.warn('--oidc-allowed-groups is set: GitHub sign-ins carry no groups and will all be refused');
   }
-  const store = new Store(await openSqliteDatabase(config.db));
+  const database = await openDatabase(config.db);
+  const store = new Store(database.db);
   let feed: ChangeFeed | null = null;
   let stopSweeper = () => {};
   let stopSync = () => {};
   let policyFile: PolicyFileWatcher | null = null;
   let logins: LoginService | null = null;
   const background = new Background(log);
+  let presence: Presence | null = null;
   try {
     // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
     const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
@@ -93,6 +96,9 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const sync = new NetmapSync(store, hub, log, (nodes) => relayMembers.update(nodes));
     const policy = new PolicySync(store, visibility, hub, log);
     stopSync = () => sync.close();
+    presence = new Presence(store, sync, database.exclusive, log);
+    hub.replica = presence.replica;
+    await presence.start();
     await policy.refresh();
     await sync.refresh();
     if (config.policyFile !== null) {
@@ -128,14 +134,16 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,
       background,
+      presence,
+      exclusive: database.exclusive,
       limits,
       pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
     };
     const app = await buildApp(ctx);
 
-    const changes = new SqliteChangeFeed(config.db, options.pollIntervalMs);
+    const changes = database.changeFeed(log, options.pollIntervalMs);
     feed = changes;
-    changes.start(() => {
+    await changes.start(() => {
       // A sign-in finished by another process or replica wakes this one's waiting registrations.
       logins?.recheck();
       background.run('reloading after a database change', async () => {
@@ -150,7 +158,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
     publicUrl = config.publicUrl ?? url;
-    log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${config.db})`);
+    log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${database.shown})`);
     if (providers.length > 0) {
       const callbacks = providers.map((p) => `${publicUrl}${p.callbackPath}`).join(', ');
       log.info(`sign-in with ${providers.map((p) => p.id).join(' and ')} (redirect URI ${callbacks})`);
@@ -172,6 +180,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       await app.close();
       await background.drain();
       clearTimeout(killer);
+      await presence?.close();
       await store.destroy();
       log.info('stopped');
     };
@@ -189,6 +198,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     await policyFile?.close();
     stopSync();
     await background.drain();
+    await presence?.close().catch(() => {});
     await store.destroy();
     throw new Error(`cannot start control: ${errorText(err)}`);
   }

@@ -84,17 +84,13 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
 }
 
 function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): void {
-  const { hub, store, sync, background, log } = ctx;
+  const { hub, sync, background, log, presence } = ctx;
   const session: StreamSession = {
     nodeId: node.id,
     send: (message) => {
       if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
     },
     close: (reason) => socket.close(1000, closeReason(reason)),
-  };
-  const touchLastSeen = async () => {
-    await store.updateNode(node.id, { lastSeen: new Date().toISOString() });
-    await sync.refresh();
   };
 
   const ulaPrefix = ctx.registration.ulaPrefix;
@@ -155,7 +151,7 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
           updates.close();
           hub.disconnect(session);
           log.info(`stream ${node.name}: closed`);
-          background.run(`last seen of ${node.name}`, touchLastSeen);
+          background.run(`last seen of ${node.name}`, () => presence.disconnected(node.id));
           resolve();
         }),
       ),
@@ -172,6 +168,6 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     }
     hub.connect(session);
     log.info(`stream ${node.name}: connected`);
-    await touchLastSeen();
+    await presence.connected(node.id);
   });
 }

@@ -59,6 +59,8 @@ export interface NodeRecord {
   discoKey: string | null;
   /** Tailscale clients' home relay (DERP) region; null when unknown. */
   homeRelay: number | null;
+  /** The replica holding the node's stream, as the database says (null: offline); absent in records not read from it. */
+  streamedBy?: string | null;
 }
 
 /** Which client a node runs: Weft's engine, or an official Tailscale client speaking ts2021. */

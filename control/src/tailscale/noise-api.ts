@@ -195,10 +195,6 @@ function streamMap(
       res.end();
     },
   );
-  const touchLastSeen = async () => {
-    await ctx.store.updateNode(node.id, { lastSeen: new Date().toISOString() });
-    await ctx.sync.refresh();
-  };
   // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes.
   const keepAliveFrame = mapFrame({ KeepAlive: true }, zstd);
   const ticker = setInterval(() => {
@@ -212,7 +208,7 @@ function streamMap(
         res.on('close', () => {
           clearInterval(ticker);
           hub.disconnect(session);
-          background.run(`last seen of ${node.name}`, touchLastSeen);
+          background.run(`last seen of ${node.name}`, () => ctx.presence.disconnected(node.id));
           resolve();
         }),
       ),
@@ -223,5 +219,5 @@ function streamMap(
   }
   hub.connect(session);
   log.info(`map stream ${node.name} (tailscale): connected`);
-  background.run(`last seen of ${node.name}`, touchLastSeen);
+  background.run(`last seen of ${node.name}`, () => ctx.presence.connected(node.id));
 }

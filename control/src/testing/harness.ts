@@ -32,6 +32,11 @@ export async function cleanupAll(): Promise<void> {
   while (cleanups.length > 0) await cleanups.pop()?.();
 }
 
+/** Runs `fn` at the next cleanupAll (last registered, first run). */
+export function onCleanup(fn: () => Promise<void> | void): void {
+  cleanups.push(fn);
+}
+
 export function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'weft-control-test-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,0 +1,560 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  CONTROL_KEY_PATH,
+  generateKeyPair,
+  MACHINE_AUTH_HEADER,
+  nodeKeyPossessionProof,
+  REGISTER_PATH,
+  STREAM_PATH,
+  signMachineRequest,
+} from '@weft/protocol';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
+import { setPolicyText } from '../cli/policy.js';
+import { isPostgresUrl } from '../db/location.js';
+import { openDatabase } from '../db/open.js';
+import { Store } from '../db/store.js';
+
+// `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
+// N real nodes against real `weft-control serve` processes: each registers over HTTP with a
+// pre-auth key (signed with its machine key, proving its node key) and holds a signed WebSocket
+// stream, from this one load process (no WireGuard). Prints the connect time, control's RSS, the
+// time for a join, an endpoint change, a delete and a policy change to reach every node they
+// affect (p50/p99/max), and the time for all N to be back after control restarts (with several
+// replicas: after one is SIGKILLed, and how many nodes ended with a wrong map: lost messages).
+// Registrations come from many loopback source addresses (127.1.x.y), as a tailnet's machines
+// come from many addresses, so the per-address registration limit applies as it would.
+
+const ROOT = join(import.meta.dirname, '../../..');
+const BIN = join(ROOT, 'control/dist/cli/main.js');
+const EVENT_TIMEOUT_MS = 120_000;
+const BACK_TIMEOUT_MS = 300_000;
+/** Registrations per source address: under the default limit (120 a minute per address). */
+const PER_ADDRESS = 100;
+
+type Mode = 'allow-all' | 'per-person';
+
+interface Args {
+  nodes: number;
+  modes: Mode[];
+  replicas: number;
+  db: string | null;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { nodes: 1_000, modes: ['allow-all', 'per-person'], replicas: 1, db: null };
+  for (let i = 0; i < argv.length; i++) {
+    const value = argv[i + 1];
+    const flag = argv[i];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    if (flag === '--nodes') args.nodes = Number(value);
+    else if (flag === '--policy') args.modes = [value as Mode];
+    else if (flag === '--replicas') args.replicas = Number(value);
+    else if (flag === '--db') args.db = value;
+    else throw new Error(`unknown argument ${flag}`);
+    i++;
+  }
+  if (!Number.isInteger(args.nodes) || args.nodes < 8 || args.nodes > 20_000)
+    throw new Error('--nodes: 8..20000');
+  if (!args.modes.every((m) => m === 'allow-all' || m === 'per-person'))
+    throw new Error('--policy: allow-all|per-person');
+  if (args.replicas > 1 && (args.db === null || !isPostgresUrl(args.db)))
+    throw new Error('--replicas needs --db postgres://… (a server where the bench may create databases)');
+  return args;
+}
+
+// ---------- the tailnet under test
+
+const PERSON_POLICY = (selfPorts: string) => `{
+  "tagOwners": { "tag:server": ["ops@example.com"] },
+  "acls": [
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${selfPorts}"] },
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
+  ],
+}`;
+const ALL_POLICY = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }';
+
+interface Plan {
+  /** Owner of node i: a person's index, or -1 for a shared server. */
+  owner: number[];
+}
+
+/** Per person: three devices; one node in fifty is a shared server. Allow-all: one user. */
+function plan(n: number, mode: Mode): Plan {
+  const owner: number[] = [];
+  for (let i = 0; i < n; i++) owner.push(mode === 'allow-all' ? 0 : i % 50 === 0 ? -1 : Math.floor(i / 3));
+  return { owner };
+}
+
+/** Who must hear of a change to a node owned by `o` (besides itself). */
+function affected(p: Plan, mode: Mode, o: number, self: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < p.owner.length; i++) {
+    if (i === self) continue;
+    // Per person: a person's own devices see each other; servers and members see each other.
+    const server = p.owner[i] === -1;
+    if (mode === 'allow-all' || (!server && p.owner[i] === o) || server !== (o === -1)) out.push(i);
+  }
+  return out;
+}
+
+// ---------- control processes
+
+interface Replica {
+  child: ChildProcess;
+  url: string;
+}
+
+async function startReplica(db: string): Promise<Replica> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--db', db], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let logs = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      logs += d;
+      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
+      if (m) {
+        logs = '';
+        child.stderr?.off('data', onData);
+        child.stderr?.resume(); // keep draining its log
+        resolve(m[1] as string);
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', () => reject(new Error(`serve exited: ${logs}`)));
+  });
+  return { child, url };
+}
+
+function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+// ---------- the load: nodes
+
+interface Node {
+  index: number;
+  machine: ReturnType<typeof generateKeyPair>;
+  nodeKey: ReturnType<typeof generateKeyPair>;
+  name: string;
+  id: string;
+  source: string;
+  ws: WebSocket | null;
+  /** Replica index this node tries first; it moves on when that one is gone. */
+  prefer: number;
+  /** Set when the latest connection's full map arrived. */
+  fullAt: number;
+  generation: number;
+}
+
+const sourceOf = (i: number) =>
+  `127.1.${Math.floor(i / PER_ADDRESS / 250)}.${(Math.floor(i / PER_ADDRESS) % 250) + 1}`;
+
+function post(url: string, path: string, body: string, headers: Record<string, string>, source: string) {
+  return new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const u = new URL(url);
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path,
+        method: 'POST',
+        localAddress: source,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...headers,
+        },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => {
+          text += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function register(node: Node, url: string, controlKey: string, authKey: string): Promise<void> {
+  const nodeKeyProof = nodeKeyPossessionProof({
+    nodePrivateKey: node.nodeKey.privateKey,
+    controlPublicKey: controlKey,
+    machineKey: node.machine.publicKey,
+  });
+  const body = JSON.stringify({
+    nodeKey: node.nodeKey.publicKey,
+    os: 'linux',
+    nodeKeyProof,
+    hostname: node.name,
+    authKey,
+  });
+  const sig = signMachineRequest({
+    machinePrivateKey: node.machine.privateKey,
+    controlPublicKey: controlKey,
+    method: 'POST',
+    path: REGISTER_PATH,
+    body,
+  });
+  const res = await post(url, REGISTER_PATH, body, { [MACHINE_AUTH_HEADER]: sig }, node.source);
+  if (res.status !== 200) throw new Error(`registration of ${node.name}: ${res.status} ${res.text}`);
+  const reply = JSON.parse(res.text) as { node: { id: string; name: string } };
+  node.id = reply.node.id;
+  node.name = reply.node.name;
+}
+
+/** Runs `fn` over `items` with at most `width` at once. */
+async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++] as T);
+    }),
+  );
+}
+
+interface Event {
+  t0: number;
+  match: (msg: Delta, node: Node) => boolean;
+  times: Map<number, number>;
+}
+type Delta = {
+  type: string;
+  peersUpserted?: { id: string; name: string; endpoints: string[] }[];
+  peersRemoved?: string[];
+  packetFilter?: unknown;
+};
+
+class Load {
+  event: Event | null = null;
+  stopping = false;
+  constructor(
+    readonly nodes: Node[],
+    readonly urls: () => string[],
+    readonly controlKey: string,
+  ) {}
+
+  /** Opens (and keeps open, reconnecting with jittered back-off) the node's signed stream. */
+  connect(node: Node, attempt = 0): void {
+    const urls = this.urls();
+    const generation = ++node.generation;
+    const url = urls[(node.prefer + attempt) % urls.length];
+    if (url === undefined) {
+      // No replica up at this moment (a restart): try again as after a refused connection.
+      setTimeout(() => this.connect(node, attempt + 1), 500);
+      return;
+    }
+    const sig = signMachineRequest({
+      machinePrivateKey: node.machine.privateKey,
+      controlPublicKey: this.controlKey,
+      method: 'GET',
+      path: STREAM_PATH,
+      body: '',
+    });
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
+      headers: { [MACHINE_AUTH_HEADER]: sig },
+      localAddress: node.source,
+      perMessageDeflate: false,
+    });
+    node.ws = ws;
+    ws.on('message', (data: Buffer) => {
+      // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
+      // must keep up with N of them on a restart.
+      if (data.subarray(0, 16).toString().includes('"full"')) {
+        node.fullAt = performance.now();
+        attempt = 0;
+        return;
+      }
+      const ev = this.event;
+      if (ev === null || ev.times.has(node.index)) return;
+      const msg = JSON.parse(data.toString()) as Delta;
+      if (msg.type === 'delta' && ev.match(msg, node)) ev.times.set(node.index, performance.now() - ev.t0);
+    });
+    ws.on('error', () => {});
+    ws.on('close', () => {
+      if (this.stopping || node.generation !== generation) return;
+      node.fullAt = 0;
+      // As the engine's control client: half fixed, half random, doubling from 500 ms to 15 s.
+      const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
+      setTimeout(() => this.connect(node, attempt + 1), ceiling / 2 + (Math.random() * ceiling) / 2);
+    });
+  }
+
+  /** Starts an event, runs `act`, and waits until every node in `expect` has seen it. */
+  async measure(what: string, expect: number[], match: Event['match'], act: () => Promise<void>) {
+    const ev: Event = { t0: performance.now(), match, times: new Map() };
+    this.event = ev;
+    await act();
+    const deadline = performance.now() + EVENT_TIMEOUT_MS;
+    while (expect.some((i) => !ev.times.has(i)) && performance.now() < deadline) await sleep(20);
+    this.event = null;
+    const times = expect.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
+    report(what, times, expect.length);
+  }
+
+  allBack(since: number): Promise<number> {
+    return waitFor(() => this.nodes.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(test: () => boolean, timeoutMs: number): Promise<number> {
+  const start = performance.now();
+  while (!test()) {
+    if (performance.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+  return performance.now() - start;
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+function report(what: string, times: number[], expected: number): void {
+  const s = [...times].sort((a, b) => a - b);
+  const f = (x: number) => `${x.toFixed(0)} ms`;
+  console.log(
+    `  ${what.padEnd(16)} reached ${times.length}/${expected}  p50 ${f(pct(s, 50))}  p99 ${f(pct(s, 99))}  max ${f(s.at(-1) ?? Number.NaN)}`,
+  );
+}
+
+// ---------- one run
+
+async function tempDatabase(args: Args): Promise<{ db: string; drop: () => Promise<void> }> {
+  if (args.db === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'weft-control-load-'));
+    return { db: join(dir, 'control.db'), drop: async () => rmSync(dir, { recursive: true, force: true }) };
+  }
+  const name = `weft_bench_${randomBytes(5).toString('hex')}`;
+  const admin = async (q: string) => {
+    const c = new pg.Client({ connectionString: args.db as string });
+    await c.connect();
+    try {
+      await c.query(q);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin(`create database ${name}`);
+  const u = new URL(args.db);
+  u.pathname = `/${name}`;
+  return { db: u.toString(), drop: () => admin(`drop database if exists ${name} with (force)`) };
+}
+
+async function run(args: Args, mode: Mode): Promise<void> {
+  const n = args.nodes;
+  const { db, drop } = await tempDatabase(args);
+  const store = new Store((await openDatabase(db)).db);
+  const replicas: Replica[] = [];
+  let load: Load | null = null;
+  try {
+    console.log(
+      `\n${n} nodes, ${mode}, ${args.replicas} replica(s), ${isPostgresUrl(db) ? 'PostgreSQL' : 'SQLite'}`,
+    );
+    const p = plan(n + 1, mode);
+    const persons = Math.max(...p.owner) + 1;
+    const keys: string[] = [];
+    for (let u = 0; u < persons; u++) {
+      await createUser(store, `p${u}`, `p${u}@example.com`);
+      keys.push(await createPreauthKey(store, { user: `p${u}`, reusable: true, expiration: '1d' }));
+    }
+    await createUser(store, 'ops', 'ops@example.com');
+    const serverKey = await createPreauthKey(store, {
+      user: 'ops',
+      reusable: true,
+      expiration: '1d',
+      tags: 'tag:server',
+    });
+    if (mode === 'per-person') {
+      const set = await setPolicyText(store, PERSON_POLICY('*'), 'bench');
+      if (!set.ok) throw new Error(`policy: ${JSON.stringify(set.issues)}`);
+    }
+    const apiKey = await createApiKey(store, '1d');
+
+    for (let r = 0; r < args.replicas; r++) replicas.push(await startReplica(db));
+    const urls = () => replicas.map((r) => r.url);
+    const controlKey = (
+      (await (await fetch(`${replicas[0]?.url}${CONTROL_KEY_PATH}`)).json()) as { publicKey: string }
+    ).publicKey;
+
+    // node n (the last of the plan) is held back: it is the one that joins during the run.
+    const nodes: Node[] = Array.from({ length: n + 1 }, (_, i) => ({
+      index: i,
+      machine: generateKeyPair(),
+      nodeKey: generateKeyPair(),
+      name: `node-${i}`,
+      id: '',
+      source: sourceOf(i),
+      ws: null,
+      prefer: i % args.replicas,
+      fullAt: 0,
+      generation: 0,
+    }));
+    const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
+    const present = nodes.slice(0, n);
+    load = new Load(present, urls, controlKey);
+    const live = load;
+
+    let t = performance.now();
+    await pool(present, 32, (node) =>
+      register(node, urls()[node.prefer] as string, controlKey, keyOf(node.index)),
+    );
+    const registerMs = performance.now() - t;
+    t = performance.now();
+    for (const node of present) live.connect(node);
+    const connectMs = await live.allBack(t - 1);
+    await sleep(1_000); // let the last last-seen writes and fan-outs settle
+    const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
+    console.log(
+      `  registration    ${n} in ${(registerMs / 1000).toFixed(1)} s (${(n / (registerMs / 1000)).toFixed(0)}/s)`,
+    );
+    console.log(
+      `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
+    );
+    console.log(`  control RSS     ${rss.join(' + ')} MiB`);
+
+    // A join: the new node registers (it is offline, so peers add it as such).
+    const joiner = nodes[n] as Node;
+    await live.measure(
+      'join',
+      affected(p, mode, p.owner[n] as number, n),
+      (m) => m.peersUpserted?.some((v) => v.name === joiner.name) === true,
+      () => register(joiner, urls()[0] as string, controlKey, keyOf(n)),
+    );
+
+    // An endpoint change, reported on a node's own stream.
+    const mover = present[1] as Node;
+    const endpoint = '198.51.100.77:41641';
+    await live.measure(
+      'endpoint change',
+      affected(p, mode, p.owner[1] as number, 1).filter((i) => i !== n),
+      (m) => m.peersUpserted?.some((v) => v.id === mover.id && v.endpoints.includes(endpoint)) === true,
+      async () => mover.ws?.send(JSON.stringify({ type: 'endpoints', endpoints: [endpoint] })),
+    );
+
+    // A delete through the admin API.
+    const victim = present[4] as Node;
+    await live.measure(
+      'delete',
+      affected(p, mode, p.owner[4] as number, 4).filter((i) => i !== n),
+      (m) => m.peersRemoved?.includes(victim.id) === true,
+      async () => {
+        const res = await fetch(`${urls()[0]}/api/v1/nodes/${victim.name}`, {
+          method: 'DELETE',
+          headers: { authorization: `Bearer ${apiKey}` },
+        });
+        if (res.status !== 200) throw new Error(`delete: ${res.status} ${await res.text()}`);
+      },
+    );
+    victim.generation++; // logged out: not to be counted back
+    live.nodes.splice(live.nodes.indexOf(victim), 1);
+
+    // A policy change, written by the admin CLI's code on its own connection (the change feed).
+    const members = present.filter((x) => x !== victim && (mode === 'allow-all' || p.owner[x.index] !== -1));
+    await live.measure(
+      'policy change',
+      members.map((x) => x.index),
+      (m) => m.packetFilter !== undefined,
+      async () => {
+        const set = await setPolicyText(
+          store,
+          mode === 'allow-all' ? ALL_POLICY : PERSON_POLICY('22'),
+          'bench',
+        );
+        if (!set.ok) throw new Error(`policy: ${JSON.stringify(set.issues)}`);
+      },
+    );
+
+    // A restart (one replica: stop and start again; several: SIGKILL the first, the rest carry on).
+    t = performance.now();
+    if (args.replicas === 1) {
+      const old = replicas.pop() as Replica;
+      old.child.kill('SIGTERM');
+      await new Promise((r) => old.child.once('exit', r));
+      replicas.push(await startReplica(db));
+    } else {
+      const dead = replicas.shift() as Replica;
+      dead.child.kill('SIGKILL');
+      for (const node of live.nodes) node.prefer = node.prefer % replicas.length;
+    }
+    const backMs = await live.allBack(t);
+    console.log(
+      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${live.nodes.length} back with a full map in ${(backMs / 1000).toFixed(1)} s`,
+    );
+    if (args.replicas > 1) {
+      // Lost messages: every change made before the kill must be in the maps the nodes got back.
+      const probe = present[2] as Node;
+      const map = await fullMapOf(probe, urls()[0] as string, controlKey);
+      const names = new Set(map.peers.map((x) => x.name));
+      const lost =
+        (names.has(victim.name) ? 1 : 0) +
+        (mode === 'allow-all' || p.owner[2] === p.owner[1]
+          ? map.peers.find((x) => x.id === mover.id)?.endpoints.includes(endpoint)
+            ? 0
+            : 1
+          : 0);
+      console.log(
+        `  lost messages   ${lost} (a node's full map after the kill: delete and endpoint change present)`,
+      );
+    }
+  } finally {
+    if (load) {
+      load.stopping = true;
+      for (const node of load.nodes) node.ws?.terminate();
+    }
+    for (const r of replicas) r.child.kill('SIGKILL');
+    await store.destroy();
+    await drop();
+  }
+}
+
+/** One node's full map as a fresh stream opens with it. */
+function fullMapOf(
+  node: Node,
+  url: string,
+  controlKey: string,
+): Promise<{ peers: { id: string; name: string; endpoints: string[] }[] }> {
+  const sig = signMachineRequest({
+    machinePrivateKey: node.machine.privateKey,
+    controlPublicKey: controlKey,
+    method: 'GET',
+    path: STREAM_PATH,
+    body: '',
+  });
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
+    headers: { [MACHINE_AUTH_HEADER]: sig },
+  });
+  return new Promise((resolve, reject) => {
+    ws.once('message', (d: Buffer) => {
+      ws.terminate();
+      resolve(
+        (
+          JSON.parse(d.toString()) as {
+            netmap: { peers: { id: string; name: string; endpoints: string[] }[] };
+          }
+        ).netmap,
+      );
+    });
+    ws.once('error', reject);
+  });
+}
+
+const args = parseArgs(process.argv.slice(2));
+console.log(
+  `control-load: node ${process.version}, ${BIN} serve, load from this process (pid ${process.pid}); cores ${(await import('node:os')).cpus().length}`,
+);
+for (const mode of args.modes) await run(args, mode);
+process.exit(0);

@@ -1,0 +1,69 @@
+import pg from 'pg';
+import type { ChangeFeed } from './change-feed.js';
+import { CHANGE_CHANNEL } from './postgres.js';
+
+// The PostgreSQL change feed: one connection of its own LISTENs on the channel the tables' triggers
+// NOTIFY at every commit. PostgreSQL folds a transaction's identical notifications into one and
+// delivers them only after commit, so a reader sees the committed rows. Notifications from our own
+// pool's backends are skipped: this process already refreshed after its own writes. A lost
+// connection is opened again (bounded back-off) and then counts as a change, since commits made
+// while it was down were not heard.
+
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 5_000;
+
+export class PostgresChangeFeed implements ChangeFeed {
+  private client: pg.Client | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly ownBackends: ReadonlySet<number>,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** Resolves once the first LISTEN is in place (later reconnects happen in the background). */
+  start(onChange: () => void): Promise<void> {
+    return this.listen(onChange, RETRY_MIN_MS, false);
+  }
+
+  private async listen(onChange: () => void, delayMs: number, reconnect: boolean): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url });
+    const again = (err: unknown) => {
+      if (this.closed || this.client !== client) return;
+      this.client = null;
+      this.onError(err);
+      client.end().catch(() => {});
+      this.retry = setTimeout(() => {
+        this.listen(onChange, Math.min(delayMs * 2, RETRY_MAX_MS), true).catch(() => {});
+      }, delayMs);
+      this.retry.unref();
+    };
+    this.client = client;
+    client.on('notification', (n) => {
+      if (n.channel === CHANGE_CHANNEL && !this.ownBackends.has(n.processId)) onChange();
+    });
+    client.on('error', again);
+    try {
+      await client.connect();
+      await client.query(`listen ${CHANGE_CHANNEL}`);
+    } catch (err) {
+      if (!reconnect) {
+        this.client = null;
+        await client.end().catch(() => {});
+        throw err;
+      }
+      again(err);
+      return;
+    }
+    if (reconnect) onChange();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.client?.end().catch(() => {});
+    this.client = null;
+  }
+}

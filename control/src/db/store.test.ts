@@ -1,0 +1,188 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { NewNode } from '../tailnet/records.js';
+import { cleanupAll } from '../testing/harness.js';
+import { testDatabaseKinds } from '../testing/postgres.js';
+import { retryConflicts } from './errors.js';
+import { openDatabase } from './open.js';
+import { Store } from './store.js';
+
+// The repository's statements on both databases it runs on: the same calls must give the same
+// answers on SQLite and PostgreSQL (types of counts and flags, conflicts, cascades, races).
+
+afterEach(cleanupAll);
+
+const now = '2026-01-02T03:04:05.000Z';
+
+function node(id: string, n: number, userId: string | null): NewNode {
+  return {
+    id,
+    name: `host-${n}`,
+    hostname: `host-${n}`,
+    userId,
+    preauthKeyId: null,
+    tags: [],
+    machineKey: `mkey:${id}`,
+    nodeKey: `nodekey:${id}`,
+    ipv4: `100.64.0.${n}`,
+    ipv6: `fd00:1:2::${n}`,
+    endpoints: ['198.51.100.7:41641'],
+    os: 'linux',
+    ephemeral: false,
+    createdAt: now,
+    lastSeen: null,
+    keyExpiry: null,
+    advertisedRoutes: [],
+    approvedRoutes: [],
+  };
+}
+
+for (const kind of await testDatabaseKinds()) {
+  describe.skipIf(kind.skip !== null)(`the store on ${kind.kind}`, () => {
+    async function open(): Promise<{ store: Store; location: string }> {
+      const location = await kind.create();
+      const store = new Store((await openDatabase(location)).db);
+      return { store, location };
+    }
+    const alice = {
+      id: 'u1',
+      name: 'alice',
+      email: 'alice@example.com',
+      createdAt: now,
+      provider: null,
+      subject: null,
+      displayName: null,
+      groups: ['eng'],
+    };
+
+    it('opens twice (migrations are idempotent) and keeps settings, first writer winning', async () => {
+      const { store, location } = await open();
+      expect(await store.ensureSetting('k', () => 'first')).toBe('first');
+      const again = new Store((await openDatabase(location)).db);
+      expect(await again.ensureSetting('k', () => 'second')).toBe('first');
+      expect(await again.setting('absent')).toBeUndefined();
+      await again.destroy();
+      await store.destroy();
+    });
+
+    it('stores users, keys and nodes and reads them back with the same types', async () => {
+      const { store } = await open();
+      await store.insertUser(alice);
+      expect(await store.userByName('alice')).toEqual(alice);
+      await store.insertPreauthKey({
+        id: 'k1',
+        keyHash: 'hash1',
+        userId: 'u1',
+        reusable: false,
+        ephemeral: true,
+        tags: ['tag:ci'],
+        expiresAt: null,
+        usedCount: 0,
+        createdAt: now,
+      });
+      expect(await store.preauthKeyByHash('hash1')).toMatchObject({
+        reusable: false,
+        ephemeral: true,
+        usedCount: 0,
+      });
+      // Single use: the second consume loses, in one statement.
+      expect(await store.consumePreauthKey('k1')).toBe(true);
+      expect(await store.consumePreauthKey('k1')).toBe(false);
+
+      await store.insertNode(node('n1', 1, 'u1'));
+      await store.insertNode({ ...node('n2', 2, null), tags: ['tag:server'], ephemeral: true });
+      const n1 = await store.nodeByMachineKey('mkey:n1');
+      expect(n1).toMatchObject({
+        name: 'host-1',
+        userName: 'alice',
+        userGroups: ['eng'],
+        ipv4: '100.64.0.1',
+        endpoints: ['198.51.100.7:41641'],
+        ephemeral: false,
+        kind: 'weft',
+        homeRelay: null,
+      });
+      await store.updateNode('n2', { endpoints: [], homeRelay: 3, kind: 'tailscale' });
+      expect(await store.nodeByNodeKey('nodekey:n2')).toMatchObject({
+        endpoints: [],
+        homeRelay: 3,
+        kind: 'tailscale',
+        ephemeral: true,
+        tags: ['tag:server'],
+      });
+      expect((await store.listNodes()).map((n) => n.name)).toEqual(['host-1', 'host-2']);
+      expect((await store.namesLike('host', 'host')).sort()).toEqual(['host-1', 'host-2']);
+      expect((await store.usedIPv4s()).sort()).toEqual(['100.64.0.1', '100.64.0.2']);
+      // A second node on the same node key or address is refused by the schema.
+      await expect(store.insertNode({ ...node('n3', 3, null), nodeKey: 'nodekey:n1' })).rejects.toThrow();
+      await expect(store.insertNode({ ...node('n3', 3, null), ipv4: '100.64.0.1' })).rejects.toThrow();
+      expect(await store.deleteNode('n2')).toBe(true);
+      expect(await store.deleteNode('n2')).toBe(false);
+      await store.destroy();
+    });
+
+    it('cascades: deleting a user deletes their nodes and keys', async () => {
+      const { store, location } = await open();
+      await store.insertUser(alice);
+      await store.insertNode(node('n1', 1, 'u1'));
+      const { db } = await openDatabase(location);
+      await db.deleteFrom('users').where('id', '=', 'u1').execute();
+      expect(await store.listNodes()).toEqual([]);
+      await db.destroy();
+      await store.destroy();
+    });
+
+    it('counts open logins, finishes one once, and hands an auth attempt out once', async () => {
+      const { store } = await open();
+      const login = (id: string, source: string) => ({
+        id,
+        machineKey: `m-${id}`,
+        nodeKey: `n-${id}`,
+        hostname: 'laptop',
+        os: 'linux',
+        status: 'pending' as const,
+        nodeId: null,
+        userName: null,
+        createdAt: now,
+        expiresAt: '2026-01-02T03:14:05.000Z',
+        source,
+      });
+      await store.insertPendingLogin(login('l1', '192.0.2.1'));
+      await store.insertPendingLogin(login('l2', '192.0.2.2'));
+      expect(await store.countOpenLogins(new Date(now))).toBe(2);
+      expect(await store.countOpenLogins(new Date(now), '192.0.2.1')).toBe(1);
+      expect(await store.finishPendingLogin('l1', { status: 'cancelled' })).toBe(true);
+      expect(await store.finishPendingLogin('l1', { status: 'cancelled' })).toBe(false);
+      const attempt = (state: string, expiresAt: string) => ({
+        state,
+        loginId: 'l2',
+        provider: 'oidc',
+        nonce: 'n',
+        codeVerifier: 'v',
+        expiresAt,
+        browserHash: state,
+      });
+      await store.insertAuthAttempt(attempt('s1', '2026-01-02T03:05:00.000Z'), 2);
+      await store.insertAuthAttempt(attempt('s2', '2026-01-02T03:06:00.000Z'), 2);
+      await store.insertAuthAttempt(attempt('s3', '2026-01-02T03:07:00.000Z'), 2);
+      // Only the newest two are kept.
+      expect(await store.takeAuthAttempt('s1')).toBeUndefined();
+      const taken = await Promise.all([store.takeAuthAttempt('s3'), store.takeAuthAttempt('s3')]);
+      expect(taken.filter((t) => t !== undefined)).toHaveLength(1);
+      await store.destroy();
+    });
+
+    it('numbers policy versions without gaps when two writers race', async () => {
+      const { store, location } = await open();
+      const other = new Store((await openDatabase(location)).db);
+      const writes = [store, other, store, other].map((s, i) =>
+        retryConflicts(() => s.insertPolicy(`{ /* ${i} */ }`, 'test', new Date(now))),
+      );
+      const versions = (await Promise.all(writes)).map((p) => p.version).sort();
+      expect(versions).toEqual([1, 2, 3, 4]);
+      expect(await other.policyVersion()).toBe(4);
+      expect((await store.listPolicies()).map((p) => p.version)).toEqual([4, 3, 2, 1]);
+      await other.destroy();
+      await store.destroy();
+    });
+  });
+}

@@ -1,0 +1,69 @@
+import { randomBytes } from 'node:crypto';
+import type { RunExclusive } from '../db/open.js';
+import type { Store } from '../db/store.js';
+import { errorText, type Logger } from '../log.js';
+import type { NetmapSync } from '../netmap/sync.js';
+
+// Online state in the database, so that replicas agree on it: each stream's row names the replica
+// holding it, and each replica writes a heartbeat. When a replica is killed its nodes reconnect
+// elsewhere (taking their rows over); the rows of nodes that do not come back are dropped by one
+// replica's reaper (an exclusive job) once the dead replica's heartbeat is DEAD_AFTER_MS old.
+
+export const HEARTBEAT_MS = 2_000;
+export const DEAD_AFTER_MS = 10_000;
+
+export class Presence {
+  /** This process's replica id: new at each start, so a restart never inherits stale rows. */
+  readonly replica = randomBytes(8).toString('hex');
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly store: Store,
+    private readonly sync: NetmapSync,
+    private readonly exclusive: RunExclusive,
+    private readonly log: Logger,
+    private readonly timing = { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS },
+  ) {}
+
+  /** Writes the first heartbeat (before any stream is claimed) and starts the timer. */
+  async start(): Promise<void> {
+    await this.beat();
+    this.timer = setInterval(() => {
+      this.beat().catch((err) => this.log.warn(`presence heartbeat: ${errorText(err)}`));
+    }, this.timing.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Records a stream this replica's hub has just connected. No reload: the hub already told the
+   * peers, and a reload per connect would make a mass reconnect quadratic.
+   */
+  async connected(nodeId: string): Promise<void> {
+    await this.store.nodeConnected(nodeId, this.replica, new Date());
+  }
+
+  /** The stream ended (the hub told the peers); the reload brings the peers its last-seen time. */
+  async disconnected(nodeId: string): Promise<void> {
+    await this.store.nodeDisconnected(nodeId, this.replica, new Date());
+    await this.sync.refresh();
+  }
+
+  /** Stops the heartbeat and gives up this replica's streams (a clean shutdown). */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.store.removeReplica(this.replica);
+  }
+
+  private async beat(): Promise<void> {
+    const now = Date.now();
+    await this.store.replicaHeartbeat(this.replica, new Date(now));
+    await this.exclusive('presence reaper', async () => {
+      const dropped = await this.store.dropSilentReplicas(new Date(now - this.timing.deadAfterMs));
+      if (dropped > 0) {
+        this.log.info(`${dropped} streams of silent replicas dropped: those nodes are offline`);
+        await this.sync.refresh();
+      }
+    });
+  }
+}

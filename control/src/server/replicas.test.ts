@@ -1,0 +1,142 @@
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startBalancer } from '../testing/balancer.js';
+import { buildControl, repoRoot, serveProcess } from '../testing/control-process.js';
+import {
+  cleanupAll,
+  onCleanup,
+  type StreamClient,
+  startTestControl,
+  type TestControl,
+  TestMachine,
+} from '../testing/harness.js';
+import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
+
+// Several `weft-control serve` on one PostgreSQL. Nodes on different replicas see each other's
+// changes (LISTEN/NOTIFY) and online state (rows in the database); a policy set through one is in
+// force on the other; a replica killed with SIGKILL loses nothing written, its nodes come back
+// through the load balancer on another replica, and the streams it held are dropped once its
+// heartbeat is silent.
+
+const noPostgres = await postgresAbsence();
+
+beforeAll(() => {
+  if (noPostgres === null) buildControl();
+}, 120_000);
+afterEach(cleanupAll);
+
+/** A real replica process, so it can be killed without a goodbye. */
+async function replicaProcess(db: string): Promise<{ child: ChildProcess; url: string }> {
+  const replica = await serveProcess(['--db', db], repoRoot);
+  onCleanup(() => {
+    if (replica.child.exitCode === null && replica.child.signalCode === null) replica.child.kill('SIGKILL');
+  });
+  return replica;
+}
+
+/** The same tailnet as `t`, reached at another URL (a load balancer, another replica). */
+const via = (t: TestControl, url: string): TestControl => ({ ...t, control: { ...t.control, url } });
+
+const peer = (s: StreamClient, name: string) => s.netmap?.peers.find((p) => p.name === name);
+
+describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
+  it('nodes on different replicas see each other, their changes and the policy set through either', async () => {
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db } });
+    const r2 = await startTestControl({ config: { db } });
+    expect(r2.controlPublicKey).toBe(r1.controlPublicKey);
+    const key = await r1.key('--reusable');
+    const a = new TestMachine(r1);
+    const b = new TestMachine(r2);
+    await a.join('a', key);
+    await b.join('b', key);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    // Joined on r2, online on r2: r1's node sees both.
+    await sa.until('b online, from the other replica', (c) => peer(c, 'b')?.online === true, 1_000);
+    await sb.until('a online, from the other replica', (c) => peer(c, 'a')?.online === true, 1_000);
+
+    sb.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
+    await sa.until(
+      'b endpoints',
+      (c) => peer(c, 'b')?.endpoints.includes('198.18.0.12:41641') === true,
+      1_000,
+    );
+    // b's stream ends on r2: r1 learns it from the database.
+    sb.ws.close();
+    await sa.until('b offline', (c) => peer(c, 'b')?.online === false, 1_000);
+
+    // A policy set through r2 (its admin CLI) is in force on r1's stream: nobody may reach anyone.
+    const { writeFileSync } = await import('node:fs');
+    const file = join(await import('node:os').then((os) => os.tmpdir()), `weft-deny-${process.pid}.hujson`);
+    writeFileSync(file, '{ "acls": [] }');
+    onCleanup(async () => (await import('node:fs')).rmSync(file, { force: true }));
+    expect((await r2.cli('policy', 'set', file)).code).toBe(0);
+    await sa.until('b gone under the policy', (c) => peer(c, 'b') === undefined, 1_000);
+    expect(sa.netmap?.packetFilter).toEqual([]);
+  });
+
+  it('a killed replica loses nothing written and its nodes come back on another', async () => {
+    const db = await tempPostgres();
+    const r2 = await startTestControl({ config: { db } });
+    const r1 = await replicaProcess(db);
+    const lb = await startBalancer([r1.url, r2.control.url]);
+    const key = await r2.key('--reusable');
+    // a and d reach control through the balancer (r1 while it lives); b is on r2.
+    const a = new TestMachine(via(r2, lb.url));
+    const d = new TestMachine(via(r2, lb.url));
+    const b = new TestMachine(r2);
+    await a.join('a', key);
+    await d.join('d', key);
+    await b.join('b', key);
+    const sb = await b.stream();
+    const sa = await a.stream();
+    const sd = await d.stream();
+    await sb.until(
+      'a and d online on r1',
+      (c) => peer(c, 'a')?.online === true && peer(c, 'd')?.online === true,
+    );
+
+    // A change written through r1 just before it dies.
+    sa.send({ type: 'endpoints', endpoints: ['198.18.0.11:41641'] });
+    await sb.until(
+      'a endpoints',
+      (c) => peer(c, 'a')?.endpoints.includes('198.18.0.11:41641') === true,
+      1_000,
+    );
+    r1.child.kill('SIGKILL');
+    // Mid-change: a deletion through r2 while r1's nodes are cut off.
+    const deleted = r2.cli('nodes', 'delete', 'd');
+    await sa.until('a cut off', (c) => c.closed !== null, 5_000);
+    expect((await deleted).code).toBe(0);
+
+    // a reconnects through the balancer, which now reaches r2: nothing written was lost.
+    const back = await a.stream();
+    await back.until('a back, with its endpoints', (c) => c.netmap !== null, 5_000);
+    expect(back.netmap?.self.endpoints).toEqual(['198.18.0.11:41641']);
+    expect(back.netmap?.peers.map((p) => p.name)).toEqual(['b']);
+    await sb.until(
+      'a online again, d gone',
+      (c) => peer(c, 'a')?.online === true && peer(c, 'd') === undefined,
+    );
+    expect(sd.closed).not.toBeNull();
+  });
+
+  it('drops the streams of a killed replica once its heartbeat is silent', async () => {
+    const db = await tempPostgres();
+    const r2 = await startTestControl({ config: { db } });
+    const r1 = await replicaProcess(db);
+    const key = await r2.key('--reusable');
+    const d = new TestMachine(via(r2, r1.url));
+    const b = new TestMachine(r2);
+    await d.join('d', key);
+    await b.join('b', key);
+    const sb = await b.stream();
+    await d.stream();
+    await sb.until('d online on r1', (c) => peer(c, 'd')?.online === true);
+    r1.child.kill('SIGKILL');
+    // d never comes back: r2's reaper drops r1's rows after DEAD_AFTER_MS (10 s) without a heartbeat.
+    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 20_000);
+  }, 30_000);
+});
