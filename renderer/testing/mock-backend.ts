@@ -232,7 +232,7 @@ export class MockBackend {
       exitNode: null,
       recommendedExitNodeId: null,
       user: { loginName: 'alice@example.com', displayName: 'Alice Example' },
-      prefs: { exitNodeAllowLan: false, advertiseExitNode: false, advertiseRoutes: [] },
+      prefs: { exitNodeAllowLan: false, advertiseExitNode: false, advertiseRoutes: [], useTailnetDns: true },
     };
   }
 
