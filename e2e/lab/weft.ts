@@ -226,7 +226,17 @@ export class WeftNode {
   async startHelper(): Promise<void> {
     this.helper = startLogged(
       this.host,
-      ['node', BIN.helper, '--socket', this.helperSocket, '--state-dir', join(this.dir, 'helper-state')],
+      [
+        'node',
+        BIN.helper,
+        '--socket',
+        this.helperSocket,
+        '--state-dir',
+        join(this.dir, 'helper-state'),
+        // The lab host's own file (never this machine's /etc/resolv.conf).
+        '--resolv-conf',
+        this.host.resolvConf,
+      ],
       join(this.dir, 'helper.log'),
     );
     await waitFor('helper socket', async () => existsSync(this.helperSocket));

@@ -1,7 +1,7 @@
 import type { DnsSettings } from '@weft/protocol';
 import dnsPacket, { type Answer, type DecodedPacket, type Packet } from 'dns-packet';
 import { AnswerCache } from './cache.js';
-import { canonicalName, type TailnetNames } from './names.js';
+import { canonicalName, type NameRecord, type TailnetNames } from './names.js';
 import { exchangeTcp, exchangeUdp, type Upstream, upstreamOf } from './upstream.js';
 
 // The engine's resolver, without sockets: one query's bytes in, the answer's bytes out. Tailnet
@@ -61,6 +61,10 @@ export class Resolver {
 
   get settings(): DnsSettings | null {
     return this.names?.settings ?? null;
+  }
+
+  records(): NameRecord[] {
+    return this.names?.records() ?? [];
   }
 
   /**
