@@ -269,6 +269,12 @@ export class WeftNode {
     await this.startDaemon();
   }
 
+  /** Stops the helper with `signal` (SIGKILL: as a crash leaves things; SIGTERM: a restart). */
+  async stopHelper(signal: NodeJS.Signals): Promise<void> {
+    await stopChild(this.helper, signal);
+    this.helper = null;
+  }
+
   async stopDaemon(): Promise<void> {
     await stopChild(this.daemon);
     this.daemon = null;

@@ -78,9 +78,15 @@ describe('tailnet DNS on Linux', () => {
     };
     const table = renderTable(state);
     expect(table?.file).toContain('type nat hook output priority -100; policy accept;');
-    expect(table?.file).toContain('ip daddr 100.100.100.100 udp dport 53 dnat ip to 100.64.0.1:40053');
-    expect(table?.file).toContain('ip daddr 100.100.100.100 tcp dport 53 dnat ip to 100.64.0.1:40053');
-    expect(table?.file).toContain('ip6 daddr fd7a:115c:a1e0::53 udp dport 53 dnat ip6 to [fd00::1]:40053');
+    expect(table?.file).toContain(
+      'ip daddr 100.100.100.100 udp dport 53 counter dnat ip to 100.64.0.1:40053',
+    );
+    expect(table?.file).toContain(
+      'ip daddr 100.100.100.100 tcp dport 53 counter dnat ip to 100.64.0.1:40053',
+    );
+    expect(table?.file).toContain(
+      'ip6 daddr fd7a:115c:a1e0::53 udp dport 53 counter dnat ip6 to [fd00::1]:40053',
+    );
     const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], {
       input: table?.file,
       encoding: 'utf8',

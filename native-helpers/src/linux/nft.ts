@@ -164,16 +164,17 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
 
 /**
  * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver,
- * which listens unprivileged on a high port of the tunnel address. Only locally generated traffic:
- * the redirect is in the output hook, so nothing from the tunnel or the LAN reaches the resolver.
+ * which listens unprivileged on a high port of the tunnel address. The redirect is in the output
+ * hook: it applies to this machine's own queries only (peers reach the tunnel address and port only
+ * where the packet filter lets them).
  */
 function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
   const { ipv4, ipv6, port } = dns.resolver;
   const lines: string[] = [];
   for (const proto of ['udp', 'tcp']) {
-    lines.push(`ip daddr ${TAILNET_DNS_IPV4} ${proto} dport 53 dnat ip to ${ipv4}:${port}`);
+    lines.push(`ip daddr ${TAILNET_DNS_IPV4} ${proto} dport 53 counter dnat ip to ${ipv4}:${port}`);
     if (ipv6 !== undefined)
-      lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 dnat ip6 to [${ipv6}]:${port}`);
+      lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 counter dnat ip6 to [${ipv6}]:${port}`);
   }
   b.chain('dns', 'type nat hook output priority -100; policy accept;', lines);
 }
@@ -371,7 +372,9 @@ function selfGuard(state: DesiredState, q: string): string[] {
     if (own.length === 0) continue;
     const ip = IP[family];
     lines.push(
-      `iifname != ${q} ${ip} daddr { ${[...new Set(own)].join(', ')} } fib saddr type != local counter drop`,
+      // Not from lo: this machine's own packets, such as the resolver's answers to 100.100.100.100
+      // queries, whose source is 100.100.100.100 again once the redirect is undone.
+      `iifname != { ${q}, "lo" } ${ip} daddr { ${[...new Set(own)].join(', ')} } fib saddr type != local counter drop`,
     );
   }
   return lines;
