@@ -42,6 +42,11 @@ const BENCHMARKS = {
     about:
       'full maps and endpoint patches for N=200 nodes: Tailscale MapResponses vs Weft netmap messages [N]',
   },
+  dns: {
+    file: 'core/dist/bench/dns.js',
+    about:
+      "the engine's resolver on loopback: qps and p99 for tailnet names and forwarded names vs the same upstream asked directly [QUERIES]",
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

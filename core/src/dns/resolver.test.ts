@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { DNS_DEFAULTS, type DnsSettings, type NetMap, type NodeView } from '@weft/protocol';
 import dnsPacket from 'dns-packet';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BIG_NAME, startTestUpstream, type TestUpstream } from '../testing/dns-upstream.js';
+import { BIG_NAME, startTestUpstream, type TestUpstream } from '../bench/dns-upstream.js';
 import { AnswerCache } from './cache.js';
 import { TailnetNames } from './names.js';
 import { describeAnswer, queryDns } from './query.js';

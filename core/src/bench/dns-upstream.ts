@@ -2,7 +2,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import dnsPacket, { type Answer } from 'dns-packet';
 
-// A small authoritative DNS server for tests and the dns benchmark, on loopback or a lab host: A
+// A small authoritative DNS server for the dns benchmark and the resolver tests, on loopback or a lab host: A
 // records from a table, NXDOMAIN otherwise, and one "big" name whose answer does not fit in UDP (so
 // the resolver's TCP fallback is exercised). It counts what it was asked, over which transport.
 
