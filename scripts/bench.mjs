@@ -47,6 +47,11 @@ const BENCHMARKS = {
     about:
       'N real nodes (registration + signed streams) vs weft-control: connect, RSS, join/endpoint/delete/policy fan-out p50/p99/max, restart [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]',
   },
+  dns: {
+    file: 'core/dist/bench/dns.js',
+    about:
+      "the engine's resolver on loopback: qps and p99 for tailnet names and forwarded names vs the same upstream asked directly [QUERIES]",
+  },
   policy: {
     file: 'control/dist/bench/policy-scale.js',
     about: 'policy change to pushed netmaps on 1,000 and 10,000 simulated nodes [SIZES…]',

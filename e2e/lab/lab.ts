@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { must, type RunResult, run } from './exec.js';
 
 // A network lab of Linux network namespaces: hosts joined by bridged segments, cleaned up by
@@ -31,6 +31,14 @@ export class Host {
     /** The host's address on its first segment, without prefix length. */
     readonly ip: string,
   ) {}
+
+  /**
+   * The host's own resolv.conf: `ip netns exec` bind-mounts /etc/netns/NS/resolv.conf over
+   * /etc/resolv.conf, so a helper on this host changes this file, never the machine's.
+   */
+  get resolvConf(): string {
+    return `/etc/netns/${this.ns}/resolv.conf`;
+  }
 
   /** Runs argv inside the host's namespace. */
   exec(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
@@ -146,7 +154,14 @@ export class Lab {
     const ns = await this.addNamespace(name);
     await this.attach(ns, opts.segment, 'eth0', opts.address);
     if (opts.gateway) await must(['ip', '-n', ns, 'route', 'add', 'default', 'via', opts.gateway]);
-    return new Host(this, name, ns, opts.address.split('/')[0] as string);
+    const host = new Host(this, name, ns, opts.address.split('/')[0] as string);
+    // Lab hosts resolve nothing unless a test says so (their resolver is a lab address no one serves).
+    mkdirSync(`/etc/netns/${ns}`, { recursive: true });
+    writeFileSync(
+      host.resolvConf,
+      `# lab host ${name}\nnameserver 198.18.255.53\noptions timeout:1 attempts:1\n`,
+    );
+    return host;
   }
 
   track(child: ChildProcess): ChildProcess {
@@ -166,6 +181,7 @@ export class Lab {
         await sleep(signal === 'TERM' ? 1000 : 200);
       }
       await run(['ip', 'netns', 'del', ns]);
+      rmSync(`/etc/netns/${ns}`, { recursive: true, force: true });
     }
     this.namespaces.length = 0;
   }

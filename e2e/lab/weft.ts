@@ -229,7 +229,17 @@ export class WeftNode {
   async startHelper(): Promise<void> {
     this.helper = startLogged(
       this.host,
-      ['node', BIN.helper, '--socket', this.helperSocket, '--state-dir', join(this.dir, 'helper-state')],
+      [
+        'node',
+        BIN.helper,
+        '--socket',
+        this.helperSocket,
+        '--state-dir',
+        join(this.dir, 'helper-state'),
+        // The lab host's own file (never this machine's /etc/resolv.conf).
+        '--resolv-conf',
+        this.host.resolvConf,
+      ],
       join(this.dir, 'helper.log'),
     );
     await waitFor('helper socket', async () => existsSync(this.helperSocket));
@@ -260,6 +270,12 @@ export class WeftNode {
   async start(): Promise<void> {
     await this.startHelper();
     await this.startDaemon();
+  }
+
+  /** Stops the helper with `signal` (SIGKILL: as a crash leaves things; SIGTERM: a restart). */
+  async stopHelper(signal: NodeJS.Signals): Promise<void> {
+    await stopChild(this.helper, signal);
+    this.helper = null;
   }
 
   async stopDaemon(): Promise<void> {

@@ -22,15 +22,20 @@ async function main(): Promise<void> {
     .option('--socket <path>', 'unix socket to listen on, in a directory only root can write', DEFAULT_SOCKET)
     .option('--state-dir <dir>', 'where it records what it owns on the OS (root only)', DEFAULT_STATE_DIR)
     .option(
+      '--resolv-conf <path>',
+      'the resolver file it points at the tailnet resolver and restores (without systemd-resolved)',
+      '/etc/resolv.conf',
+    )
+    .option(
       '--group <name>',
       'let members of this group use the socket (mode 0660); default: root only (0600)',
     )
     .showHelpAfterError()
     .parse();
-  const opts = program.opts<{ socket: string; stateDir: string; group?: string }>();
+  const opts = program.opts<{ socket: string; stateDir: string; resolvConf: string; group?: string }>();
 
   const gid = opts.group === undefined ? undefined : await lookupGroupId(opts.group);
-  const backend = await platformBackend(log, opts.stateDir);
+  const backend = await platformBackend(log, opts.stateDir, opts.resolvConf);
   const server = new HelperServer({ backend, log });
 
   // The handlers go in before anything is taken over or listened on: a signal during start-up

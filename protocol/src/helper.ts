@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { DnsDomain } from './dns.js';
+import { parseAddr } from './ip.js';
 import { Cidr, Endpoint, IfaceAddr, InterfaceName, Key, Port } from './primitives.js';
 
 // The privileged helper's one command language: newline-delimited JSON over a local socket.
@@ -61,6 +63,25 @@ export const ExitNodeConfig = z.strictObject({
 });
 export type ExitNodeConfig = z.infer<typeof ExitNodeConfig>;
 
+const Ipv4 = z.string().refine((s) => parseAddr(s)?.family === 4, 'must be an IPv4 address');
+const Ipv6 = z.string().refine((s) => parseAddr(s)?.family === 6, 'must be an IPv6 address');
+
+/**
+ * The OS resolves through the engine's resolver ("use tailnet DNS" is on and control sent DNS
+ * settings): 100.100.100.100:53 and fd7a:115c:a1e0::53 port 53 are redirected to where the resolver
+ * listens (the tunnel addresses, a high port: the engine is unprivileged), and the OS resolver
+ * configuration points at 100.100.100.100 with these search domains. Absent: DNS is left alone.
+ */
+export const DnsConfig = z.strictObject({
+  resolver: z.strictObject({
+    ipv4: Ipv4,
+    ipv6: Ipv6.optional(),
+    port: z.number().int().min(1024).max(65535),
+  }),
+  searchDomains: z.array(DnsDomain).max(16),
+});
+export type DnsConfig = z.infer<typeof DnsConfig>;
+
 export const DesiredState = z.strictObject({
   interface: z.strictObject({
     name: InterfaceName,
@@ -80,6 +101,7 @@ export const DesiredState = z.strictObject({
   filter: z.array(FilterRuleSpec).max(16384).optional(),
   router: RouterConfig.optional(),
   exitNode: ExitNodeConfig.optional(),
+  dns: DnsConfig.optional(),
 });
 export type DesiredState = z.infer<typeof DesiredState>;
 
@@ -111,6 +133,11 @@ export const InterfaceStatus = z.strictObject({
   listenPort: Port.nullable(),
   addresses: z.array(z.string()),
   peers: z.array(WgPeerStatus),
+  /**
+   * While the helper points the OS at the tailnet resolver: the resolvers the OS had before (the
+   * engine forwards to them when the tailnet sets none).
+   */
+  osResolvers: z.array(z.string().max(64)).max(16).optional(),
 });
 export type InterfaceStatus = z.infer<typeof InterfaceStatus>;
 

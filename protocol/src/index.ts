@@ -1,6 +1,7 @@
 export * from './bridge/index.js';
 export * from './control-api.js';
 export * from './derp.js';
+export * from './dns.js';
 export * from './exit-route.js';
 export * from './filter.js';
 export * from './helper.js';

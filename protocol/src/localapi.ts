@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DnsDomain, DnsSettings } from './dns.js';
 import { StatusPrefs } from './prefs.js';
 import { Hostname } from './primitives.js';
 
@@ -10,6 +11,8 @@ export type BackendState = z.infer<typeof BackendState>;
 export const PeerStatus = z.strictObject({
   id: z.string(),
   name: z.string(),
+  /** The name it resolves by (NAME.BASE-DOMAIN) while MagicDNS is on; absent otherwise. */
+  dnsName: z.string().optional(),
   user: z.string().nullable(),
   tags: z.array(z.string()),
   os: z.string(),
@@ -51,6 +54,8 @@ export const Status = z.strictObject({
     .strictObject({
       id: z.string(),
       name: z.string(),
+      /** The name it resolves by (NAME.BASE-DOMAIN) while MagicDNS is on; absent otherwise. */
+      dnsName: z.string().optional(),
       addresses: z.array(z.string()),
       /**
        * When this node's key expires (ISO time) and it must sign in again; null when expiry is
@@ -113,6 +118,48 @@ export const ExitNodeList = z.strictObject({
   recommended: z.string().nullable(),
 });
 export type ExitNodeList = z.infer<typeof ExitNodeList>;
+
+/** `GET LOCALAPI_PREFIX/dns`: the tailnet's DNS as this node uses it (`weft dns status`). */
+export const DnsStatus = z.strictObject({
+  /** The settings control sent; null before a netmap (or from a control without DNS). */
+  settings: DnsSettings.nullable(),
+  useTailnetDns: z.boolean(),
+  /** Where the engine's resolver listens (the OS reaches it as 100.100.100.100); null: not running. */
+  resolver: z.strictObject({ addresses: z.array(z.string()), port: z.number().int() }).nullable(),
+  /** The resolvers the OS had before (forwarded to when the tailnet sets none), as the helper said. */
+  osResolvers: z.array(z.string()),
+  /** Every name this node answers itself. */
+  records: z.array(z.strictObject({ name: z.string(), addresses: z.array(z.string()) })),
+  stats: z.strictObject({
+    queries: z.number().int(),
+    answeredLocally: z.number().int(),
+    forwarded: z.number().int(),
+    cacheHits: z.number().int(),
+    malformed: z.number().int(),
+    failed: z.number().int(),
+  }),
+});
+export type DnsStatus = z.infer<typeof DnsStatus>;
+
+/** `POST LOCALAPI_PREFIX/dns/query`: one question, answered by the engine's resolver. */
+export const DnsQueryRequest = z.strictObject({
+  name: z
+    .string()
+    .max(254)
+    .transform((s) => s.toLowerCase().replace(/\.$/, ''))
+    .pipe(DnsDomain),
+  type: z.enum(['A', 'AAAA', 'PTR', 'TXT', 'MX', 'CNAME', 'SRV', 'NS']),
+});
+export type DnsQueryRequest = z.input<typeof DnsQueryRequest>;
+
+export const DnsQueryResult = z.strictObject({
+  name: z.string(),
+  type: z.string(),
+  rcode: z.string(),
+  /** "TYPE data" per record. */
+  records: z.array(z.string()),
+});
+export type DnsQueryResult = z.infer<typeof DnsQueryResult>;
 
 export const LOCALAPI_PREFIX = '/localapi/v0';
 

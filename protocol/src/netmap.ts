@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DnsSettings } from './dns.js';
 import { FilterRule } from './filter.js';
 import { Cidr, Endpoint, IfaceAddr, Key, Timestamp } from './primitives.js';
 
@@ -71,6 +72,8 @@ export const NetMap = z.strictObject({
   tailnetRanges: z.array(Cidr),
   /** The relays to use; absent when control has none configured (peers then need direct paths). */
   relayMap: RelayMap.optional(),
+  /** The tailnet's DNS settings; absent from a control that has none (no tailnet names then). */
+  dns: DnsSettings.optional(),
 });
 export type NetMap = z.infer<typeof NetMap>;
 
@@ -83,6 +86,7 @@ export const StreamServerMessage = z.discriminatedUnion('type', [
     peersUpserted: z.array(NodeView).optional(),
     peersRemoved: z.array(z.string()).optional(),
     packetFilter: z.array(FilterRule).optional(),
+    dns: DnsSettings.optional(),
   }),
   /** The node can no longer use the tailnet (deleted, expired, logged out): it must log in again. */
   z.strictObject({ type: z.literal('logout'), reason: z.string() }),
@@ -114,5 +118,6 @@ export function applyStreamMessage(current: NetMap | null, msg: StreamServerMess
     self: msg.self ?? current.self,
     peers,
     packetFilter: msg.packetFilter ?? current.packetFilter,
+    ...(msg.dns || current.dns ? { dns: msg.dns ?? current.dns } : {}),
   };
 }

@@ -22,6 +22,8 @@ export const Prefs = z.strictObject({
   advertiseRoutes: z.array(Cidr).max(64),
   /** Route the subnets other nodes offer (and control approved) into the tunnel. */
   acceptRoutes: z.boolean(),
+  /** Resolve through the tailnet's DNS (MagicDNS names, split DNS); off: the OS's DNS is left alone. */
+  useTailnetDns: z.boolean(),
 });
 export type Prefs = z.infer<typeof Prefs>;
 
@@ -31,6 +33,7 @@ const PATCHABLE = {
   advertiseExitNode: true,
   advertiseRoutes: true,
   acceptRoutes: true,
+  useTailnetDns: true,
 } as const;
 type Patchable = keyof typeof PATCHABLE;
 
@@ -48,6 +51,7 @@ export const PREFS_DEFAULTS: Pick<Prefs, Patchable> = {
   advertiseExitNode: false,
   advertiseRoutes: [],
   acceptRoutes: true,
+  useTailnetDns: true,
 };
 
 /** `prefs` with the choices the patch gives (the ones it leaves out are kept). */
@@ -71,12 +75,14 @@ export function withDefaults(stored: StoredPrefs): Prefs {
     advertiseExitNode: stored.advertiseExitNode ?? d.advertiseExitNode,
     advertiseRoutes: stored.advertiseRoutes ?? d.advertiseRoutes,
     acceptRoutes: stored.acceptRoutes ?? d.acceptRoutes,
+    useTailnetDns: stored.useTailnetDns ?? d.useTailnetDns,
   };
 }
 
 /** The prefs Status shows the apps' switches: allow-LAN, and what this node offers to route. */
 export const StatusPrefs = Prefs.pick({
   exitNodeAllowLan: true,
+  useTailnetDns: true,
   advertiseExitNode: true,
   advertiseRoutes: true,
 });

@@ -139,6 +139,16 @@ export interface TsDerpMap {
   OmitDefaultRegions: boolean;
 }
 
+/** tailcfg.DNSConfig: resolvers as dnstype.Resolver ({Addr}), split domains in Routes. */
+export interface TsDnsConfig {
+  Resolvers: { Addr: string }[];
+  Routes: Record<string, { Addr: string }[]>;
+  Domains: string[];
+  /** MagicDNS: the client answers tailnet names itself. */
+  Proxied: boolean;
+  ExtraRecords: { Name: string; Type: string; Value: string }[];
+}
+
 export interface TsMapResponse {
   KeepAlive?: boolean;
   Node?: TsNode;
@@ -150,6 +160,7 @@ export interface TsMapResponse {
   PacketFilter?: FilterRule[];
   UserProfiles?: TsUser[];
   Domain?: string;
+  DNSConfig?: TsDnsConfig;
   CollectServices?: boolean;
   ControlTime?: string;
 }

@@ -1,3 +1,4 @@
+import { Hostname } from '@weft/protocol';
 import { z } from 'zod';
 import { generateApiKey, hashApiKey } from '../auth/api-keys.js';
 import { generatePreauthKey, hashPreauthKey } from '../auth/preauth-keys.js';
@@ -167,6 +168,19 @@ export async function deleteNode(store: Store, name: string): Promise<NodeRecord
   if (node === undefined || !(await store.deleteNode(node.id)))
     throw new CliError(`no node named ${name}`, 'not-found');
   return node;
+}
+
+/** Renames a node: its peers see the new name (and resolve it) with their next delta. */
+export async function renameNode(store: Store, name: string, newName: string): Promise<NodeRecord> {
+  const node = await existingNode(store, name);
+  const checked = check(Hostname, newName, `node name "${newName}"`);
+  try {
+    await store.renameNode(node.id, checked);
+  } catch (err) {
+    if (isUniqueViolation(err)) throw new CliError(`another node is named ${checked}`, 'conflict');
+    throw err;
+  }
+  return { ...node, name: checked };
 }
 
 async function existingNode(store: Store, name: string): Promise<NodeRecord> {

@@ -14,10 +14,12 @@ import {
   formatApiKeys,
   formatNodes,
   formatUsers,
+  renameNode,
   revokeApiKey,
   setNodeKeyExpiry,
 } from './admin.js';
 import { registerDbCommands } from './db.js';
+import { registerDnsCommands } from './dns.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerRoutesCommands } from './routes.js';
 
@@ -153,6 +155,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     );
 
   nodes
+    .command('rename <name> <new-name>')
+    .description('rename a node; its peers resolve it by the new name at once')
+    .action((name: string, newName: string, _opts, cmd: Command) =>
+      withStore(cmd, async (store) => {
+        await renameNode(store, name, newName);
+        io.err(`renamed node ${name} to ${newName}\n`);
+      }),
+    );
+  nodes
     .command('expire <name>')
     .description('expire a node’s key now: it leaves its peers’ maps and must sign in again')
     .action((name: string, _opts, cmd: Command) =>
@@ -204,6 +215,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   registerPolicyCommands(program, io, withStore);
   registerRoutesCommands(program, io, withStore);
   registerDbCommands(program, io, (cmd) => config(cmd).db);
+  registerDnsCommands(program, io, withStore);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

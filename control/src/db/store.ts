@@ -190,6 +190,15 @@ export class Store {
     return stored;
   }
 
+  /** Stores the setting, replacing any value it had. */
+  async putSetting(key: string, value: string): Promise<void> {
+    await this.db
+      .insertInto('settings')
+      .values({ key, value })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+      .execute();
+  }
+
   // users
 
   async insertUser(user: UserRecord): Promise<void> {
@@ -371,6 +380,12 @@ export class Store {
     const set = nodeColumns(update);
     if (Object.keys(set).length === 0) return;
     await this.db.updateTable('nodes').set(set).where('id', '=', id).execute();
+  }
+
+  /** Gives the node a new name (an admin's rename); a name another node has is a unique violation. */
+  async renameNode(id: string, name: string): Promise<boolean> {
+    const result = await this.db.updateTable('nodes').set({ name }).where('id', '=', id).executeTakeFirst();
+    return result.numUpdatedRows === 1n;
   }
 
   async deleteNode(id: string): Promise<boolean> {

@@ -1,4 +1,4 @@
-import type { NetMap, NodeView, RelayMap, StreamServerMessage } from '@weft/protocol';
+import type { DnsSettings, NetMap, NodeView, RelayMap, StreamServerMessage } from '@weft/protocol';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
@@ -59,6 +59,8 @@ export class NetmapHub {
   replica: string | null = null;
   /** The relays every node is told about (in each full map); undefined when none are configured. */
   relayMap: RelayMap | undefined;
+  /** The tailnet's DNS settings (in each full map, and to every node when they change). */
+  private dns: DnsSettings | undefined;
   /** Nodes that advertise routes: their views differ by viewer (routes as the policy allows). */
   private routers = new Set<string>();
   /** Without a policy: each approved subnet's primary router (peers route it there). */
@@ -173,7 +175,14 @@ export class NetmapHub {
       packetFilter: visibility.packetFilter,
       tailnetRanges: this.tailnetRanges,
       ...(this.relayMap ? { relayMap: this.relayMap } : {}),
+      ...(this.dns ? { dns: this.dns } : {}),
     };
+  }
+
+  /** New DNS settings: every connected node is sent them (names come from the peers it sees). */
+  dnsChanged(dns: DnsSettings): void {
+    this.dns = dns;
+    for (const sub of this.subscribers.values()) sub.session.send({ type: 'delta', dns });
   }
 
   /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */

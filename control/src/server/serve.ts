@@ -9,6 +9,7 @@ import type { ControlConfig } from '../config/config.js';
 import type { ChangeFeed } from '../db/change-feed.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
+import { DnsSync } from '../dns/sync.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
 import { NetmapHub } from '../netmap/hub.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
@@ -95,10 +96,12 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const relayMembers = new RelayMembers();
     const sync = new NetmapSync(store, hub, log, (nodes) => relayMembers.update(nodes));
     const policy = new PolicySync(store, visibility, hub, log);
+    const dns = new DnsSync(store, hub, log);
     stopSync = () => sync.close();
     presence = new Presence(store, sync, database.exclusive, log);
     hub.replica = presence.replica;
     await presence.start();
+    await dns.refresh();
     await policy.refresh();
     await sync.refresh();
     if (config.policyFile !== null) {
@@ -147,6 +150,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       // A sign-in finished by another process or replica wakes this one's waiting registrations.
       logins?.recheck();
       background.run('reloading after a database change', async () => {
+        await dns.refresh();
         await policy.refresh();
         await sync.refresh();
       });

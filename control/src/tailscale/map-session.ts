@@ -1,13 +1,14 @@
-import type {
-  NetMap,
-  NodeView,
-  StreamServerMessage,
-  TsMapResponse,
-  TsNode,
-  TsPeerChange,
+import {
+  DEFAULT_BASE_DOMAIN,
+  type NetMap,
+  type NodeView,
+  type StreamServerMessage,
+  type TsMapResponse,
+  type TsNode,
+  type TsPeerChange,
 } from '@weft/protocol';
 import type { StreamSession } from '../netmap/hub.js';
-import { TAILNET_DOMAIN, toDerpMap, toTsNode, tsNodeId, tsUserProfile } from './tailcfg-views.js';
+import { toDerpMap, toTsDnsConfig, toTsNode, tsNodeId, tsUserProfile } from './tailcfg-views.js';
 
 // A Tailscale client's map stream as the hub sees it: a StreamSession that turns Weft's full map and
 // deltas into MapResponses. The first is whole (Node, Peers, DERPMap, PacketFilter, UserProfiles);
@@ -20,14 +21,14 @@ const EXPIRED_AT = '1970-01-01T00:00:01Z';
  * The hub hands every viewer the same view object for a peer (unless its routes differ by viewer),
  * so a peer is translated once per change, not once per viewer. Never mutated once made.
  */
-const peerNodes = new WeakMap<NodeView, TsNode>();
-function peerNode(view: NodeView): TsNode {
-  let node = peerNodes.get(view);
-  if (node === undefined) {
-    node = toTsNode(view, false);
-    peerNodes.set(view, node);
+const peerNodes = new WeakMap<NodeView, { domain: string; node: TsNode }>();
+function peerNode(view: NodeView, domain: string): TsNode {
+  let cached = peerNodes.get(view);
+  if (cached?.domain !== domain) {
+    cached = { domain, node: toTsNode(view, false, domain) };
+    peerNodes.set(view, cached);
   }
-  return node;
+  return cached.node;
 }
 
 export class TsMapSession implements StreamSession {
@@ -35,6 +36,8 @@ export class TsMapSession implements StreamSession {
   private readonly peers = new Map<string, NodeView>();
   private self: NodeView | null = null;
   private selfJson = '';
+  /** The DNS base domain node names end in. */
+  private domain = DEFAULT_BASE_DOMAIN;
 
   constructor(
     readonly nodeId: string,
@@ -57,19 +60,29 @@ export class TsMapSession implements StreamSession {
     if (message.type === 'logout') {
       // The client learns it must log in again from its own node's key expiry.
       if (this.self === null) return null;
-      return { Node: { ...toTsNode(this.self, true), KeyExpiry: EXPIRED_AT, Expired: true } };
+      return { Node: { ...toTsNode(this.self, true, this.domain), KeyExpiry: EXPIRED_AT, Expired: true } };
     }
     const response: TsMapResponse = {};
     const users = new Set<string | null>();
-    if (message.self) {
-      this.self = message.self;
-      const node = toTsNode(message.self, true);
+    if (message.dns) {
+      response.DNSConfig = toTsDnsConfig(message.dns);
+      if (message.dns.baseDomain !== this.domain) {
+        // Every node's Name ends in the base domain: the whole peer list goes out again.
+        this.domain = message.dns.baseDomain;
+        this.selfJson = '';
+        response.Peers = [...this.peers.values()].map((p) => peerNode(p, this.domain));
+      }
+    }
+    const self = message.self ?? (this.selfJson === '' ? this.self : null);
+    if (self) {
+      this.self = self;
+      const node = toTsNode(self, true, this.domain);
       // Its own last seen and online state are not in a client's own node: often nothing to send.
       const json = JSON.stringify(node);
       if (json !== this.selfJson) {
         this.selfJson = json;
         response.Node = node;
-        users.add(message.self.user);
+        users.add(self.user);
       }
     }
     const changed: TsNode[] = [];
@@ -82,7 +95,7 @@ export class TsMapSession implements StreamSession {
         if (Object.keys(patch).length > 1) patches.push(patch);
         continue;
       }
-      changed.push(peerNode(peer));
+      changed.push(peerNode(peer, this.domain));
       users.add(peer.user);
     }
     const removed: number[] = [];
@@ -102,7 +115,8 @@ export class TsMapSession implements StreamSession {
 
   private full(netmap: NetMap): TsMapResponse {
     this.self = netmap.self;
-    this.selfJson = JSON.stringify(toTsNode(netmap.self, true));
+    this.domain = netmap.dns?.baseDomain ?? DEFAULT_BASE_DOMAIN;
+    this.selfJson = JSON.stringify(toTsNode(netmap.self, true, this.domain));
     this.peers.clear();
     for (const peer of netmap.peers) this.peers.set(peer.id, peer);
     return fullMapResponse(netmap);
@@ -112,14 +126,16 @@ export class TsMapSession implements StreamSession {
 /** The whole map as one MapResponse (a stream's first message, or a one-shot request's answer). */
 export function fullMapResponse(netmap: NetMap): TsMapResponse {
   const users = new Set([netmap.self.user, ...netmap.peers.map((p) => p.user)]);
+  const domain = netmap.dns?.baseDomain ?? DEFAULT_BASE_DOMAIN;
   return {
-    Node: toTsNode(netmap.self, true),
+    Node: toTsNode(netmap.self, true, domain),
     DERPMap: toDerpMap(netmap.relayMap),
-    Peers: netmap.peers.map(peerNode),
+    Peers: netmap.peers.map((p) => peerNode(p, domain)),
     // Weft's compiled rules are already in tailcfg.FilterRule's shape.
     PacketFilter: netmap.packetFilter,
     UserProfiles: [...users].map(tsUserProfile),
-    Domain: TAILNET_DOMAIN,
+    Domain: domain,
+    ...(netmap.dns ? { DNSConfig: toTsDnsConfig(netmap.dns) } : {}),
     CollectServices: false,
     ControlTime: new Date().toISOString(),
   };
@@ -137,7 +153,7 @@ function patchOf(before: NodeView, after: NodeView): TsPeerChange | null {
   if (after.lastSeen && before.lastSeen !== after.lastSeen) patch.LastSeen = after.lastSeen;
   if (after.homeRelay && before.homeRelay !== after.homeRelay) patch.DERPRegion = after.homeRelay;
   if (after.discoKey && before.discoKey !== after.discoKey) {
-    patch.DiscoKey = peerNode(after).DiscoKey as string;
+    patch.DiscoKey = peerNode(after, DEFAULT_BASE_DOMAIN).DiscoKey as string;
   }
   return patch;
 }

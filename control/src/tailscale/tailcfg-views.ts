@@ -1,9 +1,12 @@
 import {
+  DEFAULT_BASE_DOMAIN,
+  type DnsSettings,
   keyToTailscale,
   type NodeView,
   parseAddr,
   type RelayMap,
   type TsDerpMap,
+  type TsDnsConfig,
   type TsNode,
   type TsUser,
 } from '@weft/protocol';
@@ -16,8 +19,6 @@ import {
 
 /** Tailscale's id for the owner of tagged nodes. */
 export const TAGGED_DEVICES_USER_ID = 2147455555;
-/** The MagicDNS-style suffix of node names as Tailscale clients show them. */
-export const TAILNET_DOMAIN = 'weft.internal';
 const LEGACY_DERP_IP = '127.3.3.40';
 
 export function tsNodeId(ipv4: string): number {
@@ -43,11 +44,14 @@ export function tsUserProfile(user: string | null): TsUser {
 
 const NEVER = '0001-01-01T00:00:00Z';
 
-/** A node as tailcfg.Node; `self` for the client's own node (no Online/LastSeen, as Tailscale sends). */
-export function toTsNode(view: NodeView, self: boolean): TsNode {
+/**
+ * A node as tailcfg.Node; `self` for the client's own node (no Online/LastSeen, as Tailscale sends).
+ * Its Name is NAME.DOMAIN. with the tailnet's DNS base domain.
+ */
+export function toTsNode(view: NodeView, self: boolean, domain = DEFAULT_BASE_DOMAIN): TsNode {
   const tailscale = view.kind === 'tailscale';
   const ipv4 = (view.addresses[0] ?? '').split('/')[0] as string;
-  const name = `${view.name}.${TAILNET_DOMAIN}.`;
+  const name = `${view.name}.${domain}.`;
   return {
     ID: tsNodeId(ipv4),
     StableID: view.id,
@@ -111,4 +115,22 @@ export function toDerpMap(relays: RelayMap | undefined): TsDerpMap {
     };
   }
   return { Regions: regions, OmitDefaultRegions: true };
+}
+
+const resolvers = (servers: readonly string[]) => servers.map((Addr) => ({ Addr }));
+
+/**
+ * The tailnet's DNS settings as tailcfg.DNSConfig: MagicDNS is `Proxied` (the client answers the
+ * names itself at 100.100.100.100) with the base domain first among the search domains.
+ */
+export function toTsDnsConfig(dns: DnsSettings): TsDnsConfig {
+  const routes: Record<string, { Addr: string }[]> = {};
+  for (const [domain, servers] of Object.entries(dns.splitDns)) routes[domain] = resolvers(servers);
+  return {
+    Resolvers: resolvers(dns.nameservers),
+    Routes: routes,
+    Domains: dns.magicDns ? [dns.baseDomain, ...dns.searchDomains] : dns.searchDomains,
+    Proxied: dns.magicDns,
+    ExtraRecords: dns.extraRecords.map((r) => ({ Name: r.name, Type: r.type, Value: r.value })),
+  };
 }

@@ -10,6 +10,7 @@ export interface RouteFlags {
   advertiseRoutes?: string;
   advertiseExitNode?: boolean;
   acceptRoutes?: boolean;
+  acceptDns?: boolean;
 }
 
 /** Adds --advertise-routes, --advertise-exit-node and --[no-]accept-routes to a command. */
@@ -29,6 +30,12 @@ export function addRouteFlags(cmd: Command): Command {
       new Option(
         '--accept-routes [bool]',
         'use the subnet routes other nodes offer (default true)',
+      ).argParser(parseBool),
+    )
+    .addOption(
+      new Option(
+        '--accept-dns [bool]',
+        "use the tailnet's DNS: MagicDNS names and split DNS (default true); false leaves the OS's DNS alone",
       ).argParser(parseBool),
     );
 }
@@ -69,6 +76,7 @@ export function prefsFromFlags(o: RouteFlags): PrefsPatch | null {
   if (o.advertiseRoutes !== undefined) patch.advertiseRoutes = parseRoutes(o.advertiseRoutes);
   if (o.advertiseExitNode !== undefined) patch.advertiseExitNode = o.advertiseExitNode;
   if (o.acceptRoutes !== undefined) patch.acceptRoutes = o.acceptRoutes;
+  if (o.acceptDns !== undefined) patch.useTailnetDns = o.acceptDns;
   return Object.keys(patch).length > 0 ? patch : null;
 }
 

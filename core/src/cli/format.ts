@@ -1,4 +1,4 @@
-import type { NetcheckReport, Status } from '@weft/protocol';
+import type { DnsStatus, NetcheckReport, Status } from '@weft/protocol';
 
 // Human output of `weft status`. Pure, so its layout is tested without a daemon.
 
@@ -40,6 +40,37 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
+/** `weft dns status`: the settings in force, where the resolver listens, and the names it answers. */
+export function formatDnsStatus(d: DnsStatus): string {
+  const lines: string[] = [];
+  lines.push(`Tailnet DNS: ${d.useTailnetDns ? 'on' : 'off (weft set --accept-dns to turn it on)'}`);
+  if (d.settings === null) {
+    lines.push('No DNS settings from control yet.');
+  } else {
+    const s = d.settings;
+    lines.push(`MagicDNS: ${s.magicDns ? `on, names end in .${s.baseDomain}` : 'off'}`);
+    lines.push(
+      `Nameservers: ${s.nameservers.join(', ') || `none set; the OS's own (${d.osResolvers.join(', ') || 'none known'})`}`,
+    );
+    for (const [domain, servers] of Object.entries(s.splitDns))
+      lines.push(`Split DNS: ${domain} -> ${servers.join(', ')}`);
+    if (s.searchDomains.length > 0) lines.push(`Search domains: ${s.searchDomains.join(', ')}`);
+  }
+  lines.push(
+    d.resolver
+      ? `Resolver: 100.100.100.100 (listening on ${d.resolver.addresses.join(', ')} port ${d.resolver.port})`
+      : 'Resolver: not in use (the tunnel is down or tailnet DNS is off)',
+  );
+  const st = d.stats;
+  lines.push(
+    `Queries: ${st.queries} (${st.answeredLocally} answered locally, ${st.forwarded} forwarded, ${st.cacheHits} from cache, ${st.failed} failed, ${st.malformed} malformed)`,
+  );
+  if (d.records.length > 0) {
+    lines.push('', table([['NAME', 'ADDRESSES'], ...d.records.map((r) => [r.name, r.addresses.join(', ')])]));
+  }
+  return lines.join('\n');
+}
+
 export function formatStatus(st: Status, now = Date.now()): string {
   const lines: string[] = [];
   if (st.backendState === 'NeedsLogin') {
@@ -52,7 +83,8 @@ export function formatStatus(st: Status, now = Date.now()): string {
     lines.push('Weft is stopped. Start it with: weft up --control-url URL');
   } else {
     if (st.backendState === 'Starting') lines.push('Starting…');
-    if (st.self) lines.push(`${st.self.name}  ${st.self.addresses.join(', ')}  (this device)`);
+    if (st.self)
+      lines.push(`${st.self.dnsName ?? st.self.name}  ${st.self.addresses.join(', ')}  (this device)`);
     if (st.mtu) lines.push(`MTU ${st.mtu.mtu}: ${st.mtu.reason}`);
     if (st.exitNode) {
       const exit = st.peers.find((p) => p.id === st.exitNode?.id);
@@ -72,7 +104,7 @@ export function formatStatus(st: Status, now = Date.now()): string {
         const path =
           p.path === 'relay' ? `relay${p.relayRegion ? ` (${p.relayRegion})` : ''}` : (p.path ?? '-');
         rows.push([
-          p.name,
+          p.dnsName ?? p.name,
           p.addresses.join(', '),
           p.online ? 'yes' : 'no',
           ...(paths ? [path] : []),

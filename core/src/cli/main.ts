@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { LocalApiClient, LocalApiError } from '../localapi/client.js';
 import { DEFAULT_SOCKET } from '../locations.js';
 import { addWebCommand } from '../web/cli.js';
+import { addDnsCommands } from './dns.js';
 import { parseDuration } from './duration.js';
 import { addExitNodeCommands, addRouteFlags, prefsFromFlags, type RouteFlags } from './exit-nodes.js';
 import { formatNetcheck, formatStatus, printResult } from './format.js';
@@ -123,6 +124,7 @@ program
 addWebCommand(program, () => program.opts<{ socket: string }>().socket);
 
 addExitNodeCommands(program, client);
+addDnsCommands(program, client);
 
 program.parseAsync().catch((err: unknown) => {
   const msg = err instanceof LocalApiError || err instanceof Error ? err.message : String(err);

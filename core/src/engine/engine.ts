@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import {
   applyStreamMessage,
   type BackendState,
+  type DnsQueryResult,
+  type DnsStatus,
   type ExitNodeList,
   type NetcheckReport,
   type NetMap,
@@ -12,9 +14,11 @@ import {
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
+import type { RecordType } from 'dns-packet';
 import { normalizeControlUrl } from '../control-client/client.js';
 import { defaultHostname } from '../control-client/hostname.js';
 import { ControlMachine } from '../control-client/machine.js';
+import { DnsSession } from '../dns/session.js';
 import { WeftError } from '../errors.js';
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
@@ -56,6 +60,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly netmapCache: NetmapCache;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
+  /** The tailnet resolver (MagicDNS, split DNS) and whether the OS is pointed at it. */
+  private readonly dns: DnsSession;
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -68,7 +74,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       debounceMs: this.timing.debounceMs,
       reapplyMs: this.timing.reapplyMs,
     });
-    this.tunnel.on('change', () => this.emit('change'));
+    this.tunnel.on('change', () => {
+      this.syncDns();
+      this.emit('change');
+    });
+    this.dns = new DnsSession(opts.log, () => this.tunnel.iface?.osResolvers ?? []);
+    // Where the resolver listens is part of the desired state.
+    this.dns.on('change', () => {
+      this.reconcile();
+      this.emit('change');
+    });
     this.netmapCache = new NetmapCache(opts.store, opts.log);
     this.watchers = new StatusWatch(() => this.status());
     this.on('change', () => this.watchers.changed());
@@ -83,6 +98,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.prefs = await store.loadPrefs();
     await this.control.load();
     if (this.control.login) this.netmap = await this.netmapCache.load();
+    this.dns.netmapChanged(this.netmap);
     this.tunnel.start();
     this.reconcile();
     if (this.control.login && this.prefs.wantRunning) this.startSession();
@@ -96,6 +112,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.control.stop();
     this.watchers.close();
     await this.tunnel.close();
+    await this.dns.close();
     await this.netmapCache.flush();
   }
 
@@ -133,6 +150,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       await this.savePrefs(next);
       if (advertisedChanged) this.control.setAdvertisedRoutes(advertisedRoutes(next));
       this.opts.log.info(`routing: ${describeRoutes(next)}`);
+      this.syncDns();
       this.reconcile();
       this.emit('change');
     });
@@ -232,6 +250,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async forgetLogin(notice: string | null): Promise<void> {
     await this.stopSession();
     this.netmap = null;
+    this.dns.netmapChanged(null);
     this.tunnel.iface = null;
     await this.control.forget();
     await this.netmapCache.delete();
@@ -253,18 +272,35 @@ export class Engine extends EventEmitter<EngineEvents> {
     // Wanted up but no map yet: leave the OS as it is until one arrives.
     const netmap = this.netmap;
     if (!netmap) return null;
-    return {
-      op: 'apply',
-      state: desiredOsState({
-        netmap,
-        prefs: this.prefs,
-        paths: this.paths.current,
-        mtu: this.paths.mtu.mtu,
-        interfaceName: name,
-        nodePrivateKey: nodeKey.privateKey,
-        ...this.exits.machineFacts(login.controlUrl, netmap, name),
-      }),
-    };
+    const state = desiredOsState({
+      netmap,
+      prefs: this.prefs,
+      paths: this.paths.current,
+      mtu: this.paths.mtu.mtu,
+      interfaceName: name,
+      nodePrivateKey: nodeKey.privateKey,
+      ...this.exits.machineFacts(login.controlUrl, netmap, name),
+    });
+    return { op: 'apply', state: this.prefs.useTailnetDns ? this.dns.withDns(state, netmap) : state };
+  }
+
+  /** The resolver listens on the tunnel addresses while the tunnel is up and tailnet DNS is wanted. */
+  private syncDns(): void {
+    const netmap = this.netmap;
+    // Before start() the prefs are not loaded: nothing is wanted yet.
+    const wanted =
+      this.prefs?.useTailnetDns && netmap?.dns !== undefined && this.backendState() === 'Running';
+    void this.dns.update(wanted && netmap ? netmap.self.addresses : null);
+  }
+
+  /** `weft dns status`. */
+  dnsStatus(): DnsStatus {
+    return this.dns.status(this.prefs.useTailnetDns);
+  }
+
+  /** `weft dns query NAME`: answered by the engine's resolver as the OS would be answered. */
+  dnsQuery(req: { name: string; type: DnsQueryResult['type'] }): Promise<DnsQueryResult> {
+    return this.dns.query(req.name, req.type as RecordType);
   }
 
   // --- control and paths ------------------------------------------------------------------------
@@ -336,6 +372,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
     if (this.netmap) this.netmapCache.save(this.netmap);
+    this.dns.netmapChanged(this.netmap);
+    this.syncDns();
     this.paths.netmapChanged();
     this.reconcile();
     this.emit('change');

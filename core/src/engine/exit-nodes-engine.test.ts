@@ -146,6 +146,7 @@ describe('exit nodes and subnet routes in the engine', () => {
       exitNodeAllowLan: false,
       advertiseExitNode: true,
       advertiseRoutes: ['203.0.113.0/24'],
+      useTailnetDns: true,
     });
     await first.api.setPrefs({ advertiseExitNode: false });
     await waitUntil('exit withdrawn', () => control.routeReports.at(-1)?.length === 1);

@@ -153,6 +153,7 @@ describe('status and suggestions', () => {
       exitNodeAllowLan: false,
       advertiseExitNode: false,
       advertiseRoutes: ['203.0.113.0/24'],
+      useTailnetDns: true,
     });
     const by = (name: string) => s.peers.find((x) => x.name === name);
     expect(by('exit')).toMatchObject({ exitNodeOption: true, exitNode: true, latencyMs: 4.2 });

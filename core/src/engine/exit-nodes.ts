@@ -259,6 +259,7 @@ export function routeStatus(
       exitNodeAllowLan: prefs.exitNodeAllowLan,
       advertiseExitNode: prefs.advertiseExitNode,
       advertiseRoutes: prefs.advertiseRoutes,
+      useTailnetDns: prefs.useTailnetDns,
     },
   };
 }

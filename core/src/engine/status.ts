@@ -39,6 +39,10 @@ export interface StatusInputs {
 /** Strips the prefix length: status shows addresses, not interface prefixes. */
 const bare = (addr: string) => addr.replace(/\/\d+$/, '');
 
+/** NAME.BASE-DOMAIN while the tailnet has MagicDNS on (what the node resolves by). */
+const dnsNameOf = (map: NetMap, name: string) =>
+  map.dns?.magicDns ? { dnsName: `${name}.${map.dns.baseDomain}` } : {};
+
 export function buildStatus(inp: StatusInputs): Status {
   const logged = inp.backendState !== 'NeedsLogin';
   const map = logged ? inp.netmap : null;
@@ -54,6 +58,7 @@ export function buildStatus(inp: StatusInputs): Status {
           return {
             id: p.id,
             name: p.name,
+            ...dnsNameOf(map, p.name),
             user: p.user,
             tags: p.tags,
             os: p.os,
@@ -78,6 +83,7 @@ export function buildStatus(inp: StatusInputs): Status {
       ? {
           id: map.self.id,
           name: map.self.name,
+          ...dnsNameOf(map, map.self.name),
           addresses: map.self.addresses.map(bare),
           keyExpiry: map.self.keyExpiry,
           os: map.self.os,

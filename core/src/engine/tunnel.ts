@@ -112,6 +112,7 @@ export class Tunnel extends EventEmitter<{ change: [] }> {
   private onResult(r: ReconcileResult): void {
     if (r.ok) {
       this.problem = null;
+      if (r.status) this.iface = r.status;
       if (r.target.op === 'apply' && !this.applied) {
         this.applied = true;
         this.opts.log.info(`tunnel ${r.target.state.interface.name} is up`);

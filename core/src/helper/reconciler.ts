@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { DesiredState } from '@weft/protocol';
+import type { DesiredState, InterfaceStatus } from '@weft/protocol';
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
 import { type HelperClient, HelperRequestError } from './client.js';
@@ -12,7 +12,9 @@ import { type HelperClient, HelperRequestError } from './client.js';
 
 export type Target = { op: 'apply'; state: DesiredState } | { op: 'down'; interface: string };
 
-export type ReconcileResult = { target: Target; ok: true } | { target: Target; ok: false; error: WeftError };
+export type ReconcileResult =
+  /** `status`: the interface as the helper reported it after an apply. */
+  { target: Target; ok: true; status?: InterfaceStatus } | { target: Target; ok: false; error: WeftError };
 
 export interface ReconcilerEvents {
   result: [ReconcileResult];
@@ -110,9 +112,11 @@ export class Reconciler extends EventEmitter<ReconcilerEvents> {
     const version = this.version;
     let result: ReconcileResult;
     try {
-      if (target.op === 'apply') await this.helper.apply(target.state);
-      else await this.downTolerant(target.interface);
-      result = { target, ok: true };
+      if (target.op === 'apply') result = { target, ok: true, status: await this.helper.apply(target.state) };
+      else {
+        await this.downTolerant(target.interface);
+        result = { target, ok: true };
+      }
     } catch (err) {
       const error = err instanceof WeftError ? err : new WeftError('helper-error', describeError(err));
       result = { target, ok: false, error };

@@ -1,5 +1,8 @@
 import { request } from 'node:http';
 import {
+  type DnsQueryRequest,
+  DnsQueryResult,
+  DnsStatus,
   ErrorBody,
   ExitNodeList,
   LOCALAPI_PREFIX,
@@ -74,6 +77,16 @@ export class LocalApiClient {
   /** The exit nodes on offer, latencies measured now; an engine without /exit-nodes answers 404. */
   exitNodes(): Promise<ExitNodeList> {
     return this.call('GET', '/exit-nodes', undefined, ExitNodeList);
+  }
+
+  /** `weft dns status`: the tailnet's DNS as this node uses it. */
+  dnsStatus(): Promise<DnsStatus> {
+    return this.call('GET', '/dns', undefined, DnsStatus);
+  }
+
+  /** `weft dns query`: one question answered by the engine's resolver. */
+  dnsQuery(req: DnsQueryRequest): Promise<DnsQueryResult> {
+    return this.call('POST', '/dns/query', req, DnsQueryResult);
   }
 
   /** Changes engine settings (exit node, advertised routes); an engine without /prefs answers 404. */

@@ -3,6 +3,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import {
+  DnsQueryRequest,
+  type DnsQueryResult,
+  type DnsStatus,
   type ErrorBody,
   type ExitNodeList,
   LOCALAPI_PREFIX,
@@ -39,6 +42,10 @@ export interface LocalBackend {
   setPrefs?(patch: PrefsPatch): Promise<void>;
   /** The exit nodes on offer with latencies measured now; a backend without it answers 404. */
   exitNodes?(): Promise<ExitNodeList>;
+  /** The tailnet DNS as this node uses it; a backend without it answers 404. */
+  dnsStatus?(): DnsStatus;
+  /** One question to the engine's resolver; a backend without it answers 404. */
+  dnsQuery?(req: z.output<typeof DnsQueryRequest>): Promise<DnsQueryResult>;
   /** Sends the helper the whole desired state again (after it restarted); a backend without it answers 404. */
   reapply?(): Promise<void>;
 }
@@ -137,6 +144,19 @@ export class LocalApiServer {
           if (!backend.setPrefs) throw new HttpError('not-found', 'changing prefs is not supported here');
           await backend.setPrefs(patch);
           sendJson(res, 200, await backend.status());
+        },
+      },
+      '/dns': {
+        GET: async (_req, res) => {
+          if (!backend.dnsStatus) throw new HttpError('not-found', 'tailnet DNS is not supported here');
+          sendJson(res, 200, backend.dnsStatus());
+        },
+      },
+      '/dns/query': {
+        POST: async (req, res) => {
+          const query = await readBody(req, DnsQueryRequest);
+          if (!backend.dnsQuery) throw new HttpError('not-found', 'tailnet DNS is not supported here');
+          sendJson(res, 200, await backend.dnsQuery(query));
         },
       },
       '/exit-nodes': {

@@ -5,6 +5,7 @@ import type { DesiredState, InterfaceStatus } from '@weft/protocol';
 import { absentStatus, BackendError, type PlatformBackend } from '../backend.js';
 import type { Logger } from '../log.js';
 import type { StateFile } from '../state-file.js';
+import type { OsDns } from './dns.js';
 import {
   desiredRules,
   hasTunnelDefault,
@@ -49,6 +50,8 @@ export interface LinuxBackendOptions {
   stopGraceMs?: number;
   /** Where what this helper owns is kept across restarts, and the boot it belongs to. */
   owned?: { file: StateFile; bootId: string };
+  /** The OS's resolver configuration; without it DNS requests are refused. */
+  dns?: OsDns;
 }
 
 interface Device {
@@ -82,6 +85,7 @@ export class LinuxBackend implements PlatformBackend {
   private readonly readyTimeoutMs: number;
   private readonly stopGraceMs: number;
   private readonly owned: LinuxBackendOptions['owned'];
+  private readonly dns: OsDns | undefined;
 
   constructor(opts: LinuxBackendOptions) {
     this.runner = opts.runner;
@@ -91,6 +95,7 @@ export class LinuxBackend implements PlatformBackend {
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
     this.stopGraceMs = opts.stopGraceMs ?? 3000;
     this.owned = opts.owned;
+    this.dns = opts.dns;
   }
 
   async apply(state: DesiredState): Promise<InterfaceStatus> {
@@ -100,6 +105,9 @@ export class LinuxBackend implements PlatformBackend {
         'invalid-request',
         `${this.exitOwner} already uses an exit node; clear it there before selecting one on ${name}`,
       );
+    }
+    if (state.dns !== undefined && this.dns === undefined) {
+      throw new BackendError('invalid-request', 'this helper does not manage DNS');
     }
     // Rendered before anything else, so a table over the size limit is refused with nothing changed.
     const table = renderTable(state);
@@ -121,6 +129,8 @@ export class LinuxBackend implements PlatformBackend {
       await this.syncRoutes(name, state.routes);
       await this.sysctls.hold(name, sysctlsFor(state));
       await this.syncExitRouting(name, state);
+      // Last: the redirect to the resolver is in the table and the address exists by now.
+      await this.dns?.sync(name, state.dns ?? null);
     } finally {
       // Also after a failure half-way: what was changed is ours to take back.
       await this.persist();
@@ -132,6 +142,7 @@ export class LinuxBackend implements PlatformBackend {
     const device = await this.readDevice(name);
     if (device === null) return absentStatus(name);
     const { link, wg, backend } = device;
+    const osResolvers = await this.dns?.osResolvers(name);
     return {
       name,
       exists: true,
@@ -140,6 +151,7 @@ export class LinuxBackend implements PlatformBackend {
       listenPort: wg.listenPort,
       addresses: link.addresses,
       peers: wg.peers.map(({ persistentKeepalive: _, ...peer }) => peer),
+      ...(osResolvers === undefined ? {} : { osResolvers }),
     };
   }
 
@@ -188,6 +200,9 @@ export class LinuxBackend implements PlatformBackend {
   }
 
   async detach(): Promise<void> {
+    // The OS's own resolvers come back while no helper runs (with an exit node, the kill switch still
+    // keeps their queries from leaving outside the tunnel); the next apply points the OS at us again.
+    await this.dns?.release();
     await this.persist();
     const names = [...new Set([...this.managed, ...this.created.keys()])];
     if (names.length === 0) return;
@@ -199,6 +214,8 @@ export class LinuxBackend implements PlatformBackend {
   }
 
   async restore(): Promise<void> {
+    // A helper killed while tailnet DNS was on left its record: the OS's resolvers go back first.
+    await this.dns?.release();
     if (this.owned === undefined) return;
     const state = await this.owned.file.read(this.owned.bootId);
     if (state === null) return;
@@ -243,6 +260,7 @@ export class LinuxBackend implements PlatformBackend {
 
   /** Takes back everything but the interface: exit-node routing, the firewall, kernel parameters. */
   private async undoExtras(name: string): Promise<void> {
+    await this.dns?.sync(name, null);
     // With no exit owner (a helper restarted after a crash), leftover rules at our priorities go too.
     if (this.exitOwner === null || this.exitOwner === name) await this.syncExitRouting(name, null);
     await this.removeFirewall(name);

@@ -49,8 +49,8 @@ describe('nftables table', () => {
         '\t\tiifname "wg0" ct state established,related accept',
         '\t\tiifname "wg0" jump filter',
         '\t\tiifname "wg0" counter drop',
-        '\t\tiifname != "wg0" ip daddr { 100.64.0.1 } fib saddr type != local counter drop',
-        '\t\tiifname != "wg0" ip6 daddr { fd00::1 } fib saddr type != local counter drop',
+        '\t\tiifname != { "wg0", "lo" } ip daddr { 100.64.0.1 } fib saddr type != local counter drop',
+        '\t\tiifname != { "wg0", "lo" } ip6 daddr { fd00::1 } fib saddr type != local counter drop',
       ].join('\n'),
     );
     // An empty filter accepts nothing new.

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   type DesiredState,
+  type DnsConfig,
   type ExitNodeConfig,
   type Family,
   type FilterRuleSpec,
@@ -9,6 +10,8 @@ import {
   type Prefix,
   parsePrefix,
   type Span,
+  TAILNET_DNS_IPV4,
+  TAILNET_DNS_IPV6,
 } from '@weft/protocol';
 import { BackendError } from '../backend.js';
 import { WEFT_FWMARK } from './exit-routing.js';
@@ -61,8 +64,9 @@ export interface RenderedTable {
 
 /** The table the state asks for, or null when it asks for nothing the firewall has to do. */
 export function renderTable(state: DesiredState): RenderedTable | null {
-  const { filter, router, exitNode } = state;
-  if (filter === undefined && router === undefined && exitNode === undefined) return null;
+  const { filter, router, exitNode, dns } = state;
+  if (filter === undefined && router === undefined && exitNode === undefined && dns === undefined)
+    return null;
   const iface = state.interface.name;
   const b = new Builder();
   const q = JSON.stringify(iface);
@@ -105,6 +109,7 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     ]);
   }
   if (exitNode !== undefined) renderKillswitch(exitNode, q, b);
+  if (dns !== undefined) renderDnsRedirect(dns, b);
 
   const body = b.body();
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 32);
@@ -155,6 +160,23 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
   b.chain('postmangle', 'type filter hook postrouting priority mangle; policy accept;', [
     `meta l4proto udp meta mark ${mark} ct mark set meta mark`,
   ]);
+}
+
+/**
+ * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver,
+ * which listens unprivileged on a high port of the tunnel address. The redirect is in the output
+ * hook: it applies to this machine's own queries only (peers reach the tunnel address and port only
+ * where the packet filter lets them).
+ */
+function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
+  const { ipv4, ipv6, port } = dns.resolver;
+  const lines: string[] = [];
+  for (const proto of ['udp', 'tcp']) {
+    lines.push(`ip daddr ${TAILNET_DNS_IPV4} ${proto} dport 53 counter dnat ip to ${ipv4}:${port}`);
+    if (ipv6 !== undefined)
+      lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 counter dnat ip6 to [${ipv6}]:${port}`);
+  }
+  b.chain('dns', 'type nat hook output priority -100; policy accept;', lines);
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
@@ -350,7 +372,9 @@ function selfGuard(state: DesiredState, q: string): string[] {
     if (own.length === 0) continue;
     const ip = IP[family];
     lines.push(
-      `iifname != ${q} ${ip} daddr { ${[...new Set(own)].join(', ')} } fib saddr type != local counter drop`,
+      // Not from lo: this machine's own packets, such as the resolver's answers to 100.100.100.100
+      // queries, whose source is 100.100.100.100 again once the redirect is undone.
+      `iifname != { ${q}, "lo" } ${ip} daddr { ${[...new Set(own)].join(', ')} } fib saddr type != local counter drop`,
     );
   }
   return lines;

@@ -93,6 +93,7 @@ export class FakeEngine implements EngineApi {
       exitNodeAllowLan: patch.exitNodeAllowLan ?? was?.exitNodeAllowLan ?? d.exitNodeAllowLan,
       advertiseExitNode: patch.advertiseExitNode ?? was?.advertiseExitNode ?? d.advertiseExitNode,
       advertiseRoutes: patch.advertiseRoutes ?? was?.advertiseRoutes ?? d.advertiseRoutes,
+      useTailnetDns: patch.useTailnetDns ?? was?.useTailnetDns ?? d.useTailnetDns,
     };
     const exitNode =
       patch.exitNodeId === undefined

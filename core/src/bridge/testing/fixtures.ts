@@ -92,7 +92,7 @@ export const STATES = {
     appState({
       engine: runningEngine({
         exitNode: { id: 'exit-a', allowLan: true },
-        prefs: { exitNodeAllowLan: true, advertiseExitNode: false, advertiseRoutes: [] },
+        prefs: { exitNodeAllowLan: true, advertiseExitNode: false, advertiseRoutes: [], useTailnetDns: true },
       }),
       prefs: { ...appState().prefs, recentExitNodes: ['exit-a'] },
     }),

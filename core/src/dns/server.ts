@@ -1,0 +1,109 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
+import type { Resolver } from './resolver.js';
+
+// The resolver on the wire: UDP and TCP on one address and port (the engine picks a high port on its
+// tunnel address; the helper redirects 100.100.100.100:53 there). Bounded everywhere: queries in
+// flight (a flood beyond it is dropped, as a busy resolver does), TCP connections, their idle time
+// and their message size.
+
+const MAX_IN_FLIGHT = 1024;
+const MAX_TCP_CONNECTIONS = 64;
+const TCP_IDLE_MS = 10_000;
+/** A TCP client may pipeline several queries; more bytes than this waiting unread closes it. */
+const MAX_TCP_BUFFER = 2 * (65535 + 2);
+
+export interface DnsServerAddress {
+  host: string;
+  port: number;
+}
+
+export class DnsServer {
+  private udp: Socket | null = null;
+  private tcp: Server | null = null;
+  private inFlight = 0;
+  dropped = 0;
+  /** The most queries that were ever in flight at once. */
+  peakInFlight = 0;
+
+  constructor(
+    private readonly resolver: Resolver,
+    private readonly maxInFlight = MAX_IN_FLIGHT,
+  ) {}
+
+  /** Listens on `host:port` (port 0: any free port, the same for UDP and TCP); returns where. */
+  async listen(host: string, port: number): Promise<DnsServerAddress> {
+    const udp = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, host, () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    this.udp = udp;
+    udp.on('error', () => {});
+    udp.on('message', (msg, rinfo) => {
+      if (this.inFlight >= this.maxInFlight) {
+        this.dropped++;
+        return;
+      }
+      this.inFlight++;
+      this.peakInFlight = Math.max(this.peakInFlight, this.inFlight);
+      this.resolver
+        .handle(msg, 'udp')
+        .then((answer) => {
+          if (answer) udp.send(answer, rinfo.port, rinfo.address);
+        })
+        .catch(() => {})
+        .finally(() => {
+          this.inFlight--;
+        });
+    });
+    const bound = udp.address().port;
+    const tcp = createServer((socket) => this.serveTcp(socket));
+    tcp.maxConnections = MAX_TCP_CONNECTIONS;
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(bound, host, () => {
+        tcp.off('error', reject);
+        resolve();
+      });
+    });
+    this.tcp = tcp;
+    return { host, port: bound };
+  }
+
+  private serveTcp(socket: TcpSocket): void {
+    let buffered = Buffer.alloc(0);
+    let chain = Promise.resolve();
+    socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
+    socket.on('error', () => {});
+    socket.on('data', (chunk) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      if (buffered.length > MAX_TCP_BUFFER) return socket.destroy();
+      while (buffered.length >= 2) {
+        const length = buffered.readUInt16BE(0);
+        if (buffered.length < 2 + length) break;
+        const query = Buffer.from(buffered.subarray(2, 2 + length));
+        buffered = buffered.subarray(2 + length);
+        // Answers go back in the order the queries came.
+        chain = chain.then(async () => {
+          const answer = await this.resolver.handle(query, 'tcp').catch(() => null);
+          if (answer === null || socket.destroyed) return;
+          const prefix = Buffer.alloc(2);
+          prefix.writeUInt16BE(answer.length);
+          socket.write(Buffer.concat([prefix, answer]));
+        });
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.udp?.close();
+    this.udp = null;
+    const tcp = this.tcp;
+    this.tcp = null;
+    if (tcp) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  }
+}

@@ -1,0 +1,116 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ControlServer, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
+
+// Tailnet names end to end on lab hosts: real control, helpers (nftables redirect, resolv.conf) and
+// engines (the resolver). Each host has its own /etc/netns/NS/resolv.conf (bind-mounted over
+// /etc/resolv.conf inside it), so the helper's changes stay in the lab. systemd-resolved does not
+// run here (systemd is not PID 1): these hosts use the resolv.conf path; the resolvectl plan is a
+// unit test (native-helpers/src/linux/dns.test.ts). Tests run in order and share one tailnet.
+
+let lab: Lab;
+let dir: string;
+let control: ControlServer;
+const nodes: Record<'a' | 'b' | 'c', WeftNode> = {} as never;
+const original: Record<string, string> = {};
+
+/** alice's nodes see each other; bob's node (c) is seen by nobody. */
+const POLICY = `{ "acls": [{ "action": "accept", "src": ["alice@example.com"], "dst": ["alice@example.com:*"] }] }`;
+
+const resolvConf = (n: WeftNode) => readFileSync(n.host.resolvConf, 'utf8');
+
+/** The IPv4 address glibc resolves `name` to on the node's host (through /etc/resolv.conf), or null. */
+async function lookup(n: WeftNode, name: string): Promise<string | null> {
+  const r = await n.host.exec(['getent', 'ahostsv4', name], { timeoutMs: 10_000 });
+  return r.code === 0 ? (r.stdout.split(/\s+/)[0] ?? null) : null;
+}
+
+beforeAll(async () => {
+  lab = await Lab.create();
+  dir = scratchDir(lab.id);
+  const seg = await lab.addSegment();
+  const ctlHost = await lab.addHost('ctl', { segment: seg, address: '198.18.0.1/24' });
+  control = new ControlServer(ctlHost, dir);
+  await control.start();
+  await control.cli(['users', 'create', 'alice', '--email', 'alice@example.com']);
+  await control.cli(['users', 'create', 'bob', '--email', 'bob@example.com']);
+  const file = join(dir, 'policy.hujson');
+  writeFileSync(file, POLICY);
+  await control.cli(['policy', 'set', file]);
+  const hosts = { a: '198.18.0.11/24', b: '198.18.0.12/24', c: '198.18.0.13/24' } as const;
+  for (const [name, address] of Object.entries(hosts) as [keyof typeof hosts, string][]) {
+    const host = await lab.addHost(name, { segment: seg, address });
+    nodes[name] = new WeftNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`t${name}`));
+    original[name] = readFileSync(host.resolvConf, 'utf8');
+    await nodes[name].start();
+  }
+  const key = (user: string) => control.cli(['preauthkey', 'create', '--user', user]);
+  await nodes.a.up(control.url, await key('alice'), 'a');
+  await nodes.b.up(control.url, await key('alice'), 'b');
+  await nodes.c.up(control.url, await key('bob'), 'c');
+}, 120_000);
+
+afterAll(async () => {
+  await stopTailnet({ nodes: Object.values(nodes), control, lab, dir });
+});
+
+describe('tailnet names (MagicDNS) on lab hosts', () => {
+  it('points resolv.conf at 100.100.100.100; getent and ping work by short name and FQDN', async () => {
+    await waitFor('a resolv.conf managed', async () =>
+      resolvConf(nodes.a).includes('nameserver 100.100.100.100'),
+    );
+    expect(resolvConf(nodes.a)).toContain('search weft.internal');
+    const bIp = await nodes.b.ip4();
+    expect(await waitFor('b resolves on a', async () => (await lookup(nodes.a, 'b')) ?? false)).toBe(bIp);
+    expect(await lookup(nodes.a, 'b.weft.internal')).toBe(bIp);
+    await waitFor('a pings b by name', () => nodes.a.host.ping('b', { count: 1, deadlineS: 2 }), 20_000);
+    const status = await nodes.a.status();
+    expect(status.self?.dnsName).toBe('a.weft.internal');
+    expect(status.peers.map((p) => p.dnsName)).toEqual(['b.weft.internal']);
+    const query = await nodes.a.weft(['dns', 'query', 'b']);
+    expect(query.stdout).toBe(`NOERROR\nb\tA ${bIp}\n`);
+  });
+
+  it('a peer the policy hides does not resolve', async () => {
+    expect(await lookup(nodes.a, 'c')).toBeNull();
+    const query = await nodes.a.weft(['dns', 'query', 'c.weft.internal']);
+    expect(query).toMatchObject({ code: 1, stdout: 'NXDOMAIN\n' });
+    // c itself knows its own name.
+    await waitFor('c resolves itself', async () => (await lookup(nodes.c, 'c')) === (await nodes.c.ip4()));
+  });
+
+  it('a renamed node resolves by its new name within 1 s', async () => {
+    const bIp = await nodes.b.ip4();
+    await control.cli(['nodes', 'rename', 'b', 'build-box']);
+    const renamed = Date.now();
+    await waitFor('build-box resolves on a', async () => (await lookup(nodes.a, 'build-box')) === bIp, 5000);
+    const ms = Date.now() - renamed;
+    console.log(`nodes rename → new name resolved on a after ${ms} ms`);
+    expect(ms).toBeLessThan(1000);
+    expect(await lookup(nodes.a, 'b')).toBeNull();
+  });
+
+  it('weft down, helper SIGTERM and helper SIGKILL + restart put resolv.conf back exactly', async () => {
+    const a = nodes.a;
+    expect((await a.weft(['down'])).code).toBe(0);
+    expect(resolvConf(a)).toBe(original.a);
+    expect((await a.weft(['up', '--control-url', control.url, '--insecure-http'], 60_000)).code).toBe(0);
+    await waitFor('managed again after up', async () => resolvConf(a).includes('100.100.100.100'));
+
+    await a.stopHelper('SIGTERM');
+    expect(resolvConf(a)).toBe(original.a);
+    await a.startHelper();
+    await waitFor('managed again after the helper restart', async () =>
+      resolvConf(a).includes('100.100.100.100'),
+    );
+
+    // A crash: nothing is put back by the dying helper. With the engine stopped (it cannot reach a
+    // helper to take anything down), the next helper's start puts the file back from its record.
+    await a.stopHelper('SIGKILL');
+    expect(resolvConf(a)).toContain('100.100.100.100');
+    await a.stopDaemon();
+    await a.startHelper();
+    await waitFor('restored by the restarted helper', async () => resolvConf(a) === original.a);
+  });
+});
