@@ -28,14 +28,17 @@ export interface Row {
   direct: boolean;
 }
 
-export const ROWS: Row[] = [
-  { a: 'none', b: 'eim', direct: true },
-  { a: 'eim', b: 'eim', direct: true },
-  { a: 'none', b: 'edm', direct: true },
-  { a: 'eim', b: 'edm', direct: false },
-  { a: 'edm', b: 'edm', direct: false },
-  { a: 'udp-block', b: 'none', direct: false },
-];
+export const ROWS: Row[] =
+  process.env.KEEPX === '1'
+    ? [{ a: 'eim', b: 'eim', direct: true }]
+    : [
+        { a: 'none', b: 'eim', direct: true },
+        { a: 'eim', b: 'eim', direct: true },
+        { a: 'none', b: 'edm', direct: true },
+        { a: 'eim', b: 'edm', direct: false },
+        { a: 'edm', b: 'edm', direct: false },
+        { a: 'udp-block', b: 'none', direct: false },
+      ];
 
 export class World {
   lab!: Lab;
@@ -131,6 +134,8 @@ export async function until<T>(ms: number, check: () => Promise<T | false | unde
 export interface ConnectTimes {
   firstPing: number | null;
   direct: number | null;
+  /** When both `up`s had returned (both nodes running with a netmap). */
+  bothUp: number;
 }
 
 /** What timeConnect needs of a pair of nodes of one kind. */
@@ -151,14 +156,18 @@ export interface Pair {
 export async function timeConnect(pair: Pair, expectDirect: boolean): Promise<ConnectTimes> {
   const t0 = Date.now();
   await pair.up();
+  const bothUp = Date.now() - t0;
   const firstPing = await until(30_000, async () => (await pair.ping()) && Date.now() - t0);
-  const direct = expectDirect
-    ? await until(30_000, async () => {
-        await pair.ping();
-        return (await pair.direct()) && Date.now() - t0;
-      })
-    : null;
-  return { firstPing, direct };
+  if (!expectDirect) return { firstPing, direct: null, bothUp };
+  // Traffic goes on meanwhile (one ping at a time), but the status is read without waiting for it.
+  let pinging = true;
+  const pinger = (async () => {
+    while (pinging) await pair.ping().catch(() => false);
+  })();
+  const direct = await until(30_000, async () => (await pair.direct()) && Date.now() - t0);
+  pinging = false;
+  await pinger;
+  return { firstPing, direct, bothUp };
 }
 
 /** A pair of Weft nodes on the hosts of `row`. */

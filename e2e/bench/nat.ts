@@ -17,16 +17,23 @@ const secondsArg = args.indexOf('--seconds');
 const SECONDS = secondsArg >= 0 ? Number(args[secondsArg + 1]) : 10;
 
 async function connect(w: World): Promise<void> {
-  console.log('\n== time from `weft up` to the first ping reply and to a confirmed direct path');
-  console.log('row                      first ping   direct path');
+  console.log(
+    '\n== time from `weft up` (both at once) to the first ping reply and to a confirmed direct path;',
+  );
+  console.log('   "after up": the direct path counted from when both `up`s had returned');
+  console.log('row                      first ping   direct path   after up');
+  let direct = 0;
   for (const row of ROWS) {
     const pair = await weftPair(w, row);
     const t = await timeConnect(pair, row.direct);
+    if (t.direct !== null) direct++;
+    const after = t.direct === null ? '' : `${t.direct - t.bothUp} ms`;
     console.log(
-      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${row.direct ? fmtTime(t.direct) : '(relay by design)'}`,
+      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${(row.direct ? fmtTime(t.direct) : '(relay by design)').padEnd(13)} ${after}`,
     );
     await pair.stop();
   }
+  console.log(`rows direct: ${direct} of ${ROWS.length} (${Math.round((100 * direct) / ROWS.length)}%)`);
 }
 
 async function iperf(

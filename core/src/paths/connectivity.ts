@@ -2,7 +2,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import {
+  CALL_ME_MAYBE_MAX_CANDIDATES,
   type InterfaceStatus,
+  isCallMeMaybe,
   type NetcheckReport,
   type NetMap,
   type NodeView,
@@ -14,6 +16,7 @@ import {
   type WgPeerStatus,
 } from '@weft/protocol';
 import { describeError, type Logger } from '../log/logger.js';
+import { CallMeMaybeChannel } from './call-me-maybe.js';
 import { type AddressSource, localEndpoints, osAddresses } from './local-endpoints.js';
 import { RelayManager } from './relay-manager.js';
 import { RelayProxy } from './relay-proxy.js';
@@ -75,6 +78,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   readonly relays: RelayManager;
   readonly proxy: RelayProxy;
   readonly paths: PathManager;
+  private readonly calls: CallMeMaybeChannel;
   private pokeSocket4: Socket | null = null;
   private pokeSocket6: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -84,6 +88,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   /** The public addresses the reflectors last saw, sorted and space-separated ('' before any). */
   private publicIps = '';
   private statusKey = '';
+  /** The candidates peers were last asked to call (space-separated). */
+  private askedWith = '';
 
   constructor(private readonly opts: ConnectivityOptions) {
     super();
@@ -96,6 +102,12 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     });
     this.proxy = new RelayProxy({ send: (dst, pkt) => this.relays.send(dst, pkt) });
     this.proxy.setWireGuardPort(opts.listenPort);
+    this.calls = new CallMeMaybeChannel({
+      nodePrivateKey: opts.nodePrivateKey,
+      nodeKey: opts.nodeKey,
+      send: (dst, pkt) => this.relays.send(dst, pkt),
+      log: opts.log,
+    });
     this.paths = new PathManager({
       timing: opts.pathTiming,
       // While relays are configured the proxy stays the fallback even when they are all down for
@@ -103,6 +115,9 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       // soon as the WebSocket does.
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
+      onNewCandidates: (key) => {
+        if (this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.online) this.callMeMaybe(key);
+      },
       onTransition: (key, from, to, why, endpoint) => {
         const name = this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
         const line = `path to ${name}: ${from} → ${to}${endpoint ? ` ${endpoint}` : ''} (${why})`;
@@ -110,7 +125,10 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
         else opts.log.info(line);
       },
     });
-    this.relays.on('packet', (source, packet) => this.proxy.deliver(source, packet));
+    this.relays.on('packet', (source, packet) => {
+      if (isCallMeMaybe(packet)) this.calledBy(source, packet);
+      else this.proxy.deliver(source, packet);
+    });
     // Reflector peers may have changed too: always re-derive the desired state (cheap when equal).
     this.relays.on('change', () => {
       this.paths.refresh();
@@ -123,6 +141,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
         this.emit('publicAddressChanged', this.publicIps, ips);
       if (ips !== '') this.publicIps = ips;
       this.emit('endpoints');
+      this.candidatesChanged();
     });
     this.proxy.on('change', () => this.changed(this.paths.refresh()));
     this.schedule(0);
@@ -140,6 +159,42 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       performance.now(),
     );
     this.changed(changed);
+  }
+
+  /**
+   * Our candidates changed (a reflector saw a new mapping: a new network, or the first one): every
+   * relayed peer is tried at once and asked to try us, instead of waiting out a back-off.
+   */
+  private candidatesChanged(): void {
+    const candidates = this.candidates().join(' ');
+    if (candidates === this.askedWith || this.reflectedEndpoints().length === 0) return;
+    this.askedWith = candidates;
+    for (const p of this.opts.netmap()?.peers ?? [])
+      if (p.kind !== 'tailscale' && p.online) this.callMeMaybe(p.nodeKey);
+    this.trialsChanged(this.paths.retryAll(performance.now()));
+  }
+
+  /** Asks a peer over the relay to try its direct path to us now. */
+  private callMeMaybe(key: string): void {
+    // Not before a reflector has seen our mapping: the peer would only try our LAN addresses.
+    if (this.reflectedEndpoints().length === 0) return;
+    const candidates = this.candidates();
+    if (this.calls.ask(key, candidates.slice(0, CALL_ME_MAYBE_MAX_CANDIDATES)))
+      this.opts.log.debug(`asked ${key.slice(0, 8)} to call: ${candidates.join(' ')}`);
+  }
+
+  /** A call-me-maybe from a peer: try it now (it is trying us). */
+  private calledBy(source: string, packet: Uint8Array): void {
+    const candidates = this.calls.receive(source, packet);
+    if (candidates === null) return;
+    const ordered = orderCandidates(candidates, this.localPrefixes(), { ipv6: this.hasIpv6() });
+    this.trialsChanged(this.paths.callMeMaybe(source, ordered, performance.now()));
+  }
+
+  /** Trials may have started: apply, and poll fast from now on. */
+  private trialsChanged(requestChanged: boolean): void {
+    this.changed(requestChanged);
+    if (this.paths.busy && !this.polling) this.schedule(0);
   }
 
   /** The WireGuard endpoint to request for a peer. */
@@ -211,9 +266,14 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   private pathPeer(p: NodeView): PathPeer {
     return {
       key: p.nodeKey,
-      candidates: orderCandidates(p.endpoints, this.localPrefixes()),
+      candidates: orderCandidates(p.endpoints, this.localPrefixes(), { ipv6: this.hasIpv6() }),
       viaRelay: p.kind !== 'tailscale',
     };
+  }
+
+  /** Whether this host has an IPv6 address a peer could reach (not link-local, not the tunnel's). */
+  private hasIpv6(): boolean {
+    return this.localEndpoints().some((e) => e.startsWith('['));
   }
 
   private localPrefixes(): string[] {
@@ -261,7 +321,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       this.opts.log.debug(`path poll: ${describeError(err)}`);
     } finally {
       this.polling = false;
-      this.schedule(this.paths.busy ? (this.opts.fastPollMs ?? 400) : (this.opts.pollMs ?? 1000));
+      this.schedule(this.paths.busy ? (this.opts.fastPollMs ?? 100) : (this.opts.pollMs ?? 1000));
     }
   }
 
@@ -289,13 +349,18 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
 
 /**
  * Candidates in the order to try them: those on a LAN this host is on first (same network, no
- * NAT in between), then the rest as the peer reported them (its reflected mappings first).
+ * NAT in between), then, when this host has IPv6 itself (`ipv6`), the peer's IPv6 ones, then the
+ * rest as the peer reported them (its reflected mappings first).
  * One address reflected with different ports by two reflectors is an endpoint-dependent NAT:
  * its mappings are good for the reflectors only, so they are left out (sending to them would
  * only swallow traffic for a trial window). Such a peer still gets a direct path to us when we
  * have no NAT, or an endpoint-independent one that lets it in: its own trials open it.
  */
-export function orderCandidates(endpoints: readonly string[], localPrefixes: readonly string[]): string[] {
+export function orderCandidates(
+  endpoints: readonly string[],
+  localPrefixes: readonly string[],
+  opts: { ipv6?: boolean } = {},
+): string[] {
   const prefixes = localPrefixes.flatMap((t) => {
     const p = parsePrefix(t);
     return p && p.bits > 0 ? [p] : [];
@@ -315,5 +380,10 @@ export function orderCandidates(endpoints: readonly string[], localPrefixes: rea
     ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
   }
   const varying = (e: string) => (ports.get(e.slice(0, e.lastIndexOf(':')))?.size ?? 0) > 1;
-  return [...near, ...far.filter((e) => !varying(e))];
+  const usable = far.filter((e) => !varying(e));
+  if (!opts.ipv6) return [...near, ...usable];
+  // Both ends have IPv6: there is no NAT on that path (at most a stateful firewall, which a
+  // simultaneous send opens), so it goes direct whatever the IPv4 NATs are. Tried first.
+  const v6 = usable.filter((e) => e.startsWith('['));
+  return [...near, ...v6, ...usable.filter((e) => !e.startsWith('['))];
 }
