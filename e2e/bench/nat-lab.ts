@@ -26,6 +26,8 @@ export interface Row {
   a: Where;
   b: Where;
   direct: boolean;
+  /** Both routers get an IPv6 uplink (routed, same stateful firewall) and their hosts IPv6. */
+  ipv6?: boolean;
 }
 
 export const ROWS: Row[] =
@@ -37,6 +39,7 @@ export const ROWS: Row[] =
         { a: 'none', b: 'edm', direct: true },
         { a: 'eim', b: 'edm', direct: false },
         { a: 'edm', b: 'edm', direct: false },
+        { a: 'edm', b: 'edm', direct: true, ipv6: true },
         { a: 'udp-block', b: 'none', direct: false },
       ];
 
@@ -69,8 +72,11 @@ export class World {
     this.key = await this.control.cli(['preauthkey', 'create', '--user', 'bench', '--reusable']);
   }
 
-  /** A host behind `where`, on its own LAN; returns the host and its router (if any). */
-  async host(where: Where): Promise<{ host: Host; router: Router | null; name: string }> {
+  /**
+   * A host behind `where`, on its own LAN (with `ipv6`, a router with an IPv6 uplink, fd00::N,
+   * and the host fd00:N::2); returns the host and its router (if any).
+   */
+  async host(where: Where, ipv6 = false): Promise<{ host: Host; router: Router | null; name: string }> {
     const i = ++this.hosts;
     const name = `h${i}`;
     if (where === 'none') {
@@ -90,8 +96,10 @@ export class World {
       wan: this.net,
       wanAddress: `198.18.0.${100 + i}/24`,
       lanAddress: `198.18.${10 + i}.1/24`,
+      ...(ipv6 ? { ipv6: { wanAddress: `fd00::${i}/64`, lanAddress: `fd00:${i}::1/64` } } : {}),
     });
-    return { host: await router.addHost(name, `198.18.${10 + i}.2/24`), router, name };
+    const host = await router.addHost(name, `198.18.${10 + i}.2/24`, ipv6 ? `fd00:${i}::2/64` : undefined);
+    return { host, router, name };
   }
 
   node(host: Host, name: string): WeftNode {
@@ -172,7 +180,11 @@ export async function timeConnect(pair: Pair, expectDirect: boolean): Promise<Co
 
 /** A pair of Weft nodes on the hosts of `row`. */
 export async function weftPair(w: World, row: Row): Promise<Pair> {
-  const [ha, hb] = [await w.host(row.a), await w.host(row.b)];
+  const [ha, hb] = [await w.host(row.a, row.ipv6), await w.host(row.b, row.ipv6)];
+  if (row.ipv6 && ha.router && hb.router) {
+    await ha.router.routeIpv6To(hb.router);
+    await hb.router.routeIpv6To(ha.router);
+  }
   const [a, b] = [w.node(ha.host, ha.name), w.node(hb.host, hb.name)];
   await Promise.all([a.start(), b.start()]);
   let bIp = '';

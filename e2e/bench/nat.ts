@@ -29,7 +29,7 @@ async function connect(w: World): Promise<void> {
     if (t.direct !== null) direct++;
     const after = t.direct === null ? '' : `${t.direct - t.bothUp} ms`;
     console.log(
-      `${`${row.a} ↔ ${row.b}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${(row.direct ? fmtTime(t.direct) : '(relay by design)').padEnd(13)} ${after}`,
+      `${`${row.a} ↔ ${row.b}${row.ipv6 ? ' (IPv6)' : ''}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${(row.direct ? fmtTime(t.direct) : '(relay by design)').padEnd(13)} ${after}`,
     );
     await pair.stop();
   }

@@ -251,7 +251,8 @@ export class WeftNode {
       ],
       join(this.dir, 'weftd.log'),
     );
-    await waitFor('weftd socket', async () => existsSync(this.socket));
+    // Bounded but roomy: a dozen nodes starting at once on a loaded machine take a while.
+    await waitFor('weftd socket', async () => existsSync(this.socket), 30_000);
   }
 
   async start(): Promise<void> {
