@@ -203,7 +203,11 @@ describe('the NAT matrix: ping across the tunnel works and the path is as expect
         expect(pa.endpoint).toMatch(/^127\.0\.0\.1:/);
         expect(pb.endpoint).toMatch(/^127\.0\.0\.1:/);
         expect(pa.relayRegion).toMatch(/^lab[12]$/);
+        // And status says why (what the user sees in `weft status` and the app).
+        if (b === 'd1' || b === 'd2') expect(pa.relayReason).toContain('peer’s NAT maps per destination');
+        if (a === 'u') expect(pa.relayReason).toContain('UDP is blocked on this network');
       } else {
+        expect(pa.relayReason).toBeNull();
         expect(pa.endpoint).not.toMatch(/^127\./);
         expect(pb.endpoint).not.toMatch(/^127\./);
       }

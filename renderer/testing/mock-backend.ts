@@ -55,6 +55,9 @@ export function demoPeers(now: number): BridgePeer[] {
       lastSeen: iso(now),
       endpoint: '127.0.0.1:40001',
       lastHandshake: iso(now - 40_000),
+      path: 'relay',
+      relayRegion: 'home',
+      relayReason: 'peer’s NAT maps per destination',
       latencyMs: 41,
     },
     {

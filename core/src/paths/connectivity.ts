@@ -69,6 +69,8 @@ export interface ConnectivityOptions {
 export interface PeerPathStatus {
   path: 'direct' | 'relay';
   relayRegion: string | null;
+  /** Why relayed (null when direct): what stands in the way of a direct path, as far as we know. */
+  relayReason: string | null;
 }
 
 export const POKE_PORT = 9;
@@ -220,11 +222,27 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   peerPath(key: string, endpoint: string | null): PeerPathStatus {
     const info = this.paths.info(key);
     const home = this.relays.homeRegion?.name ?? null;
-    if (info?.mode === 'direct') return { path: 'direct', relayRegion: null };
+    const direct = { path: 'direct', relayRegion: null, relayReason: null } as const;
+    if (info?.mode === 'direct') return direct;
     // Without a relay, whatever endpoint WireGuard uses is direct.
-    if (!this.relays.configured && endpoint !== null && !isLoopbackEndpoint(endpoint))
-      return { path: 'direct', relayRegion: null };
-    return { path: 'relay', relayRegion: home };
+    if (!this.relays.configured && endpoint !== null && !isLoopbackEndpoint(endpoint)) return direct;
+    return { path: 'relay', relayRegion: home, relayReason: this.relayReason(key) };
+  }
+
+  /** What stands in the way of a direct path to a relayed peer, from what both ends reported. */
+  private relayReason(key: string): string {
+    const peer = this.opts.netmap()?.peers.find((p) => p.nodeKey === key);
+    if (peer?.kind === 'tailscale') return 'a Tailscale client is reached directly only';
+    const mine = this.netcheck();
+    const why: string[] = [];
+    if (mine.udp === false) why.push('UDP is blocked on this network');
+    if (mine.mappingVariesByDestination) why.push('this node’s NAT maps per destination');
+    if (peer && perDestinationAddresses(peer.endpoints).size > 0) why.push('peer’s NAT maps per destination');
+    if (peer && peer.endpoints.length === 0) why.push('peer reported no direct address');
+    if (why.length > 0) return why.join('; ');
+    return this.paths.info(key)?.mode === 'trying'
+      ? 'trying a direct path'
+      : 'no direct candidate answered yet (retrying with back-off)';
   }
 
   problems(): string[] {
@@ -373,17 +391,26 @@ export function orderCandidates(
     if (prefixes.some((p) => p.addr.family === ep.addr.family && prefixContains(p, ep.addr))) near.push(e);
     else far.push(e);
   }
-  const ports = new Map<string, Set<number>>();
-  for (const e of far) {
-    const ep = parseEndpoint(e) as NonNullable<ReturnType<typeof parseEndpoint>>;
-    const ip = e.slice(0, e.lastIndexOf(':'));
-    ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
-  }
-  const varying = (e: string) => (ports.get(e.slice(0, e.lastIndexOf(':')))?.size ?? 0) > 1;
-  const usable = far.filter((e) => !varying(e));
+  const varying = perDestinationAddresses(far);
+  const usable = far.filter((e) => !varying.has(e.slice(0, e.lastIndexOf(':'))));
   if (!opts.ipv6) return [...near, ...usable];
   // Both ends have IPv6: there is no NAT on that path (at most a stateful firewall, which a
   // simultaneous send opens), so it goes direct whatever the IPv4 NATs are. Tried first.
   const v6 = usable.filter((e) => e.startsWith('['));
   return [...near, ...v6, ...usable.filter((e) => !e.startsWith('['))];
+}
+
+/**
+ * The addresses a peer reported with more than one port: reflectors saw its mapping change with
+ * the destination (an endpoint-dependent NAT). Its own addresses all carry the one listen port.
+ */
+export function perDestinationAddresses(endpoints: readonly string[]): Set<string> {
+  const ports = new Map<string, Set<number>>();
+  for (const e of endpoints) {
+    const ep = parseEndpoint(e);
+    if (!ep) continue;
+    const ip = e.slice(0, e.lastIndexOf(':'));
+    ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
+  }
+  return new Set([...ports].filter(([, p]) => p.size > 1).map(([ip]) => ip));
 }
