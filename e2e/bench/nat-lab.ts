@@ -128,6 +128,11 @@ export async function pathOf(n: WeftNode, peer: string): Promise<string | undefi
   return (await n.status()).peers.find((p) => p.name === peer)?.path;
 }
 
+/** pathOf from the LocalAPI socket: no CLI start in the measurement. */
+async function pathNow(n: WeftNode, peer: string): Promise<string | undefined> {
+  return (await n.statusFromSocket()).peers.find((p) => p.name === peer)?.path;
+}
+
 export async function until<T>(ms: number, check: () => Promise<T | false | undefined>): Promise<T | null> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -195,7 +200,7 @@ export async function weftPair(w: World, row: Row): Promise<Pair> {
     },
     ping: () => a.host.ping(bIp, { count: 1, deadlineS: 1 }),
     direct: async () => {
-      const [pa, pb] = await Promise.all([pathOf(a, hb.name), pathOf(b, ha.name)]);
+      const [pa, pb] = await Promise.all([pathNow(a, hb.name), pathNow(b, ha.name)]);
       return pa === 'direct' && pb === 'direct';
     },
     stop: async () => {
