@@ -190,7 +190,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     const candidates = this.calls.receive(source, packet);
     if (candidates === null) return;
     const ordered = orderCandidates(candidates, this.localPrefixes(), { ipv6: this.hasIpv6() });
-    this.trialsChanged(this.paths.callMeMaybe(source, ordered, performance.now()));
+    this.trialsChanged(this.paths.callMeMaybe(source, ordered, performance.now(), candidates));
   }
 
   /** Trials may have started: apply, and poll fast from now on. */

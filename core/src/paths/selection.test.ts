@@ -215,8 +215,23 @@ describe('call me maybe', () => {
     t.poll(400, RELAY);
     t.poll(400, CAND, 96, 64);
     expect(t.poll(400, CAND, 96, 64)?.mode).toBe('direct');
-    expect(t.pm.callMeMaybe(KEY, [LAN], t.at())).toBe(false);
+    // It still reports the address we are direct to: nothing to change.
+    expect(t.pm.callMeMaybe(KEY, [LAN, CAND], t.at())).toBe(false);
     expect(t.pm.info(KEY)).toMatchObject({ mode: 'direct', requested: CAND });
+  });
+
+  it('on a direct path, tries the caller’s new address at once when it no longer reports the old one', () => {
+    const t = setup();
+    t.poll(0, RELAY);
+    t.poll(400, RELAY);
+    t.poll(400, CAND, 96, 64);
+    expect(t.poll(400, CAND, 96, 64)?.mode).toBe('direct');
+    // Same address, other ports (a NAT that maps per destination): not a move, nothing changes.
+    expect(t.pm.callMeMaybe(KEY, [LAN], t.at(), ['198.18.0.102:1', '198.18.0.102:2', LAN])).toBe(false);
+    expect(t.pm.info(KEY)?.mode).toBe('direct');
+    // Its router came back with a new address: tried now.
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.202:41641', LAN], t.at())).toBe(true);
+    expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.202:41641' });
   });
 
   it('after our own network changed, tries every relayed peer at once', () => {

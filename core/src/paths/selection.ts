@@ -220,11 +220,26 @@ export class PathManager {
   /**
    * The peer asked us over the relay to try it now ("call me maybe"), with its current candidates
    * (already ordered): it is trying us at this moment, so a relayed peer's trial starts now and
-   * the back-off starts over. Returns true when a requested endpoint changed.
+   * the back-off starts over. `reported` is the list as the peer sent it (before ordering, which
+   * drops mappings that vary by destination). Returns true when a requested endpoint changed.
    */
-  callMeMaybe(key: string, candidates: string[], now: number): boolean {
+  callMeMaybe(
+    key: string,
+    candidates: string[],
+    now: number,
+    reported: readonly string[] = candidates,
+  ): boolean {
     const st = this.peers.get(key);
     if (!st?.viaRelay) return false;
+    // On a direct path to an address the peer no longer reports, the peer has moved (a new network,
+    // its router renumbered): its new address is tried now, as it tries us, rather than after our
+    // packets to the old one go unanswered and a back-off passes.
+    const ip = (e: string) => e.slice(0, e.lastIndexOf(':'));
+    const moved =
+      st.mode === 'direct' &&
+      st.requested !== undefined &&
+      candidates.length > 0 &&
+      !reported.some((e) => ip(e) === ip(st.requested as string));
     // Its own list first (fresher than the netmap's), then any the netmap adds.
     const merged = [...new Set([...candidates, ...st.candidates])];
     if (merged.join(' ') !== st.candidates.join(' ')) {
@@ -234,10 +249,12 @@ export class PathManager {
     st.backoff.reset();
     // A trial of another candidate than the caller's best would miss the caller's: start over.
     const retry =
-      st.mode === 'relay' || (st.mode === 'trying' && st.trialIndex >= 0 && st.trialEndpoint !== merged[0]);
+      moved ||
+      st.mode === 'relay' ||
+      (st.mode === 'trying' && st.trialIndex >= 0 && st.trialEndpoint !== merged[0]);
     if (!retry) return false;
     st.trialIndex = -1;
-    return this.startRound(st, now, 'the peer called');
+    return this.startRound(st, now, moved ? 'the peer moved' : 'the peer called');
   }
 
   /**
