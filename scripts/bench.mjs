@@ -18,7 +18,7 @@ const BENCHMARKS = {
   nat: {
     file: 'e2e/dist/bench/nat.js',
     about:
-      'NAT lab (root): weft up to first ping / direct path per row; iperf3 relay vs direct [connect|throughput]',
+      'NAT lab (root): weft up to first ping / direct path per row, share direct; direct again after a renumber; iperf3 relay vs direct [connect|change|throughput]',
   },
   'connect-vs-tailscale': {
     file: 'e2e/dist/bench/connect-vs-tailscale.js',

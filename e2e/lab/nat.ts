@@ -1,3 +1,4 @@
+import { formatPrefix, maskAddr, parsePrefix } from '@weft/protocol';
 import { type Host, type Lab, type Segment, sleep } from './lab.js';
 
 // NAT routers for network labs, one namespace each with its public leg (eth0) on an "internet"
@@ -21,6 +22,12 @@ export interface RouterOptions {
   wanGateway?: string;
   /** The router's LAN address and prefix, e.g. 198.18.11.1/24. */
   lanAddress: string;
+  /**
+   * An IPv6 uplink (fd00::/8 only): the router's address on the public leg and on its LAN, e.g.
+   * fd00::103/64 and fd00:13::1/64. IPv6 is routed, not translated, through the same stateful
+   * forward chain (replies only from outside), as home routers do.
+   */
+  ipv6?: { wanAddress: string; lanAddress: string };
 }
 
 export class Router {
@@ -34,11 +41,28 @@ export class Router {
     /** The public address, without prefix. */
     public wanIp: string,
     private readonly wanPrefixLen: number,
+    readonly ipv6: RouterOptions['ipv6'] = undefined,
   ) {}
 
-  /** Adds a host on this router's LAN (address with prefix), routed through the router. */
-  async addHost(name: string, address: string): Promise<Host> {
-    return this.host.lab.addHost(name, { segment: this.lan, address, gateway: this.lanIp });
+  /**
+   * Adds a host on this router's LAN (address with prefix), routed through the router; with
+   * `address6` (on a router with an IPv6 uplink) the host gets that IPv6 address and route too.
+   */
+  async addHost(name: string, address: string, address6?: string): Promise<Host> {
+    const host = await this.host.lab.addHost(name, { segment: this.lan, address, gateway: this.lanIp });
+    if (address6 && this.ipv6) {
+      await host.must(['ip', '-6', 'addr', 'add', address6, 'dev', 'eth0']);
+      await host.must(['ip', '-6', 'route', 'add', 'default', 'via', bare(this.ipv6.lanAddress)]);
+    }
+    return host;
+  }
+
+  /** Routes this router's IPv6 traffic for `other`'s LAN over the public segment. */
+  async routeIpv6To(other: Router): Promise<void> {
+    if (!this.ipv6 || !other.ipv6) throw new Error('both routers need an IPv6 uplink');
+    const lan = parsePrefix(other.ipv6.lanAddress) as NonNullable<ReturnType<typeof parsePrefix>>;
+    const net = formatPrefix({ addr: maskAddr(lan.addr, lan.bits), bits: lan.bits });
+    await this.host.must(['ip', '-6', 'route', 'add', net, 'via', bare(other.ipv6.wanAddress)]);
   }
 
   /** Drops forwarded UDP to and from `ip` (a peer's public address): cuts a direct path. */
@@ -112,9 +136,19 @@ export async function addRouter(lab: Lab, name: string, opts: RouterOptions): Pr
   const lan = await lab.addSegment();
   await lab.attach(host.ns, lan, 'eth1', opts.lanAddress);
   await host.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  if (opts.ipv6) {
+    await host.must(['ip', '-6', 'addr', 'add', opts.ipv6.wanAddress, 'dev', 'eth0']);
+    await host.must(['ip', '-6', 'addr', 'add', opts.ipv6.lanAddress, 'dev', 'eth1']);
+    await host.must(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+  }
   const r = await host.exec(['nft', '-f', '-'], { input: routerRuleset(opts.kind) });
   if (r.code !== 0) throw new Error(`nft on router ${name}: ${r.stderr}`);
   const [lanIp, lanLen] = opts.lanAddress.split('/') as [string, string];
   const [wanIp, wanLen] = opts.wanAddress.split('/') as [string, string];
-  return new Router(host, opts.kind, lan, lanIp, Number(lanLen), wanIp, Number(wanLen));
+  return new Router(host, opts.kind, lan, lanIp, Number(lanLen), wanIp, Number(wanLen), opts.ipv6);
+}
+
+/** An address without its prefix length. */
+function bare(address: string): string {
+  return address.split('/')[0] as string;
 }

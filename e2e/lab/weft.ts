@@ -1,9 +1,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Status } from '@weft/protocol';
+import { LOCALAPI_PREFIX, Status } from '@weft/protocol';
 import type { RunResult } from './exec.js';
 import { type Host, type Lab, waitFor } from './lab.js';
 import type { LabCa } from './tls-front.js';
@@ -264,7 +265,8 @@ export class WeftNode {
       ],
       join(this.dir, 'weftd.log'),
     );
-    await waitFor('weftd socket', async () => existsSync(this.socket));
+    // Bounded but roomy: a dozen nodes starting at once on a loaded machine take a while.
+    await waitFor('weftd socket', async () => existsSync(this.socket), 30_000);
   }
 
   async start(): Promise<void> {
@@ -298,6 +300,26 @@ export class WeftNode {
     const r = await this.weft(['status', '--json']);
     if (r.code !== 0) throw new Error(`weft status failed: ${r.stderr}`);
     return Status.parse(JSON.parse(r.stdout));
+  }
+
+  /**
+   * The status read straight from the LocalAPI socket, without starting a CLI process (hundreds of
+   * ms on a loaded machine): for benchmarks that time a change of state. Tests use `status()`,
+   * what a user runs.
+   */
+  async statusFromSocket(): Promise<Status> {
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = request({ socketPath: this.socket, path: `${LOCALAPI_PREFIX}/status` }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+        res.on('error', reject);
+      });
+      req.setTimeout(10_000, () => req.destroy(new Error('weftd did not answer /status in 10 s')));
+      req.on('error', reject);
+      req.end();
+    });
+    return Status.parse(JSON.parse(body));
   }
 
   async up(controlUrl: string, authKey: string, hostname: string): Promise<void> {

@@ -29,6 +29,9 @@ import {
 //   u   UDP blocked                 198.18.15.2  behind 198.18.0.105
 //   l1, l2  one LAN behind one EIM  198.51.100.2/.3 behind 198.18.0.106
 //   dn  double NAT (EIM in EIM)     203.0.113.2 behind 198.18.50.2, behind 198.18.0.107
+//   d3  endpoint-dependent NAT      198.18.16.2  behind 198.18.0.108, and fd00:108::2 routed by fd00::108
+//   d4  endpoint-dependent NAT      198.18.17.2  behind 198.18.0.109, and fd00:109::2 routed by fd00::109
+//       (IPv6 uplinks: routed, no NAT, the same stateful firewall letting in only replies)
 
 let lab: Lab;
 let dir: string;
@@ -45,15 +48,18 @@ async function natHost(
   kind: NatKind,
   wan: string,
   lanNet: string,
+  /** With an IPv6 uplink: the router is fd00::N on the internet, its LAN fd00:N::/64. */
+  ipv6?: number,
 ): Promise<Host> {
   const router = await addRouter(lab, `r${name}`, {
     kind,
     wan: net,
     wanAddress: `${wan}/24`,
     lanAddress: `${lanNet}.1/24`,
+    ...(ipv6 ? { ipv6: { wanAddress: `fd00::${ipv6}/64`, lanAddress: `fd00:${ipv6}::1/64` } } : {}),
   });
   routers[name] = router;
-  return router.addHost(name, `${lanNet}.2/24`);
+  return router.addHost(name, `${lanNet}.2/24`, ipv6 ? `fd00:${ipv6}::2/64` : undefined);
 }
 
 function node(host: Host, name: string): WeftNode {
@@ -145,6 +151,10 @@ beforeAll(async () => {
   });
   routers.dn = outer;
   node(await inner.addHost('dn', '203.0.113.2/24'), 'dn');
+  node(await natHost(net, 'd3', 'edm', '198.18.0.108', '198.18.16', 108), 'd3');
+  node(await natHost(net, 'd4', 'edm', '198.18.0.109', '198.18.17', 109), 'd4');
+  await routers.d3!.routeIpv6To(routers.d4!);
+  await routers.d4!.routeIpv6To(routers.d3!);
 
   await Promise.all(Object.values(nodes).map((n) => n.start()));
   await Promise.all(Object.entries(nodes).map(([name, n]) => n.up(control.url, key, name)));
@@ -179,6 +189,7 @@ describe('the NAT matrix: ping across the tunnel works and the path is as expect
     ['u', 'e1', 'relay', 'UDP blocked ↔ endpoint-independent NAT'],
     ['l1', 'l2', 'direct', 'same LAN behind one NAT (over the LAN addresses)'],
     ['dn', 'e2', 'direct', 'double NAT ↔ endpoint-independent NAT'],
+    ['d3', 'd4', 'direct', 'endpoint-dependent ↔ endpoint-dependent, both with IPv6 (over IPv6)'],
   ];
   for (const [a, b, path, what] of rows) {
     it(`${what}: ${a} ↔ ${b} ${path}`, async () => {
@@ -192,9 +203,17 @@ describe('the NAT matrix: ping across the tunnel works and the path is as expect
         expect(pa.endpoint).toMatch(/^127\.0\.0\.1:/);
         expect(pb.endpoint).toMatch(/^127\.0\.0\.1:/);
         expect(pa.relayRegion).toMatch(/^lab[12]$/);
+        // And status says why (what the user sees in `weft status` and the app).
+        if (b === 'd1' || b === 'd2') expect(pa.relayReason).toContain('peer’s NAT maps per destination');
+        if (a === 'u') expect(pa.relayReason).toContain('UDP is blocked on this network');
       } else {
+        expect(pa.relayReason).toBeNull();
         expect(pa.endpoint).not.toMatch(/^127\./);
         expect(pb.endpoint).not.toMatch(/^127\./);
+      }
+      if (a === 'd3') {
+        expect(pa.endpoint).toMatch(/^\[fd00:109::2\]:/);
+        expect(pb.endpoint).toMatch(/^\[fd00:108::2\]:/);
       }
       if (a === 'l1') {
         expect(pa.endpoint).toMatch(/^198\.51\.100\.3:/);

@@ -114,7 +114,10 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
       expect(await devices.count()).toBe(7);
       const nas = page.getByRole('listitem', { name: 'nas' });
       expect(await nas.textContent()).toContain('Online · Direct · Linux');
-      expect(await page.getByRole('listitem', { name: 'build-server' }).textContent()).toContain('Relayed');
+      // A relayed peer says why.
+      expect(await page.getByRole('listitem', { name: 'build-server' }).textContent()).toContain(
+        'Relayed (peer’s NAT maps per destination)',
+      );
       expect(await page.getByRole('listitem', { name: 'bob-phone' }).textContent()).toContain(
         'Offline · last seen 2 h ago · iOS',
       );

@@ -1,4 +1,5 @@
 export * from './bridge/index.js';
+export * from './call-me-maybe.js';
 export * from './control-api.js';
 export * from './derp.js';
 export * from './dns.js';

@@ -32,6 +32,11 @@ export const PeerStatus = z.strictObject({
   path: z.enum(['direct', 'relay']).optional(),
   /** The relay region the engine sends through while `path` is relay; null when direct or none. */
   relayRegion: z.string().nullable().optional(),
+  /**
+   * Why the path is the relay, as far as this node can tell (e.g. "peer's NAT maps per
+   * destination"); null when direct.
+   */
+  relayReason: z.string().nullable().optional(),
   /** The peer offers an approved exit node this node may use (`weft set --exit-node`). */
   exitNodeOption: z.boolean().optional(),
   /** This node sends its internet traffic through the peer now. */

@@ -9,7 +9,9 @@ import { Endpoint, Key, Port, Timestamp } from './primitives.js';
 // RELAY_SUBPROTOCOL (the version gate: a relay refuses an upgrade that does not offer it).
 //
 // Text frames carry JSON control messages (RelayServerMessage / RelayClientMessage); binary
-// frames carry WireGuard packets, and nothing else, so the hot path never parses JSON:
+// frames carry opaque packets from node to node, so the hot path never parses JSON: WireGuard
+// packets, and the nodes' own end-to-end authenticated call-me-maybe asks (call-me-maybe.ts),
+// which the relay forwards alike without telling them apart:
 //
 //   [type: u8][node key: 32 bytes][opaque WireGuard packet: 0..RELAY_MAX_PACKET_BYTES]
 //   type 0x01 send  node → relay   key = the destination node key

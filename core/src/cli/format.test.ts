@@ -39,6 +39,25 @@ describe('weft status output', () => {
     );
   });
 
+  it('says why a relayed peer is relayed', () => {
+    const peer = running.peers[0] as Status['peers'][number];
+    const relayed: Status = {
+      ...running,
+      peers: [
+        {
+          ...peer,
+          endpoint: '127.0.0.1:40001',
+          path: 'relay',
+          relayRegion: 'lab1',
+          relayReason: 'peer’s NAT maps per destination',
+        },
+      ],
+    };
+    const out = formatStatus(relayed, now).split('\n');
+    expect(out[3]).toContain('relay (lab1)');
+    expect(out.at(-1)).toBe('server is relayed: peer’s NAT maps per destination');
+  });
+
   it('says what to do when logged out or stopped, and lists health problems', () => {
     expect(formatStatus({ ...running, backendState: 'NeedsLogin', self: null, peers: [] })).toMatch(
       /weft up/,

@@ -115,6 +115,8 @@ export function formatStatus(st: Status, now = Date.now()): string {
         ]);
       }
       lines.push('', table(rows));
+      const why = st.peers.filter((p) => p.online && p.path === 'relay' && p.relayReason);
+      if (why.length > 0) lines.push('', ...why.map((p) => `${p.name} is relayed: ${p.relayReason}`));
     } else if (st.backendState === 'Running') {
       lines.push('', 'No peers yet.');
     }

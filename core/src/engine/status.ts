@@ -33,7 +33,7 @@ export interface StatusInputs {
   peerPath?: (
     key: string,
     endpoint: string | null,
-  ) => { path: 'direct' | 'relay'; relayRegion: string | null };
+  ) => { path: 'direct' | 'relay'; relayRegion: string | null; relayReason: string | null };
 }
 
 /** Strips the prefix length: status shows addresses, not interface prefixes. */

@@ -2,7 +2,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { networkInterfaces } from 'node:os';
 import {
+  CALL_ME_MAYBE_MAX_CANDIDATES,
   type InterfaceStatus,
+  isCallMeMaybe,
   type NetcheckReport,
   type NetMap,
   type NodeView,
@@ -14,6 +16,7 @@ import {
   type WgPeerStatus,
 } from '@weft/protocol';
 import { describeError, type Logger } from '../log/logger.js';
+import { CallMeMaybeChannel } from './call-me-maybe.js';
 import { type AddressSource, localEndpoints, osAddresses } from './local-endpoints.js';
 import { RelayManager } from './relay-manager.js';
 import { RelayProxy } from './relay-proxy.js';
@@ -66,6 +69,8 @@ export interface ConnectivityOptions {
 export interface PeerPathStatus {
   path: 'direct' | 'relay';
   relayRegion: string | null;
+  /** Why relayed (null when direct): what stands in the way of a direct path, as far as we know. */
+  relayReason: string | null;
 }
 
 export const POKE_PORT = 9;
@@ -75,6 +80,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   readonly relays: RelayManager;
   readonly proxy: RelayProxy;
   readonly paths: PathManager;
+  private readonly calls: CallMeMaybeChannel;
   private pokeSocket4: Socket | null = null;
   private pokeSocket6: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -84,6 +90,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   /** The public addresses the reflectors last saw, sorted and space-separated ('' before any). */
   private publicIps = '';
   private statusKey = '';
+  /** The candidates peers were last asked to call (space-separated). */
+  private askedWith = '';
 
   constructor(private readonly opts: ConnectivityOptions) {
     super();
@@ -96,6 +104,12 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     });
     this.proxy = new RelayProxy({ send: (dst, pkt) => this.relays.send(dst, pkt) });
     this.proxy.setWireGuardPort(opts.listenPort);
+    this.calls = new CallMeMaybeChannel({
+      nodePrivateKey: opts.nodePrivateKey,
+      nodeKey: opts.nodeKey,
+      send: (dst, pkt) => this.relays.send(dst, pkt),
+      log: opts.log,
+    });
     this.paths = new PathManager({
       timing: opts.pathTiming,
       // While relays are configured the proxy stays the fallback even when they are all down for
@@ -103,6 +117,9 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       // soon as the WebSocket does.
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
+      onNewCandidates: (key) => {
+        if (this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.online) this.callMeMaybe(key);
+      },
       onTransition: (key, from, to, why, endpoint) => {
         const name = this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.name ?? key.slice(0, 8);
         const line = `path to ${name}: ${from} → ${to}${endpoint ? ` ${endpoint}` : ''} (${why})`;
@@ -110,7 +127,10 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
         else opts.log.info(line);
       },
     });
-    this.relays.on('packet', (source, packet) => this.proxy.deliver(source, packet));
+    this.relays.on('packet', (source, packet) => {
+      if (isCallMeMaybe(packet)) this.calledBy(source, packet);
+      else this.proxy.deliver(source, packet);
+    });
     // Reflector peers may have changed too: always re-derive the desired state (cheap when equal).
     this.relays.on('change', () => {
       this.paths.refresh();
@@ -123,6 +143,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
         this.emit('publicAddressChanged', this.publicIps, ips);
       if (ips !== '') this.publicIps = ips;
       this.emit('endpoints');
+      this.candidatesChanged();
     });
     this.proxy.on('change', () => this.changed(this.paths.refresh()));
     this.schedule(0);
@@ -140,6 +161,42 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       performance.now(),
     );
     this.changed(changed);
+  }
+
+  /**
+   * Our candidates changed (a reflector saw a new mapping: a new network, or the first one): every
+   * relayed peer is tried at once and asked to try us, instead of waiting out a back-off.
+   */
+  private candidatesChanged(): void {
+    const candidates = this.candidates().join(' ');
+    if (candidates === this.askedWith || this.reflectedEndpoints().length === 0) return;
+    this.askedWith = candidates;
+    for (const p of this.opts.netmap()?.peers ?? [])
+      if (p.kind !== 'tailscale' && p.online) this.callMeMaybe(p.nodeKey);
+    this.trialsChanged(this.paths.retryAll(performance.now()));
+  }
+
+  /** Asks a peer over the relay to try its direct path to us now. */
+  private callMeMaybe(key: string): void {
+    // Not before a reflector has seen our mapping: the peer would only try our LAN addresses.
+    if (this.reflectedEndpoints().length === 0) return;
+    const candidates = this.candidates();
+    if (this.calls.ask(key, candidates.slice(0, CALL_ME_MAYBE_MAX_CANDIDATES)))
+      this.opts.log.debug(`asked ${key.slice(0, 8)} to call: ${candidates.join(' ')}`);
+  }
+
+  /** A call-me-maybe from a peer: try it now (it is trying us). */
+  private calledBy(source: string, packet: Uint8Array): void {
+    const candidates = this.calls.receive(source, packet);
+    if (candidates === null) return;
+    const ordered = orderCandidates(candidates, this.localPrefixes(), { ipv6: this.hasIpv6() });
+    this.trialsChanged(this.paths.callMeMaybe(source, ordered, performance.now(), candidates));
+  }
+
+  /** Trials may have started: apply, and poll fast from now on. */
+  private trialsChanged(requestChanged: boolean): void {
+    this.changed(requestChanged);
+    if (this.paths.busy && !this.polling) this.schedule(0);
   }
 
   /** The WireGuard endpoint to request for a peer. */
@@ -165,11 +222,27 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   peerPath(key: string, endpoint: string | null): PeerPathStatus {
     const info = this.paths.info(key);
     const home = this.relays.homeRegion?.name ?? null;
-    if (info?.mode === 'direct') return { path: 'direct', relayRegion: null };
+    const direct = { path: 'direct', relayRegion: null, relayReason: null } as const;
+    if (info?.mode === 'direct') return direct;
     // Without a relay, whatever endpoint WireGuard uses is direct.
-    if (!this.relays.configured && endpoint !== null && !isLoopbackEndpoint(endpoint))
-      return { path: 'direct', relayRegion: null };
-    return { path: 'relay', relayRegion: home };
+    if (!this.relays.configured && endpoint !== null && !isLoopbackEndpoint(endpoint)) return direct;
+    return { path: 'relay', relayRegion: home, relayReason: this.relayReason(key) };
+  }
+
+  /** What stands in the way of a direct path to a relayed peer, from what both ends reported. */
+  private relayReason(key: string): string {
+    const peer = this.opts.netmap()?.peers.find((p) => p.nodeKey === key);
+    if (peer?.kind === 'tailscale') return 'a Tailscale client is reached directly only';
+    const mine = this.netcheck();
+    const why: string[] = [];
+    if (mine.udp === false) why.push('UDP is blocked on this network');
+    if (mine.mappingVariesByDestination) why.push('this node’s NAT maps per destination');
+    if (peer && perDestinationAddresses(peer.endpoints).size > 0) why.push('peer’s NAT maps per destination');
+    if (peer && peer.endpoints.length === 0) why.push('peer reported no direct address');
+    if (why.length > 0) return why.join('; ');
+    return this.paths.info(key)?.mode === 'trying'
+      ? 'trying a direct path'
+      : 'no direct candidate answered yet (retrying with back-off)';
   }
 
   problems(): string[] {
@@ -211,9 +284,14 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   private pathPeer(p: NodeView): PathPeer {
     return {
       key: p.nodeKey,
-      candidates: orderCandidates(p.endpoints, this.localPrefixes()),
+      candidates: orderCandidates(p.endpoints, this.localPrefixes(), { ipv6: this.hasIpv6() }),
       viaRelay: p.kind !== 'tailscale',
     };
+  }
+
+  /** Whether this host has an IPv6 address a peer could reach (not link-local, not the tunnel's). */
+  private hasIpv6(): boolean {
+    return this.localEndpoints().some((e) => e.startsWith('['));
   }
 
   private localPrefixes(): string[] {
@@ -261,7 +339,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       this.opts.log.debug(`path poll: ${describeError(err)}`);
     } finally {
       this.polling = false;
-      this.schedule(this.paths.busy ? (this.opts.fastPollMs ?? 400) : (this.opts.pollMs ?? 1000));
+      this.schedule(this.paths.busy ? (this.opts.fastPollMs ?? 100) : (this.opts.pollMs ?? 1000));
     }
   }
 
@@ -289,13 +367,18 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
 
 /**
  * Candidates in the order to try them: those on a LAN this host is on first (same network, no
- * NAT in between), then the rest as the peer reported them (its reflected mappings first).
+ * NAT in between), then, when this host has IPv6 itself (`ipv6`), the peer's IPv6 ones, then the
+ * rest as the peer reported them (its reflected mappings first).
  * One address reflected with different ports by two reflectors is an endpoint-dependent NAT:
  * its mappings are good for the reflectors only, so they are left out (sending to them would
  * only swallow traffic for a trial window). Such a peer still gets a direct path to us when we
  * have no NAT, or an endpoint-independent one that lets it in: its own trials open it.
  */
-export function orderCandidates(endpoints: readonly string[], localPrefixes: readonly string[]): string[] {
+export function orderCandidates(
+  endpoints: readonly string[],
+  localPrefixes: readonly string[],
+  opts: { ipv6?: boolean } = {},
+): string[] {
   const prefixes = localPrefixes.flatMap((t) => {
     const p = parsePrefix(t);
     return p && p.bits > 0 ? [p] : [];
@@ -308,12 +391,26 @@ export function orderCandidates(endpoints: readonly string[], localPrefixes: rea
     if (prefixes.some((p) => p.addr.family === ep.addr.family && prefixContains(p, ep.addr))) near.push(e);
     else far.push(e);
   }
+  const varying = perDestinationAddresses(far);
+  const usable = far.filter((e) => !varying.has(e.slice(0, e.lastIndexOf(':'))));
+  if (!opts.ipv6) return [...near, ...usable];
+  // Both ends have IPv6: there is no NAT on that path (at most a stateful firewall, which a
+  // simultaneous send opens), so it goes direct whatever the IPv4 NATs are. Tried first.
+  const v6 = usable.filter((e) => e.startsWith('['));
+  return [...near, ...v6, ...usable.filter((e) => !e.startsWith('['))];
+}
+
+/**
+ * The addresses a peer reported with more than one port: reflectors saw its mapping change with
+ * the destination (an endpoint-dependent NAT). Its own addresses all carry the one listen port.
+ */
+export function perDestinationAddresses(endpoints: readonly string[]): Set<string> {
   const ports = new Map<string, Set<number>>();
-  for (const e of far) {
-    const ep = parseEndpoint(e) as NonNullable<ReturnType<typeof parseEndpoint>>;
+  for (const e of endpoints) {
+    const ep = parseEndpoint(e);
+    if (!ep) continue;
     const ip = e.slice(0, e.lastIndexOf(':'));
     ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
   }
-  const varying = (e: string) => (ports.get(e.slice(0, e.lastIndexOf(':')))?.size ?? 0) > 1;
-  return [...near, ...far.filter((e) => !varying(e))];
+  return new Set([...ports].filter(([, p]) => p.size > 1).map(([ip]) => ip));
 }

@@ -1,9 +1,10 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
-import { generateKeyPair, type KeyPair, type RelayMap } from '@weft/protocol';
+import { generateKeyPair, isCallMeMaybe, type KeyPair, type RelayMap } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log/logger.js';
 import { type Relay, weftRelay } from '../testing/relay.js';
+import { CallMeMaybeChannel } from './call-me-maybe.js';
 import { RelayConnection } from './relay-client.js';
 import { RelayManager } from './relay-manager.js';
 import { RelayProxy } from './relay-proxy.js';
@@ -194,5 +195,56 @@ describe('relay regions', () => {
     await r.stop();
     await waitUntil('down', () => !m.available);
     expect(m.problems()[0]).toMatch(/no relay reachable \(seven: /);
+  });
+});
+
+describe('call me maybe through the relay', () => {
+  it('delivers an ask sealed by the sender, and refuses a copy sent by anyone else or again', async () => {
+    const r = await relay();
+    const map: RelayMap = { regions: [{ regionId: 1, name: 'one', url: r.url, publicKey: r.key }] };
+    const [ka, kb, kc] = [generateKeyPair(), generateKeyPair(), generateKeyPair()];
+    const [ma, mb, mc] = [manager(ka), manager(kb), manager(kc)];
+    const channel = (k: KeyPair, m: RelayManager) =>
+      new CallMeMaybeChannel({
+        nodePrivateKey: k.privateKey,
+        nodeKey: k.publicKey,
+        send: (d, p) => m.send(d, p),
+        log: silentLogger,
+      });
+    const [ca, cb] = [channel(ka, ma), channel(kb, mb)];
+    const heard: Array<{ from: string; candidates: string[] | null }> = [];
+    const sent: Uint8Array[] = [];
+    mb.on('packet', (from, pkt) => {
+      if (isCallMeMaybe(pkt)) heard.push({ from, candidates: cb.receive(from, pkt) });
+    });
+    ma.on('packet', () => {});
+    for (const m of [ma, mb, mc]) m.setMap(map);
+    await waitUntil('all connected', () => ma.available && mb.available && mc.available);
+    const kbRaw = new Uint8Array(Buffer.from(kb.publicKey, 'base64'));
+    const tap = new CallMeMaybeChannel({
+      nodePrivateKey: ka.privateKey,
+      nodeKey: ka.publicKey,
+      send: (d, p) => {
+        sent.push(p.slice());
+        return ma.send(d, p);
+      },
+      log: silentLogger,
+    });
+    expect(tap.ask(kb.publicKey, ['198.18.0.101:41641'])).toBe(true);
+    await waitUntil('the ask', () => heard.length === 1);
+    expect(heard[0]).toEqual({ from: ka.publicKey, candidates: ['198.18.0.101:41641'] });
+    // The same bytes from another node (a relay or a peer replaying it as its own): refused.
+    mc.send(kbRaw, sent[0] as Uint8Array);
+    // The same bytes again from A's own connection (a replay): refused too.
+    ma.send(kbRaw, sent[0] as Uint8Array);
+    await waitUntil('both copies', () => heard.length === 3);
+    expect(heard.slice(1)).toEqual([
+      { from: kc.publicKey, candidates: null },
+      { from: ka.publicKey, candidates: null },
+    ]);
+    // A fresh ask from A still gets through.
+    expect(ca.ask(kb.publicKey, ['198.18.0.101:5000'])).toBe(true);
+    await waitUntil('a fresh ask', () => heard.length === 4);
+    expect(heard[3]?.candidates).toEqual(['198.18.0.101:5000']);
   });
 });

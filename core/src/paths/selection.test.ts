@@ -13,10 +13,12 @@ const LAN = '198.18.12.2:41641';
 
 function setup(opts: { relay?: boolean; candidates?: string[]; viaRelay?: boolean } = {}) {
   const pokes: number[] = [];
+  const calls: string[] = [];
   let now = 0;
   const pm = new PathManager({
     relayEndpoint: () => (opts.relay === false ? undefined : RELAY),
     poke: () => pokes.push(now),
+    onNewCandidates: (key) => calls.push(key),
     random: () => 0.5,
   });
   pm.setPeers([{ key: KEY, candidates: opts.candidates ?? [CAND, LAN], viaRelay: opts.viaRelay }], now);
@@ -31,14 +33,14 @@ function setup(opts: { relay?: boolean; candidates?: string[]; viaRelay?: boolea
       publicKey: KEY,
       endpoint,
       allowedIPs: [],
-      latestHandshake: null,
+      latestHandshake: 1,
       rxBytes: rx,
       txBytes: tx,
     };
     pm.observe([wg], now);
     return pm.info(KEY);
   };
-  return { pm, poll, pokes, at: () => now };
+  return { pm, poll, pokes, calls, at: () => now };
 }
 
 describe('path selection', () => {
@@ -172,6 +174,75 @@ describe('path selection', () => {
   });
 });
 
+describe('call me maybe', () => {
+  /** Fails trials until the back-off has grown past `ms`; returns when the last round failed. */
+  function failRounds(t: ReturnType<typeof setup>, rounds: number): void {
+    for (let r = 0; r < rounds; r++) {
+      let polls = 0;
+      while (t.pm.info(KEY)?.mode === 'relay' && polls++ < 400) t.poll(100, RELAY);
+      while (t.pm.info(KEY)?.mode === 'trying' && polls++ < 800)
+        t.poll(100, t.pm.endpointFor(KEY) ?? null, 0, 64);
+    }
+  }
+
+  it('asks a relayed peer with new candidates to call, once per new set', () => {
+    const t = setup({ candidates: [CAND] });
+    expect(t.calls).toEqual([KEY]);
+    t.pm.setPeers([{ key: KEY, candidates: [CAND] }], t.at());
+    expect(t.calls).toEqual([KEY]);
+    t.pm.setPeers([{ key: KEY, candidates: ['198.18.0.102:7777'] }], t.at());
+    expect(t.calls).toEqual([KEY, KEY]);
+  });
+
+  it('never asks a peer the relay does not reach, nor one without candidates', () => {
+    expect(setup({ viaRelay: false }).calls).toEqual([]);
+    expect(setup({ candidates: [] }).calls).toEqual([]);
+  });
+
+  it('starts a trial of the caller at once, with its candidates, whatever the back-off', () => {
+    const t = setup({ candidates: [CAND] });
+    failRounds(t, 4);
+    expect(t.pm.info(KEY)?.mode).toBe('relay');
+    // The peer (new network) calls with its new mapping: no waiting out the back-off.
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9999'], t.at())).toBe(true);
+    expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.102:9999' });
+  });
+
+  it('ignores a call from a peer it does not know, and leaves a direct path alone', () => {
+    const t = setup();
+    expect(t.pm.callMeMaybe(`${'b'.repeat(43)}=`, [CAND], 0)).toBe(false);
+    t.poll(0, RELAY);
+    t.poll(400, RELAY);
+    t.poll(400, CAND, 96, 64);
+    expect(t.poll(400, CAND, 96, 64)?.mode).toBe('direct');
+    // It still reports the address we are direct to: nothing to change.
+    expect(t.pm.callMeMaybe(KEY, [LAN, CAND], t.at())).toBe(false);
+    expect(t.pm.info(KEY)).toMatchObject({ mode: 'direct', requested: CAND });
+  });
+
+  it('on a direct path, tries the caller’s new address at once when it no longer reports the old one', () => {
+    const t = setup();
+    t.poll(0, RELAY);
+    t.poll(400, RELAY);
+    t.poll(400, CAND, 96, 64);
+    expect(t.poll(400, CAND, 96, 64)?.mode).toBe('direct');
+    // Same address, other ports (a NAT that maps per destination): not a move, nothing changes.
+    expect(t.pm.callMeMaybe(KEY, [LAN], t.at(), ['198.18.0.102:1', '198.18.0.102:2', LAN])).toBe(false);
+    expect(t.pm.info(KEY)?.mode).toBe('direct');
+    // Its router came back with a new address: tried now.
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.202:41641', LAN], t.at())).toBe(true);
+    expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.202:41641' });
+  });
+
+  it('after our own network changed, tries every relayed peer at once', () => {
+    const t = setup({ candidates: [CAND] });
+    failRounds(t, 4);
+    expect(t.pm.info(KEY)?.mode).toBe('relay');
+    expect(t.pm.retryAll(t.at())).toBe(true);
+    expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: CAND });
+  });
+});
+
 describe('path selection for a peer the relay does not reach (a Tailscale client)', () => {
   it('never requests the relay: starts on the first candidate and tries each in turn', () => {
     const { pm, poll } = setup({ viaRelay: false });
@@ -234,6 +305,18 @@ describe('candidates', () => {
     expect(
       orderCandidates(['198.18.0.103:1000', '198.18.0.103:2000', '198.18.13.2:5'], ['198.18.11.2/24']),
     ).toEqual(['198.18.13.2:5']);
+  });
+
+  it('puts the peer’s IPv6 candidates before its IPv4 ones when this host has IPv6', () => {
+    const peer = ['198.18.0.103:1000', '198.18.13.2:5', '[fd00:13::2]:5'];
+    expect(orderCandidates(peer, ['198.18.14.2/24'])).toEqual(peer);
+    expect(orderCandidates(peer, ['198.18.14.2/24'], { ipv6: true })).toEqual([
+      '[fd00:13::2]:5',
+      '198.18.0.103:1000',
+      '198.18.13.2:5',
+    ]);
+    // Same LAN still comes first.
+    expect(orderCandidates(peer, ['198.18.13.9/24'], { ipv6: true })[0]).toBe('198.18.13.2:5');
   });
 
   it('tells the loopback relay proxy from a direct endpoint', () => {

@@ -64,6 +64,9 @@ export interface PathTiming {
   relaylessTrialMs: number;
 }
 
+/** How often a trial waiting for the relay socket or a first session looks again. */
+const SESSION_WAIT_MS = 100;
+
 /** How long after a trial its candidate, still on the device, is not taken for the peer's roam. */
 const STALE_TRIAL_MS = 1000;
 
@@ -121,6 +124,8 @@ interface PeerState {
   lastPokeAt: number;
   backoff: Backoff;
   prev: WgPeerStatus | null;
+  /** Whether WireGuard has had a session with the peer (over the relay at first). */
+  session: boolean;
   lastRxAt: number;
   /** When something was first sent after the last receipt; null when all answered. */
   unansweredSince: number | null;
@@ -132,6 +137,11 @@ export interface PathManagerOptions {
   relayEndpoint: (key: string) => string | undefined;
   /** Makes WireGuard send a packet to the peer now (a datagram into the tunnel). */
   poke: (key: string) => void;
+  /**
+   * Told when a relayed peer's candidates are new (a new peer, or its mapping moved): the caller
+   * asks the peer over the relay to try us now ("call me maybe"), as this node starts its trial.
+   */
+  onNewCandidates?: (key: string) => void;
   random?: () => number;
   /** Told of every mode change, for the log. */
   onTransition?: (
@@ -185,21 +195,78 @@ export class PathManager {
             random: this.opts.random,
           }),
           prev: null,
+          session: false,
           lastRxAt: now,
           unansweredSince: null,
         };
         this.peers.set(p.key, st);
+        if (st.viaRelay && st.candidates.length > 0) this.opts.onNewCandidates?.(st.key);
       } else if (p.candidates.join(' ') !== st.candidates.join(' ')) {
         st.candidates = p.candidates;
         st.trialIndex = -1;
         // New candidates (a peer's mapping moved, or it just learned it): try them soon.
         st.backoff.reset();
         if (st.mode === 'relay') st.nextTrialAt = Math.min(st.nextTrialAt, now + this.timing.firstTrialMs);
+        if (st.viaRelay && st.candidates.length > 0) this.opts.onNewCandidates?.(st.key);
         // A relay-less trial of a candidate the peer no longer lists would only waste its long window.
         const stale = st.mode === 'trying' && !p.candidates.includes(st.trialEndpoint as string);
         if (!st.viaRelay && stale && this.startRound(st, now, 'new candidates')) changed = true;
       }
       if (this.refreshRequest(st)) changed = true;
+    }
+    return changed;
+  }
+
+  /**
+   * The peer asked us over the relay to try it now ("call me maybe"), with its current candidates
+   * (already ordered): it is trying us at this moment, so a relayed peer's trial starts now and
+   * the back-off starts over. `reported` is the list as the peer sent it (before ordering, which
+   * drops mappings that vary by destination). Returns true when a requested endpoint changed.
+   */
+  callMeMaybe(
+    key: string,
+    candidates: string[],
+    now: number,
+    reported: readonly string[] = candidates,
+  ): boolean {
+    const st = this.peers.get(key);
+    if (!st?.viaRelay) return false;
+    // On a direct path to an address the peer no longer reports, the peer has moved (a new network,
+    // its router renumbered): its new address is tried now, as it tries us, rather than after our
+    // packets to the old one go unanswered and a back-off passes.
+    const ip = (e: string) => e.slice(0, e.lastIndexOf(':'));
+    const moved =
+      st.mode === 'direct' &&
+      st.requested !== undefined &&
+      candidates.length > 0 &&
+      !reported.some((e) => ip(e) === ip(st.requested as string));
+    // Its own list first (fresher than the netmap's), then any the netmap adds.
+    const merged = [...new Set([...candidates, ...st.candidates])];
+    if (merged.join(' ') !== st.candidates.join(' ')) {
+      st.candidates = merged;
+      st.trialIndex = -1;
+    }
+    st.backoff.reset();
+    // A trial of another candidate than the caller's best would miss the caller's: start over.
+    const retry =
+      moved ||
+      st.mode === 'relay' ||
+      (st.mode === 'trying' && st.trialIndex >= 0 && st.trialEndpoint !== merged[0]);
+    if (!retry) return false;
+    st.trialIndex = -1;
+    return this.startRound(st, now, moved ? 'the peer moved' : 'the peer called');
+  }
+
+  /**
+   * This node's own network changed (new reflected mappings): whatever failed before may work now,
+   * so every relayed peer is tried again at once instead of after its back-off.
+   */
+  retryAll(now: number): boolean {
+    let changed = false;
+    for (const st of this.peers.values()) {
+      st.backoff.reset();
+      if (st.mode === 'relay' && st.viaRelay && this.startRound(st, now, 'our network changed'))
+        changed = true;
     }
     return changed;
   }
@@ -261,6 +328,7 @@ export class PathManager {
     } else if (txGrew && st.unansweredSince === null) {
       st.unansweredSince = now;
     }
+    if (cur.latestHandshake !== null) st.session = true;
     const endpoint = cur.endpoint;
     const direct = endpoint !== null && !isLoopbackEndpoint(endpoint);
     const stable = direct && prev !== null && prev.endpoint === endpoint;
@@ -289,6 +357,8 @@ export class PathManager {
           st.trialApplied = true;
           st.trialUntil = Math.max(st.trialUntil, now + this.trialWindow(st));
           if (!rxGrew) st.unansweredSince = txGrew ? now : null;
+          // WireGuard sends to the candidate from now: poke at once (the peer is trying us now).
+          this.poke(st, now);
         }
         if (stable && rxGrew) {
           this.setMode(st, 'direct', 'packets arrived on the direct endpoint', endpoint);
@@ -337,8 +407,18 @@ export class PathManager {
   }
 
   private startRound(st: PeerState, now: number, why = 'trial'): boolean {
-    if (st.candidates.length === 0 || (st.viaRelay && this.opts.relayEndpoint(st.key) === undefined)) {
+    if (st.candidates.length === 0) {
       st.nextTrialAt = now + st.backoff.next();
+      return this.refreshRequest(st);
+    }
+    if (st.viaRelay && (this.opts.relayEndpoint(st.key) === undefined || !st.session)) {
+      // The peer's relay socket is still binding, or WireGuard has no session with the peer yet:
+      // a trial now would spend its first handshake on the candidate, and WireGuard sends the next
+      // only 5 s later. Poke (the handshake goes over the relay, in milliseconds) and look again
+      // shortly, without spending a back-off step: the trial's pokes then are data packets, which
+      // leave at once.
+      if (now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
+      st.nextTrialAt = now + SESSION_WAIT_MS;
       return this.refreshRequest(st);
     }
     // One candidate per round, in turn: a round that fails costs at most one short window.

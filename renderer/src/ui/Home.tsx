@@ -175,6 +175,7 @@ function PeerRow({ peer, now }: { peer: BridgePeer; now: number }) {
         <span className="peer-meta muted small">
           {peer.online ? 'Online' : `Offline${seen ? ` · last seen ${seen}` : ''}`}
           {peer.online && path !== 'none' && ` · ${path === 'direct' ? 'Direct' : 'Relayed'}`}
+          {peer.online && path === 'relay' && peer.relayReason && ` (${peer.relayReason})`}
           {` · ${osName(peer.os)}`}
         </span>
       </div>
