@@ -357,14 +357,18 @@ export class MockBackend {
       },
       setPreferences: (patch) => {
         log('setPreferences', patch);
-        const { advertiseExitNode, advertiseRoutes, ...rest } = patch;
+        const { advertiseExitNode, advertiseRoutes, useTailnetDns, ...rest } = patch;
         Object.assign(this.state.prefs, rest);
         const engine = this.state.engine;
-        if (engine?.prefs && (advertiseExitNode !== undefined || advertiseRoutes !== undefined)) {
+        if (
+          engine?.prefs &&
+          (advertiseExitNode !== undefined || advertiseRoutes !== undefined || useTailnetDns !== undefined)
+        ) {
           engine.prefs = {
             ...engine.prefs,
             advertiseExitNode: advertiseExitNode ?? engine.prefs.advertiseExitNode,
             advertiseRoutes: advertiseRoutes ?? engine.prefs.advertiseRoutes,
+            useTailnetDns: useTailnetDns ?? engine.prefs.useTailnetDns,
           };
         }
         this.publish();
