@@ -1,7 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlServer, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
+import { ControlServer, Lab, REPO, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
 
 // Tailnet names end to end on lab hosts: real control, helpers (nftables redirect, resolv.conf) and
 // engines (the resolver). Each host has its own /etc/netns/NS/resolv.conf (bind-mounted over
@@ -24,6 +24,15 @@ const resolvConf = (n: WeftNode) => readFileSync(n.host.resolvConf, 'utf8');
 async function lookup(n: WeftNode, name: string): Promise<string | null> {
   const r = await n.host.exec(['getent', 'ahostsv4', name], { timeoutMs: 10_000 });
   return r.code === 0 ? (r.stdout.split(/\s+/)[0] ?? null) : null;
+}
+
+/** Asks `server`:53 from the node's host with core's query client; the answer's records. */
+async function ask(n: WeftNode, server: string, name: string, tcp: boolean): Promise<string[]> {
+  const module = join(REPO, 'core/dist/dns/query.js');
+  const script = `import(${JSON.stringify(module)}).then(async (m) => { const r = await m.queryDns({ host: ${JSON.stringify(server)}, port: 53 }, ${JSON.stringify(name)}, 'A', { tcp: ${tcp} }); console.log(JSON.stringify(m.describeAnswer(r.answer).records)); })`;
+  const r = await n.host.exec(['node', '-e', script], { timeoutMs: 10_000 });
+  if (r.code !== 0) throw new Error(`query failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as string[];
 }
 
 beforeAll(async () => {
@@ -70,6 +79,9 @@ describe('tailnet names (MagicDNS) on lab hosts', () => {
     expect(status.peers.map((p) => p.dnsName)).toEqual(['b.weft.internal']);
     const query = await nodes.a.weft(['dns', 'query', 'b']);
     expect(query.stdout).toBe(`NOERROR\nb\tA ${bIp}\n`);
+    // Over TCP, and at the IPv6 twin, as a stub resolver asks (the engine's own query client).
+    expect(await ask(nodes.a, '100.100.100.100', 'b.weft.internal', true)).toEqual([`A ${bIp}`]);
+    expect(await ask(nodes.a, 'fd7a:115c:a1e0::53', 'b.weft.internal', false)).toEqual([`A ${bIp}`]);
   });
 
   it('a peer the policy hides does not resolve', async () => {

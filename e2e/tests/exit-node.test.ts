@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { ExitNodeList, type Status } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ControlServer, type Host, Lab, scratchDir, stopTailnet, WeftNode, waitFor } from '../lab/index.js';
-import { installLeakCounter, leakCount, startTcpServer, tcpProbe } from './helper-harness.js';
+import { installLeakCounter, leakCount, startDnsServer, startTcpServer, tcpProbe } from './helper-harness.js';
 
 // Exit nodes and subnet routers end to end: real control, real helpers + wireguard-go, real engines
 // and CLIs on lab hosts. A client uses a subnet router and an exit node once an admin (or the
@@ -31,6 +31,8 @@ let lab: Lab;
 let dir: string;
 let control: ControlServer;
 let gw: Host;
+let web: Host;
+let privHost: Host;
 const nodes: Record<'cl' | 'ex' | 'sr', WeftNode> = {} as never;
 const before: Record<string, string> = {};
 
@@ -63,9 +65,9 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     await ex.must(['ip', 'address', 'add', `${EXIT.inet6}/64`, 'dev', 'eth1']);
     const sr = await lab.addHost('sr', { segment: wan, address: `${SUBNET.wan}/24`, gateway: '198.18.30.1' });
     await lab.attach(sr.ns, priv, 'eth1', `${SUBNET.priv}/24`);
-    const web = await lab.addHost('web', { segment: inet, address: `${WEB}/24` });
+    web = await lab.addHost('web', { segment: inet, address: `${WEB}/24` });
     await web.must(['ip', 'address', 'add', `${WEB6}/64`, 'dev', 'eth0']);
-    const privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
+    privHost = await lab.addHost('pv', { segment: priv, address: `${PRIV}/24` });
     // The leak detector: every packet from the client's own address to the web host, seen by its router.
     await installLeakCounter(gw, CLIENT_LAN, WEB);
     await startTcpServer(web, [80]);
@@ -195,6 +197,34 @@ describe('exit nodes and subnet routers (real control, engines, helpers, wiregua
     const rules = await client.must(['ip', 'rule', 'show']);
     expect(rules).toContain(`to ${CONTROL} lookup main`);
     expect(await weft(nodes.cl, ['status'])).toMatch(/Exit node: ex/);
+  });
+
+  it('tailnet DNS: a split domain reaches the private resolver through the subnet router; other names reach the internet resolver only through the exit node', async () => {
+    const corp = await startDnsServer(privHost, { 'wiki.corp.example': PRIV });
+    const internet = await startDnsServer(web, { 'www.example.com': WEB });
+    await control.cli(['dns', 'set', '--nameservers', WEB, '--split-dns', `corp.example=${PRIV}`]);
+    const baseline = await leakCount(gw);
+    const lookup = async (name: string) => {
+      const r = await client.exec(['getent', 'ahostsv4', name], { timeoutMs: 10_000 });
+      return r.code === 0 ? r.stdout.split(/\s+/)[0] : null;
+    };
+    await waitFor(
+      'the split domain answers',
+      async () => (await lookup('wiki.corp.example')) === PRIV,
+      10_000,
+    );
+    await waitFor('the internet name answers', async () => (await lookup('www.example.com')) === WEB, 10_000);
+    // Each resolver was asked through the tunnel: by the subnet router and by the exit node (both
+    // masquerade), never by the client's own address; the client's router saw nothing go to the web host.
+    expect(
+      corp()
+        .filter((q) => q.name === 'wiki.corp.example')
+        .map((q) => q.from),
+    ).toContain(SUBNET.priv);
+    expect(new Set(internet().map((q) => q.from))).toEqual(new Set([EXIT.inet]));
+    expect(corp().some((q) => q.name === 'www.example.com')).toBe(false);
+    expect(await leakCount(gw)).toBe(baseline);
+    await control.cli(['dns', 'set', '--nameservers', '', '--split-dns', '']);
   });
 
   it('allow-LAN off: the LAN is out of reach; on: it is reachable', async () => {

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
 import { afterAll, beforeAll } from 'vitest';
-import { BIN, type Host, Lab, removeScratch, scratchDir, waitFor } from '../lab/index.js';
+import { BIN, type Host, Lab, REPO, removeScratch, scratchDir, waitFor } from '../lab/index.js';
 
 // What the weft-helper network tests share: the helper as root runs it inside a lab host, a client
 // speaking the helper's protocol exactly as the engine does, and WireGuard key pairs.
@@ -302,4 +302,27 @@ export async function connectUntilOpen(
   const r = await host.exec(['node', '-e', script], { timeoutMs: totalMs + 7000 });
   const m = /^open (\d+)$/.exec(r.stdout.trim());
   return m ? Number(m[1]) : null;
+}
+
+/**
+ * A DNS server on port 53 of the host (core/src/bench/dns-upstream.ts: A records from `records`,
+ * NXDOMAIN otherwise); returns the questions it has been asked so far, with the asker's address.
+ */
+export async function startDnsServer(
+  host: Host,
+  records: Record<string, string>,
+): Promise<() => { name: string; from: string }[]> {
+  const module = join(REPO, 'core/dist/bench/dns-upstream.js');
+  const script = `import(${JSON.stringify(module)}).then((m) => m.startTestUpstream(${JSON.stringify(records)}, '0.0.0.0', 53, (q) => console.log(JSON.stringify(q)))).then(() => console.log('ready'));`;
+  const child = host.spawn(['node', '-e', script]);
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += String(d);
+  });
+  await waitFor('the DNS server', async () => out.includes('ready\n'));
+  return () =>
+    out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { name: string; from: string });
 }

@@ -75,7 +75,19 @@ async function up(t: TestControl, c: Client, hostname: string, key: string) {
   // Without a relay `up` waits for one; the login is done once the state leaves NeedsLogin.
   const child = spawn(
     TAILSCALE,
-    ['--socket', c.socket, 'up', '--login-server', t.control.url, '--authkey', key, '--hostname', hostname],
+    // --accept-dns=false: control sends DNSConfig now, and this machine's resolver is not the test's.
+    [
+      '--socket',
+      c.socket,
+      'up',
+      '--login-server',
+      t.control.url,
+      '--authkey',
+      key,
+      '--hostname',
+      hostname,
+      '--accept-dns=false',
+    ],
     { stdio: 'ignore' },
   );
   children.push(child);
@@ -145,7 +157,16 @@ describe.skipIf(!have)('the real Tailscale client (v1.102.5) against Weft contro
       );
       const upCmd = spawn(
         TAILSCALE,
-        ['--socket', c.socket, 'up', '--login-server', controlUrl, '--hostname', 'real-i'],
+        [
+          '--socket',
+          c.socket,
+          'up',
+          '--login-server',
+          controlUrl,
+          '--hostname',
+          'real-i',
+          '--accept-dns=false',
+        ],
         {
           stdio: ['ignore', 'pipe', 'pipe'],
         },

@@ -8,7 +8,8 @@ import dnsPacket, { type Answer } from 'dns-packet';
 
 export interface TestUpstream {
   port: number;
-  queries: { name: string; transport: 'udp' | 'tcp' }[];
+  /** Every question asked: the name, the transport and the asker's address. */
+  queries: { name: string; transport: 'udp' | 'tcp'; from: string }[];
   close(): Promise<void>;
 }
 
@@ -50,13 +51,19 @@ export async function startTestUpstream(
   records: Record<string, string>,
   host = '127.0.0.1',
   port = 0,
+  /** Also told every question (a lab host's resolver prints them for the test to read). */
+  onQuery: (q: TestUpstream['queries'][number]) => void = () => {},
 ): Promise<TestUpstream> {
   const queries: TestUpstream['queries'] = [];
+  const record = (q: TestUpstream['queries'][number]) => {
+    queries.push(q);
+    onQuery(q);
+  };
   const udp: Socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
   await new Promise<void>((resolve) => udp.bind(port, host, resolve));
   udp.on('message', (msg, rinfo) => {
     const q = safeName(msg);
-    if (q) queries.push({ name: q, transport: 'udp' });
+    if (q) record({ name: q, transport: 'udp', from: rinfo.address });
     const answer = answerTo(msg, records, 'udp');
     if (answer) udp.send(answer, rinfo.port, rinfo.address);
   });
@@ -70,7 +77,7 @@ export async function startTestUpstream(
         const msg = buffered.subarray(2, 2 + buffered.readUInt16BE(0));
         buffered = buffered.subarray(2 + msg.length);
         const q = safeName(msg);
-        if (q) queries.push({ name: q, transport: 'tcp' });
+        if (q) record({ name: q, transport: 'tcp', from: socket.remoteAddress ?? '' });
         const answer = answerTo(Buffer.from(msg), records, 'tcp');
         if (answer) {
           const prefix = Buffer.alloc(2);

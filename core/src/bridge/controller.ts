@@ -354,13 +354,14 @@ export class AppController {
         return ok;
       },
       setPreferences: async (patch) => {
-        const { advertiseExitNode, advertiseRoutes, ...local } = patch;
-        if (advertiseExitNode !== undefined || advertiseRoutes !== undefined) {
+        const { advertiseExitNode, advertiseRoutes, useTailnetDns, ...local } = patch;
+        if (advertiseExitNode !== undefined || advertiseRoutes !== undefined || useTailnetDns !== undefined) {
           this.engineOrThrow();
           const enginePatch: PrefsPatch = {};
           if (advertiseExitNode !== undefined) enginePatch.advertiseExitNode = advertiseExitNode;
           if (advertiseRoutes !== undefined) enginePatch.advertiseRoutes = advertiseRoutes;
-          await this.engineCall('change what this device advertises', () =>
+          if (useTailnetDns !== undefined) enginePatch.useTailnetDns = useTailnetDns;
+          await this.engineCall('change this device’s settings', () =>
             this.deps.engine.setPrefs(enginePatch),
           );
         }

@@ -1,6 +1,6 @@
 import type { Status } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
-import { formatAgo, formatBytes, formatStatus } from './format.js';
+import { formatAgo, formatBytes, formatDnsStatus, formatStatus } from './format.js';
 
 const now = Date.parse('2025-01-01T12:00:00Z');
 const running: Status = {
@@ -77,5 +77,44 @@ describe('weft status output', () => {
     expect(formatBytes(5 * 1024 * 1024)).toBe('5.0 MiB');
     expect(formatAgo(null, now)).toBe('-');
     expect(formatAgo('2025-01-01T10:00:00Z', now)).toBe('2h ago');
+  });
+});
+
+describe('weft dns status output', () => {
+  it('shows the settings, the resolver, the counters and the names; and tailnet names in weft status', () => {
+    const text = formatDnsStatus({
+      settings: {
+        magicDns: true,
+        baseDomain: 'weft.internal',
+        nameservers: [],
+        splitDns: { 'corp.example': ['198.51.100.53'] },
+        searchDomains: [],
+        extraRecords: [],
+      },
+      useTailnetDns: true,
+      resolver: { addresses: ['100.64.0.1'], port: 40053 },
+      osResolvers: ['198.51.100.1'],
+      records: [{ name: 'laptop.weft.internal', addresses: ['100.64.0.1'] }],
+      stats: { queries: 3, answeredLocally: 2, forwarded: 1, cacheHits: 0, malformed: 0, failed: 0 },
+    });
+    expect(text.split('\n')).toEqual([
+      'Tailnet DNS: on',
+      'MagicDNS: on, names end in .weft.internal',
+      "Nameservers: none set; the OS's own (198.51.100.1)",
+      'Split DNS: corp.example -> 198.51.100.53',
+      'Resolver: 100.100.100.100 (listening on 100.64.0.1 port 40053)',
+      'Queries: 3 (2 answered locally, 1 forwarded, 0 from cache, 0 failed, 0 malformed)',
+      '',
+      expect.stringMatching(/^NAME +ADDRESSES$/),
+      expect.stringMatching(/^laptop\.weft\.internal +100\.64\.0\.1$/),
+    ]);
+    const named: Status = {
+      ...running,
+      self: { ...(running.self as NonNullable<Status['self']>), dnsName: 'laptop.weft.internal' },
+      peers: running.peers.map((p) => ({ ...p, dnsName: `${p.name}.weft.internal` })),
+    };
+    const out = formatStatus(named, now);
+    expect(out).toMatch(/^laptop\.weft\.internal {2}100\.64\.0\.1/);
+    expect(out).toMatch(/\nserver\.weft\.internal +100\.64\.0\.2 /);
   });
 });

@@ -141,7 +141,7 @@ describe('the engine resolver', () => {
     expect(await ask('build-box.weft.internal')).toMatchObject({ rcode: 'NXDOMAIN' });
     resolver.setNames(TailnetNames.of(netmap({ magicDns: false })));
     expect(await ask('build-box.weft.internal')).toMatchObject({ records: ['A 198.51.100.99'] });
-    expect(up.queries).toEqual([{ name: 'build-box.weft.internal', transport: 'udp' }]);
+    expect(up.queries).toEqual([{ name: 'build-box.weft.internal', transport: 'udp', from: '127.0.0.1' }]);
   });
 
   it('forwards split domains to their resolvers, the rest to the nameservers, else the OS resolvers; caches', async () => {

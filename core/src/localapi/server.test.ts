@@ -37,6 +37,11 @@ class StubBackend implements LocalBackend {
   async logout() {
     throw new Error('boom');
   }
+  queries: { name: string; type: string }[] = [];
+  async dnsQuery(req: { name: string; type: string }) {
+    this.queries.push(req);
+    return { name: req.name, type: req.type, rcode: 'NOERROR', records: ['A 100.64.0.2'] };
+  }
   watch(listener: (e: WatchEvent) => void) {
     this.listeners.push(listener);
     listener({ initial: true, status: stopped });
@@ -205,6 +210,26 @@ describe('LocalAPI', () => {
     await other.listen(sock2);
     await expect(new LocalApiClient(sock2).reapply()).rejects.toMatchObject({ httpStatus: 404 });
     await other.close();
+  });
+
+  it('answers dns queries with a valid name and type; refuses others with 400 before the engine', async () => {
+    const client = new LocalApiClient(socket);
+    expect(await client.dnsQuery({ name: 'Build-Box.weft.internal.', type: 'A' })).toEqual({
+      name: 'build-box.weft.internal',
+      type: 'A',
+      rcode: 'NOERROR',
+      records: ['A 100.64.0.2'],
+    });
+    for (const body of [
+      { name: 'bad_name', type: 'A' },
+      { name: 'x', type: 'AXFR' },
+      { name: 'a'.repeat(300), type: 'A' },
+    ]) {
+      expect((await raw('POST', `${LOCALAPI_PREFIX}/dns/query`, JSON.stringify(body))).status).toBe(400);
+    }
+    expect(backend.queries).toEqual([{ name: 'build-box.weft.internal', type: 'A' }]);
+    // A backend without DNS answers 404.
+    expect((await raw('GET', `${LOCALAPI_PREFIX}/dns`)).status).toBe(404);
   });
 
   it('tells the CLI plainly when weftd is not running', async () => {

@@ -65,6 +65,8 @@ export type UserInfo = z.infer<typeof UserInfo>;
 export const BridgeSelf = z.strictObject({
   id: z.string(),
   name: z.string(),
+  /** NAME.BASE-DOMAIN while MagicDNS is on. */
+  dnsName: z.string().optional(),
   addresses: z.array(z.string()),
   os: z.string().optional(),
   /** ISO time the node key expires; null when expiry is disabled. */
@@ -155,11 +157,11 @@ export type View = z.infer<typeof View>;
 const NoInput = z.strictObject({});
 const Ack = z.strictObject({ ok: z.literal(true) });
 
-/** The Settings screen's changes: the app's own settings, and what the engine advertises. */
+/** The Settings screen's changes: the app's own settings, what the engine advertises, tailnet DNS. */
 export const PreferencesPatch = Preferences.pick({ launchAtLogin: true, notifications: true, theme: true })
   .extend({ controlUrl: ControlUrl })
   .partial()
-  .extend(PrefsPatch.pick({ advertiseExitNode: true, advertiseRoutes: true }).shape);
+  .extend(PrefsPatch.pick({ advertiseExitNode: true, advertiseRoutes: true, useTailnetDns: true }).shape);
 export type PreferencesPatch = z.infer<typeof PreferencesPatch>;
 
 export const bridgeCalls = {

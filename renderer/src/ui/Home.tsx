@@ -76,6 +76,12 @@ export function Home({ app }: { app: AppState }) {
           {statusText(app)}
         </p>
         <ul className="addresses" aria-label="Addresses of this device">
+          {self?.dnsName && (
+            <li>
+              <span className="mono">{self.dnsName}</span>
+              <CopyButton text={self.dnsName} label={`Copy ${self.dnsName}`} />
+            </li>
+          )}
           {(self?.addresses ?? []).map((a) => {
             const bare = a.replace(/\/\d+$/, '');
             return (
@@ -169,7 +175,7 @@ function PeerRow({ peer, now }: { peer: BridgePeer; now: number }) {
       <div className="peer-main">
         <span className="peer-name">
           <span className={`dot ${peer.online ? 'online' : 'offline'}`} aria-hidden="true" />
-          {peer.name}
+          {peer.dnsName ?? peer.name}
           {peer.exitNodeOption && <span className="badge">exit node</span>}
         </span>
         <span className="peer-meta muted small">
@@ -182,6 +188,9 @@ function PeerRow({ peer, now }: { peer: BridgePeer; now: number }) {
       {addr && (
         <div className="peer-addr">
           <span className="mono small">{addr}</span>
+          {peer.dnsName && (
+            <CopyButton text={peer.dnsName} label={`Copy name of ${peer.name} (${peer.dnsName})`} />
+          )}
           <CopyButton text={addr} label={`Copy address of ${peer.name} (${addr})`} />
         </div>
       )}

@@ -10,6 +10,7 @@ export function Settings({ app }: { app: AppState }) {
   const prefs = app.prefs;
   const advertiseExitNode = engine?.prefs?.advertiseExitNode ?? PREFS_DEFAULTS.advertiseExitNode;
   const advertiseRoutes = engine?.prefs?.advertiseRoutes ?? PREFS_DEFAULTS.advertiseRoutes;
+  const useTailnetDns = engine?.prefs?.useTailnetDns ?? PREFS_DEFAULTS.useTailnetDns;
   const signedIn = engine?.backendState !== 'NeedsLogin' && engine?.self != null;
   const themeName = useId();
 
@@ -56,6 +57,12 @@ export function Settings({ app }: { app: AppState }) {
           onChange={(next) => run('setPreferences', { advertiseExitNode: next })}
         />
         <RoutesField key={advertiseRoutes.join(',')} routes={advertiseRoutes} />
+        <Switch
+          label="Use tailnet DNS"
+          description="Reach devices by name, and use the tailnet's DNS servers. Off leaves this computer's DNS alone."
+          checked={useTailnetDns}
+          onChange={(next) => run('setPreferences', { useTailnetDns: next })}
+        />
       </section>
 
       <section className="card" aria-labelledby="app-title">
