@@ -36,6 +36,9 @@ export function demoPeers(now: number): BridgePeer[] {
       lastSeen: iso(now),
       endpoint: '127.0.0.1:40001',
       lastHandshake: iso(now - 40_000),
+      path: 'relay',
+      relayRegion: 'home',
+      relayReason: 'peer’s NAT maps per destination',
       latencyMs: 41,
     },
     {
@@ -130,6 +133,6 @@ export function demoEngine(now: number): EngineStatus {
     exitNode: null,
     recommendedExitNodeId: null,
     user: { loginName: 'alice@example.com', displayName: 'Alice Example' },
-    prefs: { exitNodeAllowLan: false, advertiseExitNode: false, advertiseRoutes: [] },
+    prefs: { exitNodeAllowLan: false, advertiseExitNode: false, advertiseRoutes: [], useTailnetDns: true },
   };
 }
