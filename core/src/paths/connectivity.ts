@@ -117,6 +117,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       // soon as the WebSocket does.
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
+      selfKey: opts.nodeKey,
       onNewCandidates: (key) => {
         if (this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.online) this.callMeMaybe(key);
       },

@@ -234,6 +234,29 @@ describe('call me maybe', () => {
     expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.202:41641' });
   });
 
+  it('before a first session, only the peer with the lower key pokes for it (no crossed handshakes)', () => {
+    const pokesBy = (selfKey: string) => {
+      let pokes = 0;
+      const pm = new PathManager({ relayEndpoint: () => RELAY, poke: () => pokes++, selfKey });
+      pm.setPeers([{ key: KEY, candidates: [CAND] }], 0);
+      for (let now = 0; now <= 2000; now += 100) {
+        const wg: WgPeerStatus = {
+          publicKey: KEY,
+          endpoint: RELAY,
+          allowedIPs: [],
+          latestHandshake: null,
+          rxBytes: 0,
+          txBytes: 0,
+        };
+        pm.observe([wg], now);
+      }
+      expect(pm.info(KEY)?.mode).toBe('relay');
+      return pokes;
+    };
+    expect(pokesBy(`${'0'.repeat(43)}=`)).toBeGreaterThan(0);
+    expect(pokesBy(`${'b'.repeat(43)}=`)).toBe(0);
+  });
+
   it('after our own network changed, tries every relayed peer at once', () => {
     const t = setup({ candidates: [CAND] });
     failRounds(t, 4);
