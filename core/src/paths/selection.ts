@@ -148,6 +148,11 @@ export interface PathManagerOptions {
    * asks the peer over the relay to try us now ("call me maybe"), as this node starts its trial.
    */
   onNewCandidates?: (key: string) => void;
+  /**
+   * Told when a relayed peer's trial starts and ends: meanwhile the caller holds back what the
+   * relay delivers from it (see RelayProxy.hold), so WireGuard stays on the candidate.
+   */
+  onTrial?: (key: string, trying: boolean) => void;
   random?: () => number;
   /** Told of every mode change, for the log. */
   onTransition?: (
@@ -178,7 +183,11 @@ export class PathManager {
   setPeers(peers: PathPeer[], now: number): boolean {
     let changed = false;
     const keep = new Set(peers.map((p) => p.key));
-    for (const key of this.peers.keys()) if (!keep.has(key)) this.peers.delete(key);
+    for (const [key, st] of this.peers) {
+      if (keep.has(key)) continue;
+      if (st.mode === 'trying' && st.viaRelay) this.opts.onTrial?.(key, false);
+      this.peers.delete(key);
+    }
     for (const p of peers) {
       let st = this.peers.get(p.key);
       if (!st) {
@@ -399,6 +408,8 @@ export class PathManager {
 
   private setMode(st: PeerState, mode: PathMode, why: string, endpoint?: string): void {
     if (st.mode !== mode) this.opts.onTransition?.(st.key, st.mode, mode, why, endpoint);
+    if (st.viaRelay && (st.mode === 'trying') !== (mode === 'trying'))
+      this.opts.onTrial?.(st.key, mode === 'trying');
     st.mode = mode;
   }
 
