@@ -117,6 +117,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       // soon as the WebSocket does.
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
+      selfKey: opts.nodeKey,
+      onTrial: (key, trying) => this.proxy.hold(key, trying),
       onNewCandidates: (key) => {
         if (this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.online) this.callMeMaybe(key);
       },
@@ -168,7 +170,11 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
    * relayed peer is tried at once and asked to try us, instead of waiting out a back-off.
    */
   private candidatesChanged(): void {
-    const candidates = this.candidates().join(' ');
+    // What peers can use: mappings that vary by destination (they do after every relay reconnect
+    // behind an endpoint-dependent NAT) are no change worth a trial, which holds relayed packets.
+    const usable = this.candidates();
+    const varying = perDestinationAddresses(usable);
+    const candidates = usable.filter((e) => !varying.has(e.slice(0, e.lastIndexOf(':')))).join(' ');
     if (candidates === this.askedWith || this.reflectedEndpoints().length === 0) return;
     this.askedWith = candidates;
     for (const p of this.opts.netmap()?.peers ?? [])

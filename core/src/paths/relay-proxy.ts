@@ -27,6 +27,8 @@ interface PeerSocket {
 
 export class RelayProxy extends EventEmitter<RelayProxyEvents> {
   private readonly sockets = new Map<string, PeerSocket>();
+  /** Peers whose relayed packets are held back: a direct candidate of theirs is being tried. */
+  private readonly held = new Set<string>();
   private wgPort = 0;
   /** Packets dropped since start (relay down or congested), for status and tests. */
   dropped = 0;
@@ -49,6 +51,7 @@ export class RelayProxy extends EventEmitter<RelayProxyEvents> {
     for (const [key, ps] of this.sockets) {
       if (want.has(key)) continue;
       this.sockets.delete(key);
+      this.held.delete(key);
       ps.socket.close();
       changed = true;
     }
@@ -62,10 +65,20 @@ export class RelayProxy extends EventEmitter<RelayProxyEvents> {
     return port ? `127.0.0.1:${port}` : undefined;
   }
 
+  /**
+   * Holds back (drops) what the relay delivers from `key` while a direct candidate of the peer is
+   * tried: WireGuard roams to wherever the last packet came from, so a relayed packet would move
+   * the peer back to the relay before the candidate could carry anything.
+   */
+  hold(key: string, on: boolean): void {
+    if (on) this.held.add(key);
+    else this.held.delete(key);
+  }
+
   /** A packet the relay delivered from node key `source`. */
   deliver(source: string, packet: Uint8Array): void {
     const ps = this.sockets.get(source);
-    if (!ps || ps.port === null || this.wgPort === 0) {
+    if (!ps || ps.port === null || this.wgPort === 0 || this.held.has(source)) {
       this.dropped++;
       return;
     }

@@ -129,6 +129,15 @@ describe('loopback relay proxy', () => {
     await waitUntil('A receives', () => wa.got.length > 0);
     expect(wa.got[0]).toEqual({ data: 'response from b', from: Number(toB.split(':')[1]) });
 
+    // While B's candidate is tried, what the relay delivers from B is held back, then flows again.
+    pa.hold(kb.publicKey, true);
+    wb.socket.send('held', fromA, '127.0.0.1');
+    await waitUntil('the held one dropped', () => pa.dropped > 0);
+    pa.hold(kb.publicKey, false);
+    wb.socket.send('after the trial', fromA, '127.0.0.1');
+    await waitUntil('A receives again', () => wa.got.length > 1);
+    expect(wa.got.map((g) => g.data)).toEqual(['response from b', 'after the trial']);
+
     // Only our own WireGuard port may send through the proxy.
     const stranger = await fakeWireGuard();
     stranger.socket.send('injected', Number(toB.split(':')[1]), '127.0.0.1');

@@ -234,6 +234,64 @@ describe('call me maybe', () => {
     expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.202:41641' });
   });
 
+  it('tells when a relayed peer’s trial starts and ends (its relayed packets are held meanwhile)', () => {
+    const trials: boolean[] = [];
+    let now = 0;
+    const pm = new PathManager({
+      relayEndpoint: () => RELAY,
+      poke: () => {},
+      onTrial: (_key, trying) => trials.push(trying),
+    });
+    pm.setPeers([{ key: KEY, candidates: [CAND] }], now);
+    const wg = (endpoint: string, rx: number): WgPeerStatus => ({
+      publicKey: KEY,
+      endpoint,
+      allowedIPs: [],
+      latestHandshake: 1,
+      rxBytes: rx,
+      txBytes: 0,
+    });
+    pm.observe([wg(RELAY, 0)], now);
+    now += 400;
+    pm.observe([wg(RELAY, 0)], now);
+    expect(trials).toEqual([true]);
+    while (pm.info(KEY)?.mode === 'trying' && now < 10_000) {
+      now += 400;
+      pm.observe([wg(RELAY, 0)], now);
+    }
+    expect(trials).toEqual([true, false]);
+    // A peer that leaves mid-trial is released too.
+    while (pm.info(KEY)?.mode !== 'trying' && now < 60_000) {
+      now += 400;
+      pm.observe([wg(RELAY, 0)], now);
+    }
+    pm.setPeers([], now);
+    expect(trials).toEqual([true, false, true, false]);
+  });
+
+  it('before a first session, only the peer with the lower key pokes for it (no crossed handshakes)', () => {
+    const pokesBy = (selfKey: string) => {
+      let pokes = 0;
+      const pm = new PathManager({ relayEndpoint: () => RELAY, poke: () => pokes++, selfKey });
+      pm.setPeers([{ key: KEY, candidates: [CAND] }], 0);
+      for (let now = 0; now <= 2000; now += 100) {
+        const wg: WgPeerStatus = {
+          publicKey: KEY,
+          endpoint: RELAY,
+          allowedIPs: [],
+          latestHandshake: null,
+          rxBytes: 0,
+          txBytes: 0,
+        };
+        pm.observe([wg], now);
+      }
+      expect(pm.info(KEY)?.mode).toBe('relay');
+      return pokes;
+    };
+    expect(pokesBy(`${'0'.repeat(43)}=`)).toBeGreaterThan(0);
+    expect(pokesBy(`${'b'.repeat(43)}=`)).toBe(0);
+  });
+
   it('after our own network changed, tries every relayed peer at once', () => {
     const t = setup({ candidates: [CAND] });
     failRounds(t, 4);

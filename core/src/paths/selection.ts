@@ -138,10 +138,21 @@ export interface PathManagerOptions {
   /** Makes WireGuard send a packet to the peer now (a datagram into the tunnel). */
   poke: (key: string) => void;
   /**
+   * This node's key: of two peers waiting for a first session, only the one with the lower key
+   * pokes for it. Both handshaking at once (a call makes them act together) leaves each holding
+   * the other's initiation and dropping the answer to its own, until WireGuard retries 5 s later.
+   */
+  selfKey?: string;
+  /**
    * Told when a relayed peer's candidates are new (a new peer, or its mapping moved): the caller
    * asks the peer over the relay to try us now ("call me maybe"), as this node starts its trial.
    */
   onNewCandidates?: (key: string) => void;
+  /**
+   * Told when a relayed peer's trial starts and ends: meanwhile the caller holds back what the
+   * relay delivers from it (see RelayProxy.hold), so WireGuard stays on the candidate.
+   */
+  onTrial?: (key: string, trying: boolean) => void;
   random?: () => number;
   /** Told of every mode change, for the log. */
   onTransition?: (
@@ -172,7 +183,11 @@ export class PathManager {
   setPeers(peers: PathPeer[], now: number): boolean {
     let changed = false;
     const keep = new Set(peers.map((p) => p.key));
-    for (const key of this.peers.keys()) if (!keep.has(key)) this.peers.delete(key);
+    for (const [key, st] of this.peers) {
+      if (keep.has(key)) continue;
+      if (st.mode === 'trying' && st.viaRelay) this.opts.onTrial?.(key, false);
+      this.peers.delete(key);
+    }
     for (const p of peers) {
       let st = this.peers.get(p.key);
       if (!st) {
@@ -393,6 +408,8 @@ export class PathManager {
 
   private setMode(st: PeerState, mode: PathMode, why: string, endpoint?: string): void {
     if (st.mode !== mode) this.opts.onTransition?.(st.key, st.mode, mode, why, endpoint);
+    if (st.viaRelay && (st.mode === 'trying') !== (mode === 'trying'))
+      this.opts.onTrial?.(st.key, mode === 'trying');
     st.mode = mode;
   }
 
@@ -414,10 +431,11 @@ export class PathManager {
     if (st.viaRelay && (this.opts.relayEndpoint(st.key) === undefined || !st.session)) {
       // The peer's relay socket is still binding, or WireGuard has no session with the peer yet:
       // a trial now would spend its first handshake on the candidate, and WireGuard sends the next
-      // only 5 s later. Poke (the handshake goes over the relay, in milliseconds) and look again
-      // shortly, without spending a back-off step: the trial's pokes then are data packets, which
-      // leave at once.
-      if (now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
+      // only 5 s later. Poke (the handshake goes over the relay, in milliseconds; one side only, see
+      // selfKey) and look again shortly, without spending a back-off step: the trial's pokes then
+      // are data packets, which leave at once.
+      const initiator = this.opts.selfKey === undefined || this.opts.selfKey < st.key;
+      if (initiator && now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
       st.nextTrialAt = now + SESSION_WAIT_MS;
       return this.refreshRequest(st);
     }
