@@ -30,6 +30,8 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
   private listening: Listening | null = null;
   private namesKey = '';
   private busy: Promise<void> = Promise.resolve();
+  /** The user's "use tailnet DNS", as last synced (for status). */
+  private useTailnetDns = false;
 
   constructor(
     private readonly log: Logger,
@@ -39,8 +41,18 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
     this.resolver = new Resolver({ osResolvers: () => this.osResolvers() });
   }
 
-  /** A new netmap: its names answer from now on (the cache is kept unless the names changed). */
-  netmapChanged(netmap: NetMap | null): void {
+  /**
+   * Follows the engine: the netmap's names answer from now on, and the resolver listens on the
+   * node's tunnel addresses while `up` (the tunnel running and tailnet DNS wanted), else stops.
+   */
+  sync(netmap: NetMap | null, up: boolean, useTailnetDns: boolean): Promise<void> {
+    this.useTailnetDns = useTailnetDns;
+    this.netmapChanged(netmap);
+    return this.update(up && netmap?.dns !== undefined ? netmap.self.addresses : null);
+  }
+
+  /** The cache is kept unless the names changed. */
+  private netmapChanged(netmap: NetMap | null): void {
     const names = netmap ? TailnetNames.of(netmap) : null;
     const key = names ? JSON.stringify([names.settings, names.records()]) : '';
     if (key === this.namesKey) return;
@@ -52,7 +64,7 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
    * Listens on `addresses` (the tunnel's, once the helper has them) or stops (`null`: DNS off or
    * the tunnel down). Emits `change` when where it listens changed.
    */
-  update(addresses: readonly string[] | null): Promise<void> {
+  private update(addresses: readonly string[] | null): Promise<void> {
     this.busy = this.busy
       .then(() => this.converge(addresses))
       .catch((err) => {
@@ -113,11 +125,11 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
     };
   }
 
-  status(useTailnetDns: boolean): DnsStatus {
+  status(): DnsStatus {
     const listening = this.listening;
     return {
       settings: this.resolver.settings,
-      useTailnetDns,
+      useTailnetDns: this.useTailnetDns,
       resolver: listening ? { addresses: listening.addresses, port: listening.port } : null,
       osResolvers: [...this.osResolvers()],
       records: this.resolver.records().map((r) => ({ name: r.fqdn, addresses: [...r.v4, ...r.v6] })),
@@ -126,12 +138,12 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
   }
 
   /** One question answered by the resolver in-process (`weft dns query`), as the OS would get it. */
-  async query(name: string, type: RecordType): Promise<DnsQueryResult> {
+  async query({ name, type }: { name: string; type: DnsQueryResult['type'] }): Promise<DnsQueryResult> {
     const wire = dnsPacket.encode({
       type: 'query',
       id: 1,
       flags: dnsPacket.RECURSION_DESIRED,
-      questions: [{ type, name }],
+      questions: [{ type: type as RecordType, name }],
     });
     const answer = await this.resolver.handle(wire, 'tcp');
     if (answer === null) throw new Error('the resolver gave no answer');

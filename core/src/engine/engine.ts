@@ -2,8 +2,6 @@ import { EventEmitter } from 'node:events';
 import {
   applyStreamMessage,
   type BackendState,
-  type DnsQueryResult,
-  type DnsStatus,
   type ExitNodeList,
   type NetcheckReport,
   type NetMap,
@@ -14,7 +12,6 @@ import {
   type StreamServerMessage,
   type UpRequest,
 } from '@weft/protocol';
-import type { RecordType } from 'dns-packet';
 import { normalizeControlUrl } from '../control-client/client.js';
 import { defaultHostname } from '../control-client/hostname.js';
 import { ControlMachine } from '../control-client/machine.js';
@@ -60,8 +57,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly netmapCache: NetmapCache;
   private readonly watchers: StatusWatch;
   private readonly timing: EngineTiming;
-  /** The tailnet resolver (MagicDNS, split DNS) and whether the OS is pointed at it. */
-  private readonly dns: DnsSession;
+  /** The tailnet resolver (MagicDNS, split DNS) and whether the OS is pointed at it (`weft dns`). */
+  readonly dns: DnsSession;
 
   constructor(private readonly opts: EngineOptions) {
     super();
@@ -98,7 +95,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.prefs = await store.loadPrefs();
     await this.control.load();
     if (this.control.login) this.netmap = await this.netmapCache.load();
-    this.dns.netmapChanged(this.netmap);
+    this.syncDns();
     this.tunnel.start();
     this.reconcile();
     if (this.control.login && this.prefs.wantRunning) this.startSession();
@@ -250,7 +247,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async forgetLogin(notice: string | null): Promise<void> {
     await this.stopSession();
     this.netmap = null;
-    this.dns.netmapChanged(null);
+    this.syncDns();
     this.tunnel.iface = null;
     await this.control.forget();
     await this.netmapCache.delete();
@@ -284,23 +281,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     return { op: 'apply', state: this.prefs.useTailnetDns ? this.dns.withDns(state, netmap) : state };
   }
 
-  /** The resolver listens on the tunnel addresses while the tunnel is up and tailnet DNS is wanted. */
+  /** The resolver follows the netmap, and listens while Running with tailnet DNS wanted. */
   private syncDns(): void {
-    const netmap = this.netmap;
     // Before start() the prefs are not loaded: nothing is wanted yet.
-    const wanted =
-      this.prefs?.useTailnetDns && netmap?.dns !== undefined && this.backendState() === 'Running';
-    void this.dns.update(wanted && netmap ? netmap.self.addresses : null);
-  }
-
-  /** `weft dns status`. */
-  dnsStatus(): DnsStatus {
-    return this.dns.status(this.prefs.useTailnetDns);
-  }
-
-  /** `weft dns query NAME`: answered by the engine's resolver as the OS would be answered. */
-  dnsQuery(req: { name: string; type: DnsQueryResult['type'] }): Promise<DnsQueryResult> {
-    return this.dns.query(req.name, req.type as RecordType);
+    const wanted = this.prefs?.useTailnetDns === true;
+    void this.dns.sync(this.netmap, wanted && this.backendState() === 'Running', wanted);
   }
 
   // --- control and paths ------------------------------------------------------------------------
@@ -372,7 +357,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
     if (this.netmap) this.netmapCache.save(this.netmap);
-    this.dns.netmapChanged(this.netmap);
     this.syncDns();
     this.paths.netmapChanged();
     this.reconcile();

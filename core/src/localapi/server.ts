@@ -42,10 +42,11 @@ export interface LocalBackend {
   setPrefs?(patch: PrefsPatch): Promise<void>;
   /** The exit nodes on offer with latencies measured now; a backend without it answers 404. */
   exitNodes?(): Promise<ExitNodeList>;
-  /** The tailnet DNS as this node uses it; a backend without it answers 404. */
-  dnsStatus?(): DnsStatus;
-  /** One question to the engine's resolver; a backend without it answers 404. */
-  dnsQuery?(req: z.output<typeof DnsQueryRequest>): Promise<DnsQueryResult>;
+  /** The tailnet resolver (`weft dns status|query`); a backend without it answers 404. */
+  dns?: {
+    status(): DnsStatus;
+    query(req: z.output<typeof DnsQueryRequest>): Promise<DnsQueryResult>;
+  };
   /** Sends the helper the whole desired state again (after it restarted); a backend without it answers 404. */
   reapply?(): Promise<void>;
 }
@@ -148,15 +149,15 @@ export class LocalApiServer {
       },
       '/dns': {
         GET: async (_req, res) => {
-          if (!backend.dnsStatus) throw new HttpError('not-found', 'tailnet DNS is not supported here');
-          sendJson(res, 200, backend.dnsStatus());
+          if (!backend.dns) throw new HttpError('not-found', 'tailnet DNS is not supported here');
+          sendJson(res, 200, backend.dns.status());
         },
       },
       '/dns/query': {
         POST: async (req, res) => {
           const query = await readBody(req, DnsQueryRequest);
-          if (!backend.dnsQuery) throw new HttpError('not-found', 'tailnet DNS is not supported here');
-          sendJson(res, 200, await backend.dnsQuery(query));
+          if (!backend.dns) throw new HttpError('not-found', 'tailnet DNS is not supported here');
+          sendJson(res, 200, await backend.dns.query(query));
         },
       },
       '/exit-nodes': {
