@@ -65,6 +65,8 @@ Try, in another terminal (as root):
   ${weft(laptop)} status
   ${weft(laptop)} status --json
   ip netns exec ${laptop.host.ns} ping -c 3 ${await server.ip4()}
+  ip netns exec ${laptop.host.ns} ping -c 3 server                 # by name: the tailnet's DNS
+  ${weft(laptop)} dns status
   ip netns exec ${laptop.host.ns} wg show ${laptop.iface}
   node ${BIN.control} nodes list --db ${control.db}
   node ${BIN.control} nodes delete phone --db ${control.db}     # gone from the others' maps at once
