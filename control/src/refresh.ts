@@ -14,9 +14,13 @@ export class CoalescingRefresh {
 
   run(): Promise<void> {
     if (this.current === null) {
-      this.current = this.load().finally(() => {
-        this.current = null;
-      });
+      // One event-loop turn first: requests already under way (registrations committing) get in,
+      // so one load serves a burst of them instead of one each; loads cost O(nodes).
+      this.current = new Promise<void>((resolve) => setImmediate(resolve))
+        .then(() => this.load())
+        .finally(() => {
+          this.current = null;
+        });
       return this.current;
     }
     // A load is under way and may have read before the caller's commit: queue one more, shared by

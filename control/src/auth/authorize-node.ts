@@ -52,6 +52,8 @@ export async function authorizeNode(store: Store, deps: AuthorizeDeps, grant: No
     return existing.id;
   }
 
+  // Replicas register at once: one allocation at a time, or they all pick the same lowest address.
+  await store.serializeAllocation();
   const name = uniqueName(grant.hostname, await store.namesLike(grant.hostname, nameStem(grant.hostname)));
   const ipv4 = lowestFreeIPv4(await store.usedIPv4s());
   const id = newId('n');

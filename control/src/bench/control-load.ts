@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -123,7 +123,10 @@ async function startReplica(db: string): Promise<Replica> {
       if (m) {
         logs = '';
         child.stderr?.off('data', onData);
-        child.stderr?.resume(); // keep draining its log
+        // Keep draining its log; kept in a file when WEFT_BENCH_LOG_DIR names a folder.
+        const dir = process.env.WEFT_BENCH_LOG_DIR;
+        if (dir) child.stderr?.pipe(createWriteStream(join(dir, `control-${child.pid}.log`)));
+        else child.stderr?.resume();
         resolve(m[1] as string);
       }
     };
@@ -303,8 +306,9 @@ class Load {
     report(what, times, expect.length);
   }
 
-  allBack(since: number): Promise<number> {
-    return waitFor(() => this.nodes.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
+  /** Waits until every node of `which` (default: all) has had a full map since `since`. */
+  allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
+    return waitFor(() => which.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
   }
 }
 
@@ -479,6 +483,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
 
     // A restart (one replica: stop and start again; several: SIGKILL the first, the rest carry on).
+    // With several replicas only the killed one's nodes reconnect; the others must stay as they are.
+    const cut = args.replicas === 1 ? live.nodes : live.nodes.filter((x) => x.prefer === 0);
+    const stayed = live.nodes.filter((x) => !cut.includes(x));
     t = performance.now();
     if (args.replicas === 1) {
       const old = replicas.pop() as Replica;
@@ -488,11 +495,12 @@ async function run(args: Args, mode: Mode): Promise<void> {
     } else {
       const dead = replicas.shift() as Replica;
       dead.child.kill('SIGKILL');
-      for (const node of live.nodes) node.prefer = node.prefer % replicas.length;
+      for (const node of live.nodes) node.prefer = Math.max(0, node.prefer - 1);
     }
-    const backMs = await live.allBack(t);
+    const backMs = await live.allBack(t, cut);
+    const dropped = stayed.filter((x) => x.fullAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
     console.log(
-      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${live.nodes.length} back with a full map in ${(backMs / 1000).toFixed(1)} s`,
+      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? '' : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
     );
     if (args.replicas > 1) {
       // Lost messages: every change made before the kill must be in the maps the nodes got back.

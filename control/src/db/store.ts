@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import { type Kysely, PostgresAdapter, type Selectable, sql, type Transaction } from 'kysely';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
@@ -32,6 +32,8 @@ type NodeRow = Selectable<NodesTable> & {
 };
 
 const json = (value: unknown): string => JSON.stringify(value);
+/** pg_advisory_xact_lock key of name and address allocation. */
+const ALLOCATION_LOCK = 0x77656675;
 const list = (text: string): string[] => JSON.parse(text) as string[];
 
 function toUser(row: Selectable<UsersTable>): UserRecord {
@@ -340,6 +342,16 @@ export class Store {
       .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
       .execute();
     return rows.map((r) => r.name);
+  }
+
+  /**
+   * Within a transaction, waits until no other one allocates names and addresses (PostgreSQL, where
+   * several replicas write at once); SQLite already lets one writer at a time in.
+   */
+  async serializeAllocation(): Promise<void> {
+    if (this.db.getExecutor().adapter instanceof PostgresAdapter) {
+      await sql`select pg_advisory_xact_lock(${ALLOCATION_LOCK})`.execute(this.db);
+    }
   }
 
   async usedIPv4s(): Promise<string[]> {

@@ -77,6 +77,17 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     expect(sa.netmap?.packetFilter).toEqual([]);
   });
 
+  it('registrations at once on two replicas all get their own address', async () => {
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db } });
+    const r2 = await startTestControl({ config: { db } });
+    const key = await r1.key('--reusable');
+    const machines = Array.from({ length: 40 }, (_, i) => new TestMachine(i % 2 === 0 ? r1 : r2));
+    const nodes = await Promise.all(machines.map((m, i) => m.join(`m${i}`, key)));
+    expect(new Set(nodes.map((n) => n.addresses[0])).size).toBe(40);
+    expect(new Set(nodes.map((n) => n.name)).size).toBe(40);
+  });
+
   it('a killed replica loses nothing written and its nodes come back on another', async () => {
     const db = await tempPostgres();
     const r2 = await startTestControl({ config: { db } });
