@@ -109,7 +109,7 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     ]);
   }
   if (exitNode !== undefined) renderKillswitch(exitNode, q, b);
-  if (dns !== undefined) renderDnsRedirect(dns, b);
+  if (dns !== undefined) renderDnsRedirect(dns, q, b);
 
   const body = b.body();
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 32);
@@ -165,10 +165,11 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
 /**
  * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver,
  * which listens unprivileged on a high port of the tunnel address. The redirect is in the output
- * hook: it applies to this machine's own queries only (peers reach the tunnel address and port only
- * where the packet filter lets them).
+ * hook: it applies to this machine's own queries only. The resolver serves this machine alone:
+ * whatever the policy opens, nothing from the tunnel reaches its port (a peer would otherwise learn
+ * the names this node may see, and forward through it).
  */
-function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
+function renderDnsRedirect(dns: DnsConfig, q: string, b: Builder): void {
   const { ipv4, ipv6, port } = dns.resolver;
   const lines: string[] = [];
   for (const proto of ['udp', 'tcp']) {
@@ -177,6 +178,9 @@ function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
       lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 counter dnat ip6 to [${ipv6}]:${port}`);
   }
   b.chain('dns', 'type nat hook output priority -100; policy accept;', lines);
+  b.chain('dnsguard', 'type filter hook input priority filter; policy accept;', [
+    `iifname ${q} meta l4proto { tcp, udp } th dport ${port} counter drop`,
+  ]);
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
