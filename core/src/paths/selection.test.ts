@@ -1,7 +1,7 @@
 import type { WgPeerStatus } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { orderCandidates } from './connectivity.js';
-import { isLoopbackEndpoint, PathManager } from './selection.js';
+import { DEFAULT_PATH_TIMING, isLoopbackEndpoint, PathManager } from './selection.js';
 
 // The path state machine driven with made-up interface readings: what WireGuard would report
 // (endpoint after roaming, byte counters) at each poll, and the endpoint the engine requests.
@@ -206,6 +206,17 @@ describe('call me maybe', () => {
     // The peer (new network) calls with its new mapping: no waiting out the back-off.
     expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9999'], t.at())).toBe(true);
     expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.102:9999' });
+  });
+
+  it('a peer calling again and again gets one trial per trial window', () => {
+    const t = setup({ candidates: [CAND] });
+    failRounds(t, 4);
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9000'], t.at())).toBe(true);
+    failRounds(t, 1);
+    // Right after, another call with other candidates: kept, but no second trial in this window.
+    const now = t.at();
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9001'], now)).toBe(false);
+    expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9002'], now + DEFAULT_PATH_TIMING.trialMs)).toBe(true);
   });
 
   it('ignores a call from a peer it does not know, and leaves a direct path alone', () => {

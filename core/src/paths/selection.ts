@@ -1,5 +1,5 @@
 import type { NodeView, WgPeerStatus } from '@weft/protocol';
-import { parseEndpoint } from '@weft/protocol';
+import { CALL_ME_MAYBE_MAX_CANDIDATES, parseEndpoint } from '@weft/protocol';
 import { Backoff } from '../retry/backoff.js';
 
 /**
@@ -69,6 +69,8 @@ const SESSION_WAIT_MS = 100;
 
 /** How long after a trial its candidate, still on the device, is not taken for the peer's roam. */
 const STALE_TRIAL_MS = 1000;
+/** The most candidates a peer's calls and the netmap may give us for it together. */
+const MAX_CALLED_CANDIDATES = 2 * CALL_ME_MAYBE_MAX_CANDIDATES;
 
 export const DEFAULT_PATH_TIMING: PathTiming = {
   firstTrialMs: 300,
@@ -122,6 +124,8 @@ interface PeerState {
   trialUntil: number;
   nextTrialAt: number;
   lastPokeAt: number;
+  /** When a call last started a trial (see callMeMaybe). */
+  lastCalledTrialAt: number;
   backoff: Backoff;
   prev: WgPeerStatus | null;
   /** Whether WireGuard has had a session with the peer (over the relay at first). */
@@ -204,6 +208,7 @@ export class PathManager {
           trialUntil: 0,
           nextTrialAt: now + this.timing.firstTrialMs,
           lastPokeAt: 0,
+          lastCalledTrialAt: -Infinity,
           backoff: new Backoff({
             baseMs: this.timing.retryBaseMs,
             capMs: this.timing.retryCapMs,
@@ -255,8 +260,9 @@ export class PathManager {
       st.requested !== undefined &&
       candidates.length > 0 &&
       !reported.some((e) => ip(e) === ip(st.requested as string));
-    // Its own list first (fresher than the netmap's), then any the netmap adds.
-    const merged = [...new Set([...candidates, ...st.candidates])];
+    // Its own list first (fresher than the netmap's), then any the netmap adds; bounded, since
+    // calls come one after another from whoever reaches us through the relay.
+    const merged = [...new Set([...candidates, ...st.candidates])].slice(0, MAX_CALLED_CANDIDATES);
     if (merged.join(' ') !== st.candidates.join(' ')) {
       st.candidates = merged;
       st.trialIndex = -1;
@@ -268,6 +274,10 @@ export class PathManager {
       st.mode === 'relay' ||
       (st.mode === 'trying' && st.trialIndex >= 0 && st.trialEndpoint !== merged[0]);
     if (!retry) return false;
+    // At most one called trial per trial window: each holds back the peer's relayed packets, so a
+    // peer calling again and again (flapping, or hostile) must not keep its relayed traffic dark.
+    if (now - st.lastCalledTrialAt < this.timing.trialMs) return false;
+    st.lastCalledTrialAt = now;
     st.trialIndex = -1;
     return this.startRound(st, now, moved ? 'the peer moved' : 'the peer called');
   }
