@@ -186,10 +186,11 @@ export class NetmapHub {
   }
 
   /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */
-  disconnect(session: StreamSession): void {
-    if (this.subscribers.get(session.nodeId)?.session !== session) return;
+  disconnect(session: StreamSession): boolean {
+    if (this.subscribers.get(session.nodeId)?.session !== session) return false;
     this.subscribers.delete(session.nodeId);
     if (this.refreshView(session.nodeId)) this.propagate([session.nodeId], [], []);
+    return true;
   }
 
   /**

@@ -77,6 +77,32 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     expect(sa.netmap?.packetFilter).toEqual([]);
   });
 
+  it('a node that reconnects to its replica stays online on the other (the replaced stream is no disconnect)', async () => {
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db } });
+    const r2 = await startTestControl({ config: { db } });
+    const key = await r1.key('--reusable');
+    const a = new TestMachine(r1);
+    const b = new TestMachine(r2);
+    await a.join('a', key);
+    await b.join('b', key);
+    const sa = await a.stream();
+    const first = await b.stream();
+    await sa.until('b online', (c) => peer(c, 'b')?.online === true, 5_000);
+    const second = await b.stream();
+    await first.until('first replaced', (c) => c.closed !== null);
+    await second.until('second has its map', (c) => c.netmap !== null);
+    // The old stream's end must not remove the new stream's row: r1 would see b go offline. An
+    // endpoint report afterwards makes r1 reload b, whatever else it coalesced.
+    second.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
+    await sa.until(
+      'b endpoints',
+      (c) => peer(c, 'b')?.endpoints.includes('198.18.0.12:41641') === true,
+      5_000,
+    );
+    expect(peer(sa, 'b')?.online).toBe(true);
+  });
+
   it('registrations at once on two replicas all get their own address', async () => {
     const db = await tempPostgres();
     const r1 = await startTestControl({ config: { db } });

@@ -149,9 +149,11 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
         socket.on('close', () => {
           clearInterval(pinger);
           updates.close();
-          hub.disconnect(session);
+          // A stream replaced by the node's newer one (on this replica) is no disconnect: the newer
+          // stream's presence row must stay, or peers see it offline and an ephemeral node is swept.
+          const current = hub.disconnect(session);
           log.info(`stream ${node.name}: closed`);
-          background.run(`last seen of ${node.name}`, () => presence.disconnected(node.id));
+          if (current) background.run(`last seen of ${node.name}`, () => presence.disconnected(node.id));
           resolve();
         }),
       ),

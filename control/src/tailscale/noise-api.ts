@@ -207,8 +207,9 @@ function streamMap(
       new Promise<void>((resolve) =>
         res.on('close', () => {
           clearInterval(ticker);
-          hub.disconnect(session);
-          background.run(`last seen of ${node.name}`, () => ctx.presence.disconnected(node.id));
+          // Only the node's current stream: a replaced one leaves the newer stream's presence alone.
+          if (hub.disconnect(session))
+            background.run(`last seen of ${node.name}`, () => ctx.presence.disconnected(node.id));
           resolve();
         }),
       ),
