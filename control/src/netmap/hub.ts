@@ -53,6 +53,8 @@ export class NetmapHub {
   private nodes = new Map<string, NodeRecord>();
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
+  /** Streams closeAll ended, until their close arrives (see disconnect). */
+  private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
   /** This server's replica id (see Presence): rows naming it are the streams in `subscribers`. */
@@ -187,6 +189,9 @@ export class NetmapHub {
 
   /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */
   disconnect(session: StreamSession): boolean {
+    // Ended by shutdown: still the node's current stream (its last seen is recorded), but there is
+    // nobody left to tell.
+    if (this.ending.delete(session)) return true;
     if (this.subscribers.get(session.nodeId)?.session !== session) return false;
     this.subscribers.delete(session.nodeId);
     if (this.refreshView(session.nodeId)) this.propagate([session.nodeId], [], []);
@@ -224,7 +229,10 @@ export class NetmapHub {
 
   /** Ends every stream (shutdown). */
   closeAll(reason: string): void {
-    for (const sub of this.subscribers.values()) sub.session.close(reason);
+    for (const sub of this.subscribers.values()) {
+      this.ending.add(sub.session);
+      sub.session.close(reason);
+    }
     this.subscribers.clear();
   }
 
