@@ -407,16 +407,16 @@ export class Store {
 
   // presence: which replica holds each node's stream
 
-  /** The node's stream is now held by `replica` (taking it over from any other). */
+  /**
+   * The node's stream is now held by `replica` (taking it over from any other). Its last-seen time
+   * is written when the stream ends: while online, peers are told "online", not a time.
+   */
   async nodeConnected(nodeId: string, replica: string, at: Date): Promise<void> {
-    await this.transaction(async (tx) => {
-      await tx.updateNode(nodeId, { lastSeen: at.toISOString() });
-      await tx.db
-        .insertInto('node_streams')
-        .values({ node_id: nodeId, replica, since: at.toISOString() })
-        .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since: at.toISOString() }))
-        .execute();
-    });
+    await this.db
+      .insertInto('node_streams')
+      .values({ node_id: nodeId, replica, since: at.toISOString() })
+      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since: at.toISOString() }))
+      .execute();
   }
 
   /** The node's stream on `replica` ended; a stream it already holds elsewhere stays. */
