@@ -23,11 +23,17 @@ export class Presence {
     private readonly exclusive: RunExclusive,
     private readonly log: Logger,
     private readonly timing = { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS },
+    /**
+     * The only server on this database (SQLite): every other replica row is a previous run's, gone
+     * at start, and there is no heartbeat (each write would also wake the server's own change feed).
+     */
+    private readonly alone = false,
   ) {}
 
   /** Writes the first heartbeat (before any stream is claimed) and starts the timer. */
   async start(): Promise<void> {
     await this.beat();
+    if (this.alone) return;
     this.timer = setInterval(() => {
       this.beat().catch((err) => this.log.warn(`presence heartbeat: ${errorText(err)}`));
     }, this.timing.heartbeatMs);
@@ -59,7 +65,8 @@ export class Presence {
     const now = Date.now();
     await this.store.replicaHeartbeat(this.replica, new Date(now));
     await this.exclusive('presence reaper', async () => {
-      const dropped = await this.store.dropSilentReplicas(new Date(now - this.timing.deadAfterMs));
+      const cutoff = this.alone ? now : now - this.timing.deadAfterMs;
+      const dropped = await this.store.dropSilentReplicas(new Date(cutoff));
       if (dropped > 0) {
         this.log.info(`${dropped} streams of silent replicas dropped: those nodes are offline`);
         await this.sync.refresh();
