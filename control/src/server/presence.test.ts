@@ -52,7 +52,10 @@ describe('presence of the only server (SQLite)', () => {
     const presence = new Presence(
       store,
       sync,
-      async (_job, fn) => (await fn(), true),
+      async (_job, fn) => {
+        await fn();
+        return true;
+      },
       silent,
       {
         heartbeatMs: 20,
