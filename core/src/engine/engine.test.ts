@@ -13,8 +13,8 @@ import { HelperClient } from '../helper/client.js';
 import { silentLogger, stderrLogger } from '../log/logger.js';
 import type { PortMappingOptions } from '../paths/connectivity.js';
 import type { ProbeRequest, Underlay } from '../paths/mtu.js';
+import { type GrantedMapping, startPortMappingGateway } from '../paths/port-mapping/test-gateway.js';
 import { StateStore } from '../state/store.js';
-import { type GrantedMapping, startPortMappingGateway } from '../testing/port-mapping-gateway.js';
 import { nodeView, type RegisteredNode, StandInControl } from '../testing/standin-control.js';
 import { StandInHelper } from '../testing/standin-helper.js';
 import { waitUntil } from '../testing/wait.js';
@@ -338,7 +338,9 @@ describe('engine', () => {
         answered: 'pcp',
         endpoint: '203.0.113.7:50000',
       });
-      expect(granted).toEqual([{ internalPort: port, externalPort: 50000, lifetime: 7200 }]);
+      expect(granted).toEqual([
+        { internalPort: port, externalPort: 50000, lifetime: 7200, client: '127.0.0.1' },
+      ]);
       await engine.down();
       await waitUntil('the mapping deleted', () => granted.length === 2);
       expect(granted[1]).toMatchObject({ internalPort: port, lifetime: 0 });

@@ -1,11 +1,7 @@
 import { afterEach, expect, it } from 'vitest';
-import {
-  type GatewayMode,
-  type GrantedMapping,
-  startPortMappingGateway,
-} from '../../testing/port-mapping-gateway.js';
 import { waitUntil } from '../../testing/wait.js';
 import { PortMapper } from './mapper.js';
+import { type GatewayMode, type GrantedMapping, startPortMappingGateway } from './test-gateway.js';
 
 // The mapper against a port-mapping daemon on loopback (the gateway is 127.0.0.1). Short retry
 // steps keep the "no answer" cases quick; nothing asserts on time.
@@ -78,7 +74,12 @@ it('renews at half the granted lifetime, keeping the same port', async () => {
   const { granted, mapper, changes } = await setup('pcp', 2);
   expect((await mapper.start())?.lifetime).toBe(2);
   await waitUntil('a renewal', () => granted.length >= 2);
-  expect(granted[1]).toEqual({ internalPort: LISTEN_PORT, externalPort: 50000, lifetime: 2 });
+  expect(granted[1]).toEqual({
+    internalPort: LISTEN_PORT,
+    externalPort: 50000,
+    lifetime: 2,
+    client: '127.0.0.1',
+  });
   expect(changes).toEqual(['pcp 203.0.113.7:50000']);
 });
 

@@ -8,7 +8,7 @@ import {
   parseAddr,
 } from '@weft/protocol';
 
-// A port-mapping daemon for tests: answers NAT-PMP and PCP MAP as a gateway would (or, in
+// A port-mapping daemon for tests (core's unit tests and the lab router, e2e/lab/): answers NAT-PMP and PCP MAP as a gateway would (or, in
 // `garbage` mode, with malformed answers of every kind) and reports each mapping granted or
 // deleted, so the lab can install a real forwarding rule for it.
 
@@ -19,6 +19,8 @@ export interface GrantedMapping {
   externalPort: number;
   /** Seconds; 0 when the client deleted the mapping. */
   lifetime: number;
+  /** The client's address (where the mapping forwards to). */
+  client: string;
 }
 
 export interface PortMappingGatewayOptions {
@@ -50,9 +52,9 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
     const req = decodePortMappingRequest(new Uint8Array(msg));
     if (!req) return;
     requests.push(req);
-    for (const answer of answersTo(req)) socket.send(answer, from.port, from.address);
+    for (const answer of answersTo(req, from.address)) socket.send(answer, from.port, from.address);
   });
-  const answersTo = (req: PortMappingRequest): Uint8Array[] => {
+  const answersTo = (req: PortMappingRequest, client: string): Uint8Array[] => {
     if (opts.mode === 'garbage') return garbage(req);
     if (req.protocol === 'pcp' && opts.mode === 'nat-pmp')
       return [new Uint8Array([0, 129, 0, 1, 0, 0, 0, 0])];
@@ -64,7 +66,7 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
         (req.suggestedExternalPort || req.internalPort));
     const lifetime = deleting ? 0 : Math.min(req.lifetime, opts.lifetime ?? req.lifetime);
     const answer = { result: 0, epoch: epoch(), internalPort: req.internalPort, externalPort, lifetime };
-    opts.onMapping?.({ internalPort: req.internalPort, externalPort, lifetime });
+    opts.onMapping?.({ internalPort: req.internalPort, externalPort, lifetime, client });
     return [
       req.protocol === 'pcp'
         ? encodePcpMapAnswer(answer, req.nonce, external)
