@@ -1,5 +1,10 @@
+import { join } from 'node:path';
+import type { GatewayMode } from '@weft/core/port-mapping/test-gateway';
 import { formatPrefix, maskAddr, parsePrefix } from '@weft/protocol';
-import { type Host, type Lab, type Segment, sleep } from './lab.js';
+import { type Host, type Lab, type Segment, sleep, waitFor } from './lab.js';
+import { REPO } from './weft.js';
+
+const PORT_MAPPING_DAEMON = join(REPO, 'e2e/dist/lab/port-mapping-daemon.js');
 
 // NAT routers for network labs, one namespace each with its public leg (eth0) on an "internet"
 // segment and a LAN (eth1) of its own, in the kinds TESTING.md describes:
@@ -64,6 +69,37 @@ export class Router {
     const net = formatPrefix({ addr: maskAddr(lan.addr, lan.bits), bits: lan.bits });
     await this.host.must(['ip', '-6', 'route', 'add', net, 'via', bare(other.ipv6.wanAddress)]);
   }
+
+  /**
+   * Runs the lab's port-mapping daemon (port-mapping-daemon.ts) on the LAN address: NAT-PMP and
+   * PCP with `mode` 'pcp', NAT-PMP only with 'nat-pmp', malformed answers with 'garbage'. Its
+   * output (each mapping granted or deleted) is in `portMappingLog`.
+   */
+  async startPortMapping(mode: GatewayMode): Promise<void> {
+    const argv = [
+      process.execPath,
+      PORT_MAPPING_DAEMON,
+      '--listen',
+      this.lanIp,
+      '--wan',
+      this.wanIp,
+      '--mode',
+      mode,
+    ];
+    const child = this.host.spawn(argv);
+    child.stdout?.on('data', (d) => {
+      this.portMappingLog += String(d);
+    });
+    child.stderr?.on('data', (d) => {
+      this.portMappingLog += String(d);
+    });
+    await waitFor(`port mapping on ${this.host.name}`, async () => {
+      if (child.exitCode !== null) throw new Error(`port-mapping daemon exited: ${this.portMappingLog}`);
+      return this.portMappingLog.includes(`port mapping (${mode})`);
+    });
+  }
+
+  portMappingLog = '';
 
   /** Drops forwarded UDP to and from `ip` (a peer's public address): cuts a direct path. */
   async cutUdp(ip: string): Promise<void> {

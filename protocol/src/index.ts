@@ -11,6 +11,7 @@ export * from './json.js';
 export * from './localapi.js';
 export * from './machine-auth.js';
 export * from './netmap.js';
+export * from './port-mapping.js';
 export * from './prefs.js';
 export * from './primitives.js';
 export * from './relay.js';

@@ -204,6 +204,15 @@ export const NetcheckReport = z.strictObject({
   mappingVariesByDestination: z.boolean().nullable(),
   /** The LAN candidates of the WireGuard socket. */
   local: z.array(z.string()),
+  /**
+   * Port mapping on the default gateway: which protocol mapped the WireGuard port ('none': the
+   * gateway answered neither PCP nor NAT-PMP, or there is no gateway; null before the first try)
+   * and the public endpoint it mapped.
+   */
+  portMapping: z.strictObject({
+    answered: z.enum(['pcp', 'nat-pmp', 'none']).nullable(),
+    endpoint: z.string().nullable(),
+  }),
   homeRegion: z.string().nullable(),
   relays: z.array(NetcheckRelay),
 });

@@ -125,6 +125,12 @@ export function formatStatus(st: Status, now = Date.now()): string {
   return lines.join('\n');
 }
 
+function formatPortMapping(m: NetcheckReport['portMapping']): string {
+  if (m.answered === null) return 'not tried yet';
+  if (m.answered === 'none') return 'none (the gateway answered neither PCP nor NAT-PMP)';
+  return `${m.endpoint ?? '-'} (${m.answered})`;
+}
+
 export function formatNetcheck(r: NetcheckReport): string {
   const yesNo = (v: boolean | null) => (v === null ? 'unknown' : v ? 'yes' : 'no');
   const lines = [
@@ -135,6 +141,7 @@ export function formatNetcheck(r: NetcheckReport): string {
       r.mappingVariesByDestination === null ? ' (needs two reflectors)' : ''
     }`,
     `  Local candidates: ${r.local.length > 0 ? r.local.join(', ') : '-'}`,
+    `  Port mapping: ${formatPortMapping(r.portMapping)}`,
     `  Home relay: ${r.homeRegion ?? '-'}`,
   ];
   if (r.relays.length > 0) {

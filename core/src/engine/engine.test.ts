@@ -11,7 +11,9 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { HelperClient } from '../helper/client.js';
 import { silentLogger, stderrLogger } from '../log/logger.js';
+import type { PortMappingOptions } from '../paths/connectivity.js';
 import type { ProbeRequest, Underlay } from '../paths/mtu.js';
+import { type GrantedMapping, startPortMappingGateway } from '../paths/port-mapping/test-gateway.js';
 import { StateStore } from '../state/store.js';
 import { nodeView, type RegisteredNode, StandInControl } from '../testing/standin-control.js';
 import { StandInHelper } from '../testing/standin-helper.js';
@@ -43,7 +45,7 @@ let underlay: Underlay | null = null;
 let probeCrosses = true;
 let probes: ProbeRequest[] = [];
 
-async function startEngine(): Promise<Engine> {
+async function startEngine(portMapping: PortMappingOptions | false = false): Promise<Engine> {
   const engine = new Engine({
     store: new StateStore(join(dir, 'state')),
     helper: new HelperClient(helper.path, { log: silentLogger, backoff: { baseMs: 20, capMs: 100 } }),
@@ -58,6 +60,7 @@ async function startEngine(): Promise<Engine> {
       loginBackoff: { baseMs: 20, capMs: 100 },
     },
     addressSource: () => addresses,
+    portMapping, // unit tests never ask this machine's gateway, only a loopback one
     readUnderlay: async () => underlay,
     probePath: async (req) => {
       probes.push(req);
@@ -307,6 +310,43 @@ describe('engine', () => {
     // Unchanged addresses are not re-sent on every poll.
     await new Promise((r) => setTimeout(r, 150));
     expect(control.endpointReports).toHaveLength(2);
+  });
+
+  it('reports the gateway’s port mapping first, shows it in netcheck and deletes it on down (loopback gateway)', async () => {
+    const granted: GrantedMapping[] = [];
+    const gw = await startPortMappingGateway({
+      host: '127.0.0.1',
+      port: 0,
+      externalAddress: '203.0.113.7',
+      mode: 'pcp',
+      externalPortFor: () => 50000,
+      onMapping: (m) => granted.push(m),
+    });
+    try {
+      const engine = await startEngine({
+        gateway: async () => '127.0.0.1',
+        gatewayPort: gw.port,
+        retryMs: [50],
+      });
+      await up(engine);
+      const port = helper.lastApply()?.interface.listenPort;
+      await waitUntil('the mapping reported', () =>
+        control.endpointReports.some((r) => r[0] === '203.0.113.7:50000'),
+      );
+      expect(control.endpointReports.at(-1)).toEqual(['203.0.113.7:50000', `198.18.5.5:${port}`]);
+      expect((await engine.netcheck()).portMapping).toEqual({
+        answered: 'pcp',
+        endpoint: '203.0.113.7:50000',
+      });
+      expect(granted).toEqual([
+        { internalPort: port, externalPort: 50000, lifetime: 7200, client: '127.0.0.1' },
+      ]);
+      await engine.down();
+      await waitUntil('the mapping deleted', () => granted.length === 2);
+      expect(granted[1]).toMatchObject({ internalPort: port, lifetime: 0 });
+    } finally {
+      await gw.close();
+    }
   });
 
   it('down stops the tunnel but stays logged in; up again needs no registration (stand-in control)', async () => {

@@ -328,6 +328,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       netmap: () => this.netmap,
       interfaceName: this.opts.interfaceName,
       ...(this.opts.addressSource ? { addressSource: this.opts.addressSource } : {}),
+      ...(this.opts.portMapping !== undefined ? { portMapping: this.opts.portMapping } : {}),
       ...this.timing.connectivity,
       readInterface: () => this.tunnel.readInterface(),
       applied: () => this.tunnel.synced(),

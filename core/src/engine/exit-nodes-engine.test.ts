@@ -55,6 +55,7 @@ async function startEngine(): Promise<{ engine: Engine; api: LocalApiClient }> {
       upTimeoutMs: 5_000,
     },
     addressSource: () => [{ iface: 'eth0', address: '198.18.5.5' }],
+    portMapping: false, // unit tests never ask this machine's gateway
     // The MTU stays 1280: no `ip route` or ping of this machine's own network in unit tests.
     readUnderlay: async () => null,
   });

@@ -1,7 +1,7 @@
 import type { ControlMachineOptions } from '../control-client/machine.js';
 import type { HelperClient } from '../helper/client.js';
 import type { Logger } from '../log/logger.js';
-import type { ConnectivityOptions } from '../paths/connectivity.js';
+import type { ConnectivityOptions, PortMappingOptions } from '../paths/connectivity.js';
 import type { AddressSource } from '../paths/local-endpoints.js';
 import type { ProbeRequest, Underlay } from '../paths/mtu.js';
 import type { StateStore } from '../state/store.js';
@@ -30,6 +30,8 @@ export interface EngineOptions {
   log: Logger;
   timing?: EngineTiming;
   addressSource?: AddressSource;
+  /** Port mapping on the default gateway (default: on); false in tests that must not reach it. */
+  portMapping?: PortMappingOptions | false;
   /** How often to rotate the node key (default 30 days); null or 0 never rotates. */
   keyRotationMs?: number | null;
   /** The underlay towards a direct endpoint, for the MTU (default: as the OS routes it). */

@@ -47,6 +47,7 @@ beforeEach(async () => {
       controlBackoff: { baseMs: 20, capMs: 100 },
     },
     addressSource: () => [],
+    portMapping: false, // unit tests never ask this machine's gateway
     // The MTU stays 1280: no `ip route` or ping of this machine's own network in unit tests.
     readUnderlay: async () => null,
   });

@@ -18,6 +18,7 @@ import {
 import { describeError, type Logger } from '../log/logger.js';
 import { CallMeMaybeChannel } from './call-me-maybe.js';
 import { type AddressSource, localEndpoints, osAddresses } from './local-endpoints.js';
+import { PortMapper, type PortMapperOptions } from './port-mapping/mapper.js';
 import { RelayManager } from './relay-manager.js';
 import { RelayProxy } from './relay-proxy.js';
 import { isLoopbackEndpoint, PathManager, type PathPeer, type PathTiming } from './selection.js';
@@ -64,7 +65,11 @@ export interface ConnectivityOptions {
   pokePort?: number;
   /** Local prefixes (for preferring same-LAN candidates); defaults to the OS's. */
   localPrefixes?: () => string[];
+  /** Port mapping on the default gateway (PCP, NAT-PMP); on by default, false turns it off. */
+  portMapping?: PortMappingOptions | false;
 }
+
+export type PortMappingOptions = Omit<PortMapperOptions, 'listenPort' | 'onChange'>;
 
 export interface PeerPathStatus {
   path: 'direct' | 'relay';
@@ -81,6 +86,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
   readonly proxy: RelayProxy;
   readonly paths: PathManager;
   private readonly calls: CallMeMaybeChannel;
+  private readonly mapper: PortMapper | null;
   private pokeSocket4: Socket | null = null;
   private pokeSocket6: Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -148,6 +154,22 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       this.candidatesChanged();
     });
     this.proxy.on('change', () => this.changed(this.paths.refresh()));
+    this.mapper =
+      opts.portMapping === false
+        ? null
+        : new PortMapper({
+            ...opts.portMapping,
+            listenPort: opts.listenPort,
+            onChange: (mapping) => {
+              opts.log.info(
+                mapping ? `port mapped: ${mapping.endpoint} (${mapping.protocol})` : 'port mapping gone',
+              );
+              this.emit('endpoints');
+              this.candidatesChanged();
+              this.emit('status');
+            },
+          });
+    this.mapper?.start().catch((err) => opts.log.debug(`port mapping: ${describeError(err)}`));
     this.schedule(0);
   }
 
@@ -174,8 +196,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     // behind an endpoint-dependent NAT) are no change worth a trial, which holds relayed packets.
     const usable = this.candidates();
     const varying = perDestinationAddresses(usable);
-    const candidates = usable.filter((e) => !varying.has(e.slice(0, e.lastIndexOf(':')))).join(' ');
-    if (candidates === this.askedWith || this.reflectedEndpoints().length === 0) return;
+    const candidates = usable.filter((e) => !varying.has(addressOf(e))).join(' ');
+    if (candidates === this.askedWith || !this.knowsPublicEndpoint()) return;
     this.askedWith = candidates;
     for (const p of this.opts.netmap()?.peers ?? [])
       if (p.kind !== 'tailscale' && p.online) this.callMeMaybe(p.nodeKey);
@@ -184,8 +206,9 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
 
   /** Asks a peer over the relay to try its direct path to us now. */
   private callMeMaybe(key: string): void {
-    // Not before a reflector has seen our mapping: the peer would only try our LAN addresses.
-    if (this.reflectedEndpoints().length === 0) return;
+    // Not before a reflector has seen our mapping (or the gateway mapped a port): the peer would
+    // only try our LAN addresses.
+    if (!this.knowsPublicEndpoint()) return;
     const candidates = this.candidates();
     if (this.calls.ask(key, candidates.slice(0, CALL_ME_MAYBE_MAX_CANDIDATES)))
       this.opts.log.debug(`asked ${key.slice(0, 8)} to call: ${candidates.join(' ')}`);
@@ -218,11 +241,22 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     return this.relays.reflectedEndpoints();
   }
 
-  /** The candidates to report to control: reflected mappings first, then this machine's own. */
+  private knowsPublicEndpoint(): boolean {
+    return this.mapper?.mapping != null || this.reflectedEndpoints().length > 0;
+  }
+
+  /**
+   * The candidates to report to control: the gateway's port mapping first, then reflected
+   * mappings, then this machine's own. Peers try them in this order (after same-LAN ones).
+   */
   candidates(): string[] {
-    // Peers try candidates in the order reported (after same-LAN ones).
-    const reflected = this.reflectedEndpoints();
-    return [...reflected, ...this.localEndpoints().filter((e) => !reflected.includes(e))];
+    const mapped = this.mapper?.mapping?.endpoint;
+    let reflected = this.reflectedEndpoints();
+    // Behind the gateway that mapped, the reflected ports of its address are the NAT's own (per
+    // destination, behind an endpoint-dependent NAT): a peer would see one address with several
+    // ports and leave them all out, the mapping with them. The mapping stands for that address.
+    if (mapped) reflected = [mapped, ...reflected.filter((e) => addressOf(e) !== addressOf(mapped))];
+    return [...new Set([...reflected, ...this.localEndpoints()])];
   }
 
   peerPath(key: string, endpoint: string | null): PeerPathStatus {
@@ -242,13 +276,16 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     const mine = this.netcheck();
     const why: string[] = [];
     if (mine.udp === false) why.push('UDP is blocked on this network');
-    if (mine.mappingVariesByDestination) why.push('this node’s NAT maps per destination');
+    const mapping = this.mapper?.mapping;
+    // A port mapping bypasses our NAT's own mappings, per destination or not.
+    if (mine.mappingVariesByDestination && !mapping) why.push('this node’s NAT maps per destination');
     if (peer && perDestinationAddresses(peer.endpoints).size > 0) why.push('peer’s NAT maps per destination');
     if (peer && peer.endpoints.length === 0) why.push('peer reported no direct address');
     if (why.length > 0) return why.join('; ');
+    const mapped = mapping ? ` (our gateway maps ${mapping.endpoint} by ${mapping.protocol})` : '';
     return this.paths.info(key)?.mode === 'trying'
-      ? 'trying a direct path'
-      : 'no direct candidate answered yet (retrying with back-off)';
+      ? `trying a direct path${mapped}`
+      : `no direct candidate answered yet${mapped} (retrying with back-off)`;
   }
 
   problems(): string[] {
@@ -268,6 +305,10 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       reflected,
       mappingVariesByDestination: seen.length < 2 ? null : new Set(seen).size > 1,
       local: this.localEndpoints(),
+      portMapping: {
+        answered: this.mapper?.answered ?? null,
+        endpoint: this.mapper?.mapping?.endpoint ?? null,
+      },
       homeRegion: this.relays.homeRegion?.name ?? null,
       relays,
     };
@@ -280,6 +321,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
     this.proxy.close();
     this.pokeSocket4?.close();
     this.pokeSocket6?.close();
+    // Best effort: the gateway drops the mapping at its lifetime's end anyway.
+    this.mapper?.stop().catch((err) => this.opts.log.debug(`port mapping delete: ${describeError(err)}`));
   }
 
   private localEndpoints(): string[] {
@@ -398,7 +441,7 @@ export function orderCandidates(
     else far.push(e);
   }
   const varying = perDestinationAddresses(far);
-  const usable = far.filter((e) => !varying.has(e.slice(0, e.lastIndexOf(':'))));
+  const usable = far.filter((e) => !varying.has(addressOf(e)));
   if (!opts.ipv6) return [...near, ...usable];
   // Both ends have IPv6: there is no NAT on that path (at most a stateful firewall, which a
   // simultaneous send opens), so it goes direct whatever the IPv4 NATs are. Tried first.
@@ -410,12 +453,16 @@ export function orderCandidates(
  * The addresses a peer reported with more than one port: reflectors saw its mapping change with
  * the destination (an endpoint-dependent NAT). Its own addresses all carry the one listen port.
  */
+function addressOf(endpoint: string): string {
+  return endpoint.slice(0, endpoint.lastIndexOf(':'));
+}
+
 export function perDestinationAddresses(endpoints: readonly string[]): Set<string> {
   const ports = new Map<string, Set<number>>();
   for (const e of endpoints) {
     const ep = parseEndpoint(e);
     if (!ep) continue;
-    const ip = e.slice(0, e.lastIndexOf(':'));
+    const ip = addressOf(e);
     ports.set(ip, (ports.get(ip) ?? new Set()).add(ep.port));
   }
   return new Set([...ports].filter(([, p]) => p.size > 1).map(([ip]) => ip));

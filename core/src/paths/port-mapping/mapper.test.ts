@@ -1,0 +1,117 @@
+import { afterEach, expect, it } from 'vitest';
+import { waitUntil } from '../../testing/wait.js';
+import { PortMapper } from './mapper.js';
+import { type GatewayMode, type GrantedMapping, startPortMappingGateway } from './test-gateway.js';
+
+// The mapper against a port-mapping daemon on loopback (the gateway is 127.0.0.1). Short retry
+// steps keep the "no answer" cases quick; nothing asserts on time.
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+const LISTEN_PORT = 41641;
+const RETRY = [50, 100];
+
+async function setup(mode: GatewayMode, lifetime?: number) {
+  const granted: GrantedMapping[] = [];
+  const gw = await startPortMappingGateway({
+    host: '127.0.0.1',
+    port: 0,
+    externalAddress: '203.0.113.7',
+    mode,
+    lifetime,
+    externalPortFor: () => 50000,
+    onMapping: (m) => granted.push(m),
+  });
+  cleanups.push(() => gw.close());
+  const changes: Array<string | null> = [];
+  const mapper = new PortMapper({
+    listenPort: LISTEN_PORT,
+    gateway: async () => '127.0.0.1',
+    gatewayPort: gw.port,
+    retryMs: RETRY,
+    onChange: (m) => changes.push(m ? `${m.protocol} ${m.endpoint}` : null),
+  });
+  cleanups.push(() => mapper.stop());
+  return { gw, granted, mapper, changes };
+}
+
+it('maps with PCP first, then deletes the mapping on stop', async () => {
+  const { gw, granted, mapper, changes } = await setup('pcp');
+  expect(await mapper.start()).toEqual({ protocol: 'pcp', endpoint: '203.0.113.7:50000', lifetime: 7200 });
+  expect(mapper.answered).toBe('pcp');
+  expect(gw.requests.map((r) => `${r.protocol} ${r.op}`)).toEqual(['pcp map']);
+  await mapper.stop();
+  expect(mapper.mapping).toBeNull();
+  expect(granted.map((g) => g.lifetime)).toEqual([7200, 0]);
+  expect(changes).toEqual(['pcp 203.0.113.7:50000', null]);
+});
+
+it('falls back to NAT-PMP at once when the gateway refuses PCP', async () => {
+  const { gw, granted, mapper } = await setup('nat-pmp');
+  expect(await mapper.start()).toEqual({
+    protocol: 'nat-pmp',
+    endpoint: '203.0.113.7:50000',
+    lifetime: 7200,
+  });
+  expect(mapper.answered).toBe('nat-pmp');
+  // One PCP try (answered "unsupported version"), then NAT-PMP's two requests.
+  expect(gw.requests.map((r) => `${r.protocol} ${r.op}`)).toEqual([
+    'pcp map',
+    'nat-pmp address',
+    'nat-pmp map',
+  ]);
+  await mapper.stop();
+  expect(granted.map((g) => [g.internalPort, g.lifetime])).toEqual([
+    [LISTEN_PORT, 7200],
+    [LISTEN_PORT, 0],
+  ]);
+});
+
+it('renews at half the granted lifetime, keeping the same port', async () => {
+  const { granted, mapper, changes } = await setup('pcp', 2);
+  expect((await mapper.start())?.lifetime).toBe(2);
+  await waitUntil('a renewal', () => granted.length >= 2);
+  expect(granted[1]).toEqual({
+    internalPort: LISTEN_PORT,
+    externalPort: 50000,
+    lifetime: 2,
+    client: '127.0.0.1',
+  });
+  expect(changes).toEqual(['pcp 203.0.113.7:50000']);
+});
+
+it('ignores malformed answers of every kind and reports none', async () => {
+  const { gw, mapper } = await setup('garbage');
+  expect(await mapper.start()).toBeNull();
+  expect(mapper.answered).toBe('none');
+  // Every try of each request was sent: no garbage answer ended a wait early.
+  expect(gw.requests.map((r) => `${r.protocol} ${r.op}`)).toEqual([
+    'pcp map',
+    'pcp map',
+    'nat-pmp address',
+    'nat-pmp address',
+  ]);
+});
+
+it('reports none when nothing answers on the gateway, or there is no gateway', async () => {
+  const { gw } = await setup('pcp');
+  const port = gw.port;
+  await gw.close();
+  cleanups.length = 0;
+  const closed = new PortMapper({
+    listenPort: LISTEN_PORT,
+    gateway: async () => '127.0.0.1',
+    gatewayPort: port,
+    retryMs: RETRY,
+  });
+  expect(await closed.start()).toBeNull();
+  expect(closed.answered).toBe('none');
+  await closed.stop();
+  const none = new PortMapper({ listenPort: LISTEN_PORT, gateway: async () => null, retryMs: RETRY });
+  expect(await none.start()).toBeNull();
+  expect(none.answered).toBe('none');
+  await none.stop();
+});

@@ -1,0 +1,217 @@
+import { randomBytes } from 'node:crypto';
+import {
+  decodeNatPmpAddressAnswer,
+  decodeNatPmpMapAnswer,
+  decodePcpMapAnswer,
+  encodeNatPmpAddressRequest,
+  encodeNatPmpMapRequest,
+  encodePcpMapRequest,
+  formatEndpoint,
+  isNatPmpUnsupportedVersion,
+  PCP_NONCE_BYTES,
+  PORT_MAPPING_PORT,
+  type PortMappingProtocol,
+  parseAddr,
+  parseEndpoint,
+  parsePrefix,
+  prefixContains,
+} from '@weft/protocol';
+import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
+import { defaultGateway } from './gateway.js';
+
+// Asks the gateway to forward a public UDP port to our WireGuard listen port: PCP MAP first, then
+// NAT-PMP (both on port 5351). The mapping is renewed at half its lifetime and deleted on stop,
+// so a peer behind any NAT can reach us at the mapped endpoint.
+
+/** Seconds asked for; gateways may grant less. Two hours, as RFC 6886 recommends. */
+const REQUESTED_LIFETIME = 7200;
+/** After a failed probe or renewal: ask again this much later. */
+const RETRY_AFTER_MS = 60_000;
+
+export interface PortMapping {
+  protocol: PortMappingProtocol;
+  /** The public `ip:port` peers can send to. */
+  endpoint: string;
+  /** Seconds the gateway granted. */
+  lifetime: number;
+}
+
+/** What the gateway answered to the last probe: which protocol mapped, or none. */
+export type PortMappingAnswered = PortMappingProtocol | 'none';
+
+export interface PortMapperOptions {
+  listenPort: number;
+  gateway?: () => Promise<string | null>;
+  /** The gateway's port-mapping port (5351; tests use another). */
+  gatewayPort?: number;
+  retryMs?: readonly number[];
+  onChange?: (mapping: PortMapping | null) => void;
+}
+
+/** External addresses no peer can send to: a gateway that reports one has no usable mapping. */
+const UNUSABLE = [
+  '0.0.0.0/8',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '224.0.0.0/3',
+  '::/128',
+  '::1/128',
+  'fe80::/10',
+].flatMap((p) => parsePrefix(p, { strict: true }) ?? []);
+
+export class PortMapper {
+  private current: PortMapping | null = null;
+  private lastAnswered: PortMappingAnswered | null = null;
+  private nonce: Uint8Array = randomBytes(PCP_NONCE_BYTES);
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Operations run one at a time: a renewal never races the delete of `stop`. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly gateway: () => Promise<string | null>;
+  private readonly gatewayPort: number;
+  private readonly retryMs: readonly number[];
+
+  constructor(private readonly opts: PortMapperOptions) {
+    this.gateway = opts.gateway ?? defaultGateway;
+    this.gatewayPort = opts.gatewayPort ?? PORT_MAPPING_PORT;
+    this.retryMs = opts.retryMs ?? RETRY_MS;
+  }
+
+  get mapping(): PortMapping | null {
+    return this.current;
+  }
+
+  /** Null until the first probe has finished. */
+  get answered(): PortMappingAnswered | null {
+    return this.lastAnswered;
+  }
+
+  /** Probes the gateway and maps the port; resolves once the first answer (or none) is known. */
+  start(): Promise<PortMapping | null> {
+    this.stopped = false;
+    return this.run(() => this.refresh());
+  }
+
+  /** Deletes the mapping (best effort: one exchange) and stops renewing. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    return this.run(async () => {
+      const mapping = this.current;
+      if (!mapping) return;
+      this.set(null);
+      await this.withGateway((gw) =>
+        mapping.protocol === 'pcp'
+          ? exchange(
+              gw.socket,
+              this.pcpRequest(gw, 0),
+              (m) => decodePcpMapAnswer(m, this.nonce),
+              this.retryMs,
+            )
+          : exchange(
+              gw.socket,
+              encodeNatPmpMapRequest(this.opts.listenPort, 0, 0),
+              decodeNatPmpMapAnswer,
+              this.retryMs,
+            ),
+      );
+    });
+  }
+
+  private run<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op, op);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async refresh(): Promise<PortMapping | null> {
+    const mapping = await this.withGateway(
+      async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)),
+    );
+    if (this.stopped) return null;
+    this.lastAnswered = mapping?.protocol ?? 'none';
+    this.set(mapping);
+    const renewMs = mapping ? Math.max(1000, (mapping.lifetime * 1000) / 2) : RETRY_AFTER_MS;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.run(() => this.refresh()), renewMs);
+    this.timer.unref();
+    return mapping;
+  }
+
+  private async withGateway<T>(use: (gw: GatewaySocket) => Promise<T | null>): Promise<T | null> {
+    const address = await this.gateway();
+    if (!address) return null;
+    const gw = await openGatewaySocket(address, this.gatewayPort);
+    if (!gw) return null;
+    try {
+      return await use(gw);
+    } finally {
+      gw.socket.close();
+    }
+  }
+
+  private pcpRequest(gw: GatewaySocket, lifetime: number): Uint8Array {
+    const clientAddress = parseAddr(gw.localAddress) ?? { family: 4 as const, value: 0n };
+    const suggested = this.current?.protocol === 'pcp' ? portOf(this.current.endpoint) : 0;
+    return encodePcpMapRequest({
+      clientAddress,
+      nonce: this.nonce,
+      internalPort: this.opts.listenPort,
+      suggestedExternalPort: suggested,
+      lifetime,
+    });
+  }
+
+  private async mapPcp(gw: GatewaySocket): Promise<PortMapping | null> {
+    const answer = await exchange(
+      gw.socket,
+      this.pcpRequest(gw, REQUESTED_LIFETIME),
+      (m) => (isNatPmpUnsupportedVersion(m) ? 'stop' : decodePcpMapAnswer(m, this.nonce)),
+      this.retryMs,
+    );
+    if (answer?.result !== 0 || answer.internalPort !== this.opts.listenPort) return null;
+    return this.accept('pcp', answer.externalAddress, answer.externalPort, answer.lifetime);
+  }
+
+  private async mapNatPmp(gw: GatewaySocket): Promise<PortMapping | null> {
+    const address = await exchange(
+      gw.socket,
+      encodeNatPmpAddressRequest(),
+      decodeNatPmpAddressAnswer,
+      this.retryMs,
+    );
+    if (address?.result !== 0) return null;
+    const suggested =
+      this.current?.protocol === 'nat-pmp' ? portOf(this.current.endpoint) : this.opts.listenPort;
+    const answer = await exchange(
+      gw.socket,
+      encodeNatPmpMapRequest(this.opts.listenPort, suggested, REQUESTED_LIFETIME),
+      decodeNatPmpMapAnswer,
+      this.retryMs,
+    );
+    if (answer?.result !== 0 || answer.internalPort !== this.opts.listenPort) return null;
+    return this.accept('nat-pmp', address.externalAddress, answer.externalPort, answer.lifetime);
+  }
+
+  private accept(
+    protocol: PortMappingProtocol,
+    address: string,
+    port: number,
+    lifetime: number,
+  ): PortMapping | null {
+    const addr = parseAddr(address);
+    if (!addr || port === 0 || lifetime === 0 || UNUSABLE.some((p) => prefixContains(p, addr))) return null;
+    return { protocol, endpoint: formatEndpoint(addr, port), lifetime };
+  }
+
+  private set(mapping: PortMapping | null): void {
+    const changed =
+      mapping?.endpoint !== this.current?.endpoint || mapping?.protocol !== this.current?.protocol;
+    this.current = mapping;
+    if (changed) this.opts.onChange?.(mapping);
+  }
+}
+
+function portOf(endpoint: string): number {
+  return parseEndpoint(endpoint)?.port ?? 0;
+}
