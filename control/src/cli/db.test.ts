@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { CONTROL_KEY_PATH } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, runCliCaptured, startTestControl, TestMachine } from '../testing/harness.js';
@@ -69,6 +70,11 @@ describe.skipIf(noPostgres !== null)('weft-control db', () => {
     expect(again.err).toMatch(/the target database is not empty \(table settings has \d+ rows\)/);
     const users = await runCliCaptured(['users', 'list', '--json', '--db', url]);
     expect(JSON.parse(users.out)).toHaveLength(1);
+    // A mistyped source is refused, not created and copied as an empty tailnet.
+    const missing = `${t.db}.typo`;
+    const typo = await runCliCaptured(['db', 'copy', '--from', missing, '--to', await tempPostgres()]);
+    expect(typo).toMatchObject({ code: 1, err: expect.stringContaining(`no database at ${missing}`) });
+    expect(existsSync(missing)).toBe(false);
   });
 
   it('migrate brings a new database up to date and says where it is', async () => {

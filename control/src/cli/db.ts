@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Migrator } from 'kysely';
@@ -5,6 +6,7 @@ import { COPY_ORDER, copyDatabase } from '../db/copy.js';
 import { isPostgresUrl } from '../db/location.js';
 import { migrationProvider } from '../db/migrations.js';
 import { type OpenDatabase, openDatabase } from '../db/open.js';
+import { CliError } from './admin.js';
 import type { CliIo } from './program.js';
 
 // `weft-control db migrate` brings a database's schema up to date (what `serve` also does at
@@ -42,13 +44,16 @@ export function registerDbCommands(program: Command, io: CliIo, dbLocation: (cmd
     .description('copy every user, node, key, policy and setting into an empty database')
     .requiredOption('--from <db>', 'source: sqlite:PATH, a file path, or postgres://…')
     .requiredOption('--to <db>', 'target (must be empty): postgres://USER:PASSWORD@HOST/DB, sqlite:PATH')
-    .action((opts: { from: string; to: string }) =>
-      withDatabase(databaseArgument(opts.from, io.cwd), (from) =>
+    .action((opts: { from: string; to: string }) => {
+      const source = databaseArgument(opts.from, io.cwd);
+      // Opening a SQLite path creates it: a mistyped source would "copy" an empty tailnet.
+      if (!isPostgresUrl(source) && !existsSync(source)) throw new CliError(`no database at ${source}`);
+      return withDatabase(source, (from) =>
         withDatabase(databaseArgument(opts.to, io.cwd), async (to) => {
           const counts = await copyDatabase(from.db, to.db);
           const summary = COPY_ORDER.map((t) => `${counts[t]} ${t}`).join(', ');
           io.err(`copied ${from.shown} to ${to.shown}: ${summary}\n`);
         }),
-      ),
-    );
+      );
+    });
 }
