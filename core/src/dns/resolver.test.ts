@@ -277,6 +277,47 @@ describe('the engine resolver', () => {
       })
       .toEqual(['A 100.64.0.1']);
   });
+
+  it('bounds pipelined TCP queries per connection and in flight, and close() ends open connections', async () => {
+    const silent = createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => silent.close());
+    const { at, server, resolver } = await serve(
+      netmap({ nameservers: [`127.0.0.1:${silent.address().port}`] }),
+      [],
+      300,
+    );
+    // 2,000 queries pipelined on one connection, every one waiting on a silent upstream.
+    const frames = Array.from({ length: 2000 }, (_, i) => {
+      const q = dnsPacket.encode({
+        type: 'query',
+        id: i,
+        questions: [{ type: 'A', name: `n${i}.pipe.example` }],
+      });
+      const prefix = Buffer.alloc(2);
+      prefix.writeUInt16BE(q.length);
+      return Buffer.concat([prefix, q]);
+    });
+    const flood = connect({ host: '127.0.0.1', port: at.port });
+    const closed = new Promise<void>((resolve) => flood.on('close', () => resolve()));
+    flood.on('error', () => {});
+    flood.write(Buffer.concat(frames));
+    // The server closes the connection once more than its per-connection share waits ...
+    await closed;
+    expect(server.peakInFlight).toBeLessThanOrEqual(16);
+    // ... and works on none of the waiting ones after the client is gone: at most the first reached
+    // the resolver.
+    await expect.poll(() => server.inFlight, { timeout: 5000 }).toBe(0);
+    expect(resolver.stats.queries).toBeLessThanOrEqual(1);
+
+    // An idle connected client does not hold close() (it used to wait for the client to leave).
+    const idle = connect({ host: '127.0.0.1', port: at.port });
+    idle.on('error', () => {});
+    await new Promise<void>((resolve) => idle.on('connect', () => resolve()));
+    const idleClosed = new Promise<void>((resolve) => idle.on('close', () => resolve()));
+    await server.close();
+    await idleClosed;
+  });
 });
 
 describe('AnswerCache', () => {
