@@ -166,6 +166,16 @@ describe('the engine resolver', () => {
     expect(os.queries).toHaveLength(1);
   });
 
+  it('skips OS resolvers it cannot parse and forwards to the others', async () => {
+    const os = await upstream({ 'www.example.com': '203.0.113.82' });
+    const { ask } = await serve(netmap(), [
+      '198.51.100.53#dns.example',
+      'not-a-server',
+      `127.0.0.1:${os.port}`,
+    ]);
+    expect(await ask('www.example.com')).toMatchObject({ records: ['A 203.0.113.82'] });
+  });
+
   it('tries the next resolver when one does not answer, and says SERVFAIL when none does', async () => {
     const silent = createSocket('udp4');
     await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));

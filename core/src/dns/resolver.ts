@@ -135,7 +135,8 @@ export class Resolver {
         : settings && settings.nameservers.length > 0
           ? settings.nameservers
           : this.options.osResolvers();
-    return servers.map(upstreamOf);
+    // One entry in an unexpected form must not take the others (and every forwarded name) with it.
+    return servers.flatMap((s) => upstreamOf(s) ?? []);
   }
 
   private async forward(

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DesiredState } from '@weft/protocol';
+import { type DesiredState, InterfaceStatus } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../log.js';
 import { OsDns, parseResolvectlDns } from './dns.js';
@@ -178,5 +178,27 @@ describe('tailnet DNS on Linux', () => {
         'wg0',
       ),
     ).toEqual(['203.0.113.53', '198.51.100.1']);
+    // DNS-over-TLS servers carry their name after '#'.
+    expect(parseResolvectlDns('Global: 198.51.100.53#dns.example fd00::53#dns.example\n', 'wg0')).toEqual([
+      '198.51.100.53',
+      'fd00::53',
+    ]);
+  });
+
+  it('reports at most 16 OS resolvers, addresses only, so the status always passes the engine’s schema', async () => {
+    const { file, state } = scratch();
+    const many = Array.from({ length: 40 }, (_, i) => `198.51.100.${i + 1}`).join(' ');
+    const runner: Runner = {
+      run: async (argv) =>
+        argv.join(' ') === 'resolvectl --no-pager dns' ? `Link 2 (eth0): bogus ${many}\n` : '',
+      start: () => {
+        throw new Error('not here');
+      },
+    };
+    const dns = new OsDns(runner, new ResolvConf(file, state, quiet), quiet);
+    await dns.sync('weft0', DNS);
+    const resolvers = await dns.osResolvers('weft0');
+    expect(resolvers).toEqual(Array.from({ length: 16 }, (_, i) => `198.51.100.${i + 1}`));
+    expect(InterfaceStatus.shape.osResolvers.safeParse(resolvers).success).toBe(true);
   });
 });
