@@ -134,6 +134,20 @@ describe('tailnet DNS on Linux', () => {
     expect(() => statSync(join(state, RESOLV_CONF_RECORD))).toThrow();
   });
 
+  it('adopts a file someone else rewrote while ours as the original, then points it at us again', async () => {
+    const { file, state } = scratch();
+    const conf = new ResolvConf(file, state, quiet);
+    await conf.apply(['weft.internal']);
+    // DHCP hands out a new resolver while Weft owns the file; the next apply takes the file back.
+    writeFileSync(file, 'nameserver 203.0.113.53\n');
+    await conf.apply(['weft.internal']);
+    expect(readFileSync(file, 'utf8')).toBe(renderResolvConf(['weft.internal']));
+    expect(await conf.originalNameservers()).toEqual(['203.0.113.53']);
+    // Restore gives back the newest non-Weft file, not the one from before the first apply.
+    await conf.restore();
+    expect(readFileSync(file, 'utf8')).toBe('nameserver 203.0.113.53\n');
+  });
+
   it('without resolved: resolv.conf for one interface at a time; nothing when DNS is off', async () => {
     const { file, original, state } = scratch();
     const { runner, ran } = recorder(false);
