@@ -1,5 +1,5 @@
 import { createSocket } from 'node:dgram';
-import { connect } from 'node:net';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { DNS_DEFAULTS, type DnsSettings, type NetMap, type NodeView } from '@weft/protocol';
 import dnsPacket from 'dns-packet';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -327,6 +327,24 @@ describe('the engine resolver', () => {
     const idleClosed = new Promise<void>((resolve) => idle.on('close', () => resolve()));
     await server.close();
     await idleClosed;
+  });
+});
+
+describe('DnsServer.listen', () => {
+  it('leaves no UDP socket open when TCP on the same port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+    const port = (taken.address() as AddressInfo).port;
+    const server = new DnsServer(new Resolver({ osResolvers: () => [], timeoutMs: 500 }));
+    await expect(server.listen('127.0.0.1', port)).rejects.toThrow(/EADDRINUSE/);
+    // The UDP port it bound first is free again.
+    const udp = createSocket('udp4');
+    cleanups.push(() => udp.close());
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, '127.0.0.1', resolve);
+    });
   });
 });
 

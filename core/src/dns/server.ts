@@ -14,6 +14,8 @@ const TCP_IDLE_MS = 10_000;
 const MAX_TCP_BUFFER = 2 * (65535 + 2);
 /** Queries a TCP client may have waiting for their answers; pipelining more closes the connection. */
 const MAX_TCP_WAITING = 16;
+/** Free ports tried when the first one's TCP twin is taken. */
+const LISTEN_ATTEMPTS = 5;
 
 export interface DnsServerAddress {
   host: string;
@@ -50,17 +52,47 @@ export class DnsServer {
     return true;
   }
 
-  /** Listens on `host:port` (port 0: any free port, the same for UDP and TCP); returns where. */
+  /**
+   * Listens on `host:port` (port 0: any free port, the same for UDP and TCP); returns where. With
+   * port 0 the free UDP port's TCP twin may be taken: then another port is tried, a few times.
+   */
   async listen(host: string, port: number): Promise<DnsServerAddress> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listenOnce(host, port);
+      } catch (err) {
+        const inUse = (err as NodeJS.ErrnoException).code === 'EADDRINUSE';
+        if (port !== 0 || !inUse || attempt >= LISTEN_ATTEMPTS) throw err;
+      }
+    }
+  }
+
+  /** Binds UDP, then TCP on the same port; on failure nothing stays open. */
+  private async listenOnce(host: string, port: number): Promise<DnsServerAddress> {
     const udp = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(port, host, () => {
-        udp.off('error', reject);
-        resolve();
+    const tcp = createServer((socket) => this.serveTcp(socket));
+    tcp.maxConnections = MAX_TCP_CONNECTIONS;
+    let bound: number;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(port, host, () => {
+          udp.off('error', reject);
+          resolve();
+        });
       });
-    });
-    this.udp = udp;
+      bound = udp.address().port;
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(bound, host, () => {
+          tcp.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      udp.close();
+      throw err;
+    }
     udp.on('error', () => {});
     udp.on('message', (msg, rinfo) => {
       if (!this.take()) return;
@@ -74,16 +106,7 @@ export class DnsServer {
           this.inFlightCount--;
         });
     });
-    const bound = udp.address().port;
-    const tcp = createServer((socket) => this.serveTcp(socket));
-    tcp.maxConnections = MAX_TCP_CONNECTIONS;
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(bound, host, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
+    this.udp = udp;
     this.tcp = tcp;
     return { host, port: bound };
   }
