@@ -28,6 +28,20 @@ function upstreamAddr(s: string): Addr | null {
   return parseAddr(s) ?? parseEndpoint(s)?.addr ?? null;
 }
 
+const QUERY_LABEL = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/;
+
+/**
+ * A name to ask about: as a domain name, but labels may also hold `_` (SRV names such as
+ * `_sip._tcp.example.com`, `_msdcs` and the like are names one asks, not names one sets).
+ */
+export const DnsQueryName = z
+  .string()
+  .max(253)
+  .refine(
+    (s) => s.split('.').every((label) => QUERY_LABEL.test(label)),
+    'must be a domain name: dot-separated labels of lower-case letters, digits, - and _',
+  );
+
 /** An upstream resolver: an IP address (port 53) or ip:port / [ipv6]:port, outside the tailnet. */
 export const Nameserver = z
   .string()
