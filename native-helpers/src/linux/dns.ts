@@ -13,6 +13,8 @@ export class OsDns {
   /** The interface whose DNS is in force; null: the OS's DNS is as it was. */
   private owner: string | null = null;
   private mode: 'resolved' | 'resolv.conf' | null = null;
+  /** resolved: the other links' servers (`resolvectl dns` prints "Link N (name): servers"). */
+  private resolvedServers: string[] = [];
 
   constructor(
     private readonly runner: Runner,
@@ -35,6 +37,9 @@ export class OsDns {
     this.mode ??= (await this.resolvedRuns()) ? 'resolved' : 'resolv.conf';
     if (this.mode === 'resolved') {
       for (const argv of resolvedApplyPlan(iface, dns.searchDomains)) await this.runner.run(argv);
+      // Read once per apply, not on every status (the engine polls status every second or faster).
+      const out = await this.runner.run(['resolvectl', '--no-pager', 'dns']).catch(() => '');
+      this.resolvedServers = usableResolvers(parseResolvectlDns(out, iface));
     } else {
       await this.resolvConf.apply(dns.searchDomains);
     }
@@ -45,9 +50,8 @@ export class OsDns {
   async osResolvers(iface: string): Promise<string[] | undefined> {
     if (this.owner !== iface) return undefined;
     if (this.mode === 'resolv.conf') return usableResolvers(await this.resolvConf.originalNameservers());
-    // resolved: the other links' servers (`resolvectl dns` prints "Link N (name): servers").
-    const out = await this.runner.run(['resolvectl', '--no-pager', 'dns']).catch(() => '');
-    return usableResolvers(parseResolvectlDns(out, iface));
+    // resolved: the other links' servers as of the last apply.
+    return this.resolvedServers;
   }
 
   /** Puts the OS's DNS back as it was. */
@@ -64,6 +68,7 @@ export class OsDns {
     await this.resolvConf.restore();
     this.owner = null;
     this.mode = null;
+    this.resolvedServers = [];
   }
 
   private async resolvedRuns(): Promise<boolean> {
