@@ -176,6 +176,29 @@ describe('the engine resolver', () => {
     expect(await ask('www.example.com')).toMatchObject({ records: ['A 203.0.113.82'] });
   });
 
+  it('does not cache an upstream answer to another question', async () => {
+    // An upstream that answers every query with a record for another name.
+    const odd = createSocket('udp4');
+    await new Promise<void>((resolve) => odd.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => odd.close());
+    let asked = 0;
+    odd.on('message', (msg, rinfo) => {
+      asked++;
+      const q = dnsPacket.decode(msg);
+      const other = { type: 'A' as const, name: 'other.example' };
+      const answers = [{ ...other, ttl: 60, data: '203.0.113.90' }];
+      odd.send(
+        dnsPacket.encode({ type: 'response', id: q.id, questions: [other], answers }),
+        rinfo.port,
+        rinfo.address,
+      );
+    });
+    const { ask } = await serve(netmap({ nameservers: [`127.0.0.1:${odd.address().port}`] }));
+    await ask('www.example.com');
+    await ask('www.example.com');
+    expect(asked).toBe(2);
+  });
+
   it('tries the next resolver when one does not answer, and says SERVFAIL when none does', async () => {
     const silent = createSocket('udp4');
     await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
