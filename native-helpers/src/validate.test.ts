@@ -86,3 +86,22 @@ describe('exit routes outside the exit-node path', () => {
     expect(accepted(state({ router: { routes: ['0.0.0.0/0', '::/0'], masquerade: true } }))).toBe(true);
   });
 });
+
+describe('the DNS redirect', () => {
+  const dns = (ipv4: string, ipv6?: string): Partial<DesiredState> => ({
+    dns: { resolver: { ipv4, ...(ipv6 === undefined ? {} : { ipv6 }), port: 40053 }, searchDomains: [] },
+  });
+  const addresses = ['100.64.0.1/32', 'fd00:64::1/128'];
+
+  it("points only at the interface's own addresses", () => {
+    expect(accepted(state(dns('100.64.0.1', 'fd00:64::1'), addresses))).toBe(true);
+    // The same address written another way is still ours.
+    expect(accepted(state(dns('100.64.0.1', 'fd00:64:0::0:1'), addresses))).toBe(true);
+    expect(refusal(state(dns('198.51.100.53'), addresses))).toBe(
+      'state.dns.resolver.ipv4: must be one of state.interface.addresses',
+    );
+    expect(refusal(state(dns('100.64.0.1', 'fd00:64::53'), addresses))).toBe(
+      'state.dns.resolver.ipv6: must be one of state.interface.addresses',
+    );
+  });
+});

@@ -4,8 +4,10 @@ import {
   type DesiredState,
   describeExitRoute,
   exitRouteFamilies,
+  formatAddr,
   HelperRequest,
   type Prefix,
+  parseAddr,
   parsePrefix,
 } from '@weft/protocol';
 import { inAny, UNASSIGNABLE, UNROUTABLE } from './reserved.js';
@@ -94,6 +96,7 @@ function checkState(state: DesiredState): string[] {
       problems.push(problem(['state', 'exitNode'], 'a node that offers itself as exit node cannot use one'));
     }
   }
+  problems.push(...dnsResolverProblems(state));
   const ownKey = publicKeyOf(state.interface.privateKey);
   const peerByKey = new Map<string, number>();
   const peerByAllowedIP = new Map<string, number>();
@@ -115,6 +118,24 @@ function checkState(state: DesiredState): string[] {
     });
   });
   return problems;
+}
+
+/**
+ * The OS's DNS may be redirected only to the engine's resolver on this interface's own addresses:
+ * anything else would hand every local process's queries (root's too) to a host the request names.
+ */
+function dnsResolverProblems(state: DesiredState): string[] {
+  const resolver = state.dns?.resolver;
+  if (resolver === undefined) return [];
+  const own = new Set(
+    state.interface.addresses.map((text) => formatAddr((parsePrefix(text) as Prefix).addr)),
+  );
+  return (['ipv4', 'ipv6'] as const).flatMap((family) => {
+    const text = resolver[family];
+    const addr = text === undefined ? null : parseAddr(text);
+    if (addr === null || own.has(formatAddr(addr))) return [];
+    return [problem(['state', 'dns', 'resolver', family], 'must be one of state.interface.addresses')];
+  });
 }
 
 /** X25519 public key of a WireGuard private key (both in base64), as `wg pubkey` computes it. */

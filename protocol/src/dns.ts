@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseAddr, parseEndpoint } from './ip.js';
+import { type Addr, type Prefix, parseAddr, parseEndpoint, parsePrefix, prefixContains } from './ip.js';
 
 // The tailnet's DNS settings (MagicDNS, nameservers, split DNS, search domains, extra records): what
 // an admin sets with `weft-control dns set`, what control keeps in its settings table and what every
@@ -17,13 +17,39 @@ export const DnsDomain = z
     'must be a domain name: dot-separated labels of lower-case letters, digits and -',
   );
 
-/** An upstream resolver: an IP address (port 53) or ip:port / [ipv6]:port. */
+/**
+ * Where no upstream may be: the tailnet's IPv4 range (100.100.100.100 included) and Tailscale's IPv6
+ * range (fd7a:115c:a1e0::53 included). The engine's own queries to 100.100.100.100 and
+ * fd7a:115c:a1e0::53 are redirected back into its resolver, so forwarding there loops.
+ */
+const NOT_UPSTREAM = ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'].map((p) => parsePrefix(p) as Prefix);
+
+function upstreamAddr(s: string): Addr | null {
+  return parseAddr(s) ?? parseEndpoint(s)?.addr ?? null;
+}
+
+const QUERY_LABEL = /^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$/;
+
+/**
+ * A name to ask about: as a domain name, but labels may also hold `_` (SRV names such as
+ * `_sip._tcp.example.com`, `_msdcs` and the like are names one asks, not names one sets).
+ */
+export const DnsQueryName = z
+  .string()
+  .max(253)
+  .refine(
+    (s) => s.split('.').every((label) => QUERY_LABEL.test(label)),
+    'must be a domain name: dot-separated labels of lower-case letters, digits, - and _',
+  );
+
+/** An upstream resolver: an IP address (port 53) or ip:port / [ipv6]:port, outside the tailnet. */
 export const Nameserver = z
   .string()
-  .refine(
-    (s) => parseAddr(s) !== null || parseEndpoint(s) !== null,
-    'must be an IP address, ip:port or [ipv6]:port',
-  );
+  .refine((s) => upstreamAddr(s) !== null, 'must be an IP address, ip:port or [ipv6]:port')
+  .refine((s) => {
+    const addr = upstreamAddr(s);
+    return addr === null || !NOT_UPSTREAM.some((p) => prefixContains(p, addr));
+  }, 'must not be the tailnet resolver (100.100.100.100, fd7a:115c:a1e0::53) or another tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48): forwarding there loops back into the resolver');
 
 export const ExtraRecord = z
   .strictObject({

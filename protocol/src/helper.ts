@@ -6,6 +6,9 @@ import { Cidr, Endpoint, IfaceAddr, InterfaceName, Key, Port } from './primitive
 // The privileged helper's one command language: newline-delimited JSON over a local socket.
 // The engine always sends the complete desired state; the helper converges the OS to it.
 
+/** The most OS resolvers a status reports (the helper keeps the first ones). */
+export const MAX_OS_RESOLVERS = 16;
+
 /** Largest request line the helper reads; longer input is refused before parsing. */
 export const HELPER_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
@@ -137,7 +140,7 @@ export const InterfaceStatus = z.strictObject({
    * While the helper points the OS at the tailnet resolver: the resolvers the OS had before (the
    * engine forwards to them when the tailnet sets none).
    */
-  osResolvers: z.array(z.string().max(64)).max(16).optional(),
+  osResolvers: z.array(z.string().max(64)).max(MAX_OS_RESOLVERS).optional(),
 });
 export type InterfaceStatus = z.infer<typeof InterfaceStatus>;
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DnsDomain, DnsSettings } from './dns.js';
+import { DnsQueryName, DnsSettings } from './dns.js';
 import { StatusPrefs } from './prefs.js';
 import { Hostname } from './primitives.js';
 
@@ -152,7 +152,7 @@ export const DnsQueryRequest = z.strictObject({
     .string()
     .max(254)
     .transform((s) => s.toLowerCase().replace(/\.$/, ''))
-    .pipe(DnsDomain),
+    .pipe(DnsQueryName),
   type: z.enum(['A', 'AAAA', 'PTR', 'TXT', 'MX', 'CNAME', 'SRV', 'NS']),
 });
 export type DnsQueryRequest = z.input<typeof DnsQueryRequest>;

@@ -46,6 +46,14 @@ describe('DNS settings', () => {
     const before = (await t.cli('dns', 'get')).out;
     const cases: [string[], RegExp][] = [
       [['--nameservers', '198.51.100.300'], /nameservers\.0: must be an IP address/],
+      // The resolver's own addresses and the tailnet's: forwarding there loops back into the resolver.
+      [
+        ['--nameservers', '198.51.100.53,100.100.100.100'],
+        /nameservers\.1: must not be the tailnet resolver/,
+      ],
+      [['--nameservers', '[fd7a:115c:a1e0::53]:53'], /nameservers\.0: must not be the tailnet resolver/],
+      [['--nameservers', '100.64.0.7:5353'], /nameservers\.0: must not be the tailnet resolver/],
+      [['--split-dns', 'corp.example=fd7a:115c:a1e0::53'], /splitDns\.corp\.example\.0: must not be/],
       [['--base-domain', 'Corp_Example'], /baseDomain: must be a domain name/],
       [['--split-dns', 'corp.example'], /must be DOMAIN=NAMESERVER/],
       [['--split-dns', 'corp.example=nope'], /splitDns\.corp\.example\.0: must be an IP address/],

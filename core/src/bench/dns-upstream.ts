@@ -54,6 +54,23 @@ export async function startTestUpstream(
   /** Also told every question (a lab host's resolver prints them for the test to read). */
   onQuery: (q: TestUpstream['queries'][number]) => void = () => {},
 ): Promise<TestUpstream> {
+  // With port 0 the free UDP port's TCP twin may be taken (by any outgoing connection's port):
+  // then another one is tried, a few times.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(records, host, port, onQuery);
+    } catch (err) {
+      if (port !== 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 5) throw err;
+    }
+  }
+}
+
+async function startOnce(
+  records: Record<string, string>,
+  host: string,
+  port: number,
+  onQuery: (q: TestUpstream['queries'][number]) => void,
+): Promise<TestUpstream> {
   const queries: TestUpstream['queries'] = [];
   const record = (q: TestUpstream['queries'][number]) => {
     queries.push(q);
@@ -87,7 +104,16 @@ export async function startTestUpstream(
       }
     });
   });
-  await new Promise<void>((resolve) => tcp.listen(bound, host, resolve));
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(bound, host, () => {
+      tcp.off('error', reject);
+      resolve();
+    });
+  }).catch((err) => {
+    udp.close();
+    throw err;
+  });
   return {
     port: bound,
     queries,

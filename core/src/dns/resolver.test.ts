@@ -1,5 +1,5 @@
 import { createSocket } from 'node:dgram';
-import { connect } from 'node:net';
+import { type AddressInfo, connect, createServer } from 'node:net';
 import { DNS_DEFAULTS, type DnsSettings, type NetMap, type NodeView } from '@weft/protocol';
 import dnsPacket from 'dns-packet';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -166,6 +166,39 @@ describe('the engine resolver', () => {
     expect(os.queries).toHaveLength(1);
   });
 
+  it('skips OS resolvers it cannot parse and forwards to the others', async () => {
+    const os = await upstream({ 'www.example.com': '203.0.113.82' });
+    const { ask } = await serve(netmap(), [
+      '198.51.100.53#dns.example',
+      'not-a-server',
+      `127.0.0.1:${os.port}`,
+    ]);
+    expect(await ask('www.example.com')).toMatchObject({ records: ['A 203.0.113.82'] });
+  });
+
+  it('does not cache an upstream answer to another question', async () => {
+    // An upstream that answers every query with a record for another name.
+    const odd = createSocket('udp4');
+    await new Promise<void>((resolve) => odd.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => odd.close());
+    let asked = 0;
+    odd.on('message', (msg, rinfo) => {
+      asked++;
+      const q = dnsPacket.decode(msg);
+      const other = { type: 'A' as const, name: 'other.example' };
+      const answers = [{ ...other, ttl: 60, data: '203.0.113.90' }];
+      odd.send(
+        dnsPacket.encode({ type: 'response', id: q.id, questions: [other], answers }),
+        rinfo.port,
+        rinfo.address,
+      );
+    });
+    const { ask } = await serve(netmap({ nameservers: [`127.0.0.1:${odd.address().port}`] }));
+    await ask('www.example.com');
+    await ask('www.example.com');
+    expect(asked).toBe(2);
+  });
+
   it('tries the next resolver when one does not answer, and says SERVFAIL when none does', async () => {
     const silent = createSocket('udp4');
     await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
@@ -276,6 +309,65 @@ describe('the engine resolver', () => {
         interval: 200,
       })
       .toEqual(['A 100.64.0.1']);
+  });
+
+  it('bounds pipelined TCP queries per connection and in flight, and close() ends open connections', async () => {
+    const silent = createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    cleanups.push(() => silent.close());
+    const { at, server, resolver } = await serve(
+      netmap({ nameservers: [`127.0.0.1:${silent.address().port}`] }),
+      [],
+      300,
+    );
+    // 2,000 queries pipelined on one connection, every one waiting on a silent upstream.
+    const frames = Array.from({ length: 2000 }, (_, i) => {
+      const q = dnsPacket.encode({
+        type: 'query',
+        id: i,
+        questions: [{ type: 'A', name: `n${i}.pipe.example` }],
+      });
+      const prefix = Buffer.alloc(2);
+      prefix.writeUInt16BE(q.length);
+      return Buffer.concat([prefix, q]);
+    });
+    const flood = connect({ host: '127.0.0.1', port: at.port });
+    const closed = new Promise<void>((resolve) => flood.on('close', () => resolve()));
+    flood.on('error', () => {});
+    flood.write(Buffer.concat(frames));
+    // The server closes the connection once more than its per-connection share waits ...
+    await closed;
+    expect(server.peakInFlight).toBeLessThanOrEqual(16);
+    // ... and works on none of the waiting ones after the client is gone: at most the first reached
+    // the resolver.
+    await expect.poll(() => server.inFlight, { timeout: 5000 }).toBe(0);
+    expect(resolver.stats.queries).toBeLessThanOrEqual(1);
+
+    // An idle connected client does not hold close() (it used to wait for the client to leave).
+    const idle = connect({ host: '127.0.0.1', port: at.port });
+    idle.on('error', () => {});
+    await new Promise<void>((resolve) => idle.on('connect', () => resolve()));
+    const idleClosed = new Promise<void>((resolve) => idle.on('close', () => resolve()));
+    await server.close();
+    await idleClosed;
+  });
+});
+
+describe('DnsServer.listen', () => {
+  it('leaves no UDP socket open when TCP on the same port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => taken.close(() => resolve())));
+    const port = (taken.address() as AddressInfo).port;
+    const server = new DnsServer(new Resolver({ osResolvers: () => [], timeoutMs: 500 }));
+    await expect(server.listen('127.0.0.1', port)).rejects.toThrow(/EADDRINUSE/);
+    // The UDP port it bound first is free again.
+    const udp = createSocket('udp4');
+    cleanups.push(() => udp.close());
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(port, '127.0.0.1', resolve);
+    });
   });
 });
 

@@ -135,7 +135,8 @@ export class Resolver {
         : settings && settings.nameservers.length > 0
           ? settings.nameservers
           : this.options.osResolvers();
-    return servers.map(upstreamOf);
+    // One entry in an unexpected form must not take the others (and every forwarded name) with it.
+    return servers.flatMap((s) => upstreamOf(s) ?? []);
   }
 
   private async forward(
@@ -156,7 +157,10 @@ export class Resolver {
         this.stats.failed++;
         return reply(query, RCODE.SERVFAIL);
       }
-      this.cache.put(key, answer);
+      // Kept only as the answer to the question asked: an upstream answering another question must
+      // not have that served for this name until its TTL runs out.
+      if (answersQuestion(answer, name, type, query.questions?.[0]?.class ?? 'IN'))
+        this.cache.put(key, answer);
     }
     const out = Buffer.from(answer);
     out.writeUInt16BE(id, 0);
@@ -177,6 +181,23 @@ export class Resolver {
       }
     }
     return null;
+  }
+}
+
+/** Whether `answer` carries exactly the one question `name` (any case), `type`, `cls`. */
+function answersQuestion(answer: Buffer, name: string, type: string, cls: string): boolean {
+  try {
+    const questions = dnsPacket.decode(answer).questions ?? [];
+    const q = questions[0];
+    return (
+      questions.length === 1 &&
+      q !== undefined &&
+      canonicalName(q.name) === name &&
+      q.type === type &&
+      (q.class ?? 'IN') === cls
+    );
+  } catch {
+    return false;
   }
 }
 

@@ -12,13 +12,15 @@ export interface Upstream {
   port: number;
 }
 
-/** A nameserver setting ("198.51.100.53", "198.51.100.53:5353", "[fd00::53]:53") as host and port. */
-export function upstreamOf(nameserver: string): Upstream {
+/**
+ * A nameserver setting ("198.51.100.53", "198.51.100.53:5353", "[fd00::53]:53") as host and port;
+ * null for anything else (the OS's resolvers are not schema-checked as control's settings are).
+ */
+export function upstreamOf(nameserver: string): Upstream | null {
   const addr = parseAddr(nameserver);
   if (addr !== null) return { host: formatAddr(addr), port: 53 };
   const ep = parseEndpoint(nameserver);
-  if (ep === null) throw new Error(`not a nameserver: ${nameserver}`);
-  return { host: formatAddr(ep.addr), port: ep.port };
+  return ep === null ? null : { host: formatAddr(ep.addr), port: ep.port };
 }
 
 export const upstreamText = (u: Upstream) =>

@@ -226,14 +226,24 @@ describe('LocalAPI', () => {
       rcode: 'NOERROR',
       records: ['A 100.64.0.2'],
     });
+    // SRV names start with '_'.
+    expect((await client.dnsQuery({ name: '_sip._tcp.weft.internal', type: 'SRV' })).name).toBe(
+      '_sip._tcp.weft.internal',
+    );
     for (const body of [
-      { name: 'bad_name', type: 'A' },
+      { name: 'bad name', type: 'A' },
+      { name: 'a..b', type: 'A' },
+      { name: 'bad-.example', type: 'A' },
+      { name: `${'_'.repeat(64)}.example`, type: 'A' },
       { name: 'x', type: 'AXFR' },
       { name: 'a'.repeat(300), type: 'A' },
     ]) {
       expect((await raw('POST', `${LOCALAPI_PREFIX}/dns/query`, JSON.stringify(body))).status).toBe(400);
     }
-    expect(backend.queries).toEqual([{ name: 'build-box.weft.internal', type: 'A' }]);
+    expect(backend.queries).toEqual([
+      { name: 'build-box.weft.internal', type: 'A' },
+      { name: '_sip._tcp.weft.internal', type: 'SRV' },
+    ]);
   });
 
   it('tells the CLI plainly when weftd is not running', async () => {

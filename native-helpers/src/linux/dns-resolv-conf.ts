@@ -66,6 +66,11 @@ export class ResolvConf {
         this.log.warn(`${this.path} already holds tailnet DNS settings and no original is recorded`);
       }
       record = { version: 1, path: this.path, original: current.toString('base64'), written: '' };
+    } else if (record.written !== '' && current.toString('base64') !== record.written) {
+      // Rewritten by someone else (DHCP, an admin) while ours: that is the newest non-Weft file, the
+      // one to give back later and whose nameservers the engine falls back to.
+      this.log.warn(`${this.path} was changed by someone else; keeping that as the original to restore`);
+      record = { ...record, original: current.toString('base64') };
     }
     if (current.toString() === desired && record.written === Buffer.from(desired).toString('base64')) return;
     await this.writeRecord({ ...record, written: Buffer.from(desired).toString('base64') });

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { DesiredState } from '@weft/protocol';
+import { type DesiredState, InterfaceStatus } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Logger } from '../log.js';
 import { OsDns, parseResolvectlDns } from './dns.js';
@@ -134,6 +134,20 @@ describe('tailnet DNS on Linux', () => {
     expect(() => statSync(join(state, RESOLV_CONF_RECORD))).toThrow();
   });
 
+  it('adopts a file someone else rewrote while ours as the original, then points it at us again', async () => {
+    const { file, state } = scratch();
+    const conf = new ResolvConf(file, state, quiet);
+    await conf.apply(['weft.internal']);
+    // DHCP hands out a new resolver while Weft owns the file; the next apply takes the file back.
+    writeFileSync(file, 'nameserver 203.0.113.53\n');
+    await conf.apply(['weft.internal']);
+    expect(readFileSync(file, 'utf8')).toBe(renderResolvConf(['weft.internal']));
+    expect(await conf.originalNameservers()).toEqual(['203.0.113.53']);
+    // Restore gives back the newest non-Weft file, not the one from before the first apply.
+    await conf.restore();
+    expect(readFileSync(file, 'utf8')).toBe('nameserver 203.0.113.53\n');
+  });
+
   it('without resolved: resolv.conf for one interface at a time; nothing when DNS is off', async () => {
     const { file, original, state } = scratch();
     const { runner, ran } = recorder(false);
@@ -158,14 +172,18 @@ describe('tailnet DNS on Linux', () => {
     expect(ran).toEqual([
       [...RESOLVED_PROBE],
       ...resolvedApplyPlan('weft0', ['weft.internal']).map((c) => [...c]),
+      ['resolvectl', '--no-pager', 'dns'],
     ]);
     expect(resolvedApplyPlan('weft0', ['weft.internal'])).toEqual([
       ['resolvectl', 'dns', 'weft0', '100.100.100.100'],
       ['resolvectl', 'domain', 'weft0', 'weft.internal', '~.'],
       ['resolvectl', 'default-route', 'weft0', 'true'],
     ]);
-    expect(await dns.osResolvers('weft0')).toEqual(['198.51.100.1', 'fd00::1']);
+    // Status asks for them often: read at apply, not a process per status.
     ran.length = 0;
+    expect(await dns.osResolvers('weft0')).toEqual(['198.51.100.1', 'fd00::1']);
+    expect(await dns.osResolvers('weft0')).toEqual(['198.51.100.1', 'fd00::1']);
+    expect(ran).toEqual([]);
     await dns.sync('weft0', null);
     expect(ran).toEqual(resolvedRevertPlan('weft0').map((c) => [...c]));
     expect(readFileSync(file, 'utf8')).toBe(original);
@@ -178,5 +196,27 @@ describe('tailnet DNS on Linux', () => {
         'wg0',
       ),
     ).toEqual(['203.0.113.53', '198.51.100.1']);
+    // DNS-over-TLS servers carry their name after '#'.
+    expect(parseResolvectlDns('Global: 198.51.100.53#dns.example fd00::53#dns.example\n', 'wg0')).toEqual([
+      '198.51.100.53',
+      'fd00::53',
+    ]);
+  });
+
+  it('reports at most 16 OS resolvers, addresses only, so the status always passes the engine’s schema', async () => {
+    const { file, state } = scratch();
+    const many = Array.from({ length: 40 }, (_, i) => `198.51.100.${i + 1}`).join(' ');
+    const runner: Runner = {
+      run: async (argv) =>
+        argv.join(' ') === 'resolvectl --no-pager dns' ? `Link 2 (eth0): bogus ${many}\n` : '',
+      start: () => {
+        throw new Error('not here');
+      },
+    };
+    const dns = new OsDns(runner, new ResolvConf(file, state, quiet), quiet);
+    await dns.sync('weft0', DNS);
+    const resolvers = await dns.osResolvers('weft0');
+    expect(resolvers).toEqual(Array.from({ length: 16 }, (_, i) => `198.51.100.${i + 1}`));
+    expect(InterfaceStatus.shape.osResolvers.safeParse(resolvers).success).toBe(true);
   });
 });

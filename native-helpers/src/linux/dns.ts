@@ -1,4 +1,4 @@
-import type { DnsConfig } from '@weft/protocol';
+import { type DnsConfig, MAX_OS_RESOLVERS, parseAddr } from '@weft/protocol';
 import { BackendError } from '../backend.js';
 import type { Logger } from '../log.js';
 import { nameserversOf, type ResolvConf } from './dns-resolv-conf.js';
@@ -13,6 +13,8 @@ export class OsDns {
   /** The interface whose DNS is in force; null: the OS's DNS is as it was. */
   private owner: string | null = null;
   private mode: 'resolved' | 'resolv.conf' | null = null;
+  /** resolved: the other links' servers (`resolvectl dns` prints "Link N (name): servers"). */
+  private resolvedServers: string[] = [];
 
   constructor(
     private readonly runner: Runner,
@@ -35,6 +37,9 @@ export class OsDns {
     this.mode ??= (await this.resolvedRuns()) ? 'resolved' : 'resolv.conf';
     if (this.mode === 'resolved') {
       for (const argv of resolvedApplyPlan(iface, dns.searchDomains)) await this.runner.run(argv);
+      // Read once per apply, not on every status (the engine polls status every second or faster).
+      const out = await this.runner.run(['resolvectl', '--no-pager', 'dns']).catch(() => '');
+      this.resolvedServers = usableResolvers(parseResolvectlDns(out, iface));
     } else {
       await this.resolvConf.apply(dns.searchDomains);
     }
@@ -44,10 +49,9 @@ export class OsDns {
   /** The resolvers the OS used before (what the engine forwards to when the tailnet sets none). */
   async osResolvers(iface: string): Promise<string[] | undefined> {
     if (this.owner !== iface) return undefined;
-    if (this.mode === 'resolv.conf') return this.resolvConf.originalNameservers();
-    // resolved: the other links' servers (`resolvectl dns` prints "Link N (name): servers").
-    const out = await this.runner.run(['resolvectl', '--no-pager', 'dns']).catch(() => '');
-    return parseResolvectlDns(out, iface);
+    if (this.mode === 'resolv.conf') return usableResolvers(await this.resolvConf.originalNameservers());
+    // resolved: the other links' servers as of the last apply.
+    return this.resolvedServers;
   }
 
   /** Puts the OS's DNS back as it was. */
@@ -64,6 +68,7 @@ export class OsDns {
     await this.resolvConf.restore();
     this.owner = null;
     this.mode = null;
+    this.resolvedServers = [];
   }
 
   private async resolvedRuns(): Promise<boolean> {
@@ -77,7 +82,18 @@ export class OsDns {
   }
 }
 
-/** The servers of every link but `iface` in `resolvectl dns` output, global ones included. */
+/**
+ * Addresses only, at most as many as a status may carry: more, or one the engine's schema refuses,
+ * would fail the whole status and drop the helper connection on every poll.
+ */
+function usableResolvers(servers: readonly string[]): string[] {
+  return servers.filter((s) => parseAddr(s) !== null).slice(0, MAX_OS_RESOLVERS);
+}
+
+/**
+ * The servers of every link but `iface` in `resolvectl dns` output, global ones included, without
+ * the `#server-name` resolved adds to DNS-over-TLS servers.
+ */
 export function parseResolvectlDns(out: string, iface: string): string[] {
   const servers: string[] = [];
   for (const line of out.split('\n')) {
@@ -87,7 +103,7 @@ export function parseResolvectlDns(out: string, iface: string): string[] {
       ...nameserversOf(
         (m[3] as string)
           .split(/\s+/)
-          .map((s) => `nameserver ${s}`)
+          .map((s) => `nameserver ${s.replace(/#.*$/, '')}`)
           .join('\n'),
       ),
     );
