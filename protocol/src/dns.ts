@@ -18,11 +18,11 @@ export const DnsDomain = z
   );
 
 /**
- * Where no upstream may be: the tailnet's IPv4 range (100.100.100.100 included) and Tailscale's IPv6
- * range (fd7a:115c:a1e0::53 included). The engine's own queries to 100.100.100.100 and
- * fd7a:115c:a1e0::53 are redirected back into its resolver, so forwarding there loops.
+ * Where no upstream may be: the resolver's own addresses. Each node's queries to them are redirected
+ * back into its resolver, so forwarding there loops. A DNS server on a peer's tailnet address (a
+ * Pi-hole on the tailnet) is a fine upstream: its queries go through the tunnel to that peer.
  */
-const NOT_UPSTREAM = ['100.64.0.0/10', 'fd7a:115c:a1e0::/48'].map((p) => parsePrefix(p) as Prefix);
+const NOT_UPSTREAM = ['100.100.100.100/32', 'fd7a:115c:a1e0::53/128'].map((p) => parsePrefix(p) as Prefix);
 
 function upstreamAddr(s: string): Addr | null {
   return parseAddr(s) ?? parseEndpoint(s)?.addr ?? null;
@@ -49,7 +49,7 @@ export const Nameserver = z
   .refine((s) => {
     const addr = upstreamAddr(s);
     return addr === null || !NOT_UPSTREAM.some((p) => prefixContains(p, addr));
-  }, 'must not be the tailnet resolver (100.100.100.100, fd7a:115c:a1e0::53) or another tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48): forwarding there loops back into the resolver');
+  }, 'must not be the tailnet resolver (100.100.100.100, fd7a:115c:a1e0::53): forwarding there loops back into the resolver');
 
 export const ExtraRecord = z
   .strictObject({

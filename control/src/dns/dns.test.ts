@@ -46,13 +46,12 @@ describe('DNS settings', () => {
     const before = (await t.cli('dns', 'get')).out;
     const cases: [string[], RegExp][] = [
       [['--nameservers', '198.51.100.300'], /nameservers\.0: must be an IP address/],
-      // The resolver's own addresses and the tailnet's: forwarding there loops back into the resolver.
+      // The resolver's own addresses: forwarding there loops back into the resolver.
       [
         ['--nameservers', '198.51.100.53,100.100.100.100'],
         /nameservers\.1: must not be the tailnet resolver/,
       ],
       [['--nameservers', '[fd7a:115c:a1e0::53]:53'], /nameservers\.0: must not be the tailnet resolver/],
-      [['--nameservers', '100.64.0.7:5353'], /nameservers\.0: must not be the tailnet resolver/],
       [['--split-dns', 'corp.example=fd7a:115c:a1e0::53'], /splitDns\.corp\.example\.0: must not be/],
       [['--base-domain', 'Corp_Example'], /baseDomain: must be a domain name/],
       [['--split-dns', 'corp.example'], /must be DOMAIN=NAMESERVER/],
@@ -67,6 +66,8 @@ describe('DNS settings', () => {
       expect(r.err).toMatch(why);
     }
     expect((await t.cli('dns', 'get')).out).toBe(before);
+    // A DNS server on a peer's tailnet address is a fine upstream (it is reached through the tunnel).
+    expect((await t.cli('dns', 'set', '--nameservers', '100.64.0.7')).code).toBe(0);
   });
 
   it('streams new settings and renamed nodes to connected nodes', async () => {
