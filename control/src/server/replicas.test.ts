@@ -152,7 +152,8 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     const back = await a.stream();
     await back.until('a back, with its endpoints', (c) => c.netmap !== null, 5_000);
     expect(back.netmap?.self.endpoints).toEqual(['198.18.0.11:41641']);
-    expect(back.netmap?.peers.map((p) => p.name)).toEqual(['b']);
+    // The deletion reaches r2's hub through the change feed, maybe just after a's first map.
+    await back.until('d gone from a’s map', (c) => c.netmap?.peers.map((p) => p.name).join() === 'b', 5_000);
     await sb.until(
       'a online again, d gone',
       (c) => peer(c, 'a')?.online === true && peer(c, 'd') === undefined,
@@ -174,6 +175,7 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     await sb.until('d online on r1', (c) => peer(c, 'd')?.online === true);
     r1.child.kill('SIGKILL');
     // d never comes back: r2's reaper drops r1's rows after DEAD_AFTER_MS (10 s) without a heartbeat.
-    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 20_000);
-  }, 30_000);
+    // Bounded generously: on a loaded machine the replica's timers run late.
+    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 40_000);
+  }, 60_000);
 });
