@@ -1,7 +1,7 @@
 import { type AppState, connectionPhase } from '@weft/protocol';
 import { useEffect } from 'react';
 import { useWeft } from '../store/store.js';
-import { ScreenHeading, Toasts } from './common.js';
+import { IconButton, ScreenHeading, Toasts } from './common.js';
 import { ExitNodes } from './ExitNodes.js';
 import { Home } from './Home.js';
 import { AlertIcon, BackIcon, GearIcon, LogoMark } from './icons.js';
@@ -61,25 +61,15 @@ export function App() {
             <span className="brand-name">Weft</span>
           </span>
         ) : (
-          <button
-            type="button"
-            className="icon-button"
-            aria-label="Back"
-            onClick={() => dispatch({ type: 'navigate', view: 'main' })}
-          >
+          <IconButton label="Back" onClick={() => dispatch({ type: 'navigate', view: 'main' })}>
             <BackIcon />
-          </button>
+          </IconButton>
         )}
         <span className="spacer" />
         {screenView !== 'settings' && (
-          <button
-            type="button"
-            className="icon-button"
-            aria-label="Settings"
-            onClick={() => dispatch({ type: 'navigate', view: 'settings' })}
-          >
+          <IconButton label="Settings" onClick={() => dispatch({ type: 'navigate', view: 'settings' })}>
             <GearIcon />
-          </button>
+          </IconButton>
         )}
       </header>
       <main className="content">

@@ -15,6 +15,21 @@ export function ScreenHeading({ children, id }: { children: ReactNode; id?: stri
   );
 }
 
+/** A button showing only an icon: named (and its tooltip) by `label`. */
+export function IconButton(props: { label: string; onClick: () => void; children: ReactNode }) {
+  return (
+    <button
+      type="button"
+      className="icon-button"
+      aria-label={props.label}
+      title={props.label}
+      onClick={props.onClick}
+    >
+      {props.children}
+    </button>
+  );
+}
+
 export function CopyButton({ text, label }: { text: string; label: string }) {
   const run = useWeft((s) => s.run);
   const dispatch = useWeft((s) => s.dispatch);
@@ -23,9 +38,9 @@ export function CopyButton({ text, label }: { text: string; label: string }) {
       dispatch({ type: 'toast', level: 'info', message: `Copied ${text}` });
   };
   return (
-    <button type="button" className="icon-button" aria-label={label} title={label} onClick={copy}>
+    <IconButton label={label} onClick={copy}>
       <CopyIcon />
-    </button>
+    </IconButton>
   );
 }
 
