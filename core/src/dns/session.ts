@@ -9,6 +9,7 @@ import {
 } from '@weft/protocol';
 import dnsPacket, { type RecordType } from 'dns-packet';
 import { describeError, type Logger } from '../log/logger.js';
+import { Serial } from '../serial.js';
 import { TailnetNames } from './names.js';
 import { describeAnswer } from './query.js';
 import { Resolver } from './resolver.js';
@@ -29,7 +30,7 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
   readonly resolver: Resolver;
   private listening: Listening | null = null;
   private namesKey = '';
-  private busy: Promise<void> = Promise.resolve();
+  private readonly busy = new Serial();
   /** The user's "use tailnet DNS", as last synced (for status). */
   private useTailnetDns = false;
 
@@ -65,12 +66,9 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
    * the tunnel down). Emits `change` when where it listens changed.
    */
   private update(addresses: readonly string[] | null): Promise<void> {
-    this.busy = this.busy
-      .then(() => this.converge(addresses))
-      .catch((err) => {
-        this.log.warn(`tailnet DNS resolver: ${describeError(err)}`);
-      });
-    return this.busy;
+    return this.busy
+      .run(() => this.converge(addresses))
+      .catch((err) => this.log.warn(`tailnet DNS resolver: ${describeError(err)}`));
   }
 
   private async converge(wanted: readonly string[] | null): Promise<void> {

@@ -17,9 +17,11 @@ import { defaultHostname } from '../control-client/hostname.js';
 import { ControlMachine } from '../control-client/machine.js';
 import { DnsSession } from '../dns/session.js';
 import { WeftError } from '../errors.js';
+
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
 import { PathsSession } from '../paths/session.js';
+import { Serial } from '../serial.js';
 import { NetmapCache } from '../state/netmap-cache.js';
 import { desiredOsState } from './desired.js';
 import { advertisedRoutes, checkExitNodeChoice, describeRoutes, ExitNodeState } from './exit-nodes.js';
@@ -52,7 +54,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private notice: string | null = null;
   /** Exit-node latencies and the servers kept outside the tunnel. */
   private readonly exits = new ExitNodeState();
-  private ops: Promise<unknown> = Promise.resolve();
+  /** State transitions, one at a time in call order. */
+  private readonly ops = new Serial();
   private readonly tunnel: Tunnel;
   private readonly netmapCache: NetmapCache;
   private readonly watchers: StatusWatch;
@@ -126,11 +129,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Status with the interface's live figures read through the helper. */
   async status(): Promise<Status> {
-    try {
-      await this.tunnel.readInterface(true);
-    } catch (err) {
-      this.opts.log.debug(`helper status: ${describeError(err)}`);
-    }
+    await this.tunnel.readLive();
     return this.snapshot();
   }
 
@@ -139,7 +138,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * they are saved, sent to control (advertised routes) and applied at once.
    */
   async setPrefs(patch: PrefsPatch): Promise<void> {
-    await this.exclusive(async () => {
+    await this.ops.run(async () => {
       if (patch.exitNodeId !== this.prefs.exitNodeId) checkExitNodeChoice(this.netmap, patch.exitNodeId);
       const next = patchPrefs(this.prefs, patch);
       const routes = (p: Prefs) => JSON.stringify(advertisedRoutes(p));
@@ -177,12 +176,12 @@ export class Engine extends EventEmitter<EngineEvents> {
    * login is pending (status.authUrl); rejects with a WeftError saying what went wrong.
    */
   async up(req: UpRequest): Promise<void> {
-    const pendingLogin = await this.exclusive(() => this.doUp(req));
+    const pendingLogin = await this.ops.run(() => this.doUp(req));
     if (!pendingLogin) await untilRunning(this, () => this.view(), this.timing.upTimeoutMs ?? 45_000);
   }
 
   async down(): Promise<void> {
-    await this.exclusive(async () => {
+    await this.ops.run(async () => {
       await this.control.cancelSignIn();
       await this.savePrefs({ ...this.prefs, wantRunning: false });
       await this.stopSession();
@@ -195,12 +194,12 @@ export class Engine extends EventEmitter<EngineEvents> {
    * state is useless), then the login is forgotten here, whatever control answered.
    */
   async logout(): Promise<void> {
-    await this.exclusive(async () => this.forgetLogin(await this.control.logoutAtControl()));
+    await this.ops.run(async () => this.forgetLogin(await this.control.logoutAtControl()));
   }
 
   /** Gives up a pending interactive login, here and at control (its link stops working). */
   async cancelLogin(): Promise<void> {
-    await this.exclusive(async () => {
+    await this.ops.run(async () => {
       if (await this.control.cancelSignIn()) this.notice = 'sign-in cancelled';
       this.emit('change');
     });
@@ -211,7 +210,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * helper starts from nothing (the desktop app's supervisor calls this after every restart).
    */
   async reapply(): Promise<void> {
-    await this.exclusive(async () => {
+    await this.ops.run(async () => {
       this.reconcile();
       // Wanted up without a netmap yet: nothing to send; the first map is applied when it comes.
       if (this.tunnel.targeted) await this.tunnel.sync();
@@ -295,7 +294,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       ...this.timing,
       store: this.opts.store,
       log: this.opts.log,
-      serialize: (fn) => this.exclusive(fn),
+      serialize: (fn) => this.ops.run(fn),
       hostname: () => this.prefs.hostname ?? defaultHostname(),
       keyRotationMs: this.opts.keyRotationMs,
     });
@@ -306,9 +305,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.emit('change');
     });
     control.on('loggedOut', (reason) =>
-      this.exclusive(() => this.forgetLogin(`logged out by control: ${reason}`)).catch((err) =>
-        this.opts.log.warn(`logout: ${describeError(err)}`),
-      ),
+      this.ops
+        .run(() => this.forgetLogin(`logged out by control: ${reason}`))
+        .catch((err) => this.opts.log.warn(`logout: ${describeError(err)}`)),
     );
     control.on('rotated', (self) => this.rotated(self));
     control.on('change', () => this.emit('change'));
@@ -380,13 +379,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async savePrefs(prefs: Prefs): Promise<void> {
     await this.opts.store.savePrefs(prefs);
     this.prefs = prefs;
-  }
-
-  /** Runs state transitions one at a time, in call order. */
-  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.ops.then(fn);
-    this.ops = run.catch(() => undefined);
-    return run;
   }
 
   private view(): EngineView {

@@ -95,6 +95,15 @@ export class Tunnel extends EventEmitter<{ change: [] }> {
     return this.iface;
   }
 
+  /** The interface's live figures for a status; a helper that cannot answer leaves the last ones. */
+  async readLive(): Promise<void> {
+    try {
+      await this.readInterface(true);
+    } catch (err) {
+      this.opts.log.debug(`helper status: ${describeError(err)}`);
+    }
+  }
+
   /** Stops reconciling and takes the interface down if the helper is there. */
   async close(): Promise<void> {
     const { helper, interfaceName, log } = this.opts;

@@ -16,6 +16,7 @@ import {
   parsePrefix,
   prefixContains,
 } from '@weft/protocol';
+import { Serial } from '../../serial.js';
 import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
 import { defaultGateway } from './gateway.js';
 
@@ -66,7 +67,7 @@ export class PortMapper {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Operations run one at a time: a renewal never races the delete of `stop`. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly queue = new Serial();
   private readonly gateway: () => Promise<string | null>;
   private readonly gatewayPort: number;
   private readonly retryMs: readonly number[];
@@ -89,14 +90,14 @@ export class PortMapper {
   /** Probes the gateway and maps the port; resolves once the first answer (or none) is known. */
   start(): Promise<PortMapping | null> {
     this.stopped = false;
-    return this.run(() => this.refresh());
+    return this.queue.run(() => this.refresh());
   }
 
   /** Deletes the mapping (best effort: one exchange) and stops renewing. */
   stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    return this.run(async () => {
+    return this.queue.run(async () => {
       const mapping = this.current;
       if (!mapping) return;
       this.set(null);
@@ -118,12 +119,6 @@ export class PortMapper {
     });
   }
 
-  private run<T>(op: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(op, op);
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
   private async refresh(): Promise<PortMapping | null> {
     const mapping = await this.withGateway(
       async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)),
@@ -133,7 +128,7 @@ export class PortMapper {
     this.set(mapping);
     const renewMs = mapping ? Math.max(1000, (mapping.lifetime * 1000) / 2) : RETRY_AFTER_MS;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.run(() => this.refresh()), renewMs);
+    this.timer = setTimeout(() => void this.queue.run(() => this.refresh()), renewMs);
     this.timer.unref();
     return mapping;
   }
