@@ -73,6 +73,12 @@ describe('tailnet names (MagicDNS) on lab hosts', () => {
     const bIp = await nodes.b.ip4();
     expect(await waitFor('b resolves on a', async () => (await lookup(nodes.a, 'b')) ?? false)).toBe(bIp);
     expect(await lookup(nodes.a, 'b.weft.internal')).toBe(bIp);
+    // dig, as a person asks the resolver directly.
+    const dig = await nodes.a.host.exec(
+      ['dig', '+short', '+time=2', '+tries=2', '@100.100.100.100', 'b.weft.internal', 'A'],
+      { timeoutMs: 15_000 },
+    );
+    expect(dig.stdout.trim()).toBe(bIp);
     await waitFor('a pings b by name', () => nodes.a.host.ping('b', { count: 1, deadlineS: 2 }), 20_000);
     const status = await nodes.a.status();
     expect(status.self?.dnsName).toBe('a.weft.internal');
