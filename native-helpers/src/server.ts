@@ -5,12 +5,12 @@ import {
   type HelperRequest,
   type HelperResponse,
   type InterfaceStatus,
+  SerialQueue,
 } from '@weft/protocol';
 import type { z } from 'zod';
 import { BackendError, type PlatformBackend } from './backend.js';
 import { LineSplitter } from './framing.js';
 import type { Logger } from './log.js';
-import { SerialQueue } from './queue.js';
 import { listenUnix } from './socket.js';
 import { parseRequestLine } from './validate.js';
 

@@ -16,4 +16,5 @@ export * from './prefs.js';
 export * from './primitives.js';
 export * from './relay.js';
 export * from './relay-members.js';
+export * from './serial-queue.js';
 export * from './tailcfg.js';

@@ -5,11 +5,11 @@ import {
   type DnsStatus,
   type NetMap,
   parseAddr,
+  SerialQueue,
   TAILNET_DNS_IPV6,
 } from '@weft/protocol';
 import dnsPacket, { type RecordType } from 'dns-packet';
 import { describeError, type Logger } from '../log/logger.js';
-import { Serial } from '../serial.js';
 import { TailnetNames } from './names.js';
 import { describeAnswer } from './query.js';
 import { Resolver } from './resolver.js';
@@ -30,7 +30,7 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
   readonly resolver: Resolver;
   private listening: Listening | null = null;
   private namesKey = '';
-  private readonly busy = new Serial();
+  private readonly busy = new SerialQueue();
   /** The user's "use tailnet DNS", as last synced (for status). */
   private useTailnetDns = false;
 

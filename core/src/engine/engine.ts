@@ -8,6 +8,7 @@ import {
   type Prefs,
   type PrefsPatch,
   patchPrefs,
+  SerialQueue,
   type Status,
   type StreamServerMessage,
   type UpRequest,
@@ -21,7 +22,6 @@ import { WeftError } from '../errors.js';
 import type { Target } from '../helper/reconciler.js';
 import { describeError } from '../log/logger.js';
 import { PathsSession } from '../paths/session.js';
-import { Serial } from '../serial.js';
 import { NetmapCache } from '../state/netmap-cache.js';
 import { desiredOsState } from './desired.js';
 import { advertisedRoutes, checkExitNodeChoice, describeRoutes, ExitNodeState } from './exit-nodes.js';
@@ -55,7 +55,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Exit-node latencies and the servers kept outside the tunnel. */
   private readonly exits = new ExitNodeState();
   /** State transitions, one at a time in call order. */
-  private readonly ops = new Serial();
+  private readonly ops = new SerialQueue();
   private readonly tunnel: Tunnel;
   private readonly netmapCache: NetmapCache;
   private readonly watchers: StatusWatch;

@@ -1,5 +1,5 @@
+import { SerialQueue } from '@weft/protocol';
 import type { Logger } from '../log.js';
-import { SerialQueue } from '../queue.js';
 import type { Sysctl } from './sysctl.js';
 
 // wireguard-go asks for 7 MiB UDP socket buffers; the kernel caps them at net.core.rmem_max and

@@ -15,8 +15,8 @@ import {
   parseEndpoint,
   parsePrefix,
   prefixContains,
+  SerialQueue,
 } from '@weft/protocol';
-import { Serial } from '../../serial.js';
 import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
 import { defaultGateway } from './gateway.js';
 
@@ -67,7 +67,7 @@ export class PortMapper {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   /** Operations run one at a time: a renewal never races the delete of `stop`. */
-  private readonly queue = new Serial();
+  private readonly queue = new SerialQueue();
   private readonly gateway: () => Promise<string | null>;
   private readonly gatewayPort: number;
   private readonly retryMs: readonly number[];

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { Serial } from './serial.js';
+import { SerialQueue } from './serial-queue.js';
 
-describe('Serial', () => {
+describe('SerialQueue', () => {
   it('runs operations one at a time in call order, and a failure does not stop the next', async () => {
-    const serial = new Serial();
+    const serial = new SerialQueue();
     const log: string[] = [];
     const op =
       (name: string, fail = false) =>
