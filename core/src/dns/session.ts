@@ -30,6 +30,7 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
   readonly resolver: Resolver;
   private listening: Listening | null = null;
   private namesKey = '';
+  private lastNetmap: NetMap | null | undefined;
   private readonly busy = new SerialQueue();
   /** The user's "use tailnet DNS", as last synced (for status). */
   private useTailnetDns = false;
@@ -52,8 +53,13 @@ export class DnsSession extends EventEmitter<{ change: [] }> {
     return this.update(up && netmap?.dns !== undefined ? netmap.self.addresses : null);
   }
 
-  /** The cache is kept unless the names changed. */
+  /**
+   * The cache is kept unless the names changed. The engine syncs on every tunnel change too (a
+   * status read, every 100 ms while a path is tried): the same netmap is not read again.
+   */
   private netmapChanged(netmap: NetMap | null): void {
+    if (netmap === this.lastNetmap) return;
+    this.lastNetmap = netmap;
     const names = netmap ? TailnetNames.of(netmap) : null;
     const key = names ? JSON.stringify([names.settings, names.records()]) : '';
     if (key === this.namesKey) return;
