@@ -3,6 +3,7 @@ export * from './exec.js';
 export * from './iperf.js';
 export * from './lab.js';
 export * from './nat.js';
+export * from './relayed-tailnet.js';
 export * from './tailscale.js';
 export * from './tls-front.js';
 export * from './weft.js';

@@ -1,18 +1,20 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import type { NetcheckReport, PeerStatus } from '@weft/protocol';
+import type { NetcheckReport } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addRouter,
-  ControlServer,
+  bothPaths,
+  type ControlServer,
   type Host,
   Lab,
+  type NamedNodes,
   type NatKind,
-  RelayServer,
+  peerOf,
+  type RelayServer,
   type Router,
   removeScratch,
   type Segment,
   scratchDir,
+  startRelayedTailnet,
   WeftNode,
   waitFor,
 } from '../lab/index.js';
@@ -41,6 +43,8 @@ let relay2: RelayServer;
 const nodes: Record<string, WeftNode> = {};
 const routers: Record<string, Router> = {};
 const ips: Record<string, string> = {};
+const t: NamedNodes = { nodes, ips };
+let key: string;
 
 async function natHost(
   net: Segment,
@@ -68,10 +72,6 @@ function node(host: Host, name: string): WeftNode {
   return n;
 }
 
-async function peerOf(a: string, b: string): Promise<PeerStatus | undefined> {
-  return (await nodes[a]!.status()).peers.find((p) => p.name === b);
-}
-
 /** Pings b's tunnel address from a until a reply comes, within `timeoutMs`. */
 async function pingWorks(a: string, b: string, timeoutMs: number): Promise<number> {
   const t0 = Date.now();
@@ -83,43 +83,15 @@ async function pingWorks(a: string, b: string, timeoutMs: number): Promise<numbe
   return Date.now() - t0;
 }
 
-const onProxy = (p: PeerStatus | undefined) => p?.endpoint?.startsWith('127.0.0.1:') === true;
-
-/**
- * Both ends report `path` for each other (pinging meanwhile, so paths carry traffic). A relayed
- * peer's endpoint is the loopback proxy, except during a trial of a direct candidate (a couple of
- * seconds every so often), so that is waited out too.
- */
-async function bothPaths(a: string, b: string, path: 'direct' | 'relay', timeoutMs: number) {
-  return waitFor(
-    `${a} ↔ ${b} ${path}`,
-    async () => {
-      await nodes[a]!.host.ping(ips[b]!, { count: 1, deadlineS: 1 });
-      const [pa, pb] = await Promise.all([peerOf(a, b), peerOf(b, a)]);
-      const relayed = path === 'direct' || (onProxy(pa) && onProxy(pb));
-      return pa?.path === path && pb?.path === path && relayed && ([pa, pb] as const);
-    },
-    timeoutMs,
-  );
-}
-
 beforeAll(async () => {
   lab = await Lab.create();
   dir = scratchDir(lab.id);
   const net = await lab.addSegment();
-  const ctlHost = await lab.addHost('ctl', { segment: net, address: '198.18.0.1/24' });
-  const r1Host = await lab.addHost('rly1', { segment: net, address: '198.18.0.2/24' });
-  const r2Host = await lab.addHost('rly2', { segment: net, address: '198.18.0.3/24' });
-  for (const d of ['r1', 'r2']) mkdirSync(join(dir, d));
-  relay1 = new RelayServer(r1Host, join(dir, 'r1'));
-  relay2 = new RelayServer(r2Host, join(dir, 'r2'));
-  const relays = `${await relay1.mapEntry(1, 'lab1')};${await relay2.mapEntry(2, 'lab2')}`;
-  control = new ControlServer(ctlHost, dir, 8080, ['--relays', relays]);
-  // The relays serve this control's tailnet only (they follow its member list).
-  await control.start();
-  await Promise.all([relay1.start(control), relay2.start(control)]);
-  await control.cli(['users', 'create', 'alice', '--email', 'alice@example.com']);
-  const key = await control.cli(['preauthkey', 'create', '--user', 'alice', '--reusable']);
+  ({
+    control,
+    relays: [relay1, relay2],
+    key,
+  } = await startRelayedTailnet(lab, net, dir));
 
   node(await lab.addHost('n1', { segment: net, address: '198.18.0.10/24' }), 'n1');
   node(await natHost(net, 'e1', 'eim', '198.18.0.101', '198.18.11'), 'e1');
@@ -197,7 +169,7 @@ describe('the NAT matrix: ping across the tunnel works and the path is as expect
       console.log(`${a} → ${b}: first ping reply after ${ms} ms of this row`);
       // Failed trial rounds back off to 30 s; on a loaded machine the first rounds can miss, so a
       // direct path gets room for two rounds at the cap.
-      const [pa, pb] = await bothPaths(a, b, path, 90_000);
+      const [pa, pb] = await bothPaths(t, a, b, path, 90_000);
       if (path === 'relay') {
         // Several trials have run since the nodes came up; the relay is still the path.
         expect(pa.endpoint).toMatch(/^127\.0\.0\.1:/);
@@ -271,7 +243,7 @@ describe('failures', () => {
     console.log(`relay lab1 stopped: d1 → d2 through lab2 after ${failover} ms`);
     await waitFor(
       'd1 relays d2 through lab2',
-      async () => (await peerOf('d1', 'd2'))?.relayRegion === 'lab2',
+      async () => (await peerOf(t, 'd1', 'd2'))?.relayRegion === 'lab2',
     );
 
     await relay2.stop();
@@ -283,34 +255,34 @@ describe('failures', () => {
   });
 
   it('a cut direct path falls back to the relay within 10 s, and goes direct again once it heals', async () => {
-    await bothPaths('e1', 'e2', 'direct', 90_000);
+    await bothPaths(t, 'e1', 'e2', 'direct', 90_000);
     await routers.e1!.cutUdp(routers.e2!.wanIp);
     const t0 = Date.now();
     await waitFor(
       'e1 → e2 through the relay after the cut',
       async () =>
         (await nodes.e1!.host.ping(ips.e2!, { count: 1, deadlineS: 1 })) &&
-        (await peerOf('e1', 'e2'))?.path === 'relay',
+        (await peerOf(t, 'e1', 'e2'))?.path === 'relay',
       10_000,
     );
     console.log(`direct path cut: traffic through the relay after ${Date.now() - t0} ms`);
     await routers.e1!.restoreUdp();
-    await bothPaths('e1', 'e2', 'direct', 60_000);
+    await bothPaths(t, 'e1', 'e2', 'direct', 60_000);
   }, 240_000);
 
   it('a router that comes back with a new public address: peers reconnect, then go direct again', async () => {
-    await bothPaths('e1', 'e2', 'direct', 90_000);
+    await bothPaths(t, 'e1', 'e2', 'direct', 90_000);
     await routers.e1!.renumber('198.18.0.111');
     const ms = await pingWorks('e1', 'e2', 15_000);
     console.log(`e1's router renumbered: e1 → e2 again after ${ms} ms`);
-    const [, pe2] = await bothPaths('e1', 'e2', 'direct', 60_000);
+    const [, pe2] = await bothPaths(t, 'e1', 'e2', 'direct', 60_000);
     expect(pe2.endpoint).toMatch(/^198\.18\.0\.111:/);
     // n1 (no NAT) follows e1's new address too: at the latest when a keepalive from it arrives (25 s).
     await waitFor(
       'n1 reaches e1 at its new address',
       async () => {
         await nodes.n1!.host.ping(ips.e1!, { count: 1, deadlineS: 1 });
-        const p = await peerOf('n1', 'e1');
+        const p = await peerOf(t, 'n1', 'e1');
         return p?.path === 'direct' && p.endpoint?.startsWith('198.18.0.111:');
       },
       60_000,

@@ -1,15 +1,16 @@
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import type { NetcheckReport, PeerStatus } from '@weft/protocol';
+import type { NetcheckReport } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   addRouter,
-  ControlServer,
+  bothPaths,
+  type ControlServer,
   Lab,
-  RelayServer,
+  type NamedNodes,
+  type RelayServer,
   type Router,
   removeScratch,
   scratchDir,
+  startRelayedTailnet,
   WeftNode,
   waitFor,
 } from '../lab/index.js';
@@ -32,10 +33,8 @@ let relay2: RelayServer;
 const nodes: Record<string, WeftNode> = {};
 const routers: Record<string, Router> = {};
 const ips: Record<string, string> = {};
-
-async function peerOf(a: string, b: string): Promise<PeerStatus | undefined> {
-  return (await nodes[a]!.status()).peers.find((p) => p.name === b);
-}
+const t: NamedNodes = { nodes, ips };
+let key: string;
 
 async function netcheck(name: string): Promise<NetcheckReport> {
   const r = await nodes[name]!.weft(['netcheck', '--json']);
@@ -43,38 +42,15 @@ async function netcheck(name: string): Promise<NetcheckReport> {
   return JSON.parse(r.stdout) as NetcheckReport;
 }
 
-/** Both ends report `path` for each other, pinging meanwhile so the paths carry traffic. */
-async function bothPaths(a: string, b: string, path: 'direct' | 'relay', timeoutMs: number) {
-  return waitFor(
-    `${a} ↔ ${b} ${path}`,
-    async () => {
-      await nodes[a]!.host.ping(ips[b]!, { count: 1, deadlineS: 1 });
-      const [pa, pb] = await Promise.all([peerOf(a, b), peerOf(b, a)]);
-      const settled =
-        path === 'direct' ||
-        (pa?.endpoint?.startsWith('127.0.0.1:') && pb?.endpoint?.startsWith('127.0.0.1:'));
-      return pa?.path === path && pb?.path === path && settled && ([pa, pb] as const);
-    },
-    timeoutMs,
-  );
-}
-
 beforeAll(async () => {
   lab = await Lab.create();
   dir = scratchDir(lab.id);
   const net = await lab.addSegment();
-  const ctlHost = await lab.addHost('ctl', { segment: net, address: '198.18.0.1/24' });
-  const r1Host = await lab.addHost('rly1', { segment: net, address: '198.18.0.2/24' });
-  const r2Host = await lab.addHost('rly2', { segment: net, address: '198.18.0.3/24' });
-  for (const d of ['r1', 'r2']) mkdirSync(join(dir, d));
-  relay1 = new RelayServer(r1Host, join(dir, 'r1'));
-  relay2 = new RelayServer(r2Host, join(dir, 'r2'));
-  const relays = `${await relay1.mapEntry(1, 'lab1')};${await relay2.mapEntry(2, 'lab2')}`;
-  control = new ControlServer(ctlHost, dir, 8080, ['--relays', relays]);
-  await control.start();
-  await Promise.all([relay1.start(control), relay2.start(control)]);
-  await control.cli(['users', 'create', 'alice', '--email', 'alice@example.com']);
-  const key = await control.cli(['preauthkey', 'create', '--user', 'alice', '--reusable']);
+  ({
+    control,
+    relays: [relay1, relay2],
+    key,
+  } = await startRelayedTailnet(lab, net, dir));
 
   const setups = [
     ['a', 21, 'pcp'],
@@ -142,14 +118,14 @@ describe('port mapping', () => {
   it('EDM + PCP ↔ EDM + NAT-PMP: direct over the mapped ports', async () => {
     const mappedA = (await netcheck('a')).portMapping.endpoint;
     const mappedB = (await netcheck('b')).portMapping.endpoint;
-    const [pa, pb] = await bothPaths('a', 'b', 'direct', 90_000);
+    const [pa, pb] = await bothPaths(t, 'a', 'b', 'direct', 90_000);
     expect(pa.endpoint).toBe(mappedB);
     expect(pb.endpoint).toBe(mappedA);
     expect(pa.relayReason).toBeNull();
   }, 120_000);
 
   it('EDM with a hostile gateway ↔ EDM without port mapping: relayed, and pings work', async () => {
-    const [pc] = await bothPaths('c', 'd', 'relay', 90_000);
+    const [pc] = await bothPaths(t, 'c', 'd', 'relay', 90_000);
     expect(pc.relayRegion).toMatch(/^lab[12]$/);
     expect(pc.relayReason).toContain('peer’s NAT maps per destination');
     await waitFor('d → c ping', () => nodes.d!.host.ping(ips.c!, { count: 1, deadlineS: 1 }), 10_000);
