@@ -154,6 +154,8 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
   return out;
 }
 
+const NODES_PER_QUERY = 500;
+
 export class Store {
   constructor(private readonly db: Kysely<Database>) {}
 
@@ -317,6 +319,17 @@ export class Store {
   async nodeById(id: string): Promise<NodeRecord | undefined> {
     const row = await this.nodes().where('nodes.id', '=', id).executeTakeFirst();
     return row && toNode(row);
+  }
+
+  /** The nodes among `ids` that exist (in no particular order). */
+  async nodesByIds(ids: readonly string[]): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    // Bounded so a large batch stays under SQLite's limit on bound parameters.
+    for (let i = 0; i < ids.length; i += NODES_PER_QUERY) {
+      const chunk = ids.slice(i, i + NODES_PER_QUERY);
+      for (const row of await this.nodes().where('nodes.id', 'in', chunk).execute()) out.push(toNode(row));
+    }
+    return out;
   }
 
   async nodeByMachineKey(machineKey: string): Promise<NodeRecord | undefined> {

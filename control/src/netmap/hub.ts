@@ -7,7 +7,8 @@ import type { Visibility, VisibilityPolicy } from './visibility.js';
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
 // WebSockets or the database: it is fed snapshots of the nodes and sessions that can take a message.
 // Work per change is proportional to (connected nodes × changed nodes); a node's whole peer list is
-// recomputed only when the policy says its visibility may have changed.
+// recomputed only when the policy says its visibility may have changed. Changes to a few nodes come
+// in alone (apply); update() takes the whole table, for what cannot be narrowed to nodes.
 
 /** One node's live stream, whatever carries it. */
 export interface StreamSession {
@@ -45,6 +46,9 @@ function identityOf(node: NodeRecord): string {
     node.advertisedRoutes,
   ]);
 }
+
+/** Primaries in a fixed order: which router was met first does not make them move. */
+const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify([...primaries].sort());
 
 export const DELETED_REASON = 'this node was deleted from the tailnet';
 export const EXPIRED_REASON = 'key expired';
@@ -97,6 +101,16 @@ export class NetmapHub {
     return this.expired.has(nodeId) ? EXPIRED_REASON : DELETED_REASON;
   }
 
+  /** The node as the hub knows it (undefined when deleted or expired). */
+  record(nodeId: string): NodeRecord | undefined {
+    return this.nodes.get(nodeId);
+  }
+
+  /** Every node in the tailnet (expired ones excepted). */
+  records(): Iterable<NodeRecord> {
+    return this.nodes.values();
+  }
+
   /**
    * Replaces the known nodes with `all` and sends every connected node what changed for it. Nodes
    * whose key has expired count as gone: peers drop them and their own stream is logged out.
@@ -107,14 +121,61 @@ export class NetmapHub {
     this.expired = new Set(all.filter((n) => isExpired(n, now)).map((n) => n.id));
     const previous = this.nodes;
     this.nodes = new Map(next.map((n) => [n.id, n]));
+    this.routers.clear();
+    this.settle(
+      next,
+      previous,
+      [...previous.values()].filter((n) => !this.nodes.has(n.id)),
+    );
+  }
 
-    const removed = [...previous.values()].filter((n) => !this.nodes.has(n.id));
+  /**
+   * Applies the database's current rows of the nodes `ids` alone (`rows`: those that still exist),
+   * as update() would with the whole table: a join, delete or report costs its watchers, not a
+   * reload of every node.
+   */
+  apply(ids: Iterable<string>, rows: readonly NodeRecord[]): void {
+    const now = this.clock();
+    const found = new Map(rows.map((n) => [n.id, n]));
+    const previous = new Map<string, NodeRecord>();
+    const next: NodeRecord[] = [];
+    const removed: NodeRecord[] = [];
+    for (const id of new Set(ids)) {
+      const old = this.nodes.get(id);
+      if (old) previous.set(id, old);
+      const row = found.get(id);
+      if (row !== undefined && !isExpired(row, now)) {
+        this.expired.delete(id);
+        this.nodes.set(id, row);
+        next.push(row);
+        continue;
+      }
+      if (row === undefined) this.expired.delete(id);
+      else this.expired.add(id);
+      if (old) {
+        this.nodes.delete(id);
+        removed.push(old);
+      }
+    }
+    this.settle(next, previous, removed);
+  }
+
+  /**
+   * Brings views, routers and primaries up to date after `next` nodes were (re)written and `removed`
+   * ones left (`previous`: the records they replaced), and sends each connected node what changed.
+   */
+  private settle(
+    next: readonly NodeRecord[],
+    previous: ReadonlyMap<string, NodeRecord>,
+    removed: readonly NodeRecord[],
+  ): void {
     const reidentified = next.filter((n) => {
       const old = previous.get(n.id);
       return old === undefined || identityOf(old) !== identityOf(n);
     });
     for (const gone of removed) {
       this.views.delete(gone.id);
+      this.routers.delete(gone.id);
       const sub = this.subscribers.get(gone.id);
       if (sub) {
         this.subscribers.delete(gone.id);
@@ -122,9 +183,14 @@ export class NetmapHub {
         sub.session.close(this.expired.has(gone.id) ? 'key expired' : 'node deleted');
       }
     }
-    this.routers = new Set(next.filter((n) => n.advertisedRoutes.length > 0).map((n) => n.id));
-    const primaries = electPrimaries(next, (n) => this.approvedOf(n));
-    const primariesMoved = JSON.stringify([...primaries]) !== JSON.stringify([...this.primaries]);
+    for (const n of next) {
+      if (n.advertisedRoutes.length > 0) this.routers.add(n.id);
+      else this.routers.delete(n.id);
+    }
+    // Only routers have approved routes, so only they can be primaries.
+    const routerRecords = [...this.routers].map((id) => this.nodes.get(id) as NodeRecord);
+    const primaries = electPrimaries(routerRecords, (n) => this.approvedOf(n));
+    const primariesMoved = primariesKey(primaries) !== primariesKey(this.primaries);
     this.primaries = primaries;
     const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
     // Another router became primary of a subnet: every router's views may differ.

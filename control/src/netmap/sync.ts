@@ -1,12 +1,16 @@
+import { SerialQueue } from '@weft/protocol';
 import type { Store } from '../db/store.js';
 import { errorText, type Logger } from '../log.js';
 import { CoalescingRefresh } from '../refresh.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import type { NetmapHub } from './hub.js';
 
-// Keeps the hub's picture of the tailnet in step with the database. Any writer (this server, the
-// admin CLI, another replica) only has to commit and call refresh() or trigger the change feed.
-// Reloading the node list is one indexed query; the hub then sends only what differs.
+// Keeps the hub's picture of the tailnet in step with the database. A writer that changed known
+// nodes commits and calls refreshNodes(ids): only those rows are read and applied, so a join costs
+// its watchers rather than a reload of every node (O(N) each, which made 10,000 registrations
+// quadratic). What cannot be narrowed to nodes (another process's or replica's commit, a reaped
+// replica, a key deadline) calls refresh(), which reloads the node list. Both go through one queue:
+// a reload read before a node's commit must not be applied after that node's own read.
 //
 // Time changes the picture too: a node key expires with no write at all. After every load a timer
 // is set for the next deadline, so an expired node leaves its peers' maps at its deadline rather
@@ -18,8 +22,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const DEADLINE_SLACK_MS = 5;
 
 export class NetmapSync {
-  private readonly refresher = new CoalescingRefresh(() => this.load());
+  private readonly queue = new SerialQueue();
+  private readonly refresher = new CoalescingRefresh(() => this.queue.run(() => this.load()));
+  /** The nodes the next queued partial read will take, and when it is done. */
+  private batch: { ids: Set<string>; done: Promise<void> } | null = null;
   private deadlineTimer: NodeJS.Timeout | null = null;
+  private deadlineAt = Number.POSITIVE_INFINITY;
   private closed = false;
 
   constructor(
@@ -42,6 +50,23 @@ export class NetmapSync {
     return this.refresher.run();
   }
 
+  /**
+   * Resolves once the hub reflects every commit to the nodes `ids` made before the call. Callers
+   * arriving while the queue is busy share one read.
+   */
+  refreshNodes(ids: Iterable<string>): Promise<void> {
+    if (this.batch === null) {
+      const batch = { ids: new Set<string>(), done: Promise.resolve() };
+      batch.done = this.queue.run(() => {
+        this.batch = null;
+        return this.loadNodes([...batch.ids]);
+      });
+      this.batch = batch;
+    }
+    for (const id of ids) this.batch.ids.add(id);
+    return this.batch.done;
+  }
+
   private async load(): Promise<void> {
     const nodes = await this.store.listNodes();
     this.hub.update(nodes);
@@ -49,21 +74,43 @@ export class NetmapSync {
     this.scheduleNextExpiry(nodes);
   }
 
-  private scheduleNextExpiry(nodes: readonly NodeRecord[]): void {
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = null;
-    if (this.closed) return;
+  private async loadNodes(ids: readonly string[]): Promise<void> {
+    const rows = await this.store.nodesByIds(ids);
+    const keysBefore = ids.map((id) => this.hub.record(id)?.nodeKey);
+    this.hub.apply(ids, rows);
+    // The relays' member list only moves when a node key comes or goes.
+    if (ids.some((id, i) => this.hub.record(id)?.nodeKey !== keysBefore[i]))
+      this.onLoad([...this.hub.records()]);
     const now = Date.now();
     let next = Number.POSITIVE_INFINITY;
-    for (const node of nodes) {
-      const at = node.keyExpiry === null ? Number.NaN : Date.parse(node.keyExpiry);
-      if (at > now && at < next) next = at;
-    }
-    if (next === Number.POSITIVE_INFINITY) return;
+    for (const node of rows) next = Math.min(next, deadlineOf(node, now));
+    if (next < this.deadlineAt) this.scheduleAt(next, now);
+  }
+
+  private scheduleNextExpiry(nodes: readonly NodeRecord[]): void {
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const node of nodes) next = Math.min(next, deadlineOf(node, now));
+    this.scheduleAt(next, now);
+  }
+
+  /** Reloads at `next` (a key deadline; infinity: none). */
+  private scheduleAt(next: number, now: number): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    if (this.closed || next === Number.POSITIVE_INFINITY) return;
+    this.deadlineAt = next;
     this.deadlineTimer = setTimeout(
       () => this.refresh().catch((err) => this.log.error(`expiring node keys: ${errorText(err)}`)),
       Math.min(next - now + DEADLINE_SLACK_MS, MAX_TIMER_MS),
     );
     this.deadlineTimer.unref();
   }
+}
+
+/** When `node`'s key expires, if later than `now`; infinity otherwise. */
+function deadlineOf(node: NodeRecord, now: number): number {
+  const at = node.keyExpiry === null ? Number.NaN : Date.parse(node.keyExpiry);
+  return at > now ? at : Number.POSITIVE_INFINITY;
 }

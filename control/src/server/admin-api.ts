@@ -43,12 +43,12 @@ export function registerAdminApi(app: FastifyInstance, ctx: ControlContext): voi
       api.get('/nodes', async () => ({ nodes: (await ctx.store.listNodes()).map(nodeSummary) }));
       api.delete<{ Params: { name: string } }>('/nodes/:name', async (req) => {
         const node = await deleteNode(ctx.store, req.params.name);
-        await ctx.sync.refresh();
+        await ctx.sync.refreshNodes([node.id]);
         return { deleted: node.name };
       });
       api.post<{ Params: { name: string } }>('/nodes/:name/expire', async (req) => {
         const node = await expireNode(ctx.store, req.params.name);
-        await ctx.sync.refresh();
+        await ctx.sync.refreshNodes([node.id]);
         return { node: nodeSummary(node) };
       });
       api.get('/users', async () => ({ users: (await ctx.store.listUsers()).map(userSummary) }));

@@ -47,7 +47,7 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     const result = await registerMachine(ctx.registration, { machineKey, source: req.ip }, request);
     if (result.status === 'needs-auth') return result;
 
-    await ctx.sync.refresh();
+    await ctx.sync.refreshNodes([result.nodeId]);
     const node = ctx.hub.view(result.nodeId);
     if (node === undefined) throw new Error(`registered node ${result.nodeId} vanished`);
     ctx.log.info(`registered ${node.name} (${node.addresses.join(', ')}, ${request.os || 'unknown os'})`);
@@ -67,7 +67,7 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     const node = await ctx.store.nodeByMachineKey(machineKey);
     if (node === undefined || isExpired(node, new Date())) return { loggedOut: false };
     await ctx.store.updateNode(node.id, { keyExpiry: new Date().toISOString() });
-    await ctx.sync.refresh();
+    await ctx.sync.refreshNodes([node.id]);
     ctx.log.info(`${node.name} logged out`);
     return { loggedOut: true };
   });

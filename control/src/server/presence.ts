@@ -48,10 +48,10 @@ export class Presence {
     await this.store.nodeConnected(nodeId, this.replica, new Date());
   }
 
-  /** The stream ended (the hub told the peers); the reload brings the peers its last-seen time. */
+  /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
   async disconnected(nodeId: string): Promise<void> {
     await this.store.nodeDisconnected(nodeId, this.replica, new Date());
-    await this.sync.refresh();
+    await this.sync.refreshNodes([nodeId]);
   }
 
   /** Stops the heartbeat and gives up this replica's streams (a clean shutdown). */

@@ -40,7 +40,7 @@ async function applyReport(ctx: ControlContext, node: NodeRecord, report: NodeRe
   }
   if (Object.keys(changes).length === 0) return;
   await ctx.store.updateNode(node.id, changes);
-  await ctx.sync.refresh();
+  await ctx.sync.refreshNodes([node.id]);
 }
 
 /** WebSocket close reasons are limited to 123 bytes. */
@@ -161,7 +161,7 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
 
   background.run(`connecting ${node.name}`, async () => {
     // A node registered through another connection (or replica) may not be in the hub yet.
-    if (!hub.has(node.id)) await sync.refresh();
+    if (!hub.has(node.id)) await sync.refreshNodes([node.id]);
     if (socket.readyState !== WebSocket.OPEN) return;
     if (!hub.has(node.id)) {
       session.send({ type: 'logout', reason: hub.goneReason(node.id) });

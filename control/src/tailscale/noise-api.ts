@@ -154,12 +154,12 @@ async function handleMap(
   const update = req.ReadOnly ? {} : reported(ctx, node, req);
   if (Object.keys(update).length > 0) {
     await ctx.store.updateNode(node.id, update);
-    await ctx.sync.refresh();
+    await ctx.sync.refreshNodes([node.id]);
   }
   const zstd = req.Compress === 'zstd';
   if (zstd) await loadZstd();
   // Registered through another connection or replica: the hub may not have it yet.
-  if (!ctx.hub.has(node.id)) await ctx.sync.refresh();
+  if (!ctx.hub.has(node.id)) await ctx.sync.refreshNodes([node.id]);
 
   if (!req.Stream) {
     // A "lite" update (OmitPeers) only reports; otherwise one whole map.

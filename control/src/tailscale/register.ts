@@ -51,7 +51,7 @@ export async function registerTailscale(
     const node = await ctx.store.nodeByMachineKey(machineKey);
     if (node !== undefined && node.nodeKey === nodeKey && !isExpired(node, now)) {
       await ctx.store.updateNode(node.id, { keyExpiry: now.toISOString() });
-      await ctx.sync.refresh();
+      await ctx.sync.refreshNodes([node.id]);
       ctx.log.info(`${node.name} (tailscale) logged out`);
     }
     return { NodeKeyExpired: true, MachineAuthorized: false, AuthURL: '' };
@@ -94,7 +94,7 @@ export async function registerTailscale(
     ...(req.Ephemeral === true ? { ephemeral: true } : {}),
     ...(req.Hostinfo?.IPNVersion ? { clientVersion: req.Hostinfo.IPNVersion.slice(0, 128) } : {}),
   });
-  await ctx.sync.refresh();
+  await ctx.sync.refreshNodes([result.nodeId]);
   const node = await ctx.store.nodeById(result.nodeId);
   if (node === undefined) throw new Error(`registered node ${result.nodeId} vanished`);
   ctx.log.info(`registered ${node.name} (tailscale ${node.clientVersion ?? '?'}, ${node.ipv4})`);

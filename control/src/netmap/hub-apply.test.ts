@@ -1,0 +1,168 @@
+import { applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { parsePolicy } from '../policy/index.js';
+import type { NodeRecord } from '../tailnet/records.js';
+import { TEST_RANGES, testNode } from '../testing/nodes.js';
+import { NetmapHub, type StreamSession } from './hub.js';
+import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
+
+// The hub applies one node's rows at a time (a join, a delete, a report) instead of reloading the
+// tailnet. After any sequence of such changes, what every connected node holds must be exactly what
+// a hub given the whole table at once would send it: this is the test that fails if the
+// incremental path drifts.
+
+const REPLICA = 'r1';
+const PEOPLE = ['alice', 'bob', 'carol'];
+const SUBNET = '198.51.100.0/24';
+const PERSON_POLICY = `{
+  "tagOwners": { "tag:server": ["alice@example.com"] },
+  "autoApprovers": { "routes": { "${SUBNET}": ["tag:server"] } },
+  "acls": [
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
+  ],
+}`;
+
+/** A session that keeps the netmap as the node would, from the messages it was sent. */
+class Session implements StreamSession {
+  netmap: NetMap | null = null;
+  closed = false;
+  constructor(readonly nodeId: string) {}
+  send(m: StreamServerMessage) {
+    this.netmap = applyStreamMessage(this.netmap, m);
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+type Op =
+  | { kind: 'join'; i: number; person: number; server: boolean }
+  | { kind: 'delete'; i: number }
+  | { kind: 'endpoints'; i: number; port: number }
+  | { kind: 'routes'; i: number; advertise: boolean }
+  | { kind: 'expire'; i: number }
+  | { kind: 'connect'; i: number }
+  | { kind: 'disconnect'; i: number };
+
+const index = fc.integer({ min: 1, max: 10 });
+const op: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    kind: fc.constant('join' as const),
+    i: index,
+    person: fc.integer({ min: 0, max: PEOPLE.length - 1 }),
+    server: fc.boolean(),
+  }),
+  fc.record({ kind: fc.constant('delete' as const), i: index }),
+  fc.record({ kind: fc.constant('endpoints' as const), i: index, port: fc.integer({ min: 1, max: 3 }) }),
+  fc.record({ kind: fc.constant('routes' as const), i: index, advertise: fc.boolean() }),
+  fc.record({ kind: fc.constant('expire' as const), i: index }),
+  fc.record({ kind: fc.constant('connect' as const), i: index }),
+  fc.record({ kind: fc.constant('connect' as const), i: index }),
+  fc.record({ kind: fc.constant('disconnect' as const), i: index }),
+);
+
+function makeHub(policy: string | null, replica: string | null): NetmapHub {
+  const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
+  if (policy !== null) visibility.setPolicy(parsePolicy(policy));
+  const hub = new NetmapHub(visibility, TEST_RANGES, () => new Date('2026-06-01T00:00:00Z'));
+  hub.replica = replica;
+  return hub;
+}
+
+/** A netmap with its peers in a fixed order (the order of upserts is not part of the state). */
+function normal(map: NetMap | null | undefined) {
+  if (!map) return map;
+  return { ...map, peers: [...map.peers].sort((a, b) => a.id.localeCompare(b.id)) };
+}
+
+/** Runs `ops` against the database model and the incremental hub, then compares with a full load. */
+function check(policy: string | null, ops: readonly Op[]): void {
+  const db = new Map<string, NodeRecord>();
+  const hub = makeHub(policy, REPLICA);
+  const sessions = new Map<string, Session>();
+  let clock = 0;
+  const write = (id: string, change: Partial<NodeRecord>) => {
+    const row = db.get(id);
+    if (row) db.set(id, { ...row, ...change });
+  };
+  const applyRow = (id: string) => {
+    const row = db.get(id);
+    hub.apply([id], row ? [row] : []);
+  };
+
+  for (const o of ops) {
+    const id = `n${o.i}`;
+    clock++;
+    switch (o.kind) {
+      case 'join': {
+        const person = PEOPLE[o.person] as string;
+        const owner = o.server ? null : { name: person, email: `${person}@example.com` };
+        const createdAt = new Date(Date.UTC(2026, 0, 1, 0, 0, clock)).toISOString();
+        // A join of a known id is its owner logging in again: a fresh key, nothing else moves.
+        const old = db.get(id);
+        db.set(
+          id,
+          old
+            ? { ...old, keyExpiry: null }
+            : testNode(o.i, owner, { createdAt, ...(o.server ? { tags: ['tag:server'] } : {}) }),
+        );
+        break;
+      }
+      case 'delete':
+        db.delete(id);
+        break;
+      case 'endpoints':
+        write(id, { endpoints: [`203.0.113.${o.i}:${40000 + o.port}`] });
+        break;
+      case 'routes':
+        write(id, {
+          advertisedRoutes: o.advertise ? [SUBNET] : [],
+          approvedRoutes: o.advertise ? [SUBNET] : [],
+        });
+        break;
+      case 'expire':
+        write(id, { keyExpiry: '2026-01-01T00:00:00.000Z', streamedBy: null });
+        break;
+      case 'connect': {
+        if (!hub.has(id) || sessions.has(id)) continue;
+        const session = new Session(id);
+        hub.connect(session);
+        sessions.set(id, session);
+        // Presence writes the row without a reload (the hub already told the peers).
+        write(id, { streamedBy: REPLICA });
+        continue;
+      }
+      case 'disconnect': {
+        const session = sessions.get(id);
+        if (!session) continue;
+        sessions.delete(id);
+        if (!hub.disconnect(session)) continue;
+        write(id, { streamedBy: null, lastSeen: new Date(Date.UTC(2026, 0, 2, 0, 0, clock)).toISOString() });
+        break;
+      }
+    }
+    applyRow(id);
+    for (const [sid, s] of sessions) if (s.closed) sessions.delete(sid);
+  }
+
+  // A hub that was given the whole table at once; online is what the rows say.
+  const fresh = makeHub(policy, null);
+  fresh.update([...db.values()]);
+  for (const [id, session] of sessions) {
+    expect(normal(session.netmap), `${id} after ${JSON.stringify(ops)}`).toEqual(normal(fresh.snapshot(id)));
+  }
+  for (const id of db.keys()) expect(hub.view(id)).toEqual(fresh.view(id));
+}
+
+describe('NetmapHub.apply', () => {
+  for (const policy of [null, PERSON_POLICY]) {
+    it(`leaves every node the map a full load gives (${policy === null ? 'allow-all' : 'per-person'})`, () => {
+      fc.assert(
+        fc.property(fc.array(op, { maxLength: 60 }), (ops) => check(policy, ops)),
+        { numRuns: 300 },
+      );
+    });
+  }
+});
