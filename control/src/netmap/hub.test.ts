@@ -62,6 +62,8 @@ describe('NetmapHub', () => {
         { type: 'delta', peersUpserted: [expect.objectContaining({ id: 'n500' })] },
       ]);
     }
+    // The same bytes for all: one message object, for the transport to serialise once.
+    expect(new Set(sessions.map((s) => s.messages[0])).size).toBe(1);
   });
 
   it('puts the relay map in every full map, and none when no relays are configured', () => {

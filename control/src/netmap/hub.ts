@@ -13,9 +13,18 @@ import type { Visibility, VisibilityPolicy } from './visibility.js';
 /** One node's live stream, whatever carries it. */
 export interface StreamSession {
   readonly nodeId: string;
+  /**
+   * The same message object goes to every node of a class that is sent the same bytes, so a
+   * transport may serialise it once (see stream-sender.ts).
+   */
   send(message: StreamServerMessage): void;
   /** Ends the stream from the server side. */
   close(reason: string): void;
+  /**
+   * True while the transport holds more unsent bytes than it should: the hub then stops building
+   * deltas for it, and sends a whole map once it has drained (resync).
+   */
+  backlogged?(): boolean;
 }
 
 interface Subscriber {
@@ -25,12 +34,18 @@ interface Subscriber {
   sent: Map<string, string>;
   selfJson: string;
   filterJson: string;
+  /** Skipped changes while its transport was backlogged: it needs a whole map (resync). */
+  behind: boolean;
 }
 
 interface CachedView {
   view: NodeView;
   json: string;
+  /** Which version of a node's shared view this is; 0 for a view built for one viewer. */
+  seq: number;
 }
+
+type Delta = Extract<StreamServerMessage, { type: 'delta' }>;
 
 /** What a policy may look at: when it changes, visibility has to be decided again. */
 function identityOf(node: NodeRecord): string {
@@ -57,6 +72,7 @@ export class NetmapHub {
   private nodes = new Map<string, NodeRecord>();
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
+  private viewSeq = 0;
   /** Streams closeAll ended, until their close arrives (see disconnect). */
   private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
@@ -207,17 +223,47 @@ export class NetmapHub {
     const self = this.nodes.get(session.nodeId);
     if (self === undefined) throw new Error(`node ${session.nodeId} is not known`);
     const replaced = this.subscribers.get(session.nodeId);
-    const visibility = this.policy.visibilityOf(self, this.nodes);
-    const sub: Subscriber = { session, visibility, sent: new Map(), selfJson: '', filterJson: '' };
+    const sub: Subscriber = {
+      session,
+      visibility: this.policy.visibilityOf(self, this.nodes),
+      sent: new Map(),
+      selfJson: '',
+      filterJson: '',
+      behind: false,
+    };
     this.subscribers.set(session.nodeId, sub);
     replaced?.session.close('replaced by a newer stream');
     this.refreshView(session.nodeId);
-
-    const netmap = this.fullMap(self, visibility, sub.sent);
-    sub.selfJson = (this.views.get(self.id) as CachedView).json;
-    sub.filterJson = JSON.stringify(visibility.packetFilter);
-    session.send({ type: 'full', netmap });
+    this.sendFull(sub, self);
     if (!replaced) this.propagate([session.nodeId], [], []);
+  }
+
+  /**
+   * A stream that fell behind has drained: it is sent a whole map in place of the deltas it
+   * skipped, so what a slow node costs is bounded by one map, not by the changes it missed.
+   */
+  resync(session: StreamSession): void {
+    const sub = this.subscribers.get(session.nodeId);
+    const self = this.nodes.get(session.nodeId);
+    if (sub?.session !== session || !sub.behind || self === undefined) return;
+    sub.behind = false;
+    sub.visibility = this.policy.visibilityOf(self, this.nodes);
+    sub.sent = new Map();
+    this.sendFull(sub, self);
+  }
+
+  private sendFull(sub: Subscriber, self: NodeRecord): void {
+    const netmap = this.fullMap(self, sub.visibility, sub.sent);
+    sub.selfJson = (this.views.get(self.id) as CachedView).json;
+    sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
+    sub.session.send({ type: 'full', netmap });
+  }
+
+  /** Whether `sub` can take a delta now; a backlogged one is marked behind until resync. */
+  private reachable(sub: Subscriber): boolean {
+    if (sub.behind) return false;
+    if (sub.session.backlogged?.() === true) sub.behind = true;
+    return !sub.behind;
   }
 
   /** The node's whole map as a stream would start with it, without subscribing (one-shot requests). */
@@ -250,7 +296,8 @@ export class NetmapHub {
   /** New DNS settings: every connected node is sent them (names come from the peers it sees). */
   dnsChanged(dns: DnsSettings): void {
     this.dns = dns;
-    for (const sub of this.subscribers.values()) sub.session.send({ type: 'delta', dns });
+    const delta: Delta = { type: 'delta', dns };
+    for (const sub of this.subscribers.values()) if (this.reachable(sub)) sub.session.send(delta);
   }
 
   /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */
@@ -290,7 +337,7 @@ export class NetmapHub {
       ? visibility.routesOf(peer)
       : this.approvedOf(peer).filter((r) => isExitRoute(r) || this.primaries.get(r) === peer.id);
     const view = toNodeView(peer, cached.view.online, routes, true);
-    return { view, json: JSON.stringify(view) };
+    return { view, json: JSON.stringify(view), seq: 0 };
   }
 
   /** Ends every stream (shutdown). */
@@ -309,7 +356,7 @@ export class NetmapHub {
     const view = toNodeView(node, this.isOnline(nodeId), this.approvedOf(node));
     const json = JSON.stringify(view);
     if (this.views.get(nodeId)?.json === json) return false;
-    this.views.set(nodeId, { view, json });
+    this.views.set(nodeId, { view, json, seq: ++this.viewSeq });
     return true;
   }
 
@@ -339,15 +386,17 @@ export class NetmapHub {
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
     const reidentifiedIds = new Set(reidentified.map((n) => n.id));
+    // Receivers sent the same bytes share one message object (see shareDelta).
+    const shared = new Map<string, Delta>();
     // Only nodes' views changed (online, endpoints): just their watchers can need a message.
     const onlyViews = policy === undefined && removed.length === 0 && reidentified.length === 0;
     for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
       const self = this.nodes.get(id);
-      if (self === undefined) continue;
+      if (self === undefined || !this.reachable(sub)) continue;
       const decided = sub.visibility;
-      const delta: Extract<StreamServerMessage, { type: 'delta' }> = { type: 'delta' };
-      const upserted: NodeView[] = [];
+      const delta: Delta = { type: 'delta' };
+      const upserted: CachedView[] = [];
       const gone: string[] = [];
 
       const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
@@ -383,9 +432,9 @@ export class NetmapHub {
         sub.selfJson = selfView.json;
         delta.self = selfView.view;
       }
-      if (upserted.length > 0) delta.peersUpserted = upserted;
+      if (upserted.length > 0) delta.peersUpserted = upserted.map((c) => c.view);
       if (gone.length > 0) delta.peersRemoved = gone;
-      if (Object.keys(delta).length > 1) sub.session.send(delta);
+      if (Object.keys(delta).length > 1) sub.session.send(shareDelta(shared, delta, upserted, sub));
     }
   }
 
@@ -414,7 +463,7 @@ export class NetmapHub {
   }
 
   /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */
-  private sync(sub: Subscriber, peerId: string, upserted: NodeView[], gone: string[]): void {
+  private sync(sub: Subscriber, peerId: string, upserted: CachedView[], gone: string[]): void {
     const peer = this.nodes.get(peerId);
     if (peer === undefined || !sub.visibility.canSee(peer)) {
       this.forget(sub, peerId, gone);
@@ -423,10 +472,33 @@ export class NetmapHub {
     const cached = this.peerView(sub.visibility, peer);
     if (sub.sent.get(peerId) === cached.json) return;
     sub.sent.set(peerId, cached.json);
-    upserted.push(cached.view);
+    upserted.push(cached);
   }
 
   private forget(sub: Subscriber, peerId: string, gone: string[]): void {
     if (sub.sent.delete(peerId)) gone.push(peerId);
   }
+}
+
+/**
+ * The message object an earlier receiver of the same bytes got, or `delta` (remembered for the next):
+ * a change that reaches a thousand nodes with the same peers is then serialised once. Shared views
+ * are named by their version; views built for one viewer (routers) and self by their JSON.
+ */
+function shareDelta(
+  shared: Map<string, Delta>,
+  delta: Delta,
+  upserted: readonly CachedView[],
+  sub: Subscriber,
+): Delta {
+  const key = JSON.stringify([
+    upserted.map((c) => (c.seq > 0 ? c.seq : c.json)),
+    delta.peersRemoved ?? [],
+    delta.packetFilter ? sub.filterJson : '',
+    delta.self ? sub.selfJson : '',
+  ]);
+  const earlier = shared.get(key);
+  if (earlier) return earlier;
+  shared.set(key, delta);
+  return delta;
 }

@@ -2,7 +2,7 @@ import { LOGIN_WAIT_SECONDS } from '@weft/protocol';
 
 // Every bound control puts on what one client may cost it, in one place: time-outs for slow or idle
 // connections, body size, request rates on the routes anyone can reach without a key, pending
-// sign-ins, and the message rate of a node's stream.
+// sign-ins, and the message rate of a node's stream and the bytes waiting to be written to it.
 
 export interface ServerLimits {
   /** Idle socket time-out; longer than a held `wait: true` registration (LOGIN_WAIT_SECONDS). */
@@ -25,6 +25,13 @@ export interface ServerLimits {
   /** A node sending more than this many messages per `streamFloodWindowMs` is disconnected (1008). */
   streamMaxMessages: number;
   streamFloodWindowMs: number;
+  /**
+   * A stream holding more unsent bytes than this gets no deltas (they are coalesced into one whole
+   * map once it drains): what a slow node costs control is bounded by this and one map.
+   */
+  streamBufferBytes: number;
+  /** A stream that stays over `streamBufferBytes` this long is disconnected (the node reconnects). */
+  streamStuckMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -40,4 +47,6 @@ export const DEFAULT_LIMITS: ServerLimits = {
   streamCoalesceMs: 250,
   streamMaxMessages: 60,
   streamFloodWindowMs: 10_000,
+  streamBufferBytes: 1024 * 1024,
+  streamStuckMs: 30_000,
 };

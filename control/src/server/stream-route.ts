@@ -11,6 +11,7 @@ import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
 import { parseMessage } from './parse.js';
+import { StreamSender } from './stream-sender.js';
 import { type NodeReport, StreamUpdates } from './stream-updates.js';
 
 // The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
@@ -85,12 +86,17 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
 
 function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): void {
   const { hub, sync, background, log, presence } = ctx;
+  const sender = new StreamSender(
+    socket,
+    ctx.limits,
+    () => hub.resync(session),
+    () => log.warn(`stream ${node.name}: nothing written for ${ctx.limits.streamStuckMs} ms, dropping`),
+  );
   const session: StreamSession = {
     nodeId: node.id,
-    send: (message) => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
-    },
+    send: (message) => sender.send(message),
     close: (reason) => socket.close(1000, closeReason(reason)),
+    backlogged: () => sender.backlogged(),
   };
 
   const ulaPrefix = ctx.registration.ulaPrefix;
@@ -149,6 +155,7 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
         socket.on('close', () => {
           clearInterval(pinger);
           updates.close();
+          sender.close();
           // A stream replaced by the node's newer one (on this replica) is no disconnect: the newer
           // stream's presence row must stay, or peers see it offline and an ephemeral node is swept.
           const current = hub.disconnect(session);

@@ -1,0 +1,133 @@
+import { applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { StreamSession } from '../netmap/hub.js';
+import type { NodeRecord } from '../tailnet/records.js';
+import { connectedHub, testNode } from '../testing/nodes.js';
+import { type SendingSocket, StreamSender } from './stream-sender.js';
+
+// A node that stops reading its stream must not make control queue every change for it, nor slow
+// the others: its deltas are held back while its socket is over the bound, it gets one whole map
+// once it drains, and it is dropped if it never does.
+
+const LIMITS = { streamBufferBytes: 16 * 1024, streamStuckMs: 30_000 };
+
+/** A socket whose peer reads nothing: every send stays queued until drain(). */
+class StalledSocket implements SendingSocket {
+  readyState = 1;
+  bufferedAmount = 0;
+  maxBuffered = 0;
+  terminated = false;
+  private queue: { text: string; done: () => void }[] = [];
+  netmap: NetMap | null = null;
+  send(data: string, done: () => void) {
+    this.queue.push({ text: data, done });
+    this.bufferedAmount += data.length;
+    this.maxBuffered = Math.max(this.maxBuffered, this.bufferedAmount);
+  }
+  terminate() {
+    this.terminated = true;
+  }
+  /** The peer reads everything queued. */
+  drain() {
+    for (let next = this.queue.shift(); next !== undefined; next = this.queue.shift()) {
+      const { text, done } = next;
+      this.bufferedAmount -= text.length;
+      this.netmap = applyStreamMessage(this.netmap, JSON.parse(text) as StreamServerMessage);
+      done();
+    }
+  }
+}
+
+class Session implements StreamSession {
+  netmap: NetMap | null = null;
+  deltas = 0;
+  constructor(readonly nodeId: string) {}
+  send(m: StreamServerMessage) {
+    if (m.type === 'delta') this.deltas++;
+    this.netmap = applyStreamMessage(this.netmap, m);
+  }
+  close() {}
+}
+
+function setup() {
+  const nodes = Array.from({ length: 20 }, (_, i) => testNode(i + 1, { name: 'alice' }));
+  const { hub, sessions } = connectedHub(nodes, null, (id) => new Session(id));
+  const socket = new StalledSocket();
+  const slow = testNode(100, { name: 'alice' });
+  const session: StreamSession = {
+    nodeId: slow.id,
+    send: (m) => sender.send(m),
+    close: () => {},
+    backlogged: () => sender.backlogged(),
+  };
+  const sender: StreamSender = new StreamSender(
+    socket,
+    LIMITS,
+    () => hub.resync(session),
+    () => {},
+  );
+  hub.apply([slow.id], [slow]);
+  hub.connect(session);
+  let rows = [...nodes];
+  /** Node 1 reports new endpoints `count` times (each one a delta to every node). */
+  const churn = (count: number) => {
+    for (let k = 0; k < count; k++) {
+      const moved: NodeRecord = { ...(rows[0] as NodeRecord), endpoints: [`203.0.113.1:${1000 + k}`] };
+      rows = [moved, ...rows.slice(1)];
+      hub.apply([moved.id], [moved]);
+    }
+  };
+  return { hub, sessions, socket, churn, slow, sender };
+}
+
+describe('StreamSender', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('holds a stalled node to its bound while the others get every delta, then sends it one whole map', () => {
+    const { hub, sessions, socket, churn, slow } = setup();
+    churn(2_000);
+    // Without the bound the stalled socket would hold all 2,000 deltas (hundreds of KiB).
+    const largest = 2 * 1024;
+    expect(socket.maxBuffered).toBeLessThanOrEqual(LIMITS.streamBufferBytes + largest);
+    for (const s of sessions.values()) {
+      if (s.nodeId !== 'n1') expect(s.deltas).toBeGreaterThanOrEqual(2_000);
+    }
+
+    socket.drain();
+    // The drain brought one whole map, with the latest endpoints of node 1.
+    const peer = socket.netmap?.peers.find((p) => p.id === 'n1');
+    expect(peer?.endpoints).toEqual(['203.0.113.1:2999']);
+    expect(socket.netmap).toEqual(hub.snapshot(slow.id));
+    expect(socket.terminated).toBe(false);
+  });
+
+  it('disconnects a node that stays backlogged past the bound', () => {
+    vi.useFakeTimers();
+    const { socket, churn } = setup();
+    churn(500);
+    vi.advanceTimersByTime(LIMITS.streamStuckMs - 1);
+    expect(socket.terminated).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect(socket.terminated).toBe(true);
+  });
+
+  it('serialises a message shared by many streams once', () => {
+    const spy = vi.spyOn(JSON, 'stringify');
+    const sockets = Array.from({ length: 5 }, () => new StalledSocket());
+    const senders = sockets.map(
+      (s) =>
+        new StreamSender(
+          s,
+          LIMITS,
+          () => {},
+          () => {},
+        ),
+    );
+    const message: StreamServerMessage = { type: 'delta', peersRemoved: ['n1'] };
+    spy.mockClear();
+    for (const sender of senders) sender.send(message);
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(sockets.every((s) => s.bufferedAmount > 0)).toBe(true);
+    spy.mockRestore();
+  });
+});

@@ -1,0 +1,74 @@
+import type { StreamServerMessage } from '@weft/protocol';
+
+// Writes the hub's messages to one node's WebSocket without letting a slow node cost control
+// memory. While the socket holds more than `streamBufferBytes` unsent, the hub is told it is
+// backlogged and stops building deltas for it; once what was queued has been written out, the hub
+// sends one whole map instead of every delta it skipped (NetmapHub.resync). A node that stays
+// backlogged for `streamStuckMs` is disconnected: it reconnects and starts from a whole map.
+
+/** What the sender needs of a `ws` WebSocket. */
+export interface SendingSocket {
+  readonly readyState: number;
+  /** Bytes queued and not yet handed to the kernel. */
+  readonly bufferedAmount: number;
+  send(data: string, done: (err?: Error) => void): void;
+  terminate(): void;
+}
+
+const OPEN = 1;
+
+/**
+ * One serialisation per message object: the hub hands the same object to every node that is sent
+ * the same bytes (a join reaching every node of an allow-all tailnet).
+ */
+const serialized = new WeakMap<StreamServerMessage, string>();
+
+function textOf(message: StreamServerMessage): string {
+  let text = serialized.get(message);
+  if (text === undefined) {
+    text = JSON.stringify(message);
+    serialized.set(message, text);
+  }
+  return text;
+}
+
+export class StreamSender {
+  private stuck: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly socket: SendingSocket,
+    private readonly limits: { streamBufferBytes: number; streamStuckMs: number },
+    /** It was backlogged and has drained: time for a whole map. */
+    private readonly drained: () => void,
+    /** Called before a stuck socket is terminated (to say why). */
+    private readonly onStuck: () => void,
+  ) {}
+
+  send(message: StreamServerMessage): void {
+    if (this.socket.readyState !== OPEN) return;
+    this.socket.send(textOf(message), () => this.written());
+  }
+
+  /** Over the bound: the hub holds its deltas back (and the stuck clock runs). */
+  backlogged(): boolean {
+    if (this.socket.bufferedAmount <= this.limits.streamBufferBytes) return false;
+    this.stuck ??= setTimeout(() => {
+      this.onStuck();
+      this.socket.terminate();
+    }, this.limits.streamStuckMs);
+    return true;
+  }
+
+  /** The stream ended. */
+  close(): void {
+    if (this.stuck) clearTimeout(this.stuck);
+    this.stuck = null;
+  }
+
+  private written(): void {
+    if (this.stuck === null || this.socket.bufferedAmount > this.limits.streamBufferBytes) return;
+    clearTimeout(this.stuck);
+    this.stuck = null;
+    this.drained();
+  }
+}
