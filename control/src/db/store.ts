@@ -444,6 +444,40 @@ export class Store {
     });
   }
 
+  /** How many streams the database says `replica` holds. */
+  async streamCount(replica: string): Promise<number> {
+    const row = await this.db
+      .selectFrom('node_streams')
+      .select((eb) => eb.fn.countAll().as('count'))
+      .where('replica', '=', replica)
+      .executeTakeFirstOrThrow();
+    return Number(row.count);
+  }
+
+  /**
+   * Writes `replica`'s rows for the streams `nodeIds` where a node has none (a stream held elsewhere
+   * stays there; a node deleted meanwhile gets none); returns how many were written.
+   */
+  async claimStreams(nodeIds: readonly string[], replica: string, at: Date): Promise<number> {
+    let written = 0;
+    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
+      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+      const result = await this.db
+        .insertInto('node_streams')
+        .columns(['node_id', 'replica', 'since'])
+        .expression((eb) =>
+          eb
+            .selectFrom('nodes')
+            .select((s) => ['nodes.id', s.val(replica).as('replica'), s.val(at.toISOString()).as('since')])
+            .where('nodes.id', 'in', chunk),
+        )
+        .onConflict((oc) => oc.column('node_id').doNothing())
+        .executeTakeFirst();
+      written += Number(result.numInsertedOrUpdatedRows ?? 0n);
+    }
+    return written;
+  }
+
   async replicaHeartbeat(replica: string, at: Date): Promise<void> {
     await this.db
       .insertInto('replicas')

@@ -108,6 +108,11 @@ export class NetmapHub {
     return this.subscribers.has(nodeId) || (by !== null && by !== this.replica);
   }
 
+  /** The nodes streaming to this replica. */
+  streams(): string[] {
+    return [...this.subscribers.keys()];
+  }
+
   view(nodeId: string): NodeView | undefined {
     return this.views.get(nodeId)?.view;
   }

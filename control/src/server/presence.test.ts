@@ -4,18 +4,20 @@ import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
+import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 import { Presence } from './presence.js';
 
 // The only server on a SQLite database keeps no heartbeat (each write would wake its own change
 // feed, and so reload the whole tailnet every few seconds) and forgets a previous run's streams at
-// once; replicas on PostgreSQL beat and reap (replicas.test.ts).
+// once; replicas on PostgreSQL beat and reap (replicas.test.ts), and write again the rows of their
+// streams that another replica reaped while they were taken for dead.
 
 afterEach(cleanupAll);
 
 const silent = { info() {}, warn() {}, error() {} };
 
-async function storeWithStream(): Promise<Store> {
-  const database = await openDatabase(join(tempDir(), 'control.db'));
+async function storeWithStream(db = join(tempDir(), 'control.db')): Promise<Store> {
+  const database = await openDatabase(db);
   onCleanup(() => database.db.destroy());
   const store = new Store(database.db);
   await store.insertNode({
@@ -52,6 +54,7 @@ describe('presence of the only server (SQLite)', () => {
     const presence = new Presence(
       store,
       sync,
+      () => [],
       async (_job, fn) => {
         await fn();
         return true;
@@ -74,4 +77,51 @@ describe('presence of the only server (SQLite)', () => {
     expect(beats).toHaveBeenCalledTimes(1);
     expect(reloads).toBe(1);
   });
+});
+
+/** Polls `test` every few milliseconds until it holds, failing after `boundMs`. */
+async function until(what: string, test: () => Promise<boolean>, boundMs = 5_000): Promise<void> {
+  const end = Date.now() + boundMs;
+  while (!(await test())) {
+    if (Date.now() > end) throw new Error(`${what}: not within ${boundMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const noPostgres = await postgresAbsence();
+
+describe('presence of a replica', () => {
+  it.each([
+    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
+  ])(
+    'writes its streams again after another replica reaped them (a database pause past the dead time; %s)',
+    async (_kind, location) => {
+      const store = await storeWithStream(await location());
+      const sync = { refresh: async () => {} } as unknown as NetmapSync;
+      const presence = new Presence(
+        store,
+        sync,
+        () => ['n1'],
+        async (_job, fn) => {
+          await fn();
+          return true;
+        },
+        silent,
+        { heartbeatMs: 20, deadAfterMs: 10_000 },
+      );
+      await presence.start();
+      onCleanup(() => presence.close());
+      await presence.connected('n1');
+      expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
+
+      // Another replica's reaper, after this one's heartbeat was late: the row goes, the stream stays.
+      expect(await store.dropSilentReplicas(new Date(Date.now() + 60_000))).toBe(1);
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+      await until(
+        'the row written again',
+        async () => (await store.nodeById('n1'))?.streamedBy === presence.replica,
+      );
+    },
+  );
 });

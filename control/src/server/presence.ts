@@ -8,6 +8,8 @@ import type { NetmapSync } from '../netmap/sync.js';
 // holding it, and each replica writes a heartbeat. When a replica is killed its nodes reconnect
 // elsewhere (taking their rows over); the rows of nodes that do not come back are dropped by one
 // replica's reaper (an exclusive job) once the dead replica's heartbeat is DEAD_AFTER_MS old.
+// A live replica can be taken for dead too (its database paused past DEAD_AFTER_MS): each beat then
+// finds fewer rows than the streams it holds and writes the missing ones again.
 
 export const HEARTBEAT_MS = 2_000;
 export const DEAD_AFTER_MS = 10_000;
@@ -20,6 +22,8 @@ export class Presence {
   constructor(
     private readonly store: Store,
     private readonly sync: NetmapSync,
+    /** The nodes whose streams this replica holds now (the hub's subscribers). */
+    private readonly held: () => readonly string[],
     private readonly exclusive: RunExclusive,
     private readonly log: Logger,
     private readonly timing = { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS },
@@ -61,9 +65,18 @@ export class Presence {
     await this.store.removeReplica(this.replica);
   }
 
+  /** Writes the rows of held streams that another replica's reaper dropped. */
+  private async rewriteReaped(now: Date): Promise<void> {
+    const held = this.held();
+    if (held.length === 0 || (await this.store.streamCount(this.replica)) >= held.length) return;
+    const written = await this.store.claimStreams(held, this.replica, now);
+    if (written > 0) this.log.warn(`${written} streams of this replica had been reaped: written again`);
+  }
+
   private async beat(): Promise<void> {
     const now = Date.now();
     await this.store.replicaHeartbeat(this.replica, new Date(now));
+    if (!this.alone) await this.rewriteReaped(new Date(now));
     await this.exclusive('presence reaper', async () => {
       const cutoff = this.alone ? now : now - this.timing.deadAfterMs;
       const dropped = await this.store.dropSilentReplicas(new Date(cutoff));

@@ -98,7 +98,15 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const policy = new PolicySync(store, visibility, hub, log);
     const dns = new DnsSync(store, hub, log);
     stopSync = () => sync.close();
-    presence = new Presence(store, sync, database.exclusive, log, undefined, database.kind === 'sqlite');
+    presence = new Presence(
+      store,
+      sync,
+      () => hub.streams(),
+      database.exclusive,
+      log,
+      undefined,
+      database.kind === 'sqlite',
+    );
     hub.replica = presence.replica;
     await presence.start();
     await dns.refresh();
