@@ -18,7 +18,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const DEADLINE_SLACK_MS = 5;
 
 export class NetmapSync {
-  private readonly refresher = new CoalescingRefresh(() => this.load());
+  private readonly refresher = new CoalescingRefresh((askedAt) => this.load(askedAt));
   private deadlineTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -42,9 +42,9 @@ export class NetmapSync {
     return this.refresher.run();
   }
 
-  private async load(): Promise<void> {
+  private async load(askedAt: number): Promise<void> {
     const nodes = await this.store.listNodes();
-    this.hub.update(nodes);
+    this.hub.fanOut.during(askedAt, () => this.hub.update(nodes));
     this.onLoad(nodes);
     this.scheduleNextExpiry(nodes);
   }
