@@ -1,4 +1,8 @@
-// Concise one-line logs on stderr (stdout belongs to command output such as a new pre-auth key).
+import { type DestinationStream, type LogFormat, type LogLevel, serverLogger } from '@weft/protocol/logging';
+
+// Control's log: one event per line on stderr (stdout belongs to command output such as a new
+// pre-auth key), through pino (see @weft/protocol/logging), behind this small interface so call
+// sites only say what happened.
 
 export interface Logger {
   info(message: string): void;
@@ -6,13 +10,19 @@ export interface Logger {
   error(message: string): void;
 }
 
-export function stderrLogger(): Logger {
-  const line = (level: string, message: string) =>
-    process.stderr.write(`${new Date().toISOString()} ${level} ${message}\n`);
+export interface LogSettings {
+  format: LogFormat;
+  level: LogLevel;
+}
+
+export const DEFAULT_LOG: LogSettings = { format: 'text', level: 'info' };
+
+export function stderrLogger(settings: LogSettings = DEFAULT_LOG, destination?: DestinationStream): Logger {
+  const log = serverLogger({ name: 'weft-control', ...settings, destination });
   return {
-    info: (m) => line('info', m),
-    warn: (m) => line('warn', m),
-    error: (m) => line('error', m),
+    info: (m) => log.info(m),
+    warn: (m) => log.warn(m),
+    error: (m) => log.error(m),
   };
 }
 

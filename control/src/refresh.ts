@@ -9,15 +9,23 @@
 export class CoalescingRefresh {
   private current: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
+  /** When the oldest call not yet served by a started load was made (performance.now()). */
+  private askedAt: number | null = null;
 
-  constructor(private readonly load: () => Promise<void>) {}
+  /** `load` is told when the oldest call it serves was made (the fan-out latency starts there). */
+  constructor(private readonly load: (askedAt: number) => Promise<void>) {}
 
   run(): Promise<void> {
+    this.askedAt ??= performance.now();
     if (this.current === null) {
       // One event-loop turn first: requests already under way (registrations committing) get in,
       // so one load serves a burst of them instead of one each; loads cost O(nodes).
       this.current = new Promise<void>((resolve) => setImmediate(resolve))
-        .then(() => this.load())
+        .then(() => {
+          const askedAt = this.askedAt ?? performance.now();
+          this.askedAt = null;
+          return this.load(askedAt);
+        })
         .finally(() => {
           this.current = null;
         });

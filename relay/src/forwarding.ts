@@ -26,8 +26,8 @@ export interface Peer {
 }
 
 export interface ForwardingStats {
-  forwardedPackets: number;
-  forwardedBytes: number;
+  /** Packets forwarded and their bytes, by the wire they arrived on. */
+  forwarded: Record<Wire, { packets: number; bytes: number }>;
   /** Packets for a node key with no connection here. */
   droppedNoPeer: number;
   /** Packets dropped because the destination's queue (or the total budget) was full. */
@@ -43,8 +43,7 @@ export class ForwardingTable {
   private readonly sentTo = new Map<Peer, Set<Peer>>();
   private readonly sentFrom = new Map<Peer, Set<Peer>>();
   readonly stats: ForwardingStats = {
-    forwardedPackets: 0,
-    forwardedBytes: 0,
+    forwarded: { weft: { packets: 0, bytes: 0 }, derp: { packets: 0, bytes: 0 } },
     droppedNoPeer: 0,
     droppedQueueFull: 0,
   };
@@ -114,8 +113,9 @@ export class ForwardingTable {
       this.stats.droppedQueueFull++;
       return 'dropped';
     }
-    this.stats.forwardedPackets++;
-    this.stats.forwardedBytes += packet.length;
+    const forwarded = this.stats.forwarded[from.wire];
+    forwarded.packets++;
+    forwarded.bytes += packet.length;
     return 'sent';
   }
 

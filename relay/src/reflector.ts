@@ -70,6 +70,8 @@ export interface ReflectorStats {
   handshakes: number;
   keepalives: number;
   dropped: number;
+  /** Of those dropped: a proven key that is not a member of the tailnet served. */
+  notMember: number;
   nodes: number;
   sessions: number;
 }
@@ -97,7 +99,7 @@ export class Reflector {
   private readonly sourceBudgets: SourceBudgets;
   private readonly maxNodes: number;
   private readonly now: () => number;
-  private readonly counts = { handshakes: 0, keepalives: 0, dropped: 0 };
+  private readonly counts = { handshakes: 0, keepalives: 0, dropped: 0, notMember: 0 };
 
   private constructor(
     private readonly socket: Socket,
@@ -153,7 +155,7 @@ export class Reflector {
     );
     if (init === null) return false;
     const nodeKey = Buffer.from(init.initiatorStatic).toString('base64');
-    if (this.opts.membership && !this.opts.membership.isMember(nodeKey)) return false;
+    if (!this.isMember(nodeKey)) return false;
     const node = this.nodes.get(nodeKey);
     if (node && !timestampAfter(init.timestamp, node.timestamp)) return false;
 
@@ -181,13 +183,20 @@ export class Reflector {
     return true;
   }
 
+  /** Whether `nodeKey` is served; a stranger is counted (its packet is dropped). */
+  private isMember(nodeKey: string): boolean {
+    if (this.opts.membership === undefined || this.opts.membership.isMember(nodeKey)) return true;
+    this.counts.notMember++;
+    return false;
+  }
+
   private onKeepalive(msg: Buffer, endpoint: string): boolean {
     const header = parseTransportHeader(msg);
     if (header === null || header.counter >= BigInt(Number.MAX_SAFE_INTEGER)) return false;
     const session = this.sessions.get(header.receiverIndex);
     if (session === undefined) return false;
     // A node removed from the tailnet keeps no observation fresh.
-    if (this.opts.membership && !this.opts.membership.isMember(session.nodeKey)) return false;
+    if (!this.isMember(session.nodeKey)) return false;
     if (this.now() > session.expiresAt) {
       this.sessions.delete(header.receiverIndex);
       return false;

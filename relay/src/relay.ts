@@ -2,6 +2,7 @@ import { type KeyPair, parseAddr, RELAY_PATH } from '@weft/protocol';
 import type { RelayLimits } from './connection.js';
 import { ControlFeed } from './control-feed.js';
 import { Membership } from './membership.js';
+import { listenForScrapes, type MetricsListener, relayMetrics } from './metrics.js';
 import { ObservationStore } from './observations.js';
 import { Reflector, type ReflectorOptions } from './reflector.js';
 import { RelayServer } from './server.js';
@@ -28,6 +29,8 @@ export interface RelayOptions {
   stun?: Pick<StunOptions, 'answersPerSecond' | 'answersPerSecondPerSource'>;
   reflector?: Pick<ReflectorOptions, 'handshakesPerSecond' | 'handshakesPerSecondPerSource' | 'maxNodes'>;
   log?: (line: string) => void;
+  /** Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one); absent: none. */
+  metricsListen?: { host: string; port: number };
 }
 
 export interface RunningRelay {
@@ -37,6 +40,8 @@ export interface RunningRelay {
   /** The STUN port, when one was asked for. */
   stunPort: number | null;
   publicKey: string;
+  /** Where Prometheus scrapes, when `metricsListen` was given. */
+  metricsUrl: string | null;
   server: RelayServer;
   reflector: Reflector;
   stun: StunServer | null;
@@ -69,13 +74,18 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
   });
   let port: number;
   let stun: StunServer | null = null;
+  let metrics: MetricsListener | null = null;
   try {
     port = (await server.listen(opts.host, opts.port)).port;
     if (opts.stunPort !== undefined) {
       stun = await StunServer.start({ ...opts.stun, host: opts.host, port: opts.stunPort, log: opts.log });
     }
+    if (opts.metricsListen) {
+      const registry = relayMetrics({ server, reflector, stun });
+      metrics = await listenForScrapes(registry, opts.metricsListen.host, opts.metricsListen.port);
+    }
   } catch (err) {
-    await Promise.all([server.close(), reflector.close()]);
+    await Promise.all([server.close(), reflector.close(), stun?.close()]);
     throw err;
   }
   const feed = opts.control
@@ -95,6 +105,7 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     reflectorPort: reflector.port,
     stunPort: stun?.port ?? null,
     publicKey: opts.keyPair.publicKey,
+    metricsUrl: metrics?.url ?? null,
     server,
     reflector,
     stun,
@@ -102,7 +113,7 @@ export async function startRelay(opts: RelayOptions): Promise<RunningRelay> {
     membership,
     close: async () => {
       feed?.close();
-      await Promise.all([server.close(), reflector.close(), stun?.close()]);
+      await Promise.all([server.close(), reflector.close(), stun?.close(), metrics?.close()]);
     },
   };
 }

@@ -32,15 +32,10 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const relayOn127 = () => ({ keyPair: generateKeyPair(), host: '127.0.0.1', port: 0, reflectorPort: 0 });
+
 async function relay(limits: Partial<RelayLimits> = {}, membership?: Membership): Promise<RunningRelay> {
-  const r = await startRelay({
-    keyPair: generateKeyPair(),
-    host: '127.0.0.1',
-    port: 0,
-    reflectorPort: 0,
-    limits,
-    membership,
-  });
+  const r = await startRelay({ ...relayOn127(), limits, membership });
   cleanups.push(() => r.close());
   return r;
 }
@@ -583,5 +578,48 @@ describe('relay membership and per-source bounds', () => {
     await until('the place to be freed', () => r.server.stats().connections === 3);
     const again = await raw(r);
     expect(again.ws.readyState).toBe(WebSocket.OPEN);
+  });
+});
+
+function sample(text: string, name: string, labels: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
+  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+async function scrape(r: RunningRelay): Promise<string> {
+  if (r.metricsUrl === null) throw new Error('no metrics listener');
+  return (await fetch(r.metricsUrl)).text();
+}
+
+// The relay's /metrics after real traffic.
+describe('relay metrics', () => {
+  it('count forwarded packets and bytes, drops for unknown peers and open connections', async () => {
+    const r = await startRelay({ ...relayOn127(), metricsListen: { host: '127.0.0.1', port: 0 } });
+    cleanups.push(() => r.close());
+    const a = await client(r);
+    const b = await client(r);
+    const before = await scrape(r);
+    expect(sample(before, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(0);
+    expect(sample(before, 'weft_relay_connections', 'transport="weft"')).toBe(2);
+
+    a.c.send(Buffer.from(generateKeyPair().publicKey, 'base64'), new Uint8Array(100));
+    a.c.send(Buffer.from(b.keys.publicKey, 'base64'), new Uint8Array(1200));
+    await until('b to get the packet', () => b.got.length === 1);
+
+    const after = await scrape(r);
+    expect(sample(after, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(1);
+    expect(sample(after, 'weft_relay_forwarded_bytes_total', 'transport="weft"')).toBe(1200);
+    expect(sample(after, 'weft_relay_forwarded_packets_total', 'transport="derp"')).toBe(0);
+    // Frames on one connection are handled in order: the first was dropped before b got the second.
+    expect(sample(after, 'weft_relay_dropped_frames_total', 'reason="unknown_peer"')).toBe(1);
+    expect(sample(after, 'weft_relay_dropped_frames_total', 'reason="not_member"')).toBe(0);
+    expect(sample(after, 'weft_relay_reflector_requests_total', 'result="handshake"')).toBe(0);
+  });
+
+  it('are not served without --metrics-listen, nor on the public port', async () => {
+    const r = await relay();
+    expect(r.metricsUrl).toBeNull();
+    const res = await fetch(r.url.replace(/^ws/, 'http').replace(/\/relay$/, '/metrics'));
+    expect(res.status).toBe(404);
   });
 });

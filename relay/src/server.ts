@@ -57,11 +57,15 @@ export interface RelayServerOptions {
 
 export interface RelayStats {
   connections: number;
+  /** Open connections by protocol (DERP counts plain and over WebSocket). */
+  connectionsByWire: Record<Wire, number>;
   authenticated: number;
   /** Bytes queued in user space across all connections: what the bounds keep finite. */
   queuedBytes: number;
   forwardedPackets: number;
   forwardedBytes: number;
+  /** The same by the wire each packet arrived on. */
+  forwarded: Record<Wire, { packets: number; bytes: number }>;
   /** Packets for a node key with no connection here. */
   droppedNoPeer: number;
   /** Packets dropped because the destination's queue was full. */
@@ -164,20 +168,26 @@ export class RelayServer {
     let queuedBytes = 0;
     let derpClients = 0;
     let derpHome = 0;
+    const connectionsByWire = { weft: 0, derp: 0 };
     for (const [c, peer] of this.connections) {
       queuedBytes += c.queuedBytes;
+      connectionsByWire[peer.wire]++;
       if (peer instanceof DerpSession && c.state === 'authenticated') {
         derpClients++;
         if (peer.preferred) derpHome++;
       }
     }
+    const { forwarded } = this.table.stats;
     return {
       connections: this.connections.size,
+      connectionsByWire,
       derpClients,
       derpHome,
       authenticated: this.table.size,
       queuedBytes,
       ...this.table.stats,
+      forwardedPackets: forwarded.weft.packets + forwarded.derp.packets,
+      forwardedBytes: forwarded.weft.bytes + forwarded.derp.bytes,
       ...this.counts,
       droppedOverBudget: this.budget.dropped,
     };

@@ -94,6 +94,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       '--policy-file <file>',
       'apply this policy file and every good save of it; a bad save is logged and changes nothing',
     )
+    .option(
+      '--metrics-listen <host:port>',
+      'serve Prometheus metrics at http://HOST:PORT/metrics (default: none; they reveal the tailnet size)',
+    )
+    .option('--log-format <text|json>', 'log lines on stderr as text or as JSON events (default text)')
+    .option('--log-level <level>', 'debug, info, warn, error or silent (default info)')
     .action(async (_opts, cmd: Command) => {
       const running = await startControl({ config: config(cmd) });
       await io.untilStopped();

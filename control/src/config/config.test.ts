@@ -19,7 +19,22 @@ describe('configuration', () => {
       github: null,
       allow: { domains: [], users: [], groups: [] },
       policyFile: null,
+      metricsListen: null,
+      log: { format: 'text', level: 'info' },
     });
+  });
+
+  it('reads the metrics listener and log settings, and refuses an unknown log format', () => {
+    const config = loadConfig({
+      flags: { metricsListen: '127.0.0.1:9464', logFormat: 'json' },
+      env: { WEFT_CONTROL_LOG_LEVEL: 'warn' },
+      cwd: '/',
+    });
+    expect(config.metricsListen).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(config.log).toEqual({ format: 'json', level: 'warn' });
+    expect(() => loadConfig({ flags: { logFormat: 'xml' }, env: {}, cwd: '/' })).toThrow(
+      /command line:\n {2}--log-format: Invalid option: expected one of "text"\|"json"/,
+    );
   });
 
   it('reads a policy file path relative to the config file', () => {

@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseAddr, RelayRegion } from '@weft/protocol';
+import { LogFormat, LogLevel } from '@weft/protocol/logging';
 import { z } from 'zod';
 import { isPostgresUrl } from '../db/location.js';
+import { DEFAULT_LOG, type LogSettings } from '../log.js';
 import { parseDuration } from './duration.js';
 
 // Server configuration from, in order of precedence: command-line flags, environment variables
@@ -34,6 +36,9 @@ export interface ControlConfig {
   relays?: RelayRegion[];
   /** A policy file the server applies and watches; null: the policy is set with `policy set`. */
   policyFile: string | null;
+  /** Where Prometheus may scrape /metrics; null: no metrics listener (metric labels reveal the tailnet's size). */
+  metricsListen: Listen | null;
+  log: LogSettings;
 }
 
 export interface OidcConfig {
@@ -171,6 +176,9 @@ export const ConfigFile = z.strictObject({
   githubApiUrl: PublicUrl.optional(),
   relays: Relays.optional(),
   policyFile: z.string().min(1).optional(),
+  metricsListen: ListenText.optional(),
+  logFormat: LogFormat.optional(),
+  logLevel: LogLevel.optional(),
 });
 type ConfigValues = z.infer<typeof ConfigFile>;
 type ConfigKey = keyof ConfigValues;
@@ -264,6 +272,8 @@ export function loadConfig(args: { flags: ConfigFlags; env: NodeJS.ProcessEnv; c
       groups: merged.oidcAllowedGroups ?? [],
     },
     policyFile: merged.policyFile === undefined ? null : path(merged.policyFile),
+    metricsListen: merged.metricsListen === undefined ? null : parseListen(merged.metricsListen),
+    log: { format: merged.logFormat ?? DEFAULT_LOG.format, level: merged.logLevel ?? DEFAULT_LOG.level },
   };
 }
 

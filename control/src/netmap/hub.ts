@@ -1,4 +1,5 @@
 import type { DnsSettings, NetMap, NodeView, RelayMap, StreamServerMessage } from '@weft/protocol';
+import { FanOutTimer } from '../metrics/fan-out-timer.js';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
@@ -77,6 +78,8 @@ export class NetmapHub {
   private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
   private expired = new Set<string>();
+  /** Times each delta a reload writes (see NetmapSync, PolicySync). */
+  readonly fanOut = new FanOutTimer();
   /** This server's replica id (see Presence): rows naming it are the streams in `subscribers`. */
   replica: string | null = null;
   /** The relays every node is told about (in each full map); undefined when none are configured. */
@@ -298,6 +301,13 @@ export class NetmapHub {
     };
   }
 
+  /** Nodes online (streaming to any replica) and streams held here: what the metrics' gauges show. */
+  onlineCounts(): { online: number; streams: number } {
+    let online = 0;
+    for (const id of this.nodes.keys()) if (this.isOnline(id)) online++;
+    return { online, streams: this.subscribers.size };
+  }
+
   /** New DNS settings: every connected node is sent them (names come from the peers it sees). */
   dnsChanged(dns: DnsSettings): void {
     this.dns = dns;
@@ -439,7 +449,10 @@ export class NetmapHub {
       }
       if (upserted.length > 0) delta.peersUpserted = upserted.map((c) => c.view);
       if (gone.length > 0) delta.peersRemoved = gone;
-      if (Object.keys(delta).length > 1) sub.session.send(shareDelta(shared, delta, upserted, sub));
+      if (Object.keys(delta).length > 1) {
+        sub.session.send(shareDelta(shared, delta, upserted, sub));
+        this.fanOut.delivered();
+      }
     }
   }
 

@@ -23,9 +23,9 @@ const DEADLINE_SLACK_MS = 5;
 
 export class NetmapSync {
   private readonly queue = new SerialQueue();
-  private readonly refresher = new CoalescingRefresh(() => this.queue.run(() => this.load()));
-  /** The nodes the next queued partial read will take, and when it is done. */
-  private batch: { ids: Set<string>; done: Promise<void> } | null = null;
+  private readonly refresher = new CoalescingRefresh((askedAt) => this.queue.run(() => this.load(askedAt)));
+  /** The nodes the next queued partial read will take, when it was first asked for, and when it is done. */
+  private batch: { ids: Set<string>; askedAt: number; done: Promise<void> } | null = null;
   private deadlineTimer: NodeJS.Timeout | null = null;
   private deadlineAt = Number.POSITIVE_INFINITY;
   private closed = false;
@@ -56,10 +56,10 @@ export class NetmapSync {
    */
   refreshNodes(ids: Iterable<string>): Promise<void> {
     if (this.batch === null) {
-      const batch = { ids: new Set<string>(), done: Promise.resolve() };
+      const batch = { ids: new Set<string>(), askedAt: performance.now(), done: Promise.resolve() };
       batch.done = this.queue.run(() => {
         this.batch = null;
-        return this.loadNodes([...batch.ids]);
+        return this.loadNodes([...batch.ids], batch.askedAt);
       });
       this.batch = batch;
     }
@@ -67,17 +67,17 @@ export class NetmapSync {
     return this.batch.done;
   }
 
-  private async load(): Promise<void> {
+  private async load(askedAt: number): Promise<void> {
     const nodes = await this.store.listNodes();
-    this.hub.update(nodes);
+    this.hub.fanOut.during(askedAt, () => this.hub.update(nodes));
     this.onLoad(nodes);
     this.scheduleNextExpiry(nodes);
   }
 
-  private async loadNodes(ids: readonly string[]): Promise<void> {
+  private async loadNodes(ids: readonly string[], askedAt: number): Promise<void> {
     const rows = await this.store.nodesByIds(ids);
     const keysBefore = ids.map((id) => this.hub.record(id)?.nodeKey);
-    this.hub.apply(ids, rows);
+    this.hub.fanOut.during(askedAt, () => this.hub.apply(ids, rows));
     // The relays' member list only moves when a node key comes or goes.
     if (ids.some((id, i) => this.hub.record(id)?.nodeKey !== keysBefore[i]))
       this.onLoad([...this.hub.records()]);

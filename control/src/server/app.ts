@@ -48,6 +48,14 @@ export async function buildApp(ctx: ControlContext): Promise<FastifyInstance> {
     }),
   );
 
+  app.addHook('onResponse', async (req, reply) => {
+    ctx.metrics.httpRequests.inc({
+      route: req.routeOptions.url ?? 'unmatched',
+      method: req.method,
+      status: reply.statusCode,
+    });
+  });
+
   // Only the routes anyone may call without a key are rate-limited (they opt in per route).
   await app.register(rateLimit, {
     global: false,

@@ -4,6 +4,7 @@ import type { ReplayWindow } from '../auth/replay-window.js';
 import type { RunExclusive } from '../db/open.js';
 import type { Store } from '../db/store.js';
 import type { Logger } from '../log.js';
+import type { ControlMetrics } from '../metrics/control-metrics.js';
 import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import type { RelayMembers } from '../relays/members.js';
@@ -28,6 +29,7 @@ export interface ControlContext {
   /** Browser sign-in; null when no identity provider is configured. */
   signIn: SignInContext | null;
   log: Logger;
+  metrics: ControlMetrics;
   background: Background;
   /** Which replica holds which node's stream (online state shared through the database). */
   presence: Presence;

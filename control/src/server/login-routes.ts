@@ -270,6 +270,7 @@ async function confirm(
   const nodeName = await signIn.logins.complete(login.id, user);
   await ctx.sync.refresh();
   ctx.log.info(`sign-in: ${user.name} (${identity.provider}) confirmed ${nodeName} from ${req.ip}`);
+  ctx.metrics.signIns.inc({ provider: identity.provider });
   return html(
     reply,
     200,

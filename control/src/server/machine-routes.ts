@@ -51,6 +51,7 @@ export function registerMachineRoutes(app: FastifyInstance, ctx: ControlContext)
     const node = ctx.hub.view(result.nodeId);
     if (node === undefined) throw new Error(`registered node ${result.nodeId} vanished`);
     ctx.log.info(`registered ${node.name} (${node.addresses.join(', ')}, ${request.os || 'unknown os'})`);
+    ctx.metrics.registrations.inc({ protocol: 'weft' });
     return { status: 'authorized', node };
   });
 

@@ -18,7 +18,7 @@ import { CoalescingRefresh } from '../refresh.js';
 export class PolicySync {
   /** The version this server has acted on: in force, or refused; -1 before the first load. */
   private version = -1;
-  private readonly refresher = new CoalescingRefresh(() => this.load());
+  private readonly refresher = new CoalescingRefresh((askedAt) => this.load(askedAt));
 
   constructor(
     private readonly store: Store,
@@ -32,7 +32,7 @@ export class PolicySync {
     return this.refresher.run();
   }
 
-  private async load(): Promise<void> {
+  private async load(askedAt: number): Promise<void> {
     if ((await this.store.policyVersion()) === this.version) return;
     const record = await this.store.currentPolicy();
     if (record === undefined) {
@@ -54,7 +54,7 @@ export class PolicySync {
       return;
     }
     const started = performance.now();
-    this.hub.policyChanged(this.visibility.setPolicy(policy));
+    this.hub.fanOut.during(askedAt, () => this.hub.policyChanged(this.visibility.setPolicy(policy)));
     this.log.info(
       `policy version ${record.version} in force (set by ${record.createdBy} at ${record.createdAt}; applied in ${Math.round(performance.now() - started)} ms)`,
     );

@@ -11,6 +11,9 @@ import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { DnsSync } from '../dns/sync.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
+import { ControlMetrics } from '../metrics/control-metrics.js';
+import { listenForScrapes, type ScrapeListener } from '../metrics/scrape-listener.js';
+import { timedStore } from '../metrics/timed-store.js';
 import { NetmapHub } from '../netmap/hub.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import { NetmapSync } from '../netmap/sync.js';
@@ -41,6 +44,8 @@ export interface RunningControl {
   /** Where the server listens, e.g. http://127.0.0.1:8080. */
   url: string;
   publicUrl: string;
+  /** Where Prometheus scrapes, when --metrics-listen is set. */
+  metricsUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -61,7 +66,7 @@ async function identityProviders(config: ControlConfig): Promise<IdentityProvide
 
 export async function startControl(options: ServeOptions): Promise<RunningControl> {
   const { config } = options;
-  const log = options.log ?? stderrLogger();
+  const log = options.log ?? stderrLogger(config.log);
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   let providers: IdentityProvider[];
   try {
@@ -73,7 +78,9 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     log.warn('--oidc-allowed-groups is set: GitHub sign-ins carry no groups and will all be refused');
   }
   const database = await openDatabase(config.db);
-  const store = new Store(database.db);
+  const metrics = new ControlMetrics();
+  const store = timedStore(new Store(database.db), metrics.dbQuery);
+  let scrapes: ScrapeListener | null = null;
   let feed: ChangeFeed | null = null;
   let stopSweeper = () => {};
   let stopSync = () => {};
@@ -92,6 +99,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
     const hub = new NetmapHub(visibility, tailnetRanges);
+    metrics.watch(hub);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
     const relayMembers = new RelayMembers();
     const sync = new NetmapSync(store, hub, log, (nodes) => relayMembers.update(nodes));
@@ -144,6 +152,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       registration: { ...authorize, store, interactive: logins, controlPrivateKey: privateKey },
       signIn: logins === null ? null : { providers, logins, allow: config.allow, publicUrl: () => publicUrl },
       log,
+      metrics,
       background,
       presence,
       exclusive: database.exclusive,
@@ -171,6 +180,10 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const url = `http://${host}:${address.port}`;
     publicUrl = config.publicUrl ?? url;
     log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${database.shown})`);
+    if (config.metricsListen !== null) {
+      scrapes = await listenForScrapes(metrics.registry, config.metricsListen);
+      log.info(`metrics at ${scrapes.url}`);
+    }
     if (providers.length > 0) {
       const callbacks = providers.map((p) => `${publicUrl}${p.callbackPath}`).join(', ');
       log.info(`sign-in with ${providers.map((p) => p.id).join(' and ')} (redirect URI ${callbacks})`);
@@ -190,6 +203,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
         for (const client of app.websocketServer.clients) client.terminate();
       }, SHUTDOWN_GRACE_MS);
       await app.close();
+      await scrapes?.close();
       await background.drain();
       clearTimeout(killer);
       await presence?.close();
@@ -199,12 +213,14 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     return {
       url,
       publicUrl,
+      metricsUrl: scrapes?.url ?? null,
       close: () => {
         closing ??= close();
         return closing;
       },
     };
   } catch (err) {
+    await scrapes?.close();
     stopSweeper();
     feed?.close();
     await policyFile?.close();

@@ -98,6 +98,7 @@ export async function registerTailscale(
   const node = await ctx.store.nodeById(result.nodeId);
   if (node === undefined) throw new Error(`registered node ${result.nodeId} vanished`);
   ctx.log.info(`registered ${node.name} (tailscale ${node.clientVersion ?? '?'}, ${node.ipv4})`);
+  ctx.metrics.registrations.inc({ protocol: 'tailscale' });
   const profile = tsUserProfile(node.tags.length > 0 ? null : node.userName);
   return {
     User: { ...profile, Logins: [], Created: node.createdAt },

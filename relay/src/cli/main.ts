@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DERP_PATH, Key, parseAddr } from '@weft/protocol';
-import { Command, InvalidArgumentError } from 'commander';
+import { LogFormat, LogLevel, serverLogger } from '@weft/protocol/logging';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { startRelay } from '../relay.js';
 import { loadOrCreateRelayKey } from '../state.js';
 
@@ -49,8 +50,6 @@ function parseKey(text: string): string {
   return text;
 }
 
-const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-
 const program = new Command('weft-relay').description(
   'Forwards WireGuard packets between Weft nodes by node key, and reflects their public endpoints',
 );
@@ -81,6 +80,19 @@ program
     parseCount,
   )
   .option('--max-queue-mib <n>', 'MiB queued for sending across all connections (default 256)', parseCount)
+  .option(
+    '--metrics-listen <host:port>',
+    'serve Prometheus metrics at http://HOST:PORT/metrics (default: none; they reveal how many nodes use the relay)',
+    parseListen,
+  )
+  .addOption(
+    new Option('--log-format <format>', 'log lines on stderr as text or as JSON events')
+      .choices(LogFormat.options)
+      .default('text'),
+  )
+  .addOption(
+    new Option('--log-level <level>', 'least severe events logged').choices(LogLevel.options).default('info'),
+  )
   .action(
     async (o: {
       listen: { host: string; port: number };
@@ -94,7 +106,12 @@ program
       open?: boolean;
       maxConnectionsPerSource?: number;
       maxQueueMib?: number;
+      metricsListen?: { host: string; port: number };
+      logFormat: LogFormat;
+      logLevel: LogLevel;
     }) => {
+      const logger = serverLogger({ name: 'weft-relay', format: o.logFormat, level: o.logLevel });
+      const log = (line: string) => logger.info(line);
       if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
         program.error('--tls-cert and --tls-key go together');
       }
@@ -125,14 +142,15 @@ program
           ...(o.maxQueueMib ? { maxTotalQueueBytes: o.maxQueueMib * 1024 * 1024 } : {}),
         },
         log,
+        metricsListen: o.metricsListen,
       });
       const host = o.listen.host.includes(':') ? `[${o.listen.host}]` : o.listen.host;
       const derpUrl = relay.url.replace(/^ws/, 'http').replace(/\/relay$/, DERP_PATH);
       process.stdout.write(
-        `weft-relay listening on ${relay.url}, derp ${derpUrl}, reflector udp ${host}:${relay.reflectorPort}${relay.stunPort === null ? '' : `, stun udp ${host}:${relay.stunPort}`}, key ${relay.publicKey} (serving ${o.controlUrl ? `the tailnet of ${o.controlUrl}` : 'any node key'})\n`,
+        `weft-relay listening on ${relay.url}, derp ${derpUrl}, reflector udp ${host}:${relay.reflectorPort}${relay.stunPort === null ? '' : `, stun udp ${host}:${relay.stunPort}`}, key ${relay.publicKey} (serving ${o.controlUrl ? `the tailnet of ${o.controlUrl}` : 'any node key'})${relay.metricsUrl === null ? '' : `, metrics ${relay.metricsUrl}`}\n`,
       );
       const stop = () => {
-        log('shutting down');
+        logger.info('shutting down');
         relay.close().then(() => process.exit(0));
       };
       process.once('SIGINT', stop);
