@@ -38,6 +38,7 @@ export interface PortMappingGatewayOptions {
   /** The port granted for an internal port; by default the one the client suggested, or the same. */
   externalPortFor?: (internalPort: number, suggested: number) => number;
   lifetime?: number;
+  onRequest?: (req: GatewayRequest) => void;
   onMapping?: (mapping: GrantedMapping) => void;
 }
 
@@ -54,12 +55,16 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
   if (external?.family !== 4) throw new Error(`external address must be IPv4: ${opts.externalAddress}`);
   const socket = createSocket('udp4');
   const requests: GatewayRequest[] = [];
+  const record = (req: GatewayRequest) => {
+    requests.push(req);
+    opts.onRequest?.(req);
+  };
   const started = Date.now();
   const epoch = () => Math.floor((Date.now() - started) / 1000);
   socket.on('message', (msg, from) => {
     const req = decodePortMappingRequest(new Uint8Array(msg));
     if (!req) return;
-    requests.push(req);
+    record(req);
     for (const answer of answersTo(req, from.address)) socket.send(answer, from.port, from.address);
   });
   const answersTo = (req: PortMappingRequest, client: string): Uint8Array[] => {
@@ -89,7 +94,7 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
           externalAddress: opts.externalAddress,
           garbage: opts.mode === 'garbage',
           ...(opts.lifetime !== undefined ? { lifetime: opts.lifetime } : {}),
-          onRequest: (req) => requests.push(req),
+          onRequest: record,
           onMapping: (m) => opts.onMapping?.(m),
         })
       : null;
