@@ -19,7 +19,7 @@ import {
 // two such nodes on the relay (nat-matrix.test.ts), unless the router maps a port. Routers a-c
 // run the lab's port-mapping daemon (e2e/lab/port-mapping-daemon.ts), which installs a real
 // nftables DNAT/SNAT pair for every mapping it grants; e and f run Debian's miniupnpd with UPnP
-// IGD only (it installs its own DNAT rule, no SNAT).
+// IGD only, g with PCP, NAT-PMP and UPnP IGD (it installs its own DNAT rule, no SNAT).
 //
 //   a  EDM NAT, PCP          198.18.21.2  behind 198.18.0.121
 //   b  EDM NAT, NAT-PMP only 198.18.22.2  behind 198.18.0.122
@@ -27,6 +27,7 @@ import {
 //   d  EDM NAT, no daemon    198.18.24.2  behind 198.18.0.124
 //   e  EDM NAT, miniupnpd UPnP only  198.18.25.2  behind 198.18.0.125
 //   f  EDM NAT, miniupnpd UPnP only  198.18.26.2  behind 198.18.0.126
+//   g  EDM NAT, miniupnpd PCP + NAT-PMP + UPnP  198.18.27.2  behind 198.18.0.127
 
 let lab: Lab;
 let dir: string;
@@ -62,6 +63,7 @@ beforeAll(async () => {
     ['d', 24, null],
     ['e', 25, 'miniupnpd'],
     ['f', 26, 'miniupnpd'],
+    ['g', 27, 'miniupnpd-all'],
   ] as const;
   for (const [name, n, mode] of setups) {
     const router = await addRouter(lab, `r${name}`, {
@@ -72,11 +74,11 @@ beforeAll(async () => {
     });
     routers[name] = router;
     // Before weftd starts: its first look at the gateway finds the daemon.
-    if (mode === 'miniupnpd')
+    if (mode === 'miniupnpd' || mode === 'miniupnpd-all')
       await router.startMiniupnpd({
         dir,
         stun: { host: relay1.host.ip, port: relay1.stunPort },
-        natPmp: false,
+        natPmp: mode === 'miniupnpd-all',
       });
     else if (mode) await router.startPortMapping(mode);
     const host = await router.addHost(name, `198.18.${n}.2/24`);
@@ -161,6 +163,18 @@ describe('port mapping', () => {
     // conntrack keeps open while the path carries traffic. The d row shows the same pair without
     // a mapping stays relayed.
     await bothPaths(t, 'e', 'f', 'direct', 90_000);
+  }, 180_000);
+
+  it('EDM + miniupnpd with PCP, NAT-PMP and UPnP ↔ EDM + UPnP only: mapped by PCP, then direct', async () => {
+    const g = await waitFor('g mapped', async () => {
+      const r = await netcheck('g');
+      return r.portMapping.answered !== null && r;
+    });
+    expect(g.portMapping).toEqual({
+      answered: 'pcp',
+      endpoint: expect.stringMatching(/^198\.18\.0\.127:\d+$/),
+    });
+    await bothPaths(t, 'g', 'f', 'direct', 90_000);
   }, 180_000);
 
   it('EDM with a hostile gateway ↔ EDM without port mapping: relayed, and pings work', async () => {
