@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(wireguard-go wireguard-tools iproute2 nftables iputils-ping iperf3 chromium postgresql procps openssl bind9-dnsutils)
+packages=(wireguard-go wireguard-tools iproute2 nftables iputils-ping iperf3 chromium postgresql procps openssl bind9-dnsutils miniupnpd-nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GatewayMode } from '@weft/core/port-mapping/test-gateway';
 import { formatPrefix, maskAddr, parsePrefix } from '@weft/protocol';
@@ -65,8 +66,7 @@ export class Router {
   /** Routes this router's IPv6 traffic for `other`'s LAN over the public segment. */
   async routeIpv6To(other: Router): Promise<void> {
     if (!this.ipv6 || !other.ipv6) throw new Error('both routers need an IPv6 uplink');
-    const lan = parsePrefix(other.ipv6.lanAddress) as NonNullable<ReturnType<typeof parsePrefix>>;
-    const net = formatPrefix({ addr: maskAddr(lan.addr, lan.bits), bits: lan.bits });
+    const net = networkOf(other.ipv6.lanAddress);
     await this.host.must(['ip', '-6', 'route', 'add', net, 'via', bare(other.ipv6.wanAddress)]);
   }
 
@@ -100,6 +100,56 @@ export class Router {
   }
 
   portMappingLog = '';
+
+  /**
+   * Runs Debian's miniupnpd (nftables backend) on this router: UPnP IGD, and NAT-PMP and PCP
+   * unless `natPmp` is false. Its config, pid and lease files go to `dir`. miniupnpd refuses to
+   * map when its external address is reserved (every lab range is) unless a STUN server sees that
+   * address unfiltered: `stun` is the relay's STUN port, and the router's own packets are exempt
+   * from the EDM masquerade (which would give each STUN socket another port, which miniupnpd
+   * reads as a "restrictive NAT" upstream). Its log is in `portMappingLog`.
+   */
+  async startMiniupnpd(opts: { dir: string; stun: { host: string; port: number }; natPmp: boolean }) {
+    const lan = networkOf(this.lanPrefix);
+    const conf = join(opts.dir, `miniupnpd-${this.host.name}.conf`);
+    writeFileSync(
+      conf,
+      [
+        'ext_ifname=eth0',
+        'listening_ip=eth1',
+        'http_port=0',
+        `enable_natpmp=${opts.natPmp ? 'yes' : 'no'}`,
+        'enable_upnp=yes',
+        'ext_perform_stun=yes',
+        `ext_stun_host=${opts.stun.host}`,
+        `ext_stun_port=${opts.stun.port}`,
+        'secure_mode=yes',
+        'system_uptime=yes',
+        `lease_file=${join(opts.dir, `miniupnpd-${this.host.name}.leases`)}`,
+        'uuid=6a0f3c4e-2f1b-4c55-9d2e-7b3a1c0d9e11',
+        `upnp_table_name=${MINIUPNPD_TABLE}`,
+        `upnp_nat_table_name=${MINIUPNPD_TABLE}`,
+        `allow 1024-65535 ${lan} 1024-65535`,
+        'deny 0-65535 0.0.0.0/0 0-65535',
+        '',
+      ].join('\n'),
+    );
+    const r = await this.host.exec(['nft', '-f', '-'], { input: miniupnpdRuleset(this.wanIp) });
+    if (r.code !== 0) throw new Error(`nft for miniupnpd on ${this.host.name}: ${r.stderr}`);
+    const pid = join(opts.dir, `miniupnpd-${this.host.name}.pid`);
+    const child = this.host.spawn([MINIUPNPD, '-d', '-f', conf, '-P', pid]);
+    const log = (d: unknown) => {
+      this.portMappingLog += String(d);
+    };
+    child.stdout?.on('data', log);
+    child.stderr?.on('data', log);
+    await waitFor(`miniupnpd on ${this.host.name}`, async () => {
+      if (child.exitCode !== null) throw new Error(`miniupnpd exited: ${this.portMappingLog}`);
+      if (/Port forwarding is impossible|does not support port forwarding/.test(this.portMappingLog))
+        throw new Error(`miniupnpd will not map: ${this.portMappingLog}`);
+      return /HTTP listening on port/.test(this.portMappingLog);
+    });
+  }
 
   /** Drops forwarded UDP to and from `ip` (a peer's public address): cuts a direct path. */
   async cutUdp(ip: string): Promise<void> {
@@ -135,6 +185,40 @@ export class Router {
   private nft(rule: string): Promise<string> {
     return this.host.must(['nft', rule]);
   }
+}
+
+const MINIUPNPD = '/usr/sbin/miniupnpd';
+const MINIUPNPD_TABLE = 'miniupnpd';
+
+/**
+ * The chains miniupnpd fills (as its nft_init.sh makes them, in a table of their own), the
+ * exemption of the router's own packets from masquerade, and, in the router's stateful forward
+ * chain, acceptance of what a mapping forwards.
+ */
+function miniupnpdRuleset(wanIp: string): string {
+  return `table inet ${MINIUPNPD_TABLE} {
+  chain forward {
+    type filter hook forward priority filter - 1; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat - 1; policy accept;
+    jump postrouting_miniupnpd
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+insert rule ip weftnatpost postrouting ip saddr ${wanIp} return
+insert rule inet weftnat forward ct status dnat accept
+`;
 }
 
 /** The nftables ruleset of a router of `kind` (eth0 public, eth1 LAN). */
@@ -182,6 +266,12 @@ export async function addRouter(lab: Lab, name: string, opts: RouterOptions): Pr
   const [lanIp, lanLen] = opts.lanAddress.split('/') as [string, string];
   const [wanIp, wanLen] = opts.wanAddress.split('/') as [string, string];
   return new Router(host, opts.kind, lan, lanIp, Number(lanLen), wanIp, Number(wanLen), opts.ipv6);
+}
+
+/** The network of an address with prefix length: fd00:13::1/64 → fd00:13::/64. */
+function networkOf(address: string): string {
+  const p = parsePrefix(address) as NonNullable<ReturnType<typeof parsePrefix>>;
+  return formatPrefix({ addr: maskAddr(p.addr, p.bits), bits: p.bits });
 }
 
 /** An address without its prefix length. */

@@ -6,20 +6,21 @@ import {
   startPortMappingGateway,
 } from '@weft/core/port-mapping/test-gateway';
 
-// The lab router's port-mapping daemon (run in the router's namespace by PortMappingRouter in
-// nat.ts): answers NAT-PMP and PCP MAP on the LAN address and makes each mapping real with
+// The lab router's port-mapping daemon (run in the router's namespace by Router.startPortMapping
+// in nat.ts): answers NAT-PMP and PCP MAP (port 5351) and UPnP IGD (SSDP on port 1900 and the
+// multicast group, HTTP) on the LAN address as `mode` says, and makes each mapping real with
 // nftables: DNAT from the public port to the client's port, and SNAT of the client's port to the
 // public one (so its own packets leave from the mapped port, not the EDM NAT's random one).
-// Mappings are removed on delete or when their lifetime ends. miniupnpd would do this, but it
-// refuses reserved external addresses, and every lab range is reserved.
+// Mappings are removed on delete or when their lifetime ends. The lab also runs the real
+// miniupnpd (Router.startMiniupnpd); this daemon adds NAT-PMP-only and hostile gateways.
 
 const { values } = parseArgs({
   options: { listen: { type: 'string' }, wan: { type: 'string' }, mode: { type: 'string' } },
 });
 const { listen, wan } = values;
 const mode = values.mode as GatewayMode;
-if (!listen || !wan || !['pcp', 'nat-pmp', 'garbage'].includes(mode))
-  throw new Error('usage: port-mapping-daemon --listen LAN_IP --wan WAN_IP --mode pcp|nat-pmp|garbage');
+if (!listen || !wan || !['pcp', 'nat-pmp', 'upnp', 'garbage'].includes(mode))
+  throw new Error('usage: port-mapping-daemon --listen LAN_IP --wan WAN_IP --mode pcp|nat-pmp|upnp|garbage');
 
 /** By client `ip:port`: a delete answers external port 0. */
 const mappings = new Map<string, GrantedMapping & { timer: NodeJS.Timeout }>();
@@ -61,8 +62,10 @@ apply();
 await startPortMappingGateway({
   host: listen,
   port: 5351,
+  ssdpPort: 1900,
   externalAddress: wan,
   mode,
+  onRequest: (req) => console.log(`request ${req.protocol} ${req.op}`),
   onMapping: (m) => {
     const key = `${m.client}:${m.internalPort}`;
     clearTimeout(mappings.get(key)?.timer);

@@ -16,14 +16,18 @@ import {
 } from '../lab/index.js';
 
 // Port mapping end to end: nodes behind endpoint-dependent ("symmetric") NAT routers, which keep
-// two such nodes on the relay (nat-matrix.test.ts), unless the router maps a port. Each router
-// runs the lab's port-mapping daemon (e2e/lab/port-mapping-daemon.ts), which installs a real
-// nftables DNAT/SNAT pair for every mapping it grants.
+// two such nodes on the relay (nat-matrix.test.ts), unless the router maps a port. Routers a-c
+// run the lab's port-mapping daemon (e2e/lab/port-mapping-daemon.ts), which installs a real
+// nftables DNAT/SNAT pair for every mapping it grants; e and f run Debian's miniupnpd with UPnP
+// IGD only, g with PCP, NAT-PMP and UPnP IGD (it installs its own DNAT rule, no SNAT).
 //
 //   a  EDM NAT, PCP          198.18.21.2  behind 198.18.0.121
 //   b  EDM NAT, NAT-PMP only 198.18.22.2  behind 198.18.0.122
-//   c  EDM NAT, a daemon answering garbage   198.18.23.2 behind 198.18.0.123
+//   c  EDM NAT, a daemon answering garbage (PCP, NAT-PMP, SSDP, XML, SOAP)  198.18.23.2 behind 198.18.0.123
 //   d  EDM NAT, no daemon    198.18.24.2  behind 198.18.0.124
+//   e  EDM NAT, miniupnpd UPnP only  198.18.25.2  behind 198.18.0.125
+//   f  EDM NAT, miniupnpd UPnP only  198.18.26.2  behind 198.18.0.126
+//   g  EDM NAT, miniupnpd PCP + NAT-PMP + UPnP  198.18.27.2  behind 198.18.0.127
 
 let lab: Lab;
 let dir: string;
@@ -57,6 +61,9 @@ beforeAll(async () => {
     ['b', 22, 'nat-pmp'],
     ['c', 23, 'garbage'],
     ['d', 24, null],
+    ['e', 25, 'miniupnpd'],
+    ['f', 26, 'miniupnpd'],
+    ['g', 27, 'miniupnpd-all'],
   ] as const;
   for (const [name, n, mode] of setups) {
     const router = await addRouter(lab, `r${name}`, {
@@ -67,7 +74,13 @@ beforeAll(async () => {
     });
     routers[name] = router;
     // Before weftd starts: its first look at the gateway finds the daemon.
-    if (mode) await router.startPortMapping(mode);
+    if (mode === 'miniupnpd' || mode === 'miniupnpd-all')
+      await router.startMiniupnpd({
+        dir,
+        stun: { host: relay1.host.ip, port: relay1.stunPort },
+        natPmp: mode === 'miniupnpd-all',
+      });
+    else if (mode) await router.startPortMapping(mode);
     const host = await router.addHost(name, `198.18.${n}.2/24`);
     nodes[name] = new WeftNode(host, scratchDir(`${lab.id}-${name}`), lab.name(`t${name}`));
   }
@@ -109,6 +122,8 @@ describe('port mapping', () => {
       return r.portMapping.answered !== null && r;
     });
     expect(c.portMapping).toEqual({ answered: 'none', endpoint: null });
+    expect(routers.c!.portMappingLog).toContain('request upnp search');
+    expect(routers.c!.portMappingLog).toContain('request upnp description');
     expect((await netcheck('d')).portMapping).toEqual({ answered: 'none', endpoint: null });
     const text = await nodes.a!.weft(['netcheck']);
     expect(text.stdout).toMatch(/Port mapping: 198\.18\.0\.121:\d+ \(pcp\)/);
@@ -124,12 +139,64 @@ describe('port mapping', () => {
     expect(pa.relayReason).toBeNull();
   }, 120_000);
 
+  it('EDM + UPnP only (miniupnpd) ↔ the same: mapped, then direct', async () => {
+    const [e, f] = await Promise.all(
+      ['e', 'f'].map((name) =>
+        waitFor(`${name} mapped`, async () => {
+          const r = await netcheck(name);
+          return r.portMapping.answered !== null && r;
+        }),
+      ),
+    );
+    expect(e!.portMapping.answered).toBe('upnp');
+    expect(e!.portMapping.endpoint).toMatch(/^198\.18\.0\.125:\d+$/);
+    expect(f!.portMapping).toEqual({
+      answered: 'upnp',
+      endpoint: expect.stringMatching(/^198\.18\.0\.126:\d+$/),
+    });
+    expect((await nodes.e!.weft(['netcheck'])).stdout).toMatch(/Port mapping: 198\.18\.0\.125:\d+ \(upnp\)/);
+    expect(routers.e!.portMappingLog).toMatch(
+      /AddPortMapping: ext port \d+ to 198\.18\.25\.2:\d+ protocol UDP for: weft \d+ leaseduration=7200/,
+    );
+    // miniupnpd forwards the mapped port in, but the node's own packets still leave through the
+    // EDM masquerade with a new port per peer; WireGuard follows the peer to that port, which
+    // conntrack keeps open while the path carries traffic. The d row shows the same pair without
+    // a mapping stays relayed.
+    await bothPaths(t, 'e', 'f', 'direct', 90_000);
+  }, 180_000);
+
+  it('EDM + miniupnpd with PCP, NAT-PMP and UPnP ↔ EDM + UPnP only: mapped by PCP, then direct', async () => {
+    const g = await waitFor('g mapped', async () => {
+      const r = await netcheck('g');
+      return r.portMapping.answered !== null && r;
+    });
+    expect(g.portMapping).toEqual({
+      answered: 'pcp',
+      endpoint: expect.stringMatching(/^198\.18\.0\.127:\d+$/),
+    });
+    await bothPaths(t, 'g', 'f', 'direct', 90_000);
+  }, 180_000);
+
   it('EDM with a hostile gateway ↔ EDM without port mapping: relayed, and pings work', async () => {
     const [pc] = await bothPaths(t, 'c', 'd', 'relay', 90_000);
     expect(pc.relayRegion).toMatch(/^lab[12]$/);
     expect(pc.relayReason).toContain('peer’s NAT maps per destination');
     await waitFor('d → c ping', () => nodes.d!.host.ping(ips.c!, { count: 1, deadlineS: 1 }), 10_000);
   }, 120_000);
+
+  it('a node going down deletes its UPnP mapping on miniupnpd', async () => {
+    await nodes.e!.weft(['down']);
+    await waitFor('the delete', async () => /DeletePortMapping/.test(routers.e!.portMappingLog), 10_000);
+    const rules = await routers.e!.host.must([
+      'nft',
+      'list',
+      'chain',
+      'inet',
+      'miniupnpd',
+      'prerouting_miniupnpd',
+    ]);
+    expect(rules).not.toMatch(/dnat/);
+  }, 30_000);
 
   it('a node going down deletes its mapping on the router', async () => {
     await nodes.a!.weft(['down']);

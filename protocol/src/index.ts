@@ -18,3 +18,4 @@ export * from './relay.js';
 export * from './relay-members.js';
 export * from './serial-queue.js';
 export * from './tailcfg.js';
+export * from './upnp.js';

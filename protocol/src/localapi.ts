@@ -206,11 +206,12 @@ export const NetcheckReport = z.strictObject({
   local: z.array(z.string()),
   /**
    * Port mapping on the default gateway: which protocol mapped the WireGuard port ('none': the
-   * gateway answered neither PCP nor NAT-PMP, or there is no gateway; null before the first try)
+   * gateway mapped it by none of PCP, NAT-PMP and UPnP IGD, or there is no gateway; null before
+   * the first try)
    * and the public endpoint it mapped.
    */
   portMapping: z.strictObject({
-    answered: z.enum(['pcp', 'nat-pmp', 'none']).nullable(),
+    answered: z.enum(['pcp', 'nat-pmp', 'upnp', 'none']).nullable(),
     endpoint: z.string().nullable(),
   }),
   homeRegion: z.string().nullable(),

@@ -16,7 +16,7 @@ const UDP = 17;
 /** `::ffff:0:0/96`: PCP carries IPv4 addresses in this IPv4-mapped form. */
 const V4_MAPPED = 0xffff00000000n;
 
-export type PortMappingProtocol = 'pcp' | 'nat-pmp';
+export type PortMappingProtocol = 'pcp' | 'nat-pmp' | 'upnp';
 
 /** NAT-PMP answer to the external address request (opcode 0). */
 export interface NatPmpAddressAnswer {

@@ -127,7 +127,7 @@ export function formatStatus(st: Status, now = Date.now()): string {
 
 function formatPortMapping(m: NetcheckReport['portMapping']): string {
   if (m.answered === null) return 'not tried yet';
-  if (m.answered === 'none') return 'none (the gateway answered neither PCP nor NAT-PMP)';
+  if (m.answered === 'none') return 'none (the gateway mapped nothing by PCP, NAT-PMP or UPnP)';
   return `${m.endpoint ?? '-'} (${m.answered})`;
 }
 

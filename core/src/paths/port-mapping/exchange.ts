@@ -1,4 +1,4 @@
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 
 // One request/answer exchange with the gateway over a connected UDP socket: the kernel then
 // delivers only datagrams from the gateway's address and port (RFC 6886 §3.1 asks clients to
@@ -30,6 +30,9 @@ export async function openGatewaySocket(gateway: string, port: number): Promise<
   }
 }
 
+/** Sends one request (on an unconnected socket, to several destinations) and reports an error. */
+export type Send = (onError: (err: Error | null) => void) => void;
+
 /**
  * Sends `request` until `decode` accepts an answer (or returns 'stop'), at most once per retry
  * step. Anything `decode` maps to null is ignored: garbage from the gateway never ends the wait
@@ -37,8 +40,8 @@ export async function openGatewaySocket(gateway: string, port: number): Promise<
  */
 export function exchange<T>(
   socket: Socket,
-  request: Uint8Array,
-  decode: (msg: Uint8Array) => T | 'stop' | null,
+  request: Uint8Array | Send,
+  decode: (msg: Uint8Array, from: RemoteInfo) => T | 'stop' | null,
   retryMs: readonly number[] = RETRY_MS,
 ): Promise<T | null> {
   return new Promise((resolve) => {
@@ -50,10 +53,10 @@ export function exchange<T>(
       socket.off('error', onError);
       resolve(value);
     };
-    const onMessage = (msg: Buffer) => {
+    const onMessage = (msg: Buffer, from: RemoteInfo) => {
       let answer: T | 'stop' | null = null;
       try {
-        answer = decode(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength));
+        answer = decode(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength), from);
       } catch {
         answer = null; // a decoder bug must not take the engine down; the answer is ignored
       }
@@ -65,9 +68,11 @@ export function exchange<T>(
     const send = () => {
       const wait = retryMs[step++];
       if (wait === undefined) return finish(null);
-      socket.send(request, (err) => {
+      const onSent = (err: Error | null) => {
         if (err) finish(null);
-      });
+      };
+      if (typeof request === 'function') request(onSent);
+      else socket.send(request, onSent);
       timer = setTimeout(send, wait);
     };
     socket.on('message', onMessage);

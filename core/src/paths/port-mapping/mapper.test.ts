@@ -1,3 +1,4 @@
+import { createSocket } from 'node:dgram';
 import { afterEach, expect, it } from 'vitest';
 import { waitUntil } from '../../testing/wait.js';
 import { PortMapper } from './mapper.js';
@@ -14,7 +15,7 @@ afterEach(async () => {
 const LISTEN_PORT = 41641;
 const RETRY = [50, 100];
 
-async function setup(mode: GatewayMode, lifetime?: number) {
+async function setup(mode: GatewayMode, lifetime?: number, requestedLifetime?: number) {
   const granted: GrantedMapping[] = [];
   const gw = await startPortMappingGateway({
     host: '127.0.0.1',
@@ -30,8 +31,10 @@ async function setup(mode: GatewayMode, lifetime?: number) {
   const mapper = new PortMapper({
     listenPort: LISTEN_PORT,
     gateway: async () => '127.0.0.1',
-    gatewayPort: gw.port,
+    gatewayPort: gw.port ?? (await closedPort()),
+    ...(gw.ssdpPort !== null ? { ssdpPort: gw.ssdpPort } : { ssdpPort: await closedPort() }),
     retryMs: RETRY,
+    ...(requestedLifetime ? { lifetime: requestedLifetime } : {}),
     onChange: (m) => changes.push(m ? `${m.protocol} ${m.endpoint}` : null),
   });
   cleanups.push(() => mapper.stop());
@@ -83,17 +86,81 @@ it('renews at half the granted lifetime, keeping the same port', async () => {
   expect(changes).toEqual(['pcp 203.0.113.7:50000']);
 });
 
+/** A UDP port nothing listens on: a request there is answered "port unreachable" at once. */
+async function closedPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  const { port } = s.address();
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+it('maps with UPnP IGD when nothing answers PCP or NAT-PMP, and deletes the mapping on stop', async () => {
+  const { gw, granted, mapper, changes } = await setup('upnp');
+  // AddPortMapping asks for the WireGuard port itself: the gateway maps that one or none.
+  expect(await mapper.start()).toEqual({ protocol: 'upnp', endpoint: '203.0.113.7:41641', lifetime: 7200 });
+  expect(mapper.answered).toBe('upnp');
+  expect(gw.requests.map((r) => `${r.protocol} ${r.op}`)).toEqual([
+    'upnp search',
+    'upnp description',
+    'upnp GetExternalIPAddress',
+    'upnp AddPortMapping',
+  ]);
+  expect(granted[0]).toEqual({
+    internalPort: LISTEN_PORT,
+    externalPort: LISTEN_PORT,
+    lifetime: 7200,
+    client: '127.0.0.1',
+  });
+  await mapper.stop();
+  expect(gw.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(granted.map((g) => [g.externalPort, g.lifetime])).toEqual([
+    [LISTEN_PORT, 7200],
+    [LISTEN_PORT, 0],
+  ]);
+  expect(changes).toEqual(['upnp 203.0.113.7:41641', null]);
+});
+
+it('renews a UPnP mapping at half its lease, asking for the same port', async () => {
+  // An IGD does not say what lease it granted: the mapper renews at half what it asked for.
+  const { granted, mapper } = await setup('upnp', undefined, 2);
+  expect((await mapper.start())?.lifetime).toBe(2);
+  await waitUntil('a renewal', () => granted.length >= 2);
+  expect(granted[1]).toEqual({
+    internalPort: LISTEN_PORT,
+    externalPort: LISTEN_PORT,
+    lifetime: 2,
+    client: '127.0.0.1',
+  });
+});
+
 it('ignores malformed answers of every kind and reports none', async () => {
   const { gw, mapper } = await setup('garbage');
   expect(await mapper.start()).toBeNull();
   expect(mapper.answered).toBe('none');
-  // Every try of each request was sent: no garbage answer ended a wait early.
+  // Every try of each request was sent: no garbage answer ended a wait early. The one SSDP answer
+  // that points at the gateway leads to a description to refuse.
   expect(gw.requests.map((r) => `${r.protocol} ${r.op}`)).toEqual([
     'pcp map',
     'pcp map',
     'nat-pmp address',
     'nat-pmp address',
+    'upnp search',
+    'upnp description',
   ]);
+});
+
+it('refuses every kind of malformed UPnP description and SOAP answer, one probe each', async () => {
+  const { gw, mapper } = await setup('garbage');
+  // 8 kinds of description, then 6 of SOAP answers (test-upnp-gateway.ts), in turn.
+  for (let probe = 0; probe < 14; probe++) {
+    expect(await mapper.start()).toBeNull();
+    expect(mapper.answered).toBe('none');
+  }
+  const upnp = gw.requests.filter((r) => r.protocol === 'upnp').map((r) => r.op);
+  expect(upnp.filter((op) => op === 'search')).toHaveLength(14);
+  expect(upnp.filter((op) => op === 'GetExternalIPAddress')).toHaveLength(6);
+  expect(upnp.filter((op) => op === 'AddPortMapping')).toHaveLength(1);
 });
 
 it('reports none when nothing answers on the gateway, or there is no gateway', async () => {

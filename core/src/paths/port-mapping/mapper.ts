@@ -16,18 +16,29 @@ import {
   parsePrefix,
   prefixContains,
   SerialQueue,
+  SSDP_PORT,
 } from '@weft/protocol';
 import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
 import { defaultGateway } from './gateway.js';
+import {
+  addUpnpMapping,
+  deleteUpnpMapping,
+  discoverIgd,
+  findWanService,
+  type UpnpMapping,
+  type UpnpOptions,
+} from './upnp.js';
 
 // Asks the gateway to forward a public UDP port to our WireGuard listen port: PCP MAP first, then
-// NAT-PMP (both on port 5351). The mapping is renewed at half its lifetime and deleted on stop,
-// so a peer behind any NAT can reach us at the mapped endpoint.
+// NAT-PMP (both on port 5351), then UPnP IGD (SSDP + SOAP). The mapping is renewed at half its
+// lifetime and deleted on stop, so a peer behind any NAT can reach us at the mapped endpoint.
 
 /** Seconds asked for; gateways may grant less. Two hours, as RFC 6886 recommends. */
 const REQUESTED_LIFETIME = 7200;
 /** After a failed probe or renewal: ask again this much later. */
 const RETRY_AFTER_MS = 60_000;
+/** Bound on each UPnP HTTP exchange (description, SOAP action). */
+const UPNP_HTTP_TIMEOUT_MS = 2_000;
 
 export interface PortMapping {
   protocol: PortMappingProtocol;
@@ -45,7 +56,11 @@ export interface PortMapperOptions {
   gateway?: () => Promise<string | null>;
   /** The gateway's port-mapping port (5351; tests use another). */
   gatewayPort?: number;
+  /** The gateway's SSDP port (1900; tests use another). */
+  ssdpPort?: number;
   retryMs?: readonly number[];
+  /** Seconds to ask for (REQUESTED_LIFETIME; tests ask for less). */
+  lifetime?: number;
   onChange?: (mapping: PortMapping | null) => void;
 }
 
@@ -71,11 +86,21 @@ export class PortMapper {
   private readonly gateway: () => Promise<string | null>;
   private readonly gatewayPort: number;
   private readonly retryMs: readonly number[];
+  private readonly lifetime: number;
+  private readonly upnpOpts: UpnpOptions;
+  /** The UPnP mapping behind `current`, for renewal and delete. */
+  private upnp: UpnpMapping | null = null;
 
   constructor(private readonly opts: PortMapperOptions) {
     this.gateway = opts.gateway ?? defaultGateway;
     this.gatewayPort = opts.gatewayPort ?? PORT_MAPPING_PORT;
     this.retryMs = opts.retryMs ?? RETRY_MS;
+    this.lifetime = opts.lifetime ?? REQUESTED_LIFETIME;
+    this.upnpOpts = {
+      ssdpPort: opts.ssdpPort ?? SSDP_PORT,
+      retryMs: this.retryMs,
+      httpTimeoutMs: UPNP_HTTP_TIMEOUT_MS,
+    };
   }
 
   get mapping(): PortMapping | null {
@@ -101,6 +126,11 @@ export class PortMapper {
       const mapping = this.current;
       if (!mapping) return;
       this.set(null);
+      if (mapping.protocol === 'upnp') {
+        if (this.upnp) await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
+        this.upnp = null;
+        return;
+      }
       await this.withGateway((gw) =>
         mapping.protocol === 'pcp'
           ? exchange(
@@ -120,9 +150,9 @@ export class PortMapper {
   }
 
   private async refresh(): Promise<PortMapping | null> {
-    const mapping = await this.withGateway(
-      async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)),
-    );
+    const mapping =
+      (await this.withGateway(async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)))) ??
+      (await this.mapUpnp());
     if (this.stopped) return null;
     this.lastAnswered = mapping?.protocol ?? 'none';
     this.set(mapping);
@@ -160,7 +190,7 @@ export class PortMapper {
   private async mapPcp(gw: GatewaySocket): Promise<PortMapping | null> {
     const answer = await exchange(
       gw.socket,
-      this.pcpRequest(gw, REQUESTED_LIFETIME),
+      this.pcpRequest(gw, this.lifetime),
       (m) => (isNatPmpUnsupportedVersion(m) ? 'stop' : decodePcpMapAnswer(m, this.nonce)),
       this.retryMs,
     );
@@ -180,12 +210,38 @@ export class PortMapper {
       this.current?.protocol === 'nat-pmp' ? portOf(this.current.endpoint) : this.opts.listenPort;
     const answer = await exchange(
       gw.socket,
-      encodeNatPmpMapRequest(this.opts.listenPort, suggested, REQUESTED_LIFETIME),
+      encodeNatPmpMapRequest(this.opts.listenPort, suggested, this.lifetime),
       decodeNatPmpMapAnswer,
       this.retryMs,
     );
     if (answer?.result !== 0 || answer.internalPort !== this.opts.listenPort) return null;
     return this.accept('nat-pmp', address.externalAddress, answer.externalPort, answer.lifetime);
+  }
+
+  private async mapUpnp(): Promise<PortMapping | null> {
+    const gateway = await this.gateway();
+    if (!gateway) return null;
+    // Our address towards the gateway (the mapping's internal client), as PCP's client address.
+    const local = await openGatewaySocket(gateway, this.upnpOpts.ssdpPort);
+    local?.socket.close();
+    const location = local && (await discoverIgd(gateway, this.upnpOpts));
+    const service = location && (await findWanService(location, gateway, this.upnpOpts));
+    if (!local || !service) return null;
+    const suggested = this.upnp?.externalPort ?? this.opts.listenPort;
+    const mapping = await addUpnpMapping(
+      service,
+      {
+        internalClient: local.localAddress,
+        internalPort: this.opts.listenPort,
+        externalPort: suggested,
+        lifetime: this.lifetime,
+      },
+      this.upnpOpts,
+    );
+    if (!mapping) return null;
+    const accepted = this.accept('upnp', mapping.externalAddress, mapping.externalPort, mapping.lifetime);
+    this.upnp = accepted ? mapping : null;
+    return accepted;
   }
 
   private accept(

@@ -7,12 +7,16 @@ import {
   type PortMappingRequest,
   parseAddr,
 } from '@weft/protocol';
+import { startUpnpGateway, type UpnpRequest } from './test-upnp-gateway.js';
 
-// A port-mapping daemon for tests (core's unit tests and the lab router, e2e/lab/): answers NAT-PMP and PCP MAP as a gateway would (or, in
-// `garbage` mode, with malformed answers of every kind) and reports each mapping granted or
-// deleted, so the lab can install a real forwarding rule for it.
+// A port-mapping daemon for tests (core's unit tests and the lab router, e2e/lab/): answers NAT-PMP and PCP MAP as a gateway would, or
+// only UPnP IGD (test-upnp-gateway.ts), or, in `garbage` mode, all three with malformed answers of
+// every kind; it reports each mapping granted or deleted, so the lab can install a real forwarding
+// rule for it.
 
-export type GatewayMode = 'pcp' | 'nat-pmp' | 'garbage';
+export type GatewayMode = 'pcp' | 'nat-pmp' | 'upnp' | 'garbage';
+
+export type GatewayRequest = PortMappingRequest | UpnpRequest;
 
 export interface GrantedMapping {
   internalPort: number;
@@ -25,19 +29,24 @@ export interface GrantedMapping {
 
 export interface PortMappingGatewayOptions {
   host: string;
-  /** 0 for a free port (loopback tests); 5351 on a lab router. */
+  /** 0 for a free port (loopback tests); 5351 on a lab router. Not bound in `upnp` mode. */
   port: number;
+  /** SSDP: 0 for a free port (loopback tests); 1900 on a lab router. */
+  ssdpPort?: number;
   externalAddress: string;
   mode: GatewayMode;
   /** The port granted for an internal port; by default the one the client suggested, or the same. */
   externalPortFor?: (internalPort: number, suggested: number) => number;
   lifetime?: number;
+  onRequest?: (req: GatewayRequest) => void;
   onMapping?: (mapping: GrantedMapping) => void;
 }
 
 export interface PortMappingGateway {
-  port: number;
-  requests: PortMappingRequest[];
+  /** NAT-PMP and PCP's port; null in `upnp` mode (nothing listens: ICMP port unreachable). */
+  port: number | null;
+  ssdpPort: number | null;
+  requests: GatewayRequest[];
   close(): Promise<void>;
 }
 
@@ -45,13 +54,17 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
   const external = parseAddr(opts.externalAddress);
   if (external?.family !== 4) throw new Error(`external address must be IPv4: ${opts.externalAddress}`);
   const socket = createSocket('udp4');
-  const requests: PortMappingRequest[] = [];
+  const requests: GatewayRequest[] = [];
+  const record = (req: GatewayRequest) => {
+    requests.push(req);
+    opts.onRequest?.(req);
+  };
   const started = Date.now();
   const epoch = () => Math.floor((Date.now() - started) / 1000);
   socket.on('message', (msg, from) => {
     const req = decodePortMappingRequest(new Uint8Array(msg));
     if (!req) return;
-    requests.push(req);
+    record(req);
     for (const answer of answersTo(req, from.address)) socket.send(answer, from.port, from.address);
   });
   const answersTo = (req: PortMappingRequest, client: string): Uint8Array[] => {
@@ -73,11 +86,28 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
         : encodeNatPmpMapAnswer(answer),
     ];
   };
-  await new Promise<void>((resolve) => socket.bind(opts.port, opts.host, resolve));
+  const upnp =
+    opts.mode === 'upnp' || opts.mode === 'garbage'
+      ? await startUpnpGateway({
+          host: opts.host,
+          ssdpPort: opts.ssdpPort ?? 0,
+          externalAddress: opts.externalAddress,
+          garbage: opts.mode === 'garbage',
+          ...(opts.lifetime !== undefined ? { lifetime: opts.lifetime } : {}),
+          onRequest: record,
+          onMapping: (m) => opts.onMapping?.(m),
+        })
+      : null;
+  const pmp = opts.mode !== 'upnp';
+  if (pmp) await new Promise<void>((resolve) => socket.bind(opts.port, opts.host, resolve));
   return {
-    port: socket.address().port,
+    port: pmp ? socket.address().port : null,
+    ssdpPort: upnp?.ssdpPort ?? null,
     requests,
-    close: () => new Promise((resolve) => socket.close(() => resolve())),
+    close: async () => {
+      await upnp?.close();
+      if (pmp) await new Promise<void>((resolve) => socket.close(() => resolve()));
+    },
   };
 }
 
