@@ -57,7 +57,6 @@ async function stopChild(child: ChildProcess | null, signal: NodeJS.Signals = 'S
 export class ControlServer {
   private child: ChildProcess | null = null;
   readonly url: string;
-  readonly db: string;
 
   constructor(
     readonly host: Host,
@@ -65,9 +64,10 @@ export class ControlServer {
     readonly port = 8080,
     /** More `serve` flags, e.g. ['--relays', '1,lab,ws://…/relay,KEY']. */
     readonly extraArgs: string[] = [],
+    /** A SQLite file in `dir`, or a postgres:// URL that several replicas share. */
+    readonly db = join(dir, 'control.db'),
   ) {
     this.url = `http://${host.ip}:${port}`;
-    this.db = join(dir, 'control.db');
   }
 
   async start(): Promise<void> {
@@ -87,7 +87,8 @@ export class ControlServer {
       ],
       join(this.dir, 'control.log'),
     );
-    await waitFor('control to answer /healthz', () => this.healthz());
+    // Roomy: on PostgreSQL the first start also migrates, and a loaded machine is slow to start node.
+    await waitFor('control to answer /healthz', () => this.healthz(), 30_000);
   }
 
   /** Health probe from inside the control host's namespace (Node's fetch: curl may be absent). */
@@ -103,8 +104,9 @@ export class ControlServer {
     return r.code === 0;
   }
 
-  async stop(): Promise<void> {
-    await stopChild(this.child);
+  /** SIGTERM: a clean shutdown; SIGKILL: a crashed replica. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await stopChild(this.child, signal);
     this.child = null;
   }
 

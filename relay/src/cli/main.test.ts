@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,5 +77,40 @@ describe('weft-relay serve', () => {
       child.kill('SIGTERM');
       await once(child, 'exit');
     }
+  });
+
+  it('serves metrics on --metrics-listen and logs JSON events without its private key', async () => {
+    expect(serve('--open', '--log-format', 'xml').err).toMatch(/--log-format.*xml.*invalid/i);
+    const child = spawn(
+      process.execPath,
+      [
+        BIN,
+        'serve',
+        ...['--listen', '127.0.0.1:0', '--reflector-port', '0', '--state-dir', dir, '--open'],
+        ...['--metrics-listen', '127.0.0.1:0', '--log-format', 'json'],
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let err = '';
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
+    try {
+      const [line] = (await once(child.stdout, 'data')) as [Buffer];
+      const url = /, metrics (http:\/\/127\.0\.0\.1:\d+\/metrics)$/m.exec(line.toString())?.[1];
+      if (url === undefined) throw new Error(`no metrics URL in: ${line}`);
+      expect(await (await fetch(url)).text()).toMatch(/^weft_relay_connections\{transport="weft"\} 0$/m);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+    const events = err
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(events).toContainEqual(
+      expect.objectContaining({ name: 'weft-relay', level: 'info', msg: 'shutting down' }),
+    );
+    expect(err).not.toContain(readFileSync(join(dir, 'relay.key'), 'utf8').trim());
   });
 });
