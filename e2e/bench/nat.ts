@@ -22,16 +22,18 @@ async function connect(w: World): Promise<void> {
   console.log(
     '\n== time from `weft up` (both at once) to the first ping reply and to a confirmed direct path;',
   );
-  console.log('   "after up": the direct path counted from when both `up`s had returned');
-  console.log('row                      first ping   direct path   after up');
+  console.log(
+    '   "after up": the same counted from when both `up`s had returned (a loaded machine slows `up`)',
+  );
+  console.log('row                      first ping   after up   direct path   after up');
   let direct = 0;
   for (const row of ROWS) {
     const pair = await weftPair(w, row);
     const t = await timeConnect(pair, row.direct);
     if (t.direct !== null) direct++;
-    const after = t.direct === null ? '' : `${t.direct - t.bothUp} ms`;
+    const after = (ms: number | null) => (ms === null ? '' : `${ms - t.bothUp} ms`);
     console.log(
-      `${`${row.a} ↔ ${row.b}${row.ipv6 ? ' (IPv6)' : ''}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${(row.direct ? fmtTime(t.direct) : '(relay by design)').padEnd(13)} ${after}`,
+      `${`${row.a} ↔ ${row.b}${row.ipv6 ? ' (IPv6)' : ''}`.padEnd(24)} ${fmtTime(t.firstPing).padEnd(12)} ${after(t.firstPing).padEnd(10)} ${(row.direct ? fmtTime(t.direct) : '(relay by design)').padEnd(13)} ${after(t.direct)}`,
     );
     await pair.stop();
   }

@@ -124,7 +124,7 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
       relayEndpoint: (key) => (this.relays.configured ? this.proxy.endpointFor(key) : undefined),
       poke: (key) => this.poke(key),
       selfKey: opts.nodeKey,
-      onTrial: (key, trying) => this.proxy.hold(key, trying),
+      onHold: (key, hold) => this.proxy.hold(key, hold),
       onNewCandidates: (key) => {
         if (this.opts.netmap()?.peers.find((p) => p.nodeKey === key)?.online) this.callMeMaybe(key);
       },

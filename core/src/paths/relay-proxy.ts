@@ -19,6 +19,15 @@ export interface RelayProxyOptions {
   bufferBytes?: number;
 }
 
+/**
+ * What happens to what the relay delivers from a peer: 'queue' keeps it (bounded) to deliver when
+ * released, 'drop' drops it, 'off' delivers it (and, when released from 'queue', what was kept).
+ */
+export type RelayHold = 'queue' | 'drop' | 'off';
+
+/** The most packets kept per held peer: a trial's opening lasts a few polls, not a bulk transfer. */
+export const MAX_QUEUED = 128;
+
 interface PeerSocket {
   socket: Socket;
   key: Uint8Array;
@@ -27,13 +36,15 @@ interface PeerSocket {
 
 export class RelayProxy extends EventEmitter<RelayProxyEvents> {
   private readonly sockets = new Map<string, PeerSocket>();
-  /** Peers whose relayed packets are held back: a direct candidate of theirs is being tried. */
-  private readonly held = new Set<string>();
+  /** Peers whose relayed packets are held back (a direct candidate of theirs is tried), and how. */
+  private readonly held = new Map<string, { how: 'queue' | 'drop'; queue: Uint8Array[] }>();
   private wgPort = 0;
   /** Packets dropped since start (relay down or congested), for status and tests. */
   dropped = 0;
   forwarded = 0;
   delivered = 0;
+  /** Packets kept while their peer was held ('queue'), delivered or dropped since. */
+  queued = 0;
 
   constructor(private readonly opts: RelayProxyOptions) {
     super();
@@ -66,19 +77,31 @@ export class RelayProxy extends EventEmitter<RelayProxyEvents> {
   }
 
   /**
-   * Holds back (drops) what the relay delivers from `key` while a direct candidate of the peer is
-   * tried: WireGuard roams to wherever the last packet came from, so a relayed packet would move
-   * the peer back to the relay before the candidate could carry anything.
+   * Holds back what the relay delivers from `key` while a direct candidate of the peer is tried
+   * (see RelayHold): WireGuard roams to wherever the last packet came from, so a relayed packet
+   * would move the peer back to the relay before the candidate could carry anything.
    */
-  hold(key: string, on: boolean): void {
-    if (on) this.held.add(key);
-    else this.held.delete(key);
+  hold(key: string, how: RelayHold): void {
+    const was = this.held.get(key);
+    if (how === 'off') {
+      this.held.delete(key);
+      for (const packet of was?.queue ?? []) this.deliver(key, packet);
+      return;
+    }
+    this.dropped += how === 'drop' ? (was?.queue.length ?? 0) : 0;
+    this.held.set(key, { how, queue: how === 'queue' ? (was?.queue ?? []) : [] });
   }
 
   /** A packet the relay delivered from node key `source`. */
   deliver(source: string, packet: Uint8Array): void {
     const ps = this.sockets.get(source);
-    if (!ps || ps.port === null || this.wgPort === 0 || this.held.has(source)) {
+    const held = this.held.get(source);
+    if (held?.how === 'queue' && held.queue.length < MAX_QUEUED) {
+      held.queue.push(packet);
+      this.queued++;
+      return;
+    }
+    if (!ps || ps.port === null || this.wgPort === 0 || held) {
       this.dropped++;
       return;
     }

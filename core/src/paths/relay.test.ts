@@ -129,14 +129,22 @@ describe('loopback relay proxy', () => {
     await waitUntil('A receives', () => wa.got.length > 0);
     expect(wa.got[0]).toEqual({ data: 'response from b', from: Number(toB.split(':')[1]) });
 
-    // While B's candidate is tried, what the relay delivers from B is held back, then flows again.
-    pa.hold(kb.publicKey, true);
-    wb.socket.send('held', fromA, '127.0.0.1');
+    // While B's candidate is opened, what the relay delivers from B is queued, then delivered in order.
+    pa.hold(kb.publicKey, 'queue');
+    wb.socket.send('queued 1', fromA, '127.0.0.1');
+    wb.socket.send('queued 2', fromA, '127.0.0.1');
+    await waitUntil('both reach A’s proxy', () => pa.queued === 2);
+    expect(wa.got).toHaveLength(1);
+    pa.hold(kb.publicKey, 'off');
+    await waitUntil('A receives the queued ones', () => wa.got.length > 2);
+    // Once the candidate answered, they are dropped; then they flow again.
+    pa.hold(kb.publicKey, 'drop');
+    wb.socket.send('dropped', fromA, '127.0.0.1');
     await waitUntil('the held one dropped', () => pa.dropped > 0);
-    pa.hold(kb.publicKey, false);
+    pa.hold(kb.publicKey, 'off');
     wb.socket.send('after the trial', fromA, '127.0.0.1');
-    await waitUntil('A receives again', () => wa.got.length > 1);
-    expect(wa.got.map((g) => g.data)).toEqual(['response from b', 'after the trial']);
+    await waitUntil('A receives again', () => wa.got.length > 3);
+    expect(wa.got.map((g) => g.data)).toEqual(['response from b', 'queued 1', 'queued 2', 'after the trial']);
 
     // Only our own WireGuard port may send through the proxy.
     const stranger = await fakeWireGuard();

@@ -1,6 +1,7 @@
 import type { WgPeerStatus } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { orderCandidates } from './connectivity.js';
+import type { RelayHold } from './relay-proxy.js';
 import { DEFAULT_PATH_TIMING, isLoopbackEndpoint, PathManager } from './selection.js';
 
 // The path state machine driven with made-up interface readings: what WireGuard would report
@@ -84,20 +85,24 @@ describe('path selection', () => {
     expect(retried).toBeLessThanOrEqual(2100);
   });
 
-  it('gives up on a silent candidate early, and tries the next one in the next round', () => {
+  it('sends to a candidate only until its first packet left, waits on the relay, then tries the next', () => {
     const { pm, poll } = setup();
     poll(0, RELAY);
     poll(400, RELAY);
     expect(pm.endpointFor(KEY)).toBe(CAND);
-    // What we send to it stays unanswered: 1.5 s, not the whole window, of traffic lost.
+    // The helper set it: pokes go there (they open our NAT towards it) for a short while…
     let polls = 0;
-    while (pm.info(KEY)?.mode === 'trying' && polls < 10) {
-      poll(400, CAND, 0, 64);
+    while (pm.endpointFor(KEY) === CAND && polls++ < 100) poll(100, CAND, 0, 64);
+    expect(polls * 100).toBeGreaterThanOrEqual(DEFAULT_PATH_TIMING.openMs);
+    expect(polls * 100).toBeLessThan(DEFAULT_PATH_TIMING.trialQuietMs);
+    // …then back on the relay while the trial waits for the peer: traffic flows there meanwhile.
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', requested: RELAY });
+    while (pm.info(KEY)?.mode === 'trying' && polls < 100) {
+      poll(100, RELAY, 64, 64);
       polls++;
     }
-    expect(polls).toBeLessThanOrEqual(5);
-    expect(pm.endpointFor(KEY)).toBe(RELAY);
-    while (pm.info(KEY)?.mode === 'relay' && polls < 100) {
+    expect(pm.info(KEY)?.mode).toBe('relay');
+    while (pm.info(KEY)?.mode === 'relay' && polls < 200) {
       poll(100, RELAY);
       polls++;
     }
@@ -212,7 +217,7 @@ describe('call me maybe', () => {
     const t = setup({ candidates: [CAND] });
     failRounds(t, 4);
     expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9000'], t.at())).toBe(true);
-    failRounds(t, 1);
+    t.poll(100, '198.18.0.102:9000');
     // Right after, another call with other candidates: kept, but no second trial in this window.
     const now = t.at();
     expect(t.pm.callMeMaybe(KEY, ['198.18.0.102:9001'], now)).toBe(false);
@@ -245,39 +250,72 @@ describe('call me maybe', () => {
     expect(t.pm.info(KEY)).toMatchObject({ mode: 'trying', trying: '198.18.0.202:41641' });
   });
 
-  it('tells when a relayed peer’s trial starts and ends (its relayed packets are held meanwhile)', () => {
-    const trials: boolean[] = [];
+  /** A PathManager whose holds of the peer's relayed packets are recorded, and polls of it. */
+  function holding() {
+    const holds: RelayHold[] = [];
     let now = 0;
+    let rx = 0;
+    let tx = 0;
     const pm = new PathManager({
       relayEndpoint: () => RELAY,
       poke: () => {},
-      onTrial: (_key, trying) => trials.push(trying),
+      onHold: (_key, hold) => holds.push(hold),
     });
     pm.setPeers([{ key: KEY, candidates: [CAND] }], now);
-    const wg = (endpoint: string, rx: number): WgPeerStatus => ({
-      publicKey: KEY,
-      endpoint,
-      allowedIPs: [],
-      latestHandshake: 1,
-      rxBytes: rx,
-      txBytes: 0,
-    });
-    pm.observe([wg(RELAY, 0)], now);
-    now += 400;
-    pm.observe([wg(RELAY, 0)], now);
-    expect(trials).toEqual([true]);
-    while (pm.info(KEY)?.mode === 'trying' && now < 10_000) {
-      now += 400;
-      pm.observe([wg(RELAY, 0)], now);
-    }
-    expect(trials).toEqual([true, false]);
+    const poll = (ms: number, endpoint: string, got = 0, sent = 0) => {
+      now += ms;
+      rx += got;
+      tx += sent;
+      pm.observe(
+        [{ publicKey: KEY, endpoint, allowedIPs: [], latestHandshake: 1, rxBytes: rx, txBytes: tx }],
+        now,
+      );
+      return pm.info(KEY);
+    };
+    poll(0, RELAY);
+    expect(poll(400, RELAY)?.mode).toBe('trying');
+    return { pm, poll, holds, at: () => now };
+  }
+
+  it('a trial that never gets an answer holds relayed packets only until its first packet left', () => {
+    const { pm, poll, holds, at } = holding();
+    // Queued while WireGuard is moved to the candidate, so a relayed packet cannot take it back first.
+    expect(holds).toEqual(['queue']);
+    // The helper set it, pokes go there; nothing comes back: on to the relay, and what was
+    // queued is delivered (relayed packets flow again).
+    while (pm.endpointFor(KEY) === CAND && at() < 10_000) poll(100, CAND, 0, 64);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'trying', requested: RELAY });
+    expect(holds).toEqual(['queue', 'off']);
+    while (pm.info(KEY)?.mode === 'trying' && at() < 10_000) poll(100, RELAY, 64, 64);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'relay', requested: RELAY });
+    expect(holds).toEqual(['queue', 'off']);
     // A peer that leaves mid-trial is released too.
-    while (pm.info(KEY)?.mode !== 'trying' && now < 60_000) {
-      now += 400;
-      pm.observe([wg(RELAY, 0)], now);
-    }
-    pm.setPeers([], now);
-    expect(trials).toEqual([true, false, true, false]);
+    while (pm.info(KEY)?.mode !== 'trying' && at() < 60_000) poll(100, RELAY);
+    pm.setPeers([], at());
+    expect(holds).toEqual(['queue', 'off', 'queue', 'off']);
+  });
+
+  it('drops relayed packets once the candidate answered, until the path is confirmed', () => {
+    const { pm, poll, holds, at } = holding();
+    while (pm.endpointFor(KEY) === CAND && at() < 10_000) poll(100, CAND, 0, 64);
+    poll(100, RELAY, 64, 64);
+    // The peer's packets arrived directly: WireGuard roamed there; stay (relayed ones would roam back).
+    expect(poll(100, '198.18.0.102:5000', 96, 0)).toMatchObject({
+      mode: 'trying',
+      requested: '198.18.0.102:5000',
+    });
+    expect(holds).toEqual(['queue', 'off', 'drop']);
+    expect(poll(100, '198.18.0.102:5000', 96, 64)?.mode).toBe('direct');
+    expect(holds).toEqual(['queue', 'off', 'drop', 'off']);
+  });
+
+  it('an answered trial that then goes unanswered falls back to the relay and lets relayed packets through', () => {
+    const { pm, poll, holds, at } = holding();
+    while (pm.endpointFor(KEY) === CAND && at() < 10_000) poll(100, CAND, 0, 64);
+    poll(100, '198.18.0.102:5000', 96, 0);
+    while (pm.info(KEY)?.mode === 'trying' && at() < 10_000) poll(100, RELAY, 0, 64);
+    expect(pm.info(KEY)).toMatchObject({ mode: 'relay', requested: RELAY });
+    expect(holds).toEqual(['queue', 'off', 'drop', 'off']);
   });
 
   it('before a first session, only the peer with the lower key pokes for it (no crossed handshakes)', () => {

@@ -1,6 +1,7 @@
 import type { NodeView, WgPeerStatus } from '@weft/protocol';
 import { CALL_ME_MAYBE_MAX_CANDIDATES, parseEndpoint } from '@weft/protocol';
 import { Backoff } from '../retry/backoff.js';
+import type { RelayHold } from './relay-proxy.js';
 
 /**
  * The WireGuard endpoint to configure for a peer when no relay is available: its first candidate,
@@ -24,6 +25,9 @@ export function choosePeerEndpoint(peer: NodeView): string | undefined {
 //   trying   a candidate is set (or the peer's packets made WireGuard roam to a direct address):
 //            confirmed when bytes arrive while the endpoint stays direct; otherwise back to relay
 //            (WireGuard may already be there: a relayed packet from the peer roams it back).
+//            A relayed peer's trial keeps its traffic on the relay unless the candidate answers,
+//            as Tailscale's magicsock keeps sending on the best known path until a new one is heard
+//            from (see TrialPhase): only one packet has to reach the candidate, to open our NAT.
 //   direct   confirmed. The endpoint WireGuard roams to is adopted as the requested one, so that a
 //            later fall-back is a change the helper applies (it only sets requested changes).
 //            Dead when something we sent stays unanswered (peers answer any packet within about a
@@ -48,6 +52,12 @@ export interface PathTiming {
   trialQuietMs: number;
   /** How often to poke during a trial. */
   pokeMs: number;
+  /**
+   * How long a relayed peer's trial stays on its candidate once the interface shows it (opening,
+   * see TrialPhase): long enough for a peer trying us at the same time to answer there, whose
+   * answer would otherwise meet our move back to the relay; then it waits on the relay.
+   */
+  openMs: number;
   /** Pacing of failed trial rounds (exponential back-off with jitter). */
   retryBaseMs: number;
   retryCapMs: number;
@@ -64,6 +74,19 @@ export interface PathTiming {
   relaylessTrialMs: number;
 }
 
+/**
+ * Where a relayed peer's trial is:
+ *   opening    the candidate is requested; once the interface shows it, pokes make WireGuard send
+ *              there, which opens our NAT towards it, for `openMs`. What the relay delivers from the
+ *              peer meanwhile is queued (not dropped), or WireGuard would roam back to the relay.
+ *   listening  nothing came back: the relay is requested again and the queue delivered, so traffic
+ *              goes on as before the trial (a relay-only pair loses only what it sent during the
+ *              opening). Waits for the peer's packets to arrive directly (WireGuard roams to them).
+ *   answered   they did: the direct endpoint is requested and relayed packets are dropped, so
+ *              WireGuard stays there until the path is confirmed or stays unanswered.
+ */
+type TrialPhase = 'opening' | 'listening' | 'answered';
+
 /** How often a trial waiting for the relay socket or a first session looks again. */
 const SESSION_WAIT_MS = 100;
 
@@ -77,6 +100,7 @@ export const DEFAULT_PATH_TIMING: PathTiming = {
   trialMs: 2500,
   trialQuietMs: 1500,
   pokeMs: 400,
+  openMs: 700,
   retryBaseMs: 2000,
   retryCapMs: 30_000,
   unansweredMs: 3500,
@@ -121,6 +145,11 @@ interface PeerState {
    * slow helper (a loaded machine) does not eat the trial.
    */
   trialApplied: boolean;
+  /** When the interface first showed the candidate (the opening poke went out then). */
+  trialAppliedAt: number;
+  trialPhase: TrialPhase;
+  /** How the peer's relayed packets are held back now (told through onHold). */
+  held: RelayHold;
   trialUntil: number;
   nextTrialAt: number;
   lastPokeAt: number;
@@ -153,12 +182,13 @@ export interface PathManagerOptions {
    */
   onNewCandidates?: (key: string) => void;
   /**
-   * Told when a relayed peer's trial starts and ends: meanwhile the caller holds back what the
-   * relay delivers from it (see RelayProxy.hold), so WireGuard stays on the candidate.
+   * Told how the caller is to hold back what the relay delivers from a peer (RelayProxy.hold):
+   * queued while a trial opens its candidate, dropped once the candidate answered (TrialPhase),
+   * so WireGuard stays on the direct endpoint; 'off' otherwise.
    */
-  onTrial?: (key: string, trying: boolean) => void;
+  onHold?: (key: string, hold: RelayHold) => void;
   random?: () => number;
-  /** Told of every mode change, for the log. */
+  /** Told of every mode change (and of a trial's candidate answering), for the log. */
   onTransition?: (
     key: string,
     from: PathMode,
@@ -189,7 +219,7 @@ export class PathManager {
     const keep = new Set(peers.map((p) => p.key));
     for (const [key, st] of this.peers) {
       if (keep.has(key)) continue;
-      if (st.mode === 'trying' && st.viaRelay) this.opts.onTrial?.(key, false);
+      this.hold(st, 'off');
       this.peers.delete(key);
     }
     for (const p of peers) {
@@ -205,6 +235,9 @@ export class PathManager {
           trialEndpoint: null,
           trialEndedAt: -Infinity,
           trialApplied: false,
+          trialAppliedAt: 0,
+          trialPhase: 'opening',
+          held: 'off',
           trialUntil: 0,
           nextTrialAt: now + this.timing.firstTrialMs,
           lastPokeAt: 0,
@@ -268,11 +301,12 @@ export class PathManager {
       st.trialIndex = -1;
     }
     st.backoff.reset();
-    // A trial of another candidate than the caller's best would miss the caller's: start over.
+    // A trial of another candidate than the caller's best would miss the caller's: start over
+    // (unless the peer already answered it, or reached us directly).
     const retry =
       moved ||
       st.mode === 'relay' ||
-      (st.mode === 'trying' && st.trialIndex >= 0 && st.trialEndpoint !== merged[0]);
+      (st.mode === 'trying' && st.trialPhase !== 'answered' && st.trialEndpoint !== merged[0]);
     if (!retry) return false;
     // At most one called trial per trial window: each holds back the peer's relayed packets, so a
     // peer calling again and again (flapping, or hostile) must not keep its relayed traffic dark.
@@ -338,7 +372,9 @@ export class PathManager {
       } else if (st.mode === 'relay' && now >= st.nextTrialAt) {
         if (this.startRound(st, now)) changed = true;
       }
-      if (st.mode === 'trying' && now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
+      // A listening trial is back on the relay: pokes would only go there.
+      const listening = st.viaRelay && st.trialPhase === 'listening';
+      if (st.mode === 'trying' && !listening && now - st.lastPokeAt >= this.timing.pokeMs) this.poke(st, now);
     }
     return changed;
   }
@@ -380,6 +416,7 @@ export class PathManager {
       case 'trying':
         if (!st.trialApplied && endpoint === st.trialEndpoint) {
           st.trialApplied = true;
+          st.trialAppliedAt = now;
           st.trialUntil = Math.max(st.trialUntil, now + this.trialWindow(st));
           if (!rxGrew) st.unansweredSince = txGrew ? now : null;
           // WireGuard sends to the candidate from now: poke at once (the peer is trying us now).
@@ -390,12 +427,20 @@ export class PathManager {
           st.backoff.reset();
           st.unansweredSince = null;
           changed = this.request(st, endpoint);
-        } else if (
-          st.viaRelay &&
-          st.trialApplied &&
-          st.unansweredSince !== null &&
-          now - st.unansweredSince >= this.timing.trialQuietMs
-        ) {
+        } else if (!st.viaRelay) {
+          // Nothing to listen on meanwhile: the candidate stays until the window ends.
+        } else if (st.trialPhase === 'opening') {
+          // Nothing came back on the candidate for a while: wait for the peer on the relay.
+          const relay = this.opts.relayEndpoint(st.key);
+          if (relay && st.trialApplied && now - st.trialAppliedAt >= this.timing.openMs) {
+            st.trialPhase = 'listening';
+            this.hold(st, 'off');
+            changed = this.request(st, relay);
+          }
+        } else if (st.trialPhase === 'listening') {
+          // The peer's packets arrived directly (WireGuard roamed to them): answered.
+          if (direct && rxGrew && endpoint !== null) changed = this.answered(st, endpoint, now);
+        } else if (st.unansweredSince !== null && now - st.unansweredSince >= this.timing.trialQuietMs) {
           changed = this.nextCandidate(st, now);
         }
         break;
@@ -418,9 +463,28 @@ export class PathManager {
 
   private setMode(st: PeerState, mode: PathMode, why: string, endpoint?: string): void {
     if (st.mode !== mode) this.opts.onTransition?.(st.key, st.mode, mode, why, endpoint);
-    if (st.viaRelay && (st.mode === 'trying') !== (mode === 'trying'))
-      this.opts.onTrial?.(st.key, mode === 'trying');
+    if (mode !== 'trying') this.hold(st, 'off');
     st.mode = mode;
+  }
+
+  /** Holds back the peer's relayed packets, or lets them through again (relayed peers only). */
+  private hold(st: PeerState, how: RelayHold): void {
+    const held = st.viaRelay ? how : 'off';
+    if (st.held === held) return;
+    st.held = held;
+    this.opts.onHold?.(st.key, held);
+  }
+
+  /** A listening trial heard from the peer directly at `endpoint`: stay there until confirmed. */
+  private answered(st: PeerState, endpoint: string, now: number): boolean {
+    this.opts.onTransition?.(st.key, 'trying', 'trying', 'the candidate answered', endpoint);
+    st.trialPhase = 'answered';
+    this.hold(st, 'drop');
+    st.unansweredSince = null;
+    st.trialUntil = Math.max(st.trialUntil, now + this.trialWindow(st));
+    // WireGuard is there now: answer at once, so the peer confirms its side too.
+    this.poke(st, now);
+    return this.request(st, endpoint);
   }
 
   private fallBack(st: PeerState, now: number, why: string): boolean {
@@ -461,6 +525,9 @@ export class PathManager {
     st.trialEndpoint = endpoint;
     // The peer roamed to us: WireGuard is already there. Otherwise the helper has to set it first.
     st.trialApplied = index < 0;
+    st.trialAppliedAt = now;
+    st.trialPhase = index < 0 ? 'answered' : 'opening';
+    this.hold(st, index < 0 ? 'drop' : 'queue');
     st.trialUntil = now + this.trialWindow(st);
     st.unansweredSince = null;
     const changed = this.request(st, endpoint);
