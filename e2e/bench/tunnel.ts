@@ -17,7 +17,8 @@ import {
 // WireGuard? In one run, on one lab segment, with the same wireguard-go binary:
 //   bare        pa → pb over the veths, no tunnel
 //   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280, 1420
-//               and the MTU Weft chose
+//               and the MTU Weft chose; and, as a diagnostic, at Weft's MTU on hosts with a stateful
+//               firewall (one `ct state established,related accept` rule, as ufw or firewalld have)
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
 //               policy and with a 1,000-rule policy; and, as a diagnostic, with the nodes' nftables
 //               tables deleted (what the filter, connection tracking included, costs)
@@ -108,6 +109,16 @@ async function setMtu(hosts: Host[], ifaces: string[], mtu: number): Promise<voi
   for (const [i, h] of hosts.entries())
     await h.must(['ip', 'link', 'set', ifaces[i] as string, 'mtu', String(mtu)]);
 }
+
+const PLAIN_FW = 'plain, host firewall';
+/** What a host firewall such as ufw adds in front of any tunnel: connection tracking of every packet. */
+const HOST_FIREWALL = `table inet bench-hostfw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ct state established,related accept
+  }
+}
+`;
 
 /** A port no rule of MANY_RULES opens and nothing listens on. */
 const CLOSED_PORT = 5202;
@@ -288,9 +299,24 @@ async function main(): Promise<void> {
         return weftIperf();
       },
     };
+    // Diagnostic: the plain tunnel on hosts with a stateful firewall (a `ct state` rule, as ufw or
+    // firewalld have), so connection tracking follows every packet as it does under Weft's table.
+    const plainFirewalled: Row = {
+      name: PLAIN_FW,
+      take: async () => {
+        await setMtu([pa, pb], plain.ifaces, weftMtu);
+        for (const h of [pa, pb]) await h.must(['nft', '-f', '-'], { input: HOST_FIREWALL });
+        try {
+          return await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT);
+        } finally {
+          for (const h of [pa, pb]) await h.must(['nft', 'delete', 'table', 'inet', 'bench-hostfw']);
+        }
+      },
+    };
     const groups: Row[][] = [
       [{ name: 'bare veth', take: () => iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT) }],
       ...plainRows.map((r) => [r]),
+      [plainFirewalled],
       [allowAll, noTable],
       [manyRules],
     ];
@@ -312,7 +338,7 @@ async function main(): Promise<void> {
     if (same === undefined) {
       console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
     } else {
-      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table']) {
+      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table', PLAIN_FW]) {
         const w = rows[name] as { runs: number[] };
         // Per round too: the rows of one round ran back to back, under about the same load.
         const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');
@@ -320,6 +346,11 @@ async function main(): Promise<void> {
           `${name} / plain ${weftMtu}: ${(mean(w.runs) / mean(same.runs)).toFixed(2)}   (rounds: ${perRound})`,
         );
       }
+    }
+    const fw = rows[PLAIN_FW] as { runs: number[] };
+    for (const name of ['weft allow-all', `weft ${RULES} rules`]) {
+      const w = rows[name] as { runs: number[] };
+      console.log(`${name} / ${PLAIN_FW}: ${(mean(w.runs) / mean(fw.runs)).toFixed(2)}`);
     }
     const p1420 = plainAt(1420) as { runs: number[] };
     console.log(
