@@ -17,13 +17,15 @@ import {
 // WireGuard? In one run, on one lab segment, with the same wireguard-go binary:
 //   bare        pa → pb over the veths, no tunnel
 //   plain MTU   pa → pb through a wireguard-go tunnel made by hand (wg set, ip link), at 1280, 1420
-//               and the MTU Weft chose
+//               and the MTU Weft chose; and, as a diagnostic, at Weft's MTU on hosts with a stateful
+//               firewall (one `ct state established,related accept` rule, as ufw or firewalld have)
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
 //               policy and with a 1,000-rule policy; and, as a diagnostic, with the nodes' nftables
 //               tables deleted (what the filter, connection tracking included, costs)
 // The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
-// interleaved to spread the machine's noise over every row; each row prints its mean and the ratio
-// Weft/plain at the MTU Weft chose. Nothing is asserted.
+// interleaved to spread the machine's noise over every row, and every other round runs the rows in
+// reverse order, so no row always runs first or right after another; each row prints its mean and the
+// ratio Weft/plain at the MTU Weft chose. Nothing is asserted.
 //
 //   control 198.18.50.5, wa .2, wb .3, pa .12, pb .13 ─ one segment 198.18.50.0/24
 //   plain tunnel 198.19.50.1 ↔ 198.19.50.2
@@ -71,7 +73,12 @@ async function plainTunnel(
     const other = hosts[1 - i] as Host;
     const keyFile = join(dir, `plain-${i}.key`);
     writeFileSync(keyFile, `${keys[i]?.priv}\n`, { mode: 0o600 });
-    host.spawn(['wireguard-go', '-f', iface]);
+    // As wg-quick leaves it: wireguard-go daemonises itself with WG_PROCESS_FOREGROUND=1 and its
+    // output on /dev/null. Here it stays our child (-f) so the lab can stop it by PID; its output is
+    // read and dropped, so a full pipe can never stall it.
+    const wg = host.spawn(['wireguard-go', '-f', iface], { env: { WG_PROCESS_FOREGROUND: '1' } });
+    wg.stdout?.resume();
+    wg.stderr?.resume();
     await waitFor(
       'wireguard-go to make its interface',
       async () => (await host.exec(['wg', 'show', iface])).code === 0,
@@ -102,6 +109,16 @@ async function setMtu(hosts: Host[], ifaces: string[], mtu: number): Promise<voi
   for (const [i, h] of hosts.entries())
     await h.must(['ip', 'link', 'set', ifaces[i] as string, 'mtu', String(mtu)]);
 }
+
+const PLAIN_FW = 'plain, host firewall';
+/** What a host firewall such as ufw adds in front of any tunnel: connection tracking of every packet. */
+const HOST_FIREWALL = `table inet bench-hostfw {
+  chain input {
+    type filter hook input priority filter; policy accept;
+    ct state established,related accept
+  }
+}
+`;
 
 /** A port no rule of MANY_RULES opens and nothing listens on. */
 const CLOSED_PORT = 5202;
@@ -211,25 +228,105 @@ async function main(): Promise<void> {
     console.log(`== iperf3 TCP, ${SECONDS} s each, ${ROUNDS} rounds interleaved; ${wgVersion}`);
     console.log(`Weft chose MTU ${weftMtu} on ${a.iface}: ${mtuReason}`);
     const filterLines = { all: 0, many: 0 };
-    for (let round = 1; round <= ROUNDS; round++) {
-      console.log(`round ${round}`);
-      take('bare veth', await iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT));
-      for (const mtu of PLAIN_MTUS) {
+    // Which policy the nodes enforce, and whether the diagnostic row took their tables away: a
+    // table comes back only when the policy changes, so the same policy is set again by way of the
+    // other one.
+    let policy: 'all' | 'many' | null = null;
+    let tablesGone = false;
+    const usePolicy = async (want: 'all' | 'many') => {
+      if (tablesGone && policy === want)
+        await setPolicy(control as ControlServer, dir, [a, b], want !== 'many');
+      if (tablesGone || policy !== want)
+        await setPolicy(control as ControlServer, dir, [a, b], want === 'many');
+      policy = want;
+      tablesGone = false;
+      filterLines[want] = await tableLines(b);
+    };
+    // A Weft row compares with plain at Weft's MTU only if the MTU stayed what it chose.
+    const mtus = () => Promise.all([a, b].map(async (n) => (await n.status()).mtu?.mtu));
+    const weftIperf = async () => {
+      const before = await mtus();
+      const r = await iperf(wa, wb, bIp, SECONDS, IPERF_PORT);
+      const after = await mtus();
+      if ([...before, ...after].some((m) => m !== weftMtu))
+        console.log(`  (Weft's MTU moved during the row below: before ${before}, after ${after})`);
+      return r;
+    };
+    type Row = { name: string; take: () => Promise<IperfResult> };
+    const plainRows: Row[] = PLAIN_MTUS.map((mtu) => ({
+      name: `plain wireguard-go ${mtu}`,
+      take: async () => {
         await setMtu([pa, pb], plain.ifaces, mtu);
-        take(`plain wireguard-go ${mtu}`, await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT));
+        return iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT);
+      },
+    }));
+    const allowAll: Row = {
+      name: 'weft allow-all',
+      take: async () => {
+        await usePolicy('all');
+        return weftIperf();
+      },
+    };
+    // Diagnostic: the same tunnel with both nodes' nftables tables taken away (connection tracking
+    // goes with them): what the filter costs. It follows the allow-all row, so the helpers have long
+    // finished applying that policy (one still applying would put its table back during the run).
+    const noTable: Row = {
+      name: 'weft, no nft table',
+      take: async () => {
+        await usePolicy('all');
+        for (let attempt = 1; ; attempt++) {
+          for (const n of [a, b]) await n.host.exec(['nft', 'delete', 'table', 'inet', `weft-${n.iface}`]);
+          tablesGone = true;
+          const r = await weftIperf();
+          const back = await Promise.all(
+            [a, b].map(
+              async (n) =>
+                (await n.host.exec(['nft', 'list', 'table', 'inet', `weft-${n.iface}`])).code === 0,
+            ),
+          );
+          if (!back.includes(true)) return r;
+          if (attempt === 2) {
+            console.log('  (a helper put its table back during that run: the row below is not without it)');
+            return r;
+          }
+        }
+      },
+    };
+    const manyRules: Row = {
+      name: `weft ${RULES} rules`,
+      take: async () => {
+        await usePolicy('many');
+        return weftIperf();
+      },
+    };
+    // Diagnostic: the plain tunnel on hosts with a stateful firewall (a `ct state` rule, as ufw or
+    // firewalld have), so connection tracking follows every packet as it does under Weft's table.
+    const plainFirewalled: Row = {
+      name: PLAIN_FW,
+      take: async () => {
+        await setMtu([pa, pb], plain.ifaces, weftMtu);
+        for (const h of [pa, pb]) await h.must(['nft', '-f', '-'], { input: HOST_FIREWALL });
+        try {
+          return await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT);
+        } finally {
+          for (const h of [pa, pb]) await h.must(['nft', 'delete', 'table', 'inet', 'bench-hostfw']);
+        }
+      },
+    };
+    const groups: Row[][] = [
+      [{ name: 'bare veth', take: () => iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT) }],
+      ...plainRows.map((r) => [r]),
+      [plainFirewalled],
+      [allowAll, noTable],
+      [manyRules],
+    ];
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Every other round runs the rows backwards, so no row always comes first or after the same one.
+      const forward = round % 2 === 1;
+      console.log(`round ${round}${forward ? '' : ' (rows in reverse order)'}`);
+      for (const group of forward ? groups : [...groups].reverse()) {
+        for (const row of group) take(row.name, await row.take());
       }
-      await setPolicy(control, dir, [a, b], false);
-      filterLines.all = await tableLines(b);
-      take('weft allow-all', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
-      // Diagnostic: the same tunnel with both nodes' nftables tables taken away (connection
-      // tracking goes with them): what the filter costs. The next policy puts them back.
-      for (const n of [a, b]) await n.host.must(['nft', 'delete', 'table', 'inet', `weft-${n.iface}`]);
-      take('weft, no nft table', await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
-      if ((await wb.exec(['nft', 'list', 'table', 'inet', `weft-${b.iface}`])).code === 0)
-        console.log('  (the helper put the table back during that run: the row above is not without it)');
-      await setPolicy(control, dir, [a, b], true);
-      filterLines.many = await tableLines(b);
-      take(`weft ${RULES} rules`, await iperf(wa, wb, bIp, SECONDS, IPERF_PORT));
     }
 
     console.log(`\n== means over ${ROUNDS} rounds`);
@@ -241,7 +338,7 @@ async function main(): Promise<void> {
     if (same === undefined) {
       console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
     } else {
-      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table']) {
+      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table', PLAIN_FW]) {
         const w = rows[name] as { runs: number[] };
         // Per round too: the rows of one round ran back to back, under about the same load.
         const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');
@@ -249,6 +346,11 @@ async function main(): Promise<void> {
           `${name} / plain ${weftMtu}: ${(mean(w.runs) / mean(same.runs)).toFixed(2)}   (rounds: ${perRound})`,
         );
       }
+    }
+    const fw = rows[PLAIN_FW] as { runs: number[] };
+    for (const name of ['weft allow-all', `weft ${RULES} rules`]) {
+      const w = rows[name] as { runs: number[] };
+      console.log(`${name} / ${PLAIN_FW}: ${(mean(w.runs) / mean(fw.runs)).toFixed(2)}`);
     }
     const p1420 = plainAt(1420) as { runs: number[] };
     console.log(

@@ -45,7 +45,7 @@ export class Host {
     return run(['ip', 'netns', 'exec', this.ns, ...argv], opts);
   }
 
-  must(argv: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+  must(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<string> {
     return must(['ip', 'netns', 'exec', this.ns, ...argv], opts);
   }
 

@@ -57,6 +57,25 @@ describe('nftables table', () => {
     expect(file).toContain('\tchain filter {\n\t}');
   });
 
+  it('guards the resolver port first, in the same single input chain (one pass per packet)', () => {
+    const dns = { resolver: { ipv4: '100.64.0.1', ipv6: 'fd00::1', port: 40053 }, searchDomains: [] };
+    const file = renderTable({ ...base(), filter: [], dns })?.file ?? '';
+    expect(file.match(/hook input/g)).toHaveLength(1);
+    expect(file).toContain(
+      [
+        '\t\ttype filter hook input priority filter; policy accept;',
+        '\t\tiifname "wg0" meta l4proto { tcp, udp } th dport 40053 counter drop',
+        '\t\tiifname "wg0" ct state established,related accept',
+      ].join('\n'),
+    );
+    // Without a filter the guard still has its chain.
+    const dnsOnly = renderTable({ ...base(), dns })?.file ?? '';
+    expect(dnsOnly).toContain(
+      '\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname "wg0" meta l4proto { tcp, udp } th dport 40053 counter drop\n\t}',
+    );
+    expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
+  });
+
   it('looks the source up in a verdict map and the destination in sets, ports only for TCP, UDP and SCTP', () => {
     const file =
       renderTable({

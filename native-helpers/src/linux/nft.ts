@@ -71,18 +71,22 @@ export function renderTable(state: DesiredState): RenderedTable | null {
   const b = new Builder();
   const q = JSON.stringify(iface);
 
-  // Inbound from the tunnel: replies to our own connections, then what the filter accepts; the rest drops.
+  // Inbound, in one base chain (each base chain is one more pass for every packet the host receives):
+  // nothing from the tunnel to the resolver's port, then from the tunnel replies to our own
+  // connections, then what the filter accepts; the rest drops.
   const filterChain = filter === undefined ? null : renderFilter(filter, b);
+  const input = dns === undefined ? [] : [dnsGuard(dns, q)];
   if (filterChain !== null) {
-    b.chain('input', 'type filter hook input priority filter; policy accept;', [
+    input.push(
       `iifname ${q} ct state established,related accept`,
       `iifname ${q} jump ${filterChain}`,
       `iifname ${q} counter drop`,
       // The tunnel addresses are reached only through the tunnel: otherwise a host on the LAN could send
       // to them directly and skip the filter (wg-quick guards the same way).
       ...selfGuard(state, q),
-    ]);
+    );
   }
+  if (input.length > 0) b.chain('input', 'type filter hook input priority filter; policy accept;', input);
   // Forwarded from the tunnel: only to the routes this node serves as a router, and only what the filter
   // allows there. A node that is not a router forwards nothing from the tunnel (Docker and friends turn
   // forwarding on for their own reasons).
@@ -109,7 +113,7 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     ]);
   }
   if (exitNode !== undefined) renderKillswitch(exitNode, q, b);
-  if (dns !== undefined) renderDnsRedirect(dns, q, b);
+  if (dns !== undefined) renderDnsRedirect(dns, b);
 
   const body = b.body();
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 32);
@@ -165,11 +169,9 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
 /**
  * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver,
  * which listens unprivileged on a high port of the tunnel address. The redirect is in the output
- * hook: it applies to this machine's own queries only. The resolver serves this machine alone:
- * whatever the policy opens, nothing from the tunnel reaches its port (a peer would otherwise learn
- * the names this node may see, and forward through it).
+ * hook: it applies to this machine's own queries only (the input chain guards the port, `dnsGuard`).
  */
-function renderDnsRedirect(dns: DnsConfig, q: string, b: Builder): void {
+function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
   const { ipv4, ipv6, port } = dns.resolver;
   const lines: string[] = [];
   for (const proto of ['udp', 'tcp']) {
@@ -178,9 +180,15 @@ function renderDnsRedirect(dns: DnsConfig, q: string, b: Builder): void {
       lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 counter dnat ip6 to [${ipv6}]:${port}`);
   }
   b.chain('dns', 'type nat hook output priority -100; policy accept;', lines);
-  b.chain('dnsguard', 'type filter hook input priority filter; policy accept;', [
-    `iifname ${q} meta l4proto { tcp, udp } th dport ${port} counter drop`,
-  ]);
+}
+
+/**
+ * The resolver serves this machine alone: whatever the policy opens, nothing from the tunnel reaches
+ * its port (a peer would otherwise learn the names this node may see, and forward through it). First
+ * in the input chain, so not even a reply gets there.
+ */
+function dnsGuard(dns: DnsConfig, q: string): string {
+  return `iifname ${q} meta l4proto { tcp, udp } th dport ${dns.resolver.port} counter drop`;
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
