@@ -124,6 +124,22 @@ it('renews a UPnP mapping at half its lease, asking for the same port', async ()
   });
 });
 
+it('deletes the UPnP mapping once the gateway maps by PCP instead', async () => {
+  const { gw: upnp, granted, mapper } = await setup('upnp');
+  expect((await mapper.start())?.protocol).toBe('upnp');
+  // PCP now answers on the port that was unreachable (a gateway turning it on).
+  const pcp = await startPortMappingGateway({
+    host: '127.0.0.1',
+    port: upnp.port,
+    externalAddress: '203.0.113.7',
+    mode: 'pcp',
+  });
+  cleanups.push(() => pcp.close());
+  expect((await mapper.start())?.protocol).toBe('pcp');
+  expect(upnp.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(granted.map((g) => g.lifetime)).toEqual([7200, 0]);
+});
+
 it('ignores malformed answers of every kind and reports none', async () => {
   const { gw, mapper } = await setup('garbage');
   expect(await mapper.start()).toBeNull();
