@@ -136,6 +136,13 @@ describe('SOAP', () => {
       parseSoapAnswer(ip.replace('203.0.113.7', '<a>203.0.113.7</a>'), 'GetExternalIPAddress'),
     ).toBeNull();
     expect(parseSoapAnswer(ip.replace('</s:Envelope>', ''), 'GetExternalIPAddress')).toBeNull();
+    // Text beside the values (here a NUL byte) is not a value of its own.
+    expect(
+      parseSoapAnswer(
+        ip.replace('</NewExternalIPAddress>', '</NewExternalIPAddress>\u0000'),
+        'GetExternalIPAddress',
+      ),
+    ).toBeNull();
     expect(parseSoapAnswer(encodeSoapFault(718, 'x').replace('718', 'seven'), 'AddPortMapping')).toBeNull();
   });
 });

@@ -188,7 +188,8 @@ export function encodeSoapFault(errorCode: number, description: string): string 
 export type SoapAnswer = { ok: true; values: SoapArgs } | { ok: false; errorCode: number };
 
 const SoapBody = z.object({ Envelope: z.object({ Body: z.record(z.string(), z.unknown()) }) });
-const SoapValues = z.record(z.string(), z.string());
+/** Argument elements by name; text beside them (the parser's `#text`) is not an argument. */
+const SoapValues = z.record(z.string().regex(/^[A-Za-z_][\w.-]*$/), z.string());
 const SoapFault = z.object({
   detail: z.object({ UPnPError: z.object({ errorCode: z.string().regex(/^\d{1,4}$/) }) }),
 });

@@ -1,4 +1,3 @@
-import { createSocket } from 'node:dgram';
 import { afterEach, expect, it } from 'vitest';
 import { waitUntil } from '../../testing/wait.js';
 import { PortMapper } from './mapper.js';
@@ -31,8 +30,8 @@ async function setup(mode: GatewayMode, lifetime?: number, requestedLifetime?: n
   const mapper = new PortMapper({
     listenPort: LISTEN_PORT,
     gateway: async () => '127.0.0.1',
-    gatewayPort: gw.port ?? (await closedPort()),
-    ...(gw.ssdpPort !== null ? { ssdpPort: gw.ssdpPort } : { ssdpPort: await closedPort() }),
+    gatewayPort: gw.port,
+    ssdpPort: gw.ssdpPort,
     retryMs: RETRY,
     ...(requestedLifetime ? { lifetime: requestedLifetime } : {}),
     onChange: (m) => changes.push(m ? `${m.protocol} ${m.endpoint}` : null),
@@ -86,15 +85,6 @@ it('renews at half the granted lifetime, keeping the same port', async () => {
   expect(changes).toEqual(['pcp 203.0.113.7:50000']);
 });
 
-/** A UDP port nothing listens on: a request there is answered "port unreachable" at once. */
-async function closedPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 it('maps with UPnP IGD when nothing answers PCP or NAT-PMP, and deletes the mapping on stop', async () => {
   const { gw, granted, mapper, changes } = await setup('upnp');
   // AddPortMapping asks for the WireGuard port itself: the gateway maps that one or none.
@@ -134,6 +124,22 @@ it('renews a UPnP mapping at half its lease, asking for the same port', async ()
   });
 });
 
+it('deletes the UPnP mapping once the gateway maps by PCP instead', async () => {
+  const { gw: upnp, granted, mapper } = await setup('upnp');
+  expect((await mapper.start())?.protocol).toBe('upnp');
+  // PCP now answers on the port that was unreachable (a gateway turning it on).
+  const pcp = await startPortMappingGateway({
+    host: '127.0.0.1',
+    port: upnp.port,
+    externalAddress: '203.0.113.7',
+    mode: 'pcp',
+  });
+  cleanups.push(() => pcp.close());
+  expect((await mapper.start())?.protocol).toBe('pcp');
+  expect(upnp.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(granted.map((g) => g.lifetime)).toEqual([7200, 0]);
+});
+
 it('ignores malformed answers of every kind and reports none', async () => {
   const { gw, mapper } = await setup('garbage');
   expect(await mapper.start()).toBeNull();
@@ -165,13 +171,13 @@ it('refuses every kind of malformed UPnP description and SOAP answer, one probe 
 
 it('reports none when nothing answers on the gateway, or there is no gateway', async () => {
   const { gw } = await setup('pcp');
-  const port = gw.port;
   await gw.close();
   cleanups.length = 0;
   const closed = new PortMapper({
     listenPort: LISTEN_PORT,
     gateway: async () => '127.0.0.1',
-    gatewayPort: port,
+    gatewayPort: gw.port,
+    ssdpPort: gw.ssdpPort,
     retryMs: RETRY,
   });
   expect(await closed.start()).toBeNull();

@@ -154,6 +154,11 @@ export class PortMapper {
       (await this.withGateway(async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)))) ??
       (await this.mapUpnp());
     if (this.stopped) return null;
+    if (this.upnp && mapping?.protocol !== 'upnp') {
+      // Mapped another way now (or not at all): the UPnP mapping would hold the port until its lease ends.
+      await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
+      this.upnp = null;
+    }
     this.lastAnswered = mapping?.protocol ?? 'none';
     this.set(mapping);
     const renewMs = mapping ? Math.max(1000, (mapping.lifetime * 1000) / 2) : RETRY_AFTER_MS;

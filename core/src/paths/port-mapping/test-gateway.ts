@@ -43,9 +43,12 @@ export interface PortMappingGatewayOptions {
 }
 
 export interface PortMappingGateway {
-  /** NAT-PMP and PCP's port; null in `upnp` mode (nothing listens: ICMP port unreachable). */
-  port: number | null;
-  ssdpPort: number | null;
+  /**
+   * NAT-PMP and PCP's port, and SSDP's. A protocol the mode does not speak gets a port nothing
+   * listens on: the client is told "port unreachable" at once, as by a router without it.
+   */
+  port: number;
+  ssdpPort: number;
   requests: GatewayRequest[];
   close(): Promise<void>;
 }
@@ -101,14 +104,23 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
   const pmp = opts.mode !== 'upnp';
   if (pmp) await new Promise<void>((resolve) => socket.bind(opts.port, opts.host, resolve));
   return {
-    port: pmp ? socket.address().port : null,
-    ssdpPort: upnp?.ssdpPort ?? null,
+    port: pmp ? socket.address().port : await unusedPort(opts.host),
+    ssdpPort: upnp?.ssdpPort ?? (await unusedPort(opts.host)),
     requests,
     close: async () => {
       await upnp?.close();
       if (pmp) await new Promise<void>((resolve) => socket.close(() => resolve()));
     },
   };
+}
+
+/** A UDP port on `host` that nothing listens on (one just bound and closed again). */
+async function unusedPort(host: string): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, host, resolve));
+  const { port } = s.address();
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
 }
 
 /** Answers a client must ignore: truncated, oversized, wrong version, opcode or nonce. */
