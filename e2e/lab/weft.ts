@@ -245,7 +245,8 @@ export class WeftNode {
       ],
       join(this.dir, 'helper.log'),
     );
-    await waitFor('helper socket', async () => existsSync(this.helperSocket));
+    // As roomy as weftd's: seven nodes' helpers starting at once under load 29 took over 10 s.
+    await waitFor('helper socket', async () => existsSync(this.helperSocket), 30_000);
   }
 
   async startDaemon(): Promise<void> {
