@@ -1,10 +1,11 @@
 import type SqliteDatabase from 'better-sqlite3';
-import { openSqliteConnection } from './sqlite.js';
 
 // How the server learns that the database changed under it: the admin CLI (another process) or, with
-// PostgreSQL, another replica wrote. With SQLite we poll `PRAGMA data_version` on a connection of our
-// own, which changes whenever any other connection commits. PostgreSQL's feed LISTENs on a channel
-// that writers NOTIFY (postgres-change-feed.ts), behind the same interface.
+// PostgreSQL, another replica wrote. With SQLite we poll `PRAGMA data_version` on the server's own
+// connection, which changes whenever any other connection commits and never for its own commits:
+// the server already applied those, and hearing them would reload every node after each write (at
+// 10,000 nodes, a reload per poll for as long as nodes register). PostgreSQL's feed LISTENs on a
+// channel that writers NOTIFY (postgres-change-feed.ts), behind the same interface.
 
 export interface ChangeFeed {
   /** Starts calling `onChange` after every commit made through another connection. */
@@ -15,18 +16,16 @@ export interface ChangeFeed {
 export const DATA_VERSION_POLL_MS = 200;
 
 export class SqliteChangeFeed implements ChangeFeed {
-  private conn: SqliteDatabase.Database | null = null;
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly path: string,
+    /** The server's own connection (not closed here). */
+    private readonly conn: SqliteDatabase.Database,
     private readonly intervalMs = DATA_VERSION_POLL_MS,
   ) {}
 
   async start(onChange: () => void): Promise<void> {
-    const conn = openSqliteConnection(this.path);
-    this.conn = conn;
-    const version = () => conn.pragma('data_version', { simple: true }) as number;
+    const version = () => this.conn.pragma('data_version', { simple: true }) as number;
     let last = version();
     this.timer = setInterval(() => {
       const now = version();
@@ -40,8 +39,6 @@ export class SqliteChangeFeed implements ChangeFeed {
 
   close(): void {
     if (this.timer) clearInterval(this.timer);
-    this.conn?.close();
     this.timer = null;
-    this.conn = null;
   }
 }

@@ -5,7 +5,7 @@ import { isPostgresUrl, withoutPassword } from './location.js';
 import { exclusively, openPostgresDatabase } from './postgres.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
 import type { Database } from './schema.js';
-import { openSqliteDatabase } from './sqlite.js';
+import { openSqlite } from './sqlite.js';
 
 // One place that turns the configured database (a SQLite file path, or a postgres:// URL) into a
 // migrated connection and the change feed that goes with it, so callers never branch on the kind.
@@ -25,11 +25,12 @@ export type RunExclusive = (job: string, fn: () => Promise<void>) => Promise<boo
 
 export async function openDatabase(location: string): Promise<OpenDatabase> {
   if (!isPostgresUrl(location)) {
+    const { db, conn } = await openSqlite(location);
     return {
-      db: await openSqliteDatabase(location),
+      db,
       kind: 'sqlite',
       shown: withoutPassword(location),
-      changeFeed: (_log, pollMs) => new SqliteChangeFeed(location, pollMs),
+      changeFeed: (_log, pollMs) => new SqliteChangeFeed(conn, pollMs),
       // One server per SQLite file: nobody to share the job with.
       exclusive: async (_job, fn) => {
         await fn();

@@ -27,12 +27,20 @@ export function openSqliteConnection(path: string): SqliteDatabase.Database {
 
 /** Opens the database file (creating it if needed) and brings its schema up to date. */
 export async function openSqliteDatabase(path: string): Promise<Kysely<Database>> {
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqliteConnection(path) }) });
+  return (await openSqlite(path)).db;
+}
+
+/** As openSqliteDatabase, with the connection under it (the change feed polls it). */
+export async function openSqlite(
+  path: string,
+): Promise<{ db: Kysely<Database>; conn: SqliteDatabase.Database }> {
+  const conn = openSqliteConnection(path);
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: conn }) });
   try {
     await migrate(db);
   } catch (err) {
     await db.destroy();
     throw err;
   }
-  return db;
+  return { db, conn };
 }

@@ -1,4 +1,11 @@
-import type { DnsSettings, NetMap, NodeView, RelayMap, StreamServerMessage } from '@weft/protocol';
+import type {
+  DnsSettings,
+  FilterRule,
+  NetMap,
+  NodeView,
+  RelayMap,
+  StreamServerMessage,
+} from '@weft/protocol';
 import { FanOutTimer } from '../metrics/fan-out-timer.js';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
@@ -37,6 +44,18 @@ interface Subscriber {
   filterJson: string;
   /** Skipped changes while its transport was backlogged: it needs a whole map (resync). */
   behind: boolean;
+  /** What it is to be sent at the next flush (batched hubs only). */
+  pending: Outgoing | null;
+}
+
+/** What one node is to be sent; changes until the next flush merge into one, the latest winning. */
+interface Outgoing {
+  upserted: Map<string, CachedView>;
+  removed: Set<string>;
+  packetFilter?: FilterRule[];
+  self?: CachedView;
+  /** When the oldest change merged here was asked for (see FanOutTimer); unset when not timed. */
+  askedAt?: number;
 }
 
 interface CachedView {
@@ -74,6 +93,9 @@ export class NetmapHub {
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
   private viewSeq = 0;
+  /** Subscribers with something pending, in the order they first got it (batched hubs only). */
+  private outbox: Subscriber[] = [];
+  private flushScheduled = false;
   /** Streams closeAll ended, until their close arrives (see disconnect). */
   private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
@@ -95,6 +117,12 @@ export class NetmapHub {
     private readonly policy: VisibilityPolicy,
     private readonly tailnetRanges: string[],
     private readonly clock: () => Date = () => new Date(),
+    /**
+     * Given: deltas are held and merged per node until `schedule` calls the flush it is passed
+     * (control: the next event-loop turn), so a burst of changes (a mass reconnect) costs each node
+     * one message, not one per change. Absent: each change is sent at once.
+     */
+    private readonly schedule?: (flush: () => void) => void,
   ) {}
 
   has(nodeId: string): boolean {
@@ -238,6 +266,7 @@ export class NetmapHub {
       selfJson: '',
       filterJson: '',
       behind: false,
+      pending: null,
     };
     this.subscribers.set(session.nodeId, sub);
     replaced?.session.close('replaced by a newer stream');
@@ -261,6 +290,7 @@ export class NetmapHub {
   }
 
   private sendFull(sub: Subscriber, self: NodeRecord): void {
+    sub.pending = null; // the whole map has it
     const netmap = this.fullMap(self, sub.visibility, sub.sent);
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
@@ -410,9 +440,8 @@ export class NetmapHub {
       const self = this.nodes.get(id);
       if (self === undefined || !this.reachable(sub)) continue;
       const decided = sub.visibility;
-      const delta: Delta = { type: 'delta' };
-      const upserted: CachedView[] = [];
-      const gone: string[] = [];
+      const out: Outgoing = sub.pending ?? { upserted: new Map(), removed: new Set() };
+      out.askedAt ??= this.fanOut.since ?? undefined;
 
       const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
       if (full || policy !== undefined || affected.has(id)) {
@@ -420,7 +449,7 @@ export class NetmapHub {
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {
           sub.filterJson = filterJson;
-          delta.packetFilter = sub.visibility.packetFilter;
+          out.packetFilter = sub.visibility.packetFilter;
         }
       }
       if (full) {
@@ -428,32 +457,62 @@ export class NetmapHub {
         for (const peer of this.candidates(sub.visibility)) {
           if (peer.id === id) continue;
           seen.add(peer.id);
-          this.sync(sub, peer.id, upserted, gone);
+          this.sync(sub, peer.id, out);
         }
-        for (const peerId of sub.sent.keys()) if (!seen.has(peerId)) this.forget(sub, peerId, gone);
+        for (const peerId of sub.sent.keys()) if (!seen.has(peerId)) this.forget(sub, peerId, out);
       } else {
         // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
-        for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
-        for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
-        for (const peerId of removed) this.forget(sub, peerId, gone);
+        for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, out);
+        for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, out);
+        for (const peerId of removed) this.forget(sub, peerId, out);
         // Decided again: which routes it is sent may have moved with it.
         if (sub.visibility !== decided) {
-          for (const peerId of this.routers) if (peerId !== id) this.sync(sub, peerId, upserted, gone);
+          for (const peerId of this.routers) if (peerId !== id) this.sync(sub, peerId, out);
         }
       }
 
       const selfView = this.views.get(id) as CachedView;
       if (selfView.json !== sub.selfJson) {
         sub.selfJson = selfView.json;
-        delta.self = selfView.view;
+        out.self = selfView;
       }
-      if (upserted.length > 0) delta.peersUpserted = upserted.map((c) => c.view);
-      if (gone.length > 0) delta.peersRemoved = gone;
-      if (Object.keys(delta).length > 1) {
-        sub.session.send(shareDelta(shared, delta, upserted, sub));
-        this.fanOut.delivered();
+      if (out.upserted.size === 0 && out.removed.size === 0 && !out.packetFilter && !out.self) continue;
+      if (this.schedule === undefined) {
+        this.send(sub, out, shared);
+      } else if (sub.pending === null) {
+        sub.pending = out;
+        this.outbox.push(sub);
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          this.schedule(() => this.flush());
+        }
       }
     }
+  }
+
+  /** Sends every pending delta (batched hubs). */
+  private flush(): void {
+    this.flushScheduled = false;
+    const subs = this.outbox;
+    this.outbox = [];
+    const shared = new Map<string, Delta>();
+    for (const sub of subs) {
+      const out = sub.pending;
+      sub.pending = null;
+      // Replaced, gone, or fallen behind since (a whole map will carry it).
+      if (out === null || this.subscribers.get(sub.session.nodeId) !== sub || !this.reachable(sub)) continue;
+      this.send(sub, out, shared);
+    }
+  }
+
+  private send(sub: Subscriber, out: Outgoing, shared: Map<string, Delta>): void {
+    const delta: Delta = { type: 'delta' };
+    if (out.self) delta.self = out.self.view;
+    if (out.packetFilter) delta.packetFilter = out.packetFilter;
+    if (out.upserted.size > 0) delta.peersUpserted = [...out.upserted.values()].map((c) => c.view);
+    if (out.removed.size > 0) delta.peersRemoved = [...out.removed];
+    sub.session.send(shareDelta(shared, delta, out, sub));
+    this.fanOut.delivered(out.askedAt);
   }
 
   /**
@@ -481,20 +540,23 @@ export class NetmapHub {
   }
 
   /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */
-  private sync(sub: Subscriber, peerId: string, upserted: CachedView[], gone: string[]): void {
+  private sync(sub: Subscriber, peerId: string, out: Outgoing): void {
     const peer = this.nodes.get(peerId);
     if (peer === undefined || !sub.visibility.canSee(peer)) {
-      this.forget(sub, peerId, gone);
+      this.forget(sub, peerId, out);
       return;
     }
     const cached = this.peerView(sub.visibility, peer);
     if (sub.sent.get(peerId) === cached.json) return;
     sub.sent.set(peerId, cached.json);
-    upserted.push(cached);
+    out.removed.delete(peerId);
+    out.upserted.set(peerId, cached);
   }
 
-  private forget(sub: Subscriber, peerId: string, gone: string[]): void {
-    if (sub.sent.delete(peerId)) gone.push(peerId);
+  private forget(sub: Subscriber, peerId: string, out: Outgoing): void {
+    if (!sub.sent.delete(peerId)) return;
+    out.upserted.delete(peerId);
+    out.removed.add(peerId);
   }
 }
 
@@ -503,17 +565,12 @@ export class NetmapHub {
  * a change that reaches a thousand nodes with the same peers is then serialised once. Shared views
  * are named by their version; views built for one viewer (routers) and self by their JSON.
  */
-function shareDelta(
-  shared: Map<string, Delta>,
-  delta: Delta,
-  upserted: readonly CachedView[],
-  sub: Subscriber,
-): Delta {
+function shareDelta(shared: Map<string, Delta>, delta: Delta, out: Outgoing, sub: Subscriber): Delta {
   const key = JSON.stringify([
-    upserted.map((c) => (c.seq > 0 ? c.seq : c.json)),
+    [...out.upserted.values()].map((c) => (c.seq > 0 ? c.seq : c.json)),
     delta.peersRemoved ?? [],
-    delta.packetFilter ? sub.filterJson : '',
-    delta.self ? sub.selfJson : '',
+    out.packetFilter ? sub.filterJson : '',
+    out.self ? out.self.json : '',
   ]);
   const earlier = shared.get(key);
   if (earlier) return earlier;
