@@ -193,7 +193,8 @@ export class Connectivity extends EventEmitter<ConnectivityEvents> {
    */
   private candidatesChanged(): void {
     // What peers can use: mappings that vary by destination (they do after every relay reconnect
-    // behind an endpoint-dependent NAT) are no change worth a trial, which holds relayed packets.
+    // behind an endpoint-dependent NAT) are no change worth a trial, whose opening takes our
+    // traffic off the relay for a moment.
     const usable = this.candidates();
     const varying = perDestinationAddresses(usable);
     const candidates = usable.filter((e) => !varying.has(addressOf(e))).join(' ');

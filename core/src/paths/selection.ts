@@ -308,8 +308,8 @@ export class PathManager {
       st.mode === 'relay' ||
       (st.mode === 'trying' && st.trialPhase !== 'answered' && st.trialEndpoint !== merged[0]);
     if (!retry) return false;
-    // At most one called trial per trial window: each holds back the peer's relayed packets, so a
-    // peer calling again and again (flapping, or hostile) must not keep its relayed traffic dark.
+    // At most one called trial per trial window: each sends our traffic to the candidate while it
+    // opens, so a peer calling again and again (flapping, or hostile) must not keep it off the relay.
     if (now - st.lastCalledTrialAt < this.timing.trialMs) return false;
     st.lastCalledTrialAt = now;
     st.trialIndex = -1;
