@@ -20,8 +20,9 @@ import {
 //               and the MTU Weft chose; and, as a diagnostic, at Weft's MTU on hosts with a stateful
 //               firewall (one `ct state established,related accept` rule, as ufw or firewalld have)
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
-//               policy and with a 1,000-rule policy; and, as a diagnostic, with the nodes' nftables
-//               tables deleted (what the filter, connection tracking included, costs)
+//               policy and with a 1,000-rule policy; and, as diagnostics, allow-all without the DNS
+//               redirect's nat chain, and with the nodes' nftables tables deleted (what the filter,
+//               connection tracking included, costs)
 // The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
 // interleaved to spread the machine's noise over every row, and every other round runs the rows in
 // reverse order, so no row always runs first or right after another; each row prints its mean and the
@@ -43,6 +44,12 @@ function intArg(name: string, fallback: number, max: number): number {
 const SECONDS = intArg('--seconds', 5, 60);
 const ROUNDS = intArg('--rounds', 3, 10);
 const RULES = 1000;
+/**
+ * Seconds at the start of each iperf3 run that are sent but not counted (`-O`), for every row alike:
+ * TCP's slow start, and the tunnel settling after a policy change (the engines and helpers apply it
+ * just before a Weft row).
+ */
+const OMIT_S = 2;
 const IPERF_PORT = 5201;
 const PLAIN_PORT = 51990;
 
@@ -225,28 +232,30 @@ async function main(): Promise<void> {
       console.log(`  ${name.padEnd(24)} ${r.mbps.toFixed(0).padStart(6)} Mbit/s`);
     };
     const wgVersion = (await run(['wireguard-go', '--version'])).stdout.trim().split('\n')[0];
-    console.log(`== iperf3 TCP, ${SECONDS} s each, ${ROUNDS} rounds interleaved; ${wgVersion}`);
+    console.log(
+      `== iperf3 TCP, ${SECONDS} s each after ${OMIT_S} s not counted, ${ROUNDS} rounds interleaved; ${wgVersion}`,
+    );
     console.log(`Weft chose MTU ${weftMtu} on ${a.iface}: ${mtuReason}`);
     const filterLines = { all: 0, many: 0 };
-    // Which policy the nodes enforce, and whether the diagnostic row took their tables away: a
-    // table comes back only when the policy changes, so the same policy is set again by way of the
+    // Which policy the nodes enforce, and whether a diagnostic row altered their tables: a table is
+    // rendered again only when the policy changes, so the same policy is set again by way of the
     // other one.
     let policy: 'all' | 'many' | null = null;
-    let tablesGone = false;
+    let tablesAltered = false;
     const usePolicy = async (want: 'all' | 'many') => {
-      if (tablesGone && policy === want)
+      if (tablesAltered && policy === want)
         await setPolicy(control as ControlServer, dir, [a, b], want !== 'many');
-      if (tablesGone || policy !== want)
+      if (tablesAltered || policy !== want)
         await setPolicy(control as ControlServer, dir, [a, b], want === 'many');
       policy = want;
-      tablesGone = false;
+      tablesAltered = false;
       filterLines[want] = await tableLines(b);
     };
     // A Weft row compares with plain at Weft's MTU only if the MTU stayed what it chose.
     const mtus = () => Promise.all([a, b].map(async (n) => (await n.status()).mtu?.mtu));
     const weftIperf = async () => {
       const before = await mtus();
-      const r = await iperf(wa, wb, bIp, SECONDS, IPERF_PORT);
+      const r = await iperf(wa, wb, bIp, SECONDS, IPERF_PORT, OMIT_S);
       const after = await mtus();
       if ([...before, ...after].some((m) => m !== weftMtu))
         console.log(`  (Weft's MTU moved during the row below: before ${before}, after ${after})`);
@@ -257,7 +266,7 @@ async function main(): Promise<void> {
       name: `plain wireguard-go ${mtu}`,
       take: async () => {
         await setMtu([pa, pb], plain.ifaces, mtu);
-        return iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT);
+        return iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT, OMIT_S);
       },
     }));
     const allowAll: Row = {
@@ -270,13 +279,30 @@ async function main(): Promise<void> {
     // Diagnostic: the same tunnel with both nodes' nftables tables taken away (connection tracking
     // goes with them): what the filter costs. It follows the allow-all row, so the helpers have long
     // finished applying that policy (one still applying would put its table back during the run).
+    // Diagnostic: allow-all without the DNS redirect's chain (a `nat` chain hooks every packet of the
+    // host into NAT): what that chain costs. Like the next row it follows the allow-all row.
+    const noDnsNat: Row = {
+      name: 'weft, no DNS nat chain',
+      take: async () => {
+        await usePolicy('all');
+        const chain = (n: WeftNode, verb: string) => ['nft', verb, 'chain', 'inet', `weft-${n.iface}`, 'dns'];
+        for (const n of [a, b]) await n.host.must(chain(n, 'delete'));
+        tablesAltered = true;
+        const r = await weftIperf();
+        for (const n of [a, b])
+          if ((await n.host.exec(chain(n, 'list'))).code === 0)
+            console.log(`  (${n.iface}'s helper put the DNS chain back during the row below)`);
+        return r;
+      },
+    };
     const noTable: Row = {
       name: 'weft, no nft table',
       take: async () => {
-        await usePolicy('all');
+        // After the rows above the policy is allow-all; the tables may lack their DNS chain.
+        if (policy !== 'all') await usePolicy('all');
         for (let attempt = 1; ; attempt++) {
           for (const n of [a, b]) await n.host.exec(['nft', 'delete', 'table', 'inet', `weft-${n.iface}`]);
-          tablesGone = true;
+          tablesAltered = true;
           const r = await weftIperf();
           const back = await Promise.all(
             [a, b].map(
@@ -307,17 +333,17 @@ async function main(): Promise<void> {
         await setMtu([pa, pb], plain.ifaces, weftMtu);
         for (const h of [pa, pb]) await h.must(['nft', '-f', '-'], { input: HOST_FIREWALL });
         try {
-          return await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT);
+          return await iperf(pa, pb, '198.19.50.2', SECONDS, IPERF_PORT, OMIT_S);
         } finally {
           for (const h of [pa, pb]) await h.must(['nft', 'delete', 'table', 'inet', 'bench-hostfw']);
         }
       },
     };
     const groups: Row[][] = [
-      [{ name: 'bare veth', take: () => iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT) }],
+      [{ name: 'bare veth', take: () => iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT, OMIT_S) }],
       ...plainRows.map((r) => [r]),
       [plainFirewalled],
-      [allowAll, noTable],
+      [allowAll, noDnsNat, noTable],
       [manyRules],
     ];
     for (let round = 1; round <= ROUNDS; round++) {
@@ -338,7 +364,13 @@ async function main(): Promise<void> {
     if (same === undefined) {
       console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
     } else {
-      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table', PLAIN_FW]) {
+      for (const name of [
+        'weft allow-all',
+        `weft ${RULES} rules`,
+        'weft, no DNS nat chain',
+        'weft, no nft table',
+        PLAIN_FW,
+      ]) {
         const w = rows[name] as { runs: number[] };
         // Per round too: the rows of one round ran back to back, under about the same load.
         const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');

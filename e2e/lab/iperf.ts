@@ -10,13 +10,17 @@ export interface IperfResult {
   cmd: string;
 }
 
-/** A fresh one-shot server in `server`'s namespace, a client in `client`'s to `target`, `seconds` long. */
+/**
+ * A fresh one-shot server in `server`'s namespace, a client in `client`'s to `target`, `seconds` long
+ * after `omitS` seconds that are sent but not counted (TCP's start, a path still settling).
+ */
 export async function iperf(
   client: Host,
   server: Host,
   target: string,
   seconds: number,
   port = 5201,
+  omitS = 0,
 ): Promise<IperfResult> {
   const srv = server.spawn(['iperf3', '-s', '-1', '-p', String(port)]);
   await sleep(500);
@@ -28,13 +32,14 @@ export async function iperf(
     String(port),
     '-t',
     String(seconds),
+    ...(omitS > 0 ? ['-O', String(omitS)] : []),
     '--connect-timeout',
     '3000',
     '-J',
   ];
   try {
-    const r = await client.exec(['timeout', String(seconds + 15), ...argv], {
-      timeoutMs: (seconds + 20) * 1000,
+    const r = await client.exec(['timeout', String(seconds + omitS + 15), ...argv], {
+      timeoutMs: (seconds + omitS + 20) * 1000,
     });
     const j = JSON.parse(r.stdout || '{}') as {
       end?: { sum_received?: { bits_per_second?: number } };
