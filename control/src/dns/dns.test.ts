@@ -106,8 +106,13 @@ describe('DNS settings', () => {
     await t.cli('dns', 'set', '--nameservers', '198.51.100.53', '--split-dns', 'corp.example=198.51.100.54');
     const map = await client.map({});
     await map.until('b', (m) => m.peerNamed('b') !== undefined);
-    const first = map.messages[0] as Record<string, unknown>;
-    expect(first.DNSConfig).toEqual({
+    // The CLI's commit reaches the server through its change feed (a poll), which may come after
+    // the first map: wait for the settings, then check the DNSConfig that carried them.
+    const lastDns = () =>
+      (map.messages.findLast((m) => 'DNSConfig' in (m as object)) as Record<string, unknown> | undefined)
+        ?.DNSConfig;
+    await map.until('the new resolvers', () => JSON.stringify(lastDns() ?? null).includes('198.51.100.53'));
+    expect(lastDns()).toEqual({
       Resolvers: [{ Addr: '198.51.100.53' }],
       Routes: { 'corp.example': [{ Addr: '198.51.100.54' }] },
       Domains: ['weft.internal'],
