@@ -143,12 +143,10 @@ describe.skipIf(skip !== null)('two control replicas on one PostgreSQL', () => {
   it('replica 1 killed: a reconnects through the balancer to replica 2 and the pings go on', async () => {
     await replica1.stop('SIGKILL');
     // WireGuard runs on the last map: the tunnel does not notice control's crash.
-    // ping exits 0 only if all 5 replies came back within its 5 s deadline.
+    // ping exits 0 only if all 5 replies came back: none lost, with room for a loaded machine.
     const during = await nodes.a.host.exec(
-      ['ping', '-n', '-q', '-c', '5', '-i', '0.2', '-W', '1', '-w', '5', bIp],
-      {
-        timeoutMs: 10_000,
-      },
+      ['ping', '-n', '-q', '-c', '5', '-i', '0.2', '-W', '5', '-w', '20', bIp],
+      { timeoutMs: 30_000 },
     );
     expect(during.code).toBe(0);
     await waitFor(
