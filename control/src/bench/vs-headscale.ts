@@ -282,7 +282,10 @@ class Load {
     const all = acted !== 'timeout' && (await until(() => fan.done, EVENT_TIMEOUT_MS));
     this.current = null;
     const s = fan.times().sort((a, b) => a - b);
-    console.log(`  ${what.padEnd(16)} reached ${s.length}/${fan.expectedCount}`);
+    const ended = this.nodes.filter((x) => x?.reader?.ended).length;
+    console.log(
+      `  ${what.padEnd(16)} reached ${s.length}/${fan.expectedCount}${acted === 'timeout' ? `; its action did not finish within ${CLI_TIMEOUT_MS / 1000} s` : ''}; ${ended} map streams ended by the server`,
+    );
     col.set(`${what} p50 (ms)`, all ? pct(s, 50) : 'timeout');
     col.set(`${what} p99 (ms)`, all ? pct(s, 99) : 'timeout');
     col.set(`${what} max (ms)`, all ? (s.at(-1) as number) : 'timeout');
