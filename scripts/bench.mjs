@@ -47,6 +47,11 @@ const BENCHMARKS = {
     about:
       'N real nodes (registration + signed streams) vs weft-control: connect, RSS, join/endpoint/delete/policy fan-out p50/p99/max, restart [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]',
   },
+  'control-vs-headscale': {
+    file: 'control/dist/bench/vs-headscale.js',
+    about:
+      'the same Tailscale-protocol load (N nodes) vs weft-control and headscale v0.27.1: register, connect, join/endpoint/delete fan-out p50/p99/max, RSS, headscale/weft per row [--nodes N]',
+  },
   dns: {
     file: 'core/dist/bench/dns.js',
     about:

@@ -1,6 +1,5 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { setPolicyText } from '../cli/policy.js';
 import { isPostgresUrl } from '../db/location.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
+import { BIN, pct, pool, type Replica, rssMiB, sleep, sourceOf, startReplica, waitFor } from './load-kit.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
 // N real nodes against real `weft-control serve` processes: each registers over HTTP with a
@@ -31,12 +31,8 @@ import { Store } from '../db/store.js';
 // Registrations come from many loopback source addresses (127.1.x.y), as a tailnet's machines
 // come from many addresses, so the per-address registration limit applies as it would.
 
-const ROOT = join(import.meta.dirname, '../../..');
-const BIN = join(ROOT, 'control/dist/cli/main.js');
 const EVENT_TIMEOUT_MS = 120_000;
 const BACK_TIMEOUT_MS = 300_000;
-/** Registrations per source address: under the default limit (120 a minute per address). */
-const PER_ADDRESS = 100;
 
 type Mode = 'allow-all' | 'per-person';
 
@@ -104,43 +100,6 @@ function affected(p: Plan, mode: Mode, o: number, self: number): number[] {
   return out;
 }
 
-// ---------- control processes
-
-interface Replica {
-  child: ChildProcess;
-  url: string;
-}
-
-async function startReplica(db: string): Promise<Replica> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--listen', '127.0.0.1:0', '--db', db], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let logs = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      logs += d;
-      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
-      if (m) {
-        logs = '';
-        child.stderr?.off('data', onData);
-        // Keep draining its log; kept in a file when WEFT_BENCH_LOG_DIR names a folder.
-        const dir = process.env.WEFT_BENCH_LOG_DIR;
-        if (dir) child.stderr?.pipe(createWriteStream(join(dir, `control-${child.pid}.log`)));
-        else child.stderr?.resume();
-        resolve(m[1] as string);
-      }
-    };
-    child.stderr?.on('data', onData);
-    child.once('exit', () => reject(new Error(`serve exited: ${logs}`)));
-  });
-  return { child, url };
-}
-
-function rssMiB(pid: number | undefined): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-}
-
 // ---------- the load: nodes
 
 interface Node {
@@ -157,9 +116,6 @@ interface Node {
   fullAt: number;
   generation: number;
 }
-
-const sourceOf = (i: number) =>
-  `127.1.${Math.floor(i / PER_ADDRESS / 250)}.${(Math.floor(i / PER_ADDRESS) % 250) + 1}`;
 
 function post(url: string, path: string, body: string, headers: Record<string, string>, source: string) {
   return new Promise<{ status: number; text: string }>((resolve, reject) => {
@@ -215,16 +171,6 @@ async function register(node: Node, url: string, controlKey: string, authKey: st
   const reply = JSON.parse(res.text) as { node: { id: string; name: string } };
   node.id = reply.node.id;
   node.name = reply.node.name;
-}
-
-/** Runs `fn` over `items` with at most `width` at once. */
-async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(width, items.length) }, async () => {
-      while (next < items.length) await fn(items[next++] as T);
-    }),
-  );
 }
 
 interface Event {
@@ -310,21 +256,6 @@ class Load {
   allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
     return waitFor(() => which.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
   }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(test: () => boolean, timeoutMs: number): Promise<number> {
-  const start = performance.now();
-  while (!test()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs} ms`);
-    await sleep(20);
-  }
-  return performance.now() - start;
-}
-
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
 
 function report(what: string, times: number[], expected: number): void {

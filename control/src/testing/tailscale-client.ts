@@ -176,9 +176,11 @@ export async function connectTs2021(args: {
   machinePrivate: Uint8Array;
   controlPublic: Uint8Array;
   version?: number;
+  /** Source address (a load test spreads its machines over many loopback addresses). */
+  localAddress?: string;
 }): Promise<Ts2021Connection> {
   const init = initiate(args.machinePrivate, args.controlPublic, args.version ?? 1);
-  const socket = net.connect(args.port, args.host);
+  const socket = net.connect({ port: args.port, host: args.host, localAddress: args.localAddress });
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
   socket.write(
     `POST /ts2021 HTTP/1.1\r\nHost: ${args.host}\r\nUpgrade: tailscale-control-protocol\r\n` +
@@ -246,6 +248,8 @@ export class MapReader {
   keepAlives = 0;
   status = 0;
   ended = false;
+  /** Called after each chunk's messages are applied (a load test notes when a change arrived). */
+  onChange: (() => void) | null = null;
   private waiters: (() => void)[] = [];
   constructor(
     readonly stream: http2.ClientHttp2Stream,
@@ -262,6 +266,7 @@ export class MapReader {
         this.buffer = this.buffer.subarray(4 + n);
         this.apply(JSON.parse(body.toString()) as Json);
       }
+      this.onChange?.();
       this.wake();
     });
     stream.on('close', () => {
@@ -331,6 +336,8 @@ export class TsTestClient {
   constructor(
     private readonly url: string,
     readonly version = 130,
+    /** Source address of its control connection; the system's choice when not given. */
+    readonly localAddress?: string,
   ) {}
 
   get nodeKey(): string {
@@ -353,7 +360,9 @@ export class TsTestClient {
       port: Number(u.port),
       machinePrivate: this.machine,
       controlPublic: new Uint8Array(Buffer.from(keys.publicKey.slice(5), 'hex')),
-      version: 1,
+      // As tailscaled: its capability version is the Noise protocol version (headscale refuses 1).
+      version: this.version,
+      localAddress: this.localAddress,
     });
     return this.conn;
   }

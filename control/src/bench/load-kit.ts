@@ -1,0 +1,82 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+// What the control benchmarks share: a real `weft-control serve` process, its RSS, a bounded
+// concurrency pool, bounded waits and percentiles.
+
+const ROOT = join(import.meta.dirname, '../../..');
+export const BIN = join(ROOT, 'control/dist/cli/main.js');
+
+export interface Replica {
+  child: ChildProcess;
+  url: string;
+}
+
+/** Starts `weft-control serve` on `db` and resolves with its URL once it listens. */
+export async function startReplica(db: string, listen = '127.0.0.1:0'): Promise<Replica> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--listen', listen, '--db', db], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let logs = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      logs += d;
+      const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
+      if (m) {
+        logs = '';
+        child.stderr?.off('data', onData);
+        // Keep draining its log; kept in a file when WEFT_BENCH_LOG_DIR names a folder.
+        const dir = process.env.WEFT_BENCH_LOG_DIR;
+        if (dir) child.stderr?.pipe(createWriteStream(join(dir, `control-${child.pid}.log`)));
+        else child.stderr?.resume();
+        resolve(m[1] as string);
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', () => reject(new Error(`serve exited: ${logs}`)));
+  });
+  return { child, url };
+}
+
+export function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Runs `fn` over `items` with at most `width` at once. */
+export async function pool<T>(
+  items: readonly T[],
+  width: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++] as T);
+    }),
+  );
+}
+
+/** Registrations per source address: under control's default limit (120 a minute per address). */
+const PER_ADDRESS = 100;
+
+/** Load node i's loopback source address (127.1.x.y): a tailnet's machines come from many. */
+export const sourceOf = (i: number) =>
+  `127.1.${Math.floor(i / PER_ADDRESS / 250)}.${(Math.floor(i / PER_ADDRESS) % 250) + 1}`;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `test` until it holds; throws after `timeoutMs`. Resolves with the time it took. */
+export async function waitFor(test: () => boolean, timeoutMs: number): Promise<number> {
+  const start = performance.now();
+  while (!test()) {
+    if (performance.now() - start > timeoutMs) throw new Error(`not within ${timeoutMs} ms`);
+    await sleep(20);
+  }
+  return performance.now() - start;
+}
+
+export function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
