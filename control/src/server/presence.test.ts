@@ -102,4 +102,31 @@ describe('presence of a replica', () => {
       );
     },
   );
+
+  it('keeps no row for a stream that ended while the reaped rows were written again', async () => {
+    const store = await storeWithNode();
+    const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
+    let held = ['n1'];
+    const presence = new Presence(
+      store,
+      sync,
+      () => held,
+      async (_job, fn) => {
+        await fn();
+        return true;
+      },
+      silent,
+      { heartbeatMs: 60_000, deadAfterMs: 10_000 },
+    );
+    // n1's stream ends (its row deleted) while the first beat is writing the missing rows.
+    const claim = store.claimStreams.bind(store);
+    vi.spyOn(store, 'claimStreams').mockImplementationOnce(async (ids, replica, at) => {
+      held = [];
+      await presence.disconnected('n1');
+      return claim(ids, replica, at);
+    });
+    await presence.start();
+    onCleanup(() => presence.close());
+    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+  });
 });
