@@ -444,6 +444,18 @@ export class Store {
     });
   }
 
+  /** Drops `replica`'s rows of the streams `nodeIds` (rows another replica took over stay). */
+  async releaseStreams(nodeIds: readonly string[], replica: string): Promise<void> {
+    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
+      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+      await this.db
+        .deleteFrom('node_streams')
+        .where('replica', '=', replica)
+        .where('node_id', 'in', chunk)
+        .execute();
+    }
+  }
+
   /** How many streams the database says `replica` holds. */
   async streamCount(replica: string): Promise<number> {
     const row = await this.db

@@ -1,6 +1,7 @@
+import { type AddressInfo, createServer } from 'node:net';
 import { REGISTER_PATH } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, startTestControl, TestMachine } from '../testing/harness.js';
+import { cleanupAll, freePort, onCleanup, startTestControl, TestMachine } from '../testing/harness.js';
 
 afterEach(cleanupAll);
 
@@ -57,5 +58,22 @@ describe('control metrics', () => {
     expect(t.control.metricsUrl).toBeNull();
     const res = await fetch(`${t.control.url}/metrics`);
     expect(res.status).toBe(404);
+  });
+
+  it('on a taken address stop the start with the public port closed', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => taken.close(resolve)));
+    const metricsPort = (taken.address() as AddressInfo).port;
+    const publicPort = await freePort();
+    await expect(
+      startTestControl({
+        config: {
+          listen: { host: '127.0.0.1', port: publicPort },
+          metricsListen: { host: '127.0.0.1', port: metricsPort },
+        },
+      }),
+    ).rejects.toThrow(/^cannot start control: .*EADDRINUSE/);
+    await expect(fetch(`http://127.0.0.1:${publicPort}/healthz`)).rejects.toThrow();
   });
 });

@@ -10,7 +10,9 @@ import type { NetmapHub } from './hub.js';
 // its watchers rather than a reload of every node (O(N) each, which made 10,000 registrations
 // quadratic). What cannot be narrowed to nodes (another process's or replica's commit, a reaped
 // replica, a key deadline) calls refresh(), which reloads the node list. Both go through one queue:
-// a reload read before a node's commit must not be applied after that node's own read.
+// a reload read before a node's commit must not be applied after that node's own read. A partial
+// read that fails falls back to a reload: the change feed skips this process's own commits, so
+// nothing else would bring the committed change to the hub.
 //
 // Time changes the picture too: a node key expires with no write at all. After every load a timer
 // is set for the next deadline, so an expired node leaves its peers' maps at its deadline rather
@@ -57,10 +59,15 @@ export class NetmapSync {
   refreshNodes(ids: Iterable<string>): Promise<void> {
     if (this.batch === null) {
       const batch = { ids: new Set<string>(), askedAt: performance.now(), done: Promise.resolve() };
-      batch.done = this.queue.run(() => {
-        this.batch = null;
-        return this.loadNodes([...batch.ids], batch.askedAt);
-      });
+      batch.done = this.queue
+        .run(() => {
+          this.batch = null;
+          return this.loadNodes([...batch.ids], batch.askedAt);
+        })
+        .catch((err) => {
+          this.log.warn(`reading ${batch.ids.size} changed node(s) failed, reloading all: ${errorText(err)}`);
+          return this.refresh();
+        });
       this.batch = batch;
     }
     for (const id of ids) this.batch.ids.add(id);

@@ -27,7 +27,8 @@ export interface ServerLimits {
   streamFloodWindowMs: number;
   /**
    * A stream holding more unsent bytes than this gets no deltas (they are coalesced into one whole
-   * map once it drains): what a slow node costs control is bounded by this and one map.
+   * map once it drains): what a slow node costs control is bounded by this and one map. A whole
+   * map still being written is not counted, so maps larger than this still get deltas after them.
    */
   streamBufferBytes: number;
   /** A stream that stays over `streamBufferBytes` this long is disconnected (the node reconnects). */

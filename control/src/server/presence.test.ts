@@ -1,10 +1,10 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { openDatabase } from '../db/open.js';
-import { Store } from '../db/store.js';
+import type { Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
+import { storeWithNode } from '../testing/store.js';
 import { Presence } from './presence.js';
 
 // The only server on a SQLite database keeps no heartbeat (each write would wake its own change
@@ -16,30 +16,8 @@ afterEach(cleanupAll);
 
 const silent = { info() {}, warn() {}, error() {} };
 
-async function storeWithStream(db = join(tempDir(), 'control.db')): Promise<Store> {
-  const database = await openDatabase(db);
-  onCleanup(() => database.db.destroy());
-  const store = new Store(database.db);
-  await store.insertNode({
-    id: 'n1',
-    name: 'a',
-    hostname: 'a',
-    userId: null,
-    preauthKeyId: null,
-    tags: ['tag:server'],
-    machineKey: 'mkey:n1',
-    nodeKey: 'nodekey:n1',
-    ipv4: '100.64.0.1',
-    ipv6: 'fd00:1:2::1',
-    endpoints: [],
-    os: 'linux',
-    ephemeral: false,
-    createdAt: new Date().toISOString(),
-    lastSeen: null,
-    keyExpiry: null,
-    advertisedRoutes: [],
-    approvedRoutes: [],
-  });
+async function storeWithStream(db?: string): Promise<Store> {
+  const store = await storeWithNode(db);
   // A previous run of the server (another replica id) held the node's stream when it died.
   await store.replicaHeartbeat('previous-run', new Date());
   await store.nodeConnected('n1', 'previous-run', new Date());
@@ -124,4 +102,31 @@ describe('presence of a replica', () => {
       );
     },
   );
+
+  it('keeps no row for a stream that ended while the reaped rows were written again', async () => {
+    const store = await storeWithNode();
+    const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
+    let held = ['n1'];
+    const presence = new Presence(
+      store,
+      sync,
+      () => held,
+      async (_job, fn) => {
+        await fn();
+        return true;
+      },
+      silent,
+      { heartbeatMs: 60_000, deadAfterMs: 10_000 },
+    );
+    // n1's stream ends (its row deleted) while the first beat is writing the missing rows.
+    const claim = store.claimStreams.bind(store);
+    vi.spyOn(store, 'claimStreams').mockImplementationOnce(async (ids, replica, at) => {
+      held = [];
+      await presence.disconnected('n1');
+      return claim(ids, replica, at);
+    });
+    await presence.start();
+    onCleanup(() => presence.close());
+    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+  });
 });

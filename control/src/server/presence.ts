@@ -70,6 +70,13 @@ export class Presence {
     const held = this.held();
     if (held.length === 0 || (await this.store.streamCount(this.replica)) >= held.length) return;
     const written = await this.store.claimStreams(held, this.replica, now);
+    // A stream that ended while its row was written again may have had its row deleted first: its
+    // end already left the hub, so its id is missing now, and the row goes (else other replicas
+    // would see that node online for as long as this replica runs). One that reconnects here in
+    // between may lose its row too; the next beat writes it again.
+    const stillHeld = new Set(this.held());
+    const ended = held.filter((id) => !stillHeld.has(id));
+    if (ended.length > 0) await this.store.releaseStreams(ended, this.replica);
     if (written > 0) this.log.warn(`${written} streams of this replica had been reaped: written again`);
   }
 

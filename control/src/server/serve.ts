@@ -88,6 +88,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   let logins: LoginService | null = null;
   const background = new Background(log);
   let presence: Presence | null = null;
+  let app: Awaited<ReturnType<typeof buildApp>> | null = null;
   try {
     // Generated on first start and kept: nodes pin control's key, and addresses come from the ULA.
     const privateKey = await store.ensureSetting(SETTING_CONTROL_KEY, () => generateKeyPair().privateKey);
@@ -160,7 +161,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       limits,
       pingIntervalMs: options.pingIntervalMs ?? PING_INTERVAL_MS,
     };
-    const app = await buildApp(ctx);
+    const server = await buildApp(ctx);
+    app = server;
 
     const changes = database.changeFeed(log, options.pollIntervalMs);
     feed = changes;
@@ -175,16 +177,17 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     });
     stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
 
-    await app.listen({ host: config.listen.host, port: config.listen.port });
-    const address = app.server.address() as AddressInfo;
+    // Before the public port: a scrape address that is taken must stop the start with nothing served.
+    if (config.metricsListen !== null) {
+      scrapes = await listenForScrapes(metrics.registry, config.metricsListen);
+    }
+    await server.listen({ host: config.listen.host, port: config.listen.port });
+    const address = server.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
     publicUrl = config.publicUrl ?? url;
     log.info(`weft-control listening on ${url} (public URL ${publicUrl}, database ${database.shown})`);
-    if (config.metricsListen !== null) {
-      scrapes = await listenForScrapes(metrics.registry, config.metricsListen);
-      log.info(`metrics at ${scrapes.url}`);
-    }
+    if (scrapes !== null) log.info(`metrics at ${scrapes.url}`);
     if (providers.length > 0) {
       const callbacks = providers.map((p) => `${publicUrl}${p.callbackPath}`).join(', ');
       log.info(`sign-in with ${providers.map((p) => p.id).join(' and ')} (redirect URI ${callbacks})`);
@@ -201,9 +204,9 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       hub.closeAll('control is shutting down');
       // A node that does not answer the close handshake must not hold the shutdown up.
       const killer = setTimeout(() => {
-        for (const client of app.websocketServer.clients) client.terminate();
+        for (const client of server.websocketServer.clients) client.terminate();
       }, SHUTDOWN_GRACE_MS);
-      await app.close();
+      await server.close();
       await scrapes?.close();
       await background.drain();
       clearTimeout(killer);
@@ -221,11 +224,14 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       },
     };
   } catch (err) {
+    // Everything opened so far is closed, so a failed start leaves no port open and lets the process exit.
+    await app?.close();
     await scrapes?.close();
     stopSweeper();
     feed?.close();
     await policyFile?.close();
     stopSync();
+    logins?.close();
     await background.drain();
     await presence?.close().catch(() => {});
     await store.destroy();

@@ -5,6 +5,8 @@ import type { StreamServerMessage } from '@weft/protocol';
 // backlogged and stops building deltas for it; once what was queued has been written out, the hub
 // sends one whole map instead of every delta it skipped (NetmapHub.resync). A node that stays
 // backlogged for `streamStuckMs` is disconnected: it reconnects and starts from a whole map.
+// A whole map still being written is not counted against the bound: a node that sees thousands of
+// peers has a map larger than the bound, and counting it would answer every change with another map.
 
 /** What the sender needs of a `ws` WebSocket. */
 export interface SendingSocket {
@@ -34,6 +36,8 @@ function textOf(message: StreamServerMessage): string {
 
 export class StreamSender {
   private stuck: NodeJS.Timeout | null = null;
+  /** Bytes of whole maps queued and not yet written out. */
+  private fullMapBytes = 0;
 
   constructor(
     private readonly socket: SendingSocket,
@@ -46,12 +50,18 @@ export class StreamSender {
 
   send(message: StreamServerMessage): void {
     if (this.socket.readyState !== OPEN) return;
-    this.socket.send(textOf(message), () => this.written());
+    const text = textOf(message);
+    const fullBytes = message.type === 'full' ? Buffer.byteLength(text) : 0;
+    this.fullMapBytes += fullBytes;
+    this.socket.send(text, () => {
+      this.fullMapBytes -= fullBytes;
+      this.written();
+    });
   }
 
   /** Over the bound: the hub holds its deltas back (and the stuck clock runs). */
   backlogged(): boolean {
-    if (this.socket.bufferedAmount <= this.limits.streamBufferBytes) return false;
+    if (!this.overBound()) return false;
     this.stuck ??= setTimeout(() => {
       this.onStuck();
       this.socket.terminate();
@@ -65,8 +75,13 @@ export class StreamSender {
     this.stuck = null;
   }
 
+  /** Whether more than the bound is queued besides the whole maps in flight. */
+  private overBound(): boolean {
+    return this.socket.bufferedAmount - this.fullMapBytes > this.limits.streamBufferBytes;
+  }
+
   private written(): void {
-    if (this.stuck === null || this.socket.bufferedAmount > this.limits.streamBufferBytes) return;
+    if (this.stuck === null || this.overBound()) return;
     clearTimeout(this.stuck);
     this.stuck = null;
     this.drained();

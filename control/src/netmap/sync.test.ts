@@ -1,0 +1,31 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { cleanupAll, onCleanup } from '../testing/harness.js';
+import { TEST_RANGES } from '../testing/nodes.js';
+import { storeWithNode } from '../testing/store.js';
+import { NetmapHub } from './hub.js';
+import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
+import { NetmapSync } from './sync.js';
+
+// A writer commits and then asks for its nodes' rows; if that read fails (a PostgreSQL connection
+// reset), the committed change must still reach the hub: the change feed skips this process's own
+// commits, so nothing else would bring it.
+
+afterEach(cleanupAll);
+
+describe('NetmapSync', () => {
+  it('reloads every node when reading the changed ones fails', async () => {
+    const store = await storeWithNode();
+    const hub = new NetmapHub(new PolicyVisibility(wildcardSourcesOf(TEST_RANGES)), TEST_RANGES);
+    const warnings: string[] = [];
+    const log = { info() {}, warn: (line: string) => void warnings.push(line), error() {} };
+    const sync = new NetmapSync(store, hub, log);
+    onCleanup(() => sync.close());
+    await sync.refresh();
+
+    await store.updateNode('n1', { endpoints: ['203.0.113.7:41641'] });
+    vi.spyOn(store, 'nodesByIds').mockRejectedValueOnce(new Error('connection reset'));
+    await sync.refreshNodes(['n1']);
+    expect(hub.record('n1')?.endpoints).toEqual(['203.0.113.7:41641']);
+    expect(warnings).toEqual([expect.stringMatching(/reloading all: connection reset/)]);
+  });
+});
