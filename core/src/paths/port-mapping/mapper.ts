@@ -124,36 +124,42 @@ export class PortMapper {
     clearTimeout(this.timer);
     return this.queue.run(async () => {
       const mapping = this.current;
-      if (!mapping) return;
       this.set(null);
-      if (mapping.protocol === 'upnp') {
-        if (this.upnp) await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
-        this.upnp = null;
-        return;
-      }
-      await this.withGateway((gw) =>
-        mapping.protocol === 'pcp'
-          ? exchange(
-              gw.socket,
-              this.pcpRequest(gw, 0),
-              (m) => decodePcpMapAnswer(m, this.nonce),
-              this.retryMs,
-            )
-          : exchange(
-              gw.socket,
-              encodeNatPmpMapRequest(this.opts.listenPort, 0, 0),
-              decodeNatPmpMapAnswer,
-              this.retryMs,
-            ),
-      );
+      await this.release(mapping);
     });
+  }
+
+  /**
+   * Deletes `mapping` (PCP or NAT-PMP) and the UPnP mapping we hold, whichever is set: a UPnP
+   * mapping can exist with no current mapping (granted as a stop came), and after a 725 answer it
+   * would never expire on the router.
+   */
+  private async release(mapping: PortMapping | null): Promise<void> {
+    const upnp = this.upnp;
+    this.upnp = null;
+    if (upnp) await deleteUpnpMapping(upnp.service, upnp.externalPort, this.upnpOpts);
+    if (!mapping || mapping.protocol === 'upnp') return;
+    await this.withGateway((gw) =>
+      mapping.protocol === 'pcp'
+        ? exchange(gw.socket, this.pcpRequest(gw, 0), (m) => decodePcpMapAnswer(m, this.nonce), this.retryMs)
+        : exchange(
+            gw.socket,
+            encodeNatPmpMapRequest(this.opts.listenPort, 0, 0),
+            decodeNatPmpMapAnswer,
+            this.retryMs,
+          ),
+    );
   }
 
   private async refresh(): Promise<PortMapping | null> {
     const mapping =
       (await this.withGateway(async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)))) ??
-      (await this.mapUpnp());
-    if (this.stopped) return null;
+      (this.stopped ? null : await this.mapUpnp());
+    if (this.stopped) {
+      // Stopped while the gateway was mapping: `stop` saw no mapping to delete, so delete it here.
+      await this.release(mapping);
+      return null;
+    }
     if (this.upnp && mapping?.protocol !== 'upnp') {
       // Mapped another way now (or not at all): the UPnP mapping would hold the port until its lease ends.
       await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
