@@ -241,3 +241,23 @@ it('does not probe UPnP once stopped before the probe gets there', async () => {
   expect(gw.requests.filter((r) => r.protocol === 'upnp')).toEqual([]);
   expect(held(granted)).toEqual([]);
 });
+
+it('deletes a UPnP mapping it refuses for an unusable external address', async () => {
+  // Routers answer 0.0.0.0 while their WAN is down; AddPortMapping is granted all the same.
+  const { gw, granted, mapper } = await setup('upnp', undefined, undefined, { externalAddress: '0.0.0.0' });
+  expect(await mapper.start()).toBeNull();
+  expect(mapper.answered).toBe('none');
+  expect(gw.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(held(granted)).toEqual([]);
+});
+
+it('deletes the old UPnP port when a renewal gets a conflict and maps another', async () => {
+  const { granted, mapper } = await setup('upnp', undefined, 2, { conflictOnRenew: true });
+  expect((await mapper.start())?.endpoint).toBe('203.0.113.7:41641');
+  await waitUntil('a renewal on another port', () => {
+    const endpoint = mapper.mapping?.endpoint;
+    return endpoint !== undefined && !endpoint.endsWith(':41641');
+  });
+  const moved = Number(mapper.mapping?.endpoint.split(':')[1]);
+  expect(held(granted)).toEqual([moved]);
+});

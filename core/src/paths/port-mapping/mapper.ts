@@ -251,7 +251,13 @@ export class PortMapper {
     );
     if (!mapping) return null;
     const accepted = this.accept('upnp', mapping.externalAddress, mapping.externalPort, mapping.lifetime);
+    // The router holds what it granted until the lease ends (never, after a 725 answer): delete the
+    // old port when a 718 moved us to another, and the new one when its address is unusable.
+    const replaced = this.upnp;
     this.upnp = accepted ? mapping : null;
+    if (replaced && replaced.externalPort !== mapping.externalPort)
+      await deleteUpnpMapping(replaced.service, replaced.externalPort, this.upnpOpts);
+    if (!accepted) await deleteUpnpMapping(mapping.service, mapping.externalPort, this.upnpOpts);
     return accepted;
   }
 
