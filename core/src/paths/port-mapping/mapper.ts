@@ -16,8 +16,8 @@ import {
   parsePrefix,
   prefixContains,
   SerialQueue,
-  SSDP_PORT,
 } from '@weft/protocol';
+import { SSDP_PORT } from '@weft/protocol/upnp';
 import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
 import { defaultGateway } from './gateway.js';
 import {

@@ -12,7 +12,7 @@ import {
   UPNP_MAX_BYTES,
   WAN_CONNECTION_SERVICES,
   type WanConnectionService,
-} from '@weft/protocol';
+} from '@weft/protocol/upnp';
 import type { GrantedMapping } from './test-gateway.js';
 
 // The UPnP IGD half of the test gateway (test-gateway.ts): answers SSDP M-SEARCH with the
