@@ -7,6 +7,7 @@ const file = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 export default defineConfig({
   resolve: {
     alias: [
+      { find: /^@weft\/protocol\/upnp$/, replacement: file('./protocol/src/upnp.ts') },
       { find: /^@weft\/protocol$/, replacement: file('./protocol/src/index.ts') },
       // relay's tests (core's relay client), electron's (the bridge) and the renderer's (the web
       // shell's bridge over a stand-in engine) use core's sources

@@ -1,9 +1,9 @@
+import { formatAddr } from '@weft/protocol';
 import {
   encodeRootDescription,
   encodeSoapFault,
   encodeSoapResponse,
   encodeSsdpAnswer,
-  formatAddr,
   IGD_SEARCH_TARGET,
   parseRootDescription,
   parseSoapAnswer,
@@ -12,7 +12,7 @@ import {
   UPNP_MAX_BYTES,
   WAN_CONNECTION_SERVICES,
   type WanConnectionService,
-} from '@weft/protocol';
+} from '@weft/protocol/upnp';
 import fc from 'fast-check';
 import { XMLValidator } from 'fast-xml-parser';
 import { expect, it } from 'vitest';

@@ -8,6 +8,10 @@ export default defineConfig({
   resolve: {
     alias: [
       {
+        find: /^@weft\/protocol\/upnp$/,
+        replacement: fileURLToPath(new URL('../protocol/src/upnp.ts', import.meta.url)),
+      },
+      {
         find: /^@weft\/protocol$/,
         replacement: fileURLToPath(new URL('../protocol/src/index.ts', import.meta.url)),
       },

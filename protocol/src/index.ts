@@ -18,4 +18,5 @@ export * from './relay.js';
 export * from './relay-members.js';
 export * from './serial-queue.js';
 export * from './tailcfg.js';
-export * from './upnp.js';
+// UPnP's codecs are the subpath export @weft/protocol/upnp: their XML library stays out of
+// every other importer (the CLI, the Electron main process).

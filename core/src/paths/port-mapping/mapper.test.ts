@@ -1,7 +1,12 @@
 import { afterEach, expect, it } from 'vitest';
 import { waitUntil } from '../../testing/wait.js';
 import { PortMapper } from './mapper.js';
-import { type GatewayMode, type GrantedMapping, startPortMappingGateway } from './test-gateway.js';
+import {
+  type GatewayMode,
+  type GrantedMapping,
+  type PortMappingGatewayOptions,
+  startPortMappingGateway,
+} from './test-gateway.js';
 
 // The mapper against a port-mapping daemon on loopback (the gateway is 127.0.0.1). Short retry
 // steps keep the "no answer" cases quick; nothing asserts on time.
@@ -14,7 +19,12 @@ afterEach(async () => {
 const LISTEN_PORT = 41641;
 const RETRY = [50, 100];
 
-async function setup(mode: GatewayMode, lifetime?: number, requestedLifetime?: number) {
+async function setup(
+  mode: GatewayMode,
+  lifetime?: number,
+  requestedLifetime?: number,
+  gateway: Partial<PortMappingGatewayOptions> = {},
+) {
   const granted: GrantedMapping[] = [];
   const gw = await startPortMappingGateway({
     host: '127.0.0.1',
@@ -24,6 +34,7 @@ async function setup(mode: GatewayMode, lifetime?: number, requestedLifetime?: n
     lifetime,
     externalPortFor: () => 50000,
     onMapping: (m) => granted.push(m),
+    ...gateway,
   });
   cleanups.push(() => gw.close());
   const changes: Array<string | null> = [];
@@ -38,6 +49,12 @@ async function setup(mode: GatewayMode, lifetime?: number, requestedLifetime?: n
   });
   cleanups.push(() => mapper.stop());
   return { gw, granted, mapper, changes };
+}
+
+/** External ports the gateway still forwards after the grants and deletes it reported. */
+function held(granted: readonly GrantedMapping[]): number[] {
+  const last = new Map(granted.map((g) => [g.externalPort, g.lifetime]));
+  return [...last].filter(([, lifetime]) => lifetime > 0).map(([port]) => port);
 }
 
 it('maps with PCP first, then deletes the mapping on stop', async () => {
@@ -187,4 +204,60 @@ it('reports none when nothing answers on the gateway, or there is no gateway', a
   expect(await none.start()).toBeNull();
   expect(none.answered).toBe('none');
   await none.stop();
+});
+
+it('deletes a UPnP mapping the gateway grants while the mapper stops', async () => {
+  let stopping: Promise<void> | undefined;
+  const { gw, granted, mapper, changes } = await setup('upnp', undefined, undefined, {
+    onRequest: (req) => {
+      if (req.protocol === 'upnp' && req.op === 'AddPortMapping') stopping ??= mapper.stop();
+    },
+  });
+  expect(await mapper.start()).toBeNull();
+  await stopping;
+  expect(gw.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(granted.map((g) => g.lifetime)).toEqual([7200, 0]);
+  expect(held(granted)).toEqual([]);
+  expect(changes).toEqual([]);
+});
+
+it('deletes a PCP mapping the gateway grants while the mapper stops', async () => {
+  let stopping: Promise<void> | undefined;
+  const { granted, mapper } = await setup('pcp', undefined, undefined, {
+    onRequest: (req) => {
+      if (req.protocol === 'pcp') stopping ??= mapper.stop();
+    },
+  });
+  expect(await mapper.start()).toBeNull();
+  await stopping;
+  expect(granted.map((g) => g.lifetime)).toEqual([7200, 0]);
+});
+
+it('does not probe UPnP once stopped before the probe gets there', async () => {
+  const { gw, granted, mapper } = await setup('upnp');
+  const started = mapper.start();
+  await mapper.stop();
+  expect(await started).toBeNull();
+  expect(gw.requests.filter((r) => r.protocol === 'upnp')).toEqual([]);
+  expect(held(granted)).toEqual([]);
+});
+
+it('deletes a UPnP mapping it refuses for an unusable external address', async () => {
+  // Routers answer 0.0.0.0 while their WAN is down; AddPortMapping is granted all the same.
+  const { gw, granted, mapper } = await setup('upnp', undefined, undefined, { externalAddress: '0.0.0.0' });
+  expect(await mapper.start()).toBeNull();
+  expect(mapper.answered).toBe('none');
+  expect(gw.requests.at(-1)).toEqual({ protocol: 'upnp', op: 'DeletePortMapping' });
+  expect(held(granted)).toEqual([]);
+});
+
+it('deletes the old UPnP port when a renewal gets a conflict and maps another', async () => {
+  const { granted, mapper } = await setup('upnp', undefined, 2, { conflictOnRenew: true });
+  expect((await mapper.start())?.endpoint).toBe('203.0.113.7:41641');
+  await waitUntil('a renewal on another port', () => {
+    const endpoint = mapper.mapping?.endpoint;
+    return endpoint !== undefined && !endpoint.endsWith(':41641');
+  });
+  const moved = Number(mapper.mapping?.endpoint.split(':')[1]);
+  expect(held(granted)).toEqual([moved]);
 });

@@ -16,8 +16,8 @@ import {
   parsePrefix,
   prefixContains,
   SerialQueue,
-  SSDP_PORT,
 } from '@weft/protocol';
+import { SSDP_PORT } from '@weft/protocol/upnp';
 import { exchange, type GatewaySocket, openGatewaySocket, RETRY_MS } from './exchange.js';
 import { defaultGateway } from './gateway.js';
 import {
@@ -124,36 +124,42 @@ export class PortMapper {
     clearTimeout(this.timer);
     return this.queue.run(async () => {
       const mapping = this.current;
-      if (!mapping) return;
       this.set(null);
-      if (mapping.protocol === 'upnp') {
-        if (this.upnp) await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
-        this.upnp = null;
-        return;
-      }
-      await this.withGateway((gw) =>
-        mapping.protocol === 'pcp'
-          ? exchange(
-              gw.socket,
-              this.pcpRequest(gw, 0),
-              (m) => decodePcpMapAnswer(m, this.nonce),
-              this.retryMs,
-            )
-          : exchange(
-              gw.socket,
-              encodeNatPmpMapRequest(this.opts.listenPort, 0, 0),
-              decodeNatPmpMapAnswer,
-              this.retryMs,
-            ),
-      );
+      await this.release(mapping);
     });
+  }
+
+  /**
+   * Deletes `mapping` (PCP or NAT-PMP) and the UPnP mapping we hold, whichever is set: a UPnP
+   * mapping can exist with no current mapping (granted as a stop came), and after a 725 answer it
+   * would never expire on the router.
+   */
+  private async release(mapping: PortMapping | null): Promise<void> {
+    const upnp = this.upnp;
+    this.upnp = null;
+    if (upnp) await deleteUpnpMapping(upnp.service, upnp.externalPort, this.upnpOpts);
+    if (!mapping || mapping.protocol === 'upnp') return;
+    await this.withGateway((gw) =>
+      mapping.protocol === 'pcp'
+        ? exchange(gw.socket, this.pcpRequest(gw, 0), (m) => decodePcpMapAnswer(m, this.nonce), this.retryMs)
+        : exchange(
+            gw.socket,
+            encodeNatPmpMapRequest(this.opts.listenPort, 0, 0),
+            decodeNatPmpMapAnswer,
+            this.retryMs,
+          ),
+    );
   }
 
   private async refresh(): Promise<PortMapping | null> {
     const mapping =
       (await this.withGateway(async (gw) => (await this.mapPcp(gw)) ?? (await this.mapNatPmp(gw)))) ??
-      (await this.mapUpnp());
-    if (this.stopped) return null;
+      (this.stopped ? null : await this.mapUpnp());
+    if (this.stopped) {
+      // Stopped while the gateway was mapping: `stop` saw no mapping to delete, so delete it here.
+      await this.release(mapping);
+      return null;
+    }
     if (this.upnp && mapping?.protocol !== 'upnp') {
       // Mapped another way now (or not at all): the UPnP mapping would hold the port until its lease ends.
       await deleteUpnpMapping(this.upnp.service, this.upnp.externalPort, this.upnpOpts);
@@ -245,7 +251,13 @@ export class PortMapper {
     );
     if (!mapping) return null;
     const accepted = this.accept('upnp', mapping.externalAddress, mapping.externalPort, mapping.lifetime);
+    // The router holds what it granted until the lease ends (never, after a 725 answer): delete the
+    // old port when a 718 moved us to another, and the new one when its address is unusable.
+    const replaced = this.upnp;
     this.upnp = accepted ? mapping : null;
+    if (replaced && replaced.externalPort !== mapping.externalPort)
+      await deleteUpnpMapping(replaced.service, replaced.externalPort, this.upnpOpts);
+    if (!accepted) await deleteUpnpMapping(mapping.service, mapping.externalPort, this.upnpOpts);
     return accepted;
   }
 

@@ -38,6 +38,8 @@ export interface PortMappingGatewayOptions {
   /** The port granted for an internal port; by default the one the client suggested, or the same. */
   externalPortFor?: (internalPort: number, suggested: number) => number;
   lifetime?: number;
+  /** UPnP: answer 718 to a client re-adding a port it holds, as some IGDs do on renewal. */
+  conflictOnRenew?: boolean;
   onRequest?: (req: GatewayRequest) => void;
   onMapping?: (mapping: GrantedMapping) => void;
 }
@@ -96,6 +98,7 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
           ssdpPort: opts.ssdpPort ?? 0,
           externalAddress: opts.externalAddress,
           garbage: opts.mode === 'garbage',
+          conflictOnRenew: opts.conflictOnRenew ?? false,
           ...(opts.lifetime !== undefined ? { lifetime: opts.lifetime } : {}),
           onRequest: record,
           onMapping: (m) => opts.onMapping?.(m),

@@ -12,7 +12,7 @@ import {
   UPNP_MAX_BYTES,
   WAN_CONNECTION_SERVICES,
   type WanConnectionService,
-} from '@weft/protocol';
+} from '@weft/protocol/upnp';
 import type { GrantedMapping } from './test-gateway.js';
 
 // The UPnP IGD half of the test gateway (test-gateway.ts): answers SSDP M-SEARCH with the
@@ -33,6 +33,8 @@ export interface UpnpGatewayOptions {
   ssdpPort: number;
   externalAddress: string;
   garbage: boolean;
+  /** Answer 718 to a client re-adding a port it holds. */
+  conflictOnRenew: boolean;
   lifetime?: number;
   onRequest: (req: UpnpRequest) => void;
   onMapping: (grant: GrantedMapping) => void;
@@ -124,7 +126,7 @@ export async function startUpnpGateway(opts: UpnpGatewayOptions): Promise<UpnpGa
       return fault(606, 'Action not authorized');
     const port = externalPort; // AddPortMapping maps the port asked for, or fails
     const held = mappings.get(port);
-    if (held && (held.client !== client || held.internalPort !== internalPort))
+    if (held && (opts.conflictOnRenew || held.client !== client || held.internalPort !== internalPort))
       return fault(718, 'ConflictInMappingEntry');
     const grant = {
       internalPort,

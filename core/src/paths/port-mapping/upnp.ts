@@ -1,8 +1,8 @@
 import { createSocket } from 'node:dgram';
+import { parseAddr } from '@weft/protocol';
 import {
   encodeMSearch,
   encodeSoapRequest,
-  parseAddr,
   parseRootDescription,
   parseSoapAnswer,
   parseSsdpAnswer,
@@ -12,7 +12,7 @@ import {
   SSDP_PORT,
   UPNP_MAX_BYTES,
   type WanConnectionService,
-} from '@weft/protocol';
+} from '@weft/protocol/upnp';
 import { exchange } from './exchange.js';
 
 // UPnP IGD: finds the gateway's WAN connection service (SSDP M-SEARCH, then its root
