@@ -27,6 +27,8 @@ export type RelayHold = 'queue' | 'drop' | 'off';
 
 /** The most packets kept per held peer: a trial's opening lasts a few polls, not a bulk transfer. */
 export const MAX_QUEUED = 128;
+/** And the most bytes: a relay frame can be 64 KiB, so the count alone would allow 8 MiB per peer. */
+export const MAX_QUEUED_BYTES = 256 * 1024;
 
 interface PeerSocket {
   socket: Socket;
@@ -37,7 +39,7 @@ interface PeerSocket {
 export class RelayProxy extends EventEmitter<RelayProxyEvents> {
   private readonly sockets = new Map<string, PeerSocket>();
   /** Peers whose relayed packets are held back (a direct candidate of theirs is tried), and how. */
-  private readonly held = new Map<string, { how: 'queue' | 'drop'; queue: Uint8Array[] }>();
+  private readonly held = new Map<string, { how: 'queue' | 'drop'; queue: Uint8Array[]; bytes: number }>();
   private wgPort = 0;
   /** Packets dropped since start (relay down or congested), for status and tests. */
   dropped = 0;
@@ -89,15 +91,23 @@ export class RelayProxy extends EventEmitter<RelayProxyEvents> {
       return;
     }
     this.dropped += how === 'drop' ? (was?.queue.length ?? 0) : 0;
-    this.held.set(key, { how, queue: how === 'queue' ? (was?.queue ?? []) : [] });
+    this.held.set(
+      key,
+      how === 'queue' && was ? { how, queue: was.queue, bytes: was.bytes } : { how, queue: [], bytes: 0 },
+    );
   }
 
   /** A packet the relay delivered from node key `source`. */
   deliver(source: string, packet: Uint8Array): void {
     const ps = this.sockets.get(source);
     const held = this.held.get(source);
-    if (held?.how === 'queue' && held.queue.length < MAX_QUEUED) {
+    if (
+      held?.how === 'queue' &&
+      held.queue.length < MAX_QUEUED &&
+      held.bytes + packet.byteLength <= MAX_QUEUED_BYTES
+    ) {
       held.queue.push(packet);
+      held.bytes += packet.byteLength;
       this.queued++;
       return;
     }
