@@ -27,6 +27,11 @@ export const Identity = z.strictObject({
 });
 export type Identity = z.infer<typeof Identity>;
 
+/** Which kind of provider vouched for `identity`: a metric label from a fixed set (an issuer URL is not). */
+export function providerKind(identity: Identity): 'oidc' | 'github' {
+  return identity.provider === 'github' ? 'github' : 'oidc';
+}
+
 /** Why the allow rules refuse `identity`, or null when they let it in. Every configured rule must pass. */
 export function refusal(identity: Identity, allow: AllowRules): string | null {
   const email = identity.emailVerified ? identity.email?.toLowerCase() : undefined;

@@ -76,7 +76,7 @@ async function nodeNames(t: TestControl): Promise<string[]> {
 
 describe('interactive login with an OpenID Connect provider', () => {
   it('signs a person in, authorizes exactly the node that asked, and answers its waiting register', async () => {
-    const { t, idp } = await setUp();
+    const { t, idp } = await setUp({ metricsListen: { host: '127.0.0.1', port: 0 } });
     const { m, authUrl, expiresAt } = await ask(t);
     expect(authUrl).toMatch(new RegExp(`^${t.control.url}/login/[A-Za-z0-9_-]{32}$`));
     expect(Date.parse(expiresAt as string) - Date.now()).toBeGreaterThan(9 * 60_000);
@@ -118,6 +118,9 @@ describe('interactive login with an OpenID Connect provider', () => {
         policyGroups: ['group:eng', 'group:platform-oncall'],
       }),
     ]);
+    // The metric names the kind of provider, not the issuer URL (a bounded label set).
+    const metrics = await (await fetch(t.control.metricsUrl as string)).text();
+    expect(metrics).toContain('weft_control_sign_ins_total{provider="oidc"} 1');
     // The link was for one sign-in only.
     const again = await new Browser().request(authUrl);
     expect(again.status).toBe(409);

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
-import { Identity, refusal, signInUser } from '../auth/identity.js';
+import { Identity, providerKind, refusal, signInUser } from '../auth/identity.js';
 import type { LoginService } from '../auth/logins.js';
 import type { IdentityProvider } from '../auth/providers/provider.js';
 import { SignInError } from '../auth/sign-in-error.js';
@@ -270,7 +270,7 @@ async function confirm(
   const nodeName = await signIn.logins.complete(login.id, user);
   await ctx.sync.refresh();
   ctx.log.info(`sign-in: ${user.name} (${identity.provider}) confirmed ${nodeName} from ${req.ip}`);
-  ctx.metrics.signIns.inc({ provider: identity.provider });
+  ctx.metrics.signIns.inc({ provider: providerKind(identity) });
   return html(
     reply,
     200,

@@ -46,6 +46,19 @@ describe('server logs', () => {
     for (const secret of ['s3cret', 'p4ss', 'k3y']) expect(all).not.toContain(secret);
   });
 
+  it('hide nested secret fields and password parameters', () => {
+    const { log, lines } = capture('json');
+    log.info(
+      { relay: { token: 't0k' }, request: { body: { authKey: 'a1k', secret: 's2c' } } },
+      'cannot reach postgres://db.example.com/weft?user=weft&password=q9ss&sslmode=require',
+    );
+    log.warn('connecting with host=db.example.com password=d5n dbname=weft');
+    const all = lines.join('');
+    expect(all).toContain('?user=weft&password=***&sslmode=require');
+    expect(all).toContain('host=db.example.com password=*** dbname=weft');
+    for (const secret of ['t0k', 'a1k', 's2c', 'q9ss', 'd5n']) expect(all).not.toContain(secret);
+  });
+
   it('leave URLs without a password alone', () => {
     expect(withoutUrlPasswords('see https://control.example.com:8443/a and postgres://weft@h/db')).toBe(
       'see https://control.example.com:8443/a and postgres://weft@h/db',

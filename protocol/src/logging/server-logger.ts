@@ -23,14 +23,19 @@ export interface ServerLogOptions {
 }
 
 /** Object fields that may hold a secret, whatever event carries them. */
-const SECRET_PATHS = ['password', 'token', 'secret', 'privateKey', 'authKey', '*.password', '*.privateKey'];
+const SECRET_FIELDS = ['password', 'token', 'secret', 'privateKey', 'authKey'];
+/** Each secret field at the top of an event or up to two objects down (pino's paths do not recurse). */
+const SECRET_PATHS = SECRET_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]);
 
 /**
- * Hides the password of any URL (postgres://user:PASSWORD@host) in a message: the one secret a
- * message may quote by accident (a connection error naming its URL).
+ * Hides the password of any URL (postgres://user:PASSWORD@host), and any `password=` parameter (a
+ * URL's query or a key=value connection string), in a message: the one secret a message may quote
+ * by accident (a connection error naming its URL).
  */
 export function withoutUrlPasswords(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]+@/gi, '$1***@');
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/:@]*:)[^\s/@]+@/gi, '$1***@')
+    .replace(/(\bpassword=)[^\s&;]+/gi, '$1***');
 }
 
 /** `TIME LEVEL message` plus any other field as key=value: the text format of a JSON event. */
