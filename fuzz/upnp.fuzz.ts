@@ -5,6 +5,8 @@ import {
   encodeSoapResponse,
   encodeSsdpAnswer,
   IGD_SEARCH_TARGET,
+  type PortMappingEntry,
+  parsePortMappingEntry,
   parseRootDescription,
   parseSoapAnswer,
   parseSsdpAnswer,
@@ -24,7 +26,8 @@ import { accepted, crash, fuzzEntry, mutatedBytes, refused, type Verdict } from 
 // parser never throws; what it accepts is what the text says (one LOCATION, an http URL without
 // credentials, a search target for an IGD or WAN connection; a WAN connection service named in
 // a well-formed description without DOCTYPE, within 64 KiB; the answer to the action asked, or a
-// fault's code); genuine messages are read back as sent.
+// fault's code; a mapping entry's IPv4 internal client and port 1-65535); genuine messages are
+// read back as sent.
 
 const textOf = (b: Uint8Array) => new TextDecoder('latin1').decode(b);
 const utf8 = (s: string) => new TextEncoder().encode(s);
@@ -210,5 +213,70 @@ it('UPnP root descriptions: only a WAN connection service in well-formed XML is 
 
 it('UPnP SOAP answers: only the answer to the action asked, or a fault, is accepted, as sent', async () => {
   const stats = await fuzzEntry('upnp-soap', soap, async (c) => checkSoap(c));
+  expect(stats.acceptedInvalid + stats.crashes).toBe(0);
+});
+
+// GetSpecificPortMappingEntry answers: whom a mapping forwards to.
+const ENTRY = 'GetSpecificPortMappingEntry';
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const isIpv4 = (s: string) =>
+  IPV4.exec(s)
+    ?.slice(1)
+    .every((o) => Number(o) <= 255) ?? false;
+const isPort = (s: string) => /^\d{1,5}$/.test(s) && Number(s) >= 1 && Number(s) <= 65535;
+// Mostly genuine entries, so the edits start from answers the parser accepts.
+const entryClient = fc.oneof(
+  { arbitrary: addr.filter((a) => a.family === 4).map(formatAddr), weight: 4 },
+  host,
+  fc.string({ maxLength: 20 }),
+);
+const entryPort = fc.oneof(
+  { arbitrary: fc.integer({ min: 1, max: 65535 }).map(String), weight: 4 },
+  fc.integer({ min: 0, max: 70000 }).map(String),
+  fc.constantFrom('-1', '0x10', '4164 1', ''),
+  fc.string({ maxLength: 8 }),
+);
+const entry = withEdits(
+  fc
+    .tuple(entryClient, entryPort, fc.oneof({ arbitrary: fc.constant(true), weight: 4 }, fc.constant(false)))
+    .map(([client, port, withClient]) => {
+      const values: Record<string, string> = { NewInternalPort: port, NewEnabled: '1' };
+      if (withClient) values.NewInternalClient = client;
+      const valid = withClient && isIpv4(client) && isPort(port);
+      return {
+        input: utf8(encodeSoapResponse(WAN_CONNECTION_SERVICES[1], ENTRY, values)),
+        sent: valid ? ({ internalClient: client, internalPort: Number(port) } as PortMappingEntry) : null,
+      };
+    }),
+).map((c) => (c.sent === null ? { input: c.input } : c));
+
+function checkEntry(c: Case<PortMappingEntry | null>): Verdict {
+  const xml = new TextDecoder().decode(c.input);
+  return run(
+    () => {
+      const answer = parseSoapAnswer(xml, ENTRY);
+      return answer?.ok ? parsePortMappingEntry(answer.values) : null;
+    },
+    c.sent ?? undefined,
+    (e) => {
+      if (XMLValidator.validate(xml) !== true) return accepted('malformed XML accepted');
+      if (!xml.includes(`${ENTRY}Response`)) return accepted('another action’s answer accepted');
+      if (
+        !isIpv4(e.internalClient) ||
+        !new RegExp(`<NewInternalClient>\\s*${e.internalClient.replaceAll('.', '\\.')}\\s*<`).test(xml)
+      )
+        return accepted(`internal client ${e.internalClient}`);
+      if (
+        !isPort(String(e.internalPort)) ||
+        !new RegExp(`<NewInternalPort>\\s*0*${e.internalPort}\\s*<`).test(xml)
+      )
+        return accepted(`internal port ${e.internalPort}`);
+      return accepted();
+    },
+  );
+}
+
+it('UPnP mapping entries: only an IPv4 internal client and a port 1-65535 are accepted, as sent', async () => {
+  const stats = await fuzzEntry('upnp-entry', entry, async (c) => checkEntry(c));
   expect(stats.acceptedInvalid + stats.crashes).toBe(0);
 });

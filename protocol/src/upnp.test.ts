@@ -7,6 +7,7 @@ import {
   encodeSoapResponse,
   encodeSsdpAnswer,
   IGD_SEARCH_TARGET,
+  parsePortMappingEntry,
   parseRootDescription,
   parseSoapAnswer,
   parseSoapRequest,
@@ -144,5 +145,33 @@ describe('SOAP', () => {
       ),
     ).toBeNull();
     expect(parseSoapAnswer(encodeSoapFault(718, 'x').replace('718', 'seven'), 'AddPortMapping')).toBeNull();
+  });
+});
+
+describe('GetSpecificPortMappingEntry', () => {
+  const entry = {
+    NewInternalPort: '41641',
+    NewInternalClient: '198.51.100.20',
+    NewEnabled: '1',
+    NewPortMappingDescription: 'weft 41641',
+    NewLeaseDuration: '7200',
+  };
+
+  it('reads whom a mapping forwards to from the answer', () => {
+    const xml = encodeSoapResponse(WANIP1, 'GetSpecificPortMappingEntry', entry);
+    const answer = parseSoapAnswer(xml, 'GetSpecificPortMappingEntry');
+    expect(answer?.ok && parsePortMappingEntry(answer.values)).toEqual({
+      internalClient: '198.51.100.20',
+      internalPort: 41641,
+    });
+  });
+
+  it('refuses a missing value, a name for an address, a port out of range', () => {
+    const { NewInternalClient: _, ...noClient } = entry;
+    expect(parsePortMappingEntry(noClient)).toBeNull();
+    expect(parsePortMappingEntry({ ...entry, NewInternalClient: 'gateway.lan' })).toBeNull();
+    expect(parsePortMappingEntry({ ...entry, NewInternalClient: 'fd00::20' })).toBeNull();
+    for (const port of ['0', '65536', '-1', '4164 1', '', '0x10'])
+      expect(parsePortMappingEntry({ ...entry, NewInternalPort: port })).toBeNull();
   });
 });

@@ -1,5 +1,6 @@
 import { XMLBuilder, XMLParser } from 'fast-xml-parser';
 import { z } from 'zod';
+import { parseAddr } from './ip.js';
 
 // UPnP IGD port mapping wire formats: SSDP discovery (HTTP-over-UDP on port 1900), the gateway's
 // root description (XML over HTTP) and SOAP actions on its WANIPConnection/WANPPPConnection
@@ -212,6 +213,33 @@ export function parseSoapAnswer(xml: string, action: string): SoapAnswer | null 
   const content = body[keys[0]] === '' ? {} : body[keys[0]];
   const values = SoapValues.safeParse(content);
   return values.success ? { ok: true, values: values.data } : null;
+}
+
+/** Who a port mapping forwards to, as GetSpecificPortMappingEntry says. */
+export interface PortMappingEntry {
+  internalClient: string;
+  internalPort: number;
+}
+
+/** The two values that say whose a mapping is; other values (lease, description) are not read. */
+const PortMappingEntryValues = z.object({
+  NewInternalClient: z.string().refine((a) => parseAddr(a)?.family === 4, 'an IPv4 address'),
+  NewInternalPort: z
+    .string()
+    .regex(/^\d{1,5}$/)
+    .transform(Number)
+    .pipe(z.number().int().min(1).max(65535)),
+});
+
+/**
+ * The internal client and port of a GetSpecificPortMappingEntry answer's values (from
+ * parseSoapAnswer), or null when either is missing or not an IPv4 address and a port.
+ */
+export function parsePortMappingEntry(values: SoapArgs): PortMappingEntry | null {
+  const entry = PortMappingEntryValues.safeParse(values);
+  return entry.success
+    ? { internalClient: entry.data.NewInternalClient, internalPort: entry.data.NewInternalPort }
+    : null;
 }
 
 /** A SOAP request as the test gateway reads it: the action and its arguments. */

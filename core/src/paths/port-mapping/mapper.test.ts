@@ -251,13 +251,35 @@ it('deletes a UPnP mapping it refuses for an unusable external address', async (
   expect(held(granted)).toEqual([]);
 });
 
-it('deletes the old UPnP port when a renewal gets a conflict and maps another', async () => {
-  const { granted, mapper } = await setup('upnp', undefined, 2, { conflictOnRenew: true });
-  expect((await mapper.start())?.endpoint).toBe('203.0.113.7:41641');
+/** Waits until a renewal moved the mapping off the WireGuard port; returns the new port. */
+async function movedPort(mapper: PortMapper): Promise<number> {
   await waitUntil('a renewal on another port', () => {
     const endpoint = mapper.mapping?.endpoint;
-    return endpoint !== undefined && !endpoint.endsWith(':41641');
+    return endpoint !== undefined && !endpoint.endsWith(`:${LISTEN_PORT}`);
   });
-  const moved = Number(mapper.mapping?.endpoint.split(':')[1]);
+  return Number(mapper.mapping?.endpoint.split(':')[1]);
+}
+
+it('deletes the old UPnP port when a renewal gets a conflict, maps another, and the old is still ours', async () => {
+  const { gw, granted, mapper } = await setup('upnp', undefined, 2, { conflictOnRenew: true });
+  expect((await mapper.start())?.endpoint).toBe('203.0.113.7:41641');
+  const moved = await movedPort(mapper);
   expect(held(granted)).toEqual([moved]);
+  // Asked whose the old port is before deleting it.
+  const ops = gw.requests.map((r) => r.op);
+  expect(ops.indexOf('GetSpecificPortMappingEntry')).toBeGreaterThan(-1);
+  expect(ops.indexOf('GetSpecificPortMappingEntry')).toBeLessThan(ops.indexOf('DeletePortMapping'));
+});
+
+it('leaves the old UPnP port alone when the conflict means another client holds it now', async () => {
+  const other = '198.51.100.20';
+  const { granted, mapper } = await setup('upnp', undefined, 2, { handOverOnRenew: other });
+  expect((await mapper.start())?.endpoint).toBe('203.0.113.7:41641');
+  const moved = await movedPort(mapper);
+  // The gateway lets anyone delete: had the mapper deleted the old port, the other client's would be gone.
+  expect(held(granted).sort()).toEqual([LISTEN_PORT, moved].sort());
+  expect(granted.filter((g) => g.externalPort === LISTEN_PORT).at(-1)).toMatchObject({
+    client: other,
+    lifetime: 2,
+  });
 });

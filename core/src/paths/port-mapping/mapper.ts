@@ -27,6 +27,7 @@ import {
   findWanService,
   type UpnpMapping,
   type UpnpOptions,
+  upnpMappingIsOurs,
 } from './upnp.js';
 
 // Asks the gateway to forward a public UDP port to our WireGuard listen port: PCP MAP first, then
@@ -252,10 +253,16 @@ export class PortMapper {
     if (!mapping) return null;
     const accepted = this.accept('upnp', mapping.externalAddress, mapping.externalPort, mapping.lifetime);
     // The router holds what it granted until the lease ends (never, after a 725 answer): delete the
-    // old port when a 718 moved us to another, and the new one when its address is unusable.
+    // old port when a 718 moved us to another, and the new one when its address is unusable. A 718
+    // may mean another client holds the old port now, so it is deleted only if still ours.
     const replaced = this.upnp;
     this.upnp = accepted ? mapping : null;
-    if (replaced && replaced.externalPort !== mapping.externalPort)
+    const ours = { internalClient: local.localAddress, internalPort: this.opts.listenPort };
+    if (
+      replaced &&
+      replaced.externalPort !== mapping.externalPort &&
+      (await upnpMappingIsOurs(replaced.service, replaced.externalPort, ours, this.upnpOpts))
+    )
       await deleteUpnpMapping(replaced.service, replaced.externalPort, this.upnpOpts);
     if (!accepted) await deleteUpnpMapping(mapping.service, mapping.externalPort, this.upnpOpts);
     return accepted;

@@ -40,6 +40,8 @@ export interface PortMappingGatewayOptions {
   lifetime?: number;
   /** UPnP: answer 718 to a client re-adding a port it holds, as some IGDs do on renewal. */
   conflictOnRenew?: boolean;
+  /** UPnP: on the first renewal, give the port to this other client and answer 718. */
+  handOverOnRenew?: string;
   onRequest?: (req: GatewayRequest) => void;
   onMapping?: (mapping: GrantedMapping) => void;
 }
@@ -99,6 +101,7 @@ export async function startPortMappingGateway(opts: PortMappingGatewayOptions): 
           externalAddress: opts.externalAddress,
           garbage: opts.mode === 'garbage',
           conflictOnRenew: opts.conflictOnRenew ?? false,
+          ...(opts.handOverOnRenew !== undefined ? { handOverOnRenew: opts.handOverOnRenew } : {}),
           ...(opts.lifetime !== undefined ? { lifetime: opts.lifetime } : {}),
           onRequest: record,
           onMapping: (m) => opts.onMapping?.(m),

@@ -17,7 +17,7 @@ import type { GrantedMapping } from './test-gateway.js';
 
 // The UPnP IGD half of the test gateway (test-gateway.ts): answers SSDP M-SEARCH with the
 // address of its root description, serves it over HTTP, and answers the SOAP actions
-// GetExternalIPAddress, AddPortMapping and DeletePortMapping. With `garbage`, each probe gets
+// GetExternalIPAddress, AddPortMapping, GetSpecificPortMappingEntry and DeletePortMapping. With `garbage`, each probe gets
 // one kind of malformed answer in turn (SSDP, description, then SOAP), which a client must
 // ignore.
 
@@ -35,6 +35,11 @@ export interface UpnpGatewayOptions {
   garbage: boolean;
   /** Answer 718 to a client re-adding a port it holds. */
   conflictOnRenew: boolean;
+  /**
+   * The first time a client re-adds a port it holds, give that port to this other LAN client and
+   * answer 718: the client's old port now forwards elsewhere.
+   */
+  handOverOnRenew?: string;
   lifetime?: number;
   onRequest: (req: UpnpRequest) => void;
   onMapping: (grant: GrantedMapping) => void;
@@ -53,6 +58,7 @@ export async function startUpnpGateway(opts: UpnpGatewayOptions): Promise<UpnpGa
   const mappings = new Map<number, GrantedMapping>();
   /** Which kind of garbage the current probe gets (advanced at each search). */
   let probe = -1;
+  let handOver = opts.handOverOnRenew;
   const http = createServer((req, res) => {
     void serve(req, res).catch(() => res.destroy());
   });
@@ -111,9 +117,21 @@ export async function startUpnpGateway(opts: UpnpGatewayOptions): Promise<UpnpGa
     if (action === 'GetExternalIPAddress') return ok({ NewExternalIPAddress: opts.externalAddress });
     const externalPort = Number(args.NewExternalPort);
     if (!Number.isInteger(externalPort) || args.NewProtocol !== 'UDP') return fault(402, 'Invalid Args');
-    if (action === 'DeletePortMapping') {
+    if (action === 'GetSpecificPortMappingEntry') {
       const m = mappings.get(externalPort);
-      if (!m || m.client !== client) return fault(714, 'NoSuchEntryInArray');
+      if (!m) return fault(714, 'NoSuchEntryInArray');
+      return ok({
+        NewInternalPort: String(m.internalPort),
+        NewInternalClient: m.client,
+        NewEnabled: '1',
+        NewPortMappingDescription: `weft ${m.internalPort}`,
+        NewLeaseDuration: String(m.lifetime),
+      });
+    }
+    if (action === 'DeletePortMapping') {
+      // As many IGDv1 routers: any LAN client may delete any mapping, its own or another's.
+      const m = mappings.get(externalPort);
+      if (!m) return fault(714, 'NoSuchEntryInArray');
       mappings.delete(externalPort);
       opts.onMapping({ ...m, lifetime: 0 });
       return ok();
@@ -126,6 +144,13 @@ export async function startUpnpGateway(opts: UpnpGatewayOptions): Promise<UpnpGa
       return fault(606, 'Action not authorized');
     const port = externalPort; // AddPortMapping maps the port asked for, or fails
     const held = mappings.get(port);
+    if (held && handOver !== undefined && held.client === client) {
+      const other = { ...held, client: handOver };
+      handOver = undefined;
+      mappings.set(port, other);
+      opts.onMapping(other);
+      return fault(718, 'ConflictInMappingEntry');
+    }
     if (held && (opts.conflictOnRenew || held.client !== client || held.internalPort !== internalPort))
       return fault(718, 'ConflictInMappingEntry');
     const grant = {

@@ -3,6 +3,8 @@ import { parseAddr } from '@weft/protocol';
 import {
   encodeMSearch,
   encodeSoapRequest,
+  type PortMappingEntry,
+  parsePortMappingEntry,
   parseRootDescription,
   parseSoapAnswer,
   parseSsdpAnswer,
@@ -130,6 +132,27 @@ export async function addUpnpMapping(
   }
   if (!answer?.ok) return null;
   return { service, externalAddress, externalPort: port, lifetime: m.lifetime };
+}
+
+/**
+ * True only when the gateway says UDP `externalPort` forwards to `ours` (GetSpecificPortMappingEntry).
+ * Many IGDv1 routers let any LAN client delete any mapping, so a port is deleted only once it is
+ * known to be ours; any error or other answer leaves it to expire with its lease.
+ */
+export async function upnpMappingIsOurs(
+  service: WanConnectionService,
+  externalPort: number,
+  ours: PortMappingEntry,
+  opts: UpnpOptions,
+): Promise<boolean> {
+  const answer = await soap(
+    service,
+    'GetSpecificPortMappingEntry',
+    { NewRemoteHost: '', NewExternalPort: String(externalPort), NewProtocol: 'UDP' },
+    opts,
+  );
+  const entry = answer?.ok ? parsePortMappingEntry(answer.values) : null;
+  return entry?.internalClient === ours.internalClient && entry.internalPort === ours.internalPort;
 }
 
 export async function deleteUpnpMapping(
