@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { generateKeyPair, signMachineRequest, verifyMachineRequest } from './machine-auth.js';
+import {
+  generateKeyPair,
+  machineSigner,
+  sharedSecret,
+  signMachineRequest,
+  verifyMachineRequest,
+} from './machine-auth.js';
 
 describe('machine request signatures', () => {
   const control = generateKeyPair();
@@ -18,6 +24,40 @@ describe('machine request signatures', () => {
 
   it('proves possession of the machine key', () => {
     expect(verify(sign('{"a":1}'), '{"a":1}')).toMatchObject({ machineKey: machine.publicKey });
+  });
+
+  it('signs as signMachineRequest with a signer made once per machine, a fresh nonce each time', () => {
+    const signer = machineSigner(machine.privateKey, control.publicKey);
+    const req = { method: 'POST', path: '/machine/register', body: '{}' };
+    const [a, b] = [verify(signer(req), '{}'), verify(signer(req), '{}')];
+    expect(a).toMatchObject({ machineKey: machine.publicKey });
+    if (!('nonce' in a) || !('nonce' in b)) throw new Error('verification failed');
+    expect(a.nonce).not.toBe(b.nonce);
+  });
+
+  it("uses the verifier's own secret function when given one, and refuses when it throws", () => {
+    const header = sign('{}');
+    const args = {
+      header,
+      controlPrivateKey: control.privateKey,
+      method: 'POST',
+      path: '/machine/register',
+      body: '{}',
+    };
+    const asked: string[] = [];
+    const secret = (key: string) => {
+      asked.push(key);
+      return sharedSecret(control.privateKey, key);
+    };
+    expect(verifyMachineRequest({ ...args, secret })).toMatchObject({ machineKey: machine.publicKey });
+    expect(asked).toEqual([machine.publicKey]);
+    expect(verifyMachineRequest({ ...args, secret: () => new Uint8Array(32) })).toEqual({
+      error: 'bad machine signature',
+    });
+    const refuse = () => {
+      throw new Error('no secret');
+    };
+    expect(verifyMachineRequest({ ...args, secret: refuse })).toEqual({ error: 'invalid machine key' });
   });
 
   it('gives every signature its own nonce, covered by the MAC, for the verifier to remember', () => {

@@ -42,6 +42,26 @@ function mac(
 
 const NONCE = /^[A-Za-z0-9_-]{22}$/;
 
+/**
+ * A signer for one machine and control: the X25519 work (the shared secret and the machine's public
+ * key, a millisecond or more each in pure JS) is done once, not per request; each call signs one
+ * request with a fresh nonce.
+ */
+export function machineSigner(
+  machinePrivateKey: string,
+  controlPublicKey: string,
+): (request: { method: string; path: string; body: string; now?: number }) => string {
+  const secret = sharedSecret(machinePrivateKey, controlPublicKey);
+  const machineKey = publicKeyOf(machinePrivateKey);
+  return (r) => {
+    const seconds = Math.floor((r.now ?? Date.now()) / 1000);
+    // 16 random bytes: control remembers each for the signature's lifetime and refuses a replay.
+    const nonce = Buffer.from(randomBytes(16)).toString('base64url');
+    const tag = mac(secret, r.method, r.path, seconds, nonce, r.body);
+    return `${machineKey}.${seconds}.${nonce}.${tag}`;
+  };
+}
+
 /** The header value a machine sends to prove it holds `machinePrivateKey`. */
 export function signMachineRequest(args: {
   machinePrivateKey: string;
@@ -51,12 +71,7 @@ export function signMachineRequest(args: {
   body: string;
   now?: number;
 }): string {
-  const seconds = Math.floor((args.now ?? Date.now()) / 1000);
-  // 16 random bytes: control remembers each for the signature's lifetime and refuses a replay.
-  const nonce = Buffer.from(randomBytes(16)).toString('base64url');
-  const secret = sharedSecret(args.machinePrivateKey, args.controlPublicKey);
-  const tag = mac(secret, args.method, args.path, seconds, nonce, args.body);
-  return `${publicKeyOf(args.machinePrivateKey)}.${seconds}.${nonce}.${tag}`;
+  return machineSigner(args.machinePrivateKey, args.controlPublicKey)(args);
 }
 
 /**
@@ -71,6 +86,11 @@ export function verifyMachineRequest(args: {
   path: string;
   body: string;
   now?: number;
+  /**
+   * The X25519 secret of control's key and `machineKey` (default: sharedSecret, pure JS, which runs
+   * anywhere); control passes a native one. Throws for a key that gives no secret.
+   */
+  secret?: (machineKey: string) => Uint8Array;
 }): { machineKey: string; nonce: string; seconds: number } | { error: string } {
   const parts = (args.header ?? '').split('.');
   if (parts.length !== 4) return { error: 'missing or malformed machine signature' };
@@ -85,7 +105,7 @@ export function verifyMachineRequest(args: {
   }
   let secret: Uint8Array;
   try {
-    secret = sharedSecret(args.controlPrivateKey, machineKey);
+    secret = args.secret ? args.secret(machineKey) : sharedSecret(args.controlPrivateKey, machineKey);
   } catch {
     return { error: 'invalid machine key' };
   }

@@ -7,10 +7,10 @@ import {
   CONTROL_KEY_PATH,
   generateKeyPair,
   MACHINE_AUTH_HEADER,
+  machineSigner,
   nodeKeyPossessionProof,
   REGISTER_PATH,
   STREAM_PATH,
-  signMachineRequest,
 } from '@weft/protocol';
 import pg from 'pg';
 import WebSocket from 'ws';
@@ -115,6 +115,13 @@ interface Node {
   /** Set when the latest connection's full map arrived. */
   fullAt: number;
   generation: number;
+  /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
+  sign: ReturnType<typeof machineSigner> | null;
+}
+
+function signed(node: Node, controlKey: string, method: string, path: string, body: string): string {
+  node.sign ??= machineSigner(node.machine.privateKey, controlKey);
+  return node.sign({ method, path, body });
 }
 
 function post(url: string, path: string, body: string, headers: Record<string, string>, source: string) {
@@ -159,13 +166,7 @@ async function register(node: Node, url: string, controlKey: string, authKey: st
     hostname: node.name,
     authKey,
   });
-  const sig = signMachineRequest({
-    machinePrivateKey: node.machine.privateKey,
-    controlPublicKey: controlKey,
-    method: 'POST',
-    path: REGISTER_PATH,
-    body,
-  });
+  const sig = signed(node, controlKey, 'POST', REGISTER_PATH, body);
   const res = await post(url, REGISTER_PATH, body, { [MACHINE_AUTH_HEADER]: sig }, node.source);
   if (res.status !== 200) throw new Error(`registration of ${node.name}: ${res.status} ${res.text}`);
   const reply = JSON.parse(res.text) as { node: { id: string; name: string } };
@@ -204,13 +205,7 @@ class Load {
       setTimeout(() => this.connect(node, attempt + 1), 500);
       return;
     }
-    const sig = signMachineRequest({
-      machinePrivateKey: node.machine.privateKey,
-      controlPublicKey: this.controlKey,
-      method: 'GET',
-      path: STREAM_PATH,
-      body: '',
-    });
+    const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
     const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
@@ -337,6 +332,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       prefer: i % args.replicas,
       fullAt: 0,
       generation: 0,
+      sign: null,
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
     const present = nodes.slice(0, n);
@@ -466,13 +462,7 @@ function fullMapOf(
   url: string,
   controlKey: string,
 ): Promise<{ peers: { id: string; name: string; endpoints: string[] }[] }> {
-  const sig = signMachineRequest({
-    machinePrivateKey: node.machine.privateKey,
-    controlPublicKey: controlKey,
-    method: 'GET',
-    path: STREAM_PATH,
-    body: '',
-  });
+  const sig = signed(node, controlKey, 'GET', STREAM_PATH, '');
   const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
     headers: { [MACHINE_AUTH_HEADER]: sig },
   });

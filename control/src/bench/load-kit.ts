@@ -15,7 +15,9 @@ export interface Replica {
 
 /** Starts `weft-control serve` on `db` and resolves with its URL once it listens. */
 export async function startReplica(db: string, listen = '127.0.0.1:0'): Promise<Replica> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--listen', listen, '--db', db], {
+  // WEFT_BENCH_NODE_ARGS: node options for control, e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile it.
+  const nodeArgs = (process.env.WEFT_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--listen', listen, '--db', db], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let logs = '';

@@ -361,13 +361,16 @@ export class NetmapHub {
    * of `peersMoved` nodes (or of all); each is sent what differs.
    */
   policyChanged(peersMoved: ReadonlySet<string> | 'all'): void {
-    // autoApprovers may approve other routes now: each node's own view is decided again.
-    for (const id of this.nodes.keys()) this.refreshView(id);
+    // autoApprovers may approve other routes now: each router's own view is decided again (only a
+    // node that advertises routes can have any approved, so the others' views cannot move).
+    for (const id of this.routers) this.refreshView(id);
     this.propagate([], [], [], { peersMoved });
   }
 
   /** The routes `node` is approved for (advertised, and approved by an admin or autoApprovers). */
   approvedOf(node: NodeRecord): string[] {
+    // Nothing advertised, nothing approved: most nodes, and no need to ask the policy.
+    if (node.advertisedRoutes.length === 0) return [];
     return this.policy.approvedRoutes ? this.policy.approvedRoutes(node) : adminApprovedRoutes(node);
   }
 
