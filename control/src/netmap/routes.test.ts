@@ -1,5 +1,5 @@
 import { applyStreamMessage, type NetMap, type NodeView, type StreamServerMessage } from '@weft/protocol';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { withApproved, withoutApproved } from '../tailnet/routes.js';
@@ -123,6 +123,22 @@ describe('routes in the netmap, with a policy', () => {
     expect(s('n1').routesOf('n2')).toEqual([]);
     expect(s('n1').peer('n3')?.exitNodeOption).toBeUndefined();
     expect(s('n3').netmap?.self.allowedIPs).not.toContain('0.0.0.0/0');
+  });
+
+  it('a policy change decides approved routes again for the routers alone, not for every node', () => {
+    const nodes = [node(1), node(2, { advertisedRoutes: ['198.51.100.0/24'] }), node(3), node(4)];
+    const { hub, visibility, sessions } = connectedHub(nodes, `{ ${base} }`, (id) => new Session(id));
+    const asked = vi.spyOn(visibility, 'approvedRoutes');
+    hub.policyChanged(
+      visibility.setPolicy(
+        parsePolicy(
+          `{ ${base}, "autoApprovers": { "routes": { "198.51.100.0/24": ["alice@example.com"] } } }`,
+        ),
+      ),
+    );
+    expect(sessions.get('n2')?.netmap?.self.allowedIPs).toContain('198.51.100.0/24');
+    expect(sessions.get('n1')?.routesOf('n2')).toEqual(['198.51.100.0/24']);
+    expect(new Set(asked.mock.calls.map(([n]) => n.id))).toEqual(new Set(['n2']));
   });
 
   it('a node the policy does not let use the internet is not offered the exit node', () => {
