@@ -1,8 +1,9 @@
 import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/protocol';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../tailnet/records.js';
 import { TEST_KEY, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
+import { messageText } from './message-text.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
 
 function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
@@ -46,6 +47,23 @@ function connectAll(hub: NetmapHub, nodes: NodeRecord[]): FakeSession[] {
 }
 
 describe('NetmapHub', () => {
+  it("gives a whole map its text from the peers' kept JSON: it parses to the map, with no serialising", () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 20 }, (_, i) =>
+      node(i + 1, i === 3 ? { advertisedRoutes: ['0.0.0.0/0', '::/0'], approvedRoutes: ['0.0.0.0/0'] } : {}),
+    );
+    hub.update(nodes);
+    const sessions = connectAll(hub, nodes);
+    const full = sessions[7]?.messages[0];
+    if (full?.type !== 'full') throw new Error('no full map');
+    const stringify = vi.spyOn(JSON, 'stringify');
+    const text = messageText(full);
+    expect(stringify).not.toHaveBeenCalled();
+    stringify.mockRestore();
+    expect(JSON.parse(text)).toEqual(JSON.parse(JSON.stringify(full)));
+    expect(full.netmap.peers.map((p) => p.id)).toContain('n4');
+  });
+
   it('a join costs one upsert per connected node and no visibility recompute', () => {
     const { wrapped, calls } = counting(allowAll);
     const hub = new NetmapHub(wrapped, ['100.64.0.0/10']);

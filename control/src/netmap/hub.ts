@@ -10,6 +10,7 @@ import { FanOutTimer } from '../metrics/fan-out-timer.js';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
+import { withText } from './message-text.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
@@ -291,10 +292,15 @@ export class NetmapHub {
 
   private sendFull(sub: Subscriber, self: NodeRecord): void {
     sub.pending = null; // the whole map has it
-    const netmap = this.fullMap(self, sub.visibility, sub.sent);
+    const peersJson: string[] = [];
+    const netmap = this.fullMap(self, sub.visibility, sub.sent, peersJson);
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
-    sub.session.send({ type: 'full', netmap });
+    // The text is put together from the peers' kept JSON: at 10,000 nodes a mass reconnect sends
+    // millions of peer views, and serialising each again was most of a connect's cost.
+    const { peers: _, ...rest } = netmap;
+    const text = `{"type":"full","netmap":{"peers":[${peersJson.join(',')}],${JSON.stringify(rest).slice(1)}}`;
+    sub.session.send(withText({ type: 'full', netmap }, text));
   }
 
   /** Whether `sub` can take a delta now; a backlogged one is marked behind until resync. */
@@ -313,12 +319,19 @@ export class NetmapHub {
   }
 
   /** `self`'s map under `visibility`; records each peer's view as sent in `sent`. */
-  private fullMap(self: NodeRecord, visibility: Visibility, sent: Map<string, string>): NetMap {
+  private fullMap(
+    self: NodeRecord,
+    visibility: Visibility,
+    sent: Map<string, string>,
+    /** Given: each peer's JSON is added, in the order of `peers`. */
+    peersJson?: string[],
+  ): NetMap {
     const peers: NodeView[] = [];
     for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || !visibility.canSee(peer)) continue;
       const cached = this.peerView(visibility, peer);
       peers.push(cached.view);
+      peersJson?.push(cached.json);
       sent.set(peer.id, cached.json);
     }
     return {

@@ -1,4 +1,5 @@
 import type { StreamServerMessage } from '@weft/protocol';
+import { messageText } from '../netmap/message-text.js';
 
 // Writes the hub's messages to one node's WebSocket without letting a slow node cost control
 // memory. While the socket holds more than `streamBufferBytes` unsent, the hub is told it is
@@ -19,21 +20,6 @@ export interface SendingSocket {
 
 const OPEN = 1;
 
-/**
- * One serialisation per message object: the hub hands the same object to every node that is sent
- * the same bytes (a join reaching every node of an allow-all tailnet).
- */
-const serialized = new WeakMap<StreamServerMessage, string>();
-
-function textOf(message: StreamServerMessage): string {
-  let text = serialized.get(message);
-  if (text === undefined) {
-    text = JSON.stringify(message);
-    serialized.set(message, text);
-  }
-  return text;
-}
-
 export class StreamSender {
   private stuck: NodeJS.Timeout | null = null;
   /** Bytes of whole maps queued and not yet written out. */
@@ -50,7 +36,7 @@ export class StreamSender {
 
   send(message: StreamServerMessage): void {
     if (this.socket.readyState !== OPEN) return;
-    const text = textOf(message);
+    const text = messageText(message);
     const fullBytes = message.type === 'full' ? Buffer.byteLength(text) : 0;
     this.fullMapBytes += fullBytes;
     this.socket.send(text, () => {
