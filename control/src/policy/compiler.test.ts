@@ -114,6 +114,34 @@ describe('incremental compilation', () => {
   });
 });
 
+describe('autogroup:self sources', () => {
+  it("are worked out once per user, and follow the user's nodes as they come and go", () => {
+    const policy = parsePolicy(`{
+      "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:22"] }],
+    }`);
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice' }, { name: 'bob' }],
+      nodes: {
+        a1: { user: 'alice', ipv4: '100.64.0.1' },
+        a2: { user: 'alice', ipv4: '100.64.0.2' },
+        a3: { user: 'alice', ipv4: '100.64.0.3' },
+        b1: { user: 'bob', ipv4: '100.64.0.9' },
+      },
+    });
+    const engine = compilePolicy(policy, tailnet);
+    const src = (n: string) => engine.packetFilter(n)[0]?.SrcIPs;
+    expect(src('a1')).toEqual(['100.64.0.1-100.64.0.3']);
+    // One list for all three (a policy change asks every node: once per user, not per node).
+    expect(src('a2')).toBe(src('a1'));
+    expect(src('a3')).toBe(src('a1'));
+    engine.removeNode('a2');
+    expect(src('a1')).toEqual(['100.64.0.1', '100.64.0.3']);
+    engine.upsertNode('a4', { user: 'alice', ipv4: '100.64.0.4' });
+    expect(src('a3')).toEqual(['100.64.0.1', '100.64.0.3-100.64.0.4']);
+    expect(src('b1')).toEqual(['100.64.0.9']);
+  });
+});
+
 describe('users', () => {
   it('moves a user’s nodes in and out of rules when the user changes', () => {
     const policy = parsePolicy(`{

@@ -116,6 +116,8 @@ interface NodeClass {
 interface PerUserState {
   srcByUser: Map<string, Set<string>>;
   dstByUser: Map<string, Set<string>>;
+  /** Per user: the SrcIPs of their own nodes (see userSrcText), until one of them comes or goes. */
+  srcText: Map<string, string[]>;
 }
 
 function addToIndex(map: Map<string, Set<string>>, key: string, value: string): void {
@@ -174,7 +176,8 @@ export class CompiledPolicy {
     this.rules = compileRules(policy);
     this.srcIdentity = this.rules.map(() => new Set());
     for (const r of this.rules)
-      if (r.perUser) this.perUser.set(r.id, { srcByUser: new Map(), dstByUser: new Map() });
+      if (r.perUser)
+        this.perUser.set(r.id, { srcByUser: new Map(), dstByUser: new Map(), srcText: new Map() });
     for (const u of users) this.users.set(u.name, u);
     this.wildcardSources = options.wildcardSources ?? TAILSCALE_WILDCARD_SOURCES;
     this.routeApprovers = policy.autoApprovers.routes.map((r) => ({
@@ -478,7 +481,10 @@ export class CompiledPolicy {
       const st = this.perUser.get(r.id);
       const user = n.user?.name;
       if (st && user !== undefined) {
-        if (n.src.has(r.id)) addToIndex(st.srcByUser, user, n.name);
+        if (n.src.has(r.id)) {
+          addToIndex(st.srcByUser, user, n.name);
+          st.srcText.delete(user);
+        }
         if (n.dst.has(r.id)) addToIndex(st.dstByUser, user, n.name);
       }
       if (!r.perUser && n.src.has(r.id) && identityMatch(r.src, n)) {
@@ -507,6 +513,7 @@ export class CompiledPolicy {
       if (st && user !== undefined) {
         removeFromIndex(st.srcByUser, user, n.name);
         removeFromIndex(st.dstByUser, user, n.name);
+        st.srcText.delete(user);
       }
       if ((this.srcIdentity[r.id] as Set<string>).delete(n.name)) this.srcText.delete(r.id);
     }
@@ -593,8 +600,14 @@ export class CompiledPolicy {
 
   /** autogroup:self: the sources are the destination user's own nodes that the rule admits. */
   private userSrcText(r: CompiledRule, user: string): string[] {
-    const members = this.perUser.get(r.id)?.srcByUser.get(user) ?? new Set<string>();
-    return IPSet.unionAll([...members].map((m) => this.node(m).addrSet)).toStrings();
+    const st = this.perUser.get(r.id);
+    const cached = st?.srcText.get(user);
+    if (cached) return cached;
+    const members = st?.srcByUser.get(user) ?? new Set<string>();
+    const text = IPSet.unionAll([...members].map((m) => this.node(m).addrSet)).toStrings();
+    // Each of the user's nodes asks the same: worked out once per user (a policy change asks all).
+    st?.srcText.set(user, text);
+    return text;
   }
 
   private filterFor(v: NodeFacts): FilterRule[] {
