@@ -401,13 +401,15 @@ export class NetmapHub {
     return { view, json: JSON.stringify(view), seq: 0 };
   }
 
-  /** Ends every stream (shutdown). */
-  closeAll(reason: string): void {
+  /** Ends every stream (shutdown); returns the nodes whose streams it ended. */
+  closeAll(reason: string): string[] {
+    const ended = [...this.subscribers.keys()];
     for (const sub of this.subscribers.values()) {
       this.ending.add(sub.session);
       sub.session.close(reason);
     }
     this.subscribers.clear();
+    return ended;
   }
 
   /** Recomputes a node's view; true when it differs from before. */

@@ -57,6 +57,52 @@ describe('presence of the only server (SQLite)', () => {
   });
 });
 
+describe('presence at a shutdown', () => {
+  it('writes the last seen of every stream the shutdown ended in one go at close, none one by one', async () => {
+    const store = await storeWithNode();
+    const n1 = (await store.nodeById('n1')) as NonNullable<Awaited<ReturnType<Store['nodeById']>>>;
+    await store.insertNode({
+      ...n1,
+      id: 'n2',
+      name: 'b',
+      hostname: 'b',
+      machineKey: 'mkey:n2',
+      nodeKey: 'nodekey:n2',
+      ipv4: '100.64.0.2',
+      ipv6: 'fd00:1:2::2',
+    });
+    const reads: string[][] = [];
+    const sync = {
+      refresh: async () => {},
+      refreshNodes: async (ids: string[]) => void reads.push(ids),
+    } as unknown as NetmapSync;
+    const presence = new Presence(
+      store,
+      sync,
+      () => [],
+      async (_job, fn) => (await fn(), true),
+      silent,
+      undefined,
+      true,
+    );
+    await presence.start();
+    await presence.connected('n1');
+    await presence.connected('n2');
+    const oneByOne = vi.spyOn(store, 'nodeDisconnected');
+    presence.shuttingDown(['n1', 'n2']);
+    await presence.disconnected('n1');
+    await presence.disconnected('n2');
+    expect(oneByOne).not.toHaveBeenCalled();
+    expect(reads).toEqual([]);
+    await presence.close();
+    for (const id of ['n1', 'n2']) {
+      const node = await store.nodeById(id);
+      expect(node?.lastSeen).not.toBeNull();
+      expect(node?.streamedBy).toBeNull();
+    }
+  });
+});
+
 /** Polls `test` every few milliseconds until it holds, failing after `boundMs`. */
 async function until(what: string, test: () => Promise<boolean>, boundMs = 5_000): Promise<void> {
   const end = Date.now() + boundMs;

@@ -18,6 +18,8 @@ export class Presence {
   /** This process's replica id: new at each start, so a restart never inherits stale rows. */
   readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
+  /** Streams a shutdown ended, and when: their last seen is written at close, all in one go. */
+  private ended: { ids: ReadonlySet<string>; at: Date } | null = null;
 
   constructor(
     private readonly store: Store,
@@ -54,14 +56,26 @@ export class Presence {
 
   /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
   async disconnected(nodeId: string): Promise<void> {
+    if (this.ended?.ids.has(nodeId)) return; // written by close()
     await this.store.nodeDisconnected(nodeId, this.replica, new Date());
     await this.sync.refreshNodes([nodeId]);
+  }
+
+  /**
+   * Shutdown ended the streams of `nodeIds` (NetmapHub.closeAll): there is no one left to tell, so
+   * rather than a transaction and a read per node as each close comes in, close() records their
+   * last seen (now) in one.
+   */
+  shuttingDown(nodeIds: Iterable<string>): void {
+    this.ended = { ids: new Set(nodeIds), at: new Date() };
   }
 
   /** Stops the heartbeat and gives up this replica's streams (a clean shutdown). */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    if (this.ended !== null)
+      await this.store.nodesDisconnected([...this.ended.ids], this.replica, this.ended.at);
     await this.store.removeReplica(this.replica);
   }
 

@@ -201,7 +201,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       await policyFile?.close();
       stopSync();
       logins?.close();
-      hub.closeAll('control is shutting down');
+      presence?.shuttingDown(hub.closeAll('control is shutting down'));
       // A node that does not answer the close handshake must not hold the shutdown up.
       const killer = setTimeout(() => {
         for (const client of server.websocketServer.clients) client.terminate();
