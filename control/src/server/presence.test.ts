@@ -80,7 +80,10 @@ describe('presence at a shutdown', () => {
       store,
       sync,
       () => [],
-      async (_job, fn) => (await fn(), true),
+      async (_job, fn) => {
+        await fn();
+        return true;
+      },
       silent,
       undefined,
       true,
