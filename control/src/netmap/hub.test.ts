@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../tailnet/records.js';
 import { TEST_KEY, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
-import { messageText } from './message-text.js';
+import { wireOf } from './message-text.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
 
 function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
@@ -47,7 +47,7 @@ function connectAll(hub: NetmapHub, nodes: NodeRecord[]): FakeSession[] {
 }
 
 describe('NetmapHub', () => {
-  it("gives a whole map its text from the peers' kept JSON: it parses to the map, with no serialising", () => {
+  it("gives a whole map its bytes from the peers' kept JSON: they parse to the map, with no serialising", () => {
     const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
     const nodes = Array.from({ length: 20 }, (_, i) =>
       node(i + 1, i === 3 ? { advertisedRoutes: ['0.0.0.0/0', '::/0'], approvedRoutes: ['0.0.0.0/0'] } : {}),
@@ -57,10 +57,10 @@ describe('NetmapHub', () => {
     const full = sessions[7]?.messages[0];
     if (full?.type !== 'full') throw new Error('no full map');
     const stringify = vi.spyOn(JSON, 'stringify');
-    const text = messageText(full);
+    const wire = wireOf(full);
     expect(stringify).not.toHaveBeenCalled();
     stringify.mockRestore();
-    expect(JSON.parse(text)).toEqual(JSON.parse(JSON.stringify(full)));
+    expect(JSON.parse(wire.toString())).toEqual(JSON.parse(JSON.stringify(full)));
     expect(full.netmap.peers.map((p) => p.id)).toContain('n4');
   });
 

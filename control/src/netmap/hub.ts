@@ -10,7 +10,7 @@ import { FanOutTimer } from '../metrics/fan-out-timer.js';
 import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
-import { withText } from './message-text.js';
+import { withWire } from './message-text.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
@@ -62,6 +62,8 @@ interface Outgoing {
 interface CachedView {
   view: NodeView;
   json: string;
+  /** `json` as UTF-8, made when a whole map first carries it (see sendFull). */
+  bytes?: Buffer;
   /** Which version of a node's shared view this is; 0 for a view built for one viewer. */
   seq: number;
 }
@@ -85,6 +87,10 @@ function identityOf(node: NodeRecord): string {
 
 /** Primaries in a fixed order: which router was met first does not make them move. */
 const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify([...primaries].sort());
+
+/** What every whole map's bytes start with: the peers come first (see sendFull). */
+const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"peers":[');
+const COMMA = Buffer.from(',');
 
 export const DELETED_REASON = 'this node was deleted from the tailnet';
 export const EXPIRED_REASON = 'key expired';
@@ -292,15 +298,16 @@ export class NetmapHub {
 
   private sendFull(sub: Subscriber, self: NodeRecord): void {
     sub.pending = null; // the whole map has it
-    const peersJson: string[] = [];
-    const netmap = this.fullMap(self, sub.visibility, sub.sent, peersJson);
+    const parts: Buffer[] = [FULL_HEAD];
+    const netmap = this.fullMap(self, sub.visibility, sub.sent, parts);
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
-    // The text is put together from the peers' kept JSON: at 10,000 nodes a mass reconnect sends
-    // millions of peer views, and serialising each again was most of a connect's cost.
+    // The bytes are put together from the peers' kept JSON: at 10,000 nodes a mass reconnect sends
+    // millions of peer views, and serialising each again (then encoding the text) was most of a
+    // connect's cost, and a gigabyte of strings for the garbage collector.
     const { peers: _, ...rest } = netmap;
-    const text = `{"type":"full","netmap":{"peers":[${peersJson.join(',')}],${JSON.stringify(rest).slice(1)}}`;
-    sub.session.send(withText({ type: 'full', netmap }, text));
+    parts.push(Buffer.from(`],${JSON.stringify(rest).slice(1)}}`));
+    sub.session.send(withWire({ type: 'full', netmap }, Buffer.concat(parts)));
   }
 
   /** Whether `sub` can take a delta now; a backlogged one is marked behind until resync. */
@@ -323,15 +330,21 @@ export class NetmapHub {
     self: NodeRecord,
     visibility: Visibility,
     sent: Map<string, string>,
-    /** Given: each peer's JSON is added, in the order of `peers`. */
-    peersJson?: string[],
+    /** Given: each peer's JSON as UTF-8 is added, comma-separated, in the order of `peers`. */
+    peersBytes?: Buffer[],
   ): NetMap {
     const peers: NodeView[] = [];
+    // A policy's own list holds only the peers it lets the node see; without one, each is asked.
+    const listed = visibility.peerIds !== undefined;
     for (const peer of this.candidates(visibility)) {
-      if (peer.id === self.id || !visibility.canSee(peer)) continue;
+      if (peer.id === self.id || (!listed && !visibility.canSee(peer))) continue;
       const cached = this.peerView(visibility, peer);
+      if (peersBytes) {
+        if (peers.length > 0) peersBytes.push(COMMA);
+        cached.bytes ??= Buffer.from(cached.json);
+        peersBytes.push(cached.bytes);
+      }
       peers.push(cached.view);
-      peersJson?.push(cached.json);
       sent.set(peer.id, cached.json);
     }
     return {

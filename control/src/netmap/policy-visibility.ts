@@ -125,7 +125,7 @@ export class PolicyVisibility implements VisibilityPolicy {
     let routes: Record<string, string[]> | undefined;
     return {
       canSee: (peer) => canSee(peer.id),
-      peerIds: () => engine.visiblePeers(node.id),
+      peerIds: () => engine.eachVisiblePeer(node.id),
       packetFilter: engine.packetFilter(node.id),
       // Decided again with the visibility whenever a change names this node in `routes`.
       routesOf: (peer) => {

@@ -114,6 +114,35 @@ describe('incremental compilation', () => {
   });
 });
 
+describe('peers one at a time', () => {
+  it('are each visible peer once, as visiblePeers lists them (sample cases, and autogroup:self)', () => {
+    const self = parsePolicy(`{
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+        { "action": "accept", "src": ["alice@example.com"], "dst": ["*:22"] },
+      ],
+    }`);
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice', email: 'alice@example.com' }, { name: 'bob' }],
+      nodes: {
+        a1: { user: 'alice', ipv4: '100.64.0.1' },
+        a2: { user: 'alice', ipv4: '100.64.0.2' },
+        b1: { user: 'bob', ipv4: '100.64.0.3' },
+        b2: { user: 'bob', ipv4: '100.64.0.4' },
+      },
+    });
+    const cases = [...sampleCases(), { id: 'self', policy: null, tailnet }];
+    for (const c of cases) {
+      const engine = compilePolicy(c.policy === null ? self : parsePolicy(c.policy), c.tailnet);
+      for (const name of engine.nodeNames()) {
+        const listed = [...engine.eachVisiblePeer(name)];
+        expect(listed.length, `${c.id} ${name}`).toBe(new Set(listed).size);
+        expect(new Set(listed), `${c.id} ${name}`).toEqual(engine.visiblePeers(name));
+      }
+    }
+  });
+});
+
 describe('autogroup:self sources', () => {
   it("are worked out once per user, and follow the user's nodes as they come and go", () => {
     const policy = parsePolicy(`{

@@ -248,6 +248,21 @@ export class CompiledPolicy {
   }
 
   /**
+   * `visiblePeers` one at a time, each once, without building the set: a mass reconnect lists every
+   * node's peers (a shared server's are the whole tailnet), and the sets were most of its garbage.
+   * Valid while the engine does not change.
+   */
+  *eachVisiblePeer(name: string): Iterable<string> {
+    const v = this.node(name);
+    const adjacent = this.classes.get(v.sig)?.adjacent ?? new Set<string>();
+    for (const sig of adjacent) {
+      for (const m of this.classes.get(sig)?.members ?? []) if (m !== name) yield m;
+    }
+    // autogroup:self peers not already listed through their class.
+    for (const m of this.selfPeers(v)) if (m !== name && !adjacent.has(this.node(m).sig)) yield m;
+  }
+
+  /**
    * Whether `name` may see a given peer, one peer at a time (no peer set is built). Valid until a
    * change lists `name` in its `peers`.
    */

@@ -87,7 +87,17 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
 function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): void {
   const { hub, sync, background, log, presence } = ctx;
   const sender = new StreamSender(
-    socket,
+    {
+      get readyState() {
+        return socket.readyState;
+      },
+      get bufferedAmount() {
+        return socket.bufferedAmount;
+      },
+      // Bytes too go as a text frame: they are a message's JSON (see message-text.ts).
+      send: (data, done) => socket.send(data, { binary: false }, done),
+      terminate: () => socket.terminate(),
+    },
     ctx.limits,
     () => hub.resync(session),
     () => log.warn(`stream ${node.name}: nothing written for ${ctx.limits.streamStuckMs} ms, dropping`),

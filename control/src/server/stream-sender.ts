@@ -1,5 +1,5 @@
 import type { StreamServerMessage } from '@weft/protocol';
-import { messageText } from '../netmap/message-text.js';
+import { wireOf } from '../netmap/message-text.js';
 
 // Writes the hub's messages to one node's WebSocket without letting a slow node cost control
 // memory. While the socket holds more than `streamBufferBytes` unsent, the hub is told it is
@@ -14,7 +14,8 @@ export interface SendingSocket {
   readonly readyState: number;
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number;
-  send(data: string, done: (err?: Error) => void): void;
+  /** Sends one text frame (`data` is its JSON, as text or UTF-8 bytes). */
+  send(data: string | Buffer, done: (err?: Error) => void): void;
   terminate(): void;
 }
 
@@ -36,10 +37,11 @@ export class StreamSender {
 
   send(message: StreamServerMessage): void {
     if (this.socket.readyState !== OPEN) return;
-    const text = messageText(message);
-    const fullBytes = message.type === 'full' ? Buffer.byteLength(text) : 0;
+    const data = wireOf(message);
+    const fullBytes =
+      message.type !== 'full' ? 0 : typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     this.fullMapBytes += fullBytes;
-    this.socket.send(text, () => {
+    this.socket.send(data, () => {
       this.fullMapBytes -= fullBytes;
       this.written();
     });
