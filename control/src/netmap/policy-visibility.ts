@@ -91,7 +91,9 @@ export class PolicyVisibility implements VisibilityPolicy {
   setPolicy(policy: Policy | null): ReadonlySet<string> | 'all' {
     const before = this.engine;
     this.policy = policy;
-    this.rebuild();
+    // The engine mirrors every known node (see affectedBy): the new one takes them over from it.
+    if (before !== null && policy !== null) this.engine = before.withPolicy(policy);
+    else this.rebuild();
     // From or to allow-all, anyone's peers may move; between two policies the engine knows which.
     return before === null || this.engine === null ? 'all' : this.engine.peersChangedFrom(before);
   }

@@ -407,4 +407,20 @@ describe('a policy change', () => {
       expect([...after.peersChangedFrom(after)]).toEqual([]);
     }
   });
+
+  it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
+    const cases = sampleCases();
+    for (const [i, c] of cases.entries()) {
+      const next = cases[(i + 1) % cases.length] as (typeof cases)[number];
+      const before = compilePolicy(parsePolicy(c.policy), c.tailnet);
+      const fresh = compilePolicy(parsePolicy(next.policy), c.tailnet);
+      const taken = before.withPolicy(parsePolicy(next.policy));
+      expect(snapshot(taken), `${c.id} → ${next.id}`).toEqual(snapshot(fresh));
+      // It goes on from there as a fresh one would: a node's change moves the same peers.
+      const [name, node] = Object.entries(c.tailnet.nodes)[0] as [string, Tailnet['nodes'][string]];
+      const moved = { ...node, tags: [...node.tags, 'tag:moved'] };
+      expect(taken.upsertNode(name, moved).peers).toEqual(fresh.upsertNode(name, moved).peers);
+      expect(snapshot(taken)).toEqual(snapshot(fresh));
+    }
+  });
 });
