@@ -13,7 +13,9 @@ export interface ChangeFeed {
   close(): void;
 }
 
-export const DATA_VERSION_POLL_MS = 200;
+// A few microseconds a poll (one pragma on an open connection): cheap enough to hear an admin's
+// change within a twentieth of a second rather than a fifth.
+export const DATA_VERSION_POLL_MS = 50;
 
 export class SqliteChangeFeed implements ChangeFeed {
   private timer: NodeJS.Timeout | null = null;
