@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { checkPolicy } from './check.js';
 import { CompiledPolicy, compilePolicy, type NodePolicy, type PolicyChange } from './compiler.js';
 import { compareFilters } from './filter-meaning.js';
@@ -140,6 +140,35 @@ describe('peers one at a time', () => {
         expect(new Set(listed), `${c.id} ${name}`).toEqual(engine.visiblePeers(name));
       }
     }
+  });
+});
+
+describe('canSee', () => {
+  it("answers for the classes a node sees without working out its user's own nodes until asked of one", () => {
+    const policy = parsePolicy(`{
+      "tagOwners": { "tag:server": ["alice@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+      ],
+    }`);
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice', email: 'alice@example.com' }, { name: 'bob' }],
+      nodes: {
+        a1: { user: 'alice', ipv4: '100.64.0.1' },
+        a2: { user: 'alice', ipv4: '100.64.0.2' },
+        b1: { user: 'bob', ipv4: '100.64.0.3' },
+        s1: { tags: ['tag:server'], ipv4: '100.64.0.9' },
+      },
+    });
+    const engine = compilePolicy(policy, tailnet);
+    // biome-ignore lint/suspicious/noExplicitAny: counting calls of a private method
+    const self = vi.spyOn(engine as any, 'selfPeers');
+    const canSee = engine.canSee('a1');
+    expect(canSee('s1')).toBe(true);
+    expect(self).not.toHaveBeenCalled();
+    expect([canSee('a2'), canSee('b1'), canSee('a1'), canSee('nobody')]).toEqual([true, false, false, false]);
+    expect(self).toHaveBeenCalledTimes(1);
   });
 });
 

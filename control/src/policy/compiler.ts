@@ -88,6 +88,8 @@ interface NodeFacts {
   tagged: boolean;
   tags: Set<string>;
   addrs: Addr[];
+  /** `addrs` as text (each node's filter names its own addresses). */
+  addrText: string[];
   addrSet: IPSet;
   /**
    * The addresses by which IP literals and prefixes in the policy name this node: its IPv4
@@ -269,11 +271,16 @@ export class CompiledPolicy {
   canSee(name: string): (peer: string) => boolean {
     const v = this.node(name);
     const adjacent = this.classes.get(v.sig)?.adjacent ?? new Set<string>();
-    const self = this.selfPeers(v);
+    // Worked out at the first question that needs it: a policy change decides every node's
+    // visibility, and most are then asked nothing.
+    let self: Set<string> | undefined;
     return (peer) => {
       if (peer === name) return false;
       const p = this.nodes.get(peer);
-      return p !== undefined && (adjacent.has(p.sig) || self.has(peer));
+      if (p === undefined) return false;
+      if (adjacent.has(p.sig)) return true;
+      self ??= this.selfPeers(v);
+      return self.has(peer);
     };
   }
 
@@ -382,7 +389,7 @@ export class CompiledPolicy {
     order: number,
     node: TailnetNode,
     /** The node's facts in another engine, for its addresses (the same input gives the same). */
-    same?: Pick<NodeFacts, 'addrs' | 'addrSet' | 'literalSet'>,
+    same?: Pick<NodeFacts, 'addrs' | 'addrText' | 'addrSet' | 'literalSet'>,
   ): NodeFacts {
     const addrs = same?.addrs ?? [node.ipv4, node.ipv6].flatMap((s) => (s ? [parseAddr(s) as Addr] : []));
     const tagged = node.tags.length > 0;
@@ -398,6 +405,7 @@ export class CompiledPolicy {
       order,
       ...identity,
       addrs,
+      addrText: same?.addrText ?? addrs.map(formatAddr),
       addrSet: same?.addrSet ?? IPSet.fromAddrs(addrs),
       literalSet: same?.literalSet ?? IPSet.fromAddrs(addrs.filter((a) => a.family === 4)),
       subnetRoutes,
@@ -648,7 +656,7 @@ export class CompiledPolicy {
 
   private filterFor(v: NodeFacts): FilterRule[] {
     const out: FilterRule[] = [];
-    const own = v.addrs.map(formatAddr);
+    const own = v.addrText;
     const space = v.literalSet.union(v.subnetSet);
     const ports = (ips: string[], rs: PortRange[]) =>
       ips.flatMap((ip) => rs.map((p) => ({ IP: ip, Ports: { First: p.first, Last: p.last } })));
