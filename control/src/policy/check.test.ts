@@ -36,6 +36,23 @@ const messages = (text: string) => {
   return r.ok ? [] : r.issues.map(formatIssue);
 };
 
+describe('a policy without tests', () => {
+  it('is checked without looking at any node (there is nothing to run them against)', () => {
+    const nodes = new Proxy(tailnet.nodes, {
+      ownKeys: () => {
+        throw new Error('a node was looked at');
+      },
+      get: () => {
+        throw new Error('a node was looked at');
+      },
+    });
+    expect(checkPolicy(policy(''), { ...tailnet, nodes })).toMatchObject({ ok: true });
+    expect(() =>
+      checkPolicy(policy('{ "src": "alice@example.com", "accept": ["tag:web:443"] }'), { ...tailnet, nodes }),
+    ).toThrow(/looked at/);
+  });
+});
+
 describe('checkPolicy', () => {
   it('accepts a policy whose tests hold, before any node of a tag exists', () => {
     expect(
