@@ -7,19 +7,52 @@ import { formatAddr, parseIPv4, parsePrefix } from '@weft/protocol';
 
 export const TAILNET_IPV4_RANGE = '100.64.0.0/10';
 
-const V4_FIRST = parseIPv4('100.64.0.0') as bigint;
-const V4_SIZE = 1n << 22n;
+const V4_FIRST = Number(parseIPv4('100.64.0.0'));
+const V4_SIZE = 1 << 22;
 /** The range's network and broadcast addresses, and 100.100.100.100, kept for a future MagicDNS resolver. */
-const RESERVED_V4 = new Set([V4_FIRST, V4_FIRST + V4_SIZE - 1n, parseIPv4('100.100.100.100') as bigint]);
+const RESERVED_V4 = [0, V4_SIZE - 1, Number(parseIPv4('100.100.100.100')) - V4_FIRST];
+
+/**
+ * `ip`'s place in 100.64.0.0/10, or -1 when it is not a dotted quad there. Plain character work:
+ * this runs over every used address at each registration, where the general parser's regular
+ * expressions and bigints were a fifth of control's CPU while 10,000 nodes registered.
+ */
+function offsetOf(ip: string): number {
+  let value = 0;
+  let octet = -1;
+  let dots = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46; // a '.' closes the last octet
+    if (c === 46) {
+      if (octet < 0 || octet > 255 || dots > 3) return -1;
+      value = value * 256 + octet;
+      octet = -1;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (octet === 0) return -1; // no leading zeros
+      octet = (octet < 0 ? 0 : octet * 10) + (c - 48);
+    } else return -1;
+  }
+  const offset = value - V4_FIRST;
+  return dots === 4 && offset >= 0 && offset < V4_SIZE ? offset : -1;
+}
 
 export function lowestFreeIPv4(used: Iterable<string>): string {
-  const taken = new Set<bigint>();
+  const taken = new Uint8Array(V4_SIZE / 8);
+  const mark = (offset: number) => {
+    taken[offset >> 3] = (taken[offset >> 3] as number) | (1 << (offset & 7));
+  };
+  for (const offset of RESERVED_V4) mark(offset);
   for (const ip of used) {
-    const v = parseIPv4(ip);
-    if (v !== null) taken.add(v);
+    const offset = offsetOf(ip);
+    if (offset >= 0) mark(offset);
   }
-  for (let v = V4_FIRST; v < V4_FIRST + V4_SIZE; v++) {
-    if (!taken.has(v) && !RESERVED_V4.has(v)) return formatAddr({ family: 4, value: v });
+  for (let byte = 0; byte < taken.length; byte++) {
+    const bits = taken[byte] as number;
+    if (bits === 0xff) continue;
+    let bit = 0;
+    while (bits & (1 << bit)) bit++;
+    return formatAddr({ family: 4, value: BigInt(V4_FIRST + byte * 8 + bit) });
   }
   throw new Error(`the tailnet's address range ${TAILNET_IPV4_RANGE} is full`);
 }

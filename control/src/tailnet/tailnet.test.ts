@@ -1,3 +1,4 @@
+import { formatAddr, parseIPv4 } from '@weft/protocol';
 import { describe, expect, it } from 'vitest';
 import { ipv6For, lowestFreeIPv4, randomUlaPrefix } from './addresses.js';
 import { uniqueName } from './names.js';
@@ -9,6 +10,37 @@ describe('address allocation', () => {
     const upTo = (n: number) => Array.from({ length: n }, (_, i) => `100.64.${i >> 8}.${i & 255}`);
     // .255 and .0 inside the /10 are ordinary host addresses; only the /10's own ends are not.
     expect(lowestFreeIPv4(upTo(256))).toBe('100.64.1.0');
+  });
+
+  it('is the same as the general address parser would give, for any set of used addresses', () => {
+    // The reference: parse each with protocol's parser, then count up from the range's start.
+    const reference = (used: string[]) => {
+      const first = parseIPv4('100.64.0.0') as bigint;
+      const taken = new Set(used.map((ip) => parseIPv4(ip)).filter((v) => v !== null));
+      for (const r of ['100.64.0.0', '100.127.255.255', '100.100.100.100']) taken.add(parseIPv4(r) as bigint);
+      for (let v = first; ; v++) if (!taken.has(v)) return formatAddr({ family: 4, value: v });
+    };
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const odd = [
+      '100.64.0.01',
+      '100.64.0',
+      '100.64.0.1.2',
+      '100.64.0.256',
+      '1.2.3.4',
+      'fd00::1',
+      '',
+      '100.63.255.255',
+    ];
+    for (let round = 0; round < 200; round++) {
+      const used = Array.from({ length: rand(600) }, () =>
+        rand(10) === 0 ? (odd[rand(odd.length)] as string) : `100.64.${rand(3)}.${rand(256)}`,
+      );
+      expect(lowestFreeIPv4(used), used.join(' ')).toBe(reference(used));
+    }
   });
 
   it('derives a stable, unique IPv6 address from the IPv4 one inside the tailnet /48', () => {
