@@ -357,11 +357,12 @@ async function measureServer(
 
     // A join: a new node registers and opens its stream; every other map must list it.
     const joiner = live.add(n);
+    const joinerKey = joiner.client.nodeKey;
     await live.measure(
       col,
       'join',
       others([n]),
-      (r) => [...r.peers.values()].some((p) => p.Key === joiner.client.nodeKey),
+      (r) => [...r.peers.values()].some((p) => p.Key === joinerKey),
       async () => {
         await live.register(joiner);
         await live.stream(n);
