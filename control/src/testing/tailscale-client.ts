@@ -250,7 +250,7 @@ export async function connectTs2021(args: {
  * and a load test asks for a node's key on every map change of every node.
  */
 const publicKeys = new WeakMap<Uint8Array, Uint8Array>();
-function publicOf(privateKey: Uint8Array): Uint8Array {
+export function publicOf(privateKey: Uint8Array): Uint8Array {
   let key = publicKeys.get(privateKey);
   if (key === undefined) {
     key = x25519.getPublicKey(privateKey);
@@ -296,16 +296,18 @@ export class MapReader {
       this.buffered += chunk.length;
       if (this.buffered < this.needed) return;
       this.buffer = Buffer.concat(this.chunks, this.buffered);
-      this.chunks = [];
+      let read = 0;
       while (this.buffer.length >= 4 && this.buffer.length >= 4 + this.buffer.readUInt32LE(0)) {
         const n = this.buffer.readUInt32LE(0);
         const body = Buffer.from(this.decode(this.buffer.subarray(4, 4 + n)));
         this.buffer = this.buffer.subarray(4 + n);
         this.apply(JSON.parse(body.toString()) as Json);
+        read++;
       }
       this.chunks = [this.buffer];
       this.buffered = this.buffer.length;
       this.needed = this.buffered < 4 ? 4 : 4 + this.buffer.readUInt32LE(0);
+      if (read === 0) return;
       this.onChange?.();
       this.wake();
     });
