@@ -13,7 +13,7 @@ export interface SendingSocket {
   readonly readyState: number;
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number;
-  send(data: string, done: (err?: Error) => void): void;
+  send(data: string | Buffer, done: (err?: Error) => void): void;
   terminate(): void;
 }
 
@@ -49,11 +49,15 @@ export class StreamSender {
   ) {}
 
   send(message: StreamServerMessage): void {
+    this.sendEncoded(textOf(message), message.type === 'full');
+  }
+
+  /** Sends bytes already encoded for this socket (a Tailscale MapResponse frame); `full` if a whole map. */
+  sendEncoded(data: string | Buffer, full: boolean): void {
     if (this.socket.readyState !== OPEN) return;
-    const text = textOf(message);
-    const fullBytes = message.type === 'full' ? Buffer.byteLength(text) : 0;
+    const fullBytes = full ? Buffer.byteLength(data) : 0;
     this.fullMapBytes += fullBytes;
-    this.socket.send(text, () => {
+    this.socket.send(data, () => {
       this.fullMapBytes -= fullBytes;
       this.written();
     });

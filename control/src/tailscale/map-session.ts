@@ -43,6 +43,8 @@ export class TsMapSession implements StreamSession {
     readonly nodeId: string,
     private readonly write: (response: TsMapResponse) => void,
     private readonly end: (reason: string) => void,
+    /** Whether its transport is over its bound (the hub then holds deltas back: StreamSender). */
+    readonly backlogged: () => boolean = () => false,
   ) {}
 
   send(message: StreamServerMessage): void {
