@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { x25519 } from '@noble/curves/ed25519.js';
 import { blake2s } from '@noble/hashes/blake2.js';
 import { hkdf } from '@noble/hashes/hkdf.js';
+import { x25519Public, x25519RandomPrivate, x25519Shared } from './x25519.js';
 
 // The responder side of Tailscale's control transport ("ts2021"): Noise_IK_25519_ChaChaPoly_BLAKE2s
 // with Tailscale's prologue and framing. The client knows control's static key (GET /key) and sends
@@ -53,7 +53,7 @@ class SymmetricState {
 
   /** MixKey(X25519(priv, pub)); returns the one-use key for the next encrypt or decrypt. */
   mixDH(priv: Uint8Array, pub: Uint8Array): Uint8Array {
-    const out = hkdf(blake2s, x25519.getSharedSecret(priv, pub), this.ck, undefined, 64);
+    const out = hkdf(blake2s, x25519Shared(priv, pub), this.ck, undefined, 64);
     this.ck = out.slice(0, 32);
     return out.slice(32);
   }
@@ -148,7 +148,7 @@ function initiationHeader(init: Uint8Array): { version: number; type: number; le
 export function respondToInitiation(
   controlPrivate: Uint8Array,
   init: Uint8Array,
-  ephemeralPrivate: Uint8Array = x25519.utils.randomSecretKey(),
+  ephemeralPrivate: Uint8Array = x25519RandomPrivate(),
 ): NoiseSession {
   if (init.length !== INITIATION_LEN) throw new NoiseHandshakeError('wrong handshake initiation size');
   const { version, type, length } = initiationHeader(init);
@@ -158,7 +158,7 @@ export function respondToInitiation(
 
   const s = new SymmetricState();
   s.mixHash(utf8(`${PROLOGUE_PREFIX}${version}`));
-  s.mixHash(x25519.getPublicKey(controlPrivate));
+  s.mixHash(x25519Public(controlPrivate));
   const clientEphemeral = init.slice(5, 37);
   s.mixHash(clientEphemeral);
   let machineKey: Uint8Array;
@@ -171,7 +171,7 @@ export function respondToInitiation(
     );
   }
 
-  const ephemeralPublic = x25519.getPublicKey(ephemeralPrivate);
+  const ephemeralPublic = x25519Public(ephemeralPrivate);
   s.mixHash(ephemeralPublic);
   s.mixDH(ephemeralPrivate, clientEphemeral);
   const tag = s.encryptAndHash(s.mixDH(ephemeralPrivate, machineKey), new Uint8Array(0));
