@@ -19,6 +19,8 @@ export type Command =
   | { type: 'stream'; width: number }
   /** Answers once every node's map has its self and at least `peers` peers. */
   | { type: 'complete'; peers: number }
+  /** Answers once no node has had a map message (keep-alives aside) for `ms`. */
+  | { type: 'quiet'; ms: number }
   /** Starts timing a change from `t0` on the nodes of `expect` this worker owns. */
   | { type: 'watch'; expect: number[]; reached: Reached; t0: number }
   /** Answers once every watched node has the change (`done`), or with how many had so far. */
@@ -96,6 +98,8 @@ function serve(setup: WorkerSetup): void {
   };
   let fan: FanOut<MapReader> | null = null;
   let fanT0 = 0;
+  /** When a node last had a map message (keep-alives do not count). */
+  let lastMessage = now();
 
   const handle = async (c: Command): Promise<unknown> => {
     switch (c.type) {
@@ -105,7 +109,13 @@ function serve(setup: WorkerSetup): void {
       case 'stream':
         await pool(setup.indices, c.width, async (i) => {
           const reader = await openMap(node(i), i);
-          reader.onChange = () => fan?.changed(i, reader, now() - fanT0);
+          let seen = 0;
+          reader.onChange = () => {
+            const at = now();
+            if (reader.messages.length !== seen) lastMessage = at;
+            seen = reader.messages.length;
+            fan?.changed(i, reader, at - fanT0);
+          };
         });
         return null;
       case 'complete': {
@@ -113,6 +123,9 @@ function serve(setup: WorkerSetup): void {
         while (!done()) await new Promise((r) => setTimeout(r, 20));
         return null;
       }
+      case 'quiet':
+        while (now() - lastMessage < c.ms) await new Promise((r) => setTimeout(r, 50));
+        return null;
       case 'watch': {
         const mine = c.expect.filter((i) => nodes.has(i));
         fanT0 = c.t0;

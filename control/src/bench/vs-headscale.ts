@@ -36,6 +36,7 @@ const HEADSCALE = join(GO_BIN, 'headscale');
 const PHASE_TIMEOUT_MS = 600_000;
 const EVENT_TIMEOUT_MS = 120_000;
 const CLI_TIMEOUT_MS = 60_000;
+const QUIET_MS = 2_000;
 const VERSION = 130; // Tailscale v1.102's capability version
 const run = promisify(execFile);
 
@@ -308,6 +309,7 @@ class Load {
 const ROWS = [
   'registration (ms)',
   'connect (ms)',
+  'settled after connect (ms)',
   'join p50 (ms)',
   'join p99 (ms)',
   'join max (ms)',
@@ -355,7 +357,16 @@ async function measureServer(
     console.log(
       `  connect          all ${n} maps complete in ${((performance.now() - t) / 1000).toFixed(1)} s`,
     );
-    await sleep(1_000); // let the last online/endpoint fan-outs settle
+    // Every node coming online is a patch to every other: at N = 1,000 that storm still drains for
+    // seconds after the maps are complete, and a change timed then would wait behind it. The
+    // changes are timed once no map message has arrived for QUIET_MS (keep-alives aside).
+    t = performance.now();
+    const quiet = await bounded(live.all({ type: 'quiet', ms: QUIET_MS }), EVENT_TIMEOUT_MS);
+    const settled = performance.now() - t - (quiet === 'timeout' ? 0 : QUIET_MS);
+    col.set('settled after connect (ms)', quiet === 'timeout' ? 'timeout' : settled);
+    console.log(
+      `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
+    );
     col.set('RSS after connect (MiB)', rssMiB(server.pid));
 
     // A join: a new node registers and opens its stream; every other map must list it.
