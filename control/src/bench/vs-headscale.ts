@@ -319,7 +319,7 @@ const ROWS = [
   'delete p50 (ms)',
   'delete p99 (ms)',
   'delete max (ms)',
-  'RSS after connect (MiB)',
+  'RSS after settling (MiB)',
 ];
 
 async function measureServer(
@@ -367,7 +367,7 @@ async function measureServer(
     console.log(
       `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
     );
-    col.set('RSS after connect (MiB)', rssMiB(server.pid));
+    col.set('RSS after settling (MiB)', rssMiB(server.pid));
 
     // A join: a new node registers and opens its stream; every other map must list it.
     const joiner: LoadNode = {
