@@ -1,7 +1,7 @@
 import { verifyMachineRequest } from '@weft/protocol';
 import { ApiError } from '../errors.js';
 import type { ReplayWindow } from './replay-window.js';
-import { nativeSharedSecret } from './x25519.js';
+import { x25519SharedBase64 } from '../crypto/x25519.js';
 
 /**
  * Checks the machine-key signature of a control request, and that it is not a replay, and returns
@@ -22,7 +22,7 @@ export function authenticateMachine(args: {
     method: args.method,
     path: args.url.split('?')[0] ?? '',
     body: args.body,
-    secret: (machineKey) => nativeSharedSecret(args.controlPrivateKey, machineKey),
+    secret: (machineKey) => x25519SharedBase64(args.controlPrivateKey, machineKey),
   });
   if ('error' in result) throw new ApiError(401, 'bad-signature', result.error);
   if (!args.replay.admit(result.machineKey, result.nonce, result.seconds)) {

@@ -3,16 +3,26 @@ import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { parseArgs as parseArgsOf, promisify } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
-import { type MapReader, TsTestClient } from '../testing/tailscale-client.js';
-import { FanOut } from './fan-out.js';
-import { pct, pool, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
+import { TsTestClient } from '../testing/tailscale-client.js';
+import { pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
+import {
+  type Command,
+  type LoadNode,
+  now,
+  openMap,
+  type Reached,
+  register,
+  type WorkerSetup,
+} from './ts-load-worker.js';
 
-// `npm run bench -- control-vs-headscale [--nodes N]`: the same load, from the same TypeScript
-// Tailscale-protocol client (ts2021 Noise + HTTP/2, as tailscaled speaks it), against
+// `npm run bench -- control-vs-headscale [--nodes N] [--workers W]`: the same load, from the same
+// TypeScript Tailscale-protocol client (ts2021 Noise + HTTP/2, as tailscaled speaks it, its nodes
+// spread over W load threads: ts-load-worker.ts), against
 // `weft-control serve` and then against headscale (built from its Go module by
 // scripts/setup-tailscale.sh), both on SQLite on loopback, with one reusable pre-auth key and
 // allow-all. Per server: N registrations, N map streams until every map holds all N-1 peers, then a
@@ -26,6 +36,7 @@ const HEADSCALE = join(GO_BIN, 'headscale');
 const PHASE_TIMEOUT_MS = 600_000;
 const EVENT_TIMEOUT_MS = 120_000;
 const CLI_TIMEOUT_MS = 60_000;
+const QUIET_MS = 2_000;
 const VERSION = 130; // Tailscale v1.102's capability version
 const run = promisify(execFile);
 
@@ -185,20 +196,7 @@ async function startHeadscale(dir: string): Promise<Server> {
 
 // ---------- the load
 
-interface LoadNode {
-  client: TsTestClient;
-  reader: MapReader | null;
-  name: string;
-}
-
 type Json = Record<string, unknown>;
-
-/** The node's own entry from its map (there once its stream is complete). */
-function selfOf(node: LoadNode): Json {
-  const self = node.reader?.self;
-  if (!self) throw new Error(`${node.name} has no map yet`);
-  return self;
-}
 type Result = number | 'timeout';
 /** Row label to value (ms, or MiB for RSS). */
 type Column = Map<string, Result>;
@@ -216,89 +214,102 @@ async function bounded<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
   }
 }
 
-async function until(test: () => boolean, ms: number): Promise<boolean> {
-  const start = performance.now();
-  while (!test()) {
-    if (performance.now() - start > ms) return false;
-    await sleep(20);
+/** A load thread: commands in, one answer per command. */
+class LoadWorker {
+  private readonly worker: Worker;
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  constructor(
+    setup: WorkerSetup,
+    readonly owns: ReadonlySet<number>,
+  ) {
+    this.worker = new Worker(new URL('./ts-load-worker.js', import.meta.url), { workerData: setup });
+    this.worker.on('message', (m: { id: number; value?: unknown; error?: string }) => {
+      const w = this.waiting.get(m.id);
+      this.waiting.delete(m.id);
+      if (m.error !== undefined) w?.reject(new Error(m.error));
+      else w?.resolve(m.value);
+    });
+    this.worker.on('error', (err) => {
+      for (const w of this.waiting.values()) w.reject(err);
+      this.waiting.clear();
+    });
   }
-  return true;
+
+  ask<T = null>(command: Command): Promise<T> {
+    const id = this.next++;
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ id, command });
+    });
+  }
+
+  stop(): Promise<number> {
+    return this.worker.terminate();
+  }
 }
 
-/** What tailscaled sends about itself with every map request. */
-const hostinfo = (name: string) => ({
-  Hostname: name,
-  OS: 'linux',
-  IPNVersion: '1.102.5-bench',
-  NetInfo: { PreferredDERP: 900 },
-});
-
+/** The N nodes over `workers` threads (node i on thread i mod workers), and the joiner on this one. */
 class Load {
-  current: FanOut<MapReader> | null = null;
-  readonly nodes: LoadNode[] = [];
-  constructor(readonly server: Server) {}
-
-  add(i: number): LoadNode {
-    const node = {
-      client: new TsTestClient(this.server.url, VERSION, sourceOf(i)),
-      reader: null,
-      name: `node-${i}`,
-    };
-    this.nodes[i] = node;
-    return node;
-  }
-
-  async register(node: LoadNode): Promise<void> {
-    const r = await node.client.register({ Auth: { AuthKey: this.server.authKey } }, node.name);
-    if (r.MachineAuthorized !== true) throw new Error(`${node.name} not authorized: ${JSON.stringify(r)}`);
-  }
-
-  async stream(i: number): Promise<void> {
-    const node = this.nodes[i] as LoadNode;
-    const reader = await node.client.map({
-      Hostinfo: {
-        Hostname: node.name,
-        OS: 'linux',
-        IPNVersion: '1.102.5-bench',
-        NetInfo: { PreferredDERP: 900 },
-      },
-      Endpoints: [`198.51.100.${1 + (i % 250)}:${41641 + Math.floor(i / 250)}`],
-    });
-    reader.onChange = () => this.current?.changed(i, reader, performance.now());
-    node.reader = reader;
-  }
-
-  /** Runs `act` and times `reached` on every node of `expect`; adds p50/p99/max rows to `col`. */
-  async measure(
-    col: Column,
-    what: string,
-    expect: number[],
-    reached: (r: MapReader) => boolean,
-    act: () => Promise<void>,
+  readonly workers: LoadWorker[];
+  joiner: LoadNode | null = null;
+  constructor(
+    readonly server: Server,
+    readonly n: number,
+    workers: number,
   ) {
-    const fan = new FanOut(expect, reached, performance.now());
-    this.current = fan;
+    this.workers = Array.from({ length: workers }, (_, w) => {
+      const indices = Array.from({ length: n }, (_, i) => i).filter((i) => i % workers === w);
+      return new LoadWorker(
+        { url: server.url, authKey: server.authKey, version: VERSION, indices },
+        new Set(indices),
+      );
+    });
+  }
+
+  /** Every thread's answer to the same command. */
+  all(command: Command): Promise<unknown[]> {
+    return Promise.all(this.workers.map((w) => w.ask(command)));
+  }
+
+  owner(i: number): LoadWorker {
+    return this.workers[i % this.workers.length] as LoadWorker;
+  }
+
+  /** Runs `act` and times `reached` on every node but `except`; adds p50/p99/max rows to `col`. */
+  async measure(col: Column, what: string, except: number[], reached: Reached, act: () => Promise<void>) {
+    const expect = Array.from({ length: this.n }, (_, i) => i).filter((i) => !except.includes(i));
+    await this.all({ type: 'watch', expect, reached, t0: now() });
     const acted = await bounded(act(), CLI_TIMEOUT_MS);
-    const all = acted !== 'timeout' && (await until(() => fan.done, EVENT_TIMEOUT_MS));
-    this.current = null;
-    const s = fan.times().sort((a, b) => a - b);
-    const ended = this.nodes.filter((x) => x?.reader?.ended).length;
+    const all =
+      acted !== 'timeout' && (await bounded(this.all({ type: 'watched' }), EVENT_TIMEOUT_MS)) !== 'timeout';
+    const answers = (await this.all({ type: 'unwatch' })) as { times: number[]; ended: number }[];
+    const s = answers.flatMap((a) => a.times).sort((a, b) => a - b);
+    const ended = answers.reduce((sum, a) => sum + a.ended, 0);
     console.log(
-      `  ${what.padEnd(16)} reached ${s.length}/${fan.expectedCount}${acted === 'timeout' ? `; its action did not finish within ${CLI_TIMEOUT_MS / 1000} s` : ''}; ${ended} map streams ended by the server`,
+      `  ${what.padEnd(16)} reached ${s.length}/${expect.length}${acted === 'timeout' ? `; its action did not finish within ${CLI_TIMEOUT_MS / 1000} s` : ''}; ${ended} map streams ended by the server`,
     );
     col.set(`${what} p50 (ms)`, all ? pct(s, 50) : 'timeout');
     col.set(`${what} p99 (ms)`, all ? pct(s, 99) : 'timeout');
     col.set(`${what} max (ms)`, all ? (s.at(-1) as number) : 'timeout');
   }
 
-  close() {
-    for (const n of this.nodes) n?.client.close();
+  async self(i: number): Promise<Json> {
+    const self = await this.owner(i).ask<Json | null>({ type: 'self', index: i });
+    if (self === null) throw new Error(`node-${i} has no map yet`);
+    return self;
+  }
+
+  async close() {
+    this.joiner?.client.close();
+    await Promise.all(this.workers.map((w) => w.stop()));
   }
 }
 
 const ROWS = [
   'registration (ms)',
   'connect (ms)',
+  'settled after connect (ms)',
   'join p50 (ms)',
   'join p99 (ms)',
   'join max (ms)',
@@ -308,12 +319,13 @@ const ROWS = [
   'delete p50 (ms)',
   'delete p99 (ms)',
   'delete max (ms)',
-  'RSS after connect (MiB)',
+  'RSS after settling (MiB)',
 ];
 
 async function measureServer(
   name: string,
   n: number,
+  workers: number,
   start: (dir: string) => Promise<Server>,
 ): Promise<Column> {
   const col: Column = new Map();
@@ -321,89 +333,70 @@ async function measureServer(
   let server: Server | null = null;
   let load: Load | null = null;
   try {
-    console.log(`\n${name}: ${n} nodes`);
+    console.log(`\n${name}: ${n} nodes, ${workers} load threads`);
     server = await start(dir);
-    const live = new Load(server);
+    const live = new Load(server, n, workers);
     load = live;
-    const present = Array.from({ length: n }, (_, i) => i);
-    for (const i of present) live.add(i);
+    // Registrations and stream openings: 32 at once in all.
+    const width = Math.max(1, Math.ceil(32 / workers));
 
-    // All N register (32 at once), then all N open their map streams.
     let t = performance.now();
-    if (
-      (await bounded(
-        pool(live.nodes, 32, (x) => live.register(x)),
-        PHASE_TIMEOUT_MS,
-      )) === 'timeout'
-    )
-      return col;
+    if ((await bounded(live.all({ type: 'register', width }), PHASE_TIMEOUT_MS)) === 'timeout') return col;
     col.set('registration (ms)', performance.now() - t);
     console.log(`  registration     ${n} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     t = performance.now();
-    const complete = () => live.nodes.every((x) => x.reader?.self && x.reader.peers.size >= n - 1);
     const opened = await bounded(
-      pool(present, 32, (i) => live.stream(i)),
+      (async () => {
+        await live.all({ type: 'stream', width });
+        await live.all({ type: 'complete', peers: n - 1 });
+      })(),
       PHASE_TIMEOUT_MS,
     );
-    if (opened === 'timeout' || !(await until(complete, PHASE_TIMEOUT_MS))) return col;
+    if (opened === 'timeout') return col;
     col.set('connect (ms)', performance.now() - t);
     console.log(
       `  connect          all ${n} maps complete in ${((performance.now() - t) / 1000).toFixed(1)} s`,
     );
-    await sleep(1_000); // let the last online/endpoint fan-outs settle
-    col.set('RSS after connect (MiB)', rssMiB(server.pid));
-
-    const others = (but: number[]) => live.nodes.map((_, i) => i).filter((i) => !but.includes(i));
+    // Every node coming online is a patch to every other: at N = 1,000 that storm still drains for
+    // seconds after the maps are complete, and a change timed then would wait behind it. The
+    // changes are timed once no map message has arrived for QUIET_MS (keep-alives aside).
+    t = performance.now();
+    const quiet = await bounded(live.all({ type: 'quiet', ms: QUIET_MS }), EVENT_TIMEOUT_MS);
+    const settled = performance.now() - t - (quiet === 'timeout' ? 0 : QUIET_MS);
+    col.set('settled after connect (ms)', quiet === 'timeout' ? 'timeout' : settled);
+    console.log(
+      `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
+    );
+    col.set('RSS after settling (MiB)', rssMiB(server.pid));
 
     // A join: a new node registers and opens its stream; every other map must list it.
-    const joiner = live.add(n);
-    await live.measure(
-      col,
-      'join',
-      others([n]),
-      (r) => [...r.peers.values()].some((p) => p.Key === joiner.client.nodeKey),
-      async () => {
-        await live.register(joiner);
-        await live.stream(n);
-      },
-    );
+    const joiner: LoadNode = {
+      client: new TsTestClient(server.url, VERSION, sourceOf(n)),
+      reader: null,
+      name: `node-${n}`,
+    };
+    live.joiner = joiner;
+    const authKey = server.authKey;
+    await live.measure(col, 'join', [], { kind: 'has-key', key: joiner.client.nodeKey }, async () => {
+      await register(joiner, authKey);
+      await openMap(joiner, n);
+    });
 
     // An endpoint change: node 1's "lite" map request (no stream, no peers) with a new endpoint.
-    const mover = live.nodes[1] as LoadNode;
-    const moverId = selfOf(mover).ID as number;
+    const moverId = (await live.self(1)).ID as number;
     const endpoint = '198.51.100.77:41641';
-    await live.measure(
-      col,
-      'endpoint',
-      others([1, n]),
-      (r) => ((r.peers.get(moverId)?.Endpoints as string[] | undefined) ?? []).includes(endpoint),
-      async () => {
-        const res = await (await mover.client.connection()).post('/machine/map', {
-          Version: VERSION,
-          NodeKey: mover.client.nodeKey,
-          DiscoKey: mover.client.discoKey,
-          OmitPeers: true,
-          Stream: false,
-          Hostinfo: hostinfo(mover.name),
-          Endpoints: [endpoint],
-        });
-        if (res.status !== 200) throw new Error(`endpoint update: ${res.status} ${res.body}`);
-      },
+    await live.measure(col, 'endpoint', [1], { kind: 'endpoint', id: moverId, endpoint }, () =>
+      live.owner(1).ask({ type: 'move', index: 1, endpoints: [endpoint] }),
     );
 
     // A delete by the admin: every other map must drop it.
-    const victim = live.nodes[4] as LoadNode;
-    const self = selfOf(victim);
+    const self = await live.self(4);
     const victimId = self.ID as number;
-    await live.measure(
-      col,
-      'delete',
-      others([4, n]),
-      (r) => !r.peers.has(victimId),
-      () => (server as Server).remove({ id: victimId, name: (self.Name as string).split('.')[0] as string }),
+    await live.measure(col, 'delete', [4], { kind: 'gone', id: victimId }, () =>
+      (server as Server).remove({ id: victimId, name: (self.Name as string).split('.')[0] as string }),
     );
   } finally {
-    load?.close();
+    await load?.close();
     server?.stop();
     rmSync(dir, { recursive: true, force: true });
     console.log(
@@ -430,20 +423,30 @@ function table(weft: Column, headscale: Column): string {
   return lines.join('\n');
 }
 
-function parseNodes(argv: string[]): number {
-  if (argv.length === 0) return 200;
-  if (argv.length !== 2 || argv[0] !== '--nodes') throw new Error('usage: control-vs-headscale [--nodes N]');
-  const n = Number(argv[1]);
+const USAGE = 'usage: control-vs-headscale [--nodes N] [--workers W]';
+
+/** --nodes N (default 200), --workers W (default one load thread per 500 nodes, at most 4). */
+function parseArgs(argv: string[]): { n: number; workers: number } {
+  const { values, positionals } = parseArgsOf({
+    args: argv,
+    options: { nodes: { type: 'string' }, workers: { type: 'string' } },
+    strict: true,
+    allowPositionals: true,
+  });
+  if (positionals.length > 0) throw new Error(USAGE);
+  const n = Number(values.nodes ?? 200);
   if (!Number.isInteger(n) || n < 8 || n > 5_000) throw new Error('--nodes: 8..5000');
-  return n;
+  const workers = Number(values.workers ?? Math.min(4, Math.ceil(n / 500)));
+  if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new Error('--workers: 1..16');
+  return { n, workers };
 }
 
-const n = parseNodes(process.argv.slice(2));
+const { n, workers } = parseArgs(process.argv.slice(2));
 const version = (await run(HEADSCALE, ['version'], { timeout: CLI_TIMEOUT_MS })).stdout.trim().split('\n')[0];
 console.log(
   `control-vs-headscale: node ${process.version}, headscale ${version}, ${n} nodes, one reusable key, allow-all, SQLite, loopback; cores ${cpus().length}`,
 );
-const weft = await measureServer('weft-control', n, startWeft);
-const headscale = await measureServer('headscale', n, startHeadscale);
+const weft = await measureServer('weft-control', n, workers, startWeft);
+const headscale = await measureServer('headscale', n, workers, startHeadscale);
 console.log(`\n${table(weft, headscale)}`);
 process.exit(0);

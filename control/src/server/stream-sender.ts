@@ -14,7 +14,7 @@ export interface SendingSocket {
   readonly readyState: number;
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number;
-  /** Sends one text frame (`data` is its JSON, as text or UTF-8 bytes). */
+  /** Sends one frame: a stream message's JSON (text or UTF-8 bytes), or a transport's encoded frame. */
   send(data: string | Buffer, done: (err?: Error) => void): void;
   terminate(): void;
 }
@@ -36,10 +36,13 @@ export class StreamSender {
   ) {}
 
   send(message: StreamServerMessage): void {
+    this.sendEncoded(wireOf(message), message.type === 'full');
+  }
+
+  /** Sends bytes already encoded for this socket (a Tailscale MapResponse frame); `full` if a whole map. */
+  sendEncoded(data: string | Buffer, full: boolean): void {
     if (this.socket.readyState !== OPEN) return;
-    const data = wireOf(message);
-    const fullBytes =
-      message.type !== 'full' ? 0 : typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    const fullBytes = full ? Buffer.byteLength(data) : 0;
     this.fullMapBytes += fullBytes;
     this.socket.send(data, () => {
       this.fullMapBytes -= fullBytes;

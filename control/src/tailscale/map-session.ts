@@ -43,6 +43,8 @@ export class TsMapSession implements StreamSession {
     readonly nodeId: string,
     private readonly write: (response: TsMapResponse) => void,
     private readonly end: (reason: string) => void,
+    /** Whether its transport is over its bound (the hub then holds deltas back: StreamSender). */
+    readonly backlogged: () => boolean = () => false,
   ) {}
 
   send(message: StreamServerMessage): void {
@@ -90,7 +92,7 @@ export class TsMapSession implements StreamSession {
     for (const peer of message.peersUpserted ?? []) {
       const before = this.peers.get(peer.id);
       this.peers.set(peer.id, peer);
-      const patch = before ? patchOf(before, peer) : null;
+      const patch = before ? sharedPatchOf(before, peer) : null;
       if (patch !== null) {
         if (Object.keys(patch).length > 1) patches.push(patch);
         continue;
@@ -139,6 +141,26 @@ export function fullMapResponse(netmap: NetMap): TsMapResponse {
     CollectServices: false,
     ControlTime: new Date().toISOString(),
   };
+}
+
+/**
+ * A change's patch, made once for all the sessions that held the same view before it: every
+ * viewer of a peer holds the hub's same view object, so at N nodes a peer's change was otherwise
+ * compared (two JSON serialisations of the whole view) N times. Never mutated once made.
+ */
+const patches = new WeakMap<NodeView, WeakMap<NodeView, TsPeerChange | null>>();
+export function sharedPatchOf(before: NodeView, after: NodeView): TsPeerChange | null {
+  let byAfter = patches.get(before);
+  if (byAfter === undefined) {
+    byAfter = new WeakMap();
+    patches.set(before, byAfter);
+  }
+  let patch = byAfter.get(after);
+  if (patch === undefined) {
+    patch = patchOf(before, after);
+    byAfter.set(after, patch);
+  }
+  return patch;
 }
 
 const numberOf = (view: NodeView) => tsNodeId((view.addresses[0] ?? '').split('/')[0] as string);

@@ -12,10 +12,12 @@ import type { RegistrationCaller } from '../auth/register.js';
 import { errorText } from '../log.js';
 import type { ControlContext } from '../server/context.js';
 import { offerableRoutes } from '../server/stream-route.js';
+import { StreamSender } from '../server/stream-sender.js';
 import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
 import { fullMapResponse, TsMapSession } from './map-session.js';
+import { mapSocket } from './map-socket.js';
 import { registerTailscale, tooOldMessage } from './register.js';
 import { loadZstd, zstdFrame } from './zstd.js';
 
@@ -185,20 +187,32 @@ function streamMap(
 ): void {
   const { hub, log, background } = ctx;
   res.writeHead(200, { 'content-type': 'application/octet-stream' });
+  // Bounded like a Weft stream: over the bound the hub holds deltas back and sends one whole map
+  // once the client has read what was queued; a client stuck that long is dropped.
+  const sender = new StreamSender(
+    mapSocket(res),
+    ctx.limits,
+    () => hub.resync(session),
+    () =>
+      log.warn(
+        `map stream ${node.name} (tailscale): nothing read for ${ctx.limits.streamStuckMs} ms, dropping`,
+      ),
+  );
   const session = new TsMapSession(
     node.id,
-    (response) => {
-      if (!res.closed) res.write(mapFrame(response, zstd));
-    },
+    // A response with Peers is a whole map (not counted against the bound while it is written).
+    (response) => sender.sendEncoded(mapFrame(response, zstd), response.Peers !== undefined),
     (reason) => {
       log.info(`map stream ${node.name} (tailscale): ended: ${reason}`);
       res.end();
     },
+    () => sender.backlogged(),
   );
-  // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes.
+  // Keep-alives tell the client (which asks for them) the stream is alive while nothing changes;
+  // none while bytes are still queued (those say as much once read).
   const keepAliveFrame = mapFrame({ KeepAlive: true }, zstd);
   const ticker = setInterval(() => {
-    if (keepAlive && !res.closed) res.write(keepAliveFrame);
+    if (keepAlive && !res.closed && res.stream.writableLength === 0) res.write(keepAliveFrame);
   }, ctx.pingIntervalMs);
 
   background.run(
@@ -207,6 +221,7 @@ function streamMap(
       new Promise<void>((resolve) =>
         res.on('close', () => {
           clearInterval(ticker);
+          sender.close();
           // Only the node's current stream: a replaced one leaves the newer stream's presence alone.
           if (hub.disconnect(session))
             background.run(`last seen of ${node.name}`, () => ctx.presence.disconnected(node.id));

@@ -128,6 +128,36 @@ describe('TsMapSession', () => {
   });
 });
 
+describe('a change reaching many sessions', () => {
+  it('is translated and patched once, shared by every session that held the same view', () => {
+    const peer = view(2);
+    const full = {
+      type: 'full' as const,
+      netmap: { self: view(1), peers: [peer], packetFilter: [], tailnetRanges: [] },
+    };
+    const sent: { PeersChangedPatch?: unknown[]; PeersChanged?: unknown[] }[][] = [[], [], []];
+    const sessions = sent.map(
+      (out, i) =>
+        new TsMapSession(
+          `n${10 + i}`,
+          (r) => out.push(r),
+          () => {},
+        ),
+    );
+    for (const s of sessions) s.send(full);
+    const moved = view(2, { endpoints: ['198.51.100.2:41641'] });
+    const retagged = view(2, { endpoints: ['198.51.100.2:41641'], tags: ['tag:x'], user: null });
+    for (const s of sessions) s.send({ type: 'delta', peersUpserted: [moved] });
+    for (const s of sessions) s.send({ type: 'delta', peersUpserted: [retagged] });
+    const [a, b, c] = sent.map((out) => out.slice(1));
+    expect(a?.[0]?.PeersChangedPatch?.[0]).toEqual({ NodeID: 0x64400002, Endpoints: ['198.51.100.2:41641'] });
+    expect(b?.[0]?.PeersChangedPatch?.[0]).toBe(a?.[0]?.PeersChangedPatch?.[0]);
+    expect(c?.[0]?.PeersChangedPatch?.[0]).toBe(a?.[0]?.PeersChangedPatch?.[0]);
+    expect(b?.[1]?.PeersChanged?.[0]).toBe(a?.[1]?.PeersChanged?.[0]);
+    expect(c?.[1]?.PeersChanged?.[0]).toBe(a?.[1]?.PeersChanged?.[0]);
+  });
+});
+
 describe('zstd frames', () => {
   it('decode with an independent zstd decoder, and a map shrinks', async () => {
     await loadZstd();

@@ -1,12 +1,12 @@
 import type { IncomingMessage, Server } from 'node:http';
 import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { x25519 } from '@noble/curves/ed25519.js';
 import type { TsEarlyNoise } from '@weft/protocol';
 import type { RegistrationCaller } from '../auth/register.js';
 import { errorText, type Logger } from '../log.js';
 import { errorFrame, INITIATION_LEN, NoiseHandshakeError, respondToInitiation } from './noise.js';
 import { NoiseStream } from './noise-stream.js';
+import { x25519Public, x25519RandomPrivate } from '../crypto/x25519.js';
 
 // The /ts2021 upgrade: an HTTP/1.1 request with `Upgrade: tailscale-control-protocol` whose
 // `X-Tailscale-Handshake` header (base64) carries the Noise initiation, or, without the header, the
@@ -130,7 +130,7 @@ function serve(
   // The client reads this before HTTP/2; the challenge is for node-key signatures, which Weft
   // does not ask for, so a fresh random key serves.
   const early: TsEarlyNoise = {
-    NodeKeyChallenge: `chalpub:${Buffer.from(x25519.getPublicKey(x25519.utils.randomSecretKey())).toString('hex')}`,
+    NodeKeyChallenge: `chalpub:${Buffer.from(x25519Public(x25519RandomPrivate())).toString('hex')}`,
   };
   const json = Buffer.from(JSON.stringify(early));
   const length = Buffer.alloc(4);

@@ -1,3 +1,4 @@
+import { createCipheriv, createDecipheriv } from 'node:crypto';
 import http2 from 'node:http2';
 import net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -96,10 +97,15 @@ function readBytes(socket: net.Socket, buffered: { data: Buffer }, n: number): P
   });
 }
 
-/** Client-side records: decrypts control's records, strips the early payload, seals writes. */
+/**
+ * Client-side records: decrypts control's records, strips the early payload, seals writes. The
+ * records' AEAD is node:crypto's (one load process reads every node's maps; the pure-JavaScript one
+ * made it the bottleneck), the handshake above stays on @noble, independent of control's.
+ */
 class ClientRecords extends Duplex {
-  private pending = Buffer.alloc(0);
-  private plain = Buffer.alloc(0);
+  private pending: Buffer = Buffer.alloc(0);
+  private plain: Buffer[] = [];
+  private plainBytes = 0;
   private rxN = 0n;
   private txN = 0n;
   early: unknown = undefined;
@@ -115,37 +121,45 @@ class ClientRecords extends Duplex {
     if (head.length > 0) this.onData(head);
   }
   private onData(chunk: Buffer) {
-    this.pending = Buffer.concat([this.pending, chunk]);
-    while (this.pending.length >= 3) {
-      const len = this.pending.readUInt16BE(1);
-      if (this.pending.length < 3 + len) return;
-      const pt = chacha20poly1305(this.rx, nonce(this.rxN++)).decrypt(this.pending.subarray(3, 3 + len));
-      this.pending = this.pending.subarray(3 + len);
-      this.plain = Buffer.concat([this.plain, Buffer.from(pt)]);
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    let at = 0;
+    while (this.pending.length - at >= 3) {
+      const len = this.pending.readUInt16BE(at + 1);
+      if (this.pending.length - at < 3 + len) break;
+      const sealed = this.pending.subarray(at + 3, at + 3 + len);
+      const d = createDecipheriv('chacha20-poly1305', this.rx, nonce(this.rxN++), { authTagLength: 16 });
+      d.setAuthTag(sealed.subarray(len - 16));
+      const pt = d.update(sealed.subarray(0, len - 16));
+      d.final();
+      this.plain.push(pt);
+      this.plainBytes += pt.length;
+      at += 3 + len;
     }
+    this.pending = this.pending.subarray(at);
+    let plain = Buffer.concat(this.plain, this.plainBytes);
     if (this.early === undefined) {
-      if (this.plain.length < 9) return;
-      if (this.plain.subarray(0, 5).toString('latin1') === '\xff\xff\xffTS') {
-        const n = this.plain.readUInt32BE(5);
-        if (this.plain.length < 9 + n) return;
-        this.early = JSON.parse(this.plain.subarray(9, 9 + n).toString());
-        this.plain = this.plain.subarray(9 + n);
+      if (plain.length < 9) return;
+      if (plain.subarray(0, 5).toString('latin1') === '\xff\xff\xffTS') {
+        const n = plain.readUInt32BE(5);
+        if (plain.length < 9 + n) return;
+        this.early = JSON.parse(plain.subarray(9, 9 + n).toString());
+        plain = plain.subarray(9 + n);
       } else this.early = null;
     }
-    if (this.plain.length > 0) {
-      this.push(this.plain);
-      this.plain = Buffer.alloc(0);
-    }
+    this.plain = [];
+    this.plainBytes = 0;
+    if (plain.length > 0) this.push(plain);
   }
   override _read() {}
   override _write(chunk: Buffer, _e: BufferEncoding, done: (err?: Error | null) => void) {
     const frames: Buffer[] = [];
     for (let at = 0; at < chunk.length; at += 4000) {
-      const ct = chacha20poly1305(this.tx, nonce(this.txN++)).encrypt(chunk.subarray(at, at + 4000));
+      const c = createCipheriv('chacha20-poly1305', this.tx, nonce(this.txN++), { authTagLength: 16 });
+      const ct = Buffer.concat([c.update(chunk.subarray(at, at + 4000)), c.final(), c.getAuthTag()]);
       const hdr = Buffer.alloc(3);
       hdr[0] = 4;
       hdr.writeUInt16BE(ct.length, 1);
-      frames.push(hdr, Buffer.from(ct));
+      frames.push(hdr, ct);
     }
     this.socket.write(Buffer.concat(frames), done);
   }
@@ -231,6 +245,19 @@ export async function connectTs2021(args: {
   };
 }
 
+/**
+ * A private key's public half, made once per key: x25519 in JavaScript costs about a millisecond,
+ * and a load test asks for a node's key on every map change of every node.
+ */
+const publicKeys = new WeakMap<Uint8Array, Uint8Array>();
+export function publicOf(privateKey: Uint8Array): Uint8Array {
+  let key = publicKeys.get(privateKey);
+  if (key === undefined) {
+    key = x25519.getPublicKey(privateKey);
+    publicKeys.set(privateKey, key);
+  }
+  return key;
+}
 const hex = (key: Uint8Array) => Buffer.from(key).toString('hex');
 
 type Json = Record<string, unknown>;
@@ -240,7 +267,11 @@ type Json = Record<string, unknown>;
  * client's picture of the map as tailscaled would build it: self, peers by id, patches applied.
  */
 export class MapReader {
-  private buffer = Buffer.alloc(0);
+  private buffer: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  /** Bytes the next frame needs before it can be read (its length prefix, then all of it). */
+  private needed = 4;
   readonly messages: Json[] = [];
   self: Json | null = null;
   readonly peers = new Map<number, Json>();
@@ -259,13 +290,24 @@ export class MapReader {
       this.status = Number(h[':status']);
     });
     stream.on('data', (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
+      // A whole map of a thousand peers comes in many chunks: they are joined once it is all here
+      // (joining on every chunk copies the map over and over).
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+      if (this.buffered < this.needed) return;
+      this.buffer = Buffer.concat(this.chunks, this.buffered);
+      let read = 0;
       while (this.buffer.length >= 4 && this.buffer.length >= 4 + this.buffer.readUInt32LE(0)) {
         const n = this.buffer.readUInt32LE(0);
         const body = Buffer.from(this.decode(this.buffer.subarray(4, 4 + n)));
         this.buffer = this.buffer.subarray(4 + n);
         this.apply(JSON.parse(body.toString()) as Json);
+        read++;
       }
+      this.chunks = [this.buffer];
+      this.buffered = this.buffer.length;
+      this.needed = this.buffered < 4 ? 4 : 4 + this.buffer.readUInt32LE(0);
+      if (read === 0) return;
       this.onChange?.();
       this.wake();
     });
@@ -341,14 +383,14 @@ export class TsTestClient {
   ) {}
 
   get nodeKey(): string {
-    return `nodekey:${hex(x25519.getPublicKey(this.nodePrivate))}`;
+    return `nodekey:${hex(publicOf(this.nodePrivate))}`;
   }
   get discoKey(): string {
-    return `discokey:${hex(x25519.getPublicKey(this.disco))}`;
+    return `discokey:${hex(publicOf(this.disco))}`;
   }
   /** The node key as Weft stores it (base64). */
   get nodeKeyBase64(): string {
-    return Buffer.from(x25519.getPublicKey(this.nodePrivate)).toString('base64');
+    return Buffer.from(publicOf(this.nodePrivate)).toString('base64');
   }
 
   async connection(): Promise<Ts2021Connection> {
