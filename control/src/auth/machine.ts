@@ -1,7 +1,7 @@
 import { verifyMachineRequest } from '@weft/protocol';
+import { x25519SharedBase64 } from '../crypto/x25519.js';
 import { ApiError } from '../errors.js';
 import type { ReplayWindow } from './replay-window.js';
-import { x25519SharedBase64 } from '../crypto/x25519.js';
 
 /**
  * Checks the machine-key signature of a control request, and that it is not a replay, and returns

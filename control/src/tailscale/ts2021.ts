@@ -3,10 +3,10 @@ import http2 from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { TsEarlyNoise } from '@weft/protocol';
 import type { RegistrationCaller } from '../auth/register.js';
+import { x25519Public, x25519RandomPrivate } from '../crypto/x25519.js';
 import { errorText, type Logger } from '../log.js';
 import { errorFrame, INITIATION_LEN, NoiseHandshakeError, respondToInitiation } from './noise.js';
 import { NoiseStream } from './noise-stream.js';
-import { x25519Public, x25519RandomPrivate } from '../crypto/x25519.js';
 
 // The /ts2021 upgrade: an HTTP/1.1 request with `Upgrade: tailscale-control-protocol` whose
 // `X-Tailscale-Handshake` header (base64) carries the Noise initiation, or, without the header, the
