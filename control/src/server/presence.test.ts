@@ -104,6 +104,34 @@ describe('presence at a shutdown', () => {
       expect(node?.streamedBy).toBeNull();
     }
   });
+
+  it('starts that write at once, and a failed write still lets close give up the replica', async () => {
+    const store = await storeWithNode();
+    const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
+    const warnings: string[] = [];
+    const presence = new Presence(
+      store,
+      sync,
+      () => [],
+      async (_job, fn) => {
+        await fn();
+        return true;
+      },
+      { ...silent, warn: (m: string) => void warnings.push(m) },
+      undefined,
+      true,
+    );
+    await presence.start();
+    await presence.connected('n1');
+    const written = vi.spyOn(store, 'nodesDisconnected').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
+    const removed = vi.spyOn(store, 'removeReplica');
+    presence.shuttingDown(['n1']);
+    // Before close: a shutdown killed during its grace period has already asked for it.
+    expect(written).toHaveBeenCalledTimes(1);
+    await presence.close();
+    expect(removed).toHaveBeenCalledWith(presence.replica);
+    expect(warnings.join('\n')).toContain('SQLITE_BUSY');
+  });
 });
 
 /** Polls `test` every few milliseconds until it holds, failing after `boundMs`. */

@@ -18,8 +18,8 @@ export class Presence {
   /** This process's replica id: new at each start, so a restart never inherits stale rows. */
   readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
-  /** Streams a shutdown ended, and when: their last seen is written at close, all in one go. */
-  private ended: { ids: ReadonlySet<string>; at: Date } | null = null;
+  /** Streams a shutdown ended, and the one write of their last seen, started at once. */
+  private ended: { ids: ReadonlySet<string>; written: Promise<void> } | null = null;
 
   constructor(
     private readonly store: Store,
@@ -63,19 +63,23 @@ export class Presence {
 
   /**
    * Shutdown ended the streams of `nodeIds` (NetmapHub.closeAll): there is no one left to tell, so
-   * rather than a transaction and a read per node as each close comes in, close() records their
-   * last seen (now) in one.
+   * rather than a transaction and a read per node as each close comes in, their last seen (now) is
+   * written in one, started now (a shutdown cut short later still has it) and awaited by close().
    */
   shuttingDown(nodeIds: Iterable<string>): void {
-    this.ended = { ids: new Set(nodeIds), at: new Date() };
+    const ids = new Set(nodeIds);
+    const written = this.store
+      .nodesDisconnected([...ids], this.replica, new Date())
+      .catch((err) => this.log.warn(`last seen of ${ids.size} ended streams: ${errorText(err)}`));
+    this.ended = { ids, written };
   }
 
   /** Stops the heartbeat and gives up this replica's streams (a clean shutdown). */
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    if (this.ended !== null)
-      await this.store.nodesDisconnected([...this.ended.ids], this.replica, this.ended.at);
+    // A failed last-seen write is logged, not thrown: the replica's rows must still go.
+    await this.ended?.written;
     await this.store.removeReplica(this.replica);
   }
 
