@@ -246,11 +246,7 @@ export class NetmapHub {
       if (n.advertisedRoutes.length > 0) this.routers.add(n.id);
       else this.routers.delete(n.id);
     }
-    // Only routers have approved routes, so only they can be primaries.
-    const routerRecords = [...this.routers].map((id) => this.nodes.get(id) as NodeRecord);
-    const primaries = electPrimaries(routerRecords, (n) => this.approvedOf(n));
-    const primariesMoved = primariesKey(primaries) !== primariesKey(this.primaries);
-    this.primaries = primaries;
+    const primariesMoved = this.electPrimaries();
     const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
     // Another router became primary of a subnet: every router's views may differ.
     if (primariesMoved) for (const id of this.routers) if (!changed.includes(id)) changed.push(id);
@@ -259,6 +255,16 @@ export class NetmapHub {
       removed.map((n) => n.id),
       [...reidentified, ...removed],
     );
+  }
+
+  /** Elects each subnet's primary router again; whether any moved. */
+  private electPrimaries(): boolean {
+    // Only routers have approved routes, so only they can be primaries.
+    const routerRecords = [...this.routers].map((id) => this.nodes.get(id) as NodeRecord);
+    const primaries = electPrimaries(routerRecords, (n) => this.approvedOf(n));
+    const moved = primariesKey(primaries) !== primariesKey(this.primaries);
+    this.primaries = primaries;
+    return moved;
   }
 
   /** Starts streaming to `session`: sends its full map, and tells its peers it is online. */
@@ -388,9 +394,11 @@ export class NetmapHub {
    */
   policyChanged(peersMoved: ReadonlySet<string> | 'all'): void {
     // autoApprovers may approve other routes now: each router's own view is decided again (only a
-    // node that advertises routes can have any approved, so the others' views cannot move).
-    for (const id of this.routers) this.refreshView(id);
-    this.propagate([], [], [], { peersMoved });
+    // node that advertises routes can have any approved, so the others' views cannot move), and so
+    // is which router is primary for each subnet (as settle() does).
+    const changed = [...this.routers].filter((id) => this.refreshView(id));
+    if (this.electPrimaries()) for (const id of this.routers) if (!changed.includes(id)) changed.push(id);
+    this.propagate(changed, [], [], { peersMoved });
   }
 
   /** The routes `node` is approved for (advertised, and approved by an admin or autoApprovers). */

@@ -141,6 +141,23 @@ describe('routes in the netmap, with a policy', () => {
     expect(new Set(asked.mock.calls.map(([n]) => n.id))).toEqual(new Set(['n2']));
   });
 
+  it('when the policy that auto-approved the primary router goes, the admin-approved one takes the subnet', () => {
+    const subnet = '198.51.100.0/24';
+    const older = node(2, { advertisedRoutes: [subnet] });
+    const approved = node(3, { advertisedRoutes: [subnet], approvedRoutes: withApproved([], [subnet]) });
+    const { hub, s, setPolicy } = setup(
+      [node(1), older, approved],
+      `{ ${base}, "autoApprovers": { "routes": { "${subnet}": ["alice@example.com"] } } }`,
+    );
+    expect(s('n1').routesOf('n2')).toEqual([subnet]);
+    expect(s('n1').routesOf('n3')).toEqual([]);
+    // Any write while the policy is in force elects the primaries under it: the older router.
+    hub.update([node(1), older, approved]);
+    setPolicy(null);
+    expect(s('n1').routesOf('n2')).toEqual([]);
+    expect(s('n1').routesOf('n3')).toEqual([subnet]);
+  });
+
   it('a node the policy does not let use the internet is not offered the exit node', () => {
     const client = node(1, { tags: ['tag:kiosk'], userName: null, userId: null });
     const other = node(4);
