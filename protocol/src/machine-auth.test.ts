@@ -60,6 +60,32 @@ describe('machine request signatures', () => {
     expect(verifyMachineRequest({ ...args, secret: refuse })).toEqual({ error: 'invalid machine key' });
   });
 
+  it('refuses other spellings of the same machine key (top bit set, u past the prime, padding bits), which give the same secret', () => {
+    const header = sign('{}');
+    expect(verify(header, '{}')).toMatchObject({ machineKey: machine.publicKey });
+    const [key, ...rest] = header.split('.');
+    const bytes = Buffer.from(key as string, 'base64');
+    const topBit = Buffer.from(bytes);
+    topBit[31] = (topBit[31] as number) ^ 0x80;
+    // The last base64 character carries two padding bits: set one, the bytes stay the same.
+    const last = (key as string).at(-2) as string;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+    const padded = `${(key as string).slice(0, -2)}${alphabet[alphabet.indexOf(last) ^ 1]}=`;
+    expect(Buffer.from(padded, 'base64').equals(bytes)).toBe(true);
+    for (const spelling of [topBit.toString('base64'), padded]) {
+      expect(verify([spelling, ...rest].join('.'), '{}')).toEqual({
+        error: 'machine key not in canonical form',
+      });
+    }
+    // u = p + 9 (the base point past the prime): 32 bytes, top bit clear, still refused.
+    const pastPrime = Buffer.alloc(32, 0xff);
+    pastPrime[0] = 0xf6; // p = 2^255 - 19 is ed ff … ff 7f, little-endian
+    pastPrime[31] = 0x7f;
+    expect(verify([pastPrime.toString('base64'), ...rest].join('.'), '{}')).toEqual({
+      error: 'machine key not in canonical form',
+    });
+  });
+
   it('gives every signature its own nonce, covered by the MAC, for the verifier to remember', () => {
     const [first, second] = [sign('{}'), sign('{}')];
     const a = verify(first, '{}');

@@ -98,6 +98,7 @@ export function verifyMachineRequest(args: {
   if (!/^[A-Za-z0-9+/]{43}=$/.test(machineKey) || !/^[0-9]{1,12}$/.test(secondsText) || !NONCE.test(nonce)) {
     return { error: 'malformed machine signature' };
   }
+  if (!isCanonicalPublicKey(machineKey)) return { error: 'machine key not in canonical form' };
   const seconds = Number(secondsText);
   const nowSeconds = Math.floor((args.now ?? Date.now()) / 1000);
   if (Math.abs(nowSeconds - seconds) > MACHINE_AUTH_MAX_SKEW_SECONDS) {
@@ -112,6 +113,22 @@ export function verifyMachineRequest(args: {
   const expected = mac(secret, args.method, args.path, seconds, nonce, args.body);
   if (!timingSafeEqualText(expected, given)) return { error: 'bad machine signature' };
   return { machineKey, nonce, seconds };
+}
+
+const FIELD_PRIME = 2n ** 255n - 19n;
+
+/**
+ * Whether `key` is the one spelling of its X25519 public key: base64 with zero padding bits, and
+ * the u-coordinate below the field prime (so the top bit clear). X25519 ignores the top bit and
+ * reduces u, so other spellings give the same secret; were they accepted, a captured request could
+ * be replayed under each, the replay window keeping keys as text.
+ */
+function isCanonicalPublicKey(key: string): boolean {
+  const bytes = unb64(key);
+  if (bytes.length !== 32 || b64(bytes) !== key) return false;
+  let u = 0n;
+  for (let i = 31; i >= 0; i--) u = (u << 8n) | BigInt(bytes[i] as number);
+  return u < FIELD_PRIME;
 }
 
 function timingSafeEqualText(a: string, b: string): boolean {
