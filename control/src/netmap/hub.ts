@@ -88,9 +88,20 @@ function identityOf(node: NodeRecord): string {
 /** Primaries in a fixed order: which router was met first does not make them move. */
 const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify([...primaries].sort());
 
-/** What every whole map's bytes start with: the peers come first (see sendFull). */
-const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"peers":[');
+/** What every whole map's bytes start with, before self's JSON (see sendFull). */
+const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"self":');
+const PEERS_HEAD = Buffer.from(',"peers":[');
 const COMMA = Buffer.from(',');
+
+/**
+ * `text` as UTF-8 in a buffer of its own: Buffer.from puts small strings in a shared 8 KiB slab,
+ * and one kept view would then hold its whole slab alive.
+ */
+function ownBytes(text: string): Buffer {
+  const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  bytes.write(text);
+  return bytes;
+}
 
 export const DELETED_REASON = 'this node was deleted from the tailnet';
 export const EXPIRED_REASON = 'key expired';
@@ -304,14 +315,15 @@ export class NetmapHub {
 
   private sendFull(sub: Subscriber, self: NodeRecord): void {
     sub.pending = null; // the whole map has it
-    const parts: Buffer[] = [FULL_HEAD];
-    const netmap = this.fullMap(self, sub.visibility, sub.sent, parts);
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
+    const parts: Buffer[] = [FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD];
+    const netmap = this.fullMap(self, sub.visibility, sub.sent, parts);
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
-    // The bytes are put together from the peers' kept JSON: at 10,000 nodes a mass reconnect sends
-    // millions of peer views, and serialising each again (then encoding the text) was most of a
-    // connect's cost, and a gigabyte of strings for the garbage collector.
-    const { peers: _, ...rest } = netmap;
+    // The bytes are put together from the peers' kept JSON, in JSON.stringify's order (self, peers,
+    // the rest): at 10,000 nodes a mass reconnect sends millions of peer views, and serialising
+    // each again (then encoding the text) was most of a connect's cost, and a gigabyte of strings
+    // for the garbage collector.
+    const { self: _self, peers: _peers, ...rest } = netmap;
     parts.push(Buffer.from(`],${JSON.stringify(rest).slice(1)}}`));
     sub.session.send(withWire({ type: 'full', netmap }, Buffer.concat(parts)));
   }
@@ -347,7 +359,7 @@ export class NetmapHub {
       const cached = this.peerView(visibility, peer);
       if (peersBytes) {
         if (peers.length > 0) peersBytes.push(COMMA);
-        cached.bytes ??= Buffer.from(cached.json);
+        cached.bytes ??= ownBytes(cached.json);
         peersBytes.push(cached.bytes);
       }
       peers.push(cached.view);
