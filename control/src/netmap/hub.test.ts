@@ -65,6 +65,22 @@ describe('NetmapHub', () => {
     expect(full.netmap.peers.map((p) => p.id)).toContain('n4');
   });
 
+  it('puts no whole-map bytes together for a transport with its own encoding (Tailscale sessions)', () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 5 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const own = Object.assign(new FakeSession('n1'), { ownEncoding: true });
+    hub.connect(own);
+    const [weft] = connectAll(hub, [nodes[1] as NodeRecord]);
+    const ownFull = own.messages[0];
+    const weftFull = weft?.messages[0];
+    if (ownFull?.type !== 'full' || weftFull?.type !== 'full') throw new Error('no full map');
+    expect(ownFull.netmap.peers).toHaveLength(4);
+    // No bytes were attached: its JSON is made on demand, as text.
+    expect(typeof wireOf(ownFull)).toBe('string');
+    expect(Buffer.isBuffer(wireOf(weftFull))).toBe(true);
+  });
+
   it('a join costs one upsert per connected node and no visibility recompute', () => {
     const { wrapped, calls } = counting(allowAll);
     const hub = new NetmapHub(wrapped, ['100.64.0.0/10']);

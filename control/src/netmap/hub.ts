@@ -34,6 +34,11 @@ export interface StreamSession {
    * deltas for it, and sends a whole map once it has drained (resync).
    */
   backlogged?(): boolean;
+  /**
+   * The transport encodes messages its own way (Tailscale's map responses), never as their JSON:
+   * the hub then does not put a whole map's JSON bytes together for it.
+   */
+  readonly ownEncoding?: boolean;
 }
 
 interface Subscriber {
@@ -316,6 +321,12 @@ export class NetmapHub {
   private sendFull(sub: Subscriber, self: NodeRecord): void {
     sub.pending = null; // the whole map has it
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
+    if (sub.session.ownEncoding) {
+      const netmap = this.fullMap(self, sub.visibility, sub.sent);
+      sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
+      sub.session.send({ type: 'full', netmap });
+      return;
+    }
     const parts: Buffer[] = [FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD];
     const netmap = this.fullMap(self, sub.visibility, sub.sent, parts);
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);

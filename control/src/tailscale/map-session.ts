@@ -38,6 +38,8 @@ export class TsMapSession implements StreamSession {
   private selfJson = '';
   /** The DNS base domain node names end in. */
   private domain = DEFAULT_BASE_DOMAIN;
+  /** Messages become MapResponses here: the hub need not make a whole map's JSON bytes. */
+  readonly ownEncoding = true;
 
   constructor(
     readonly nodeId: string,
