@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { RunExclusive } from '../db/open.js';
 import type { Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
@@ -15,6 +16,12 @@ import { Presence } from './presence.js';
 afterEach(cleanupAll);
 
 const silent = { info() {}, warn() {}, error() {} };
+
+/** Runs an exclusive job at once, as the only process would. */
+const runNow: RunExclusive = async (_job, fn) => {
+  await fn();
+  return true;
+};
 
 async function storeWithStream(db?: string): Promise<Store> {
   const store = await storeWithNode(db);
@@ -33,10 +40,7 @@ describe('presence of the only server (SQLite)', () => {
       store,
       sync,
       () => [],
-      async (_job, fn) => {
-        await fn();
-        return true;
-      },
+      runNow,
       silent,
       {
         heartbeatMs: 20,
@@ -76,18 +80,7 @@ describe('presence at a shutdown', () => {
       refresh: async () => {},
       refreshNodes: async (ids: string[]) => void reads.push(ids),
     } as unknown as NetmapSync;
-    const presence = new Presence(
-      store,
-      sync,
-      () => [],
-      async (_job, fn) => {
-        await fn();
-        return true;
-      },
-      silent,
-      undefined,
-      true,
-    );
+    const presence = new Presence(store, sync, () => [], runNow, silent, undefined, true);
     await presence.start();
     await presence.connected('n1');
     await presence.connected('n2');
@@ -113,10 +106,7 @@ describe('presence at a shutdown', () => {
       store,
       sync,
       () => [],
-      async (_job, fn) => {
-        await fn();
-        return true;
-      },
+      runNow,
       { ...silent, warn: (m: string) => void warnings.push(m) },
       undefined,
       true,
@@ -154,17 +144,10 @@ describe('presence of a replica', () => {
     async (_kind, location) => {
       const store = await storeWithStream(await location());
       const sync = { refresh: async () => {} } as unknown as NetmapSync;
-      const presence = new Presence(
-        store,
-        sync,
-        () => ['n1'],
-        async (_job, fn) => {
-          await fn();
-          return true;
-        },
-        silent,
-        { heartbeatMs: 20, deadAfterMs: 10_000 },
-      );
+      const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
+        heartbeatMs: 20,
+        deadAfterMs: 10_000,
+      });
       await presence.start();
       onCleanup(() => presence.close());
       await presence.connected('n1');
@@ -184,17 +167,10 @@ describe('presence of a replica', () => {
     const store = await storeWithNode();
     const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
     let held = ['n1'];
-    const presence = new Presence(
-      store,
-      sync,
-      () => held,
-      async (_job, fn) => {
-        await fn();
-        return true;
-      },
-      silent,
-      { heartbeatMs: 60_000, deadAfterMs: 10_000 },
-    );
+    const presence = new Presence(store, sync, () => held, runNow, silent, {
+      heartbeatMs: 60_000,
+      deadAfterMs: 10_000,
+    });
     // n1's stream ends (its row deleted) while the first beat is writing the missing rows.
     const claim = store.claimStreams.bind(store);
     vi.spyOn(store, 'claimStreams').mockImplementationOnce(async (ids, replica, at) => {
