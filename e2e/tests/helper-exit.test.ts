@@ -235,9 +235,16 @@ describe('exit node and subnet router (real ip rule, nftables, wireguard-go)', (
     expect(await client.ping(PRIV, { deadlineS: 3 })).toBe(true);
     // The router forwards only what the filter allows there: not port 22 (nothing listens, but the
     // SYN must not even get out: the private host would answer with a reset, which is not a timeout).
-    const before22 = await subnet.must(['nft', 'list', 'chain', 'inet', `weft-${names.subnet}`, 'forward']);
+    const before22 = await subnet.must([
+      'nft',
+      'list',
+      'chain',
+      'inet',
+      `weft-${names.subnet}`,
+      'tunnel_fwd',
+    ]);
     expect(await tcpProbe(client, PRIV, 22, 2)).toBeNull();
-    const after22 = await subnet.must(['nft', 'list', 'chain', 'inet', `weft-${names.subnet}`, 'forward']);
+    const after22 = await subnet.must(['nft', 'list', 'chain', 'inet', `weft-${names.subnet}`, 'tunnel_fwd']);
     expect(after22).not.toBe(before22);
     expect(await subnet.must(['sysctl', '-n', 'net.ipv4.ip_forward'])).toBe('1\n');
   });

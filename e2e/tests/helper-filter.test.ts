@@ -17,6 +17,8 @@ const tcp = (src: string[], dst: string[], first: number, last = first): FilterR
 describe('packet filter on the WireGuard interface (real nft, wireguard-go)', () => {
   let a: Host;
   let b: Host;
+  /** A host on the same LAN with no tunnel at all. */
+  let c: Host;
   let helperA: Helper;
   let helperB: Helper;
   let rulesetBefore: string;
@@ -55,6 +57,7 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     const segment = await env.lab.addSegment();
     a = await env.lab.addHost('fa', { segment, address: '198.18.3.1/24' });
     b = await env.lab.addHost('fb', { segment, address: '198.18.3.2/24' });
+    c = await env.lab.addHost('fc', { segment, address: '198.18.3.3/24' });
     names.push(env.lab.name('fa'), env.lab.name('fb'));
     rulesetBefore = await ruleset(b);
     [helperA, helperB] = await Promise.all([Helper.startIn(a, env.scratch), Helper.startIn(b, env.scratch)]);
@@ -84,8 +87,21 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
       expect(await a.ping(dst, { count: 2, deadlineS: 2 })).toBe(false);
     }
     // The drops happened at B's filter, not somewhere on the way: its drop rule counted them.
-    const counters = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'input']);
-    expect(counters).toMatch(new RegExp(`iifname "${names[1]}" counter packets [1-9]\\d* bytes \\d+ drop`));
+    const counters = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'tunnel_in']);
+    expect(counters).toMatch(/^\t\tcounter packets [1-9]\d* bytes \d+ drop$/m);
+  });
+
+  it("B's tunnel address is reached only through the tunnel: a LAN host sending straight to it is dropped", async () => {
+    // c routes B's tunnel address to B's LAN address, as an attacker next to B could.
+    await c.must(['ip', 'route', 'add', `${v4[1]}/32`, 'via', b.ip]);
+    // The probe does reach B's server over the LAN, at B's LAN address…
+    expect(await tcpProbe(c, b.ip, 443)).toMatch(/^hello 443 from /);
+    // …but not at the tunnel address, even on the port the filter opens, and the guard counted it.
+    expect(await tcpProbe(c, v4[1] as string, 443)).toBeNull();
+    const input = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'input']);
+    expect(input).toMatch(
+      new RegExp(`ip daddr ${v4[1]} iifname != "lo" fib saddr type != local counter packets [1-9]\\d* bytes`),
+    );
   });
 
   it("B's own connections out to A still get their replies", async () => {

@@ -726,7 +726,8 @@ describe('router (subnet router, exit node)', () => {
     expect(sysctl.values.get('net.ipv4.ip_forward')).toBe('1');
     expect(sysctl.values.get('net.ipv6.conf.all.forwarding')).toBe('0');
     const table = os.tables.get('weft-wg0') ?? '';
-    expect(table).toContain('iifname "wg0" ip daddr @route4 accept');
+    expect(table).toContain('iifname "wg0" jump tunnel_fwd');
+    expect(table).toContain('\t\tip daddr @route4 accept');
     expect(table).toContain('iifname "wg0" oifname != "wg0" masquerade');
     await backend.apply(router(['0.0.0.0/0', '::/0']));
     expect(sysctl.values.get('net.ipv6.conf.all.forwarding')).toBe('1');

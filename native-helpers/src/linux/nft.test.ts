@@ -45,16 +45,31 @@ describe('nftables table', () => {
     const file = renderTable({ ...base(), filter: [] })?.file ?? '';
     expect(file).toContain(
       [
+        '\tchain tunnel_in {',
+        '\t\tct state established,related accept',
+        '\t\tjump filter',
+        '\t\tcounter drop',
+        '\t}',
+        '\tchain input {',
         '\t\ttype filter hook input priority filter; policy accept;',
-        '\t\tiifname "wg0" ct state established,related accept',
-        '\t\tiifname "wg0" jump filter',
-        '\t\tiifname "wg0" counter drop',
-        '\t\tiifname != { "wg0", "lo" } ip daddr { 100.64.0.1 } fib saddr type != local counter drop',
-        '\t\tiifname != { "wg0", "lo" } ip6 daddr { fd00::1 } fib saddr type != local counter drop',
+        '\t\tiifname "wg0" jump tunnel_in',
+        '\t\tip daddr { 100.64.0.1 } iifname != "lo" fib saddr type != local counter drop',
+        '\t\tip6 daddr { fd00::1 } iifname != "lo" fib saddr type != local counter drop',
+        '\t}',
       ].join('\n'),
     );
     // An empty filter accepts nothing new.
     expect(file).toContain('\tchain filter {\n\t}');
+  });
+
+  it('asks for the interface once per packet: only the jump to the tunnel chain names it', () => {
+    // Every packet the host receives passes the input chain, WireGuard's own UDP too: one name
+    // compare sends the tunnel's on, and anything else meets only the address guard.
+    const dns = { resolver: { ipv4: '100.64.0.1', ipv6: 'fd00::1', port: 40053 }, searchDomains: [] };
+    const file = renderTable({ ...base(), filter: [], dns })?.file ?? '';
+    const input = file.split('\tchain input {\n')[1]?.split('\n\t}')[0] ?? '';
+    expect(input.match(/iifname "wg0"/g)).toHaveLength(1);
+    expect(input.split('\n')[1]).toBe('\t\tiifname "wg0" jump tunnel_in');
   });
 
   it('guards the resolver port first, in the same single input chain (one pass per packet)', () => {
@@ -63,15 +78,16 @@ describe('nftables table', () => {
     expect(file.match(/hook input/g)).toHaveLength(1);
     expect(file).toContain(
       [
-        '\t\ttype filter hook input priority filter; policy accept;',
-        '\t\tiifname "wg0" meta l4proto { tcp, udp } th dport 40053 counter drop',
-        '\t\tiifname "wg0" ct state established,related accept',
+        '\tchain tunnel_in {',
+        '\t\tth dport 40053 meta l4proto { tcp, udp } counter drop',
+        '\t\tct state established,related accept',
       ].join('\n'),
     );
     // Without a filter the guard still has its chain.
     const dnsOnly = renderTable({ ...base(), dns })?.file ?? '';
     expect(dnsOnly).toContain(
-      '\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname "wg0" meta l4proto { tcp, udp } th dport 40053 counter drop\n\t}',
+      '\tchain tunnel_in {\n\t\tth dport 40053 meta l4proto { tcp, udp } counter drop\n\t}\n' +
+        '\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname "wg0" jump tunnel_in\n\t}',
     );
     expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
   });
@@ -150,8 +166,9 @@ describe('nftables table', () => {
     expect(elements(file, 'src4')).toEqual(['100.64.0.0/10 : jump g4_0']);
     expect(elements(file, 'src6')).toEqual(['fd7a:115c:a1e0::/48 : jump g6_0']);
     expect(elements(file, 'g4_0_port')).toHaveLength(2000);
-    // input, forward, filter and one group chain per family: nothing grows with the rules.
-    expect(file.match(/\tchain /g)).toHaveLength(5);
+    // input, forward, the tunnel's chain of each, filter and one group chain per family: nothing
+    // grows with the rules.
+    expect(file.match(/\tchain /g)).toHaveLength(7);
     expect(file).toContain('\tchain filter {\n\t\tip saddr vmap @src4\n\t\tip6 saddr vmap @src6\n\t}');
     // nftables checks it (kernel included) in a namespace of its own, changing nothing here.
     const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file, encoding: 'utf8' });
@@ -181,11 +198,15 @@ describe('nftables table for routers and exit-node clients', () => {
       })?.file ?? '';
     expect(file).toContain(
       [
+        '\tchain tunnel_fwd {',
+        '\t\tct state established,related accept',
+        '\t\tip daddr @route4 jump filter',
+        '\t\tip6 daddr @route6 jump filter',
+        '\t\tcounter drop',
+        '\t}',
+        '\tchain forward {',
         '\t\ttype filter hook forward priority filter; policy accept;',
-        '\t\tiifname "wg0" ct state established,related accept',
-        '\t\tiifname "wg0" ip daddr @route4 jump filter',
-        '\t\tiifname "wg0" ip6 daddr @route6 jump filter',
-        '\t\tiifname "wg0" counter drop',
+        '\t\tiifname "wg0" jump tunnel_fwd',
       ].join('\n'),
     );
     expect(elements(file, 'route4')).toEqual(['198.51.100.0/24']);
@@ -196,7 +217,7 @@ describe('nftables table for routers and exit-node clients', () => {
 
   it('without a filter, a router forwards everything to its routes', () => {
     const file = renderTable({ ...base(), router: { routes: ['0.0.0.0/0'], masquerade: false } })?.file ?? '';
-    expect(file).toContain('iifname "wg0" ip daddr @route4 accept');
+    expect(file).toContain('\t\tip daddr @route4 accept');
     expect(file).not.toContain('masquerade');
     expect(file).not.toContain('hook input');
   });

@@ -71,27 +71,33 @@ export function renderTable(state: DesiredState): RenderedTable | null {
   const b = new Builder();
   const q = JSON.stringify(iface);
 
-  // Inbound, in one base chain (each base chain is one more pass for every packet the host receives):
-  // nothing from the tunnel to the resolver's port, then from the tunnel replies to our own
-  // connections, then what the filter accepts; the rest drops.
+  // Inbound, in one base chain (each base chain is one more pass for every packet the host receives),
+  // which asks for the interface's name once: what came from the tunnel goes on to a chain of its own
+  // (nothing to the resolver's port, then replies to our own connections, then what the filter
+  // accepts; the rest drops); anything else meets at most the guard of the tunnel addresses. Every
+  // packet of the host passes here, WireGuard's own UDP too, so what it meets is kept this short.
   const filterChain = filter === undefined ? null : renderFilter(filter, b);
-  const input = dns === undefined ? [] : [dnsGuard(dns, q)];
-  if (filterChain !== null) {
-    input.push(
-      `iifname ${q} ct state established,related accept`,
-      `iifname ${q} jump ${filterChain}`,
-      `iifname ${q} counter drop`,
+  const fromTunnel = dns === undefined ? [] : [dnsGuard(dns)];
+  if (filterChain !== null)
+    fromTunnel.push('ct state established,related accept', `jump ${filterChain}`, 'counter drop');
+  if (fromTunnel.length > 0) {
+    b.chain(
+      'input',
+      'type filter hook input priority filter; policy accept;',
       // The tunnel addresses are reached only through the tunnel: otherwise a host on the LAN could send
       // to them directly and skip the filter (wg-quick guards the same way).
-      ...selfGuard(state, q),
+      [
+        `iifname ${q} jump ${b.chain('tunnel_in', null, fromTunnel)}`,
+        // With a filter, tunnel_in ends in a verdict: nothing from the tunnel comes back to the guard.
+        ...(filterChain === null ? [] : selfGuard(state)),
+      ],
     );
   }
-  if (input.length > 0) b.chain('input', 'type filter hook input priority filter; policy accept;', input);
   // Forwarded from the tunnel: only to the routes this node serves as a router, and only what the filter
   // allows there. A node that is not a router forwards nothing from the tunnel (Docker and friends turn
   // forwarding on for their own reasons).
   if (filterChain !== null || router !== undefined) {
-    const lines = [`iifname ${q} ct state established,related accept`];
+    const lines = ['ct state established,related accept'];
     for (const family of FAMILIES) {
       const routes = router === undefined ? [] : spansOf(router.routes, family);
       if (routes.length === 0) continue;
@@ -102,10 +108,12 @@ export function renderTable(state: DesiredState): RenderedTable | null {
         routes.map((s) => formatAddrSpan(family, s)),
       );
       const verdict = filterChain === null ? 'accept' : `jump ${filterChain}`;
-      lines.push(`iifname ${q} ${IP[family]} daddr @${set} ${verdict}`);
+      lines.push(`${IP[family]} daddr @${set} ${verdict}`);
     }
-    lines.push(`iifname ${q} counter drop`);
-    b.chain('forward', 'type filter hook forward priority filter; policy accept;', lines);
+    lines.push('counter drop');
+    b.chain('forward', 'type filter hook forward priority filter; policy accept;', [
+      `iifname ${q} jump ${b.chain('tunnel_fwd', null, lines)}`,
+    ]);
   }
   if (router?.masquerade) {
     b.chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', [
@@ -185,10 +193,11 @@ function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
 /**
  * The resolver serves this machine alone: whatever the policy opens, nothing from the tunnel reaches
  * its port (a peer would otherwise learn the names this node may see, and forward through it). First
- * in the input chain, so not even a reply gets there.
+ * of what comes from the tunnel, so not even a reply gets there.
  */
-function dnsGuard(dns: DnsConfig, q: string): string {
-  return `iifname ${q} meta l4proto { tcp, udp } th dport ${dns.resolver.port} counter drop`;
+function dnsGuard(dns: DnsConfig): string {
+  // The port first: one compare fails for every other packet, before the protocol's set lookup.
+  return `th dport ${dns.resolver.port} meta l4proto { tcp, udp } counter drop`;
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
@@ -374,7 +383,7 @@ function renderGroup(name: string, family: Family, rules: readonly FamilyRule[],
   return b.chain(name, null, lines);
 }
 
-function selfGuard(state: DesiredState, q: string): string[] {
+function selfGuard(state: DesiredState): string[] {
   const lines: string[] = [];
   for (const family of FAMILIES) {
     const own = state.interface.addresses
@@ -384,9 +393,10 @@ function selfGuard(state: DesiredState, q: string): string[] {
     if (own.length === 0) continue;
     const ip = IP[family];
     lines.push(
-      // Not from lo: this machine's own packets, such as the resolver's answers to 100.100.100.100
-      // queries, whose source is 100.100.100.100 again once the redirect is undone.
-      `iifname != { ${q}, "lo" } ${ip} daddr { ${[...new Set(own)].join(', ')} } fib saddr type != local counter drop`,
+      // The address first, which other packets fail at once. Not from lo: this machine's own packets,
+      // such as the resolver's answers to 100.100.100.100 queries, whose source is 100.100.100.100
+      // again once the redirect is undone.
+      `${ip} daddr { ${[...new Set(own)].join(', ')} } iifname != "lo" fib saddr type != local counter drop`,
     );
   }
   return lines;
