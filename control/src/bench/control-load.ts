@@ -43,6 +43,8 @@ import {
 // come from many addresses, so the per-address registration limit applies as it would.
 
 const EVENT_TIMEOUT_MS = 120_000;
+/** As the engine's control client (core/src/control-client/session.ts): an upgrade not answered by then is given up. */
+const HANDSHAKE_TIMEOUT_MS = 15_000;
 const BACK_TIMEOUT_MS = 300_000;
 
 type Mode = 'allow-all' | 'per-person';
@@ -225,8 +227,8 @@ class Load {
     const generation = ++node.generation;
     const url = urls[(node.prefer + attempt) % urls.length];
     if (url === undefined) {
-      // No replica up at this moment (a restart): try again as after a refused connection.
-      setTimeout(() => this.connect(node, attempt + 1), 500);
+      // No replica up at this moment (a restart): the engine would be refused, and back off.
+      this.retry(node, attempt);
       return;
     }
     const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
@@ -234,6 +236,7 @@ class Load {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     });
     node.ws = ws;
     this.attempts.started++;
@@ -263,13 +266,18 @@ class Load {
       if (this.stopping || node.generation !== generation) return;
       if (node.fullAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
       node.fullAt = 0;
-      // As the engine's control client: half fixed, half random, doubling from 500 ms to 15 s.
-      const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
-      const wait = ceiling / 2 + (Math.random() * ceiling) / 2;
-      this.attempts.waits++;
-      this.attempts.waitedMs += wait;
-      setTimeout(() => this.connect(node, attempt + 1), wait);
+      this.retry(node, attempt);
     });
+  }
+
+  /** Connects again after the back-off of the engine's control client (core/src/retry/backoff.ts). */
+  private retry(node: Node, attempt: number): void {
+    // Half fixed, half random, doubling from 500 ms to 15 s.
+    const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
+    const wait = ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.attempts.waits++;
+    this.attempts.waitedMs += wait;
+    setTimeout(() => this.connect(node, attempt + 1), wait);
   }
 
   /** Starts an event, runs `act`, and waits until every node in `expect` has seen it. */
