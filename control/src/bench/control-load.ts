@@ -475,7 +475,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
       dead.child.kill('SIGKILL');
       for (const node of live.nodes) node.prefer = Math.max(0, node.prefer - 1);
     }
+    // From the new control listening (or the kill, with replicas), as before; and from the SIGTERM.
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
+    const sinceTermMs = performance.now() - t;
     const a = live.attempts;
     const failed = [...a.failed].map(([why, count]) => `${count} ${why}`).join(', ');
     console.log(
@@ -483,7 +485,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
     const dropped = stayed.filter((x) => x.fullAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
     console.log(
-      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? '' : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
+      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
     );
     if (args.replicas > 1) {
       // Lost messages: every change made before the kill must be in the maps the nodes got back.
