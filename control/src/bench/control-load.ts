@@ -19,7 +19,18 @@ import { setPolicyText } from '../cli/policy.js';
 import { isPostgresUrl } from '../db/location.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
-import { BIN, pct, pool, type Replica, rssMiB, sleep, sourceOf, startReplica, waitFor } from './load-kit.js';
+import {
+  BIN,
+  cpuSeconds,
+  pct,
+  pool,
+  type Replica,
+  rssMiB,
+  sleep,
+  sourceOf,
+  startReplica,
+  waitFor,
+} from './load-kit.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
 // N real nodes against real `weft-control serve` processes: each registers over HTTP with a
@@ -186,9 +197,22 @@ type Delta = {
   packetFilter?: unknown;
 };
 
+/** Why connect attempts failed since the counters were last reset (the restart's herd). */
+interface Attempts {
+  started: number;
+  /** Attempts that ended without a full map, by the error's code or the HTTP status. */
+  failed: Map<string, number>;
+  /** Back-off waits started, and their total. */
+  waits: number;
+  waitedMs: number;
+}
+
+const noAttempts = (): Attempts => ({ started: 0, failed: new Map(), waits: 0, waitedMs: 0 });
+
 class Load {
   event: Event | null = null;
   stopping = false;
+  attempts = noAttempts();
   constructor(
     readonly nodes: Node[],
     readonly urls: () => string[],
@@ -201,17 +225,22 @@ class Load {
     const generation = ++node.generation;
     const url = urls[(node.prefer + attempt) % urls.length];
     if (url === undefined) {
-      // No replica up at this moment (a restart): try again as after a refused connection.
-      setTimeout(() => this.connect(node, attempt + 1), 500);
+      // No replica up at this moment (a restart): the engine would be refused, and back off.
+      this.retry(node, attempt);
       return;
     }
     const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
+    // No handshake timeout, unlike the engine's 15 s: with it 10,000 nodes connecting at once
+    // livelock (control serves about 150 upgrades a second, so one that waited in a full accept
+    // queue of 4,096 was given up before it was served, and came back to wait again).
     const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
     });
     node.ws = ws;
+    this.attempts.started++;
+    let why = 'closed';
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
@@ -225,14 +254,30 @@ class Load {
       const msg = JSON.parse(data.toString()) as Delta;
       if (msg.type === 'delta' && ev.match(msg, node)) ev.times.set(node.index, performance.now() - ev.t0);
     });
-    ws.on('error', () => {});
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      // The first cause wins: terminating after an HTTP answer reports an error of its own.
+      if (why === 'closed') why = err.code ?? err.message;
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      why = `HTTP ${res.statusCode}`;
+      ws.terminate();
+    });
     ws.on('close', () => {
       if (this.stopping || node.generation !== generation) return;
+      if (node.fullAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
       node.fullAt = 0;
-      // As the engine's control client: half fixed, half random, doubling from 500 ms to 15 s.
-      const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
-      setTimeout(() => this.connect(node, attempt + 1), ceiling / 2 + (Math.random() * ceiling) / 2);
+      this.retry(node, attempt);
     });
+  }
+
+  /** Connects again after the back-off of the engine's control client (core/src/retry/backoff.ts). */
+  private retry(node: Node, attempt: number): void {
+    // Half fixed, half random, doubling from 500 ms to 15 s.
+    const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
+    const wait = ceiling / 2 + (Math.random() * ceiling) / 2;
+    this.attempts.waits++;
+    this.attempts.waitedMs += wait;
+    setTimeout(() => this.connect(node, attempt + 1), wait);
   }
 
   /** Starts an event, runs `act`, and waits until every node in `expect` has seen it. */
@@ -414,20 +459,33 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const cut = args.replicas === 1 ? live.nodes : live.nodes.filter((x) => x.prefer === 0);
     const stayed = live.nodes.filter((x) => !cut.includes(x));
     t = performance.now();
+    live.attempts = noAttempts();
+    const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid);
     if (args.replicas === 1) {
       const old = replicas.pop() as Replica;
       old.child.kill('SIGTERM');
       await new Promise((r) => old.child.once('exit', r));
+      const exited = performance.now();
       replicas.push(await startReplica(db));
+      console.log(
+        `  restart phases  SIGTERM to exit ${((exited - t) / 1000).toFixed(1)} s, spawn to listening ${((performance.now() - exited) / 1000).toFixed(1)} s`,
+      );
     } else {
       const dead = replicas.shift() as Replica;
       dead.child.kill('SIGKILL');
       for (const node of live.nodes) node.prefer = Math.max(0, node.prefer - 1);
     }
-    const backMs = await live.allBack(t, cut);
+    // From the new control listening (or the kill, with replicas), as before; and from the SIGTERM.
+    const backMs = await live.allBack(t, cut).finally(() => herd.stop());
+    const sinceTermMs = performance.now() - t;
+    const a = live.attempts;
+    const failed = [...a.failed].map(([why, count]) => `${count} ${why}`).join(', ');
+    console.log(
+      `  reconnects      ${a.started} attempts (failed: ${failed || 'none'}); ${a.waits} back-off waits, mean ${(a.waitedMs / Math.max(1, a.waits) / 1000).toFixed(1)} s`,
+    );
     const dropped = stayed.filter((x) => x.fullAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
     console.log(
-      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? '' : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
+      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
     );
     if (args.replicas > 1) {
       // Lost messages: every change made before the kill must be in the maps the nodes got back.
@@ -450,10 +508,56 @@ async function run(args: Args, mode: Mode): Promise<void> {
       load.stopping = true;
       for (const node of load.nodes) node.ws?.terminate();
     }
-    for (const r of replicas) r.child.kill('SIGKILL');
+    // SIGTERM first: a control run with --cpu-prof writes its profile only on a clean exit.
+    await Promise.all(
+      replicas.map(async (r) => {
+        const exited = new Promise((resolve) => r.child.once('exit', resolve));
+        r.child.kill('SIGTERM');
+        if ((await Promise.race([exited, sleep(10_000).then(() => 'late')])) === 'late')
+          r.child.kill('SIGKILL');
+      }),
+    );
     await store.destroy();
     await drop();
   }
+}
+
+/**
+ * Prints, every 5 s until stopped, how many of `cut` have their full map again since `since`, and
+ * the CPU that control (the newest replica) and this load process used in that interval.
+ */
+function herdTimeline(
+  load: Load,
+  cut: readonly Node[],
+  since: number,
+  controlPid: () => number | undefined,
+): { stop: () => void } {
+  const STEP_MS = 5_000;
+  let last = {
+    at: performance.now(),
+    pid: controlPid(),
+    control: cpuSeconds(controlPid()),
+    load: process.cpuUsage(),
+  };
+  const timer = setInterval(() => {
+    const at = performance.now();
+    const pid = controlPid();
+    let control = Number.NaN;
+    try {
+      control = cpuSeconds(pid);
+    } catch {
+      // between the old process's exit and the new one's start
+    }
+    const wall = (at - last.at) / 1000;
+    const used = pid === last.pid ? control - last.control : control;
+    const loadUsed = process.cpuUsage(last.load);
+    const back = cut.filter((n) => n.fullAt > since).length;
+    console.log(
+      `    +${((at - since) / 1000).toFixed(0).padStart(3)} s  back ${String(back).padStart(6)}/${cut.length}  attempts ${String(load.attempts.started).padStart(6)}  control CPU ${((used / wall) * 100).toFixed(0).padStart(3)}%  load CPU ${(((loadUsed.user + loadUsed.system) / 1e6 / wall) * 100).toFixed(0).padStart(3)}%`,
+    );
+    last = { at, pid, control, load: process.cpuUsage() };
+  }, STEP_MS);
+  return { stop: () => clearInterval(timer) };
 }
 
 /** One node's full map as a fresh stream opens with it. */

@@ -46,6 +46,16 @@ export function rssMiB(pid: number | undefined): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
+/** CPU seconds (user + system) the process `pid` has used so far. */
+export function cpuSeconds(pid: number | undefined): number {
+  // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th, in ticks.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
+const TICKS_PER_SECOND = 100;
+
 /** Runs `fn` over `items` with at most `width` at once. */
 export async function pool<T>(
   items: readonly T[],

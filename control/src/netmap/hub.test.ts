@@ -101,6 +101,33 @@ describe('NetmapHub', () => {
     expect(new Set(sessions.map((s) => s.messages[0])).size).toBe(1);
   });
 
+  it('asks a transport whether it is backlogged once per batched delta, not once per change merged into it', () => {
+    const flushes: (() => void)[] = [];
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10'], undefined, (flush) => void flushes.push(flush));
+    let nodes = [node(1)];
+    hub.update(nodes);
+    const watcher = new FakeSession('n1');
+    let asked = 0;
+    hub.connect(
+      Object.assign(watcher, {
+        backlogged: () => {
+          asked++;
+          return false;
+        },
+      }),
+    );
+    asked = 0;
+    for (let i = 2; i <= 11; i++) {
+      nodes = [...nodes, node(i)];
+      hub.update(nodes);
+    }
+    // When the first change made its delta, and when the flush sends it.
+    for (const flush of flushes.splice(0)) flush();
+    expect(asked).toBe(2);
+    expect(watcher.deltas()).toHaveLength(1);
+    expect(watcher.deltas()[0]?.peersUpserted).toHaveLength(10);
+  });
+
   it('puts the relay map in every full map, and none when no relays are configured', () => {
     const hub = new NetmapHub(allowAll, []);
     hub.update([node(1), node(2)]);

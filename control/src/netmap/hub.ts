@@ -500,7 +500,9 @@ export class NetmapHub {
     for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
       const self = this.nodes.get(id);
-      if (self === undefined || !this.reachable(sub)) continue;
+      // One with a delta pending was asked when it got it, and flush() asks again: a node that every
+      // connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
+      if (self === undefined || sub.behind || (sub.pending === null && !this.reachable(sub))) continue;
       const decided = sub.visibility;
       const out: Outgoing = sub.pending ?? { upserted: new Map(), removed: new Set() };
       out.askedAt ??= this.fanOut.since ?? undefined;

@@ -15,6 +15,7 @@ import { ControlMetrics } from '../metrics/control-metrics.js';
 import { listenForScrapes, type ScrapeListener } from '../metrics/scrape-listener.js';
 import { timedStore } from '../metrics/timed-store.js';
 import { NetmapHub } from '../netmap/hub.js';
+import { pacedFlush } from '../netmap/paced-flush.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import { NetmapSync } from '../netmap/sync.js';
 import { RelayMembers } from '../relays/members.js';
@@ -106,8 +107,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     // Peers and packet filters come from the policy in the database; allow-all until one is set.
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
-    // Deltas go out once per event-loop turn, merged per node (a mass reconnect is one message each).
-    const hub = new NetmapHub(visibility, tailnetRanges, undefined, (flush) => setImmediate(flush));
+    // Deltas go out merged per node: on the next turn, or after a long flush a pause later (a burst).
+    const hub = new NetmapHub(visibility, tailnetRanges, undefined, pacedFlush());
     metrics.watch(hub);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
     const relayMembers = new RelayMembers();
