@@ -19,7 +19,18 @@ import { setPolicyText } from '../cli/policy.js';
 import { isPostgresUrl } from '../db/location.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
-import { BIN, pct, pool, type Replica, rssMiB, sleep, sourceOf, startReplica, waitFor } from './load-kit.js';
+import {
+  BIN,
+  memoryOf,
+  pct,
+  pool,
+  type Replica,
+  rssMiB,
+  sleep,
+  sourceOf,
+  startReplica,
+  waitFor,
+} from './load-kit.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
 // N real nodes against real `weft-control serve` processes: each registers over HTTP with a
@@ -349,13 +360,14 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const connectMs = await live.allBack(t - 1);
     await sleep(1_000); // let the last last-seen writes and fan-outs settle
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
+    const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
       `  registration    ${n} in ${(registerMs / 1000).toFixed(1)} s (${(n / (registerMs / 1000)).toFixed(0)}/s)`,
     );
     console.log(
       `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
     );
-    console.log(`  control RSS     ${rss.join(' + ')} MiB`);
+    console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
 
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;
