@@ -11,6 +11,7 @@ import { toNodeView } from '../tailnet/node-view.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
 import { withWire } from './message-text.js';
+import { SentRecord } from './sent-record.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
@@ -44,8 +45,8 @@ export interface StreamSession {
 interface Subscriber {
   session: StreamSession;
   visibility: Visibility;
-  /** Peer id → JSON of the view this node last received, so only real changes are sent. */
-  sent: Map<string, string>;
+  /** Which view of each peer (by slot) this node last received, so only real changes are sent. */
+  sent: SentRecord;
   selfJson: string;
   filterJson: string;
   /** Skipped changes while its transport was backlogged: it needs a whole map (resync). */
@@ -116,6 +117,12 @@ export class NetmapHub {
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
   private viewSeq = 0;
+  /** Routers' shared views before their latest refresh (see SentRecord.record). */
+  private previousViews = new Map<string, CachedView>();
+  /** Each node's slot, the number streams' sent records know it by (see SentRecord). */
+  private slots = new Map<string, number>();
+  private slotIds = new Map<number, string>();
+  private nextSlot = 0;
   /** Subscribers with something pending, in the order they first got it (batched hubs only). */
   private outbox: Subscriber[] = [];
   private flushScheduled = false;
@@ -260,7 +267,10 @@ export class NetmapHub {
     }
     for (const n of next) {
       if (n.advertisedRoutes.length > 0) this.routers.add(n.id);
-      else this.routers.delete(n.id);
+      else {
+        this.routers.delete(n.id);
+        this.previousViews.delete(n.id);
+      }
     }
     const primariesMoved = this.electPrimaries();
     const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
@@ -271,6 +281,25 @@ export class NetmapHub {
       removed.map((n) => n.id),
       [...reidentified, ...removed],
     );
+    // Every stream that can take a delta has forgotten them; one that could not is sent a whole map
+    // (a new record) before anything else. A node that comes back gets a new slot.
+    for (const gone of removed) {
+      this.previousViews.delete(gone.id);
+      const slot = this.slots.get(gone.id);
+      this.slots.delete(gone.id);
+      if (slot !== undefined) this.slotIds.delete(slot);
+    }
+  }
+
+  /** `nodeId`'s slot, given on first use. */
+  private slotOf(nodeId: string): number {
+    let slot = this.slots.get(nodeId);
+    if (slot === undefined) {
+      slot = this.nextSlot++;
+      this.slots.set(nodeId, slot);
+      this.slotIds.set(slot, nodeId);
+    }
+    return slot;
   }
 
   /** Elects each subnet's primary router again; whether any moved. */
@@ -291,7 +320,7 @@ export class NetmapHub {
     const sub: Subscriber = {
       session,
       visibility: this.policy.visibilityOf(self, this.nodes),
-      sent: new Map(),
+      sent: new SentRecord(),
       selfJson: '',
       filterJson: '',
       behind: false,
@@ -314,7 +343,7 @@ export class NetmapHub {
     if (sub?.session !== session || !sub.behind || self === undefined) return;
     sub.behind = false;
     sub.visibility = this.policy.visibilityOf(self, this.nodes);
-    sub.sent = new Map();
+    sub.sent = new SentRecord();
     this.sendFull(sub, self);
   }
 
@@ -351,14 +380,14 @@ export class NetmapHub {
     const self = this.nodes.get(nodeId);
     if (self === undefined) return undefined;
     if (!this.views.has(nodeId)) this.refreshView(nodeId);
-    return this.fullMap(self, this.policy.visibilityOf(self, this.nodes), new Map());
+    return this.fullMap(self, this.policy.visibilityOf(self, this.nodes), new SentRecord());
   }
 
-  /** `self`'s map under `visibility`; records each peer's view as sent in `sent`. */
+  /** `self`'s map under `visibility`; records each peer's view as sent in `sent` (a new record). */
   private fullMap(
     self: NodeRecord,
     visibility: Visibility,
-    sent: Map<string, string>,
+    sent: SentRecord,
     /** Given: each peer's JSON as UTF-8 is added, comma-separated, in the order of `peers`. */
     peersBytes?: Buffer[],
   ): NetMap {
@@ -374,7 +403,7 @@ export class NetmapHub {
         peersBytes.push(cached.bytes);
       }
       peers.push(cached.view);
-      sent.set(peer.id, cached.json);
+      sent.append(this.slotOf(peer.id), cached);
     }
     return {
       self: (this.views.get(self.id) as CachedView).view,
@@ -462,7 +491,9 @@ export class NetmapHub {
     if (node === undefined) return false;
     const view = toNodeView(node, this.isOnline(nodeId), this.approvedOf(node));
     const json = JSON.stringify(view);
-    if (this.views.get(nodeId)?.json === json) return false;
+    const before = this.views.get(nodeId);
+    if (before?.json === json) return false;
+    if (before !== undefined && this.routers.has(nodeId)) this.previousViews.set(nodeId, before);
     this.views.set(nodeId, { view, json, seq: ++this.viewSeq });
     return true;
   }
@@ -515,13 +546,16 @@ export class NetmapHub {
         }
       }
       if (full) {
-        const seen = new Set<string>();
+        const seen = new Set<number>();
         for (const peer of this.candidates(sub.visibility)) {
           if (peer.id === id) continue;
-          seen.add(peer.id);
+          seen.add(this.slotOf(peer.id));
           this.sync(sub, peer.id, out);
         }
-        for (const peerId of sub.sent.keys()) if (!seen.has(peerId)) this.forget(sub, peerId, out);
+        for (const slot of sub.sent.recorded()) {
+          const peerId = this.slotIds.get(slot);
+          if (!seen.has(slot) && peerId !== undefined) this.forget(sub, peerId, out);
+        }
       } else {
         // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
         for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, out);
@@ -609,14 +643,14 @@ export class NetmapHub {
       return;
     }
     const cached = this.peerView(sub.visibility, peer);
-    if (sub.sent.get(peerId) === cached.json) return;
-    sub.sent.set(peerId, cached.json);
+    if (!sub.sent.record(this.slotOf(peerId), cached, this.previousViews.get(peerId))) return;
     out.removed.delete(peerId);
     out.upserted.set(peerId, cached);
   }
 
   private forget(sub: Subscriber, peerId: string, out: Outgoing): void {
-    if (!sub.sent.delete(peerId)) return;
+    const slot = this.slots.get(peerId);
+    if (slot === undefined || !sub.sent.delete(slot)) return;
     out.upserted.delete(peerId);
     out.removed.add(peerId);
   }
