@@ -405,6 +405,7 @@ export class NetmapHub {
       peers.push(cached.view);
       sent.append(this.slotOf(peer.id), cached);
     }
+    sent.fit();
     return {
       self: (this.views.get(self.id) as CachedView).view,
       peers,

@@ -75,6 +75,11 @@ export class SentRecord {
     return true;
   }
 
+  /** Gives back the room `append` grew into (once a whole map is recorded). */
+  fit(): void {
+    this.resize(this.count);
+  }
+
   /** The recorded slots, as a copy (the caller may delete while going through them). */
   recorded(): Int32Array {
     this.sort();
@@ -87,12 +92,17 @@ export class SentRecord {
     else this.own.delete(slot);
   }
 
+  /** Room for one more, growing by an eighth: millions of pairs are kept, slack costs megabytes. */
   private grow(): void {
-    if (this.count < this.slots.length) return;
-    const slots = new Int32Array(this.slots.length * 2);
-    const seqs = new Float64Array(this.seqs.length * 2);
-    slots.set(this.slots);
-    seqs.set(this.seqs);
+    if (this.count === this.slots.length) this.resize(this.count + Math.max(8, this.count >> 3));
+  }
+
+  private resize(capacity: number): void {
+    if (capacity === this.slots.length) return;
+    const slots = new Int32Array(capacity);
+    const seqs = new Float64Array(capacity);
+    slots.set(this.slots.subarray(0, this.count));
+    seqs.set(this.seqs.subarray(0, this.count));
     this.slots = slots;
     this.seqs = seqs;
   }
