@@ -52,8 +52,9 @@ export function rssMiB(pid: number | undefined): number {
 }
 
 /**
- * Where a replica's memory is, from its own default Prometheus metrics (MiB): V8's heap in use and
- * as reserved, and memory outside it (Buffers, native modules' allocations counted by V8).
+ * Where a replica's memory is, from its own default Prometheus metrics (MiB): its RSS when it
+ * answered (the figures of one moment: a moment later the heap may have been collected or grown),
+ * V8's heap in use and as reserved, and memory outside it (Buffers, native modules' allocations).
  */
 export async function memoryOf(replica: Replica): Promise<string> {
   const text = await (await fetch(replica.metricsUrl)).text();
@@ -61,7 +62,7 @@ export async function memoryOf(replica: Replica): Promise<string> {
     const m = new RegExp(`^${name} ([0-9.e+]+)$`, 'm').exec(text);
     return m ? (Number(m[1]) / 1048576).toFixed(0) : '?';
   };
-  return `V8 heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')} MiB, external ${mib('nodejs_external_memory_bytes')} MiB`;
+  return `at its /metrics: RSS ${mib('process_resident_memory_bytes')}, V8 heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')}, external ${mib('nodejs_external_memory_bytes')} MiB`;
 }
 
 /** Runs `fn` over `items` with at most `width` at once. */
