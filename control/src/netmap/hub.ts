@@ -161,8 +161,9 @@ export class NetmapHub {
     private readonly clock: () => Date = () => new Date(),
     /**
      * Given: deltas are held and merged per node until `schedule` calls the flush it is passed
-     * (control: the next event-loop turn), so a burst of changes (a mass reconnect) costs each node
-     * one message, not one per change. Absent: each change is sent at once.
+     * (control: the next event-loop turn) or MAX_BATCHED_CHANGES have merged, so a burst of changes
+     * (a mass reconnect) costs each node one message per batch, not one per change. Absent: each
+     * change is sent at once.
      */
     private readonly schedule?: (flush: () => void) => void,
   ) {}

@@ -106,7 +106,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     // Peers and packet filters come from the policy in the database; allow-all until one is set.
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
-    // Deltas go out once per event-loop turn, merged per node (a mass reconnect is one message each).
+    // Deltas go out once per event-loop turn (or per 256 changes: a mass reconnect keeps the loop
+    // busy), merged per node.
     const hub = new NetmapHub(visibility, tailnetRanges, undefined, (flush) => setImmediate(flush));
     metrics.watch(hub);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
