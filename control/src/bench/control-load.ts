@@ -22,6 +22,7 @@ import { Store } from '../db/store.js';
 import {
   BIN,
   cpuSeconds,
+  memoryOf,
   pct,
   pool,
   type Replica,
@@ -394,13 +395,14 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const connectMs = await live.allBack(t - 1);
     await sleep(1_000); // let the last last-seen writes and fan-outs settle
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
+    const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
       `  registration    ${n} in ${(registerMs / 1000).toFixed(1)} s (${(n / (registerMs / 1000)).toFixed(0)}/s)`,
     );
     console.log(
       `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
     );
-    console.log(`  control RSS     ${rss.join(' + ')} MiB`);
+    console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
 
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;

@@ -11,34 +11,39 @@ export const BIN = join(ROOT, 'control/dist/cli/main.js');
 export interface Replica {
   child: ChildProcess;
   url: string;
+  /** Its Prometheus endpoint (on loopback), for the memory breakdown (see memoryOf). */
+  metricsUrl: string;
 }
 
 /** Starts `weft-control serve` on `db` and resolves with its URL once it listens. */
 export async function startReplica(db: string, listen = '127.0.0.1:0'): Promise<Replica> {
   // WEFT_BENCH_NODE_ARGS: node options for control, e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile it.
   const nodeArgs = (process.env.WEFT_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
-  const child = spawn(process.execPath, [...nodeArgs, BIN, 'serve', '--listen', listen, '--db', db], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...nodeArgs, BIN, 'serve', '--listen', listen, '--db', db, '--metrics-listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let logs = '';
-  const url = await new Promise<string>((resolve, reject) => {
+  const [url, metricsUrl] = await new Promise<[string, string]>((resolve, reject) => {
     const onData = (d: Buffer) => {
       logs += d;
       const m = /listening on (http:\/\/[0-9.]+:[0-9]+)/.exec(logs);
-      if (m) {
+      const metrics = /metrics at (http:\/\/[0-9.]+:[0-9]+\/metrics)/.exec(logs);
+      if (m && metrics) {
         logs = '';
         child.stderr?.off('data', onData);
         // Keep draining its log; kept in a file when WEFT_BENCH_LOG_DIR names a folder.
         const dir = process.env.WEFT_BENCH_LOG_DIR;
         if (dir) child.stderr?.pipe(createWriteStream(join(dir, `control-${child.pid}.log`)));
         else child.stderr?.resume();
-        resolve(m[1] as string);
+        resolve([m[1] as string, metrics[1] as string]);
       }
     };
     child.stderr?.on('data', onData);
     child.once('exit', () => reject(new Error(`serve exited: ${logs}`)));
   });
-  return { child, url };
+  return { child, url, metricsUrl };
 }
 
 export function rssMiB(pid: number | undefined): number {
@@ -55,6 +60,20 @@ export function cpuSeconds(pid: number | undefined): number {
 
 /** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
+
+/**
+ * Where a replica's memory is, from its own default Prometheus metrics (MiB): its RSS when it
+ * answered (the figures of one moment: a moment later the heap may have been collected or grown),
+ * V8's heap in use and as reserved, and memory outside it (Buffers, native modules' allocations).
+ */
+export async function memoryOf(replica: Replica): Promise<string> {
+  const text = await (await fetch(replica.metricsUrl)).text();
+  const mib = (name: string) => {
+    const m = new RegExp(`^${name} ([0-9.e+]+)$`, 'm').exec(text);
+    return m ? (Number(m[1]) / 1048576).toFixed(0) : '?';
+  };
+  return `at its /metrics: RSS ${mib('process_resident_memory_bytes')}, V8 heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')}, external ${mib('nodejs_external_memory_bytes')} MiB`;
+}
 
 /** Runs `fn` over `items` with at most `width` at once. */
 export async function pool<T>(

@@ -254,4 +254,18 @@ describe('NetmapHub', () => {
     expect(hub.isOnline('n2')).toBe(true);
     expect(s1?.deltas().length).toBe(deltasBefore);
   });
+
+  it('sends a batch that keeps growing without waiting for its flush (a busy event loop never runs it)', () => {
+    // The scheduled flush never comes, as during a mass reconnect that keeps the event loop busy.
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10'], undefined, () => {});
+    const nodes = Array.from({ length: 600 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const [first] = connectAll(hub, nodes.slice(0, 1));
+    // Each later connect tells the first node its peer is online: merged, but not for ever.
+    connectAll(hub, nodes.slice(1));
+    const upserted = first?.deltas().flatMap((d) => (d.type === 'delta' ? (d.peersUpserted ?? []) : []));
+    expect(first?.deltas().length).toBeGreaterThan(1);
+    expect(new Set(upserted?.map((p) => p.id)).size).toBeGreaterThan(300);
+    expect(upserted?.every((p) => p.online)).toBe(true);
+  });
 });

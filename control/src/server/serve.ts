@@ -107,7 +107,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     // Peers and packet filters come from the policy in the database; allow-all until one is set.
     const tailnetRanges = [TAILNET_IPV4_RANGE, ulaPrefix];
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
-    // Deltas go out merged per node: on the next turn, or after a long flush a pause later (a burst).
+    // Deltas go out merged per node: on the next turn, or after a long flush a pause later (a burst);
+    // a node's batch also goes once it has merged 256 changes (a mass reconnect keeps the loop busy).
     const hub = new NetmapHub(visibility, tailnetRanges, undefined, pacedFlush());
     metrics.watch(hub);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };

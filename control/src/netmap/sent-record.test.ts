@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { SentRecord } from './sent-record.js';
+
+// The record's own contract; that the hub sends neither stale nor repeated views through it is
+// hub-apply.test.ts's property test.
+
+const shared = (seq: number) => ({ seq, json: `{"v":${seq}}` });
+const own = (json: string) => ({ seq: 0, json });
+
+describe('SentRecord', () => {
+  it('finds what a whole map appended in any order, and keeps it sorted through inserts and deletes', () => {
+    const sent = new SentRecord();
+    const slots = [40, 3, 17, 99, 0, 58, 21, 8, 77, 12, 5];
+    for (const slot of slots) sent.append(slot, shared(slot + 1000));
+    expect([...sent.recorded()]).toEqual([...slots].sort((a, b) => a - b));
+    for (const slot of slots) expect(sent.record(slot, shared(slot + 1000))).toBe(false);
+    expect(sent.record(18, shared(1))).toBe(true);
+    expect(sent.delete(40)).toBe(true);
+    expect(sent.delete(40)).toBe(false);
+    expect(sent.record(40, shared(1040))).toBe(true);
+    expect([...sent.recorded()]).toEqual([0, 3, 5, 8, 12, 17, 18, 21, 40, 58, 77, 99]);
+  });
+
+  it('a new version is a change; the same version again is not', () => {
+    const sent = new SentRecord();
+    expect(sent.record(1, shared(5))).toBe(true);
+    expect(sent.record(1, shared(5))).toBe(false);
+    expect(sent.record(1, shared(6))).toBe(true);
+    expect(sent.record(1, shared(6))).toBe(false);
+  });
+
+  it("compares a viewer's own views by JSON, and across kinds by JSON too", () => {
+    const sent = new SentRecord();
+    sent.append(7, shared(3));
+    // Became a router: its view for this viewer is the shared view it had (no change) ...
+    expect(sent.record(7, own('{"v":3}'), shared(3))).toBe(false);
+    expect(sent.record(7, own('{"v":3}'))).toBe(false);
+    // ... until it differs; without the previous shared view at hand it is sent.
+    expect(sent.record(7, own('{"r":1}'))).toBe(true);
+    expect(sent.record(7, own('{"r":1}'))).toBe(false);
+    expect(sent.delete(7)).toBe(true);
+    // A previous shared view other than the one sent proves nothing.
+    sent.append(7, shared(9));
+    expect(sent.record(7, own('{"v":9}'), shared(8))).toBe(true);
+    // No longer a router: a shared view with the JSON it has is no change, other JSON is.
+    expect(sent.record(7, shared(9))).toBe(false);
+    expect(sent.record(7, own('{"v":9}'))).toBe(true);
+    expect(sent.record(7, shared(10))).toBe(true);
+  });
+});

@@ -1,0 +1,138 @@
+// What one stream was last sent of each peer, so only real changes are sent. At 10,000 nodes where
+// shared servers see everyone, a hub keeps millions of (stream, peer) pairs: as a Map entry each
+// (about 40 bytes on V8's heap) they were most of control's live memory, and V8 sizes its heap by
+// what is live. Here a pair is the peer's slot (a number the hub gives each node) and the version of
+// the peer's shared view that was sent: 12 bytes in two typed arrays sorted by slot, outside V8's
+// heap. A view made for this viewer alone (a router's routes as this viewer may see them) has no
+// version (0): its JSON is kept instead.
+
+/** A peer view as sent: its version (0 for one made for this viewer alone) and its JSON. */
+export interface SentView {
+  readonly seq: number;
+  readonly json: string;
+}
+
+export class SentRecord {
+  private slots = new Int32Array(8);
+  private seqs = new Float64Array(8);
+  private count = 0;
+  /** Appended out of slot order since the last lookup (see append). */
+  private unsorted = false;
+  /** JSON of the views made for this viewer alone, by slot. */
+  private readonly own = new Map<number, string>();
+
+  /**
+   * Records `view` as sent for `slot`; whether it differs from what was sent before (it must be
+   * sent). Versions name the same content only within one kind of view: a peer that became a router
+   * (its views now made per viewer) is compared by JSON with the shared view it had before
+   * (`previous`: its last shared view, when the hub still has it), the other way round with the
+   * JSON kept here, so a viewer whose view did not move is not sent it again.
+   */
+  record(slot: number, view: SentView, previous?: SentView): boolean {
+    let i = this.find(slot);
+    if (i >= 0) {
+      const was = this.seqs[i] as number;
+      const same =
+        was === view.seq
+          ? view.seq !== 0 || this.own.get(slot) === view.json
+          : was === 0
+            ? this.own.get(slot) === view.json
+            : view.seq === 0 && previous?.seq === was && previous.json === view.json;
+      this.keep(i, slot, view);
+      return !same;
+    }
+    i = ~i;
+    this.grow();
+    this.slots.copyWithin(i + 1, i, this.count);
+    this.seqs.copyWithin(i + 1, i, this.count);
+    this.slots[i] = slot;
+    this.count++;
+    this.keep(i, slot, view);
+    return true;
+  }
+
+  /**
+   * Records `view` as sent for `slot`, a peer not recorded yet (a whole map being built): no search
+   * and no moving, so a map of 10,000 peers is recorded in linear time even when its peers come in
+   * no particular order (they are sorted once, at the next lookup).
+   */
+  append(slot: number, view: SentView): void {
+    this.grow();
+    if (this.count > 0 && (this.slots[this.count - 1] as number) > slot) this.unsorted = true;
+    this.slots[this.count] = slot;
+    this.count++;
+    this.keep(this.count - 1, slot, view);
+  }
+
+  /** Forgets `slot`; whether it was recorded. */
+  delete(slot: number): boolean {
+    const i = this.find(slot);
+    if (i < 0) return false;
+    this.slots.copyWithin(i, i + 1, this.count);
+    this.seqs.copyWithin(i, i + 1, this.count);
+    this.count--;
+    this.own.delete(slot);
+    return true;
+  }
+
+  /** Gives back the room `append` grew into (once a whole map is recorded). */
+  fit(): void {
+    this.resize(this.count);
+  }
+
+  /** The recorded slots, as a copy (the caller may delete while going through them). */
+  recorded(): Int32Array {
+    this.sort();
+    return this.slots.slice(0, this.count);
+  }
+
+  private keep(i: number, slot: number, view: SentView): void {
+    this.seqs[i] = view.seq;
+    if (view.seq === 0) this.own.set(slot, view.json);
+    else this.own.delete(slot);
+  }
+
+  /** Room for one more, growing by an eighth: millions of pairs are kept, slack costs megabytes. */
+  private grow(): void {
+    if (this.count === this.slots.length) this.resize(this.count + Math.max(8, this.count >> 3));
+  }
+
+  private resize(capacity: number): void {
+    if (capacity === this.slots.length) return;
+    const slots = new Int32Array(capacity);
+    const seqs = new Float64Array(capacity);
+    slots.set(this.slots.subarray(0, this.count));
+    seqs.set(this.seqs.subarray(0, this.count));
+    this.slots = slots;
+    this.seqs = seqs;
+  }
+
+  /** `slot`'s index, or the one's complement of where it would go. */
+  private find(slot: number): number {
+    this.sort();
+    let lo = 0;
+    let hi = this.count - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const at = this.slots[mid] as number;
+      if (at === slot) return mid;
+      if (at < slot) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return ~lo;
+  }
+
+  private sort(): void {
+    if (!this.unsorted) return;
+    this.unsorted = false;
+    const order = new Uint32Array(this.count).map((_, i) => i).sort((a, b) => (this.slots[a] as number) - (this.slots[b] as number));
+    const slots = new Int32Array(this.slots.length);
+    const seqs = new Float64Array(this.seqs.length);
+    order.forEach((from, to) => {
+      slots[to] = this.slots[from] as number;
+      seqs[to] = this.seqs[from] as number;
+    });
+    this.slots = slots;
+    this.seqs = seqs;
+  }
+}
