@@ -59,7 +59,7 @@ type Op =
   | { kind: 'join'; i: number; person: number; server: boolean }
   | { kind: 'delete'; i: number }
   | { kind: 'endpoints'; i: number; port: number }
-  | { kind: 'routes'; i: number; advertise: boolean }
+  | { kind: 'routes'; i: number; advertise: boolean; approve: boolean }
   | { kind: 'expire'; i: number }
   | { kind: 'connect'; i: number }
   | { kind: 'disconnect'; i: number }
@@ -78,7 +78,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   }),
   fc.record({ kind: fc.constant('delete' as const), i: index }),
   fc.record({ kind: fc.constant('endpoints' as const), i: index, port: fc.integer({ min: 1, max: 3 }) }),
-  fc.record({ kind: fc.constant('routes' as const), i: index, advertise: fc.boolean() }),
+  fc.record({ kind: fc.constant('routes' as const), i: index, advertise: fc.boolean(), approve: fc.boolean() }),
   fc.record({ kind: fc.constant('expire' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
@@ -167,7 +167,7 @@ function check(policy: string | null, batched: boolean, ops: readonly Op[]): voi
       case 'routes':
         write(id, {
           advertisedRoutes: o.advertise ? [SUBNET] : [],
-          approvedRoutes: o.advertise ? [SUBNET] : [],
+          approvedRoutes: o.advertise && o.approve ? [SUBNET] : [],
         });
         break;
       case 'expire':

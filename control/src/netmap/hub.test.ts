@@ -268,4 +268,13 @@ describe('NetmapHub', () => {
     expect(new Set(upserted?.map((p) => p.id)).size).toBeGreaterThan(300);
     expect(upserted?.every((p) => p.online)).toBe(true);
   });
+  it('does not resend a peer that starts advertising routes nobody approved (its view is the same)', () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = [node(1), node(2)];
+    hub.update(nodes);
+    const [s1] = connectAll(hub, nodes);
+    const before = s1?.deltas().length;
+    hub.update([nodes[0] as NodeRecord, node(2, { advertisedRoutes: ['198.51.100.0/24'] })]);
+    expect(s1?.deltas().length).toBe(before);
+  });
 });

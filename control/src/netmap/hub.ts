@@ -661,7 +661,10 @@ export class NetmapHub {
       return;
     }
     const cached = this.peerView(sub.visibility, peer);
-    if (!sub.sent.record(this.slotOf(peerId), cached, this.previousViews.get(peerId))) return;
+    // A node that just began advertising routes nobody approved has the shared view it had: the
+    // viewer holds that one, and the per-viewer view that now replaces it may be the same bytes.
+    const previous = this.previousViews.get(peerId) ?? this.views.get(peerId);
+    if (!sub.sent.record(this.slotOf(peerId), cached, previous)) return;
     out.removed.delete(peerId);
     out.upserted.set(peerId, cached);
   }

@@ -76,4 +76,22 @@ describe('paced flushes', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(got).toHaveLength(2);
   });
+  it('keep the pause of a long flush when a flush scheduled before an early (256-change) one finds little', async () => {
+    const { clock, got, join } = setUp();
+    clock.sendMs = 10; // every flush that sends takes 10 ms: the next waits 30 ms
+    join();
+    await turn();
+    expect(got).toHaveLength(1);
+    // 256 changes without a turn: the batch goes at once, and the flush scheduled for the first of
+    // them stays pending.
+    for (let i = 0; i < 256; i++) join();
+    expect(got).toHaveLength(2);
+    join(); // scheduled again
+    await new Promise((r) => setTimeout(r, 60)); // both scheduled flushes run
+    expect(got).toHaveLength(3);
+    // The last flush that sent anything took 10 ms: the next change waits 30 ms, not one turn.
+    join();
+    await turn();
+    expect(got).toHaveLength(3);
+  });
 });

@@ -23,7 +23,9 @@ export function pacedFlush(
       const start = now();
       flush();
       const end = now();
-      pausedUntil = end + Math.min(maxPauseMs, (end - start) * factor);
+      // Never shortens a pause already set: a flush scheduled before an early one (the hub's
+      // 256-change bound) may find little left, and must not cancel the long flush's pause.
+      pausedUntil = Math.max(pausedUntil, end + Math.min(maxPauseMs, (end - start) * factor));
     };
     const wait = pausedUntil - now();
     if (wait <= 0) setImmediate(run);
