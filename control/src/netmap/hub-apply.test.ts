@@ -78,7 +78,12 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   }),
   fc.record({ kind: fc.constant('delete' as const), i: index }),
   fc.record({ kind: fc.constant('endpoints' as const), i: index, port: fc.integer({ min: 1, max: 3 }) }),
-  fc.record({ kind: fc.constant('routes' as const), i: index, advertise: fc.boolean(), approve: fc.boolean() }),
+  fc.record({
+    kind: fc.constant('routes' as const),
+    i: index,
+    advertise: fc.boolean(),
+    approve: fc.boolean(),
+  }),
   fc.record({ kind: fc.constant('expire' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),

@@ -125,7 +125,9 @@ export class SentRecord {
   private sort(): void {
     if (!this.unsorted) return;
     this.unsorted = false;
-    const order = new Uint32Array(this.count).map((_, i) => i).sort((a, b) => (this.slots[a] as number) - (this.slots[b] as number));
+    const order = new Uint32Array(this.count)
+      .map((_, i) => i)
+      .sort((a, b) => (this.slots[a] as number) - (this.slots[b] as number));
     const slots = new Int32Array(this.slots.length);
     const seqs = new Float64Array(this.seqs.length);
     order.forEach((from, to) => {
