@@ -393,14 +393,17 @@ export class NetmapHub {
     const self = this.nodes.get(nodeId);
     if (self === undefined) return undefined;
     if (!this.views.has(nodeId)) this.refreshView(nodeId);
-    return this.fullMap(self, this.policy.visibilityOf(self, this.nodes), new SentRecord());
+    return this.fullMap(self, this.policy.visibilityOf(self, this.nodes));
   }
 
-  /** `self`'s map under `visibility`; records each peer's view as sent in `sent` (a new record). */
+  /**
+   * `self`'s map under `visibility`; records each peer's view as sent in `sent` (a new record), when
+   * given: a one-shot request keeps no record.
+   */
   private fullMap(
     self: NodeRecord,
     visibility: Visibility,
-    sent: SentRecord,
+    sent?: SentRecord,
     /** Given: each peer's JSON as UTF-8 is added, comma-separated, in the order of `peers`. */
     peersBytes?: Buffer[],
   ): NetMap {
@@ -416,9 +419,9 @@ export class NetmapHub {
         peersBytes.push(cached.bytes);
       }
       peers.push(cached.view);
-      sent.append(this.slotOf(peer.id), cached);
+      sent?.append(this.slotOf(peer.id), cached);
     }
-    sent.fit();
+    sent?.fit();
     return {
       self: (this.views.get(self.id) as CachedView).view,
       peers,
