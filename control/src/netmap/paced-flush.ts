@@ -29,6 +29,7 @@ export function pacedFlush(
     };
     const wait = pausedUntil - now();
     if (wait <= 0) setImmediate(run);
-    else setTimeout(run, wait);
+    // Unreferenced: a paused flush must not hold a stopping control up (its streams are ended).
+    else setTimeout(run, wait).unref();
   };
 }
