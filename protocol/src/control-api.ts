@@ -160,6 +160,8 @@ function sameText(expected: string, given: string): boolean {
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
 export const STREAM_PATH = '/machine/stream';
+/** How long a node waits for control to answer its stream upgrade before it gives the attempt up. */
+export const STREAM_HANDSHAKE_TIMEOUT_MS = 15_000;
 export const REGISTER_PATH = '/machine/register';
 export const CONTROL_KEY_PATH = '/machine/key';
 export const LOGIN_CANCEL_PATH = '/machine/login/cancel';

@@ -10,6 +10,7 @@ import {
   machineSigner,
   nodeKeyPossessionProof,
   REGISTER_PATH,
+  STREAM_HANDSHAKE_TIMEOUT_MS,
   STREAM_PATH,
 } from '@weft/protocol';
 import pg from 'pg';
@@ -231,13 +232,12 @@ class Load {
       return;
     }
     const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
-    // No handshake timeout, unlike the engine's 15 s: with it 10,000 nodes connecting at once
-    // livelock (control serves about 150 upgrades a second, so one that waited in a full accept
-    // queue of 4,096 was given up before it was served, and came back to wait again).
+    // The engine's handshake timeout: an upgrade control has not answered by then is given up.
     const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
+      handshakeTimeout: STREAM_HANDSHAKE_TIMEOUT_MS,
     });
     node.ws = ws;
     this.attempts.started++;
@@ -297,6 +297,11 @@ class Load {
   allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
     return waitFor(() => which.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
   }
+}
+
+function attemptsLine(a: Attempts): string {
+  const failed = [...a.failed].map(([why, count]) => `${count} ${why}`).join(', ');
+  return `${a.started} attempts (failed: ${failed || 'none'}); ${a.waits} back-off waits, mean ${(a.waitedMs / Math.max(1, a.waits) / 1000).toFixed(1)} s`;
 }
 
 function report(what: string, times: number[], expected: number): void {
@@ -391,8 +396,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
     const registerMs = performance.now() - t;
     t = performance.now();
+    const firstHerd = herdTimeline(live, present, t - 1, () => replicas.at(-1)?.child.pid);
     for (const node of present) live.connect(node);
-    const connectMs = await live.allBack(t - 1);
+    const connectMs = await live.allBack(t - 1).finally(() => firstHerd.stop());
+    console.log(`  first connect   ${attemptsLine(live.attempts)}`);
     await sleep(1_000); // let the last last-seen writes and fan-outs settle
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
@@ -480,11 +487,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     // From the new control listening (or the kill, with replicas), as before; and from the SIGTERM.
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
     const sinceTermMs = performance.now() - t;
-    const a = live.attempts;
-    const failed = [...a.failed].map(([why, count]) => `${count} ${why}`).join(', ');
-    console.log(
-      `  reconnects      ${a.started} attempts (failed: ${failed || 'none'}); ${a.waits} back-off waits, mean ${(a.waitedMs / Math.max(1, a.waits) / 1000).toFixed(1)} s`,
-    );
+    console.log(`  reconnects      ${attemptsLine(live.attempts)}`);
     const dropped = stayed.filter((x) => x.fullAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
     console.log(
       `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,

@@ -1,5 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { parseJsonAs, STREAM_PATH, type StreamClientMessage, StreamServerMessage } from '@weft/protocol';
+import {
+  parseJsonAs,
+  STREAM_HANDSHAKE_TIMEOUT_MS,
+  STREAM_PATH,
+  type StreamClientMessage,
+  StreamServerMessage,
+} from '@weft/protocol';
 import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
 import { describeError, type Logger } from '../log/logger.js';
@@ -135,7 +141,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
     if (this.abort.signal.aborted) return false;
     const ws = new WebSocket(this.client.streamUrl(), {
       headers,
-      handshakeTimeout: 15_000,
+      handshakeTimeout: STREAM_HANDSHAKE_TIMEOUT_MS,
       maxPayload: MAX_MESSAGE_BYTES,
       followRedirects: false,
     });
