@@ -160,8 +160,20 @@ function sameText(expected: string, given: string): boolean {
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
 export const STREAM_PATH = '/machine/stream';
-/** How long a node waits for control to answer its stream upgrade before it gives the attempt up. */
-export const STREAM_HANDSHAKE_TIMEOUT_MS = 15_000;
+
+/**
+ * How long a node waits for control to answer its stream upgrade before it gives the attempt up,
+ * after `timeouts` attempts in a row that control did not answer in time: 15 s, doubling with each
+ * up to 2 minutes, plus up to a quarter more at random. A whole office connecting at once (back
+ * after an outage) can queue upgrades at control for longer than 15 s; a node with a fixed patience
+ * gave up, queued again at the back and was never served (nor were its neighbours, for the work
+ * control had spent on the ones that left). The jitter keeps the nodes that gave up together from
+ * giving up together again.
+ */
+export function streamHandshakeTimeoutMs(timeouts: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(120_000, 15_000 * 2 ** Math.min(timeouts, 3));
+  return Math.round(ceiling + (random() * ceiling) / 4);
+}
 export const REGISTER_PATH = '/machine/register';
 export const CONTROL_KEY_PATH = '/machine/key';
 export const LOGIN_CANCEL_PATH = '/machine/login/cancel';

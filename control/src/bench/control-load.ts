@@ -10,8 +10,8 @@ import {
   machineSigner,
   nodeKeyPossessionProof,
   REGISTER_PATH,
-  STREAM_HANDSHAKE_TIMEOUT_MS,
   STREAM_PATH,
+  streamHandshakeTimeoutMs,
 } from '@weft/protocol';
 import pg from 'pg';
 import WebSocket from 'ws';
@@ -237,7 +237,7 @@ class Load {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
-      handshakeTimeout: STREAM_HANDSHAKE_TIMEOUT_MS,
+      handshakeTimeout: streamHandshakeTimeoutMs(0),
     });
     node.ws = ws;
     this.attempts.started++;

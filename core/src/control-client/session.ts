@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import {
   parseJsonAs,
-  STREAM_HANDSHAKE_TIMEOUT_MS,
   STREAM_PATH,
   type StreamClientMessage,
   StreamServerMessage,
+  streamHandshakeTimeoutMs,
 } from '@weft/protocol';
 import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
@@ -31,6 +31,8 @@ export interface SessionOptions {
   backoff?: BackoffOptions;
   /** How often to ping control; a ping unanswered by the next one drops the stream. */
   pingMs?: number;
+  /** How long to wait for control to answer an upgrade after that many timeouts in a row; tests shorten it. */
+  handshakeTimeoutMs?: (timeouts: number) => number;
   log: Logger;
 }
 
@@ -47,6 +49,8 @@ export class MapSession extends EventEmitter<SessionEvents> {
   /** The last message of each type sent on this stream, to send only changes. */
   private readonly sent = new Map<StreamClientMessage['type'], string>();
   private loop: Promise<void> | null = null;
+  /** Upgrades in a row that control did not answer in time: each makes the next wait longer. */
+  private handshakeTimeouts = 0;
 
   constructor(
     private readonly client: ControlClient,
@@ -141,22 +145,37 @@ export class MapSession extends EventEmitter<SessionEvents> {
     if (this.abort.signal.aborted) return false;
     const ws = new WebSocket(this.client.streamUrl(), {
       headers,
-      handshakeTimeout: STREAM_HANDSHAKE_TIMEOUT_MS,
       maxPayload: MAX_MESSAGE_BYTES,
       followRedirects: false,
     });
     this.ws = ws;
     this.sent.clear();
+    const patience = (this.opts.handshakeTimeoutMs ?? streamHandshakeTimeoutMs)(this.handshakeTimeouts);
     try {
       return await new Promise<boolean>((resolve, reject) => {
         let alive = true;
         let pinger: NodeJS.Timeout | undefined;
         const fail = (err: WeftError) => {
+          clearTimeout(handshake);
           clearInterval(pinger);
           ws.terminate();
           reject(err);
         };
+        // Not ws's own handshakeTimeout: a give-up must be told from other failures to count it.
+        const handshake = setTimeout(() => {
+          this.handshakeTimeouts++;
+          const seconds = Math.round(patience / 1000);
+          fail(
+            new WeftError('control-unreachable', `control did not answer the stream upgrade in ${seconds} s`),
+          );
+        }, patience);
+        const answered = () => {
+          clearTimeout(handshake);
+          this.handshakeTimeouts = 0;
+        };
+        ws.on('upgrade', answered);
         ws.on('unexpected-response', (_req, res) => {
+          answered();
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
