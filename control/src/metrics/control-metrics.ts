@@ -30,6 +30,11 @@ export class ControlMetrics {
     labelNames: ['route', 'method', 'status'] as const,
     registers: [this.registry],
   });
+  readonly streamsAbandoned = new Counter({
+    name: 'weft_control_streams_abandoned_total',
+    help: 'Node streams that closed while waiting for their whole map (their node gave up on a busy control)',
+    registers: [this.registry],
+  });
   readonly fanOut = new Histogram({
     name: 'weft_control_fanout_seconds',
     help: 'From a change of the node table (committed here, or noticed from another process) to its delta written to each affected stream',

@@ -9,6 +9,7 @@ import type { NetmapHub } from '../netmap/hub.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import type { RelayMembers } from '../relays/members.js';
 import type { Background } from './background.js';
+import type { ConnectQueue } from './connect-queue.js';
 import type { ServerLimits } from './limits.js';
 import type { SignInContext } from './login-routes.js';
 import type { Presence } from './presence.js';
@@ -31,6 +32,8 @@ export interface ControlContext {
   log: Logger;
   metrics: ControlMetrics;
   background: Background;
+  /** Streams waiting for their whole map: a burst of upgrades is answered before their hub work. */
+  connects: ConnectQueue;
   /** Which replica holds which node's stream (online state shared through the database). */
   presence: Presence;
   /** Runs a periodic job on one replica at a time. */

@@ -33,6 +33,8 @@ export interface ServerLimits {
   streamBufferBytes: number;
   /** A stream that stays over `streamBufferBytes` this long is disconnected (the node reconnects). */
   streamStuckMs: number;
+  /** Queued stream connects' hub work is done for at most this long per event-loop turn (ConnectQueue). */
+  streamConnectTurnMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -50,4 +52,5 @@ export const DEFAULT_LIMITS: ServerLimits = {
   streamFloodWindowMs: 10_000,
   streamBufferBytes: 1024 * 1024,
   streamStuckMs: 30_000,
+  streamConnectTurnMs: 20,
 };

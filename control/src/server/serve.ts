@@ -22,6 +22,7 @@ import { RelayMembers } from '../relays/members.js';
 import { randomUlaPrefix, TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { buildApp } from './app.js';
 import { Background } from './background.js';
+import { ConnectQueue } from './connect-queue.js';
 import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
@@ -165,6 +166,9 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       log,
       metrics,
       background,
+      connects: new ConnectQueue(limits.streamConnectTurnMs, (err) =>
+        log.error(`connecting a stream: ${errorText(err)}`),
+      ),
       presence,
       exclusive: database.exclusive,
       limits,

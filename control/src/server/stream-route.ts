@@ -176,10 +176,12 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
       ),
   );
 
-  background.run(`connecting ${node.name}`, async () => {
-    // A node registered through another connection (or replica) may not be in the hub yet.
-    if (!hub.has(node.id)) await sync.refreshNodes([node.id]);
-    if (socket.readyState !== WebSocket.OPEN) return;
+  const connect = () => {
+    // Its node may have given up waiting (a burst): no map, and its peers are told nothing.
+    if (socket.readyState !== WebSocket.OPEN) {
+      ctx.metrics.streamsAbandoned.inc();
+      return;
+    }
     if (!hub.has(node.id)) {
       session.send({ type: 'logout', reason: hub.goneReason(node.id) });
       session.close('node deleted or expired');
@@ -187,6 +189,14 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     }
     hub.connect(session);
     log.info(`stream ${node.name}: connected`);
-    await presence.connected(node.id);
-  });
+    background.run(`presence of ${node.name}`, () => presence.connected(node.id));
+  };
+  if (hub.has(node.id)) ctx.connects.add(connect);
+  else {
+    // A node registered through another connection (or replica) may not be in the hub yet.
+    background.run(`connecting ${node.name}`, async () => {
+      await sync.refreshNodes([node.id]);
+      ctx.connects.add(connect);
+    });
+  }
 }

@@ -1,4 +1,7 @@
-import { ALLOW_ALL, STREAM_PATH } from '@weft/protocol';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   cleanupAll,
@@ -104,6 +107,52 @@ describe('the netmap stream', () => {
     const stranger = await new TestMachine(t).stream().catch((e: unknown) => e);
     expect((stranger as StreamRefused).status).toBe(401);
     expect(JSON.parse((stranger as StreamRefused).body).error.code).toBe('unknown-node');
+  });
+
+  it('a node that gave up before its turn gets no map, and its peers are told nothing of it', async () => {
+    const t = await startTestControl({ config: { metricsListen: { host: '127.0.0.1', port: 0 } } });
+    const key = await t.key('--reusable');
+    const [a, b, c] = [new TestMachine(t), new TestMachine(t), new TestMachine(t)];
+    for (const [m, name] of [
+      [a, 'a'],
+      [b, 'b'],
+      [c, 'c'],
+    ] as const)
+      await m.join(name, key);
+    const sb = await b.stream();
+    await sb.until('b full map', (x) => x.netmap !== null);
+
+    // a asks for its stream and leaves at once, as a node does whose patience ran out: its request
+    // and the end of its connection reach control together.
+    const url = new URL(t.control.url);
+    const gone = connect(Number(url.port), url.hostname);
+    await once(gone, 'connect');
+    gone.write(
+      [
+        `GET ${STREAM_PATH} HTTP/1.1`,
+        `Host: ${url.host}`,
+        'Connection: Upgrade',
+        'Upgrade: websocket',
+        'Sec-WebSocket-Version: 13',
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+        `${MACHINE_AUTH_HEADER}: ${a.sign('GET', STREAM_PATH, '')}`,
+        '',
+        '',
+      ].join('\r\n'),
+    );
+    gone.destroy();
+
+    // c connects after a: streams are served in order, so b hears of c after anything about a.
+    const sc = await c.stream();
+    await sb.until('c online', (x) => x.netmap?.peers.find((p) => p.name === 'c')?.online === true);
+    await sc.until('c full map', (x) => x.netmap !== null);
+    const aNode = sb.netmap?.peers.find((p) => p.name === 'a');
+    const aboutA = sb.messages.filter(
+      (m) => m.type === 'delta' && m.peersUpserted?.some((p) => p.id === aNode?.id),
+    );
+    expect(aboutA).toEqual([]);
+    const metrics = await (await fetch(t.control.metricsUrl as string)).text();
+    expect(metrics).toMatch(/^weft_control_streams_abandoned_total 1$/m);
   });
 
   it('closes the stream on an invalid client message', async () => {
