@@ -128,6 +128,8 @@ interface Node {
   /** Set when the latest connection's full map arrived. */
   fullAt: number;
   generation: number;
+  /** Upgrades in a row that control did not answer in time (the engine's streamHandshakeTimeoutMs). */
+  timeouts: number;
   /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
   sign: ReturnType<typeof machineSigner> | null;
 }
@@ -232,16 +234,26 @@ class Load {
       return;
     }
     const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
-    // The engine's handshake timeout: an upgrade control has not answered by then is given up.
     const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
-      handshakeTimeout: streamHandshakeTimeoutMs(0),
     });
     node.ws = ws;
     this.attempts.started++;
     let why = 'closed';
+    // As the engine's MapSession: an upgrade control has not answered in time is given up, and each
+    // such give-up in a row makes the next wait longer.
+    const handshake = setTimeout(() => {
+      node.timeouts++;
+      why = 'handshake timeout';
+      ws.terminate();
+    }, streamHandshakeTimeoutMs(node.timeouts));
+    const answered = () => {
+      clearTimeout(handshake);
+      node.timeouts = 0;
+    };
+    ws.on('upgrade', answered);
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
@@ -260,10 +272,12 @@ class Load {
       if (why === 'closed') why = err.code ?? err.message;
     });
     ws.on('unexpected-response', (_req, res) => {
+      answered();
       why = `HTTP ${res.statusCode}`;
       ws.terminate();
     });
     ws.on('close', () => {
+      clearTimeout(handshake);
       if (this.stopping || node.generation !== generation) return;
       if (node.fullAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
       node.fullAt = 0;
@@ -383,6 +397,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       prefer: i % args.replicas,
       fullAt: 0,
       generation: 0,
+      timeouts: 0,
       sign: null,
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
