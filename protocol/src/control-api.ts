@@ -161,6 +161,22 @@ const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'ba
 
 export const STREAM_PATH = '/machine/stream';
 
+/** How long a node waits between stream attempts: jittered back-off (backoffDelayMs) from 500 ms to 15 s. */
+export const STREAM_RETRY = { baseMs: 500, capMs: 15_000 } as const;
+
+/**
+ * The delay before attempt `attempt` + 1 (from 0) of a retry loop: half fixed, half random, of
+ * min(cap, base·2ⁿ). The jitter spreads the reconnects of many nodes after a control restart.
+ */
+export function backoffDelayMs(
+  attempt: number,
+  limits: { baseMs: number; capMs: number },
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(limits.capMs, limits.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
 /**
  * How long a node waits for control to answer its stream upgrade before it gives the attempt up,
  * after `timeouts` attempts in a row that control did not answer in time: 15 s, doubling with each

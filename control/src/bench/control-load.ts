@@ -4,6 +4,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  backoffDelayMs,
   CONTROL_KEY_PATH,
   generateKeyPair,
   MACHINE_AUTH_HEADER,
@@ -11,6 +12,7 @@ import {
   nodeKeyPossessionProof,
   REGISTER_PATH,
   STREAM_PATH,
+  STREAM_RETRY,
   streamHandshakeTimeoutMs,
 } from '@weft/protocol';
 import pg from 'pg';
@@ -285,11 +287,9 @@ class Load {
     });
   }
 
-  /** Connects again after the back-off of the engine's control client (core/src/retry/backoff.ts). */
+  /** Connects again after the back-off of the engine's control client. */
   private retry(node: Node, attempt: number): void {
-    // Half fixed, half random, doubling from 500 ms to 15 s.
-    const ceiling = Math.min(15_000, 500 * 2 ** Math.min(attempt, 5));
-    const wait = ceiling / 2 + (Math.random() * ceiling) / 2;
+    const wait = backoffDelayMs(attempt, STREAM_RETRY);
     this.attempts.waits++;
     this.attempts.waitedMs += wait;
     setTimeout(() => this.connect(node, attempt + 1), wait);

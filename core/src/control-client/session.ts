@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import {
   parseJsonAs,
   STREAM_PATH,
+  STREAM_RETRY,
   type StreamClientMessage,
   StreamServerMessage,
   streamHandshakeTimeoutMs,
@@ -57,7 +58,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
     private readonly opts: SessionOptions,
   ) {
     super();
-    this.backoff = new Backoff({ baseMs: 500, capMs: 15_000, ...opts.backoff });
+    this.backoff = new Backoff({ ...STREAM_RETRY, ...opts.backoff });
   }
 
   start(): void {

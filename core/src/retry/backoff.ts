@@ -1,3 +1,5 @@
+import { backoffDelayMs } from '@weft/protocol';
+
 // Exponential back-off with jitter, for reconnecting to control and to the helper.
 // Jitter spreads the reconnects of many nodes after a control restart; the cap keeps recovery
 // quick once the far side is back; reset() is called on success so the next failure starts small.
@@ -23,9 +25,7 @@ export class Backoff {
 
   /** The delay before the next attempt: half fixed, half random, of min(cap, base·2ⁿ). */
   next(): number {
-    const ceiling = Math.min(this.capMs, this.baseMs * 2 ** Math.min(this.attempt, 30));
-    this.attempt++;
-    return Math.round(ceiling / 2 + (this.random() * ceiling) / 2);
+    return backoffDelayMs(this.attempt++, { baseMs: this.baseMs, capMs: this.capMs }, this.random);
   }
 
   reset(): void {
