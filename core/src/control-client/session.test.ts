@@ -49,7 +49,7 @@ describe('MapSession', () => {
       // The policy is asked how long to wait after n timeouts in a row; the wait itself is short here.
       handshakeTimeoutMs: (timeouts) => {
         asked.push(timeouts);
-        return 20;
+        return 100;
       },
     });
     cleanups.push(() => session.stop());
