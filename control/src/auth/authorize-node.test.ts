@@ -70,6 +70,27 @@ for (const kind of await testDatabaseKinds()) {
       expect((await store.nodeById(await register(store, 'a')))?.ipv4).toBe('100.64.0.4');
       await store.destroy();
     });
+
+    it('does not hand out the address of a node an earlier version inserted (no offset recorded)', async () => {
+      const { db } = await openDatabase(await kind.create());
+      const store = new Store(db);
+      const first = await register(store, 'h0');
+      const like = await store.nodeById(first);
+      if (like === undefined) throw new Error('registered node missing');
+      await store.insertNode({
+        ...like,
+        id: 'old',
+        name: 'old',
+        machineKey: 'mo',
+        nodeKey: 'ko',
+        ipv4: '100.64.0.2',
+        ipv6: ipv6For(deps.ulaPrefix, '100.64.0.2'),
+      });
+      await db.updateTable('nodes').set({ ipv4_offset: null }).where('id', '=', 'old').execute();
+      expect((await store.nodeById(await register(store, 'a')))?.ipv4).toBe('100.64.0.3');
+      expect(await store.highestIPv4Offset()).toBe(3);
+      await store.destroy();
+    });
   });
 }
 

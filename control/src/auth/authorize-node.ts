@@ -82,8 +82,15 @@ export async function authorizeNode(store: Store, deps: AuthorizeDeps, grant: No
  * below the highest in use, else the next above it. Index reads, not every node's address.
  */
 async function lowestFreeIPv4(store: Store): Promise<string> {
-  const top = await store.highestIPv4Offset();
-  return ipv4From((await store.takeFreeIPv4Offset(top)) ?? top + 1);
+  for (;;) {
+    const top = await store.highestIPv4Offset();
+    const ipv4 = ipv4From((await store.takeFreeIPv4Offset(top)) ?? top + 1);
+    const holder = await store.nodeIdWithIPv4(ipv4);
+    if (holder === undefined) return ipv4;
+    // Held after all: inserted with its address (db copy), or by a replica of an earlier version
+    // during a rolling upgrade, which leaves the offset unset. Set, it moves the highest past it.
+    await store.setIPv4Offset(holder, ipv4);
+  }
 }
 
 /**

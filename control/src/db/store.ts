@@ -382,28 +382,33 @@ export class Store {
     return Number(row?.top ?? 0);
   }
 
-  /**
-   * Takes the lowest offset of the free list below `below` out of it; undefined when there is none.
-   * One a node holds after all (inserted with its address, as a copy does) is dropped and skipped.
-   */
+  /** Takes the lowest offset of the free list below `below` out of it; undefined when there is none. */
   async takeFreeIPv4Offset(below: number): Promise<number | undefined> {
-    for (;;) {
-      const row = await this.db
-        .selectFrom('free_ipv4s')
-        .select('ipv4_offset')
-        .where('ipv4_offset', '<', below)
-        .orderBy('ipv4_offset')
-        .limit(1)
-        .executeTakeFirst();
-      if (row === undefined) return undefined;
-      await this.db.deleteFrom('free_ipv4s').where('ipv4_offset', '=', row.ipv4_offset).execute();
-      const holder = await this.db
-        .selectFrom('nodes')
-        .select('id')
-        .where('ipv4_offset', '=', row.ipv4_offset)
-        .executeTakeFirst();
-      if (holder === undefined) return row.ipv4_offset;
-    }
+    const row = await this.db
+      .selectFrom('free_ipv4s')
+      .select('ipv4_offset')
+      .where('ipv4_offset', '<', below)
+      .orderBy('ipv4_offset')
+      .limit(1)
+      .executeTakeFirst();
+    if (row === undefined) return undefined;
+    await this.db.deleteFrom('free_ipv4s').where('ipv4_offset', '=', row.ipv4_offset).execute();
+    return row.ipv4_offset;
+  }
+
+  /** The node that has the address `ipv4`, if one does. */
+  async nodeIdWithIPv4(ipv4: string): Promise<string | undefined> {
+    const row = await this.db.selectFrom('nodes').select('id').where('ipv4', '=', ipv4).executeTakeFirst();
+    return row?.id;
+  }
+
+  /** Records the offset of a node's address (one inserted without it). */
+  async setIPv4Offset(id: string, ipv4: string): Promise<void> {
+    await this.db
+      .updateTable('nodes')
+      .set({ ipv4_offset: offsetOrNull(ipv4) })
+      .where('id', '=', id)
+      .execute();
   }
 
   async insertNode(node: NewNode): Promise<void> {
