@@ -1,6 +1,6 @@
 import type { Store } from '../db/store.js';
 import { ApiError } from '../errors.js';
-import { ipv6For, lowestFreeIPv4 } from '../tailnet/addresses.js';
+import { ipv4From, ipv6For } from '../tailnet/addresses.js';
 import { newId } from '../tailnet/ids.js';
 import { nameStem, uniqueName } from '../tailnet/names.js';
 import type { NodeRecord } from '../tailnet/records.js';
@@ -55,7 +55,7 @@ export async function authorizeNode(store: Store, deps: AuthorizeDeps, grant: No
   // Replicas register at once: one allocation at a time, or they all pick the same lowest address.
   await store.serializeAllocation();
   const name = uniqueName(grant.hostname, await store.namesLike(grant.hostname, nameStem(grant.hostname)));
-  const ipv4 = lowestFreeIPv4(await store.usedIPv4s());
+  const ipv4 = await lowestFreeIPv4(store);
   const id = newId('n');
   await store.insertNode({
     id,
@@ -75,6 +75,22 @@ export async function authorizeNode(store: Store, deps: AuthorizeDeps, grant: No
     approvedRoutes: [],
   });
   return id;
+}
+
+/**
+ * The lowest free address (lowest first, so addresses stay short and predictable): a deleted node's
+ * below the highest in use, else the next above it. Index reads, not every node's address.
+ */
+async function lowestFreeIPv4(store: Store): Promise<string> {
+  for (;;) {
+    const top = await store.highestIPv4Offset();
+    const ipv4 = ipv4From((await store.takeFreeIPv4Offset(top)) ?? top + 1);
+    const holder = await store.nodeIdWithIPv4(ipv4);
+    if (holder === undefined) return ipv4;
+    // Held after all: inserted with its address (db copy), or by a replica of an earlier version
+    // during a rolling upgrade, which leaves the offset unset. Set, it moves the highest past it.
+    await store.setIPv4Offset(holder, ipv4);
+  }
 }
 
 /**

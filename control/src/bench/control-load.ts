@@ -132,6 +132,8 @@ interface Node {
   generation: number;
   /** Upgrades in a row that control did not answer in time (the engine's streamHandshakeTimeoutMs). */
   timeouts: number;
+  /** Told to log out (deleted): like the engine, it does not connect again. */
+  loggedOut: boolean;
   /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
   sign: ReturnType<typeof machineSigner> | null;
 }
@@ -259,11 +261,14 @@ class Load {
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
-      if (data.subarray(0, 16).toString().includes('"full"')) {
+      const head = data.subarray(0, 16).toString();
+      if (head.includes('"full"')) {
         node.fullAt = performance.now();
         attempt = 0;
         return;
       }
+      // A deleted node's stream says so and closes; retrying, it was refused (401) until the run ended.
+      if (head.includes('"logout"')) node.loggedOut = true;
       const ev = this.event;
       if (ev === null || ev.times.has(node.index)) return;
       const msg = JSON.parse(data.toString()) as Delta;
@@ -280,7 +285,7 @@ class Load {
     });
     ws.on('close', () => {
       clearTimeout(handshake);
-      if (this.stopping || node.generation !== generation) return;
+      if (this.stopping || node.generation !== generation || node.loggedOut) return;
       if (node.fullAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
       node.fullAt = 0;
       this.retry(node, attempt);
@@ -398,6 +403,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       fullAt: 0,
       generation: 0,
       timeouts: 0,
+      loggedOut: false,
       sign: null,
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
@@ -459,7 +465,6 @@ async function run(args: Args, mode: Mode): Promise<void> {
         if (res.status !== 200) throw new Error(`delete: ${res.status} ${await res.text()}`);
       },
     );
-    victim.generation++; // logged out: not to be counted back
     live.nodes.splice(live.nodes.indexOf(victim), 1);
 
     // A policy change, written by the admin CLI's code on its own connection (the change feed).

@@ -13,6 +13,7 @@ export const COPY_ORDER = [
   'users',
   'preauth_keys',
   'nodes',
+  'free_ipv4s',
   'pending_logins',
   'auth_attempts',
   'login_confirmations',

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
-import { Kysely, SqliteDialect, sql } from 'kysely';
+import { Kysely, Migrator, SqliteDialect, sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, tempDir } from '../testing/harness.js';
-import { migrate } from './migrations.js';
+import { migrate, migrationProvider } from './migrations.js';
 import type { Database } from './schema.js';
 import { openSqliteConnection, openSqliteDatabase } from './sqlite.js';
 
@@ -25,6 +25,7 @@ describe('migrations', () => {
         'kysely_migration',
         'login_confirmations',
         'node_streams',
+        'free_ipv4s',
         'nodes',
         'pending_logins',
         'policies',
@@ -42,8 +43,27 @@ describe('migrations', () => {
       '0004_login_confirmation',
       '0005_tailscale_clients',
       '0006_presence',
+      '0007_ipv4_offsets',
     ]);
     await again.destroy();
+  });
+
+  it("give an existing tailnet its nodes' address offsets and the free list of the gaps below the highest", async () => {
+    const path = join(tempDir(), 'control.db');
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqliteConnection(path) }) });
+    await new Migrator({ db, provider: migrationProvider }).migrateTo('0006_presence');
+    for (const [i, ipv4] of ['100.64.0.1', '100.64.0.3', '100.64.0.6'].entries()) {
+      await sql`insert into nodes (id, name, hostname, tags, machine_key, node_key, ipv4, ipv6, endpoints,
+        os, ephemeral, created_at, advertised_routes, approved_routes)
+        values (${`n${i}`}, ${`h${i}`}, 'h', '[]', ${`m${i}`}, ${`k${i}`}, ${ipv4}, ${`fd00::${i}`}, '[]',
+        'linux', 0, '2026-01-01T00:00:00Z', '[]', '[]')`.execute(db);
+    }
+    await migrate(db);
+    const offsets = await db.selectFrom('nodes').select('ipv4_offset').orderBy('ipv4_offset').execute();
+    expect(offsets.map((r) => r.ipv4_offset)).toEqual([1, 3, 6]);
+    const free = await db.selectFrom('free_ipv4s').select('ipv4_offset').orderBy('ipv4_offset').execute();
+    expect(free.map((r) => r.ipv4_offset)).toEqual([2, 4, 5]);
+    await db.destroy();
   });
 
   it('open the file in WAL mode with a busy timeout and foreign keys, owner-only', async () => {

@@ -64,6 +64,13 @@ export interface NodesTable {
   disco_key: string | null;
   /** Tailscale clients: the relay (DERP) region they call home, as their MapRequest says. */
   home_relay: number | null;
+  /** `ipv4`'s place in 100.64.0.0/10 (indexed: the highest is where unused addresses start). */
+  ipv4_offset: number | null;
+}
+
+/** Addresses of deleted nodes below the highest in use: the lowest is the next one handed out. */
+export interface FreeIpv4sTable {
+  ipv4_offset: number;
 }
 
 export interface PendingLoginsTable {
@@ -145,6 +152,7 @@ export interface Database {
   users: UsersTable;
   preauth_keys: PreauthKeysTable;
   nodes: NodesTable;
+  free_ipv4s: FreeIpv4sTable;
   pending_logins: PendingLoginsTable;
   auth_attempts: AuthAttemptsTable;
   login_confirmations: LoginConfirmationsTable;

@@ -1,4 +1,5 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql, type Transaction } from 'kysely';
+import { ipv4Offset } from '../tailnet/addresses.js';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
@@ -155,6 +156,11 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
 }
 
 const NODES_PER_QUERY = 500;
+
+const offsetOrNull = (ipv4: string): number | null => {
+  const offset = ipv4Offset(ipv4);
+  return offset < 0 ? null : offset;
+};
 
 export class Store {
   constructor(private readonly db: Kysely<Database>) {}
@@ -367,8 +373,42 @@ export class Store {
     }
   }
 
-  async usedIPv4s(): Promise<string[]> {
-    return (await this.db.selectFrom('nodes').select('ipv4').execute()).map((r) => r.ipv4);
+  /** The highest IPv4 offset a node has (0: none); an index read. */
+  async highestIPv4Offset(): Promise<number> {
+    const row = await this.db
+      .selectFrom('nodes')
+      .select((eb) => eb.fn.max('ipv4_offset').as('top'))
+      .executeTakeFirst();
+    return Number(row?.top ?? 0);
+  }
+
+  /** Takes the lowest offset of the free list below `below` out of it; undefined when there is none. */
+  async takeFreeIPv4Offset(below: number): Promise<number | undefined> {
+    const row = await this.db
+      .selectFrom('free_ipv4s')
+      .select('ipv4_offset')
+      .where('ipv4_offset', '<', below)
+      .orderBy('ipv4_offset')
+      .limit(1)
+      .executeTakeFirst();
+    if (row === undefined) return undefined;
+    await this.db.deleteFrom('free_ipv4s').where('ipv4_offset', '=', row.ipv4_offset).execute();
+    return row.ipv4_offset;
+  }
+
+  /** The node that has the address `ipv4`, if one does. */
+  async nodeIdWithIPv4(ipv4: string): Promise<string | undefined> {
+    const row = await this.db.selectFrom('nodes').select('id').where('ipv4', '=', ipv4).executeTakeFirst();
+    return row?.id;
+  }
+
+  /** Records the offset of a node's address (one inserted without it). */
+  async setIPv4Offset(id: string, ipv4: string): Promise<void> {
+    await this.db
+      .updateTable('nodes')
+      .set({ ipv4_offset: offsetOrNull(ipv4) })
+      .where('id', '=', id)
+      .execute();
   }
 
   async insertNode(node: NewNode): Promise<void> {
@@ -397,6 +437,7 @@ export class Store {
         client_version: node.clientVersion ?? null,
         disco_key: node.discoKey ?? null,
         home_relay: node.homeRelay ?? null,
+        ipv4_offset: offsetOrNull(node.ipv4),
       })
       .execute();
   }
@@ -413,9 +454,24 @@ export class Store {
     return result.numUpdatedRows === 1n;
   }
 
+  /** Deletes the node; its address goes on the free list. */
   async deleteNode(id: string): Promise<boolean> {
-    const result = await this.db.deleteFrom('nodes').where('id', '=', id).executeTakeFirst();
-    return result.numDeletedRows === 1n;
+    return this.transaction(async (tx) => {
+      const row = await tx.db
+        .deleteFrom('nodes')
+        .where('id', '=', id)
+        .returning('ipv4_offset')
+        .executeTakeFirst();
+      if (row === undefined) return false;
+      if (row.ipv4_offset !== null) {
+        await tx.db
+          .insertInto('free_ipv4s')
+          .values({ ipv4_offset: row.ipv4_offset })
+          .onConflict((oc) => oc.column('ipv4_offset').doNothing())
+          .execute();
+      }
+      return true;
+    });
   }
 
   // presence: which replica holds each node's stream

@@ -547,17 +547,17 @@ export class NetmapHub {
     const onlyViews = policy === undefined && removed.length === 0 && reidentified.length === 0;
     for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
-      const self = this.nodes.get(id);
       // One with a delta pending was asked when it got it, and flush() asks again: a node that every
       // connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
-      if (self === undefined || sub.behind || (sub.pending === null && !this.reachable(sub))) continue;
+      if (sub.behind || (sub.pending === null && !this.reachable(sub))) continue;
       const decided = sub.visibility;
       const out: Outgoing = sub.pending ?? { upserted: new Map(), removed: new Set() };
       out.askedAt ??= this.fanOut.since ?? undefined;
 
       const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
       if (full || policy !== undefined || affected.has(id)) {
-        sub.visibility = this.policy.visibilityOf(self, this.nodes);
+        // A subscriber's node is known: settle() ends the streams of nodes that leave.
+        sub.visibility = this.policy.visibilityOf(this.nodes.get(id) as NodeRecord, this.nodes);
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {
           sub.filterJson = filterJson;
@@ -639,19 +639,27 @@ export class NetmapHub {
    * policy: a node coming online costs its peers, not the whole tailnet.
    */
   private watchersOf(nodeIds: readonly string[]): Iterable<Subscriber> {
-    const ids = new Set<string>();
+    const lists: Iterable<string>[] = [];
     for (const id of nodeIds) {
       const node = this.nodes.get(id);
       if (node === undefined) continue;
       const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
       if (!visibility.peerIds) return this.subscribers.values();
-      ids.add(id);
-      for (const peerId of visibility.peerIds()) ids.add(peerId);
+      lists.push([id], visibility.peerIds());
     }
+    // One node's list holds each peer once and not the node (see Visibility.peerIds): only several
+    // lists need a set, which for a shared server coming online was 9,800 ids.
+    const seen = lists.length > 2 ? new Set<string>() : null;
     const out: Subscriber[] = [];
-    for (const id of ids) {
-      const sub = this.subscribers.get(id);
-      if (sub) out.push(sub);
+    for (const list of lists) {
+      for (const id of list) {
+        if (seen !== null) {
+          if (seen.has(id)) continue;
+          seen.add(id);
+        }
+        const sub = this.subscribers.get(id);
+        if (sub) out.push(sub);
+      }
     }
     return out;
   }

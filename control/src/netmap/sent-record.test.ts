@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { SentRecord } from './sent-record.js';
 
 // The record's own contract; that the hub sends neither stale nor repeated views through it is
@@ -19,6 +19,17 @@ describe('SentRecord', () => {
     expect(sent.delete(40)).toBe(false);
     expect(sent.record(40, shared(1040))).toBe(true);
     expect([...sent.recorded()]).toEqual([0, 3, 5, 8, 12, 17, 18, 21, 40, 58, 77, 99]);
+  });
+
+  it('is copied a logarithmic number of times while a whole map is appended', () => {
+    const copies = vi.spyOn(Int32Array.prototype, 'set');
+    const sent = new SentRecord();
+    for (let slot = 0; slot < 10_000; slot++) sent.append(slot, shared(slot));
+    sent.fit();
+    const copied = copies.mock.calls.length;
+    copies.mockRestore();
+    expect(copied).toBeLessThanOrEqual(15);
+    expect(sent.recorded().length).toBe(10_000);
   });
 
   it('a new version is a change; the same version again is not', () => {

@@ -7,7 +7,10 @@ import type { NodeRecord } from '../tailnet/records.js';
 /** What one node may see and the filter it must enforce, decided against a snapshot of the tailnet. */
 export interface Visibility {
   canSee(peer: NodeRecord): boolean;
-  /** Every node id it may see, when the policy can list them cheaper than asking of each node. */
+  /**
+   * Every node id it may see, when the policy can list them cheaper than asking of each node: each
+   * once, never the node's own.
+   */
   peerIds?(): Iterable<string>;
   packetFilter: FilterRule[];
   /**
