@@ -9,7 +9,7 @@ import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { TsTestClient } from '../testing/tailscale-client.js';
-import { pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
+import { memoryOf, pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
 import {
   type Command,
   type LoadNode,
@@ -46,6 +46,8 @@ interface Server {
   authKey: string;
   /** Deletes a node the way its admin would. */
   remove(node: { id: number; name: string }): Promise<void>;
+  /** Where its memory is, when it can say (weft's /metrics: heap and external). */
+  memory?: () => Promise<string>;
   stop(): void;
 }
 
@@ -69,6 +71,7 @@ async function startWeft(dir: string): Promise<Server> {
       });
       if (res.status !== 200) throw new Error(`delete: ${res.status} ${await res.text()}`);
     },
+    memory: () => memoryOf(replica),
     stop: () => replica.child.kill('SIGKILL'),
   };
 }
@@ -368,6 +371,7 @@ async function measureServer(
       `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
     );
     col.set('RSS after settling (MiB)', rssMiB(server.pid));
+    if (server.memory) console.log(`  memory           ${await server.memory()}`);
 
     // A join: a new node registers and opens its stream; every other map must list it.
     const joiner: LoadNode = {
@@ -423,13 +427,17 @@ function table(weft: Column, headscale: Column): string {
   return lines.join('\n');
 }
 
-const USAGE = 'usage: control-vs-headscale [--nodes N] [--workers W]';
+const USAGE = 'usage: control-vs-headscale [--nodes N] [--workers W] [--only weft|headscale]';
+const SERVERS = ['weft', 'headscale'] as const;
 
-/** --nodes N (default 200), --workers W (default one load thread per 500 nodes, at most 4). */
-function parseArgs(argv: string[]): { n: number; workers: number } {
+/**
+ * --nodes N (default 200), --workers W (default one load thread per 500 nodes, at most 4), --only
+ * one server (to profile it without waiting for the other; the table then has one column).
+ */
+function parseArgs(argv: string[]): { n: number; workers: number; only: string | undefined } {
   const { values, positionals } = parseArgsOf({
     args: argv,
-    options: { nodes: { type: 'string' }, workers: { type: 'string' } },
+    options: { nodes: { type: 'string' }, workers: { type: 'string' }, only: { type: 'string' } },
     strict: true,
     allowPositionals: true,
   });
@@ -438,15 +446,20 @@ function parseArgs(argv: string[]): { n: number; workers: number } {
   if (!Number.isInteger(n) || n < 8 || n > 5_000) throw new Error('--nodes: 8..5000');
   const workers = Number(values.workers ?? Math.min(4, Math.ceil(n / 500)));
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new Error('--workers: 1..16');
-  return { n, workers };
+  if (values.only !== undefined && !(SERVERS as readonly string[]).includes(values.only)) {
+    throw new Error(`--only: ${SERVERS.join(' or ')}`);
+  }
+  return { n, workers, only: values.only };
 }
 
-const { n, workers } = parseArgs(process.argv.slice(2));
+const { n, workers, only } = parseArgs(process.argv.slice(2));
 const version = (await run(HEADSCALE, ['version'], { timeout: CLI_TIMEOUT_MS })).stdout.trim().split('\n')[0];
 console.log(
   `control-vs-headscale: node ${process.version}, headscale ${version}, ${n} nodes, one reusable key, allow-all, SQLite, loopback; cores ${cpus().length}`,
 );
-const weft = await measureServer('weft-control', n, workers, startWeft);
-const headscale = await measureServer('headscale', n, workers, startHeadscale);
+const weft: Column =
+  only === 'headscale' ? new Map() : await measureServer('weft-control', n, workers, startWeft);
+const headscale: Column =
+  only === 'weft' ? new Map() : await measureServer('headscale', n, workers, startHeadscale);
 console.log(`\n${table(weft, headscale)}`);
 process.exit(0);
