@@ -16,7 +16,7 @@ import { StreamSender } from '../server/stream-sender.js';
 import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
-import { fullMapResponse, TsMapSession } from './map-session.js';
+import { fullMapResponse, mapResponseParts, TsMapSession } from './map-session.js';
 import { mapSocket } from './map-socket.js';
 import { registerTailscale, tooOldMessage } from './register.js';
 import { loadZstd, zstdFrame } from './zstd.js';
@@ -112,11 +112,12 @@ export function handleNoiseRequest(
 
 /** One MapResponse on the wire: a 4-byte little-endian length, then JSON (zstd if asked). */
 export function mapFrame(response: TsMapResponse, zstd: boolean): Buffer {
-  const json = Buffer.from(JSON.stringify(response));
-  const body = zstd ? zstdFrame(json) : json;
+  const parts = mapResponseParts(response);
+  // The frame is put together once from the JSON's parts (a whole map is up to a megabyte).
+  const body = zstd ? [zstdFrame(Buffer.concat(parts))] : parts;
   const length = Buffer.alloc(4);
-  length.writeUInt32LE(body.length);
-  return Buffer.concat([length, body]);
+  length.writeUInt32LE(body.reduce((sum, part) => sum + part.length, 0));
+  return Buffer.concat([length, ...body]);
 }
 
 /** What a MapRequest tells control about the node (unless ReadOnly). */
