@@ -1,5 +1,12 @@
 import { Duplex } from 'node:stream';
-import { HEADER_LEN, MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN, MSG_RECORD, type TransportCipher } from './noise.js';
+import {
+  HEADER_LEN,
+  MAX_MESSAGE_LEN,
+  MAX_PLAINTEXT_LEN,
+  MSG_RECORD,
+  TAG_LEN,
+  type TransportCipher,
+} from './noise.js';
 
 // The plaintext side of an established ts2021 connection, as a Duplex that HTTP/2 can run on:
 // records from the socket are checked and decrypted in order; writes are cut into records. A frame
@@ -51,11 +58,13 @@ export class NoiseStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    const frames: Uint8Array[] = [];
+    const records = Math.ceil(chunk.length / MAX_PLAINTEXT_LEN);
+    const out = Buffer.allocUnsafe(chunk.length + records * (HEADER_LEN + TAG_LEN));
+    let written = 0;
     for (let at = 0; at < chunk.length; at += MAX_PLAINTEXT_LEN) {
-      frames.push(this.tx.seal(chunk.subarray(at, at + MAX_PLAINTEXT_LEN)));
+      written += this.tx.sealInto(chunk.subarray(at, at + MAX_PLAINTEXT_LEN), out, written);
     }
-    this.socket.write(Buffer.concat(frames), done);
+    this.socket.write(out, done);
   }
 
   override _final(done: (err?: Error | null) => void): void {
