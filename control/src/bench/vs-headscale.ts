@@ -370,6 +370,12 @@ async function measureServer(
     console.log(
       `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
     );
+    // More whole maps than nodes: streams the server sent a whole map again (weft: a resync after
+    // a backlog), each up to N peers.
+    if (quiet !== 'timeout') {
+      const whole = (quiet as number[]).reduce((sum, w) => sum + w, 0);
+      console.log(`  whole maps       ${whole} sent to the ${n} nodes up to then`);
+    }
     col.set('RSS after settling (MiB)', rssMiB(server.pid));
     if (server.memory) console.log(`  memory           ${await server.memory()}`);
 
