@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -195,6 +195,32 @@ async function startHeadscale(dir: string): Promise<Server> {
     },
     stop: () => child.kill('SIGKILL'),
   };
+}
+
+/**
+ * WEFT_BENCH_HEAP_SNAPSHOT=DIR, with WEFT_BENCH_NODE_ARGS='--heapsnapshot-signal=SIGUSR2
+ * --diagnostic-dir=DIR': once its changes are timed, control writes a heap snapshot into DIR (a full
+ * garbage collection first), and its memory is printed again: what is live, not what awaits the
+ * collector.
+ */
+const SNAPSHOT_DIR = process.env.WEFT_BENCH_HEAP_SNAPSHOT;
+
+async function heapSnapshot(server: Server): Promise<void> {
+  const dir = SNAPSHOT_DIR as string;
+  const before = new Set(readdirSync(dir));
+  process.kill(server.pid as number, 'SIGUSR2');
+  let size = -1;
+  for (const start = performance.now(); performance.now() - start < CLI_TIMEOUT_MS; await sleep(1000)) {
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    if (file === undefined) continue;
+    const now = statSync(join(dir, file)).size;
+    if (now > 0 && now === size) {
+      console.log(`  heap snapshot    ${join(dir, file)}`);
+      break;
+    }
+    size = now;
+  }
+  console.log(`  memory after GC  ${await server.memory?.()}`);
 }
 
 // ---------- the load
@@ -405,6 +431,7 @@ async function measureServer(
     await live.measure(col, 'delete', [4], { kind: 'gone', id: victimId }, () =>
       (server as Server).remove({ id: victimId, name: (self.Name as string).split('.')[0] as string }),
     );
+    if (SNAPSHOT_DIR && server.memory) await heapSnapshot(server);
   } finally {
     await load?.close();
     server?.stop();
