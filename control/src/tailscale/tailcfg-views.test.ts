@@ -3,7 +3,7 @@ import { decompress } from 'fzstd';
 import { describe, expect, it, vi } from 'vitest';
 import { connectedHub, testNode } from '../testing/nodes.js';
 import { fullMapResponse, TsMapSession } from './map-session.js';
-import { mapFrame } from './noise-api.js';
+import { mapFrame, mapFrameParts } from './noise-api.js';
 import { TAGGED_DEVICES_USER_ID, toDerpMap, toTsNode, tsNodeId, tsUserId } from './tailcfg-views.js';
 import { loadZstd, zstdFrame } from './zstd.js';
 
@@ -240,6 +240,24 @@ describe('map frames', () => {
     expect(framed).toBeGreaterThan(0);
     // Each whole map repeats the peers it carries; their JSON is made once per peer view.
     expect(serialised).toBeLessThan(framed / 4);
+  });
+});
+
+describe('whole maps to many receivers', () => {
+  it('reference each peer’s bytes, shared by every receiver, not a copy for each', () => {
+    const peers = [view(2), view(3), view(4)];
+    const frames = [1, 5, 6].map((self) =>
+      mapFrameParts(fullMapResponse({ self: view(self), peers, packetFilter: [], tailnetRanges: [] }), false),
+    );
+    const [a, b, c] = frames.map((parts) => new Set(parts)) as Set<Buffer>[];
+    const shared = [...(a as Set<Buffer>)].filter((part) => b?.has(part) && c?.has(part));
+    // The three peers' JSON, each one buffer held by all three frames.
+    const peerJson = peers.map((p) =>
+      JSON.stringify(
+        fullMapResponse({ self: view(9), peers: [p], packetFilter: [], tailnetRanges: [] }).Peers?.[0],
+      ),
+    );
+    expect(shared.map((part) => part.toString()).filter((text) => peerJson.includes(text))).toHaveLength(3);
   });
 });
 
