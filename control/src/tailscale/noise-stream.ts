@@ -58,11 +58,41 @@ export class NoiseStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    const records = Math.ceil(chunk.length / MAX_PLAINTEXT_LEN);
-    const out = Buffer.allocUnsafe(chunk.length + records * (HEADER_LEN + TAG_LEN));
+    this.seal([chunk], done);
+  }
+
+  // HTTP/2 hands over a batch of buffers at once (frame headers, and a map's parts): they are
+  // sealed together into full records, not a record (and a socket write) for each.
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.seal(
+      chunks.map((c) => c.chunk),
+      done,
+    );
+  }
+
+  private seal(parts: readonly Buffer[], done: (err?: Error | null) => void): void {
+    const length = parts.reduce((sum, part) => sum + part.length, 0);
+    const records = Math.ceil(length / MAX_PLAINTEXT_LEN);
+    const out = Buffer.allocUnsafe(length + records * (HEADER_LEN + TAG_LEN));
     let written = 0;
-    for (let at = 0; at < chunk.length; at += MAX_PLAINTEXT_LEN) {
-      written += this.tx.sealInto(chunk.subarray(at, at + MAX_PLAINTEXT_LEN), out, written);
+    let part = 0;
+    let offset = 0;
+    for (let left = length; left > 0; ) {
+      const size = Math.min(MAX_PLAINTEXT_LEN, left);
+      const pieces: Buffer[] = [];
+      for (let need = size; need > 0; ) {
+        const from = parts[part] as Buffer;
+        const take = Math.min(need, from.length - offset);
+        if (take > 0) pieces.push(from.subarray(offset, offset + take));
+        offset += take;
+        need -= take;
+        if (offset === from.length) {
+          part++;
+          offset = 0;
+        }
+      }
+      written += this.tx.sealInto(pieces, out, written);
+      left -= size;
     }
     this.socket.write(out, done);
   }

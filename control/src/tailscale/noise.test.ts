@@ -119,4 +119,38 @@ describe('ts2021 Noise IK responder', () => {
     expect(Buffer.concat(opened)).toEqual(data);
     stream.destroy();
   });
+
+  it('seals a batch of small writes (HTTP/2 frames, a map in parts) into full records, one socket write', async () => {
+    const key = new Uint8Array(32).fill(8);
+    const socket = new PassThrough();
+    const writes: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => writes.push(chunk));
+    const stream = new NoiseStream(socket, new TransportCipher(key), new TransportCipher(key));
+    const pieces = Array.from({ length: 100 }, (_, i) => Buffer.alloc(123, i));
+    const written = new Promise<void>((resolve, reject) => {
+      stream.cork();
+      pieces.forEach((piece, i) => {
+        stream.write(piece, i === pieces.length - 1 ? (err) => (err ? reject(err) : resolve()) : undefined);
+      });
+      stream.uncork();
+    });
+    await written;
+    expect(writes).toHaveLength(1);
+    const peer = new TransportCipher(key);
+    const opened: Uint8Array[] = [];
+    let rest = writes[0] as Buffer;
+    while (rest.length > 0) {
+      const length = rest.readUInt16BE(1);
+      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
+      rest = rest.subarray(HEADER_LEN + length);
+    }
+    expect(opened.map((p) => p.length)).toEqual([
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      12_300 - 3 * MAX_PLAINTEXT_LEN,
+    ]);
+    expect(Buffer.concat(opened)).toEqual(Buffer.concat(pieces));
+    stream.destroy();
+  });
 });
