@@ -50,7 +50,7 @@ const BENCHMARKS = {
   'control-vs-headscale': {
     file: 'control/dist/bench/vs-headscale.js',
     about:
-      'the same Tailscale-protocol load (N nodes) vs weft-control and headscale v0.27.1: register, connect, join/endpoint/delete fan-out p50/p99/max, RSS, headscale/weft per row [--nodes N]',
+      'the same Tailscale-protocol load (N nodes) vs weft-control and headscale v0.27.1: register, connect, join/endpoint/delete fan-out p50/p99/max, RSS, headscale/weft per row [--nodes N] [--workers W] [--only weft|headscale]',
   },
   dns: {
     file: 'core/dist/bench/dns.js',

@@ -19,7 +19,10 @@ export type Command =
   | { type: 'stream'; width: number }
   /** Answers once every node's map has its self and at least `peers` peers. */
   | { type: 'complete'; peers: number }
-  /** Answers once no node has had a map message (keep-alives aside) for `ms`. */
+  /**
+   * Answers once no node has had a map message (keep-alives aside) for `ms`, with how many whole
+   * maps (responses with Peers) its nodes were sent in all.
+   */
   | { type: 'quiet'; ms: number }
   /** Starts timing a change from `t0` on the nodes of `expect` this worker owns. */
   | { type: 'watch'; expect: number[]; reached: Reached; t0: number }
@@ -123,9 +126,12 @@ function serve(setup: WorkerSetup): void {
         while (!done()) await new Promise((r) => setTimeout(r, 20));
         return null;
       }
-      case 'quiet':
+      case 'quiet': {
         while (now() - lastMessage < c.ms) await new Promise((r) => setTimeout(r, 50));
-        return null;
+        let whole = 0;
+        for (const n of nodes.values()) for (const m of n.reader?.messages ?? []) if (m.Peers) whole++;
+        return whole;
+      }
       case 'watch': {
         const mine = c.expect.filter((i) => nodes.has(i));
         fanT0 = c.t0;

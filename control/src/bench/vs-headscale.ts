@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { TsTestClient } from '../testing/tailscale-client.js';
-import { pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
+import { memoryOf, pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
 import {
   type Command,
   type LoadNode,
@@ -46,6 +46,8 @@ interface Server {
   authKey: string;
   /** Deletes a node the way its admin would. */
   remove(node: { id: number; name: string }): Promise<void>;
+  /** Where its memory is, when it can say (weft's /metrics: heap and external). */
+  memory?: () => Promise<string>;
   stop(): void;
 }
 
@@ -69,6 +71,7 @@ async function startWeft(dir: string): Promise<Server> {
       });
       if (res.status !== 200) throw new Error(`delete: ${res.status} ${await res.text()}`);
     },
+    memory: () => memoryOf(replica),
     stop: () => replica.child.kill('SIGKILL'),
   };
 }
@@ -192,6 +195,32 @@ async function startHeadscale(dir: string): Promise<Server> {
     },
     stop: () => child.kill('SIGKILL'),
   };
+}
+
+/**
+ * WEFT_BENCH_HEAP_SNAPSHOT=DIR, with WEFT_BENCH_NODE_ARGS='--heapsnapshot-signal=SIGUSR2
+ * --diagnostic-dir=DIR': once its changes are timed, control writes a heap snapshot into DIR (a full
+ * garbage collection first), and its memory is printed again: what is live, not what awaits the
+ * collector.
+ */
+const SNAPSHOT_DIR = process.env.WEFT_BENCH_HEAP_SNAPSHOT;
+
+async function heapSnapshot(server: Server): Promise<void> {
+  const dir = SNAPSHOT_DIR as string;
+  const before = new Set(readdirSync(dir));
+  process.kill(server.pid as number, 'SIGUSR2');
+  let size = -1;
+  for (const start = performance.now(); performance.now() - start < CLI_TIMEOUT_MS; await sleep(1000)) {
+    const file = readdirSync(dir).find((f) => f.endsWith('.heapsnapshot') && !before.has(f));
+    if (file === undefined) continue;
+    const now = statSync(join(dir, file)).size;
+    if (now > 0 && now === size) {
+      console.log(`  heap snapshot    ${join(dir, file)}`);
+      break;
+    }
+    size = now;
+  }
+  console.log(`  memory after GC  ${await server.memory?.()}`);
 }
 
 // ---------- the load
@@ -367,7 +396,14 @@ async function measureServer(
     console.log(
       `  settled          ${quiet === 'timeout' ? `not quiet within ${EVENT_TIMEOUT_MS / 1000} s` : `last connect fan-out ${(settled / 1000).toFixed(1)} s after connect`}`,
     );
+    // More whole maps than nodes: streams the server sent a whole map again (weft: a resync after
+    // a backlog), each up to N peers.
+    if (quiet !== 'timeout') {
+      const whole = (quiet as number[]).reduce((sum, w) => sum + w, 0);
+      console.log(`  whole maps       ${whole} sent to the ${n} nodes up to then`);
+    }
     col.set('RSS after settling (MiB)', rssMiB(server.pid));
+    if (server.memory) console.log(`  memory           ${await server.memory()}`);
 
     // A join: a new node registers and opens its stream; every other map must list it.
     const joiner: LoadNode = {
@@ -395,6 +431,7 @@ async function measureServer(
     await live.measure(col, 'delete', [4], { kind: 'gone', id: victimId }, () =>
       (server as Server).remove({ id: victimId, name: (self.Name as string).split('.')[0] as string }),
     );
+    if (SNAPSHOT_DIR && server.memory) await heapSnapshot(server);
   } finally {
     await load?.close();
     server?.stop();
@@ -423,13 +460,17 @@ function table(weft: Column, headscale: Column): string {
   return lines.join('\n');
 }
 
-const USAGE = 'usage: control-vs-headscale [--nodes N] [--workers W]';
+const USAGE = 'usage: control-vs-headscale [--nodes N] [--workers W] [--only weft|headscale]';
+const SERVERS = ['weft', 'headscale'] as const;
 
-/** --nodes N (default 200), --workers W (default one load thread per 500 nodes, at most 4). */
-function parseArgs(argv: string[]): { n: number; workers: number } {
+/**
+ * --nodes N (default 200), --workers W (default one load thread per 500 nodes, at most 4), --only
+ * one server (to profile it without waiting for the other; the table then has one column).
+ */
+function parseArgs(argv: string[]): { n: number; workers: number; only: string | undefined } {
   const { values, positionals } = parseArgsOf({
     args: argv,
-    options: { nodes: { type: 'string' }, workers: { type: 'string' } },
+    options: { nodes: { type: 'string' }, workers: { type: 'string' }, only: { type: 'string' } },
     strict: true,
     allowPositionals: true,
   });
@@ -438,15 +479,20 @@ function parseArgs(argv: string[]): { n: number; workers: number } {
   if (!Number.isInteger(n) || n < 8 || n > 5_000) throw new Error('--nodes: 8..5000');
   const workers = Number(values.workers ?? Math.min(4, Math.ceil(n / 500)));
   if (!Number.isInteger(workers) || workers < 1 || workers > 16) throw new Error('--workers: 1..16');
-  return { n, workers };
+  if (values.only !== undefined && !(SERVERS as readonly string[]).includes(values.only)) {
+    throw new Error(`--only: ${SERVERS.join(' or ')}`);
+  }
+  return { n, workers, only: values.only };
 }
 
-const { n, workers } = parseArgs(process.argv.slice(2));
+const { n, workers, only } = parseArgs(process.argv.slice(2));
 const version = (await run(HEADSCALE, ['version'], { timeout: CLI_TIMEOUT_MS })).stdout.trim().split('\n')[0];
 console.log(
   `control-vs-headscale: node ${process.version}, headscale ${version}, ${n} nodes, one reusable key, allow-all, SQLite, loopback; cores ${cpus().length}`,
 );
-const weft = await measureServer('weft-control', n, workers, startWeft);
-const headscale = await measureServer('headscale', n, workers, startHeadscale);
+const weft: Column =
+  only === 'headscale' ? new Map() : await measureServer('weft-control', n, workers, startWeft);
+const headscale: Column =
+  only === 'weft' ? new Map() : await measureServer('headscale', n, workers, startHeadscale);
 console.log(`\n${table(weft, headscale)}`);
 process.exit(0);

@@ -103,7 +103,7 @@ const COMMA = Buffer.from(',');
  * `text` as UTF-8 in a buffer of its own: Buffer.from puts small strings in a shared 8 KiB slab,
  * and one kept view would then hold its whole slab alive.
  */
-function ownBytes(text: string): Buffer {
+export function ownBytes(text: string): Buffer {
   const bytes = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
   bytes.write(text);
   return bytes;

@@ -9,25 +9,36 @@ import { wireOf } from '../netmap/message-text.js';
 // A whole map still being written is not counted against the bound: a node that sees thousands of
 // peers has a map larger than the bound, and counting it would answer every change with another map.
 
-/** What the sender needs of a `ws` WebSocket. */
-export interface SendingSocket {
+/**
+ * A frame as a transport takes it: a stream message's JSON (text or UTF-8 bytes), or bytes in parts
+ * written in order (a Tailscale map's parts, shared by every receiver, are not joined per receiver).
+ */
+export type Frame = string | Buffer | readonly Buffer[];
+
+const byteLength = (data: Frame) =>
+  typeof data === 'string' || Buffer.isBuffer(data)
+    ? Buffer.byteLength(data)
+    : data.reduce((sum, part) => sum + part.length, 0);
+
+/** What the sender needs of a `ws` WebSocket (or of another transport, taking frames of type F). */
+export interface SendingSocket<F extends Frame = string | Buffer> {
   readonly readyState: number;
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number;
   /** Sends one frame: a stream message's JSON (text or UTF-8 bytes), or a transport's encoded frame. */
-  send(data: string | Buffer, done: (err?: Error) => void): void;
+  send(data: F, done: (err?: Error) => void): void;
   terminate(): void;
 }
 
 const OPEN = 1;
 
-export class StreamSender {
+export class StreamSender<F extends Frame = string | Buffer> {
   private stuck: NodeJS.Timeout | null = null;
   /** Bytes of whole maps queued and not yet written out. */
   private fullMapBytes = 0;
 
   constructor(
-    private readonly socket: SendingSocket,
+    private readonly socket: SendingSocket<F>,
     private readonly limits: { streamBufferBytes: number; streamStuckMs: number },
     /** It was backlogged and has drained: time for a whole map. */
     private readonly drained: () => void,
@@ -35,14 +46,14 @@ export class StreamSender {
     private readonly onStuck: () => void,
   ) {}
 
-  send(message: StreamServerMessage): void {
+  send(this: StreamSender, message: StreamServerMessage): void {
     this.sendEncoded(wireOf(message), message.type === 'full');
   }
 
   /** Sends bytes already encoded for this socket (a Tailscale MapResponse frame); `full` if a whole map. */
-  sendEncoded(data: string | Buffer, full: boolean): void {
+  sendEncoded(data: F, full: boolean): void {
     if (this.socket.readyState !== OPEN) return;
-    const fullBytes = full ? Buffer.byteLength(data) : 0;
+    const fullBytes = full ? byteLength(data) : 0;
     this.fullMapBytes += fullBytes;
     this.socket.send(data, () => {
       this.fullMapBytes -= fullBytes;

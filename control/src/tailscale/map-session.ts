@@ -7,7 +7,7 @@ import {
   type TsNode,
   type TsPeerChange,
 } from '@weft/protocol';
-import type { StreamSession } from '../netmap/hub.js';
+import { ownBytes, type StreamSession } from '../netmap/hub.js';
 import { toDerpMap, toTsDnsConfig, toTsNode, tsNodeId, tsUserProfile } from './tailcfg-views.js';
 
 // A Tailscale client's map stream as the hub sees it: a StreamSession that turns Weft's full map and
@@ -125,6 +125,50 @@ export class TsMapSession implements StreamSession {
     for (const peer of netmap.peers) this.peers.set(peer.id, peer);
     return fullMapResponse(netmap);
   }
+}
+
+/** A translated node's JSON as UTF-8, kept while the node is (a shared peer node's outlives a frame). */
+const nodeBytes = new WeakMap<TsNode, Buffer>();
+function bytesOf(node: TsNode): Buffer {
+  let bytes = nodeBytes.get(node);
+  if (bytes === undefined) {
+    bytes = ownBytes(JSON.stringify(node));
+    nodeBytes.set(node, bytes);
+  }
+  return bytes;
+}
+
+const COMMA = Buffer.from(',');
+const CLOSE_LIST = Buffer.from(']');
+
+/**
+ * `response`'s JSON, as JSON.stringify writes it, in parts to be joined: the nodes of Peers and
+ * PeersChanged are shared by every viewer of the same view (peerNode), so each is serialised once
+ * per change and its bytes reused, not once in every receiver's map. At 1,000 Tailscale clients a
+ * mass connect sends every node's whole map, each a serialisation of up to 1,000 nodes, and that
+ * text (then its bytes) was most of the garbage control made.
+ */
+export function mapResponseParts(response: TsMapResponse): Buffer[] {
+  const parts: Buffer[] = [];
+  let text = '{';
+  for (const [key, value] of Object.entries(response)) {
+    if (value === undefined) continue;
+    if (text.length > 1 || parts.length > 0) text += ',';
+    text += `${JSON.stringify(key)}:`;
+    if ((key === 'Peers' || key === 'PeersChanged') && Array.isArray(value)) {
+      parts.push(Buffer.from(`${text}[`));
+      text = '';
+      (value as TsNode[]).forEach((node, i) => {
+        if (i > 0) parts.push(COMMA);
+        parts.push(bytesOf(node));
+      });
+      parts.push(CLOSE_LIST);
+      continue;
+    }
+    text += JSON.stringify(value);
+  }
+  parts.push(Buffer.from(`${text}}`));
+  return parts;
 }
 
 /** The whole map as one MapResponse (a stream's first message, or a one-shot request's answer). */

@@ -9,7 +9,7 @@ import type { SendingSocket } from '../server/stream-sender.js';
 const OPEN = 1;
 const CLOSED = 3;
 
-export function mapSocket(res: Http2ServerResponse): SendingSocket {
+export function mapSocket(res: Http2ServerResponse): SendingSocket<readonly Buffer[]> {
   return {
     get readyState() {
       return res.stream.destroyed || res.writableEnded ? CLOSED : OPEN;
@@ -17,8 +17,14 @@ export function mapSocket(res: Http2ServerResponse): SendingSocket {
     get bufferedAmount() {
       return res.stream.writableLength;
     },
-    send(data, done) {
-      res.write(data, done);
+    // A frame's parts go as one vectored write: a whole map is its peers' shared bytes, referenced
+    // until sent, not copied into a buffer of its own for each receiver.
+    send(parts, done) {
+      res.stream.cork();
+      parts.forEach((part, i) => {
+        res.write(part, i === parts.length - 1 ? done : undefined);
+      });
+      res.stream.uncork();
     },
     terminate() {
       res.stream.close(constants.NGHTTP2_CANCEL);

@@ -16,7 +16,7 @@ import { StreamSender } from '../server/stream-sender.js';
 import { TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord, type NodeUpdate } from '../tailnet/records.js';
-import { fullMapResponse, TsMapSession } from './map-session.js';
+import { fullMapResponse, mapResponseParts, TsMapSession } from './map-session.js';
 import { mapSocket } from './map-socket.js';
 import { registerTailscale, tooOldMessage } from './register.js';
 import { loadZstd, zstdFrame } from './zstd.js';
@@ -110,13 +110,21 @@ export function handleNoiseRequest(
   });
 }
 
-/** One MapResponse on the wire: a 4-byte little-endian length, then JSON (zstd if asked). */
-export function mapFrame(response: TsMapResponse, zstd: boolean): Buffer {
-  const json = Buffer.from(JSON.stringify(response));
-  const body = zstd ? zstdFrame(json) : json;
+/**
+ * One MapResponse on the wire, in parts to be written in order: a 4-byte little-endian length, then
+ * JSON (zstd if asked). Uncompressed, the parts include peers' bytes shared with other frames.
+ */
+export function mapFrameParts(response: TsMapResponse, zstd: boolean): Buffer[] {
+  const parts = mapResponseParts(response);
+  const body = zstd ? [zstdFrame(Buffer.concat(parts))] : parts;
   const length = Buffer.alloc(4);
-  length.writeUInt32LE(body.length);
-  return Buffer.concat([length, body]);
+  length.writeUInt32LE(body.reduce((sum, part) => sum + part.length, 0));
+  return [length, ...body];
+}
+
+/** One MapResponse on the wire as one buffer. */
+export function mapFrame(response: TsMapResponse, zstd: boolean): Buffer {
+  return Buffer.concat(mapFrameParts(response, zstd));
 }
 
 /** What a MapRequest tells control about the node (unless ReadOnly). */
@@ -201,7 +209,7 @@ function streamMap(
   const session = new TsMapSession(
     node.id,
     // A response with Peers is a whole map (not counted against the bound while it is written).
-    (response) => sender.sendEncoded(mapFrame(response, zstd), response.Peers !== undefined),
+    (response) => sender.sendEncoded(mapFrameParts(response, zstd), response.Peers !== undefined),
     (reason) => {
       log.info(`map stream ${node.name} (tailscale): ended: ${reason}`);
       res.end();

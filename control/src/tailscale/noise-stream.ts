@@ -1,5 +1,12 @@
 import { Duplex } from 'node:stream';
-import { HEADER_LEN, MAX_MESSAGE_LEN, MAX_PLAINTEXT_LEN, MSG_RECORD, type TransportCipher } from './noise.js';
+import {
+  HEADER_LEN,
+  MAX_MESSAGE_LEN,
+  MAX_PLAINTEXT_LEN,
+  MSG_RECORD,
+  TAG_LEN,
+  type TransportCipher,
+} from './noise.js';
 
 // The plaintext side of an established ts2021 connection, as a Duplex that HTTP/2 can run on:
 // records from the socket are checked and decrypted in order; writes are cut into records. A frame
@@ -51,11 +58,43 @@ export class NoiseStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
-    const frames: Uint8Array[] = [];
-    for (let at = 0; at < chunk.length; at += MAX_PLAINTEXT_LEN) {
-      frames.push(this.tx.seal(chunk.subarray(at, at + MAX_PLAINTEXT_LEN)));
+    this.seal([chunk], done);
+  }
+
+  // HTTP/2 hands over a batch of buffers at once (frame headers, and a map's parts): they are
+  // sealed together into full records, not a record (and a socket write) for each.
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.seal(
+      chunks.map((c) => c.chunk),
+      done,
+    );
+  }
+
+  private seal(parts: readonly Buffer[], done: (err?: Error | null) => void): void {
+    const length = parts.reduce((sum, part) => sum + part.length, 0);
+    const records = Math.ceil(length / MAX_PLAINTEXT_LEN);
+    const out = Buffer.allocUnsafe(length + records * (HEADER_LEN + TAG_LEN));
+    let written = 0;
+    let part = 0;
+    let offset = 0;
+    for (let left = length; left > 0; ) {
+      const size = Math.min(MAX_PLAINTEXT_LEN, left);
+      const pieces: Buffer[] = [];
+      for (let need = size; need > 0; ) {
+        const from = parts[part] as Buffer;
+        const take = Math.min(need, from.length - offset);
+        if (take > 0) pieces.push(from.subarray(offset, offset + take));
+        offset += take;
+        need -= take;
+        if (offset === from.length) {
+          part++;
+          offset = 0;
+        }
+      }
+      written += this.tx.sealInto(pieces, out, written);
+      left -= size;
     }
-    this.socket.write(Buffer.concat(frames), done);
+    this.socket.write(out, done);
   }
 
   override _final(done: (err?: Error | null) => void): void {

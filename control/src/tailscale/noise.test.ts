@@ -1,8 +1,18 @@
+import { PassThrough } from 'node:stream';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { describe, expect, it } from 'vitest';
 import { initiate } from '../testing/tailscale-client.js';
-import { errorFrame, MSG_ERROR, NoiseHandshakeError, respondToInitiation } from './noise.js';
+import {
+  errorFrame,
+  HEADER_LEN,
+  MAX_PLAINTEXT_LEN,
+  MSG_ERROR,
+  NoiseHandshakeError,
+  respondToInitiation,
+  TransportCipher,
+} from './noise.js';
+import { NoiseStream } from './noise-stream.js';
 
 const control = x25519.utils.randomSecretKey();
 const controlPublic = x25519.getPublicKey(control);
@@ -78,5 +88,69 @@ describe('ts2021 Noise IK responder', () => {
     expect(frame[0]).toBe(MSG_ERROR);
     expect(new DataView(frame.buffer).getUint16(1)).toBe(7);
     expect(new TextDecoder().decode(frame.slice(3))).toBe('too old');
+  });
+
+  it('cuts a large write into records, sealed in order into one socket write', async () => {
+    const key = new Uint8Array(32).fill(7);
+    const socket = new PassThrough();
+    const writes: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => writes.push(chunk));
+    const stream = new NoiseStream(socket, new TransportCipher(key), new TransportCipher(key));
+    const data = Buffer.alloc(3 * MAX_PLAINTEXT_LEN + 100);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7) % 251;
+    await new Promise<void>((resolve, reject) =>
+      stream.write(data, (err) => (err ? reject(err) : resolve())),
+    );
+    expect(writes).toHaveLength(1);
+    const peer = new TransportCipher(key);
+    const opened: Uint8Array[] = [];
+    let rest = writes[0] as Buffer;
+    while (rest.length > 0) {
+      const length = rest.readUInt16BE(1);
+      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
+      rest = rest.subarray(HEADER_LEN + length);
+    }
+    expect(opened.map((p) => p.length)).toEqual([
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      100,
+    ]);
+    expect(Buffer.concat(opened)).toEqual(data);
+    stream.destroy();
+  });
+
+  it('seals a batch of small writes (HTTP/2 frames, a map in parts) into full records, one socket write', async () => {
+    const key = new Uint8Array(32).fill(8);
+    const socket = new PassThrough();
+    const writes: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => writes.push(chunk));
+    const stream = new NoiseStream(socket, new TransportCipher(key), new TransportCipher(key));
+    const pieces = Array.from({ length: 100 }, (_, i) => Buffer.alloc(123, i));
+    const written = new Promise<void>((resolve, reject) => {
+      stream.cork();
+      pieces.forEach((piece, i) => {
+        stream.write(piece, i === pieces.length - 1 ? (err) => (err ? reject(err) : resolve()) : undefined);
+      });
+      stream.uncork();
+    });
+    await written;
+    expect(writes).toHaveLength(1);
+    const peer = new TransportCipher(key);
+    const opened: Uint8Array[] = [];
+    let rest = writes[0] as Buffer;
+    while (rest.length > 0) {
+      const length = rest.readUInt16BE(1);
+      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
+      rest = rest.subarray(HEADER_LEN + length);
+    }
+    expect(opened.map((p) => p.length)).toEqual([
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      MAX_PLAINTEXT_LEN,
+      12_300 - 3 * MAX_PLAINTEXT_LEN,
+    ]);
+    expect(Buffer.concat(opened)).toEqual(Buffer.concat(pieces));
+    stream.destroy();
   });
 });

@@ -23,7 +23,7 @@ export const INITIATION_HEADER_LEN = 5;
 export const INITIATION_LEN = 101;
 export const HEADER_LEN = 3;
 export const MAX_MESSAGE_LEN = 4096;
-const TAG_LEN = 16;
+export const TAG_LEN = 16;
 export const MAX_PLAINTEXT_LEN = MAX_MESSAGE_LEN - HEADER_LEN - TAG_LEN;
 
 /** A handshake refused for a reason the client may be told (it is sent back unencrypted). */
@@ -94,18 +94,29 @@ export class TransportCipher {
 
   /** A whole record frame carrying `plaintext` (at most MAX_PLAINTEXT_LEN bytes). */
   seal(plaintext: Uint8Array): Uint8Array {
-    if (plaintext.length > MAX_PLAINTEXT_LEN) throw new Error('record plaintext too large');
+    const frame = Buffer.alloc(HEADER_LEN + plaintext.length + TAG_LEN);
+    this.sealInto([plaintext], frame, 0);
+    return frame;
+  }
+
+  /**
+   * Writes the record frame carrying `pieces` (their bytes in order, at most MAX_PLAINTEXT_LEN in
+   * all) into `out` at `at`; returns its length. A large or vectored write is sealed record by record
+   * into one buffer, not into a buffer per record (or per piece) joined after.
+   */
+  sealInto(pieces: readonly Uint8Array[], out: Buffer, at: number): number {
+    const length = pieces.reduce((sum, piece) => sum + piece.length, 0);
+    if (length > MAX_PLAINTEXT_LEN) throw new Error('record plaintext too large');
     const cipher = createCipheriv('chacha20-poly1305', this.key, this.nextNonce(), {
       authTagLength: TAG_LEN,
     });
-    const frame = Buffer.alloc(HEADER_LEN + plaintext.length + TAG_LEN);
-    frame[0] = MSG_RECORD;
-    frame.writeUInt16BE(plaintext.length + TAG_LEN, 1);
-    const body = cipher.update(plaintext);
-    body.copy(frame, HEADER_LEN);
-    cipher.final();
-    cipher.getAuthTag().copy(frame, HEADER_LEN + body.length);
-    return frame;
+    out[at] = MSG_RECORD;
+    out.writeUInt16BE(length + TAG_LEN, at + 1);
+    let into = at + HEADER_LEN;
+    for (const piece of pieces) into += cipher.update(piece).copy(out, into);
+    into += cipher.final().copy(out, into);
+    cipher.getAuthTag().copy(out, into);
+    return HEADER_LEN + length + TAG_LEN;
   }
 
   /** The plaintext of one record's payload; throws if it was not sealed by the peer in order. */

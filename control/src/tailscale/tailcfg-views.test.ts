@@ -1,7 +1,9 @@
 import type { NodeView } from '@weft/protocol';
 import { decompress } from 'fzstd';
-import { describe, expect, it } from 'vitest';
-import { TsMapSession } from './map-session.js';
+import { describe, expect, it, vi } from 'vitest';
+import { connectedHub, testNode } from '../testing/nodes.js';
+import { fullMapResponse, TsMapSession } from './map-session.js';
+import { mapFrame, mapFrameParts } from './noise-api.js';
 import { TAGGED_DEVICES_USER_ID, toDerpMap, toTsNode, tsNodeId, tsUserId } from './tailcfg-views.js';
 import { loadZstd, zstdFrame } from './zstd.js';
 
@@ -155,6 +157,107 @@ describe('a change reaching many sessions', () => {
     expect(c?.[0]?.PeersChangedPatch?.[0]).toBe(a?.[0]?.PeersChangedPatch?.[0]);
     expect(b?.[1]?.PeersChanged?.[0]).toBe(a?.[1]?.PeersChanged?.[0]);
     expect(c?.[1]?.PeersChanged?.[0]).toBe(a?.[1]?.PeersChanged?.[0]);
+  });
+});
+
+describe('map frames', () => {
+  const unframed = (frame: Buffer, zstd: boolean) => {
+    expect(frame.readUInt32LE(0)).toBe(frame.length - 4);
+    const body = frame.subarray(4);
+    return Buffer.from(zstd ? decompress(body) : body).toString();
+  };
+
+  it('hold exactly the JSON of the response, whole maps and changes alike', async () => {
+    await loadZstd();
+    const self = view(1);
+    const peers = [
+      view(2),
+      view(3, { tags: ['tag:x'], user: null }),
+      view(4, { endpoints: ['198.51.100.4:1'] }),
+    ];
+    const whole = fullMapResponse({
+      self,
+      peers,
+      packetFilter: [{ SrcIPs: ['*'], DstPorts: [{ IP: '*', Ports: { First: 0, Last: 65535 } }] }],
+      tailnetRanges: [],
+      dns: {
+        magicDns: true,
+        baseDomain: 'corp.test',
+        nameservers: ['192.0.2.53'],
+        searchDomains: [],
+        splitDns: {},
+        extraRecords: [],
+      },
+    });
+    const session = new TsMapSession(
+      'n1',
+      () => {},
+      () => {},
+    );
+    session.send({ type: 'full', netmap: { self, peers, packetFilter: [], tailnetRanges: [] } });
+    const changed = session.translate({
+      type: 'delta',
+      peersUpserted: [view(2, { tags: ['tag:y'], user: null }), view(4, { endpoints: ['198.51.100.4:2'] })],
+      peersRemoved: ['n3'],
+    });
+    for (const response of [whole, changed ?? {}, { Peers: [] }, { KeepAlive: true }, {}]) {
+      for (const zstd of [false, true]) {
+        expect(unframed(mapFrame(response, zstd), zstd)).toBe(JSON.stringify(response));
+      }
+    }
+  });
+
+  it('serialise each peer once for all the whole maps that carry it, not once per receiver', () => {
+    // 40 Tailscale clients connect: each is sent a whole map of the others.
+    const nodes = Array.from({ length: 40 }, (_, i) =>
+      testNode(i + 1, { name: 'alice', email: 'alice@example.com', groups: [] }, { kind: 'tailscale' }),
+    );
+    const stringify = JSON.stringify;
+    // What serialising the frames costs, apart from the hub's own JSON.
+    let framing = false;
+    let serialised = 0;
+    let framed = 0;
+    const spy = vi.spyOn(JSON, 'stringify').mockImplementation((...args: Parameters<typeof stringify>) => {
+      const text = stringify(...args);
+      if (framing) serialised += text?.length ?? 0;
+      return text;
+    });
+    try {
+      connectedHub(nodes, null, (id) => {
+        return new TsMapSession(
+          id,
+          (response) => {
+            framing = true;
+            framed += mapFrame(response, false).length;
+            framing = false;
+          },
+          () => {},
+        );
+      });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(framed).toBeGreaterThan(0);
+    // Each whole map repeats the peers it carries; their JSON is made once per peer view.
+    expect(serialised).toBeLessThan(framed / 4);
+  });
+});
+
+describe('whole maps to many receivers', () => {
+  it('reference each peer’s bytes, shared by every receiver, not a copy for each', () => {
+    const peers = [view(2), view(3), view(4)];
+    const frames = [1, 5, 6].map((self) =>
+      mapFrameParts(fullMapResponse({ self: view(self), peers, packetFilter: [], tailnetRanges: [] }), false),
+    );
+    const [a, b, c] = frames.map((parts) => new Set(parts)) as Set<Buffer>[];
+    const shared = [...(a as Set<Buffer>)].filter((part) => b?.has(part) && c?.has(part));
+    // The three peers' JSON, each one buffer held by all three frames.
+    const peerJson = peers.map((p) =>
+      JSON.stringify(
+        fullMapResponse({ self: view(9), peers: [p], packetFilter: [], tailnetRanges: [] }).Peers?.[0],
+      ),
+    );
+    expect(shared.map((part) => part.toString()).filter((text) => peerJson.includes(text))).toHaveLength(3);
   });
 });
 
