@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -43,13 +43,24 @@ export function tempDir(): string {
   return dir;
 }
 
-/** A TCP port free on 127.0.0.1 right now, for a server whose URL must be known before it starts. */
+/**
+ * A TCP port free on 127.0.0.1 right now, for a server whose URL must be known before it starts.
+ * Taken below Linux's ephemeral range (32768 up), which the kernel hands to outgoing connections:
+ * a port of that range could be taken by one (a load test's thousands) before the server binds it.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (let tries = 0; tries < 100; tries++) {
+    const server = createServer();
+    const port = 16_384 + Math.floor(Math.random() * 16_384);
+    const bound = await new Promise<boolean>((resolve) => {
+      server.once('error', () => resolve(false));
+      server.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!bound) continue;
+    await new Promise((resolve) => server.close(resolve));
+    return port;
+  }
+  throw new Error('no free port found below the ephemeral range in 100 tries');
 }
 
 export interface TestControl {
