@@ -127,41 +127,6 @@ describe('nftables table', () => {
     expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
   });
 
-  it('redirects 100.100.100.100:53 and its IPv6 twin to the resolver by rewriting both ways, untracked', () => {
-    const dns = { resolver: { ipv4: '100.64.0.1', ipv6: 'fd00::1', port: 40053 }, searchDomains: [] };
-    const file = renderTable({ ...base(), dns })?.file ?? '';
-    // The query from the tunnel address becomes 100.100.100.100 → the resolver; its answer, to
-    // 100.100.100.100, becomes 100.100.100.100:53 → the tunnel address.
-    expect(file).toContain(
-      [
-        '\tchain dns4 {',
-        '\t\tip saddr 100.64.0.1 udp dport 53 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 udp dport set 40053 accept',
-        '\t\tip saddr 100.64.0.1 udp sport 40053 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 udp sport set 53 accept',
-        '\t\tip saddr 100.64.0.1 tcp dport 53 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 tcp dport set 40053 accept',
-        '\t\tip saddr 100.64.0.1 tcp sport 40053 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 tcp sport set 53 accept',
-        '\t\tth dport 53 meta l4proto { tcp, udp } counter drop',
-        '\t}',
-      ].join('\n'),
-    );
-    expect(file).toContain(
-      '\t\tip6 saddr fd00::1 tcp sport 40053 notrack ip6 saddr set fd7a:115c:a1e0::53 ip6 daddr set fd00::1 tcp sport set 53 accept',
-    );
-    // A route chain, so the rewritten packets are routed again (to lo); at raw, before any tracking.
-    expect(file).toContain(
-      [
-        '\tchain output {',
-        '\t\ttype route hook output priority raw; policy accept;',
-        '\t\tip daddr 100.100.100.100 jump dns4',
-        '\t\tip6 daddr fd7a:115c:a1e0::53 jump dns6',
-        '\t}',
-      ].join('\n'),
-    );
-    expect(file).not.toContain('udp4');
-    const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file, encoding: 'utf8' });
-    expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
-  });
-
   it('looks the source up in a verdict map and the destination in sets, ports only for TCP, UDP and SCTP', () => {
     const file =
       renderTable({
