@@ -20,9 +20,8 @@ import {
 //               and the MTU Weft chose; and, as a diagnostic, at Weft's MTU on hosts with a stateful
 //               firewall (one `ct state established,related accept` rule, as ufw or firewalld have)
 //   weft        wa → wb through Weft's direct tunnel (real control, engines, helpers), with an allow-all
-//               policy and with a 1,000-rule policy; and, as diagnostics, allow-all without the DNS
-//               redirect's nat chain, and with the nodes' nftables tables deleted (what the filter,
-//               connection tracking included, costs)
+//               policy and with a 1,000-rule policy; and, as a diagnostic, with the nodes' nftables
+//               tables deleted (what the filter costs)
 // The plain tunnel runs on its own two hosts, so Weft's nftables table is not in its path. Rounds are
 // interleaved to spread the machine's noise over every row, and every other round runs the rows in
 // reverse order, so no row always runs first or right after another; each row prints its mean and the
@@ -276,29 +275,11 @@ async function main(): Promise<void> {
         return weftIperf();
       },
     };
-    // Diagnostic: the same tunnel with both nodes' nftables tables taken away (connection tracking
-    // goes with them): what the filter costs. It follows the allow-all row, so the helpers have long
+    // Diagnostic: the same tunnel with both nodes' nftables tables taken away: what the filter costs. It follows the allow-all row, so the helpers have long
     // finished applying that policy (one still applying would put its table back during the run).
-    // Diagnostic: allow-all without the DNS redirect's chain (a `nat` chain hooks every packet of the
-    // host into NAT): what that chain costs. Like the next row it follows the allow-all row.
-    const noDnsNat: Row = {
-      name: 'weft, no DNS nat chain',
-      take: async () => {
-        await usePolicy('all');
-        const chain = (n: WeftNode, verb: string) => ['nft', verb, 'chain', 'inet', `weft-${n.iface}`, 'dns'];
-        for (const n of [a, b]) await n.host.must(chain(n, 'delete'));
-        tablesAltered = true;
-        const r = await weftIperf();
-        for (const n of [a, b])
-          if ((await n.host.exec(chain(n, 'list'))).code === 0)
-            console.log(`  (${n.iface}'s helper put the DNS chain back during the row below)`);
-        return r;
-      },
-    };
     const noTable: Row = {
       name: 'weft, no nft table',
       take: async () => {
-        // After the rows above the policy is allow-all; the tables may lack their DNS chain.
         if (policy !== 'all') await usePolicy('all');
         for (let attempt = 1; ; attempt++) {
           for (const n of [a, b]) await n.host.exec(['nft', 'delete', 'table', 'inet', `weft-${n.iface}`]);
@@ -343,7 +324,7 @@ async function main(): Promise<void> {
       [{ name: 'bare veth', take: () => iperf(pa, pb, pb.ip, SECONDS, IPERF_PORT, OMIT_S) }],
       ...plainRows.map((r) => [r]),
       [plainFirewalled],
-      [allowAll, noDnsNat, noTable],
+      [allowAll, noTable],
       [manyRules],
     ];
     for (let round = 1; round <= ROUNDS; round++) {
@@ -364,13 +345,7 @@ async function main(): Promise<void> {
     if (same === undefined) {
       console.log(`no plain row at Weft's MTU ${weftMtu}: compare by hand`);
     } else {
-      for (const name of [
-        'weft allow-all',
-        `weft ${RULES} rules`,
-        'weft, no DNS nat chain',
-        'weft, no nft table',
-        PLAIN_FW,
-      ]) {
+      for (const name of ['weft allow-all', `weft ${RULES} rules`, 'weft, no nft table', PLAIN_FW]) {
         const w = rows[name] as { runs: number[] };
         // Per round too: the rows of one round ran back to back, under about the same load.
         const perRound = w.runs.map((x, i) => (x / (same.runs[i] as number)).toFixed(2)).join(', ');

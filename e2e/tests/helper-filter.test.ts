@@ -1,7 +1,16 @@
 import type { DesiredState, FilterRuleSpec } from '@weft/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Host } from '../lab/index.js';
-import { Helper, helperLab, keyPair, ruleset, startTcpServer, tcpProbe } from './helper-harness.js';
+import {
+  Helper,
+  helperLab,
+  keyPair,
+  ruleset,
+  startTcpServer,
+  startUdpEcho,
+  tcpProbe,
+  udpProbe,
+} from './helper-harness.js';
 
 // The packet filter for real: the built helper in lab namespaces installs it as nftables rules on a
 // wireguard-go interface, and TCP and ping across the tunnel are let through or dropped as it says.
@@ -63,6 +72,8 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     [helperA, helperB] = await Promise.all([Helper.startIn(a, env.scratch), Helper.startIn(b, env.scratch)]);
     await startTcpServer(b, [22, 80, 443]);
     await startTcpServer(a, [8080]);
+    await startUdpEcho(a, [7001]);
+    await startUdpEcho(b, [7100]);
   });
 
   afterAll(async () => {
@@ -129,6 +140,68 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
   it('a source the rule does not name is dropped even on an open port', async () => {
     await helperB.apply(state(1, [tcp(['100.64.9.9/32'], B, 22)]));
     expect(await tcpProbe(a, v4[1] as string, 22)).toBeNull();
+  });
+
+  /** Packets B's filter has dropped from the tunnel so far (its final drop rule's counter). */
+  const dropped = async (): Promise<number> => {
+    const chain = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'tunnel_in']);
+    const m = /^\t\tcounter packets (\d+) bytes \d+ drop$/m.exec(chain);
+    return Number(m?.[1]);
+  };
+
+  it("with a filter that lets A open nothing, B's own TCP, UDP and ping to A still get their replies", async () => {
+    // No connection tracking: replies are told apart by TCP flags, the UDP flows B sent out, and
+    // the ICMP type.
+    await helperB.apply(state(1, []));
+    for (const dst of [v4[0], v6[0]] as string[]) {
+      expect(await tcpProbe(b, dst, 8080)).toMatch(/^hello 8080 from /);
+      expect(await udpProbe(b, dst, 7001)).toMatch(/^echo 7001 from /);
+      expect(await b.ping(dst, { count: 1, deadlineS: 3 })).toBe(true);
+    }
+  });
+
+  it('and A opens nothing on B: no bare SYN (open or closed port), no new UDP flow, no echo request', async () => {
+    for (const dst of [v4[1], v6[1]] as string[]) {
+      // Each must be dropped by B's filter, not refused: a closed port would otherwise answer RST.
+      for (const probe of [
+        () => tcpProbe(a, dst, 80, 1),
+        () => tcpProbe(a, dst, 81, 1),
+        () => udpProbe(a, dst, 7100, { timeoutS: 1 }),
+        async () => ((await a.ping(dst, { count: 1, deadlineS: 1 })) ? 'answered' : null),
+      ]) {
+        const before = await dropped();
+        expect(await probe()).toBeNull();
+        expect(await dropped()).toBeGreaterThan(before);
+      }
+    }
+  });
+
+  it("a UDP reply gets in only from the address and port B's flow went to", async () => {
+    // B's UDP server on 7100 sends to A:7003 (asked from B itself): that flow, and only it, is open.
+    expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${v4[0]} 7003`, timeoutS: 1 })).toBeNull();
+    expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7003 })).toBe(`echo 7100 from ${v4[0]}`);
+    const before = await dropped();
+    expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7004, timeoutS: 1 })).toBeNull();
+    expect(await dropped()).toBeGreaterThan(before);
+  });
+
+  it('"fragmentation needed" from a router on the tunnel path reaches B, whose filter lets A open nothing', async () => {
+    // A routes 198.51.100.0/24 into a 1280-byte link; B sends it a 1400-byte don't-fragment ping.
+    await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+    await a.must(['ip', 'link', 'add', 'narrow', 'mtu', '1280', 'type', 'veth', 'peer', 'name', 'narrow1']);
+    await a.must(['ip', 'link', 'set', 'narrow1', 'up']);
+    await a.must(['ip', 'link', 'set', 'narrow', 'up']);
+    await a.must(['ip', 'route', 'add', '198.51.100.0/24', 'dev', 'narrow']);
+    const s = state(1, []);
+    const peer = s.peers[0] as DesiredState['peers'][number];
+    await helperB.apply({
+      ...s,
+      peers: [{ ...peer, allowedIPs: [...peer.allowedIPs, '198.51.100.0/24'] }],
+      routes: [...s.routes, '198.51.100.0/24'],
+    });
+    const ping = await b.exec(['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', '1372', '198.51.100.7']);
+    expect(ping.stdout).toMatch(/Frag needed and DF set \(mtu = 1280\)/);
+    expect(await b.must(['ip', 'route', 'get', '198.51.100.7'])).toMatch(/\bmtu 1280\b/);
   });
 
   it('a ~47 KB filter whose rendering grows as its square is refused, and the rules in force stay', async () => {

@@ -228,6 +228,20 @@ export function ruleset(host: Host): Promise<string> {
   return host.must(['nft', 'list', 'ruleset']);
 }
 
+/** Runs a Node server script in the host's namespace and waits for it to print `listening`. */
+async function startServer(host: Host, script: string, kind: string): Promise<ChildProcess> {
+  const child = host.spawn(['node', '-e', script]);
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      child.stdout?.on('data', (d) => String(d).includes('listening') && resolve());
+      child.once('exit', (code) => reject(new Error(`${kind} server exited with ${code}`)));
+    }),
+    10_000,
+    `the ${kind} server to listen`,
+  );
+  return child;
+}
+
 /**
  * A tiny TCP server in the host's namespace: on every port given, on every address, it answers
  * `hello PORT from ADDRESS` with the address the connection came from (what the server sees as the
@@ -243,16 +257,15 @@ export async function startTcpServer(host: Host, ports: number[]): Promise<Child
         if (++up === ${ports.length}) console.log('listening');
       });
     }`;
-  const child = host.spawn(['node', '-e', script]);
-  await withTimeout(
-    new Promise<void>((resolve, reject) => {
-      child.stdout?.on('data', (d) => String(d).includes('listening') && resolve());
-      child.once('exit', (code) => reject(new Error(`tcp server exited with ${code}`)));
-    }),
-    10_000,
-    'the tcp server to listen',
-  );
-  return child;
+  return startServer(host, script, 'tcp');
+}
+
+/** Runs a probe script that prints the answer and exits 0, or exits otherwise; bounded by `timeout(1)`. */
+async function probe(host: Host, script: string, timeoutS: number): Promise<string | null> {
+  const r = await host.exec(['timeout', String(timeoutS + 2), 'node', '-e', script], {
+    timeoutMs: (timeoutS + 4) * 1000,
+  });
+  return r.code === 0 ? r.stdout.trim() : null;
 }
 
 /**
@@ -270,10 +283,53 @@ export async function tcpProbe(
     s.on('data', (d) => { process.stdout.write(d); process.exit(0); });
     s.on('timeout', () => process.exit(2));
     s.on('error', () => process.exit(1));`;
-  const r = await host.exec(['timeout', String(timeoutS + 2), 'node', '-e', script], {
-    timeoutMs: (timeoutS + 4) * 1000,
-  });
-  return r.code === 0 ? r.stdout.trim() : null;
+  return probe(host, script, timeoutS);
+}
+
+/**
+ * A tiny UDP server in the host's namespace: on every port given, on every address, it answers a
+ * datagram with `echo PORT from ADDRESS`, except `send ADDRESS PORT` from this host itself, which
+ * makes it send `hi` from its port to there instead (a flow out of this port, for the filter to note).
+ */
+export async function startUdpEcho(host: Host, ports: number[]): Promise<ChildProcess> {
+  const script = `
+    const dgram = require('node:dgram');
+    let up = 0;
+    for (const port of ${JSON.stringify(ports)}) {
+      const s = dgram.createSocket({ type: 'udp6' });
+      s.on('message', (msg, from) => {
+        const address = from.address.replace(/^::ffff:/, '');
+        const send = /^send (\\S+) (\\d+)$/.exec(String(msg));
+        // A dual-stack socket sends to IPv4 by its mapped address.
+        const to = send && (send[1].includes(':') ? send[1] : '::ffff:' + send[1]);
+        if (send && (address === '127.0.0.1' || address === '::1')) s.send('hi', Number(send[2]), to);
+        else s.send('echo ' + port + ' from ' + address, from.port, from.address);
+      });
+      s.bind(port, '::', () => {
+        if (++up === ${ports.length}) console.log('listening');
+      });
+    }`;
+  return startServer(host, script, 'udp');
+}
+
+/**
+ * Sends one datagram from the host (from `sourcePort` when given) to `address:port` and returns the
+ * answer, or null when none came within the timeout (a dropped datagram, or a dropped answer).
+ */
+export async function udpProbe(
+  host: Host,
+  address: string,
+  port: number,
+  opts: { sourcePort?: number; message?: string; timeoutS?: number } = {},
+): Promise<string | null> {
+  const timeoutS = opts.timeoutS ?? 3;
+  const script = `
+    const s = require('node:dgram').createSocket(${JSON.stringify(address.includes(':') ? 'udp6' : 'udp4')});
+    s.on('message', (d) => { process.stdout.write(d); process.exit(0); });
+    s.on('error', () => process.exit(1));
+    s.bind(${opts.sourcePort ?? 0}, () => s.send(${JSON.stringify(opts.message ?? 'hello')}, ${port}, ${JSON.stringify(address)}));
+    setTimeout(() => process.exit(2), ${timeoutS * 1000});`;
+  return probe(host, script, timeoutS);
 }
 
 /**

@@ -77,16 +77,33 @@ describe('tailnet DNS on Linux', () => {
       dns: DNS,
     };
     const table = renderTable(state);
-    expect(table?.file).toContain('type nat hook output priority -100; policy accept;');
+    // Without NAT: the query from the tunnel address becomes 100.100.100.100 → the resolver; its
+    // answer, to 100.100.100.100, becomes 100.100.100.100:53 → the tunnel address. Untracked.
     expect(table?.file).toContain(
-      'ip daddr 100.100.100.100 udp dport 53 counter dnat ip to 100.64.0.1:40053',
+      [
+        '\tchain dns4 {',
+        '\t\tip saddr 100.64.0.1 udp dport 53 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 udp dport set 40053 accept',
+        '\t\tip saddr 100.64.0.1 udp sport 40053 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 udp sport set 53 accept',
+        '\t\tip saddr 100.64.0.1 tcp dport 53 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 tcp dport set 40053 accept',
+        '\t\tip saddr 100.64.0.1 tcp sport 40053 notrack ip saddr set 100.100.100.100 ip daddr set 100.64.0.1 tcp sport set 53 accept',
+        '\t\tth dport 53 meta l4proto { tcp, udp } counter drop',
+        '\t}',
+      ].join('\n'),
     );
     expect(table?.file).toContain(
-      'ip daddr 100.100.100.100 tcp dport 53 counter dnat ip to 100.64.0.1:40053',
+      '\t\tip6 saddr fd00::1 udp dport 53 notrack ip6 saddr set fd7a:115c:a1e0::53 ip6 daddr set fd00::1 udp dport set 40053 accept',
     );
+    // A route chain, so the rewritten packets are routed again (to lo); at raw, before any tracking.
     expect(table?.file).toContain(
-      'ip6 daddr fd7a:115c:a1e0::53 udp dport 53 counter dnat ip6 to [fd00::1]:40053',
+      [
+        '\tchain output {',
+        '\t\ttype route hook output priority raw; policy accept;',
+        '\t\tip daddr 100.100.100.100 jump dns4',
+        '\t\tip6 daddr fd7a:115c:a1e0::53 jump dns6',
+        '\t}',
+      ].join('\n'),
     );
+    expect(table?.file).not.toMatch(/\bnat\b|\bct\b/);
     const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], {
       input: table?.file,
       encoding: 'utf8',

@@ -46,7 +46,11 @@ describe('nftables table', () => {
     expect(file).toContain(
       [
         '\tchain tunnel_in {',
-        '\t\tct state established,related accept',
+        '\t\ttcp flags & (syn | ack) != syn accept',
+        '\t\tip saddr . udp sport . udp dport @udp4 accept',
+        '\t\tip6 saddr . udp sport . udp dport @udp6 accept',
+        '\t\ticmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept',
+        '\t\ticmpv6 type { echo-reply, destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept',
         '\t\tjump filter',
         '\t\tcounter drop',
         '\t}',
@@ -58,8 +62,36 @@ describe('nftables table', () => {
         '\t}',
       ].join('\n'),
     );
+    // The UDP flows this machine opens by the tunnel, noted as they leave, in bounded sets.
+    expect(file).toContain(
+      [
+        '\tchain tunnel_out {',
+        '\t\tmeta l4proto udp update @udp4 { ip daddr . udp dport . udp sport }',
+        '\t\tmeta l4proto udp update @udp6 { ip6 daddr . udp dport . udp sport }',
+        '\t}',
+        '\tchain output {',
+        '\t\ttype filter hook output priority raw; policy accept;',
+        '\t\toifname "wg0" jump tunnel_out',
+        '\t}',
+      ].join('\n'),
+    );
+    expect(file).toContain(
+      '\tset udp4 {\n\t\ttype ipv4_addr . inet_service . inet_service\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}',
+    );
+    // Not a router: nothing is forwarded from the tunnel.
+    expect(file).toContain(
+      '\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname "wg0" counter drop\n\t}',
+    );
     // An empty filter accepts nothing new.
     expect(file).toContain('\tchain filter {\n\t}');
+    expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
+  });
+
+  it('keeps no connection state: no ct and no NAT, with a filter and the DNS redirect', () => {
+    // Any `ct` or NAT in a namespace turns on connection tracking for every packet of it.
+    const dns = { resolver: { ipv4: '100.64.0.1', ipv6: 'fd00::1', port: 40053 }, searchDomains: [] };
+    const file = renderTable({ ...base(), filter: [], dns })?.file ?? '';
+    expect(file).not.toMatch(/\bct\b|\bnat\b|dnat|masquerade/);
   });
 
   it('asks for the interface once per packet: only the jump to the tunnel chain names it', () => {
@@ -80,13 +112,16 @@ describe('nftables table', () => {
       [
         '\tchain tunnel_in {',
         '\t\tth dport 40053 meta l4proto { tcp, udp } counter drop',
-        '\t\tct state established,related accept',
+        '\t\tip saddr 100.100.100.100 counter drop',
+        '\t\tip6 saddr fd7a:115c:a1e0::53 counter drop',
+        '\t\ttcp flags & (syn | ack) != syn accept',
       ].join('\n'),
     );
     // Without a filter the guard still has its chain.
     const dnsOnly = renderTable({ ...base(), dns })?.file ?? '';
     expect(dnsOnly).toContain(
-      '\tchain tunnel_in {\n\t\tth dport 40053 meta l4proto { tcp, udp } counter drop\n\t}\n' +
+      '\tchain tunnel_in {\n\t\tth dport 40053 meta l4proto { tcp, udp } counter drop\n' +
+        '\t\tip saddr 100.100.100.100 counter drop\n\t\tip6 saddr fd7a:115c:a1e0::53 counter drop\n\t}\n' +
         '\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\tiifname "wg0" jump tunnel_in\n\t}',
     );
     expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
@@ -166,9 +201,9 @@ describe('nftables table', () => {
     expect(elements(file, 'src4')).toEqual(['100.64.0.0/10 : jump g4_0']);
     expect(elements(file, 'src6')).toEqual(['fd7a:115c:a1e0::/48 : jump g6_0']);
     expect(elements(file, 'g4_0_port')).toHaveLength(2000);
-    // input, forward, the tunnel's chain of each, filter and one group chain per family: nothing
-    // grows with the rules.
-    expect(file.match(/\tchain /g)).toHaveLength(7);
+    // input, output and the tunnel's chain of each, forward, filter and one group chain per family:
+    // nothing grows with the rules.
+    expect(file.match(/\tchain /g)).toHaveLength(8);
     expect(file).toContain('\tchain filter {\n\t\tip saddr vmap @src4\n\t\tip6 saddr vmap @src6\n\t}');
     // nftables checks it (kernel included) in a namespace of its own, changing nothing here.
     const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file, encoding: 'utf8' });

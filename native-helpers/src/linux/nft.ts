@@ -73,13 +73,21 @@ export function renderTable(state: DesiredState): RenderedTable | null {
 
   // Inbound, in one base chain (each base chain is one more pass for every packet the host receives),
   // which asks for the interface's name once: what came from the tunnel goes on to a chain of its own
-  // (nothing to the resolver's port, then replies to our own connections, then what the filter
+  // (nothing to the resolver's port, then replies to this machine's own traffic, then what the filter
   // accepts; the rest drops); anything else meets at most the guard of the tunnel addresses. Every
   // packet of the host passes here, WireGuard's own UDP too, so what it meets is kept this short.
+  //
+  // No connection tracking: once any rule of a namespace uses `ct` or NAT, the kernel tracks every
+  // packet of it, WireGuard's UDP underneath included, which cost more than the rest of the table
+  // (docs/performance.md). Replies are told apart statelessly instead, as Tailscale's filter does.
   const filterChain = filter === undefined ? null : renderFilter(filter, b);
-  const fromTunnel = dns === undefined ? [] : [dnsGuard(dns)];
-  if (filterChain !== null)
-    fromTunnel.push('ct state established,related accept', `jump ${filterChain}`, 'counter drop');
+  const fromTunnel = dns === undefined ? [] : dnsGuard(dns);
+  const toTunnel: string[] = [];
+  if (filterChain !== null) {
+    const replies = renderReplies(b);
+    fromTunnel.push(...replies.inbound, `jump ${filterChain}`, 'counter drop');
+    toTunnel.push(...replies.outbound);
+  }
   if (fromTunnel.length > 0) {
     b.chain(
       'input',
@@ -93,13 +101,26 @@ export function renderTable(state: DesiredState): RenderedTable | null {
       ],
     );
   }
+  // This machine's own packets: the resolver's redirect first (it ends in a verdict), then what leaves
+  // by the tunnel notes its UDP flow, so the replies get in.
+  const outbound = dns === undefined ? [] : renderDnsRedirect(dns, b);
+  if (toTunnel.length > 0) outbound.push(`oifname ${q} jump ${b.chain('tunnel_out', null, toTunnel)}`);
+  if (outbound.length > 0) {
+    // `route`, so a rewritten packet is routed again (to lo); `raw`, before connection tracking, where
+    // a host's own firewall runs it, so `notrack` keeps the rewritten DNS packets out of it.
+    const type = dns === undefined ? 'filter' : 'route';
+    b.chain('output', `type ${type} hook output priority raw; policy accept;`, outbound);
+  }
   // Forwarded from the tunnel: only to the routes this node serves as a router, and only what the filter
   // allows there. A node that is not a router forwards nothing from the tunnel (Docker and friends turn
-  // forwarding on for their own reasons).
-  if (filterChain !== null || router !== undefined) {
+  // forwarding on for their own reasons), which takes no state. A router keeps connection tracking
+  // here: its LAN's replies to a peer come back through this chain, and masquerade needs the
+  // tracking anyway; routers are not the common case, and they pay it for forwarded traffic only as
+  // much as any NAT gateway does.
+  if (router !== undefined) {
     const lines = ['ct state established,related accept'];
     for (const family of FAMILIES) {
-      const routes = router === undefined ? [] : spansOf(router.routes, family);
+      const routes = spansOf(router.routes, family);
       if (routes.length === 0) continue;
       b.reserve(routes.length, 'state.router.routes');
       const set = b.set(
@@ -114,6 +135,10 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     b.chain('forward', 'type filter hook forward priority filter; policy accept;', [
       `iifname ${q} jump ${b.chain('tunnel_fwd', null, lines)}`,
     ]);
+  } else if (filterChain !== null) {
+    b.chain('forward', 'type filter hook forward priority filter; policy accept;', [
+      `iifname ${q} counter drop`,
+    ]);
   }
   if (router?.masquerade) {
     b.chain('postrouting', 'type nat hook postrouting priority srcnat; policy accept;', [
@@ -121,7 +146,6 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     ]);
   }
   if (exitNode !== undefined) renderKillswitch(exitNode, q, b);
-  if (dns !== undefined) renderDnsRedirect(dns, b);
 
   const body = b.body();
   const hash = createHash('sha256').update(body).digest('hex').slice(0, 32);
@@ -175,29 +199,78 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
 }
 
 /**
- * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver,
- * which listens unprivileged on a high port of the tunnel address. The redirect is in the output
- * hook: it applies to this machine's own queries only (the input chain guards the port, `dnsGuard`).
+ * Replies to this machine's own traffic, told apart without connection tracking (as Tailscale's
+ * filter does): TCP that is not a bare SYN (no connection opens without an accepted SYN), UDP from
+ * an address and port this machine sent to by the tunnel (noted in a set as it leaves), and ICMP
+ * replies and errors (fragmentation needed among them). A peer still opens nothing the filter does
+ * not allow: no bare SYN, no new UDP flow, no echo request.
+ *
+ * A flow is kept 2 minutes after its last outgoing packet. The sets hold at most 65,536 flows each;
+ * when one is full, a new flow's packets still leave but its replies are dropped (unless the filter
+ * allows them) until older flows expire: it fails closed.
  */
-function renderDnsRedirect(dns: DnsConfig, b: Builder): void {
+function renderReplies(b: Builder): { inbound: string[]; outbound: string[] } {
+  const inbound = ['tcp flags & (syn | ack) != syn accept'];
+  const outbound: string[] = [];
+  for (const family of FAMILIES) {
+    const set = b.flowSet(`udp${family}`, `${ADDR_TYPE[family]} . inet_service . inet_service`);
+    const ip = IP[family];
+    inbound.push(`${ip} saddr . udp sport . udp dport @${set} accept`);
+    outbound.push(`meta l4proto udp update @${set} { ${ip} daddr . udp dport . udp sport }`);
+  }
+  inbound.push(
+    'icmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept',
+    'icmpv6 type { echo-reply, destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept',
+  );
+  return { inbound, outbound };
+}
+
+/**
+ * This machine's queries to 100.100.100.100:53 (and the IPv6 twin) go to the engine's resolver, which
+ * listens unprivileged on a high port of the tunnel address. Without NAT (which would turn on
+ * connection tracking for every packet): the query's addresses and port are rewritten in place, from
+ * the tunnel address to the resolver's address and port with the source becoming 100.100.100.100, and
+ * the answer, going back to 100.100.100.100, the same way round; so both sides see the addresses they
+ * expect, the resolver's direct address still answers as itself, and no state is kept. A query from
+ * another source address would lose that address: it is dropped rather than sent into the tunnel.
+ * The input chain guards the resolver's port (`dnsGuard`).
+ */
+function renderDnsRedirect(dns: DnsConfig, b: Builder): string[] {
   const { ipv4, ipv6, port } = dns.resolver;
   const lines: string[] = [];
-  for (const proto of ['udp', 'tcp']) {
-    lines.push(`ip daddr ${TAILNET_DNS_IPV4} ${proto} dport 53 counter dnat ip to ${ipv4}:${port}`);
-    if (ipv6 !== undefined)
-      lines.push(`ip6 daddr ${TAILNET_DNS_IPV6} ${proto} dport 53 counter dnat ip6 to [${ipv6}]:${port}`);
+  const twins = [
+    { family: 4 as const, twin: TAILNET_DNS_IPV4, resolver: ipv4 },
+    ...(ipv6 === undefined ? [] : [{ family: 6 as const, twin: TAILNET_DNS_IPV6, resolver: ipv6 }]),
+  ];
+  for (const { family, twin, resolver } of twins) {
+    const ip = IP[family];
+    const swap = `notrack ${ip} saddr set ${twin} ${ip} daddr set ${resolver}`;
+    const chain = b.chain(`dns${family}`, null, [
+      ...['udp', 'tcp'].flatMap((proto) => [
+        `${ip} saddr ${resolver} ${proto} dport 53 ${swap} ${proto} dport set ${port} accept`,
+        `${ip} saddr ${resolver} ${proto} sport ${port} ${swap} ${proto} sport set 53 accept`,
+      ]),
+      'th dport 53 meta l4proto { tcp, udp } counter drop',
+    ]);
+    lines.push(`${ip} daddr ${twin} jump ${chain}`);
   }
-  b.chain('dns', 'type nat hook output priority -100; policy accept;', lines);
+  return lines;
 }
 
 /**
  * The resolver serves this machine alone: whatever the policy opens, nothing from the tunnel reaches
  * its port (a peer would otherwise learn the names this node may see, and forward through it). First
- * of what comes from the tunnel, so not even a reply gets there.
+ * of what comes from the tunnel, so not even a reply gets there. Nor does anything from the tunnel
+ * pass for the resolver's address (a peer routing it, an exit node, could otherwise slip a segment
+ * into a TCP query, whose non-SYN packets pass as replies).
  */
-function dnsGuard(dns: DnsConfig): string {
-  // The port first: one compare fails for every other packet, before the protocol's set lookup.
-  return `th dport ${dns.resolver.port} meta l4proto { tcp, udp } counter drop`;
+function dnsGuard(dns: DnsConfig): string[] {
+  return [
+    // The port first: one compare fails for every other packet, before the protocol's set lookup.
+    `th dport ${dns.resolver.port} meta l4proto { tcp, udp } counter drop`,
+    `ip saddr ${TAILNET_DNS_IPV4} counter drop`,
+    ...(dns.resolver.ipv6 === undefined ? [] : [`ip6 saddr ${TAILNET_DNS_IPV6} counter drop`]),
+  ];
 }
 
 /** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
@@ -439,6 +512,21 @@ export class Builder {
       lines.push(`\t\telements = {\n${elements.map((e) => `\t\t\t${e},`).join('\n')}\n\t\t}`);
     lines.push('\t}');
     this.parts.push(lines.join('\n'));
+    return name;
+  }
+
+  /** Declares a set the packet path fills (`update @NAME`), bounded in size, each element expiring. */
+  flowSet(name: string, type: string): string {
+    this.parts.push(
+      [
+        `\tset ${name} {`,
+        `\t\ttype ${type}`,
+        '\t\tsize 65536',
+        '\t\tflags dynamic,timeout',
+        '\t\ttimeout 2m',
+        '\t}',
+      ].join('\n'),
+    );
     return name;
   }
 
