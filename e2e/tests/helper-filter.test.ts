@@ -185,6 +185,14 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     expect(await dropped()).toBeGreaterThan(before);
   });
 
+  it("B's UDP flow stays open when its table is replaced (the flows are carried over)", async () => {
+    await helperB.apply(state(1, []));
+    expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${v4[0]} 7005`, timeoutS: 1 })).toBeNull();
+    // Another filter: the table is replaced, in one transaction, flow sets and all.
+    await helperB.apply(state(1, only443()));
+    expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7005 })).toBe(`echo 7100 from ${v4[0]}`);
+  });
+
   it('"fragmentation needed" from a router on the tunnel path reaches B, whose filter lets A open nothing', async () => {
     // A routes 198.51.100.0/24 into a 1280-byte link; B sends it a 1400-byte don't-fragment ping.
     await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);

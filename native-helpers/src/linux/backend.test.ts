@@ -73,6 +73,8 @@ class FakeOs implements Runner {
   readonly tunnelTable = new Set<string>();
   /** nftables tables by name, as `nft -f` last loaded them. */
   readonly tables = new Map<string, string>();
+  /** What `nft -j list set` shows of a table's flow set, by set name. */
+  readonly flowListings = new Map<string, string>();
   nftInstalled = true;
 
   /** Commands that changed something (everything but reads). */
@@ -204,6 +206,11 @@ class FakeOs implements Runner {
     if (verb.startsWith('-t list table inet ')) {
       const table = this.tables.get(a[4] as string);
       return table ?? fail('Error: No such file or directory\nlist table inet x\n');
+    }
+    if (verb.startsWith('-j list set inet ')) {
+      const [table, set] = [a[4] as string, a[5] as string];
+      if (!this.tables.get(table)?.includes(`\tset ${set} {`)) fail('Error: No such file or directory');
+      return this.flowListings.get(set) ?? JSON.stringify({ nftables: [{ set: { name: set } }] });
     }
     if (verb.startsWith('delete table inet ')) {
       if (!this.tables.delete(a[3] as string)) fail('Error: No such file or directory');
@@ -592,6 +599,42 @@ describe('packet filter', () => {
     await backend.apply(wider);
     expect(os.changes).toEqual([expect.stringMatching(/^nft -f /)]);
     expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 17 . 443');
+  });
+
+  it('carries the UDP flows over to a replacing table, with the time they had left', async () => {
+    await backend.apply(filtered());
+    expect(os.log.some((c) => c.startsWith('nft -j list set'))).toBe(false);
+    const elem = (addr: string, dport: number, sport: number, expires: number) => ({
+      elem: { val: { concat: [addr, dport, sport] }, expires },
+    });
+    const listing = (set: string, ...elems: unknown[]) =>
+      JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6' } }, { set: { name: set, elem: elems } }] });
+    os.flowListings.set(
+      'udp4',
+      listing('udp4', elem('100.64.0.2', 53, 40000, 90), elem('100.64.0.3', 7, 9, 0)),
+    );
+    os.flowListings.set('udp6', listing('udp6', elem('fd7a:115c:a1e0::2', 443, 50000, 119)));
+    const wider = filtered();
+    (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
+    await backend.apply(wider);
+    const table = os.tables.get('weft-wg0') ?? '';
+    expect(table).toContain('add element inet weft-wg0 udp4 { 100.64.0.2 . 53 . 40000 expires 90s }\n');
+    expect(table).toContain(
+      'add element inet weft-wg0 udp6 { fd7a:115c:a1e0::2 . 443 . 50000 expires 119s }\n',
+    );
+    // A flow about to expire is not carried.
+    expect(table).not.toContain('100.64.0.3');
+  });
+
+  it('still replaces the table when a flow listing cannot be read, and says so', async () => {
+    await backend.apply(filtered());
+    os.flowListings.set('udp4', JSON.stringify({ nftables: [{ set: { elem: [{ elem: { val: 'x' } }] } }] }));
+    const wider = filtered();
+    (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
+    await backend.apply(wider);
+    expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 17 . 443');
+    expect(os.tables.get('weft-wg0')).not.toContain('add element');
+    expect(logged.join('\n')).toMatch(/warn: could not carry wg0's udp4 flows over/);
   });
 
   it('removes the table when the state stops asking for a filter, and on down', async () => {

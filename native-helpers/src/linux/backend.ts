@@ -14,6 +14,7 @@ import {
   tunnelDefault,
   WEFT_TABLE,
 } from './exit-routing.js';
+import { parseFlows, renderFlows } from './flows.js';
 import { HeldSysctls, sysctlsFor } from './held-sysctls.js';
 import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
 import { parseTableHash, type RenderedTable, renderTable, TABLE_FAMILY, tableName } from './nft.js';
@@ -312,9 +313,31 @@ export class LinuxBackend implements PlatformBackend {
     }
     const installed = await this.readTableHash(name);
     if (installed !== table.hash) {
-      await withPrivateFile('weft-nft-', 'rules.nft', table.file, (file) => this.change(['nft', '-f', file]));
+      const carried = installed === undefined ? '' : await this.readFlows(name, table);
+      await withPrivateFile('weft-nft-', 'rules.nft', table.file + carried, (file) =>
+        this.change(['nft', '-f', file]),
+      );
     }
     this.firewalls.add(name);
+  }
+
+  /**
+   * The installed table's flows, as `nft -f` lines for the new table's sets of the same name (see
+   * flows.ts). A listing it cannot read costs those flows' replies until they send again, not the apply.
+   */
+  private async readFlows(name: string, table: RenderedTable): Promise<string> {
+    let lines = '';
+    for (const set of table.flowSets) {
+      try {
+        const json = await this.runner.run(['nft', '-j', 'list', 'set', TABLE_FAMILY, table.name, set.name]);
+        lines += renderFlows(TABLE_FAMILY, table.name, set.name, parseFlows(json, set.family));
+      } catch (e) {
+        // The installed table may predate the set (another filter, another version).
+        if (e instanceof CommandError && /No such file or directory/.test(e.stderr)) continue;
+        this.log.warn(`could not carry ${name}'s ${set.name} flows over: ${(e as Error).message}`);
+      }
+    }
+    return lines;
   }
 
   private async removeFirewall(name: string): Promise<void> {

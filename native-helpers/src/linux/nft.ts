@@ -60,6 +60,13 @@ export interface RenderedTable {
   hash: string;
   /** The `nft -f` file: creates or replaces the table in one transaction. */
   file: string;
+  /** The sets of this machine's UDP flows, which the packet path fills (`renderReplies`). */
+  flowSets: readonly FlowSet[];
+}
+
+export interface FlowSet {
+  name: string;
+  family: Family;
 }
 
 /** The table the state asks for, or null when it asks for nothing the firewall has to do. */
@@ -160,7 +167,7 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     '}',
     '',
   ].join('\n');
-  return { name, hash, file };
+  return { name, hash, file, flowSets: b.flowSets };
 }
 
 /**
@@ -213,7 +220,7 @@ function renderReplies(b: Builder): { inbound: string[]; outbound: string[] } {
   const inbound = ['tcp flags & (syn | ack) != syn accept'];
   const outbound: string[] = [];
   for (const family of FAMILIES) {
-    const set = b.flowSet(`udp${family}`, `${ADDR_TYPE[family]} . inet_service . inet_service`);
+    const set = b.flowSet(`udp${family}`, family);
     const ip = IP[family];
     inbound.push(`${ip} saddr . udp sport . udp dport @${set} accept`);
     outbound.push(`meta l4proto udp update @${set} { ${ip} daddr . udp dport . udp sport }`);
@@ -491,6 +498,7 @@ function sameSpan(a: Span, b: Span): boolean {
 /** Collects sets and chains in the order they are declared. */
 export class Builder {
   private readonly parts: string[] = [];
+  readonly flowSets: FlowSet[] = [];
   private elements = 0;
 
   /** Counts set elements before they are built, and refuses a table that would exceed the limit. */
@@ -515,12 +523,16 @@ export class Builder {
     return name;
   }
 
-  /** Declares a set the packet path fills (`update @NAME`), bounded in size, each element expiring. */
-  flowSet(name: string, type: string): string {
+  /**
+   * Declares a set of flows (address . port . port) the packet path fills (`update @NAME`), bounded
+   * in size, each element expiring.
+   */
+  flowSet(name: string, family: Family): string {
+    this.flowSets.push({ name, family });
     this.parts.push(
       [
         `\tset ${name} {`,
-        `\t\ttype ${type}`,
+        `\t\ttype ${ADDR_TYPE[family]} . inet_service . inet_service`,
         '\t\tsize 65536',
         '\t\tflags dynamic,timeout',
         '\t\ttimeout 2m',
