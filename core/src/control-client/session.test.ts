@@ -70,4 +70,44 @@ describe('MapSession', () => {
     expect(asked[first]).toBeGreaterThanOrEqual(3);
     expect(asked[first + 1]).toBe(0);
   });
+
+  it('retries when control (or a proxy) answers the upgrade with an error whose body stalls', async () => {
+    const held: Socket[] = [];
+    const server = createServer((_req, res) =>
+      res.end(JSON.stringify({ publicKey: generateKeyPair().publicKey })),
+    );
+    server.on('upgrade', (_req, socket) => {
+      held.push(socket as Socket);
+      // Status line and headers, then a body that never finishes.
+      socket.write(
+        'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"err',
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => {
+      for (const s of held) s.destroy();
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    });
+    const asked: number[] = [];
+    const session = new MapSession(
+      new ControlClient(
+        `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        generateKeyPair().privateKey,
+      ),
+      {
+        log: silentLogger,
+        backoff: { baseMs: 1, capMs: 1 },
+        handshakeTimeoutMs: (timeouts) => {
+          asked.push(timeouts);
+          return 100;
+        },
+      },
+    );
+    cleanups.push(() => session.stop());
+    session.start();
+    await waitUntil('a second upgrade after the stalled one', () => held.length >= 2);
+    // An error answer is still an answer: it does not count as a timeout in a row.
+    expect(asked.slice(0, 2)).toEqual([0, 0]);
+  });
 });

@@ -162,21 +162,30 @@ export class MapSession extends EventEmitter<SessionEvents> {
           ws.terminate();
           reject(err);
         };
+        let status: number | undefined;
         // Not ws's own handshakeTimeout: a give-up must be told from other failures to count it.
         const handshake = setTimeout(() => {
-          this.handshakeTimeouts++;
           const seconds = Math.round(patience / 1000);
+          if (status !== undefined)
+            return fail(
+              new WeftError(
+                'control-unreachable',
+                `control answered the stream upgrade with ${status} but its body did not arrive in ${seconds} s`,
+              ),
+            );
+          this.handshakeTimeouts++;
           fail(
             new WeftError('control-unreachable', `control did not answer the stream upgrade in ${seconds} s`),
           );
         }, patience);
-        const answered = () => {
+        ws.on('upgrade', () => {
           clearTimeout(handshake);
           this.handshakeTimeouts = 0;
-        };
-        ws.on('upgrade', answered);
+        });
         ws.on('unexpected-response', (_req, res) => {
-          answered();
+          // An answer, even an error, ends the run of timeouts; the timer still bounds reading its body.
+          status = res.statusCode ?? 0;
+          this.handshakeTimeouts = 0;
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
