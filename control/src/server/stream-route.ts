@@ -195,7 +195,14 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
   else {
     // A node registered through another connection (or replica) may not be in the hub yet.
     background.run(`connecting ${node.name}`, async () => {
-      await sync.refreshNodes([node.id]);
+      try {
+        await sync.refreshNodes([node.id]);
+      } catch (err) {
+        // Left open, the stream would answer pings with no map or logout ever coming: the node retries.
+        log.error(`stream ${node.name}: reading the node failed: ${errorText(err)}`);
+        socket.close(1011, 'control could not read this node, try again');
+        return;
+      }
       ctx.connects.add(connect);
     });
   }

@@ -2,9 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH } from '@weft/protocol';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { NetmapSync } from '../netmap/sync.js';
 import {
   cleanupAll,
+  onCleanup,
+  StreamClient,
   StreamRefused,
   startTestControl,
   type TestControl,
@@ -305,5 +308,23 @@ describe('the netmap stream', () => {
     for (let i = 0; i < 8; i++) s.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
     await s.until('closed', (c) => c.closed !== null);
     expect(s.closed).toEqual({ code: 1008, reason: 'too many messages: at most 5 per 10 s' });
+  });
+
+  it('closes with 1011 a stream whose node control fails to read, so the node retries', async () => {
+    // Two processes on one database: a node registered through the other is not in this one's hub
+    // (its change feed is slowed so it cannot learn of it first), so its stream reads the node.
+    const here = await startTestControl({ pollIntervalMs: 3_600_000 });
+    const other = await startTestControl({ config: { db: here.db } });
+    const m = new TestMachine(other);
+    const node = await m.join('late', await other.key());
+    const read = vi
+      .spyOn(NetmapSync.prototype, 'refreshNodes')
+      .mockRejectedValueOnce(new Error('SQLITE_BUSY'));
+    onCleanup(() => read.mockRestore());
+    const s = await StreamClient.open(here.control.url, m.sign('GET', STREAM_PATH, ''));
+    await s.until('closed', (c) => c.closed !== null);
+    expect(read).toHaveBeenCalledWith([node.id]);
+    expect(s.closed?.code).toBe(1011);
+    expect(s.messages).toEqual([]);
   });
 });
