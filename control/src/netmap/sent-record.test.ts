@@ -32,6 +32,14 @@ describe('SentRecord', () => {
     expect(sent.recorded().length).toBe(10_000);
   });
 
+  it('appends to a record fitted while empty', () => {
+    const sent = new SentRecord();
+    sent.fit();
+    sent.append(5, shared(1));
+    expect([...sent.recorded()]).toEqual([5]);
+    expect(sent.record(5, shared(1))).toBe(false);
+  });
+
   it('a new version is a change; the same version again is not', () => {
     const sent = new SentRecord();
     expect(sent.record(1, shared(5))).toBe(true);

@@ -58,8 +58,8 @@ export class SentRecord {
    */
   append(slot: number, view: SentView): void {
     // Doubling, as fit() gives the slack back: by an eighth, a record was copied some fifty times on
-    // its way to 9,800 peers.
-    if (this.count === this.slots.length) this.resize(this.count * 2);
+    // its way to 9,800 peers. A record fitted while empty has no room to double.
+    if (this.count === this.slots.length) this.resize(Math.max(8, this.count * 2));
     if (this.count > 0 && (this.slots[this.count - 1] as number) > slot) this.unsorted = true;
     this.slots[this.count] = slot;
     this.count++;
