@@ -35,4 +35,18 @@ describe('ConnectQueue', () => {
     await nextTurn();
     expect(ran).toEqual(['a', 'b']);
   });
+
+  it('runs no connect once closed, neither one waiting nor one added after', async () => {
+    const queue = new ConnectQueue(1_000, (err) => {
+      throw err;
+    });
+    const ran: string[] = [];
+    queue.add(() => ran.push('before'));
+    queue.close();
+    queue.add(() => ran.push('after'));
+    await nextTurn();
+    await nextTurn();
+    await nextTurn();
+    expect(ran).toEqual([]);
+  });
 });

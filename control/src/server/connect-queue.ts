@@ -20,6 +20,7 @@ export class ConnectQueue {
   private head = 0;
   private turn = 0;
   private scheduled = false;
+  private closed = false;
 
   constructor(
     private readonly turnMs: number,
@@ -29,8 +30,19 @@ export class ConnectQueue {
 
   /** Runs `connect` in a later turn, after every connect added before it. */
   add(connect: () => void): void {
+    if (this.closed) return;
     this.waiting.push({ connect, turn: this.turn });
     this.schedule();
+  }
+
+  /**
+   * Drops the waiting connects and refuses new ones. Shutdown calls it before closing every stream:
+   * a connect run after that would serve a map and announce its node online while control stops.
+   */
+  close(): void {
+    this.closed = true;
+    this.waiting = [];
+    this.head = 0;
   }
 
   private schedule(): void {

@@ -214,6 +214,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       await policyFile?.close();
       stopSync();
       logins?.close();
+      ctx.connects.close();
       presence?.shuttingDown(hub.closeAll('control is shutting down'));
       // A node that does not answer the close handshake must not hold the shutdown up.
       const killer = setTimeout(() => {
