@@ -176,6 +176,15 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     }
   });
 
+  it('a UDP reply too big for one packet gets in, over IPv6 too (its later fragments carry no ports)', async () => {
+    await helperB.apply(state(1, []));
+    for (const dst of [v4[0], v6[0]] as string[]) {
+      const answer = await udpProbe(b, dst, 7001, { message: 'big 3000' });
+      expect(answer?.length).toBe(3000);
+      expect(answer).toMatch(/^echo 7001 from /);
+    }
+  });
+
   it("a UDP reply gets in only from the address and port B's flow went to", async () => {
     // B's UDP server on 7100 sends to A:7003 (asked from B itself): that flow, and only it, is open.
     expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${v4[0]} 7003`, timeoutS: 1 })).toBeNull();

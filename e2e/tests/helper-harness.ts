@@ -5,7 +5,7 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { type DesiredState, HelperResponse, type InterfaceStatus } from '@weft/protocol';
 import { afterAll, beforeAll } from 'vitest';
-import { BIN, type Host, Lab, REPO, removeScratch, scratchDir, waitFor } from '../lab/index.js';
+import { BIN, type Host, Lab, REPO, removeScratch, scratchDir, waitFor, withoutFlows } from '../lab/index.js';
 
 // What the weft-helper network tests share: the helper as root runs it inside a lab host, a client
 // speaking the helper's protocol exactly as the engine does, and WireGuard key pairs.
@@ -225,8 +225,7 @@ export async function leakCount(router: Host): Promise<number> {
 
 /** `nft list ruleset` in the host: what `down` must leave exactly as it found it. */
 export async function ruleset(host: Host): Promise<string> {
-  // Without the time each UDP flow has left, which changes from one listing to the next.
-  return (await host.must(['nft', 'list', 'ruleset'])).replace(/ expires [\dhms]+/g, '');
+  return withoutFlows(await host.must(['nft', 'list', 'ruleset']));
 }
 
 /** Runs a Node server script in the host's namespace and waits for it to print `listening`. */
@@ -303,8 +302,11 @@ export async function startUdpEcho(host: Host, ports: number[]): Promise<ChildPr
         const send = /^send (\\S+) (\\d+)$/.exec(String(msg));
         // A dual-stack socket sends to IPv4 by its mapped address.
         const to = send && (send[1].includes(':') ? send[1] : '::ffff:' + send[1]);
+        // 'big N': the answer padded to N bytes, more than one packet holds.
+        const big = /^big (\\d+)$/.exec(String(msg));
+        const text = 'echo ' + port + ' from ' + address;
         if (send && (address === '127.0.0.1' || address === '::1')) s.send('hi', Number(send[2]), to);
-        else s.send('echo ' + port + ' from ' + address, from.port, from.address);
+        else s.send(big ? text.padEnd(Number(big[1]), '.') : text, from.port, from.address);
       });
       s.bind(port, '::', () => {
         if (++up === ${ports.length}) console.log('listening');

@@ -637,6 +637,16 @@ describe('packet filter', () => {
     expect(logged.join('\n')).toMatch(/warn: could not carry wg0's udp4 flows over/);
   });
 
+  it('follows whether the host forwards: replies to what it forwards into the tunnel are let back', async () => {
+    await backend.apply(filtered());
+    expect(os.tables.get('weft-wg0')).not.toContain('ct state');
+    sysctl.values.set('net.ipv6.conf.all.forwarding', '1');
+    await backend.apply(filtered());
+    expect(os.tables.get('weft-wg0')).toContain(
+      '\tchain tunnel_fwd {\n\t\tct state established,related accept',
+    );
+  });
+
   it('removes the table when the state stops asking for a filter, and on down', async () => {
     await backend.apply(filtered());
     os.log.length = 0;

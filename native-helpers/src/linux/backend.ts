@@ -80,6 +80,7 @@ export class LinuxBackend implements PlatformBackend {
   /** The interface whose exit node the policy routing rules serve; there is one default route. */
   private exitOwner: string | null = null;
   private readonly sysctls: HeldSysctls;
+  private readonly sysctl: Sysctl;
   private readonly runner: Runner;
   private readonly buffers: UdpBuffers;
   private readonly log: Logger;
@@ -93,6 +94,7 @@ export class LinuxBackend implements PlatformBackend {
     this.buffers = opts.buffers;
     this.log = opts.log;
     this.sysctls = new HeldSysctls(opts.sysctl, opts.log);
+    this.sysctl = opts.sysctl;
     this.readyTimeoutMs = opts.readyTimeoutMs ?? 5000;
     this.stopGraceMs = opts.stopGraceMs ?? 3000;
     this.owned = opts.owned;
@@ -111,7 +113,7 @@ export class LinuxBackend implements PlatformBackend {
       throw new BackendError('invalid-request', 'this helper does not manage DNS');
     }
     // Rendered before anything else, so a table over the size limit is refused with nothing changed.
-    const table = renderTable(state);
+    const table = renderTable(state, { forwards: await this.hostForwards() });
     let device = await this.readDevice(name);
     this.managed.add(name);
     try {
@@ -303,6 +305,15 @@ export class LinuxBackend implements PlatformBackend {
       if (e instanceof CommandError && e.stderr.includes('does not exist')) return false;
       throw e;
     }
+  }
+
+  /** Whether the host forwards IP packets (read at each apply, so the table follows within one). */
+  private async hostForwards(): Promise<boolean> {
+    for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) {
+      // A kernel without IPv6 has no such key: it forwards no IPv6.
+      if ((await this.sysctl.read(key).catch(() => '0')) !== '0') return true;
+    }
+    return false;
   }
 
   /** Installs the interface's nftables table, or replaces it in one transaction when it differs. */

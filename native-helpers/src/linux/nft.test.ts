@@ -46,6 +46,7 @@ describe('nftables table', () => {
     expect(file).toContain(
       [
         '\tchain tunnel_in {',
+        '\t\tfrag frag-off != 0 accept',
         '\t\ttcp flags & (syn | ack) != syn accept',
         '\t\tip saddr . udp sport . udp dport @udp4 accept',
         '\t\tip6 saddr . udp sport . udp dport @udp6 accept',
@@ -78,12 +79,21 @@ describe('nftables table', () => {
     expect(file).toContain(
       '\tset udp4 {\n\t\ttype ipv4_addr . inet_service . inet_service\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}',
     );
-    // Not a router: nothing is forwarded from the tunnel.
+    // Not a router, and the host forwards nothing: nothing is forwarded from the tunnel.
+    expect(file).toContain('\tchain tunnel_fwd {\n\t\tcounter drop\n\t}');
     expect(file).toContain(
-      '\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname "wg0" counter drop\n\t}',
+      '\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tiifname "wg0" jump tunnel_fwd\n\t}',
     );
     // An empty filter accepts nothing new.
     expect(file).toContain('\tchain filter {\n\t}');
+    expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
+  });
+
+  it('on a host that forwards (containers, VMs), lets in the replies to what it forwards into the tunnel', () => {
+    const file = renderTable({ ...base(), filter: [] }, { forwards: true })?.file ?? '';
+    expect(file).toContain(
+      '\tchain tunnel_fwd {\n\t\tct state established,related accept\n\t\tcounter drop\n\t}',
+    );
     expect(spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file }).status).toBe(0);
   });
 
@@ -114,7 +124,7 @@ describe('nftables table', () => {
         '\t\tth dport 40053 meta l4proto { tcp, udp } counter drop',
         '\t\tip saddr 100.100.100.100 counter drop',
         '\t\tip6 saddr fd7a:115c:a1e0::53 counter drop',
-        '\t\ttcp flags & (syn | ack) != syn accept',
+        '\t\tfrag frag-off != 0 accept',
       ].join('\n'),
     );
     // Without a filter the guard still has its chain.
@@ -201,9 +211,9 @@ describe('nftables table', () => {
     expect(elements(file, 'src4')).toEqual(['100.64.0.0/10 : jump g4_0']);
     expect(elements(file, 'src6')).toEqual(['fd7a:115c:a1e0::/48 : jump g6_0']);
     expect(elements(file, 'g4_0_port')).toHaveLength(2000);
-    // input, output and the tunnel's chain of each, forward, filter and one group chain per family:
+    // input, output, forward and the tunnel's chain of each, filter and one group chain per family:
     // nothing grows with the rules.
-    expect(file.match(/\tchain /g)).toHaveLength(8);
+    expect(file.match(/\tchain /g)).toHaveLength(9);
     expect(file).toContain('\tchain filter {\n\t\tip saddr vmap @src4\n\t\tip6 saddr vmap @src6\n\t}');
     // nftables checks it (kernel included) in a namespace of its own, changing nothing here.
     const r = spawnSync('unshare', ['--net', 'nft', '-c', '-f', '-'], { input: file, encoding: 'utf8' });

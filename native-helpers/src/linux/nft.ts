@@ -70,7 +70,16 @@ export interface FlowSet {
 }
 
 /** The table the state asks for, or null when it asks for nothing the firewall has to do. */
-export function renderTable(state: DesiredState): RenderedTable | null {
+/** What the host does apart from this state, which the table must allow for. */
+export interface HostFacts {
+  /** IP forwarding is on (containers, VMs, another VPN): it may forward into the tunnel. */
+  forwards: boolean;
+}
+
+export function renderTable(
+  state: DesiredState,
+  host: HostFacts = { forwards: false },
+): RenderedTable | null {
   const { filter, router, exitNode, dns } = state;
   if (filter === undefined && router === undefined && exitNode === undefined && dns === undefined)
     return null;
@@ -119,11 +128,9 @@ export function renderTable(state: DesiredState): RenderedTable | null {
     b.chain('output', `type ${type} hook output priority raw; policy accept;`, outbound);
   }
   // Forwarded from the tunnel: only to the routes this node serves as a router, and only what the filter
-  // allows there. A node that is not a router forwards nothing from the tunnel (Docker and friends turn
-  // forwarding on for their own reasons), which takes no state. A router keeps connection tracking
-  // here: its LAN's replies to a peer come back through this chain, and masquerade needs the
-  // tracking anyway; routers are not the common case, and they pay it for forwarded traffic only as
-  // much as any NAT gateway does.
+  // allows there. A router keeps connection tracking here: its LAN's replies to a peer come back
+  // through this chain, and masquerade needs the tracking anyway; routers are not the common case,
+  // and they pay it for forwarded traffic only as much as any NAT gateway does.
   if (router !== undefined) {
     const lines = ['ct state established,related accept'];
     for (const family of FAMILIES) {
@@ -143,8 +150,13 @@ export function renderTable(state: DesiredState): RenderedTable | null {
       `iifname ${q} jump ${b.chain('tunnel_fwd', null, lines)}`,
     ]);
   } else if (filterChain !== null) {
+    // Not a router: from the tunnel, only the replies to what this host forwards into it (Docker and
+    // friends turn forwarding on, and their containers reach peers through the host). Those need
+    // connection tracking, so only a host that forwards has the rule, and pays for it; such a host
+    // mostly tracks already, for its own NAT.
+    const lines = [...(host.forwards ? ['ct state established,related accept'] : []), 'counter drop'];
     b.chain('forward', 'type filter hook forward priority filter; policy accept;', [
-      `iifname ${q} counter drop`,
+      `iifname ${q} jump ${b.chain('tunnel_fwd', null, lines)}`,
     ]);
   }
   if (router?.masquerade) {
@@ -217,7 +229,13 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
  * allows them) until older flows expire: it fails closed.
  */
 function renderReplies(b: Builder): { inbound: string[]; outbound: string[] } {
-  const inbound = ['tcp flags & (syn | ack) != syn accept'];
+  const inbound = [
+    // IPv6 is reassembled after this hook (IPv4 before it), and without connection tracking nothing
+    // reassembles it earlier: a fragment after the first has no ports to match. The first, with the
+    // headers, is filtered, and without it the rest never make a packet (as Tailscale's filter does).
+    'frag frag-off != 0 accept',
+    'tcp flags & (syn | ack) != syn accept',
+  ];
   const outbound: string[] = [];
   for (const family of FAMILIES) {
     const set = b.flowSet(`udp${family}`, family);
@@ -257,7 +275,9 @@ function renderDnsRedirect(dns: DnsConfig, b: Builder): string[] {
         `${ip} saddr ${resolver} ${proto} dport 53 ${swap} ${proto} dport set ${port} accept`,
         `${ip} saddr ${resolver} ${proto} sport ${port} ${swap} ${proto} sport set 53 accept`,
       ]),
-      'th dport 53 meta l4proto { tcp, udp } counter drop',
+      // Nothing else this machine sends to the twin leaves by the tunnel: not a query from another
+      // address, nor the ICMP error a closed port or a late answer makes, which quotes the query.
+      'counter drop',
     ]);
     lines.push(`${ip} daddr ${twin} jump ${chain}`);
   }
