@@ -90,26 +90,38 @@ describe('ts2021 Noise IK responder', () => {
     expect(new TextDecoder().decode(frame.slice(3))).toBe('too old');
   });
 
-  it('cuts a large write into records, sealed in order into one socket write', async () => {
-    const key = new Uint8Array(32).fill(7);
+  /** A Noise stream over a socket whose writes are collected, sealing and opening with `key`. */
+  const sealingStream = (key: Uint8Array) => {
     const socket = new PassThrough();
     const writes: Buffer[] = [];
     socket.on('data', (chunk: Buffer) => writes.push(chunk));
     const stream = new NoiseStream(socket, new TransportCipher(key), new TransportCipher(key));
+    return { stream, writes };
+  };
+
+  /** The plaintexts of the records in one socket write, opened in order as the peer would. */
+  const openRecords = (key: Uint8Array, write: Buffer): Uint8Array[] => {
+    const peer = new TransportCipher(key);
+    const opened: Uint8Array[] = [];
+    let rest = write;
+    while (rest.length > 0) {
+      const length = rest.readUInt16BE(1);
+      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
+      rest = rest.subarray(HEADER_LEN + length);
+    }
+    return opened;
+  };
+
+  it('cuts a large write into records, sealed in order into one socket write', async () => {
+    const key = new Uint8Array(32).fill(7);
+    const { stream, writes } = sealingStream(key);
     const data = Buffer.alloc(3 * MAX_PLAINTEXT_LEN + 100);
     for (let i = 0; i < data.length; i++) data[i] = (i * 7) % 251;
     await new Promise<void>((resolve, reject) =>
       stream.write(data, (err) => (err ? reject(err) : resolve())),
     );
     expect(writes).toHaveLength(1);
-    const peer = new TransportCipher(key);
-    const opened: Uint8Array[] = [];
-    let rest = writes[0] as Buffer;
-    while (rest.length > 0) {
-      const length = rest.readUInt16BE(1);
-      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
-      rest = rest.subarray(HEADER_LEN + length);
-    }
+    const opened = openRecords(key, writes[0] as Buffer);
     expect(opened.map((p) => p.length)).toEqual([
       MAX_PLAINTEXT_LEN,
       MAX_PLAINTEXT_LEN,
@@ -122,10 +134,7 @@ describe('ts2021 Noise IK responder', () => {
 
   it('seals a batch of small writes (HTTP/2 frames, a map in parts) into full records, one socket write', async () => {
     const key = new Uint8Array(32).fill(8);
-    const socket = new PassThrough();
-    const writes: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => writes.push(chunk));
-    const stream = new NoiseStream(socket, new TransportCipher(key), new TransportCipher(key));
+    const { stream, writes } = sealingStream(key);
     const pieces = Array.from({ length: 100 }, (_, i) => Buffer.alloc(123, i));
     const written = new Promise<void>((resolve, reject) => {
       stream.cork();
@@ -136,14 +145,7 @@ describe('ts2021 Noise IK responder', () => {
     });
     await written;
     expect(writes).toHaveLength(1);
-    const peer = new TransportCipher(key);
-    const opened: Uint8Array[] = [];
-    let rest = writes[0] as Buffer;
-    while (rest.length > 0) {
-      const length = rest.readUInt16BE(1);
-      opened.push(peer.open(rest.subarray(HEADER_LEN, HEADER_LEN + length)));
-      rest = rest.subarray(HEADER_LEN + length);
-    }
+    const opened = openRecords(key, writes[0] as Buffer);
     expect(opened.map((p) => p.length)).toEqual([
       MAX_PLAINTEXT_LEN,
       MAX_PLAINTEXT_LEN,
