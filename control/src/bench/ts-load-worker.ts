@@ -1,4 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
+import { decompress } from 'fzstd';
 import { type MapReader, TsTestClient } from '../testing/tailscale-client.js';
 import { FanOut } from './fan-out.js';
 import { pool, sourceOf } from './load-kit.js';
@@ -75,10 +76,15 @@ export async function register(node: LoadNode, authKey: string): Promise<void> {
 }
 
 export async function openMap(node: LoadNode, i: number): Promise<MapReader> {
-  const reader = await node.client.map({
-    Hostinfo: hostinfo(node.name),
-    Endpoints: [`198.51.100.${1 + (i % 250)}:${41641 + Math.floor(i / 250)}`],
-  });
+  // zstd, as every current Tailscale client asks: the server compresses each receiver's frames.
+  const reader = await node.client.map(
+    {
+      Compress: 'zstd',
+      Hostinfo: hostinfo(node.name),
+      Endpoints: [`198.51.100.${1 + (i % 250)}:${41641 + Math.floor(i / 250)}`],
+    },
+    decompress,
+  );
   node.reader = reader;
   return reader;
 }
