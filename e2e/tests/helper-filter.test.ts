@@ -61,6 +61,15 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
   };
   /** B accepts TCP 443 from A, and nothing else. */
   const only443 = () => [tcp(A, B, 443)];
+  /** `s` with `prefixes` routed to the peer too (a route the peer serves, or an exit node's). */
+  const routing = (s: DesiredState, prefixes: string[]): DesiredState => {
+    const peer = s.peers[0] as DesiredState['peers'][number];
+    return {
+      ...s,
+      peers: [{ ...peer, allowedIPs: [...peer.allowedIPs, ...prefixes] }],
+      routes: [...s.routes, ...prefixes],
+    };
+  };
 
   beforeAll(async () => {
     const segment = await env.lab.addSegment();
@@ -192,6 +201,28 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     const before = await dropped();
     expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7004, timeoutS: 1 })).toBeNull();
     expect(await dropped()).toBeGreaterThan(before);
+  });
+
+  it("a UDP reply gets in only to the address B's flow left from, not to another of B's addresses", async () => {
+    // B has a second address of each family, which A routes into the tunnel (as B's own route would be).
+    const second = { 4: '203.0.113.2', 6: 'fd00:67::2' } as const;
+    await b.must(['ip', 'addr', 'add', `${second[4]}/32`, 'dev', 'lo']);
+    await b.must(['ip', 'addr', 'add', `${second[6]}/128`, 'dev', 'lo']);
+    await helperA.apply(routing(state(0), [`${second[4]}/32`, `${second[6]}/128`]));
+    await helperB.apply(state(1, []));
+    for (const [family, to, own, port] of [
+      [4, v4[0], v4[1], 7010],
+      [6, v6[0], v6[1], 7011],
+    ] as const) {
+      // B's flow, from its tunnel address and port 7100 to A's port: the reply to that address gets in…
+      expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${to} ${port}`, timeoutS: 1 })).toBeNull();
+      expect(await udpProbe(a, own as string, 7100, { sourcePort: port })).toBe(`echo 7100 from ${to}`);
+      // …and the same "reply" to B's other address is dropped by the filter.
+      const before = await dropped();
+      expect(await udpProbe(a, second[family], 7100, { sourcePort: port, timeoutS: 1 })).toBeNull();
+      expect(await dropped()).toBeGreaterThan(before);
+    }
+    await helperA.apply(state(0));
   });
 
   it("B's UDP flow stays open when its table is replaced (the flows are carried over)", async () => {
