@@ -225,31 +225,49 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     await helperA.apply(state(0));
   });
 
-  it("B's UDP flow stays open when its table is replaced (the flows are carried over)", async () => {
+  it("B's UDP flows stay open when its table is replaced (the flows are carried over, both families)", async () => {
     await helperB.apply(state(1, []));
-    expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${v4[0]} 7005`, timeoutS: 1 })).toBeNull();
+    const flows = [
+      [v4[0], v4[1], 7005],
+      [v6[0], v6[1], 7006],
+    ] as const;
+    for (const [to, , port] of flows)
+      expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${to} ${port}`, timeoutS: 1 })).toBeNull();
     // Another filter: the table is replaced, in one transaction, flow sets and all.
     await helperB.apply(state(1, only443()));
-    expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7005 })).toBe(`echo 7100 from ${v4[0]}`);
+    for (const [to, own, port] of flows)
+      expect(await udpProbe(a, own as string, 7100, { sourcePort: port })).toBe(`echo 7100 from ${to}`);
   });
 
-  it('"fragmentation needed" from a router on the tunnel path reaches B, whose filter lets A open nothing', async () => {
-    // A routes 198.51.100.0/24 into a 1280-byte link; B sends it a 1400-byte don't-fragment ping.
-    await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  it('"fragmentation needed" and "packet too big" from a router on the tunnel path reach B, whose filter lets A open nothing', async () => {
+    // A routes 198.51.100.0/24 and fd00:68::/64 into a 1280-byte link; B sends 1400-byte
+    // don't-fragment pings there (IPv6 never fragments on the way: its path MTU rests on this error).
+    await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     await a.must(['ip', 'link', 'add', 'narrow', 'mtu', '1280', 'type', 'veth', 'peer', 'name', 'narrow1']);
     await a.must(['ip', 'link', 'set', 'narrow1', 'up']);
     await a.must(['ip', 'link', 'set', 'narrow', 'up']);
     await a.must(['ip', 'route', 'add', '198.51.100.0/24', 'dev', 'narrow']);
-    const s = state(1, []);
-    const peer = s.peers[0] as DesiredState['peers'][number];
-    await helperB.apply({
-      ...s,
-      peers: [{ ...peer, allowedIPs: [...peer.allowedIPs, '198.51.100.0/24'] }],
-      routes: [...s.routes, '198.51.100.0/24'],
-    });
+    await a.must(['ip', '-6', 'route', 'add', 'fd00:68::/64', 'dev', 'narrow']);
+    await helperB.apply(routing(state(1, []), ['198.51.100.0/24', 'fd00:68::/64']));
     const ping = await b.exec(['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', '1372', '198.51.100.7']);
     expect(ping.stdout).toMatch(/Frag needed and DF set \(mtu = 1280\)/);
     expect(await b.must(['ip', 'route', 'get', '198.51.100.7'])).toMatch(/\bmtu 1280\b/);
+    const ping6 = await b.exec([
+      'ping',
+      '-6',
+      '-n',
+      '-c',
+      '1',
+      '-W',
+      '2',
+      '-M',
+      'do',
+      '-s',
+      '1352',
+      'fd00:68::7',
+    ]);
+    expect(ping6.stdout).toMatch(/Packet too big: mtu=1280/);
+    expect(await b.must(['ip', '-6', 'route', 'get', 'fd00:68::7'])).toMatch(/\bmtu 1280\b/);
   });
 
   it('a ~47 KB filter whose rendering grows as its square is refused, and the rules in force stay', async () => {
