@@ -4,7 +4,9 @@ import type { Host } from '../lab/index.js';
 import {
   Helper,
   helperLab,
+  installLeakCounter,
   keyPair,
+  leakCount,
   ruleset,
   startTcpServer,
   startUdpEcho,
@@ -268,6 +270,76 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     ]);
     expect(ping6.stdout).toMatch(/Packet too big: mtu=1280/);
     expect(await b.must(['ip', '-6', 'route', 'get', 'fd00:68::7'])).toMatch(/\bmtu 1280\b/);
+  });
+
+  describe('the tailnet resolver 100.100.100.100 (and fd7a:115c:a1e0::53), with A routing it as an exit node would', () => {
+    const resolver = { 4: '100.100.100.100', 6: 'fd7a:115c:a1e0::53' } as const;
+    /** B lets in any UDP at all: the guard, not the filter, must keep the resolver's address out. */
+    const anyUdp: FilterRuleSpec = {
+      src: ['0.0.0.0/0', '::/0'],
+      dst: ['0.0.0.0/0', '::/0'].map((prefix) => ({ prefix, ports: { first: 0, last: 65535 } })),
+      protos: [17],
+    };
+    const withResolver = (): DesiredState => ({
+      ...routing(state(1, [anyUdp]), [`${resolver[4]}/32`, `${resolver[6]}/128`]),
+      dns: { resolver: { ipv4: v4[1] as string, ipv6: v6[1] as string, port: 40053 }, searchDomains: [] },
+    });
+
+    beforeAll(async () => {
+      // A answers as the resolver's addresses (it could: a peer chooses its packets' sources).
+      await a.must(['ip', 'addr', 'add', `${resolver[4]}/32`, 'dev', 'lo']);
+      await a.must(['ip', 'addr', 'add', `${resolver[6]}/128`, 'dev', 'lo']);
+      await helperB.apply(withResolver());
+    });
+
+    /** From A, ten datagrams from the resolver's address and port 53 to `to:port`, 200 ms apart. */
+    const forge = (family: 4 | 6, to: string, port: number) =>
+      a.exec(
+        [
+          'timeout',
+          '5',
+          'node',
+          '-e',
+          `const s = require('node:dgram').createSocket('udp${family}');
+          s.bind(53, ${JSON.stringify(resolver[family])}, () => {
+            let n = 0;
+            const t = setInterval(() => {
+              s.send('forged', ${port}, ${JSON.stringify(to)});
+              if (++n === 10) { clearInterval(t); s.close(); }
+            }, 200);
+          });`,
+        ],
+        { timeoutMs: 7000 },
+      );
+
+    it("a peer sending as the resolver cannot inject answers to B's queries", async () => {
+      for (const [family, own, port] of [
+        [4, v4[1], 7020],
+        [6, v6[1], 7021],
+      ] as const) {
+        // B asks the resolver from `port` (no resolver runs here, so no real answer comes) while A
+        // sends "answers" to that port from the resolver's address: none gets in.
+        const [answer] = await Promise.all([
+          udpProbe(b, resolver[family], 53, { sourcePort: port, timeoutS: 3 }),
+          forge(family, own as string, port),
+        ]);
+        expect(answer).toBeNull();
+        const chain = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'tunnel_in']);
+        const ip = family === 4 ? 'ip' : 'ip6';
+        expect(chain).toMatch(new RegExp(`${ip} saddr ${resolver[family]} counter packets [1-9]\\d* bytes`));
+      }
+    });
+
+    it('nothing but the rewritten queries leaves B for the resolver: no ping, no other port', async () => {
+      await installLeakCounter(a, v4[1] as string, resolver[4]);
+      await installLeakCounter(a, v6[1] as string, resolver[6]);
+      expect(await leakCount(a)).toBe(0);
+      for (const family of [4, 6] as const) {
+        expect(await b.ping(resolver[family], { count: 1, deadlineS: 1 })).toBe(false);
+        expect(await udpProbe(b, resolver[family], 54, { timeoutS: 1 })).toBeNull();
+      }
+      expect(await leakCount(a)).toBe(0);
+    });
   });
 
   it('a ~47 KB filter whose rendering grows as its square is refused, and the rules in force stay', async () => {
