@@ -206,7 +206,8 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
   });
 
   it("a UDP reply gets in only to the address B's flow left from, not to another of B's addresses", async () => {
-    // B has a second address of each family, which A routes into the tunnel (as B's own route would be).
+    // B has a second address of each family, which A routes into the tunnel (as when B serves a route
+    // holding one of its own addresses, its LAN's).
     const second = { 4: '203.0.113.2', 6: 'fd00:67::2' } as const;
     await b.must(['ip', 'addr', 'add', `${second[4]}/32`, 'dev', 'lo']);
     await b.must(['ip', 'addr', 'add', `${second[6]}/128`, 'dev', 'lo']);
