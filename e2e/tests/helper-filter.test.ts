@@ -4,7 +4,9 @@ import type { Host } from '../lab/index.js';
 import {
   Helper,
   helperLab,
+  installLeakCounter,
   keyPair,
+  leakCount,
   ruleset,
   startTcpServer,
   startUdpEcho,
@@ -61,6 +63,15 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
   };
   /** B accepts TCP 443 from A, and nothing else. */
   const only443 = () => [tcp(A, B, 443)];
+  /** `s` with `prefixes` routed to the peer too (a route the peer serves, or an exit node's). */
+  const routing = (s: DesiredState, prefixes: string[]): DesiredState => {
+    const peer = s.peers[0] as DesiredState['peers'][number];
+    return {
+      ...s,
+      peers: [{ ...peer, allowedIPs: [...peer.allowedIPs, ...prefixes] }],
+      routes: [...s.routes, ...prefixes],
+    };
+  };
 
   beforeAll(async () => {
     const segment = await env.lab.addSegment();
@@ -194,31 +205,142 @@ describe('packet filter on the WireGuard interface (real nft, wireguard-go)', ()
     expect(await dropped()).toBeGreaterThan(before);
   });
 
-  it("B's UDP flow stays open when its table is replaced (the flows are carried over)", async () => {
+  it("a UDP reply gets in only to the address B's flow left from, not to another of B's addresses", async () => {
+    // B has a second address of each family, which A routes into the tunnel (as when B serves a route
+    // holding one of its own addresses, its LAN's).
+    const second = { 4: '203.0.113.2', 6: 'fd00:67::2' } as const;
+    await b.must(['ip', 'addr', 'add', `${second[4]}/32`, 'dev', 'lo']);
+    await b.must(['ip', 'addr', 'add', `${second[6]}/128`, 'dev', 'lo']);
+    await helperA.apply(routing(state(0), [`${second[4]}/32`, `${second[6]}/128`]));
     await helperB.apply(state(1, []));
-    expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${v4[0]} 7005`, timeoutS: 1 })).toBeNull();
-    // Another filter: the table is replaced, in one transaction, flow sets and all.
-    await helperB.apply(state(1, only443()));
-    expect(await udpProbe(a, v4[1] as string, 7100, { sourcePort: 7005 })).toBe(`echo 7100 from ${v4[0]}`);
+    for (const [family, to, own, port] of [
+      [4, v4[0], v4[1], 7010],
+      [6, v6[0], v6[1], 7011],
+    ] as const) {
+      // B's flow, from its tunnel address and port 7100 to A's port: the reply to that address gets in…
+      expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${to} ${port}`, timeoutS: 1 })).toBeNull();
+      expect(await udpProbe(a, own as string, 7100, { sourcePort: port })).toBe(`echo 7100 from ${to}`);
+      // …and the same "reply" to B's other address is dropped by the filter.
+      const before = await dropped();
+      expect(await udpProbe(a, second[family], 7100, { sourcePort: port, timeoutS: 1 })).toBeNull();
+      expect(await dropped()).toBeGreaterThan(before);
+    }
+    await helperA.apply(state(0));
   });
 
-  it('"fragmentation needed" from a router on the tunnel path reaches B, whose filter lets A open nothing', async () => {
-    // A routes 198.51.100.0/24 into a 1280-byte link; B sends it a 1400-byte don't-fragment ping.
-    await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
+  it("B's UDP flows stay open when its table is replaced (the flows are carried over, both families)", async () => {
+    await helperB.apply(state(1, []));
+    const flows = [
+      [v4[0], v4[1], 7005],
+      [v6[0], v6[1], 7006],
+    ] as const;
+    for (const [to, , port] of flows)
+      expect(await udpProbe(b, '127.0.0.1', 7100, { message: `send ${to} ${port}`, timeoutS: 1 })).toBeNull();
+    // Another filter: the table is replaced, in one transaction, flow sets and all.
+    await helperB.apply(state(1, only443()));
+    for (const [to, own, port] of flows)
+      expect(await udpProbe(a, own as string, 7100, { sourcePort: port })).toBe(`echo 7100 from ${to}`);
+  });
+
+  it('"fragmentation needed" and "packet too big" from a router on the tunnel path reach B, whose filter lets A open nothing', async () => {
+    // A routes 198.51.100.0/24 and fd00:68::/64 into a 1280-byte link; B sends 1400-byte
+    // don't-fragment pings there (IPv6 never fragments on the way: its path MTU rests on this error).
+    await a.must(['sysctl', '-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
     await a.must(['ip', 'link', 'add', 'narrow', 'mtu', '1280', 'type', 'veth', 'peer', 'name', 'narrow1']);
     await a.must(['ip', 'link', 'set', 'narrow1', 'up']);
     await a.must(['ip', 'link', 'set', 'narrow', 'up']);
     await a.must(['ip', 'route', 'add', '198.51.100.0/24', 'dev', 'narrow']);
-    const s = state(1, []);
-    const peer = s.peers[0] as DesiredState['peers'][number];
-    await helperB.apply({
-      ...s,
-      peers: [{ ...peer, allowedIPs: [...peer.allowedIPs, '198.51.100.0/24'] }],
-      routes: [...s.routes, '198.51.100.0/24'],
-    });
+    await a.must(['ip', '-6', 'route', 'add', 'fd00:68::/64', 'dev', 'narrow']);
+    await helperB.apply(routing(state(1, []), ['198.51.100.0/24', 'fd00:68::/64']));
     const ping = await b.exec(['ping', '-n', '-c', '1', '-W', '2', '-M', 'do', '-s', '1372', '198.51.100.7']);
     expect(ping.stdout).toMatch(/Frag needed and DF set \(mtu = 1280\)/);
     expect(await b.must(['ip', 'route', 'get', '198.51.100.7'])).toMatch(/\bmtu 1280\b/);
+    const ping6 = await b.exec([
+      'ping',
+      '-6',
+      '-n',
+      '-c',
+      '1',
+      '-W',
+      '2',
+      '-M',
+      'do',
+      '-s',
+      '1352',
+      'fd00:68::7',
+    ]);
+    expect(ping6.stdout).toMatch(/Packet too big: mtu=1280/);
+    expect(await b.must(['ip', '-6', 'route', 'get', 'fd00:68::7'])).toMatch(/\bmtu 1280\b/);
+  });
+
+  describe('the tailnet resolver 100.100.100.100 (and fd7a:115c:a1e0::53), with A routing it as an exit node would', () => {
+    const resolver = { 4: '100.100.100.100', 6: 'fd7a:115c:a1e0::53' } as const;
+    /** B lets in any UDP at all: the guard, not the filter, must keep the resolver's address out. */
+    const anyUdp: FilterRuleSpec = {
+      src: ['0.0.0.0/0', '::/0'],
+      dst: ['0.0.0.0/0', '::/0'].map((prefix) => ({ prefix, ports: { first: 0, last: 65535 } })),
+      protos: [17],
+    };
+    const withResolver = (): DesiredState => ({
+      ...routing(state(1, [anyUdp]), [`${resolver[4]}/32`, `${resolver[6]}/128`]),
+      dns: { resolver: { ipv4: v4[1] as string, ipv6: v6[1] as string, port: 40053 }, searchDomains: [] },
+    });
+
+    beforeAll(async () => {
+      // A answers as the resolver's addresses (it could: a peer chooses its packets' sources).
+      await a.must(['ip', 'addr', 'add', `${resolver[4]}/32`, 'dev', 'lo']);
+      await a.must(['ip', 'addr', 'add', `${resolver[6]}/128`, 'dev', 'lo']);
+      await helperB.apply(withResolver());
+    });
+
+    /** From A, ten datagrams from the resolver's address and port 53 to `to:port`, 200 ms apart. */
+    const forge = (family: 4 | 6, to: string, port: number) =>
+      a.exec(
+        [
+          'timeout',
+          '5',
+          'node',
+          '-e',
+          `const s = require('node:dgram').createSocket('udp${family}');
+          s.bind(53, ${JSON.stringify(resolver[family])}, () => {
+            let n = 0;
+            const t = setInterval(() => {
+              s.send('forged', ${port}, ${JSON.stringify(to)});
+              if (++n === 10) { clearInterval(t); s.close(); }
+            }, 200);
+          });`,
+        ],
+        { timeoutMs: 7000 },
+      );
+
+    it("a peer sending as the resolver cannot inject answers to B's queries", async () => {
+      for (const [family, own, port] of [
+        [4, v4[1], 7020],
+        [6, v6[1], 7021],
+      ] as const) {
+        // B asks the resolver from `port` (no resolver runs here, so no real answer comes) while A
+        // sends "answers" to that port from the resolver's address: none gets in.
+        const [answer] = await Promise.all([
+          udpProbe(b, resolver[family], 53, { sourcePort: port, timeoutS: 3 }),
+          forge(family, own as string, port),
+        ]);
+        expect(answer).toBeNull();
+        const chain = await b.must(['nft', 'list', 'chain', 'inet', `weft-${names[1]}`, 'tunnel_in']);
+        const ip = family === 4 ? 'ip' : 'ip6';
+        expect(chain).toMatch(new RegExp(`${ip} saddr ${resolver[family]} counter packets [1-9]\\d* bytes`));
+      }
+    });
+
+    it('nothing but the rewritten queries leaves B for the resolver: no ping, no other port', async () => {
+      await installLeakCounter(a, v4[1] as string, resolver[4]);
+      await installLeakCounter(a, v6[1] as string, resolver[6]);
+      expect(await leakCount(a)).toBe(0);
+      for (const family of [4, 6] as const) {
+        expect(await b.ping(resolver[family], { count: 1, deadlineS: 1 })).toBe(false);
+        expect(await udpProbe(b, resolver[family], 54, { timeoutS: 1 })).toBeNull();
+      }
+      expect(await leakCount(a)).toBe(0);
+    });
   });
 
   it('a ~47 KB filter whose rendering grows as its square is refused, and the rules in force stay', async () => {

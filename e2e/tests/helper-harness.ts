@@ -191,8 +191,9 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
 }
 
 /**
- * A leak detector on a router: counts every packet from `src` to `dst` it sees (before any NAT),
- * so a test can show that traffic did not leave in the clear.
+ * A leak detector on a router: counts every packet from `src` to `dst` (IPv4 or IPv6) it sees
+ * (before any NAT), so a test can show that traffic did not leave in the clear. Called again, it
+ * adds another pair to the same detector.
  */
 export async function installLeakCounter(router: Host, src: string, dst: string): Promise<void> {
   await router.must(['nft', 'add', 'table', 'inet', 'probe']);
@@ -200,6 +201,7 @@ export async function installLeakCounter(router: Host, src: string, dst: string)
     'nft',
     'add chain inet probe pre { type filter hook prerouting priority -300; policy accept; }',
   ]);
+  const ip = dst.includes(':') ? 'ip6' : 'ip';
   await router.must([
     'nft',
     'add',
@@ -207,20 +209,21 @@ export async function installLeakCounter(router: Host, src: string, dst: string)
     'inet',
     'probe',
     'pre',
-    'ip',
+    ip,
     'saddr',
     src,
-    'ip',
+    ip,
     'daddr',
     dst,
     'counter',
   ]);
 }
 
-/** Packets the leak counter on `router` has seen. */
+/** Packets the leak detector on `router` has seen, all its pairs together (NaN when it has none). */
 export async function leakCount(router: Host): Promise<number> {
   const out = await router.must(['nft', 'list', 'chain', 'inet', 'probe', 'pre']);
-  return Number(out.match(/counter packets (\d+)/)?.[1] ?? Number.NaN);
+  const counts = [...out.matchAll(/counter packets (\d+)/g)].map((m) => Number(m[1]));
+  return counts.length === 0 ? Number.NaN : counts.reduce((x, y) => x + y, 0);
 }
 
 /** `nft list ruleset` in the host: what `down` must leave exactly as it found it. */

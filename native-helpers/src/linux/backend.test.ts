@@ -604,23 +604,32 @@ describe('packet filter', () => {
   it('carries the UDP flows over to a replacing table, with the time they had left', async () => {
     await backend.apply(filtered());
     expect(os.log.some((c) => c.startsWith('nft -j list set'))).toBe(false);
-    const elem = (addr: string, dport: number, sport: number, expires: number) => ({
-      elem: { val: { concat: [addr, dport, sport] }, expires },
+    const elem = (addr: string, dport: number, local: string, sport: number, expires: number) => ({
+      elem: { val: { concat: [addr, dport, local, sport] }, expires },
     });
     const listing = (set: string, ...elems: unknown[]) =>
       JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6' } }, { set: { name: set, elem: elems } }] });
     os.flowListings.set(
       'udp4',
-      listing('udp4', elem('100.64.0.2', 53, 40000, 90), elem('100.64.0.3', 7, 9, 0)),
+      listing(
+        'udp4',
+        elem('100.64.0.2', 53, '100.64.0.1', 40000, 90),
+        elem('100.64.0.3', 7, '100.64.0.1', 9, 0),
+      ),
     );
-    os.flowListings.set('udp6', listing('udp6', elem('fd7a:115c:a1e0::2', 443, 50000, 119)));
+    os.flowListings.set(
+      'udp6',
+      listing('udp6', elem('fd7a:115c:a1e0::2', 443, 'fd7a:115c:a1e0::1', 50000, 119)),
+    );
     const wider = filtered();
     (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
     await backend.apply(wider);
     const table = os.tables.get('weft-wg0') ?? '';
-    expect(table).toContain('add element inet weft-wg0 udp4 { 100.64.0.2 . 53 . 40000 expires 90s }\n');
     expect(table).toContain(
-      'add element inet weft-wg0 udp6 { fd7a:115c:a1e0::2 . 443 . 50000 expires 119s }\n',
+      'add element inet weft-wg0 udp4 { 100.64.0.2 . 53 . 100.64.0.1 . 40000 expires 90s }\n',
+    );
+    expect(table).toContain(
+      'add element inet weft-wg0 udp6 { fd7a:115c:a1e0::2 . 443 . fd7a:115c:a1e0::1 . 50000 expires 119s }\n',
     );
     // A flow about to expire is not carried.
     expect(table).not.toContain('100.64.0.3');

@@ -6,10 +6,14 @@ import { z } from 'zod';
 // direction (a stream it only receives) would have its replies dropped until it sent again. So a
 // replacement carries each flow over with the time it had left, in the same transaction.
 
-/** A flow as `nft -j list set` shows it: where this machine sent, from which port, and time left. */
+/**
+ * A flow as `nft -j list set` shows it: where this machine sent (address and port), from which of its
+ * addresses and ports, and the time left.
+ */
 export interface Flow {
   addr: string;
   dport: number;
+  local: string;
   sport: number;
   /** Seconds left; a flow with less than one is not carried. */
   expires: number;
@@ -27,7 +31,7 @@ const listing = z.object({
             .array(
               z.object({
                 elem: z.object({
-                  val: z.object({ concat: z.tuple([z.string(), port, port]) }),
+                  val: z.object({ concat: z.tuple([z.string(), port, z.string(), port]) }),
                   expires: z.number().int().nonnegative().optional(),
                 }),
               }),
@@ -44,11 +48,13 @@ export function parseFlows(json: string, family: Family): Flow[] {
   const flows: Flow[] = [];
   for (const item of listing.parse(JSON.parse(json)).nftables) {
     for (const { elem } of item.set?.elem ?? []) {
-      const [addr, dport, sport] = elem.val.concat;
-      if (parseAddr(addr)?.family !== family)
-        throw new Error(`not an IPv${family} address in a flow set: ${JSON.stringify(addr)}`);
+      const [addr, dport, local, sport] = elem.val.concat;
+      for (const a of [addr, local]) {
+        if (parseAddr(a)?.family !== family)
+          throw new Error(`not an IPv${family} address in a flow set: ${JSON.stringify(a)}`);
+      }
       if (elem.expires !== undefined && elem.expires >= 1)
-        flows.push({ addr, dport, sport, expires: elem.expires });
+        flows.push({ addr, dport, local, sport, expires: elem.expires });
     }
   }
   return flows;
@@ -57,6 +63,6 @@ export function parseFlows(json: string, family: Family): Flow[] {
 /** The `nft -f` line that puts the flows back into the new table's set; empty when there are none. */
 export function renderFlows(family: string, table: string, set: string, flows: readonly Flow[]): string {
   if (flows.length === 0) return '';
-  const elements = flows.map((f) => `${f.addr} . ${f.dport} . ${f.sport} expires ${f.expires}s`);
+  const elements = flows.map((f) => `${f.addr} . ${f.dport} . ${f.local} . ${f.sport} expires ${f.expires}s`);
   return `add element ${family} ${table} ${set} { ${elements.join(', ')} }\n`;
 }

@@ -48,8 +48,8 @@ describe('nftables table', () => {
         '\tchain tunnel_in {',
         '\t\tfrag frag-off != 0 accept',
         '\t\ttcp flags & (syn | ack) != syn accept',
-        '\t\tip saddr . udp sport . udp dport @udp4 accept',
-        '\t\tip6 saddr . udp sport . udp dport @udp6 accept',
+        '\t\tip saddr . udp sport . ip daddr . udp dport @udp4 accept',
+        '\t\tip6 saddr . udp sport . ip6 daddr . udp dport @udp6 accept',
         '\t\ticmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept',
         '\t\ticmpv6 type { echo-reply, destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept',
         '\t\tjump filter',
@@ -63,12 +63,13 @@ describe('nftables table', () => {
         '\t}',
       ].join('\n'),
     );
-    // The UDP flows this machine opens by the tunnel, noted as they leave, in bounded sets.
+    // The UDP flows this machine opens by the tunnel, noted as they leave, in bounded sets, with both
+    // ends: a reply gets in only to the local address and port the flow left from.
     expect(file).toContain(
       [
         '\tchain tunnel_out {',
-        '\t\tmeta l4proto udp update @udp4 { ip daddr . udp dport . udp sport }',
-        '\t\tmeta l4proto udp update @udp6 { ip6 daddr . udp dport . udp sport }',
+        '\t\tmeta l4proto udp update @udp4 { ip daddr . udp dport . ip saddr . udp sport }',
+        '\t\tmeta l4proto udp update @udp6 { ip6 daddr . udp dport . ip6 saddr . udp sport }',
         '\t}',
         '\tchain output {',
         '\t\ttype filter hook output priority raw; policy accept;',
@@ -77,7 +78,7 @@ describe('nftables table', () => {
       ].join('\n'),
     );
     expect(file).toContain(
-      '\tset udp4 {\n\t\ttype ipv4_addr . inet_service . inet_service\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}',
+      '\tset udp4 {\n\t\ttype ipv4_addr . inet_service . ipv4_addr . inet_service\n\t\tsize 65536\n\t\tflags dynamic,timeout\n\t\ttimeout 2m\n\t}',
     );
     // Not a router, and the host forwards nothing: nothing is forwarded from the tunnel.
     expect(file).toContain('\tchain tunnel_fwd {\n\t\tcounter drop\n\t}');

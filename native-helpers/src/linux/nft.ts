@@ -220,9 +220,9 @@ function renderKillswitch(exit: ExitNodeConfig, q: string, b: Builder): void {
 /**
  * Replies to this machine's own traffic, told apart without connection tracking (as Tailscale's
  * filter does): TCP that is not a bare SYN (no connection opens without an accepted SYN), UDP from
- * an address and port this machine sent to by the tunnel (noted in a set as it leaves), and ICMP
- * replies and errors (fragmentation needed among them). A peer still opens nothing the filter does
- * not allow: no bare SYN, no new UDP flow, no echo request.
+ * an address and port this machine sent to by the tunnel, to the address and port it sent from
+ * (noted in a set as it leaves), and ICMP replies and errors (fragmentation needed among them). A
+ * peer still opens nothing the filter does not allow: no bare SYN, no new UDP flow, no echo request.
  *
  * A flow is kept 2 minutes after its last outgoing packet. The sets hold at most 65,536 flows each;
  * when one is full, a new flow's packets still leave but its replies are dropped (unless the filter
@@ -240,8 +240,10 @@ function renderReplies(b: Builder): { inbound: string[]; outbound: string[] } {
   for (const family of FAMILIES) {
     const set = b.flowSet(`udp${family}`, family);
     const ip = IP[family];
-    inbound.push(`${ip} saddr . udp sport . udp dport @${set} accept`);
-    outbound.push(`meta l4proto udp update @${set} { ${ip} daddr . udp dport . udp sport }`);
+    // Both ends, the local address too: a flow from the tunnel address opens nothing to another
+    // address of this machine that a peer reaches through the tunnel.
+    inbound.push(`${ip} saddr . udp sport . ${ip} daddr . udp dport @${set} accept`);
+    outbound.push(`meta l4proto udp update @${set} { ${ip} daddr . udp dport . ${ip} saddr . udp sport }`);
   }
   inbound.push(
     'icmp type { echo-reply, destination-unreachable, time-exceeded, parameter-problem } accept',
@@ -544,15 +546,16 @@ export class Builder {
   }
 
   /**
-   * Declares a set of flows (address . port . port) the packet path fills (`update @NAME`), bounded
-   * in size, each element expiring.
+   * Declares a set of flows (peer address . port . local address . port) the packet path fills
+   * (`update @NAME`), bounded in size, each element expiring.
    */
   flowSet(name: string, family: Family): string {
     this.flowSets.push({ name, family });
+    const end = `${ADDR_TYPE[family]} . inet_service`;
     this.parts.push(
       [
         `\tset ${name} {`,
-        `\t\ttype ${ADDR_TYPE[family]} . inet_service . inet_service`,
+        `\t\ttype ${end} . ${end}`,
         '\t\tsize 65536',
         '\t\tflags dynamic,timeout',
         '\t\ttimeout 2m',
