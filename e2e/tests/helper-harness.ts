@@ -255,7 +255,8 @@ export async function startTcpServer(host: Host, ports: number[]): Promise<Child
     const net = require('node:net');
     let up = 0;
     for (const port of ${JSON.stringify(ports)}) {
-      const answer = (s) => s.end('hello ' + port + ' from ' + String(s.remoteAddress).replace(/^::ffff:/, '') + '\\n');
+      // A client that exits with connections open resets them; unhandled, that kills the server.
+      const answer = (s) => { s.on('error', () => {}); s.end('hello ' + port + ' from ' + String(s.remoteAddress).replace(/^::ffff:/, '') + '\\n'); };
       net.createServer(answer).listen({ port, host: '::' }, () => {
         if (++up === ${ports.length}) console.log('listening');
       });
