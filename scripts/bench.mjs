@@ -13,7 +13,7 @@ const BENCHMARKS = {
   tunnel: {
     file: 'e2e/dist/bench/tunnel.js',
     about:
-      "tunnel lab (root): iperf3 bare veth, plain wireguard-go (1280, 1420, Weft's MTU, with a host firewall), Weft direct allow-all, 1,000 rules, no DNS nat chain, no nft table; rounds alternate order; ratios [--seconds S] [--rounds N]",
+      "tunnel lab (root): iperf3 bare veth, plain wireguard-go (1280, 1420, Weft's MTU, with a host firewall), Weft direct allow-all, 1,000 rules, no nft table; rounds alternate order; ratios per round and their median, the goal's verdict, CPU per lab process per row [--seconds S] [--rounds N]",
   },
   nat: {
     file: 'e2e/dist/bench/nat.js',

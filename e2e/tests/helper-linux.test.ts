@@ -223,6 +223,33 @@ describe('weft-helper on one host', () => {
     expect(await wgDump(host, iface)).toEqual(dumpBefore);
   });
 
+  it('an unchanged state with a filter runs no nft change, yet puts back its table deleted by hand', async () => {
+    const filtered: DesiredState = {
+      ...full(),
+      filter: [
+        {
+          src: ['100.64.0.2/32'],
+          dst: [{ prefix: '100.64.0.1/32', ports: { first: 443, last: 443 } }],
+          protos: [6],
+        },
+      ],
+    };
+    const listTable = ['nft', 'list', 'table', 'inet', `weft-${iface}`];
+    await helper.apply(filtered);
+    const installed = await host.must(listTable);
+    let mark = helper.log.length;
+    await helper.apply(filtered);
+    expect(helper.changesSince(mark)).toEqual([]);
+    await host.must(['nft', 'delete', 'table', 'inet', `weft-${iface}`]);
+    mark = helper.log.length;
+    await helper.apply(filtered);
+    expect(helper.changesSince(mark)).toEqual([expect.stringMatching(/^weft-helper: ran nft -f /)]);
+    expect(await host.must(listTable)).toBe(installed);
+    // Back to no filter, as the next tests expect.
+    await helper.apply(full());
+    expect((await host.exec(listTable)).code).not.toBe(0);
+  });
+
   it('refuses an invalid state with a clear error and changes nothing', async () => {
     const bad = full();
     (bad.peers[0] as { allowedIPs: string[] }).allowedIPs = ['1.2.3.4/33'];

@@ -12,7 +12,7 @@ import { BackendError, type PlatformBackend } from './backend.js';
 import { LineSplitter } from './framing.js';
 import type { Logger } from './log.js';
 import { listenUnix } from './socket.js';
-import { parseRequestLine } from './validate.js';
+import { RequestParser } from './validate.js';
 
 // The helper's socket server: newline-delimited JSON, one response line per request line, in order.
 // Requests from every connection go through one queue because they all change the same OS state.
@@ -34,6 +34,7 @@ export class HelperServer {
   /** Open connections, and whether each is busy with a request (then it closes itself when done). */
   private readonly connections = new Map<net.Socket, { pumping: boolean }>();
   private readonly maxConnections: number;
+  private readonly parser = new RequestParser();
   private closing = false;
 
   constructor(private readonly opts: HelperServerOptions) {
@@ -120,7 +121,7 @@ export class HelperServer {
 
   private async respond(line: Buffer): Promise<HelperResponse> {
     const { log } = this.opts;
-    const parsed = parseRequestLine(line);
+    const parsed = this.parser.parse(line);
     if (!parsed.ok) {
       log.info(`refused request ${parsed.id ?? '(no id)'}: ${parsed.message}`);
       return failure(parsed.id, 'invalid-request', parsed.message);

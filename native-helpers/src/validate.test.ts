@@ -1,6 +1,6 @@
-import type { DesiredState } from '@weft/protocol';
-import { describe, expect, it } from 'vitest';
-import { parseRequestLine } from './validate.js';
+import { type DesiredState, HelperRequest } from '@weft/protocol';
+import { describe, expect, it, vi } from 'vitest';
+import { parseRequestLine, RequestParser } from './validate.js';
 
 // Item 5 of issue 10: outside the exit-node path, nothing may route, address or exempt from the kill
 // switch more than 1/64 of an address space, however it is split.
@@ -103,5 +103,33 @@ describe('the DNS redirect', () => {
     expect(refusal(state(dns('100.64.0.1', 'fd00:64::53'), addresses))).toBe(
       'state.dns.resolver.ipv6: must be one of state.interface.addresses',
     );
+  });
+});
+
+describe('an apply sent again unchanged (the engine does every 30 s)', () => {
+  const line = (id: number, s: DesiredState, extra: object = {}) =>
+    Buffer.from(JSON.stringify({ id, op: 'apply', state: s, ...extra }));
+
+  it('is not checked again, but the request around it is, and a changed state is in full', () => {
+    const parser = new RequestParser();
+    const checks = vi.spyOn(HelperRequest, 'safeParse');
+    const s = state({});
+    expect(parser.parse(line(1, s))).toEqual({ ok: true, request: { id: 1, op: 'apply', state: s } });
+    expect(parser.parse(line(2, s))).toEqual({ ok: true, request: { id: 2, op: 'apply', state: s } });
+    expect(checks).toHaveBeenCalledTimes(1);
+    expect(parser.parse(line(-1, s))).toMatchObject({ ok: false, id: null });
+    expect(parser.parse(line(3, s, { extra: true }))).toMatchObject({ ok: false, id: 3 });
+    const exitRoutes = state({ routes: ['0.0.0.0/1', '128.0.0.0/1'] });
+    expect(parser.parse(line(4, exitRoutes))).toMatchObject({ ok: false, id: 4 });
+    expect(parser.parse(line(5, exitRoutes))).toMatchObject({ ok: false, id: 5 });
+    checks.mockRestore();
+  });
+
+  it('gives each request a state of its own', () => {
+    const parser = new RequestParser();
+    const s = state({});
+    const first = parser.parse(line(1, s));
+    if (first.ok && first.request.op === 'apply') first.request.state.routes.push('198.51.100.0/24');
+    expect(parser.parse(line(2, s))).toEqual({ ok: true, request: { id: 2, op: 'apply', state: s } });
   });
 });

@@ -3,15 +3,22 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type DesiredState, formatAddr, type Prefix, parsePrefix } from '@weft/protocol';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { filterBomb } from '../bench/filter-bomb.js';
 import type { Logger } from '../log.js';
 import { StateFile } from '../state-file.js';
 import { publicKeyOf } from '../validate.js';
 import { LinuxBackend } from './backend.js';
+import { renderTable } from './nft.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
 import type { Sysctl } from './sysctl.js';
 import { UdpBuffers } from './udp-buffers.js';
+
+// Counted, to see when a table is rendered again.
+vi.mock('./nft.js', async (importOriginal) => {
+  const actual = await importOriginal<typeof import('./nft.js')>();
+  return { ...actual, renderTable: vi.fn(actual.renderTable) };
+});
 
 // The Linux backend against a small simulated OS behind the Runner: enough of `ip`, `wg` and
 // wireguard-go to check which commands each request runs. The real commands run in e2e/tests.
@@ -598,6 +605,26 @@ describe('packet filter', () => {
     (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
     await backend.apply(wider);
     expect(os.changes).toEqual([expect.stringMatching(/^nft -f /)]);
+    expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 17 . 443');
+  });
+
+  it('renders an unchanged state once, and still puts back a table someone deleted', async () => {
+    const renders = vi.mocked(renderTable);
+    renders.mockClear();
+    await backend.apply(filtered());
+    const installed = os.tables.get('weft-wg0');
+    await backend.apply(filtered());
+    expect(renders).toHaveBeenCalledTimes(1);
+    os.tables.delete('weft-wg0');
+    os.log.length = 0;
+    await backend.apply(filtered());
+    expect(os.changes).toEqual([expect.stringMatching(/^nft -f /)]);
+    expect(os.tables.get('weft-wg0')).toBe(installed);
+    expect(renders).toHaveBeenCalledTimes(1);
+    const wider = filtered();
+    (wider.filter?.[0] as { protos: number[] }).protos = [6, 17];
+    await backend.apply(wider);
+    expect(renders).toHaveBeenCalledTimes(2);
     expect(os.tables.get('weft-wg0')).toContain('100.64.0.1 . 17 . 443');
   });
 
