@@ -44,6 +44,7 @@ describe('migrations', () => {
       '0005_tailscale_clients',
       '0006_presence',
       '0007_ipv4_offsets',
+      '0008_stream_generation',
     ]);
     await again.destroy();
   });

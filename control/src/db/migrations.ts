@@ -228,6 +228,18 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+
+  '0008_stream_generation': {
+    async up(db: Kysely<unknown>) {
+      // A node reconnecting to the same replica: its old stream's end and its new stream's start are
+      // written through different connections (PostgreSQL's pool), in either order. The row names
+      // the stream that wrote it, so the old one's delete cannot take the new one's row.
+      await db.schema
+        .alterTable('node_streams')
+        .addColumn('stream', 'integer', (c) => c.notNull().defaultTo(0))
+        .execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -139,6 +139,8 @@ export interface NodeStreamsTable {
   /** The replica's id, random at each start. */
   replica: string;
   since: string;
+  /** Which of the replica's streams wrote the row (a per-replica sequence): only its end deletes it. */
+  stream: number;
 }
 
 /** Each running replica's last heartbeat: streams of a replica gone silent are dropped. */

@@ -171,6 +171,32 @@ for (const kind of await testDatabaseKinds()) {
       await store.destroy();
     });
 
+    it("deletes only a stream's own presence row: a node's newer stream keeps its row", async () => {
+      const { store } = await open();
+      await store.insertNode(node('n1', 1, null));
+      await store.insertNode(node('n2', 2, null));
+      await store.nodeConnected('n1', 'A', 1, new Date(now));
+      // The node reconnected to A: its new stream's row is written before its old stream's end is.
+      await store.nodeConnected('n1', 'A', 2, new Date(now));
+      await store.nodeDisconnected('n1', 'A', 1, new Date(now));
+      expect(await store.nodeById('n1')).toMatchObject({ streamedBy: 'A', lastSeen: now });
+      await store.nodeDisconnected('n1', 'A', 2, new Date(now));
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+      // Rows written again after a reap carry each stream's own number; releasing an ended one
+      // leaves the other.
+      const held = [
+        { nodeId: 'n1', stream: 3 },
+        { nodeId: 'n2', stream: 4 },
+      ];
+      expect(await store.claimStreams(held, 'A', new Date(now))).toBe(2);
+      await store.releaseStreams([{ nodeId: 'n1', stream: 4 }], 'A');
+      expect(await store.streamCount('A')).toBe(2);
+      await store.releaseStreams([{ nodeId: 'n1', stream: 3 }], 'A');
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+      expect((await store.nodeById('n2'))?.streamedBy).toBe('A');
+      await store.destroy();
+    });
+
     it('numbers policy versions without gaps when two writers race', async () => {
       const { store, location } = await open();
       const other = new Store((await openDatabase(location)).db);

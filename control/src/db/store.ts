@@ -157,6 +157,12 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
 
 const NODES_PER_QUERY = 500;
 
+/** One stream a replica holds: its node and its number among the replica's streams. */
+export interface HeldStream {
+  nodeId: string;
+  stream: number;
+}
+
 const offsetOrNull = (ipv4: string): number | null => {
   const offset = ipv4Offset(ipv4);
   return offset < 0 ? null : offset;
@@ -477,32 +483,38 @@ export class Store {
   // presence: which replica holds each node's stream
 
   /**
-   * The node's stream is now held by `replica` (taking it over from any other). Its last-seen time
-   * is written when the stream ends: while online, peers are told "online", not a time.
+   * The node's stream `stream` is now held by `replica` (taking it over from any other). Its
+   * last-seen time is written when the stream ends: while online, peers are told "online", not a time.
    */
-  async nodeConnected(nodeId: string, replica: string, at: Date): Promise<void> {
+  async nodeConnected(nodeId: string, replica: string, stream: number, at: Date): Promise<void> {
+    const since = at.toISOString();
     await this.db
       .insertInto('node_streams')
-      .values({ node_id: nodeId, replica, since: at.toISOString() })
-      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since: at.toISOString() }))
+      .values({ node_id: nodeId, replica, since, stream })
+      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since, stream }))
       .execute();
   }
 
-  /** The node's stream on `replica` ended; a stream it already holds elsewhere stays. */
-  async nodeDisconnected(nodeId: string, replica: string, at: Date): Promise<void> {
+  /**
+   * The node's stream `stream` on `replica` ended; a newer one (there or elsewhere) keeps its row.
+   * Without a stream (none was recorded) only the last seen is written.
+   */
+  async nodeDisconnected(
+    nodeId: string,
+    replica: string,
+    stream: number | undefined,
+    at: Date,
+  ): Promise<void> {
     await this.transaction(async (tx) => {
       await tx.updateNode(nodeId, { lastSeen: at.toISOString() });
-      await tx.db
-        .deleteFrom('node_streams')
-        .where('node_id', '=', nodeId)
-        .where('replica', '=', replica)
-        .execute();
+      if (stream !== undefined) await tx.releaseStreams([{ nodeId, stream }], replica);
     });
   }
 
   /**
-   * nodeDisconnected for many nodes in one transaction (a shutdown ending every stream at once: one
-   * transaction per node took seconds at 10,000 and held the restart up).
+   * The last seen of many nodes and `replica`'s rows of their streams, in one transaction (a
+   * shutdown ending every stream at once: one transaction per node took seconds at 10,000 and held
+   * the restart up). No stream starts on the replica meanwhile, so its rows of these nodes all go.
    */
   async nodesDisconnected(nodeIds: readonly string[], replica: string, at: Date): Promise<void> {
     await this.transaction(async (tx) => {
@@ -513,19 +525,25 @@ export class Store {
           .set({ last_seen: at.toISOString() })
           .where('id', 'in', chunk)
           .execute();
-        await tx.releaseStreams(chunk, replica);
+        await tx.db
+          .deleteFrom('node_streams')
+          .where('replica', '=', replica)
+          .where('node_id', 'in', chunk)
+          .execute();
       }
     });
   }
 
-  /** Drops `replica`'s rows of the streams `nodeIds` (rows another replica took over stay). */
-  async releaseStreams(nodeIds: readonly string[], replica: string): Promise<void> {
-    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
-      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+  /** Drops `replica`'s rows of exactly these streams (a node's newer stream keeps its row). */
+  async releaseStreams(streams: readonly HeldStream[], replica: string): Promise<void> {
+    for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
+      const chunk = streams.slice(i, i + NODES_PER_QUERY);
       await this.db
         .deleteFrom('node_streams')
         .where('replica', '=', replica)
-        .where('node_id', 'in', chunk)
+        .where((eb) =>
+          eb.or(chunk.map((s) => eb.and([eb('node_id', '=', s.nodeId), eb('stream', '=', s.stream)]))),
+        )
         .execute();
     }
   }
@@ -541,21 +559,36 @@ export class Store {
   }
 
   /**
-   * Writes `replica`'s rows for the streams `nodeIds` where a node has none (a stream held elsewhere
-   * stays there; a node deleted meanwhile gets none); returns how many were written.
+   * Writes `replica`'s rows for `streams` where a node has none (a stream held elsewhere stays
+   * there; a node deleted meanwhile gets none); returns how many were written.
    */
-  async claimStreams(nodeIds: readonly string[], replica: string, at: Date): Promise<number> {
+  async claimStreams(streams: readonly HeldStream[], replica: string, at: Date): Promise<number> {
     let written = 0;
-    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
-      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+    for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
+      const chunk = streams.slice(i, i + NODES_PER_QUERY);
       const result = await this.db
         .insertInto('node_streams')
-        .columns(['node_id', 'replica', 'since'])
+        .columns(['node_id', 'replica', 'since', 'stream'])
         .expression((eb) =>
           eb
             .selectFrom('nodes')
-            .select((s) => ['nodes.id', s.val(replica).as('replica'), s.val(at.toISOString()).as('since')])
-            .where('nodes.id', 'in', chunk),
+            .select((s) => {
+              // Each node's own stream number, picked by id (an insert from a select has one row per node).
+              const first = chunk[0] as HeldStream; // a chunk is never empty
+              let stream = s.case('nodes.id').when(first.nodeId).then(first.stream);
+              for (const held of chunk.slice(1)) stream = stream.when(held.nodeId).then(held.stream);
+              return [
+                'nodes.id',
+                s.val(replica).as('replica'),
+                s.val(at.toISOString()).as('since'),
+                stream.end().as('stream'),
+              ];
+            })
+            .where(
+              'nodes.id',
+              'in',
+              chunk.map((s) => s.nodeId),
+            ),
         )
         .onConflict((oc) => oc.column('node_id').doNothing())
         .executeTakeFirst();
