@@ -1,5 +1,6 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql, type Transaction } from 'kysely';
 import { ipv4Offset } from '../tailnet/addresses.js';
+import { nameBase } from '../tailnet/names.js';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
@@ -54,6 +55,7 @@ function userColumns(user: UserRecord): UsersTable {
   return {
     id: user.id,
     name: user.name,
+    name_base: nameBase(user.name),
     email: user.email,
     created_at: user.createdAt,
     provider: user.provider,
@@ -249,12 +251,12 @@ export class Store {
     return row && toUser(row);
   }
 
-  /** Names equal to `exact` or starting with `stem-`, as for node names. */
+  /** Names equal to `exact` or `stem` with a `-N` suffix (or without), as for node names. */
   async userNamesLike(exact: string, stem: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('users')
       .select('name')
-      .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
+      .where((eb) => eb.or([eb('name', '=', exact), eb('name_base', '=', stem)]))
       .execute();
     return rows.map((r) => r.name);
   }
@@ -359,12 +361,15 @@ export class Store {
     return row && toNode(row);
   }
 
-  /** Names equal to `exact` or starting with `stem-`: every name a new node's name could clash with. */
+  /**
+   * Names equal to `exact` or `stem` with a `-N` suffix (or without): every name a new node's name
+   * could clash with. Two index lookups.
+   */
   async namesLike(exact: string, stem: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('nodes')
       .select('name')
-      .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
+      .where((eb) => eb.or([eb('name', '=', exact), eb('name_base', '=', stem)]))
       .execute();
     return rows.map((r) => r.name);
   }
@@ -423,6 +428,7 @@ export class Store {
       .values({
         id: node.id,
         name: node.name,
+        name_base: nameBase(node.name),
         hostname: node.hostname,
         user_id: node.userId,
         preauth_key_id: node.preauthKeyId,
@@ -456,7 +462,11 @@ export class Store {
 
   /** Gives the node a new name (an admin's rename); a name another node has is a unique violation. */
   async renameNode(id: string, name: string): Promise<boolean> {
-    const result = await this.db.updateTable('nodes').set({ name }).where('id', '=', id).executeTakeFirst();
+    const result = await this.db
+      .updateTable('nodes')
+      .set({ name, name_base: nameBase(name) })
+      .where('id', '=', id)
+      .executeTakeFirst();
     return result.numUpdatedRows === 1n;
   }
 
