@@ -44,6 +44,8 @@ describe('migrations', () => {
       '0005_tailscale_clients',
       '0006_presence',
       '0007_ipv4_offsets',
+      '0008_stream_generation',
+      '0009_name_bases',
     ]);
     await again.destroy();
   });
@@ -63,6 +65,26 @@ describe('migrations', () => {
     expect(offsets.map((r) => r.ipv4_offset)).toEqual([1, 3, 6]);
     const free = await db.selectFrom('free_ipv4s').select('ipv4_offset').orderBy('ipv4_offset').execute();
     expect(free.map((r) => r.ipv4_offset)).toEqual([2, 4, 5]);
+    await db.destroy();
+  });
+
+  it("give existing nodes and users their names' bases", async () => {
+    const path = join(tempDir(), 'control.db');
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: openSqliteConnection(path) }) });
+    await new Migrator({ db, provider: migrationProvider }).migrateTo('0008_stream_generation');
+    for (const [i, name] of ['web', 'web-1', 'web-a', 'web-2-10'].entries()) {
+      await sql`insert into nodes (id, name, hostname, tags, machine_key, node_key, ipv4, ipv6, endpoints,
+        os, ephemeral, created_at, advertised_routes, approved_routes)
+        values (${`n${i}`}, ${name}, 'h', '[]', ${`m${i}`}, ${`k${i}`}, ${`100.64.0.${i + 1}`}, ${`fd00::${i}`},
+        '[]', 'linux', 0, '2026-01-01T00:00:00Z', '[]', '[]')`.execute(db);
+    }
+    await sql`insert into users (id, name, created_at) values ('u1', 'bob-3', '2026-01-01T00:00:00Z')`.execute(
+      db,
+    );
+    await migrate(db);
+    const nodes = await db.selectFrom('nodes').select(['name', 'name_base']).orderBy('name').execute();
+    expect(nodes.map((r) => r.name_base)).toEqual(['web', 'web', 'web-2', 'web-a']);
+    expect(await db.selectFrom('users').select('name_base').execute()).toEqual([{ name_base: 'bob' }]);
     await db.destroy();
   });
 

@@ -9,6 +9,8 @@ export interface SettingsTable {
 export interface UsersTable {
   id: string;
   name: string;
+  /** nameBase(name), for the lookup of names a new one could clash with. */
+  name_base: string;
   email: string | null;
   created_at: string;
   /** The identity provider: an OIDC issuer URL, or `github`; null for users made by an admin. */
@@ -37,6 +39,8 @@ export interface NodesTable {
   id: string;
   /** Unique name in the tailnet, chosen from the hostname at first registration and then kept. */
   name: string;
+  /** nameBase(name), for the lookup of names a new one could clash with. */
+  name_base: string;
   /** The hostname the machine last reported. */
   hostname: string;
   /** The owner; null for tagged nodes, which belong to their tags. */
@@ -139,6 +143,8 @@ export interface NodeStreamsTable {
   /** The replica's id, random at each start. */
   replica: string;
   since: string;
+  /** Which of the replica's streams wrote the row (a per-replica sequence): only its end deletes it. */
+  stream: number;
 }
 
 /** Each running replica's last heartbeat: streams of a replica gone silent are dropped. */

@@ -1,4 +1,6 @@
+import { CompiledQuery, type QueryId, type RootOperationNode } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
+import { nameStem, uniqueName } from '../tailnet/names.js';
 import type { NewNode } from '../tailnet/records.js';
 import { cleanupAll } from '../testing/harness.js';
 import { testDatabaseKinds } from '../testing/postgres.js';
@@ -168,6 +170,90 @@ for (const kind of await testDatabaseKinds()) {
       expect(await store.takeAuthAttempt('s1')).toBeUndefined();
       const taken = await Promise.all([store.takeAuthAttempt('s3'), store.takeAuthAttempt('s3')]);
       expect(taken.filter((t) => t !== undefined)).toHaveLength(1);
+      await store.destroy();
+    });
+
+    it('finds the names a new one could clash with by index lookups, not by reading every name', async () => {
+      const { location } = await open();
+      const { db } = await openDatabase(location);
+      const queries: { node: RootOperationNode; queryId: QueryId }[] = [];
+      const store = new Store(
+        db.withPlugin({
+          transformQuery: (args) => {
+            queries.push(args);
+            return args.node;
+          },
+          transformResult: async (args) => args.result,
+        }),
+      );
+      const names = ['host', 'host-1', 'host-2', 'hostile', 'host-a', 'host-1-1', 'my-host-3'];
+      for (const [i, name] of names.entries())
+        await store.insertNode({ ...node(`n${i}`, i + 1, null), name });
+      queries.length = 0;
+      await store.namesLike('host', 'host');
+      const lookup = queries[0];
+      if (lookup === undefined) throw new Error('no query seen');
+      const { sql: text, parameters } = db.getExecutor().compileQuery(lookup.node, lookup.queryId);
+      const plan = await db.connection().execute(async (conn) => {
+        if (kind.kind === 'sqlite') {
+          const { rows } = await conn.executeQuery<{ detail: string }>(
+            CompiledQuery.raw(`explain query plan ${text}`, [...parameters]),
+          );
+          return rows.map((r) => r.detail).join('\n');
+        }
+        // Tiny tables: without this PostgreSQL reads the table whatever indexes there are.
+        await conn.executeQuery(CompiledQuery.raw('set enable_seqscan = off'));
+        const { rows } = await conn.executeQuery<{ 'QUERY PLAN': string }>(
+          CompiledQuery.raw(`explain ${text}`, [...parameters]),
+        );
+        await conn.executeQuery(CompiledQuery.raw('reset enable_seqscan'));
+        return rows.map((r) => r['QUERY PLAN']).join('\n');
+      });
+      // Both sides of the OR are index conditions (SQLite's SEARCH, PostgreSQL's Index Cond), and
+      // nothing reads every row (SCAN, Seq Scan) or tests rows one by one (Filter).
+      expect(plan).toMatch(
+        /SEARCH nodes USING INDEX nodes_name_base \(name_base=\?\)|Index Cond: \(name_base = /,
+      );
+      expect(plan).not.toMatch(/\bSCAN nodes\b|Seq Scan|Filter:/);
+
+      const taken = async (hostname: string) => (await store.namesLike(hostname, nameStem(hostname))).sort();
+      expect(await taken('host')).toEqual(['host', 'host-1', 'host-2']);
+      expect(uniqueName('host', await taken('host'))).toBe('host-3');
+      expect(await taken('host-1')).toEqual(['host-1', 'host-1-1']);
+      expect(uniqueName('host-1', await taken('host-1'))).toBe('host-1-2');
+      // A rename moves the name's base with it.
+      await store.renameNode('n4', 'host-9');
+      expect(await taken('host')).toEqual(['host', 'host-1', 'host-2', 'host-9']);
+
+      await store.insertUser(alice);
+      await store.insertUser({ ...alice, id: 'u2', name: 'alice-1', email: null });
+      expect((await store.userNamesLike('alice', 'alice')).sort()).toEqual(['alice', 'alice-1']);
+      await db.destroy();
+    });
+
+    it("deletes only a stream's own presence row: a node's newer stream keeps its row", async () => {
+      const { store } = await open();
+      await store.insertNode(node('n1', 1, null));
+      await store.insertNode(node('n2', 2, null));
+      await store.nodeConnected('n1', 'A', 1, new Date(now));
+      // The node reconnected to A: its new stream's row is written before its old stream's end is.
+      await store.nodeConnected('n1', 'A', 2, new Date(now));
+      await store.nodeDisconnected('n1', 'A', 1, new Date(now));
+      expect(await store.nodeById('n1')).toMatchObject({ streamedBy: 'A', lastSeen: now });
+      await store.nodeDisconnected('n1', 'A', 2, new Date(now));
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+      // Rows written again after a reap carry each stream's own number; releasing an ended one
+      // leaves the other.
+      const held = [
+        { nodeId: 'n1', stream: 3 },
+        { nodeId: 'n2', stream: 4 },
+      ];
+      expect(await store.claimStreams(held, 'A', new Date(now))).toBe(2);
+      await store.releaseStreams([{ nodeId: 'n1', stream: 4 }], 'A');
+      expect(await store.streamCount('A')).toBe(2);
+      await store.releaseStreams([{ nodeId: 'n1', stream: 3 }], 'A');
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+      expect((await store.nodeById('n2'))?.streamedBy).toBe('A');
       await store.destroy();
     });
 

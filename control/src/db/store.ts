@@ -1,5 +1,6 @@
 import { type Kysely, PostgresAdapter, type Selectable, sql, type Transaction } from 'kysely';
 import { ipv4Offset } from '../tailnet/addresses.js';
+import { nameBase } from '../tailnet/names.js';
 import type {
   ApiKeyRecord,
   AuthAttemptRecord,
@@ -54,6 +55,7 @@ function userColumns(user: UserRecord): UsersTable {
   return {
     id: user.id,
     name: user.name,
+    name_base: nameBase(user.name),
     email: user.email,
     created_at: user.createdAt,
     provider: user.provider,
@@ -157,6 +159,12 @@ function nodeColumns(update: NodeUpdate): Partial<NodesTable> {
 
 const NODES_PER_QUERY = 500;
 
+/** One stream a replica holds: its node and its number among the replica's streams. */
+export interface HeldStream {
+  nodeId: string;
+  stream: number;
+}
+
 const offsetOrNull = (ipv4: string): number | null => {
   const offset = ipv4Offset(ipv4);
   return offset < 0 ? null : offset;
@@ -243,12 +251,12 @@ export class Store {
     return row && toUser(row);
   }
 
-  /** Names equal to `exact` or starting with `stem-`, as for node names. */
+  /** Names equal to `exact` or `stem` with a `-N` suffix (or without), as for node names. */
   async userNamesLike(exact: string, stem: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('users')
       .select('name')
-      .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
+      .where((eb) => eb.or([eb('name', '=', exact), eb('name_base', '=', stem)]))
       .execute();
     return rows.map((r) => r.name);
   }
@@ -353,12 +361,15 @@ export class Store {
     return row && toNode(row);
   }
 
-  /** Names equal to `exact` or starting with `stem-`: every name a new node's name could clash with. */
+  /**
+   * Names equal to `exact` or `stem` with a `-N` suffix (or without): every name a new node's name
+   * could clash with. Two index lookups.
+   */
   async namesLike(exact: string, stem: string): Promise<string[]> {
     const rows = await this.db
       .selectFrom('nodes')
       .select('name')
-      .where((eb) => eb.or([eb('name', '=', exact), eb('name', 'like', `${stem}-%`)]))
+      .where((eb) => eb.or([eb('name', '=', exact), eb('name_base', '=', stem)]))
       .execute();
     return rows.map((r) => r.name);
   }
@@ -417,6 +428,7 @@ export class Store {
       .values({
         id: node.id,
         name: node.name,
+        name_base: nameBase(node.name),
         hostname: node.hostname,
         user_id: node.userId,
         preauth_key_id: node.preauthKeyId,
@@ -450,7 +462,11 @@ export class Store {
 
   /** Gives the node a new name (an admin's rename); a name another node has is a unique violation. */
   async renameNode(id: string, name: string): Promise<boolean> {
-    const result = await this.db.updateTable('nodes').set({ name }).where('id', '=', id).executeTakeFirst();
+    const result = await this.db
+      .updateTable('nodes')
+      .set({ name, name_base: nameBase(name) })
+      .where('id', '=', id)
+      .executeTakeFirst();
     return result.numUpdatedRows === 1n;
   }
 
@@ -477,32 +493,38 @@ export class Store {
   // presence: which replica holds each node's stream
 
   /**
-   * The node's stream is now held by `replica` (taking it over from any other). Its last-seen time
-   * is written when the stream ends: while online, peers are told "online", not a time.
+   * The node's stream `stream` is now held by `replica` (taking it over from any other). Its
+   * last-seen time is written when the stream ends: while online, peers are told "online", not a time.
    */
-  async nodeConnected(nodeId: string, replica: string, at: Date): Promise<void> {
+  async nodeConnected(nodeId: string, replica: string, stream: number, at: Date): Promise<void> {
+    const since = at.toISOString();
     await this.db
       .insertInto('node_streams')
-      .values({ node_id: nodeId, replica, since: at.toISOString() })
-      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since: at.toISOString() }))
+      .values({ node_id: nodeId, replica, since, stream })
+      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since, stream }))
       .execute();
   }
 
-  /** The node's stream on `replica` ended; a stream it already holds elsewhere stays. */
-  async nodeDisconnected(nodeId: string, replica: string, at: Date): Promise<void> {
+  /**
+   * The node's stream `stream` on `replica` ended; a newer one (there or elsewhere) keeps its row.
+   * Without a stream (none was recorded) only the last seen is written.
+   */
+  async nodeDisconnected(
+    nodeId: string,
+    replica: string,
+    stream: number | undefined,
+    at: Date,
+  ): Promise<void> {
     await this.transaction(async (tx) => {
       await tx.updateNode(nodeId, { lastSeen: at.toISOString() });
-      await tx.db
-        .deleteFrom('node_streams')
-        .where('node_id', '=', nodeId)
-        .where('replica', '=', replica)
-        .execute();
+      if (stream !== undefined) await tx.releaseStreams([{ nodeId, stream }], replica);
     });
   }
 
   /**
-   * nodeDisconnected for many nodes in one transaction (a shutdown ending every stream at once: one
-   * transaction per node took seconds at 10,000 and held the restart up).
+   * The last seen of many nodes and `replica`'s rows of their streams, in one transaction (a
+   * shutdown ending every stream at once: one transaction per node took seconds at 10,000 and held
+   * the restart up). No stream starts on the replica meanwhile, so its rows of these nodes all go.
    */
   async nodesDisconnected(nodeIds: readonly string[], replica: string, at: Date): Promise<void> {
     await this.transaction(async (tx) => {
@@ -513,19 +535,25 @@ export class Store {
           .set({ last_seen: at.toISOString() })
           .where('id', 'in', chunk)
           .execute();
-        await tx.releaseStreams(chunk, replica);
+        await tx.db
+          .deleteFrom('node_streams')
+          .where('replica', '=', replica)
+          .where('node_id', 'in', chunk)
+          .execute();
       }
     });
   }
 
-  /** Drops `replica`'s rows of the streams `nodeIds` (rows another replica took over stay). */
-  async releaseStreams(nodeIds: readonly string[], replica: string): Promise<void> {
-    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
-      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+  /** Drops `replica`'s rows of exactly these streams (a node's newer stream keeps its row). */
+  async releaseStreams(streams: readonly HeldStream[], replica: string): Promise<void> {
+    for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
+      const chunk = streams.slice(i, i + NODES_PER_QUERY);
       await this.db
         .deleteFrom('node_streams')
         .where('replica', '=', replica)
-        .where('node_id', 'in', chunk)
+        .where((eb) =>
+          eb.or(chunk.map((s) => eb.and([eb('node_id', '=', s.nodeId), eb('stream', '=', s.stream)]))),
+        )
         .execute();
     }
   }
@@ -541,21 +569,36 @@ export class Store {
   }
 
   /**
-   * Writes `replica`'s rows for the streams `nodeIds` where a node has none (a stream held elsewhere
-   * stays there; a node deleted meanwhile gets none); returns how many were written.
+   * Writes `replica`'s rows for `streams` where a node has none (a stream held elsewhere stays
+   * there; a node deleted meanwhile gets none); returns how many were written.
    */
-  async claimStreams(nodeIds: readonly string[], replica: string, at: Date): Promise<number> {
+  async claimStreams(streams: readonly HeldStream[], replica: string, at: Date): Promise<number> {
     let written = 0;
-    for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
-      const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
+    for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
+      const chunk = streams.slice(i, i + NODES_PER_QUERY);
       const result = await this.db
         .insertInto('node_streams')
-        .columns(['node_id', 'replica', 'since'])
+        .columns(['node_id', 'replica', 'since', 'stream'])
         .expression((eb) =>
           eb
             .selectFrom('nodes')
-            .select((s) => ['nodes.id', s.val(replica).as('replica'), s.val(at.toISOString()).as('since')])
-            .where('nodes.id', 'in', chunk),
+            .select((s) => {
+              // Each node's own stream number, picked by id (an insert from a select has one row per node).
+              const first = chunk[0] as HeldStream; // a chunk is never empty
+              let stream = s.case('nodes.id').when(first.nodeId).then(first.stream);
+              for (const held of chunk.slice(1)) stream = stream.when(held.nodeId).then(held.stream);
+              return [
+                'nodes.id',
+                s.val(replica).as('replica'),
+                s.val(at.toISOString()).as('since'),
+                stream.end().as('stream'),
+              ];
+            })
+            .where(
+              'nodes.id',
+              'in',
+              chunk.map((s) => s.nodeId),
+            ),
         )
         .onConflict((oc) => oc.column('node_id').doNothing())
         .executeTakeFirst();

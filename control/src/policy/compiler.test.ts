@@ -221,6 +221,47 @@ describe('users', () => {
   });
 });
 
+describe('a user’s upsert', () => {
+  it('visits that user’s nodes only, as they move between users and go', () => {
+    const policy = parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`);
+    const nodes: TailnetInput['nodes'] = {
+      phone: { user: 'bob', ipv4: '100.64.0.2' },
+      laptop: { user: 'bob', ipv4: '100.64.0.3' },
+    };
+    for (let i = 0; i < 200; i++) nodes[`n${i}`] = { user: 'carol', ipv4: `100.64.1.${i}` };
+    const engine = compilePolicy(
+      policy,
+      parseTailnet({
+        users: [
+          { name: 'bob', email: 'bob@example.com' },
+          { name: 'carol', email: 'carol@example.com' },
+        ],
+        nodes,
+      }),
+    );
+    // What an upsert visits: the nodes it recompiles, and whether it went through every node.
+    const internals = engine as unknown as {
+      nodes: Map<string, unknown>;
+      replace: (name: string) => unknown;
+    };
+    const everyNode = vi.spyOn(internals.nodes, 'values');
+    const visited = vi.spyOn(internals, 'replace');
+    const visits = (user: string) => {
+      everyNode.mockClear();
+      visited.mockClear();
+      engine.upsertUser({ name: user, email: `${user}@example.com` });
+      expect(everyNode).not.toHaveBeenCalled();
+      return visited.mock.calls.map((c) => c[0]).sort();
+    };
+    expect(visits('bob')).toEqual(['laptop', 'phone']);
+    engine.upsertNode('phone', { user: 'carol', ipv4: '100.64.0.2' });
+    expect(visits('bob')).toEqual(['laptop']);
+    engine.removeNode('laptop');
+    expect(visits('bob')).toEqual([]);
+    expect(visits('carol')).toHaveLength(201);
+  });
+});
+
 describe('route election', () => {
   const policy = parsePolicy(`{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }`);
   const tailnet = (primary?: string): TailnetInput => ({

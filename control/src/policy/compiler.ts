@@ -149,6 +149,8 @@ export class CompiledPolicy {
   private readonly rules: CompiledRule[];
   private readonly users = new Map<string, TailnetUser>();
   private readonly nodes = new Map<string, NodeFacts>();
+  /** Node names by owner: a user's upsert visits their nodes, not every node. */
+  private readonly nodesByUser = new Map<string, Set<string>>();
   private nextOrder = 0;
   private readonly classes = new Map<string, NodeClass>();
   private readonly perUser = new Map<number, PerUserState>();
@@ -222,7 +224,9 @@ export class CompiledPolicy {
   upsertUser(user: TailnetUser): PolicyChange {
     this.users.set(user.name, user);
     const change: PolicyChange = { peers: new Map(), filters: new Set(), routes: new Set() };
-    for (const n of [...this.nodes.values()].filter((n) => n.user?.name === user.name)) {
+    // A copy: replacing a node takes it out of the index and puts it back.
+    for (const name of [...(this.nodesByUser.get(user.name) ?? [])]) {
+      const n = this.nodes.get(name) as NodeFacts;
       mergeChange(change, this.replace(n.name, n, this.facts(n.name, n.order, n.input)));
     }
     return change;
@@ -520,6 +524,7 @@ export class CompiledPolicy {
 
   private attach(n: NodeFacts): void {
     this.nodes.set(n.name, n);
+    if (n.user !== undefined) addToIndex(this.nodesByUser, n.user.name, n.name);
     this.joinClass(n);
     for (const r of this.rules) {
       const st = this.perUser.get(r.id);
@@ -569,6 +574,7 @@ export class CompiledPolicy {
     this.forgetWildcardSources(n);
     this.leaveClass(n);
     this.nodes.delete(n.name);
+    if (n.user !== undefined) removeFromIndex(this.nodesByUser, n.user.name, n.name);
   }
 
   /** Nodes whose filter carries `n`'s addresses as sources, or depends on its routes. */

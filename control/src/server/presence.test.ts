@@ -27,7 +27,7 @@ async function storeWithStream(db?: string): Promise<Store> {
   const store = await storeWithNode(db);
   // A previous run of the server (another replica id) held the node's stream when it died.
   await store.replicaHeartbeat('previous-run', new Date());
-  await store.nodeConnected('n1', 'previous-run', new Date());
+  await store.nodeConnected('n1', 'previous-run', 1, new Date());
   return store;
 }
 
@@ -171,6 +171,9 @@ describe('presence of a replica', () => {
       heartbeatMs: 60_000,
       deadAfterMs: 10_000,
     });
+    await presence.connected('n1');
+    // Reaped by another replica (this one's heartbeat taken for dead) before its first beat.
+    await store.dropSilentReplicas(new Date(Date.now() + 60_000));
     // n1's stream ends (its row deleted) while the first beat is writing the missing rows.
     const claim = store.claimStreams.bind(store);
     vi.spyOn(store, 'claimStreams').mockImplementationOnce(async (ids, replica, at) => {
@@ -182,4 +185,43 @@ describe('presence of a replica', () => {
     onCleanup(() => presence.close());
     expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
   });
+});
+
+describe('presence of a node reconnecting to the same replica', () => {
+  it.each([
+    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
+  ])(
+    "keeps the new stream's row when the old stream's end is committed after its start (%s)",
+    async (_kind, location) => {
+      const store = await storeWithNode(await location());
+      const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
+      const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
+        heartbeatMs: 60_000,
+        deadAfterMs: 10_000,
+      });
+      await presence.start();
+      onCleanup(() => presence.close());
+      await presence.connected('n1');
+      // The old stream closed before the new one's queued connect ran; their writes go through
+      // different pool connections, and here the old stream's end commits last.
+      let newStreamWritten = () => {};
+      const written = new Promise<void>((resolve) => {
+        newStreamWritten = resolve;
+      });
+      const disconnect = store.nodeDisconnected.bind(store);
+      vi.spyOn(store, 'nodeDisconnected').mockImplementationOnce(async (...args) => {
+        await written;
+        return disconnect(...args);
+      });
+      const oldEnded = presence.disconnected('n1');
+      await presence.connected('n1');
+      newStreamWritten();
+      await oldEnded;
+      expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
+      // The new stream's own end does remove it.
+      await presence.disconnected('n1');
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+    },
+  );
 });

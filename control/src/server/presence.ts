@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { RunExclusive } from '../db/open.js';
-import type { Store } from '../db/store.js';
+import type { HeldStream, Store } from '../db/store.js';
 import { errorText, type Logger } from '../log.js';
 import type { NetmapSync } from '../netmap/sync.js';
 
@@ -18,6 +18,13 @@ export class Presence {
   /** This process's replica id: new at each start, so a restart never inherits stale rows. */
   readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
+  /**
+   * The number of each node's stream here (the newest started is the highest). Its row carries it:
+   * a node reconnecting here has its old stream's end and new stream's start written through
+   * different connections, and the end, committed last, must not delete the new stream's row.
+   */
+  private readonly streams = new Map<string, number>();
+  private started = 0;
   /** Streams a shutdown ended, and the one write of their last seen, started at once. */
   private ended: { ids: ReadonlySet<string>; written: Promise<void> } | null = null;
 
@@ -51,13 +58,17 @@ export class Presence {
    * peers, and a reload per connect would make a mass reconnect quadratic.
    */
   async connected(nodeId: string): Promise<void> {
-    await this.store.nodeConnected(nodeId, this.replica, new Date());
+    const stream = ++this.started;
+    this.streams.set(nodeId, stream);
+    await this.store.nodeConnected(nodeId, this.replica, stream, new Date());
   }
 
   /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
   async disconnected(nodeId: string): Promise<void> {
     if (this.ended?.ids.has(nodeId)) return; // written by close()
-    await this.store.nodeDisconnected(nodeId, this.replica, new Date());
+    const stream = this.streams.get(nodeId);
+    this.streams.delete(nodeId);
+    await this.store.nodeDisconnected(nodeId, this.replica, stream, new Date());
     await this.sync.refreshNodes([nodeId]);
   }
 
@@ -85,15 +96,17 @@ export class Presence {
 
   /** Writes the rows of held streams that another replica's reaper dropped. */
   private async rewriteReaped(now: Date): Promise<void> {
-    const held = this.held();
+    const held: HeldStream[] = [];
+    for (const nodeId of this.held()) {
+      const stream = this.streams.get(nodeId);
+      if (stream !== undefined) held.push({ nodeId, stream });
+    }
     if (held.length === 0 || (await this.store.streamCount(this.replica)) >= held.length) return;
     const written = await this.store.claimStreams(held, this.replica, now);
-    // A stream that ended while its row was written again may have had its row deleted first: its
-    // end already left the hub, so its id is missing now, and the row goes (else other replicas
-    // would see that node online for as long as this replica runs). One that reconnects here in
-    // between may lose its row too; the next beat writes it again.
-    const stillHeld = new Set(this.held());
-    const ended = held.filter((id) => !stillHeld.has(id));
+    // A stream that ended (or was replaced) while its row was written again may have had its row
+    // deleted first: the row just written is its, and goes (else other replicas would see that node
+    // online for as long as this replica runs). A newer stream's row stays.
+    const ended = held.filter((s) => this.streams.get(s.nodeId) !== s.stream);
     if (ended.length > 0) await this.store.releaseStreams(ended, this.replica);
     if (written > 0) this.log.warn(`${written} streams of this replica had been reaped: written again`);
   }

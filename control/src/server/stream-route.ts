@@ -48,13 +48,18 @@ async function applyReport(ctx: ControlContext, node: NodeRecord, report: NodeRe
 const closeReason = (text: string) => Buffer.from(text).subarray(0, 120).toString('utf8');
 
 export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): void {
-  const authenticated = new WeakMap<FastifyRequest, NodeRecord>();
+  const authenticated = new WeakMap<FastifyRequest, { node: NodeRecord; arrival: number }>();
+  // Upgrades are numbered as they arrive, and each node's newest open one is kept: an older one
+  // whose connect waited longer (for its node to be read) must not replace it.
+  let arrivals = 0;
+  const newest = new Map<string, number>();
 
   app.get(
     STREAM_PATH,
     {
       websocket: true,
       preValidation: async (req) => {
+        const arrival = ++arrivals;
         const machineKey = authenticateMachine({
           header: req.headers[MACHINE_AUTH_HEADER],
           controlPrivateKey: ctx.controlKey.privateKey,
@@ -70,21 +75,33 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
         if (isExpired(node, new Date())) {
           throw new ApiError(401, 'node-key-expired', 'this node’s key has expired: log in again');
         }
-        authenticated.set(req, node);
+        authenticated.set(req, { node, arrival });
       },
     },
     (socket, req) => {
-      const node = authenticated.get(req);
-      if (node === undefined) {
+      const auth = authenticated.get(req);
+      if (auth === undefined) {
         socket.close(1011, 'not authenticated');
         return;
       }
-      openStream(ctx, socket, node);
+      const { node, arrival } = auth;
+      if ((newest.get(node.id) ?? 0) < arrival) newest.set(node.id, arrival);
+      socket.on('close', () => {
+        if (newest.get(node.id) === arrival) newest.delete(node.id);
+      });
+      // Superseded while it waited: a newer upgrade of the node is open (once that one has closed,
+      // this one may serve the node).
+      openStream(ctx, socket, node, () => (newest.get(node.id) ?? arrival) > arrival);
     },
   );
 }
 
-function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): void {
+function openStream(
+  ctx: ControlContext,
+  socket: WebSocket,
+  node: NodeRecord,
+  superseded: () => boolean,
+): void {
   const { hub, sync, background, log, presence } = ctx;
   const sender = new StreamSender(
     {
@@ -180,6 +197,10 @@ function openStream(ctx: ControlContext, socket: WebSocket, node: NodeRecord): v
     // Its node may have given up waiting (a burst): no map, and its peers are told nothing.
     if (socket.readyState !== WebSocket.OPEN) {
       ctx.metrics.streamsAbandoned.inc();
+      return;
+    }
+    if (superseded()) {
+      session.close('replaced by a newer stream');
       return;
     }
     if (!hub.has(node.id)) {

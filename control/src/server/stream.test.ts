@@ -196,6 +196,40 @@ describe('the netmap stream', () => {
     expect(sa.netmap?.peers.find((p) => p.name === 'b')?.online).toBe(true);
   });
 
+  it('an older stream that waited for its node to be read does not replace a newer one', async () => {
+    // Two processes on one database: a node registered through the other is not in this one's hub
+    // (its change feed is slowed), so each of its streams reads the node before connecting.
+    const here = await startTestControl({ pollIntervalMs: 3_600_000 });
+    const other = await startTestControl({ config: { db: here.db } });
+    const m = new TestMachine(other);
+    await m.join('late', await other.key());
+    // The first stream's read is slow; the second's is not.
+    const refresh = NetmapSync.prototype.refreshNodes;
+    let firstRead = () => {};
+    const read = new Promise<void>((resolve) => {
+      firstRead = resolve;
+    });
+    const spy = vi.spyOn(NetmapSync.prototype, 'refreshNodes').mockImplementationOnce(async function (
+      this: NetmapSync,
+      ids,
+    ) {
+      await read;
+      return refresh.call(this, ids);
+    });
+    onCleanup(() => spy.mockRestore());
+    const older = await StreamClient.open(here.control.url, m.sign('GET', STREAM_PATH, ''));
+    const newer = await StreamClient.open(here.control.url, m.sign('GET', STREAM_PATH, ''));
+    await newer.until('newer full map', (c) => c.netmap !== null);
+    firstRead();
+    await Promise.race([
+      older.until('older closed', (c) => c.closed !== null),
+      newer.until('newer closed', (c) => c.closed !== null),
+    ]);
+    expect(older.closed?.reason).toMatch(/replaced/);
+    expect(older.messages).toEqual([]);
+    expect(newer.closed).toBeNull();
+  });
+
   it('deletes an ephemeral node once it has been offline for the grace period', async () => {
     const t = await startTestControl({ ephemeralGraceMs: 500 });
     const a = new TestMachine(t);

@@ -10,6 +10,16 @@ export function nameStem(hostname: string): string {
   return hostname.slice(0, MAX_LABEL - SUFFIX_ROOM).replace(/-+$/, '');
 }
 
+/**
+ * The name without a `-N` suffix (`laptop-2` → `laptop`; `laptop` → itself). Stored beside each
+ * name and indexed: the names a new one could clash with are its hostname and those whose base is
+ * its stem, an equality lookup (a LIKE on the prefix read every name: SQLite's LIKE cannot use the
+ * index, nor can PostgreSQL's outside the "C" collation).
+ */
+export function nameBase(name: string): string {
+  return /^(.+)-\d+$/.exec(name)?.[1] ?? name;
+}
+
 /** The first free name for `hostname`, given every taken name that equals it or starts with its stem. */
 export function uniqueName(hostname: string, taken: Iterable<string>): string {
   const used = new Set(taken);
