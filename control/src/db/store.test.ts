@@ -242,16 +242,16 @@ for (const kind of await testDatabaseKinds()) {
       expect(await store.nodeById('n1')).toMatchObject({ streamedBy: 'A', lastSeen: now });
       await store.nodeDisconnected('n1', 'A', 2, new Date(now));
       expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
-      // Rows written again after a reap carry each stream's own number; releasing an ended one
-      // leaves the other.
+      // Rows written again after a reap carry each stream's own number; releasing an older stream
+      // leaves a node's newer row, releasing its own (or a newer one's) clears it, and no other node's.
       const held = [
         { nodeId: 'n1', stream: 3 },
         { nodeId: 'n2', stream: 4 },
       ];
       expect(await store.claimStreams(held, 'A', new Date(now))).toBe(2);
-      await store.releaseStreams([{ nodeId: 'n1', stream: 4 }], 'A');
+      await store.releaseStreams([{ nodeId: 'n1', stream: 2 }], 'A');
       expect(await store.streamCount('A')).toBe(2);
-      await store.releaseStreams([{ nodeId: 'n1', stream: 3 }], 'A');
+      await store.releaseStreams([{ nodeId: 'n1', stream: 5 }], 'A');
       expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
       expect((await store.nodeById('n2'))?.streamedBy).toBe('A');
       await store.destroy();

@@ -544,7 +544,11 @@ export class Store {
     });
   }
 
-  /** Drops `replica`'s rows of exactly these streams (a node's newer stream keeps its row). */
+  /**
+   * Drops `replica`'s rows of these streams, and of any older stream of the same node there (a
+   * replacing stream whose own row write failed leaves the replaced one's row, which its end must
+   * clear); a node's newer stream keeps its row. A replica numbers its streams upwards.
+   */
   async releaseStreams(streams: readonly HeldStream[], replica: string): Promise<void> {
     for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
       const chunk = streams.slice(i, i + NODES_PER_QUERY);
@@ -552,7 +556,7 @@ export class Store {
         .deleteFrom('node_streams')
         .where('replica', '=', replica)
         .where((eb) =>
-          eb.or(chunk.map((s) => eb.and([eb('node_id', '=', s.nodeId), eb('stream', '=', s.stream)]))),
+          eb.or(chunk.map((s) => eb.and([eb('node_id', '=', s.nodeId), eb('stream', '<=', s.stream)]))),
         )
         .execute();
     }

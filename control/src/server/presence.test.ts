@@ -215,13 +215,49 @@ describe('presence of a node reconnecting to the same replica', () => {
         return disconnect(...args);
       });
       const oldEnded = presence.disconnected('n1');
-      await presence.connected('n1');
+      const newStarted = presence.connected('n1');
       newStreamWritten();
-      await oldEnded;
+      await Promise.all([oldEnded, newStarted]);
       expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
       // The new stream's own end does remove it.
       await presence.disconnected('n1');
       expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
     },
   );
+});
+
+describe('presence writes of one node', () => {
+  const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
+
+  it.each([
+    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
+  ])('a stream that ends before its own row is written leaves no row (%s)', async (_kind, location) => {
+    const store = await storeWithNode(await location());
+    const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
+    let release = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const connect = store.nodeConnected.bind(store);
+    vi.spyOn(store, 'nodeConnected').mockImplementationOnce(async (...args) => {
+      await gate;
+      return connect(...args);
+    });
+    const started = presence.connected('n1');
+    const ended = presence.disconnected('n1');
+    release();
+    await Promise.all([started, ended]);
+    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+  });
+
+  it("a replacing stream whose row write failed: its end clears the replaced stream's row", async () => {
+    const store = await storeWithNode();
+    const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
+    await presence.connected('n1');
+    vi.spyOn(store, 'nodeConnected').mockRejectedValueOnce(new Error('pool timeout'));
+    await expect(presence.connected('n1')).rejects.toThrow('pool timeout');
+    await presence.disconnected('n1');
+    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+  });
 });

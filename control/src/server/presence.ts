@@ -25,6 +25,8 @@ export class Presence {
    */
   private readonly streams = new Map<string, number>();
   private started = 0;
+  /** Each node's latest presence write (see serially). */
+  private readonly writes = new Map<string, Promise<void>>();
   /** Streams a shutdown ended, and the one write of their last seen, started at once. */
   private ended: { ids: ReadonlySet<string>; written: Promise<void> } | null = null;
 
@@ -60,7 +62,7 @@ export class Presence {
   async connected(nodeId: string): Promise<void> {
     const stream = ++this.started;
     this.streams.set(nodeId, stream);
-    await this.store.nodeConnected(nodeId, this.replica, stream, new Date());
+    await this.serially(nodeId, () => this.store.nodeConnected(nodeId, this.replica, stream, new Date()));
   }
 
   /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
@@ -68,8 +70,23 @@ export class Presence {
     if (this.ended?.ids.has(nodeId)) return; // written by close()
     const stream = this.streams.get(nodeId);
     this.streams.delete(nodeId);
-    await this.store.nodeDisconnected(nodeId, this.replica, stream, new Date());
+    await this.serially(nodeId, () => this.store.nodeDisconnected(nodeId, this.replica, stream, new Date()));
     await this.sync.refreshNodes([nodeId]);
+  }
+
+  /**
+   * Runs `write` once the node's earlier presence writes have settled (failed ones too). They go
+   * through different pool connections, so a stream's end could otherwise commit before its own
+   * start's row, which would then show the node online, after it left, for as long as this runs.
+   */
+  private serially(nodeId: string, write: () => Promise<void>): Promise<void> {
+    const next = (this.writes.get(nodeId) ?? Promise.resolve()).then(write, write);
+    this.writes.set(nodeId, next);
+    const forget = () => {
+      if (this.writes.get(nodeId) === next) this.writes.delete(nodeId);
+    };
+    next.then(forget, forget);
+    return next;
   }
 
   /**
