@@ -46,6 +46,7 @@ describe('migrations', () => {
       '0007_ipv4_offsets',
       '0008_stream_generation',
       '0009_name_bases',
+      '0010_name_base_kept_by_postgres',
     ]);
     await again.destroy();
   });

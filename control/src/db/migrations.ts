@@ -1,4 +1,4 @@
-import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
+import { type Kysely, type Migration, type MigrationProvider, Migrator, PostgresAdapter, sql } from 'kysely';
 import { ipv4Offset, unusedIPv4Offsets } from '../tailnet/addresses.js';
 import { nameBase } from '../tailnet/names.js';
 import type { Database } from './schema.js';
@@ -261,6 +261,25 @@ const migrations: Record<string, Migration> = {
           );
         }
         await db.schema.createIndex(`${table}_name_base`).on(table).column('name_base').execute();
+      }
+    },
+  },
+
+  '0010_name_base_kept_by_postgres': {
+    async up(db: Kysely<unknown>) {
+      // In a rolling upgrade, replicas of the version before 0009 still insert and rename nodes and
+      // users without a base: a name such a replica wrote would not be found as a clash, and its
+      // hostname could never register again. PostgreSQL, where replicas run side by side, keeps the
+      // base itself, by nameBase's rule; SQLite has one server at a time, which writes it.
+      if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return;
+      await sql`create function weft_name_base() returns trigger language plpgsql as $$
+        begin
+          new.name_base := coalesce(substring(new.name from '^(.+)-[0-9]+$'), new.name);
+          return new;
+        end $$`.execute(db);
+      for (const table of ['nodes', 'users']) {
+        await sql`create trigger ${sql.raw(`${table}_name_base`)} before insert or update of name
+          on ${sql.table(table)} for each row execute function weft_name_base()`.execute(db);
       }
     },
   },

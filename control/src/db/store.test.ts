@@ -1,6 +1,6 @@
-import { CompiledQuery, type QueryId, type RootOperationNode } from 'kysely';
+import { CompiledQuery, type QueryId, type RootOperationNode, sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { nameStem, uniqueName } from '../tailnet/names.js';
+import { nameBase, nameStem, uniqueName } from '../tailnet/names.js';
 import type { NewNode } from '../tailnet/records.js';
 import { cleanupAll } from '../testing/harness.js';
 import { testDatabaseKinds } from '../testing/postgres.js';
@@ -230,6 +230,31 @@ for (const kind of await testDatabaseKinds()) {
       expect((await store.userNamesLike('alice', 'alice')).sort()).toEqual(['alice', 'alice-1']);
       await db.destroy();
     });
+
+    it.skipIf(kind.kind === 'sqlite')(
+      'keeps the base of names a replica of the version before it writes (a rolling upgrade)',
+      async () => {
+        const location = await kind.create();
+        const { db } = await openDatabase(location);
+        const store = new Store(db);
+        const names = ['web', 'web-1', 'web-1-2', 'web-a', 'webs-12', '-5', 'a--3', 'x-0', 'd-1x'];
+        for (const [i, name] of names.entries()) {
+          await store.insertNode({ ...node(`n${i}`, i + 1, null), name });
+          // As an older replica writes: the name alone, no base (an insert leaves it '').
+          await sql`update nodes set name_base = '' where id = ${`n${i}`}`.execute(db);
+          await sql`update nodes set name = ${name} where id = ${`n${i}`}`.execute(db);
+        }
+        const bases = await db.selectFrom('nodes').select(['name', 'name_base']).execute();
+        for (const row of bases) expect(row.name_base).toBe(nameBase(row.name));
+        // A rename by such a replica moves the base too, so its new name is found as a clash.
+        await sql`update nodes set name = 'desk-1' where id = 'n0'`.execute(db);
+        expect(await store.namesLike('desk', 'desk')).toEqual(['desk-1']);
+        expect(uniqueName('desk', await store.namesLike('desk', 'desk'))).toBe('desk');
+        await sql`insert into users (id, name, created_at) values ('u9', 'carol-4', ${now})`.execute(db);
+        expect(await store.userNamesLike('carol', 'carol')).toEqual(['carol-4']);
+        await db.destroy();
+      },
+    );
 
     it("deletes only a stream's own presence row: a node's newer stream keeps its row", async () => {
       const { store } = await open();
