@@ -210,10 +210,6 @@ class FakeOs implements Runner {
   private nftCommand(a: readonly string[], fail: (e: string) => never): string {
     if (!this.nftInstalled) return fail('spawn nft ENOENT');
     const verb = a.join(' ');
-    if (verb.startsWith('-t list table inet ')) {
-      const table = this.tables.get(a[4] as string);
-      return table ?? fail('Error: No such file or directory\nlist table inet x\n');
-    }
     if (verb.startsWith('-t list sets table inet ')) {
       return this.tables.has(a[5] as string) ? '' : fail('Error: No such file or directory');
     }
