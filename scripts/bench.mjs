@@ -32,6 +32,11 @@ const BENCHMARKS = {
     file: 'native-helpers/dist/bench/helper-filter.js',
     about: 'helper: a ~48 KB filter refused by the element bound vs the unbounded rendering (time, memory)',
   },
+  'helper-reapply': {
+    file: 'native-helpers/dist/bench/helper-reapply.js',
+    about:
+      "helper (root): CPU of one unchanged apply of a filtered state, its commands' included, with the flow set full [FLOWS] [APPLIES]",
+  },
   'relay-vs-derper': {
     file: 'relay/dist/bench/vs-derper.js',
     about:

@@ -245,6 +245,12 @@ describe('weft-helper on one host', () => {
     await helper.apply(filtered);
     expect(helper.changesSince(mark)).toEqual([expect.stringMatching(/^weft-helper: ran nft -f /)]);
     expect(await host.must(listTable)).toBe(installed);
+    // A table without the set carrying the hash (an older helper's, or edited by hand) is replaced.
+    await host.must(['nft', 'delete', 'set', 'inet', `weft-${iface}`, 'hash']);
+    mark = helper.log.length;
+    await helper.apply(filtered);
+    expect(helper.changesSince(mark)).toEqual([expect.stringMatching(/^weft-helper: ran nft -f /)]);
+    expect(await host.must(listTable)).toBe(installed);
     // Back to no filter, as the next tests expect.
     await helper.apply(full());
     expect((await host.exec(listTable)).code).not.toBe(0);

@@ -210,14 +210,16 @@ class FakeOs implements Runner {
   private nftCommand(a: readonly string[], fail: (e: string) => never): string {
     if (!this.nftInstalled) return fail('spawn nft ENOENT');
     const verb = a.join(' ');
-    if (verb.startsWith('-t list table inet ')) {
-      const table = this.tables.get(a[4] as string);
-      return table ?? fail('Error: No such file or directory\nlist table inet x\n');
+    if (verb.startsWith('-t list sets table inet ')) {
+      return this.tables.has(a[5] as string) ? '' : fail('Error: No such file or directory');
     }
     if (verb.startsWith('-j list set inet ')) {
       const [table, set] = [a[4] as string, a[5] as string];
-      if (!this.tables.get(table)?.includes(`\tset ${set} {`)) fail('Error: No such file or directory');
-      return this.flowListings.get(set) ?? JSON.stringify({ nftables: [{ set: { name: set } }] });
+      const block = this.tables.get(table)?.match(new RegExp(`\\tset ${set} \\{\\n([^}]*)\\t\\}`));
+      if (!block) return fail('Error: No such file or directory');
+      const comment = block[1]?.match(/comment "(.*)"/)?.[1];
+      const listed = { family: 'inet', table, name: set, ...(comment === undefined ? {} : { comment }) };
+      return this.flowListings.get(set) ?? JSON.stringify({ nftables: [{ set: listed }] });
     }
     if (verb.startsWith('delete table inet ')) {
       if (!this.tables.delete(a[3] as string)) fail('Error: No such file or directory');
@@ -630,7 +632,8 @@ describe('packet filter', () => {
 
   it('carries the UDP flows over to a replacing table, with the time they had left', async () => {
     await backend.apply(filtered());
-    expect(os.log.some((c) => c.startsWith('nft -j list set'))).toBe(false);
+    // A fresh table has no flows to carry.
+    expect(os.log.some((c) => c.startsWith('nft -j list set inet weft-wg0 udp'))).toBe(false);
     const elem = (addr: string, dport: number, local: string, sport: number, expires: number) => ({
       elem: { val: { concat: [addr, dport, local, sport] }, expires },
     });
@@ -660,6 +663,52 @@ describe('packet filter', () => {
     );
     // A flow about to expire is not carried.
     expect(table).not.toContain('100.64.0.3');
+  });
+
+  const flowListing = (set: string, count: number) =>
+    JSON.stringify({
+      nftables: [
+        {
+          set: {
+            name: set,
+            elem: Array.from({ length: count }, (_, i) => ({
+              elem: { val: { concat: ['100.64.0.2', 1024 + i, '100.64.0.1', 40000] }, expires: 90 },
+            })),
+          },
+        },
+      ],
+    });
+
+  it('reads an unchanged table back without listing it whole or its flows', async () => {
+    await backend.apply(filtered());
+    os.flowListings.set('udp4', flowListing('udp4', 1000));
+    os.log.length = 0;
+    await backend.apply(filtered());
+    expect(os.changes).toEqual([]);
+    // nft fetches every flow for either listing; the hash set alone holds none.
+    const nft = os.log.filter((c) => c.startsWith('nft '));
+    expect(nft).toEqual(['nft -j list set inet weft-wg0 hash']);
+  });
+
+  it("replaces an older helper's table, without the hash set, carrying its flows over", async () => {
+    // As helpers before the hash set rendered it: the hash in the table's comment.
+    const table = renderTable(filtered()) as NonNullable<ReturnType<typeof renderTable>>;
+    const older = table.file
+      .split('\n')
+      .slice(2)
+      .join('\n')
+      .replace(/\tset hash \{\n[^}]*\t\}/, `\tcomment "weft sha256:${table.hash}"`);
+    os.tables.set('weft-wg0', older);
+    os.flowListings.set('udp4', flowListing('udp4', 1));
+    await backend.apply(filtered());
+    expect(os.tables.get('weft-wg0')).toContain('\tset hash {');
+    expect(os.tables.get('weft-wg0')).toContain(
+      'add element inet weft-wg0 udp4 { 100.64.0.2 . 1024 . 100.64.0.1 . 40000 expires 90s }',
+    );
+    os.tables.set('weft-wg0', older);
+    os.log.length = 0;
+    await backend.apply(desired());
+    expect(os.changes).toEqual(['nft delete table inet weft-wg0']);
   });
 
   it('still replaces the table when a flow listing cannot be read, and says so', async () => {

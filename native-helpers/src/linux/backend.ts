@@ -17,7 +17,7 @@ import {
 import { parseFlows, renderFlows } from './flows.js';
 import { HeldSysctls, sysctlsFor } from './held-sysctls.js';
 import { type LinkSnapshot, parseLink, parseRoutes } from './ip.js';
-import { parseTableHash, type RenderedTable, renderTable, TABLE_FAMILY, tableName } from './nft.js';
+import { HASH_SET, parseTableHash, type RenderedTable, renderTable, TABLE_FAMILY, tableName } from './nft.js';
 import { type Command, planAddresses, planLink, planRoutes } from './plan.js';
 import { describeExit, exitWithin, stopProcess } from './process.js';
 import { type ChildExit, type ChildHandle, CommandError, formatCommand, type Runner } from './runner.js';
@@ -377,14 +377,30 @@ export class LinuxBackend implements PlatformBackend {
     this.firewalls.delete(name);
   }
 
-  /** The installed table's hash; null when it has none; undefined when there is no table (or no nft). */
+  /**
+   * The installed table's hash; null when it has none; undefined when there is no table (or no nft).
+   * Both reads list no set element: the flow sets can hold 65,536 each, and nft fetches them all for
+   * any listing of the whole table, even terse (docs/performance.md).
+   */
   private async readTableHash(name: string): Promise<string | null | undefined> {
+    const table = tableName(name);
+    const absent = (e: unknown) =>
+      e instanceof CommandError && /No such file or directory|ENOENT/.test(e.stderr);
     try {
       return parseTableHash(
-        await this.runner.run(['nft', '-t', 'list', 'table', TABLE_FAMILY, tableName(name)]),
+        await this.runner.run(['nft', '-j', 'list', 'set', TABLE_FAMILY, table, HASH_SET]),
+        table,
       );
     } catch (e) {
-      if (e instanceof CommandError && /No such file or directory|ENOENT/.test(e.stderr)) return undefined;
+      if (!absent(e)) throw e;
+    }
+    // No hash set: no table, or one without it (an older helper's, edited by hand), which is replaced.
+    // This listing fails only when the table is absent; what it prints (all tables' sets) is not read.
+    try {
+      await this.runner.run(['nft', '-t', 'list', 'sets', 'table', TABLE_FAMILY, table]);
+      return null;
+    } catch (e) {
+      if (absent(e)) return undefined;
       throw e;
     }
   }

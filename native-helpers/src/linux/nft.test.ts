@@ -27,18 +27,47 @@ describe('nftables table', () => {
     expect(renderTable(base())).toBeNull();
   });
 
-  it('replaces the table in one transaction and carries its hash in the comment', () => {
+  it("replaces the table in one transaction and carries its hash in an empty set's comment", () => {
     const table = renderTable({ ...base(), filter: [] });
     expect(table?.name).toBe('weft-wg0');
     const lines = table?.file.split('\n') ?? [];
-    expect(lines.slice(0, 4)).toEqual([
+    expect(lines.slice(0, 7)).toEqual([
       'add table inet weft-wg0',
       'delete table inet weft-wg0',
       'table inet weft-wg0 {',
-      `\tcomment "weft sha256:${table?.hash}"`,
+      '\tset hash {',
+      '\t\ttype inet_proto',
+      `\t\tcomment "weft sha256:${table?.hash}"`,
+      '\t}',
     ]);
-    expect(parseTableHash(lines.slice(2).join('\n'))).toBe(table?.hash);
-    expect(parseTableHash('table inet weft-wg0 {\n}')).toBeNull();
+    expect(table?.file).not.toMatch(/^\tcomment/m);
+  });
+
+  it("reads the hash from that table's hash set only, strictly", () => {
+    const hash = '0123456789abcdef0123456789abcdef';
+    const set = (over: Record<string, unknown>) => ({
+      set: { family: 'inet', table: 'weft-wg0', name: 'hash', type: 'inet_proto', handle: 3, ...over },
+    });
+    const listing = (...sets: unknown[]) =>
+      JSON.stringify({ nftables: [{ metainfo: { version: '1.0.6' } }, ...sets] });
+    // As nft 1.0.6 prints `nft -j list set inet weft-wg0 hash`.
+    expect(parseTableHash(listing(set({ comment: `weft sha256:${hash}` })), 'weft-wg0')).toBe(hash);
+    // Another table's, another family's or another set's comment is not this table's hash.
+    for (const other of [{ table: 'weft-wg1' }, { family: 'ip' }, { name: 'udp4' }])
+      expect(
+        parseTableHash(listing(set({ comment: `weft sha256:${hash}`, ...other })), 'weft-wg0'),
+      ).toBeNull();
+    expect(
+      parseTableHash(
+        listing(set({ comment: `weft sha256:${hash}` }), set({ comment: `weft sha256:${'f'.repeat(32)}` })),
+        'weft-wg0',
+      ),
+    ).toBeNull();
+    for (const comment of [undefined, `weft sha256:${hash}0`, `x weft sha256:${hash}`, 'weft sha256:'])
+      expect(parseTableHash(listing(set({ comment })), 'weft-wg0')).toBeNull();
+    expect(parseTableHash(listing(), 'weft-wg0')).toBeNull();
+    expect(() => parseTableHash('{"nftables": 1}', 'weft-wg0')).toThrow();
+    expect(() => parseTableHash('table inet weft-wg0 {', 'weft-wg0')).toThrow();
   });
 
   it('lets in from the tunnel replies and what the filter accepts, and drops the rest', () => {

@@ -13,6 +13,7 @@ import {
   TAILNET_DNS_IPV4,
   TAILNET_DNS_IPV6,
 } from '@weft/protocol';
+import { z } from 'zod';
 import { BackendError } from '../backend.js';
 import { WEFT_FWMARK } from './exit-routing.js';
 import {
@@ -27,8 +28,10 @@ import {
 // The nftables ruleset of one WireGuard interface: one table, `inet weft-NAME`, holding everything the
 // helper enforces for that interface. It is rendered as a whole from the desired state and replaced in
 // one transaction (`add table` + `delete table` + the new table in one file), so there is never a
-// moment with no rules or half the rules. The table's comment carries a hash of what was rendered, so
-// an unchanged state is recognised without reading the rules back, and nothing runs.
+// moment with no rules or half the rules. A hash of what was rendered rides in the comment of an empty
+// set, `hash`, so an unchanged state is recognised by listing that set alone, and nothing runs. Not in
+// the table's comment: nft (1.0.6) fetches every element of every set of a table it lists, even in
+// terse mode, and the flow sets hold up to 65,536 each (docs/performance.md).
 
 /** Protocols whose destination ports the filter matches (TCP, UDP, SCTP). */
 const PORT_PROTOS = new Set<number>([IP_PROTO.tcp, IP_PROTO.udp, IP_PROTO.sctp]);
@@ -49,6 +52,8 @@ export const MAX_TABLE_ELEMENTS = 65_536;
 
 export const TABLE_FAMILY = 'inet';
 export const HASH_PREFIX = 'weft sha256:';
+/** The empty set whose comment carries the table's hash. */
+export const HASH_SET = 'hash';
 
 export function tableName(iface: string): string {
   return `weft-${iface}`;
@@ -56,7 +61,7 @@ export function tableName(iface: string): string {
 
 export interface RenderedTable {
   name: string;
-  /** Identifies the rendered content; kept in the table's comment. */
+  /** Identifies the rendered content; kept in the comment of the set `HASH_SET`. */
   hash: string;
   /** The `nft -f` file: creates or replaces the table in one transaction. */
   file: string;
@@ -174,7 +179,8 @@ export function renderTable(
     `add table ${TABLE_FAMILY} ${name}`,
     `delete table ${TABLE_FAMILY} ${name}`,
     `table ${TABLE_FAMILY} ${name} {`,
-    `\tcomment "${HASH_PREFIX}${hash}"`,
+    // The smallest type; no rule looks it up.
+    `\tset ${HASH_SET} {\n\t\ttype inet_proto\n\t\tcomment "${HASH_PREFIX}${hash}"\n\t}`,
     body,
     '}',
     '',
@@ -302,10 +308,32 @@ function dnsGuard(dns: DnsConfig): string[] {
   ];
 }
 
-/** Reads the hash back from `nft -t list table inet NAME`; null when the table carries none. */
-export function parseTableHash(listing: string): string | null {
-  const m = listing.match(new RegExp(`comment "${HASH_PREFIX}([0-9a-f]{32})"`));
-  return m === null ? null : (m[1] as string);
+const hashListing = z.object({
+  // Other entries (the metainfo) have no `set`.
+  nftables: z.array(
+    z.object({
+      set: z
+        .object({ family: z.string(), table: z.string(), name: z.string(), comment: z.string().optional() })
+        .optional(),
+    }),
+  ),
+});
+
+const HASH_COMMENT = new RegExp(`^${HASH_PREFIX}([0-9a-f]{32})$`);
+
+/**
+ * Reads the hash back from `nft -j list set inet TABLE hash`: the comment of that table's set of
+ * that name, and of no other. Null when it carries none (another helper's, or edited by hand);
+ * throws on a listing of another shape.
+ */
+export function parseTableHash(json: string, table: string): string | null {
+  const sets = hashListing
+    .parse(JSON.parse(json))
+    .nftables.flatMap((item) => (item.set === undefined ? [] : [item.set]))
+    .filter((s) => s.family === TABLE_FAMILY && s.table === table && s.name === HASH_SET);
+  if (sets.length !== 1) return null;
+  const m = sets[0]?.comment?.match(HASH_COMMENT);
+  return m == null ? null : (m[1] as string);
 }
 
 /**
