@@ -5,6 +5,7 @@ import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { TEST_RANGES, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
+import { wireOf } from './message-text.js';
 import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
 
 // The hub applies one node's rows at a time (a join, a delete, a report) instead of reloading the
@@ -41,6 +42,8 @@ class Session implements StreamSession {
   constructor(readonly nodeId: string) {}
   send(m: StreamServerMessage) {
     if (this.backlog && m.type === 'delta') throw new Error(`a delta to backlogged ${this.nodeId}`);
+    // The bytes the hub put together for it are JSON.stringify's (key order too).
+    if (m.type === 'delta') expect(wireOf(m).toString()).toBe(JSON.stringify(m));
     for (const view of m.type === 'delta' ? (m.peersUpserted ?? []) : []) {
       const held = this.netmap?.peers.find((p) => p.id === view.id);
       if (JSON.stringify(held) === JSON.stringify(view)) this.resent++;

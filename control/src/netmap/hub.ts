@@ -106,6 +106,13 @@ const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify(
 const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"self":');
 const PEERS_HEAD = Buffer.from(',"peers":[');
 const COMMA = Buffer.from(',');
+/** The pieces of a delta's bytes, in the order send() sets its keys (JSON.stringify's order). */
+const DELTA_HEAD = Buffer.from('{"type":"delta"');
+const DELTA_SELF = Buffer.from(',"self":');
+const DELTA_FILTER = Buffer.from(',"packetFilter":');
+const DELTA_UPSERTED = Buffer.from(',"peersUpserted":[');
+const DELTA_END = Buffer.from('}');
+const PEERS_END = Buffer.from(']');
 
 /**
  * `text` as UTF-8 in a buffer of its own: Buffer.from puts small strings in a shared 8 KiB slab,
@@ -449,8 +456,7 @@ export class NetmapHub {
       const cached = this.peerView(visibility, peer);
       if (peersBytes) {
         if (peers.length > 0) peersBytes.push(COMMA);
-        cached.bytes ??= ownBytes(cached.json);
-        peersBytes.push(cached.bytes);
+        peersBytes.push(viewBytes(cached));
       }
       peers.push(cached.view);
       sent?.append(this.slotOf(peer.id), cached);
@@ -722,7 +728,9 @@ export class NetmapHub {
     if (out.packetFilter) delta.packetFilter = out.packetFilter;
     if (out.upserted.size > 0) delta.peersUpserted = [...out.upserted.values()].map((c) => c.view);
     if (out.removed.size > 0) delta.peersRemoved = [...out.removed];
-    sub.session.send(shareDelta(shared, delta, out, sub));
+    const message = shareDelta(shared, delta, out, sub);
+    if (message === delta && !sub.session.ownEncoding) withWire(delta, deltaBytes(delta, out, sub));
+    sub.session.send(message);
     this.fanOut.delivered(out.askedAt);
   }
 
@@ -810,6 +818,37 @@ function mergeInto(into: Outgoing, later: Outgoing): void {
   if (later.packetFilter) into.packetFilter = later.packetFilter;
   if (later.self) into.self = later.self;
   if (later.askedAt !== undefined) into.askedAt = Math.min(into.askedAt ?? later.askedAt, later.askedAt);
+}
+
+/**
+ * `delta`'s JSON as UTF-8, put together from the views' kept JSON (see sendFull): with presence
+ * merged into each node's delta, a restart's deltas are mostly unique (each member's own devices
+ * differ) and each would otherwise be serialised peer by peer.
+ */
+function deltaBytes(delta: Delta, out: Outgoing, sub: Subscriber): Buffer {
+  const parts: Buffer[] = [DELTA_HEAD];
+  if (out.self) parts.push(DELTA_SELF, viewBytes(out.self));
+  // Set with the filter it names (propagate).
+  if (out.packetFilter) parts.push(DELTA_FILTER, Buffer.from(sub.filterJson));
+  if (out.upserted.size > 0) {
+    parts.push(DELTA_UPSERTED);
+    let first = true;
+    for (const cached of out.upserted.values()) {
+      if (!first) parts.push(COMMA);
+      first = false;
+      parts.push(viewBytes(cached));
+    }
+    parts.push(PEERS_END);
+  }
+  if (delta.peersRemoved) parts.push(Buffer.from(`,"peersRemoved":${JSON.stringify(delta.peersRemoved)}`));
+  parts.push(DELTA_END);
+  return Buffer.concat(parts);
+}
+
+/** A view's JSON as UTF-8, kept with it (a shared view is sent to many). */
+function viewBytes(cached: CachedView): Buffer {
+  cached.bytes ??= ownBytes(cached.json);
+  return cached.bytes;
 }
 
 /**
