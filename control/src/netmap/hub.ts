@@ -156,6 +156,12 @@ export class NetmapHub {
   /** Subscribers holding presence changes, in the order they first held them (see holdPresence). */
   private presenceOutbox: Subscriber[] = [];
   private presenceScheduled = false;
+  /**
+   * The empty batch propagate() fills for a subscriber with none pending, kept until it is queued:
+   * most watchers of a change get nothing (their peers' presence is held), and a shared server
+   * coming online visited every online member with a new Map and Set each.
+   */
+  private scratch: Outgoing = { upserted: new Map(), removed: new Set() };
   /** Streams closeAll ended, until their close arrives (see disconnect). */
   private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
@@ -607,7 +613,7 @@ export class NetmapHub {
       // every connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
       if (sub.behind || (sub.pending === null && sub.held === null && !this.reachable(sub))) continue;
       const decided = sub.visibility;
-      const out: Outgoing = sub.pending ?? { upserted: new Map(), removed: new Set() };
+      const out: Outgoing = sub.pending ?? this.scratch;
       out.askedAt ??= this.fanOut.since ?? undefined;
 
       const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
@@ -653,7 +659,11 @@ export class NetmapHub {
         sub.selfJson = selfView.json;
         out.self = selfView;
       }
-      if (isEmpty(out)) continue;
+      if (isEmpty(out)) {
+        if (out === this.scratch) out.askedAt = undefined;
+        continue;
+      }
+      if (out === this.scratch) this.scratch = { upserted: new Map(), removed: new Set() };
       if (this.schedule === undefined) this.send(sub, out, shared);
       else this.queue(sub, out);
     }
