@@ -192,7 +192,7 @@ export class NetmapHub {
     private readonly schedule?: (flush: () => void) => void,
     /**
      * Given (with `schedule`): peers' presence-only changes are held per node until `holdPresence`
-     * calls the release it is passed (control: PRESENCE_HOLD_MS later), then go out at the next
+     * calls the release it is passed (control: `presenceHoldMs` later), then go out at the next
      * flush; a node sent anything else before then gets them with it. Absent: they go as any change.
      */
     private readonly holdPresence?: (release: () => void) => void,
