@@ -529,10 +529,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
       );
     }
   } finally {
-    if (load) {
-      load.stopping = true;
-      for (const node of load.nodes) node.ws?.terminate();
-    }
+    // Control is stopped before the nodes' sockets are: it then ends every stream at once (one
+    // last-seen write), where 10,000 closes one by one outlasted the 10 s below, and a control run
+    // with --cpu-prof, SIGKILLed, wrote no profile (the restarted control's, at 10,000 nodes).
+    if (load) load.stopping = true;
     // SIGTERM first: a control run with --cpu-prof writes its profile only on a clean exit.
     await Promise.all(
       replicas.map(async (r) => {
@@ -542,6 +542,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
           r.child.kill('SIGKILL');
       }),
     );
+    if (load) for (const node of load.nodes) node.ws?.terminate();
     await store.destroy();
     await drop();
   }

@@ -5,6 +5,7 @@ import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { TEST_RANGES, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
+import { wireOf } from './message-text.js';
 import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
 
 // The hub applies one node's rows at a time (a join, a delete, a report) instead of reloading the
@@ -41,6 +42,8 @@ class Session implements StreamSession {
   constructor(readonly nodeId: string) {}
   send(m: StreamServerMessage) {
     if (this.backlog && m.type === 'delta') throw new Error(`a delta to backlogged ${this.nodeId}`);
+    // The bytes the hub put together for it are JSON.stringify's (key order too).
+    if (m.type === 'delta') expect(wireOf(m).toString()).toBe(JSON.stringify(m));
     for (const view of m.type === 'delta' ? (m.peersUpserted ?? []) : []) {
       const held = this.netmap?.peers.find((p) => p.id === view.id);
       if (JSON.stringify(held) === JSON.stringify(view)) this.resent++;
@@ -66,7 +69,9 @@ type Op =
   /** The node's transport backs up, or (when it had) drains and is resynced. */
   | { kind: 'backlog'; i: number }
   /** A batched hub sends what it holds (the next event-loop turn in control). */
-  | { kind: 'flush' };
+  | { kind: 'flush' }
+  /** A hub holding presence releases it for the next flush (PRESENCE_HOLD_MS in control). */
+  | { kind: 'presence' };
 
 const index = fc.integer({ min: 1, max: 6 });
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -90,16 +95,24 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('disconnect' as const), i: index }),
   fc.record({ kind: fc.constant('backlog' as const), i: index }),
   fc.record({ kind: fc.constant('flush' as const) }),
+  fc.record({ kind: fc.constant('presence' as const) }),
 );
 
 function makeHub(
   policy: string | null,
   replica: string | null,
   schedule?: (flush: () => void) => void,
+  holdPresence?: (release: () => void) => void,
 ): NetmapHub {
   const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
   if (policy !== null) visibility.setPolicy(parsePolicy(policy));
-  const hub = new NetmapHub(visibility, TEST_RANGES, () => new Date('2026-06-01T00:00:00Z'), schedule);
+  const hub = new NetmapHub(
+    visibility,
+    TEST_RANGES,
+    () => new Date('2026-06-01T00:00:00Z'),
+    schedule,
+    holdPresence,
+  );
   hub.replica = replica;
   return hub;
 }
@@ -111,13 +124,23 @@ function normal(map: NetMap | null | undefined) {
 }
 
 /** Runs `ops` against the database model and the incremental hub, then compares with a full load. */
-function check(policy: string | null, batched: boolean, ops: readonly Op[]): void {
+function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
+  const batched = mode !== 'at once';
   const db = new Map<string, NodeRecord>();
   const flushes: (() => void)[] = [];
   const flush = () => {
     for (let f = flushes.shift(); f !== undefined; f = flushes.shift()) f();
   };
-  const hub = makeHub(policy, REPLICA, batched ? (f) => flushes.push(f) : undefined);
+  const releases: (() => void)[] = [];
+  const release = () => {
+    for (let r = releases.shift(); r !== undefined; r = releases.shift()) r();
+  };
+  const hub = makeHub(
+    policy,
+    REPLICA,
+    batched ? (f) => flushes.push(f) : undefined,
+    mode === 'presence held' ? (r) => releases.push(r) : undefined,
+  );
   // The full reload after each change; online is what the rows say.
   const reference = makeHub(policy, null);
   const sessions = new Map<string, Session>();
@@ -141,6 +164,10 @@ function check(policy: string | null, batched: boolean, ops: readonly Op[]): voi
     clock++;
     if (o.kind === 'flush') {
       flush();
+      continue;
+    }
+    if (o.kind === 'presence') {
+      release();
       continue;
     }
     if (o.kind === 'backlog') {
@@ -202,6 +229,7 @@ function check(policy: string | null, batched: boolean, ops: readonly Op[]): voi
   }
 
   for (const session of sessions.values()) drain(session);
+  release();
   flush();
   for (const [id, session] of sessions) {
     expect(normal(session.netmap), `${id} after ${JSON.stringify(ops)}`).toEqual(
@@ -213,13 +241,16 @@ function check(policy: string | null, batched: boolean, ops: readonly Op[]): voi
   for (const id of db.keys()) expect(hub.view(id)).toEqual(reference.view(id));
 }
 
+/** Deltas sent at once, batched until a flush, or batched with peers' presence-only changes held. */
+type Mode = 'at once' | 'batched' | 'presence held';
+
 describe('NetmapHub.apply', () => {
   for (const policy of [null, PERSON_POLICY]) {
-    for (const batched of [false, true]) {
-      const name = `${policy === null ? 'allow-all' : 'per-person'}${batched ? ', deltas batched' : ''}`;
+    for (const mode of ['at once', 'batched', 'presence held'] as const) {
+      const name = `${policy === null ? 'allow-all' : 'per-person'}${mode === 'at once' ? '' : `, ${mode}`}`;
       it(`leaves every node the map a full load gives (${name})`, () => {
         fc.assert(
-          fc.property(fc.array(op, { maxLength: 60, size: 'max' }), (ops) => check(policy, batched, ops)),
+          fc.property(fc.array(op, { maxLength: 60, size: 'max' }), (ops) => check(policy, mode, ops)),
           { numRuns: 300 },
         );
       });

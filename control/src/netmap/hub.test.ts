@@ -128,6 +128,61 @@ describe('NetmapHub', () => {
     expect(watcher.deltas()[0]?.peersUpserted).toHaveLength(10);
   });
 
+  it("holds peers' presence-only changes until released, merged, and sends them with a change that goes first", () => {
+    const flushes: (() => void)[] = [];
+    const releases: (() => void)[] = [];
+    const hub = new NetmapHub(
+      allowAll,
+      ['100.64.0.0/10'],
+      undefined,
+      (flush) => void flushes.push(flush),
+      (release) => void releases.push(release),
+    );
+    const run = (queue: (() => void)[]) => {
+      for (const f of queue.splice(0)) f();
+    };
+    const nodes = Array.from({ length: 5 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const [watcher] = connectAll(hub, [nodes[0] as NodeRecord]);
+    if (!watcher) throw new Error('no session');
+    // Two peers come online: held, one release scheduled for both.
+    connectAll(hub, nodes.slice(1, 3));
+    run(flushes);
+    expect(watcher.deltas()).toHaveLength(0);
+    expect(releases).toHaveLength(1);
+    // An endpoint change goes at once, and carries them.
+    const moved = { ...(nodes[3] as NodeRecord), endpoints: ['203.0.113.4:41641'] };
+    hub.update([...nodes.slice(0, 3), moved, nodes[4] as NodeRecord]);
+    run(flushes);
+    expect(watcher.deltas()).toHaveLength(1);
+    expect(
+      watcher
+        .deltas()[0]
+        ?.peersUpserted?.map((p) => [p.id, p.online])
+        .sort(),
+    ).toEqual([
+      ['n2', true],
+      ['n3', true],
+      ['n4', false],
+    ]);
+    // Nothing was left to release.
+    run(releases);
+    run(flushes);
+    expect(watcher.deltas()).toHaveLength(1);
+    // A peer online then offline before the release: one message, its latest.
+    const [late] = connectAll(hub, [nodes[4] as NodeRecord]);
+    if (!late) throw new Error('no session');
+    hub.disconnect(late);
+    run(flushes);
+    expect(watcher.deltas()).toHaveLength(1);
+    run(releases);
+    run(flushes);
+    expect(watcher.deltas()).toHaveLength(2);
+    expect(watcher.deltas()[1]?.peersUpserted).toEqual([
+      expect.objectContaining({ id: 'n5', online: false }),
+    ]);
+  });
+
   it('puts the relay map in every full map, and none when no relays are configured', () => {
     const hub = new NetmapHub(allowAll, []);
     hub.update([node(1), node(2)]);

@@ -53,6 +53,11 @@ interface Subscriber {
   behind: boolean;
   /** What it is to be sent at the next flush (batched hubs only). */
   pending: Outgoing | null;
+  /**
+   * Peers' presence-only changes held for the next presence release (see `holdPresence`); disjoint
+   * from `pending`, which carries them when it goes first.
+   */
+  held: Outgoing | null;
 }
 
 /** What one node is to be sent; changes until the next flush merge into one, the latest winning. */
@@ -76,6 +81,9 @@ interface CachedView {
 
 type Delta = Extract<StreamServerMessage, { type: 'delta' }>;
 
+/** How a node's view moved at a refresh: not at all, in its online state or last seen only, or more. */
+type ViewChange = false | 'presence' | 'view';
+
 /** What a policy may look at: when it changes, visibility has to be decided again. */
 function identityOf(node: NodeRecord): string {
   return JSON.stringify([
@@ -98,6 +106,13 @@ const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify(
 const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"self":');
 const PEERS_HEAD = Buffer.from(',"peers":[');
 const COMMA = Buffer.from(',');
+/** The pieces of a delta's bytes, in the order send() sets its keys (JSON.stringify's order). */
+const DELTA_HEAD = Buffer.from('{"type":"delta"');
+const DELTA_SELF = Buffer.from(',"self":');
+const DELTA_FILTER = Buffer.from(',"packetFilter":');
+const DELTA_UPSERTED = Buffer.from(',"peersUpserted":[');
+const DELTA_END = Buffer.from('}');
+const PEERS_END = Buffer.from(']');
 
 /**
  * `text` as UTF-8 in a buffer of its own: Buffer.from puts small strings in a shared 8 KiB slab,
@@ -138,6 +153,15 @@ export class NetmapHub {
   private flushScheduled = false;
   /** Changes merged into the pending batch since the last flush (see MAX_BATCHED_CHANGES). */
   private batchedChanges = 0;
+  /** Subscribers holding presence changes, in the order they first held them (see holdPresence). */
+  private presenceOutbox: Subscriber[] = [];
+  private presenceScheduled = false;
+  /**
+   * The empty batch propagate() fills for a subscriber with none pending, kept until it is queued:
+   * most watchers of a change get nothing (their peers' presence is held), and a shared server
+   * coming online visited every online member with a new Map and Set each.
+   */
+  private scratch: Outgoing = { upserted: new Map(), removed: new Set() };
   /** Streams closeAll ended, until their close arrives (see disconnect). */
   private readonly ending = new Set<StreamSession>();
   /** Nodes in the database whose key has expired: out of every map until they log in again. */
@@ -166,6 +190,12 @@ export class NetmapHub {
      * change is sent at once.
      */
     private readonly schedule?: (flush: () => void) => void,
+    /**
+     * Given (with `schedule`): peers' presence-only changes are held per node until `holdPresence`
+     * calls the release it is passed (control: `presenceHoldMs` later), then go out at the next
+     * flush; a node sent anything else before then gets them with it. Absent: they go as any change.
+     */
+    private readonly holdPresence?: (release: () => void) => void,
   ) {}
 
   has(nodeId: string): boolean {
@@ -286,13 +316,26 @@ export class NetmapHub {
       }
     }
     const primariesMoved = this.electPrimaries();
-    const changed = next.filter((n) => this.refreshView(n.id)).map((n) => n.id);
+    const changed: string[] = [];
+    const presence = new Set<string>();
+    for (const n of next) {
+      const change = this.refreshView(n.id);
+      if (change) changed.push(n.id);
+      if (change === 'presence') presence.add(n.id);
+    }
     // Another router became primary of a subnet: every router's views may differ.
-    if (primariesMoved) for (const id of this.routers) if (!changed.includes(id)) changed.push(id);
+    if (primariesMoved) {
+      for (const id of this.routers) {
+        presence.delete(id);
+        if (!changed.includes(id)) changed.push(id);
+      }
+    }
     this.propagate(
       changed,
       removed.map((n) => n.id),
       [...reidentified, ...removed],
+      undefined,
+      presence,
     );
     // Every stream that can take a delta has forgotten them; one that could not is sent a whole map
     // (a new record) before anything else. A node that comes back gets a new slot.
@@ -338,12 +381,14 @@ export class NetmapHub {
       filterJson: '',
       behind: false,
       pending: null,
+      held: null,
     };
     this.subscribers.set(session.nodeId, sub);
     replaced?.session.close('replaced by a newer stream');
-    this.refreshView(session.nodeId);
+    const change = this.refreshView(session.nodeId);
     this.sendFull(sub, self);
-    if (!replaced) this.propagate([session.nodeId], [], []);
+    if (!replaced)
+      this.propagate([session.nodeId], [], [], undefined, this.presenceOnly(session.nodeId, change));
   }
 
   /**
@@ -361,7 +406,9 @@ export class NetmapHub {
   }
 
   private sendFull(sub: Subscriber, self: NodeRecord): void {
-    sub.pending = null; // the whole map has it
+    // The whole map has them.
+    sub.pending = null;
+    sub.held = null;
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     if (sub.session.ownEncoding) {
       const netmap = this.fullMap(self, sub.visibility, sub.sent);
@@ -415,8 +462,7 @@ export class NetmapHub {
       const cached = this.peerView(visibility, peer);
       if (peersBytes) {
         if (peers.length > 0) peersBytes.push(COMMA);
-        cached.bytes ??= ownBytes(cached.json);
-        peersBytes.push(cached.bytes);
+        peersBytes.push(viewBytes(cached));
       }
       peers.push(cached.view);
       sent?.append(this.slotOf(peer.id), cached);
@@ -453,7 +499,9 @@ export class NetmapHub {
     if (this.ending.delete(session)) return true;
     if (this.subscribers.get(session.nodeId)?.session !== session) return false;
     this.subscribers.delete(session.nodeId);
-    if (this.refreshView(session.nodeId)) this.propagate([session.nodeId], [], []);
+    const change = this.refreshView(session.nodeId);
+    if (change)
+      this.propagate([session.nodeId], [], [], undefined, this.presenceOnly(session.nodeId, change));
     return true;
   }
 
@@ -502,8 +550,8 @@ export class NetmapHub {
     return ended;
   }
 
-  /** Recomputes a node's view; true when it differs from before. */
-  private refreshView(nodeId: string): boolean {
+  /** Recomputes a node's view; whether, and how, it differs from before. */
+  private refreshView(nodeId: string): ViewChange {
     const node = this.nodes.get(nodeId);
     if (node === undefined) return false;
     const view = toNodeView(node, this.isOnline(nodeId), this.approvedOf(node));
@@ -512,7 +560,15 @@ export class NetmapHub {
     if (before?.json === json) return false;
     if (before !== undefined && this.routers.has(nodeId)) this.previousViews.set(nodeId, before);
     this.views.set(nodeId, { view, json, seq: ++this.viewSeq });
-    return true;
+    if (before === undefined || this.holdPresence === undefined) return 'view';
+    // The same keys in the same order: equal JSON with the old presence is an equal rest.
+    const { online, lastSeen } = before.view;
+    return JSON.stringify({ ...view, online, lastSeen }) === before.json ? 'presence' : 'view';
+  }
+
+  /** `nodeId` alone when its change was presence-only (it may be held), else none. */
+  private presenceOnly(nodeId: string, change: ViewChange): ReadonlySet<string> | undefined {
+    return change === 'presence' ? new Set([nodeId]) : undefined;
   }
 
   /** The nodes a visibility may see: its own list when it has one, else every node. */
@@ -533,6 +589,8 @@ export class NetmapHub {
     reidentified: readonly NodeRecord[],
     /** A new policy: every node's visibility is decided again, and these nodes' peers too. */
     policy?: { peersMoved: ReadonlySet<string> | 'all' },
+    /** Those of `changed` whose views moved in presence only: held for their watchers (holdPresence). */
+    presence?: ReadonlySet<string>,
   ) {
     if (policy === undefined && changed.length === 0 && removed.length === 0 && reidentified.length === 0) {
       return;
@@ -545,13 +603,17 @@ export class NetmapHub {
     const shared = new Map<string, Delta>();
     // Only nodes' views changed (online, endpoints): just their watchers can need a message.
     const onlyViews = policy === undefined && removed.length === 0 && reidentified.length === 0;
+    // Presence is held only where nothing else moved with it (visibility cannot have).
+    const hold = onlyViews && this.schedule !== undefined && presence !== undefined && presence.size > 0;
+    // Held presence is no batch to bound: it waits for its release.
+    const allHeld = hold && changed.every((peerId) => presence.has(peerId));
     for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
-      // One with a delta pending was asked when it got it, and flush() asks again: a node that every
-      // connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
-      if (sub.behind || (sub.pending === null && !this.reachable(sub))) continue;
+      // One with a delta pending or held was asked when it got it, and flush() asks again: a node that
+      // every connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
+      if (sub.behind || (sub.pending === null && sub.held === null && !this.reachable(sub))) continue;
       const decided = sub.visibility;
-      const out: Outgoing = sub.pending ?? { upserted: new Map(), removed: new Set() };
+      const out: Outgoing = sub.pending ?? this.scratch;
       out.askedAt ??= this.fanOut.since ?? undefined;
 
       const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
@@ -577,7 +639,13 @@ export class NetmapHub {
         }
       } else {
         // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
-        for (const peerId of changed) if (peerId !== id) this.sync(sub, peerId, out);
+        for (const peerId of changed) {
+          if (peerId === id) continue;
+          // Held unless a message to it is pending anyway with this peer in it.
+          if (hold && presence.has(peerId) && !out.upserted.has(peerId)) {
+            this.sync(sub, peerId, this.heldFor(sub));
+          } else this.sync(sub, peerId, out);
+        }
         for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, out);
         for (const peerId of removed) this.forget(sub, peerId, out);
         // Decided again: which routes it is sent may have moved with it.
@@ -591,19 +659,56 @@ export class NetmapHub {
         sub.selfJson = selfView.json;
         out.self = selfView;
       }
-      if (out.upserted.size === 0 && out.removed.size === 0 && !out.packetFilter && !out.self) continue;
-      if (this.schedule === undefined) {
-        this.send(sub, out, shared);
-      } else if (sub.pending === null) {
-        sub.pending = out;
-        this.outbox.push(sub);
-        if (!this.flushScheduled) {
-          this.flushScheduled = true;
-          this.schedule(() => this.flush());
-        }
+      if (isEmpty(out)) {
+        if (out === this.scratch) out.askedAt = undefined;
+        continue;
       }
+      if (out === this.scratch) this.scratch = { upserted: new Map(), removed: new Set() };
+      if (this.schedule === undefined) this.send(sub, out, shared);
+      else this.queue(sub, out);
     }
-    if (this.outbox.length > 0 && ++this.batchedChanges >= MAX_BATCHED_CHANGES) this.flush();
+    if (!allHeld && this.outbox.length > 0 && ++this.batchedChanges >= MAX_BATCHED_CHANGES) this.flush();
+  }
+
+  /** Makes `out` what `sub` is sent at the next flush (batched hubs): merged into what it has pending. */
+  private queue(sub: Subscriber, out: Outgoing): void {
+    if (sub.pending !== null) {
+      if (sub.pending !== out) mergeInto(sub.pending, out);
+      return;
+    }
+    sub.pending = out;
+    this.outbox.push(sub);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      (this.schedule as (flush: () => void) => void)(() => this.flush());
+    }
+  }
+
+  /** What `sub` holds of its peers' presence, made (and its release scheduled) on first use. */
+  private heldFor(sub: Subscriber): Outgoing {
+    if (sub.held !== null) return sub.held;
+    sub.held = { upserted: new Map(), removed: new Set() };
+    this.presenceOutbox.push(sub);
+    if (!this.presenceScheduled) {
+      this.presenceScheduled = true;
+      (this.holdPresence as (release: () => void) => void)(() => this.releasePresence());
+    }
+    return sub.held;
+  }
+
+  /** Queues every held presence change for the next flush. */
+  private releasePresence(): void {
+    this.presenceScheduled = false;
+    const subs = this.presenceOutbox;
+    this.presenceOutbox = [];
+    for (const sub of subs) {
+      const held = sub.held;
+      sub.held = null;
+      // Replaced, gone, or sent it already (a whole map, or a flush that carried it).
+      if (held === null || isEmpty(held) || this.subscribers.get(sub.session.nodeId) !== sub) continue;
+      if (sub.pending === null && !this.reachable(sub)) continue; // resync sends a whole map
+      this.queue(sub, held);
+    }
   }
 
   /** Sends every pending delta (batched hubs). */
@@ -618,6 +723,11 @@ export class NetmapHub {
       sub.pending = null;
       // Replaced, gone, or fallen behind since (a whole map will carry it).
       if (out === null || this.subscribers.get(sub.session.nodeId) !== sub || !this.reachable(sub)) continue;
+      // A message goes anyway: it carries the presence held for it.
+      if (sub.held !== null) {
+        mergeInto(out, sub.held);
+        sub.held = null;
+      }
       this.send(sub, out, shared);
     }
   }
@@ -628,7 +738,9 @@ export class NetmapHub {
     if (out.packetFilter) delta.packetFilter = out.packetFilter;
     if (out.upserted.size > 0) delta.peersUpserted = [...out.upserted.values()].map((c) => c.view);
     if (out.removed.size > 0) delta.peersRemoved = [...out.removed];
-    sub.session.send(shareDelta(shared, delta, out, sub));
+    const message = shareDelta(shared, delta, out, sub);
+    if (message === delta && !sub.session.ownEncoding) withWire(delta, deltaBytes(delta, out, sub));
+    sub.session.send(message);
     this.fanOut.delivered(out.askedAt);
   }
 
@@ -678,6 +790,13 @@ export class NetmapHub {
     if (!sub.sent.record(this.slotOf(peerId), cached, previous)) return;
     out.removed.delete(peerId);
     out.upserted.set(peerId, cached);
+    if (out !== sub.held) this.unhold(sub, peerId);
+  }
+
+  /** What is held of `peerId` for `sub` is older than what it is now to be sent: it must not follow. */
+  private unhold(sub: Subscriber, peerId: string): void {
+    sub.held?.upserted.delete(peerId);
+    sub.held?.removed.delete(peerId);
   }
 
   private forget(sub: Subscriber, peerId: string, out: Outgoing): void {
@@ -685,7 +804,61 @@ export class NetmapHub {
     if (slot === undefined || !sub.sent.delete(slot)) return;
     out.upserted.delete(peerId);
     out.removed.add(peerId);
+    if (out !== sub.held) this.unhold(sub, peerId);
   }
+}
+
+const isEmpty = (out: Outgoing) =>
+  out.upserted.size === 0 && out.removed.size === 0 && !out.packetFilter && !out.self;
+
+/**
+ * Adds `later`'s changes to `into`: a peer in both takes `later`'s (upserted or removed). The hub's
+ * held presence is disjoint from what is pending (sync drops a held view a newer one replaces), so
+ * order only matters for what each carries alone.
+ */
+function mergeInto(into: Outgoing, later: Outgoing): void {
+  for (const [peerId, view] of later.upserted) {
+    into.removed.delete(peerId);
+    into.upserted.set(peerId, view);
+  }
+  for (const peerId of later.removed) {
+    into.upserted.delete(peerId);
+    into.removed.add(peerId);
+  }
+  if (later.packetFilter) into.packetFilter = later.packetFilter;
+  if (later.self) into.self = later.self;
+  if (later.askedAt !== undefined) into.askedAt = Math.min(into.askedAt ?? later.askedAt, later.askedAt);
+}
+
+/**
+ * `delta`'s JSON as UTF-8, put together from the views' kept JSON (see sendFull): with presence
+ * merged into each node's delta, a restart's deltas are mostly unique (each member's own devices
+ * differ) and each would otherwise be serialised peer by peer.
+ */
+function deltaBytes(delta: Delta, out: Outgoing, sub: Subscriber): Buffer {
+  const parts: Buffer[] = [DELTA_HEAD];
+  if (out.self) parts.push(DELTA_SELF, viewBytes(out.self));
+  // Set with the filter it names (propagate).
+  if (out.packetFilter) parts.push(DELTA_FILTER, Buffer.from(sub.filterJson));
+  if (out.upserted.size > 0) {
+    parts.push(DELTA_UPSERTED);
+    let first = true;
+    for (const cached of out.upserted.values()) {
+      if (!first) parts.push(COMMA);
+      first = false;
+      parts.push(viewBytes(cached));
+    }
+    parts.push(PEERS_END);
+  }
+  if (delta.peersRemoved) parts.push(Buffer.from(`,"peersRemoved":${JSON.stringify(delta.peersRemoved)}`));
+  parts.push(DELTA_END);
+  return Buffer.concat(parts);
+}
+
+/** A view's JSON as UTF-8, kept with it (a shared view is sent to many). */
+function viewBytes(cached: CachedView): Buffer {
+  cached.bytes ??= ownBytes(cached.json);
+  return cached.bytes;
 }
 
 /**

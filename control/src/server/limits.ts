@@ -35,6 +35,14 @@ export interface ServerLimits {
   streamStuckMs: number;
   /** Queued stream connects' hub work is done for at most this long per event-loop turn (ConnectQueue). */
   streamConnectTurnMs: number;
+  /**
+   * Peers' presence-only changes (online, last seen) wait up to this long, merged per node, unless
+   * something else is sent to it first. Presence is advisory (status, call-me-maybe to online peers,
+   * an exit node's health line); joins, endpoints, deletes and policy go at once. At 10,000
+   * per-person nodes a restart's herd otherwise sent every online member a message at nearly every
+   * flush (a shared server had come online): most of control's socket writes.
+   */
+  presenceHoldMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -53,4 +61,5 @@ export const DEFAULT_LIMITS: ServerLimits = {
   streamBufferBytes: 1024 * 1024,
   streamStuckMs: 30_000,
   streamConnectTurnMs: 20,
+  presenceHoldMs: 3_000,
 };

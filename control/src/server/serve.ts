@@ -110,7 +110,11 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const visibility = new PolicyVisibility(wildcardSourcesOf(tailnetRanges));
     // Deltas go out merged per node: on the next turn, or after a long flush a pause later (a burst);
     // a node's batch also goes once it has merged 256 changes (a mass reconnect keeps the loop busy).
-    const hub = new NetmapHub(visibility, tailnetRanges, undefined, pacedFlush());
+    // Peers' presence-only changes wait up to presenceHoldMs, merged (unreferenced: a stopping
+    // control has no streams left to tell).
+    const hub = new NetmapHub(visibility, tailnetRanges, undefined, pacedFlush(), (release) => {
+      setTimeout(release, limits.presenceHoldMs).unref();
+    });
     metrics.watch(hub);
     if (config.relays && config.relays.length > 0) hub.relayMap = { regions: config.relays };
     const relayMembers = new RelayMembers();

@@ -81,6 +81,8 @@ export async function startTestControl(options: TestControlOptions = {}): Promis
     log: silentLogger,
     pollIntervalMs: 50,
     ...options,
+    // Held presence still goes through its release, without making each test wait seconds for it.
+    limits: { presenceHoldMs: 50, ...options.limits },
     config: {
       ...loadConfig({ flags: {}, env: {}, cwd: tmpdir() }),
       listen: { host: '127.0.0.1', port: 0 },
