@@ -40,6 +40,43 @@ describe('SentRecord', () => {
     expect(sent.record(5, shared(1))).toBe(false);
   });
 
+  it('keeps 8 bytes a pair when it holds most slots (allow-all), 12 when it holds few', () => {
+    const all = new SentRecord();
+    for (let slot = 10_000; slot > 0; slot--) all.append(slot, shared(slot));
+    all.fit();
+    expect(all.bytes).toBeLessThanOrEqual(8 * 10_001);
+    const few = new SentRecord();
+    for (let slot = 0; slot < 10_000; slot += 50) few.append(slot, shared(slot));
+    few.fit();
+    expect(few.bytes).toBe(12 * 200);
+  });
+
+  it('answers the same held densely: joins past its end, leaves, and back to sorted once mostly empty', () => {
+    const sent = new SentRecord();
+    for (let slot = 0; slot < 100; slot++) if (slot !== 42) sent.append(slot, shared(slot + 1));
+    sent.fit();
+    expect(sent.bytes).toBeLessThanOrEqual(8 * 100);
+    expect(sent.record(42, shared(1))).toBe(true);
+    expect(sent.record(42, shared(1))).toBe(false);
+    expect(sent.record(7, shared(8))).toBe(false);
+    expect(sent.record(7, own('{"v":8}'))).toBe(true);
+    expect(sent.record(7, own('{"v":8}'))).toBe(false);
+    // A node that joins gets the next slot, past the record's end.
+    expect(sent.record(130, shared(5))).toBe(true);
+    expect(sent.record(130, shared(5))).toBe(false);
+    expect(sent.delete(130)).toBe(true);
+    expect(sent.delete(130)).toBe(false);
+    expect(sent.record(130, shared(6))).toBe(true);
+    const held = [...Array.from({ length: 100 }, (_, i) => i), 130];
+    expect([...sent.recorded()]).toEqual(held);
+    for (const slot of held) if (slot % 10 !== 0) expect(sent.delete(slot)).toBe(true);
+    expect([...sent.recorded()]).toEqual(held.filter((s) => s % 10 === 0));
+    // Sorted again: dense it would be 8 bytes for each of 131 slots.
+    expect(sent.bytes).toBeLessThan(8 * 131);
+    expect(sent.record(50, shared(51))).toBe(false);
+    expect(sent.record(51, shared(52))).toBe(true);
+  });
+
   it('a new version is a change; the same version again is not', () => {
     const sent = new SentRecord();
     expect(sent.record(1, shared(5))).toBe(true);
