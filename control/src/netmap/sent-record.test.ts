@@ -103,4 +103,30 @@ describe('SentRecord', () => {
     expect(sent.record(7, own('{"v":9}'))).toBe(true);
     expect(sent.record(7, shared(10))).toBe(true);
   });
+
+  it('costs at most a quarter more than the sorted form while nodes come and go (slots are never given twice)', () => {
+    const sent = new SentRecord();
+    const live = 1_000;
+    for (let slot = 0; slot < live; slot++) sent.append(slot, shared(slot + 1));
+    sent.fit();
+    expect(sent.bytes).toBeLessThan(live * 12);
+    let next = live;
+    let worst = 0;
+    for (let gone = 0; gone < 2_000; gone++) {
+      expect(sent.delete(gone)).toBe(true); // a node leaves
+      expect(sent.record(next++, shared(1))).toBe(true); // another joins, at a slot never given before
+      worst = Math.max(worst, sent.bytes / live);
+    }
+    expect(worst).toBeLessThanOrEqual(15);
+    expect(sent.recorded()).toEqual(Int32Array.from({ length: live }, (_, i) => 2_000 + i));
+  });
+
+  it('counts a slot appended twice once, in the dense form too', () => {
+    const sent = new SentRecord();
+    for (let slot = 0; slot < 100; slot++) sent.append(slot, shared(slot + 1));
+    sent.fit();
+    sent.append(5, shared(7));
+    expect(sent.recorded()).toEqual(Int32Array.from({ length: 100 }, (_, i) => i));
+    expect(sent.record(5, shared(7))).toBe(false);
+  });
 });

@@ -136,25 +136,28 @@ export class SentRecord {
       seqs.set(this.seqs);
       this.seqs = seqs;
     }
-    this.count++;
+    // Counted once: append's callers give each slot once, but a slip must not skew the count.
+    if (this.seqs[slot] === ABSENT) this.count++;
     this.keep(slot, slot, view);
     this.balance();
   }
 
   /**
    * Takes the smaller form: dense costs 8 bytes for each slot up to its end, sorted 12 for each one
-   * recorded. Back to sorted only at twice the cost, so a record near the line does not change form
-   * at every join and leave.
+   * recorded. Dense only when it saves a fifth, back to sorted once it costs a quarter more, so a
+   * record near the line does not change form at every join and leave. The hub never gives a slot
+   * twice: as nodes come and go a dense record's array fills with holes, and without that bound a
+   * long-lived one would cost up to twice the sorted form.
    */
   private balance(): void {
     if (this.slots === null) {
-      if (this.seqs.length * 8 > this.count * 24) this.toSorted();
+      if (this.seqs.length * 8 * 4 > this.count * 12 * 5) this.toSorted();
       return;
     }
     this.sort();
     if (this.count === 0) return;
     const span = (this.slots[this.count - 1] as number) + 1;
-    if (span * 8 < this.count * 12) this.toDense(span);
+    if (span * 8 * 5 <= this.count * 12 * 4) this.toDense(span);
   }
 
   private toDense(span: number): void {
