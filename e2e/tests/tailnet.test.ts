@@ -118,12 +118,17 @@ describe('a tailnet of two nodes joined by pre-auth keys', () => {
     expect(during.backendState).toBe('Running');
     expect(during.health.join(' ')).toMatch(/control/i);
 
+    expect(during.peers.find((p) => p.name === 'b')?.online).toBe(true);
+
     await control.start();
     await waitFor(
       'a to reconnect to control',
       async () => (await nodes.a!.status()).health.length === 0,
       30_000,
     );
+    // A clean restart changes no one's presence: b is online in a's first map from the new control,
+    // whether or not b has reconnected yet.
+    expect((await nodes.a!.status()).peers.find((p) => p.name === 'b')?.online).toBe(true);
     // The next test's deletion is the first change made after the restart: it must reach a.
   });
 

@@ -522,11 +522,11 @@ export class Store {
   }
 
   /**
-   * The last seen of many nodes and `replica`'s rows of their streams, in one transaction (a
-   * shutdown ending every stream at once: one transaction per node took seconds at 10,000 and held
-   * the restart up). No stream starts on the replica meanwhile, so its rows of these nodes all go.
+   * The last seen of many nodes, in one transaction (a shutdown ending every stream at once: one
+   * transaction per node took seconds at 10,000 and held the restart up). Their stream rows stay
+   * (Presence.close).
    */
-  async nodesDisconnected(nodeIds: readonly string[], replica: string, at: Date): Promise<void> {
+  async nodesLastSeen(nodeIds: readonly string[], at: Date): Promise<void> {
     await this.transaction(async (tx) => {
       for (let i = 0; i < nodeIds.length; i += NODES_PER_QUERY) {
         const chunk = nodeIds.slice(i, i + NODES_PER_QUERY);
@@ -534,11 +534,6 @@ export class Store {
           .updateTable('nodes')
           .set({ last_seen: at.toISOString() })
           .where('id', 'in', chunk)
-          .execute();
-        await tx.db
-          .deleteFrom('node_streams')
-          .where('replica', '=', replica)
-          .where('node_id', 'in', chunk)
           .execute();
       }
     });
@@ -632,14 +627,6 @@ export class Store {
         .executeTakeFirst();
       await tx.db.deleteFrom('replicas').where('seen_at', '<', cutoff.toISOString()).execute();
       return Number(dropped.numDeletedRows);
-    });
-  }
-
-  /** A replica stopping: its streams are over. */
-  async removeReplica(replica: string): Promise<void> {
-    await this.transaction(async (tx) => {
-      await tx.db.deleteFrom('node_streams').where('replica', '=', replica).execute();
-      await tx.db.deleteFrom('replicas').where('id', '=', replica).execute();
     });
   }
 

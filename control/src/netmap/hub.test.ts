@@ -332,4 +332,26 @@ describe('NetmapHub', () => {
     hub.update([nodes[0] as NodeRecord, node(2, { advertisedRoutes: ['198.51.100.0/24'] })]);
     expect(s1?.deltas().length).toBe(before);
   });
+
+  it('propagates nothing when a node already online (its stream held by the previous run) connects', () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    hub.replica = 'restarted';
+    const back = [node(1, { streamedBy: 'previous-run' }), node(2, { streamedBy: 'previous-run' })];
+    const offline = node(3);
+    hub.update([...back, offline]);
+    const [s1] = connectAll(hub, [back[0] as NodeRecord]);
+    const propagate = vi.spyOn(hub as unknown as { propagate: () => void }, 'propagate');
+    connectAll(hub, [back[1] as NodeRecord]);
+    expect(propagate).not.toHaveBeenCalled();
+    expect(s1?.deltas()).toEqual([]);
+    // A node that was offline still comes online for its peers.
+    connectAll(hub, [offline]);
+    expect(propagate).toHaveBeenCalledTimes(1);
+    expect(
+      s1
+        ?.deltas()
+        .flatMap((d) => d.peersUpserted ?? [])
+        .map((v) => [v.id, v.online]),
+    ).toEqual([['n3', true]]);
+  });
 });

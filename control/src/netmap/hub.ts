@@ -368,7 +368,7 @@ export class NetmapHub {
     return moved;
   }
 
-  /** Starts streaming to `session`: sends its full map, and tells its peers it is online. */
+  /** Starts streaming to `session`: sends its full map, and tells its peers if it is now online. */
   connect(session: StreamSession): void {
     const self = this.nodes.get(session.nodeId);
     if (self === undefined) throw new Error(`node ${session.nodeId} is not known`);
@@ -387,7 +387,9 @@ export class NetmapHub {
     replaced?.session.close('replaced by a newer stream');
     const change = this.refreshView(session.nodeId);
     this.sendFull(sub, self);
-    if (!replaced)
+    // A node online already (a replaced stream, a stream another replica or the previous run held)
+    // changes nothing for its peers: no propagation (a restart's herd would pay for each).
+    if (change)
       this.propagate([session.nodeId], [], [], undefined, this.presenceOnly(session.nodeId, change));
   }
 

@@ -43,6 +43,14 @@ export interface ServerLimits {
    * flush (a shared server had come online): most of control's socket writes.
    */
   presenceHoldMs: number;
+  /**
+   * The only server (SQLite) starting after a clean shutdown keeps the previous run's streams online
+   * this long: the restart's herd comes back (the engine retries an upgrade after 15 s, and the
+   * herd took 30-55 s at 10,000 nodes) without any node going offline and online for its peers.
+   * Nodes not back by then go offline in one reload. Replicas on PostgreSQL use the reaper's
+   * DEAD_AFTER_MS instead (presence.ts).
+   */
+  restartGraceMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -62,4 +70,5 @@ export const DEFAULT_LIMITS: ServerLimits = {
   streamStuckMs: 30_000,
   streamConnectTurnMs: 20,
   presenceHoldMs: 3_000,
+  restartGraceMs: 60_000,
 };

@@ -32,7 +32,7 @@ async function storeWithStream(db?: string): Promise<Store> {
 }
 
 describe('presence of the only server (SQLite)', () => {
-  it('forgets the previous run at start and writes no heartbeat after', async () => {
+  it("keeps the previous run's streams for the restart's grace, then forgets them; no heartbeat after", async () => {
     const store = await storeWithStream();
     let reloads = 0;
     const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
@@ -42,21 +42,33 @@ describe('presence of the only server (SQLite)', () => {
       () => [],
       runNow,
       silent,
-      {
-        heartbeatMs: 20,
-        deadAfterMs: 10_000,
-      },
+      { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs: 100 },
       true,
     );
-    expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
     const beats = vi.spyOn(store, 'replicaHeartbeat');
     await presence.start();
     onCleanup(() => presence.close());
-    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+    // Still online for its peers while it reconnects.
+    expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
+    expect(reloads).toBe(0);
+    await until('the grace over', async () => (await store.nodeById('n1'))?.streamedBy === null);
     expect(reloads).toBe(1);
-    // No timer: one heartbeat at start (a replica's would beat every 20 ms here), no reload after.
+    // No timer: one heartbeat at start and one at the grace's end (a replica's would beat every 20 ms).
     await new Promise((r) => setTimeout(r, 120));
-    expect(beats).toHaveBeenCalledTimes(1);
+    expect(beats).toHaveBeenCalledTimes(2);
+    expect(reloads).toBe(1);
+  });
+
+  it('forgets at once a previous run last heard from before the grace (killed, not stopped)', async () => {
+    const store = await storeWithNode();
+    await store.replicaHeartbeat('killed-run', new Date(Date.now() - 120_000));
+    await store.nodeConnected('n1', 'killed-run', 1, new Date());
+    let reloads = 0;
+    const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
+    const presence = new Presence(store, sync, () => [], runNow, silent, undefined, true);
+    await presence.start();
+    onCleanup(() => presence.close());
+    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
     expect(reloads).toBe(1);
   });
 });
@@ -94,11 +106,12 @@ describe('presence at a shutdown', () => {
     for (const id of ['n1', 'n2']) {
       const node = await store.nodeById(id);
       expect(node?.lastSeen).not.toBeNull();
-      expect(node?.streamedBy).toBeNull();
+      // Online until the restarted server's grace (or another replica's reaper) ends.
+      expect(node?.streamedBy).toBe(presence.replica);
     }
   });
 
-  it('starts that write at once, and a failed write still lets close give up the replica', async () => {
+  it('starts that write at once, and a failed write still lets close write the last heartbeat', async () => {
     const store = await storeWithNode();
     const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
     const warnings: string[] = [];
@@ -113,13 +126,13 @@ describe('presence at a shutdown', () => {
     );
     await presence.start();
     await presence.connected('n1');
-    const written = vi.spyOn(store, 'nodesDisconnected').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
-    const removed = vi.spyOn(store, 'removeReplica');
+    const written = vi.spyOn(store, 'nodesLastSeen').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
+    const beats = vi.spyOn(store, 'replicaHeartbeat');
     presence.shuttingDown(['n1']);
     // Before close: a shutdown killed during its grace period has already asked for it.
     expect(written).toHaveBeenCalledTimes(1);
     await presence.close();
-    expect(removed).toHaveBeenCalledWith(presence.replica);
+    expect(beats).toHaveBeenCalledWith(presence.replica, expect.any(Date));
     expect(warnings.join('\n')).toContain('SQLITE_BUSY');
   });
 });
@@ -147,6 +160,7 @@ describe('presence of a replica', () => {
       const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
         heartbeatMs: 20,
         deadAfterMs: 10_000,
+        restartGraceMs: 60_000,
       });
       await presence.start();
       onCleanup(() => presence.close());
@@ -170,6 +184,7 @@ describe('presence of a replica', () => {
     const presence = new Presence(store, sync, () => held, runNow, silent, {
       heartbeatMs: 60_000,
       deadAfterMs: 10_000,
+      restartGraceMs: 60_000,
     });
     await presence.connected('n1');
     // Reaped by another replica (this one's heartbeat taken for dead) before its first beat.
@@ -199,6 +214,7 @@ describe('presence of a node reconnecting to the same replica', () => {
       const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
         heartbeatMs: 60_000,
         deadAfterMs: 10_000,
+        restartGraceMs: 60_000,
       });
       await presence.start();
       onCleanup(() => presence.close());

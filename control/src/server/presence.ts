@@ -3,6 +3,7 @@ import type { RunExclusive } from '../db/open.js';
 import type { HeldStream, Store } from '../db/store.js';
 import { errorText, type Logger } from '../log.js';
 import type { NetmapSync } from '../netmap/sync.js';
+import { DEFAULT_LIMITS } from './limits.js';
 
 // Online state in the database, so that replicas agree on it: each stream's row names the replica
 // holding it, and each replica writes a heartbeat. When a replica is killed its nodes reconnect
@@ -10,6 +11,10 @@ import type { NetmapSync } from '../netmap/sync.js';
 // replica's reaper (an exclusive job) once the dead replica's heartbeat is DEAD_AFTER_MS old.
 // A live replica can be taken for dead too (its database paused past DEAD_AFTER_MS): each beat then
 // finds fewer rows than the streams it holds and writes the missing ones again.
+// A clean shutdown leaves its rows too, with a last heartbeat: its nodes stay online for their peers
+// while they reconnect (to another replica, or to the restarted server), so a restart's herd changes
+// no one's presence and costs no propagation. The only server (SQLite) has no other reaper: it keeps
+// the previous run's rows for restartGraceMs after its start, then drops those not taken over.
 
 export const HEARTBEAT_MS = 2_000;
 export const DEAD_AFTER_MS = 10_000;
@@ -37,21 +42,34 @@ export class Presence {
     private readonly held: () => readonly string[],
     private readonly exclusive: RunExclusive,
     private readonly log: Logger,
-    private readonly timing = { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS },
+    private readonly timing = {
+      heartbeatMs: HEARTBEAT_MS,
+      deadAfterMs: DEAD_AFTER_MS,
+      restartGraceMs: DEFAULT_LIMITS.restartGraceMs,
+    },
     /**
-     * The only server on this database (SQLite): every other replica row is a previous run's, gone
-     * at start, and there is no heartbeat (each write would also wake the server's own change feed).
+     * The only server on this database (SQLite): every other replica row is a previous run's, kept
+     * for the restart's grace and then dropped, and there is no heartbeat (each write would also wake
+     * the server's own change feed).
      */
     private readonly alone = false,
   ) {}
 
   /** Writes the first heartbeat (before any stream is claimed) and starts the timer. */
   async start(): Promise<void> {
-    await this.beat();
-    if (this.alone) return;
-    this.timer = setInterval(() => {
-      this.beat().catch((err) => this.log.warn(`presence heartbeat: ${errorText(err)}`));
-    }, this.timing.heartbeatMs);
+    const beatFailed = (err: unknown) => this.log.warn(`presence heartbeat: ${errorText(err)}`);
+    if (this.alone) {
+      // A run that stopped cleanly within the grace keeps its rows until the grace ends; one that
+      // was killed long ago (its only heartbeat is its start) is forgotten now.
+      await this.beat(this.timing.restartGraceMs);
+      this.timer = setTimeout(() => this.beat(0).catch(beatFailed), this.timing.restartGraceMs);
+    } else {
+      await this.beat(this.timing.deadAfterMs);
+      this.timer = setInterval(
+        () => this.beat(this.timing.deadAfterMs).catch(beatFailed),
+        this.timing.heartbeatMs,
+      );
+    }
     this.timer.unref();
   }
 
@@ -93,22 +111,26 @@ export class Presence {
    * Shutdown ended the streams of `nodeIds` (NetmapHub.closeAll): there is no one left to tell, so
    * rather than a transaction and a read per node as each close comes in, their last seen (now) is
    * written in one, started now (a shutdown cut short later still has it) and awaited by close().
+   * Their rows stay (see the top): a node that does not come back has this last seen when they go.
    */
   shuttingDown(nodeIds: Iterable<string>): void {
     const ids = new Set(nodeIds);
     const written = this.store
-      .nodesDisconnected([...ids], this.replica, new Date())
+      .nodesLastSeen([...ids], new Date())
       .catch((err) => this.log.warn(`last seen of ${ids.size} ended streams: ${errorText(err)}`));
     this.ended = { ids, written };
   }
 
-  /** Stops the heartbeat and gives up this replica's streams (a clean shutdown). */
+  /**
+   * Stops the heartbeat and writes a last one (a clean shutdown): the streams' rows stay until the
+   * reaper, or the restarted server's grace, finds this replica silent.
+   */
   async close(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    // A failed last-seen write is logged, not thrown: the replica's rows must still go.
+    // A failed last-seen write is logged, not thrown: the heartbeat must still be written.
     await this.ended?.written;
-    await this.store.removeReplica(this.replica);
+    await this.store.replicaHeartbeat(this.replica, new Date());
   }
 
   /** Writes the rows of held streams that another replica's reaper dropped. */
@@ -128,12 +150,13 @@ export class Presence {
     if (written > 0) this.log.warn(`${written} streams of this replica had been reaped: written again`);
   }
 
-  private async beat(): Promise<void> {
+  /** Writes this replica's heartbeat, then drops the streams of replicas silent for `silentMs`. */
+  private async beat(silentMs: number): Promise<void> {
     const now = Date.now();
     await this.store.replicaHeartbeat(this.replica, new Date(now));
     if (!this.alone) await this.rewriteReaped(new Date(now));
     await this.exclusive('presence reaper', async () => {
-      const cutoff = this.alone ? now : now - this.timing.deadAfterMs;
+      const cutoff = now - silentMs;
       const dropped = await this.store.dropSilentReplicas(new Date(cutoff));
       if (dropped > 0) {
         this.log.info(`${dropped} streams of silent replicas dropped: those nodes are offline`);

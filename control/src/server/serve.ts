@@ -27,7 +27,7 @@ import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
-import { Presence } from './presence.js';
+import { DEAD_AFTER_MS, HEARTBEAT_MS, Presence } from './presence.js';
 
 export interface ServeOptions {
   config: ControlConfig;
@@ -128,7 +128,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       () => hub.streams(),
       database.exclusive,
       log,
-      undefined,
+      { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS, restartGraceMs: limits.restartGraceMs },
       database.kind === 'sqlite',
     );
     hub.replica = presence.replica;
