@@ -618,6 +618,18 @@ export class Store {
    * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
    * those replicas; returns how many streams went.
    */
+  /** Drops every replica but `replica` and their streams (the only server's previous runs); how many streams. */
+  async dropOtherReplicas(replica: string): Promise<number> {
+    return this.transaction(async (tx) => {
+      const dropped = await tx.db
+        .deleteFrom('node_streams')
+        .where('replica', '!=', replica)
+        .executeTakeFirst();
+      await tx.db.deleteFrom('replicas').where('id', '!=', replica).execute();
+      return Number(dropped.numDeletedRows);
+    });
+  }
+
   async dropSilentReplicas(cutoff: Date): Promise<number> {
     return this.transaction(async (tx) => {
       const alive = tx.db.selectFrom('replicas').select('id').where('seen_at', '>=', cutoff.toISOString());

@@ -48,14 +48,41 @@ describe('presence of the only server (SQLite)', () => {
     const beats = vi.spyOn(store, 'replicaHeartbeat');
     await presence.start();
     onCleanup(() => presence.close());
-    // Still online for its peers while it reconnects.
+    // Still online for its peers while it reconnects; the grace counts from listening.
     expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
     expect(reloads).toBe(0);
+    await new Promise((r) => setTimeout(r, 150));
+    expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
+    presence.startGrace();
     await until('the grace over', async () => (await store.nodeById('n1'))?.streamedBy === null);
     expect(reloads).toBe(1);
     // No timer: one heartbeat at start and one at the grace's end (a replica's would beat every 20 ms).
     await new Promise((r) => setTimeout(r, 120));
     expect(beats).toHaveBeenCalledTimes(2);
+    expect(reloads).toBe(1);
+  });
+
+  it("drops the previous run's rows at the grace's end whatever its clock said, trying again after a failure", async () => {
+    const store = await storeWithNode();
+    // A clock set back meanwhile: the previous run's last heartbeat looks an hour ahead.
+    await store.replicaHeartbeat('previous-run', new Date(Date.now() + 3_600_000));
+    await store.nodeConnected('n1', 'previous-run', 1, new Date());
+    let reloads = 0;
+    const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
+    const presence = new Presence(
+      store,
+      sync,
+      () => [],
+      runNow,
+      silent,
+      { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs: 20 },
+      true,
+    );
+    vi.spyOn(store, 'dropOtherReplicas').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
+    await presence.start();
+    onCleanup(() => presence.close());
+    presence.startGrace();
+    await until('the grace over', async () => (await store.nodeById('n1'))?.streamedBy === null);
     expect(reloads).toBe(1);
   });
 
@@ -275,5 +302,19 @@ describe('presence writes of one node', () => {
     await expect(presence.connected('n1')).rejects.toThrow('pool timeout');
     await presence.disconnected('n1');
     expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+  });
+
+  it("tells the peers even when a stream's end could not be written", async () => {
+    const store = await storeWithNode();
+    const refreshed: string[][] = [];
+    const sync = {
+      refresh: async () => {},
+      refreshNodes: async (ids: string[]) => void refreshed.push(ids),
+    } as unknown as NetmapSync;
+    const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
+    await presence.connected('n1');
+    vi.spyOn(store, 'nodeDisconnected').mockRejectedValueOnce(new Error('pool timeout'));
+    await expect(presence.disconnected('n1')).rejects.toThrow('pool timeout');
+    expect(refreshed).toEqual([['n1']]);
   });
 });

@@ -23,6 +23,8 @@ export class Presence {
   /** This process's replica id: new at each start, so a restart never inherits stale rows. */
   readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
+  /** Closed: the grace's end is not tried again. */
+  private closed = false;
   /**
    * The number of each node's stream here (the newest started is the highest). Its row carries it:
    * a node reconnecting here has its old stream's end and new stream's start written through
@@ -55,22 +57,59 @@ export class Presence {
     private readonly alone = false,
   ) {}
 
-  /** Writes the first heartbeat (before any stream is claimed) and starts the timer. */
+  /**
+   * Writes the first heartbeat (before any stream is claimed) and, for replicas, starts the timer;
+   * the only server starts its restart's grace once it listens (startGrace).
+   */
   async start(): Promise<void> {
-    const beatFailed = (err: unknown) => this.log.warn(`presence heartbeat: ${errorText(err)}`);
     if (this.alone) {
       // A run that stopped cleanly within the grace keeps its rows until the grace ends; one that
       // was killed long ago (its only heartbeat is its start) is forgotten now.
       await this.beat(this.timing.restartGraceMs);
-      this.timer = setTimeout(() => this.beat(0).catch(beatFailed), this.timing.restartGraceMs);
-    } else {
-      await this.beat(this.timing.deadAfterMs);
-      this.timer = setInterval(
-        () => this.beat(this.timing.deadAfterMs).catch(beatFailed),
-        this.timing.heartbeatMs,
-      );
+      return;
     }
+    await this.beat(this.timing.deadAfterMs);
+    this.timer = setInterval(
+      () =>
+        this.beat(this.timing.deadAfterMs).catch((err) =>
+          this.log.warn(`presence heartbeat: ${errorText(err)}`),
+        ),
+      this.timing.heartbeatMs,
+    );
     this.timer.unref();
+  }
+
+  /**
+   * The only server, now listening: the previous run's nodes not back within the grace go offline.
+   * Counted from here, as the herd is: a slow start does not eat into it.
+   */
+  startGrace(): void {
+    if (!this.alone || this.timer !== null) return;
+    this.timer = setTimeout(() => this.endGrace(), this.timing.restartGraceMs);
+    this.timer.unref();
+  }
+
+  /**
+   * Drops every other replica's rows: on the only server's database they are all previous runs', so
+   * no clock decides (a clock set back meanwhile would keep them). Then one reload, which also gives
+   * the hub the rows of the nodes that came back. Tried again until it succeeds: a failure would
+   * otherwise leave those nodes online, and ephemeral ones unswept, for the whole run.
+   */
+  private endGrace(): void {
+    this.timer = null;
+    const ended = async () => {
+      await this.store.replicaHeartbeat(this.replica, new Date());
+      const dropped = await this.store.dropOtherReplicas(this.replica);
+      if (dropped > 0)
+        this.log.info(`${dropped} streams of the previous run dropped: those nodes are offline`);
+      await this.sync.refresh();
+    };
+    ended().catch((err) => {
+      if (this.closed) return;
+      this.log.warn(`the restart's grace: ${errorText(err)}; trying again`);
+      this.timer = setTimeout(() => this.endGrace(), this.timing.heartbeatMs);
+      this.timer.unref();
+    });
   }
 
   /**
@@ -88,8 +127,15 @@ export class Presence {
     if (this.ended?.ids.has(nodeId)) return; // written by close()
     const stream = this.streams.get(nodeId);
     this.streams.delete(nodeId);
-    await this.serially(nodeId, () => this.store.nodeDisconnected(nodeId, this.replica, stream, new Date()));
-    await this.sync.refreshNodes([nodeId]);
+    try {
+      await this.serially(nodeId, () =>
+        this.store.nodeDisconnected(nodeId, this.replica, stream, new Date()),
+      );
+    } finally {
+      // Even when the write failed: the hub's record may still say another replica (the previous
+      // run) streams the node, and only a reload tells its peers it is offline.
+      await this.sync.refreshNodes([nodeId]);
+    }
   }
 
   /**
@@ -126,6 +172,7 @@ export class Presence {
    * reaper, or the restarted server's grace, finds this replica silent.
    */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     // A failed last-seen write is logged, not thrown: the heartbeat must still be written.

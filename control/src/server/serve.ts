@@ -199,6 +199,7 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       scrapes = await listenForScrapes(metrics.registry, config.metricsListen);
     }
     await server.listen({ host: config.listen.host, port: config.listen.port, backlog: LISTEN_BACKLOG });
+    presence?.startGrace();
     const address = server.server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}`;
