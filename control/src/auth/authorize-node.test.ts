@@ -19,6 +19,21 @@ afterEach(() => {
 
 const deps = { ulaPrefix: 'fd00:1:2::/48', nodeKeyExpiryMs: 3_600_000, now: () => new Date() };
 
+/** Inserts, as another writer would, a node like `likeId` (owner, keys' shape) named `id` at `ipv4`. */
+async function insertLike(store: Store, likeId: string, id: string, ipv4: string): Promise<void> {
+  const like = await store.nodeById(likeId);
+  if (like === undefined) throw new Error('registered node missing');
+  await store.insertNode({
+    ...like,
+    id,
+    name: id,
+    machineKey: `m-${id}`,
+    nodeKey: `k-${id}`,
+    ipv4,
+    ipv6: ipv6For(deps.ulaPrefix, ipv4),
+  });
+}
+
 function register(store: Store, hostname: string): Promise<string> {
   const grant = {
     machineKey: generateKeyPair().publicKey,
@@ -56,17 +71,7 @@ for (const kind of await testDatabaseKinds()) {
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) ids.push(await register(store, `h${i}`));
       await store.deleteNode(ids[0] as string);
-      const like = await store.nodeById(ids[1] as string);
-      if (like === undefined) throw new Error('registered node missing');
-      await store.insertNode({
-        ...like,
-        id: 'x',
-        name: 'x',
-        machineKey: 'mx',
-        nodeKey: 'kx',
-        ipv4: '100.64.0.1',
-        ipv6: ipv6For(deps.ulaPrefix, '100.64.0.1'),
-      });
+      await insertLike(store, ids[1] as string, 'x', '100.64.0.1');
       expect((await store.nodeById(await register(store, 'a')))?.ipv4).toBe('100.64.0.4');
       await store.destroy();
     });
@@ -75,17 +80,7 @@ for (const kind of await testDatabaseKinds()) {
       const { db } = await openDatabase(await kind.create());
       const store = new Store(db);
       const first = await register(store, 'h0');
-      const like = await store.nodeById(first);
-      if (like === undefined) throw new Error('registered node missing');
-      await store.insertNode({
-        ...like,
-        id: 'old',
-        name: 'old',
-        machineKey: 'mo',
-        nodeKey: 'ko',
-        ipv4: '100.64.0.2',
-        ipv6: ipv6For(deps.ulaPrefix, '100.64.0.2'),
-      });
+      await insertLike(store, first, 'old', '100.64.0.2');
       await db.updateTable('nodes').set({ ipv4_offset: null }).where('id', '=', 'old').execute();
       expect((await store.nodeById(await register(store, 'a')))?.ipv4).toBe('100.64.0.3');
       expect(await store.highestIPv4Offset()).toBe(3);

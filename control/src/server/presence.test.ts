@@ -23,6 +23,20 @@ const runNow: RunExclusive = async (_job, fn) => {
   return true;
 };
 
+/** Holds the store's next `method` call until the returned function is called: a write that lands late. */
+function holdNextCall(store: Store, method: 'nodeConnected' | 'nodeDisconnected'): () => void {
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const original = store[method].bind(store) as (...args: unknown[]) => Promise<void>;
+  vi.spyOn(store, method).mockImplementationOnce((async (...args: unknown[]) => {
+    await gate;
+    return original(...args);
+  }) as never);
+  return release;
+}
+
 async function storeWithStream(db?: string): Promise<Store> {
   const store = await storeWithNode(db);
   // A previous run of the server (another replica id) held the node's stream when it died.
@@ -248,15 +262,7 @@ describe('presence of a node reconnecting to the same replica', () => {
       await presence.connected('n1');
       // The old stream closed before the new one's queued connect ran; their writes go through
       // different pool connections, and here the old stream's end commits last.
-      let newStreamWritten = () => {};
-      const written = new Promise<void>((resolve) => {
-        newStreamWritten = resolve;
-      });
-      const disconnect = store.nodeDisconnected.bind(store);
-      vi.spyOn(store, 'nodeDisconnected').mockImplementationOnce(async (...args) => {
-        await written;
-        return disconnect(...args);
-      });
+      const newStreamWritten = holdNextCall(store, 'nodeDisconnected');
       const oldEnded = presence.disconnected('n1');
       const newStarted = presence.connected('n1');
       newStreamWritten();
@@ -278,15 +284,7 @@ describe('presence writes of one node', () => {
   ])('a stream that ends before its own row is written leaves no row (%s)', async (_kind, location) => {
     const store = await storeWithNode(await location());
     const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
-    let release = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const connect = store.nodeConnected.bind(store);
-    vi.spyOn(store, 'nodeConnected').mockImplementationOnce(async (...args) => {
-      await gate;
-      return connect(...args);
-    });
+    const release = holdNextCall(store, 'nodeConnected');
     const started = presence.connected('n1');
     const ended = presence.disconnected('n1');
     release();
