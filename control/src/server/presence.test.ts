@@ -45,35 +45,34 @@ async function storeWithStream(db?: string): Promise<Store> {
   return store;
 }
 
+/** The only server (SQLite) on `store`, heartbeat 20 ms, with its reloads counted. */
+function onlyServer(store: Store, restartGraceMs: number) {
+  let reloads = 0;
+  const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
+  const timing = { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs };
+  const presence = new Presence(store, sync, () => [], runNow, silent, timing, true);
+  return { presence, reloads: () => reloads };
+}
+
 describe('presence of the only server (SQLite)', () => {
   it("keeps the previous run's streams for the restart's grace, then forgets them; no heartbeat after", async () => {
     const store = await storeWithStream();
-    let reloads = 0;
-    const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
-    const presence = new Presence(
-      store,
-      sync,
-      () => [],
-      runNow,
-      silent,
-      { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs: 100 },
-      true,
-    );
+    const { presence, reloads } = onlyServer(store, 100);
     const beats = vi.spyOn(store, 'replicaHeartbeat');
     await presence.start();
     onCleanup(() => presence.close());
     // Still online for its peers while it reconnects; the grace counts from listening.
     expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
-    expect(reloads).toBe(0);
+    expect(reloads()).toBe(0);
     await new Promise((r) => setTimeout(r, 150));
     expect((await store.nodeById('n1'))?.streamedBy).toBe('previous-run');
     presence.startGrace();
     await until('the grace over', async () => (await store.nodeById('n1'))?.streamedBy === null);
-    expect(reloads).toBe(1);
+    expect(reloads()).toBe(1);
     // No timer: one heartbeat at start and one at the grace's end (a replica's would beat every 20 ms).
     await new Promise((r) => setTimeout(r, 120));
     expect(beats).toHaveBeenCalledTimes(2);
-    expect(reloads).toBe(1);
+    expect(reloads()).toBe(1);
   });
 
   it("drops the previous run's rows at the grace's end whatever its clock said, trying again after a failure", async () => {
@@ -81,23 +80,13 @@ describe('presence of the only server (SQLite)', () => {
     // A clock set back meanwhile: the previous run's last heartbeat looks an hour ahead.
     await store.replicaHeartbeat('previous-run', new Date(Date.now() + 3_600_000));
     await store.nodeConnected('n1', 'previous-run', 1, new Date());
-    let reloads = 0;
-    const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
-    const presence = new Presence(
-      store,
-      sync,
-      () => [],
-      runNow,
-      silent,
-      { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs: 20 },
-      true,
-    );
+    const { presence, reloads } = onlyServer(store, 20);
     vi.spyOn(store, 'dropOtherReplicas').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
     await presence.start();
     onCleanup(() => presence.close());
     presence.startGrace();
     await until('the grace over', async () => (await store.nodeById('n1'))?.streamedBy === null);
-    expect(reloads).toBe(1);
+    expect(reloads()).toBe(1);
   });
 
   it('forgets at once a previous run last heard from before the grace (killed, not stopped)', async () => {
