@@ -47,6 +47,7 @@ describe('migrations', () => {
       '0008_stream_generation',
       '0009_name_bases',
       '0010_name_base_kept_by_postgres',
+      '0011_replica_stops',
     ]);
     await again.destroy();
   });

@@ -283,6 +283,16 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+
+  '0011_replica_stops': {
+    async up(db: Kysely<unknown>) {
+      // A replica that stopped cleanly says so (a killed one cannot); the last one running to stop
+      // also holds the streams of every stopped replica for the next one's restart grace, since when
+      // (presence.ts). Both null: running, or killed.
+      await db.schema.alterTable('replicas').addColumn('stopped_at', 'text').execute();
+      await db.schema.alterTable('replicas').addColumn('held_since', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

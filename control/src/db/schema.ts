@@ -151,6 +151,10 @@ export interface NodeStreamsTable {
 export interface ReplicasTable {
   id: string;
   seen_at: string;
+  /** When it stopped cleanly; null while it runs, or when it was killed. */
+  stopped_at: string | null;
+  /** Set by the last replica running as it stopped: its streams wait for the next one's restart grace. */
+  held_since: string | null;
 }
 
 export interface Database {

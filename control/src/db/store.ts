@@ -1,4 +1,11 @@
-import { type Kysely, PostgresAdapter, type Selectable, sql, type Transaction } from 'kysely';
+import {
+  type ExpressionBuilder,
+  type Kysely,
+  PostgresAdapter,
+  type Selectable,
+  sql,
+  type Transaction,
+} from 'kysely';
 import { ipv4Offset } from '../tailnet/addresses.js';
 import { nameBase } from '../tailnet/names.js';
 import type {
@@ -36,6 +43,8 @@ type NodeRow = Selectable<NodesTable> & {
 const json = (value: unknown): string => JSON.stringify(value);
 /** pg_advisory_xact_lock key of name and address allocation. */
 const ALLOCATION_LOCK = 0x77656675;
+/** pg_advisory_xact_lock key of a replica's start and clean stop (replicaStarted, replicaStopped). */
+const REPLICA_LIFE_LOCK = 0x77656670;
 const list = (text: string): string[] => JSON.parse(text) as string[];
 
 function toUser(row: Selectable<UsersTable>): UserRecord {
@@ -379,8 +388,12 @@ export class Store {
    * several replicas write at once); SQLite already lets one writer at a time in.
    */
   async serializeAllocation(): Promise<void> {
+    await this.advisoryXactLock(ALLOCATION_LOCK);
+  }
+
+  private async advisoryXactLock(key: number): Promise<void> {
     if (this.db.getExecutor().adapter instanceof PostgresAdapter) {
-      await sql`select pg_advisory_xact_lock(${ALLOCATION_LOCK})`.execute(this.db);
+      await sql`select pg_advisory_xact_lock(${key})`.execute(this.db);
     }
   }
 
@@ -615,9 +628,60 @@ export class Store {
   }
 
   /**
-   * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
-   * those replicas; returns how many streams went.
+   * A replica's first heartbeat, serialised with replicaStopped: a replica stopping meanwhile either
+   * sees this one running (and holds nothing) or has held its streams before this one looks.
    */
+  async replicaStarted(replica: string, at: Date): Promise<void> {
+    await this.transaction(async (tx) => {
+      await tx.advisoryXactLock(REPLICA_LIFE_LOCK);
+      await tx.replicaHeartbeat(replica, at);
+    });
+  }
+
+  /**
+   * A clean stop: `replica`'s last heartbeat, marked stopped. When no other replica runs (one that is
+   * not stopped and was heard from since `runningSince`), it was the last: its streams and those of
+   * every replica stopped since `runningSince`, not reaped yet, are held from `at` (rows held already
+   * keep their time). Returns whether it was the last.
+   */
+  async replicaStopped(replica: string, at: Date, runningSince: Date): Promise<boolean> {
+    return this.transaction(async (tx) => {
+      await tx.advisoryXactLock(REPLICA_LIFE_LOCK);
+      const stop = at.toISOString();
+      await tx.db
+        .insertInto('replicas')
+        .values({ id: replica, seen_at: stop, stopped_at: stop })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ seen_at: stop, stopped_at: stop }))
+        .execute();
+      const since = runningSince.toISOString();
+      const running = await tx.db
+        .selectFrom('replicas')
+        .select('id')
+        .where('stopped_at', 'is', null)
+        .where('seen_at', '>=', since)
+        .executeTakeFirst();
+      if (running !== undefined) return false;
+      await tx.db
+        .updateTable('replicas')
+        .set({ held_since: stop })
+        .where('stopped_at', 'is not', null)
+        .where('seen_at', '>=', since)
+        .where('held_since', 'is', null)
+        .execute();
+      return true;
+    });
+  }
+
+  /** How many stopped replicas' streams are held for a restart's grace. */
+  async heldReplicas(): Promise<number> {
+    const row = await this.db
+      .selectFrom('replicas')
+      .select((eb) => eb.fn.countAll().as('count'))
+      .where('held_since', 'is not', null)
+      .executeTakeFirstOrThrow();
+    return Number(row.count);
+  }
+
   /** Drops every replica but `replica` and their streams (the only server's previous runs); how many streams. */
   async dropOtherReplicas(replica: string): Promise<number> {
     return this.transaction(async (tx) => {
@@ -630,14 +694,38 @@ export class Store {
     });
   }
 
-  async dropSilentReplicas(cutoff: Date): Promise<number> {
+  /** Drops the held replicas and their streams (a restart's grace is over); how many streams. */
+  async dropHeldReplicas(): Promise<number> {
     return this.transaction(async (tx) => {
-      const alive = tx.db.selectFrom('replicas').select('id').where('seen_at', '>=', cutoff.toISOString());
+      const held = tx.db.selectFrom('replicas').select('id').where('held_since', 'is not', null);
+      const dropped = await tx.db.deleteFrom('node_streams').where('replica', 'in', held).executeTakeFirst();
+      await tx.db.deleteFrom('replicas').where('held_since', 'is not', null).execute();
+      return Number(dropped.numDeletedRows);
+    });
+  }
+
+  /**
+   * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
+   * those replicas, except held ones (replicaStopped) held since `heldCutoff`; returns how many
+   * streams went.
+   */
+  async dropSilentReplicas(cutoff: Date, heldCutoff: Date): Promise<number> {
+    return this.transaction(async (tx) => {
+      // Never null (a null comparison under `not` would keep a silent replica's row for ever).
+      const kept = (eb: ExpressionBuilder<Database, 'replicas'>) =>
+        eb.or([
+          eb('seen_at', '>=', cutoff.toISOString()),
+          eb.and([eb('held_since', 'is not', null), eb('held_since', '>=', heldCutoff.toISOString())]),
+        ]);
+      const alive = tx.db.selectFrom('replicas').select('id').where(kept);
       const dropped = await tx.db
         .deleteFrom('node_streams')
         .where('replica', 'not in', alive)
         .executeTakeFirst();
-      await tx.db.deleteFrom('replicas').where('seen_at', '<', cutoff.toISOString()).execute();
+      await tx.db
+        .deleteFrom('replicas')
+        .where((eb) => eb.not(kept(eb)))
+        .execute();
       return Number(dropped.numDeletedRows);
     });
   }

@@ -44,11 +44,12 @@ export interface ServerLimits {
    */
   presenceHoldMs: number;
   /**
-   * The only server (SQLite) starting after a clean shutdown keeps the previous run's streams online
-   * this long: the restart's herd comes back (the engine retries an upgrade after 15 s, and the
-   * herd took 30-55 s at 10,000 nodes) without any node going offline and online for its peers.
-   * Nodes not back by then go offline in one reload. Replicas on PostgreSQL use the reaper's
-   * DEAD_AFTER_MS instead (presence.ts).
+   * A restart after a clean shutdown of the only server (SQLite), or of the last replica running on
+   * PostgreSQL, keeps the previous run's streams online this long after it listens: the restart's
+   * herd comes back (the engine retries an upgrade after 15 s, and the herd took 30-55 s at 10,000
+   * nodes) without any node going offline and online for its peers. Nodes not back by then go
+   * offline in one reload. A replica stopped while others run uses the reaper's DEAD_AFTER_MS
+   * instead: its nodes move to them (presence.ts).
    */
   restartGraceMs: number;
 }

@@ -45,14 +45,16 @@ async function storeWithStream(db?: string): Promise<Store> {
   return store;
 }
 
-/** The only server (SQLite) on `store`, heartbeat 20 ms, with its reloads counted. */
-function onlyServer(store: Store, restartGraceMs: number) {
+/** Presence on `store` (the only server's if `alone`), heartbeat 20 ms, with its reloads counted. */
+function counted(store: Store, restartGraceMs: number, alone: boolean, deadAfterMs = 10_000) {
   let reloads = 0;
-  const sync = { refresh: async () => void reloads++ } as unknown as NetmapSync;
-  const timing = { heartbeatMs: 20, deadAfterMs: 10_000, restartGraceMs };
-  const presence = new Presence(store, sync, () => [], runNow, silent, timing, true);
+  const sync = { refresh: async () => void reloads++, refreshNodes: async () => {} } as unknown as NetmapSync;
+  const timing = { heartbeatMs: 20, deadAfterMs, restartGraceMs };
+  const presence = new Presence(store, sync, () => [], runNow, silent, timing, alone);
   return { presence, reloads: () => reloads };
 }
+
+const onlyServer = (store: Store, restartGraceMs: number) => counted(store, restartGraceMs, true);
 
 describe('presence of the only server (SQLite)', () => {
   it("keeps the previous run's streams for the restart's grace, then forgets them; no heartbeat after", async () => {
@@ -198,7 +200,8 @@ describe('presence of a replica', () => {
       expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
 
       // Another replica's reaper, after this one's heartbeat was late: the row goes, the stream stays.
-      expect(await store.dropSilentReplicas(new Date(Date.now() + 60_000))).toBe(1);
+      const later = new Date(Date.now() + 60_000);
+      expect(await store.dropSilentReplicas(later, later)).toBe(1);
       expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
       await until(
         'the row written again',
@@ -218,7 +221,8 @@ describe('presence of a replica', () => {
     });
     await presence.connected('n1');
     // Reaped by another replica (this one's heartbeat taken for dead) before its first beat.
-    await store.dropSilentReplicas(new Date(Date.now() + 60_000));
+    const later = new Date(Date.now() + 60_000);
+    await store.dropSilentReplicas(later, later);
     // n1's stream ends (its row deleted) while the first beat is writing the missing rows.
     const claim = store.claimStreams.bind(store);
     vi.spyOn(store, 'claimStreams').mockImplementationOnce(async (ids, replica, at) => {
@@ -303,5 +307,85 @@ describe('presence writes of one node', () => {
     vi.spyOn(store, 'nodeDisconnected').mockRejectedValueOnce(new Error('pool timeout'));
     await expect(presence.disconnected('n1')).rejects.toThrow('pool timeout');
     expect(refreshed).toEqual([['n1']]);
+  });
+});
+
+describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (PostgreSQL)', () => {
+  const streamedBy = async (store: Store) => (await store.nodeById('n1'))?.streamedBy;
+
+  it("holds the streams of the last replica to stop cleanly, and of one stopped just before, for the next one's grace", async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const first = counted(store, 60_000, false).presence;
+    const last = counted(store, 60_000, false).presence;
+    await first.start();
+    await last.start();
+    await first.connected('n1');
+    await first.close(); // last still runs: first's nodes could move there
+    expect(await store.heldReplicas()).toBe(0);
+    await last.close();
+    expect(await store.heldReplicas()).toBe(2);
+
+    // The next one starts after its reaper's limit for a silent replica: held, they are not reaped.
+    await new Promise((r) => setTimeout(r, 100));
+    const next = counted(store, 1_000, false, 50);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    expect(await streamedBy(store)).toBe(first.replica);
+    next.presence.startGrace();
+    await until('the grace over', async () => (await streamedBy(store)) === null);
+    expect(await store.heldReplicas()).toBe(0);
+    expect(next.reloads()).toBe(1);
+  });
+
+  it("a stop while another replica runs holds nothing: its streams go at the reaper's limit", async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const stopped = counted(store, 600_000, false).presence;
+    const other = counted(store, 600_000, false, 50).presence;
+    await stopped.start();
+    await other.start();
+    onCleanup(() => other.close());
+    await stopped.connected('n1');
+    await stopped.close();
+    expect(await store.heldReplicas()).toBe(0);
+    await until('reaped', async () => (await streamedBy(store)) === null);
+  });
+
+  it("a killed replica holds nothing: the next one drops its streams at the reaper's limit, with no grace", async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const killed = new Presence(
+      store,
+      { refresh: async () => {} } as unknown as NetmapSync,
+      () => [],
+      runNow,
+      silent,
+      {
+        heartbeatMs: 600_000,
+        deadAfterMs: 10_000,
+        restartGraceMs: 600_000,
+      },
+    );
+    await killed.start(); // and never closed
+    await killed.connected('n1');
+    await new Promise((r) => setTimeout(r, 100));
+    const next = counted(store, 600_000, false, 50);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    expect(await streamedBy(store)).toBeNull();
+    expect(next.reloads()).toBe(1);
+  });
+
+  it('drops held streams twice the grace after their hold when no grace ends them', async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const stopped = counted(store, 60_000, false).presence;
+    await stopped.start();
+    await stopped.connected('n1');
+    await stopped.close();
+    // A replica that found them and never listens (its grace never starts): its reaper still ends them.
+    const next = counted(store, 500, false, 50);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    expect(await streamedBy(store)).toBe(stopped.replica);
+    await until('the held streams reaped', async () => (await streamedBy(store)) === null);
+    expect(await store.heldReplicas()).toBe(0);
   });
 });

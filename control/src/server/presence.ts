@@ -14,7 +14,27 @@ import { DEFAULT_LIMITS } from './limits.js';
 // A clean shutdown leaves its rows too, with a last heartbeat: its nodes stay online for their peers
 // while they reconnect (to another replica, or to the restarted server), so a restart's herd changes
 // no one's presence and costs no propagation. The only server (SQLite) has no other reaper: it keeps
-// the previous run's rows for restartGraceMs after its start, then drops those not taken over.
+// the previous run's rows for restartGraceMs after it listens, then drops those not taken over.
+//
+// Replicas on PostgreSQL (the rules; times are each process's clock, as heartbeats are):
+// - A clean stop marks its row stopped. If another replica runs (not stopped, heard from within
+//   DEAD_AFTER_MS; a replica killed less than that ago counts), its nodes move there and its rows go
+//   with its heartbeat DEAD_AFTER_MS later, as a killed replica's do.
+// - If none runs, it was the last: it holds its rows, and those of every replica stopped within
+//   DEAD_AFTER_MS (replicas stopped together: their nodes had no one left to move to), from now.
+// - A killed replica marks nothing: its rows go DEAD_AFTER_MS after its last heartbeat, as before.
+// - A start writes its first heartbeat under the lock the stop takes, so a replica stopping at that
+//   moment either sees it running (and holds nothing) or has held before it looks. A replica that
+//   finds held rows once its first reaping is done keeps them for restartGraceMs after it listens,
+//   then drops every held row (no clock decides) in one reload, tried again on failure. Replicas
+//   starting together each do so; the first to end drops them, the other finds none.
+// - The reaper spares held rows for 2 × restartGraceMs from their hold (a replica listening within
+//   restartGraceMs of the stop gets its whole grace), then drops them: the bound when no grace
+//   ends them (a replica killed in its grace, the next start much later). A replica killed in its
+//   grace leaves unmarked rows (the nodes that came back to it): reaped as a killed replica's.
+// - A replica stopped cleanly during its grace with none other running holds again: its own rows
+//   from now, the earlier held ones keeping their time, so a loop of restarts keeps no node online
+//   longer than that bound.
 
 export const HEARTBEAT_MS = 2_000;
 export const DEAD_AFTER_MS = 10_000;
@@ -23,6 +43,10 @@ export class Presence {
   /** This process's replica id: new at each start, so a restart never inherits stale rows. */
   readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
+  /** The restart's grace (startGrace; once a run), then its end tried again after a failure. */
+  private grace: NodeJS.Timeout | null = null;
+  /** Whether startGrace starts one: always on the only server; on a replica that found held rows. */
+  private graceDue = false;
   /** Closed: the grace's end is not tried again. */
   private closed = false;
   /**
@@ -59,16 +83,19 @@ export class Presence {
 
   /**
    * Writes the first heartbeat (before any stream is claimed) and, for replicas, starts the timer;
-   * the only server starts its restart's grace once it listens (startGrace).
+   * the restart's grace starts once this listens (startGrace).
    */
   async start(): Promise<void> {
     if (this.alone) {
       // A run that stopped cleanly within the grace keeps its rows until the grace ends; one that
       // was killed long ago (its only heartbeat is its start) is forgotten now.
       await this.beat(this.timing.restartGraceMs);
+      this.graceDue = true;
       return;
     }
-    await this.beat(this.timing.deadAfterMs);
+    await this.beat(this.timing.deadAfterMs, true);
+    // After the first reaping: rows held too long have gone.
+    this.graceDue = (await this.store.heldReplicas()) > 0;
     this.timer = setInterval(
       () =>
         this.beat(this.timing.deadAfterMs).catch((err) =>
@@ -80,26 +107,27 @@ export class Presence {
   }
 
   /**
-   * The only server, now listening: the previous run's nodes not back within the grace go offline.
-   * Counted from here, as the herd is: a slow start does not eat into it.
+   * Now listening: the previous run's nodes not back within the grace go offline. Counted from
+   * here, as the herd is: a slow start does not eat into it.
    */
   startGrace(): void {
-    if (!this.alone || this.timer !== null) return;
-    this.timer = setTimeout(() => this.endGrace(), this.timing.restartGraceMs);
-    this.timer.unref();
+    if (!this.graceDue || this.grace !== null) return;
+    this.grace = setTimeout(() => this.endGrace(), this.timing.restartGraceMs);
+    this.grace.unref();
   }
 
   /**
-   * Drops every other replica's rows: on the only server's database they are all previous runs', so
-   * no clock decides (a clock set back meanwhile would keep them). Then one reload, which also gives
-   * the hub the rows of the nodes that came back. Tried again until it succeeds: a failure would
-   * otherwise leave those nodes online, and ephemeral ones unswept, for the whole run.
+   * Drops the previous run's rows: on the only server's database every other replica's, on
+   * PostgreSQL the held ones; no clock decides (a clock set back meanwhile would keep them). Then one
+   * reload, which also gives the hub the rows of the nodes that came back. Tried again until it
+   * succeeds: a failure would otherwise leave those nodes online, and ephemeral ones unswept.
    */
   private endGrace(): void {
-    this.timer = null;
     const ended = async () => {
       await this.store.replicaHeartbeat(this.replica, new Date());
-      const dropped = await this.store.dropOtherReplicas(this.replica);
+      const dropped = this.alone
+        ? await this.store.dropOtherReplicas(this.replica)
+        : await this.store.dropHeldReplicas();
       if (dropped > 0)
         this.log.info(`${dropped} streams of the previous run dropped: those nodes are offline`);
       await this.sync.refresh();
@@ -107,8 +135,8 @@ export class Presence {
     ended().catch((err) => {
       if (this.closed) return;
       this.log.warn(`the restart's grace: ${errorText(err)}; trying again`);
-      this.timer = setTimeout(() => this.endGrace(), this.timing.heartbeatMs);
-      this.timer.unref();
+      this.grace = setTimeout(() => this.endGrace(), this.timing.heartbeatMs);
+      this.grace.unref();
     });
   }
 
@@ -169,15 +197,26 @@ export class Presence {
 
   /**
    * Stops the heartbeat and writes a last one (a clean shutdown): the streams' rows stay until the
-   * reaper, or the restarted server's grace, finds this replica silent.
+   * reaper, or the restarted server's grace, drops them (a replica's: held if it was the last one
+   * running; see the top).
    */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    clearInterval(this.timer ?? undefined);
+    clearTimeout(this.grace ?? undefined);
     // A failed last-seen write is logged, not thrown: the heartbeat must still be written.
     await this.ended?.written;
-    await this.store.replicaHeartbeat(this.replica, new Date());
+    const now = Date.now();
+    if (this.alone) {
+      await this.store.replicaHeartbeat(this.replica, new Date(now));
+      return;
+    }
+    const held = await this.store.replicaStopped(
+      this.replica,
+      new Date(now),
+      new Date(now - this.timing.deadAfterMs),
+    );
+    if (held) this.log.info("the last replica running: its streams are held for the next one's grace");
   }
 
   /** Writes the rows of held streams that another replica's reaper dropped. */
@@ -197,14 +236,20 @@ export class Presence {
     if (written > 0) this.log.warn(`${written} streams of this replica had been reaped: written again`);
   }
 
-  /** Writes this replica's heartbeat, then drops the streams of replicas silent for `silentMs`. */
-  private async beat(silentMs: number): Promise<void> {
+  /**
+   * Writes this replica's heartbeat (a replica's first: `starting`), then drops the streams of
+   * replicas silent for `silentMs`, but not those held for a restart less than twice its grace ago.
+   */
+  private async beat(silentMs: number, starting = false): Promise<void> {
     const now = Date.now();
-    await this.store.replicaHeartbeat(this.replica, new Date(now));
+    if (starting) await this.store.replicaStarted(this.replica, new Date(now));
+    else await this.store.replicaHeartbeat(this.replica, new Date(now));
     if (!this.alone) await this.rewriteReaped(new Date(now));
     await this.exclusive('presence reaper', async () => {
-      const cutoff = now - silentMs;
-      const dropped = await this.store.dropSilentReplicas(new Date(cutoff));
+      const dropped = await this.store.dropSilentReplicas(
+        new Date(now - silentMs),
+        new Date(now - 2 * this.timing.restartGraceMs),
+      );
       if (dropped > 0) {
         this.log.info(`${dropped} streams of silent replicas dropped: those nodes are offline`);
         await this.sync.refresh();

@@ -1,12 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { STREAM_PATH } from '@weft/protocol';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startBalancer } from '../testing/balancer.js';
 import { buildControl, repoRoot, serveProcess } from '../testing/control-process.js';
 import {
   cleanupAll,
   onCleanup,
-  type StreamClient,
+  StreamClient,
   startTestControl,
   type TestControl,
   TestMachine,
@@ -17,7 +18,9 @@ import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 // changes (LISTEN/NOTIFY) and online state (rows in the database); a policy set through one is in
 // force on the other; a replica killed with SIGKILL loses nothing written, its nodes come back
 // through the load balancer on another replica, and the streams it held are dropped once its
-// heartbeat is silent.
+// heartbeat is silent. A replica stopped cleanly while another runs is dropped the same way (its
+// nodes move), and a killed one holds nothing for a restart's grace, even when it was the only one
+// (the grace after a clean stop of the only replica: restart.test.ts).
 
 const noPostgres = await postgresAbsence();
 
@@ -39,6 +42,9 @@ async function replicaProcess(db: string): Promise<{ child: ChildProcess; url: s
 const via = (t: TestControl, url: string): TestControl => ({ ...t, control: { ...t.control, url } });
 
 const peer = (s: StreamClient, name: string) => s.netmap?.peers.find((p) => p.name === name);
+
+/** A reaper limit of 1 s and a restart's grace far longer than any test: nodes must not wait for it. */
+const NO_GRACE_HERE = { heartbeatMs: 100, deadAfterMs: 1_000, limits: { restartGraceMs: 600_000 } };
 
 describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
   it('nodes on different replicas see each other, their changes and the policy set through either', async () => {
@@ -177,5 +183,54 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     // d never comes back: r2's reaper drops r1's rows after DEAD_AFTER_MS (10 s) without a heartbeat.
     // Bounded generously: on a loaded machine the replica's timers run late.
     await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 40_000);
+  }, 60_000);
+
+  it("a clean stop of one of two replicas moves its nodes to the other, without a restart's grace", async () => {
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const lb = await startBalancer([r1.control.url, r2.control.url]);
+    const key = await r1.key('--reusable');
+    // a reaches control through the balancer (r1 while it runs), d only r1, b r2.
+    const a = new TestMachine(via(r1, lb.url));
+    const d = new TestMachine(r1);
+    const b = new TestMachine(r2);
+    await a.join('a', key);
+    await d.join('d', key);
+    await b.join('b', key);
+    const sb = await b.stream();
+    await a.stream();
+    await d.stream();
+    await sb.until('a and d online', (c) => peer(c, 'a')?.online === true && peer(c, 'd')?.online === true);
+    await r1.control.close();
+    const back = await a.stream();
+    await back.until('a back, on r2', (c) => c.netmap !== null, 5_000);
+    expect(peer(back, 'b')?.online).toBe(true);
+    // d does not come back: offline once r1's last heartbeat is older than r2's reaper allows.
+    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 20_000);
+    expect(peer(sb, 'a')?.online).toBe(true);
+  }, 60_000);
+
+  it("a killed replica, the only one, holds nothing: its nodes not back go offline at the reaper's limit", async () => {
+    const db = await tempPostgres();
+    // r0 sets the tailnet up and stops cleanly, the only replica: r1 starts in its restart's grace.
+    const r0 = await startTestControl({ config: { db } });
+    const key = await r0.key('--reusable');
+    await r0.control.close();
+    const r1 = await replicaProcess(db);
+    const a = new TestMachine(via(r0, r1.url));
+    const d = new TestMachine(via(r0, r1.url));
+    await a.join('a', key);
+    await d.join('d', key);
+    const sa = await a.stream();
+    await d.stream();
+    await sa.until('d online', (c) => peer(c, 'd')?.online === true);
+    r1.child.kill('SIGKILL');
+    await sa.until('a cut off', (c) => c.closed !== null, 5_000);
+    // The next replica: a killed replica's streams are not held for its grace.
+    const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const back = await StreamClient.open(r2.control.url, a.sign('GET', STREAM_PATH, ''));
+    await back.until('a back', (c) => c.netmap !== null, 5_000);
+    await back.until('d offline', (c) => peer(c, 'd')?.online === false, 20_000);
   }, 60_000);
 });

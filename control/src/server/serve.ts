@@ -36,6 +36,9 @@ export interface ServeOptions {
   /** How often a SQLite database is polled for other processes' commits. */
   pollIntervalMs?: number;
   ephemeralGraceMs?: number;
+  /** Replicas' heartbeat period and the silence after which a replica's streams are dropped (presence.ts). */
+  heartbeatMs?: number;
+  deadAfterMs?: number;
   /** How long a waiting registration is held before it answers `needs-auth` again. */
   loginWaitMs?: number;
   /** Overrides of DEFAULT_LIMITS (tests use small ones). */
@@ -128,7 +131,11 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       () => hub.streams(),
       database.exclusive,
       log,
-      { heartbeatMs: HEARTBEAT_MS, deadAfterMs: DEAD_AFTER_MS, restartGraceMs: limits.restartGraceMs },
+      {
+        heartbeatMs: options.heartbeatMs ?? HEARTBEAT_MS,
+        deadAfterMs: options.deadAfterMs ?? DEAD_AFTER_MS,
+        restartGraceMs: limits.restartGraceMs,
+      },
       database.kind === 'sqlite',
     );
     hub.replica = presence.replica;
