@@ -224,7 +224,8 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     await d.join('d', key);
     const sa = await a.stream();
     await d.stream();
-    await sa.until('d online', (c) => peer(c, 'd')?.online === true);
+    // The process holds presence-only changes for its default 3 s (presenceHoldMs).
+    await sa.until('d online', (c) => peer(c, 'd')?.online === true, 10_000);
     r1.child.kill('SIGKILL');
     await sa.until('a cut off', (c) => c.closed !== null, 5_000);
     // The next replica: a killed replica's streams are not held for its grace.
