@@ -24,7 +24,9 @@ import { DEFAULT_LIMITS } from './limits.js';
 //   DEAD_AFTER_MS (replicas stopped together: their nodes had no one left to move to), from now.
 // - A killed replica marks nothing: its rows go DEAD_AFTER_MS after its last heartbeat, as before.
 // - A start writes its first heartbeat under the lock the stop takes, so a replica stopping at that
-//   moment either sees it running (and holds nothing) or has held before it looks. A replica that
+//   moment either sees it running (and holds nothing) or has held before it looks. Running counts
+//   from that heartbeat, before listening: a replica started before the old one stops (a surge
+//   rollout) makes that stop one "while another runs", with no hold and no grace. A replica that
 //   finds held rows once its first reaping is done keeps them for restartGraceMs after it listens,
 //   then drops every held row (no clock decides) in one reload, tried again on failure. Replicas
 //   starting together each do so; the first to end drops them, the other finds none.
