@@ -65,3 +65,65 @@ describe.skipIf(noPostgres !== null)('statements on PostgreSQL', () => {
     expect((await store.transaction((tx) => tx.nodeById('n1')))?.id).toBe('n1');
   });
 });
+
+// A replica's start and clean stop take one lock (store.ts, REPLICA_LIFE_LOCK), so that of two
+// replicas stopping together exactly one is the last, and a replica starting as the last one stops
+// is either seen running or sees the hold. Each case races several rounds (one alone may happen to
+// run in turn), on a database whose default isolation is READ COMMITTED and on one whose default
+// would give each transaction a snapshot from before the lock.
+describe.skipIf(noPostgres !== null)("a replica's start and clean stop on PostgreSQL", () => {
+  const ROUNDS = 20;
+  /** A store on a fresh database whose transactions default to `isolation` (another pool). */
+  async function storeWith(isolation: string): Promise<Store> {
+    const url = await tempPostgres();
+    await storeWithNode(url);
+    const name = new URL(url).pathname.slice(1);
+    const admin = await openPostgresDatabase(url, 1);
+    await sql`alter database ${sql.id(name)} set default_transaction_isolation = ${sql.lit(isolation)}`.execute(
+      admin.db,
+    );
+    await admin.db.destroy();
+    const { db } = await openPostgresDatabase(url);
+    onCleanup(() => db.destroy());
+    return new Store(db);
+  }
+  const since = () => new Date(Date.now() - 10_000);
+
+  it.each(['read committed', 'repeatable read'])(
+    'two replicas stopping together: exactly one holds, and it holds both (default %s)',
+    async (isolation) => {
+      const store = await storeWith(isolation);
+      for (let round = 0; round < ROUNDS; round++) {
+        const [a, b] = [`a${round}`, `b${round}`];
+        await store.replicaStarted(a, new Date());
+        await store.replicaStarted(b, new Date());
+        const held = await Promise.all([
+          store.replicaStopped(a, new Date(), since()),
+          store.replicaStopped(b, new Date(), since()),
+        ]);
+        expect(held.filter(Boolean)).toHaveLength(1);
+        expect(await store.heldReplicas()).toBe(2);
+        await store.dropHeldReplicas();
+      }
+    },
+  );
+
+  it.each(['read committed', 'repeatable read'])(
+    'a replica starting as the last one stops: the stop sees it running, or it sees the hold (default %s)',
+    async (isolation) => {
+      const store = await storeWith(isolation);
+      for (let round = 0; round < ROUNDS; round++) {
+        const [last, next] = [`last${round}`, `next${round}`];
+        await store.replicaStarted(last, new Date());
+        // As Presence.start does: the first heartbeat, then a look for held rows.
+        const [held, seen] = await Promise.all([
+          store.replicaStopped(last, new Date(), since()),
+          store.replicaStarted(next, new Date()).then(() => store.heldReplicas()),
+        ]);
+        expect(held ? seen : 1).toBeGreaterThan(0);
+        expect(await store.replicaStopped(next, new Date(), since())).toBe(true);
+        await store.dropHeldReplicas();
+      }
+    },
+  );
+});

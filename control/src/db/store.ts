@@ -391,6 +391,18 @@ export class Store {
     await this.advisoryXactLock(ALLOCATION_LOCK);
   }
 
+  /**
+   * Within a transaction (its first statement), REPLICA_LIFE_LOCK; READ COMMITTED whatever the
+   * database's default, so that what follows sees what the lock's previous holder committed (a
+   * snapshot from before the wait would not).
+   */
+  private async replicaLifeLock(): Promise<void> {
+    if (this.db.getExecutor().adapter instanceof PostgresAdapter) {
+      await sql`set transaction isolation level read committed`.execute(this.db);
+    }
+    await this.advisoryXactLock(REPLICA_LIFE_LOCK);
+  }
+
   private async advisoryXactLock(key: number): Promise<void> {
     if (this.db.getExecutor().adapter instanceof PostgresAdapter) {
       await sql`select pg_advisory_xact_lock(${key})`.execute(this.db);
@@ -633,7 +645,7 @@ export class Store {
    */
   async replicaStarted(replica: string, at: Date): Promise<void> {
     await this.transaction(async (tx) => {
-      await tx.advisoryXactLock(REPLICA_LIFE_LOCK);
+      await tx.replicaLifeLock();
       await tx.replicaHeartbeat(replica, at);
     });
   }
@@ -646,7 +658,7 @@ export class Store {
    */
   async replicaStopped(replica: string, at: Date, runningSince: Date): Promise<boolean> {
     return this.transaction(async (tx) => {
-      await tx.advisoryXactLock(REPLICA_LIFE_LOCK);
+      await tx.replicaLifeLock();
       const stop = at.toISOString();
       await tx.db
         .insertInto('replicas')
