@@ -45,12 +45,21 @@ async function storeWithStream(db?: string): Promise<Store> {
   return store;
 }
 
-/** Presence on `store` (the only server's if `alone`), heartbeat 20 ms, with its reloads counted. */
-function counted(store: Store, restartGraceMs: number, alone: boolean, deadAfterMs = 10_000) {
+/**
+ * Presence on `store` (the only server's if `alone`), heartbeat 20 ms, with its reloads counted;
+ * `clock` gives the times it writes and reaps by.
+ */
+function counted(
+  store: Store,
+  restartGraceMs: number,
+  alone: boolean,
+  deadAfterMs = 10_000,
+  clock = Date.now,
+) {
   let reloads = 0;
   const sync = { refresh: async () => void reloads++, refreshNodes: async () => {} } as unknown as NetmapSync;
   const timing = { heartbeatMs: 20, deadAfterMs, restartGraceMs };
-  const presence = new Presence(store, sync, () => [], runNow, silent, timing, alone);
+  const presence = new Presence(store, sync, () => [], runNow, silent, timing, alone, clock);
   return { presence, reloads: () => reloads };
 }
 
@@ -313,10 +322,14 @@ describe('presence writes of one node', () => {
 describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (PostgreSQL)', () => {
   const streamedBy = async (store: Store) => (await store.nodeById('n1'))?.streamedBy;
 
+  // Replicas' clocks are fixed below (they run their timers, not their clocks): the reaper's
+  // decisions then depend on no one's speed.
+  const stopAt = Date.now();
+
   it("holds the streams of the last replica to stop cleanly, and of one stopped just before, for the next one's grace", async () => {
     const store = await storeWithNode(await tempPostgres());
-    const first = counted(store, 60_000, false).presence;
-    const last = counted(store, 60_000, false).presence;
+    const first = counted(store, 60_000, false, 10_000, () => stopAt).presence;
+    const last = counted(store, 60_000, false, 10_000, () => stopAt).presence;
     await first.start();
     await last.start();
     await first.connected('n1');
@@ -325,9 +338,9 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
     await last.close();
     expect(await store.heldReplicas()).toBe(2);
 
-    // The next one starts after its reaper's limit for a silent replica: held, they are not reaped.
-    await new Promise((r) => setTimeout(r, 100));
-    const next = counted(store, 1_000, false, 50);
+    // The next one starts after its reaper's limit for a silent replica (50 ms), and well within
+    // the hold's bound (twice its grace, 400 ms): held, they are not reaped; its grace ends them.
+    const next = counted(store, 200, false, 50, () => stopAt + 100);
     await next.presence.start();
     onCleanup(() => next.presence.close());
     expect(await streamedBy(store)).toBe(first.replica);
@@ -376,16 +389,53 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
 
   it('drops held streams twice the grace after their hold when no grace ends them', async () => {
     const store = await storeWithNode(await tempPostgres());
-    const stopped = counted(store, 60_000, false).presence;
+    const stopped = counted(store, 60_000, false, 10_000, () => stopAt).presence;
     await stopped.start();
     await stopped.connected('n1');
     await stopped.close();
     // A replica that found them and never listens (its grace never starts): its reaper still ends them.
-    const next = counted(store, 500, false, 50);
+    let now = stopAt + 100;
+    const next = counted(store, 60_000, false, 50, () => now);
     await next.presence.start();
     onCleanup(() => next.presence.close());
     expect(await streamedBy(store)).toBe(stopped.replica);
+    now = stopAt + 2 * 60_000 + 1;
     await until('the held streams reaped', async () => (await streamedBy(store)) === null);
     expect(await store.heldReplicas()).toBe(0);
+  });
+
+  it('a stop as its grace ends holds its own streams: the grace drops only what was held before', async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const previous = counted(store, 60_000, false, 10_000, () => stopAt).presence;
+    await previous.start();
+    await previous.close();
+    const next = counted(store, 100, false, 10_000, () => stopAt + 100).presence;
+    await next.start();
+    await next.connected('n1');
+    // The grace's end is dropping the held rows when the SIGTERM comes.
+    let dropping = false;
+    let drop = () => {};
+    const dropped = new Promise<void>((resolve) => {
+      drop = resolve;
+    });
+    const dropHeld = store.dropHeldReplicas.bind(store);
+    vi.spyOn(store, 'dropHeldReplicas').mockImplementationOnce(async () => {
+      dropping = true;
+      await dropped;
+      return dropHeld();
+    });
+    next.startGrace();
+    await until('the grace ending', async () => dropping);
+    // The drop goes on once close has held (had it not waited for the drop), or after a while.
+    const stop = store.replicaStopped.bind(store);
+    vi.spyOn(store, 'replicaStopped').mockImplementationOnce(async (...args) => {
+      const held = await stop(...args);
+      drop();
+      return held;
+    });
+    setTimeout(drop, 200);
+    await next.close();
+    expect(await streamedBy(store)).toBe(next.replica);
+    expect(await store.heldReplicas()).toBe(1);
   });
 });

@@ -51,6 +51,8 @@ export class Presence {
   private graceDue = false;
   /** Closed: the grace's end is not tried again. */
   private closed = false;
+  /** The grace's end while it runs: close() waits for it, else it could drop the rows close() holds. */
+  private ending: Promise<void> | null = null;
   /**
    * The number of each node's stream here (the newest started is the highest). Its row carries it:
    * a node reconnecting here has its old stream's end and new stream's start written through
@@ -81,6 +83,8 @@ export class Presence {
      * the server's own change feed).
      */
     private readonly alone = false,
+    /** The times this writes and reaps by (tests age held rows with it rather than by waiting). */
+    private readonly clock: () => number = Date.now,
   ) {}
 
   /**
@@ -126,7 +130,7 @@ export class Presence {
    */
   private endGrace(): void {
     const ended = async () => {
-      await this.store.replicaHeartbeat(this.replica, new Date());
+      await this.store.replicaHeartbeat(this.replica, new Date(this.clock()));
       const dropped = this.alone
         ? await this.store.dropOtherReplicas(this.replica)
         : await this.store.dropHeldReplicas();
@@ -134,7 +138,7 @@ export class Presence {
         this.log.info(`${dropped} streams of the previous run dropped: those nodes are offline`);
       await this.sync.refresh();
     };
-    ended().catch((err) => {
+    this.ending = ended().catch((err) => {
       if (this.closed) return;
       this.log.warn(`the restart's grace: ${errorText(err)}; trying again`);
       this.grace = setTimeout(() => this.endGrace(), this.timing.heartbeatMs);
@@ -149,7 +153,9 @@ export class Presence {
   async connected(nodeId: string): Promise<void> {
     const stream = ++this.started;
     this.streams.set(nodeId, stream);
-    await this.serially(nodeId, () => this.store.nodeConnected(nodeId, this.replica, stream, new Date()));
+    await this.serially(nodeId, () =>
+      this.store.nodeConnected(nodeId, this.replica, stream, new Date(this.clock())),
+    );
   }
 
   /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
@@ -159,7 +165,7 @@ export class Presence {
     this.streams.delete(nodeId);
     try {
       await this.serially(nodeId, () =>
-        this.store.nodeDisconnected(nodeId, this.replica, stream, new Date()),
+        this.store.nodeDisconnected(nodeId, this.replica, stream, new Date(this.clock())),
       );
     } finally {
       // Even when the write failed: the hub's record may still say another replica (the previous
@@ -192,7 +198,7 @@ export class Presence {
   shuttingDown(nodeIds: Iterable<string>): void {
     const ids = new Set(nodeIds);
     const written = this.store
-      .nodesLastSeen([...ids], new Date())
+      .nodesLastSeen([...ids], new Date(this.clock()))
       .catch((err) => this.log.warn(`last seen of ${ids.size} ended streams: ${errorText(err)}`));
     this.ended = { ids, written };
   }
@@ -206,9 +212,10 @@ export class Presence {
     this.closed = true;
     clearInterval(this.timer ?? undefined);
     clearTimeout(this.grace ?? undefined);
+    await this.ending;
     // A failed last-seen write is logged, not thrown: the heartbeat must still be written.
     await this.ended?.written;
-    const now = Date.now();
+    const now = this.clock();
     if (this.alone) {
       await this.store.replicaHeartbeat(this.replica, new Date(now));
       return;
@@ -243,7 +250,7 @@ export class Presence {
    * replicas silent for `silentMs`, but not those held for a restart less than twice its grace ago.
    */
   private async beat(silentMs: number, starting = false): Promise<void> {
-    const now = Date.now();
+    const now = this.clock();
     if (starting) await this.store.replicaStarted(this.replica, new Date(now));
     else await this.store.replicaHeartbeat(this.replica, new Date(now));
     if (!this.alone) await this.rewriteReaped(new Date(now));
