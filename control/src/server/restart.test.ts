@@ -77,11 +77,12 @@ for (const { kind, skip, create } of await testDatabaseKinds()) {
       expect(about(rb, ids.a)).toEqual([]);
     });
 
+    // The two below end a short grace: whether b is still online when a is back depends on the
+    // machine's speed (the first case shows it is, with a grace no machine outlasts).
     it('takes a node that is not back by the end of the grace offline for its peers', async () => {
       const { again, a } = await restarted(2_000);
       const ra = await reconnect(a, again);
       await ra.until('a map', (c) => c.netmap !== null);
-      expect(peer(ra, 'b')?.online).toBe(true);
       await ra.until('b offline', (c) => peer(c, 'b')?.online === false, 10_000);
       expect(peer(ra, 'b')?.lastSeen).not.toBeNull();
     });
@@ -90,7 +91,6 @@ for (const { kind, skip, create } of await testDatabaseKinds()) {
       const { again, a } = await restarted(2_000, { ephemeralB: true, ephemeralGraceMs: 500 });
       const ra = await reconnect(a, again);
       await ra.until('a map', (c) => c.netmap !== null);
-      expect(peer(ra, 'b')?.online).toBe(true);
       await ra.until('b deleted', (c) => c.netmap !== null && peer(c, 'b') === undefined, 15_000);
     });
 
