@@ -48,6 +48,7 @@ describe('migrations', () => {
       '0009_name_bases',
       '0010_name_base_kept_by_postgres',
       '0011_replica_stops',
+      '0012_replica_starts',
     ]);
     await again.destroy();
   });

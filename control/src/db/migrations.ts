@@ -293,6 +293,15 @@ const migrations: Record<string, Migration> = {
       await db.schema.alterTable('replicas').addColumn('held_since', 'text').execute();
     },
   },
+
+  '0012_replica_starts': {
+    async up(db: Kysely<unknown>) {
+      // When a replica started: one started within a restart's grace of a stop is still coming up
+      // (a surge rollout's new replica), and does not keep the stopping one from holding
+      // (presence.ts). Null: a replica of an earlier version, counted as up.
+      await db.schema.alterTable('replicas').addColumn('started_at', 'text').execute();
+    },
+  },
 };
 
 export const migrationProvider: MigrationProvider = {

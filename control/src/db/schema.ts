@@ -155,6 +155,8 @@ export interface ReplicasTable {
   stopped_at: string | null;
   /** Set by the last replica running as it stopped: its streams wait for the next one's restart grace. */
   held_since: string | null;
+  /** Its first heartbeat (null: a replica of a version before migration 0012). */
+  started_at: string | null;
 }
 
 export interface Database {

@@ -646,17 +646,22 @@ export class Store {
   async replicaStarted(replica: string, at: Date): Promise<void> {
     await this.transaction(async (tx) => {
       await tx.replicaLifeLock();
-      await tx.replicaHeartbeat(replica, at);
+      const start = at.toISOString();
+      await tx.db
+        .insertInto('replicas')
+        .values({ id: replica, seen_at: start, started_at: start })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ seen_at: start, started_at: start }))
+        .execute();
     });
   }
 
   /**
    * A clean stop: `replica`'s last heartbeat, marked stopped. When no other replica runs (one that is
-   * not stopped and was heard from since `runningSince`), it was the last: its streams and those of
-   * every replica stopped since `runningSince`, not reaped yet, are held from `at` (rows held already
-   * keep their time). Returns whether it was the last.
+   * not stopped, was heard from since `runningSince` and started before `upSince`), it was the last:
+   * its streams and those of every replica stopped since `runningSince`, not reaped yet, are held
+   * from `at` (rows held already keep their time). Returns whether it was the last.
    */
-  async replicaStopped(replica: string, at: Date, runningSince: Date): Promise<boolean> {
+  async replicaStopped(replica: string, at: Date, runningSince: Date, upSince: Date): Promise<boolean> {
     return this.transaction(async (tx) => {
       await tx.replicaLifeLock();
       const stop = at.toISOString();
@@ -671,6 +676,7 @@ export class Store {
         .select('id')
         .where('stopped_at', 'is', null)
         .where('seen_at', '>=', since)
+        .where((eb) => eb.or([eb('started_at', 'is', null), eb('started_at', '<', upSince.toISOString())]))
         .executeTakeFirst();
       if (running !== undefined) return false;
       await tx.db
@@ -684,14 +690,14 @@ export class Store {
     });
   }
 
-  /** How many stopped replicas' streams are held for a restart's grace. */
-  async heldReplicas(): Promise<number> {
-    const row = await this.db
+  /** The stopped replicas whose streams are held for a restart's grace. */
+  async heldReplicas(): Promise<string[]> {
+    const rows = await this.db
       .selectFrom('replicas')
-      .select((eb) => eb.fn.countAll().as('count'))
+      .select('id')
       .where('held_since', 'is not', null)
-      .executeTakeFirstOrThrow();
-    return Number(row.count);
+      .execute();
+    return rows.map((r) => r.id);
   }
 
   /** Drops every replica but `replica` and their streams (the only server's previous runs); how many streams. */
@@ -706,12 +712,20 @@ export class Store {
     });
   }
 
-  /** Drops the held replicas and their streams (a restart's grace is over); how many streams. */
-  async dropHeldReplicas(): Promise<number> {
+  /**
+   * Drops the held replicas of `ids` and their streams (a restart's grace for them is over; rows
+   * held since wait for their own); how many streams.
+   */
+  async dropHeldReplicas(ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
     return this.transaction(async (tx) => {
-      const held = tx.db.selectFrom('replicas').select('id').where('held_since', 'is not', null);
+      const held = tx.db
+        .selectFrom('replicas')
+        .select('id')
+        .where('held_since', 'is not', null)
+        .where('id', 'in', ids);
       const dropped = await tx.db.deleteFrom('node_streams').where('replica', 'in', held).executeTakeFirst();
-      await tx.db.deleteFrom('replicas').where('held_since', 'is not', null).execute();
+      await tx.db.deleteFrom('replicas').where('held_since', 'is not', null).where('id', 'in', ids).execute();
       return Number(dropped.numDeletedRows);
     });
   }

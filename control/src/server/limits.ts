@@ -44,12 +44,13 @@ export interface ServerLimits {
    */
   presenceHoldMs: number;
   /**
-   * A restart after a clean shutdown of the only server (SQLite), or of the last replica running on
-   * PostgreSQL, keeps the previous run's streams online this long after it listens: the restart's
+   * A restart after a clean shutdown of the only server (SQLite), or of the last replica up on
+   * PostgreSQL, keeps the previous run's streams online this long after it listens (a replica
+   * started less than this before the stop: after it sees the stop's hold): the restart's
    * herd comes back (the engine retries an upgrade after 15 s, and the herd took 30-55 s at 10,000
    * nodes) without any node going offline and online for its peers. Nodes not back by then go
-   * offline in one reload. A replica stopped while others run uses the reaper's DEAD_AFTER_MS
-   * instead: its nodes move to them (presence.ts).
+   * offline in one reload. A replica stopped while others have run this long uses the reaper's
+   * DEAD_AFTER_MS instead: its nodes move to them (presence.ts).
    */
   restartGraceMs: number;
 }

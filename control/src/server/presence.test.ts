@@ -328,15 +328,18 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
 
   it("holds the streams of the last replica to stop cleanly, and of one stopped just before, for the next one's grace", async () => {
     const store = await storeWithNode(await tempPostgres());
-    const first = counted(store, 60_000, false, 10_000, () => stopAt).presence;
-    const last = counted(store, 60_000, false, 10_000, () => stopAt).presence;
+    // Both up for longer than their grace (1 s) when they stop: neither is coming up.
+    let now = stopAt - 2_000;
+    const first = counted(store, 1_000, false, 10_000, () => now).presence;
+    const last = counted(store, 1_000, false, 10_000, () => now).presence;
     await first.start();
     await last.start();
     await first.connected('n1');
+    now = stopAt;
     await first.close(); // last still runs: first's nodes could move there
-    expect(await store.heldReplicas()).toBe(0);
+    expect(await store.heldReplicas()).toHaveLength(0);
     await last.close();
-    expect(await store.heldReplicas()).toBe(2);
+    expect(await store.heldReplicas()).toHaveLength(2);
 
     // The next one starts after its reaper's limit for a silent replica (50 ms), and well within
     // the hold's bound (twice its grace, 400 ms): held, they are not reaped; its grace ends them.
@@ -346,21 +349,42 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
     expect(await streamedBy(store)).toBe(first.replica);
     next.presence.startGrace();
     await until('the grace over', async () => (await streamedBy(store)) === null);
-    expect(await store.heldReplicas()).toBe(0);
+    expect(await store.heldReplicas()).toHaveLength(0);
     expect(next.reloads()).toBe(1);
   });
 
   it("a stop while another replica runs holds nothing: its streams go at the reaper's limit", async () => {
     const store = await storeWithNode(await tempPostgres());
-    const stopped = counted(store, 600_000, false).presence;
-    const other = counted(store, 600_000, false, 50).presence;
+    // The other has been up for longer than the stopping one's grace (500 ms).
+    let otherNow = stopAt - 1_000;
+    const stopped = counted(store, 500, false, 10_000, () => stopAt).presence;
+    const other = counted(store, 600_000, false, 50, () => otherNow).presence;
     await stopped.start();
     await other.start();
     onCleanup(() => other.close());
     await stopped.connected('n1');
     await stopped.close();
-    expect(await store.heldReplicas()).toBe(0);
+    expect(await store.heldReplicas()).toHaveLength(0);
+    otherNow = stopAt + 100;
     await until('reaped', async () => (await streamedBy(store)) === null);
+  });
+
+  it("a stop while the only other replica is coming up (a surge rollout) holds, and that one's grace ends the hold", async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const old = counted(store, 200, false, 10_000, () => stopAt).presence;
+    await old.start();
+    await old.connected('n1');
+    // Started within the old one's grace (200 ms) before its stop, and listening already.
+    const surge = counted(store, 200, false, 10_000, () => stopAt + 100);
+    await surge.presence.start();
+    onCleanup(() => surge.presence.close());
+    surge.presence.startGrace();
+    await old.close();
+    expect(await store.heldReplicas()).toEqual([old.replica]);
+    expect(await streamedBy(store)).toBe(old.replica);
+    await until('the grace over', async () => (await streamedBy(store)) === null);
+    expect(await store.heldReplicas()).toHaveLength(0);
+    expect(surge.reloads()).toBe(1);
   });
 
   it("a killed replica holds nothing: the next one drops its streams at the reaper's limit, with no grace", async () => {
@@ -401,7 +425,25 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
     expect(await streamedBy(store)).toBe(stopped.replica);
     now = stopAt + 2 * 60_000 + 1;
     await until('the held streams reaped', async () => (await streamedBy(store)) === null);
-    expect(await store.heldReplicas()).toBe(0);
+    expect(await store.heldReplicas()).toHaveLength(0);
+  });
+
+  it('a grace drops the replicas it found held; one held during it gets a grace of its own', async () => {
+    const store = await storeWithNode(await tempPostgres());
+    const previous = counted(store, 200, false, 10_000, () => stopAt).presence;
+    await previous.start();
+    await previous.close();
+    const next = counted(store, 200, false, 10_000, () => stopAt + 100);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    // Another replica stops while next is coming up: held too, after next found the first hold.
+    const other = counted(store, 200, false, 10_000, () => stopAt + 100).presence;
+    await other.start();
+    await other.close();
+    const drops = vi.spyOn(store, 'dropHeldReplicas');
+    next.presence.startGrace();
+    await until('both graces over', async () => (await store.heldReplicas()).length === 0);
+    expect(drops.mock.calls).toEqual([[[previous.replica]], [[other.replica]]]);
   });
 
   it('a stop as its grace ends holds its own streams: the grace drops only what was held before', async () => {
@@ -419,10 +461,10 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
       drop = resolve;
     });
     const dropHeld = store.dropHeldReplicas.bind(store);
-    vi.spyOn(store, 'dropHeldReplicas').mockImplementationOnce(async () => {
+    vi.spyOn(store, 'dropHeldReplicas').mockImplementationOnce(async (ids) => {
       dropping = true;
       await dropped;
-      return dropHeld();
+      return dropHeld(ids);
     });
     next.startGrace();
     await until('the grace ending', async () => dropping);
@@ -436,6 +478,6 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
     setTimeout(drop, 200);
     await next.close();
     expect(await streamedBy(store)).toBe(next.replica);
-    expect(await store.heldReplicas()).toBe(1);
+    expect(await store.heldReplicas()).toHaveLength(1);
   });
 });

@@ -17,19 +17,22 @@ import { DEFAULT_LIMITS } from './limits.js';
 // the previous run's rows for restartGraceMs after it listens, then drops those not taken over.
 //
 // Replicas on PostgreSQL (the rules; times are each process's clock, as heartbeats are):
-// - A clean stop marks its row stopped. If another replica runs (not stopped, heard from within
-//   DEAD_AFTER_MS; a replica killed less than that ago counts), its nodes move there and its rows go
-//   with its heartbeat DEAD_AFTER_MS later, as a killed replica's do.
-// - If none runs, it was the last: it holds its rows, and those of every replica stopped within
+// - A clean stop marks its row stopped. If another replica runs and is up (not stopped, heard from
+//   within DEAD_AFTER_MS, started more than restartGraceMs ago; a replica killed less than
+//   DEAD_AFTER_MS ago counts), its nodes move there and its rows go with its heartbeat
+//   DEAD_AFTER_MS later, as a killed replica's do.
+// - If none does, it was the last: it holds its rows, and those of every replica stopped within
 //   DEAD_AFTER_MS (replicas stopped together: their nodes had no one left to move to), from now.
+//   A replica started within restartGraceMs is still coming up (a surge rollout's new replica,
+//   started before the old one stops): it keeps nothing from holding, and gives the hold a grace.
 // - A killed replica marks nothing: its rows go DEAD_AFTER_MS after its last heartbeat, as before.
 // - A start writes its first heartbeat under the lock the stop takes, so a replica stopping at that
-//   moment either sees it running (and holds nothing) or has held before it looks. Running counts
-//   from that heartbeat, before listening: a replica started before the old one stops (a surge
-//   rollout) makes that stop one "while another runs", with no hold and no grace. A replica that
-//   finds held rows once its first reaping is done keeps them for restartGraceMs after it listens,
-//   then drops every held row (no clock decides) in one reload, tried again on failure. Replicas
-//   starting together each do so; the first to end drops them, the other finds none.
+//   moment either sees it (and, if it is up, holds nothing) or has held before it looks. A replica
+//   that finds held rows once its first reaping is done keeps them for restartGraceMs after it
+//   listens; one that finds rows held later (its beats look while it listens and has no grace)
+//   keeps them for restartGraceMs from then. Its grace then drops the replicas it found held (no
+//   clock decides; rows held since wait for their own grace) in one reload, tried again on failure.
+//   Replicas starting together each do so; the first to end drops them, the other finds none.
 // - The reaper spares held rows for 2 × restartGraceMs from their hold (a replica listening within
 //   restartGraceMs of the stop gets its whole grace), then drops them: the bound when no grace
 //   ends them (a replica killed in its grace, the next start much later). A replica killed in its
@@ -49,6 +52,10 @@ export class Presence {
   private grace: NodeJS.Timeout | null = null;
   /** Whether startGrace starts one: always on the only server; on a replica that found held rows. */
   private graceDue = false;
+  /** A replica's grace ends the hold of these (those found held when it was due). */
+  private graceFor: readonly string[] = [];
+  /** Listening (startGrace called): a replica's beats look for rows held since. */
+  private listening = false;
   /** Closed: the grace's end is not tried again. */
   private closed = false;
   /** The grace's end while it runs: close() waits for it, else it could drop the rows close() holds. */
@@ -101,7 +108,8 @@ export class Presence {
     }
     await this.beat(this.timing.deadAfterMs, true);
     // After the first reaping: rows held too long have gone.
-    this.graceDue = (await this.store.heldReplicas()) > 0;
+    this.graceFor = await this.store.heldReplicas();
+    this.graceDue = this.graceFor.length > 0;
     this.timer = setInterval(
       () =>
         this.beat(this.timing.deadAfterMs).catch((err) =>
@@ -117,6 +125,7 @@ export class Presence {
    * here, as the herd is: a slow start does not eat into it.
    */
   startGrace(): void {
+    this.listening = true;
     if (!this.graceDue || this.grace !== null) return;
     this.grace = setTimeout(() => this.endGrace(), this.timing.restartGraceMs);
     this.grace.unref();
@@ -133,10 +142,13 @@ export class Presence {
       await this.store.replicaHeartbeat(this.replica, new Date(this.clock()));
       const dropped = this.alone
         ? await this.store.dropOtherReplicas(this.replica)
-        : await this.store.dropHeldReplicas();
+        : await this.store.dropHeldReplicas(this.graceFor);
       if (dropped > 0)
         this.log.info(`${dropped} streams of the previous run dropped: those nodes are offline`);
       await this.sync.refresh();
+      // Over: a replica's beats look for rows held since (a stop while this one was coming up).
+      this.graceDue = false;
+      this.grace = null;
     };
     this.ending = ended().catch((err) => {
       if (this.closed) return;
@@ -224,8 +236,9 @@ export class Presence {
       this.replica,
       new Date(now),
       new Date(now - this.timing.deadAfterMs),
+      new Date(now - this.timing.restartGraceMs),
     );
-    if (held) this.log.info("the last replica running: its streams are held for the next one's grace");
+    if (held) this.log.info("the last replica up: its streams are held for the next one's grace");
   }
 
   /** Writes the rows of held streams that another replica's reaper dropped. */
@@ -264,5 +277,18 @@ export class Presence {
         await this.sync.refresh();
       }
     });
+    if (!this.alone && !starting && this.listening && this.grace === null) await this.graceForHeld();
+  }
+
+  /**
+   * Rows held after this replica started (a stop while it was coming up: a surge rollout) get the
+   * grace a replica started after the stop would give them, from when this one sees them.
+   */
+  private async graceForHeld(): Promise<void> {
+    const held = await this.store.heldReplicas();
+    if (held.length === 0 || this.grace !== null || this.closed) return;
+    this.graceFor = held;
+    this.graceDue = true;
+    this.startGrace();
   }
 }

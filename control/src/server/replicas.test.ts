@@ -187,7 +187,8 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
 
   it("a clean stop of one of two replicas moves its nodes to the other, without a restart's grace", async () => {
     const db = await tempPostgres();
-    const r1 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    // r2 counts as up at r1's stop (started more than r1's grace before it), not coming up.
+    const r1 = await startTestControl({ config: { db }, ...NO_GRACE_HERE, limits: { restartGraceMs: 1 } });
     const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
     const lb = await startBalancer([r1.control.url, r2.control.url]);
     const key = await r1.key('--reusable');
@@ -209,6 +210,27 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     // d does not come back: offline once r1's last heartbeat is older than r2's reaper allows.
     await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 20_000);
     expect(peer(sb, 'a')?.online).toBe(true);
+  }, 60_000);
+
+  it("a surge rollout: the only replica stopped just after the next one started holds its nodes for that one's grace", async () => {
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const key = await r1.key('--reusable');
+    const d = new TestMachine(r1);
+    await d.join('d', key);
+    await d.stream();
+    // The new replica starts (within r1's grace) before r1 stops; b watches d from it.
+    const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const b = new TestMachine(via(r1, r2.control.url));
+    await b.join('b', key);
+    const sb = await b.stream();
+    await sb.until('d online', (c) => peer(c, 'd')?.online === true);
+    await r1.control.close();
+    // d does not come back, but r2's grace (10 minutes here) holds it: online past the limit after
+    // which r2's reaper would have dropped r1's rows.
+    await new Promise((r) => setTimeout(r, 3 * NO_GRACE_HERE.deadAfterMs));
+    expect(peer(sb, 'd')?.online).toBe(true);
+    expect(sb.closed).toBeNull();
   }, 60_000);
 
   it("a killed replica, the only one, holds nothing: its nodes not back go offline at the reaper's limit", async () => {
