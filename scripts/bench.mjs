@@ -52,6 +52,11 @@ const BENCHMARKS = {
     about:
       'N real nodes (registration + signed streams) vs weft-control: connect, RSS, join/endpoint/delete/policy fan-out p50/p99/max, restart [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]',
   },
+  'hub-memory': {
+    file: 'control/dist/bench/hub-memory.js',
+    about:
+      "control's netmap hub in-process, N nodes connected, allow-all and per-person: RSS, heap, sent records' bytes, connect and policy-change time, records shared per class vs per stream [N…] [--shared-only]",
+  },
   'control-vs-headscale': {
     file: 'control/dist/bench/vs-headscale.js',
     about:

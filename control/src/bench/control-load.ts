@@ -23,9 +23,11 @@ import { isPostgresUrl } from '../db/location.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import {
+  ALL_POLICY,
   BIN,
   cpuSeconds,
   memoryOf,
+  PERSON_POLICY,
   pct,
   pool,
   type Replica,
@@ -81,15 +83,6 @@ function parseArgs(argv: string[]): Args {
 }
 
 // ---------- the tailnet under test
-
-const PERSON_POLICY = (selfPorts: string) => `{
-  "tagOwners": { "tag:server": ["ops@example.com"] },
-  "acls": [
-    { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${selfPorts}"] },
-    { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
-  ],
-}`;
-const ALL_POLICY = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }';
 
 interface Plan {
   /** Owner of node i: a person's index, or -1 for a shared server. */

@@ -5,6 +5,17 @@ import { join } from 'node:path';
 // What the control benchmarks share: a real `weft-control serve` process, its RSS, a bounded
 // concurrency pool, bounded waits and percentiles.
 
+/** Per person: a person's own devices see each other; members and shared servers see each other. */
+export const PERSON_POLICY = (selfPorts: string) => `{
+  "tagOwners": { "tag:server": ["ops@example.com"] },
+  "acls": [
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${selfPorts}"] },
+    { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
+  ],
+}`;
+/** The policy the allow-all runs change to: everyone still sees everyone. */
+export const ALL_POLICY = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }';
+
 const ROOT = join(import.meta.dirname, '../../..');
 export const BIN = join(ROOT, 'control/dist/cli/main.js');
 

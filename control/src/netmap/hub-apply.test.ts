@@ -7,6 +7,7 @@ import { TEST_RANGES, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
 import { wireOf } from './message-text.js';
 import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
+import type { Visibility, VisibilityPolicy } from './visibility.js';
 
 // The hub applies one node's rows at a time (a join, a delete, a report) instead of reloading the
 // tailnet. After any sequence of such changes, what every connected node holds must be exactly what
@@ -30,6 +31,99 @@ const PERSON_POLICY = `{
     { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
   ],
 }`;
+
+/** The role a node has under RolePolicy: `tag:rK` is role K, `tag:server` role 0, untagged UNTAGGED. */
+const UNTAGGED = 3;
+const ROLES = UNTAGGED + 1;
+function roleOf(node: NodeRecord): number {
+  if (node.tags.includes('tag:server')) return 0;
+  const tag = node.tags.find((t) => t.startsWith('tag:r'));
+  return tag === undefined ? UNTAGGED : Number(tag.slice('tag:r'.length));
+}
+
+/**
+ * A policy of roles, to move the hub's groups (Visibility.shared) about: roles are put in two
+ * classes, and each role sees the roles of the classes its class sees. A node's packet filter names
+ * the roles it sees. Tagged nodes share a key, the policy's generation and the roles they see, so
+ * roles of one class share a record, new rows split and merge groups, and a new generation re-keys
+ * every group. Untagged nodes also see their owner's other untagged nodes, and have no key (as
+ * autogroup:self). Rows are kept in each visibility as decided: a hub that fails to decide again
+ * sends stale peers.
+ */
+class RolePolicy implements VisibilityPolicy {
+  /** Per role, the roles it sees, as bits; all of them to start with. */
+  rows: number[] = Array.from({ length: ROLES }, () => (1 << ROLES) - 1);
+  generation = 0;
+  /** Each node's role as last told (affectedBy), to name who saw it before. */
+  private readonly roles = new Map<string, number>();
+
+  visibilityOf(node: NodeRecord): Visibility {
+    const role = roleOf(node);
+    const row = this.rows[role] as number;
+    const classSees = (peer: NodeRecord) => ((row >> roleOf(peer)) & 1) === 1;
+    const own = (peer: NodeRecord) =>
+      role === UNTAGGED && roleOf(peer) === UNTAGGED && node.userId !== null && peer.userId === node.userId;
+    return {
+      canSee: (peer) => peer.id !== node.id && (classSees(peer) || own(peer)),
+      packetFilter: [
+        { SrcIPs: [`100.64.0.${row}/32`], DstPorts: [{ IP: '*', Ports: { First: 0, Last: 65535 } }] },
+      ],
+      ...(role === UNTAGGED ? {} : { shared: { key: `${this.generation} ${row}`, canSee: classSees } }),
+    };
+  }
+
+  affectedBy(
+    changed: readonly NodeRecord[],
+    nodes: ReadonlyMap<string, NodeRecord>,
+  ): ReadonlySet<string> | 'all' {
+    if (changed.length > 1) {
+      for (const n of changed) this.told(n, nodes);
+      return 'all';
+    }
+    const affected = new Set<string>();
+    for (const n of changed) {
+      const roles = [this.roles.get(n.id), this.told(n, nodes)].filter((r) => r !== undefined);
+      for (const other of nodes.values()) {
+        const row = this.rows[roleOf(other)] as number;
+        if (
+          roles.some((r) => ((row >> r) & 1) === 1) ||
+          (other.userId !== null && other.userId === n.userId)
+        ) {
+          affected.add(other.id);
+        }
+      }
+    }
+    return affected;
+  }
+
+  /** Remembers `n`'s role now (undefined: gone). */
+  private told(n: NodeRecord, nodes: ReadonlyMap<string, NodeRecord>): number | undefined {
+    const current = nodes.get(n.id);
+    if (current === undefined) {
+      this.roles.delete(n.id);
+      return undefined;
+    }
+    this.roles.set(n.id, roleOf(current));
+    return roleOf(current);
+  }
+
+  /**
+   * Puts role r in class `classOf[r]` (0 or 1), class a seeing class b as `sees` says ([0-0, 0-1,
+   * 1-1]), in a new generation when `bump`; the nodes whose rows moved.
+   */
+  setRows(classOf: readonly number[], sees: readonly boolean[], bump: boolean, nodes: Iterable<NodeRecord>) {
+    const see = (a: number, b: number) => sees[a + b] === true;
+    const rows = Array.from({ length: ROLES }, (_, r) => {
+      let row = 0;
+      for (let s = 0; s < ROLES; s++) if (see(classOf[r] as number, classOf[s] as number)) row |= 1 << s;
+      return row;
+    });
+    const before = this.rows;
+    this.rows = rows;
+    if (bump) this.generation++;
+    return new Set([...nodes].filter((n) => before[roleOf(n)] !== rows[roleOf(n)]).map((n) => n.id));
+  }
+}
 
 /** A session that keeps the netmap as the node would, from the messages it was sent. */
 class Session implements StreamSession {
@@ -71,7 +165,11 @@ type Op =
   /** A batched hub sends what it holds (the next event-loop turn in control). */
   | { kind: 'flush' }
   /** A hub holding presence releases it for the next flush (PRESENCE_HOLD_MS in control). */
-  | { kind: 'presence' };
+  | { kind: 'presence' }
+  /** RolePolicy only: the node takes another role. */
+  | { kind: 'role'; i: number; role: number }
+  /** RolePolicy only: new rows (see setRows), in a new generation when `bump`. */
+  | { kind: 'rows'; classOf: number[]; sees: boolean[]; bump: boolean };
 
 const index = fc.integer({ min: 1, max: 6 });
 const op: fc.Arbitrary<Op> = fc.oneof(
@@ -98,14 +196,54 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('presence' as const) }),
 );
 
+/** Under RolePolicy, nodes also change roles and the rows change; more streams, to share records. */
+const roleOp: fc.Arbitrary<Op> = fc.oneof(
+  { arbitrary: op, weight: 3 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('join' as const),
+      i: index,
+      person: fc.integer({ min: 0, max: PEOPLE.length - 1 }),
+      server: fc.constant(true),
+    }),
+    weight: 2,
+  },
+  { arbitrary: fc.record({ kind: fc.constant('connect' as const), i: index }), weight: 3 },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('role' as const),
+      i: index,
+      role: fc.integer({ min: 0, max: ROLES - 1 }),
+    }),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.record({
+      kind: fc.constant('rows' as const),
+      classOf: fc.array(fc.integer({ min: 0, max: 1 }), { minLength: ROLES, maxLength: ROLES }),
+      sees: fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }),
+      bump: fc.boolean(),
+    }),
+    weight: 2,
+  },
+);
+
+const ROLES_POLICY = 'roles';
+type PolicyUnderTest = string | null | typeof ROLES_POLICY;
+
 function makeHub(
-  policy: string | null,
+  policy: PolicyUnderTest,
   replica: string | null,
   schedule?: (flush: () => void) => void,
   holdPresence?: (release: () => void) => void,
 ): NetmapHub {
-  const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
-  if (policy !== null) visibility.setPolicy(parsePolicy(policy));
+  let visibility: VisibilityPolicy;
+  if (policy === ROLES_POLICY) visibility = new RolePolicy();
+  else {
+    const compiled = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
+    if (policy !== null) compiled.setPolicy(parsePolicy(policy));
+    visibility = compiled;
+  }
   const hub = new NetmapHub(
     visibility,
     TEST_RANGES,
@@ -114,7 +252,7 @@ function makeHub(
     holdPresence,
   );
   hub.replica = replica;
-  return hub;
+  return { hub, visibility };
 }
 
 /** A netmap with its peers in a fixed order (the order of upserts is not part of the state). */
@@ -124,7 +262,7 @@ function normal(map: NetMap | null | undefined) {
 }
 
 /** Runs `ops` against the database model and the incremental hub, then compares with a full load. */
-function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
+function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
   const batched = mode !== 'at once';
   const db = new Map<string, NodeRecord>();
   const flushes: (() => void)[] = [];
@@ -135,14 +273,14 @@ function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
   const release = () => {
     for (let r = releases.shift(); r !== undefined; r = releases.shift()) r();
   };
-  const hub = makeHub(
+  const { hub, visibility } = makeHub(
     policy,
     REPLICA,
     batched ? (f) => flushes.push(f) : undefined,
     mode === 'presence held' ? (r) => releases.push(r) : undefined,
   );
   // The full reload after each change; online is what the rows say.
-  const reference = makeHub(policy, null);
+  const { hub: reference, visibility: referenceVisibility } = makeHub(policy, null);
   const sessions = new Map<string, Session>();
   let clock = 0;
   const write = (id: string, change: Partial<NodeRecord>) => {
@@ -168,6 +306,14 @@ function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
     }
     if (o.kind === 'presence') {
       release();
+      continue;
+    }
+    if (o.kind === 'rows') {
+      if (!(visibility instanceof RolePolicy && referenceVisibility instanceof RolePolicy)) continue;
+      const moved = visibility.setRows(o.classOf, o.sees, o.bump, hub.records());
+      referenceVisibility.setRows(o.classOf, o.sees, o.bump, []);
+      hub.policyChanged(o.bump ? 'all' : moved);
+      reference.policyChanged('all');
       continue;
     }
     if (o.kind === 'backlog') {
@@ -201,6 +347,9 @@ function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
           advertisedRoutes: o.advertise ? [SUBNET] : [],
           approvedRoutes: o.advertise && o.approve ? [SUBNET] : [],
         });
+        break;
+      case 'role':
+        write(id, { tags: o.role === UNTAGGED ? [] : [`tag:r${o.role}`] });
         break;
       case 'expire':
         write(id, { keyExpiry: '2026-01-01T00:00:00.000Z', streamedBy: null });
@@ -245,12 +394,15 @@ function check(policy: string | null, mode: Mode, ops: readonly Op[]): void {
 type Mode = 'at once' | 'batched' | 'presence held';
 
 describe('NetmapHub.apply', () => {
-  for (const policy of [null, PERSON_POLICY]) {
+  for (const policy of [null, PERSON_POLICY, ROLES_POLICY]) {
     for (const mode of ['at once', 'batched', 'presence held'] as const) {
-      const name = `${policy === null ? 'allow-all' : 'per-person'}${mode === 'at once' ? '' : `, ${mode}`}`;
+      const kind =
+        policy === null ? 'allow-all' : policy === ROLES_POLICY ? 'roles sharing records' : 'per-person';
+      const name = `${kind}${mode === 'at once' ? '' : `, ${mode}`}`;
+      const ops = policy === ROLES_POLICY ? roleOp : op;
       it(`leaves every node the map a full load gives (${name})`, () => {
         fc.assert(
-          fc.property(fc.array(op, { maxLength: 60, size: 'max' }), (ops) => check(policy, mode, ops)),
+          fc.property(fc.array(ops, { maxLength: 60, size: 'max' }), (list) => check(policy, mode, list)),
           { numRuns: 300 },
         );
       });

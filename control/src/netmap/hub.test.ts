@@ -333,6 +333,25 @@ describe('NetmapHub', () => {
     expect(s1?.deltas().length).toBe(before);
   });
 
+  it('keeps one record of what it sent for all allow-all streams: bytes in the nodes, not in their pairs', () => {
+    const n = 300;
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: n }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const sessions = connectAll(hub, nodes);
+    // A record of its own each would be n records of n peers (720,000 bytes here).
+    expect(hub.recordBytes()).toBeLessThan(40 * n);
+    // Still one comparison per change, and every member is told.
+    for (const s of sessions) s.messages.length = 0;
+    hub.update([...nodes.slice(1), node(1, { endpoints: ['203.0.113.1:41641'] })]);
+    for (const s of sessions.slice(1)) {
+      expect(s.messages).toEqual([{ type: 'delta', peersUpserted: [expect.objectContaining({ id: 'n1' })] }]);
+    }
+    expect(sessions[0]?.messages).toEqual([
+      { type: 'delta', self: expect.objectContaining({ endpoints: ['203.0.113.1:41641'] }) },
+    ]);
+  });
+
   it('propagates nothing when a node already online (its stream held by the previous run) connects', () => {
     const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
     hub.replica = 'restarted';

@@ -12,13 +12,14 @@ import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { adminApprovedRoutes, electPrimaries, isExitRoute } from '../tailnet/routes.js';
 import { withWire } from './message-text.js';
 import { SentRecord } from './sent-record.js';
-import type { Visibility, VisibilityPolicy } from './visibility.js';
+import type { SharedVisibility, Visibility, VisibilityPolicy } from './visibility.js';
 
 // Computes each connected node's netmap and the deltas that keep it current. It knows nothing about
 // WebSockets or the database: it is fed snapshots of the nodes and sessions that can take a message.
 // Work per change is proportional to (connected nodes × changed nodes); a node's whole peer list is
-// recomputed only when the policy says its visibility may have changed. Changes to a few nodes come
-// in alone (apply); update() takes the whole table, for what cannot be narrowed to nodes.
+// recomputed only when the policy says its visibility may have changed, and once per class of nodes
+// that see alike (see Group), not per node. Changes to a few nodes come in alone (apply); update()
+// takes the whole table, for what cannot be narrowed to nodes.
 
 /** One node's live stream, whatever carries it. */
 export interface StreamSession {
@@ -45,8 +46,13 @@ export interface StreamSession {
 interface Subscriber {
   session: StreamSession;
   visibility: Visibility;
-  /** Which view of each peer (by slot) this node last received, so only real changes are sent. */
+  /**
+   * Which view of each peer (by slot) this node last received, so only real changes are sent: its
+   * group's record when it has one (see Group).
+   */
   sent: SentRecord;
+  /** The streams it shares its record with (see Visibility.shared); null: the record is its own. */
+  group: Group | null;
   selfJson: string;
   filterJson: string;
   /** Skipped changes while its transport was backlogged: it needs a whole map (resync). */
@@ -77,6 +83,31 @@ interface CachedView {
   bytes?: Buffer;
   /** Which version of a node's shared view this is; 0 for a view built for one viewer. */
   seq: number;
+}
+
+/**
+ * The in-step streams whose visibilities share one key, and the one record of what they were sent.
+ * After every propagate() an in-step stream's record is the current view of every peer it sees, so
+ * streams that see the same peers the same way would keep equal records: the group keeps one, of
+ * every node the class sees, its own members included (a member skips its own slot), and each
+ * change is compared with it once (see Steps). Under allow-all that is one record of N peers, not
+ * N records of N. A stream that falls behind, ends or is replaced leaves; an empty group is dropped
+ * (nothing would keep its record current).
+ */
+interface Group {
+  key: string;
+  record: SentRecord;
+  members: Set<Subscriber>;
+}
+
+/** What a peer's comparison with a record gave: its view to send, its removal, or nothing. */
+type Step = CachedView | 'removed' | 'same';
+
+/** One propagate()'s comparisons with one group's record: each peer is compared once per change. */
+interface Steps {
+  byPeer: Map<string, Step>;
+  /** Those that are not 'same', once the whole class was compared (a member's visibility moved). */
+  all: [string, Step][] | null;
 }
 
 type Delta = Extract<StreamServerMessage, { type: 'delta' }>;
@@ -141,6 +172,10 @@ export class NetmapHub {
   private nodes = new Map<string, NodeRecord>();
   private views = new Map<string, CachedView>();
   private subscribers = new Map<string, Subscriber>();
+  /** Streams sharing one record, by their visibilities' key (see Group). */
+  private groups = new Map<string, Group>();
+  /** The current propagate()'s comparisons, per group (see Steps). */
+  private steps = new Map<Group, Steps>();
   private viewSeq = 0;
   /** Routers' shared views before their latest refresh (see SentRecord.record). */
   private previousViews = new Map<string, CachedView>();
@@ -304,6 +339,7 @@ export class NetmapHub {
       const sub = this.subscribers.get(gone.id);
       if (sub) {
         this.subscribers.delete(gone.id);
+        this.leaveGroup(sub);
         sub.session.send({ type: 'logout', reason: this.goneReason(gone.id) });
         sub.session.close(this.expired.has(gone.id) ? 'key expired' : 'node deleted');
       }
@@ -373,10 +409,12 @@ export class NetmapHub {
     const self = this.nodes.get(session.nodeId);
     if (self === undefined) throw new Error(`node ${session.nodeId} is not known`);
     const replaced = this.subscribers.get(session.nodeId);
+    if (replaced) this.leaveGroup(replaced);
     const sub: Subscriber = {
       session,
       visibility: this.policy.visibilityOf(self, this.nodes),
       sent: new SentRecord(),
+      group: null,
       selfJson: '',
       filterJson: '',
       behind: false,
@@ -386,7 +424,7 @@ export class NetmapHub {
     this.subscribers.set(session.nodeId, sub);
     replaced?.session.close('replaced by a newer stream');
     const change = this.refreshView(session.nodeId);
-    this.sendFull(sub, self);
+    this.start(sub, self);
     // A node online already (a replaced stream, a stream another replica or the previous run held)
     // changes nothing for its peers: no propagation (a restart's herd would pay for each).
     if (change)
@@ -403,23 +441,89 @@ export class NetmapHub {
     if (sub?.session !== session || !sub.behind || self === undefined) return;
     sub.behind = false;
     sub.visibility = this.policy.visibilityOf(self, this.nodes);
-    sub.sent = new SentRecord();
-    this.sendFull(sub, self);
+    this.start(sub, self);
   }
 
-  private sendFull(sub: Subscriber, self: NodeRecord): void {
+  /**
+   * Sends `sub` (in no group) its whole map: into its key's group when there is one, whose record
+   * is what the map carries already; else the map makes its record, and the group's if it has a key.
+   */
+  private start(sub: Subscriber, self: NodeRecord): void {
+    const key = sub.visibility.shared?.key;
+    const group = key === undefined ? undefined : this.groups.get(key);
+    if (group !== undefined) {
+      this.join(sub, group);
+      this.sendFull(sub, self, false);
+      return;
+    }
+    sub.sent = new SentRecord();
+    this.sendFull(sub, self, true);
+    if (key !== undefined) this.formGroup(sub, key);
+  }
+
+  private join(sub: Subscriber, group: Group): void {
+    sub.group = group;
+    sub.sent = group.record;
+    group.members.add(sub);
+  }
+
+  /**
+   * Makes `sub`'s own record, current for its visibility, the record of a new group: with its own
+   * view when the class sees its members, or a later member's change would never reach the others.
+   */
+  private formGroup(sub: Subscriber, key: string): void {
+    const id = sub.session.nodeId;
+    const self = this.nodes.get(id) as NodeRecord;
+    if ((sub.visibility.shared as SharedVisibility).canSee(self)) {
+      sub.sent.record(this.slotOf(id), this.peerView(sub.visibility, self));
+    }
+    const group: Group = { key, record: sub.sent, members: new Set() };
+    this.groups.set(key, group);
+    this.join(sub, group);
+  }
+
+  /**
+   * `sub` leaves its group. Given `keep`, with a record of its own as the group's is now (it is
+   * compared stream by stream from then on; its own slot is never sent to it); else an empty one (it
+   * is behind or gone: a whole map will make its record).
+   */
+  private leaveGroup(sub: Subscriber, keep = false): void {
+    const group = sub.group;
+    if (group === null) return;
+    group.members.delete(sub);
+    sub.group = null;
+    const last = group.members.size === 0;
+    if (last && this.groups.get(group.key) === group) this.groups.delete(group.key);
+    if (keep) sub.sent = last ? group.record : group.record.clone();
+    else sub.sent = new SentRecord();
+  }
+
+  /** Bytes of every stream's record of what it was sent (a group's once), the views' JSON aside. */
+  recordBytes(): number {
+    let bytes = 0;
+    const counted = new Set<SentRecord>();
+    for (const sub of this.subscribers.values()) {
+      if (counted.has(sub.sent)) continue;
+      counted.add(sub.sent);
+      bytes += sub.sent.bytes;
+    }
+    return bytes;
+  }
+
+  /** Sends `sub` its whole map; records it as its record when `record` (a group's is recorded). */
+  private sendFull(sub: Subscriber, self: NodeRecord, record: boolean): void {
     // The whole map has them.
     sub.pending = null;
     sub.held = null;
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     if (sub.session.ownEncoding) {
-      const netmap = this.fullMap(self, sub.visibility, sub.sent);
+      const netmap = this.fullMap(self, sub.visibility, record ? sub.sent : undefined);
       sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
       sub.session.send({ type: 'full', netmap });
       return;
     }
     const parts: Buffer[] = [FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD];
-    const netmap = this.fullMap(self, sub.visibility, sub.sent, parts);
+    const netmap = this.fullMap(self, sub.visibility, record ? sub.sent : undefined, parts);
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
     // The bytes are put together from the peers' kept JSON, in JSON.stringify's order (self, peers,
     // the rest): at 10,000 nodes a mass reconnect sends millions of peer views, and serialising
@@ -433,7 +537,10 @@ export class NetmapHub {
   /** Whether `sub` can take a delta now; a backlogged one is marked behind until resync. */
   private reachable(sub: Subscriber): boolean {
     if (sub.behind) return false;
-    if (sub.session.backlogged?.() === true) sub.behind = true;
+    if (sub.session.backlogged?.() === true) {
+      sub.behind = true;
+      this.leaveGroup(sub);
+    }
     return !sub.behind;
   }
 
@@ -499,8 +606,10 @@ export class NetmapHub {
     // Ended by shutdown: still the node's current stream (its last seen is recorded), but there is
     // nobody left to tell.
     if (this.ending.delete(session)) return true;
-    if (this.subscribers.get(session.nodeId)?.session !== session) return false;
+    const sub = this.subscribers.get(session.nodeId);
+    if (sub?.session !== session) return false;
     this.subscribers.delete(session.nodeId);
+    this.leaveGroup(sub);
     const change = this.refreshView(session.nodeId);
     if (change)
       this.propagate([session.nodeId], [], [], undefined, this.presenceOnly(session.nodeId, change));
@@ -547,8 +656,10 @@ export class NetmapHub {
     for (const sub of this.subscribers.values()) {
       this.ending.add(sub.session);
       sub.session.close(reason);
+      sub.group = null;
     }
     this.subscribers.clear();
+    this.groups.clear();
     return ended;
   }
 
@@ -609,50 +720,53 @@ export class NetmapHub {
     const hold = onlyViews && this.schedule !== undefined && presence !== undefined && presence.size > 0;
     // Held presence is no batch to bound: it waits for its release.
     const allHeld = hold && changed.every((peerId) => presence.has(peerId));
+    const isFull = (id: string) =>
+      affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
+    // Only nodes' views changed: nobody's visibility is decided again.
+    const decided = onlyViews
+      ? undefined
+      : this.decide(
+          (id) => isFull(id) || policy !== undefined || (affected !== 'all' && affected.has(id)),
+          isFull,
+        );
     for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
       const id = sub.session.nodeId;
+      const before = decided?.before.get(sub);
       // One with a delta pending or held was asked when it got it, and flush() asks again: a node that
       // every connect of a mass reconnect concerns (a shared server) would otherwise be asked each time.
-      if (sub.behind || (sub.pending === null && sub.held === null && !this.reachable(sub))) continue;
-      const decided = sub.visibility;
+      // One decided again was asked then.
+      if (sub.behind) continue;
+      if (before === undefined && sub.pending === null && sub.held === null && !this.reachable(sub)) continue;
       const out: Outgoing = sub.pending ?? this.scratch;
       out.askedAt ??= this.fanOut.since ?? undefined;
 
-      const full = affected === 'all' || moved === 'all' || moved.has(id) || reidentifiedIds.has(id);
-      if (full || policy !== undefined || affected.has(id)) {
-        // A subscriber's node is known: settle() ends the streams of nodes that leave.
-        sub.visibility = this.policy.visibilityOf(this.nodes.get(id) as NodeRecord, this.nodes);
+      if (before !== undefined) {
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {
           sub.filterJson = filterJson;
           out.packetFilter = sub.visibility.packetFilter;
         }
       }
-      if (full) {
-        const seen = new Set<number>();
-        for (const peer of this.candidates(sub.visibility)) {
-          if (peer.id === id) continue;
-          seen.add(this.slotOf(peer.id));
-          this.sync(sub, peer.id, out);
-        }
-        for (const slot of sub.sent.recorded()) {
-          const peerId = this.slotIds.get(slot);
-          if (!seen.has(slot) && peerId !== undefined) this.forget(sub, peerId, out);
-        }
+      const group = sub.group;
+      if (group !== null && decided?.full.has(group)) {
+        // Its class was compared whole once; each member is sent what moved.
+        for (const [peerId, step] of this.compareClass(sub)) this.put(sub, peerId, step, out);
+      } else if (group === null && isFull(id)) {
+        this.eachToCompare(sub, (peerId) => this.sync(sub, peerId, out));
       } else {
         // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
         for (const peerId of changed) {
-          if (peerId === id) continue;
+          const step = this.step(sub, peerId);
+          if (step === 'same' || peerId === id) continue;
           // Held unless a message to it is pending anyway with this peer in it.
-          if (hold && presence.has(peerId) && !out.upserted.has(peerId)) {
-            this.sync(sub, peerId, this.heldFor(sub));
-          } else this.sync(sub, peerId, out);
+          const held = hold && presence.has(peerId) && !out.upserted.has(peerId);
+          this.put(sub, peerId, step, held ? this.heldFor(sub) : out);
         }
-        for (const peerId of reidentifiedIds) if (peerId !== id) this.sync(sub, peerId, out);
-        for (const peerId of removed) this.forget(sub, peerId, out);
-        // Decided again: which routes it is sent may have moved with it.
-        if (sub.visibility !== decided) {
-          for (const peerId of this.routers) if (peerId !== id) this.sync(sub, peerId, out);
+        for (const peerId of reidentifiedIds) this.sync(sub, peerId, out);
+        for (const peerId of removed) this.sync(sub, peerId, out);
+        // Decided again: which routes it is sent may have moved with it (with its class's, in a group).
+        if (group === null ? before !== undefined : decided?.moved.has(group)) {
+          for (const peerId of this.routers) this.sync(sub, peerId, out);
         }
       }
 
@@ -669,7 +783,133 @@ export class NetmapHub {
       if (this.schedule === undefined) this.send(sub, out, shared);
       else this.queue(sub, out);
     }
+    this.steps.clear();
+    if (decided !== undefined) this.regroup(decided);
     if (!allHeld && this.outbox.length > 0 && ++this.batchedChanges >= MAX_BATCHED_CHANGES) this.flush();
+  }
+
+  /**
+   * Decides again the visibility of each in-step stream `again` names, before any is compared (so a
+   * group is compared against its members' new visibilities), and regroups them: a group whose
+   * members all take one new key takes it; a member whose key moves apart from the rest leaves with
+   * a copy of the group's record as it was, and is compared stream by stream.
+   */
+  private decide(again: (id: string) => boolean, isFull: (id: string) => boolean): Decided {
+    const decided: Decided = { before: new Map(), full: new Set(), moved: new Set(), merges: [], loose: [] };
+    for (const sub of this.subscribers.values()) {
+      const id = sub.session.nodeId;
+      if (!again(id)) continue;
+      if (sub.behind || (sub.pending === null && sub.held === null && !this.reachable(sub))) continue;
+      decided.before.set(sub, sub.visibility);
+      // A subscriber's node is known: settle() ends the streams of nodes that leave.
+      sub.visibility = this.policy.visibilityOf(this.nodes.get(id) as NodeRecord, this.nodes);
+      if (sub.group !== null) decided.moved.add(sub.group);
+      else if (sub.visibility.shared !== undefined) decided.loose.push(sub);
+    }
+    for (const group of decided.moved) {
+      const byKey = new Map<string | undefined, Subscriber[]>();
+      for (const sub of group.members) {
+        const key = sub.visibility.shared?.key;
+        const subs = byKey.get(key);
+        if (subs === undefined) byKey.set(key, [sub]);
+        else subs.push(sub);
+      }
+      // The group stays with the members that keep its key, else with the most that share one.
+      let keep = byKey.get(group.key);
+      let keepKey = group.key;
+      if (keep === undefined) {
+        for (const [key, subs] of byKey) {
+          if (key !== undefined && subs.length > (keep?.length ?? 0)) [keep, keepKey] = [subs, key];
+        }
+      }
+      for (const [key, subs] of byKey) {
+        if (subs === keep) continue;
+        for (const sub of subs) {
+          this.leaveGroup(sub, true);
+          if (key !== undefined) decided.loose.push(sub);
+        }
+      }
+      if (keep === undefined || keepKey === group.key) continue;
+      if (this.groups.get(group.key) === group) this.groups.delete(group.key);
+      group.key = keepKey;
+      // Two groups with one key: both records will be its truth once compared, so one is dropped then.
+      if (this.groups.has(keepKey)) decided.merges.push(group);
+      else this.groups.set(keepKey, group);
+    }
+    for (const group of decided.moved) {
+      for (const sub of group.members) if (isFull(sub.session.nodeId)) decided.full.add(group);
+    }
+    return decided;
+  }
+
+  /**
+   * After the comparisons, every in-step record is the truth for its visibility: a group re-keyed
+   * onto another's key joins it, and a stream with a key but a record of its own joins its key's
+   * group, or makes its record that group's.
+   */
+  private regroup(decided: Decided): void {
+    for (const group of decided.merges) {
+      if (group.members.size === 0) continue;
+      const into = this.groups.get(group.key);
+      if (into === undefined) {
+        this.groups.set(group.key, group);
+        continue;
+      }
+      for (const sub of group.members) this.join(sub, into);
+      group.members.clear();
+    }
+    for (const sub of decided.loose) {
+      const key = sub.visibility.shared?.key;
+      if (key === undefined || sub.group !== null || sub.behind) continue;
+      if (this.subscribers.get(sub.session.nodeId) !== sub) continue;
+      const group = this.groups.get(key);
+      if (group === undefined) this.formGroup(sub, key);
+      else this.join(sub, group);
+    }
+  }
+
+  /**
+   * Calls `each` with every peer whose entry in `sub`'s record may have to move: every node it may
+   * see, itself (a group's record may hold it), and every one recorded that it no longer sees.
+   */
+  private eachToCompare(sub: Subscriber, each: (peerId: string) => void): void {
+    const seen = new Set<number>();
+    for (const peer of this.candidates(sub.visibility)) {
+      seen.add(this.slotOf(peer.id));
+      each(peer.id);
+    }
+    const id = sub.session.nodeId;
+    if (!seen.has(this.slotOf(id))) {
+      seen.add(this.slotOf(id));
+      each(id);
+    }
+    for (const slot of sub.sent.recorded()) {
+      const peerId = this.slotIds.get(slot);
+      if (!seen.has(slot) && peerId !== undefined) each(peerId);
+    }
+  }
+
+  /** What moved for `sub`'s whole class (it is in a group), compared once per propagate(). */
+  private compareClass(sub: Subscriber): [string, Step][] {
+    const steps = this.stepsOf(sub.group as Group);
+    if (steps.all === null) {
+      const all: [string, Step][] = [];
+      this.eachToCompare(sub, (peerId) => {
+        const step = this.step(sub, peerId);
+        if (step !== 'same') all.push([peerId, step]);
+      });
+      steps.all = all;
+    }
+    return steps.all;
+  }
+
+  private stepsOf(group: Group): Steps {
+    let steps = this.steps.get(group);
+    if (steps === undefined) {
+      steps = { byPeer: new Map(), all: null };
+      this.steps.set(group, steps);
+    }
+    return steps;
   }
 
   /** Makes `out` what `sub` is sent at the next flush (batched hubs): merged into what it has pending. */
@@ -780,18 +1020,50 @@ export class NetmapHub {
 
   /** Brings one peer in `sub`'s map up to date: added or changed if visible, removed if not. */
   private sync(sub: Subscriber, peerId: string, out: Outgoing): void {
+    this.put(sub, peerId, this.step(sub, peerId), out);
+  }
+
+  /**
+   * Compares `peerId` as `sub` may see it now with `sub`'s record, and records it: once per group
+   * and propagate() (the other members take the same step). A group compares its own members too
+   * (see put).
+   */
+  private step(sub: Subscriber, peerId: string): Step {
+    const group = sub.group;
+    const steps = group === null ? undefined : this.stepsOf(group);
+    const known = steps?.byPeer.get(peerId);
+    if (known !== undefined) return known;
     const peer = this.nodes.get(peerId);
-    if (peer === undefined || !sub.visibility.canSee(peer)) {
-      this.forget(sub, peerId, out);
-      return;
+    const visible =
+      peer !== undefined &&
+      (group === null
+        ? sub.visibility.canSee(peer)
+        : (sub.visibility.shared as SharedVisibility).canSee(peer));
+    let step: Step = 'same';
+    if (visible) {
+      const cached = this.peerView(sub.visibility, peer);
+      // A node that just began advertising routes nobody approved has the shared view it had: the
+      // viewer holds that one, and the per-viewer view that now replaces it may be the same bytes.
+      const previous = this.previousViews.get(peerId) ?? this.views.get(peerId);
+      if (sub.sent.record(this.slotOf(peerId), cached, previous)) step = cached;
+    } else {
+      const slot = this.slots.get(peerId);
+      if (slot !== undefined && sub.sent.delete(slot)) step = 'removed';
     }
-    const cached = this.peerView(sub.visibility, peer);
-    // A node that just began advertising routes nobody approved has the shared view it had: the
-    // viewer holds that one, and the per-viewer view that now replaces it may be the same bytes.
-    const previous = this.previousViews.get(peerId) ?? this.views.get(peerId);
-    if (!sub.sent.record(this.slotOf(peerId), cached, previous)) return;
-    out.removed.delete(peerId);
-    out.upserted.set(peerId, cached);
+    steps?.byPeer.set(peerId, step);
+    return step;
+  }
+
+  /** Puts a step in what `sub` is to be sent; a stream is never sent itself. */
+  private put(sub: Subscriber, peerId: string, step: Step, out: Outgoing): void {
+    if (step === 'same' || peerId === sub.session.nodeId) return;
+    if (step === 'removed') {
+      out.upserted.delete(peerId);
+      out.removed.add(peerId);
+    } else {
+      out.removed.delete(peerId);
+      out.upserted.set(peerId, step);
+    }
     if (out !== sub.held) this.unhold(sub, peerId);
   }
 
@@ -800,14 +1072,20 @@ export class NetmapHub {
     sub.held?.upserted.delete(peerId);
     sub.held?.removed.delete(peerId);
   }
+}
 
-  private forget(sub: Subscriber, peerId: string, out: Outgoing): void {
-    const slot = this.slots.get(peerId);
-    if (slot === undefined || !sub.sent.delete(slot)) return;
-    out.upserted.delete(peerId);
-    out.removed.add(peerId);
-    if (out !== sub.held) this.unhold(sub, peerId);
-  }
+/** One propagate()'s visibility decisions (see NetmapHub.decide). */
+interface Decided {
+  /** Each stream decided again, and its visibility before. */
+  before: Map<Subscriber, Visibility>;
+  /** Groups a member of which is to be compared whole: every member is (same class, same peers). */
+  full: Set<Group>;
+  /** Groups with a member decided again: each member's routes are compared again. */
+  moved: Set<Group>;
+  /** Groups re-keyed onto a key another group has: merged once compared. */
+  merges: Group[];
+  /** Streams with a key and a record of their own: they join their key's group once compared. */
+  loose: Subscriber[];
 }
 
 const isEmpty = (out: Outgoing) =>

@@ -122,6 +122,111 @@ describe('the policy compiler as the hub’s visibility', () => {
     }
   });
 
+  it('shares a record only between nodes that see alike, and never across two engines', () => {
+    const web = [3, 4, 5].map((i) => node(i, null, { tags: ['tag:web'] }));
+    const router = node(6, null, {
+      tags: ['tag:web'],
+      advertisedRoutes: ['198.51.100.0/24'],
+      approvedRoutes: ['198.51.100.0/24'],
+    });
+    const nodes = [node(1, alice), node(2, bob), ...web, router];
+    const { hub, visibility } = connectedHub(nodes, POLICY, (id) => new Session(id));
+    const all = new Map(nodes.map((n) => [n.id, n]));
+    const keyOf = (n: NodeRecord) => visibility.visibilityOf(n, all).shared?.key;
+    const webKey = keyOf(web[0] as NodeRecord);
+    expect(webKey).toBeDefined();
+    expect(web.map(keyOf)).toEqual([webKey, webKey, webKey]);
+    // autogroup:self: what alice sees is hers alone.
+    expect(keyOf(nodes[0] as NodeRecord)).toBeUndefined();
+    // A router is sent which router of its own prefix is primary, and not its own routes.
+    expect(keyOf(router)).toBeUndefined();
+    // The class sees its members as a class: tag:web does not see tag:web, but alice's laptop.
+    const shared = visibility.visibilityOf(web[0] as NodeRecord, all).shared;
+    expect(shared?.canSee(web[1] as NodeRecord)).toBe(false);
+    expect(shared?.canSee(nodes[0] as NodeRecord)).toBe(true);
+    // Without autogroup:self a member's class is shared too.
+    hub.policyChanged(
+      visibility.setPolicy(
+        parsePolicy(`{ "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["*:*"] }] }`),
+      ),
+    );
+    expect(keyOf(nodes[0] as NodeRecord)).toBeDefined();
+    expect(keyOf(nodes[0] as NodeRecord)).toBe(keyOf(nodes[1] as NodeRecord));
+    expect(visibility.visibilityOf(nodes[0] as NodeRecord, all).shared?.canSee(nodes[0] as NodeRecord)).toBe(
+      true,
+    );
+    // The same policy again is a new engine: no key of the last one comes back.
+    const before = keyOf(web[0] as NodeRecord);
+    hub.policyChanged(visibility.setPolicy(parsePolicy(POLICY)));
+    const first = keyOf(web[0] as NodeRecord);
+    hub.policyChanged(visibility.setPolicy(parsePolicy(POLICY)));
+    expect(new Set([before, first, webKey, keyOf(web[0] as NodeRecord)]).size).toBe(4);
+  });
+
+  it("keeps one record for per-person's shared servers, however many", () => {
+    const people = [alice, bob, { name: 'carol', email: 'carol@example.com' }];
+    const devices = people.flatMap((p, k) => Array.from({ length: 20 }, (_, i) => node(1 + k * 20 + i, p)));
+    const servers = Array.from({ length: 100 }, (_, i) => node(100 + i, null, { tags: ['tag:server'] }));
+    const nodes = [...devices, ...servers];
+    const { hub, sessions } = setup(
+      nodes,
+      `{
+        "tagOwners": { "tag:server": ["alice@example.com"] },
+        "acls": [
+          { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+          { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:443"] },
+        ],
+      }`,
+    );
+    for (const d of devices) hub.disconnect(sessions.get(d.id) as Session);
+    // A record each would be 100 records of 60 devices (48,000 bytes or more).
+    expect(hub.recordBytes()).toBeLessThan(40 * nodes.length);
+    expect(sessions.get('n100')?.peers()).toHaveLength(devices.length);
+  });
+
+  it('shares records again after a policy change splits or merges classes', () => {
+    const devices = [alice, bob].flatMap((p, k) =>
+      Array.from({ length: 30 }, (_, i) => node(1 + k * 30 + i, p)),
+    );
+    const servers = Array.from({ length: 100 }, (_, i) =>
+      node(100 + i, null, { tags: [i % 2 === 0 ? 'tag:web' : 'tag:db'] }),
+    );
+    const nodes = [...devices, ...servers];
+    const policy = (web: string, db: string) => `{
+      "tagOwners": { "tag:web": ["alice@example.com"], "tag:db": ["alice@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:web:${web}", "tag:db:${db}"] },
+        { "action": "accept", "src": ["tag:db"], "dst": ["tag:db:5432"] },
+      ],
+    }`;
+    // tag:db sees tag:db, tag:web does not: two classes.
+    const { hub, sessions, setPolicy } = setup(nodes, policy('443', '443'));
+    for (const d of devices) hub.disconnect(sessions.get(d.id) as Session);
+    // At most a record of every node per class (8 bytes a slot); per stream: 100 records of 60 or
+    // more peers (48,000 bytes or more).
+    const oneRecord = 8 * nodes.length;
+    expect(hub.recordBytes()).toBeLessThanOrEqual(2 * oneRecord);
+    // One class: each group's members take its new key; the two are merged.
+    setPolicy(
+      policy('443', '443').replace(
+        '"tag:db"], "dst": ["tag:db:5432"]',
+        '"tag:db", "tag:web"], "dst": ["tag:db:5432", "tag:web:5432"]',
+      ),
+    );
+    expect(hub.recordBytes()).toBeLessThanOrEqual(oneRecord);
+    // Two classes again (tag:db only on port 22 now): tag:db's servers leave with a copy, and form one.
+    setPolicy(policy('443', '22'));
+    expect(hub.recordBytes()).toBeLessThanOrEqual(2 * oneRecord);
+    expect(sessions.get('n101')?.peers()).toEqual(
+      [
+        ...devices.map((d) => d.id),
+        ...servers.filter((s) => s.tags[0] === 'tag:db' && s.id !== 'n101').map((s) => s.id),
+      ].sort(),
+    );
+    const serverIds = new Set(servers.map((s) => s.id));
+    expectCompiled(new Map([...sessions].filter(([id]) => serverIds.has(id))), nodes, policy('443', '22'));
+  });
+
   it('a join is sent only to the nodes it concerns', () => {
     const nodes = [
       node(1, alice),

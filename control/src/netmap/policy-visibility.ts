@@ -72,6 +72,11 @@ const BULK_CHANGE = 64;
 export class PolicyVisibility implements VisibilityPolicy {
   private policy: Policy | null = null;
   private engine: CompiledPolicy | null = null;
+  /**
+   * Counts engines: in a class's shared key (see Visibility.shared), so classes of two engines (two
+   * policies, or one rebuilt) never share a record.
+   */
+  private generation = 0;
   /** Every node the hub has told us of, to build a new policy's engine from. */
   private readonly records = new Map<string, NodeRecord>();
   /** What the engine was last told of each user, as JSON, to tell it only of real changes. */
@@ -92,8 +97,10 @@ export class PolicyVisibility implements VisibilityPolicy {
     const before = this.engine;
     this.policy = policy;
     // The engine mirrors every known node (see affectedBy): the new one takes them over from it.
-    if (before !== null && policy !== null) this.engine = before.withPolicy(policy);
-    else this.rebuild();
+    if (before !== null && policy !== null) {
+      this.engine = before.withPolicy(policy);
+      this.generation++;
+    } else this.rebuild();
     // From or to allow-all, anyone's peers may move; between two policies the engine knows which.
     return before === null || this.engine === null ? 'all' : this.engine.peersChangedFrom(before);
   }
@@ -114,6 +121,7 @@ export class PolicyVisibility implements VisibilityPolicy {
     });
     engine.addNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
     this.engine = engine;
+    this.generation++;
   }
 
   visibilityOf(node: NodeRecord, nodes: ReadonlyMap<string, NodeRecord>): Visibility {
@@ -124,8 +132,12 @@ export class PolicyVisibility implements VisibilityPolicy {
       this.tell(engine, node);
     }
     const canSee = engine.canSee(node.id);
+    const shared = engine.sharedClass(node.id);
     let routes: Record<string, string[]> | undefined;
     return {
+      ...(shared
+        ? { shared: { key: `${this.generation} ${shared.key}`, canSee: (peer) => shared.canSee(peer.id) } }
+        : {}),
       canSee: (peer) => canSee(peer.id),
       peerIds: () => engine.eachVisiblePeer(node.id),
       packetFilter: engine.packetFilter(node.id),

@@ -32,6 +32,28 @@ describe('SentRecord', () => {
     expect(sent.recorded().length).toBe(10_000);
   });
 
+  it('clones into a record that changes apart from its original, sorted, dense and unsorted alike', () => {
+    // Appended out of order and not looked up yet; every slot of a range, fitted (dense).
+    const cases: [number[], boolean][] = [
+      [[9, 2, 5], false],
+      [Array.from({ length: 50 }, (_, i) => i), true],
+    ];
+    for (const [slots, fit] of cases) {
+      const sent = new SentRecord();
+      for (const slot of slots) sent.append(slot, slot === 5 ? own('{"r":5}') : shared(slot + 100));
+      if (fit) sent.fit();
+      const copy = sent.clone();
+      expect(copy.delete(2)).toBe(true);
+      expect(copy.record(5, own('{"r":6}'))).toBe(true);
+      expect(copy.record(60, shared(1))).toBe(true);
+      expect([...sent.recorded()]).toEqual([...slots].sort((a, b) => a - b));
+      expect(sent.record(5, own('{"r":5}'))).toBe(false);
+      expect(sent.record(9, shared(109))).toBe(false);
+      expect([...copy.recorded()]).toEqual([...slots.filter((s) => s !== 2), 60].sort((a, b) => a - b));
+      expect(copy.record(9, shared(109))).toBe(false);
+    }
+  });
+
   it('appends to a record fitted while empty', () => {
     const sent = new SentRecord();
     sent.fit();

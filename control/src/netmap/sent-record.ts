@@ -117,6 +117,17 @@ export class SentRecord {
     return out;
   }
 
+  /** A record of its own with the same content, to change apart from this one. */
+  clone(): SentRecord {
+    const copy = new SentRecord();
+    copy.slots = this.slots?.slice() ?? null;
+    copy.seqs = this.seqs.slice();
+    copy.count = this.count;
+    copy.unsorted = this.unsorted;
+    for (const [slot, json] of this.own) copy.own.set(slot, json);
+    return copy;
+  }
+
   /** Bytes of the typed arrays (outside V8's heap), the views' JSON aside. */
   get bytes(): number {
     return this.seqs.byteLength + (this.slots?.byteLength ?? 0);

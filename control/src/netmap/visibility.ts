@@ -18,6 +18,18 @@ export interface Visibility {
    * approved exit route, and the subnets the peer is the primary router of.
    */
   routesOf?(peer: NodeRecord): string[];
+  /**
+   * Given: every node whose visibility carries the same `key` sees the same peers (itself aside),
+   * each with the same view (the same routes), so the hub keeps one record of what they were sent
+   * for all of them, not one each. `canSee` answers as the class sees a peer, its own members
+   * included (no "not itself"). Absent: what this node sees is its own (autogroup:self peers).
+   */
+  shared?: SharedVisibility;
+}
+
+export interface SharedVisibility {
+  key: string;
+  canSee(peer: NodeRecord): boolean;
 }
 
 export interface VisibilityPolicy {
@@ -41,7 +53,11 @@ export interface VisibilityPolicy {
   approvedRoutes?(node: NodeRecord): string[];
 }
 
-const everything: Visibility = { canSee: () => true, packetFilter: ALLOW_ALL };
+const everything: Visibility = {
+  canSee: () => true,
+  packetFilter: ALLOW_ALL,
+  shared: { key: 'everyone', canSee: () => true },
+};
 
 /** Until a policy is set: every node sees every other node and accepts all traffic from them. */
 export const allowAll: VisibilityPolicy = {

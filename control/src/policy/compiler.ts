@@ -288,6 +288,29 @@ export class CompiledPolicy {
     };
   }
 
+  /**
+   * `name`'s class, when every member of it sees the same peers with the same routes (the member
+   * itself aside): its key (the class's rules), and whether the class sees a node (its own members
+   * included). Undefined when what it sees is its own: autogroup:self peers (an untagged node on a
+   * self rule), or routes it is sent that depend on routes of its own (a router learns which router
+   * of its own prefixes is primary, and is not sent its own). Valid while the engine does not change.
+   */
+  sharedClass(name: string): { key: string; canSee: (peer: string) => boolean } | undefined {
+    const v = this.node(name);
+    if (v.subnetRoutes.length > 0 || v.exitRoutes.length > 0) return undefined;
+    if (!v.tagged && v.user !== undefined) {
+      for (const r of this.perUser.keys()) if (v.src.has(r) || v.dst.has(r)) return undefined;
+    }
+    const adjacent = this.classes.get(v.sig)?.adjacent ?? new Set<string>();
+    return {
+      key: v.sig,
+      canSee: (peer) => {
+        const p = this.nodes.get(peer);
+        return p !== undefined && adjacent.has(p.sig);
+      },
+    };
+  }
+
   hasNode(name: string): boolean {
     return this.nodes.has(name);
   }
