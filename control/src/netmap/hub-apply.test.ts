@@ -109,7 +109,8 @@ class RolePolicy implements VisibilityPolicy {
 
   /**
    * Puts role r in class `classOf[r]` (0 or 1), class a seeing class b as `sees` says ([0-0, 0-1,
-   * 1-1]), in a new generation when `bump`; the nodes whose rows moved.
+   * 1-1]), in a new generation when `bump`; the nodes whose peers moved (as a policy engine says,
+   * so a node alone in its role whose row only gained or lost its own role is not among them).
    */
   setRows(classOf: readonly number[], sees: readonly boolean[], bump: boolean, nodes: Iterable<NodeRecord>) {
     const see = (a: number, b: number) => sees[a + b] === true;
@@ -121,7 +122,18 @@ class RolePolicy implements VisibilityPolicy {
     const before = this.rows;
     this.rows = rows;
     if (bump) this.generation++;
-    return new Set([...nodes].filter((n) => before[roleOf(n)] !== rows[roleOf(n)]).map((n) => n.id));
+    const all = [...nodes];
+    const inRole = new Map<number, number>();
+    for (const n of all) inRole.set(roleOf(n), (inRole.get(roleOf(n)) ?? 0) + 1);
+    const peersMoved = (n: NodeRecord) => {
+      const flipped = (before[roleOf(n)] as number) ^ (rows[roleOf(n)] as number);
+      for (let s = 0; s < ROLES; s++) {
+        const others = (inRole.get(s) ?? 0) - (s === roleOf(n) ? 1 : 0);
+        if ((flipped & (1 << s)) !== 0 && others > 0) return true;
+      }
+      return false;
+    };
+    return new Set(all.filter(peersMoved).map((n) => n.id));
   }
 }
 
@@ -312,7 +324,7 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
       if (!(visibility instanceof RolePolicy && referenceVisibility instanceof RolePolicy)) continue;
       const moved = visibility.setRows(o.classOf, o.sees, o.bump, hub.records());
       referenceVisibility.setRows(o.classOf, o.sees, o.bump, []);
-      hub.policyChanged(o.bump ? 'all' : moved);
+      hub.policyChanged(moved);
       reference.policyChanged('all');
       continue;
     }

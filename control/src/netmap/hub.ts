@@ -472,14 +472,31 @@ export class NetmapHub {
    * view when the class sees its members, or a later member's change would never reach the others.
    */
   private formGroup(sub: Subscriber, key: string): void {
-    const id = sub.session.nodeId;
-    const self = this.nodes.get(id) as NodeRecord;
-    if ((sub.visibility.shared as SharedVisibility).canSee(self)) {
-      sub.sent.record(this.slotOf(id), this.peerView(sub.visibility, self));
-    }
     const group: Group = { key, record: sub.sent, members: new Set() };
     this.groups.set(key, group);
     this.join(sub, group);
+    this.fitOwnSlots(group);
+  }
+
+  /**
+   * Makes each member's own slot in its group's record what the class sees of it: its current view
+   * when the class sees its members, else nothing. Nothing else compares a member with itself, and
+   * a group re-keyed or merged without a whole comparison (a policy change that moved no one's
+   * peers) may hold a lone member's slot its new class sees differently: a later member would then
+   * never be told of that member's removal, or be told of a removal of a peer it never had. Sends
+   * nothing: a member's peers that did move were compared, and the others held its view already.
+   */
+  private fitOwnSlots(group: Group): void {
+    for (const sub of group.members) {
+      const id = sub.session.nodeId;
+      const self = this.nodes.get(id) as NodeRecord;
+      if ((sub.visibility.shared as SharedVisibility).canSee(self)) {
+        group.record.record(this.slotOf(id), this.peerView(sub.visibility, self));
+      } else {
+        const slot = this.slots.get(id);
+        if (slot !== undefined) group.record.delete(slot);
+      }
+    }
   }
 
   /**
@@ -848,6 +865,7 @@ export class NetmapHub {
    * group, or makes its record that group's.
    */
   private regroup(decided: Decided): void {
+    const touched = new Set(decided.moved);
     for (const group of decided.merges) {
       if (group.members.size === 0) continue;
       const into = this.groups.get(group.key);
@@ -857,6 +875,7 @@ export class NetmapHub {
       }
       for (const sub of group.members) this.join(sub, into);
       group.members.clear();
+      touched.add(into);
     }
     for (const sub of decided.loose) {
       const key = sub.visibility.shared?.key;
@@ -864,8 +883,12 @@ export class NetmapHub {
       if (this.subscribers.get(sub.session.nodeId) !== sub) continue;
       const group = this.groups.get(key);
       if (group === undefined) this.formGroup(sub, key);
-      else this.join(sub, group);
+      else {
+        this.join(sub, group);
+        touched.add(group);
+      }
     }
+    for (const group of touched) if (group.members.size > 0) this.fitOwnSlots(group);
   }
 
   /**

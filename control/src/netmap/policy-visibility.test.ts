@@ -227,6 +227,49 @@ describe('the policy compiler as the hub’s visibility', () => {
     expectCompiled(new Map([...sessions].filter(([id]) => serverIds.has(id))), nodes, policy('443', '22'));
   });
 
+  // A policy change that moves no one's peers re-keys groups without comparing them: the group's
+  // record must still hold each member as its new class sees it (review of the shared records).
+  const TAGS =
+    '"tagOwners": { "tag:a": ["alice@example.com"], "tag:b": ["alice@example.com"], "tag:c": ["alice@example.com"], "tag:s": ["alice@example.com"] }';
+
+  it("tells a later member of a lone member's removal when a policy made their class see itself", () => {
+    const { hub, sessions, setPolicy } = setup(
+      [node(1, null, { tags: ['tag:a'] }), node(2, null, { tags: ['tag:s'] })],
+      `{ ${TAGS}, "acls": [{ "action": "accept", "src": ["tag:a", "tag:c"], "dst": ["tag:s:443"] }] }`,
+    );
+    // n1 is alone in its class: seeing its own class moves none of its peers.
+    setPolicy(
+      `{ ${TAGS}, "acls": [{ "action": "accept", "src": ["tag:a", "tag:c"], "dst": ["tag:s:443", "tag:a:22", "tag:c:22"] }] }`,
+    );
+    hub.apply(['n3'], [node(3, null, { tags: ['tag:c'] })]);
+    const c = new Session('n3');
+    hub.connect(c);
+    expect(c.peers()).toEqual(['n1', 'n2']);
+    hub.apply(['n1'], []);
+    expect(sessions.get('n2')?.peers()).toEqual(['n3']);
+    expect(c.peers()).toEqual(['n2']);
+  });
+
+  it('tells every member of two merged groups of a removal', () => {
+    const { hub, sessions, setPolicy } = setup(
+      [
+        node(1, null, { tags: ['tag:a'] }),
+        node(2, null, { tags: ['tag:b'] }),
+        node(9, null, { tags: ['tag:s'] }),
+      ],
+      `{ ${TAGS}, "acls": [
+        { "action": "accept", "src": ["tag:a"], "dst": ["tag:b:22"] },
+        { "action": "accept", "src": ["tag:a", "tag:b"], "dst": ["tag:s:443"] } ] }`,
+    );
+    // tag:a and tag:b become one class that sees itself; each already saw the other.
+    setPolicy(`{ ${TAGS}, "acls": [
+        { "action": "accept", "src": ["tag:a", "tag:b"], "dst": ["tag:a:22", "tag:b:22"] },
+        { "action": "accept", "src": ["tag:a", "tag:b"], "dst": ["tag:s:443"] } ] }`);
+    expect(sessions.get('n2')?.peers()).toEqual(['n1', 'n9']);
+    hub.apply(['n1'], []);
+    expect(sessions.get('n2')?.peers()).toEqual(['n9']);
+  });
+
   it('a join is sent only to the nodes it concerns', () => {
     const nodes = [
       node(1, alice),
