@@ -32,6 +32,7 @@ import {
   rssMiB,
   sleep,
   sourceOf,
+  splitByReplica,
   startReplica,
   waitFor,
 } from './load-kit.js';
@@ -48,6 +49,7 @@ import {
 
 const EVENT_TIMEOUT_MS = 120_000;
 const BACK_TIMEOUT_MS = 300_000;
+const STALL_MS = 60_000;
 
 type Mode = 'allow-all' | 'per-person';
 
@@ -136,6 +138,11 @@ interface Node {
   loggedOut: boolean;
   /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
   sign: ReturnType<typeof machineSigner> | null;
+  /** The latest connection: its replica, whether control answered the upgrade, what it was sent. */
+  url: string;
+  upgraded: boolean;
+  messages: number;
+  firstHead: string;
 }
 
 function signed(node: Node, controlKey: string, method: string, path: string, body: string): string {
@@ -244,6 +251,10 @@ class Load {
       perMessageDeflate: false,
     });
     node.ws = ws;
+    node.url = url;
+    node.upgraded = false;
+    node.messages = 0;
+    node.firstHead = '';
     this.attempts.started++;
     let why = 'closed';
     // As the engine's MapSession: an upgrade control has not answered in time is given up, and each
@@ -257,11 +268,17 @@ class Load {
       clearTimeout(handshake);
       node.timeouts = 0;
     };
-    ws.on('upgrade', answered);
+    ws.on('upgrade', () => {
+      answered();
+      if (node.generation === generation) node.upgraded = true;
+    });
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
       const head = data.subarray(0, 16).toString();
+      if (node.generation === generation) {
+        if (node.messages++ === 0) node.firstHead = head;
+      }
       if (head.includes('"full"')) {
         node.fullAt = performance.now();
         attempt = 0;
@@ -310,11 +327,34 @@ class Load {
     this.event = null;
     const times = expect.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
     report(what, times, expect.length);
+    // With replicas, by the replica a node streams from: the writer's own nodes against the
+    // others', which hear of the change through the database's change feed.
+    const replicas = this.urls().length;
+    if (replicas > 1)
+      for (let r = 0; r < replicas; r++) {
+        const prefer = new Map(this.nodes.map((x) => [x.index, x.prefer]));
+        const mine = expect.filter((i) => prefer.get(i) === r);
+        const got = mine.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
+        report(`  on replica ${r}`, got, mine.length);
+      }
   }
 
   /** Waits until every node of `which` (default: all) has had a full map since `since`. */
   allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
-    return waitFor(() => which.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
+    // Ends early when none has come back for STALL_MS: a stuck herd says who is missing, not a timeout.
+    let back = -1;
+    let movedAt = performance.now();
+    return waitFor(() => {
+      const now = which.filter((n) => n.fullAt > since).length;
+      if (now !== back) {
+        back = now;
+        movedAt = performance.now();
+      } else if (performance.now() - movedAt > STALL_MS)
+        throw new Error(
+          `${which.length - now} not back, none for ${STALL_MS} ms:\n${notBack(which, since, this.urls())}`,
+        );
+      return now === which.length;
+    }, BACK_TIMEOUT_MS);
   }
 }
 
@@ -405,6 +445,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
       timeouts: 0,
       loggedOut: false,
       sign: null,
+      url: '',
+      upgraded: false,
+      messages: 0,
+      firstHead: '',
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
     const present = nodes.slice(0, n);
@@ -485,11 +529,17 @@ async function run(args: Args, mode: Mode): Promise<void> {
 
     // A restart (one replica: stop and start again; several: SIGKILL the first, the rest carry on).
     // With several replicas only the killed one's nodes reconnect; the others must stay as they are.
-    const cut = args.replicas === 1 ? live.nodes : live.nodes.filter((x) => x.prefer === 0);
-    const stayed = live.nodes.filter((x) => !cut.includes(x));
+    const { cut, stayed } =
+      args.replicas === 1
+        ? { cut: live.nodes, stayed: [] }
+        : splitByReplica(live.nodes, (replicas[0] as Replica).url);
+    if (args.replicas > 1)
+      console.log(
+        `  to be killed    replica 0 streams ${cut.length} nodes: ${cut.filter((x) => x.prefer !== 0).length} of them tried another first, ${stayed.filter((x) => x.prefer === 0).length} that tried it first stream from another`,
+      );
     t = performance.now();
     live.attempts = noAttempts();
-    const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid);
+    const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid, urls);
     if (args.replicas === 1) {
       const old = replicas.pop() as Replica;
       old.child.kill('SIGTERM');
@@ -557,8 +607,11 @@ function herdTimeline(
   cut: readonly Node[],
   since: number,
   controlPid: () => number | undefined,
+  urls: () => string[] = () => [],
 ): { stop: () => void } {
   const STEP_MS = 5_000;
+  let stalled = 0;
+  let lastBack = -1;
   let last = {
     at: performance.now(),
     pid: controlPid(),
@@ -578,12 +631,35 @@ function herdTimeline(
     const used = pid === last.pid ? control - last.control : control;
     const loadUsed = process.cpuUsage(last.load);
     const back = cut.filter((n) => n.fullAt > since).length;
+    stalled = back === lastBack && back < cut.length ? stalled + 1 : 0;
+    lastBack = back;
+    if (stalled === 2) console.log(notBack(cut, since, urls()));
     console.log(
       `    +${((at - since) / 1000).toFixed(0).padStart(3)} s  back ${String(back).padStart(6)}/${cut.length}  attempts ${String(load.attempts.started).padStart(6)}  control CPU ${((used / wall) * 100).toFixed(0).padStart(3)}%  load CPU ${(((loadUsed.user + loadUsed.system) / 1e6 / wall) * 100).toFixed(0).padStart(3)}%`,
     );
     last = { at, pid, control, load: process.cpuUsage() };
   }, STEP_MS);
   return { stop: () => clearInterval(timer) };
+}
+
+/** The nodes of `cut` without a full map since `since`, by the state of their latest connection. */
+function notBack(cut: readonly Node[], since: number, live: string[]): string {
+  const groups = new Map<string, Node[]>();
+  for (const n of cut) {
+    if (n.fullAt > since) continue;
+    const where = live.indexOf(n.url);
+    const key = `replica ${where === -1 ? 'gone' : where} ws ${n.ws?.readyState} upgraded ${n.upgraded} messages ${n.messages} first ${JSON.stringify(n.firstHead)} loggedOut ${n.loggedOut} timeouts ${n.timeouts}`;
+    groups.set(key, [...(groups.get(key) ?? []), n]);
+  }
+  return [...groups]
+    .map(
+      ([key, ns]) =>
+        `    not back: ${ns.length} ${key} (${ns
+          .slice(0, 5)
+          .map((n) => n.name)
+          .join(' ')})`,
+    )
+    .join('\n');
 }
 
 /** One node's full map as a fresh stream opens with it. */
