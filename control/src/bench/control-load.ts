@@ -50,6 +50,8 @@ import {
 const EVENT_TIMEOUT_MS = 120_000;
 const BACK_TIMEOUT_MS = 300_000;
 const STALL_MS = 60_000;
+/** No message on any stream for this long: the connect's fan-out has ended. */
+const QUIET_MS = 2_000;
 
 type Mode = 'allow-all' | 'per-person';
 
@@ -228,6 +230,8 @@ class Load {
   event: Event | null = null;
   stopping = false;
   attempts = noAttempts();
+  /** When any stream last had a message (performance.now()). */
+  lastMessageAt = 0;
   constructor(
     readonly nodes: Node[],
     readonly urls: () => string[],
@@ -276,6 +280,7 @@ class Load {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
       const head = data.subarray(0, 16).toString();
+      this.lastMessageAt = performance.now();
       if (node.generation === generation) {
         if (node.messages++ === 0) node.firstHead = head;
       }
@@ -465,7 +470,13 @@ async function run(args: Args, mode: Mode): Promise<void> {
     for (const node of present) live.connect(node);
     const connectMs = await live.allBack(t - 1).finally(() => firstHerd.stop());
     console.log(`  first connect   ${attemptsLine(live.attempts)}`);
-    await sleep(1_000); // let the last last-seen writes and fan-outs settle
+    // The connect's own fan-out ends after the last full map: with replicas, each learns the others'
+    // nodes are online through the change feed, a reload after the herd that tells its own nodes
+    // (seconds of work at 2,000 nodes). Changes are measured once no message has come for QUIET_MS,
+    // not in that tail.
+    const settleFrom = performance.now();
+    await waitFor(() => performance.now() - live.lastMessageAt > QUIET_MS, EVENT_TIMEOUT_MS);
+    const settledMs = Math.max(0, live.lastMessageAt - settleFrom);
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
@@ -475,6 +486,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
     );
     console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
+    console.log(`  settled         last message ${(settledMs / 1000).toFixed(1)} s after the last full map`);
 
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;
