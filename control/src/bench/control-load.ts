@@ -35,6 +35,7 @@ import {
   splitByReplica,
   startReplica,
   waitFor,
+  whenIdle,
 } from './load-kit.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
@@ -477,6 +478,13 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const settleFrom = performance.now();
     await waitFor(() => performance.now() - live.lastMessageAt > QUIET_MS, EVENT_TIMEOUT_MS);
     const settledMs = Math.max(0, live.lastMessageAt - settleFrom);
+    // That reload's work can outlast its messages (2,000 nodes: none came after the last full map,
+    // yet replica 0 was busy 2.3 s more): the replicas' CPU is waited for too.
+    const idleMs =
+      (await whenIdle(
+        replicas.map((r) => r.child.pid),
+        EVENT_TIMEOUT_MS,
+      )) - settleFrom;
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
@@ -486,7 +494,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
       `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
     );
     console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
-    console.log(`  settled         last message ${(settledMs / 1000).toFixed(1)} s after the last full map`);
+    console.log(
+      `  settled         last message ${(settledMs / 1000).toFixed(1)} s, every replica idle ${(idleMs / 1000).toFixed(1)} s after the last full map`,
+    );
 
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;

@@ -58,6 +58,24 @@ export function cpuSeconds(pid: number | undefined): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
+/** Below this share of a core over a second, a process counts as idle (its heartbeats, not work). */
+const IDLE_SHARE = 0.1;
+
+/**
+ * Resolves, with when the idle second began, once every process of `pids` used under IDLE_SHARE of
+ * a core over one second; throws after `timeoutMs`.
+ */
+export async function whenIdle(pids: readonly (number | undefined)[], timeoutMs: number): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    const at = performance.now();
+    const before = pids.map(cpuSeconds);
+    await sleep(1_000);
+    if (pids.every((pid, i) => cpuSeconds(pid) - (before[i] as number) < IDLE_SHARE)) return at;
+    if (performance.now() - start > timeoutMs) throw new Error(`not idle within ${timeoutMs} ms`);
+  }
+}
+
 /** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
 
