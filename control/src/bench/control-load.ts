@@ -467,7 +467,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
     const registerMs = performance.now() - t;
     t = performance.now();
-    const firstHerd = herdTimeline(live, present, t - 1, () => replicas.at(-1)?.child.pid);
+    const firstHerd = herdTimeline(live, present, t - 1, () => replicas.at(-1)?.child.pid, urls);
     for (const node of present) live.connect(node);
     const connectMs = await live.allBack(t - 1).finally(() => firstHerd.stop());
     console.log(`  first connect   ${attemptsLine(live.attempts)}`);
@@ -480,11 +480,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const settledMs = Math.max(0, live.lastMessageAt - settleFrom);
     // That reload's work can outlast its messages (2,000 nodes: none came after the last full map,
     // yet replica 0 was busy 2.3 s more): the replicas' CPU is waited for too.
-    const idleMs =
-      (await whenIdle(
-        replicas.map((r) => r.child.pid),
-        EVENT_TIMEOUT_MS,
-      )) - settleFrom;
+    const idleAt = await whenIdle(
+      replicas.map((r) => r.child.pid),
+      EVENT_TIMEOUT_MS,
+    );
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
@@ -495,7 +494,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
     console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
     console.log(
-      `  settled         last message ${(settledMs / 1000).toFixed(1)} s, every replica idle ${(idleMs / 1000).toFixed(1)} s after the last full map`,
+      `  settled         last message ${(settledMs / 1000).toFixed(1)} s, ${idleAt === null ? `a replica still busy ${EVENT_TIMEOUT_MS / 1000} s` : `every replica idle ${((idleAt - settleFrom) / 1000).toFixed(1)} s`} after the last full map`,
     );
 
     // A join: the new node registers (it is offline, so peers add it as such).
