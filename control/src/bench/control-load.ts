@@ -34,8 +34,10 @@ import {
   rssMiB,
   sleep,
   sourceOf,
+  splitByReplica,
   startReplica,
   waitFor,
+  whenIdle,
 } from './load-kit.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
@@ -50,6 +52,9 @@ import {
 
 const EVENT_TIMEOUT_MS = 120_000;
 const BACK_TIMEOUT_MS = 300_000;
+const STALL_MS = 60_000;
+/** No message on any stream for this long: the connect's fan-out has ended. */
+const QUIET_MS = 2_000;
 
 type Mode = 'allow-all' | 'per-person';
 
@@ -129,6 +134,11 @@ interface Node {
   loggedOut: boolean;
   /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
   sign: ReturnType<typeof machineSigner> | null;
+  /** The latest connection: its replica, whether control answered the upgrade, what it was sent. */
+  url: string;
+  upgraded: boolean;
+  messages: number;
+  firstHead: string;
 }
 
 function signed(node: Node, controlKey: string, method: string, path: string, body: string): string {
@@ -214,6 +224,8 @@ class Load {
   event: Event | null = null;
   stopping = false;
   attempts = noAttempts();
+  /** When any stream last had a message (performance.now()). */
+  lastMessageAt = 0;
   constructor(
     readonly nodes: Node[],
     readonly urls: () => string[],
@@ -237,6 +249,10 @@ class Load {
       perMessageDeflate: false,
     });
     node.ws = ws;
+    node.url = url;
+    node.upgraded = false;
+    node.messages = 0;
+    node.firstHead = '';
     this.attempts.started++;
     let why = 'closed';
     // As the engine's MapSession: an upgrade control has not answered in time is given up, and each
@@ -250,11 +266,18 @@ class Load {
       clearTimeout(handshake);
       node.timeouts = 0;
     };
-    ws.on('upgrade', answered);
+    ws.on('upgrade', () => {
+      answered();
+      if (node.generation === generation) node.upgraded = true;
+    });
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
       // must keep up with N of them on a restart.
       const head = data.subarray(0, 16).toString();
+      this.lastMessageAt = performance.now();
+      if (node.generation === generation) {
+        if (node.messages++ === 0) node.firstHead = head;
+      }
       if (head.includes('"full"')) {
         node.fullAt = performance.now();
         attempt = 0;
@@ -303,11 +326,34 @@ class Load {
     this.event = null;
     const times = expect.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
     report(what, times, expect.length);
+    // With replicas, by the replica a node streams from: the writer's own nodes against the
+    // others', which hear of the change through the database's change feed.
+    const replicas = this.urls().length;
+    if (replicas > 1)
+      for (let r = 0; r < replicas; r++) {
+        const prefer = new Map(this.nodes.map((x) => [x.index, x.prefer]));
+        const mine = expect.filter((i) => prefer.get(i) === r);
+        const got = mine.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
+        report(`  on replica ${r}`, got, mine.length);
+      }
   }
 
   /** Waits until every node of `which` (default: all) has had a full map since `since`. */
   allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
-    return waitFor(() => which.every((n) => n.fullAt > since), BACK_TIMEOUT_MS);
+    // Ends early when none has come back for STALL_MS: a stuck herd says who is missing, not a timeout.
+    let back = -1;
+    let movedAt = performance.now();
+    return waitFor(() => {
+      const now = which.filter((n) => n.fullAt > since).length;
+      if (now !== back) {
+        back = now;
+        movedAt = performance.now();
+      } else if (performance.now() - movedAt > STALL_MS)
+        throw new Error(
+          `${which.length - now} not back, none for ${STALL_MS} ms:\n${notBack(which, since, this.urls())}`,
+        );
+      return now === which.length;
+    }, BACK_TIMEOUT_MS);
   }
 }
 
@@ -398,6 +444,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
       timeouts: 0,
       loggedOut: false,
       sign: null,
+      url: '',
+      upgraded: false,
+      messages: 0,
+      firstHead: '',
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
     const present = nodes.slice(0, n);
@@ -410,11 +460,23 @@ async function run(args: Args, mode: Mode): Promise<void> {
     );
     const registerMs = performance.now() - t;
     t = performance.now();
-    const firstHerd = herdTimeline(live, present, t - 1, () => replicas.at(-1)?.child.pid);
+    const firstHerd = herdTimeline(live, present, t - 1, () => replicas.at(-1)?.child.pid, urls);
     for (const node of present) live.connect(node);
     const connectMs = await live.allBack(t - 1).finally(() => firstHerd.stop());
     console.log(`  first connect   ${attemptsLine(live.attempts)}`);
-    await sleep(1_000); // let the last last-seen writes and fan-outs settle
+    // The connect's own fan-out ends after the last full map: with replicas, each learns the others'
+    // nodes are online through the change feed, a reload after the herd that tells its own nodes
+    // (seconds of work at 2,000 nodes). Changes are measured once no message has come for QUIET_MS,
+    // not in that tail.
+    const settleFrom = performance.now();
+    await waitFor(() => performance.now() - live.lastMessageAt > QUIET_MS, EVENT_TIMEOUT_MS);
+    const settledMs = Math.max(0, live.lastMessageAt - settleFrom);
+    // That reload's work can outlast its messages (2,000 nodes: none came after the last full map,
+    // yet replica 0 was busy 2.3 s more): the replicas' CPU is waited for too.
+    const idleAt = await whenIdle(
+      replicas.map((r) => r.child.pid),
+      EVENT_TIMEOUT_MS,
+    );
     const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
@@ -424,6 +486,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
       `  connect         all ${n} streams with their full map in ${(connectMs / 1000).toFixed(1)} s`,
     );
     console.log(`  control RSS     ${rss.join(' + ')} MiB (${memory.join('; ')})`);
+    console.log(
+      `  settled         last message ${(settledMs / 1000).toFixed(1)} s, ${idleAt === null ? `a replica still busy ${EVENT_TIMEOUT_MS / 1000} s` : `every replica idle ${((idleAt - settleFrom) / 1000).toFixed(1)} s`} after the last full map`,
+    );
 
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;
@@ -478,11 +543,17 @@ async function run(args: Args, mode: Mode): Promise<void> {
 
     // A restart (one replica: stop and start again; several: SIGKILL the first, the rest carry on).
     // With several replicas only the killed one's nodes reconnect; the others must stay as they are.
-    const cut = args.replicas === 1 ? live.nodes : live.nodes.filter((x) => x.prefer === 0);
-    const stayed = live.nodes.filter((x) => !cut.includes(x));
+    const { cut, stayed } =
+      args.replicas === 1
+        ? { cut: live.nodes, stayed: [] }
+        : splitByReplica(live.nodes, (replicas[0] as Replica).url);
+    if (args.replicas > 1)
+      console.log(
+        `  to be killed    replica 0 streams ${cut.length} nodes: ${cut.filter((x) => x.prefer !== 0).length} of them tried another first, ${stayed.filter((x) => x.prefer === 0).length} that tried it first stream from another`,
+      );
     t = performance.now();
     live.attempts = noAttempts();
-    const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid);
+    const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid, urls);
     if (args.replicas === 1) {
       const old = replicas.pop() as Replica;
       old.child.kill('SIGTERM');
@@ -550,8 +621,11 @@ function herdTimeline(
   cut: readonly Node[],
   since: number,
   controlPid: () => number | undefined,
+  urls: () => string[] = () => [],
 ): { stop: () => void } {
   const STEP_MS = 5_000;
+  let stalled = 0;
+  let lastBack = -1;
   let last = {
     at: performance.now(),
     pid: controlPid(),
@@ -571,12 +645,35 @@ function herdTimeline(
     const used = pid === last.pid ? control - last.control : control;
     const loadUsed = process.cpuUsage(last.load);
     const back = cut.filter((n) => n.fullAt > since).length;
+    stalled = back === lastBack && back < cut.length ? stalled + 1 : 0;
+    lastBack = back;
+    if (stalled === 2) console.log(notBack(cut, since, urls()));
     console.log(
       `    +${((at - since) / 1000).toFixed(0).padStart(3)} s  back ${String(back).padStart(6)}/${cut.length}  attempts ${String(load.attempts.started).padStart(6)}  control CPU ${((used / wall) * 100).toFixed(0).padStart(3)}%  load CPU ${(((loadUsed.user + loadUsed.system) / 1e6 / wall) * 100).toFixed(0).padStart(3)}%`,
     );
     last = { at, pid, control, load: process.cpuUsage() };
   }, STEP_MS);
   return { stop: () => clearInterval(timer) };
+}
+
+/** The nodes of `cut` without a full map since `since`, by the state of their latest connection. */
+function notBack(cut: readonly Node[], since: number, live: string[]): string {
+  const groups = new Map<string, Node[]>();
+  for (const n of cut) {
+    if (n.fullAt > since) continue;
+    const where = live.indexOf(n.url);
+    const key = `replica ${where === -1 ? 'gone' : where} ws ${n.ws?.readyState} upgraded ${n.upgraded} messages ${n.messages} first ${JSON.stringify(n.firstHead)} loggedOut ${n.loggedOut} timeouts ${n.timeouts}`;
+    groups.set(key, [...(groups.get(key) ?? []), n]);
+  }
+  return [...groups]
+    .map(
+      ([key, ns]) =>
+        `    not back: ${ns.length} ${key} (${ns
+          .slice(0, 5)
+          .map((n) => n.name)
+          .join(' ')})`,
+    )
+    .join('\n');
 }
 
 /** One node's full map as a fresh stream opens with it. */

@@ -69,6 +69,27 @@ export function cpuSeconds(pid: number | undefined): number {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
 
+/** Below this share of a core over a second, a process counts as idle (its heartbeats, not work). */
+const IDLE_SHARE = 0.1;
+
+/**
+ * Resolves, with when the idle second began, once every process of `pids` used under IDLE_SHARE of
+ * a core over one second; with null if that has not happened within `timeoutMs`.
+ */
+export async function whenIdle(
+  pids: readonly (number | undefined)[],
+  timeoutMs: number,
+): Promise<number | null> {
+  const start = performance.now();
+  for (;;) {
+    const at = performance.now();
+    const before = pids.map(cpuSeconds);
+    await sleep(1_000);
+    if (pids.every((pid, i) => cpuSeconds(pid) - (before[i] as number) < IDLE_SHARE)) return at;
+    if (performance.now() - start > timeoutMs) return null;
+  }
+}
+
 /** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
 
@@ -106,6 +127,18 @@ const PER_ADDRESS = 100;
 /** Load node i's loopback source address (127.1.x.y): a tailnet's machines come from many. */
 export const sourceOf = (i: number) =>
   `127.1.${Math.floor(i / PER_ADDRESS / 250)}.${(Math.floor(i / PER_ADDRESS) % 250) + 1}`;
+
+/**
+ * A killed replica's nodes, and the others: by the replica each node's latest stream went to, not
+ * the one it tried first. A node whose upgrade timed out there moved on to the next replica, so the
+ * two differ after a herd (at 10,000 nodes, about 370 of the first replica's 3,334).
+ */
+export function splitByReplica<T extends { url: string }>(
+  nodes: readonly T[],
+  killedUrl: string,
+): { cut: T[]; stayed: T[] } {
+  return { cut: nodes.filter((n) => n.url === killedUrl), stayed: nodes.filter((n) => n.url !== killedUrl) };
+}
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
