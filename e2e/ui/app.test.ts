@@ -439,7 +439,21 @@ describe('desktop UI in Chromium (mocked bridge)', () => {
     const s = await openSession(browser);
     try {
       await heading(s.page, 'Sign in to Weft').waitFor();
-      const paint = await s.page.evaluate(() => {
+      // Chromium records the paint entries once the frame is presented, which on a busy machine
+      // can be after the heading is in the DOM: wait for first-contentful-paint, bounded.
+      const paint = await s.page.evaluate(async () => {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            observer.disconnect();
+            clearTimeout(timer);
+            resolve();
+          };
+          const observer = new PerformanceObserver((list) => {
+            if (list.getEntries().some((e) => e.name === 'first-contentful-paint')) done();
+          });
+          const timer = setTimeout(done, 10_000);
+          observer.observe({ type: 'paint', buffered: true });
+        });
         const entries = performance.getEntriesByType('paint').map((e) => [e.name, Math.round(e.startTime)]);
         const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
         return {
