@@ -1,13 +1,15 @@
 import pg from 'pg';
-import type { ChangeFeed } from './change-feed.js';
+import { type ChangeFeed, changeOfNotice, type DatabaseChange, UNKNOWN_CHANGE } from './change-feed.js';
 import { CHANGE_CHANNEL } from './postgres.js';
 
 // The PostgreSQL change feed: one connection of its own LISTENs on the channel the tables' triggers
 // NOTIFY at every commit. PostgreSQL folds a transaction's identical notifications into one and
 // delivers them only after commit, so a reader sees the committed rows. Notifications from our own
 // pool's backends are skipped: this process already refreshed after its own writes. A lost
-// connection is opened again (bounded back-off) and then counts as a change, since commits made
-// while it was down were not heard.
+// connection is opened again (bounded back-off) and then counts as an unknown change, since commits
+// made while it was down were not heard. Notices arriving together (a transaction's, split over
+// several; a burst of replicas' commits) are delivered as one change on the next turn, so they cost
+// one partial read.
 
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5_000;
@@ -16,6 +18,8 @@ export class PostgresChangeFeed implements ChangeFeed {
   private client: pg.Client | null = null;
   private retry: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Heard and not yet delivered: the tables named whole (null: unknown) and the nodes named. */
+  private pending: { tables: Set<string> | null; nodes: Set<string> } | null = null;
 
   constructor(
     private readonly url: string,
@@ -24,11 +28,34 @@ export class PostgresChangeFeed implements ChangeFeed {
   ) {}
 
   /** Resolves once the first LISTEN is in place (later reconnects happen in the background). */
-  start(onChange: () => void): Promise<void> {
-    return this.listen(onChange, RETRY_MIN_MS, false);
+  start(onChange: (change: DatabaseChange) => void): Promise<void> {
+    const heard = (change: DatabaseChange) => this.gather(change, onChange);
+    return this.listen(heard, RETRY_MIN_MS, false);
   }
 
-  private async listen(onChange: () => void, delayMs: number, reconnect: boolean): Promise<void> {
+  private gather(change: DatabaseChange, onChange: (change: DatabaseChange) => void): void {
+    if (this.pending === null) {
+      const pending: { tables: Set<string> | null; nodes: Set<string> } = {
+        tables: new Set(),
+        nodes: new Set(),
+      };
+      this.pending = pending;
+      setImmediate(() => {
+        this.pending = null;
+        if (!this.closed) onChange(pending.tables === null ? UNKNOWN_CHANGE : pending);
+      });
+    }
+    const { pending } = this;
+    if (change.tables === null) pending.tables = null;
+    else for (const table of change.tables) pending.tables?.add(table);
+    for (const id of change.nodes) pending.nodes.add(id);
+  }
+
+  private async listen(
+    onChange: (change: DatabaseChange) => void,
+    delayMs: number,
+    reconnect: boolean,
+  ): Promise<void> {
     const client = new pg.Client({ connectionString: this.url });
     const again = (err: unknown) => {
       if (this.closed || this.client !== client) return;
@@ -42,7 +69,8 @@ export class PostgresChangeFeed implements ChangeFeed {
     };
     this.client = client;
     client.on('notification', (n) => {
-      if (n.channel === CHANGE_CHANNEL && !this.ownBackends.has(n.processId)) onChange();
+      if (n.channel === CHANGE_CHANNEL && !this.ownBackends.has(n.processId))
+        onChange(changeOfNotice(n.payload));
     });
     client.on('error', again);
     try {
@@ -57,7 +85,7 @@ export class PostgresChangeFeed implements ChangeFeed {
       again(err);
       return;
     }
-    if (reconnect) onChange();
+    if (reconnect) onChange(UNKNOWN_CHANGE);
   }
 
   close(): void {

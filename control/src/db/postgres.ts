@@ -14,13 +14,24 @@ import type { Database } from './schema.js';
 import { PREPARED_STATEMENTS } from './sqlite.js';
 
 // The PostgreSQL flavour of the database, for several control replicas on one server. The schema is
-// the same migration list as SQLite's; on top of it each table gets a statement trigger that
-// NOTIFYs CHANNEL, so every writer (a replica, the admin CLI) wakes every other replica's change
-// feed at commit, as SQLite's data_version does for the processes sharing its file.
+// the same migration list as SQLite's; on top of it each table gets statement triggers that NOTIFY
+// CHANNEL, so every writer (a replica, the admin CLI) wakes every other replica's change feed at
+// commit, as SQLite's data_version does for the processes sharing its file. The notice names the
+// table and, for the tables keyed by node, the changed nodes (changeNotice in change-feed.ts).
 
 export const CHANGE_CHANNEL = 'weft_changes';
 /** Written every few seconds by every replica and read by none but the reaper: no one needs waking. */
 const QUIET_TABLES = ['replicas'];
+/**
+ * Tables whose changes are named by node, and the column holding the node's id: a replica reads just
+ * those nodes (a registration, a stream coming or going) instead of every node.
+ */
+const NODE_ID_COLUMNS: ReadonlyMap<string, string> = new Map<keyof Database, string>([
+  ['nodes', 'id'],
+  ['node_streams', 'node_id'],
+]);
+/** Bytes of ids per notice, leaving room under PostgreSQL's 8000 for the rest of the JSON. */
+const NOTICE_IDS_BYTES = 7000;
 /** pg_advisory_xact_lock key under which the triggers are (re)installed: replicas may start at once. */
 const TRIGGER_LOCK = 0x77656674;
 
@@ -142,7 +153,27 @@ async function installChangeTriggers(db: Kysely<Database>): Promise<void> {
     await sql
       .raw(
         `create or replace function weft_notify_change() returns trigger language plpgsql as $$
-         begin perform pg_notify('${CHANGE_CHANNEL}', ''); return null; end $$`,
+         begin perform pg_notify('${CHANGE_CHANNEL}', json_build_object('table', TG_TABLE_NAME)::text);
+         return null; end $$`,
+      )
+      .execute(trx);
+    // The statement's changed rows (a transition table, "changed") by the node id in column
+    // TG_ARGV[0], split into notices of at most NOTICE_IDS_BYTES of ids: PostgreSQL refuses a
+    // payload of 8000 bytes or more, and an error here would fail the writer's statement. A notice
+    // that would still be too long (ids not ours) names the table only, which reloads every node.
+    // A statement that changed no row notifies nothing.
+    await sql
+      .raw(
+        `create or replace function weft_notify_nodes() returns trigger language plpgsql as $$
+         begin
+           perform pg_notify('${CHANGE_CHANNEL}', case when octet_length(notice) < 8000 then notice
+             else json_build_object('table', TG_TABLE_NAME)::text end)
+           from (select json_build_object('table', TG_TABLE_NAME, 'nodes', json_agg(id))::text as notice
+                 from (select id, sum(octet_length(id) + 4) over (order by id) / ${NOTICE_IDS_BYTES} as part
+                       from (select distinct to_jsonb(c) ->> TG_ARGV[0] as id from changed c) ids) parts
+                 group by part) notices;
+           return null;
+         end $$`,
       )
       .execute(trx);
     const tables = await sql<{ tablename: string }>`
@@ -150,9 +181,27 @@ async function installChangeTriggers(db: Kysely<Database>): Promise<void> {
       where schemaname = current_schema() and tablename not like 'kysely\\_%'
         and tablename not in ${sql`(${sql.join(QUIET_TABLES)})`}`.execute(trx);
     for (const { tablename } of tables.rows) {
-      await sql`create or replace trigger weft_notify_change
-        after insert or update or delete or truncate on ${sql.table(tablename)}
+      const idColumn = NODE_ID_COLUMNS.get(tablename);
+      if (idColumn === undefined) {
+        await sql`create or replace trigger weft_notify_change
+          after insert or update or delete or truncate on ${sql.table(tablename)}
+          for each statement execute function weft_notify_change()`.execute(trx);
+        continue;
+      }
+      // A trigger with a transition table may have only one event (PostgreSQL refuses more), and
+      // truncate has none: it names the table.
+      await sql`create or replace trigger weft_notify_change after truncate on ${sql.table(tablename)}
         for each statement execute function weft_notify_change()`.execute(trx);
+      for (const [event, image] of [
+        ['insert', 'new'],
+        ['update', 'new'],
+        ['delete', 'old'],
+      ] as const) {
+        await sql`create or replace trigger ${sql.raw(`weft_notify_${event}`)}
+          after ${sql.raw(event)} on ${sql.table(tablename)}
+          referencing ${sql.raw(image)} table as changed
+          for each statement execute function weft_notify_nodes(${sql.lit(idColumn)})`.execute(trx);
+      }
     }
   });
 }
