@@ -1,7 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { STREAM_PATH } from '@weft/protocol';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Store } from '../db/store.js';
 import { startBalancer } from '../testing/balancer.js';
 import { buildControl, repoRoot, serveProcess } from '../testing/control-process.js';
 import {
@@ -81,6 +82,37 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     expect((await r2.cli('policy', 'set', file)).code).toBe(0);
     await sa.until('b gone under the policy', (c) => peer(c, 'b') === undefined, 1_000);
     expect(sa.netmap?.packetFilter).toEqual([]);
+  });
+
+  it('another replica’s change to a node is read back alone, not as a reload of every node', async () => {
+    // Spied before the replicas start: the store's timing wrapper keeps the method it first saw.
+    const listNodes = vi.spyOn(Store.prototype, 'listNodes');
+    const nodesByIds = vi.spyOn(Store.prototype, 'nodesByIds');
+    onCleanup(() => vi.restoreAllMocks());
+    const db = await tempPostgres();
+    const r1 = await startTestControl({ config: { db } });
+    const r2 = await startTestControl({ config: { db } });
+    const key = await r1.key('--reusable');
+    const a = new TestMachine(r1);
+    const b = new TestMachine(r2);
+    await a.join('a', key);
+    const { id } = await b.join('b', key);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('b online', (c) => peer(c, 'b')?.online === true, 5_000);
+    await sb.until('a online', (c) => peer(c, 'a')?.online === true, 5_000);
+    const reloads = listNodes.mock.calls.length;
+    nodesByIds.mockClear();
+
+    sb.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
+    await sa.until(
+      'b endpoints',
+      (c) => peer(c, 'b')?.endpoints.includes('198.18.0.12:41641') === true,
+      5_000,
+    );
+    expect(listNodes.mock.calls.length).toBe(reloads);
+    // r2 read b after its own write, r1 after hearing it: two partial reads of b.
+    expect(nodesByIds.mock.calls.filter(([ids]) => ids.includes(id)).length).toBeGreaterThanOrEqual(2);
   });
 
   it('a node that reconnects to its replica stays online on the other (the replaced stream is no disconnect)', async () => {

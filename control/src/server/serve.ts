@@ -22,6 +22,7 @@ import { RelayMembers } from '../relays/members.js';
 import { randomUlaPrefix, TAILNET_IPV4_RANGE } from '../tailnet/addresses.js';
 import { buildApp } from './app.js';
 import { Background } from './background.js';
+import { reloadsFor } from './change-reloads.js';
 import { ConnectQueue } from './connect-queue.js';
 import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
@@ -190,13 +191,15 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
 
     const changes = database.changeFeed(log, options.pollIntervalMs);
     feed = changes;
-    await changes.start(() => {
+    await changes.start((change) => {
       // A sign-in finished by another process or replica wakes this one's waiting registrations.
       logins?.recheck();
+      const reload = reloadsFor(change);
       background.run('reloading after a database change', async () => {
-        await dns.refresh();
-        await policy.refresh();
-        await sync.refresh();
+        if (reload.dns) await dns.refresh();
+        if (reload.policy) await policy.refresh();
+        if (reload.nodes === 'all') await sync.refresh();
+        else if (reload.nodes.size > 0) await sync.refreshNodes(reload.nodes);
       });
     });
     stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
