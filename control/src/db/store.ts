@@ -732,10 +732,10 @@ export class Store {
 
   /**
    * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
-   * those replicas, except held ones (replicaStopped) held since `heldCutoff`; returns how many
-   * streams went.
+   * those replicas, except held ones (replicaStopped) held since `heldCutoff`; returns the nodes
+   * whose streams went (the reaper reads just those back).
    */
-  async dropSilentReplicas(cutoff: Date, heldCutoff: Date): Promise<number> {
+  async dropSilentReplicas(cutoff: Date, heldCutoff: Date): Promise<string[]> {
     return this.transaction(async (tx) => {
       // Never null (a null comparison under `not` would keep a silent replica's row for ever).
       const kept = (eb: ExpressionBuilder<Database, 'replicas'>) =>
@@ -747,12 +747,13 @@ export class Store {
       const dropped = await tx.db
         .deleteFrom('node_streams')
         .where('replica', 'not in', alive)
-        .executeTakeFirst();
+        .returning('node_id')
+        .execute();
       await tx.db
         .deleteFrom('replicas')
         .where((eb) => eb.not(kept(eb)))
         .execute();
-      return Number(dropped.numDeletedRows);
+      return dropped.map((row) => row.node_id);
     });
   }
 

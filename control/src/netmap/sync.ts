@@ -8,8 +8,9 @@ import type { NetmapHub } from './hub.js';
 // Keeps the hub's picture of the tailnet in step with the database. A writer that changed known
 // nodes commits and calls refreshNodes(ids): only those rows are read and applied, so a join costs
 // its watchers rather than a reload of every node (O(N) each, which made 10,000 registrations
-// quadratic). What cannot be narrowed to nodes (another process's or replica's commit, a reaped
-// replica, a key deadline) calls refresh(), which reloads the node list. Both go through one queue:
+// quadratic). So do a reaped replica's streams and another replica's commits that the change feed
+// names by node. What cannot be narrowed to nodes (a change the feed cannot name, a user, a key
+// deadline) calls refresh(), which reloads the node list. Both go through one queue:
 // a reload read before a node's commit must not be applied after that node's own read. A partial
 // read that fails falls back to a reload: the change feed skips this process's own commits, so
 // nothing else would bring the committed change to the hub.

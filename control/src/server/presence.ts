@@ -272,9 +272,11 @@ export class Presence {
         new Date(now - silentMs),
         new Date(now - 2 * this.timing.restartGraceMs),
       );
-      if (dropped > 0) {
-        this.log.info(`${dropped} streams of silent replicas dropped: those nodes are offline`);
-        await this.sync.refresh();
+      if (dropped.length > 0) {
+        this.log.info(`${dropped.length} streams of silent replicas dropped: those nodes are offline`);
+        // Those nodes alone: a killed replica's thousands, not every node (a reload of 10,000 held
+        // this replica's loop for seconds while the killed one's nodes were reconnecting to it).
+        await this.sync.refreshNodes(dropped);
       }
     });
     if (!this.alone && !starting && this.listening && this.grace === null) await this.graceForHeld();
