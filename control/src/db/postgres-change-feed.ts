@@ -14,12 +14,15 @@ import { CHANGE_CHANNEL } from './postgres.js';
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 5_000;
 
+/** A change being gathered: the tables named whole (null: unknown) and the nodes named. */
+type Gathering = { tables: Set<string> | null; nodes: Set<string> };
+
 export class PostgresChangeFeed implements ChangeFeed {
   private client: pg.Client | null = null;
   private retry: NodeJS.Timeout | null = null;
   private closed = false;
-  /** Heard and not yet delivered: the tables named whole (null: unknown) and the nodes named. */
-  private pending: { tables: Set<string> | null; nodes: Set<string> } | null = null;
+  /** Heard and not yet delivered. */
+  private pending: Gathering | null = null;
 
   constructor(
     private readonly url: string,
@@ -33,12 +36,10 @@ export class PostgresChangeFeed implements ChangeFeed {
     return this.listen(heard, RETRY_MIN_MS, false);
   }
 
+  /** Adds `change` to what the next turn delivers. */
   private gather(change: DatabaseChange, onChange: (change: DatabaseChange) => void): void {
     if (this.pending === null) {
-      const pending: { tables: Set<string> | null; nodes: Set<string> } = {
-        tables: new Set(),
-        nodes: new Set(),
-      };
+      const pending: Gathering = { tables: new Set(), nodes: new Set() };
       this.pending = pending;
       setImmediate(() => {
         this.pending = null;
