@@ -110,9 +110,9 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
       (c) => peer(c, 'b')?.endpoints.includes('198.18.0.12:41641') === true,
       5_000,
     );
+    // r1 learnt it by reading b alone (r2's read after its own write may come later: not awaited here).
     expect(listNodes.mock.calls.length).toBe(reloads);
-    // r2 read b after its own write, r1 after hearing it: two partial reads of b.
-    expect(nodesByIds.mock.calls.filter(([ids]) => ids.includes(id)).length).toBeGreaterThanOrEqual(2);
+    expect(nodesByIds.mock.calls.some(([ids]) => ids.includes(id))).toBe(true);
   });
 
   it('a node that reconnects to its replica stays online on the other (the replaced stream is no disconnect)', async () => {
