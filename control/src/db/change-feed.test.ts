@@ -111,6 +111,16 @@ describe.skipIf(noPostgres !== null)('PostgresChangeFeed', () => {
     expect(changes.every((c) => c.tables?.size === 0)).toBe(true);
   });
 
+  it('names the nodes a cascade deleted with their user, and the user table whole', async () => {
+    const { other, until } = await listening();
+    await other.query(`insert into users (id, name, created_at) values ('u1', 'alice', 'now')`);
+    await other.query(`update nodes set user_id = 'u1' where id = 'n1'`);
+    await until((c) => nodesOf(c).has('n1'));
+    await other.query(`delete from users where id = 'u1'`);
+    // Both, or this waits until the test's time-out.
+    await until((c) => nodesOf(c).has('n1') && c.some((change) => change.tables?.has('users')));
+  });
+
   it('takes a notice it cannot parse as an unknown change', async () => {
     const { other, until } = await listening();
     await other.query(`select pg_notify('${CHANGE_CHANNEL}', 'not json')`);
