@@ -1,7 +1,7 @@
 import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/protocol';
 import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../tailnet/records.js';
-import { TEST_KEY, testNode } from '../testing/nodes.js';
+import { connectedHub, TEST_KEY, testNode } from '../testing/nodes.js';
 import { NetmapHub, type StreamSession } from './hub.js';
 import { wireOf } from './message-text.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
@@ -372,5 +372,30 @@ describe('NetmapHub', () => {
         .flatMap((d) => d.peersUpserted ?? [])
         .map((v) => [v.id, v.online]),
     ).toEqual([['n3', true]]);
+  });
+});
+
+describe('NetmapHub under a policy that lists peers', () => {
+  it('steps each watcher of changed nodes through the changed nodes it sees, not through all of them', () => {
+    // 30 people with 3 devices each, who see their own devices only; one device of each changes.
+    const nodes = Array.from({ length: 90 }, (_, i) =>
+      testNode(i, { name: `p${Math.floor(i / 3)}`, email: `p${Math.floor(i / 3)}@example.com` }),
+    );
+    const policy = `{ "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] }] }`;
+    const { hub, sessions } = connectedHub(nodes, policy, (id) => new FakeSession(id));
+    for (const s of sessions.values()) s.messages.length = 0;
+    const step = vi.spyOn(hub as unknown as { step: (...args: unknown[]) => unknown }, 'step');
+    const changed = nodes.filter((_, i) => i % 3 === 0);
+    hub.apply(
+      changed.map((n) => n.id),
+      changed.map((n) => ({ ...n, endpoints: ['198.51.100.1:41641'] })),
+    );
+    // Each of the 90 streams watches one changed node (its person's, or itself): 2,700 steps before.
+    expect(step).toHaveBeenCalledTimes(90);
+    const seen = sessions
+      .get('n1')
+      ?.deltas()
+      .flatMap((d) => (d.type === 'delta' ? (d.peersUpserted ?? []) : []));
+    expect(seen?.map((p) => p.id)).toEqual(['n0']);
   });
 });

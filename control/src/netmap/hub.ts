@@ -746,7 +746,8 @@ export class NetmapHub {
           (id) => isFull(id) || policy !== undefined || (affected !== 'all' && affected.has(id)),
           isFull,
         );
-    for (const sub of onlyViews ? this.watchersOf(changed) : this.subscribers.values()) {
+    const watched = onlyViews ? this.watchersOf(changed) : null;
+    for (const sub of watched?.keys() ?? this.subscribers.values()) {
       const id = sub.session.nodeId;
       const before = decided?.before.get(sub);
       // One with a delta pending or held was asked when it got it, and flush() asks again: a node that
@@ -772,7 +773,7 @@ export class NetmapHub {
         this.eachToCompare(sub, (peerId) => this.sync(sub, peerId, out));
       } else {
         // Only pairs with a changed node can have changed (see VisibilityPolicy.affectedBy).
-        for (const peerId of changed) {
+        for (const peerId of watched?.get(sub) ?? changed) {
           const step = this.step(sub, peerId);
           if (step === 'same' || peerId === id) continue;
           // Held unless a message to it is pending anyway with this peer in it.
@@ -1010,33 +1011,30 @@ export class NetmapHub {
   }
 
   /**
-   * The subscribers that may see any of `nodeIds`, and those nodes' own: visibility goes both ways,
-   * so these are the nodes' own peer lists. Every subscriber when the policy cannot list peers
-   * (allow-all, where every node does watch every other). This keeps a mass reconnect linear under a
-   * policy: a node coming online costs its peers, not the whole tailnet.
+   * The subscribers that may see any of `nodeIds`, and those nodes' own, each with the nodes of
+   * `nodeIds` it may see: visibility goes both ways, so these are the nodes' own peer lists. Null
+   * when the policy cannot list peers (allow-all, where every node does watch every other). This
+   * keeps a mass reconnect linear under a policy: a node coming online costs its peers, not the
+   * whole tailnet; and a watcher is stepped through the changed nodes it sees, not through all of
+   * them (3,300 nodes of a killed replica going offline were 11 M steps for 3,333 streams).
    */
-  private watchersOf(nodeIds: readonly string[]): Iterable<Subscriber> {
-    const lists: Iterable<string>[] = [];
+  private watchersOf(nodeIds: readonly string[]): Map<Subscriber, string[]> | null {
+    const out = new Map<Subscriber, string[]>();
+    const add = (watcherId: string, nodeId: string) => {
+      const sub = this.subscribers.get(watcherId);
+      if (sub === undefined) return;
+      const seen = out.get(sub);
+      if (seen === undefined) out.set(sub, [nodeId]);
+      else seen.push(nodeId);
+    };
     for (const id of nodeIds) {
       const node = this.nodes.get(id);
       if (node === undefined) continue;
       const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
-      if (!visibility.peerIds) return this.subscribers.values();
-      lists.push([id], visibility.peerIds());
-    }
-    // One node's list holds each peer once and not the node (see Visibility.peerIds): only several
-    // lists need a set, which for a shared server coming online was 9,800 ids.
-    const seen = lists.length > 2 ? new Set<string>() : null;
-    const out: Subscriber[] = [];
-    for (const list of lists) {
-      for (const id of list) {
-        if (seen !== null) {
-          if (seen.has(id)) continue;
-          seen.add(id);
-        }
-        const sub = this.subscribers.get(id);
-        if (sub) out.push(sub);
-      }
+      if (!visibility.peerIds) return null;
+      // One node's list holds each peer once and not the node (see Visibility.peerIds).
+      add(id, id);
+      for (const peerId of visibility.peerIds()) add(peerId, id);
     }
     return out;
   }
