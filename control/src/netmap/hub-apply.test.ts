@@ -32,6 +32,9 @@ const PERSON_POLICY = `{
   ],
 }`;
 
+/** Policies a PolicyVisibility hub is given in turn: per person, then all nodes seeing all on two ports. */
+const POLICIES = [PERSON_POLICY, '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }'];
+
 /** The role a node has under RolePolicy: `tag:rK` is role K, `tag:server` role 0, untagged UNTAGGED. */
 const UNTAGGED = 3;
 const ROLES = UNTAGGED + 1;
@@ -178,6 +181,8 @@ type Op =
   | { kind: 'flush' }
   /** A hub holding presence releases it for the next flush (PRESENCE_HOLD_MS in control). */
   | { kind: 'presence' }
+  /** PolicyVisibility only: the policy is replaced by POLICIES[p] (allow-all: a first policy). */
+  | { kind: 'policy'; p: number }
   /** RolePolicy only: the node takes another role. */
   | { kind: 'role'; i: number; role: number }
   /** RolePolicy only: new rows (see setRows), in a new generation when `bump`. */
@@ -206,6 +211,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('backlog' as const), i: index }),
   fc.record({ kind: fc.constant('flush' as const) }),
   fc.record({ kind: fc.constant('presence' as const) }),
+  fc.record({ kind: fc.constant('policy' as const), p: fc.integer({ min: 0, max: 1 }) }),
 );
 
 /** Under RolePolicy, nodes also change roles and the rows change; more streams, to share records. */
@@ -325,6 +331,15 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
       const moved = visibility.setRows(o.classOf, o.sees, o.bump, hub.records());
       referenceVisibility.setRows(o.classOf, o.sees, o.bump, []);
       hub.policyChanged(moved);
+      reference.policyChanged('all');
+      continue;
+    }
+    if (o.kind === 'policy') {
+      if (!(visibility instanceof PolicyVisibility && referenceVisibility instanceof PolicyVisibility))
+        continue;
+      const text = POLICIES[o.p] as string;
+      hub.policyChanged(visibility.setPolicy(parsePolicy(text)));
+      referenceVisibility.setPolicy(parsePolicy(text));
       reference.policyChanged('all');
       continue;
     }

@@ -1020,7 +1020,10 @@ export class NetmapHub {
     for (const id of nodeIds) {
       const node = this.nodes.get(id);
       if (node === undefined) continue;
-      const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
+      // A stream behind is decided again only at its resync: its visibility may be an old policy's.
+      const sub = this.subscribers.get(id);
+      const visibility =
+        sub !== undefined && !sub.behind ? sub.visibility : this.policy.visibilityOf(node, this.nodes);
       if (!visibility.peerIds) return this.subscribers.values();
       lists.push([id], visibility.peerIds());
     }
