@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { StreamServerMessage } from '@weft/protocol';
 import { NetmapHub, type StreamSession } from '../netmap/hub.js';
-import { wireOf } from '../netmap/message-text.js';
+import { wireLength, wireOf } from '../netmap/message-text.js';
 import { pacedFlush } from '../netmap/paced-flush.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import type { VisibilityPolicy } from '../netmap/visibility.js';
@@ -43,7 +43,7 @@ class Session implements StreamSession {
   bytes = 0;
   constructor(readonly nodeId: string) {}
   send(message: StreamServerMessage): void {
-    this.bytes += wireOf(message).length;
+    this.bytes += wireLength(wireOf(message));
   }
   close(): void {}
 }

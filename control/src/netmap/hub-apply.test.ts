@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { TEST_RANGES, testNode } from '../testing/nodes.js';
+import { wireText } from '../testing/wire.js';
 import { NetmapHub, type StreamSession } from './hub.js';
-import { wireOf } from './message-text.js';
 import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
 import type { Visibility, VisibilityPolicy } from './visibility.js';
 
@@ -31,6 +31,9 @@ const PERSON_POLICY = `{
     { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22,443"] },
   ],
 }`;
+
+/** Policies a PolicyVisibility hub is given in turn: per person, then all nodes seeing all on two ports. */
+const POLICIES = [PERSON_POLICY, '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }'];
 
 /** The role a node has under RolePolicy: `tag:rK` is role K, `tag:server` role 0, untagged UNTAGGED. */
 const UNTAGGED = 3;
@@ -149,12 +152,13 @@ class Session implements StreamSession {
   send(m: StreamServerMessage) {
     if (this.backlog && m.type === 'delta') throw new Error(`a delta to backlogged ${this.nodeId}`);
     // The bytes the hub put together for it are JSON.stringify's (key order too).
-    if (m.type === 'delta') expect(wireOf(m).toString()).toBe(JSON.stringify(m));
+    if (m.type === 'delta') expect(wireText(m)).toBe(JSON.stringify(m));
     for (const view of m.type === 'delta' ? (m.peersUpserted ?? []) : []) {
       const held = this.netmap?.peers.find((p) => p.id === view.id);
       if (JSON.stringify(held) === JSON.stringify(view)) this.resent++;
     }
-    this.netmap = applyStreamMessage(this.netmap, m);
+    // What the node reads is the bytes (a whole map's may be its class's, put together earlier).
+    this.netmap = applyStreamMessage(this.netmap, JSON.parse(wireText(m)) as StreamServerMessage);
   }
   close() {
     this.closed = true;
@@ -178,6 +182,8 @@ type Op =
   | { kind: 'flush' }
   /** A hub holding presence releases it for the next flush (PRESENCE_HOLD_MS in control). */
   | { kind: 'presence' }
+  /** PolicyVisibility only: the policy is replaced by POLICIES[p] (allow-all: a first policy). */
+  | { kind: 'policy'; p: number }
   /** RolePolicy only: the node takes another role. */
   | { kind: 'role'; i: number; role: number }
   /** RolePolicy only: new rows (see setRows), in a new generation when `bump`. */
@@ -200,12 +206,16 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     approve: fc.boolean(),
   }),
   fc.record({ kind: fc.constant('expire' as const), i: index }),
+  // Often: a class's whole map is put together once and given to each member that connects after.
+  fc.record({ kind: fc.constant('connect' as const), i: index }),
+  fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('disconnect' as const), i: index }),
   fc.record({ kind: fc.constant('backlog' as const), i: index }),
   fc.record({ kind: fc.constant('flush' as const) }),
   fc.record({ kind: fc.constant('presence' as const) }),
+  fc.record({ kind: fc.constant('policy' as const), p: fc.integer({ min: 0, max: 1 }) }),
 );
 
 /** Under RolePolicy, nodes also change roles and the rows change; more streams, to share records. */
@@ -325,6 +335,15 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
       const moved = visibility.setRows(o.classOf, o.sees, o.bump, hub.records());
       referenceVisibility.setRows(o.classOf, o.sees, o.bump, []);
       hub.policyChanged(moved);
+      reference.policyChanged('all');
+      continue;
+    }
+    if (o.kind === 'policy') {
+      if (!(visibility instanceof PolicyVisibility && referenceVisibility instanceof PolicyVisibility))
+        continue;
+      const text = POLICIES[o.p] as string;
+      hub.policyChanged(visibility.setPolicy(parsePolicy(text)));
+      referenceVisibility.setPolicy(parsePolicy(text));
       reference.policyChanged('all');
       continue;
     }

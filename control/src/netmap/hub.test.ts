@@ -2,6 +2,7 @@ import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/prot
 import { describe, expect, it, vi } from 'vitest';
 import type { NodeRecord } from '../tailnet/records.js';
 import { connectedHub, TEST_KEY, testNode } from '../testing/nodes.js';
+import { wireText } from '../testing/wire.js';
 import { NetmapHub, type StreamSession } from './hub.js';
 import { wireOf } from './message-text.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
@@ -57,12 +58,74 @@ describe('NetmapHub', () => {
     const full = sessions[7]?.messages[0];
     if (full?.type !== 'full') throw new Error('no full map');
     const stringify = vi.spyOn(JSON, 'stringify');
-    const wire = wireOf(full);
+    const wire = wireText(full);
     expect(stringify).not.toHaveBeenCalled();
     stringify.mockRestore();
     // The very bytes JSON.stringify gives (key order too), not just the same value.
-    expect(wire.toString()).toBe(JSON.stringify(full));
+    expect(wire).toBe(JSON.stringify(full));
     expect(full.netmap.peers.map((p) => p.id)).toContain('n4');
+  });
+
+  it("gives each member of a class its class's whole map, itself cut out: the bytes the walk over every peer gives", () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    // Three chunks of the class's map (1,024 peers each), a router among them (its view is made per
+    // viewer): members at a chunk's first and last entry, and the tailnet's first and last.
+    const nodes = Array.from({ length: 2_100 }, (_, i) =>
+      node(i + 1, i === 1_500 ? { advertisedRoutes: ['0.0.0.0/0'], approvedRoutes: ['0.0.0.0/0'] } : {}),
+    );
+    hub.update(nodes);
+    const sessions = new Map(connectAll(hub, nodes).map((s) => [s.nodeId, s]));
+    for (const i of [1, 2, 1_023, 1_024, 1_025, 1_501, 2_048, 2_049, 2_100]) {
+      const full = sessions.get(`n${i}`)?.messages[0];
+      if (full?.type !== 'full') throw new Error('no full map');
+      // The map the walk over every peer puts together for a stream in no class (snapshot's).
+      const walked = JSON.stringify({ type: 'full', netmap: hub.snapshot(`n${i}`) });
+      // n1 formed the class with a map of its own; the others were sent the class's, current
+      // then: every later connect only turned a peer online, so the peers before were online.
+      const sent = wireText(full);
+      expect(JSON.parse(sent)).toEqual(JSON.parse(JSON.stringify(full)));
+      const now = JSON.parse(walked) as { netmap: { peers: { id: string; online: boolean }[] } };
+      const online = now.netmap.peers.map((p) => ({ ...p, online: Number(p.id.slice(1)) < i }));
+      expect(JSON.parse(sent)).toEqual({ ...now, netmap: { ...now.netmap, peers: online } });
+    }
+    // Once all are online, a member sent a whole map again (it fell behind) gets the walk's very bytes.
+    const behind = Object.assign(sessions.get('n1024') as FakeSession, { backlogged: () => true });
+    hub.apply(['n7'], [{ ...(nodes[6] as NodeRecord), endpoints: ['203.0.113.7:4000'] }]);
+    behind.backlogged = () => false;
+    hub.resync(behind);
+    const resent = behind.messages.at(-1);
+    if (resent?.type !== 'full') throw new Error('no whole map on resync');
+    expect(wireText(resent)).toBe(JSON.stringify({ type: 'full', netmap: hub.snapshot('n1024') }));
+  });
+
+  it("puts a change made between two members' connects in the second one's whole map", () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 6 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const maps: unknown[] = [];
+    const connect = (id: string) => {
+      const s = new FakeSession(id);
+      hub.connect(s);
+      const full = s.messages[0];
+      if (full?.type !== 'full') throw new Error('no full map');
+      maps.push(JSON.parse(wireText(full)));
+      // As the walk over every peer puts it together, now.
+      expect(JSON.parse(wireText(full))).toEqual({ type: 'full', netmap: hub.snapshot(id) });
+      return s;
+    };
+    connect('n1');
+    connect('n2'); // the class's map is made; n2's connect turns n2 online in it
+    const third = connect('n3'); // n2 online: its chunk put together again
+    hub.apply(['n4'], [{ ...(nodes[3] as NodeRecord), endpoints: ['203.0.113.4:4000'] }]);
+    connect('n5'); // n4's endpoints
+    hub.apply(['n9'], [node(9)]);
+    connect('n6'); // n9 joined
+    hub.apply(['n4'], []);
+    hub.apply(['n10'], [node(10)]);
+    connect('n10'); // n4 deleted
+    hub.disconnect(third);
+    connect('n9'); // n3 offline
+    expect(maps).toHaveLength(7);
   });
 
   it('puts no whole-map bytes together for a transport with its own encoding (Tailscale sessions)', () => {
@@ -78,7 +141,7 @@ describe('NetmapHub', () => {
     expect(ownFull.netmap.peers).toHaveLength(4);
     // No bytes were attached: its JSON is made on demand, as text.
     expect(typeof wireOf(ownFull)).toBe('string');
-    expect(Buffer.isBuffer(wireOf(weftFull))).toBe(true);
+    expect(typeof wireOf(weftFull)).not.toBe('string');
   });
 
   it('a join costs one upsert per connected node and no visibility recompute', () => {

@@ -98,6 +98,30 @@ interface Group {
   key: string;
   record: SentRecord;
   members: Set<Subscriber>;
+  /** Its members' whole maps' peers, put together once (see ClassMap); null until one is needed. */
+  map: ClassMap | null;
+}
+
+/** Peers in one chunk of a ClassMap: a peer's change puts its chunk's bytes together again, not the map's. */
+const MAP_CHUNK = 1024;
+
+/**
+ * Every peer a group's class sees, its members included, as a member's whole map carries them: at
+ * 10,000 allow-all nodes a connect walked every peer and copied 3 MB of views into its own map, N²
+ * during a mass reconnect. The bytes are kept in chunks, each peer's entry with a leading comma and
+ * its offset, so a member's map is the chunks with its own entry cut out (two views of one chunk, no
+ * copy). A peer's view that moves drops its chunk's bytes; anything that may move who the class sees
+ * (a join, a delete, a new identity, a policy) drops the whole map (see propagate).
+ */
+interface ClassMap {
+  ids: string[];
+  /** Each peer's index in `ids`. */
+  at: Map<string, number>;
+  views: NodeView[];
+  /** Per chunk of MAP_CHUNK peers, their entries (`,{…}`); null once one of them moved. */
+  bytes: (Buffer | null)[];
+  /** Per chunk, where each entry starts in its bytes, then the bytes' length. */
+  starts: number[][];
 }
 
 /** What a peer's comparison with a record gave: its view to send, its removal, or nothing. */
@@ -472,7 +496,7 @@ export class NetmapHub {
    * view when the class sees its members, or a later member's change would never reach the others.
    */
   private formGroup(sub: Subscriber, key: string): void {
-    const group: Group = { key, record: sub.sent, members: new Set() };
+    const group: Group = { key, record: sub.sent, members: new Set(), map: null };
     this.groups.set(key, group);
     this.join(sub, group);
     this.fitOwnSlots(group);
@@ -533,22 +557,110 @@ export class NetmapHub {
     sub.pending = null;
     sub.held = null;
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
-    if (sub.session.ownEncoding) {
-      const netmap = this.fullMap(self, sub.visibility, record ? sub.sent : undefined);
-      sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
-      sub.session.send({ type: 'full', netmap });
+    sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
+    const own = sub.session.ownEncoding === true;
+    // A member's map is its class's: put together once (see ClassMap), not peer by peer.
+    const group = record ? null : sub.group;
+    if (group !== null) {
+      const parts = own ? undefined : [Buffer.concat([FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD])];
+      const netmap = this.mapOf(self, sub.visibility, this.classPeers(group, sub, parts));
+      if (parts === undefined) sub.session.send({ type: 'full', netmap });
+      else sub.session.send(withWire({ type: 'full', netmap }, [...parts, tailBytes(netmap)]));
+      return;
+    }
+    if (own) {
+      sub.session.send({
+        type: 'full',
+        netmap: this.fullMap(self, sub.visibility, record ? sub.sent : undefined),
+      });
       return;
     }
     const parts: Buffer[] = [FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD];
     const netmap = this.fullMap(self, sub.visibility, record ? sub.sent : undefined, parts);
-    sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
     // The bytes are put together from the peers' kept JSON, in JSON.stringify's order (self, peers,
     // the rest): at 10,000 nodes a mass reconnect sends millions of peer views, and serialising
     // each again (then encoding the text) was most of a connect's cost, and a gigabyte of strings
     // for the garbage collector.
-    const { self: _self, peers: _peers, ...rest } = netmap;
-    parts.push(Buffer.from(`],${JSON.stringify(rest).slice(1)}}`));
+    parts.push(tailBytes(netmap));
     sub.session.send(withWire({ type: 'full', netmap }, Buffer.concat(parts)));
+  }
+
+  /**
+   * The peers of `sub`'s whole map (it is in `group`): its class's, itself cut out. Given `parts`
+   * (bytes that end with the peers' opening bracket), the peers' bytes are added to it as views of
+   * the class's chunks.
+   */
+  private classPeers(group: Group, sub: Subscriber, parts?: Buffer[]): NodeView[] {
+    const map = this.classMap(group, sub.visibility);
+    const cut = map.at.get(sub.session.nodeId);
+    const peers = map.views.slice();
+    if (cut !== undefined) peers.splice(cut, 1);
+    if (parts === undefined) return peers;
+    const opened = parts.length;
+    // The first entry sent loses its leading comma.
+    const add = (bytes: Buffer) => {
+      if (bytes.length > 0) parts.push(parts.length === opened ? bytes.subarray(1) : bytes);
+    };
+    map.bytes.forEach((bytes, c) => {
+      const chunk = bytes as Buffer;
+      if (cut === undefined || Math.floor(cut / MAP_CHUNK) !== c) {
+        add(chunk);
+        return;
+      }
+      const starts = map.starts[c] as number[];
+      const k = cut % MAP_CHUNK;
+      add(chunk.subarray(0, starts[k]));
+      add(chunk.subarray(starts[k + 1]));
+    });
+    return peers;
+  }
+
+  /** `group`'s ClassMap with every chunk's bytes current, made or put together again as needed. */
+  private classMap(group: Group, visibility: Visibility): ClassMap {
+    if (group.map === null) {
+      const shared = visibility.shared as SharedVisibility;
+      const ids: string[] = [];
+      for (const node of this.nodes.values()) if (shared.canSee(node)) ids.push(node.id);
+      group.map = {
+        ids,
+        at: new Map(ids.map((id, i) => [id, i])),
+        views: new Array(ids.length),
+        bytes: new Array(Math.ceil(ids.length / MAP_CHUNK)).fill(null),
+        starts: [],
+      };
+    }
+    const map = group.map;
+    for (let c = 0; c < map.bytes.length; c++) {
+      if (map.bytes[c] !== null) continue;
+      const parts: Buffer[] = [];
+      const starts: number[] = [];
+      let length = 0;
+      for (let i = c * MAP_CHUNK; i < Math.min(map.ids.length, (c + 1) * MAP_CHUNK); i++) {
+        // The class's members see each peer with the same view (see Visibility.shared).
+        const cached = this.peerView(visibility, this.nodes.get(map.ids[i] as string) as NodeRecord);
+        map.views[i] = cached.view;
+        const bytes = viewBytes(cached);
+        starts.push(length);
+        parts.push(COMMA, bytes);
+        length += COMMA.length + bytes.length;
+      }
+      starts.push(length);
+      map.bytes[c] = Buffer.concat(parts, length);
+      map.starts[c] = starts;
+    }
+    return map;
+  }
+
+  /** The class maps' chunks holding `ids` must be put together again: their views moved. */
+  private classViewsMoved(ids: readonly string[]): void {
+    for (const group of this.groups.values()) {
+      const map = group.map;
+      if (map === null) continue;
+      for (const id of ids) {
+        const i = map.at.get(id);
+        if (i !== undefined) map.bytes[Math.floor(i / MAP_CHUNK)] = null;
+      }
+    }
   }
 
   /** Whether `sub` can take a delta now; a backlogged one is marked behind until resync. */
@@ -594,6 +706,10 @@ export class NetmapHub {
       sent?.append(this.slotOf(peer.id), cached);
     }
     sent?.fit();
+    return this.mapOf(self, visibility, peers);
+  }
+
+  private mapOf(self: NodeRecord, visibility: Visibility, peers: NodeView[]): NetMap {
     return {
       self: (this.views.get(self.id) as CachedView).view,
       peers,
@@ -725,6 +841,10 @@ export class NetmapHub {
     if (policy === undefined && changed.length === 0 && removed.length === 0 && reidentified.length === 0) {
       return;
     }
+    // Who a class sees may move with anything but views; a view moves its own chunk (see ClassMap).
+    if (policy !== undefined || removed.length > 0 || reidentified.length > 0) {
+      for (const group of this.groups.values()) group.map = null;
+    } else this.classViewsMoved(changed);
     const moved = policy?.peersMoved ?? new Set<string>();
     const affected =
       reidentified.length > 0 ? this.policy.affectedBy(reidentified, this.nodes) : new Set<string>();
@@ -1030,7 +1150,10 @@ export class NetmapHub {
     for (const id of nodeIds) {
       const node = this.nodes.get(id);
       if (node === undefined) continue;
-      const visibility = this.subscribers.get(id)?.visibility ?? this.policy.visibilityOf(node, this.nodes);
+      // A stream behind is decided again only at its resync: its visibility may be an old policy's.
+      const own = this.subscribers.get(id);
+      const visibility =
+        own !== undefined && !own.behind ? own.visibility : this.policy.visibilityOf(node, this.nodes);
       if (!visibility.peerIds) return null;
       // One node's list holds each peer once and not the node (see Visibility.peerIds).
       add(id, id);
@@ -1154,6 +1277,12 @@ function deltaBytes(delta: Delta, out: Outgoing, sub: Subscriber): Buffer {
   if (delta.peersRemoved) parts.push(Buffer.from(`,"peersRemoved":${JSON.stringify(delta.peersRemoved)}`));
   parts.push(DELTA_END);
   return Buffer.concat(parts);
+}
+
+/** A whole map's bytes after its peers' (`],` then the rest of its JSON, in JSON.stringify's order). */
+function tailBytes(netmap: NetMap): Buffer {
+  const { self: _self, peers: _peers, ...rest } = netmap;
+  return Buffer.from(`],${JSON.stringify(rest).slice(1)}}`);
 }
 
 /** A view's JSON as UTF-8, kept with it (a shared view is sent to many). */

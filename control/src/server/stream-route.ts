@@ -111,8 +111,18 @@ function openStream(
       get bufferedAmount() {
         return socket.bufferedAmount;
       },
-      // Bytes too go as a text frame: they are a message's JSON (see message-text.ts).
-      send: (data, done) => socket.send(data, { binary: false }, done),
+      // Bytes too go as a text frame: they are a message's JSON (see message-text.ts). Parts go as
+      // the fragments of one message, so a class's shared whole-map bytes are written, not copied.
+      send: (data, done) => {
+        if (typeof data === 'string' || Buffer.isBuffer(data)) {
+          socket.send(data, { binary: false }, done);
+          return;
+        }
+        const last = data.length - 1;
+        for (const [i, part] of data.entries()) {
+          socket.send(part, { binary: false, fin: i === last }, i === last ? done : undefined);
+        }
+      },
       terminate: () => socket.terminate(),
     },
     ctx.limits,

@@ -4,8 +4,9 @@ import { NetmapHub, type StreamSession } from '../netmap/hub.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { connectedHub, TEST_RANGES, testNode } from '../testing/nodes.js';
+import { frameText } from '../testing/wire.js';
 import { DEFAULT_LIMITS } from './limits.js';
-import { type SendingSocket, StreamSender } from './stream-sender.js';
+import { type Frame, type SendingSocket, StreamSender } from './stream-sender.js';
 
 // A node that stops reading its stream must not make control queue every change for it, nor slow
 // the others: its deltas are held back while its socket is over the bound, it gets one whole map
@@ -21,9 +22,10 @@ class StalledSocket implements SendingSocket {
   terminated = false;
   private queue: { text: string; done: () => void }[] = [];
   netmap: NetMap | null = null;
-  send(data: string, done: () => void) {
-    this.queue.push({ text: data, done });
-    this.bufferedAmount += data.length;
+  send(data: Frame, done: () => void) {
+    const text = frameText(data);
+    this.queue.push({ text, done });
+    this.bufferedAmount += text.length;
     this.maxBuffered = Math.max(this.maxBuffered, this.bufferedAmount);
   }
   terminate() {
@@ -47,10 +49,11 @@ class SlowLinkSocket implements SendingSocket {
   full = 0;
   deltas = 0;
   private queue: { left: number; type: string; done: () => void }[] = [];
-  send(data: string, done: () => void) {
-    const { type } = JSON.parse(data) as StreamServerMessage;
-    this.queue.push({ left: data.length, type, done });
-    this.bufferedAmount += data.length;
+  send(data: Frame, done: () => void) {
+    const text = frameText(data);
+    const { type } = JSON.parse(text) as StreamServerMessage;
+    this.queue.push({ left: text.length, type, done });
+    this.bufferedAmount += text.length;
   }
   terminate() {
     this.readyState = 3;

@@ -1,5 +1,5 @@
 import type { StreamServerMessage } from '@weft/protocol';
-import { wireOf } from '../netmap/message-text.js';
+import { type Wire, wireLength, wireOf } from '../netmap/message-text.js';
 
 // Writes the hub's messages to one node's WebSocket without letting a slow node cost control
 // memory. While the socket holds more than `streamBufferBytes` unsent, the hub is told it is
@@ -11,28 +11,24 @@ import { wireOf } from '../netmap/message-text.js';
 
 /**
  * A frame as a transport takes it: a stream message's JSON (text or UTF-8 bytes), or bytes in parts
- * written in order (a Tailscale map's parts, shared by every receiver, are not joined per receiver).
+ * written in order (a Tailscale map's parts, or a class's whole map: shared by every receiver, not
+ * joined per receiver).
  */
-export type Frame = string | Buffer | readonly Buffer[];
-
-const byteLength = (data: Frame) =>
-  typeof data === 'string' || Buffer.isBuffer(data)
-    ? Buffer.byteLength(data)
-    : data.reduce((sum, part) => sum + part.length, 0);
+export type Frame = Wire;
 
 /** What the sender needs of a `ws` WebSocket (or of another transport, taking frames of type F). */
-export interface SendingSocket<F extends Frame = string | Buffer> {
+export interface SendingSocket<F extends Frame = Frame> {
   readonly readyState: number;
   /** Bytes queued and not yet handed to the kernel. */
   readonly bufferedAmount: number;
-  /** Sends one frame: a stream message's JSON (text or UTF-8 bytes), or a transport's encoded frame. */
+  /** Sends one frame: a stream message's JSON (text, UTF-8 bytes or their parts), or a transport's encoded frame. */
   send(data: F, done: (err?: Error) => void): void;
   terminate(): void;
 }
 
 const OPEN = 1;
 
-export class StreamSender<F extends Frame = string | Buffer> {
+export class StreamSender<F extends Frame = Frame> {
   private stuck: NodeJS.Timeout | null = null;
   /** Bytes of whole maps queued and not yet written out. */
   private fullMapBytes = 0;
@@ -53,7 +49,7 @@ export class StreamSender<F extends Frame = string | Buffer> {
   /** Sends bytes already encoded for this socket (a Tailscale MapResponse frame); `full` if a whole map. */
   sendEncoded(data: F, full: boolean): void {
     if (this.socket.readyState !== OPEN) return;
-    const fullBytes = full ? byteLength(data) : 0;
+    const fullBytes = full ? wireLength(data) : 0;
     this.fullMapBytes += fullBytes;
     this.socket.send(data, () => {
       this.fullMapBytes -= fullBytes;
