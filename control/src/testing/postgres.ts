@@ -38,10 +38,38 @@ export async function postgresAbsence(): Promise<string | null> {
 export async function tempPostgres(): Promise<string> {
   const name = `weft_test_${randomBytes(6).toString('hex')}`;
   await withAdmin((c) => c.query(`create database ${name}`));
-  onCleanup(() => withAdmin((c) => c.query(`drop database if exists ${name} with (force)`)).then(() => {}));
+  onCleanup(() => withAdmin((c) => dropDatabase(c, name)));
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** PostgreSQL's insufficient_privilege: what a forced drop says of a backend it may not terminate. */
+const INSUFFICIENT_PRIVILEGE = '42501';
+const DROP_TRIES = 50;
+const DROP_RETRY_MS = 100;
+
+/**
+ * Drops database `name`, closing its connections. An autovacuum worker may have just entered it, and
+ * a role that is not a superuser (the local test role is not) may not terminate it: the forced drop
+ * then fails although the worker leaves within moments. That is retried, bounded; anything else
+ * is thrown at once.
+ */
+export async function dropDatabase(
+  client: Pick<pg.Client, 'query'>,
+  name: string,
+  retryMs = DROP_RETRY_MS,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await client.query(`drop database if exists ${name} with (force)`);
+      return;
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code !== INSUFFICIENT_PRIVILEGE || attempt >= DROP_TRIES) throw err;
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
+    }
+  }
 }
 
 export interface TestDatabaseKind {
