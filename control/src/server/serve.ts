@@ -140,6 +140,20 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
       database.kind === 'sqlite',
     );
     hub.replica = presence.replica;
+    // LISTEN before the first reads: a commit between a read and the LISTEN would never be heard.
+    const changes = database.changeFeed(log, options.pollIntervalMs);
+    feed = changes;
+    await changes.start((change) => {
+      // A sign-in finished by another process or replica wakes this one's waiting registrations.
+      logins?.recheck();
+      const reload = reloadsFor(change);
+      background.run('reloading after a database change', async () => {
+        if (reload.dns) await dns.refresh();
+        if (reload.policy) await policy.refresh();
+        if (reload.nodes === 'all') await sync.refresh();
+        else if (reload.nodes.size > 0) await sync.refreshNodes(reload.nodes);
+      });
+    });
     await presence.start();
     await dns.refresh();
     await policy.refresh();
@@ -189,19 +203,6 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
     const server = await buildApp(ctx);
     app = server;
 
-    const changes = database.changeFeed(log, options.pollIntervalMs);
-    feed = changes;
-    await changes.start((change) => {
-      // A sign-in finished by another process or replica wakes this one's waiting registrations.
-      logins?.recheck();
-      const reload = reloadsFor(change);
-      background.run('reloading after a database change', async () => {
-        if (reload.dns) await dns.refresh();
-        if (reload.policy) await policy.refresh();
-        if (reload.nodes === 'all') await sync.refresh();
-        else if (reload.nodes.size > 0) await sync.refreshNodes(reload.nodes);
-      });
-    });
     stopSweeper = startEphemeralSweeper(ctx, options.ephemeralGraceMs ?? EPHEMERAL_GRACE_MS);
 
     // Before the public port: a scrape address that is taken must stop the start with nothing served.
