@@ -71,6 +71,28 @@ describe.skipIf(noPostgres !== null)('statements on PostgreSQL', () => {
 // is either seen running or sees the hold. Each case races several rounds (one alone may happen to
 // run in turn), on a database whose default isolation is READ COMMITTED and on one whose default
 // would give each transaction a snapshot from before the lock.
+describe.skipIf(noPostgres !== null)("a replica's own backends (whose notices its change feed skips)", () => {
+  it('are the pool connections open now: one the server ended is forgotten, as its PID may be reused', async () => {
+    const url = await tempPostgres();
+    const { db, ownBackends } = await openPostgresDatabase(url);
+    onCleanup(() => db.destroy());
+    const pidNow = async () =>
+      (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)).rows[0]?.pid;
+    const first = await pidNow();
+    expect([...ownBackends]).toEqual([first]);
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    onCleanup(() => other.end());
+    await other.query('select pg_terminate_backend($1)', [first]);
+    // The pool drops the ended connection (its error, or the next query's) and opens another.
+    await expect
+      .poll(async () => (await pidNow().catch(() => undefined)) ?? first, { timeout: 5_000 })
+      .not.toBe(first);
+    const second = await pidNow();
+    expect([...ownBackends]).toEqual([second]);
+  });
+});
+
 describe.skipIf(noPostgres !== null)("a replica's start and clean stop on PostgreSQL", () => {
   const ROUNDS = 20;
   /** A store on a fresh database whose transactions default to `isolation` (another pool). */

@@ -1,11 +1,4 @@
-import {
-  CompiledQuery,
-  Kysely,
-  PostgresDialect,
-  type PostgresPool,
-  type PostgresPoolClient,
-  sql,
-} from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sql } from 'kysely';
 import pg from 'pg';
 import { errorText } from '../log.js';
 import { withoutPassword } from './location.js';
@@ -121,17 +114,18 @@ export async function openPostgresDatabase(url: string, max = 10): Promise<Postg
   // An idle connection that the server drops (a restart, a failover) errors here and leaves the pool;
   // the next query opens a new one. Unhandled, the error would end the process.
   pool.on('error', () => {});
-  const db = new Kysely<Database>({
-    dialect: new PostgresDialect({
-      pool: preparingOnce(pool),
-      onCreateConnection: async (conn) => {
-        const { rows } = await conn.executeQuery<{ pid: number }>(
-          CompiledQuery.raw('select pg_backend_pid() as pid'),
-        );
-        if (rows[0]) ownBackends.add(rows[0].pid);
-      },
-    }),
+  // Our own backends, whose notices the change feed skips. A connection the pool closes (idle, or
+  // dropped by the server) is forgotten: PostgreSQL hands its PID to later backends, another
+  // replica's among them, whose notices must be heard.
+  pool.on('connect', (client) => {
+    const pid = backendPid(client);
+    if (pid !== null) ownBackends.add(pid);
   });
+  pool.on('remove', (client) => {
+    const pid = backendPid(client);
+    if (pid !== null) ownBackends.delete(pid);
+  });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: preparingOnce(pool) }) });
   try {
     try {
       await sql`select 1`.execute(db);
@@ -227,4 +221,13 @@ export async function exclusively(
     }
     return true;
   });
+}
+
+/**
+ * The server process behind `client`: pg keeps it from the start-up's BackendKeyData (it cancels
+ * queries with it) but does not type it.
+ */
+function backendPid(client: pg.PoolClient): number | null {
+  const pid = (client as pg.PoolClient & { processID?: unknown }).processID;
+  return typeof pid === 'number' ? pid : null;
 }
