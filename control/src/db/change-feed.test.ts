@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 import { storeWithNode } from '../testing/store.js';
-import { type DatabaseChange, UNKNOWN_CHANGE } from './change-feed.js';
+import { changeOfNotice, type DatabaseChange, UNKNOWN_CHANGE } from './change-feed.js';
 import { openDatabase } from './open.js';
 import { CHANGE_CHANNEL } from './postgres.js';
 import { openSqliteConnection } from './sqlite.js';
@@ -19,6 +19,31 @@ import { Store } from './store.js';
 afterEach(async () => {
   vi.useRealTimers();
   await cleanupAll();
+});
+
+describe('changeOfNotice', () => {
+  it('names the nodes of a table keyed by node, and a table alone otherwise', () => {
+    expect(changeOfNotice('{"table":"node_streams","nodes":["n1","n2"]}')).toEqual({
+      tables: new Set(),
+      nodes: new Set(['n1', 'n2']),
+    });
+    expect(changeOfNotice('{"table":"policies"}')).toEqual({
+      tables: new Set(['policies']),
+      nodes: new Set(),
+    });
+  });
+
+  it('takes a table it does not key by node whole, even with nodes named (a newer replica’s)', () => {
+    expect(changeOfNotice('{"table":"node_labels","nodes":["n1"]}')).toEqual({
+      tables: new Set(['node_labels']),
+      nodes: new Set(),
+    });
+  });
+
+  it('takes a payload that does not parse as an unknown change', () => {
+    for (const payload of ['', 'nodes', '{"nodes":["n1"]}', '{"table":"nodes","nodes":"n1"}', undefined])
+      expect(changeOfNotice(payload)).toBe(UNKNOWN_CHANGE);
+  });
 });
 
 describe('SqliteChangeFeed', () => {
@@ -80,9 +105,10 @@ describe.skipIf(noPostgres !== null)('PostgresChangeFeed', () => {
 
   it('names the nodes another connection changed, and nothing for its own pool’s commits', async () => {
     const { database, other, until } = await listening();
-    await new Store(database.db).updateNode('n1', { endpoints: ['198.18.0.1:41641'] });
+    // The own write names a table the other does not: heard, it would show in what is delivered.
+    await new Store(database.db).putSetting('own', 'write');
     await other.query(`update nodes set endpoints = '["198.18.0.2:41641"]' where id = 'n1'`);
-    const changes = await until((c) => c.length > 0);
+    const changes = await until((c) => nodesOf(c).has('n1'));
     expect(changes).toEqual([{ tables: new Set(), nodes: new Set(['n1']) }]);
   });
 

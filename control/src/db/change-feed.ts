@@ -1,5 +1,6 @@
 import type SqliteDatabase from 'better-sqlite3';
 import { z } from 'zod';
+import type { Database } from './schema.js';
 
 // How the server learns that the database changed under it: the admin CLI (another process) or, with
 // PostgreSQL, another replica wrote. With SQLite we poll `PRAGMA data_version` on the server's own
@@ -23,6 +24,15 @@ export interface DatabaseChange {
 export const UNKNOWN_CHANGE: DatabaseChange = { tables: null, nodes: new Set() };
 
 /**
+ * Tables whose changes are named by node, and the column holding the node's id: a replica reads just
+ * those nodes (a registration, a stream coming or going) instead of every node.
+ */
+export const NODE_ID_COLUMNS: ReadonlyMap<string, string> = new Map<keyof Database, string>([
+  ['nodes', 'id'],
+  ['node_streams', 'node_id'],
+]);
+
+/**
  * A PostgreSQL trigger's notice (postgres.ts): the table, and for a table keyed by node the ids of
  * the changed nodes (a statement's ids are split over several notices; none: the whole table).
  */
@@ -39,7 +49,9 @@ export function changeOfNotice(payload: string | undefined): DatabaseChange {
   const notice = changeNotice.safeParse(json);
   if (!notice.success) return UNKNOWN_CHANGE;
   const { table, nodes } = notice.data;
-  return nodes === undefined
+  // Nodes named for a table this version does not key by node (a newer replica's) may not be all
+  // that changed: the table is taken whole.
+  return nodes === undefined || !NODE_ID_COLUMNS.has(table)
     ? { tables: new Set([table]), nodes: new Set() }
     : { tables: new Set(), nodes: new Set(nodes) };
 }

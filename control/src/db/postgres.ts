@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sql } from 'kysely';
 import pg from 'pg';
 import { errorText } from '../log.js';
+import { NODE_ID_COLUMNS } from './change-feed.js';
 import { withoutPassword } from './location.js';
 import { migrate } from './migrations.js';
 import type { Database } from './schema.js';
@@ -15,14 +16,6 @@ import { PREPARED_STATEMENTS } from './sqlite.js';
 export const CHANGE_CHANNEL = 'weft_changes';
 /** Written every few seconds by every replica and read by none but the reaper: no one needs waking. */
 const QUIET_TABLES = ['replicas'];
-/**
- * Tables whose changes are named by node, and the column holding the node's id: a replica reads just
- * those nodes (a registration, a stream coming or going) instead of every node.
- */
-const NODE_ID_COLUMNS: ReadonlyMap<string, string> = new Map<keyof Database, string>([
-  ['nodes', 'id'],
-  ['node_streams', 'node_id'],
-]);
 /** Bytes of ids per notice, leaving room under PostgreSQL's 8000 for the rest of the JSON. */
 const NOTICE_IDS_BYTES = 7000;
 /** pg_advisory_xact_lock key under which the triggers are (re)installed: replicas may start at once. */
