@@ -218,8 +218,13 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Streams sharing one record, by their visibilities' key (see Group). */
   private groups = new Map<string, Group>();
-  /** The groups with a ClassMap, least recently used first. */
+  /** The groups with a ClassMap. */
   private mapped = new Set<Group>();
+  /**
+   * Those whose maps hold bytes, least recently used first: the budget looks through these, not
+   * every class's (per person, thousands of small classes keep views only between their connects).
+   */
+  private holding = new Set<Group>();
   /** The bytes the class maps' chunks hold together (see CLASS_MAPS_KEPT). */
   private mappedBytes = 0;
   /** The current propagate()'s comparisons, per group (see Steps). */
@@ -672,8 +677,6 @@ export class NetmapHub {
       };
     }
     const map = group.map;
-    // Last in the set: the most recently used.
-    this.mapped.delete(group);
     this.mapped.add(group);
     for (let c = 0; c < map.stale.length; c++) {
       const end = Math.min(map.ids.length, (c + 1) * MAP_CHUNK);
@@ -686,7 +689,12 @@ export class NetmapHub {
       }
       if (withBytes && map.bytes[c] === null) this.chunkBytes(map, c, end);
     }
-    if (withBytes) this.fitClassMaps(group);
+    if (withBytes) {
+      // Last in the set: the most recently used.
+      this.holding.delete(group);
+      if (map.size > 0) this.holding.add(group);
+      this.fitClassMaps(group);
+    }
     return map;
   }
 
@@ -719,12 +727,11 @@ export class NetmapHub {
     const size = (using.map as ClassMap).size;
     if (this.mappedBytes <= Math.max(CLASS_MAPS_FLOOR, CLASS_MAPS_KEPT * size)) return;
     let largest = 0;
-    for (const group of this.mapped) largest = Math.max(largest, (group.map as ClassMap).size);
+    for (const group of this.holding) largest = Math.max(largest, (group.map as ClassMap).size);
     const budget = Math.max(CLASS_MAPS_FLOOR, CLASS_MAPS_KEPT * largest);
-    for (const group of this.mapped) {
+    for (const group of this.holding) {
       if (this.mappedBytes <= budget) return;
-      // A map with no bytes (its members have their own encoding) holds only its views.
-      if (group !== using && (group.map as ClassMap).size > 0) this.dropClassMap(group);
+      if (group !== using) this.dropClassMap(group);
     }
   }
 
@@ -733,6 +740,7 @@ export class NetmapHub {
     this.mappedBytes -= group.map.size;
     group.map = null;
     this.mapped.delete(group);
+    this.holding.delete(group);
   }
 
   /** The class maps' chunks holding `ids` must be read again: their views moved. */
@@ -750,6 +758,7 @@ export class NetmapHub {
         this.mappedBytes -= chunk.length;
         map.bytes[c] = null;
       }
+      if (map.size === 0) this.holding.delete(group);
     }
   }
 
