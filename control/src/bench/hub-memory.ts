@@ -33,6 +33,7 @@ interface Row {
   heapMiB: number;
   externalMiB: number;
   recordKiB: number;
+  classMapKiB: number;
   sentMiB: number;
   policyMs: number;
   policySentMiB: number;
@@ -112,6 +113,7 @@ async function one(n: number, mode: Mode, records: Records): Promise<Row> {
   const sent = sessions.reduce((sum, s) => sum + s.bytes, 0);
   const memory = collect();
   const recordBytes = hub.recordBytes();
+  const classMapBytes = hub.classMapBytes();
 
   const policyStart = performance.now();
   hub.policyChanged(
@@ -129,6 +131,7 @@ async function one(n: number, mode: Mode, records: Records): Promise<Row> {
     heapMiB: MiB(memory.heapUsed),
     externalMiB: MiB(memory.external),
     recordKiB: Math.round(recordBytes / 1024),
+    classMapKiB: Math.round(classMapBytes / 1024),
     sentMiB: MiB(sent),
     policyMs: Math.round(policyMs),
     policySentMiB: MiB(policySent),
@@ -145,9 +148,9 @@ async function main(): Promise<void> {
   const sizes = argv.filter((a) => /^\d+$/.test(a)).map(Number);
   const kinds: Records[] = argv.includes('--shared-only') ? ['shared'] : ['shared', 'per-stream'];
   console.log(
-    '| N | policy | records | connect | RSS | heap used | external | sent records | connect sent | policy change (sent) |',
+    '| N | policy | records | connect | RSS | heap used | external | sent records | class maps | connect sent | policy change (sent) |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const n of sizes.length > 0 ? sizes : [2_000, 6_000, 10_000]) {
     for (const mode of ['allow-all', 'per-person'] as const) {
       for (const records of kinds) {
@@ -162,7 +165,7 @@ async function main(): Promise<void> {
         }
         const r = JSON.parse(child.stdout) as Row;
         console.log(
-          `| ${r.nodes} | ${r.mode} | ${r.records} | ${(r.connectMs / 1000).toFixed(1)} s | ${r.rssMiB} MiB | ${r.heapMiB} MiB | ${r.externalMiB} MiB | ${r.recordKiB} KiB | ${r.sentMiB} MiB | ${r.policyMs} ms (${r.policySentMiB} MiB) |`,
+          `| ${r.nodes} | ${r.mode} | ${r.records} | ${(r.connectMs / 1000).toFixed(1)} s | ${r.rssMiB} MiB | ${r.heapMiB} MiB | ${r.externalMiB} MiB | ${r.recordKiB} KiB | ${r.classMapKiB} KiB | ${r.sentMiB} MiB | ${r.policyMs} ms (${r.policySentMiB} MiB) |`,
         );
       }
     }

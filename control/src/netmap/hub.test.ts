@@ -128,6 +128,61 @@ describe('NetmapHub', () => {
     expect(maps).toHaveLength(7);
   });
 
+  it("cuts a member at a class map's first entry, and at a later chunk's first and inner entries", () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 1_100 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    // n2 forms the class (its map is its own walk's); n1 is the class map's index 0, n1025 the
+    // second chunk's first entry, n1030 one inside it.
+    for (const id of ['n2', 'n1', 'n1025', 'n1030']) {
+      const s = new FakeSession(id);
+      hub.connect(s);
+      const full = s.messages[0];
+      if (full?.type !== 'full') throw new Error('no full map');
+      expect(JSON.parse(wireText(full))).toEqual({ type: 'full', netmap: hub.snapshot(id) });
+    }
+  });
+
+  it('keeps the bytes of many classes that see the whole tailnet to a few whole maps, and one class its map', () => {
+    const N = 2_000;
+    const G = 100;
+    const policy: VisibilityPolicy = {
+      visibilityOf: (n) => ({
+        canSee: (p) => p.id !== n.id,
+        packetFilter: ALLOW_ALL,
+        shared: { key: `k${Number(n.id.slice(1)) % G}`, canSee: () => true },
+      }),
+      affectedBy: () => new Set(),
+    };
+    const nodes = Array.from({ length: N }, (_, i) => node(i + 1));
+    const hub = new NetmapHub(policy, ['100.64.0.0/10']);
+    hub.update(nodes);
+    connectAll(hub, nodes);
+    const one = JSON.stringify(hub.snapshot('n1')).length;
+    // Kept for every class, 100 maps: 29 MB.
+    expect(hub.classMapBytes()).toBeLessThan(10 * one);
+    // A single class (allow-all) keeps its map through a mass connect: that is what it is for.
+    const single = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    single.update(nodes);
+    connectAll(single, nodes);
+    expect(single.classMapBytes()).toBeGreaterThan(one / 3);
+  });
+
+  it("keeps a small class's map in buffers of its own, not in the shared 8 KiB slab", () => {
+    const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    const nodes = Array.from({ length: 5 }, (_, i) => node(i + 1));
+    hub.update(nodes);
+    const [, , third] = connectAll(hub, nodes);
+    const full = third?.messages[0];
+    if (full?.type !== 'full') throw new Error('no full map');
+    const parts = wireOf(full);
+    if (!Array.isArray(parts)) throw new Error('no parts');
+    // Between the head (self) and the tail: views of the class's chunk, which is kept.
+    const chunkParts = (parts as Buffer[]).slice(1, -1);
+    expect(chunkParts.length).toBeGreaterThan(0);
+    for (const part of chunkParts) expect(part.buffer.byteLength).toBeLessThan(Buffer.poolSize);
+  });
+
   it('puts no whole-map bytes together for a transport with its own encoding (Tailscale sessions)', () => {
     const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
     const nodes = Array.from({ length: 5 }, (_, i) => node(i + 1));
@@ -142,6 +197,15 @@ describe('NetmapHub', () => {
     // No bytes were attached: its JSON is made on demand, as text.
     expect(typeof wireOf(ownFull)).toBe('string');
     expect(typeof wireOf(weftFull)).not.toBe('string');
+    // Nor a class of them: its map holds its peers' views, no bytes until a Weft stream needs them.
+    // Two chunks: a connect in the second leaves the first one's bytes, if it had any.
+    const tailscale = new NetmapHub(allowAll, ['100.64.0.0/10']);
+    tailscale.update(Array.from({ length: 1_100 }, (_, i) => node(i + 1)));
+    for (const id of ['n1050', 'n1060'])
+      tailscale.connect(Object.assign(new FakeSession(id), { ownEncoding: true }));
+    expect(tailscale.classMapBytes()).toBe(0);
+    tailscale.connect(new FakeSession('n1070'));
+    expect(tailscale.classMapBytes()).toBeGreaterThan(0);
   });
 
   it('a join costs one upsert per connected node and no visibility recompute', () => {

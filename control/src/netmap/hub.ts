@@ -111,18 +111,38 @@ const MAP_CHUNK = 1024;
  * during a mass reconnect. The bytes are kept in chunks, each peer's entry with a leading comma and
  * its offset, so a member's map is the chunks with its own entry cut out (two views of one chunk, no
  * copy). A peer's view that moves drops its chunk's bytes; anything that may move who the class sees
- * (a join, a delete, a new identity, a policy) drops the whole map (see propagate).
+ * (a join, a delete, a new identity, a policy) drops the whole map (see propagate). The bytes of all
+ * classes' maps together are bounded (see CLASS_MAPS_KEPT).
  */
 interface ClassMap {
   ids: string[];
   /** Each peer's index in `ids`. */
   at: Map<string, number>;
-  views: NodeView[];
-  /** Per chunk of MAP_CHUNK peers, their entries (`,{…}`); null once one of them moved. */
+  /** Each peer's view as the class sees it; a chunk's are current unless it is stale. */
+  views: CachedView[];
+  /** Per chunk of MAP_CHUNK peers: one of their views moved since they were read. */
+  stale: boolean[];
+  /**
+   * Per chunk, their entries (`,{…}`) in a buffer of its own; null until a member needs them (one
+   * with its own encoding never does), or once one of them moved.
+   */
   bytes: (Buffer | null)[];
   /** Per chunk, where each entry starts in its bytes, then the bytes' length. */
   starts: number[][];
+  /** The bytes its chunks hold. */
+  size: number;
 }
+
+/**
+ * The class maps' bytes kept together, in maps of the largest class kept: a map pays off only while
+ * its class's members connect one after another, and with G classes that each see the whole tailnet
+ * every connect moves a peer in each of them, so keeping all G (G × N × ~300 B, 300 MB at 10,000
+ * nodes and 100 classes) saved next to nothing. Over the budget the least recently used maps go; the
+ * one in use never does, so one class of the whole tailnet (allow-all) always keeps its map.
+ */
+const CLASS_MAPS_KEPT = 4;
+/** Below this many bytes no map is evicted: a small tailnet's many small classes all keep theirs. */
+const CLASS_MAPS_FLOOR = 1024 * 1024;
 
 /** What a peer's comparison with a record gave: its view to send, its removal, or nothing. */
 type Step = CachedView | 'removed' | 'same';
@@ -198,6 +218,15 @@ export class NetmapHub {
   private subscribers = new Map<string, Subscriber>();
   /** Streams sharing one record, by their visibilities' key (see Group). */
   private groups = new Map<string, Group>();
+  /** The groups with a ClassMap. */
+  private mapped = new Set<Group>();
+  /**
+   * Those whose maps hold bytes, least recently used first: the budget looks through these, not
+   * every class's (per person, thousands of small classes keep views only between their connects).
+   */
+  private holding = new Set<Group>();
+  /** The bytes the class maps' chunks hold together (see CLASS_MAPS_KEPT). */
+  private mappedBytes = 0;
   /** The current propagate()'s comparisons, per group (see Steps). */
   private steps = new Map<Group, Steps>();
   private viewSeq = 0;
@@ -534,6 +563,7 @@ export class NetmapHub {
     group.members.delete(sub);
     sub.group = null;
     const last = group.members.size === 0;
+    if (last) this.dropClassMap(group);
     if (last && this.groups.get(group.key) === group) this.groups.delete(group.key);
     if (keep) sub.sent = last ? group.record : group.record.clone();
     else sub.sent = new SentRecord();
@@ -547,6 +577,15 @@ export class NetmapHub {
       if (counted.has(sub.sent)) continue;
       counted.add(sub.sent);
       bytes += sub.sent.bytes;
+    }
+    return bytes;
+  }
+
+  /** Bytes the class maps' chunks hold, every group's together (see CLASS_MAPS_KEPT). */
+  classMapBytes(): number {
+    let bytes = 0;
+    for (const group of this.groups.values()) {
+      for (const chunk of group.map?.bytes ?? []) bytes += chunk?.length ?? 0;
     }
     return bytes;
   }
@@ -591,10 +630,12 @@ export class NetmapHub {
    * the class's chunks.
    */
   private classPeers(group: Group, sub: Subscriber, parts?: Buffer[]): NodeView[] {
-    const map = this.classMap(group, sub.visibility);
+    const map = this.classMap(group, sub.visibility, parts !== undefined);
     const cut = map.at.get(sub.session.nodeId);
-    const peers = map.views.slice();
-    if (cut !== undefined) peers.splice(cut, 1);
+    const peers: NodeView[] = [];
+    map.views.forEach((cached, i) => {
+      if (i !== cut) peers.push(cached.view);
+    });
     if (parts === undefined) return peers;
     const opened = parts.length;
     // The first entry sent loses its leading comma.
@@ -615,51 +656,109 @@ export class NetmapHub {
     return peers;
   }
 
-  /** `group`'s ClassMap with every chunk's bytes current, made or put together again as needed. */
-  private classMap(group: Group, visibility: Visibility): ClassMap {
+  /**
+   * `group`'s ClassMap with every chunk's views current, made or read again as needed; with every
+   * chunk's bytes too when `withBytes`.
+   */
+  private classMap(group: Group, visibility: Visibility, withBytes: boolean): ClassMap {
     if (group.map === null) {
       const shared = visibility.shared as SharedVisibility;
       const ids: string[] = [];
       for (const node of this.nodes.values()) if (shared.canSee(node)) ids.push(node.id);
+      const chunks = Math.ceil(ids.length / MAP_CHUNK);
       group.map = {
         ids,
         at: new Map(ids.map((id, i) => [id, i])),
         views: new Array(ids.length),
-        bytes: new Array(Math.ceil(ids.length / MAP_CHUNK)).fill(null),
+        stale: new Array(chunks).fill(true),
+        bytes: new Array(chunks).fill(null),
         starts: [],
+        size: 0,
       };
     }
     const map = group.map;
-    for (let c = 0; c < map.bytes.length; c++) {
-      if (map.bytes[c] !== null) continue;
-      const parts: Buffer[] = [];
-      const starts: number[] = [];
-      let length = 0;
-      for (let i = c * MAP_CHUNK; i < Math.min(map.ids.length, (c + 1) * MAP_CHUNK); i++) {
-        // The class's members see each peer with the same view (see Visibility.shared).
-        const cached = this.peerView(visibility, this.nodes.get(map.ids[i] as string) as NodeRecord);
-        map.views[i] = cached.view;
-        const bytes = viewBytes(cached);
-        starts.push(length);
-        parts.push(COMMA, bytes);
-        length += COMMA.length + bytes.length;
+    this.mapped.add(group);
+    for (let c = 0; c < map.stale.length; c++) {
+      const end = Math.min(map.ids.length, (c + 1) * MAP_CHUNK);
+      if (map.stale[c]) {
+        for (let i = c * MAP_CHUNK; i < end; i++) {
+          // The class's members see each peer with the same view (see Visibility.shared).
+          map.views[i] = this.peerView(visibility, this.nodes.get(map.ids[i] as string) as NodeRecord);
+        }
+        map.stale[c] = false;
       }
-      starts.push(length);
-      map.bytes[c] = Buffer.concat(parts, length);
-      map.starts[c] = starts;
+      if (withBytes && map.bytes[c] === null) this.chunkBytes(map, c, end);
+    }
+    if (withBytes) {
+      // Last in the set: the most recently used.
+      this.holding.delete(group);
+      if (map.size > 0) this.holding.add(group);
+      this.fitClassMaps(group);
     }
     return map;
   }
 
-  /** The class maps' chunks holding `ids` must be put together again: their views moved. */
+  /**
+   * Puts chunk `c`'s entries (up to `end`) together in a buffer of its own: Buffer.concat takes a
+   * small one from the shared 8 KiB slab, which a kept chunk would hold alive (see ownBytes).
+   */
+  private chunkBytes(map: ClassMap, c: number, end: number): void {
+    const starts: number[] = [];
+    let length = 0;
+    for (let i = c * MAP_CHUNK; i < end; i++) {
+      starts.push(length);
+      length += COMMA.length + viewBytes(map.views[i] as CachedView).length;
+    }
+    starts.push(length);
+    const chunk = Buffer.allocUnsafeSlow(length);
+    let at = 0;
+    for (let i = c * MAP_CHUNK; i < end; i++) {
+      at += COMMA.copy(chunk, at);
+      at += viewBytes(map.views[i] as CachedView).copy(chunk, at);
+    }
+    map.bytes[c] = chunk;
+    map.starts[c] = starts;
+    map.size += length;
+    this.mappedBytes += length;
+  }
+
+  /** Evicts the least recently used class maps but `using`'s while they hold over their budget. */
+  private fitClassMaps(using: Group): void {
+    const size = (using.map as ClassMap).size;
+    if (this.mappedBytes <= Math.max(CLASS_MAPS_FLOOR, CLASS_MAPS_KEPT * size)) return;
+    let largest = 0;
+    for (const group of this.holding) largest = Math.max(largest, (group.map as ClassMap).size);
+    const budget = Math.max(CLASS_MAPS_FLOOR, CLASS_MAPS_KEPT * largest);
+    for (const group of this.holding) {
+      if (this.mappedBytes <= budget) return;
+      if (group !== using) this.dropClassMap(group);
+    }
+  }
+
+  private dropClassMap(group: Group): void {
+    if (group.map === null) return;
+    this.mappedBytes -= group.map.size;
+    group.map = null;
+    this.mapped.delete(group);
+    this.holding.delete(group);
+  }
+
+  /** The class maps' chunks holding `ids` must be read again: their views moved. */
   private classViewsMoved(ids: readonly string[]): void {
-    for (const group of this.groups.values()) {
-      const map = group.map;
-      if (map === null) continue;
+    for (const group of this.mapped) {
+      const map = group.map as ClassMap;
       for (const id of ids) {
         const i = map.at.get(id);
-        if (i !== undefined) map.bytes[Math.floor(i / MAP_CHUNK)] = null;
+        if (i === undefined) continue;
+        const c = Math.floor(i / MAP_CHUNK);
+        map.stale[c] = true;
+        const chunk = map.bytes[c];
+        if (chunk === null || chunk === undefined) continue;
+        map.size -= chunk.length;
+        this.mappedBytes -= chunk.length;
+        map.bytes[c] = null;
       }
+      if (map.size === 0) this.holding.delete(group);
     }
   }
 
@@ -792,6 +891,7 @@ export class NetmapHub {
       sub.group = null;
     }
     this.subscribers.clear();
+    for (const group of this.mapped) this.dropClassMap(group);
     this.groups.clear();
     return ended;
   }
@@ -843,7 +943,7 @@ export class NetmapHub {
     }
     // Who a class sees may move with anything but views; a view moves its own chunk (see ClassMap).
     if (policy !== undefined || removed.length > 0 || reidentified.length > 0) {
-      for (const group of this.groups.values()) group.map = null;
+      for (const group of this.mapped) this.dropClassMap(group);
     } else this.classViewsMoved(changed);
     const moved = policy?.peersMoved ?? new Set<string>();
     const affected =
@@ -996,6 +1096,7 @@ export class NetmapHub {
       }
       for (const sub of group.members) this.join(sub, into);
       group.members.clear();
+      this.dropClassMap(group);
       touched.add(into);
     }
     for (const sub of decided.loose) {

@@ -11,7 +11,7 @@ import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
 import { parseMessage } from './parse.js';
-import { StreamSender } from './stream-sender.js';
+import { StreamSender, sendFrame } from './stream-sender.js';
 import { type NodeReport, StreamUpdates } from './stream-updates.js';
 
 // The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
@@ -111,18 +111,7 @@ function openStream(
       get bufferedAmount() {
         return socket.bufferedAmount;
       },
-      // Bytes too go as a text frame: they are a message's JSON (see message-text.ts). Parts go as
-      // the fragments of one message, so a class's shared whole-map bytes are written, not copied.
-      send: (data, done) => {
-        if (typeof data === 'string' || Buffer.isBuffer(data)) {
-          socket.send(data, { binary: false }, done);
-          return;
-        }
-        const last = data.length - 1;
-        for (const [i, part] of data.entries()) {
-          socket.send(part, { binary: false, fin: i === last }, i === last ? done : undefined);
-        }
-      },
+      send: (data, done) => sendFrame(socket, data, done),
       terminate: () => socket.terminate(),
     },
     ctx.limits,

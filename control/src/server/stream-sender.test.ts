@@ -1,12 +1,15 @@
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
 import { NetmapHub, type StreamSession } from '../netmap/hub.js';
 import { PolicyVisibility, wildcardSourcesOf } from '../netmap/policy-visibility.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { connectedHub, TEST_RANGES, testNode } from '../testing/nodes.js';
 import { frameText } from '../testing/wire.js';
 import { DEFAULT_LIMITS } from './limits.js';
-import { type Frame, type SendingSocket, StreamSender } from './stream-sender.js';
+import { type Frame, type SendingSocket, StreamSender, sendFrame } from './stream-sender.js';
 
 // A node that stops reading its stream must not make control queue every change for it, nor slow
 // the others: its deltas are held back while its socket is over the bound, it gets one whole map
@@ -199,5 +202,70 @@ describe('StreamSender', () => {
     expect(spy).toHaveBeenCalledTimes(1);
     expect(sockets.every((s) => s.bufferedAmount > 0)).toBe(true);
     spy.mockRestore();
+  });
+});
+
+// A whole map to a member of a class goes as parts (its class's shared bytes): they must arrive as
+// one text message, in order with the messages around it, however the parts cut its UTF-8.
+
+let server: WebSocketServer | null = null;
+
+/** Ends the server of `connected` and its connections. */
+async function closeServer(): Promise<void> {
+  for (const client of server?.clients ?? []) client.terminate();
+  await new Promise((resolve) => server?.close(resolve));
+  server = null;
+}
+
+/** A server's end of a connection and the client's, both open. */
+async function connected(): Promise<{ socket: WebSocket; client: WebSocket }> {
+  server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(server, 'listening');
+  const accepted = once(server, 'connection');
+  const client = new WebSocket(`ws://127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const [[socket]] = await Promise.all([accepted, once(client, 'open')]);
+  return { socket: socket as WebSocket, client };
+}
+
+describe('sendFrame', () => {
+  afterEach(closeServer);
+
+  it('writes a string, parts and bytes as whole text messages, in order', async () => {
+    const { socket, client } = await connected();
+    const received: { text: string; binary: boolean }[] = [];
+    const three = new Promise<void>((resolve) => {
+      client.on('message', (data, binary) => {
+        received.push({ text: String(data), binary });
+        if (received.length === 3) resolve();
+      });
+      // A client that finds invalid UTF-8 in a message closes the connection.
+      client.on('close', () => resolve());
+    });
+    const text = '{"name":"café €"}';
+    const bytes = Buffer.from(text);
+    // Cut inside "€" (three bytes): neither fragment is valid UTF-8 alone.
+    const euro = bytes.indexOf(Buffer.from('€'));
+    const parts = [bytes.subarray(0, euro + 1), bytes.subarray(euro + 1, euro + 2), bytes.subarray(euro + 2)];
+    const written: (Error | undefined)[] = [];
+    sendFrame(socket, 'first', () => {});
+    sendFrame(socket, parts, (err) => written.push(err));
+    sendFrame(socket, Buffer.from('last'), () => {});
+    await three;
+    expect(received).toEqual([
+      { text: 'first', binary: false },
+      { text, binary: false },
+      { text: 'last', binary: false },
+    ]);
+    expect(written).toHaveLength(1);
+    expect(written[0] ?? undefined).toBeUndefined();
+  });
+
+  it("calls the last part's done with an error when the socket is terminated mid-way", async () => {
+    const { socket } = await connected();
+    // More than the kernel takes at once: the later parts are still queued when it ends.
+    const parts = Array.from({ length: 32 }, () => Buffer.alloc(1024 * 1024, 'a'));
+    const done = new Promise<Error | undefined>((resolve) => sendFrame(socket, parts, resolve));
+    socket.terminate();
+    expect(await done).toBeInstanceOf(Error);
   });
 });

@@ -1,4 +1,5 @@
 import type { StreamServerMessage } from '@weft/protocol';
+import type WebSocket from 'ws';
 import { type Wire, wireLength, wireOf } from '../netmap/message-text.js';
 
 // Writes the hub's messages to one node's WebSocket without letting a slow node cost control
@@ -27,6 +28,22 @@ export interface SendingSocket<F extends Frame = Frame> {
 }
 
 const OPEN = 1;
+
+/**
+ * Writes `data` to `socket` as one text message (bytes too: they are a message's JSON, see
+ * message-text.ts); parts as its fragments, so a class's shared whole-map bytes are written, not
+ * joined per receiver. `done` is called once the last is written, with an error if it was not.
+ */
+export function sendFrame(socket: WebSocket, data: Frame, done: (err?: Error) => void): void {
+  if (typeof data === 'string' || Buffer.isBuffer(data)) {
+    socket.send(data, { binary: false }, done);
+    return;
+  }
+  const last = data.length - 1;
+  for (const [i, part] of data.entries()) {
+    socket.send(part, { binary: false, fin: i === last }, i === last ? done : undefined);
+  }
+}
 
 export class StreamSender<F extends Frame = Frame> {
   private stuck: NodeJS.Timeout | null = null;
