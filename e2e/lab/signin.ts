@@ -16,8 +16,12 @@ export class RootHost extends Host {
   /** Added to the environment of every process spawned here (e.g. control's OIDC settings). */
   env: NodeJS.ProcessEnv = {};
 
-  constructor(lab: Lab, ip: string) {
-    super(lab, 'root', '', ip);
+  constructor(
+    lab: Lab,
+    /** The segment's /24 as its first three octets (e.g. 198.19.7): hosts take their addresses in it. */
+    readonly net: string,
+  ) {
+    super(lab, 'root', '', `${net}.250`);
   }
 
   override exec(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
@@ -42,19 +46,35 @@ export class RootHost extends Host {
 }
 
 /**
- * Joins the root namespace to `segment` at `address` (a prefix of its own, so two runs on one
- * machine never share a root route). The veth's far end lives in the lab's hub namespace, so both
- * ends go when the lab is cleaned up.
+ * Joins the root namespace to `segment` at .250 of a 198.19.N.0/24 no root route uses yet. The
+ * root namespace's routes are shared by every run on the machine (and by what a killed run left
+ * behind), so a fixed prefix would send this run's packets into another lab's segment. The veth's
+ * far end lives in the lab's hub namespace, so both ends go when the lab is cleaned up.
  */
-export async function joinRoot(lab: Lab, segment: Segment, address: string): Promise<RootHost> {
+export async function joinRoot(lab: Lab, segment: Segment): Promise<RootHost> {
+  const net = await unusedRootNet();
   const outer = lab.name('rt');
   const inner = lab.name('rh');
   const hub = lab.name('hub');
   await must(['ip', 'link', 'add', outer, 'type', 'veth', 'peer', 'name', inner, 'netns', hub]);
   await must(['ip', '-n', hub, 'link', 'set', inner, 'master', segment.bridge, 'up']);
-  await must(['ip', 'addr', 'add', address, 'dev', outer]);
+  await must(['ip', 'addr', 'add', `${net}.250/24`, 'dev', outer]);
   await must(['ip', 'link', 'set', outer, 'up']);
-  return new RootHost(lab, address.split('/')[0] as string);
+  return new RootHost(lab, net);
+}
+
+async function unusedRootNet(): Promise<string> {
+  const routes = await must(['ip', '-4', 'route', 'show', 'table', 'all']);
+  const used = new Set(routes.match(/198\.19\.\d+(?=\.)/g) ?? []);
+  // Random first, so two runs starting together rarely race for the same prefix.
+  const start = Math.floor(Math.random() * 250);
+  for (let i = 0; i < 250; i++) {
+    const net = `198.19.${1 + ((start + i) % 250)}`;
+    if (!used.has(net)) return net;
+  }
+  throw new Error(
+    'joinRoot: every 198.19.N.0/24 is routed in the root namespace (leaked labs? see `ip -br link`)',
+  );
 }
 
 /** A TCP port free on `host` right now. */

@@ -110,10 +110,8 @@ describe.skipIf(missing !== null)('bad input on the Tailscale side of the real c
     )) as TsTestClientModule;
     lab = await Lab.create();
     dir = scratchDir(`${lab.id}-tsbad`);
-    // A /24 of its own for this run: the root namespace's routes are shared by every run.
-    subnet = `198.19.${1 + Math.floor(Math.random() * 250)}`;
     const seg = await lab.addSegment();
-    await joinRoot(lab, seg, `${subnet}.250/24`);
+    subnet = (await joinRoot(lab, seg)).net;
     const ctl = await lab.addHost('ctl', { segment: seg, address: `${subnet}.1/24` });
     const rly = await lab.addHost('rly', { segment: seg, address: `${subnet}.2/24` });
     mkdirSync(join(dir, 'relay'));

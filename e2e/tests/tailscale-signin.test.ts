@@ -58,10 +58,9 @@ describe.skipIf(missing !== null)('a Tailscale client signs in with the identity
     id = await loadIdentitySupport();
     lab = await Lab.create();
     dir = scratchDir(`${lab.id}-tssignin`);
-    // A /24 of its own for this run: the root namespace's routes are shared by every run.
-    const net = `198.19.${1 + Math.floor(Math.random() * 250)}`;
     const seg = await lab.addSegment();
-    const root = await joinRoot(lab, seg, `${net}.250/24`);
+    const root = await joinRoot(lab, seg);
+    const { net } = root;
     const controlPort = await freePort(root.ip);
     const controlUrl = `http://${root.ip}:${controlPort}`;
     idp = await id.startIdp(await freePort(), [`${controlUrl}/oidc/callback`]);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, Lab, removeScratch, scratchDir, WeftNode, waitFor } from '../lab/index.js';
-import { loadIdentitySupport, type TestIdp } from '../lab/signin.js';
+import { joinRoot, loadIdentitySupport, type TestIdp } from '../lab/signin.js';
 import { startWeftWeb, type WeftWeb } from '../lab/weft-web.js';
 import { axeSerious, launchChromium, screenshots } from './harness.js';
 
@@ -13,14 +13,11 @@ import { axeSerious, launchChromium, screenshots } from './harness.js';
 // a real OpenID Connect provider (oidc-provider), the person signs in there, and the waiting
 // engine (weftd on a lab host) is authorized and connects — the UI follows by itself. The UI is
 // served by the real `weft web` next to that engine.
-// The browser must reach control, so the root namespace joins the lab's segment through a veth
-// (198.18.0.250); control and the provider run there, the engines in their namespaces.
-
-const ROOT_ADDR = '198.18.0.250';
+// The browser must reach control, so the root namespace joins the lab's segment through a veth;
+// control and the provider run there, the engines in their namespaces.
 
 let lab: Lab;
 let dir: string;
-let rootLink = '';
 let control: ChildProcess | null = null;
 let controlUrl = '';
 let idp: TestIdp | null = null;
@@ -30,7 +27,6 @@ let browser: Browser;
 let page: Page;
 
 const heading = (name: string) => page.getByRole('heading', { level: 1, name, exact: true });
-const sh = (argv: string[]) => execFileSync(argv[0] as string, argv.slice(1), { stdio: 'pipe' });
 
 async function controlCli(args: string[]): Promise<string> {
   return execFileSync('node', [BIN.control, ...args, '--db', join(dir, 'control.db')], {
@@ -43,16 +39,10 @@ describe('sign in through the identity provider from the UI (real engine, real c
     lab = await Lab.create();
     dir = scratchDir(`${lab.id}-signin`);
     const seg = await lab.addSegment();
-    // the root namespace on the segment
-    rootLink = lab.name('rt');
-    const hub = lab.name('hub');
-    sh(['ip', 'link', 'add', rootLink, 'type', 'veth', 'peer', 'name', lab.name('rh'), 'netns', hub]);
-    sh(['ip', '-n', hub, 'link', 'set', lab.name('rh'), 'master', seg.bridge, 'up']);
-    sh(['ip', 'addr', 'add', `${ROOT_ADDR}/24`, 'dev', rootLink]);
-    sh(['ip', 'link', 'set', rootLink, 'up']);
+    const root = await joinRoot(lab, seg);
 
     const port = 20_000 + Math.floor(Math.random() * 20_000);
-    controlUrl = `http://${ROOT_ADDR}:${port}`;
+    controlUrl = `http://${root.ip}:${port}`;
     // control's own test provider; the person signs in as alice
     const { startIdp, CLIENT_ID, CLIENT_SECRET } = await loadIdentitySupport();
     idp = await startIdp(port + 1, [`${controlUrl}/oidc/callback`]);
@@ -65,7 +55,7 @@ describe('sign in through the identity provider from the UI (real engine, real c
         BIN.control,
         'serve',
         '--listen',
-        `${ROOT_ADDR}:${port}`,
+        `${root.ip}:${port}`,
         '--public-url',
         controlUrl,
         '--db',
@@ -87,11 +77,11 @@ describe('sign in through the identity provider from the UI (real engine, real c
       20_000,
     );
 
-    for (const [name, addr] of [
-      ['a', '198.18.0.21/24'],
-      ['b', '198.18.0.22/24'],
+    for (const [name, last] of [
+      ['a', 21],
+      ['b', 22],
     ] as const) {
-      const host = await lab.addHost(name, { segment: seg, address: addr });
+      const host = await lab.addHost(name, { segment: seg, address: `${root.net}.${last}/24` });
       const node = new WeftNode(host, scratchDir(`${lab.id}-s${name}`), lab.name(`s${name}`));
       await node.start();
       nodes[name] = node;
@@ -122,11 +112,6 @@ describe('sign in through the identity provider from the UI (real engine, real c
       if (control.exitCode === null && control.signalCode === null) control.kill('SIGKILL');
     }
     await idp?.stop();
-    try {
-      if (rootLink) sh(['ip', 'link', 'del', rootLink]);
-    } catch {
-      // already gone with the hub namespace
-    }
     await lab?.cleanup();
     for (const n of Object.values(nodes)) removeScratch(n.dir);
     if (dir) removeScratch(dir);
