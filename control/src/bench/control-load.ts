@@ -566,7 +566,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
     } else {
       const dead = replicas.shift() as Replica;
       dead.child.kill('SIGKILL');
-      for (const node of live.nodes) node.prefer = Math.max(0, node.prefer - 1);
+      // As a round-robin or least-connections balancer does, the dead replica's nodes are spread
+      // over the live ones; the others keep theirs (its index is one lower now).
+      for (const node of live.nodes)
+        node.prefer = node.prefer === 0 ? node.index % replicas.length : node.prefer - 1;
     }
     // From the new control listening (or the kill, with replicas), as before; and from the SIGTERM.
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
@@ -577,6 +580,8 @@ async function run(args: Args, mode: Mode): Promise<void> {
       `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
     );
     if (args.replicas > 1) {
+      const landed = urls().map((u, r) => `replica ${r} ${cut.filter((x) => x.url === u).length}`);
+      console.log(`  moved to        ${landed.join(', ')} (the live replicas, renumbered)`);
       // Lost messages: every change made before the kill must be in the maps the nodes got back.
       const probe = present[2] as Node;
       const map = await fullMapOf(probe, urls()[0] as string, controlKey);
