@@ -566,10 +566,15 @@ async function run(args: Args, mode: Mode): Promise<void> {
     } else {
       const dead = replicas.shift() as Replica;
       dead.child.kill('SIGKILL');
-      // As a round-robin or least-connections balancer does, the dead replica's nodes are spread
-      // over the live ones; the others keep theirs (its index is one lower now).
+      // As a round-robin balancer does, the dead replica's nodes' new connections are dealt over
+      // the live replicas in turn; the others keep theirs (its index is one lower now). A node's
+      // first try after losing its stream is its preference plus one (`connect(node, 1)`).
+      let turn = 0;
       for (const node of live.nodes)
-        node.prefer = node.prefer === 0 ? node.index % replicas.length : node.prefer - 1;
+        node.prefer =
+          node.url === dead.url
+            ? (turn++ + replicas.length - 1) % replicas.length
+            : Math.max(0, node.prefer - 1);
     }
     // From the new control listening (or the kill, with replicas), as before; and from the SIGTERM.
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
