@@ -346,9 +346,18 @@ export class CompiledPolicy {
         continue;
       }
       if (!selfRules) continue;
+      // autogroup:self peers are the same for every node of one user on one class (its own
+      // included): compared once per user, not per node (every replica does this for every node).
+      const selfSame = new Map<string | undefined, boolean>();
       for (const n of names) {
         const [was, is] = [before.node(n), this.node(n)];
-        if (sameSet(before.selfPeers(was), this.selfPeers(is))) continue;
+        const user = is.user?.name;
+        let same = was.user?.name === user ? selfSame.get(user) : undefined;
+        if (same === undefined) {
+          same = sameSet(before.selfPeers(was), this.selfPeers(is));
+          if (was.user?.name === user) selfSame.set(user, same);
+        }
+        if (same) continue;
         if (!sameSet(before.peerSet(was), this.peerSet(is))) out.add(n);
       }
     }
