@@ -478,6 +478,49 @@ describe('a policy change', () => {
     }
   });
 
+  it("compares autogroup:self peers once per user, not once per node (every replica decides every node's)", () => {
+    const text = (ports: string) => `{
+      "tagOwners": { "tag:server": ["ops@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+      ],
+    }`;
+    const people = ['alice', 'bob', 'carol'];
+    const nodes: TailnetInput['nodes'] = { s1: { tags: ['tag:server'], ipv4: '100.64.1.1' } };
+    for (const [p, person] of people.entries())
+      for (let d = 0; d < 4; d++)
+        nodes[`${person}${d}`] = { user: person, ipv4: `100.64.0.${p * 4 + d + 1}` };
+    const tailnet = parseTailnet({ users: [...people.map((name) => ({ name })), { name: 'ops' }], nodes });
+    const before = compilePolicy(parsePolicy(text('*')), tailnet);
+    const after = before.withPolicy(parsePolicy(text('22')));
+    // biome-ignore lint/suspicious/noExplicitAny: counting calls of a private method
+    const self = [vi.spyOn(before as any, 'selfPeers'), vi.spyOn(after as any, 'selfPeers')];
+    expect([...after.peersChangedFrom(before)]).toEqual([]);
+    // One per person and engine, and one for the tagged server (none of its own); before, one per node.
+    expect(self.map((s) => s.mock.calls.length)).toEqual([people.length + 1, people.length + 1]);
+  });
+
+  it('builds no address set for a node without routes when taken over (every replica rebuilds every node)', () => {
+    const nodes: TailnetInput['nodes'] = {
+      r1: { user: 'alice', ipv4: '100.64.1.1', advertisedRoutes: ['198.51.100.0/24'] },
+    };
+    for (let i = 0; i < 20; i++) nodes[`a${i}`] = { user: 'alice', ipv4: `100.64.0.${i + 1}` };
+    const tailnet = parseTailnet({ users: [{ name: 'alice', email: 'alice@example.com' }], nodes });
+    const text = (ports: string) => `{
+      "autoApprovers": { "routes": { "198.51.100.0/24": ["alice@example.com"] } },
+      "acls": [{ "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] }],
+    }`;
+    const before = compilePolicy(parsePolicy(text('*')), tailnet);
+    const next = parsePolicy(text('22'));
+    const sets = vi.spyOn(IPSet, 'fromRanges');
+    const taken = before.withPolicy(next);
+    // The router's routes only (each node's addresses are taken over): one per node before.
+    expect(sets.mock.calls.length).toBeLessThanOrEqual(2);
+    sets.mockRestore();
+    expect(snapshot(taken)).toEqual(snapshot(compilePolicy(next, tailnet)));
+  });
+
   it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
     const cases = sampleCases();
     for (const [i, c] of cases.entries()) {
