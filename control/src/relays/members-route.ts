@@ -11,6 +11,7 @@ import { authenticateMachine } from '../auth/machine.js';
 import { ApiError } from '../errors.js';
 import { errorText } from '../log.js';
 import type { ControlContext } from '../server/context.js';
+import { keepAlive } from '../server/keepalive.js';
 
 // The relays' WebSocket (protocol: @weft/protocol relay-members.ts). A relay proves its key by
 // signing the upgrade, as a machine does; only keys in the relay map are answered. Each message is
@@ -67,21 +68,12 @@ function serveRelay(ctx: ControlContext, socket: WebSocket, { relayKey, nonce }:
   // A relay only listens: anything it sends is a protocol error.
   socket.on('message', () => socket.close(1008, 'relays send nothing on this socket'));
   const unsubscribe = ctx.relayMembers.subscribe(send);
-  let alive = true;
-  socket.on('pong', () => {
-    alive = true;
-  });
-  const pinger = setInterval(() => {
-    if (!alive) {
-      socket.terminate();
-      return;
-    }
-    alive = false;
-    socket.ping();
-  }, ctx.pingIntervalMs);
+  const stopPings = keepAlive(socket, ctx.pingIntervalMs, () =>
+    ctx.log.info(`relay ${relayKey}: no pong, dropping`),
+  );
   socket.on('error', (err) => ctx.log.warn(`relay ${relayKey}: ${errorText(err)}`));
   socket.on('close', () => {
-    clearInterval(pinger);
+    stopPings();
     unsubscribe();
     ctx.log.info(`relay ${relayKey}: members feed closed`);
   });

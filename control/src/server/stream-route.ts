@@ -10,6 +10,7 @@ import { usableEndpoints } from '../tailnet/endpoints.js';
 import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
+import { keepAlive } from './keepalive.js';
 import { parseMessage } from './parse.js';
 import { StreamSender, sendFrame } from './stream-sender.js';
 import { type NodeReport, StreamUpdates } from './stream-updates.js';
@@ -157,19 +158,9 @@ function openStream(
     }
   });
 
-  let alive = true;
-  socket.on('pong', () => {
-    alive = true;
-  });
-  const pinger = setInterval(() => {
-    if (!alive) {
-      log.info(`stream ${node.name}: no pong, dropping`);
-      socket.terminate();
-      return;
-    }
-    alive = false;
-    socket.ping();
-  }, ctx.pingIntervalMs);
+  const stopPings = keepAlive(socket, ctx.pingIntervalMs, () =>
+    log.info(`stream ${node.name}: no pong, dropping`),
+  );
 
   socket.on('error', (err) => log.warn(`stream ${node.name}: ${errorText(err)}`));
   // Shutdown drains background work before closing the database: counting each open stream as
@@ -179,7 +170,7 @@ function openStream(
     () =>
       new Promise<void>((resolve) =>
         socket.on('close', () => {
-          clearInterval(pinger);
+          stopPings();
           updates.close();
           sender.close();
           // A stream replaced by the node's newer one (on this replica) is no disconnect: the newer

@@ -1,0 +1,95 @@
+import type { AddressInfo } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { keepAlive } from './keepalive.js';
+
+// The peer runs on a thread of its own, as a node is a process of its own. It answers a ping only
+// when told, so a test can have the pong arrive while this thread's event loop is held, as while
+// control is busy: the pong then waits in the kernel.
+const PEER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const WebSocket = require('ws');
+const ws = new WebSocket(workerData.url, { autoPong: false });
+ws.on('ping', () => parentPort.postMessage('ping'));
+ws.on('close', () => parentPort.postMessage('closed'));
+parentPort.on('message', (m) => (m === 'pong' ? ws.pong() : ws._socket.pause()));
+`;
+
+const INTERVAL_MS = 100;
+
+interface Peer {
+  worker: Worker;
+  pings: number;
+  closed: boolean;
+  server: WebSocket;
+}
+
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.reverse()) await c();
+  cleanup = [];
+});
+
+/** A server socket under keepAlive, its peer on a worker thread; `onPing` runs on each ping the peer sees. */
+async function connect(onPing: (peer: Peer) => void): Promise<{ peer: Peer; dead: () => number }> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise((r) => wss.once('listening', r));
+  cleanup.push(() => new Promise((r) => wss.close(() => r(undefined))));
+  const accepted = new Promise<WebSocket>((r) => wss.once('connection', r));
+  const worker = new Worker(PEER, {
+    eval: true,
+    workerData: { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}` },
+  });
+  cleanup.push(async () => {
+    await worker.terminate();
+  });
+  const server = await accepted;
+  let deaths = 0;
+  const stop = keepAlive(server, INTERVAL_MS, () => deaths++);
+  server.on('close', stop);
+  const peer: Peer = { worker, pings: 0, closed: false, server };
+  worker.on('message', (m) => {
+    if (m === 'closed') peer.closed = true;
+    if (m === 'ping') {
+      peer.pings++;
+      onPing(peer);
+    }
+  });
+  return { peer, dead: () => deaths };
+}
+
+function holdLoop(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // busy: control's event loop held, as by a herd's work
+  }
+}
+
+const until = async (what: string, test: () => boolean, ms = 5000) => {
+  const end = performance.now() + ms;
+  while (!test()) {
+    if (performance.now() > end) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('keepAlive', () => {
+  it('keeps a peer that answered while this side was busy past the next ping', async () => {
+    // After each of the first three pings, the peer answers while this thread is held for 1.5
+    // intervals: the pong is there at once, but the next ping is due before this thread reads it.
+    const { peer, dead } = await connect((p) => {
+      p.worker.postMessage('pong');
+      if (p.pings <= 3) holdLoop(INTERVAL_MS * 1.5);
+    });
+    await until('six pings', () => peer.pings >= 6);
+    expect(dead()).toBe(0);
+    expect(peer.closed).toBe(false);
+    expect(peer.server.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it('drops a peer that stops answering', async () => {
+    const { peer, dead } = await connect((p) => p.worker.postMessage(p.pings <= 2 ? 'pong' : 'mute'));
+    await until('dropped', () => dead() === 1 && peer.server.readyState === WebSocket.CLOSED);
+  });
+});
