@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import {
   backoffDelayMs,
   CONTROL_KEY_PATH,
@@ -26,6 +27,9 @@ import {
   ALL_POLICY,
   BIN,
   cpuSeconds,
+  type FanOutCount,
+  fanOutLine,
+  fanOutOf,
   memoryOf,
   PERSON_POLICY,
   pct,
@@ -230,6 +234,8 @@ class Load {
     readonly nodes: Node[],
     readonly urls: () => string[],
     readonly controlKey: string,
+    /** The live replicas, in the order of `urls`: where a slow event's time went (their CPU, fan-out). */
+    readonly replicas: () => readonly Replica[],
   ) {}
 
   /** Opens (and keeps open, reconnecting with jittered back-off) the node's signed stream. */
@@ -318,24 +324,42 @@ class Load {
 
   /** Starts an event, runs `act`, and waits until every node in `expect` has seen it. */
   async measure(what: string, expect: number[], match: Event['match'], act: () => Promise<void>) {
+    const replicas = this.replicas();
+    const fanOutBefore = await Promise.all(replicas.map(fanOutOf));
+    const cpuBefore = replicas.map((r) => cpuSeconds(r.child.pid));
+    // This process's own stalls: a late delivery it was too busy to read is the bench's, not control's.
+    const stalls = monitorEventLoopDelay({ resolution: 10 });
+    stalls.enable();
     const ev: Event = { t0: performance.now(), match, times: new Map() };
     this.event = ev;
     await act();
+    const actMs = performance.now() - ev.t0;
     const deadline = performance.now() + EVENT_TIMEOUT_MS;
     while (expect.some((i) => !ev.times.has(i)) && performance.now() < deadline) await sleep(20);
     this.event = null;
+    const eventMs = performance.now() - ev.t0;
+    stalls.disable();
+    const cpu = replicas.map((r, i) => cpuSeconds(r.child.pid) - (cpuBefore[i] as number));
+    const fanOutAfter = await Promise.all(replicas.map(fanOutOf));
     const times = expect.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
     report(what, times, expect.length);
+    console.log(
+      `    the action ${actMs.toFixed(0)} ms; this load process's longest stall ${(stalls.max / 1e6).toFixed(0)} ms`,
+    );
     // With replicas, by the replica a node streams from: the writer's own nodes against the
     // others', which hear of the change through the database's change feed.
-    const replicas = this.urls().length;
-    if (replicas > 1)
-      for (let r = 0; r < replicas; r++) {
+    if (replicas.length > 1)
+      for (let r = 0; r < replicas.length; r++) {
         const prefer = new Map(this.nodes.map((x) => [x.index, x.prefer]));
         const mine = expect.filter((i) => prefer.get(i) === r);
         const got = mine.map((i) => ev.times.get(i)).filter((t): t is number => t !== undefined);
         report(`  on replica ${r}`, got, mine.length);
       }
+    // Per replica, from its own metrics: when it wrote the deltas, against when they were read here.
+    for (const [r, before] of fanOutBefore.entries())
+      console.log(
+        `    replica ${r}: ${fanOutLine(before, fanOutAfter[r] as FanOutCount)}; CPU ${(((cpu[r] as number) / (eventMs / 1000)) * 100).toFixed(0)}% of a core over the ${eventMs.toFixed(0)} ms`,
+      );
   }
 
   /** Waits until every node of `which` (default: all) has had a full map since `since`. */
@@ -366,7 +390,7 @@ function report(what: string, times: number[], expected: number): void {
   const s = [...times].sort((a, b) => a - b);
   const f = (x: number) => `${x.toFixed(0)} ms`;
   console.log(
-    `  ${what.padEnd(16)} reached ${times.length}/${expected}  p50 ${f(pct(s, 50))}  p99 ${f(pct(s, 99))}  max ${f(s.at(-1) ?? Number.NaN)}`,
+    `  ${what.padEnd(16)} reached ${times.length}/${expected}  first ${f(s[0] ?? Number.NaN)}  p50 ${f(pct(s, 50))}  p99 ${f(pct(s, 99))}  max ${f(s.at(-1) ?? Number.NaN)}`,
   );
 }
 
@@ -451,7 +475,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     }));
     const keyOf = (i: number) => (p.owner[i] === -1 ? serverKey : (keys[p.owner[i] as number] as string));
     const present = nodes.slice(0, n);
-    load = new Load(present, urls, controlKey);
+    load = new Load(present, urls, controlKey, () => replicas);
     const live = load;
 
     let t = performance.now();

@@ -107,6 +107,35 @@ export async function memoryOf(replica: Replica): Promise<string> {
   return `at its /metrics: RSS ${mib('process_resident_memory_bytes')}, V8 heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')}, external ${mib('nodejs_external_memory_bytes')} MiB`;
 }
 
+/** A replica's fan-out so far, from its /metrics: deltas written, how many of them later than 1 s, and their summed latency. */
+export interface FanOutCount {
+  count: number;
+  over1s: number;
+  sumS: number;
+  /** Its open streams (weft_control_streams_open). */
+  streams: number;
+}
+
+export async function fanOutOf(replica: Replica): Promise<FanOutCount> {
+  const text = await (await fetch(replica.metricsUrl)).text();
+  const value = (line: string) =>
+    Number(new RegExp(`^${line} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const count = value('weft_control_fanout_seconds_count');
+  return {
+    count,
+    over1s: count - value('weft_control_fanout_seconds_bucket\\{le="1"\\}'),
+    sumS: value('weft_control_fanout_seconds_sum'),
+    streams: value('weft_control_streams_open'),
+  };
+}
+
+/** What a replica's fan-out did between two readings of fanOutOf. */
+export function fanOutLine(before: FanOutCount, after: FanOutCount): string {
+  const n = after.count - before.count;
+  const mean = n > 0 ? ((after.sumS - before.sumS) / n) * 1000 : Number.NaN;
+  return `${n} deltas written (mean ${mean.toFixed(0)} ms from the change, ${after.over1s - before.over1s} after 1 s), ${after.streams} streams`;
+}
+
 /** Runs `fn` over `items` with at most `width` at once. */
 export async function pool<T>(
   items: readonly T[],
