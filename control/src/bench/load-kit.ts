@@ -93,16 +93,25 @@ export async function whenIdle(
 /** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
 
+/** A replica's /metrics read once: a sample's value by its name and labels as written (NaN if absent). */
+async function scrape(replica: Replica): Promise<(sample: string) => number> {
+  const text = await (await fetch(replica.metricsUrl)).text();
+  return (sample) => {
+    const at = text.indexOf(`\n${sample} `);
+    return at < 0 ? Number.NaN : Number.parseFloat(text.slice(at + sample.length + 2));
+  };
+}
+
 /**
  * Where a replica's memory is, from its own default Prometheus metrics (MiB): its RSS when it
  * answered (the figures of one moment: a moment later the heap may have been collected or grown),
  * V8's heap in use and as reserved, and memory outside it (Buffers, native modules' allocations).
  */
 export async function memoryOf(replica: Replica): Promise<string> {
-  const text = await (await fetch(replica.metricsUrl)).text();
+  const value = await scrape(replica);
   const mib = (name: string) => {
-    const m = new RegExp(`^${name} ([0-9.e+]+)$`, 'm').exec(text);
-    return m ? (Number(m[1]) / 1048576).toFixed(0) : '?';
+    const bytes = value(name);
+    return Number.isNaN(bytes) ? '?' : (bytes / 1048576).toFixed(0);
   };
   return `at its /metrics: RSS ${mib('process_resident_memory_bytes')}, V8 heap used ${mib('nodejs_heap_size_used_bytes')} of ${mib('nodejs_heap_size_total_bytes')}, external ${mib('nodejs_external_memory_bytes')} MiB`;
 }
@@ -117,13 +126,11 @@ export interface FanOutCount {
 }
 
 export async function fanOutOf(replica: Replica): Promise<FanOutCount> {
-  const text = await (await fetch(replica.metricsUrl)).text();
-  const value = (line: string) =>
-    Number(new RegExp(`^${line} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const value = await scrape(replica);
   const count = value('weft_control_fanout_seconds_count');
   return {
     count,
-    over1s: count - value('weft_control_fanout_seconds_bucket\\{le="1"\\}'),
+    over1s: count - value('weft_control_fanout_seconds_bucket{le="1"}'),
     sumS: value('weft_control_fanout_seconds_sum'),
     streams: value('weft_control_streams_open'),
   };
