@@ -23,7 +23,11 @@ export interface OpenDatabase {
 
 export type RunExclusive = (job: string, fn: () => Promise<void>) => Promise<boolean>;
 
-export async function openDatabase(location: string): Promise<OpenDatabase> {
+/**
+ * Opens the database at `location`; on PostgreSQL every session this opens is named `session`
+ * (a replica's: see replicaSessionName).
+ */
+export async function openDatabase(location: string, session?: string): Promise<OpenDatabase> {
   if (!isPostgresUrl(location)) {
     const { db, conn } = await openSqlite(location);
     return {
@@ -38,13 +42,13 @@ export async function openDatabase(location: string): Promise<OpenDatabase> {
       },
     };
   }
-  const { db, ownBackends } = await openPostgresDatabase(location);
+  const { db, ownBackends } = await openPostgresDatabase(location, undefined, session);
   return {
     db,
     kind: 'postgres',
     shown: withoutPassword(location),
     changeFeed: (log) =>
-      new PostgresChangeFeed(location, ownBackends, (err) =>
+      new PostgresChangeFeed(location, session, ownBackends, (err) =>
         log.warn(`change feed: ${errorText(err)}; listening again`),
       ),
     exclusive: (job, fn) => exclusively(db, job, fn),

@@ -26,6 +26,8 @@ export class PostgresChangeFeed implements ChangeFeed {
 
   constructor(
     private readonly url: string,
+    /** Its connection's application_name (the replica's sessions are named alike). */
+    private readonly session: string | undefined,
     private readonly ownBackends: ReadonlySet<number>,
     private readonly onError: (err: unknown) => void,
   ) {}
@@ -57,7 +59,7 @@ export class PostgresChangeFeed implements ChangeFeed {
     delayMs: number,
     reconnect: boolean,
   ): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url });
+    const client = new pg.Client({ connectionString: this.url, application_name: this.session });
     const again = (err: unknown) => {
       if (this.closed || this.client !== client) return;
       this.client = null;

@@ -100,10 +100,17 @@ export function preparingOnce(pool: pg.Pool, capacity = PREPARED_STATEMENTS): Po
   };
 }
 
-/** Connects (a pool of up to `max` connections), brings the schema up to date and installs the triggers. */
-export async function openPostgresDatabase(url: string, max = 10): Promise<PostgresDatabase> {
+/**
+ * Connects (a pool of up to `max` connections, each named `session` in pg_stat_activity when given),
+ * brings the schema up to date and installs the triggers.
+ */
+export async function openPostgresDatabase(
+  url: string,
+  max = 10,
+  session?: string,
+): Promise<PostgresDatabase> {
   const ownBackends = new Set<number>();
-  const pool = new pg.Pool({ connectionString: url, max });
+  const pool = new pg.Pool({ connectionString: url, max, application_name: session });
   // An idle connection that the server drops (a restart, a failover) errors here and leaves the pool;
   // the next query opens a new one. Unhandled, the error would end the process.
   pool.on('error', () => {});

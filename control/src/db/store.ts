@@ -33,6 +33,13 @@ import type {
 // The repository: every SQL statement control runs is in this file, written with kysely's portable
 // builder, so a PostgreSQL dialect can replace SQLite without touching callers.
 
+/**
+ * The application_name a replica gives its PostgreSQL sessions: the reaper takes a replica whose
+ * heartbeat is late but whose sessions are still open for busy, not dead (see dropSilentReplicas).
+ */
+const SESSION_PREFIX = 'weft-control ';
+export const replicaSessionName = (replica: string) => SESSION_PREFIX + replica;
+
 type NodeRow = Selectable<NodesTable> & {
   user_name: string | null;
   user_email: string | null;
@@ -732,16 +739,34 @@ export class Store {
 
   /**
    * Forgets the streams of every replica not heard from since `cutoff` (killed, or stopped) and
-   * those replicas, except held ones (replicaStopped) held since `heldCutoff`; returns the nodes
-   * whose streams went (the reaper reads just those back).
+   * those replicas, except held ones (replicaStopped) held since `heldCutoff`, and on PostgreSQL,
+   * given `connectedCutoff`, those heard from since then that still have a session open (see
+   * replicaSessionName); returns the nodes whose streams went (the reaper reads just those back).
    */
-  async dropSilentReplicas(cutoff: Date, heldCutoff: Date): Promise<string[]> {
+  async dropSilentReplicas(cutoff: Date, heldCutoff: Date, connectedCutoff?: Date): Promise<string[]> {
+    // SQLite has no sessions: one server, or processes sharing a file.
+    const sessions = this.db.getExecutor().adapter instanceof PostgresAdapter ? connectedCutoff : undefined;
     return this.transaction(async (tx) => {
       // Never null (a null comparison under `not` would keep a silent replica's row for ever).
       const kept = (eb: ExpressionBuilder<Database, 'replicas'>) =>
         eb.or([
           eb('seen_at', '>=', cutoff.toISOString()),
           eb.and([eb('held_since', 'is not', null), eb('held_since', '>=', heldCutoff.toISOString())]),
+          ...(sessions === undefined
+            ? []
+            : [
+                eb.and([
+                  eb('seen_at', '>=', sessions.toISOString()),
+                  // A killed process's sessions end with its sockets; a busy or paused one's stay.
+                  eb.exists(
+                    eb
+                      .selectFrom(sql<{ application_name: string }>`pg_stat_activity`.as('session'))
+                      .select(sql`1`.as('one'))
+                      .where(sql<boolean>`session.datname = current_database()`)
+                      .where(sql<boolean>`session.application_name = ${SESSION_PREFIX} || replicas.id`),
+                  ),
+                ]),
+              ]),
         ]);
       const alive = tx.db.selectFrom('replicas').select('id').where(kept);
       const dropped = await tx.db

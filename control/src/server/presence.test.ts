@@ -1,12 +1,13 @@
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RunExclusive } from '../db/open.js';
-import type { Store } from '../db/store.js';
+import { replicaSessionName, type Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 import { storeWithNode } from '../testing/store.js';
-import { Presence } from './presence.js';
+import { CONNECTED_DEAD_AFTER, Presence } from './presence.js';
 
 // The only server on a SQLite database keeps no heartbeat (each write would wake its own change
 // feed, and so reload the whole tailnet every few seconds) and forgets a previous run's streams at
@@ -413,6 +414,62 @@ describe.skipIf(noPostgres !== null)('presence of replicas stopped and started (
     // The reaped nodes are read back alone, not every node.
     expect(next.readBack).toEqual(['n1']);
     expect(next.reloads()).toBe(0);
+  });
+
+  /**
+   * A replica that streams n1 and then falls silent (its one heartbeat at `stopAt`: a held event
+   * loop, a paused process) with a PostgreSQL session named as its own still open; and the session.
+   */
+  async function silentButConnected(url: string, store: Store) {
+    const busy = new Presence(
+      store,
+      { refresh: async () => {} } as unknown as NetmapSync,
+      () => [],
+      runNow,
+      silent,
+      { heartbeatMs: 600_000, deadAfterMs: 10_000, restartGraceMs: 600_000 },
+      false,
+      () => stopAt,
+    );
+    await busy.start(); // and never closed
+    await busy.connected('n1');
+    const session = new pg.Client({
+      connectionString: url,
+      application_name: replicaSessionName(busy.replica),
+    });
+    await session.connect();
+    onCleanup(() => session.end().catch(() => {}));
+    return { busy, session };
+  }
+
+  it("a replica silent past the reaper's limit but still connected is kept until its sessions end", async () => {
+    const url = await tempPostgres();
+    const store = await storeWithNode(url);
+    const { busy, session } = await silentButConnected(url, store);
+    // Past the reaper's limit (50 ms), within the bound for a connected replica.
+    const next = counted(store, 600_000, false, 50, () => stopAt + 100);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    await new Promise((r) => setTimeout(r, 200)); // about ten of next's beats
+    expect(await streamedBy(store)).toBe(busy.replica);
+    expect(next.readBack).toEqual([]);
+    // Its sessions end as a killed process's do: reaped at the next beat.
+    await session.end();
+    await until('reaped', async () => (await streamedBy(store)) === null);
+    expect(next.readBack).toEqual(['n1']);
+  });
+
+  it('a replica silent for longer than the bound is reaped even with its sessions open', async () => {
+    const url = await tempPostgres();
+    const store = await storeWithNode(url);
+    const { busy } = await silentButConnected(url, store);
+    let now = stopAt + 100;
+    const next = counted(store, 600_000, false, 50, () => now);
+    await next.presence.start();
+    onCleanup(() => next.presence.close());
+    expect(await streamedBy(store)).toBe(busy.replica);
+    now = stopAt + CONNECTED_DEAD_AFTER * 50 + 1;
+    await until('reaped', async () => (await streamedBy(store)) === null);
   });
 
   it('drops held streams twice the grace after their hold when no grace ends them', async () => {

@@ -8,7 +8,8 @@ import { DEFAULT_LIMITS } from './limits.js';
 // Online state in the database, so that replicas agree on it: each stream's row names the replica
 // holding it, and each replica writes a heartbeat. When a replica is killed its nodes reconnect
 // elsewhere (taking their rows over); the rows of nodes that do not come back are dropped by one
-// replica's reaper (an exclusive job) once the dead replica's heartbeat is DEAD_AFTER_MS old.
+// replica's reaper (an exclusive job) once the dead replica's heartbeat is DEAD_AFTER_MS old and
+// its database sessions have ended (a busy or paused one's are open: CONNECTED_DEAD_AFTER).
 // A live replica can be taken for dead too (its database paused past DEAD_AFTER_MS): each beat then
 // finds fewer rows than the streams it holds and writes the missing ones again.
 // A clean shutdown leaves its rows too, with a last heartbeat: its nodes stay online for their peers
@@ -43,10 +44,20 @@ import { DEFAULT_LIMITS } from './limits.js';
 
 export const HEARTBEAT_MS = 2_000;
 export const DEAD_AFTER_MS = 10_000;
+/**
+ * A replica whose heartbeat is late but whose PostgreSQL sessions are open is busy or paused, not
+ * dead (a killed process's sessions end with its sockets): its streams are kept for this many
+ * times the reaper's limit. Judged by heartbeats alone, a replica whose event loop was held for
+ * 10 s by a burst of work had its nodes dropped while they were still connected to it, each drop a
+ * change for every peer, and then written back. The bound covers a host cut off from the database,
+ * whose sessions the server keeps until TCP gives up on them.
+ */
+export const CONNECTED_DEAD_AFTER = 6;
+
+/** A new replica id: new at each start, so a restart never inherits stale rows. */
+export const newReplicaId = () => randomBytes(8).toString('hex');
 
 export class Presence {
-  /** This process's replica id: new at each start, so a restart never inherits stale rows. */
-  readonly replica = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | null = null;
   /** The restart's grace (startGrace; once a run), then its end tried again after a failure. */
   private grace: NodeJS.Timeout | null = null;
@@ -92,6 +103,8 @@ export class Presence {
     private readonly alone = false,
     /** The times this writes and reaps by (tests age held rows with it rather than by waiting). */
     private readonly clock: () => number = Date.now,
+    /** This process's replica id (see newReplicaId); its database sessions carry it (replicaSessionName). */
+    readonly replica: string = newReplicaId(),
   ) {}
 
   /**
@@ -271,6 +284,7 @@ export class Presence {
       const dropped = await this.store.dropSilentReplicas(
         new Date(now - silentMs),
         new Date(now - 2 * this.timing.restartGraceMs),
+        new Date(now - CONNECTED_DEAD_AFTER * silentMs),
       );
       if (dropped.length > 0) {
         this.log.info(`${dropped.length} streams of silent replicas dropped: those nodes are offline`);

@@ -217,6 +217,37 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 40_000);
   }, 60_000);
 
+  it('a paused replica is not taken for dead while its database sessions are open: its nodes stay online', async () => {
+    const db = await tempPostgres();
+    const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const r1 = await replicaProcess(db);
+    const key = await r2.key('--reusable');
+    const d = new TestMachine(via(r2, r1.url));
+    const b = new TestMachine(r2);
+    await d.join('d', key);
+    await b.join('b', key);
+    const sb = await b.stream();
+    const sd = await d.stream();
+    await sb.until('d online on r1', (c) => peer(c, 'd')?.online === true);
+    const before = sb.messages.length;
+    // r1's heartbeat stops, as when a burst of work holds its event loop; its sockets stay open.
+    r1.child.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, 3 * NO_GRACE_HERE.deadAfterMs));
+    r1.child.kill('SIGCONT');
+    // r1 serves d again: d's change reaches b through it.
+    sd.send({ type: 'endpoints', endpoints: ['198.18.0.13:41641'] });
+    await sb.until(
+      'd endpoints',
+      (c) => peer(c, 'd')?.endpoints.includes('198.18.0.13:41641') === true,
+      10_000,
+    );
+    const offline = sb.messages
+      .slice(before)
+      .some((m) => m.type === 'delta' && m.peersUpserted?.some((p) => p.name === 'd' && !p.online));
+    expect(offline).toBe(false);
+    expect(sd.closed).toBeNull();
+  });
+
   it("a clean stop of one of two replicas moves its nodes to the other, without a restart's grace", async () => {
     const db = await tempPostgres();
     // r2 counts as up at r1's stop (started more than r1's grace before it), not coming up.

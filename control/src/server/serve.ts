@@ -8,7 +8,7 @@ import { ReplayWindow } from '../auth/replay-window.js';
 import type { ControlConfig } from '../config/config.js';
 import type { ChangeFeed } from '../db/change-feed.js';
 import { openDatabase } from '../db/open.js';
-import { Store } from '../db/store.js';
+import { replicaSessionName, Store } from '../db/store.js';
 import { DnsSync } from '../dns/sync.js';
 import { errorText, type Logger, stderrLogger } from '../log.js';
 import { ControlMetrics } from '../metrics/control-metrics.js';
@@ -28,7 +28,7 @@ import type { ControlContext } from './context.js';
 import { EPHEMERAL_GRACE_MS, startEphemeralSweeper } from './ephemeral.js';
 import { DEFAULT_LIMITS, type ServerLimits } from './limits.js';
 import { PolicyFileWatcher, PolicySync } from './policy-sync.js';
-import { DEAD_AFTER_MS, HEARTBEAT_MS, Presence } from './presence.js';
+import { DEAD_AFTER_MS, HEARTBEAT_MS, newReplicaId, Presence } from './presence.js';
 
 export interface ServeOptions {
   config: ControlConfig;
@@ -90,7 +90,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
   if (config.github && config.allow.groups.length > 0) {
     log.warn('--oidc-allowed-groups is set: GitHub sign-ins carry no groups and will all be refused');
   }
-  const database = await openDatabase(config.db);
+  const replica = newReplicaId();
+  const database = await openDatabase(config.db, replicaSessionName(replica));
   const metrics = new ControlMetrics();
   const store = timedStore(new Store(database.db), metrics.dbQuery);
   let scrapes: ScrapeListener | null = null;
@@ -138,6 +139,8 @@ export async function startControl(options: ServeOptions): Promise<RunningContro
         restartGraceMs: limits.restartGraceMs,
       },
       database.kind === 'sqlite',
+      Date.now,
+      replica,
     );
     hub.replica = presence.replica;
     // LISTEN before the first reads: a commit between a read and the LISTEN would never be heard.
