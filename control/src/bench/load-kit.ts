@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promSample } from '@weft/protocol/prometheus';
 
 // What the control benchmarks share: a real `weft-control serve` process, its RSS, a bounded
 // concurrency pool, bounded waits and percentiles.
@@ -94,12 +95,9 @@ export async function whenIdle(
 const TICKS_PER_SECOND = 100;
 
 /** A replica's /metrics read once: a sample's value by its name and labels as written (NaN if absent). */
-async function scrape(replica: Replica): Promise<(sample: string) => number> {
+async function scrape(replica: Replica): Promise<(name: string, labels?: string) => number> {
   const text = await (await fetch(replica.metricsUrl)).text();
-  return (sample) => {
-    const at = text.indexOf(`\n${sample} `);
-    return at < 0 ? Number.NaN : Number.parseFloat(text.slice(at + sample.length + 2));
-  };
+  return (name, labels) => promSample(text, name, labels) ?? Number.NaN;
 }
 
 /**
@@ -130,7 +128,7 @@ export async function fanOutOf(replica: Replica): Promise<FanOutCount> {
   const count = value('weft_control_fanout_seconds_count');
   return {
     count,
-    over1s: count - value('weft_control_fanout_seconds_bucket{le="1"}'),
+    over1s: count - value('weft_control_fanout_seconds_bucket', 'le="1"'),
     sumS: value('weft_control_fanout_seconds_sum'),
     streams: value('weft_control_streams_open'),
   };
