@@ -6,20 +6,30 @@ import { readFileSync } from 'node:fs';
 /** Linux's USER_HZ, the unit of /proc's CPU times: 100 on every architecture Node runs on. */
 const TICKS_PER_SECOND = 100;
 
-/** `pid` as a ChildProcess gives it: undefined when the process never started. */
-function procFile(pid: number | undefined, file: 'stat' | 'status'): string {
+/** `pid` as a ChildProcess gives it (undefined when the process never started), or this process. */
+function procFile(pid: number | 'self' | undefined, file: 'stat' | 'status'): string {
   if (pid === undefined) throw new Error('no process id: the process never started');
   return readFileSync(`/proc/${pid}/${file}`, 'utf8');
 }
 
-/** CPU seconds (user + system) the process `pid` has used so far. */
-export function cpuSeconds(pid: number | undefined): number {
+/**
+ * CPU seconds (user + system) the process `pid` has used so far: its own, and its children's that
+ * it has waited for (the commands a helper runs, once they have exited).
+ */
+export function cpuTimes(pid: number | 'self' | undefined): { own: number; children: number } {
   const stat = procFile(pid, 'stat');
-  // Fields after the command's name in parentheses (which may hold either): utime and stime are
-  // the 12th and 13th of them.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  // Fields after the command's name in parentheses (which may hold either): utime, stime, cutime
+  // and cstime are the 12th to the 15th of them.
+  const [utime = Number.NaN, stime = Number.NaN, cutime = Number.NaN, cstime = Number.NaN] = stat
+    .slice(stat.lastIndexOf(')') + 2)
+    .split(' ')
+    .slice(11, 15)
+    .map(Number);
+  return { own: (utime + stime) / TICKS_PER_SECOND, children: (cutime + cstime) / TICKS_PER_SECOND };
 }
+
+/** CPU seconds (user + system) the process `pid` has used so far, its own. */
+export const cpuSeconds = (pid: number | undefined): number => cpuTimes(pid).own;
 
 /** The resident memory of the process `pid`, in bytes (VmRSS). */
 export function rssBytes(pid: number | undefined): number {
