@@ -8,6 +8,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@weft\/protocol\/upnp$/, replacement: file('./protocol/src/upnp.ts') },
+      { find: /^@weft\/protocol\/prometheus$/, replacement: file('./protocol/src/prometheus.ts') },
       { find: /^@weft\/protocol$/, replacement: file('./protocol/src/index.ts') },
       // relay's tests (core's relay client), electron's (the bridge) and the renderer's (the web
       // shell's bridge over a stand-in engine) use core's sources

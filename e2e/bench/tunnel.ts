@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cpuTimes } from '@weft/protocol/proc';
 import {
   BIN,
   ControlServer,
@@ -179,9 +180,6 @@ async function tableLines(n: WeftNode): Promise<number> {
   return (await n.host.must(['nft', 'list', 'table', 'inet', `weft-${n.iface}`])).split('\n').length;
 }
 
-/** Clock ticks per second of /proc/PID/stat's times (USER_HZ: 100 on every Linux this runs on). */
-const TICKS_PER_S = 100;
-
 /** A process's role in the lab, from its command line: which Weft binary, else the program's name. */
 function role(pid: string): string {
   const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
@@ -191,29 +189,24 @@ function role(pid: string): string {
 }
 
 /**
- * CPU time so far, in ticks, of every process in the hosts' namespaces, keyed `host role pid`: user +
- * system, plus the children it has reaped (a helper's `nft`, `ip` and `wg` runs). A process that
- * ended since the last call is gone from the map.
+ * CPU seconds so far of every process in the hosts' namespaces, keyed `host role pid`: its own plus
+ * the children it has reaped (a helper's `nft`, `ip` and `wg` runs). A process that ended since the
+ * last call is gone from the map.
  */
-async function cpuTicks(hosts: Host[]): Promise<Map<string, number>> {
-  const ticks = new Map<string, number>();
+async function labCpu(hosts: Host[]): Promise<Map<string, number>> {
+  const seconds = new Map<string, number>();
   for (const h of hosts) {
     const pids = (await run(['ip', 'netns', 'pids', h.ns])).stdout.split(/\s+/).filter(Boolean);
     for (const pid of pids) {
       try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        // After the command's name in parentheses: fields 3 on; utime, stime, cutime, cstime are 14–17.
-        const f = stat
-          .slice(stat.lastIndexOf(')') + 2)
-          .split(' ')
-          .map(Number);
-        ticks.set(`${h.name} ${role(pid)} ${pid}`, (f[11] ?? 0) + (f[12] ?? 0) + (f[13] ?? 0) + (f[14] ?? 0));
+        const { own, children } = cpuTimes(Number(pid));
+        seconds.set(`${h.name} ${role(pid)} ${pid}`, own + children);
       } catch {
         // It ended between the listing and the read.
       }
     }
   }
-  return ticks;
+  return seconds;
 }
 
 /** CPU seconds per `host role` between two samples; a process new in `after` counts from zero. */
@@ -221,7 +214,7 @@ function cpuSpent(before: Map<string, number>, after: Map<string, number>): Map<
   const spent = new Map<string, number>();
   for (const [key, t] of after) {
     const who = key.slice(0, key.lastIndexOf(' '));
-    spent.set(who, (spent.get(who) ?? 0) + (t - (before.get(key) ?? 0)) / TICKS_PER_S);
+    spent.set(who, (spent.get(who) ?? 0) + t - (before.get(key) ?? 0));
   }
   return spent;
 }
@@ -286,9 +279,9 @@ async function main(): Promise<void> {
     type Measured = IperfResult & { cpu: Map<string, number> };
     /** One iperf3 run, and the CPU every process of the lab spent during it. */
     const measure = async (client: Host, server: Host, target: string): Promise<Measured> => {
-      const before = await cpuTicks(labHosts);
+      const before = await labCpu(labHosts);
       const r = await iperf(client, server, target, SECONDS, IPERF_PORT, OMIT_S);
-      return { ...r, cpu: cpuSpent(before, await cpuTicks(labHosts)) };
+      return { ...r, cpu: cpuSpent(before, await labCpu(labHosts)) };
     };
     const rows: Record<string, { runs: number[]; cmd: string; cpu: Map<string, number>[] }> = {};
     const take = (name: string, r: Measured) => {

@@ -1,5 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promSample } from '@weft/protocol/prometheus';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ControlServer,
@@ -51,8 +52,7 @@ async function replica2Metric(name: string): Promise<number | undefined> {
     ['node', '-e', `fetch(${JSON.stringify(url)}).then((r) => r.text()).then((t) => console.log(t))`],
     { timeoutMs: 5000 },
   );
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+  return promSample(text, name);
 }
 
 /** Pings with a count and a deadline; true when a reply came back. */

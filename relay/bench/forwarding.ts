@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { RelayConnection } from '@weft/core';
 import { generateKeyPair, RELAY_MAX_PACKET_BYTES } from '@weft/protocol';
+import { cpuSeconds } from '@weft/protocol/proc';
 import { parseWholeOptions } from './options.js';
-import { cpuSeconds } from './proc.js';
 
 // Relay forwarding capacity: the real weft-relay binary in its own process, synthetic node pairs
 // on loopback in worker threads (one sender and one receiver each), counting what arrives.
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
         packets += totals[i * 3 + 1] as number;
         bytes += totals[i * 3 + 2] as number;
       }
-      return { at: performance.now(), cpu: cpuSeconds(relay.pid as number), sent, packets, bytes };
+      return { at: performance.now(), cpu: cpuSeconds(relay.pid), sent, packets, bytes };
     };
     await sleep(WARMUP_S * 1000);
     const a = snapshot();

@@ -7,9 +7,9 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { cpuSeconds, rssBytes } from '@weft/protocol/proc';
 import { derpLoad, holdIdle } from './derp-load.js';
 import { parseWholeOptions } from './options.js';
-import { cpuSeconds, rssBytes } from './proc.js';
 
 // weft-relay against Tailscale's derper (tailscale.com/cmd/derper v1.102.5) under the same DERP
 // load, in the same run: one TypeScript DERP client (derp-load.ts) drives both, N sender→receiver

@@ -16,6 +16,7 @@ import {
   RelayFrameType,
   relayAuthProof,
 } from '@weft/protocol';
+import { promSample } from '@weft/protocol/prometheus';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import type { RelayLimits } from './connection.js';
@@ -581,11 +582,6 @@ describe('relay membership and per-source bounds', () => {
   });
 });
 
-function sample(text: string, name: string, labels: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
-
 async function scrape(r: RunningRelay): Promise<string> {
   if (r.metricsUrl === null) throw new Error('no metrics listener');
   return (await fetch(r.metricsUrl)).text();
@@ -599,21 +595,21 @@ describe('relay metrics', () => {
     const a = await client(r);
     const b = await client(r);
     const before = await scrape(r);
-    expect(sample(before, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(0);
-    expect(sample(before, 'weft_relay_connections', 'transport="weft"')).toBe(2);
+    expect(promSample(before, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(0);
+    expect(promSample(before, 'weft_relay_connections', 'transport="weft"')).toBe(2);
 
     a.c.send(Buffer.from(generateKeyPair().publicKey, 'base64'), new Uint8Array(100));
     a.c.send(Buffer.from(b.keys.publicKey, 'base64'), new Uint8Array(1200));
     await until('b to get the packet', () => b.got.length === 1);
 
     const after = await scrape(r);
-    expect(sample(after, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(1);
-    expect(sample(after, 'weft_relay_forwarded_bytes_total', 'transport="weft"')).toBe(1200);
-    expect(sample(after, 'weft_relay_forwarded_packets_total', 'transport="derp"')).toBe(0);
+    expect(promSample(after, 'weft_relay_forwarded_packets_total', 'transport="weft"')).toBe(1);
+    expect(promSample(after, 'weft_relay_forwarded_bytes_total', 'transport="weft"')).toBe(1200);
+    expect(promSample(after, 'weft_relay_forwarded_packets_total', 'transport="derp"')).toBe(0);
     // Frames on one connection are handled in order: the first was dropped before b got the second.
-    expect(sample(after, 'weft_relay_dropped_frames_total', 'reason="unknown_peer"')).toBe(1);
-    expect(sample(after, 'weft_relay_dropped_frames_total', 'reason="not_member"')).toBe(0);
-    expect(sample(after, 'weft_relay_reflector_requests_total', 'result="handshake"')).toBe(0);
+    expect(promSample(after, 'weft_relay_dropped_frames_total', 'reason="unknown_peer"')).toBe(1);
+    expect(promSample(after, 'weft_relay_dropped_frames_total', 'reason="not_member"')).toBe(0);
+    expect(promSample(after, 'weft_relay_reflector_requests_total', 'result="handshake"')).toBe(0);
   });
 
   it('are not served without --metrics-listen, nor on the public port', async () => {

@@ -16,6 +16,7 @@ import {
   STREAM_RETRY,
   streamHandshakeTimeoutMs,
 } from '@weft/protocol';
+import { cpuSeconds, rssBytes } from '@weft/protocol/proc';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
@@ -26,7 +27,6 @@ import { Store } from '../db/store.js';
 import {
   ALL_POLICY,
   BIN,
-  cpuSeconds,
   type FanOutCount,
   fanOutLine,
   fanOutOf,
@@ -35,7 +35,6 @@ import {
   pct,
   pool,
   type Replica,
-  rssMiB,
   sleep,
   sourceOf,
   splitByReplica,
@@ -501,7 +500,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       replicas.map((r) => r.child.pid),
       EVENT_TIMEOUT_MS,
     );
-    const rss = replicas.map((r) => rssMiB(r.child.pid).toFixed(0));
+    const rss = replicas.map((r) => (rssBytes(r.child.pid) / 2 ** 20).toFixed(0));
     const memory = await Promise.all(replicas.map(memoryOf));
     console.log(
       `  registration    ${n} in ${(registerMs / 1000).toFixed(1)} s (${(n / (registerMs / 1000)).toFixed(0)}/s)`,

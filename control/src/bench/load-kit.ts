@@ -1,8 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
+import { cpuSeconds } from '@weft/protocol/proc';
+import { promSample } from '@weft/protocol/prometheus';
 
-// What the control benchmarks share: a real `weft-control serve` process, its RSS, a bounded
+// What the control benchmarks share: a real `weft-control serve` process, its memory, a bounded
 // concurrency pool, bounded waits and percentiles.
 
 /** Per person: a person's own devices see each other; members and shared servers see each other. */
@@ -57,18 +59,6 @@ export async function startReplica(db: string, listen = '127.0.0.1:0'): Promise<
   return { child, url, metricsUrl };
 }
 
-export function rssMiB(pid: number | undefined): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-}
-
-/** CPU seconds (user + system) the process `pid` has used so far. */
-export function cpuSeconds(pid: number | undefined): number {
-  // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th, in ticks.
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-}
-
 /** Below this share of a core over a second, a process counts as idle (its heartbeats, not work). */
 const IDLE_SHARE = 0.1;
 
@@ -90,16 +80,10 @@ export async function whenIdle(
   }
 }
 
-/** Linux's USER_HZ, which /proc reports CPU time in: 100 on every architecture Node runs on. */
-const TICKS_PER_SECOND = 100;
-
 /** A replica's /metrics read once: a sample's value by its name and labels as written (NaN if absent). */
-async function scrape(replica: Replica): Promise<(sample: string) => number> {
+async function scrape(replica: Replica): Promise<(name: string, labels?: string) => number> {
   const text = await (await fetch(replica.metricsUrl)).text();
-  return (sample) => {
-    const at = text.indexOf(`\n${sample} `);
-    return at < 0 ? Number.NaN : Number.parseFloat(text.slice(at + sample.length + 2));
-  };
+  return (name, labels) => promSample(text, name, labels) ?? Number.NaN;
 }
 
 /**
@@ -130,7 +114,7 @@ export async function fanOutOf(replica: Replica): Promise<FanOutCount> {
   const count = value('weft_control_fanout_seconds_count');
   return {
     count,
-    over1s: count - value('weft_control_fanout_seconds_bucket{le="1"}'),
+    over1s: count - value('weft_control_fanout_seconds_bucket', 'le="1"'),
     sumS: value('weft_control_fanout_seconds_sum'),
     streams: value('weft_control_streams_open'),
   };

@@ -5,11 +5,12 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs as parseArgsOf, promisify } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { rssBytes } from '@weft/protocol/proc';
 import { createApiKey, createPreauthKey, createUser } from '../cli/admin.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
 import { TsTestClient } from '../testing/tailscale-client.js';
-import { memoryOf, pct, rssMiB, sleep, sourceOf, startReplica } from './load-kit.js';
+import { memoryOf, pct, sleep, sourceOf, startReplica } from './load-kit.js';
 import {
   type Command,
   type LoadNode,
@@ -402,7 +403,7 @@ async function measureServer(
       const whole = (quiet as number[]).reduce((sum, w) => sum + w, 0);
       console.log(`  whole maps       ${whole} sent to the ${n} nodes up to then`);
     }
-    col.set('RSS after settling (MiB)', rssMiB(server.pid));
+    col.set('RSS after settling (MiB)', rssBytes(server.pid) / 2 ** 20);
     if (server.memory) console.log(`  memory           ${await server.memory()}`);
 
     // A join: a new node registers and opens its stream; every other map must list it.

@@ -1,15 +1,10 @@
 import { type AddressInfo, createServer } from 'node:net';
 import { REGISTER_PATH } from '@weft/protocol';
+import { promSample } from '@weft/protocol/prometheus';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cleanupAll, freePort, onCleanup, startTestControl, TestMachine } from '../testing/harness.js';
 
 afterEach(cleanupAll);
-
-/** The value of one sample of a Prometheus text exposition, or undefined when it is absent. */
-function sample(text: string, name: string, labels = ''): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels === '' ? '' : `{${labels}}`} `));
-  return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(' ') + 1));
-}
 
 async function scrape(url: string | null): Promise<string> {
   if (url === null) throw new Error('no metrics listener');
@@ -22,9 +17,9 @@ describe('control metrics', () => {
   it('count registrations, streams, online nodes, fan-outs, store calls and requests', async () => {
     const t = await startTestControl({ config: { metricsListen: { host: '127.0.0.1', port: 0 } } });
     const before = await scrape(t.control.metricsUrl);
-    expect(sample(before, 'weft_control_registrations_total', 'protocol="weft"')).toBeUndefined();
-    expect(sample(before, 'weft_control_streams_open')).toBe(0);
-    expect(sample(before, 'process_resident_memory_bytes')).toBeGreaterThan(0);
+    expect(promSample(before, 'weft_control_registrations_total', 'protocol="weft"')).toBeUndefined();
+    expect(promSample(before, 'weft_control_streams_open')).toBe(0);
+    expect(promSample(before, 'process_resident_memory_bytes')).toBeGreaterThan(0);
 
     const key = await t.key('--reusable');
     const a = new TestMachine(t);
@@ -36,16 +31,16 @@ describe('control metrics', () => {
     await sa.until('b in a’s map', (c) => c.peerNames().includes('b'));
 
     const after = await scrape(t.control.metricsUrl);
-    expect(sample(after, 'weft_control_registrations_total', 'protocol="weft"')).toBe(2);
-    expect(sample(after, 'weft_control_streams_open')).toBe(1);
-    expect(sample(after, 'weft_control_nodes_online')).toBe(1);
+    expect(promSample(after, 'weft_control_registrations_total', 'protocol="weft"')).toBe(2);
+    expect(promSample(after, 'weft_control_streams_open')).toBe(1);
+    expect(promSample(after, 'weft_control_nodes_online')).toBe(1);
     // b's join reached a's stream as a delta: one fan-out observed at least.
-    expect(sample(after, 'weft_control_fanout_seconds_count')).toBeGreaterThanOrEqual(1);
+    expect(promSample(after, 'weft_control_fanout_seconds_count')).toBeGreaterThanOrEqual(1);
     expect(
-      sample(after, 'weft_control_db_query_seconds_count', 'operation="listNodes",outcome="ok"'),
+      promSample(after, 'weft_control_db_query_seconds_count', 'operation="listNodes",outcome="ok"'),
     ).toBeGreaterThan(0);
     expect(
-      sample(
+      promSample(
         after,
         'weft_control_http_requests_total',
         `route="${REGISTER_PATH}",method="POST",status="200"`,

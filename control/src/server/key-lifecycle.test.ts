@@ -1,24 +1,12 @@
 import { generateKeyPair, LOGOUT_PATH, nodeKeyRotationProof, RegisterResponse } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, startTestControl, type TestControl, TestMachine } from '../testing/harness.js';
+import { cleanupAll, startTestControl, TestMachine, twoOnline } from '../testing/harness.js';
 
 // Node keys: they expire (peers drop the node at its deadline, the node is logged out), rotate
 // with a proof of the old key (same node, name and addresses; peers get the new key), and can be
 // expired by an admin or by the node's own logout.
 
 afterEach(cleanupAll);
-
-async function twoStreaming(t: TestControl, key: string) {
-  const a = new TestMachine(t);
-  const b = new TestMachine(t);
-  await a.join('a', key);
-  const bNode = await b.join('b', key);
-  const sa = await a.stream();
-  const sb = await b.stream();
-  await sa.until('a sees b', (c) => c.peerNames().includes('b'));
-  await sb.until('b sees a', (c) => c.peerNames().includes('a'));
-  return { a, b, sa, sb, bNode };
-}
 
 describe('node key lifecycle', () => {
   it('an expired node leaves its peers’ maps within 2 s of its deadline and is logged out', async () => {
@@ -53,7 +41,7 @@ describe('node key lifecycle', () => {
 
   it('peers drop a node expired by the admin within 2 s; a tagged node’s expiry can be disabled', async () => {
     const t = await startTestControl({ pollIntervalMs: 200 });
-    const { sa, sb } = await twoStreaming(t, await t.key('--reusable'));
+    const { sa, sb } = await twoOnline(t);
     const started = Date.now();
     expect((await t.cli('nodes', 'expire', 'b')).code).toBe(0);
     await sa.until('b gone from a', (c) => !c.peerNames().includes('b'), 2_000);
@@ -171,7 +159,7 @@ describe('node key lifecycle', () => {
 
   it('a node’s own logout expires its key on control', async () => {
     const t = await startTestControl();
-    const { a, sb } = await twoStreaming(t, await t.key('--reusable'));
+    const { a, sb } = await twoOnline(t);
     expect(await a.post(LOGOUT_PATH)).toEqual({ status: 200, json: { loggedOut: true } });
     await sb.until('a gone from b', (c) => !c.peerNames().includes('a'), 2_000);
     expect(await a.post(LOGOUT_PATH)).toEqual({ status: 200, json: { loggedOut: false } });

@@ -7,6 +7,7 @@ import {
   type StreamClient,
   startTestControl,
   TestMachine,
+  twoOnline,
 } from '../testing/harness.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 
@@ -25,14 +26,7 @@ describe.skipIf(noPostgres !== null)('a replica starting', () => {
   it('hears a node change committed between its first read of the nodes and its LISTEN', async () => {
     const db = await tempPostgres();
     const r1 = await startTestControl({ config: { db } });
-    const key = await r1.key('--reusable');
-    const a = new TestMachine(r1);
-    const c = new TestMachine(r1);
-    await a.join('a', key);
-    await c.join('c', key);
-    const sa = await a.stream();
-    const sc = await c.stream();
-    await sa.until('c online', (s) => peer(s, 'c')?.online === true, 5_000);
+    const { key, sb: sc } = await twoOnline(r1, { names: ['a', 'c'], timeoutMs: 5_000 });
 
     // Another replica's commit lands right after r2's first read of every node (r1's store was made
     // before the spy and keeps the original method).

@@ -12,6 +12,7 @@ import {
   startTestControl,
   type TestControl,
   TestMachine,
+  twoOnline,
 } from '../testing/harness.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 
@@ -53,16 +54,8 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     const r1 = await startTestControl({ config: { db } });
     const r2 = await startTestControl({ config: { db } });
     expect(r2.controlPublicKey).toBe(r1.controlPublicKey);
-    const key = await r1.key('--reusable');
-    const a = new TestMachine(r1);
-    const b = new TestMachine(r2);
-    await a.join('a', key);
-    await b.join('b', key);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    // Joined on r2, online on r2: r1's node sees both.
-    await sa.until('b online, from the other replica', (c) => peer(c, 'b')?.online === true, 1_000);
-    await sb.until('a online, from the other replica', (c) => peer(c, 'a')?.online === true, 1_000);
+    // b joined on r2, online on r2: r1's node sees both, each within 1 s.
+    const { sa, sb } = await twoOnline(r1, { bOn: r2, timeoutMs: 1_000 });
 
     sb.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
     await sa.until(
@@ -92,15 +85,7 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     const db = await tempPostgres();
     const r1 = await startTestControl({ config: { db } });
     const r2 = await startTestControl({ config: { db } });
-    const key = await r1.key('--reusable');
-    const a = new TestMachine(r1);
-    const b = new TestMachine(r2);
-    await a.join('a', key);
-    const { id } = await b.join('b', key);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('b online', (c) => peer(c, 'b')?.online === true, 5_000);
-    await sb.until('a online', (c) => peer(c, 'a')?.online === true, 5_000);
+    const { sa, sb, bNode } = await twoOnline(r1, { bOn: r2, timeoutMs: 5_000 });
     const reloads = listNodes.mock.calls.length;
     nodesByIds.mockClear();
 
@@ -112,21 +97,14 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     );
     // r1 learnt it by reading b alone (r2's read after its own write may come later: not awaited here).
     expect(listNodes.mock.calls.length).toBe(reloads);
-    expect(nodesByIds.mock.calls.some(([ids]) => ids.includes(id))).toBe(true);
+    expect(nodesByIds.mock.calls.some(([ids]) => ids.includes(bNode.id))).toBe(true);
   });
 
   it('a node that reconnects to its replica stays online on the other (the replaced stream is no disconnect)', async () => {
     const db = await tempPostgres();
     const r1 = await startTestControl({ config: { db } });
     const r2 = await startTestControl({ config: { db } });
-    const key = await r1.key('--reusable');
-    const a = new TestMachine(r1);
-    const b = new TestMachine(r2);
-    await a.join('a', key);
-    await b.join('b', key);
-    const sa = await a.stream();
-    const first = await b.stream();
-    await sa.until('b online', (c) => peer(c, 'b')?.online === true, 5_000);
+    const { b, sa, sb: first } = await twoOnline(r1, { bOn: r2, timeoutMs: 5_000 });
     const second = await b.stream();
     await first.until('first replaced', (c) => c.closed !== null);
     await second.until('second has its map', (c) => c.netmap !== null);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { cleanupAll, startTestControl, TestMachine } from '../testing/harness.js';
+import { cleanupAll, startTestControl, twoOnline } from '../testing/harness.js';
 
 afterEach(cleanupAll);
 
@@ -10,14 +10,7 @@ afterEach(cleanupAll);
 describe('advertised routes, approved from the CLI', () => {
   it('are stored, listed as pending, approved, sent to peers, and withdrawn again', async () => {
     const t = await startTestControl();
-    const key = await t.key('--reusable');
-    const router = new TestMachine(t);
-    const client = new TestMachine(t);
-    await router.join('router', key);
-    await client.join('client', key);
-    const sr = await router.stream();
-    const sc = await client.stream();
-    await sc.until('router in the map', (c) => c.peerNames().includes('router'));
+    const { sa: sr, sb: sc } = await twoOnline(t, { names: ['router', 'client'] });
 
     // The tailnet's own range cannot be offered; duplicates and order do not matter.
     sr.send({

@@ -10,21 +10,11 @@ import {
   StreamClient,
   StreamRefused,
   startTestControl,
-  type TestControl,
   TestMachine,
+  twoOnline,
 } from '../testing/harness.js';
 
 afterEach(cleanupAll);
-
-/** Two registered machines, a and b, not yet streaming. */
-async function twoNodes(t: TestControl) {
-  const key = await t.key('--reusable');
-  const a = new TestMachine(t);
-  const b = new TestMachine(t);
-  await a.join('a', key);
-  await b.join('b', key);
-  return { a, b };
-}
 
 describe('the netmap stream', () => {
   it('sends the full map first, then deltas as peers join, come online and report endpoints', async () => {
@@ -75,11 +65,7 @@ describe('the netmap stream', () => {
 
   it('a node deleted with the CLI leaves its peers’ maps within 2 s and is logged out', async () => {
     const t = await startTestControl({ pollIntervalMs: 200 });
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('a sees b', (c) => c.peerNames().includes('b'));
-    await sb.until('b sees a', (c) => c.peerNames().includes('a'));
+    const { b, sa, sb } = await twoOnline(t);
 
     // In-process CLI on its own database connection: the server learns of it only through the
     // database (PRAGMA data_version), exactly as with a separate `weft-control nodes delete` process.
@@ -172,10 +158,7 @@ describe('the netmap stream', () => {
 
   it('drops a stream that stops answering pings', async () => {
     const t = await startTestControl({ pingIntervalMs: 100 });
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const { sa, sb } = await twoOnline(t);
     // Stop reading b's socket: its pongs stop, as with a machine that vanished from the network.
     (sb.ws as unknown as { _socket: { pause(): void } })._socket.pause();
     await sa.until('b offline', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === false, 2000);
@@ -183,10 +166,7 @@ describe('the netmap stream', () => {
 
   it('a newer stream of the same node replaces the older one', async () => {
     const t = await startTestControl();
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const first = await b.stream();
-    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const { b, sa, sb: first } = await twoOnline(t);
     const second = await b.stream();
     await first.until('first closed', (c) => c.closed !== null);
     expect(first.closed?.reason).toMatch(/replaced/);
@@ -286,10 +266,7 @@ describe('the netmap stream', () => {
 
   it('coalesces a burst of endpoint reports: the latest wins, with one fan-out', async () => {
     const t = await startTestControl({ limits: { streamCoalesceMs: 300 } });
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const { sa, sb } = await twoOnline(t);
     const before = sa.messages.length;
     for (let i = 1; i <= 20; i++) sb.send({ type: 'endpoints', endpoints: [`198.18.0.12:${41600 + i}`] });
     await sa.until(
@@ -304,10 +281,7 @@ describe('the netmap stream', () => {
 
   it('drops loopback, link-local, unspecified, multicast and tailnet endpoints', async () => {
     const t = await startTestControl({ limits: { streamCoalesceMs: 10 } });
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const { sa, sb } = await twoOnline(t);
     sb.send({
       type: 'endpoints',
       endpoints: [

@@ -198,6 +198,30 @@ export class TestMachine {
   }
 }
 
+/**
+ * Two machines (a and b unless `names` says otherwise) joined with one reusable pre-auth key of
+ * `t`, both streaming, a first, each waiting up to `timeoutMs` to see the other online. b may join
+ * through another replica of `t`'s database (`bOn`).
+ */
+export async function twoOnline(
+  t: TestControl,
+  opts: { names?: readonly [string, string]; bOn?: TestControl; timeoutMs?: number } = {},
+) {
+  const [aName, bName] = opts.names ?? ['a', 'b'];
+  const key = await t.key('--reusable');
+  const a = new TestMachine(t);
+  const b = new TestMachine(opts.bOn ?? t);
+  const aNode = await a.join(aName, key);
+  const bNode = await b.join(bName, key);
+  const sa = await a.stream();
+  const sb = await b.stream();
+  const online = (s: StreamClient, name: string) =>
+    s.netmap?.peers.find((p) => p.name === name)?.online === true;
+  await sa.until(`${aName} sees ${bName} online`, (c) => online(c, bName), opts.timeoutMs);
+  await sb.until(`${bName} sees ${aName} online`, (c) => online(c, aName), opts.timeoutMs);
+  return { key, a, b, aNode, bNode, sa, sb };
+}
+
 /** A netmap stream as a node holds it: every message kept, the map rebuilt from them. */
 export class StreamClient {
   readonly messages: StreamServerMessage[] = [];

@@ -1,9 +1,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DesiredState } from '@weft/protocol';
+import { cpuTimes } from '@weft/protocol/proc';
 import { platformBackend } from '../platform.js';
 
 // `npm run bench -- helper-reapply [FLOWS] [APPLIES]` (root): the engine applies its state again every
@@ -17,12 +18,6 @@ const args = process.argv.slice(isChild ? 3 : 2);
 const flows = Number(args[0] ?? 60_000);
 const applies = Number(args[1] ?? 5);
 const key = (n: number) => Buffer.alloc(32, n).toString('base64');
-
-/** CPU seconds of the children this process waited for (cutime + cstime, at 100 ticks a second). */
-function childrenCpu(): number {
-  const fields = (readFileSync('/proc/self/stat', 'utf8').split(') ')[1] as string).split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / 100;
-}
 
 async function child(iface: string): Promise<void> {
   const state: DesiredState = {
@@ -66,13 +61,13 @@ async function child(iface: string): Promise<void> {
     // V8 compiles the apply path on the first run.
     await backend.apply(state);
     for (let k = 1; k <= applies; k++) {
-      const [kids, own, t0] = [childrenCpu(), process.cpuUsage(), process.hrtime.bigint()];
+      const [kids, own, t0] = [cpuTimes('self').children, process.cpuUsage(), process.hrtime.bigint()];
       await backend.apply(state);
       const wall = Number(process.hrtime.bigint() - t0) / 1e9;
       const cpu = process.cpuUsage(own);
       console.log(
         `  apply ${k}: wall ${wall.toFixed(3)} s, helper ${((cpu.user + cpu.system) / 1e6).toFixed(3)} CPU-s, ` +
-          `its commands ${(childrenCpu() - kids).toFixed(2)} CPU-s`,
+          `its commands ${(cpuTimes('self').children - kids).toFixed(2)} CPU-s`,
       );
     }
   } finally {
