@@ -177,7 +177,8 @@ function openStream(
           sender.close();
           // A stream replaced by the node's newer one (on this replica) is no disconnect: the newer
           // stream's presence row must stay, or peers see it offline and an ephemeral node is swept.
-          const current = hub.disconnect(session);
+          // Its peers are told at the last-seen write's reload, offline and last seen at once.
+          const current = hub.disconnect(session, true);
           log.info(`stream ${node.name}: closed`);
           if (current) background.run(`last seen of ${node.name}`, () => presence.disconnected(node.id));
           resolve();
