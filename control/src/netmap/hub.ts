@@ -851,7 +851,7 @@ export class NetmapHub {
     return true;
   }
 
-  /** Tells the watchers of `nodeIds` how their views moved as the hub knows them (a reload that would have failed). */
+  /** Tells the watchers of `nodeIds` how their views moved as the hub knows them (the reload meant to failed). */
   retell(nodeIds: Iterable<string>): void {
     for (const id of nodeIds) {
       const change = this.refreshView(id);
