@@ -833,8 +833,13 @@ export class NetmapHub {
     for (const sub of this.subscribers.values()) if (this.reachable(sub)) sub.session.send(delta);
   }
 
-  /** The stream ended; peers learn the node is offline. A session already replaced changes nothing. */
-  disconnect(session: StreamSession): boolean {
+  /**
+   * The stream ended; peers learn the node is offline. A session already replaced changes nothing
+   * (false). `reloading`: the caller reads the node again at once (its last seen, just written), and
+   * that reload tells them both in one change: one pass over its watchers, not two (at 10,000
+   * allow-all each pass is over every stream, and a burst of drops held control for seconds).
+   */
+  disconnect(session: StreamSession, reloading = false): boolean {
     // Ended by shutdown: still the node's current stream (its last seen is recorded), but there is
     // nobody left to tell.
     if (this.ending.delete(session)) return true;
@@ -842,10 +847,16 @@ export class NetmapHub {
     if (sub?.session !== session) return false;
     this.subscribers.delete(session.nodeId);
     this.leaveGroup(sub);
-    const change = this.refreshView(session.nodeId);
-    if (change)
-      this.propagate([session.nodeId], [], [], undefined, this.presenceOnly(session.nodeId, change));
+    if (!reloading) this.retell([session.nodeId]);
     return true;
+  }
+
+  /** Tells the watchers of `nodeIds` how their views moved as the hub knows them (the reload meant to failed). */
+  retell(nodeIds: Iterable<string>): void {
+    for (const id of nodeIds) {
+      const change = this.refreshView(id);
+      if (change) this.propagate([id], [], [], undefined, this.presenceOnly(id, change));
+    }
   }
 
   /**

@@ -67,7 +67,12 @@ export class NetmapSync {
         })
         .catch((err) => {
           this.log.warn(`reading ${batch.ids.size} changed node(s) failed, reloading all: ${errorText(err)}`);
-          return this.refresh();
+          // Without the database, peers still learn what the hub knows itself: a stream that ended
+          // here waits for this read to tell them (NetmapHub.disconnect).
+          return this.refresh().catch((again) => {
+            this.hub.retell(batch.ids);
+            throw again;
+          });
         });
       this.batch = batch;
     }

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import {
   MACHINE_AUTH_HEADER,
   RELAY_MEMBERS_PATH,
@@ -53,12 +54,17 @@ export function registerRelayMembersRoute(app: FastifyInstance, ctx: ControlCont
         socket.close(1011, 'not authenticated');
         return;
       }
-      serveRelay(ctx, socket, session);
+      serveRelay(ctx, socket, req.socket, session);
     },
   );
 }
 
-function serveRelay(ctx: ControlContext, socket: WebSocket, { relayKey, nonce }: RelaySession): void {
+function serveRelay(
+  ctx: ControlContext,
+  socket: WebSocket,
+  tcp: Socket,
+  { relayKey, nonce }: RelaySession,
+): void {
   const secret = sharedSecret(ctx.controlKey.privateKey, relayKey);
   let seq = 0;
   const send = (keys: readonly string[]) => {
@@ -68,7 +74,7 @@ function serveRelay(ctx: ControlContext, socket: WebSocket, { relayKey, nonce }:
   // A relay only listens: anything it sends is a protocol error.
   socket.on('message', () => socket.close(1008, 'relays send nothing on this socket'));
   const unsubscribe = ctx.relayMembers.subscribe(send);
-  const stopPings = keepAlive(socket, ctx.pingIntervalMs, () =>
+  const stopPings = keepAlive(socket, tcp, ctx.pingIntervalMs, () =>
     ctx.log.info(`relay ${relayKey}: no pong, dropping`),
   );
   socket.on('error', (err) => ctx.log.warn(`relay ${relayKey}: ${errorText(err)}`));

@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -13,7 +13,21 @@ const WebSocket = require('ws');
 const ws = new WebSocket(workerData.url, { autoPong: false });
 ws.on('ping', () => parentPort.postMessage('ping'));
 ws.on('close', () => parentPort.postMessage('closed'));
-parentPort.on('message', (m) => (m === 'pong' ? ws.pong() : ws._socket.pause()));
+ws.on('message', (data) => parentPort.postMessage(data.length));
+const open = new Promise((r) => ws.once('open', r));
+parentPort.on('message', async (m) => {
+  await open;
+  if (m === 'pong') ws.pong();
+  else if (m === 'mute') ws._socket.pause();
+  else trickle(ws._socket);
+});
+// Reads one chunk, then nothing for 10 ms: a node busy with other work, reading its maps slowly.
+function trickle(socket) {
+  socket.on('data', () => {
+    socket.pause();
+    setTimeout(() => socket.resume(), 10);
+  });
+}
 `;
 
 const INTERVAL_MS = 100;
@@ -21,6 +35,8 @@ const INTERVAL_MS = 100;
 interface Peer {
   worker: Worker;
   pings: number;
+  /** Bytes of messages it has read. */
+  read: number;
   closed: boolean;
   server: WebSocket;
 }
@@ -32,11 +48,16 @@ afterEach(async () => {
 });
 
 /** A server socket under keepAlive, its peer on a worker thread; `onPing` runs on each ping the peer sees. */
-async function connect(onPing: (peer: Peer) => void): Promise<{ peer: Peer; dead: () => number }> {
+async function connect(
+  onPing: (peer: Peer) => void,
+  intervalMs = INTERVAL_MS,
+): Promise<{ peer: Peer; dead: () => number }> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await new Promise((r) => wss.once('listening', r));
   cleanup.push(() => new Promise((r) => wss.close(() => r(undefined))));
-  const accepted = new Promise<WebSocket>((r) => wss.once('connection', r));
+  const accepted = new Promise<[WebSocket, Socket]>((r) =>
+    wss.once('connection', (ws, req) => r([ws, req.socket])),
+  );
   const worker = new Worker(PEER, {
     eval: true,
     workerData: { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}` },
@@ -44,12 +65,13 @@ async function connect(onPing: (peer: Peer) => void): Promise<{ peer: Peer; dead
   cleanup.push(async () => {
     await worker.terminate();
   });
-  const server = await accepted;
+  const [server, tcp] = await accepted;
   let deaths = 0;
-  const stop = keepAlive(server, INTERVAL_MS, () => deaths++);
+  const stop = keepAlive(server, tcp, intervalMs, () => deaths++);
   server.on('close', stop);
-  const peer: Peer = { worker, pings: 0, closed: false, server };
+  const peer: Peer = { worker, pings: 0, read: 0, closed: false, server };
   worker.on('message', (m) => {
+    if (typeof m === 'number') peer.read += m;
     if (m === 'closed') peer.closed = true;
     if (m === 'ping') {
       peer.pings++;
@@ -91,5 +113,30 @@ describe('keepAlive', () => {
   it('drops a peer that stops answering', async () => {
     const { peer, dead } = await connect((p) => p.worker.postMessage(p.pings <= 2 ? 'pong' : 'mute'));
     await until('dropped', () => dead() === 1 && peer.server.readyState === WebSocket.CLOSED);
+  });
+
+  // 16 MiB queued at once, as a whole map is: more than the kernel takes, so each ping waits behind
+  // what is left of it. The peer reads a few MiB a second: for several pings of 500 ms.
+  const BACKLOG_MIB = 16;
+  const queueBacklog = (server: WebSocket) => {
+    for (let i = 0; i < BACKLOG_MIB * 16; i++) server.send(Buffer.alloc(64 * 1024, 0x61));
+  };
+
+  it('keeps a peer that is still reading what it was sent, its pings queued behind it', async () => {
+    const { peer, dead } = await connect(() => {}, 500);
+    peer.worker.postMessage('trickle');
+    queueBacklog(peer.server);
+    // Never a pong: without one, a peer that takes none of our bytes is dropped at the second ping's turn.
+    await until('three pings read', () => peer.pings >= 3 || dead() > 0, 30_000);
+    expect(dead()).toBe(0);
+    expect(peer.read).toBeGreaterThan(0);
+  });
+
+  it('drops a peer that neither reads nor answers, with bytes waiting for it', async () => {
+    const { peer, dead } = await connect(() => {});
+    peer.worker.postMessage('mute');
+    queueBacklog(peer.server);
+    await until('dropped', () => dead() === 1 && peer.server.readyState === WebSocket.CLOSED);
+    expect(peer.pings).toBe(0);
   });
 });

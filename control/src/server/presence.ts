@@ -183,7 +183,10 @@ export class Presence {
     );
   }
 
-  /** The stream ended (the hub told the peers); reading the node again brings them its last-seen time. */
+  /**
+   * The stream ended (the hub has let it go): reading the node again tells its peers it is offline,
+   * with its last seen, in one change (see NetmapHub.disconnect).
+   */
   async disconnected(nodeId: string): Promise<void> {
     if (this.ended?.ids.has(nodeId)) return; // written by close()
     const stream = this.streams.get(nodeId);
@@ -193,8 +196,7 @@ export class Presence {
         this.store.nodeDisconnected(nodeId, this.replica, stream, new Date(this.clock())),
       );
     } finally {
-      // Even when the write failed: the hub's record may still say another replica (the previous
-      // run) streams the node, and only a reload tells its peers it is offline.
+      // Even when the write failed: only the reload tells its peers it is offline.
       await this.sync.refreshNodes([nodeId]);
     }
   }

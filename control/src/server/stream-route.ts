@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { MACHINE_AUTH_HEADER, STREAM_PATH, StreamClientMessage } from '@weft/protocol';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import WebSocket from 'ws';
@@ -92,7 +93,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
       });
       // Superseded while it waited: a newer upgrade of the node is open (once that one has closed,
       // this one may serve the node).
-      openStream(ctx, socket, node, () => (newest.get(node.id) ?? arrival) > arrival);
+      openStream(ctx, socket, req.socket, node, () => (newest.get(node.id) ?? arrival) > arrival);
     },
   );
 }
@@ -100,6 +101,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
 function openStream(
   ctx: ControlContext,
   socket: WebSocket,
+  tcp: Socket,
   node: NodeRecord,
   superseded: () => boolean,
 ): void {
@@ -158,7 +160,7 @@ function openStream(
     }
   });
 
-  const stopPings = keepAlive(socket, ctx.pingIntervalMs, () =>
+  const stopPings = keepAlive(socket, tcp, ctx.pingIntervalMs, () =>
     log.info(`stream ${node.name}: no pong, dropping`),
   );
 
@@ -175,7 +177,8 @@ function openStream(
           sender.close();
           // A stream replaced by the node's newer one (on this replica) is no disconnect: the newer
           // stream's presence row must stay, or peers see it offline and an ephemeral node is swept.
-          const current = hub.disconnect(session);
+          // Its peers are told at the last-seen write's reload, offline and last seen at once.
+          const current = hub.disconnect(session, true);
           log.info(`stream ${node.name}: closed`);
           if (current) background.run(`last seen of ${node.name}`, () => presence.disconnected(node.id));
           resolve();

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH } from '@weft/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { NetmapHub } from '../netmap/hub.js';
 import { NetmapSync } from '../netmap/sync.js';
 import {
   cleanupAll,
@@ -154,6 +155,26 @@ describe('the netmap stream', () => {
     await s.until('closed', (c) => c.closed !== null);
     expect(s.closed?.code).toBe(1008);
     expect(s.closed?.reason).toMatch(/endpoints/);
+  });
+
+  it('tells the peers of a closed stream once: offline and its last seen in one change', async () => {
+    const t = await startTestControl();
+    const { a, b } = await twoNodes(t);
+    const sa = await a.stream();
+    const sb = await b.stream();
+    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    // Each propagation walks every watcher of the node (every stream, under allow-all).
+    const propagate = vi.spyOn(NetmapHub.prototype as unknown as { propagate: () => void }, 'propagate');
+    const before = sa.messages.length;
+    sb.ws.close();
+    await sa.until('b offline with last seen', (c) => {
+      const peer = c.netmap?.peers.find((p) => p.name === 'b');
+      return peer?.online === false && peer.lastSeen !== null;
+    });
+    expect(propagate).toHaveBeenCalledTimes(1);
+    expect(sa.messages.slice(before)).toEqual([
+      { type: 'delta', peersUpserted: [expect.objectContaining({ name: 'b', online: false })] },
+    ]);
   });
 
   it('drops a stream that stops answering pings', async () => {

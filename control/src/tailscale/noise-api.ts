@@ -231,7 +231,8 @@ function streamMap(
           clearInterval(ticker);
           sender.close();
           // Only the node's current stream: a replaced one leaves the newer stream's presence alone.
-          if (hub.disconnect(session))
+          // Its peers are told at the last-seen write's reload, offline and last seen at once.
+          if (hub.disconnect(session, true))
             background.run(`last seen of ${node.name}`, () => ctx.presence.disconnected(node.id));
           resolve();
         }),
