@@ -24,6 +24,12 @@ export interface SentView {
 /** The token's format: a node holding a token of another format simply does not match. */
 const TOKEN_FORMAT = '1';
 
+/** A token: the format, the count of views, then the lanes' sums in hex. */
+function tokenText(count: number, sum: Uint32Array): string {
+  const hex = (lane: number) => lane.toString(16).padStart(8, '0');
+  return `${TOKEN_FORMAT}.${count}.${hex(sum[0] as number)}${hex(sum[1] as number)}`;
+}
+
 /** `view`'s 64-bit hash as two 32-bit lanes: sha-256 of its JSON, truncated. */
 export function viewHash(view: SentView): readonly [number, number] {
   if (view.hash === undefined) {
@@ -154,9 +160,27 @@ export class SentRecord {
    * format. Equal tokens name the same views (a peer's view carries its id, so the same peers too).
    */
   token(): string {
-    const hex = (lane: number) => lane.toString(16).padStart(8, '0');
-    this.tokenText ??= `${TOKEN_FORMAT}.${this.count}.${hex(this.sum[0] as number)}${hex(this.sum[1] as number)}`;
+    this.tokenText ??= tokenText(this.count, this.sum);
     return this.tokenText;
+  }
+
+  /** The token this record would have with `slot` holding `view` (null: not holding it). */
+  tokenWith(slot: number, view: SentView | null): string {
+    const sum = new Uint32Array(this.sum);
+    let count = this.count;
+    const i = this.find(slot);
+    if (i >= 0) {
+      sum[0] = (sum[0] as number) - (this.hashes[2 * i] as number);
+      sum[1] = (sum[1] as number) - (this.hashes[2 * i + 1] as number);
+      count--;
+    }
+    if (view !== null) {
+      const [a, b] = viewHash(view);
+      sum[0] = (sum[0] as number) + a;
+      sum[1] = (sum[1] as number) + b;
+      count++;
+    }
+    return tokenText(count, sum);
   }
 
   /** A record of its own with the same content, to change apart from this one. */
