@@ -694,6 +694,22 @@ describe('NetmapHub under a policy that lists peers', () => {
       expect(stream.reconnect(grouped).messages[0]?.type).toBe('full');
     });
 
+    it('forms a group under any key, the empty one too: its members share one record and one token', () => {
+      const empty: VisibilityPolicy = {
+        visibilityOf: (n) => ({
+          canSee: (p) => p.id !== n.id,
+          packetFilter: ALLOW_ALL,
+          shared: { key: '', canSee: () => true },
+        }),
+        affectedBy: () => new Set(),
+      };
+      const hub = new NetmapHub(empty, ['100.64.0.0/10']);
+      const nodes = Array.from({ length: 4 }, (_, i) => node(i + 1));
+      hub.update(nodes);
+      const members = live(hub, nodes);
+      expect(new Set(members.map((m) => m.token)).size).toBe(1);
+    });
+
     for (const policy of [null, 'per-person'] as const) {
       it(`resumes every node after a restart with nothing changed (${policy ?? 'allow-all'})`, () => {
         const people = ['alice', 'bob', 'carol'];

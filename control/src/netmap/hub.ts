@@ -631,13 +631,13 @@ export class NetmapHub {
     }
     if (own) {
       sub.session.send({ type: 'full', netmap: this.fullMap(self, sub.visibility, sub.sent) });
-      if (form) this.formGroup(sub, form);
+      if (typeof form === 'string') this.formGroup(sub, form);
       return;
     }
     const peers: Buffer[] = [];
     const netmap = this.fullMap(self, sub.visibility, sub.sent, peers);
     // Its token is its record's once the group it forms holds its members' own slots.
-    if (form) this.formGroup(sub, form);
+    if (typeof form === 'string') this.formGroup(sub, form);
     const token = tokenOf();
     if (token === mapToken) {
       this.resume(sub, self, token as string);
