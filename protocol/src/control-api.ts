@@ -159,8 +159,6 @@ function sameText(expected: string, given: string): boolean {
 
 const unb64 = (text: string): Uint8Array => new Uint8Array(Buffer.from(text, 'base64'));
 
-export const STREAM_PATH = '/machine/stream';
-
 /** How long a node waits between stream attempts: jittered back-off (backoffDelayMs) from 500 ms to 15 s. */
 export const STREAM_RETRY = { baseMs: 500, capMs: 15_000 } as const;
 

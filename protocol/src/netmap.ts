@@ -77,11 +77,46 @@ export const NetMap = z.strictObject({
 });
 export type NetMap = z.infer<typeof NetMap>;
 
-/** Control → node over the stream: a full map first, then changes as they happen. */
+/**
+ * What a node holds of its peers, as control named it: an order-independent digest of their views,
+ * with its format's version first, so a token of another format simply does not match. Control
+ * sends it with a message after which the node's peers are what control recorded; the node keeps
+ * the latest message's (none: it holds none) and gives it when it opens its next stream, and control
+ * then sends `resume` instead of a whole map when it would send the same peers.
+ */
+export const MapToken = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z0-9._-]+$/, 'must be letters, digits, ".", "_" or "-"');
+export type MapToken = z.infer<typeof MapToken>;
+
+export const STREAM_PATH = '/machine/stream';
+
+/** The stream URL's query: the token of the map the node holds, when it holds one. */
+export const StreamQuery = z.strictObject({ mapToken: MapToken.optional() });
+export type StreamQuery = z.infer<typeof StreamQuery>;
+
+/** The stream's path for a node holding `mapToken` (signed as it is: the signature covers the query). */
+export function streamPath(mapToken: string | null): string {
+  return mapToken === null ? STREAM_PATH : `${STREAM_PATH}?mapToken=${encodeURIComponent(mapToken)}`;
+}
+
+/**
+ * Control → node over the stream: a whole map (or `resume`) first, then changes as they happen.
+ * `mapToken` is the first key after `type`, so a reader can take it from a message's head.
+ */
 export const StreamServerMessage = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('full'), netmap: NetMap }),
+  z.strictObject({ type: z.literal('full'), mapToken: MapToken.optional(), netmap: NetMap }),
+  /** The node's peers are what it holds (its token matched): the rest of a whole map, fresh. */
+  z.strictObject({
+    type: z.literal('resume'),
+    mapToken: MapToken,
+    netmap: NetMap.omit({ peers: true }),
+  }),
   z.strictObject({
     type: z.literal('delta'),
+    mapToken: MapToken.optional(),
     self: NodeView.optional(),
     peersUpserted: z.array(NodeView).optional(),
     peersRemoved: z.array(z.string()).optional(),
@@ -109,6 +144,8 @@ export type StreamClientMessage = z.infer<typeof StreamClientMessage>;
 export function applyStreamMessage(current: NetMap | null, msg: StreamServerMessage): NetMap | null {
   if (msg.type === 'full') return msg.netmap;
   if (msg.type === 'logout' || current === null) return current;
+  // Control matched the token of the peers held: they stay, everything else is as sent.
+  if (msg.type === 'resume') return { ...msg.netmap, peers: current.peers };
   const removed = new Set(msg.peersRemoved ?? []);
   const upserted = new Map((msg.peersUpserted ?? []).map((p) => [p.id, p]));
   const peers = current.peers.filter((p) => !removed.has(p.id) && !upserted.has(p.id));
@@ -120,4 +157,12 @@ export function applyStreamMessage(current: NetMap | null, msg: StreamServerMess
     packetFilter: msg.packetFilter ?? current.packetFilter,
     ...(msg.dns || current.dns ? { dns: msg.dns ?? current.dns } : {}),
   };
+}
+
+/**
+ * The token a node holds after `msg`: the message's own, or none (its peers may no longer be what
+ * control recorded, so a resume must not be asked for).
+ */
+export function mapTokenAfter(msg: StreamServerMessage): string | null {
+  return msg.type === 'logout' ? null : (msg.mapToken ?? null);
 }

@@ -5,8 +5,9 @@ import type { ReplayWindow } from './replay-window.js';
 
 /**
  * Checks the machine-key signature of a control request, and that it is not a replay, and returns
- * the machine's public key. `path` excludes the query string: nothing control reads comes from it,
- * so nothing unsigned matters.
+ * the machine's public key. The signed path excludes the query string unless `signedQuery`: a route
+ * that reads its query (the netmap stream's map token) has it signed; the others read nothing from
+ * it, so nothing unsigned matters.
  */
 export function authenticateMachine(args: {
   header: string | string[] | undefined;
@@ -15,12 +16,13 @@ export function authenticateMachine(args: {
   method: string;
   url: string;
   body: string;
+  signedQuery?: boolean;
 }): string {
   const result = verifyMachineRequest({
     header: typeof args.header === 'string' ? args.header : undefined,
     controlPrivateKey: args.controlPrivateKey,
     method: args.method,
-    path: args.url.split('?')[0] ?? '',
+    path: args.signedQuery === true ? args.url : (args.url.split('?')[0] ?? ''),
     body: args.body,
     secret: (machineKey) => x25519SharedBase64(args.controlPrivateKey, machineKey),
   });

@@ -15,6 +15,7 @@ import {
   STREAM_PATH,
   STREAM_RETRY,
   streamHandshakeTimeoutMs,
+  streamPath,
 } from '@weft/protocol';
 import { cpuSeconds, rssBytes } from '@weft/protocol/proc';
 import pg from 'pg';
@@ -54,6 +55,9 @@ import {
 // come from many addresses, so the per-address registration limit applies as it would.
 
 const EVENT_TIMEOUT_MS = 120_000;
+/** A message's head: its type and token (MapToken: at most 64 characters) come first. */
+const HEAD_BYTES = 128;
+const MESSAGE_HEAD = /^\{"type":"(\w+)"(?:,"mapToken":"([A-Za-z0-9._-]+)")?/;
 const BACK_TIMEOUT_MS = 300_000;
 const STALL_MS = 60_000;
 /** No message on any stream for this long: the connect's fan-out has ended. */
@@ -128,8 +132,12 @@ interface Node {
   ws: WebSocket | null;
   /** Replica index this node tries first; it moves on when that one is gone. */
   prefer: number;
-  /** Set when the latest connection's full map arrived. */
-  fullAt: number;
+  /** Set when the latest connection's map arrived: a whole map, or a resume of the one it holds. */
+  mapAt: number;
+  /** The latest connection began with a resume (its token matched), not a whole map. */
+  resumed: boolean;
+  /** The token of the map it holds (the latest message's, read from its head), given on reconnect. */
+  mapToken: string | null;
   generation: number;
   /** Upgrades in a row that control did not answer in time (the engine's streamHandshakeTimeoutMs). */
   timeouts: number;
@@ -214,7 +222,7 @@ type Delta = {
 /** Why connect attempts failed since the counters were last reset (the restart's herd). */
 interface Attempts {
   started: number;
-  /** Attempts that ended without a full map, by the error's code or the HTTP status. */
+  /** Attempts that ended without their map (whole or resumed), by the error's code or the HTTP status. */
   failed: Map<string, number>;
   /** Back-off waits started, and their total. */
   waits: number;
@@ -247,8 +255,10 @@ class Load {
       this.retry(node, attempt);
       return;
     }
-    const sig = signed(node, this.controlKey, 'GET', STREAM_PATH, '');
-    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${STREAM_PATH}`, {
+    // As the engine: the token of the map it holds, so control can resume it.
+    const path = streamPath(node.mapToken);
+    const sig = signed(node, this.controlKey, 'GET', path, '');
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${path}`, {
       headers: { [MACHINE_AUTH_HEADER]: sig },
       localAddress: node.source,
       perMessageDeflate: false,
@@ -277,19 +287,23 @@ class Load {
     });
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
-      // must keep up with N of them on a restart.
-      const head = data.subarray(0, 16).toString();
+      // must keep up with N of them on a restart. Its type and token are the head's first keys.
+      const head = data.subarray(0, HEAD_BYTES).toString();
+      const [, type, token] = MESSAGE_HEAD.exec(head) ?? [];
       this.lastMessageAt = performance.now();
       if (node.generation === generation) {
-        if (node.messages++ === 0) node.firstHead = head;
+        if (node.messages++ === 0) node.firstHead = head.slice(0, 16);
       }
-      if (head.includes('"full"')) {
-        node.fullAt = performance.now();
+      // As the engine: a message without a token leaves none (its peers may not be control's record).
+      node.mapToken = token ?? null;
+      if (type === 'full' || type === 'resume') {
+        node.mapAt = performance.now();
+        node.resumed = type === 'resume';
         attempt = 0;
         return;
       }
       // A deleted node's stream says so and closes; retrying, it was refused (401) until the run ended.
-      if (head.includes('"logout"')) node.loggedOut = true;
+      if (type === 'logout') node.loggedOut = true;
       const ev = this.event;
       if (ev === null || ev.times.has(node.index)) return;
       const msg = JSON.parse(data.toString()) as Delta;
@@ -307,8 +321,8 @@ class Load {
     ws.on('close', () => {
       clearTimeout(handshake);
       if (this.stopping || node.generation !== generation || node.loggedOut) return;
-      if (node.fullAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
-      node.fullAt = 0;
+      if (node.mapAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
+      node.mapAt = 0;
       this.retry(node, attempt);
     });
   }
@@ -361,13 +375,13 @@ class Load {
       );
   }
 
-  /** Waits until every node of `which` (default: all) has had a full map since `since`. */
+  /** Waits until every node of `which` (default: all) has had its map (whole or resumed) since `since`. */
   allBack(since: number, which: readonly Node[] = this.nodes): Promise<number> {
     // Ends early when none has come back for STALL_MS: a stuck herd says who is missing, not a timeout.
     let back = -1;
     let movedAt = performance.now();
     return waitFor(() => {
-      const now = which.filter((n) => n.fullAt > since).length;
+      const now = which.filter((n) => n.mapAt > since).length;
       if (now !== back) {
         back = now;
         movedAt = performance.now();
@@ -462,7 +476,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
       source: sourceOf(i),
       ws: null,
       prefer: i % args.replicas,
-      fullAt: 0,
+      mapAt: 0,
+      resumed: false,
+      mapToken: null,
       generation: 0,
       timeouts: 0,
       loggedOut: false,
@@ -603,9 +619,10 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
     const sinceTermMs = performance.now() - t;
     console.log(`  reconnects      ${attemptsLine(live.attempts)}`);
-    const dropped = stayed.filter((x) => x.fullAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
+    const dropped = stayed.filter((x) => x.mapAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
+    const resumed = cut.filter((x) => x.resumed).length;
     console.log(
-      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with a full map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}`,
+      `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with their map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}; ${resumed} resumed, ${cut.length - resumed} sent a whole map`,
     );
     if (args.replicas > 1) {
       const landed = urls().map((u, r) => `replica ${r} ${cut.filter((x) => x.url === u).length}`);
@@ -646,7 +663,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
 }
 
 /**
- * Prints, every 5 s until stopped, how many of `cut` have their full map again since `since`, and
+ * Prints, every 5 s until stopped, how many of `cut` have their map again (whole or resumed) since `since`, and
  * the CPU that control (the newest replica) and this load process used in that interval.
  */
 function herdTimeline(
@@ -677,7 +694,7 @@ function herdTimeline(
     const wall = (at - last.at) / 1000;
     const used = pid === last.pid ? control - last.control : control;
     const loadUsed = process.cpuUsage(last.load);
-    const back = cut.filter((n) => n.fullAt > since).length;
+    const back = cut.filter((n) => n.mapAt > since).length;
     stalled = back === lastBack && back < cut.length ? stalled + 1 : 0;
     lastBack = back;
     if (stalled === 2) console.log(notBack(cut, since, urls()));
@@ -689,11 +706,11 @@ function herdTimeline(
   return { stop: () => clearInterval(timer) };
 }
 
-/** The nodes of `cut` without a full map since `since`, by the state of their latest connection. */
+/** The nodes of `cut` without their map since `since`, by the state of their latest connection. */
 function notBack(cut: readonly Node[], since: number, live: string[]): string {
   const groups = new Map<string, Node[]>();
   for (const n of cut) {
-    if (n.fullAt > since) continue;
+    if (n.mapAt > since) continue;
     const where = live.indexOf(n.url);
     const key = `replica ${where === -1 ? 'gone' : where} ws ${n.ws?.readyState} upgraded ${n.upgraded} messages ${n.messages} first ${JSON.stringify(n.firstHead)} loggedOut ${n.loggedOut} timeouts ${n.timeouts}`;
     groups.set(key, [...(groups.get(key) ?? []), n]);

@@ -1,4 +1,4 @@
-import { applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
+import { applyStreamMessage, mapTokenAfter, type NetMap, type StreamServerMessage } from '@weft/protocol';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { parsePolicy } from '../policy/index.js';
@@ -19,6 +19,9 @@ import type { Visibility, VisibilityPolicy } from './visibility.js';
 // wrongly leaves a node stale (the comparison fails), one that forgot resends views the node already
 // has (counted below: an unbatched hub must send none). Nodes also fall behind (backlogged) and are
 // resynced, which replaces their record with a whole map's.
+// Nodes also reconnect with the token of the map they hold (a stream replaced, or control restarted:
+// a new hub on the same rows), and are sent `resume` when control would send the peers they hold: a
+// token that named peers the node did not hold would leave it stale, and the comparison fails.
 
 const REPLICA = 'r1';
 const PEOPLE = ['alice', 'bob', 'carol'];
@@ -140,9 +143,14 @@ class RolePolicy implements VisibilityPolicy {
   }
 }
 
+/** Resumes sent in the current property's runs: the property must see some. */
+let resumes = 0;
+
 /** A session that keeps the netmap as the node would, from the messages it was sent. */
 class Session implements StreamSession {
   netmap: NetMap | null = null;
+  /** The token of the map it holds (the latest message's). */
+  token: string | null = null;
   closed = false;
   /** Its transport holds too much: the hub must hold deltas back until resync. */
   backlog = false;
@@ -158,7 +166,11 @@ class Session implements StreamSession {
       if (JSON.stringify(held) === JSON.stringify(view)) this.resent++;
     }
     // What the node reads is the bytes (a whole map's may be its class's, put together earlier).
-    this.netmap = applyStreamMessage(this.netmap, JSON.parse(wireText(m)) as StreamServerMessage);
+    const read = JSON.parse(wireText(m)) as StreamServerMessage;
+    if (read.type === 'resume') expect(this.netmap, `${this.nodeId} resumed holding no map`).not.toBeNull();
+    if (read.type === 'resume') resumes++;
+    this.netmap = applyStreamMessage(this.netmap, read);
+    this.token = mapTokenAfter(read);
   }
   close() {
     this.closed = true;
@@ -176,6 +188,10 @@ type Op =
   | { kind: 'expire'; i: number }
   | { kind: 'connect'; i: number }
   | { kind: 'disconnect'; i: number }
+  /** The node's stream again, with the map and token it holds (control sees it before the close). */
+  | { kind: 'reconnect'; i: number }
+  /** Control restarts: a new hub on the same rows, every node reconnecting with its map and token. */
+  | { kind: 'restart' }
   /** The node's transport backs up, or (when it had) drains and is resynced. */
   | { kind: 'backlog'; i: number }
   /** A batched hub sends what it holds (the next event-loop turn in control). */
@@ -212,6 +228,9 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('connect' as const), i: index }),
   fc.record({ kind: fc.constant('disconnect' as const), i: index }),
+  fc.record({ kind: fc.constant('reconnect' as const), i: index }),
+  fc.record({ kind: fc.constant('reconnect' as const), i: index }),
+  fc.record({ kind: fc.constant('restart' as const) }),
   fc.record({ kind: fc.constant('backlog' as const), i: index }),
   fc.record({ kind: fc.constant('flush' as const) }),
   fc.record({ kind: fc.constant('presence' as const) }),
@@ -258,9 +277,12 @@ function makeHub(
   replica: string | null,
   schedule?: (flush: () => void) => void,
   holdPresence?: (release: () => void) => void,
-): NetmapHub {
+  /** The policy a restarted hub keeps deciding with (its rows, its policy). */
+  keep?: VisibilityPolicy,
+) {
   let visibility: VisibilityPolicy;
-  if (policy === ROLES_POLICY) visibility = new RolePolicy();
+  if (keep !== undefined) visibility = keep;
+  else if (policy === ROLES_POLICY) visibility = new RolePolicy();
   else {
     const compiled = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
     if (policy !== null) compiled.setPolicy(parsePolicy(policy));
@@ -295,12 +317,17 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
   const release = () => {
     for (let r = releases.shift(); r !== undefined; r = releases.shift()) r();
   };
-  const { hub, visibility } = makeHub(
-    policy,
-    REPLICA,
-    batched ? (f) => flushes.push(f) : undefined,
-    mode === 'presence held' ? (r) => releases.push(r) : undefined,
-  );
+  const hubOf = (replica: string, keep?: VisibilityPolicy) =>
+    makeHub(
+      policy,
+      replica,
+      batched ? (f) => flushes.push(f) : undefined,
+      mode === 'presence held' ? (r) => releases.push(r) : undefined,
+      keep,
+    );
+  let { hub, visibility } = hubOf(REPLICA);
+  /** The replica the hub is: each restart is a new one, the rows of the last still online. */
+  let replica = REPLICA;
   // The full reload after each change; online is what the rows say.
   const { hub: reference, visibility: referenceVisibility } = makeHub(policy, null);
   const sessions = new Map<string, Session>();
@@ -328,6 +355,27 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
     }
     if (o.kind === 'presence') {
       release();
+      continue;
+    }
+    if (o.kind === 'restart') {
+      // What the old hub had not flushed is lost with it; its streams end (rows stay: online).
+      flushes.length = 0;
+      releases.length = 0;
+      replica = `${REPLICA}-${clock}`;
+      ({ hub } = hubOf(replica, visibility));
+      hub.update([...db.values()]);
+      for (const [sid, old] of sessions) {
+        const session = new Session(sid);
+        session.netmap = old.netmap;
+        sessions.set(sid, session);
+        if (!hub.has(sid)) {
+          sessions.delete(sid);
+          continue;
+        }
+        hub.connect(session, old.token ?? undefined);
+        write(sid, { streamedBy: replica });
+      }
+      reference.update([...db.values()]);
       continue;
     }
     if (o.kind === 'rows') {
@@ -385,13 +433,16 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
       case 'expire':
         write(id, { keyExpiry: '2026-01-01T00:00:00.000Z', streamedBy: null });
         break;
-      case 'connect': {
-        if (!hub.has(id) || sessions.has(id)) continue;
+      case 'connect':
+      case 'reconnect': {
+        const old = sessions.get(id);
+        if (!hub.has(id) || (o.kind === 'connect') !== (old === undefined)) continue;
         const session = new Session(id);
-        hub.connect(session);
+        session.netmap = old?.netmap ?? null;
+        hub.connect(session, old?.token ?? undefined);
         sessions.set(id, session);
         // Presence writes the row without a reload (the hub already told the peers).
-        write(id, { streamedBy: REPLICA });
+        write(id, { streamedBy: replica });
         reference.update([...db.values()]);
         continue;
       }
@@ -432,10 +483,12 @@ describe('NetmapHub.apply', () => {
       const name = `${kind}${mode === 'at once' ? '' : `, ${mode}`}`;
       const ops = policy === ROLES_POLICY ? roleOp : op;
       it(`leaves every node the map a full load gives (${name})`, () => {
+        resumes = 0;
         fc.assert(
           fc.property(fc.array(ops, { maxLength: 60, size: 'max' }), (list) => check(policy, mode, list)),
           { numRuns: 300 },
         );
+        expect(resumes).toBeGreaterThan(0);
       });
     }
   }

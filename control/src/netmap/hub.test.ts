@@ -1,10 +1,19 @@
-import { ALLOW_ALL, type FilterRule, type StreamServerMessage } from '@weft/protocol';
+import {
+  ALLOW_ALL,
+  applyStreamMessage,
+  type FilterRule,
+  mapTokenAfter,
+  type NetMap,
+  type StreamServerMessage,
+} from '@weft/protocol';
 import { describe, expect, it, vi } from 'vitest';
+import { parsePolicy } from '../policy/index.js';
 import type { NodeRecord } from '../tailnet/records.js';
-import { connectedHub, TEST_KEY, testNode } from '../testing/nodes.js';
+import { connectedHub, TEST_KEY, TEST_RANGES, testNode } from '../testing/nodes.js';
 import { wireText } from '../testing/wire.js';
 import { NetmapHub, type StreamSession } from './hub.js';
 import { wireOf } from './message-text.js';
+import { PolicyVisibility, wildcardSourcesOf } from './policy-visibility.js';
 import { allowAll, type VisibilityPolicy } from './visibility.js';
 
 function node(i: number, extra: Partial<NodeRecord> = {}): NodeRecord {
@@ -86,7 +95,11 @@ describe('NetmapHub', () => {
       expect(JSON.parse(sent)).toEqual(JSON.parse(JSON.stringify(full)));
       const now = JSON.parse(walked) as { netmap: { peers: { id: string; online: boolean }[] } };
       const online = now.netmap.peers.map((p) => ({ ...p, online: Number(p.id.slice(1)) < i }));
-      expect(JSON.parse(sent)).toEqual({ ...now, netmap: { ...now.netmap, peers: online } });
+      expect(JSON.parse(sent)).toEqual({
+        ...now,
+        mapToken: expect.any(String),
+        netmap: { ...now.netmap, peers: online },
+      });
     }
     // Once all are online, a member sent a whole map again (it fell behind) gets the walk's very bytes.
     const behind = Object.assign(sessions.get('n1024') as FakeSession, { backlogged: () => true });
@@ -95,7 +108,9 @@ describe('NetmapHub', () => {
     hub.resync(behind);
     const resent = behind.messages.at(-1);
     if (resent?.type !== 'full') throw new Error('no whole map on resync');
-    expect(wireText(resent)).toBe(JSON.stringify({ type: 'full', netmap: hub.snapshot('n1024') }));
+    expect(wireText(resent)).toBe(
+      JSON.stringify({ type: 'full', mapToken: resent.mapToken, netmap: hub.snapshot('n1024') }),
+    );
   });
 
   it("puts a change made between two members' connects in the second one's whole map", () => {
@@ -110,7 +125,11 @@ describe('NetmapHub', () => {
       if (full?.type !== 'full') throw new Error('no full map');
       maps.push(JSON.parse(wireText(full)));
       // As the walk over every peer puts it together, now.
-      expect(JSON.parse(wireText(full))).toEqual({ type: 'full', netmap: hub.snapshot(id) });
+      expect(JSON.parse(wireText(full))).toEqual({
+        type: 'full',
+        mapToken: expect.any(String),
+        netmap: hub.snapshot(id),
+      });
       return s;
     };
     connect('n1');
@@ -139,7 +158,11 @@ describe('NetmapHub', () => {
       hub.connect(s);
       const full = s.messages[0];
       if (full?.type !== 'full') throw new Error('no full map');
-      expect(JSON.parse(wireText(full))).toEqual({ type: 'full', netmap: hub.snapshot(id) });
+      expect(JSON.parse(wireText(full))).toEqual({
+        type: 'full',
+        mapToken: expect.any(String),
+        netmap: hub.snapshot(id),
+      });
     }
   });
 
@@ -194,6 +217,11 @@ describe('NetmapHub', () => {
     const weftFull = weft?.messages[0];
     if (ownFull?.type !== 'full' || weftFull?.type !== 'full') throw new Error('no full map');
     expect(ownFull.netmap.peers).toHaveLength(4);
+    // Nor a token: it never resumes, whatever it is asked with.
+    expect(own.messages.every((m) => !('mapToken' in m))).toBe(true);
+    const again = Object.assign(new FakeSession('n1'), { ownEncoding: true });
+    hub.connect(again, mapTokenAfter(weftFull) ?? undefined);
+    expect(again.messages[0]?.type).toBe('full');
     // No bytes were attached: its JSON is made on demand, as text.
     expect(typeof wireOf(ownFull)).toBe('string');
     expect(typeof wireOf(weftFull)).not.toBe('string');
@@ -347,12 +375,14 @@ describe('NetmapHub', () => {
     hub.connect(s2);
     expect(s1.deltas().at(-1)).toEqual({
       type: 'delta',
+      mapToken: expect.any(String),
       peersUpserted: [expect.objectContaining({ id: 'n2', online: true })],
     });
 
     hub.update([node(1), node(2, { endpoints: ['198.18.0.2:41641'] })]);
     expect(s2.deltas().at(-1)).toEqual({
       type: 'delta',
+      mapToken: expect.any(String),
       self: expect.objectContaining({ endpoints: ['198.18.0.2:41641'] }),
     });
     expect(s1.deltas().at(-1)?.peersUpserted?.[0]?.endpoints).toEqual(['198.18.0.2:41641']);
@@ -472,10 +502,20 @@ describe('NetmapHub', () => {
     for (const s of sessions) s.messages.length = 0;
     hub.update([...nodes.slice(1), node(1, { endpoints: ['203.0.113.1:41641'] })]);
     for (const s of sessions.slice(1)) {
-      expect(s.messages).toEqual([{ type: 'delta', peersUpserted: [expect.objectContaining({ id: 'n1' })] }]);
+      expect(s.messages).toEqual([
+        {
+          type: 'delta',
+          mapToken: expect.any(String),
+          peersUpserted: [expect.objectContaining({ id: 'n1' })],
+        },
+      ]);
     }
     expect(sessions[0]?.messages).toEqual([
-      { type: 'delta', self: expect.objectContaining({ endpoints: ['203.0.113.1:41641'] }) },
+      {
+        type: 'delta',
+        mapToken: expect.any(String),
+        self: expect.objectContaining({ endpoints: ['203.0.113.1:41641'] }),
+      },
     ]);
   });
 
@@ -524,5 +564,202 @@ describe('NetmapHub under a policy that lists peers', () => {
       ?.deltas()
       .flatMap((d) => (d.type === 'delta' ? (d.peersUpserted ?? []) : []));
     expect(seen?.map((p) => p.id)).toEqual(['n0']);
+  });
+
+  describe('a node that reconnects with the token of the map it holds', () => {
+    /** A node as it keeps its map: from the bytes it is sent, with the token of the latest message. */
+    class Node implements StreamSession {
+      readonly messages: StreamServerMessage[] = [];
+      netmap: NetMap | null = null;
+      token: string | null = null;
+      closed = false;
+      ownEncoding?: boolean;
+      constructor(readonly nodeId: string) {}
+      send(m: StreamServerMessage) {
+        const read = JSON.parse(wireText(m)) as StreamServerMessage;
+        if (read.type === 'resume') expect(this.netmap).not.toBeNull();
+        this.messages.push(read);
+        this.netmap = applyStreamMessage(this.netmap, read);
+        this.token = mapTokenAfter(read);
+      }
+      close() {
+        this.closed = true;
+      }
+      /** Its stream again (the old one left open, as control sees a reconnect before the close). */
+      reconnect(hub: NetmapHub, token = this.token): Node {
+        const next = new Node(this.nodeId);
+        next.netmap = this.netmap;
+        hub.connect(next, token ?? undefined);
+        return next;
+      }
+    }
+    const peersOf = (map: NetMap | null | undefined) =>
+      [...(map?.peers ?? [])].sort((a, b) => a.id.localeCompare(b.id));
+    const live = (hub: NetmapHub, nodes: NodeRecord[]) =>
+      nodes.map((n) => {
+        const s = new Node(n.id);
+        hub.connect(s);
+        return s;
+      });
+
+    it('is sent resume when nothing changed, keeps its peers, and then follows the deltas', () => {
+      const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+      const nodes = Array.from({ length: 4 }, (_, i) => node(i + 1));
+      hub.update(nodes);
+      const [n1] = live(hub, nodes) as Node[];
+      if (n1 === undefined) throw new Error('no node');
+      expect(n1.token).not.toBeNull();
+      const back = n1.reconnect(hub);
+      expect(back.messages.map((m) => m.type)).toEqual(['resume']);
+      expect(back.messages[0]).not.toHaveProperty('netmap.peers');
+      expect(back.netmap).toEqual(hub.snapshot('n1'));
+      hub.update([...nodes.slice(0, 2), node(3, { endpoints: ['203.0.113.3:41641'] }), ...nodes.slice(3)]);
+      expect(back.messages.at(-1)?.type).toBe('delta');
+      expect(peersOf(back.netmap)).toEqual(peersOf(hub.snapshot('n1')));
+      // And resumes again from there.
+      const third = back.reconnect(hub);
+      expect(third.messages.map((m) => m.type)).toEqual(['resume']);
+    });
+
+    it('is sent a whole map when a peer changed meanwhile, or its token is old, wrong or of another format', () => {
+      const hub = new NetmapHub(allowAll, ['100.64.0.0/10']);
+      const nodes = Array.from({ length: 4 }, (_, i) => node(i + 1));
+      hub.update(nodes);
+      const [n1] = live(hub, nodes) as Node[];
+      if (n1 === undefined) throw new Error('no node');
+      const old = n1.token;
+      hub.update([...nodes.slice(0, 3), node(4, { endpoints: ['203.0.113.4:41641'] })]);
+      expect(n1.token).not.toBe(old);
+      for (const token of [old, 'x', `2${(n1.token as string).slice(1)}`]) {
+        const back = n1.reconnect(hub, token);
+        expect(back.messages[0]?.type).toBe('full');
+        expect(back.netmap).toEqual(hub.snapshot('n1'));
+      }
+    });
+
+    it('is sent a whole map when presence held for it changed its peers, unsent', () => {
+      const releases: (() => void)[] = [];
+      const flushes: (() => void)[] = [];
+      const flush = () => {
+        for (let f = flushes.shift(); f !== undefined; f = flushes.shift()) f();
+      };
+      const hub = new NetmapHub(
+        allowAll,
+        ['100.64.0.0/10'],
+        undefined,
+        (f) => flushes.push(f),
+        (r) => releases.push(r),
+      );
+      const nodes = Array.from({ length: 3 }, (_, i) => node(i + 1));
+      hub.update(nodes);
+      const [n1, n2] = live(hub, nodes) as Node[];
+      for (const r of releases.splice(0)) r();
+      flush();
+      if (n1 === undefined || n2 === undefined) throw new Error('no node');
+      const token = n1.token;
+      expect(token).not.toBeNull();
+      // n2 goes offline: held for n1, not sent.
+      const before = n1.messages.length;
+      hub.disconnect(n2);
+      flush();
+      expect(n1.messages.length).toBe(before);
+      const back = n1.reconnect(hub, token);
+      expect(back.messages[0]?.type).toBe('full');
+      expect(peersOf(back.netmap).find((p) => p.id === 'n2')?.online).toBe(false);
+    });
+
+    it("gives a member its group's token, and a stream of its own the token of its own record", () => {
+      const nodes = Array.from({ length: 4 }, (_, i) => node(i + 1));
+      const grouped = new NetmapHub(allowAll, ['100.64.0.0/10']);
+      grouped.update(nodes);
+      const members = live(grouped, nodes);
+      // Members in step share one token (so the deltas they are sent stay one message).
+      expect(new Set(members.map((m) => m.token)).size).toBe(1);
+      // The same peers seen by streams in no group: their records do not hold themselves.
+      const alone: VisibilityPolicy = {
+        visibilityOf: (n) => ({ canSee: (p) => p.id !== n.id, packetFilter: ALLOW_ALL }),
+        affectedBy: () => new Set(),
+      };
+      const loose = new NetmapHub(alone, ['100.64.0.0/10']);
+      loose.update(nodes);
+      const streams = live(loose, nodes);
+      expect(new Set(streams.map((m) => m.token)).size).toBe(4);
+      const [member] = members;
+      const [stream] = streams;
+      if (member === undefined || stream === undefined) throw new Error('no node');
+      expect(peersOf(member.netmap)).toEqual(peersOf(stream.netmap));
+      expect(member.token).not.toBe(stream.token);
+      expect(stream.reconnect(loose).messages[0]?.type).toBe('resume');
+      expect(member.reconnect(loose).messages[0]?.type).toBe('full');
+      expect(stream.reconnect(grouped).messages[0]?.type).toBe('full');
+    });
+
+    it('forms a group under any key, the empty one too: its members share one record and one token', () => {
+      const empty: VisibilityPolicy = {
+        visibilityOf: (n) => ({
+          canSee: (p) => p.id !== n.id,
+          packetFilter: ALLOW_ALL,
+          shared: { key: '', canSee: () => true },
+        }),
+        affectedBy: () => new Set(),
+      };
+      const hub = new NetmapHub(empty, ['100.64.0.0/10']);
+      const nodes = Array.from({ length: 4 }, (_, i) => node(i + 1));
+      hub.update(nodes);
+      const members = live(hub, nodes);
+      expect(new Set(members.map((m) => m.token)).size).toBe(1);
+    });
+
+    for (const policy of [null, 'per-person'] as const) {
+      it(`resumes every node after a restart with nothing changed (${policy ?? 'allow-all'})`, () => {
+        const people = ['alice', 'bob', 'carol'];
+        const nodes = Array.from({ length: 30 }, (_, i) =>
+          testNode(
+            i + 1,
+            i % 10 === 0 ? null : { name: people[i % 3] as string, email: `${people[i % 3]}@example.com` },
+            i % 10 === 0 ? { tags: ['tag:server'] } : {},
+          ),
+        );
+        const hubOf = (replica: string) => {
+          const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
+          if (policy !== null)
+            visibility.setPolicy(
+              parsePolicy(`{
+                "tagOwners": { "tag:server": ["alice@example.com"] },
+                "acls": [
+                  { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"] },
+                  { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:443"] },
+                ],
+              }`),
+            );
+          const hub = new NetmapHub(visibility, TEST_RANGES);
+          hub.replica = replica;
+          return hub;
+        };
+        const before = hubOf('r1');
+        before.update(nodes);
+        const held = live(before, nodes);
+        expect(held.every((s) => s.token !== null)).toBe(true);
+        // The restarted control: the previous run's rows keep every node online.
+        const after = hubOf('r2');
+        after.update(nodes.map((n) => ({ ...n, streamedBy: 'r1', lastSeen: '2026-06-01T00:00:00.000Z' })));
+        const back = held.map((s) => s.reconnect(after));
+        expect(back.map((s) => s.messages[0]?.type)).toEqual(back.map(() => 'resume'));
+        // The peers they held, in the order they held them.
+        for (const s of back) {
+          const snapshot = after.snapshot(s.nodeId);
+          expect({ ...s.netmap, peers: peersOf(s.netmap) }).toEqual({
+            ...snapshot,
+            peers: peersOf(snapshot),
+          });
+        }
+        // They still follow what changes.
+        after.apply(
+          ['n2'],
+          [{ ...(nodes[1] as NodeRecord), endpoints: ['203.0.113.2:41641'], streamedBy: 'r1' }],
+        );
+        for (const s of back) expect(peersOf(s.netmap)).toEqual(peersOf(after.snapshot(s.nodeId)));
+      });
+    }
   });
 });

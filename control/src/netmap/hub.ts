@@ -83,6 +83,8 @@ interface CachedView {
   bytes?: Buffer;
   /** Which version of a node's shared view this is; 0 for a view built for one viewer. */
   seq: number;
+  /** Its JSON's hash, made when a record first holds it (see SentRecord.token). */
+  hash?: readonly [number, number];
 }
 
 /**
@@ -177,12 +179,14 @@ function identityOf(node: NodeRecord): string {
 /** Primaries in a fixed order: which router was met first does not make them move. */
 const primariesKey = (primaries: ReadonlyMap<string, string>) => JSON.stringify([...primaries].sort());
 
-/** What every whole map's bytes start with, before self's JSON (see sendFull). */
-const FULL_HEAD = Buffer.from('{"type":"full","netmap":{"self":');
+/** What a whole map's bytes start with, before self's JSON (see sendFull); its token first. */
+const fullHead = (mapToken: string | undefined) =>
+  Buffer.from(`{"type":"full",${mapToken === undefined ? '' : `"mapToken":"${mapToken}",`}"netmap":{"self":`);
 const PEERS_HEAD = Buffer.from(',"peers":[');
 const COMMA = Buffer.from(',');
 /** The pieces of a delta's bytes, in the order send() sets its keys (JSON.stringify's order). */
 const DELTA_HEAD = Buffer.from('{"type":"delta"');
+const DELTA_TOKEN = Buffer.from(',"mapToken":');
 const DELTA_SELF = Buffer.from(',"self":');
 const DELTA_FILTER = Buffer.from(',"packetFilter":');
 const DELTA_UPSERTED = Buffer.from(',"peersUpserted":[');
@@ -457,8 +461,12 @@ export class NetmapHub {
     return moved;
   }
 
-  /** Starts streaming to `session`: sends its full map, and tells its peers if it is now online. */
-  connect(session: StreamSession): void {
+  /**
+   * Starts streaming to `session`: sends its full map (or `resume`, when `mapToken`, the token of
+   * the map the node holds, is that of the peers it would be sent), and tells its peers if it is now
+   * online.
+   */
+  connect(session: StreamSession, mapToken?: string): void {
     const self = this.nodes.get(session.nodeId);
     if (self === undefined) throw new Error(`node ${session.nodeId} is not known`);
     const replaced = this.subscribers.get(session.nodeId);
@@ -477,7 +485,7 @@ export class NetmapHub {
     this.subscribers.set(session.nodeId, sub);
     replaced?.session.close('replaced by a newer stream');
     const change = this.refreshView(session.nodeId);
-    this.start(sub, self);
+    this.start(sub, self, mapToken);
     // A node online already (a replaced stream, a stream another replica or the previous run held)
     // changes nothing for its peers: no propagation (a restart's herd would pay for each).
     if (change)
@@ -500,18 +508,18 @@ export class NetmapHub {
   /**
    * Sends `sub` (in no group) its whole map: into its key's group when there is one, whose record
    * is what the map carries already; else the map makes its record, and the group's if it has a key.
+   * A node whose `mapToken` is the token of that record holds those peers: it is sent `resume`.
    */
-  private start(sub: Subscriber, self: NodeRecord): void {
+  private start(sub: Subscriber, self: NodeRecord, mapToken?: string): void {
     const key = sub.visibility.shared?.key;
     const group = key === undefined ? undefined : this.groups.get(key);
     if (group !== undefined) {
       this.join(sub, group);
-      this.sendFull(sub, self, false);
+      this.sendFull(sub, self, mapToken);
       return;
     }
     sub.sent = new SentRecord();
-    this.sendFull(sub, self, true);
-    if (key !== undefined) this.formGroup(sub, key);
+    this.sendFull(sub, self, mapToken, key ?? null);
   }
 
   private join(sub: Subscriber, group: Group): void {
@@ -590,38 +598,74 @@ export class NetmapHub {
     return bytes;
   }
 
-  /** Sends `sub` its whole map; records it as its record when `record` (a group's is recorded). */
-  private sendFull(sub: Subscriber, self: NodeRecord, record: boolean): void {
+  /**
+   * Sends `sub` its whole map, or `resume` when `mapToken` is its record's token. Given `form` (a key
+   * or null), the map is walked and makes `sub`'s record, then the group of the key; else `sub` is
+   * in a group, whose record the map carries already.
+   */
+  private sendFull(sub: Subscriber, self: NodeRecord, mapToken?: string, form?: string | null): void {
     // The whole map has them.
     sub.pending = null;
     sub.held = null;
     sub.selfJson = (this.views.get(self.id) as CachedView).json;
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
+    // A session with its own encoding (Tailscale's) is never given a token, nor resumed.
     const own = sub.session.ownEncoding === true;
+    const tokenOf = () => (own ? undefined : sub.sent.token());
     // A member's map is its class's: put together once (see ClassMap), not peer by peer.
-    const group = record ? null : sub.group;
+    const group = form === undefined ? sub.group : null;
     if (group !== null) {
-      const parts = own ? undefined : [Buffer.concat([FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD])];
+      const token = own ? undefined : this.joinToken(sub, group, self);
+      if (token !== undefined && token === mapToken) {
+        this.resume(sub, self, token);
+        return;
+      }
+      const parts = own
+        ? undefined
+        : [Buffer.concat([fullHead(token), Buffer.from(sub.selfJson), PEERS_HEAD])];
       const netmap = this.mapOf(self, sub.visibility, this.classPeers(group, sub, parts));
       if (parts === undefined) sub.session.send({ type: 'full', netmap });
-      else sub.session.send(withWire({ type: 'full', netmap }, [...parts, tailBytes(netmap)]));
+      else
+        sub.session.send(withWire({ type: 'full', mapToken: token, netmap }, [...parts, tailBytes(netmap)]));
       return;
     }
     if (own) {
-      sub.session.send({
-        type: 'full',
-        netmap: this.fullMap(self, sub.visibility, record ? sub.sent : undefined),
-      });
+      sub.session.send({ type: 'full', netmap: this.fullMap(self, sub.visibility, sub.sent) });
+      if (typeof form === 'string') this.formGroup(sub, form);
       return;
     }
-    const parts: Buffer[] = [FULL_HEAD, Buffer.from(sub.selfJson), PEERS_HEAD];
-    const netmap = this.fullMap(self, sub.visibility, record ? sub.sent : undefined, parts);
+    const peers: Buffer[] = [];
+    const netmap = this.fullMap(self, sub.visibility, sub.sent, peers);
+    // Its token is its record's once the group it forms holds its members' own slots.
+    if (typeof form === 'string') this.formGroup(sub, form);
+    const token = tokenOf();
+    if (token === mapToken) {
+      this.resume(sub, self, token as string);
+      return;
+    }
     // The bytes are put together from the peers' kept JSON, in JSON.stringify's order (self, peers,
     // the rest): at 10,000 nodes a mass reconnect sends millions of peer views, and serialising
     // each again (then encoding the text) was most of a connect's cost, and a gigabyte of strings
     // for the garbage collector.
-    parts.push(tailBytes(netmap));
-    sub.session.send(withWire({ type: 'full', netmap }, Buffer.concat(parts)));
+    const parts = [fullHead(token), Buffer.from(sub.selfJson), PEERS_HEAD, ...peers, tailBytes(netmap)];
+    sub.session.send(withWire({ type: 'full', mapToken: token, netmap }, Buffer.concat(parts)));
+  }
+
+  /**
+   * The token of `group`'s record once `sub`, joining it, has its own slot as the class sees it now:
+   * its view may have just moved (it came online), and the propagation that records it sends it
+   * nothing (a stream is never sent itself), so a whole map named by the record's token now would
+   * leave it holding a token its peers' record no longer has.
+   */
+  private joinToken(sub: Subscriber, group: Group, self: NodeRecord): string {
+    const seen = (sub.visibility.shared as SharedVisibility).canSee(self);
+    return group.record.tokenWith(this.slotOf(self.id), seen ? this.peerView(sub.visibility, self) : null);
+  }
+
+  /** Tells `sub`, whose peers are its record's (token `mapToken`), everything else a whole map has. */
+  private resume(sub: Subscriber, self: NodeRecord, mapToken: string): void {
+    const { peers: _peers, ...rest } = this.mapOf(self, sub.visibility, []);
+    sub.session.send({ type: 'resume', mapToken, netmap: rest });
   }
 
   /**
@@ -1029,7 +1073,8 @@ export class NetmapHub {
         continue;
       }
       if (out === this.scratch) this.scratch = { upserted: new Map(), removed: new Set() };
-      if (this.schedule === undefined) this.send(sub, out, shared);
+      // Sent at once, a group's record may still have its members' own slots fitted (regroup).
+      if (this.schedule === undefined) this.send(sub, out, shared, decided === undefined);
       else this.queue(sub, out);
     }
     this.steps.clear();
@@ -1226,12 +1271,19 @@ export class NetmapHub {
         mergeInto(out, sub.held);
         sub.held = null;
       }
-      this.send(sub, out, shared);
+      this.send(sub, out, shared, true);
     }
   }
 
-  private send(sub: Subscriber, out: Outgoing, shared: Map<string, Delta>): void {
+  /**
+   * Sends `sub` what `out` holds; with its record's token when `inStep` (its peers are then its
+   * record's once it applies this), else none: it forgets its token. Nothing is held back from a
+   * message that goes: a flush merges the held presence into it, and a hub that sends at once holds
+   * none.
+   */
+  private send(sub: Subscriber, out: Outgoing, shared: Map<string, Delta>, inStep: boolean): void {
     const delta: Delta = { type: 'delta' };
+    if (inStep && !sub.session.ownEncoding) delta.mapToken = sub.sent.token();
     if (out.self) delta.self = out.self.view;
     if (out.packetFilter) delta.packetFilter = out.packetFilter;
     if (out.upserted.size > 0) delta.peersUpserted = [...out.upserted.values()].map((c) => c.view);
@@ -1373,6 +1425,7 @@ function mergeInto(into: Outgoing, later: Outgoing): void {
  */
 function deltaBytes(delta: Delta, out: Outgoing, sub: Subscriber): Buffer {
   const parts: Buffer[] = [DELTA_HEAD];
+  if (delta.mapToken !== undefined) parts.push(DELTA_TOKEN, Buffer.from(JSON.stringify(delta.mapToken)));
   if (out.self) parts.push(DELTA_SELF, viewBytes(out.self));
   // Set with the filter it names (propagate).
   if (out.packetFilter) parts.push(DELTA_FILTER, Buffer.from(sub.filterJson));
@@ -1410,6 +1463,7 @@ function viewBytes(cached: CachedView): Buffer {
  */
 function shareDelta(shared: Map<string, Delta>, delta: Delta, out: Outgoing, sub: Subscriber): Delta {
   const key = JSON.stringify([
+    delta.mapToken ?? '',
     [...out.upserted.values()].map((c) => (c.seq > 0 ? c.seq : c.json)),
     delta.peersRemoved ?? [],
     out.packetFilter ? sub.filterJson : '',

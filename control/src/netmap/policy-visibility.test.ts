@@ -202,9 +202,9 @@ describe('the policy compiler as the hub’s visibility', () => {
     // tag:db sees tag:db, tag:web does not: two classes.
     const { hub, sessions, setPolicy } = setup(nodes, policy('443', '443'));
     for (const d of devices) hub.disconnect(sessions.get(d.id) as Session);
-    // At most a record of every node per class (8 bytes a slot); per stream: 100 records of 60 or
-    // more peers (48,000 bytes or more).
-    const oneRecord = 8 * nodes.length;
+    // At most a record of every node per class (16 bytes a slot); per stream: 100 records of 60 or
+    // more peers (96,000 bytes or more).
+    const oneRecord = 16 * nodes.length;
     expect(hub.recordBytes()).toBeLessThanOrEqual(2 * oneRecord);
     // One class: each group's members take its new key; the two are merged.
     setPolicy(

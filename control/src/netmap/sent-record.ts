@@ -7,12 +7,41 @@
 // version (0): its JSON is kept instead. A record that holds most slots (allow-all: every node sees
 // every other, 100 million pairs at 10,000 nodes) keeps only the versions, indexed by slot: 8 bytes
 // a pair.
+// A record also keeps the digest of what it holds (see token), for a node that reconnects to ask
+// whether the peers it holds are still what control would send: each pair's view hash (8 bytes
+// more a pair, also outside the heap) is kept so a slot's change takes its old hash out.
+
+import { createHash } from 'node:crypto';
 
 /** A peer view as sent: its version (0 for one made for this viewer alone) and its JSON. */
 export interface SentView {
   readonly seq: number;
   readonly json: string;
+  /** Its JSON's hash, made on first use (a shared view is hashed once, however many records hold it). */
+  hash?: readonly [number, number];
 }
+
+/** The token's format: a node holding a token of another format simply does not match. */
+const TOKEN_FORMAT = '1';
+
+/** A token: the format, the count of views, then the lanes' sums in hex. */
+function tokenText(count: number, sum: Uint32Array): string {
+  const hex = (lane: number) => lane.toString(16).padStart(8, '0');
+  return `${TOKEN_FORMAT}.${count}.${hex(sum[0] as number)}${hex(sum[1] as number)}`;
+}
+
+/** `view`'s 64-bit hash as two 32-bit lanes: sha-256 of its JSON, truncated. */
+export function viewHash(view: SentView): readonly [number, number] {
+  if (view.hash === undefined) {
+    const digest = createHash('sha256').update(view.json).digest();
+    view.hash = [digest.readUInt32BE(0), digest.readUInt32BE(4)];
+  }
+  return view.hash;
+}
+
+/** Bytes a dense record takes per slot up to its end (version, hash), a sorted one per entry (slot too). */
+const DENSE_BYTES = 16;
+const SORTED_BYTES = 20;
 
 /** A dense record's version for a slot it does not hold (versions are 0 or more). */
 const ABSENT = -1;
@@ -24,6 +53,12 @@ export class SentRecord {
    */
   private slots: Int32Array | null = new Int32Array(8);
   private seqs = new Float64Array(8);
+  /** Each entry's view hash, two lanes at twice its index in `seqs`. */
+  private hashes = new Uint32Array(16);
+  /** The sum of every entry's hash, lane by lane, mod 2^32 (see token). */
+  private readonly sum = new Uint32Array(2);
+  /** token() since the last change (every member of a group is sent it with each delta). */
+  private tokenText: string | null = null;
   private count = 0;
   /** Appended out of slot order since the last lookup (see append). */
   private unsorted = false;
@@ -47,7 +82,7 @@ export class SentRecord {
           : was === 0
             ? this.own.get(slot) === view.json
             : view.seq === 0 && previous?.seq === was && previous.json === view.json;
-      this.keep(i, slot, view);
+      this.keep(i, slot, view, true);
       return !same;
     }
     if (this.slots === null) {
@@ -58,9 +93,10 @@ export class SentRecord {
     this.grow();
     this.slots.copyWithin(i + 1, i, this.count);
     this.seqs.copyWithin(i + 1, i, this.count);
+    this.hashes.copyWithin(2 * (i + 1), 2 * i, 2 * this.count);
     this.slots[i] = slot;
     this.count++;
-    this.keep(i, slot, view);
+    this.keep(i, slot, view, false);
     this.balance();
     return true;
   }
@@ -81,17 +117,19 @@ export class SentRecord {
     if (this.count > 0 && (this.slots[this.count - 1] as number) > slot) this.unsorted = true;
     this.slots[this.count] = slot;
     this.count++;
-    this.keep(this.count - 1, slot, view);
+    this.keep(this.count - 1, slot, view, false);
   }
 
   /** Forgets `slot`; whether it was recorded. */
   delete(slot: number): boolean {
     const i = this.find(slot);
     if (i < 0) return false;
+    this.add(i, -1);
     if (this.slots === null) this.seqs[i] = ABSENT;
     else {
       this.slots.copyWithin(i, i + 1, this.count);
       this.seqs.copyWithin(i, i + 1, this.count);
+      this.hashes.copyWithin(2 * i, 2 * (i + 1), 2 * this.count);
     }
     this.count--;
     this.own.delete(slot);
@@ -117,11 +155,41 @@ export class SentRecord {
     return out;
   }
 
+  /**
+   * The digest of the views recorded, whatever their order: the count and the lanes' sums, after the
+   * format. Equal tokens name the same views (a peer's view carries its id, so the same peers too).
+   */
+  token(): string {
+    this.tokenText ??= tokenText(this.count, this.sum);
+    return this.tokenText;
+  }
+
+  /** The token this record would have with `slot` holding `view` (null: not holding it). */
+  tokenWith(slot: number, view: SentView | null): string {
+    const sum = new Uint32Array(this.sum);
+    let count = this.count;
+    const i = this.find(slot);
+    if (i >= 0) {
+      sum[0] = (sum[0] as number) - (this.hashes[2 * i] as number);
+      sum[1] = (sum[1] as number) - (this.hashes[2 * i + 1] as number);
+      count--;
+    }
+    if (view !== null) {
+      const [a, b] = viewHash(view);
+      sum[0] = (sum[0] as number) + a;
+      sum[1] = (sum[1] as number) + b;
+      count++;
+    }
+    return tokenText(count, sum);
+  }
+
   /** A record of its own with the same content, to change apart from this one. */
   clone(): SentRecord {
     const copy = new SentRecord();
     copy.slots = this.slots?.slice() ?? null;
     copy.seqs = this.seqs.slice();
+    copy.hashes = this.hashes.slice();
+    copy.sum.set(this.sum);
     copy.count = this.count;
     copy.unsorted = this.unsorted;
     for (const [slot, json] of this.own) copy.own.set(slot, json);
@@ -130,10 +198,16 @@ export class SentRecord {
 
   /** Bytes of the typed arrays (outside V8's heap), the views' JSON aside. */
   get bytes(): number {
-    return this.seqs.byteLength + (this.slots?.byteLength ?? 0);
+    return this.seqs.byteLength + this.hashes.byteLength + (this.slots?.byteLength ?? 0);
   }
 
-  private keep(i: number, slot: number, view: SentView): void {
+  /** Sets entry `i` to `view`; `replacing`: it held another view, whose hash leaves the sum. */
+  private keep(i: number, slot: number, view: SentView, replacing: boolean): void {
+    if (replacing) this.add(i, -1);
+    const [a, b] = viewHash(view);
+    this.hashes[2 * i] = a;
+    this.hashes[2 * i + 1] = b;
+    this.add(i, 1);
     this.seqs[i] = view.seq;
     if (view.seq === 0) this.own.set(slot, view.json);
     else this.own.delete(slot);
@@ -146,50 +220,70 @@ export class SentRecord {
       seqs.fill(ABSENT, this.seqs.length);
       seqs.set(this.seqs);
       this.seqs = seqs;
+      const hashes = new Uint32Array(2 * seqs.length);
+      hashes.set(this.hashes);
+      this.hashes = hashes;
     }
     // Counted once: append's callers give each slot once, but a slip must not skew the count.
-    if (this.seqs[slot] === ABSENT) this.count++;
-    this.keep(slot, slot, view);
+    const absent = this.seqs[slot] === ABSENT;
+    if (absent) this.count++;
+    this.keep(slot, slot, view, !absent);
     this.balance();
   }
 
   /**
-   * Takes the smaller form: dense costs 8 bytes for each slot up to its end, sorted 12 for each one
-   * recorded. Dense only when it saves a fifth, back to sorted once it costs a quarter more, so a
+   * Takes the smaller form: dense costs 16 bytes for each slot up to its end, sorted 20 for each one
+   * recorded. Dense only when it saves a tenth, back to sorted once it costs a tenth more, so a
    * record near the line does not change form at every join and leave. The hub never gives a slot
    * twice: as nodes come and go a dense record's array fills with holes, and without that bound a
    * long-lived one would cost up to twice the sorted form.
    */
   private balance(): void {
     if (this.slots === null) {
-      if (this.seqs.length * 8 * 4 > this.count * 12 * 5) this.toSorted();
+      if (this.seqs.length * DENSE_BYTES * 10 > this.count * SORTED_BYTES * 11) this.toSorted();
       return;
     }
     this.sort();
     if (this.count === 0) return;
     const span = (this.slots[this.count - 1] as number) + 1;
-    if (span * 8 * 5 <= this.count * 12 * 4) this.toDense(span);
+    if (span * DENSE_BYTES * 10 <= this.count * SORTED_BYTES * 9) this.toDense(span);
+  }
+
+  /** Adds (`sign` 1) or takes out (-1) entry `i`'s hash from the sum; Uint32Array wraps mod 2^32. */
+  private add(i: number, sign: 1 | -1): void {
+    this.tokenText = null;
+    this.sum[0] = (this.sum[0] as number) + sign * (this.hashes[2 * i] as number);
+    this.sum[1] = (this.sum[1] as number) + sign * (this.hashes[2 * i + 1] as number);
   }
 
   private toDense(span: number): void {
     const slots = this.slots as Int32Array;
     const seqs = new Float64Array(span).fill(ABSENT);
-    for (let i = 0; i < this.count; i++) seqs[slots[i] as number] = this.seqs[i] as number;
+    const hashes = new Uint32Array(2 * span);
+    for (let i = 0; i < this.count; i++) {
+      const slot = slots[i] as number;
+      seqs[slot] = this.seqs[i] as number;
+      hashes.set(this.hashes.subarray(2 * i, 2 * i + 2), 2 * slot);
+    }
     this.slots = null;
     this.seqs = seqs;
+    this.hashes = hashes;
   }
 
   private toSorted(): void {
     const slots = new Int32Array(this.count);
     const seqs = new Float64Array(this.count);
+    const hashes = new Uint32Array(2 * this.count);
     let n = 0;
     this.seqs.forEach((seq, slot) => {
       if (seq === ABSENT) return;
       slots[n] = slot;
+      hashes.set(this.hashes.subarray(2 * slot, 2 * slot + 2), 2 * n);
       seqs[n++] = seq;
     });
     this.slots = slots;
     this.seqs = seqs;
+    this.hashes = hashes;
   }
 
   /** Room for one more, growing by an eighth: millions of pairs are kept, slack costs megabytes. */
@@ -203,10 +297,13 @@ export class SentRecord {
     if (capacity === current.length) return;
     const slots = new Int32Array(capacity);
     const seqs = new Float64Array(capacity);
+    const hashes = new Uint32Array(2 * capacity);
     slots.set(current.subarray(0, this.count));
     seqs.set(this.seqs.subarray(0, this.count));
+    hashes.set(this.hashes.subarray(0, 2 * this.count));
     this.slots = slots;
     this.seqs = seqs;
+    this.hashes = hashes;
   }
 
   /** `slot`'s index (dense: the slot), or the one's complement of where it would go. */
@@ -234,11 +331,14 @@ export class SentRecord {
       .sort((a, b) => (from[a] as number) - (from[b] as number));
     const slots = new Int32Array(from.length);
     const seqs = new Float64Array(this.seqs.length);
+    const hashes = new Uint32Array(this.hashes.length);
     order.forEach((at, to) => {
       slots[to] = from[at] as number;
       seqs[to] = this.seqs[at] as number;
+      hashes.set(this.hashes.subarray(2 * at, 2 * at + 2), 2 * to);
     });
     this.slots = slots;
     this.seqs = seqs;
+    this.hashes = hashes;
   }
 }

@@ -94,6 +94,34 @@ for (const { kind, skip, create } of await testDatabaseKinds()) {
       await ra.until('b deleted', (c) => c.netmap !== null && peer(c, 'b') === undefined, 15_000);
     });
 
+    it('resumes each node that gives the token of the map it holds, which then follows the changes', async () => {
+      const options = { ...PRESENCE, limits: { restartGraceMs: 60_000 } };
+      const t = await startTestControl({ ...options, config: { db: await create() } });
+      const key = await t.key('--reusable');
+      const [a, b] = [new TestMachine(t), new TestMachine(t)];
+      await a.join('a', key);
+      await b.join('b', key);
+      const sa = await a.stream();
+      const sb = await b.stream();
+      await sa.until('b online, named', (c) => peer(c, 'b')?.online === true && c.mapToken !== null);
+      await sb.until('a online, named', (c) => peer(c, 'a')?.online === true && c.mapToken !== null);
+      await t.control.close();
+      await new Promise((r) => setTimeout(r, 2 * PRESENCE.deadAfterMs));
+      const again = await startTestControl({ ...options, config: { db: t.db } });
+      const ra = await a.resume(sa, again.control.url);
+      const rb = await b.resume(sb, again.control.url);
+      await ra.until('a resumed', (c) => c.messages.length > 0);
+      await rb.until('b resumed', (c) => c.messages.length > 0);
+      expect(ra.messages[0]?.type).toBe('resume');
+      expect(rb.messages[0]?.type).toBe('resume');
+      expect(ra.netmap?.peers).toEqual(sa.netmap?.peers);
+      expect(ra.netmap?.self.name).toBe('a');
+      // Still told of the other's changes.
+      rb.send({ type: 'endpoints', endpoints: ['198.18.0.12:41641'] });
+      await ra.until('b endpoints', (c) => peer(c, 'b')?.endpoints.includes('198.18.0.12:41641') === true);
+      expect(peer(ra, 'b')?.online).toBe(true);
+    });
+
     it('still tells the peers of a node whose view changed when it came back', async () => {
       const { again, a, b } = await restarted(60_000);
       const ra = await reconnect(a, again);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { MACHINE_AUTH_HEADER, STREAM_PATH, StreamClientMessage } from '@weft/protocol';
+import { MACHINE_AUTH_HEADER, STREAM_PATH, StreamClientMessage, StreamQuery } from '@weft/protocol';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import WebSocket from 'ws';
 import { authenticateMachine } from '../auth/machine.js';
@@ -12,12 +12,13 @@ import { isExpired, type NodeRecord } from '../tailnet/records.js';
 import { isExitRoute, normalizeRoutes, routesOverlap } from '../tailnet/routes.js';
 import type { ControlContext } from './context.js';
 import { keepAlive } from './keepalive.js';
-import { parseMessage } from './parse.js';
+import { parseMessage, parseValue } from './parse.js';
 import { StreamSender, sendFrame } from './stream-sender.js';
 import { type NodeReport, StreamUpdates } from './stream-updates.js';
 
 // The netmap stream over WebSocket: authenticated before the upgrade (a refused node gets a plain
-// HTTP 401 with an ErrorBody), then JSON messages both ways, validated on arrival.
+// HTTP 401 with an ErrorBody), then JSON messages both ways, validated on arrival. The URL's query
+// may carry the token of the map the node holds (signed with the URL; a malformed one is a 400).
 
 /**
  * What a node may offer to route: any subnet but the tailnet's own ranges (its nodes are reached
@@ -50,7 +51,10 @@ async function applyReport(ctx: ControlContext, node: NodeRecord, report: NodeRe
 const closeReason = (text: string) => Buffer.from(text).subarray(0, 120).toString('utf8');
 
 export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): void {
-  const authenticated = new WeakMap<FastifyRequest, { node: NodeRecord; arrival: number }>();
+  const authenticated = new WeakMap<
+    FastifyRequest,
+    { node: NodeRecord; arrival: number; mapToken: string | undefined }
+  >();
   // Upgrades are numbered as they arrive, and each node's newest open one is kept: an older one
   // whose connect waited longer (for its node to be read) must not replace it.
   let arrivals = 0;
@@ -69,6 +73,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
           method: req.method,
           url: req.url,
           body: '',
+          signedQuery: true,
         });
         const node = await ctx.store.nodeByMachineKey(machineKey);
         if (node === undefined) {
@@ -77,7 +82,8 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
         if (isExpired(node, new Date())) {
           throw new ApiError(401, 'node-key-expired', 'this node’s key has expired: log in again');
         }
-        authenticated.set(req, { node, arrival });
+        const { mapToken } = parseValue(req.query, StreamQuery);
+        authenticated.set(req, { node, arrival, mapToken });
       },
     },
     (socket, req) => {
@@ -86,14 +92,14 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
         socket.close(1011, 'not authenticated');
         return;
       }
-      const { node, arrival } = auth;
+      const { node, arrival, mapToken } = auth;
       if ((newest.get(node.id) ?? 0) < arrival) newest.set(node.id, arrival);
       socket.on('close', () => {
         if (newest.get(node.id) === arrival) newest.delete(node.id);
       });
       // Superseded while it waited: a newer upgrade of the node is open (once that one has closed,
       // this one may serve the node).
-      openStream(ctx, socket, req.socket, node, () => (newest.get(node.id) ?? arrival) > arrival);
+      openStream(ctx, socket, req.socket, node, mapToken, () => (newest.get(node.id) ?? arrival) > arrival);
     },
   );
 }
@@ -103,6 +109,8 @@ function openStream(
   socket: WebSocket,
   tcp: Socket,
   node: NodeRecord,
+  /** The token of the map the node holds: resumed when it is what the node would be sent. */
+  mapToken: string | undefined,
   superseded: () => boolean,
 ): void {
   const { hub, sync, background, log, presence } = ctx;
@@ -201,7 +209,7 @@ function openStream(
       session.close('node deleted or expired');
       return;
     }
-    hub.connect(session);
+    hub.connect(session, mapToken);
     log.info(`stream ${node.name}: connected`);
     background.run(`presence of ${node.name}`, () => presence.connected(node.id));
   };

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH } from '@weft/protocol';
+import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH, streamPath } from '@weft/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { NetmapHub } from '../netmap/hub.js';
 import { NetmapSync } from '../netmap/sync.js';
@@ -97,6 +97,40 @@ describe('the netmap stream', () => {
     const stranger = await new TestMachine(t).stream().catch((e: unknown) => e);
     expect((stranger as StreamRefused).status).toBe(401);
     expect(JSON.parse((stranger as StreamRefused).body).error.code).toBe('unknown-node');
+  });
+
+  it('refuses a malformed map token with a 400, and a query the signature does not cover with a 401', async () => {
+    const t = await startTestControl();
+    const m = new TestMachine(t);
+    await m.join('known', await t.key());
+    for (const query of [
+      'mapToken=',
+      'mapToken=a%20b',
+      `mapToken=${'a'.repeat(65)}`,
+      'mapToken=a&mapToken=b',
+      'other=1',
+    ]) {
+      const path = `${STREAM_PATH}?${query}`;
+      const refused = await StreamClient.open(t.control.url, m.sign('GET', path, ''), path).catch(
+        (e: unknown) => e,
+      );
+      expect((refused as StreamRefused).status, query).toBe(400);
+      expect(JSON.parse((refused as StreamRefused).body).error.code).toBe('malformed-request');
+    }
+    const unsigned = await StreamClient.open(
+      t.control.url,
+      m.sign('GET', STREAM_PATH, ''),
+      streamPath('1.0.0'),
+    ).catch((e: unknown) => e);
+    expect((unsigned as StreamRefused).status).toBe(401);
+    // A well-formed token that names no map it would send: a whole map.
+    const s = await StreamClient.open(
+      t.control.url,
+      m.sign('GET', streamPath('9.9.9'), ''),
+      streamPath('9.9.9'),
+    );
+    await s.until('a whole map', (c) => c.messages.length > 0);
+    expect(s.messages[0]?.type).toBe('full');
   });
 
   it('a node that gave up before its turn gets no map, and its peers are told nothing of it', async () => {

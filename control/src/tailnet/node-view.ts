@@ -25,7 +25,10 @@ export function toNodeView(
     allowedIPs: [...own, ...routes],
     endpoints: node.endpoints,
     online,
-    lastSeen: node.lastSeen,
+    // When it was last seen, once it is offline. Online it is seen now: the time its last stream
+    // ended says nothing, and a clean shutdown writes it for every node while their rows keep them
+    // online, which would move every view and cost each reconnect its resume (see NetmapHub.connect).
+    lastSeen: online ? null : node.lastSeen,
     keyExpiry: node.keyExpiry,
     os: node.os,
     ...(asPeer && routes.some(isExitRoute) ? { exitNodeOption: true } : {}),

@@ -61,6 +61,8 @@ export class TsMapSession implements StreamSession {
 
   translate(message: StreamServerMessage): TsMapResponse | null {
     if (message.type === 'full') return this.full(message.netmap);
+    // The hub resumes only sessions that gave a token, and this one (its own encoding) has none.
+    if (message.type === 'resume') throw new Error('a Tailscale session is never resumed');
     if (message.type === 'logout') {
       // The client learns it must log in again from its own node's key expiry.
       if (this.self === null) return null;

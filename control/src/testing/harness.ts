@@ -8,6 +8,7 @@ import {
   generateKeyPair,
   type KeyPair,
   MACHINE_AUTH_HEADER,
+  mapTokenAfter,
   type NetMap,
   type NodeView,
   nodeKeyPossessionProof,
@@ -15,6 +16,7 @@ import {
   STREAM_PATH,
   StreamServerMessage,
   signMachineRequest,
+  streamPath,
 } from '@weft/protocol';
 import WebSocket from 'ws';
 import { runCli } from '../cli/program.js';
@@ -196,6 +198,12 @@ export class TestMachine {
   stream(signature?: string): Promise<StreamClient> {
     return StreamClient.open(this.t.control.url, signature ?? this.sign('GET', STREAM_PATH, ''));
   }
+
+  /** A stream opened with the token of the map this node holds (`held`'s), to `url` (this control's). */
+  resume(held: StreamClient, url = this.t.control.url): Promise<StreamClient> {
+    const path = streamPath(held.mapToken);
+    return StreamClient.open(url, this.sign('GET', path, ''), path, held.netmap);
+  }
 }
 
 /**
@@ -225,15 +233,20 @@ export async function twoOnline(
 /** A netmap stream as a node holds it: every message kept, the map rebuilt from them. */
 export class StreamClient {
   readonly messages: StreamServerMessage[] = [];
-  netmap: NetMap | null = null;
+  /** The token of the map it holds (the latest message's). */
+  mapToken: string | null = null;
   closed: { code: number; reason: string } | null = null;
   private waiters: (() => void)[] = [];
 
-  private constructor(readonly ws: WebSocket) {
+  private constructor(
+    readonly ws: WebSocket,
+    public netmap: NetMap | null,
+  ) {
     ws.on('message', (data) => {
       const msg = StreamServerMessage.parse(JSON.parse(String(data)));
       this.messages.push(msg);
       this.netmap = applyStreamMessage(this.netmap, msg);
+      this.mapToken = mapTokenAfter(msg);
       this.wake();
     });
     ws.on('close', (code, reason) => {
@@ -242,13 +255,19 @@ export class StreamClient {
     });
   }
 
-  static open(baseUrl: string, signature: string): Promise<StreamClient> {
-    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}${STREAM_PATH}`, {
+  /** A stream at `path` (signed as `signature` says), holding `netmap` already (a reconnect's). */
+  static open(
+    baseUrl: string,
+    signature: string,
+    path = STREAM_PATH,
+    netmap: NetMap | null = null,
+  ): Promise<StreamClient> {
+    const ws = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}${path}`, {
       headers: { [MACHINE_AUTH_HEADER]: signature },
     });
     cleanups.push(() => ws.terminate());
     return new Promise((resolve, reject) => {
-      const client = new StreamClient(ws);
+      const client = new StreamClient(ws, netmap);
       ws.once('open', () => resolve(client));
       ws.once('unexpected-response', (_req, res) => {
         let text = '';

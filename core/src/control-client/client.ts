@@ -12,7 +12,6 @@ import {
   REGISTER_PATH,
   RegisterRequest,
   RegisterResponse,
-  STREAM_PATH,
   signMachineRequest,
 } from '@weft/protocol';
 import type { z } from 'zod';
@@ -57,10 +56,12 @@ export class ControlClient {
     private readonly opts: ControlClientOptions = {},
   ) {}
 
-  /** The URL of a control path, keeping any path prefix of the base URL. */
+  /** The URL of a control path (with its query, if any), keeping any path prefix of the base URL. */
   url(path: string): URL {
     const base = new URL(this.baseUrl);
-    base.pathname = `${base.pathname.replace(/\/+$/, '')}${path}`;
+    const [pathname, query] = path.split('?', 2);
+    base.pathname = `${base.pathname.replace(/\/+$/, '')}${pathname}`;
+    if (query !== undefined) base.search = `?${query}`;
     return base;
   }
 
@@ -81,11 +82,13 @@ export class ControlClient {
   /** Headers proving the machine key for one request. */
   async signedHeaders(method: string, path: string, body: string): Promise<Record<string, string>> {
     const controlPublicKey = await this.controlKey();
+    const url = this.url(path);
     const header = signMachineRequest({
       machinePrivateKey: this.machinePrivateKey,
       controlPublicKey,
       method,
-      path: this.url(path).pathname,
+      // With its query: the stream's (the map token) is read by control, so signed.
+      path: `${url.pathname}${url.search}`,
       body,
     });
     return { [MACHINE_AUTH_HEADER]: header };
@@ -129,9 +132,9 @@ export class ControlClient {
     return this.readJson(res, schema, what);
   }
 
-  /** The WebSocket URL of the netmap stream. */
-  streamUrl(): string {
-    const url = this.url(STREAM_PATH);
+  /** The WebSocket URL of the netmap stream at `path` (its query naming the map held, if any). */
+  streamUrl(path: string): string {
+    const url = this.url(path);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     return url.toString();
   }

@@ -207,14 +207,18 @@ export class ControlMachine extends EventEmitter<ControlMachineEvents> {
     }
   }
 
-  /** Opens the netmap stream (no-op without a login, or when open). */
-  startStream(advertisedRoutes: string[]): void {
+  /**
+   * Opens the netmap stream (no-op without a login, or when open); each connect gives `mapToken()`,
+   * the token of the map the engine holds.
+   */
+  startStream(advertisedRoutes: string[], mapToken: () => string | null): void {
     if (this.session || !this.loginRecord) return;
     this.streamError = null;
     const session = new MapSession(this.client(this.loginRecord.controlUrl), {
       log: this.opts.log,
       backoff: this.opts.controlBackoff,
       pingMs: this.opts.pingMs,
+      mapToken,
     });
     session.on('message', (msg) => {
       if (msg.type === 'logout') {

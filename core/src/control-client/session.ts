@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import {
   parseJsonAs,
-  STREAM_PATH,
   STREAM_RETRY,
   type StreamClientMessage,
   StreamServerMessage,
   streamHandshakeTimeoutMs,
+  streamPath,
 } from '@weft/protocol';
 import WebSocket from 'ws';
 import { WeftError } from '../errors.js';
@@ -15,12 +15,13 @@ import { type ControlClient, controlHttpError, controlReason } from './client.js
 
 // The long-lived netmap stream: a signed WebSocket to control that delivers a full map, then
 // deltas. It reconnects forever with back-off until stopped, and never touches the tunnel itself:
-// while it is down the engine keeps the last map in force.
+// while it is down the engine keeps the last map in force. Each connect gives the token of the map
+// the engine holds, if any, so control can resume it (peers kept) rather than send a whole map.
 
 export interface SessionEvents {
   /** A validated message from control. */
   message: [StreamServerMessage];
-  /** The stream is open (a full map follows). */
+  /** The stream is open (a full map or a resume follows). */
   connected: [];
   /** An attempt failed or a live stream ended; a retry is scheduled unless stopped. */
   disconnected: [WeftError];
@@ -34,6 +35,8 @@ export interface SessionOptions {
   pingMs?: number;
   /** How long to wait for control to answer an upgrade after that many timeouts in a row; tests shorten it. */
   handshakeTimeoutMs?: (timeouts: number) => number;
+  /** The token of the map the engine holds now (see MapToken); null: none, a whole map is wanted. */
+  mapToken?: () => string | null;
   log: Logger;
 }
 
@@ -142,9 +145,10 @@ export class MapSession extends EventEmitter<SessionEvents> {
 
   /** One stream connection; resolves true after a logout message, rejects when it ends otherwise. */
   private async connectOnce(): Promise<boolean> {
-    const headers = await this.client.signedHeaders('GET', STREAM_PATH, '');
+    const path = streamPath(this.opts.mapToken?.() ?? null);
+    const headers = await this.client.signedHeaders('GET', path, '');
     if (this.abort.signal.aborted) return false;
-    const ws = new WebSocket(this.client.streamUrl(), {
+    const ws = new WebSocket(this.client.streamUrl(path), {
       headers,
       maxPayload: MAX_MESSAGE_BYTES,
       followRedirects: false,
@@ -222,7 +226,7 @@ export class MapSession extends EventEmitter<SessionEvents> {
             return fail(new WeftError('control-error', 'control sent an invalid stream message'));
           }
           alive = true;
-          if (msg.type === 'full') this.backoff.reset();
+          if (msg.type === 'full' || msg.type === 'resume') this.backoff.reset();
           this.emit('message', msg);
           if (msg.type === 'logout') {
             clearInterval(pinger);

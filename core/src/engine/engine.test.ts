@@ -272,6 +272,41 @@ describe('engine', () => {
     expect(helper.ops().slice(since)).not.toContain('down');
   });
 
+  it('gives control the token of the map it holds when it reconnects, keeps its peers on resume and takes the rest (stand-in control)', async () => {
+    control.mapToken = '1.2.0123456789abcdef';
+    const engine = await startEngine();
+    await up(engine);
+    await waitUntil('peer applied', () => helper.state?.peers.length === 1);
+    expect(control.streamTokens).toEqual([null]);
+    // A peer joins (no token with it: the engine forgets the one it held), then the delta that
+    // names the map again.
+    control.send({ type: 'delta', peersUpserted: [nodeView(3, peer2Key)] });
+    await waitUntil('second peer', () => helper.state?.peers.length === 2);
+    control.send({ type: 'delta', mapToken: '1.2.fedcba9876543210' });
+    const port = control.port;
+    await control.stop();
+    // Control back, its map's token now the one the engine holds; this node was renamed meanwhile.
+    control.mapToken = '1.2.fedcba9876543210';
+    control.netmapFor = (node) => {
+      const map = netmap(node);
+      return { ...map, self: { ...map.self, name: 'renamed' } };
+    };
+    await control.start(port);
+    await waitUntil('stream reconnect', () => control.streamTokens.length === 2, 5_000);
+    expect(control.streamTokens[1]).toBe('1.2.fedcba9876543210');
+    // Resumed: the two peers it held stay (a whole map would have carried one), self is new.
+    await waitUntil('new name', () => engine.snapshot().self?.name === 'renamed');
+    expect(helper.state?.peers.map((p) => p.publicKey).sort()).toEqual([peerKey, peer2Key].sort());
+    // A message without a token: the next stream asks for a whole map.
+    control.send({ type: 'delta', peersRemoved: ['n3'] });
+    await waitUntil('peer removed', () => helper.state?.peers.length === 1);
+    control.mapToken = undefined;
+    await control.stop();
+    await control.start(port);
+    await waitUntil('stream reconnect again', () => control.streamTokens.length === 3, 5_000);
+    expect(control.streamTokens[2]).toBeNull();
+  });
+
   it('a logout message takes the interface down and needs login again (stand-in control)', async () => {
     const engine = await startEngine();
     await up(engine);

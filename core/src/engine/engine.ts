@@ -3,6 +3,7 @@ import {
   applyStreamMessage,
   type BackendState,
   type ExitNodeList,
+  mapTokenAfter,
   type NetcheckReport,
   type NetMap,
   type Prefs,
@@ -46,6 +47,12 @@ export interface EngineEvents {
 export class Engine extends EventEmitter<EngineEvents> {
   private prefs!: Prefs;
   private netmap: NetMap | null = null;
+  /**
+   * The token control gave with the message that made `netmap` (see MapToken): given back when the
+   * stream opens again, so control can resume the map rather than send it whole. Null: none (a map
+   * from the cache, or a message without one).
+   */
+  private mapToken: string | null = null;
   /** Sign-in, authorization, the netmap stream and key rotation. */
   private readonly control: ControlMachine;
   /** Relays, relay proxy and path selection; alive while the stream is. */
@@ -246,6 +253,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async forgetLogin(notice: string | null): Promise<void> {
     await this.stopSession();
     this.netmap = null;
+    this.mapToken = null;
     this.syncDns();
     this.tunnel.iface = null;
     await this.control.forget();
@@ -316,7 +324,9 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private startSession(): void {
     if (this.control.streaming || !this.control.login) return;
-    this.control.startStream(advertisedRoutes(this.prefs));
+    this.control.startStream(advertisedRoutes(this.prefs), () =>
+      this.netmap === null ? null : this.mapToken,
+    );
     this.paths.start(this.control.nodeKey, this.prefs.listenPort);
     this.paths.reportEndpoints();
   }
@@ -356,6 +366,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
+    this.mapToken = mapTokenAfter(msg);
     if (this.netmap) this.netmapCache.save(this.netmap);
     this.syncDns();
     this.paths.netmapChanged();

@@ -55,6 +55,13 @@ export class StandInControl {
   netmapFor: (node: RegisteredNode) => NetMap = () => {
     throw new Error('netmapFor not set');
   };
+  /**
+   * Given: each whole map carries this token, and a stream opened with it is sent `resume` (the
+   * peers it holds stay) instead. Control's digest of the peers, played by a constant.
+   */
+  mapToken: string | undefined;
+  /** The token each stream was opened with, in order (null: none). */
+  readonly streamTokens: (string | null)[] = [];
   registerCalls = 0;
   streamConnects = 0;
   /** Registrations as they arrived (with `wait`, rotation fields …). */
@@ -139,7 +146,9 @@ export class StandInControl {
   }
 
   private verify(req: IncomingMessage, body: string): string | null {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const url = new URL(req.url ?? '/', 'http://x');
+    // The stream's query (its map token) is signed with its path, as control reads it.
+    const path = url.pathname === STREAM_PATH ? `${url.pathname}${url.search}` : url.pathname;
     const header = req.headers[MACHINE_AUTH_HEADER];
     const r = verifyMachineRequest({
       header: typeof header === 'string' ? header : undefined,
@@ -275,8 +284,10 @@ export class StandInControl {
       );
       return;
     }
+    const held = new URL(req.url ?? '/', 'http://x').searchParams.get('mapToken');
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       this.streamConnects++;
+      this.streamTokens.push(held);
       this.streams.add(ws);
       ws.on('close', () => this.streams.delete(ws));
       ws.on('message', (data) => {
@@ -284,7 +295,13 @@ export class StandInControl {
         if (msg.type === 'endpoints') this.endpointReports.push(msg.endpoints);
         else this.routeReports.push(msg.advertisedRoutes);
       });
-      ws.send(JSON.stringify({ type: 'full', netmap: this.netmapFor(node) } satisfies StreamServerMessage));
+      const { peers, ...rest } = this.netmapFor(node);
+      const mapToken = this.mapToken;
+      const first: StreamServerMessage =
+        mapToken !== undefined && held === mapToken
+          ? { type: 'resume', mapToken, netmap: rest }
+          : { type: 'full', ...(mapToken === undefined ? {} : { mapToken }), netmap: { ...rest, peers } };
+      ws.send(JSON.stringify(first));
     });
   }
 }
