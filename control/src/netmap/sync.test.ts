@@ -50,7 +50,11 @@ describe('NetmapSync', () => {
     expect(messages.slice(before)).toEqual([]);
     await expect(sync.refreshNodes(['n2'])).rejects.toThrow('connection reset');
     expect(messages.slice(before)).toEqual([
-      { type: 'delta', peersUpserted: [expect.objectContaining({ id: 'n2', online: false })] },
+      {
+        type: 'delta',
+        mapToken: expect.any(String),
+        peersUpserted: [expect.objectContaining({ id: 'n2', online: false })],
+      },
     ]);
   });
 });

@@ -193,10 +193,7 @@ describe('the netmap stream', () => {
 
   it('tells the peers of a closed stream once: offline and its last seen in one change', async () => {
     const t = await startTestControl();
-    const { a, b } = await twoNodes(t);
-    const sa = await a.stream();
-    const sb = await b.stream();
-    await sa.until('b online', (c) => c.netmap?.peers.find((p) => p.name === 'b')?.online === true);
+    const { sa, sb } = await twoOnline(t);
     // Each propagation walks every watcher of the node (every stream, under allow-all).
     const propagate = vi.spyOn(NetmapHub.prototype as unknown as { propagate: () => void }, 'propagate');
     const before = sa.messages.length;
@@ -207,7 +204,11 @@ describe('the netmap stream', () => {
     });
     expect(propagate).toHaveBeenCalledTimes(1);
     expect(sa.messages.slice(before)).toEqual([
-      { type: 'delta', peersUpserted: [expect.objectContaining({ name: 'b', online: false })] },
+      {
+        type: 'delta',
+        mapToken: expect.any(String),
+        peersUpserted: [expect.objectContaining({ name: 'b', online: false })],
+      },
     ]);
   });
 
