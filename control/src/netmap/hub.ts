@@ -611,7 +611,6 @@ export class NetmapHub {
     sub.filterJson = JSON.stringify(sub.visibility.packetFilter);
     // A session with its own encoding (Tailscale's) is never given a token, nor resumed.
     const own = sub.session.ownEncoding === true;
-    const tokenOf = () => (own ? undefined : sub.sent.token());
     // A member's map is its class's: put together once (see ClassMap), not peer by peer.
     const group = form === undefined ? sub.group : null;
     if (group !== null) {
@@ -638,9 +637,9 @@ export class NetmapHub {
     const netmap = this.fullMap(self, sub.visibility, sub.sent, peers);
     // Its token is its record's once the group it forms holds its members' own slots.
     if (typeof form === 'string') this.formGroup(sub, form);
-    const token = tokenOf();
+    const token = sub.sent.token();
     if (token === mapToken) {
-      this.resume(sub, self, token as string);
+      this.resume(sub, self, token);
       return;
     }
     // The bytes are put together from the peers' kept JSON, in JSON.stringify's order (self, peers,

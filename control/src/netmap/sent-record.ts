@@ -30,6 +30,12 @@ function tokenText(count: number, sum: Uint32Array): string {
   return `${TOKEN_FORMAT}.${count}.${hex(sum[0] as number)}${hex(sum[1] as number)}`;
 }
 
+/** Adds (`sign` 1) or takes out (-1) hash `a`, `b` from `sum`, lane by lane; Uint32Array wraps mod 2^32. */
+function addLanes(sum: Uint32Array, a: number, b: number, sign: 1 | -1): void {
+  sum[0] = (sum[0] as number) + sign * a;
+  sum[1] = (sum[1] as number) + sign * b;
+}
+
 /** `view`'s 64-bit hash as two 32-bit lanes: sha-256 of its JSON, truncated. */
 export function viewHash(view: SentView): readonly [number, number] {
   if (view.hash === undefined) {
@@ -170,14 +176,11 @@ export class SentRecord {
     let count = this.count;
     const i = this.find(slot);
     if (i >= 0) {
-      sum[0] = (sum[0] as number) - (this.hashes[2 * i] as number);
-      sum[1] = (sum[1] as number) - (this.hashes[2 * i + 1] as number);
+      addLanes(sum, this.hashes[2 * i] as number, this.hashes[2 * i + 1] as number, -1);
       count--;
     }
     if (view !== null) {
-      const [a, b] = viewHash(view);
-      sum[0] = (sum[0] as number) + a;
-      sum[1] = (sum[1] as number) + b;
+      addLanes(sum, ...viewHash(view), 1);
       count++;
     }
     return tokenText(count, sum);
@@ -249,11 +252,10 @@ export class SentRecord {
     if (span * DENSE_BYTES * 10 <= this.count * SORTED_BYTES * 9) this.toDense(span);
   }
 
-  /** Adds (`sign` 1) or takes out (-1) entry `i`'s hash from the sum; Uint32Array wraps mod 2^32. */
+  /** Adds (`sign` 1) or takes out (-1) entry `i`'s hash from the sum. */
   private add(i: number, sign: 1 | -1): void {
     this.tokenText = null;
-    this.sum[0] = (this.sum[0] as number) + sign * (this.hashes[2 * i] as number);
-    this.sum[1] = (this.sum[1] as number) + sign * (this.hashes[2 * i + 1] as number);
+    addLanes(this.sum, this.hashes[2 * i] as number, this.hashes[2 * i + 1] as number, sign);
   }
 
   private toDense(span: number): void {
