@@ -11,6 +11,7 @@ import {
   StreamClient,
   startTestControl,
   type TestControl,
+  type TestControlOptions,
   TestMachine,
   twoOnline,
 } from '../testing/harness.js';
@@ -177,27 +178,13 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     expect(sd.closed).not.toBeNull();
   });
 
-  it('drops the streams of a killed replica once its heartbeat is silent', async () => {
+  /**
+   * Node d streaming on r1 (a real process, so it can be killed or paused) and b on r2 (in this
+   * process: its reaper judges r1), once b sees d online.
+   */
+  async function dOnR1bOnR2(r2Options: TestControlOptions = {}) {
     const db = await tempPostgres();
-    const r2 = await startTestControl({ config: { db } });
-    const r1 = await replicaProcess(db);
-    const key = await r2.key('--reusable');
-    const d = new TestMachine(via(r2, r1.url));
-    const b = new TestMachine(r2);
-    await d.join('d', key);
-    await b.join('b', key);
-    const sb = await b.stream();
-    await d.stream();
-    await sb.until('d online on r1', (c) => peer(c, 'd')?.online === true);
-    r1.child.kill('SIGKILL');
-    // d never comes back: r2's reaper drops r1's rows after DEAD_AFTER_MS (10 s) without a heartbeat.
-    // Bounded generously: on a loaded machine the replica's timers run late.
-    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 40_000);
-  }, 60_000);
-
-  it('a paused replica is not taken for dead while its database sessions are open: its nodes stay online', async () => {
-    const db = await tempPostgres();
-    const r2 = await startTestControl({ config: { db }, ...NO_GRACE_HERE });
+    const r2 = await startTestControl({ config: { db }, ...r2Options });
     const r1 = await replicaProcess(db);
     const key = await r2.key('--reusable');
     const d = new TestMachine(via(r2, r1.url));
@@ -207,6 +194,19 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     const sb = await b.stream();
     const sd = await d.stream();
     await sb.until('d online on r1', (c) => peer(c, 'd')?.online === true);
+    return { r1, sd, sb };
+  }
+
+  it('drops the streams of a killed replica once its heartbeat is silent', async () => {
+    const { r1, sb } = await dOnR1bOnR2();
+    r1.child.kill('SIGKILL');
+    // d never comes back: r2's reaper drops r1's rows after DEAD_AFTER_MS (10 s) without a heartbeat.
+    // Bounded generously: on a loaded machine the replica's timers run late.
+    await sb.until('d offline', (c) => peer(c, 'd')?.online === false, 40_000);
+  }, 60_000);
+
+  it('a paused replica is not taken for dead while its database sessions are open: its nodes stay online', async () => {
+    const { r1, sd, sb } = await dOnR1bOnR2(NO_GRACE_HERE);
     const before = sb.messages.length;
     // r1's heartbeat stops, as when a burst of work holds its event loop; its sockets stay open.
     r1.child.kill('SIGSTOP');
