@@ -102,7 +102,7 @@ describe('PCP MAP', () => {
       edit(good, 1, 0x81 + 1),
       edit(good, 1, 1), // a request, not an answer
       edit(good, 36, 6), // TCP
-      edit(good, 30, good[30] ^ 1), // nonce
+      edit(good, 30, good[30]! ^ 1), // nonce
       encodePcpMapRequest(request),
     ];
     for (const msg of bad) expect(decodePcpMapAnswer(msg, nonce)).toBeNull();
