@@ -112,6 +112,7 @@ describe('migrations', () => {
       .values({
         id: 'u1',
         name: 'alice',
+        name_base: 'alice',
         email: null,
         created_at: now,
         provider: null,
@@ -139,6 +140,7 @@ describe('migrations', () => {
       .values({
         id: 'n1',
         name: 'a',
+        name_base: 'a',
         hostname: 'a',
         user_id: 'u1',
         preauth_key_id: 'k1',
@@ -155,6 +157,11 @@ describe('migrations', () => {
         key_expiry: null,
         advertised_routes: '[]',
         approved_routes: '[]',
+        kind: 'weft',
+        client_version: null,
+        disco_key: null,
+        home_relay: null,
+        ipv4_offset: 1,
       })
       .execute();
     await db.deleteFrom('users').where('id', '=', 'u1').execute();

@@ -58,7 +58,7 @@ describe('control metrics', () => {
   it('on a taken address stop the start with the public port closed', async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
-    onCleanup(() => new Promise((resolve) => taken.close(resolve)));
+    onCleanup(() => new Promise<void>((resolve) => taken.close(() => resolve())));
     const metricsPort = (taken.address() as AddressInfo).port;
     const publicPort = await freePort();
     await expect(

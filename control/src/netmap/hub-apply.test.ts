@@ -347,7 +347,6 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
   };
 
   for (const o of ops) {
-    const id = `n${o.i}`;
     clock++;
     if (o.kind === 'flush') {
       flush();
@@ -395,6 +394,7 @@ function check(policy: PolicyUnderTest, mode: Mode, ops: readonly Op[]): void {
       reference.policyChanged('all');
       continue;
     }
+    const id = `n${o.i}`;
     if (o.kind === 'backlog') {
       const session = sessions.get(id);
       if (session) drain(session, !session.backlog);

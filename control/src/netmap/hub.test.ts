@@ -102,7 +102,7 @@ describe('NetmapHub', () => {
       });
     }
     // Once all are online, a member sent a whole map again (it fell behind) gets the walk's very bytes.
-    const behind = Object.assign(sessions.get('n1024') as FakeSession, { backlogged: () => true });
+    const behind = Object.assign(sessions.get('n1024') as FakeSession, { backlogged: (): boolean => true });
     hub.apply(['n7'], [{ ...(nodes[6] as NodeRecord), endpoints: ['203.0.113.7:4000'] }]);
     behind.backlogged = () => false;
     hub.resync(behind);

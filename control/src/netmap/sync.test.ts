@@ -34,7 +34,7 @@ describe('NetmapSync', () => {
   it("tells a stream's end to its peers when neither read succeeds", async () => {
     // The hub leaves a closed stream's news to the reload of its last seen (NetmapHub.disconnect).
     const messages: StreamServerMessage[] = [];
-    const { hub, sessions } = connectedHub([testNode(1), testNode(2)], null, (nodeId) => ({
+    const { hub, sessions } = connectedHub([testNode(1, null), testNode(2, null)], null, (nodeId) => ({
       nodeId,
       send: (m: StreamServerMessage) => void (nodeId === 'n1' && messages.push(m)),
       close() {},

@@ -65,7 +65,8 @@ describe('incremental compilation', () => {
 
       // Take each node out and put it back: it registers again, so it goes last.
       let order = [...names];
-      const inOrder = (list: string[]) => Object.fromEntries(list.map((n) => [n, c.tailnet.nodes[n]]));
+      const inOrder = (list: string[]) =>
+        Object.fromEntries(list.map((n) => [n, c.tailnet.nodes[n] as Tailnet['nodes'][string]]));
       for (const name of names) {
         let before = snapshot(engine);
         let change = engine.removeNode(name);

@@ -194,7 +194,7 @@ const noPostgres = await postgresAbsence();
 
 describe('presence of a replica', () => {
   it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
     ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
   ])(
     'writes its streams again after another replica reaped them (a database pause past the dead time; %s)',
@@ -250,7 +250,7 @@ describe('presence of a replica', () => {
 
 describe('presence of a node reconnecting to the same replica', () => {
   it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
     ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
   ])(
     "keeps the new stream's row when the old stream's end is committed after its start (%s)",
@@ -284,7 +284,7 @@ describe('presence writes of one node', () => {
   const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
 
   it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
     ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
   ])('a stream that ends before its own row is written leaves no row (%s)', async (_kind, location) => {
     const store = await storeWithNode(await location());

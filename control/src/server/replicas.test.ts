@@ -82,7 +82,7 @@ describe.skipIf(noPostgres !== null)('control replicas on PostgreSQL', () => {
     // Spied before the replicas start: the store's timing wrapper keeps the method it first saw.
     const listNodes = vi.spyOn(Store.prototype, 'listNodes');
     const nodesByIds = vi.spyOn(Store.prototype, 'nodesByIds');
-    onCleanup(() => vi.restoreAllMocks());
+    onCleanup(() => void vi.restoreAllMocks());
     const db = await tempPostgres();
     const r1 = await startTestControl({ config: { db } });
     const r2 = await startTestControl({ config: { db } });
