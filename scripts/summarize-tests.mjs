@@ -36,7 +36,7 @@ for (const file of reports) {
   }
 }
 if (Number(checksFailed) > 0)
-  failures.unshift(`${checksFailed} check(s) failed (lint or build; see "!!" above)`);
+  failures.unshift(`${checksFailed} check(s) failed (lint, build or test types; see "!!" above)`);
 for (const f of failures) console.log(`FAILED ${f}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test suite, then prints one closing line: "N passed, N failed".
-# Suites: lint, type-check/build, unit+integration (vitest), bounded fuzz (vitest), network lab (vitest, root), desktop UI (Chromium).
+# Suites: lint, type-check/build, type-check of the tests (vitest runs them untyped), unit+integration (vitest),
+# bounded fuzz (vitest), network lab (vitest, root), desktop UI (Chromium).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ check() { # name, command...
 
 check lint npx biome ci .
 check build npm run build --silent
+check 'test types' npm run typecheck:tests --silent
 echo "== unit and integration tests" >&2
 npx vitest run --reporter=default --reporter=json --outputFile.json="$out/unit.json"
 echo "== fuzz, bounded (200 inputs per entry point, fixed seed; npm run fuzz for the full run)" >&2
