@@ -420,6 +420,44 @@ describe('engine', () => {
     expect(second.snapshot().health.some((h) => h.includes('control'))).toBe(true);
   });
 
+  it('a restarted engine gives control the token cached with its map and is sent a resume (stand-in control)', async () => {
+    control.mapToken = '1.1.0123456789abcdef';
+    const first = await startEngine();
+    await up(first);
+    // A peer joins with the token of the two peers now held: the cache is written with both.
+    control.send({ type: 'delta', mapToken: '1.2.fedcba9876543210', peersUpserted: [nodeView(3, peer2Key)] });
+    await waitUntil('second peer', () => helper.state?.peers.length === 2);
+    await first.shutdown();
+    engines = [];
+
+    control.mapToken = '1.2.fedcba9876543210';
+    const second = await startEngine();
+    await waitUntil('stream reopened', () => control.streamFirsts.length === 2, 5_000);
+    expect(control.streamTokens).toEqual([null, '1.2.fedcba9876543210']);
+    expect(control.streamFirsts).toEqual(['full', 'resume']);
+    await waitUntil('Running', () => second.backendState() === 'Running');
+    // The two peers come from the cache: control's whole map would have carried one.
+    expect(helper.state?.peers.map((p) => p.publicKey).sort()).toEqual([peerKey, peer2Key].sort());
+  });
+
+  it('a restarted engine whose cached peers changed after the last token asks for a whole map (stand-in control)', async () => {
+    control.mapToken = '1.1.0123456789abcdef';
+    const first = await startEngine();
+    await up(first);
+    // A peer joins without a token: the peers cached no longer are what the token named.
+    control.send({ type: 'delta', peersUpserted: [nodeView(3, peer2Key)] });
+    await waitUntil('second peer', () => helper.state?.peers.length === 2);
+    await first.shutdown();
+    engines = [];
+
+    const second = await startEngine();
+    await waitUntil('stream reopened', () => control.streamFirsts.length === 2, 5_000);
+    expect(control.streamTokens).toEqual([null, null]);
+    expect(control.streamFirsts).toEqual(['full', 'full']);
+    await waitUntil('whole map applied', () => helper.state?.peers.length === 1);
+    expect(second.backendState()).toBe('Running');
+  });
+
   it('a restarted helper is repaired by applying again (stand-in control)', async () => {
     const engine = await startEngine();
     await up(engine);

@@ -49,8 +49,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private netmap: NetMap | null = null;
   /**
    * The token control gave with the message that made `netmap` (see MapToken): given back when the
-   * stream opens again, so control can resume the map rather than send it whole. Null: none (a map
-   * from the cache, or a message without one).
+   * stream opens again, so control can resume the map rather than send it whole. Null: none (a
+   * message without one, or a cache without one). Cached with the map, as one record.
    */
   private mapToken: string | null = null;
   /** Sign-in, authorization, the netmap stream and key rotation. */
@@ -104,7 +104,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     await store.init();
     this.prefs = await store.loadPrefs();
     await this.control.load();
-    if (this.control.login) this.netmap = await this.netmapCache.load();
+    const { login } = this.control;
+    const held = login ? await this.netmapCache.load(login) : null;
+    this.netmap = held?.netmap ?? null;
+    this.mapToken = held?.mapToken ?? null;
     this.syncDns();
     this.tunnel.start();
     this.reconcile();
@@ -367,7 +370,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private onStreamMessage(msg: StreamServerMessage): void {
     this.netmap = applyStreamMessage(this.netmap, msg);
     this.mapToken = mapTokenAfter(msg);
-    if (this.netmap) this.netmapCache.save(this.netmap);
+    this.cacheNetmap();
     this.syncDns();
     this.paths.netmapChanged();
     this.reconcile();
@@ -378,7 +381,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private rotated(self: NetMap['self']): void {
     if (this.netmap) {
       this.netmap = { ...this.netmap, self };
-      this.netmapCache.save(this.netmap);
+      this.cacheNetmap();
     }
     this.paths.restart(this.control.nodeKey, this.prefs.listenPort);
     this.reconcile();
@@ -386,6 +389,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   // --- helpers ---------------------------------------------------------------------------------
+
+  /** Writes the map with the token that names its peers, together: never one without the other. */
+  private cacheNetmap(): void {
+    const { login } = this.control;
+    if (login && this.netmap) this.netmapCache.save(login, { netmap: this.netmap, mapToken: this.mapToken });
+  }
 
   private async savePrefs(prefs: Prefs): Promise<void> {
     await this.opts.store.savePrefs(prefs);

@@ -1,11 +1,11 @@
 import { randomInt } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateKeyPair, Key, NetMap, Prefs, publicKeyOf, StoredPrefs, withDefaults } from '@weft/protocol';
+import { generateKeyPair, Key, Prefs, publicKeyOf, StoredPrefs, withDefaults } from '@weft/protocol';
 import type { z } from 'zod';
 import { WeftError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
-import { ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login } from './schemas.js';
+import { CachedNetmap, ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login } from './schemas.js';
 
 // The engine's state folder. Everything in it is owner-only: the keys are secrets, and the
 // netmap and prefs describe the tailnet to whoever can read them.
@@ -14,7 +14,9 @@ import { ControlKeyPin, LISTEN_PORT_MAX, LISTEN_PORT_MIN, Login } from './schema
 //   node.key      the WireGuard private key (forgotten on logout, rotated on a schedule)
 //   node-next.key the key a rotation in flight moves to; kept until control's answer is recorded,
 //                 so a crash mid-rotation is finished at the next start, never leaves a key lost
-//   prefs.json    Prefs; login.json  Login; netmap.json  the last NetMap, to come up without control
+//   prefs.json    Prefs; login.json  Login
+//   netmap.json   CachedNetmap: the last netmap and its map token, to come up without control and
+//                 have control resume the map rather than send it whole
 //   control-key.json  ControlKeyPin: control's key as first seen (kept across logouts)
 
 export type KeyName = 'machine' | 'node' | 'node-next';
@@ -133,12 +135,12 @@ export class StateStore {
     return this.writeJson('control-key.json', ControlKeyPin.parse(pin));
   }
 
-  loadNetmap(): Promise<NetMap | null> {
-    return this.readJson('netmap.json', NetMap);
+  loadNetmap(): Promise<CachedNetmap | null> {
+    return this.readJson('netmap.json', CachedNetmap);
   }
 
-  saveNetmap(netmap: NetMap): Promise<void> {
-    return this.writeJson('netmap.json', netmap);
+  saveNetmap(cached: CachedNetmap): Promise<void> {
+    return this.writeJson('netmap.json', cached);
   }
 
   async deleteNetmap(): Promise<void> {

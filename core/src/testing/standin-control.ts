@@ -62,6 +62,8 @@ export class StandInControl {
   mapToken: string | undefined;
   /** The token each stream was opened with, in order (null: none). */
   readonly streamTokens: (string | null)[] = [];
+  /** What each stream was sent first, in order: a whole map or a resume. */
+  readonly streamFirsts: ('full' | 'resume')[] = [];
   registerCalls = 0;
   streamConnects = 0;
   /** Registrations as they arrived (with `wait`, rotation fields …). */
@@ -301,6 +303,7 @@ export class StandInControl {
         mapToken !== undefined && held === mapToken
           ? { type: 'resume', mapToken, netmap: rest }
           : { type: 'full', ...(mapToken === undefined ? {} : { mapToken }), netmap: { ...rest, peers } };
+      this.streamFirsts.push(first.type);
       ws.send(JSON.stringify(first));
     });
   }
