@@ -1,6 +1,7 @@
 import { ALLOW_ALL, applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { compilePolicy, parsePolicy } from '../policy/index.js';
+import { TailnetNode } from '../policy/tailnet.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { connectedHub, TEST_RANGES, type TestOwner, testNode } from '../testing/nodes.js';
 import type { StreamSession } from './hub.js';
@@ -120,6 +121,19 @@ describe('the policy compiler as the hub’s visibility', () => {
       expect(s.netmap?.packetFilter).toEqual(ALLOW_ALL);
       expect(s.peers()).toHaveLength(2);
     }
+  });
+
+  it("builds a first policy's engine without checking control's own nodes again", () => {
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { sessions, setPolicy } = setup(nodes, null);
+    const checks = vi.spyOn(TailnetNode, 'parse');
+    try {
+      setPolicy(POLICY);
+      expect(checks).not.toHaveBeenCalled();
+    } finally {
+      checks.mockRestore();
+    }
+    expectCompiled(sessions, nodes);
   });
 
   it('shares a record only between nodes that see alike, and never across two engines', () => {

@@ -119,7 +119,7 @@ export class PolicyVisibility implements VisibilityPolicy {
     const engine = new CompiledPolicy(this.policy, [...owners.values()], {
       wildcardSources: this.wildcardSources,
     });
-    engine.addNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
+    engine.addCheckedNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
     this.engine = engine;
     this.generation++;
   }
