@@ -136,6 +136,25 @@ describe('the policy compiler as the hub’s visibility', () => {
     expectCompiled(sessions, nodes);
   });
 
+  it('from and to allow-all, names as moved only the nodes that do not see everyone', () => {
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { hub, visibility, sessions } = connectedHub(nodes, null, (id) => new Session(id));
+    const all = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }';
+    const set = (text: string | null) => {
+      const moved = visibility.setPolicy(text === null ? null : parsePolicy(text));
+      hub.policyChanged(moved);
+      return [...moved].sort();
+    };
+    expect(set(all)).toEqual([]);
+    expectCompiled(sessions, nodes, all);
+    expect(set(null)).toEqual([]);
+    // bob's laptop sees no one, n1 and n3 only each other (see the test above).
+    expect(set(POLICY)).toEqual(['n1', 'n2', 'n3']);
+    expectCompiled(sessions, nodes);
+    expect(set(null)).toEqual(['n1', 'n2', 'n3']);
+    for (const s of sessions.values()) expect(s.peers()).toHaveLength(2);
+  });
+
   it('shares a record only between nodes that see alike, and never across two engines', () => {
     const web = [3, 4, 5].map((i) => node(i, null, { tags: ['tag:web'] }));
     const router = node(6, null, {

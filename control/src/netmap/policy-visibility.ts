@@ -93,7 +93,7 @@ export class PolicyVisibility implements VisibilityPolicy {
    * Puts `policy` in force (null: allow all again) over the nodes known so far, and returns the
    * nodes whose peers it moved, for the hub (NetmapHub.policyChanged) to send them what changed.
    */
-  setPolicy(policy: Policy | null): ReadonlySet<string> | 'all' {
+  setPolicy(policy: Policy | null): ReadonlySet<string> {
     const before = this.engine;
     this.policy = policy;
     // The engine mirrors every known node (see affectedBy): the new one takes them over from it.
@@ -101,8 +101,9 @@ export class PolicyVisibility implements VisibilityPolicy {
       this.engine = before.withPolicy(policy);
       this.generation++;
     } else this.rebuild();
-    // From or to allow-all, anyone's peers may move; between two policies the engine knows which.
-    return before === null || this.engine === null ? 'all' : this.engine.peersChangedFrom(before);
+    if (before !== null && this.engine !== null) return this.engine.peersChangedFrom(before);
+    // From or to allow-all: those that do not see everyone under the one engine there is.
+    return (this.engine ?? before)?.peersNotAll() ?? new Set();
   }
 
   /** A new engine over every known node, built in one pass (no per-node change is worked out). */

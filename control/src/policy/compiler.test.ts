@@ -234,6 +234,17 @@ describe('filters', () => {
   });
 });
 
+describe('peersNotAll', () => {
+  it('names exactly the nodes that do not see every other node (sample cases)', () => {
+    for (const c of sampleCases()) {
+      const engine = compilePolicy(parsePolicy(c.policy), c.tailnet);
+      const names = engine.nodeNames();
+      const notAll = names.filter((n) => engine.peers(n).length !== names.length - 1);
+      expect([...engine.peersNotAll()].sort(), c.id).toEqual(notAll.sort());
+    }
+  });
+});
+
 describe('users', () => {
   it('moves a user’s nodes in and out of rules when the user changes', () => {
     const policy = parsePolicy(`{

@@ -379,6 +379,19 @@ export class CompiledPolicy {
     return out;
   }
 
+  /**
+   * Nodes that do not see every other node: what a policy set over allow-all, or removed for it,
+   * must send peers to. A node sees everyone when its class sees every class, its own included.
+   */
+  peersNotAll(): Set<string> {
+    const out = new Set<string>();
+    const sigs = [...this.classes.keys()];
+    for (const c of this.classes.values()) {
+      if (!sigs.every((sig) => c.adjacent.has(sig))) for (const m of c.members) out.add(m);
+    }
+    return out;
+  }
+
   packetFilter(name: string): FilterRule[] {
     return this.filterFor(this.node(name));
   }
