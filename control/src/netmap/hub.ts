@@ -573,8 +573,13 @@ export class NetmapHub {
     const last = group.members.size === 0;
     if (last) this.dropClassMap(group);
     if (last && this.groups.get(group.key) === group) this.groups.delete(group.key);
-    if (keep) sub.sent = last ? group.record : group.record.clone();
-    else sub.sent = new SentRecord();
+    if (keep) {
+      sub.sent = last ? group.record : group.record.clone();
+      // A group's record holds its members; a stream's own never holds the stream, so its token
+      // counts only its peers (one that left with its peers as they were was never resumed).
+      const own = this.slots.get(sub.session.nodeId);
+      if (own !== undefined) sub.sent.delete(own);
+    } else sub.sent = new SentRecord();
   }
 
   /** Bytes of every stream's record of what it was sent (a group's once), the views' JSON aside. */

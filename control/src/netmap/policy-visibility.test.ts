@@ -1,10 +1,17 @@
-import { ALLOW_ALL, applyStreamMessage, type NetMap, type StreamServerMessage } from '@weft/protocol';
-import { describe, expect, it } from 'vitest';
+import {
+  ALLOW_ALL,
+  applyStreamMessage,
+  mapTokenAfter,
+  type NetMap,
+  type StreamServerMessage,
+} from '@weft/protocol';
+import { describe, expect, it, vi } from 'vitest';
 import { compilePolicy, parsePolicy } from '../policy/index.js';
+import { TailnetNode } from '../policy/tailnet.js';
 import type { NodeRecord } from '../tailnet/records.js';
 import { connectedHub, TEST_RANGES, type TestOwner, testNode } from '../testing/nodes.js';
-import type { StreamSession } from './hub.js';
-import { policyTailnet, wildcardSourcesOf } from './policy-visibility.js';
+import { NetmapHub, type StreamSession } from './hub.js';
+import { PolicyVisibility, policyTailnet, wildcardSourcesOf } from './policy-visibility.js';
 
 // The policy compiler behind the hub: what each connected node holds after every change must be
 // exactly what a full compile of the policy over the same nodes says, and a change must reach only
@@ -119,6 +126,83 @@ describe('the policy compiler as the hub’s visibility', () => {
     for (const s of sessions.values()) {
       expect(s.netmap?.packetFilter).toEqual(ALLOW_ALL);
       expect(s.peers()).toHaveLength(2);
+    }
+  });
+
+  it("builds a first policy's engine without checking control's own nodes again", () => {
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { sessions, setPolicy } = setup(nodes, null);
+    const checks = vi.spyOn(TailnetNode, 'parse');
+    try {
+      setPolicy(POLICY);
+      expect(checks).not.toHaveBeenCalled();
+    } finally {
+      checks.mockRestore();
+    }
+    expectCompiled(sessions, nodes);
+  });
+
+  it('from and to allow-all, names as moved only the nodes that do not see everyone', () => {
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { hub, visibility, sessions } = connectedHub(nodes, null, (id) => new Session(id));
+    const all = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:22,443"] }] }';
+    const set = (text: string | null) => {
+      const moved = visibility.setPolicy(text === null ? null : parsePolicy(text));
+      hub.policyChanged(moved);
+      return [...moved].sort();
+    };
+    expect(set(all)).toEqual([]);
+    expectCompiled(sessions, nodes, all);
+    expect(set(null)).toEqual([]);
+    // bob's laptop sees no one, n1 and n3 only each other (see the test above).
+    expect(set(POLICY)).toEqual(['n1', 'n2', 'n3']);
+    expectCompiled(sessions, nodes);
+    expect(set(null)).toEqual(['n1', 'n2', 'n3']);
+    for (const s of sessions.values()) expect(s.peers()).toHaveLength(2);
+  });
+
+  it('resumes a stream that left its class with its peers as they were', () => {
+    // Everyone sees everyone, first as one class, then each on a record of its own (autogroup:self).
+    const everyone = '{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] }] }';
+    const own = `{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:*"] },
+      { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:22"] }] }`;
+    for (const first of [null, everyone]) {
+      const nodes = [node(1, alice), node(2, bob), node(3, alice)];
+      const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
+      let flushes: (() => void)[] = [];
+      const flush = () => {
+        for (const f of flushes.splice(0)) f();
+      };
+      // Batched, as control runs it: a flush's deltas carry the token.
+      const hub = new NetmapHub(visibility, TEST_RANGES, undefined, (f) => flushes.push(f));
+      if (first !== null) visibility.setPolicy(parsePolicy(first));
+      hub.update(nodes);
+      const tokens = new Map<string, string | null>();
+      const session = (id: string): Session => {
+        const s = new Session(id);
+        const send = s.send.bind(s);
+        s.send = (m) => {
+          send(m);
+          tokens.set(id, mapTokenAfter(m));
+        };
+        return s;
+      };
+      const sessions = new Map(nodes.map((n) => [n.id, session(n.id)]));
+      for (const s of sessions.values()) hub.connect(s);
+      flush();
+      hub.policyChanged(visibility.setPolicy(parsePolicy(own)));
+      flush();
+      for (const [id, s] of sessions) {
+        const again = session(id);
+        again.netmap = s.netmap;
+        hub.connect(again, tokens.get(id) ?? undefined);
+        expect(
+          again.messages.map((m) => m.type),
+          `${id} after ${first ?? 'allow-all'}`,
+        ).toEqual(['resume']);
+        expect(again.peers()).toHaveLength(2);
+      }
+      flushes = [];
     }
   });
 

@@ -36,15 +36,17 @@ function ownerOf(node: NodeRecord): (TailnetUser & { groups: string[] }) | undef
 }
 
 export function policyNode(node: NodeRecord): TailnetNode {
-  return {
-    // Tagged nodes belong to their tags: the engine ignores their user.
-    ...(node.tags.length === 0 && node.userName !== null ? { user: node.userName } : {}),
+  // Assigned, not spread: a first policy makes this for every node (the spread was a sixth of it).
+  const out: TailnetNode = {
     tags: node.tags,
     ipv4: node.ipv4,
     ipv6: node.ipv6,
     advertisedRoutes: node.advertisedRoutes,
     approvedRoutes: node.approvedRoutes,
   };
+  // Tagged nodes belong to their tags: the engine ignores their user.
+  if (node.tags.length === 0 && node.userName !== null) out.user = node.userName;
+  return out;
 }
 
 /** The tailnet as `checkPolicy` wants it, to check a policy against the database before storing it. */
@@ -93,7 +95,7 @@ export class PolicyVisibility implements VisibilityPolicy {
    * Puts `policy` in force (null: allow all again) over the nodes known so far, and returns the
    * nodes whose peers it moved, for the hub (NetmapHub.policyChanged) to send them what changed.
    */
-  setPolicy(policy: Policy | null): ReadonlySet<string> | 'all' {
+  setPolicy(policy: Policy | null): ReadonlySet<string> {
     const before = this.engine;
     this.policy = policy;
     // The engine mirrors every known node (see affectedBy): the new one takes them over from it.
@@ -101,8 +103,9 @@ export class PolicyVisibility implements VisibilityPolicy {
       this.engine = before.withPolicy(policy);
       this.generation++;
     } else this.rebuild();
-    // From or to allow-all, anyone's peers may move; between two policies the engine knows which.
-    return before === null || this.engine === null ? 'all' : this.engine.peersChangedFrom(before);
+    if (before !== null && this.engine !== null) return this.engine.peersChangedFrom(before);
+    // From or to allow-all: those that do not see everyone under the one engine there is.
+    return (this.engine ?? before)?.peersNotAll() ?? new Set();
   }
 
   /** A new engine over every known node, built in one pass (no per-node change is worked out). */
@@ -119,7 +122,7 @@ export class PolicyVisibility implements VisibilityPolicy {
     const engine = new CompiledPolicy(this.policy, [...owners.values()], {
       wildcardSources: this.wildcardSources,
     });
-    engine.addNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
+    engine.addCheckedNodes([...this.records.values()].map((n) => [n.id, policyNode(n)] as const));
     this.engine = engine;
     this.generation++;
   }

@@ -201,6 +201,51 @@ describe('autogroup:self sources', () => {
   });
 });
 
+describe('filters', () => {
+  it("make a node's address space only for a destination with prefixes", () => {
+    const policy = parsePolicy(`{
+      "tagOwners": { "tag:server": ["alice@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:22"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:443"] },
+        { "action": "accept", "src": ["*"], "dst": ["*:80"] },
+      ],
+    }`);
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice', email: 'alice@example.com' }, { name: 'bob' }],
+      nodes: {
+        a1: { user: 'alice', ipv4: '100.64.0.1' },
+        b1: { user: 'bob', ipv4: '100.64.0.9' },
+        s1: { tags: ['tag:server'], ipv4: '100.64.0.20' },
+      },
+    });
+    const engine = compilePolicy(policy, tailnet);
+    const unions = vi.spyOn(IPSet.prototype, 'union');
+    try {
+      expect(engine.packetFilter('s1').map((r) => r.DstPorts?.map((d) => d.IP))).toEqual([
+        ['100.64.0.20'],
+        ['*'],
+      ]);
+      engine.packetFilter('a1');
+      engine.packetFilter('b1');
+      expect(unions).not.toHaveBeenCalled();
+    } finally {
+      unions.mockRestore();
+    }
+  });
+});
+
+describe('peersNotAll', () => {
+  it('names exactly the nodes that do not see every other node (sample cases)', () => {
+    for (const c of sampleCases()) {
+      const engine = compilePolicy(parsePolicy(c.policy), c.tailnet);
+      const names = engine.nodeNames();
+      const notAll = names.filter((n) => engine.peers(n).length !== names.length - 1);
+      expect([...engine.peersNotAll()].sort(), c.id).toEqual(notAll.sort());
+    }
+  });
+});
+
 describe('users', () => {
   it('moves a user’s nodes in and out of rules when the user changes', () => {
     const policy = parsePolicy(`{
