@@ -10,6 +10,8 @@
 
 interface Waiting {
   connect: () => void;
+  /** Ends the stream instead, at shutdown: its upgrade was answered, so only closing it ends it. */
+  drop: () => void;
   /** Drains finished when it was added: it runs in a later one. */
   turn: number;
 }
@@ -24,25 +26,40 @@ export class ConnectQueue {
 
   constructor(
     private readonly turnMs: number,
-    /** Reports a connect that threw; the queue goes on with the next. */
+    /** Reports a connect (or drop) that threw; the queue goes on with the next. */
     private readonly failed: (err: unknown) => void,
   ) {}
 
-  /** Runs `connect` in a later turn, after every connect added before it. */
-  add(connect: () => void): void {
-    if (this.closed) return;
-    this.waiting.push({ connect, turn: this.turn });
+  /** Runs `connect` in a later turn, after every connect added before it; once closed, `drop`. */
+  add(connect: () => void, drop: () => void): void {
+    if (this.closed) {
+      this.run(drop);
+      return;
+    }
+    this.waiting.push({ connect, drop, turn: this.turn });
     this.schedule();
   }
 
   /**
-   * Drops the waiting connects and refuses new ones. Shutdown calls it before closing every stream:
-   * a connect run after that would serve a map and announce its node online while control stops.
+   * Drops the waiting connects and every one added later. Shutdown calls it before closing every
+   * stream: a connect run after that would serve a map and announce its node online while control
+   * stops, and a stream left open without one (not yet in the hub, so not closed with its streams)
+   * held the shutdown up for good: it waits for every stream to end.
    */
   close(): void {
     this.closed = true;
+    const dropped = this.waiting.slice(this.head);
     this.waiting = [];
     this.head = 0;
+    for (const w of dropped) this.run(w.drop);
+  }
+
+  private run(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      this.failed(err);
+    }
   }
 
   private schedule(): void {
@@ -58,11 +75,7 @@ export class ConnectQueue {
     let next = this.waiting[this.head];
     while (next !== undefined && next.turn < turn) {
       this.head++;
-      try {
-        next.connect();
-      } catch (err) {
-        this.failed(err);
-      }
+      this.run(next.connect);
       next = performance.now() < end ? this.waiting[this.head] : undefined;
     }
     this.turn++;

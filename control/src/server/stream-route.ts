@@ -213,7 +213,9 @@ function openStream(
     log.info(`stream ${node.name}: connected`);
     background.run(`presence of ${node.name}`, () => presence.connected(node.id));
   };
-  if (hub.has(node.id)) ctx.connects.add(connect);
+  // Control stopping: the stream is ended here, as closeAll ends the hub's.
+  const drop = () => session.close('control is shutting down');
+  if (hub.has(node.id)) ctx.connects.add(connect, drop);
   else {
     // A node registered through another connection (or replica) may not be in the hub yet.
     background.run(`connecting ${node.name}`, async () => {
@@ -225,7 +227,7 @@ function openStream(
         socket.close(1011, 'control could not read this node, try again');
         return;
       }
-      ctx.connects.add(connect);
+      ctx.connects.add(connect, drop);
     });
   }
 }

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH, streamPath } from '@weft/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { Store } from '../db/store.js';
 import { NetmapHub } from '../netmap/hub.js';
 import { NetmapSync } from '../netmap/sync.js';
 import {
@@ -305,6 +306,38 @@ describe('the netmap stream', () => {
     expect(s.closed).toMatchObject({ code: 1000, reason: 'control is shutting down' });
     expect(errors).toEqual([]);
     expect(Date.parse(lastSeen())).toBeGreaterThanOrEqual(Date.parse(before));
+  });
+
+  it('on shutdown closes a stream whose upgrade is answered after the shutdown began', async () => {
+    const t = await startTestControl();
+    const m = new TestMachine(t);
+    await m.join('late', await t.key());
+    // The node's read, before the upgrade is answered, waits until control is stopping.
+    const read = Store.prototype.nodeByMachineKey;
+    let reading = false;
+    let release = () => {};
+    const stopping = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const spy = vi.spyOn(Store.prototype, 'nodeByMachineKey').mockImplementationOnce(async function (
+      this: Store,
+      key,
+    ) {
+      reading = true;
+      await stopping;
+      return read.call(this, key);
+    });
+    onCleanup(() => spy.mockRestore());
+    const opening = StreamClient.open(t.control.url, m.sign('GET', STREAM_PATH, ''));
+    await vi.waitUntil(() => reading);
+    const closed = t.control.close();
+    release();
+    const s = await opening;
+    await s.until('closed', (c) => c.closed !== null);
+    await closed;
+    // Closed by control as it stops, not cut when the shutdown's grace ran out (1006).
+    expect(s.closed).toMatchObject({ code: 1000, reason: 'control is shutting down' });
+    expect(s.messages).toEqual([]);
   });
 
   it('rejects a stream for an expired node key', async () => {
