@@ -334,6 +334,25 @@ describe('presence writes of one node', () => {
     },
   );
 
+  it('a heartbeat during a herd writes no row again for streams whose own write is on its way', async () => {
+    const store = await storeWithNode();
+    const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
+      heartbeatMs: 60_000,
+      deadAfterMs: 10_000,
+      restartGraceMs: 60_000,
+    });
+    const claims = vi.spyOn(store, 'claimStreams');
+    const release = holdNextCall(store, 'streamsConnected');
+    const started = presence.connected('n1');
+    // The first beat (start) counts no row for n1 yet: its write is waiting, not reaped.
+    await presence.start();
+    onCleanup(() => presence.close());
+    release();
+    await started;
+    expect(claims).not.toHaveBeenCalled();
+    expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
+  });
+
   it("a replacing stream whose row write failed: its end clears the replaced stream's row", async () => {
     const store = await storeWithNode();
     const presence = new Presence(store, sync, () => ['n1'], runNow, silent);

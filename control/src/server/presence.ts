@@ -284,7 +284,9 @@ export class Presence {
     const held: HeldStream[] = [];
     for (const nodeId of this.held()) {
       const stream = this.streams.get(nodeId);
-      if (stream !== undefined) held.push({ nodeId, stream });
+      // A stream whose own write is still on its way is not missing: counted, a herd's connects
+      // (thousands waiting on the database) had every beat write all this replica's rows again.
+      if (stream !== undefined && !this.writes.has(nodeId)) held.push({ nodeId, stream });
     }
     if (held.length === 0 || (await this.store.streamCount(this.replica)) >= held.length) return;
     const written = await this.store.claimStreams(held, this.replica, now);
