@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { BatchQueue } from '@weft/protocol';
 import type { RunExclusive } from '../db/open.js';
 import type { HeldStream, Store } from '../db/store.js';
 import { errorText, type Logger } from '../log.js';
@@ -78,10 +79,15 @@ export class Presence {
    */
   private readonly streams = new Map<string, number>();
   private started = 0;
-  /** Streams started since the connects' last write began, and the write that will carry them. */
-  private gathering: { streams: HeldStream[]; write: Promise<void> } | null = null;
-  /** The connects' latest write (settled: the next may start). */
-  private connects: Promise<void> = Promise.resolve();
+  /**
+   * The rows of streams started here, written together: those started while the previous rows are
+   * being written go in one statement. Written one by one, a herd of thousands (a killed replica's
+   * nodes) cost a statement each: most of the database client's time, and a notice each for the
+   * other replicas.
+   */
+  private readonly connects = new BatchQueue((streams: readonly HeldStream[]) =>
+    this.store.streamsConnected(streams, this.replica, new Date(this.clock())),
+  );
   /** Each node's latest presence write (see serially). */
   private readonly writes = new Map<string, Promise<void>>();
   /** Streams a shutdown ended, and the one write of their last seen, started at once. */
@@ -182,28 +188,7 @@ export class Presence {
   async connected(nodeId: string): Promise<void> {
     const stream = ++this.started;
     this.streams.set(nodeId, stream);
-    await this.serially(nodeId, () => this.written({ nodeId, stream }));
-  }
-
-  /**
-   * Settles once `held`'s row is written: with every stream started while the previous rows were
-   * being written, in one statement. Written one by one, a herd of thousands (a killed replica's
-   * nodes) cost a statement each: most of the database client's time, and a notice each for the
-   * other replicas.
-   */
-  private written(held: HeldStream): Promise<void> {
-    if (this.gathering === null) {
-      const streams: HeldStream[] = [];
-      const write = this.connects.then(() => {
-        this.gathering = null;
-        return this.store.streamsConnected(streams, this.replica, new Date(this.clock()));
-      });
-      this.gathering = { streams, write };
-      // The next batch starts once this one has settled (failed too: its streams reject alone).
-      this.connects = write.catch(() => {});
-    }
-    this.gathering.streams.push(held);
-    return this.gathering.write;
+    await this.serially(nodeId, () => this.connects.add({ nodeId, stream }));
   }
 
   /**
