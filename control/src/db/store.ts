@@ -362,6 +362,17 @@ export class Store {
     return out;
   }
 
+  /** The nodes of these machine keys that exist (in no particular order). */
+  async nodesByMachineKeys(machineKeys: readonly string[]): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    for (let i = 0; i < machineKeys.length; i += NODES_PER_QUERY) {
+      const chunk = machineKeys.slice(i, i + NODES_PER_QUERY);
+      for (const row of await this.nodes().where('nodes.machine_key', 'in', chunk).execute())
+        out.push(toNode(row));
+    }
+    return out;
+  }
+
   async nodeByMachineKey(machineKey: string): Promise<NodeRecord | undefined> {
     const row = await this.nodes().where('nodes.machine_key', '=', machineKey).executeTakeFirst();
     return row && toNode(row);
