@@ -322,14 +322,15 @@ class Load {
       clearTimeout(handshake);
       if (this.stopping || node.generation !== generation || node.loggedOut) return;
       if (node.mapAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
+      const steady = node.mapAt > 0 && performance.now() - node.mapAt >= STREAM_RETRY.steadyMs;
       node.mapAt = 0;
-      this.retry(node, attempt);
+      this.retry(node, attempt, steady);
     });
   }
 
-  /** Connects again after the back-off of the engine's control client. */
-  private retry(node: Node, attempt: number): void {
-    const wait = backoffDelayMs(attempt, STREAM_RETRY);
+  /** Connects again after the back-off of the engine's control client (`steady`: see MapSession). */
+  private retry(node: Node, attempt: number, steady = false): void {
+    const wait = backoffDelayMs(attempt, STREAM_RETRY, Math.random, steady);
     this.attempts.waits++;
     this.attempts.waitedMs += wait;
     setTimeout(() => this.connect(node, attempt + 1), wait);

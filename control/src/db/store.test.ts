@@ -260,9 +260,9 @@ for (const kind of await testDatabaseKinds()) {
       const { store } = await open();
       await store.insertNode(node('n1', 1, null));
       await store.insertNode(node('n2', 2, null));
-      await store.nodeConnected('n1', 'A', 1, new Date(now));
+      await store.streamsConnected([{ nodeId: 'n1', stream: 1 }], 'A', new Date(now));
       // The node reconnected to A: its new stream's row is written before its old stream's end is.
-      await store.nodeConnected('n1', 'A', 2, new Date(now));
+      await store.streamsConnected([{ nodeId: 'n1', stream: 2 }], 'A', new Date(now));
       await store.nodeDisconnected('n1', 'A', 1, new Date(now));
       expect(await store.nodeById('n1')).toMatchObject({ streamedBy: 'A', lastSeen: now });
       await store.nodeDisconnected('n1', 'A', 2, new Date(now));

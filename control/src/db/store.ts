@@ -362,6 +362,17 @@ export class Store {
     return out;
   }
 
+  /** The nodes of these machine keys that exist (in no particular order). */
+  async nodesByMachineKeys(machineKeys: readonly string[]): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    for (let i = 0; i < machineKeys.length; i += NODES_PER_QUERY) {
+      const chunk = machineKeys.slice(i, i + NODES_PER_QUERY);
+      for (const row of await this.nodes().where('nodes.machine_key', 'in', chunk).execute())
+        out.push(toNode(row));
+    }
+    return out;
+  }
+
   async nodeByMachineKey(machineKey: string): Promise<NodeRecord | undefined> {
     const row = await this.nodes().where('nodes.machine_key', '=', machineKey).executeTakeFirst();
     return row && toNode(row);
@@ -525,16 +536,29 @@ export class Store {
   // presence: which replica holds each node's stream
 
   /**
-   * The node's stream `stream` is now held by `replica` (taking it over from any other). Its
-   * last-seen time is written when the stream ends: while online, peers are told "online", not a time.
+   * These streams are now held by `replica` (each node's taken over from any other), in one statement
+   * per NODES_PER_QUERY: a replica's connects are written together (Presence.connected). A node's
+   * last-seen time is written when its stream ends: while online, peers are told "online", not a time.
    */
-  async nodeConnected(nodeId: string, replica: string, stream: number, at: Date): Promise<void> {
+  async streamsConnected(streams: readonly HeldStream[], replica: string, at: Date): Promise<void> {
     const since = at.toISOString();
-    await this.db
-      .insertInto('node_streams')
-      .values({ node_id: nodeId, replica, since, stream })
-      .onConflict((oc) => oc.column('node_id').doUpdateSet({ replica, since, stream }))
-      .execute();
+    for (let i = 0; i < streams.length; i += NODES_PER_QUERY) {
+      await this.db
+        .insertInto('node_streams')
+        .values(
+          streams
+            .slice(i, i + NODES_PER_QUERY)
+            .map((s) => ({ node_id: s.nodeId, replica, since, stream: s.stream })),
+        )
+        .onConflict((oc) =>
+          oc.column('node_id').doUpdateSet((eb) => ({
+            replica: eb.ref('excluded.replica'),
+            since: eb.ref('excluded.since'),
+            stream: eb.ref('excluded.stream'),
+          })),
+        )
+        .execute();
+    }
   }
 
   /**

@@ -5,6 +5,7 @@ import type { RunExclusive } from '../db/open.js';
 import { replicaSessionName, type Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
 import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
+import { testNode } from '../testing/nodes.js';
 import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
 import { storeWithNode } from '../testing/store.js';
 import { CONNECTED_DEAD_AFTER, Presence } from './presence.js';
@@ -25,7 +26,7 @@ const runNow: RunExclusive = async (_job, fn) => {
 };
 
 /** Holds the store's next `method` call until the returned function is called: a write that lands late. */
-function holdNextCall(store: Store, method: 'nodeConnected' | 'nodeDisconnected'): () => void {
+function holdNextCall(store: Store, method: 'streamsConnected' | 'nodeDisconnected'): () => void {
   let release = () => {};
   const gate = new Promise<void>((resolve) => {
     release = resolve;
@@ -42,7 +43,7 @@ async function storeWithStream(db?: string): Promise<Store> {
   const store = await storeWithNode(db);
   // A previous run of the server (another replica id) held the node's stream when it died.
   await store.replicaHeartbeat('previous-run', new Date());
-  await store.nodeConnected('n1', 'previous-run', 1, new Date());
+  await store.streamsConnected([{ nodeId: 'n1', stream: 1 }], 'previous-run', new Date());
   return store;
 }
 
@@ -95,7 +96,7 @@ describe('presence of the only server (SQLite)', () => {
     const store = await storeWithNode();
     // A clock set back meanwhile: the previous run's last heartbeat looks an hour ahead.
     await store.replicaHeartbeat('previous-run', new Date(Date.now() + 3_600_000));
-    await store.nodeConnected('n1', 'previous-run', 1, new Date());
+    await store.streamsConnected([{ nodeId: 'n1', stream: 1 }], 'previous-run', new Date());
     const { presence, reloads } = onlyServer(store, 20);
     vi.spyOn(store, 'dropOtherReplicas').mockRejectedValueOnce(new Error('SQLITE_BUSY'));
     await presence.start();
@@ -108,7 +109,7 @@ describe('presence of the only server (SQLite)', () => {
   it('forgets at once a previous run last heard from before the grace (killed, not stopped)', async () => {
     const store = await storeWithNode();
     await store.replicaHeartbeat('killed-run', new Date(Date.now() - 120_000));
-    await store.nodeConnected('n1', 'killed-run', 1, new Date());
+    await store.streamsConnected([{ nodeId: 'n1', stream: 1 }], 'killed-run', new Date());
     const { presence, readBack } = counted(store, 60_000, true);
     await presence.start();
     onCleanup(() => presence.close());
@@ -289,7 +290,7 @@ describe('presence writes of one node', () => {
   ])('a stream that ends before its own row is written leaves no row (%s)', async (_kind, location) => {
     const store = await storeWithNode(await location());
     const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
-    const release = holdNextCall(store, 'nodeConnected');
+    const release = holdNextCall(store, 'streamsConnected');
     const started = presence.connected('n1');
     const ended = presence.disconnected('n1');
     release();
@@ -297,11 +298,66 @@ describe('presence writes of one node', () => {
     expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
   });
 
+  it.each([
+    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
+  ])(
+    "a herd's streams are written together, a write at a time, not one each (%s)",
+    async (_kind, location) => {
+      const store = await storeWithNode(await location());
+      const ids = Array.from({ length: 50 }, (_, i) => `n${i + 2}`);
+      for (const [i, id] of ids.entries())
+        await store.insertNode(testNode(i + 2, null, { machineKey: `mkey:${id}`, nodeKey: `nodekey:${id}` }));
+      const presence = new Presence(store, sync, () => ['n1', ...ids], runNow, silent);
+      // The first stream's write is slow: the rest, started meanwhile, wait for it and go in one.
+      const write = store.streamsConnected.bind(store);
+      const sizes: number[] = [];
+      let release = () => {};
+      const slow = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      vi.spyOn(store, 'streamsConnected').mockImplementation(async (streams, replica, at) => {
+        sizes.push(streams.length);
+        if (sizes.length === 1) await slow;
+        return write(streams, replica, at);
+      });
+      const first = presence.connected('n1');
+      await vi.waitFor(() => expect(sizes).toHaveLength(1));
+      const rest = ids.map((id) => presence.connected(id));
+      release();
+      await Promise.all([first, ...rest]);
+      expect(sizes).toEqual([1, 50]);
+      for (const id of ['n1', ...ids]) expect((await store.nodeById(id))?.streamedBy).toBe(presence.replica);
+      // A stream's end still waits for its own start's write: no row left behind.
+      await presence.disconnected('n7');
+      expect((await store.nodeById('n7'))?.streamedBy).toBeNull();
+    },
+  );
+
+  it('a heartbeat during a herd writes no row again for streams whose own write is on its way', async () => {
+    const store = await storeWithNode();
+    const presence = new Presence(store, sync, () => ['n1'], runNow, silent, {
+      heartbeatMs: 60_000,
+      deadAfterMs: 10_000,
+      restartGraceMs: 60_000,
+    });
+    const claims = vi.spyOn(store, 'claimStreams');
+    const release = holdNextCall(store, 'streamsConnected');
+    const started = presence.connected('n1');
+    // The first beat (start) counts no row for n1 yet: its write is waiting, not reaped.
+    await presence.start();
+    onCleanup(() => presence.close());
+    release();
+    await started;
+    expect(claims).not.toHaveBeenCalled();
+    expect((await store.nodeById('n1'))?.streamedBy).toBe(presence.replica);
+  });
+
   it("a replacing stream whose row write failed: its end clears the replaced stream's row", async () => {
     const store = await storeWithNode();
     const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
     await presence.connected('n1');
-    vi.spyOn(store, 'nodeConnected').mockRejectedValueOnce(new Error('pool timeout'));
+    vi.spyOn(store, 'streamsConnected').mockRejectedValueOnce(new Error('pool timeout'));
     await expect(presence.connected('n1')).rejects.toThrow('pool timeout');
     await presence.disconnected('n1');
     expect((await store.nodeById('n1'))?.streamedBy).toBeNull();

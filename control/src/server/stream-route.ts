@@ -1,5 +1,11 @@
 import type { Socket } from 'node:net';
-import { MACHINE_AUTH_HEADER, STREAM_PATH, StreamClientMessage, StreamQuery } from '@weft/protocol';
+import {
+  BatchQueue,
+  MACHINE_AUTH_HEADER,
+  STREAM_PATH,
+  StreamClientMessage,
+  StreamQuery,
+} from '@weft/protocol';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import WebSocket from 'ws';
 import { authenticateMachine } from '../auth/machine.js';
@@ -59,6 +65,13 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
   // whose connect waited longer (for its node to be read) must not replace it.
   let arrivals = 0;
   const newest = new Map<string, number>();
+  // The upgrades' nodes are read together: those arriving while a read is on its way in the next
+  // one (a killed replica's thousands of nodes, each a statement, were most of the database
+  // client's time on the replicas they moved to).
+  const lookups = new BatchQueue(async (machineKeys: readonly string[]) => {
+    const nodes = await ctx.store.nodesByMachineKeys(machineKeys);
+    return new Map(nodes.map((n) => [n.machineKey, n]));
+  });
 
   app.get(
     STREAM_PATH,
@@ -75,7 +88,7 @@ export function registerStreamRoute(app: FastifyInstance, ctx: ControlContext): 
           body: '',
           signedQuery: true,
         });
-        const node = await ctx.store.nodeByMachineKey(machineKey);
+        const node = (await lookups.add(machineKey)).get(machineKey);
         if (node === undefined) {
           throw new ApiError(401, 'unknown-node', 'this machine is not registered: register it first');
         }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
-import { ALLOW_ALL, MACHINE_AUTH_HEADER, STREAM_PATH, streamPath } from '@weft/protocol';
+import { ALLOW_ALL, BatchQueue, MACHINE_AUTH_HEADER, STREAM_PATH, streamPath } from '@weft/protocol';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Store } from '../db/store.js';
 import { NetmapHub } from '../netmap/hub.js';
@@ -19,6 +19,39 @@ import {
 afterEach(cleanupAll);
 
 describe('the netmap stream', () => {
+  it('reads the nodes of upgrades arriving while a read is on its way in one statement, not one each', async () => {
+    const t = await startTestControl();
+    const key = await t.key('--reusable');
+    const machines = Array.from({ length: 12 }, () => new TestMachine(t));
+    for (const [i, m] of machines.entries()) await m.join(`m${i}`, key);
+    const read = Store.prototype.nodesByMachineKeys;
+    const sizes: number[] = [];
+    let release = () => {};
+    const slow = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const spy = vi.spyOn(Store.prototype, 'nodesByMachineKeys').mockImplementation(async function (
+      this: Store,
+      keys,
+    ) {
+      sizes.push(keys.length);
+      if (sizes.length === 1) await slow;
+      return read.call(this, keys);
+    });
+    onCleanup(() => spy.mockRestore());
+    const adds = vi.spyOn(BatchQueue.prototype, 'add');
+    onCleanup(() => adds.mockRestore());
+    const [first, ...rest] = machines as [TestMachine, ...TestMachine[]];
+    const streams = [first.stream()];
+    await vi.waitFor(() => expect(sizes).toHaveLength(1));
+    // The first read is slow: the other upgrades arrive meanwhile and wait for it.
+    streams.push(...rest.map((m) => m.stream()));
+    await vi.waitFor(() => expect(adds.mock.calls.length).toBeGreaterThanOrEqual(machines.length), 10_000);
+    release();
+    for (const s of await Promise.all(streams)) await s.until('its map', (c) => c.netmap !== null);
+    expect(sizes).toEqual([1, machines.length - 1]);
+  });
+
   it('sends the full map first, then deltas as peers join, come online and report endpoints', async () => {
     const t = await startTestControl();
     const key = await t.key('--reusable');

@@ -1,9 +1,10 @@
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { generateKeyPair } from '@weft/protocol';
+import { generateKeyPair, type RegisterRequest } from '@weft/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { silentLogger } from '../log/logger.js';
+import { nodeView, StandInControl } from '../testing/standin-control.js';
 import { waitUntil } from '../testing/wait.js';
 import { ControlClient } from './client.js';
 import { MapSession } from './session.js';
@@ -104,5 +105,52 @@ describe('MapSession', () => {
     await waitUntil('a second upgrade after the stalled one', () => control.held.length >= 2);
     // An error answer is still an answer: it does not count as a timeout in a row.
     expect(asked.slice(0, 2)).toEqual([0, 0]);
+  });
+});
+
+describe('MapSession after its stream breaks', () => {
+  it.each([
+    ['its map carried for the steady time: sooner', 0, 100],
+    ['its map not carried for long: the first step', 60_000, 300],
+  ])('waits by how long the stream had worked (%s)', async (_what, steadyMs, wait) => {
+    const control = new StandInControl();
+    control.netmapFor = (node) => ({
+      self: nodeView(1, node.req.nodeKey),
+      peers: [],
+      packetFilter: [],
+      tailnetRanges: ['100.64.0.0/10'],
+    });
+    await control.start();
+    cleanups.push(() => control.stop());
+    const machine = generateKeyPair();
+    control.nodes.set(machine.publicKey, {
+      machineKey: machine.publicKey,
+      req: { nodeKey: generateKeyPair().publicKey, hostname: 'laptop' } as RegisterRequest,
+      authorized: true,
+    });
+    const waits: number[] = [];
+    const session = new MapSession(new ControlClient(control.url, machine.privateKey), {
+      log: {
+        ...silentLogger,
+        debug: (msg) => {
+          const ms = /reconnecting to control in (\d+) ms/.exec(msg)?.[1];
+          if (ms !== undefined) waits.push(Number(ms));
+        },
+      },
+      // The first step is 200-400 ms; random() 0.5 picks its middle, or the middle of 0-200.
+      backoff: { baseMs: 400, capMs: 400, random: () => 0.5 },
+      steadyMs,
+    });
+    cleanups.push(() => session.stop());
+    let maps = 0;
+    session.on('message', (msg) => {
+      if (msg.type === 'full' || msg.type === 'resume') maps++;
+    });
+    session.start();
+    await waitUntil('the first map', () => maps === 1);
+    // Control's end of the stream dies (its process killed): no close frame.
+    for (const ws of control.streams) ws.terminate();
+    await waitUntil('the map again', () => maps === 2);
+    expect(waits).toEqual([wait]);
   });
 });

@@ -35,6 +35,8 @@ export interface SessionOptions {
   pingMs?: number;
   /** How long to wait for control to answer an upgrade after that many timeouts in a row; tests shorten it. */
   handshakeTimeoutMs?: (timeouts: number) => number;
+  /** How long a stream must have carried its map for its break to be retried sooner; tests shorten it. */
+  steadyMs?: number;
   /** The token of the map the engine holds now (see MapToken); null: none, a whole map is wanted. */
   mapToken?: () => string | null;
   log: Logger;
@@ -55,6 +57,8 @@ export class MapSession extends EventEmitter<SessionEvents> {
   private loop: Promise<void> | null = null;
   /** Upgrades in a row that control did not answer in time: each makes the next wait longer. */
   private handshakeTimeouts = 0;
+  /** When the latest stream's map (whole or resumed) arrived; null: it has none. */
+  private mapAt: number | null = null;
 
   constructor(
     private readonly client: ControlClient,
@@ -137,7 +141,13 @@ export class MapSession extends EventEmitter<SessionEvents> {
       }
       // After a logout control will not take us back with this key: stop until logged in again.
       if (loggedOut) break;
-      const delay = this.backoff.next();
+      // A stream that had carried its map for a while broke: its control went away (a killed
+      // replica behind a balancer), it did not refuse us; the first try goes sooner.
+      const steady =
+        this.mapAt !== null &&
+        performance.now() - this.mapAt >= (this.opts.steadyMs ?? STREAM_RETRY.steadyMs);
+      this.mapAt = null;
+      const delay = this.backoff.next(steady);
       this.opts.log.debug(`reconnecting to control in ${delay} ms`);
       await sleep(delay, signal);
     }
@@ -226,7 +236,10 @@ export class MapSession extends EventEmitter<SessionEvents> {
             return fail(new WeftError('control-error', 'control sent an invalid stream message'));
           }
           alive = true;
-          if (msg.type === 'full' || msg.type === 'resume') this.backoff.reset();
+          if (msg.type === 'full' || msg.type === 'resume') {
+            this.backoff.reset();
+            this.mapAt ??= performance.now();
+          }
           this.emit('message', msg);
           if (msg.type === 'logout') {
             clearInterval(pinger);

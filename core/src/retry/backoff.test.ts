@@ -16,6 +16,13 @@ describe('back-off', () => {
     for (const d of delays) expect(d).toBeGreaterThanOrEqual(500);
   });
 
+  it('after a connection that worked for a while, tries first within the lower half of the first step, then as usual', () => {
+    const low = new Backoff({ baseMs: 100, capMs: 1000, random: () => 0 });
+    const high = new Backoff({ baseMs: 100, capMs: 1000, random: () => 0.999999 });
+    expect([low.next(true), low.next(true), low.next()]).toEqual([0, 100, 200]);
+    expect([high.next(true), high.next(true), high.next()]).toEqual([50, 200, 400]);
+  });
+
   it('starts small again after reset', () => {
     const b = new Backoff({ baseMs: 100, capMs: 10_000, random: () => 0 });
     for (let i = 0; i < 10; i++) b.next();

@@ -23,9 +23,12 @@ export class Backoff {
     this.random = opts.random ?? Math.random;
   }
 
-  /** The delay before the next attempt: half fixed, half random, of min(cap, base·2ⁿ). */
-  next(): number {
-    return backoffDelayMs(this.attempt++, { baseMs: this.baseMs, capMs: this.capMs }, this.random);
+  /**
+   * The delay before the next attempt: half fixed, half random, of min(cap, base·2ⁿ); `steady`: the
+   * connection had worked for a while before it broke (see backoffDelayMs).
+   */
+  next(steady = false): number {
+    return backoffDelayMs(this.attempt++, { baseMs: this.baseMs, capMs: this.capMs }, this.random, steady);
   }
 
   reset(): void {
