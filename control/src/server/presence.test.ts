@@ -299,7 +299,7 @@ describe('presence writes of one node', () => {
   });
 
   it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')],
+    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
     ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
   ])(
     "a herd's streams are written together, a write at a time, not one each (%s)",

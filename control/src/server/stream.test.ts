@@ -346,19 +346,19 @@ describe('the netmap stream', () => {
     const m = new TestMachine(t);
     await m.join('late', await t.key());
     // The node's read, before the upgrade is answered, waits until control is stopping.
-    const read = Store.prototype.nodeByMachineKey;
+    const read = Store.prototype.nodesByMachineKeys;
     let reading = false;
     let release = () => {};
     const stopping = new Promise<void>((resolve) => {
       release = resolve;
     });
-    const spy = vi.spyOn(Store.prototype, 'nodeByMachineKey').mockImplementationOnce(async function (
+    const spy = vi.spyOn(Store.prototype, 'nodesByMachineKeys').mockImplementationOnce(async function (
       this: Store,
-      key,
+      keys,
     ) {
       reading = true;
       await stopping;
-      return read.call(this, key);
+      return read.call(this, keys);
     });
     onCleanup(() => spy.mockRestore());
     const opening = StreamClient.open(t.control.url, m.sign('GET', STREAM_PATH, ''));
