@@ -744,8 +744,13 @@ describe('NetmapHub under a policy that lists peers', () => {
         // The restarted control: the previous run's rows keep every node online.
         const after = hubOf('r2');
         after.update(nodes.map((n) => ({ ...n, streamedBy: 'r1', lastSeen: '2026-06-01T00:00:00.000Z' })));
+        // A view's bytes are made in a buffer of its own (ownBytes) when a whole map first carries it.
+        const viewBytesMade = vi.spyOn(Buffer, 'allocUnsafeSlow');
         const back = held.map((s) => s.reconnect(after));
         expect(back.map((s) => s.messages[0]?.type)).toEqual(back.map(() => 'resume'));
+        // The token is compared before any map is put together: a resume makes no peer's bytes.
+        expect(viewBytesMade).not.toHaveBeenCalled();
+        viewBytesMade.mockRestore();
         // The peers they held, in the order they held them.
         for (const s of back) {
           const snapshot = after.snapshot(s.nodeId);

@@ -630,7 +630,7 @@ export class NetmapHub {
       const netmap = this.mapOf(self, sub.visibility, this.classPeers(group, sub, parts));
       if (parts === undefined) sub.session.send({ type: 'full', netmap });
       else
-        sub.session.send(withWire({ type: 'full', mapToken: token, netmap }, [...parts, tailBytes(netmap)]));
+        sub.session.send(withWire({ type: 'full', mapToken: token, netmap }, [...parts, restBytes(netmap)]));
       return;
     }
     if (own) {
@@ -638,8 +638,9 @@ export class NetmapHub {
       if (typeof form === 'string') this.formGroup(sub, form);
       return;
     }
-    const peers: Buffer[] = [];
-    const netmap = this.fullMap(self, sub.visibility, sub.sent, peers);
+    // The walk fills the record and keeps the views: a resume (every node of a killed replica)
+    // needs only the token, so the map's bytes and object are made after the comparison.
+    const views = this.walk(self, sub.visibility, sub.sent);
     // Its token is its record's once the group it forms holds its members' own slots.
     if (typeof form === 'string') this.formGroup(sub, form);
     const token = sub.sent.token();
@@ -651,7 +652,14 @@ export class NetmapHub {
     // the rest): at 10,000 nodes a mass reconnect sends millions of peer views, and serialising
     // each again (then encoding the text) was most of a connect's cost, and a gigabyte of strings
     // for the garbage collector.
-    const parts = [fullHead(token), Buffer.from(sub.selfJson), PEERS_HEAD, ...peers, tailBytes(netmap)];
+    const parts: Buffer[] = [fullHead(token), Buffer.from(sub.selfJson), PEERS_HEAD];
+    views.forEach((cached, i) => {
+      if (i > 0) parts.push(COMMA);
+      parts.push(viewBytes(cached));
+    });
+    const rest = this.restOf(self, sub.visibility);
+    parts.push(restBytes(rest));
+    const netmap = { ...rest, peers: views.map((cached) => cached.view) };
     sub.session.send(withWire({ type: 'full', mapToken: token, netmap }, Buffer.concat(parts)));
   }
 
@@ -668,8 +676,7 @@ export class NetmapHub {
 
   /** Tells `sub`, whose peers are its record's (token `mapToken`), everything else a whole map has. */
   private resume(sub: Subscriber, self: NodeRecord, mapToken: string): void {
-    const { peers: _peers, ...rest } = this.mapOf(self, sub.visibility, []);
-    sub.session.send({ type: 'resume', mapToken, netmap: rest });
+    sub.session.send({ type: 'resume', mapToken, netmap: this.restOf(self, sub.visibility) });
   }
 
   /**
@@ -828,38 +835,43 @@ export class NetmapHub {
     return this.fullMap(self, this.policy.visibilityOf(self, this.nodes));
   }
 
+  /** `self`'s map under `visibility`; records each peer's view as sent in `sent` (a new record), when given. */
+  private fullMap(self: NodeRecord, visibility: Visibility, sent?: SentRecord): NetMap {
+    return this.mapOf(
+      self,
+      visibility,
+      this.walk(self, visibility, sent).map((cached) => cached.view),
+    );
+  }
+
   /**
-   * `self`'s map under `visibility`; records each peer's view as sent in `sent` (a new record), when
-   * given: a one-shot request keeps no record.
+   * The views of `self`'s peers under `visibility`, in a whole map's order; each recorded as sent in
+   * `sent` (a new record), when given: a one-shot request keeps no record.
    */
-  private fullMap(
-    self: NodeRecord,
-    visibility: Visibility,
-    sent?: SentRecord,
-    /** Given: each peer's JSON as UTF-8 is added, comma-separated, in the order of `peers`. */
-    peersBytes?: Buffer[],
-  ): NetMap {
-    const peers: NodeView[] = [];
+  private walk(self: NodeRecord, visibility: Visibility, sent?: SentRecord): CachedView[] {
+    const views: CachedView[] = [];
     // A policy's own list holds only the peers it lets the node see; without one, each is asked.
     const listed = visibility.peerIds !== undefined;
     for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || (!listed && !visibility.canSee(peer))) continue;
       const cached = this.peerView(visibility, peer);
-      if (peersBytes) {
-        if (peers.length > 0) peersBytes.push(COMMA);
-        peersBytes.push(viewBytes(cached));
-      }
-      peers.push(cached.view);
+      views.push(cached);
       sent?.append(this.slotOf(peer.id), cached);
     }
     sent?.fit();
-    return this.mapOf(self, visibility, peers);
+    return views;
   }
 
   private mapOf(self: NodeRecord, visibility: Visibility, peers: NodeView[]): NetMap {
+    const { self: view, ...rest } = this.restOf(self, visibility);
+    // JSON.stringify's order is a whole map's bytes' order (see sendFull): self, peers, the rest.
+    return { self: view, peers, ...rest };
+  }
+
+  /** Everything a whole map has but its peers (a resume's netmap). */
+  private restOf(self: NodeRecord, visibility: Visibility): Omit<NetMap, 'peers'> {
     return {
       self: (this.views.get(self.id) as CachedView).view,
-      peers,
       packetFilter: visibility.packetFilter,
       tailnetRanges: this.tailnetRanges,
       ...(this.relayMap ? { relayMap: this.relayMap } : {}),
@@ -1449,8 +1461,8 @@ function deltaBytes(delta: Delta, out: Outgoing, sub: Subscriber): Buffer {
 }
 
 /** A whole map's bytes after its peers' (`],` then the rest of its JSON, in JSON.stringify's order). */
-function tailBytes(netmap: NetMap): Buffer {
-  const { self: _self, peers: _peers, ...rest } = netmap;
+function restBytes(map: Omit<NetMap, 'peers'> & Partial<Pick<NetMap, 'peers'>>): Buffer {
+  const { self: _self, peers: _peers, ...rest } = map;
   return Buffer.from(`],${JSON.stringify(rest).slice(1)}}`);
 }
 
