@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { StreamServerMessage } from '@weft/protocol';
+import { mapTokenAfter, type StreamServerMessage } from '@weft/protocol';
 import { NetmapHub, type StreamSession } from '../netmap/hub.js';
 import { wireLength, wireOf } from '../netmap/message-text.js';
 import { pacedFlush } from '../netmap/paced-flush.js';
@@ -16,7 +16,9 @@ import { ALL_POLICY, PERSON_POLICY } from './load-kit.js';
 // allow-all and per-person (the control-load bench's tailnets): the memory it keeps (after two
 // full garbage collections), the bytes of its sent records, the connect's time, and the time from a
 // policy change (to the control-load bench's policy for the mode) to the end of the flush that
-// sends every node its delta. Each row runs in a
+// sends every node its delta; then every stream connected again as a killed replica's nodes do (the
+// old stream left open), first each with the token of the map it holds (a resume), then each
+// without one (a whole map): per connect, as µs. Each row runs in a
 // process of its own (node --expose-gc), with the records shared per class of visibility as control
 // does and, unless --shared-only, with a record per stream as before (the policies' share keys
 // dropped), for the same N in the same run.
@@ -37,14 +39,18 @@ interface Row {
   sentMiB: number;
   policyMs: number;
   policySentMiB: number;
+  resumeUs: number;
+  fullUs: number;
 }
 
-/** A stream that counts the bytes it is sent and keeps nothing. */
+/** A stream that counts the bytes it is sent and keeps only the token of the map it would hold. */
 class Session implements StreamSession {
   bytes = 0;
+  token: string | null = null;
   constructor(readonly nodeId: string) {}
   send(message: StreamServerMessage): void {
     this.bytes += wireLength(wireOf(message));
+    this.token = mapTokenAfter(message);
   }
   close(): void {}
 }
@@ -122,6 +128,8 @@ async function one(n: number, mode: Mode, records: Records): Promise<Row> {
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   const policyMs = flushed - policyStart;
   const policySent = sessions.reduce((sum, s) => sum + s.bytes, 0) - sent;
+  const resumeUs = await reconnectAll(hub, sessions, true);
+  const fullUs = await reconnectAll(hub, sessions, false);
   return {
     nodes: n,
     mode,
@@ -135,7 +143,30 @@ async function one(n: number, mode: Mode, records: Records): Promise<Row> {
     sentMiB: MiB(sent),
     policyMs: Math.round(policyMs),
     policySentMiB: MiB(policySent),
+    resumeUs,
+    fullUs,
   };
+}
+
+/**
+ * Connects every stream again, the old one left open (as control sees a reconnect before the
+ * close), with the token of the map it holds or without; µs per connect, the turns aside. Throws
+ * when a stream given its token is not resumed: the figure would be a whole map's.
+ */
+async function reconnectAll(hub: NetmapHub, sessions: Session[], withToken: boolean): Promise<number> {
+  let elapsed = 0;
+  for (let i = 0; i < sessions.length; i++) {
+    const before = sessions[i] as Session;
+    const session = new Session(before.nodeId);
+    const start = performance.now();
+    hub.connect(session, withToken ? (before.token ?? undefined) : undefined);
+    elapsed += performance.now() - start;
+    if (withToken && session.token !== before.token) throw new Error(`${before.nodeId} was not resumed`);
+    sessions[i] = session;
+    if (i % 50 === 49) await turn();
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  return Math.round((elapsed * 1000) / sessions.length);
 }
 
 async function main(): Promise<void> {
@@ -148,9 +179,9 @@ async function main(): Promise<void> {
   const sizes = argv.filter((a) => /^\d+$/.test(a)).map(Number);
   const kinds: Records[] = argv.includes('--shared-only') ? ['shared'] : ['shared', 'per-stream'];
   console.log(
-    '| N | policy | records | connect | RSS | heap used | external | sent records | class maps | connect sent | policy change (sent) |',
+    '| N | policy | records | connect | RSS | heap used | external | sent records | class maps | connect sent | policy change (sent) | resume | whole map |',
   );
-  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const n of sizes.length > 0 ? sizes : [2_000, 6_000, 10_000]) {
     for (const mode of ['allow-all', 'per-person'] as const) {
       for (const records of kinds) {
@@ -165,7 +196,7 @@ async function main(): Promise<void> {
         }
         const r = JSON.parse(child.stdout) as Row;
         console.log(
-          `| ${r.nodes} | ${r.mode} | ${r.records} | ${(r.connectMs / 1000).toFixed(1)} s | ${r.rssMiB} MiB | ${r.heapMiB} MiB | ${r.externalMiB} MiB | ${r.recordKiB} KiB | ${r.classMapKiB} KiB | ${r.sentMiB} MiB | ${r.policyMs} ms (${r.policySentMiB} MiB) |`,
+          `| ${r.nodes} | ${r.mode} | ${r.records} | ${(r.connectMs / 1000).toFixed(1)} s | ${r.rssMiB} MiB | ${r.heapMiB} MiB | ${r.externalMiB} MiB | ${r.recordKiB} KiB | ${r.classMapKiB} KiB | ${r.sentMiB} MiB | ${r.policyMs} ms (${r.policySentMiB} MiB) | ${r.resumeUs} µs | ${r.fullUs} µs |`,
         );
       }
     }
