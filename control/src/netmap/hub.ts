@@ -850,15 +850,21 @@ export class NetmapHub {
    */
   private walk(self: NodeRecord, visibility: Visibility, sent?: SentRecord): CachedView[] {
     const views: CachedView[] = [];
+    const slots: number[] = [];
     // A policy's own list holds only the peers it lets the node see; without one, each is asked.
     const listed = visibility.peerIds !== undefined;
     for (const peer of this.candidates(visibility)) {
       if (peer.id === self.id || (!listed && !visibility.canSee(peer))) continue;
-      const cached = this.peerView(visibility, peer);
-      views.push(cached);
-      sent?.append(this.slotOf(peer.id), cached);
+      views.push(this.peerView(visibility, peer));
+      if (sent) slots.push(this.slotOf(peer.id));
     }
-    sent?.fit();
+    if (sent === undefined) return views;
+    // Recorded once the count is known: the record is sized once.
+    sent.reserve(views.length);
+    views.forEach((cached, i) => {
+      sent.append(slots[i] as number, cached);
+    });
+    sent.fit();
     return views;
   }
 

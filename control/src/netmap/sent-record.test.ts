@@ -22,6 +22,19 @@ describe('SentRecord', () => {
     expect([...sent.recorded()]).toEqual([0, 3, 5, 8, 12, 17, 18, 21, 40, 58, 77, 99]);
   });
 
+  it('is not copied while a whole map of a count reserved is appended, out of order too', () => {
+    const sent = new SentRecord();
+    sent.reserve(300);
+    const copies = vi.spyOn(Int32Array.prototype, 'set');
+    // Every third slot, backwards: sorted form (dense would not save a tenth), sorted at fit.
+    for (let slot = 897; slot >= 0; slot -= 3) sent.append(slot, shared(slot + 1));
+    const copied = copies.mock.calls.length;
+    copies.mockRestore();
+    expect(copied).toBe(0);
+    sent.fit();
+    expect([...sent.recorded()]).toEqual(Array.from({ length: 300 }, (_, i) => 3 * i));
+  });
+
   it('is copied a logarithmic number of times while a whole map is appended', () => {
     const copies = vi.spyOn(Int32Array.prototype, 'set');
     const sent = new SentRecord();
