@@ -8,6 +8,7 @@ import { NetmapHub } from '../netmap/hub.js';
 import { NetmapSync } from '../netmap/sync.js';
 import {
   cleanupAll,
+  holdFirstCall,
   onCleanup,
   StreamClient,
   StreamRefused,
@@ -24,32 +25,19 @@ describe('the netmap stream', () => {
     const key = await t.key('--reusable');
     const machines = Array.from({ length: 12 }, () => new TestMachine(t));
     for (const [i, m] of machines.entries()) await m.join(`m${i}`, key);
-    const read = Store.prototype.nodesByMachineKeys;
-    const sizes: number[] = [];
-    let release = () => {};
-    const slow = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const spy = vi.spyOn(Store.prototype, 'nodesByMachineKeys').mockImplementation(async function (
-      this: Store,
-      keys,
-    ) {
-      sizes.push(keys.length);
-      if (sizes.length === 1) await slow;
-      return read.call(this, keys);
-    });
-    onCleanup(() => spy.mockRestore());
+    const read = holdFirstCall(Store.prototype, 'nodesByMachineKeys');
+    const sizes = () => read.calls.map(([keys]) => keys.length);
     const adds = vi.spyOn(BatchQueue.prototype, 'add');
     onCleanup(() => adds.mockRestore());
     const [first, ...rest] = machines as [TestMachine, ...TestMachine[]];
     const streams = [first.stream()];
-    await vi.waitFor(() => expect(sizes).toHaveLength(1));
+    await vi.waitFor(() => expect(sizes()).toHaveLength(1));
     // The first read is slow: the other upgrades arrive meanwhile and wait for it.
     streams.push(...rest.map((m) => m.stream()));
     await vi.waitFor(() => expect(adds.mock.calls.length).toBeGreaterThanOrEqual(machines.length), 10_000);
-    release();
+    read.release();
     for (const s of await Promise.all(streams)) await s.until('its map', (c) => c.netmap !== null);
-    expect(sizes).toEqual([1, machines.length - 1]);
+    expect(sizes()).toEqual([1, machines.length - 1]);
   });
 
   it('sends the full map first, then deltas as peers join, come online and report endpoints', async () => {
@@ -274,23 +262,11 @@ describe('the netmap stream', () => {
     const m = new TestMachine(other);
     await m.join('late', await other.key());
     // The first stream's read is slow; the second's is not.
-    const refresh = NetmapSync.prototype.refreshNodes;
-    let firstRead = () => {};
-    const read = new Promise<void>((resolve) => {
-      firstRead = resolve;
-    });
-    const spy = vi.spyOn(NetmapSync.prototype, 'refreshNodes').mockImplementationOnce(async function (
-      this: NetmapSync,
-      ids,
-    ) {
-      await read;
-      return refresh.call(this, ids);
-    });
-    onCleanup(() => spy.mockRestore());
+    const read = holdFirstCall(NetmapSync.prototype, 'refreshNodes');
     const older = await StreamClient.open(here.control.url, m.sign('GET', STREAM_PATH, ''));
     const newer = await StreamClient.open(here.control.url, m.sign('GET', STREAM_PATH, ''));
     await newer.until('newer full map', (c) => c.netmap !== null);
-    firstRead();
+    read.release();
     await Promise.race([
       older.until('older closed', (c) => c.closed !== null),
       newer.until('newer closed', (c) => c.closed !== null),
@@ -346,25 +322,11 @@ describe('the netmap stream', () => {
     const m = new TestMachine(t);
     await m.join('late', await t.key());
     // The node's read, before the upgrade is answered, waits until control is stopping.
-    const read = Store.prototype.nodesByMachineKeys;
-    let reading = false;
-    let release = () => {};
-    const stopping = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const spy = vi.spyOn(Store.prototype, 'nodesByMachineKeys').mockImplementationOnce(async function (
-      this: Store,
-      keys,
-    ) {
-      reading = true;
-      await stopping;
-      return read.call(this, keys);
-    });
-    onCleanup(() => spy.mockRestore());
+    const read = holdFirstCall(Store.prototype, 'nodesByMachineKeys');
     const opening = StreamClient.open(t.control.url, m.sign('GET', STREAM_PATH, ''));
-    await vi.waitUntil(() => reading);
+    await vi.waitUntil(() => read.calls.length > 0);
     const closed = t.control.close();
-    release();
+    read.release();
     const s = await opening;
     await s.until('closed', (c) => c.closed !== null);
     await closed;

@@ -39,6 +39,32 @@ export function onCleanup(fn: () => Promise<void> | void): void {
   cleanups.push(fn);
 }
 
+/**
+ * Holds the first call of `target[method]` (a prototype's, say) until `release()`; later calls go
+ * straight through. `calls` has every call's arguments. Restored at the next cleanupAll.
+ */
+export function holdFirstCall<
+  K extends PropertyKey,
+  T extends Record<K, (...args: never[]) => Promise<unknown>>,
+>(target: T, method: K): { release: () => void; calls: Parameters<T[K]>[] } {
+  const original = target[method];
+  const calls: Parameters<T[K]>[] = [];
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  // The same signature as the method it stands in for; TypeScript cannot see that through T[K].
+  target[method] = async function (this: unknown, ...args: Parameters<T[K]>) {
+    calls.push(args);
+    if (calls.length === 1) await gate;
+    return original.apply(this, args);
+  } as T[K];
+  cleanups.push(() => {
+    target[method] = original;
+  });
+  return { release, calls };
+}
+
 export function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'weft-control-test-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
