@@ -1,12 +1,11 @@
-import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { RunExclusive } from '../db/open.js';
 import { replicaSessionName, type Store } from '../db/store.js';
 import type { NetmapSync } from '../netmap/sync.js';
-import { cleanupAll, onCleanup, tempDir } from '../testing/harness.js';
+import { cleanupAll, onCleanup } from '../testing/harness.js';
 import { testNode } from '../testing/nodes.js';
-import { postgresAbsence, tempPostgres } from '../testing/postgres.js';
+import { postgresAbsence, tempPostgres, testDatabaseKinds } from '../testing/postgres.js';
 import { storeWithNode } from '../testing/store.js';
 import { CONNECTED_DEAD_AFTER, Presence } from './presence.js';
 
@@ -192,12 +191,13 @@ async function until(what: string, test: () => Promise<boolean>, boundMs = 5_000
 }
 
 const noPostgres = await postgresAbsence();
+// The databases a presence case runs on: SQLite, and PostgreSQL where it can be reached.
+const databases = (await testDatabaseKinds())
+  .filter((d) => d.skip === null)
+  .map((d) => [d.kind, d.create] as const);
 
 describe('presence of a replica', () => {
-  it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
-    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
-  ])(
+  it.each(databases)(
     'writes its streams again after another replica reaped them (a database pause past the dead time; %s)',
     async (_kind, location) => {
       const store = await storeWithStream(await location());
@@ -250,10 +250,7 @@ describe('presence of a replica', () => {
 });
 
 describe('presence of a node reconnecting to the same replica', () => {
-  it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
-    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
-  ])(
+  it.each(databases)(
     "keeps the new stream's row when the old stream's end is committed after its start (%s)",
     async (_kind, location) => {
       const store = await storeWithNode(await location());
@@ -284,24 +281,21 @@ describe('presence of a node reconnecting to the same replica', () => {
 describe('presence writes of one node', () => {
   const sync = { refresh: async () => {}, refreshNodes: async () => {} } as unknown as NetmapSync;
 
-  it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
-    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
-  ])('a stream that ends before its own row is written leaves no row (%s)', async (_kind, location) => {
-    const store = await storeWithNode(await location());
-    const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
-    const release = holdNextCall(store, 'streamsConnected');
-    const started = presence.connected('n1');
-    const ended = presence.disconnected('n1');
-    release();
-    await Promise.all([started, ended]);
-    expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
-  });
+  it.each(databases)(
+    'a stream that ends before its own row is written leaves no row (%s)',
+    async (_kind, location) => {
+      const store = await storeWithNode(await location());
+      const presence = new Presence(store, sync, () => ['n1'], runNow, silent);
+      const release = holdNextCall(store, 'streamsConnected');
+      const started = presence.connected('n1');
+      const ended = presence.disconnected('n1');
+      release();
+      await Promise.all([started, ended]);
+      expect((await store.nodeById('n1'))?.streamedBy).toBeNull();
+    },
+  );
 
-  it.each([
-    ['SQLite', async () => join(tempDir(), 'control.db')] as const,
-    ...(noPostgres === null ? [['PostgreSQL', tempPostgres] as const] : []),
-  ])(
+  it.each(databases)(
     "a herd's streams are written together, a write at a time, not one each (%s)",
     async (_kind, location) => {
       const store = await storeWithNode(await location());
