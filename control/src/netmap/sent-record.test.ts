@@ -84,7 +84,17 @@ describe('SentRecord', () => {
     const few = new SentRecord();
     for (let slot = 0; slot < 10_000; slot += 50) few.append(slot, shared(slot));
     few.fit();
-    expect(few.bytes).toBe(20 * 200);
+    // And room for a few joins (see the next test).
+    expect(few.bytes).toBe(20 * 208);
+  });
+
+  it('takes the joins right after a whole map without growing', () => {
+    const sent = new SentRecord();
+    for (let slot = 0; slot < 10_000; slot += 50) sent.append(slot, shared(slot));
+    sent.fit();
+    const fitted = sent.bytes;
+    for (let slot = 10_000; slot < 10_008; slot++) expect(sent.record(slot, shared(slot))).toBe(true);
+    expect(sent.bytes).toBe(fitted);
   });
 
   it('answers the same held densely: joins past its end, leaves, and back to sorted once mostly empty', () => {
