@@ -1055,7 +1055,8 @@ export class NetmapHub {
       const out: Outgoing = sub.pending ?? this.scratch;
       out.askedAt ??= this.fanOut.since ?? undefined;
 
-      if (before !== undefined) {
+      // The same filter object is the same filter (see PolicyVisibility): not serialised to compare.
+      if (before !== undefined && sub.visibility.packetFilter !== before.packetFilter) {
         const filterJson = JSON.stringify(sub.visibility.packetFilter);
         if (filterJson !== sub.filterJson) {
           sub.filterJson = filterJson;

@@ -380,6 +380,24 @@ describe('the policy compiler as the hub’s visibility', () => {
     ]);
   });
 
+  it("works a node's packet filter out again only after a change that may move it", () => {
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { hub, visibility, sessions } = connectedHub(nodes, POLICY, (id) => new Session(id));
+    const filterOf = (id: string, all: NodeRecord[]) =>
+      visibility.visibilityOf(hub.record(id) as NodeRecord, new Map(all.map((n) => [n.id, n]))).packetFilter;
+    const before = filterOf('n1', nodes);
+    // A second web server: a new peer for alice, not a new filter (nothing it runs reaches her).
+    const withWeb = [...nodes, node(4, null, { tags: ['tag:web'] })];
+    hub.update(withWeb);
+    expectCompiled(sessions, withWeb);
+    expect(filterOf('n1', withWeb)).toBe(before);
+    // Her second laptop may reach her first (autogroup:self): that filter is worked out again.
+    const withLaptop = [...withWeb, node(5, alice)];
+    hub.update(withLaptop);
+    expectCompiled(sessions, withLaptop);
+    expect(filterOf('n1', withLaptop)).not.toBe(before);
+  });
+
   it('follows tags and identity-provider groups as they change', () => {
     const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
     const { hub, sessions } = setup(nodes);

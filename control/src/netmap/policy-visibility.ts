@@ -1,4 +1,4 @@
-import { parsePrefix } from '@weft/protocol';
+import { type FilterRule, parsePrefix } from '@weft/protocol';
 import type { PolicyChange } from '../policy/compiler.js';
 import {
   CompiledPolicy,
@@ -83,6 +83,13 @@ export class PolicyVisibility implements VisibilityPolicy {
   private readonly records = new Map<string, NodeRecord>();
   /** What the engine was last told of each user, as JSON, to tell it only of real changes. */
   private readonly users = new Map<string, string>();
+  /**
+   * Each node's packet filter as last worked out, until a change the engine names as one that may
+   * move it (PolicyChange.filters): a shared server's join gives every member a peer, not a filter,
+   * and working out 9,800 unchanged filters was a fifth of that join's time at 10,000 nodes. The
+   * same array comes back, so the hub knows without comparing that it did not move.
+   */
+  private readonly filters = new Map<string, FilterRule[]>();
 
   constructor(private readonly wildcardSources: IPSet) {}
 
@@ -99,6 +106,7 @@ export class PolicyVisibility implements VisibilityPolicy {
     const before = this.engine;
     this.policy = policy;
     // The engine mirrors every known node (see affectedBy): the new one takes them over from it.
+    this.filters.clear();
     if (before !== null && policy !== null) {
       this.engine = before.withPolicy(policy);
       this.generation++;
@@ -111,6 +119,7 @@ export class PolicyVisibility implements VisibilityPolicy {
   /** A new engine over every known node, built in one pass (no per-node change is worked out). */
   private rebuild(): void {
     this.users.clear();
+    this.filters.clear();
     this.engine = null;
     if (this.policy === null) return;
     const owners = new Map<string, TailnetUser>();
@@ -136,6 +145,11 @@ export class PolicyVisibility implements VisibilityPolicy {
     }
     const canSee = engine.canSee(node.id);
     const shared = engine.sharedClass(node.id);
+    let packetFilter = this.filters.get(node.id);
+    if (packetFilter === undefined) {
+      packetFilter = engine.packetFilter(node.id);
+      this.filters.set(node.id, packetFilter);
+    }
     let routes: Record<string, string[]> | undefined;
     return {
       ...(shared
@@ -143,7 +157,7 @@ export class PolicyVisibility implements VisibilityPolicy {
         : {}),
       canSee: (peer) => canSee(peer.id),
       peerIds: () => engine.eachVisiblePeer(node.id),
-      packetFilter: engine.packetFilter(node.id),
+      packetFilter,
       // Decided again with the visibility whenever a change names this node in `routes`.
       routesOf: (peer) => {
         routes ??= engine.peerRoutes(node.id);
@@ -176,7 +190,10 @@ export class PolicyVisibility implements VisibilityPolicy {
     for (const n of changed) {
       const current = nodes.get(n.id);
       if (current !== undefined) this.tell(engine, current, affected);
-      else if (engine.hasNode(n.id)) collect(engine.removeNode(n.id), affected);
+      else {
+        this.filters.delete(n.id);
+        if (engine.hasNode(n.id)) this.told(engine.removeNode(n.id), affected);
+      }
     }
     return affected;
   }
@@ -188,17 +205,21 @@ export class PolicyVisibility implements VisibilityPolicy {
       const json = JSON.stringify(owner);
       if (this.users.get(owner.name) !== json) {
         this.users.set(owner.name, json);
-        collect(engine.upsertUser(owner), affected);
+        this.told(engine.upsertUser(owner), affected);
       }
     }
-    collect(engine.upsertNode(node.id, policyNode(node)), affected);
+    this.told(engine.upsertNode(node.id, policyNode(node)), affected);
   }
-}
 
-/** The nodes whose peers, packet filter or routes sent a change moved. */
-function collect(change: PolicyChange, into: Set<string> | undefined): void {
-  if (into === undefined) return;
-  for (const id of change.peers.keys()) into.add(id);
-  for (const id of change.filters) into.add(id);
-  for (const id of change.routes) into.add(id);
+  /**
+   * Forgets the filters `change` may have moved (whoever asks next is given a new one), and adds the
+   * nodes whose peers, packet filter or routes it moved to `affected`.
+   */
+  private told(change: PolicyChange, affected: Set<string> | undefined): void {
+    for (const id of change.filters) this.filters.delete(id);
+    if (affected === undefined) return;
+    for (const id of change.peers.keys()) affected.add(id);
+    for (const id of change.filters) affected.add(id);
+    for (const id of change.routes) affected.add(id);
+  }
 }
