@@ -1044,7 +1044,12 @@ export class NetmapHub {
           isFull,
         );
     const watched = onlyViews ? this.watchersOf(changed) : null;
-    for (const sub of watched?.keys() ?? this.subscribers.values()) {
+    // A join or a new identity (nothing removed, no new policy) moves nothing for the others.
+    const visited =
+      decided !== undefined && policy === undefined && removed.length === 0 && affected !== 'all'
+        ? this.concernedBy(decided, [...changed, ...reidentifiedIds])
+        : null;
+    for (const sub of watched?.keys() ?? visited ?? this.subscribers.values()) {
       const id = sub.session.nodeId;
       const before = decided?.before.get(sub);
       // One with a delta pending or held was asked when it got it, and flush() asks again: a node that
@@ -1346,6 +1351,22 @@ export class NetmapHub {
       add(id, id);
       for (const peerId of visibility.peerIds()) add(peerId, id);
     }
+    return out;
+  }
+
+  /**
+   * The streams a join or new identity of `nodeIds` can move anything for: those decided again, the
+   * members of their groups, and the nodes' watchers (their own streams too). Any other stream sees
+   * none of them, did not before (its peers would have moved: it would be decided again), and keeps
+   * its visibility. Null when the policy cannot list watchers (allow-all: everyone is one). A
+   * person's new device at 10,000 per-person nodes stepped every stream through it for its 203.
+   */
+  private concernedBy(decided: Decided, nodeIds: readonly string[]): Set<Subscriber> | null {
+    const watchers = this.watchersOf(nodeIds);
+    if (watchers === null) return null;
+    const out = new Set(watchers.keys());
+    for (const sub of decided.before.keys()) out.add(sub);
+    for (const group of decided.moved) for (const sub of group.members) out.add(sub);
     return out;
   }
 

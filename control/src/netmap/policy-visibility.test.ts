@@ -398,6 +398,35 @@ describe('the policy compiler as the hub’s visibility', () => {
     expect(filterOf('n1', withLaptop)).not.toBe(before);
   });
 
+  it("steps only the streams a person's new device concerns through it", () => {
+    const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
+    visibility.setPolicy(parsePolicy(POLICY));
+    // Which streams were asked whether they see a node.
+    const asked = new Set<string>();
+    const hub = new NetmapHub(
+      {
+        visibilityOf: (n, all) => {
+          const v = visibility.visibilityOf(n, all);
+          return { ...v, canSee: (peer) => asked.add(n.id) && v.canSee(peer) };
+        },
+        affectedBy: (changed, all) => visibility.affectedBy(changed, all),
+      },
+      TEST_RANGES,
+    );
+    const nodes = [node(1, alice), node(2, bob), node(3, bob), node(4, null, { tags: ['tag:web'] })];
+    hub.update(nodes);
+    const sessions = new Map(nodes.map((n) => [n.id, new Session(n.id)]));
+    for (const s of sessions.values()) hub.connect(s);
+    asked.clear();
+    for (const s of sessions.values()) s.messages.length = 0;
+    const next = [...nodes, node(5, alice)];
+    hub.update(next);
+    expectCompiled(sessions, next);
+    // Bob's devices see neither alice nor the web server: they are not visited.
+    expect(asked.has('n2') || asked.has('n3')).toBe(false);
+    expect(sessions.get('n2')?.messages).toEqual([]);
+  });
+
   it('follows tags and identity-provider groups as they change', () => {
     const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
     const { hub, sessions } = setup(nodes);
