@@ -353,9 +353,10 @@ class Load {
    * Connections due, opened DIAL_TURN_MS of them per event-loop turn, as control queues its connects.
    * A herd's thousands of back-off timers fall due within 250 ms, and this one process takes about
    * half a millisecond to open each (a killed replica's 3,334: two seconds of its CPU): opened
-   * straight from the timers, no upgrade request of one already connected was written before the
-   * timers were all done (I/O waits for the timers phase), so control idled, then took them in one
-   * burst. A fleet's nodes each send theirs as soon as their own connection is up.
+   * straight from the timers, once behind each timers phase opened every one that fell due during
+   * the one before (hundreds), and the upgrade requests of connections already up waited for it (I/O
+   * waits for the timers phase), so control idled, then took them in bursts. A fleet's nodes each
+   * send theirs as soon as their own connection is up.
    */
   private readonly dialing = new ConnectQueue(DIAL_TURN_MS, (err) => {
     throw err;
