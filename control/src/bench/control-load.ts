@@ -25,6 +25,7 @@ import { setPolicyText } from '../cli/policy.js';
 import { isPostgresUrl } from '../db/location.js';
 import { openDatabase } from '../db/open.js';
 import { Store } from '../db/store.js';
+import { ConnectQueue } from '../server/connect-queue.js';
 import {
   ALL_POLICY,
   BIN,
@@ -60,6 +61,10 @@ const HEAD_BYTES = 128;
 const MESSAGE_HEAD = /^\{"type":"(\w+)"(?:,"mapToken":"([A-Za-z0-9._-]+)")?/;
 const BACK_TIMEOUT_MS = 300_000;
 const STALL_MS = 60_000;
+/** This load process opens due connections for at most this long per event-loop turn (see Load.dialing). */
+const DIAL_TURN_MS = 5;
+/** What a queued connection does when the queue is closed (never: this load does not close it). */
+const NOTHING = () => {};
 /** No message on any stream for this long: the connect's fan-out has ended. */
 const QUIET_MS = 2_000;
 
@@ -148,6 +153,9 @@ interface Node {
   /** The latest connection: its replica, whether control answered the upgrade, what it was sent. */
   url: string;
   upgraded: boolean;
+  /** When the latest connection was tried and its upgrade answered (performance.now(); 0: not yet). */
+  triedAt: number;
+  upgradedAt: number;
   messages: number;
   firstHead: string;
 }
@@ -266,6 +274,8 @@ class Load {
     node.ws = ws;
     node.url = url;
     node.upgraded = false;
+    node.triedAt = performance.now();
+    node.upgradedAt = 0;
     node.messages = 0;
     node.firstHead = '';
     this.attempts.started++;
@@ -283,7 +293,10 @@ class Load {
     };
     ws.on('upgrade', () => {
       answered();
-      if (node.generation === generation) node.upgraded = true;
+      if (node.generation === generation) {
+        node.upgraded = true;
+        node.upgradedAt = performance.now();
+      }
     });
     ws.on('message', (data: Buffer) => {
       // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
@@ -333,8 +346,21 @@ class Load {
     const wait = backoffDelayMs(attempt, STREAM_RETRY, Math.random, steady);
     this.attempts.waits++;
     this.attempts.waitedMs += wait;
-    setTimeout(() => this.connect(node, attempt + 1), wait);
+    setTimeout(() => this.dialing.add(() => this.connect(node, attempt + 1), NOTHING), wait);
   }
+
+  /**
+   * Connections due, opened DIAL_TURN_MS of them per event-loop turn, as control queues its connects.
+   * A herd's thousands of back-off timers fall due within 250 ms, and this one process takes about
+   * half a millisecond to open each (a killed replica's 3,334: two seconds of its CPU): opened
+   * straight from the timers, once behind each timers phase opened every one that fell due during
+   * the one before (hundreds), and the upgrade requests of connections already up waited for it (I/O
+   * waits for the timers phase), so control idled, then took them in bursts. A fleet's nodes each
+   * send theirs as soon as their own connection is up.
+   */
+  private readonly dialing = new ConnectQueue(DIAL_TURN_MS, (err) => {
+    throw err;
+  });
 
   /** Starts an event, runs `act`, and waits until every node in `expect` has seen it. */
   async measure(what: string, expect: number[], match: Event['match'], act: () => Promise<void>) {
@@ -486,6 +512,8 @@ async function run(args: Args, mode: Mode): Promise<void> {
       sign: null,
       url: '',
       upgraded: false,
+      triedAt: 0,
+      upgradedAt: 0,
       messages: 0,
       firstHead: '',
     }));
@@ -594,6 +622,15 @@ async function run(args: Args, mode: Mode): Promise<void> {
     t = performance.now();
     live.attempts = noAttempts();
     const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid, urls);
+    // The live replicas' (with several) or the new control's steps, from the SIGTERM or the kill.
+    const steps =
+      args.replicas > 1
+        ? herdSteps(
+            cut,
+            t,
+            replicas.slice(1).map((r) => r.child.pid),
+          )
+        : null;
     if (args.replicas === 1) {
       const old = replicas.pop() as Replica;
       old.child.kill('SIGTERM');
@@ -620,6 +657,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
     const sinceTermMs = performance.now() - t;
     console.log(`  reconnects      ${attemptsLine(live.attempts)}`);
+    if (steps) console.log(steps.stop());
     const dropped = stayed.filter((x) => x.mapAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
     const resumed = cut.filter((x) => x.resumed).length;
     console.log(
@@ -705,6 +743,40 @@ function herdTimeline(
     last = { at, pid, control, load: process.cpuUsage() };
   }, STEP_MS);
   return { stop: () => clearInterval(timer) };
+}
+
+/**
+ * A herd's first seconds step by step (250 ms from `since`): how many of `cut` tried (their latest
+ * try), had their upgrade answered and had their map, and the share of a core each of `pids` and
+ * this load process used. A step sampled late (its wall time over 250 ms) means this process was
+ * too busy to sample, so its own figures are the ones to doubt.
+ */
+function herdSteps(
+  cut: readonly Node[],
+  since: number,
+  pids: readonly (number | undefined)[],
+): { stop: () => string } {
+  const STEP_MS = 250;
+  const sample = () => ({ at: performance.now(), cpu: pids.map(cpuSeconds), load: process.cpuUsage() });
+  const samples = [sample()];
+  const timer = setInterval(() => samples.push(sample()), STEP_MS);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      const lines = ['    step (s)  tried  upgraded  back   wall ms  CPU % (replicas…, load)'];
+      for (let i = 1; i < samples.length; i++) {
+        const [a, b] = [samples[i - 1], samples[i]] as [ReturnType<typeof sample>, ReturnType<typeof sample>];
+        const within = (t: number) => t > Math.max(a.at, since) && t <= b.at;
+        const wall = (b.at - a.at) / 1000;
+        const share = (s: number) => `${((s / wall) * 100).toFixed(0).padStart(3)}`;
+        const load = (b.load.user + b.load.system - a.load.user - a.load.system) / 1e6;
+        lines.push(
+          `    ${((b.at - since) / 1000).toFixed(2).padStart(8)}  ${String(cut.filter((n) => within(n.triedAt)).length).padStart(5)}  ${String(cut.filter((n) => within(n.upgradedAt)).length).padStart(8)}  ${String(cut.filter((n) => within(n.mapAt)).length).padStart(4)}  ${(wall * 1000).toFixed(0).padStart(7)}  ${[...b.cpu.map((c, r) => share(c - (a.cpu[r] as number))), share(load)].join(' ')}`,
+        );
+      }
+      return lines.join('\n');
+    },
+  };
 }
 
 /** The nodes of `cut` without their map since `since`, by the state of their latest connection. */
