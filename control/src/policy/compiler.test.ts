@@ -621,6 +621,30 @@ describe('a policy change', () => {
     }
   });
 
+  it('gives the nodes of one class one pair of rule sets, not a pair each (every replica rebuilds every node)', () => {
+    const nodes: TailnetInput['nodes'] = { s1: { tags: ['tag:server'], ipv4: '100.64.1.1' } };
+    for (let i = 0; i < 20; i++)
+      nodes[`a${i}`] = { user: i % 2 ? 'alice' : 'bob', ipv4: `100.64.0.${i + 1}` };
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice' }, { name: 'bob' }, { name: 'ops', email: 'ops@example.com' }],
+      nodes,
+    });
+    const text = (ports: string) => `{
+      "tagOwners": { "tag:server": ["ops@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+      ],
+    }`;
+    const taken = compilePolicy(parsePolicy(text('*')), tailnet).withPolicy(parsePolicy(text('22')));
+    // biome-ignore lint/suspicious/noExplicitAny: the engine's per-node facts
+    const facts = [...(taken as any).nodes.values()] as { src: Set<number>; dst: Set<number> }[];
+    const distinct = (pick: (f: (typeof facts)[number]) => unknown) => new Set(facts.map(pick)).size;
+    // Two classes (the members, the server): two of each, not one per node.
+    expect([distinct((f) => f.src), distinct((f) => f.dst)]).toEqual([2, 2]);
+    expect(snapshot(taken)).toEqual(snapshot(compilePolicy(parsePolicy(text('22')), tailnet)));
+  });
+
   it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
     const cases = sampleCases();
     for (const [i, c] of cases.entries()) {

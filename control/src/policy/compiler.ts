@@ -68,6 +68,7 @@ const EXIT_ROUTES = new Set(['0.0.0.0/0', '::/0']);
 /** The routes of a node that has none, shared by all such nodes (never written to). */
 const NO_ROUTES: readonly string[] = [];
 const NO_PRIMARIES: ReadonlySet<string> = new Set();
+const NO_RULES: ReadonlySet<number> = new Set();
 
 /**
  * What autogroup:internet stands for where an exit node forwards, as Tailscale sends it: all of
@@ -106,14 +107,22 @@ interface NodeFacts {
   declaredPrimary: ReadonlySet<string>;
   /** Class key: the rules this node is a source and a destination of. */
   sig: string;
-  src: Set<number>;
-  dst: Set<number>;
+  /** Shared by every node of the class (see Sides): never written to. */
+  src: ReadonlySet<number>;
+  dst: ReadonlySet<number>;
+}
+
+/** A class's key and its rules, made once per engine and class rather than once per node. */
+interface Sides {
+  sig: string;
+  src: ReadonlySet<number>;
+  dst: ReadonlySet<number>;
 }
 
 interface NodeClass {
   members: Set<string>;
-  src: Set<number>;
-  dst: Set<number>;
+  src: ReadonlySet<number>;
+  dst: ReadonlySet<number>;
   /** Classes whose members this class's members may see (possibly itself). */
   adjacent: Set<string>;
 }
@@ -162,6 +171,11 @@ export class CompiledPolicy {
   private readonly nodesByUser = new Map<string, Set<string>>();
   private nextOrder = 0;
   private readonly classes = new Map<string, NodeClass>();
+  /**
+   * Every class key met, with its rules: a policy change at 10,000 nodes, on every replica, made
+   * two sets and a key for each node, for a handful of classes.
+   */
+  private readonly sides = new Map<string, Sides>();
   private readonly perUser = new Map<number, PerUserState>();
   /** Per rule: sources matched by identity, whose addresses make up the rule's SrcIPs. */
   private readonly srcIdentity: Set<string>[];
@@ -349,20 +363,25 @@ export class CompiledPolicy {
    */
   peersChangedFrom(before: CompiledPolicy): Set<string> {
     const out = new Set<string>();
-    const groups = new Map<string, string[]>();
+    // By class before, then class now: no key is made per node.
+    const groups = new Map<string, Map<string, string[]>>();
     for (const [name, v] of this.nodes) {
       const old = before.nodes.get(name);
       if (old === undefined) {
         out.add(name);
         continue;
       }
-      const key = `${old.sig}\n${v.sig}`;
-      const group = groups.get(key);
+      let now = groups.get(old.sig);
+      if (now === undefined) {
+        now = new Map();
+        groups.set(old.sig, now);
+      }
+      const group = now.get(v.sig);
       if (group) group.push(name);
-      else groups.set(key, [name]);
+      else now.set(v.sig, [name]);
     }
     const selfRules = this.perUser.size > 0 || before.perUser.size > 0;
-    for (const names of groups.values()) {
+    for (const names of [...groups.values()].flatMap((now) => [...now.values()])) {
       const rep = names[0] as string;
       if (!sameSet(before.classPeers(before.node(rep)), this.classPeers(this.node(rep)))) {
         // Most likely all moved, but a class that stops seeing itself leaves a lone member's peers
@@ -504,15 +523,26 @@ export class CompiledPolicy {
       declaredPrimary:
         primaries.length === 0 ? NO_PRIMARIES : new Set(primaries.map((r) => formatPrefix(prefixOf(r)))),
       sig: '',
-      src: new Set(),
-      dst: new Set(),
+      src: NO_RULES,
+      dst: NO_RULES,
     };
     if (user) facts.user = user;
+    let src = '';
+    let dst = '';
     for (const r of this.rules) {
-      if (this.inSrc(r, facts)) facts.src.add(r.id);
-      if (this.inDst(r, facts)) facts.dst.add(r.id);
+      if (this.inSrc(r, facts)) src += src === '' ? `${r.id}` : `,${r.id}`;
+      if (this.inDst(r, facts)) dst += dst === '' ? `${r.id}` : `,${r.id}`;
     }
-    facts.sig = `${[...facts.src].join(',')}|${[...facts.dst].join(',')}`;
+    const sig = `${src}|${dst}`;
+    let sides = this.sides.get(sig);
+    if (sides === undefined) {
+      const ids = (list: string) => new Set(list === '' ? [] : list.split(',').map(Number));
+      sides = { sig, src: ids(src), dst: ids(dst) };
+      this.sides.set(sig, sides);
+    }
+    facts.sig = sides.sig;
+    facts.src = sides.src;
+    facts.dst = sides.dst;
     return facts;
   }
 
