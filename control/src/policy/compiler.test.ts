@@ -567,12 +567,92 @@ describe('a policy change', () => {
     expect(snapshot(taken)).toEqual(snapshot(compilePolicy(next, tailnet)));
   });
 
+  it("takes the sources' texts over from the engine in force: none worked out again unless its nodes moved", () => {
+    const text = (ports: string) => `{
+      "tagOwners": { "tag:server": ["ops@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+        { "action": "accept", "src": ["*"], "dst": ["tag:server:80"] },
+      ],
+    }`;
+    const people = ['alice', 'bob', 'carol'];
+    const nodes: TailnetInput['nodes'] = {
+      s1: { tags: ['tag:server'], ipv4: '100.64.1.1', ipv6: 'fd7a:115c:a1e0::101' },
+      r1: { user: 'alice', ipv4: '100.64.1.2', advertisedRoutes: ['198.51.100.0/24'] },
+    };
+    for (const [p, person] of people.entries())
+      for (let d = 0; d < 3; d++)
+        nodes[`${person}${d}`] = {
+          user: person,
+          ipv4: `100.64.0.${p * 3 + d + 1}`,
+          ipv6: `fd7a:115c:a1e0::${p * 3 + d + 1}`,
+        };
+    const users = [...people.map((name) => ({ name })), { name: 'ops', email: 'ops@example.com' }];
+    const before = compilePolicy(parsePolicy(text('*')), parseTailnet({ users, nodes }));
+    snapshot(before);
+    const { bob1: _gone, ...rest } = nodes;
+    const { carol0: _also, ...fewer } = rest;
+    const fresh = [
+      compilePolicy(parsePolicy(text('22')), parseTailnet({ users, nodes })),
+      compilePolicy(parsePolicy(text('443')), parseTailnet({ users, nodes: rest })),
+      compilePolicy(parsePolicy(text('22')), parseTailnet({ users, nodes: fewer })),
+    ].map(snapshot);
+    const unions = vi.spyOn(IPSet, 'unionAll');
+    try {
+      const taken = before.withPolicy(parsePolicy(text('22')));
+      expect(snapshot(taken)).toEqual(fresh[0]);
+      expect(unions).not.toHaveBeenCalled();
+      // A node gone: its person's sources and the members' are worked out again, then taken over.
+      taken.removeNode('bob1');
+      snapshot(taken);
+      unions.mockClear();
+      const again = taken.withPolicy(parsePolicy(text('443')));
+      expect(snapshot(again)).toEqual(fresh[1]);
+      expect(unions).not.toHaveBeenCalled();
+      // Gone between two engines: worked out in the next, as it was never asked in this one.
+      again.removeNode('carol0');
+      const third = again.withPolicy(parsePolicy(text('22')));
+      expect(snapshot(third)).toEqual(fresh[2]);
+      // carol's own devices and the members (the server's port 22); `*` names no node's addresses.
+      expect(unions).toHaveBeenCalledTimes(2);
+    } finally {
+      unions.mockRestore();
+    }
+  });
+
+  it('gives the nodes of one class one pair of rule sets, not a pair each (every replica rebuilds every node)', () => {
+    const nodes: TailnetInput['nodes'] = { s1: { tags: ['tag:server'], ipv4: '100.64.1.1' } };
+    for (let i = 0; i < 20; i++)
+      nodes[`a${i}`] = { user: i % 2 ? 'alice' : 'bob', ipv4: `100.64.0.${i + 1}` };
+    const tailnet = parseTailnet({
+      users: [{ name: 'alice' }, { name: 'bob' }, { name: 'ops', email: 'ops@example.com' }],
+      nodes,
+    });
+    const text = (ports: string) => `{
+      "tagOwners": { "tag:server": ["ops@example.com"] },
+      "acls": [
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
+        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+      ],
+    }`;
+    const taken = compilePolicy(parsePolicy(text('*')), tailnet).withPolicy(parsePolicy(text('22')));
+    // biome-ignore lint/suspicious/noExplicitAny: the engine's per-node facts
+    const facts = [...(taken as any).nodes.values()] as { src: Set<number>; dst: Set<number> }[];
+    const distinct = (pick: (f: (typeof facts)[number]) => unknown) => new Set(facts.map(pick)).size;
+    // Two classes (the members, the server): two of each, not one per node.
+    expect([distinct((f) => f.src), distinct((f) => f.dst)]).toEqual([2, 2]);
+    expect(snapshot(taken)).toEqual(snapshot(compilePolicy(parsePolicy(text('22')), tailnet)));
+  });
+
   it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
     const cases = sampleCases();
     for (const [i, c] of cases.entries()) {
       const next = cases[(i + 1) % cases.length] as (typeof cases)[number];
       const before = compilePolicy(parsePolicy(c.policy), c.tailnet);
       const fresh = compilePolicy(parsePolicy(next.policy), c.tailnet);
+      // Every filter asked first, as control does: their sources' texts are taken over.
+      snapshot(before);
       const taken = before.withPolicy(parsePolicy(next.policy));
       expect(snapshot(taken), `${c.id} → ${next.id}`).toEqual(snapshot(fresh));
       // It goes on from there as a fresh one would: a node's change moves the same peers.
