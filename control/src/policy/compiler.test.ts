@@ -510,6 +510,15 @@ describe('groups from the identity provider', () => {
 });
 
 describe('a policy change', () => {
+  /** Each person reaches their own devices on `ports`, every member the servers' SSH. */
+  const selfAndServers = (ports: string) => `{
+    "tagOwners": { "tag:server": ["ops@example.com"] },
+    "acls": [
+      { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
+      { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+    ],
+  }`;
+
   it('names exactly the nodes whose peers moved (sample cases, each policy against the next)', () => {
     const cases = sampleCases();
     for (const [i, c] of cases.entries()) {
@@ -525,21 +534,14 @@ describe('a policy change', () => {
   });
 
   it("compares autogroup:self peers once per user, not once per node (every replica decides every node's)", () => {
-    const text = (ports: string) => `{
-      "tagOwners": { "tag:server": ["ops@example.com"] },
-      "acls": [
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
-      ],
-    }`;
     const people = ['alice', 'bob', 'carol'];
     const nodes: TailnetInput['nodes'] = { s1: { tags: ['tag:server'], ipv4: '100.64.1.1' } };
     for (const [p, person] of people.entries())
       for (let d = 0; d < 4; d++)
         nodes[`${person}${d}`] = { user: person, ipv4: `100.64.0.${p * 4 + d + 1}` };
     const tailnet = parseTailnet({ users: [...people.map((name) => ({ name })), { name: 'ops' }], nodes });
-    const before = compilePolicy(parsePolicy(text('*')), tailnet);
-    const after = before.withPolicy(parsePolicy(text('22')));
+    const before = compilePolicy(parsePolicy(selfAndServers('*')), tailnet);
+    const after = before.withPolicy(parsePolicy(selfAndServers('22')));
     // biome-ignore lint/suspicious/noExplicitAny: counting calls of a private method
     const self = [vi.spyOn(before as any, 'selfPeers'), vi.spyOn(after as any, 'selfPeers')];
     expect([...after.peersChangedFrom(before)]).toEqual([]);
@@ -629,20 +631,15 @@ describe('a policy change', () => {
       users: [{ name: 'alice' }, { name: 'bob' }, { name: 'ops', email: 'ops@example.com' }],
       nodes,
     });
-    const text = (ports: string) => `{
-      "tagOwners": { "tag:server": ["ops@example.com"] },
-      "acls": [
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
-      ],
-    }`;
-    const taken = compilePolicy(parsePolicy(text('*')), tailnet).withPolicy(parsePolicy(text('22')));
+    const taken = compilePolicy(parsePolicy(selfAndServers('*')), tailnet).withPolicy(
+      parsePolicy(selfAndServers('22')),
+    );
     // biome-ignore lint/suspicious/noExplicitAny: the engine's per-node facts
     const facts = [...(taken as any).nodes.values()] as { src: Set<number>; dst: Set<number> }[];
     const distinct = (pick: (f: (typeof facts)[number]) => unknown) => new Set(facts.map(pick)).size;
     // Two classes (the members, the server): two of each, not one per node.
     expect([distinct((f) => f.src), distinct((f) => f.dst)]).toEqual([2, 2]);
-    expect(snapshot(taken)).toEqual(snapshot(compilePolicy(parsePolicy(text('22')), tailnet)));
+    expect(snapshot(taken)).toEqual(snapshot(compilePolicy(parsePolicy(selfAndServers('22')), tailnet)));
   });
 
   it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
