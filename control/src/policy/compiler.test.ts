@@ -1,7 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
+import { readPolicyCases } from '../testing/conformance-cases.js';
 import { checkPolicy } from './check.js';
 import { CompiledPolicy, compilePolicy, type NodePolicy, type PolicyChange } from './compiler.js';
 import { compareFilters } from './filter-meaning.js';
@@ -9,14 +7,15 @@ import { IPSet, parseFilterIP } from './ipset.js';
 import { parsePolicy } from './parse.js';
 import { parseTailnet, type Tailnet, type TailnetInput } from './tailnet.js';
 
-const CASES_DIR = fileURLToPath(new URL('../../../../shared/conformance/tailscale-policy/', import.meta.url));
-
 /** Every tenth accepted conformance case: realistic policies and tailnets with routers and tags. */
 function sampleCases(): { id: string; policy: string; tailnet: Tailnet }[] {
-  return readdirSync(CASES_DIR)
-    .filter((f) => f.endsWith('.json'))
-    .sort()
-    .map((f) => JSON.parse(readFileSync(join(CASES_DIR, f), 'utf8')))
+  return readPolicyCases<{
+    id: string;
+    policy: string;
+    users: unknown;
+    nodes: unknown;
+    expectError?: unknown;
+  }>()
     .filter((c) => !c.expectError)
     .filter((_, i) => i % 10 === 0)
     .map((c) => ({ id: c.id, policy: c.policy, tailnet: parseTailnet({ users: c.users, nodes: c.nodes }) }));

@@ -1,17 +1,15 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FilterRule } from '@weft/protocol';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readPolicyCases } from '../testing/conformance-cases.js';
 import { runCompileCommand } from './compile-command.js';
 import { compareFilters } from './filter-meaning.js';
 
 // Every case recorded from Tailscale's control plane (../shared/conformance/tailscale-policy),
 // run through the compile command and compared by meaning: filters as sets of
 // (source × destination × port × protocol), peers as sets, routes as prefix sets.
-
-const CASES_DIR = fileURLToPath(new URL('../../../../shared/conformance/tailscale-policy/', import.meta.url));
 
 interface NodeExpectation {
   packetFilter?: FilterRule[] | null;
@@ -29,14 +27,7 @@ interface Case {
 }
 
 function loadCases(): Case[] {
-  if (!existsSync(CASES_DIR)) {
-    throw new Error(
-      `conformance cases not found at ${CASES_DIR}: check out ../shared next to the repository`,
-    );
-  }
-  const files = readdirSync(CASES_DIR).filter((f) => f.endsWith('.json'));
-  if (files.length === 0) throw new Error(`no conformance cases in ${CASES_DIR}`);
-  return files.sort().map((f) => JSON.parse(readFileSync(join(CASES_DIR, f), 'utf8')) as Case);
+  return readPolicyCases<Case>();
 }
 
 /**
