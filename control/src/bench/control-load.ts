@@ -44,6 +44,7 @@ import {
   waitFor,
   whenIdle,
 } from './load-kit.js';
+import { OPEN, StreamClient } from './stream-client.js';
 
 // `npm run bench -- control-load [--nodes N] [--policy allow-all|per-person] [--replicas R --db postgres://…]`
 // N real nodes against real `weft-control serve` processes: each registers over HTTP with a
@@ -134,7 +135,7 @@ interface Node {
   name: string;
   id: string;
   source: string;
-  ws: WebSocket | null;
+  ws: StreamClient | null;
   /** Replica index this node tries first; it moves on when that one is gone. */
   prefer: number;
   /** Set when the latest connection's map arrived: a whole map, or a resume of the one it holds. */
@@ -239,10 +240,30 @@ interface Attempts {
 
 const noAttempts = (): Attempts => ({ started: 0, failed: new Map(), waits: 0, waitedMs: 0 });
 
+/** Messages read by every node since it was made, by type: how many, and their bytes. */
+class Received {
+  private readonly byType = new Map<string, { count: number; bytes: number }>();
+
+  add(type: string, bytes: number): void {
+    const t = this.byType.get(type);
+    if (t === undefined) this.byType.set(type, { count: 1, bytes });
+    else {
+      t.count++;
+      t.bytes += bytes;
+    }
+  }
+
+  toString(): string {
+    const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+    return [...this.byType].map(([type, t]) => `${t.count} ${type} (${mib(t.bytes)} MiB)`).join(', ');
+  }
+}
+
 class Load {
   event: Event | null = null;
   stopping = false;
   attempts = noAttempts();
+  received = new Received();
   /** When any stream last had a message (performance.now()). */
   lastMessageAt = 0;
   constructor(
@@ -266,12 +287,6 @@ class Load {
     // As the engine: the token of the map it holds, so control can resume it.
     const path = streamPath(node.mapToken);
     const sig = signed(node, this.controlKey, 'GET', path, '');
-    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}${path}`, {
-      headers: { [MACHINE_AUTH_HEADER]: sig },
-      localAddress: node.source,
-      perMessageDeflate: false,
-    });
-    node.ws = ws;
     node.url = url;
     node.upgraded = false;
     node.triedAt = performance.now();
@@ -280,6 +295,65 @@ class Load {
     node.firstHead = '';
     this.attempts.started++;
     let why = 'closed';
+    const answered = () => {
+      clearTimeout(handshake);
+      node.timeouts = 0;
+    };
+    /** Whether a message with this head is read whole: a delta while a change is being timed here. */
+    const timing = (type: string | undefined) =>
+      type !== 'full' && type !== 'resume' && this.event !== null && !this.event.times.has(node.index);
+    const ws = new StreamClient(url, path, { [MACHINE_AUTH_HEADER]: sig }, node.source, HEAD_BYTES, {
+      upgrade: () => {
+        answered();
+        if (node.generation === generation) {
+          node.upgraded = true;
+          node.upgradedAt = performance.now();
+        }
+      },
+      keep: (head) => timing(MESSAGE_HEAD.exec(head.toString())?.[1]),
+      message: (headBytes, length, body) => {
+        // A full map (the whole tailnet in allow-all) is only counted, not parsed nor kept: the load
+        // process must keep up with N of them on a restart. Its type and token are the head's first keys.
+        const head = headBytes.toString();
+        const [, type, token] = MESSAGE_HEAD.exec(head) ?? [];
+        this.lastMessageAt = performance.now();
+        this.received.add(type ?? '?', length);
+        if (node.generation === generation) {
+          if (node.messages++ === 0) node.firstHead = head.slice(0, 16);
+        }
+        // As the engine: a message without a token leaves none (its peers may not be control's record).
+        node.mapToken = token ?? null;
+        if (type === 'full' || type === 'resume') {
+          node.mapAt = performance.now();
+          node.resumed = type === 'resume';
+          attempt = 0;
+          return;
+        }
+        // A deleted node's stream says so and closes; retrying, it was refused (401) until the run ended.
+        if (type === 'logout') node.loggedOut = true;
+        const ev = this.event;
+        if (ev === null || body === null || ev.times.has(node.index)) return;
+        const msg = JSON.parse(body.toString()) as Delta;
+        if (msg.type === 'delta' && ev.match(msg, node)) ev.times.set(node.index, performance.now() - ev.t0);
+      },
+      refused: (status) => {
+        answered();
+        why = `HTTP ${status}`;
+      },
+      error: (err) => {
+        // The first cause wins: terminating after an HTTP answer reports an error of its own.
+        if (why === 'closed') why = err.code ?? err.message;
+      },
+      close: () => {
+        clearTimeout(handshake);
+        if (this.stopping || node.generation !== generation || node.loggedOut) return;
+        if (node.mapAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
+        const steady = node.mapAt > 0 && performance.now() - node.mapAt >= STREAM_RETRY.steadyMs;
+        node.mapAt = 0;
+        this.retry(node, attempt, steady);
+      },
+    });
+    node.ws = ws;
     // As the engine's MapSession: an upgrade control has not answered in time is given up, and each
     // such give-up in a row makes the next wait longer.
     const handshake = setTimeout(() => {
@@ -287,58 +361,6 @@ class Load {
       why = 'handshake timeout';
       ws.terminate();
     }, streamHandshakeTimeoutMs(node.timeouts));
-    const answered = () => {
-      clearTimeout(handshake);
-      node.timeouts = 0;
-    };
-    ws.on('upgrade', () => {
-      answered();
-      if (node.generation === generation) {
-        node.upgraded = true;
-        node.upgradedAt = performance.now();
-      }
-    });
-    ws.on('message', (data: Buffer) => {
-      // A full map (the whole tailnet in allow-all) is only counted, not parsed: the load process
-      // must keep up with N of them on a restart. Its type and token are the head's first keys.
-      const head = data.subarray(0, HEAD_BYTES).toString();
-      const [, type, token] = MESSAGE_HEAD.exec(head) ?? [];
-      this.lastMessageAt = performance.now();
-      if (node.generation === generation) {
-        if (node.messages++ === 0) node.firstHead = head.slice(0, 16);
-      }
-      // As the engine: a message without a token leaves none (its peers may not be control's record).
-      node.mapToken = token ?? null;
-      if (type === 'full' || type === 'resume') {
-        node.mapAt = performance.now();
-        node.resumed = type === 'resume';
-        attempt = 0;
-        return;
-      }
-      // A deleted node's stream says so and closes; retrying, it was refused (401) until the run ended.
-      if (type === 'logout') node.loggedOut = true;
-      const ev = this.event;
-      if (ev === null || ev.times.has(node.index)) return;
-      const msg = JSON.parse(data.toString()) as Delta;
-      if (msg.type === 'delta' && ev.match(msg, node)) ev.times.set(node.index, performance.now() - ev.t0);
-    });
-    ws.on('error', (err: NodeJS.ErrnoException) => {
-      // The first cause wins: terminating after an HTTP answer reports an error of its own.
-      if (why === 'closed') why = err.code ?? err.message;
-    });
-    ws.on('unexpected-response', (_req, res) => {
-      answered();
-      why = `HTTP ${res.statusCode}`;
-      ws.terminate();
-    });
-    ws.on('close', () => {
-      clearTimeout(handshake);
-      if (this.stopping || node.generation !== generation || node.loggedOut) return;
-      if (node.mapAt === 0) this.attempts.failed.set(why, (this.attempts.failed.get(why) ?? 0) + 1);
-      const steady = node.mapAt > 0 && performance.now() - node.mapAt >= STREAM_RETRY.steadyMs;
-      node.mapAt = 0;
-      this.retry(node, attempt, steady);
-    });
   }
 
   /** Connects again after the back-off of the engine's control client (`steady`: see MapSession). */
@@ -558,6 +580,11 @@ async function run(args: Args, mode: Mode): Promise<void> {
       `  settled         last message ${(settledMs / 1000).toFixed(1)} s, ${idleAt === null ? `a replica still busy ${EVENT_TIMEOUT_MS / 1000} s` : `every replica idle ${((idleAt - settleFrom) / 1000).toFixed(1)} s`} after the last full map`,
     );
 
+    const perStream = present.map((x) => x.messages).sort((a, b) => a - b);
+    console.log(
+      `  read            ${live.received}; messages per stream p50 ${pct(perStream, 50)}, max ${perStream.at(-1)}`,
+    );
+
     // A join: the new node registers (it is offline, so peers add it as such).
     const joiner = nodes[n] as Node;
     await live.measure(
@@ -621,6 +648,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       );
     t = performance.now();
     live.attempts = noAttempts();
+    live.received = new Received();
     const herd = herdTimeline(live, cut, t, () => replicas.at(-1)?.child.pid, urls);
     // The live replicas' (with several) or the new control's steps, from the SIGTERM or the kill.
     const steps =
@@ -657,8 +685,9 @@ async function run(args: Args, mode: Mode): Promise<void> {
     const backMs = await live.allBack(t, cut).finally(() => herd.stop());
     const sinceTermMs = performance.now() - t;
     console.log(`  reconnects      ${attemptsLine(live.attempts)}`);
+    console.log(`  read            ${live.received}`);
     if (steps) console.log(steps.stop());
-    const dropped = stayed.filter((x) => x.mapAt > t || x.ws?.readyState !== WebSocket.OPEN).length;
+    const dropped = stayed.filter((x) => x.mapAt > t || x.ws?.readyState !== OPEN).length;
     const resumed = cut.filter((x) => x.resumed).length;
     console.log(
       `  ${args.replicas === 1 ? 'restart' : 'replica killed'}  all ${cut.length} of its nodes back with their map in ${(backMs / 1000).toFixed(1)} s${args.replicas === 1 ? ` after it listens, ${(sinceTermMs / 1000).toFixed(1)} s after the SIGTERM` : `; ${dropped} of the ${stayed.length} on other replicas disturbed`}; ${resumed} resumed, ${cut.length - resumed} sent a whole map`,
