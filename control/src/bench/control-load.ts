@@ -154,8 +154,9 @@ interface Node {
   /** The latest connection: its replica, whether control answered the upgrade, what it was sent. */
   url: string;
   upgraded: boolean;
-  /** When the latest connection was tried and its upgrade answered (performance.now(); 0: not yet). */
+  /** When the latest connection was tried, its TCP connection was up and its upgrade answered (performance.now(); 0: not yet). */
   triedAt: number;
+  connectedAt: number;
   upgradedAt: number;
   messages: number;
   firstHead: string;
@@ -290,6 +291,7 @@ class Load {
     node.url = url;
     node.upgraded = false;
     node.triedAt = performance.now();
+    node.connectedAt = 0;
     node.upgradedAt = 0;
     node.messages = 0;
     node.firstHead = '';
@@ -303,6 +305,11 @@ class Load {
     const timing = (type: string | undefined) =>
       type !== 'full' && type !== 'resume' && this.event !== null && !this.event.times.has(node.index);
     const ws = new StreamClient(url, path, { [MACHINE_AUTH_HEADER]: sig }, node.source, HEAD_BYTES, {
+      // Up is not accepted: the kernel completes a connection before control accepts it, so one up
+      // and not yet answered waits in control's accept queue or in control (see herdSteps).
+      connected: () => {
+        if (node.generation === generation) node.connectedAt = performance.now();
+      },
       upgrade: () => {
         answered();
         if (node.generation === generation) {
@@ -535,6 +542,7 @@ async function run(args: Args, mode: Mode): Promise<void> {
       url: '',
       upgraded: false,
       triedAt: 0,
+      connectedAt: 0,
       upgradedAt: 0,
       messages: 0,
       firstHead: '',
@@ -776,8 +784,10 @@ function herdTimeline(
 
 /**
  * A herd's first seconds step by step (250 ms from `since`): how many of `cut` tried (their latest
- * try), had their upgrade answered and had their map, and the share of a core each of `pids` and
- * this load process used. A step sampled late (its wall time over 250 ms) means this process was
+ * try), had their TCP connection up, had their upgrade answered and had their map, how many were
+ * up and still unanswered at the step's end (waiting in a replica's accept queue, mostly: a replica
+ * answers what it has accepted within tens of milliseconds), and the share of a core each of `pids`
+ * and this load process used. A step sampled late (its wall time over 250 ms) means this process was
  * too busy to sample, so its own figures are the ones to doubt.
  */
 function herdSteps(
@@ -792,15 +802,22 @@ function herdSteps(
   return {
     stop: () => {
       clearInterval(timer);
-      const lines = ['    step (s)  tried  upgraded  back   wall ms  CPU % (replicas…, load)'];
+      const lines = [
+        '    step (s)  tried  TCP up  upgraded  back  waiting  wall ms  CPU % (replicas…, load)',
+      ];
       for (let i = 1; i < samples.length; i++) {
         const [a, b] = [samples[i - 1], samples[i]] as [ReturnType<typeof sample>, ReturnType<typeof sample>];
         const within = (t: number) => t > Math.max(a.at, since) && t <= b.at;
         const wall = (b.at - a.at) / 1000;
         const share = (s: number) => `${((s / wall) * 100).toFixed(0).padStart(3)}`;
         const load = (b.load.user + b.load.system - a.load.user - a.load.system) / 1e6;
+        const count = (t: (n: Node) => number) => cut.filter((n) => within(t(n))).length;
+        const waiting = cut.filter(
+          (n) =>
+            n.connectedAt > since && n.connectedAt <= b.at && !(n.upgradedAt > 0 && n.upgradedAt <= b.at),
+        ).length;
         lines.push(
-          `    ${((b.at - since) / 1000).toFixed(2).padStart(8)}  ${String(cut.filter((n) => within(n.triedAt)).length).padStart(5)}  ${String(cut.filter((n) => within(n.upgradedAt)).length).padStart(8)}  ${String(cut.filter((n) => within(n.mapAt)).length).padStart(4)}  ${(wall * 1000).toFixed(0).padStart(7)}  ${[...b.cpu.map((c, r) => share(c - (a.cpu[r] as number))), share(load)].join(' ')}`,
+          `    ${((b.at - since) / 1000).toFixed(2).padStart(8)}  ${String(count((n) => n.triedAt)).padStart(5)}  ${String(count((n) => n.connectedAt)).padStart(6)}  ${String(count((n) => n.upgradedAt)).padStart(8)}  ${String(count((n) => n.mapAt)).padStart(4)}  ${String(waiting).padStart(7)}  ${(wall * 1000).toFixed(0).padStart(7)}  ${[...b.cpu.map((c, r) => share(c - (a.cpu[r] as number))), share(load)].join(' ')}`,
         );
       }
       return lines.join('\n');

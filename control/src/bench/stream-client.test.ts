@@ -91,6 +91,7 @@ describe('StreamClient against a ws server', () => {
       resolveClosed = r;
     });
     const handlers: StreamHandlers = {
+      connected: () => seen.push('connected'),
       upgrade: () => seen.push('upgrade'),
       keep: (head) => keep(head.toString()),
       message: (head, length, body) =>
@@ -139,7 +140,7 @@ describe('StreamClient against a ws server', () => {
     // The server pings only after the message arrived, then closes on the pong.
     for (const ws of server?.clients ?? []) ws.ping('p1');
     await c.closed;
-    expect(c.seen).toEqual(['upgrade', 'close']);
+    expect(c.seen).toEqual(['connected', 'upgrade', 'close']);
     expect(c.messages).toEqual([
       { head: map.slice(0, 16), length: map.length, body: null },
       { head: '{"type":"delta",', length: 37, body: '{"type":"delta","peersRemoved":["a"]}' },
@@ -153,6 +154,6 @@ describe('StreamClient against a ws server', () => {
     const url = await listen({ verifyClient: (_info, cb) => cb(false, 401) });
     const c = open(url, () => false);
     await c.closed;
-    expect(c.seen).toEqual(['refused 401', 'close']);
+    expect(c.seen).toEqual(['connected', 'refused 401', 'close']);
   });
 });

@@ -21,6 +21,8 @@ const READS = Buffer.allocUnsafe(64 * 1024);
 const MAX_ANSWER = 16 * 1024;
 
 export interface StreamHandlers {
+  /** The TCP connection is up (the kernel's handshake: the server may not have accepted it yet). */
+  connected(): void;
   /** The upgrade was answered with 101. */
   upgrade(): void;
   /** A message's first `headBytes` bytes (fewer if shorter): whether to keep the whole message. */
@@ -232,6 +234,7 @@ export class StreamClient {
       ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
     ];
     this.socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    this.socket.once('connect', () => handlers.connected());
     this.socket.on('error', (err) => handlers.error(err));
     this.socket.on('close', () => {
       this.readyState = CLOSED;
