@@ -1500,19 +1500,27 @@ function viewBytes(cached: CachedView): Buffer {
   return cached.bytes;
 }
 
+/** Between a delta key's parts: JSON text never holds it raw (JSON.stringify escapes control characters). */
+const KEY_PART = '\u0001';
+
 /**
  * The message object an earlier receiver of the same bytes got, or `delta` (remembered for the next):
  * a change that reaches a thousand nodes with the same peers is then serialised once. Shared views
- * are named by their version; views built for one viewer (routers) and self by their JSON.
+ * are named by their version; views built for one viewer (routers) and self by their JSON. The key's
+ * parts are joined, not serialised as one array: a policy change at 10,000 nodes escaped every
+ * node's filter JSON again for its key (each filter names its node's own addresses).
  */
 function shareDelta(shared: Map<string, Delta>, delta: Delta, out: Outgoing, sub: Subscriber): Delta {
-  const key = JSON.stringify([
+  // Each view ends with a newline, which neither a version nor JSON text holds raw.
+  let views = '';
+  for (const c of out.upserted.values()) views += `${c.seq > 0 ? c.seq : c.json}\n`;
+  const key = [
     delta.mapToken ?? '',
-    [...out.upserted.values()].map((c) => (c.seq > 0 ? c.seq : c.json)),
-    delta.peersRemoved ?? [],
+    views,
+    delta.peersRemoved ? JSON.stringify(delta.peersRemoved) : '',
     out.packetFilter ? sub.filterJson : '',
     out.self ? out.self.json : '',
-  ]);
+  ].join(KEY_PART);
   const earlier = shared.get(key);
   if (earlier) return earlier;
   shared.set(key, delta);

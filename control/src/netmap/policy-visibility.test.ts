@@ -398,6 +398,26 @@ describe('the policy compiler as the hub’s visibility', () => {
     expect(filterOf('n1', withLaptop)).not.toBe(before);
   });
 
+  it("gives a policy change's equal deltas one message, without serialising any filter's JSON again", () => {
+    const everyone = (port: number) =>
+      `{ "acls": [{ "action": "accept", "src": ["*"], "dst": ["*:${port}"] }] }`;
+    const nodes = [node(1, alice), node(2, bob), node(3, null, { tags: ['tag:web'] })];
+    const { sessions, setPolicy } = setup(nodes, everyone(22));
+    const stringify = vi.spyOn(JSON, 'stringify');
+    setPolicy(everyone(23));
+    const sent = [...sessions.values()].map((s) => s.messages.at(-1));
+    expect(sent[0]).toMatchObject({ type: 'delta', packetFilter: [{ DstPorts: [{ IP: '*' }] }] });
+    for (const message of sent) expect(message).toBe(sent[0]);
+    // A filter's JSON is made once per node to compare it; the key that shares a delta joins it as is.
+    const isFilterJson = (v: unknown) => typeof v === 'string' && v.startsWith('[{"SrcIPs"');
+    const again = stringify.mock.calls.filter(
+      ([v]) => isFilterJson(v) || (Array.isArray(v) && v.some(isFilterJson)),
+    );
+    expect(again).toEqual([]);
+    stringify.mockRestore();
+    expectCompiled(sessions, nodes, everyone(23));
+  });
+
   it("steps only the streams a person's new device concerns through it", () => {
     const visibility = new PolicyVisibility(wildcardSourcesOf(TEST_RANGES));
     visibility.setPolicy(parsePolicy(POLICY));

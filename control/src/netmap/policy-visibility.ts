@@ -151,10 +151,7 @@ export class PolicyVisibility implements VisibilityPolicy {
       this.filters.set(node.id, packetFilter);
     }
     let routes: Record<string, string[]> | undefined;
-    return {
-      ...(shared
-        ? { shared: { key: `${this.generation} ${shared.key}`, canSee: (peer) => shared.canSee(peer.id) } }
-        : {}),
+    const visibility: Visibility = {
       canSee: (peer) => canSee(peer.id),
       peerIds: () => engine.eachVisiblePeer(node.id),
       packetFilter,
@@ -164,6 +161,13 @@ export class PolicyVisibility implements VisibilityPolicy {
         return routes[peer.id] ?? [];
       },
     };
+    // Set, not spread in: a policy change makes one for every stream.
+    if (shared)
+      visibility.shared = {
+        key: `${this.generation} ${shared.key}`,
+        canSee: (peer) => shared.canSee(peer.id),
+      };
+    return visibility;
   }
 
   approvedRoutes(node: NodeRecord): string[] {

@@ -641,6 +641,34 @@ describe('a policy change', () => {
     expect(snapshot(taken)).toEqual(snapshot(compilePolicy(parsePolicy(selfAndServers('22')), tailnet)));
   });
 
+  it("keys a new engine's sources without joining any node's addresses again (every replica asks every filter)", () => {
+    /** Joins while a new policy's filters are asked of every node, over `people` people of 3 devices. */
+    const joins = (people: number) => {
+      const nodes: TailnetInput['nodes'] = { s1: { tags: ['tag:server'], ipv4: '100.64.1.1' } };
+      for (let i = 0; i < people * 3; i++)
+        nodes[`d${i}`] = { user: `p${Math.floor(i / 3)}`, ipv4: `100.64.0.${i + 1}` };
+      const users = [...Array.from({ length: people }, (_, p) => ({ name: `p${p}` })), { name: 'ops' }];
+      const tailnet = parseTailnet({ users, nodes });
+      const before = compilePolicy(parsePolicy(selfAndServers('*')), tailnet);
+      for (const name of Object.keys(nodes)) before.packetFilter(name);
+      const policy = parsePolicy(selfAndServers('22'));
+      const join = vi.spyOn(Array.prototype, 'join');
+      let taken: CompiledPolicy;
+      let calls: number;
+      try {
+        taken = before.withPolicy(policy);
+        for (const name of Object.keys(nodes)) taken.packetFilter(name);
+        calls = join.mock.calls.length;
+      } finally {
+        join.mockRestore();
+      }
+      expect(snapshot(taken)).toEqual(snapshot(compilePolicy(policy, tailnet)));
+      return calls;
+    };
+    // As many for 20 people as for 2: per rule, none per node.
+    expect(joins(20)).toBe(joins(2));
+  });
+
   it('taken over from the engine in force is the engine compiled afresh (sample cases, each to the next)', () => {
     const cases = sampleCases();
     for (const [i, c] of cases.entries()) {
