@@ -151,9 +151,8 @@ interface Node {
   loggedOut: boolean;
   /** Signs this node's requests; made once (real nodes sign on their own machines, not on the load's cores). */
   sign: ReturnType<typeof machineSigner> | null;
-  /** The latest connection: its replica, whether control answered the upgrade, what it was sent. */
+  /** The latest connection's replica. */
   url: string;
-  upgraded: boolean;
   /** When the latest connection was tried, its TCP connection was up and its upgrade answered (performance.now(); 0: not yet). */
   triedAt: number;
   connectedAt: number;
@@ -289,7 +288,6 @@ class Load {
     const path = streamPath(node.mapToken);
     const sig = signed(node, this.controlKey, 'GET', path, '');
     node.url = url;
-    node.upgraded = false;
     node.triedAt = performance.now();
     node.connectedAt = 0;
     node.upgradedAt = 0;
@@ -312,10 +310,7 @@ class Load {
       },
       upgrade: () => {
         answered();
-        if (node.generation === generation) {
-          node.upgraded = true;
-          node.upgradedAt = performance.now();
-        }
+        if (node.generation === generation) node.upgradedAt = performance.now();
       },
       keep: (head) => timing(MESSAGE_HEAD.exec(head.toString())?.[1]),
       message: (headBytes, length, body) => {
@@ -540,7 +535,6 @@ async function run(args: Args, mode: Mode): Promise<void> {
       loggedOut: false,
       sign: null,
       url: '',
-      upgraded: false,
       triedAt: 0,
       connectedAt: 0,
       upgradedAt: 0,
@@ -831,7 +825,7 @@ function notBack(cut: readonly Node[], since: number, live: string[]): string {
   for (const n of cut) {
     if (n.mapAt > since) continue;
     const where = live.indexOf(n.url);
-    const key = `replica ${where === -1 ? 'gone' : where} ws ${n.ws?.readyState} upgraded ${n.upgraded} messages ${n.messages} first ${JSON.stringify(n.firstHead)} loggedOut ${n.loggedOut} timeouts ${n.timeouts}`;
+    const key = `replica ${where === -1 ? 'gone' : where} ws ${n.ws?.readyState} upgraded ${n.upgradedAt > 0} messages ${n.messages} first ${JSON.stringify(n.firstHead)} loggedOut ${n.loggedOut} timeouts ${n.timeouts}`;
     groups.set(key, [...(groups.get(key) ?? []), n]);
   }
   return [...groups]

@@ -509,12 +509,13 @@ describe('groups from the identity provider', () => {
 });
 
 describe('a policy change', () => {
-  /** Each person reaches their own devices on `ports`, every member the servers' SSH. */
-  const selfAndServers = (ports: string) => `{
+  /** Each person reaches their own devices on `ports`, every member the servers' SSH; then `more` rules. */
+  const selfAndServers = (ports: string, ...more: string[]) => `{
     "tagOwners": { "tag:server": ["ops@example.com"] },
     "acls": [
       { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
       { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
+      ${more.map((r) => `${r},`).join('\n      ')}
     ],
   }`;
 
@@ -569,14 +570,8 @@ describe('a policy change', () => {
   });
 
   it("takes the sources' texts over from the engine in force: none worked out again unless its nodes moved", () => {
-    const text = (ports: string) => `{
-      "tagOwners": { "tag:server": ["ops@example.com"] },
-      "acls": [
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:${ports}"] },
-        { "action": "accept", "src": ["autogroup:member"], "dst": ["tag:server:22"] },
-        { "action": "accept", "src": ["*"], "dst": ["tag:server:80"] },
-      ],
-    }`;
+    const text = (ports: string) =>
+      selfAndServers(ports, '{ "action": "accept", "src": ["*"], "dst": ["tag:server:80"] }');
     const people = ['alice', 'bob', 'carol'];
     const nodes: TailnetInput['nodes'] = {
       s1: { tags: ['tag:server'], ipv4: '100.64.1.1', ipv6: 'fd7a:115c:a1e0::101' },

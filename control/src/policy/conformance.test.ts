@@ -26,10 +26,6 @@ interface Case {
   expectError?: { status: number; body: { message: string } };
 }
 
-function loadCases(): Case[] {
-  return readPolicyCases<Case>();
-}
-
 /**
  * Captures we deliberately do not match exactly. acl-k03: the route 10.33.0.0/16 was approved by
  * autoApprovers moments before capture and reached only some of the nodes that the same rule
@@ -52,7 +48,7 @@ const CAPTURE_ANOMALIES: Record<string, string[]> = {
  */
 const haElections = new Map<string, Set<string>>();
 
-const cases = loadCases();
+const cases = readPolicyCases<Case>();
 const work = mkdtempSync(join(tmpdir(), 'weft-conformance-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
